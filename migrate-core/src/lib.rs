@@ -1,0 +1,11 @@
+//! migrate-core: the migration model, source parsing, lint rules and (feature `runtime`) the
+//! PostgreSQL runtime shared by the `migrations!()` macro and the `migrate` CLI.
+
+pub mod checksum;
+pub mod migration;
+pub mod splitter;
+
+pub use checksum::Checksum;
+pub use migration::{
+    BackfillSpec, Migration, Migrations, Phase, Section, Statement, TransactionMode,
+};

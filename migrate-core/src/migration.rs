@@ -1,0 +1,157 @@
+//! The migration model: what a migration file is once read, split and checked.
+//!
+//! Every type here is usable in a `static`: text is a `Cow<'static, str>` and lists are
+//! `Cow<'static, [T]>`, so the `migrations!()` macro emits borrowed literals while a set read
+//! from a folder at run time owns its data. Both come from the same loader
+//! ([`crate::source::load_dir`]).
+
+use std::borrow::Cow;
+use std::fmt;
+
+use crate::checksum::Checksum;
+
+/// The phase of an expand/contract change, taken from the file name
+/// (`0002_email.expand.sql`); `expand` when the name has none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Phase {
+    /// Adds columns, tables, indexes. Old application code keeps working.
+    Expand,
+    /// Moves existing rows in keyed batches.
+    Backfill,
+    /// Removes what the expand made obsolete, once the gates pass.
+    Contract,
+}
+
+impl Phase {
+    pub const ALL: [Phase; 3] = [Phase::Expand, Phase::Backfill, Phase::Contract];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Expand => "expand",
+            Phase::Backfill => "backfill",
+            Phase::Contract => "contract",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Phase> {
+        Phase::ALL.into_iter().find(|phase| phase.as_str() == text)
+    }
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How the runtime executes a section.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TransactionMode {
+    /// BEGIN, every statement, the history row, COMMIT: all or nothing.
+    Transactional,
+    /// Each statement on its own, then the history row. Needed by statements PostgreSQL
+    /// refuses inside a transaction block (CREATE INDEX CONCURRENTLY, VACUUM, ...), or forced
+    /// with `-- migrate:no-transaction`.
+    Autocommit,
+}
+
+impl TransactionMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransactionMode::Transactional => "transaction",
+            TransactionMode::Autocommit => "autocommit",
+        }
+    }
+}
+
+/// One SQL statement of a migration, exactly as written, with its position in the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Statement {
+    /// The statement text without the terminating `;`, comments before it excluded.
+    pub sql: Cow<'static, str>,
+    /// 1-based line of the statement's first token in the original file.
+    pub line: u32,
+    /// 1-based column (in characters) of the statement's first token.
+    pub column: u32,
+    /// PostgreSQL refuses to run this statement inside a transaction block.
+    pub non_transactional: bool,
+}
+
+/// The up or down part of a migration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Section {
+    pub statements: Cow<'static, [Statement]>,
+    pub mode: TransactionMode,
+}
+
+/// Parameters of `-- migrate:backfill table=<t> key=<col> [batch=<n>] [delay=<ms>]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackfillSpec {
+    pub table: Cow<'static, str>,
+    pub key: Cow<'static, str>,
+    pub batch_size: u32,
+    pub delay_ms: u32,
+}
+
+impl BackfillSpec {
+    pub const DEFAULT_BATCH_SIZE: u32 = 1000;
+    pub const DEFAULT_DELAY_MS: u32 = 0;
+}
+
+/// One migration file, read, split and checksummed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Migration {
+    /// The number before the first `_`, compared as an integer.
+    pub version: u64,
+    /// `[a-z0-9_]+` between the version and the phase.
+    pub name: Cow<'static, str>,
+    pub phase: Phase,
+    /// The file name, e.g. `0002_email_verified.expand.sql`.
+    pub file_name: Cow<'static, str>,
+    /// See [`crate::checksum`] for the exact definition.
+    pub checksum: Checksum,
+    pub up: Section,
+    /// `None` when the file has no `-- migrate:down` part: such a migration cannot be reverted.
+    pub down: Option<Section>,
+    /// `-- migrate:requires <version>`: the expand a contract finishes.
+    pub requires: Option<u64>,
+    /// `-- migrate:backfill ...` parameters of a backfill file.
+    pub backfill: Option<BackfillSpec>,
+}
+
+impl Migration {
+    /// `0002_email_verified` style label used in messages.
+    pub fn label(&self) -> String {
+        format!("{}_{}", self.version, self.name)
+    }
+}
+
+/// A whole migration set, in ascending version order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Migrations {
+    /// The folder the set was read from. For an embedded set it is the absolute path at build
+    /// time; the runtime uses it, when it still exists, to name files the binary lacks.
+    pub dir: Cow<'static, str>,
+    pub migrations: Cow<'static, [Migration]>,
+}
+
+impl Migrations {
+    pub fn iter(&self) -> std::slice::Iter<'_, Migration> {
+        self.migrations.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.migrations.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.migrations.is_empty()
+    }
+
+    pub fn get(&self, version: u64) -> Option<&Migration> {
+        self.migrations
+            .binary_search_by_key(&version, |m| m.version)
+            .ok()
+            .map(|index| &self.migrations[index])
+    }
+}

@@ -1,0 +1,517 @@
+//! Exact statement splitting with source positions.
+//!
+//! A small PostgreSQL lexer (strings, `E''` strings, quoted identifiers, `--` and nested
+//! `/* */` comments, `$$`/`$tag$` dollar quotes) followed by a splitter that cuts at top-level
+//! `;` the way psql does: not inside parentheses, and not inside a SQL-standard
+//! `BEGIN ATOMIC ... END` function body. Every token keeps its byte range and its 1-based
+//! line and column (in characters) in the original file.
+
+use std::ops::Range;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenKind {
+    /// Keyword or unquoted identifier.
+    Word,
+    /// `"identifier"`.
+    QuotedIdent,
+    /// `'text'`, `E'text'`, `B'..'`, `X'..'`, `U&'..'`.
+    String,
+    /// `$$text$$` or `$tag$text$tag$`.
+    DollarString,
+    Number,
+    /// `$1`.
+    Parameter,
+    Semicolon,
+    /// Any other character (operators, parentheses, commas).
+    Punct,
+    LineComment,
+    BlockComment,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Token {
+    pub kind: TokenKind,
+    pub range: Range<usize>,
+    pub line: u32,
+    pub column: u32,
+}
+
+impl Token {
+    pub fn text<'a>(&self, source: &'a str) -> &'a str {
+        &source[self.range.clone()]
+    }
+
+    /// True when this is the unquoted word `keyword` (ASCII case-insensitive).
+    pub fn is_word(&self, source: &str, keyword: &str) -> bool {
+        self.kind == TokenKind::Word && self.text(source).eq_ignore_ascii_case(keyword)
+    }
+
+    pub fn is_comment(&self) -> bool {
+        matches!(self.kind, TokenKind::LineComment | TokenKind::BlockComment)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{line}:{column}: {what}")]
+pub struct LexError {
+    pub line: u32,
+    pub column: u32,
+    pub what: &'static str,
+}
+
+struct Cursor<'a> {
+    bytes: &'a [u8],
+    source: &'a str,
+    pos: usize,
+    line: u32,
+    column: u32,
+}
+
+impl Cursor<'_> {
+    fn peek(&self, ahead: usize) -> Option<u8> {
+        self.bytes.get(self.pos + ahead).copied()
+    }
+
+    /// Advances one character, keeping line and column right for multi-byte UTF-8.
+    fn bump(&mut self) {
+        let Some(ch) = self.source[self.pos..].chars().next() else {
+            return;
+        };
+        self.pos += ch.len_utf8();
+        if ch == '\n' {
+            self.line += 1;
+            self.column = 1;
+        } else {
+            self.column += 1;
+        }
+    }
+
+    fn bump_n(&mut self, count: usize) {
+        for _ in 0..count {
+            self.bump();
+        }
+    }
+
+    fn starts_with(&self, prefix: &[u8]) -> bool {
+        self.bytes[self.pos..].starts_with(prefix)
+    }
+}
+
+fn is_ident_start(byte: u8) -> bool {
+    byte.is_ascii_alphabetic() || byte == b'_' || byte >= 0x80
+}
+
+fn is_ident_continue(byte: u8) -> bool {
+    is_ident_start(byte) || byte.is_ascii_digit() || byte == b'$'
+}
+
+/// Tokenizes `source`, keeping comments and dropping whitespace.
+pub fn tokenize(source: &str) -> Result<Vec<Token>, LexError> {
+    let mut cursor = Cursor {
+        bytes: source.as_bytes(),
+        source,
+        pos: 0,
+        line: 1,
+        column: 1,
+    };
+    let mut tokens = Vec::new();
+    while let Some(byte) = cursor.peek(0) {
+        if byte.is_ascii_whitespace() {
+            cursor.bump();
+            continue;
+        }
+        let (start, line, column) = (cursor.pos, cursor.line, cursor.column);
+        let error = |what| LexError { line, column, what };
+        let kind = match byte {
+            b'-' if cursor.peek(1) == Some(b'-') => {
+                while cursor.peek(0).is_some_and(|b| b != b'\n') {
+                    cursor.bump();
+                }
+                TokenKind::LineComment
+            }
+            b'/' if cursor.peek(1) == Some(b'*') => {
+                // PostgreSQL block comments nest.
+                let mut depth = 0usize;
+                loop {
+                    if cursor.starts_with(b"/*") {
+                        depth += 1;
+                        cursor.bump_n(2);
+                    } else if cursor.starts_with(b"*/") {
+                        depth -= 1;
+                        cursor.bump_n(2);
+                        if depth == 0 {
+                            break;
+                        }
+                    } else if cursor.peek(0).is_none() {
+                        return Err(error("unterminated /* comment"));
+                    } else {
+                        cursor.bump();
+                    }
+                }
+                TokenKind::BlockComment
+            }
+            b'\'' => {
+                lex_quoted(&mut cursor, b'\'', false)
+                    .ok_or_else(|| error("unterminated string"))?;
+                TokenKind::String
+            }
+            b'"' => {
+                lex_quoted(&mut cursor, b'"', false)
+                    .ok_or_else(|| error("unterminated quoted identifier"))?;
+                TokenKind::QuotedIdent
+            }
+            b'$' if cursor.peek(1).is_some_and(|b| b.is_ascii_digit()) => {
+                cursor.bump();
+                while cursor.peek(0).is_some_and(|b| b.is_ascii_digit()) {
+                    cursor.bump();
+                }
+                TokenKind::Parameter
+            }
+            b'$' => match dollar_tag(&source[cursor.pos..]) {
+                Some(tag_len) => {
+                    let tag = &source[cursor.pos..cursor.pos + tag_len];
+                    cursor.bump_n(tag.chars().count());
+                    match source[cursor.pos..].find(tag) {
+                        Some(offset) => {
+                            let body_chars =
+                                source[cursor.pos..cursor.pos + offset].chars().count();
+                            cursor.bump_n(body_chars + tag.chars().count());
+                        }
+                        None => return Err(error("unterminated dollar-quoted string")),
+                    }
+                    TokenKind::DollarString
+                }
+                None => {
+                    cursor.bump();
+                    TokenKind::Punct
+                }
+            },
+            b'0'..=b'9' => {
+                while cursor
+                    .peek(0)
+                    .is_some_and(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_')
+                {
+                    cursor.bump();
+                }
+                TokenKind::Number
+            }
+            b';' => {
+                cursor.bump();
+                TokenKind::Semicolon
+            }
+            byte if is_ident_start(byte) => {
+                // E'...' strings take backslash escapes; B'', X'', N'' are plain strings.
+                let next = cursor.peek(1);
+                if next == Some(b'\'') && matches!(byte, b'e' | b'E') {
+                    cursor.bump();
+                    lex_quoted(&mut cursor, b'\'', true)
+                        .ok_or_else(|| error("unterminated E'' string"))?;
+                    TokenKind::String
+                } else if next == Some(b'\'')
+                    && matches!(byte, b'b' | b'B' | b'x' | b'X' | b'n' | b'N')
+                {
+                    cursor.bump();
+                    lex_quoted(&mut cursor, b'\'', false)
+                        .ok_or_else(|| error("unterminated string"))?;
+                    TokenKind::String
+                } else if matches!(byte, b'u' | b'U')
+                    && next == Some(b'&')
+                    && matches!(cursor.peek(2), Some(b'\'' | b'"'))
+                {
+                    let quote = cursor.peek(2).unwrap_or(b'\'');
+                    cursor.bump_n(2);
+                    lex_quoted(&mut cursor, quote, false)
+                        .ok_or_else(|| error("unterminated U& string"))?;
+                    if quote == b'"' {
+                        TokenKind::QuotedIdent
+                    } else {
+                        TokenKind::String
+                    }
+                } else {
+                    while cursor.peek(0).is_some_and(is_ident_continue) {
+                        cursor.bump();
+                    }
+                    TokenKind::Word
+                }
+            }
+            _ => {
+                cursor.bump();
+                TokenKind::Punct
+            }
+        };
+        tokens.push(Token {
+            kind,
+            range: start..cursor.pos,
+            line,
+            column,
+        });
+    }
+    Ok(tokens)
+}
+
+/// Consumes a quoted token starting at the opening quote. A doubled quote is an escaped
+/// quote; with `backslash_escapes` (E'' strings) a backslash escapes the next character.
+fn lex_quoted(cursor: &mut Cursor<'_>, quote: u8, backslash_escapes: bool) -> Option<()> {
+    cursor.bump();
+    loop {
+        match cursor.peek(0)? {
+            b'\\' if backslash_escapes => {
+                cursor.bump();
+                cursor.peek(0)?;
+                cursor.bump();
+            }
+            byte if byte == quote => {
+                cursor.bump();
+                if cursor.peek(0) == Some(quote) {
+                    cursor.bump();
+                } else {
+                    return Some(());
+                }
+            }
+            _ => cursor.bump(),
+        }
+    }
+}
+
+/// Length of a `$tag$` opening at the start of `text`, if it is one.
+fn dollar_tag(text: &str) -> Option<usize> {
+    let bytes = text.as_bytes();
+    let mut index = 1;
+    if bytes.get(index).is_some_and(|&b| is_ident_start(b)) {
+        while bytes
+            .get(index)
+            .is_some_and(|&b| is_ident_start(b) || b.is_ascii_digit())
+        {
+            index += 1;
+        }
+    }
+    (bytes.get(index) == Some(&b'$')).then_some(index + 1)
+}
+
+/// A statement found by [`split`]: a range of non-comment tokens ended by `;` or the end of
+/// the input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawStatement {
+    /// Index range into the token list (comments inside the statement included).
+    pub tokens: Range<usize>,
+    /// Byte range of the text, from the first token to the end of the last one (no `;`).
+    pub range: Range<usize>,
+    pub line: u32,
+    pub column: u32,
+}
+
+/// One item of a file in source order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Item {
+    /// A `--` comment. Whether it starts its line and whether it lies inside a statement
+    /// matter for `-- migrate:` directives.
+    LineComment {
+        token: usize,
+        own_line: bool,
+        inside_statement: bool,
+    },
+    Statement(RawStatement),
+}
+
+/// Splits tokens into statements at top-level semicolons. Comments between statements are
+/// reported as items in order; a comment inside a statement is reported before that statement.
+pub fn split(source: &str, tokens: &[Token]) -> Vec<Item> {
+    let mut items = Vec::new();
+    let mut current: Option<(usize, usize)> = None; // (first token, last non-comment token)
+    let mut paren_depth = 0i32;
+    let mut atomic_depth = 0i32;
+    let mut routine = false;
+    for (index, token) in tokens.iter().enumerate() {
+        if token.kind == TokenKind::LineComment {
+            let line_start = source[..token.range.start].rfind('\n').map_or(0, |i| i + 1);
+            let own_line = source[line_start..token.range.start].trim().is_empty();
+            items.push(Item::LineComment {
+                token: index,
+                own_line,
+                inside_statement: current.is_some(),
+            });
+            continue;
+        }
+        if token.kind == TokenKind::BlockComment {
+            continue;
+        }
+        if token.kind == TokenKind::Semicolon && paren_depth <= 0 && atomic_depth <= 0 {
+            if let Some((first, last)) = current.take() {
+                items.push(Item::Statement(make_statement(tokens, first, last)));
+            }
+            paren_depth = 0;
+            atomic_depth = 0;
+            routine = false;
+            continue;
+        }
+        if token.kind == TokenKind::Semicolon {
+            // A `;` inside BEGIN ATOMIC ... END or parentheses belongs to the statement.
+            if let Some((_, last)) = current.as_mut() {
+                *last = index;
+            }
+            continue;
+        }
+        match current.as_mut() {
+            None => {
+                current = Some((index, index));
+                routine = false;
+            }
+            Some((_, last)) => *last = index,
+        }
+        match token.kind {
+            TokenKind::Punct if token.text(source) == "(" => paren_depth += 1,
+            TokenKind::Punct if token.text(source) == ")" => paren_depth -= 1,
+            TokenKind::Word => {
+                let (first, _) = current.unwrap_or((index, index));
+                if index - first <= 4
+                    && (token.is_word(source, "function") || token.is_word(source, "procedure"))
+                    && tokens[first].is_word(source, "create")
+                {
+                    routine = true;
+                }
+                // psql counts BEGIN/CASE against END inside CREATE FUNCTION/PROCEDURE so a
+                // SQL-standard body (BEGIN ATOMIC ...; ...; END) stays one statement.
+                if routine {
+                    if token.is_word(source, "begin") || token.is_word(source, "case") {
+                        atomic_depth += 1;
+                    } else if token.is_word(source, "end") {
+                        atomic_depth -= 1;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    if let Some((first, last)) = current {
+        items.push(Item::Statement(make_statement(tokens, first, last)));
+    }
+    items
+}
+
+fn make_statement(tokens: &[Token], first: usize, last: usize) -> RawStatement {
+    RawStatement {
+        tokens: first..last + 1,
+        range: tokens[first].range.start..tokens[last].range.end,
+        line: tokens[first].line,
+        column: tokens[first].column,
+    }
+}
+
+/// Convenience for tests and tools: the statement texts of `source`.
+pub fn statement_texts(source: &str) -> Result<Vec<&str>, LexError> {
+    let tokens = tokenize(source)?;
+    Ok(split(source, &tokens)
+        .into_iter()
+        .filter_map(|item| match item {
+            Item::Statement(statement) => Some(&source[statement.range]),
+            Item::LineComment { .. } => None,
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn texts(source: &str) -> Vec<&str> {
+        statement_texts(source).unwrap()
+    }
+
+    #[test]
+    fn splits_on_top_level_semicolons() {
+        assert_eq!(
+            texts("SELECT 1; SELECT 2;\nSELECT 3"),
+            ["SELECT 1", "SELECT 2", "SELECT 3"]
+        );
+        assert_eq!(texts(";;  ; "), Vec::<&str>::new());
+    }
+
+    #[test]
+    fn semicolons_in_strings_identifiers_and_comments_do_not_split() {
+        let sql = "INSERT INTO t VALUES ('a;b', 'it''s;');\n\
+                   SELECT \"we;ird\"\"col\" FROM t; -- trailing; comment\n\
+                   /* outer /* nested; */ still; comment */ SELECT 2;";
+        assert_eq!(
+            texts(sql),
+            [
+                "INSERT INTO t VALUES ('a;b', 'it''s;')",
+                "SELECT \"we;ird\"\"col\" FROM t",
+                "SELECT 2"
+            ]
+        );
+    }
+
+    #[test]
+    fn escape_strings_take_backslashes() {
+        assert_eq!(
+            texts(r"SELECT E'a\';b'; SELECT 'c\'; SELECT 3"),
+            [r"SELECT E'a\';b'", r"SELECT 'c\'", "SELECT 3"]
+        );
+    }
+
+    #[test]
+    fn dollar_quotes_with_and_without_tags() {
+        let sql = "CREATE FUNCTION f() RETURNS int AS $$ SELECT 1; $$ LANGUAGE sql;\n\
+                   CREATE FUNCTION g() RETURNS int AS $body$ BEGIN RETURN $$x;$$; END; $body$ LANGUAGE plpgsql;\n\
+                   SELECT $1, a$b FROM t;";
+        let statements = texts(sql);
+        assert_eq!(statements.len(), 3, "{statements:#?}");
+        assert!(statements[1].ends_with("$body$ LANGUAGE plpgsql"));
+        assert_eq!(statements[2], "SELECT $1, a$b FROM t");
+    }
+
+    #[test]
+    fn begin_atomic_bodies_stay_whole() {
+        let sql = "CREATE FUNCTION f(a int) RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT a; SELECT CASE WHEN a > 0 THEN 1 END; END; SELECT 2;";
+        let statements = texts(sql);
+        assert_eq!(statements.len(), 2, "{statements:#?}");
+        assert!(statements[0].ends_with("END; END"));
+    }
+
+    #[test]
+    fn positions_are_exact_lines_and_character_columns() {
+        let sql = "-- header\n  SELECT 'é';  SELECT 2;\n\n   CREATE TABLE t ();";
+        let tokens = tokenize(sql).unwrap();
+        let positions: Vec<(u32, u32)> = split(sql, &tokens)
+            .into_iter()
+            .filter_map(|item| match item {
+                Item::Statement(s) => Some((s.line, s.column)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(positions, [(2, 3), (2, 16), (4, 4)]);
+    }
+
+    #[test]
+    fn unterminated_constructs_are_errors_with_positions() {
+        assert_eq!(
+            tokenize("SELECT 'abc").unwrap_err(),
+            LexError {
+                line: 1,
+                column: 8,
+                what: "unterminated string"
+            }
+        );
+        assert!(tokenize("SELECT $$abc").is_err());
+        assert!(tokenize("/* /* */").is_err());
+        assert!(tokenize("SELECT \"x").is_err());
+    }
+
+    #[test]
+    fn comments_report_whether_they_own_their_line() {
+        let sql = "-- a\nSELECT 1; -- b\nSELECT\n-- c\n2;";
+        let tokens = tokenize(sql).unwrap();
+        let comments: Vec<(bool, bool)> = split(sql, &tokens)
+            .into_iter()
+            .filter_map(|item| match item {
+                Item::LineComment {
+                    own_line,
+                    inside_statement,
+                    ..
+                } => Some((own_line, inside_statement)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(comments, [(true, false), (false, false), (true, true)]);
+    }
+}

@@ -1,0 +1,1 @@
+//! Test-only crate: trybuild UI tests and integration tests live in tests/.
