@@ -9,3 +9,6 @@ pub use checksum::Checksum;
 pub use migration::{
     BackfillSpec, Migration, Migrations, Phase, Section, Statement, TransactionMode,
 };
+pub mod classify;
+pub mod diagnostic;
+pub mod source;

@@ -1,0 +1,300 @@
+//! Token-level facts about a statement, for what the AST cannot be trusted with.
+//!
+//! sqlparser fails on several statements that everyday migrations use (and that our own rules
+//! recommend, such as `DROP INDEX CONCURRENTLY IF EXISTS`), and it misreads
+//! `DROP INDEX CONCURRENTLY idx` as an index named "concurrently". A statement our rules tell
+//! users to write must never need an allow, so these kinds are recognised here from their
+//! keywords, in order. See [`Fallback`] for the list and the policy per kind.
+
+use crate::splitter::{Token, TokenKind};
+
+/// The non-comment tokens of one statement.
+#[derive(Debug, Clone, Copy)]
+pub struct Words<'a> {
+    source: &'a str,
+    tokens: &'a [Token],
+}
+
+impl<'a> Words<'a> {
+    /// `tokens` may contain comments; they are skipped by every accessor.
+    pub fn new(source: &'a str, tokens: &'a [Token]) -> Words<'a> {
+        Words { source, tokens }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &'a Token> + 'a {
+        self.tokens.iter().filter(|t| !t.is_comment())
+    }
+
+    /// The `index`-th token's text if it is an unquoted word, upper-cased.
+    pub fn keyword(&self, index: usize) -> Option<String> {
+        let token = self.iter().nth(index)?;
+        (token.kind == TokenKind::Word).then(|| token.text(self.source).to_ascii_uppercase())
+    }
+
+    /// True when the statement begins with these keywords (upper case).
+    pub fn starts_with(&self, keywords: &[&str]) -> bool {
+        let mut tokens = self.iter();
+        keywords.iter().all(|keyword| {
+            tokens
+                .next()
+                .is_some_and(|t| t.is_word(self.source, keyword))
+        })
+    }
+
+    /// Position of the first unquoted word `keyword` at parenthesis depth 0.
+    pub fn find_top_level(&self, keyword: &str) -> Option<usize> {
+        let mut depth = 0i32;
+        for (index, token) in self.iter().enumerate() {
+            match token.text(self.source) {
+                "(" if token.kind == TokenKind::Punct => depth += 1,
+                ")" if token.kind == TokenKind::Punct => depth -= 1,
+                _ if depth == 0 && token.is_word(self.source, keyword) => return Some(index),
+                _ => {}
+            }
+        }
+        None
+    }
+
+    /// True when `keyword` appears anywhere as an unquoted word (strings and bodies excluded).
+    pub fn contains(&self, keyword: &str) -> bool {
+        self.iter().any(|t| t.is_word(self.source, keyword))
+    }
+
+    /// True when `a` is immediately followed by `b` somewhere.
+    pub fn contains_pair(&self, a: &str, b: &str) -> bool {
+        let tokens: Vec<&Token> = self.iter().collect();
+        tokens
+            .windows(2)
+            .any(|pair| pair[0].is_word(self.source, a) && pair[1].is_word(self.source, b))
+    }
+
+    pub fn text(&self, index: usize) -> Option<&'a str> {
+        Some(self.iter().nth(index)?.text(self.source))
+    }
+
+    pub fn len(&self) -> usize {
+        self.iter().count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// True when PostgreSQL refuses to run the statement inside a transaction block, so its
+/// migration must run in autocommit mode.
+/// <https://www.postgresql.org/docs/current/sql-createindex.html#SQL-CREATEINDEX-CONCURRENTLY>
+pub fn is_non_transactional(words: &Words<'_>) -> bool {
+    let concurrently = words.contains("CONCURRENTLY");
+    (concurrently
+        && (words.starts_with(&["CREATE", "INDEX"])
+            || words.starts_with(&["CREATE", "UNIQUE", "INDEX"])
+            || words.starts_with(&["DROP", "INDEX"])
+            || words.starts_with(&["REINDEX"])
+            || (words.starts_with(&["ALTER", "TABLE"])
+                && words.contains_pair("DETACH", "PARTITION"))))
+        || words.starts_with(&["VACUUM"])
+        || words.starts_with(&["CREATE", "DATABASE"])
+        || words.starts_with(&["DROP", "DATABASE"])
+        || words.starts_with(&["CREATE", "TABLESPACE"])
+        || words.starts_with(&["DROP", "TABLESPACE"])
+        || words.starts_with(&["ALTER", "SYSTEM"])
+        || words.starts_with(&["CREATE", "SUBSCRIPTION"])
+        || words.starts_with(&["DROP", "SUBSCRIPTION"])
+}
+
+/// Statements sqlparser 0.64 cannot parse (or misparses) that real migrations use, recognised
+/// from their keywords. Policy per kind:
+/// - index and maintenance statements carry the facts the rules need (concurrently, if
+///   exists) and are linted from them;
+/// - `DO` blocks can hide any DDL, so they always need `-- migrate:allow unparseable <reason>`;
+/// - [`Fallback::Benign`] kinds take no lock worth a rule (statistics targets, comments,
+///   sequence options) and are accepted; rename and drop checks still run on their keywords.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fallback {
+    /// `DROP INDEX [CONCURRENTLY] [IF EXISTS] name`.
+    DropIndex { concurrently: bool, if_exists: bool },
+    /// `REINDEX [(options)] {INDEX|TABLE|SCHEMA|DATABASE|SYSTEM} [CONCURRENTLY] name`.
+    Reindex { concurrently: bool },
+    /// `CLUSTER ...`.
+    Cluster,
+    /// `CREATE [UNIQUE] INDEX ... ON ONLY parent (...)`: builds only the (invalid) parent
+    /// index of a partitioned table, which is instant; CONCURRENTLY is not allowed there.
+    CreateIndexOnOnly { if_not_exists: bool },
+    /// `CREATE TABLE [IF NOT EXISTS] t (LIKE other INCLUDING ALL)`.
+    CreateTableLike { if_not_exists: bool, table: String },
+    /// `CREATE STATISTICS [IF NOT EXISTS] ...`.
+    CreateStatistics { if_not_exists: bool },
+    /// `DO $$ ... $$`.
+    DoBlock,
+    /// A kind that takes no lock worth a rule; the name says which.
+    Benign(&'static str),
+}
+
+/// Recognises the statement kinds of [`Fallback`]. `None` means: not a known kind.
+pub fn fallback(words: &Words<'_>) -> Option<Fallback> {
+    let concurrently = words.contains("CONCURRENTLY");
+    if words.starts_with(&["DROP", "INDEX"]) {
+        return Some(Fallback::DropIndex {
+            concurrently,
+            if_exists: words.contains_pair("IF", "EXISTS"),
+        });
+    }
+    if words.starts_with(&["REINDEX"]) {
+        return Some(Fallback::Reindex { concurrently });
+    }
+    if words.starts_with(&["CLUSTER"]) {
+        return Some(Fallback::Cluster);
+    }
+    if (words.starts_with(&["CREATE", "INDEX"])
+        || words.starts_with(&["CREATE", "UNIQUE", "INDEX"]))
+        && words.contains_pair("ON", "ONLY")
+    {
+        return Some(Fallback::CreateIndexOnOnly {
+            if_not_exists: words.contains_pair("NOT", "EXISTS"),
+        });
+    }
+    if words.starts_with(&["CREATE", "TABLE"]) && words.contains("LIKE") {
+        let if_not_exists = words.starts_with(&["CREATE", "TABLE", "IF", "NOT", "EXISTS"]);
+        let name_index = if if_not_exists { 5 } else { 2 };
+        let table = words
+            .text(name_index)
+            .map(normalize_identifier)
+            .unwrap_or_default();
+        return Some(Fallback::CreateTableLike {
+            if_not_exists,
+            table,
+        });
+    }
+    if words.starts_with(&["CREATE", "STATISTICS"]) {
+        return Some(Fallback::CreateStatistics {
+            if_not_exists: words.contains_pair("NOT", "EXISTS"),
+        });
+    }
+    if words.starts_with(&["DO"]) {
+        return Some(Fallback::DoBlock);
+    }
+    let benign = [
+        (&["ALTER", "SEQUENCE"][..], "ALTER SEQUENCE"),
+        (&["COMMENT", "ON"][..], "COMMENT ON"),
+        (&["VACUUM"][..], "VACUUM"),
+        (&["ANALYZE"][..], "ANALYZE"),
+        (&["DROP", "STATISTICS"][..], "DROP STATISTICS"),
+        (&["ALTER", "STATISTICS"][..], "ALTER STATISTICS"),
+        (
+            &["CREATE", "MATERIALIZED", "VIEW"][..],
+            "CREATE MATERIALIZED VIEW",
+        ),
+        (&["CREATE", "FUNCTION"][..], "CREATE FUNCTION"),
+        (
+            &["CREATE", "OR", "REPLACE", "FUNCTION"][..],
+            "CREATE FUNCTION",
+        ),
+        (&["CREATE", "PROCEDURE"][..], "CREATE PROCEDURE"),
+        (
+            &["CREATE", "OR", "REPLACE", "PROCEDURE"][..],
+            "CREATE PROCEDURE",
+        ),
+    ];
+    for (prefix, name) in benign {
+        if words.starts_with(prefix) {
+            return Some(Fallback::Benign(name));
+        }
+    }
+    if words.starts_with(&["ALTER", "TABLE"]) {
+        // Forms sqlparser lacks but that take only a brief lock or none: statistics targets,
+        // per-column options, constraint deferrability.
+        let benign_alter = words.contains_pair("SET", "STATISTICS")
+            || (words.contains("ALTER")
+                && words.contains("CONSTRAINT")
+                && words.contains("DEFERRABLE"))
+            || (words.contains("ALTER")
+                && words.contains("COLUMN")
+                && words.contains_pair("SET", "("));
+        if benign_alter {
+            return Some(Fallback::Benign(
+                "ALTER TABLE (statistics, column options, deferrability)",
+            ));
+        }
+    }
+    None
+}
+
+/// `"Users"` → `Users`, `Users` → `users`, `public.users` → `public.users` (each part).
+pub fn normalize_identifier(text: &str) -> String {
+    text.split('.')
+        .map(|part| {
+            if let Some(inner) = part.strip_prefix('"').and_then(|p| p.strip_suffix('"')) {
+                inner.replace("\"\"", "\"")
+            } else {
+                part.to_ascii_lowercase()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::splitter::tokenize;
+
+    fn with_words<T>(sql: &str, f: impl FnOnce(&Words<'_>) -> T) -> T {
+        let tokens = tokenize(sql).unwrap();
+        f(&Words::new(sql, &tokens))
+    }
+
+    #[test]
+    fn non_transactional_statements() {
+        for sql in [
+            "CREATE INDEX CONCURRENTLY IF NOT EXISTS i ON t (a)",
+            "create unique index concurrently i on t (a)",
+            "DROP INDEX CONCURRENTLY IF EXISTS i",
+            "REINDEX INDEX CONCURRENTLY i",
+            "ALTER TABLE p DETACH PARTITION c CONCURRENTLY",
+            "VACUUM (ANALYZE) t",
+        ] {
+            assert!(with_words(sql, is_non_transactional), "{sql}");
+        }
+        for sql in [
+            "CREATE INDEX i ON t (a)",
+            "REFRESH MATERIALIZED VIEW CONCURRENTLY v",
+            "SELECT 'CREATE INDEX CONCURRENTLY'",
+            "COMMENT ON INDEX i IS 'built concurrently'",
+        ] {
+            assert!(!with_words(sql, is_non_transactional), "{sql}");
+        }
+    }
+
+    #[test]
+    fn drop_index_is_read_from_tokens() {
+        assert_eq!(
+            with_words("DROP INDEX CONCURRENTLY idx", fallback),
+            Some(Fallback::DropIndex {
+                concurrently: true,
+                if_exists: false
+            })
+        );
+        assert_eq!(
+            with_words("drop index if exists idx", fallback),
+            Some(Fallback::DropIndex {
+                concurrently: false,
+                if_exists: true
+            })
+        );
+    }
+
+    #[test]
+    fn unknown_kinds_are_none() {
+        assert_eq!(with_words("FROBNICATE t", fallback), None);
+        assert_eq!(
+            with_words("DO $$ BEGIN END $$", fallback),
+            Some(Fallback::DoBlock)
+        );
+    }
+
+    #[test]
+    fn identifiers_normalise_like_postgres() {
+        assert_eq!(normalize_identifier("Public.\"Users\""), "public.Users");
+    }
+}
