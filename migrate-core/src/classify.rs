@@ -136,7 +136,7 @@ pub fn fallback(words: &Words<'_>) -> Option<Fallback> {
     let concurrently = words.contains("CONCURRENTLY");
     if words.starts_with(&["DROP", "INDEX"]) {
         return Some(Fallback::DropIndex {
-            concurrently,
+            concurrently: words.starts_with(&["DROP", "INDEX", "CONCURRENTLY"]),
             if_exists: words.contains_pair("IF", "EXISTS"),
         });
     }

@@ -9,6 +9,11 @@ pub use checksum::Checksum;
 pub use migration::{
     BackfillSpec, Migration, Migrations, Phase, Section, Statement, TransactionMode,
 };
+pub mod check;
 pub mod classify;
 pub mod diagnostic;
+pub mod lint;
 pub mod source;
+
+pub use check::{CheckedSet, check_dir};
+pub use diagnostic::{Diagnostic, Severity};

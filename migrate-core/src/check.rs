@@ -1,0 +1,102 @@
+//! The one entry point that reads, parses and lints a migration folder. The `migrations!()`
+//! macro calls it at compile time and the CLI at run time, so `cargo build` and
+//! `migrate lint` report the same findings from the same code.
+
+use std::path::{Path, PathBuf};
+
+use crate::diagnostic::{self, Diagnostic, Severity};
+use crate::lint::{self, Config, config::CONFIG_FILE_NAME};
+use crate::migration::Migrations;
+use crate::source::{self, ParsedFile, display_join};
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CheckError {
+    #[error("cannot read migration folder {}: {source}", path.display())]
+    ReadDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A folder read, parsed and linted.
+#[derive(Debug, Clone)]
+pub struct CheckedSet {
+    /// Files that parsed, in version order (files with file-level errors are left out).
+    pub files: Vec<ParsedFile>,
+    /// Every file-level error and lint finding, sorted by file and position.
+    pub diagnostics: Vec<Diagnostic>,
+    /// Every path the result depends on (the `.sql` files and the config file if present),
+    /// so the macro can make cargo rebuild when one changes.
+    pub inputs: Vec<PathBuf>,
+}
+
+impl CheckedSet {
+    pub fn has_errors(&self) -> bool {
+        self.diagnostics
+            .iter()
+            .any(|d| d.severity == Severity::Error)
+    }
+
+    pub fn errors(&self) -> impl Iterator<Item = &Diagnostic> {
+        self.diagnostics
+            .iter()
+            .filter(|d| d.severity == Severity::Error)
+    }
+
+    pub fn warnings(&self) -> impl Iterator<Item = &Diagnostic> {
+        self.diagnostics
+            .iter()
+            .filter(|d| d.severity == Severity::Warning)
+    }
+
+    /// The migration set; `dir` is recorded in it for the runtime's missing-file messages.
+    pub fn migrations(&self, dir: &str) -> Migrations {
+        Migrations {
+            dir: dir.to_owned().into(),
+            migrations: self
+                .files
+                .iter()
+                .map(|f| f.migration.clone())
+                .collect::<Vec<_>>()
+                .into(),
+        }
+    }
+}
+
+/// Reads `dir` (and `dir/migrate.toml` when present), parses every `.sql` file and lints the
+/// set. `display_dir` is how paths appear in diagnostics, e.g. `migrations`.
+pub fn check_dir(dir: &Path, display_dir: &str) -> Result<CheckedSet, CheckError> {
+    let read_error = |source| CheckError::ReadDir {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let sources = source::read_dir(dir, display_dir).map_err(read_error)?;
+    let mut inputs: Vec<PathBuf> = sources.iter().map(|s| dir.join(&s.file_name)).collect();
+    let mut diagnostics = Vec::new();
+    let config_path = dir.join(CONFIG_FILE_NAME);
+    let config = match std::fs::read_to_string(&config_path) {
+        Ok(text) => {
+            inputs.push(config_path);
+            match Config::parse(&text, &display_join(display_dir, CONFIG_FILE_NAME)) {
+                Ok(config) => config,
+                Err(problems) => {
+                    diagnostics.extend(problems);
+                    Config::default()
+                }
+            }
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Config::default(),
+        Err(error) => return Err(read_error(error)),
+    };
+    let loaded = source::load_files(&sources, &|id| lint::rule(id).is_some());
+    diagnostics.extend(loaded.diagnostics);
+    diagnostics.extend(lint::lint_files(&loaded.files, &config));
+    diagnostic::sort(&mut diagnostics);
+    Ok(CheckedSet {
+        files: loaded.files,
+        diagnostics,
+        inputs,
+    })
+}

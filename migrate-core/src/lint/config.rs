@@ -1,0 +1,125 @@
+//! `migrate.toml`, the one configuration file beside the migrations, read by both the
+//! `migrations!()` macro and the `migrate` CLI so `cargo build` and `migrate lint` agree.
+//!
+//! ```toml
+//! [rules]
+//! volatile-default = "warn"    # error (default) | warn | off
+//! blocking-statement = "off"
+//! ```
+
+use std::collections::BTreeMap;
+
+use crate::diagnostic::{Diagnostic, codes};
+
+pub const CONFIG_FILE_NAME: &str = "migrate.toml";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    Error,
+    Warn,
+    Off,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Config {
+    levels: BTreeMap<String, Level>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    #[serde(default)]
+    rules: BTreeMap<String, Level>,
+}
+
+impl Config {
+    pub fn level(&self, rule_id: &str) -> Level {
+        self.levels.get(rule_id).copied().unwrap_or(Level::Error)
+    }
+
+    pub fn with_level(mut self, rule_id: &str, level: Level) -> Config {
+        self.levels.insert(rule_id.to_owned(), level);
+        self
+    }
+
+    /// Parses the file's text; unknown keys, unknown rule ids and unknown levels are errors.
+    pub fn parse(text: &str, display_path: &str) -> Result<Config, Vec<Diagnostic>> {
+        let file: ConfigFile = toml::from_str(text).map_err(|error| {
+            let (line, column) = error
+                .span()
+                .map(|span| line_column(text, span.start))
+                .unwrap_or((1, 1));
+            vec![
+                Diagnostic::error(
+                    display_path,
+                    line,
+                    column,
+                    codes::CONFIG,
+                    error.message().to_owned(),
+                )
+                .with_help("expected `[rules]` with `rule-id = \"error\" | \"warn\" | \"off\"`"),
+            ]
+        })?;
+        let unknown: Vec<Diagnostic> = file
+            .rules
+            .keys()
+            .filter(|id| super::rule(id).is_none())
+            .map(|id| {
+                let offset = text.find(id.as_str()).unwrap_or(0);
+                let (line, column) = line_column(text, offset);
+                Diagnostic::error(
+                    display_path,
+                    line,
+                    column,
+                    codes::UNKNOWN_RULE,
+                    format!("`{id}` is not a rule id"),
+                )
+                .with_help("`migrate explain` lists the rules")
+            })
+            .collect();
+        if !unknown.is_empty() {
+            return Err(unknown);
+        }
+        Ok(Config { levels: file.rules })
+    }
+}
+
+fn line_column(text: &str, offset: usize) -> (u32, u32) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() as u32 + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) as u32 + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn levels_parse_and_default_to_error() {
+        let config = Config::parse(
+            "[rules]\nvolatile-default = \"warn\"\nblocking-statement = \"off\"\n",
+            "m/migrate.toml",
+        )
+        .unwrap();
+        assert_eq!(config.level("volatile-default"), Level::Warn);
+        assert_eq!(config.level("blocking-statement"), Level::Off);
+        assert_eq!(config.level("unbounded-update"), Level::Error);
+    }
+
+    #[test]
+    fn unknown_rules_levels_and_keys_are_errors() {
+        let error =
+            Config::parse("[rules]\nno-such-rule = \"warn\"\n", "m/migrate.toml").unwrap_err();
+        assert_eq!((error[0].code, error[0].line), (codes::UNKNOWN_RULE, 2));
+        assert_eq!(
+            Config::parse("[rules]\nvolatile-default = \"loud\"\n", "x").unwrap_err()[0].code,
+            codes::CONFIG
+        );
+        assert_eq!(
+            Config::parse("[rulez]\n", "x").unwrap_err()[0].code,
+            codes::CONFIG
+        );
+    }
+}

@@ -1,0 +1,170 @@
+//! What a rule sees of a statement, and the facts the engine keeps between statements.
+
+use std::collections::{HashMap, HashSet};
+
+use sqlparser::ast::{
+    AlterTableOperation, ColumnOption, Expr, Ident, ObjectName, Statement, TableConstraint,
+};
+
+use crate::classify::{Fallback, Words};
+use crate::migration::Phase;
+use crate::source::SectionKind;
+
+/// One statement, parsed or not, with its file context.
+pub struct StatementContext<'a> {
+    /// The statement text as written, without the `;`.
+    pub sql: &'a str,
+    /// `None` when sqlparser could not parse it; see `parse_error` and `fallback`.
+    pub ast: Option<&'a Statement>,
+    pub parse_error: Option<&'a str>,
+    /// The statement's tokens, for facts the AST gets wrong or lacks.
+    pub words: Words<'a>,
+    /// Keyword-level classification of statements sqlparser cannot parse (and of every
+    /// `DROP INDEX`, which sqlparser misreads).
+    pub fallback: Option<&'a Fallback>,
+    /// The file's phase.
+    pub phase: Phase,
+    pub section: SectionKind,
+    /// Tables created by earlier statements of the same part of the same file: still empty
+    /// and invisible to other sessions until the migration commits.
+    pub created_in_section: &'a HashSet<String>,
+    pub facts: &'a SchemaFacts,
+}
+
+impl StatementContext<'_> {
+    /// The phase the rules judge by: down parts are contracts.
+    pub fn effective_phase(&self) -> Phase {
+        super::effective_phase(self.phase, self.section)
+    }
+
+    /// True when `table` was created earlier in this part of this file.
+    pub fn is_new_table(&self, table: &ObjectName) -> bool {
+        self.created_in_section.contains(&table_key(table))
+    }
+}
+
+/// Facts carried from earlier statements of the set, in version order.
+#[derive(Debug, Default)]
+pub struct SchemaFacts {
+    /// `(table, constraint)` → column of a `CHECK (column IS NOT NULL) NOT VALID` not yet validated.
+    pending_not_null_checks: HashMap<(String, String), String>,
+    /// `(table, column)` pairs with a validated `CHECK (column IS NOT NULL)`.
+    validated_not_null: HashSet<(String, String)>,
+}
+
+impl SchemaFacts {
+    /// True when a validated `CHECK (column IS NOT NULL)` exists on `table`, which lets
+    /// PostgreSQL 12+ skip the full-table scan of `SET NOT NULL`.
+    /// <https://www.postgresql.org/docs/current/sql-altertable.html#SQL-ALTERTABLE-DESC-SET-DROP-NOT-NULL>
+    pub fn has_validated_not_null_check(&self, table: &str, column: &str) -> bool {
+        self.validated_not_null
+            .contains(&(table.to_owned(), column.to_owned()))
+    }
+}
+
+/// Lower-cases unquoted identifiers like PostgreSQL does.
+pub fn ident_key(ident: &Ident) -> String {
+    if ident.quote_style.is_some() {
+        ident.value.clone()
+    } else {
+        ident.value.to_lowercase()
+    }
+}
+
+/// The table part of a possibly schema-qualified name, normalised. Schemas are ignored:
+/// migrations rarely disambiguate, and a false "same table" only relaxes a rule for a table
+/// created in the same file.
+pub fn table_key(name: &ObjectName) -> String {
+    name.0
+        .last()
+        .and_then(|part| part.as_ident())
+        .map(ident_key)
+        .unwrap_or_default()
+}
+
+/// The column of `column IS NOT NULL`, looking through parentheses.
+pub fn not_null_check_column(expr: &Expr) -> Option<String> {
+    match expr {
+        Expr::Nested(inner) => not_null_check_column(inner),
+        Expr::IsNotNull(inner) => match inner.as_ref() {
+            Expr::Identifier(ident) => Some(ident_key(ident)),
+            Expr::CompoundIdentifier(parts) => parts.last().map(ident_key),
+            Expr::Nested(nested) => not_null_check_column(&Expr::IsNotNull(nested.clone())),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Updates the file and set facts after a statement was linted.
+pub(crate) fn record(
+    ast: Option<&Statement>,
+    fallback: Option<&Fallback>,
+    created: &mut HashSet<String>,
+    facts: &mut SchemaFacts,
+) {
+    if let Some(Fallback::CreateTableLike { table, .. }) = fallback {
+        created.insert(table.rsplit('.').next().unwrap_or(table).to_owned());
+    }
+    let Some(statement) = ast else {
+        return;
+    };
+    match statement {
+        Statement::CreateTable(create) => {
+            let table = table_key(&create.name);
+            for constraint in &create.constraints {
+                if let TableConstraint::Check(check) = constraint
+                    && let Some(column) = not_null_check_column(&check.expr)
+                {
+                    facts.validated_not_null.insert((table.clone(), column));
+                }
+            }
+            for column in &create.columns {
+                for option in &column.options {
+                    if let ColumnOption::Check(check) = &option.option
+                        && let Some(checked) = not_null_check_column(&check.expr)
+                    {
+                        facts.validated_not_null.insert((table.clone(), checked));
+                    }
+                }
+            }
+            created.insert(table);
+        }
+        Statement::AlterTable(alter) => {
+            let table = table_key(&alter.name);
+            for operation in &alter.operations {
+                match operation {
+                    AlterTableOperation::AddConstraint {
+                        constraint: TableConstraint::Check(check),
+                        not_valid,
+                    } => {
+                        let Some(column) = not_null_check_column(&check.expr) else {
+                            continue;
+                        };
+                        match (&check.name, not_valid) {
+                            (Some(name), true) => {
+                                facts
+                                    .pending_not_null_checks
+                                    .insert((table.clone(), ident_key(name)), column);
+                            }
+                            (_, false) => {
+                                facts.validated_not_null.insert((table.clone(), column));
+                            }
+                            (None, true) => {}
+                        }
+                    }
+                    AlterTableOperation::ValidateConstraint { name } => {
+                        if let Some(column) = facts
+                            .pending_not_null_checks
+                            .remove(&(table.clone(), ident_key(name)))
+                        {
+                            facts.validated_not_null.insert((table.clone(), column));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        _ => {}
+    }
+}

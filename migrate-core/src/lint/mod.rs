@@ -1,0 +1,249 @@
+//! The lint engine: runs every rule of [`registry::RULES`] on every statement of a set, in
+//! version order, with the context rules need (tables created earlier in the file, CHECK
+//! constraints validated earlier in the set), then applies `-- migrate:allow` and the
+//! configuration.
+
+pub mod config;
+pub mod context;
+pub mod registry;
+pub mod rules;
+
+use std::collections::HashSet;
+
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::parser::Parser;
+
+use crate::classify;
+use crate::diagnostic::{Diagnostic, Severity, codes};
+use crate::migration::Phase;
+use crate::source::{ParsedFile, SectionKind};
+
+pub use config::{Config, Level};
+pub use context::{SchemaFacts, StatementContext};
+pub use registry::{RULES, rule};
+
+/// A lint rule: its documentation, its examples (run as its tests) and its check, in one
+/// declaration. The catalogue, `migrate explain` and the README are generated from these.
+#[derive(Debug)]
+pub struct Rule {
+    /// Stable kebab-case id. Never reused or renamed.
+    pub id: &'static str,
+    /// One line: what the rule catches.
+    pub summary: &'static str,
+    /// Why it is dangerous: the lock, the rewrite, the failure mode.
+    pub explanation: &'static str,
+    /// The safe way to write it.
+    pub rewrite: &'static str,
+    /// Files this rule must flag.
+    pub bad: &'static [Example],
+    /// Files this rule must accept.
+    pub good: &'static [Example],
+    pub check: fn(&StatementContext<'_>, &mut Vec<Finding>),
+}
+
+/// A whole migration file used as a rule example.
+#[derive(Debug)]
+pub struct Example {
+    /// A file name, which gives the phase: `0002_add.expand.sql`.
+    pub file_name: &'static str,
+    pub sql: &'static str,
+}
+
+/// What a rule reports for one statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    /// What the statement does to a running database, naming the object.
+    pub message: String,
+    /// Overrides the rule's generic rewrite when the rule can be specific.
+    pub help: Option<String>,
+}
+
+impl Finding {
+    pub fn new(message: impl Into<String>) -> Finding {
+        Finding {
+            message: message.into(),
+            help: None,
+        }
+    }
+
+    pub fn help(mut self, help: impl Into<String>) -> Finding {
+        self.help = Some(help.into());
+        self
+    }
+}
+
+/// Parses one statement with sqlparser. `Err` holds the parser's message.
+pub fn parse_statement(sql: &str) -> Result<sqlparser::ast::Statement, String> {
+    let mut statements =
+        Parser::parse_sql(&PostgreSqlDialect {}, sql).map_err(|e| e.to_string())?;
+    match statements.len() {
+        1 => Ok(statements.remove(0)),
+        count => Err(format!("expected one statement, sqlparser found {count}")),
+    }
+}
+
+/// Lints parsed files in version order and returns every diagnostic, sorted.
+pub fn lint_files(files: &[ParsedFile], config: &Config) -> Vec<Diagnostic> {
+    let mut diagnostics = Vec::new();
+    let mut facts = SchemaFacts::default();
+    let mut ordered: Vec<&ParsedFile> = files.iter().collect();
+    ordered.sort_by_key(|f| f.migration.version);
+    for file in ordered {
+        lint_file(file, config, &mut facts, &mut diagnostics);
+    }
+    crate::diagnostic::sort(&mut diagnostics);
+    diagnostics
+}
+
+fn lint_file(
+    file: &ParsedFile,
+    config: &Config,
+    facts: &mut SchemaFacts,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
+    let mut created_in_section: HashSet<String> = HashSet::new();
+    let mut section = SectionKind::Up;
+    for statement in &file.statements {
+        if statement.section != section {
+            section = statement.section;
+            created_in_section.clear();
+        }
+        let sql = file.text(statement);
+        let words = file.words(statement);
+        let parsed = parse_statement(sql);
+        let fallback = if parsed.is_ok() && !words.starts_with(&["DROP", "INDEX"]) {
+            None
+        } else {
+            classify::fallback(&words)
+        };
+        let context = StatementContext {
+            sql,
+            ast: parsed.as_ref().ok(),
+            parse_error: parsed.as_ref().err().map(String::as_str),
+            words,
+            fallback: fallback.as_ref(),
+            phase: file.migration.phase,
+            section,
+            created_in_section: &created_in_section,
+            facts,
+        };
+        let mut used_allows = vec![false; statement.allows.len()];
+        for rule in RULES {
+            let level = config.level(rule.id);
+            if level == Level::Off {
+                // An allow for a rule that is off suppresses nothing but is not stale either.
+                for (index, allow) in statement.allows.iter().enumerate() {
+                    if allow.rule == rule.id {
+                        used_allows[index] = true;
+                    }
+                }
+                continue;
+            }
+            let mut findings = Vec::new();
+            (rule.check)(&context, &mut findings);
+            if findings.is_empty() {
+                continue;
+            }
+            if let Some(index) = statement.allows.iter().position(|a| a.rule == rule.id) {
+                used_allows[index] = true;
+                continue;
+            }
+            for finding in findings {
+                diagnostics.push(Diagnostic {
+                    file: file.display_path.clone(),
+                    line: statement.raw.line,
+                    column: statement.raw.column,
+                    code: rule.id,
+                    severity: if level == Level::Warn {
+                        Severity::Warning
+                    } else {
+                        Severity::Error
+                    },
+                    message: finding.message,
+                    help: Some(finding.help.unwrap_or_else(|| rule.rewrite.to_owned())),
+                });
+            }
+        }
+        for (allow, used) in statement.allows.iter().zip(used_allows) {
+            if !used {
+                diagnostics.push(
+                    Diagnostic::error(
+                        &file.display_path,
+                        allow.line,
+                        allow.column,
+                        codes::UNUSED_ALLOW,
+                        format!(
+                            "`-- migrate:allow {}` suppresses nothing: the statement at {}:{} does not trigger it",
+                            allow.rule, statement.raw.line, statement.raw.column
+                        ),
+                    )
+                    .with_help("remove the stale allow: it would hide the next real problem"),
+                );
+            }
+        }
+        context::record(
+            parsed.as_ref().ok(),
+            fallback.as_ref(),
+            &mut created_in_section,
+            facts,
+        );
+    }
+}
+
+/// The phase rules apply to a statement: a down part removes things, so it is linted as a
+/// contract whatever the file's phase.
+pub fn effective_phase(phase: Phase, section: SectionKind) -> Phase {
+    match section {
+        SectionKind::Down => Phase::Contract,
+        SectionKind::Up => phase,
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+    use crate::source::{SourceFile, load_files};
+
+    /// Lints one example file with every rule at its default level.
+    pub fn lint_example(file_name: &str, sql: &str) -> Vec<Diagnostic> {
+        let source = SourceFile {
+            display_path: file_name.to_owned(),
+            file_name: file_name.to_owned(),
+            bytes: sql.as_bytes().to_vec(),
+        };
+        let set = load_files(&[source], &|id| rule(id).is_some());
+        // An example is one file: a contract's `requires` cannot name an expand of the set.
+        let mut diagnostics: Vec<Diagnostic> = set
+            .diagnostics
+            .iter()
+            .filter(|d| d.code != codes::BAD_REQUIRES)
+            .cloned()
+            .collect();
+        diagnostics.extend(lint_files(&set.files, &Config::default()));
+        diagnostics
+    }
+
+    /// Runs a rule's own examples: each bad one triggers it, each good one is fully clean.
+    pub fn check_examples(rule: &Rule) {
+        assert!(!rule.bad.is_empty(), "{} has no bad example", rule.id);
+        assert!(!rule.good.is_empty(), "{} has no good example", rule.id);
+        for example in rule.bad {
+            let diagnostics = lint_example(example.file_name, example.sql);
+            assert!(
+                diagnostics.iter().any(|d| d.code == rule.id),
+                "{}: bad example not caught:\n{}\nfound: {diagnostics:#?}",
+                rule.id,
+                example.sql
+            );
+        }
+        for example in rule.good {
+            let diagnostics = lint_example(example.file_name, example.sql);
+            assert!(
+                diagnostics.is_empty(),
+                "{}: good example has findings:\n{}\nfound: {diagnostics:#?}",
+                rule.id,
+                example.sql
+            );
+        }
+    }
+}

@@ -1,0 +1,80 @@
+//! `constraint-not-valid`
+
+use sqlparser::ast::{AlterTableOperation, TableConstraint};
+
+use super::{existing_table_operations, quoted};
+use crate::lint::{Example, Finding, Rule, StatementContext};
+
+pub static RULE: Rule = Rule {
+    id: "constraint-not-valid",
+    summary: "Add FOREIGN KEY and CHECK constraints to existing tables NOT VALID, then VALIDATE separately.",
+    explanation: "ADD CONSTRAINT takes an ACCESS EXCLUSIVE lock on the table (and a SHARE ROW \
+EXCLUSIVE lock on the referenced table for a foreign key) and then scans every row to check it, \
+holding the lock throughout: nothing can read or write the table during the scan. With NOT VALID \
+the constraint is added instantly and enforced for new rows; `VALIDATE CONSTRAINT`, run in a \
+later migration, scans under a SHARE UPDATE EXCLUSIVE lock that lets reads and writes continue. \
+A table created earlier in the same file is exempt.",
+    rewrite: "ALTER TABLE <t> ADD CONSTRAINT <name> FOREIGN KEY (...) REFERENCES <other> (...) NOT VALID;\n\
+-- then, in a later migration:\nALTER TABLE <t> VALIDATE CONSTRAINT <name>;",
+    bad: &[
+        Example {
+            file_name: "0004_fk.expand.sql",
+            sql: "ALTER TABLE orders ADD CONSTRAINT orders_user_fk FOREIGN KEY (user_id) REFERENCES users (id);",
+        },
+        Example {
+            file_name: "0005_check.expand.sql",
+            sql: "ALTER TABLE orders ADD CONSTRAINT orders_total_positive CHECK (total >= 0);",
+        },
+    ],
+    good: &[
+        Example {
+            file_name: "0004_fk.expand.sql",
+            sql: "ALTER TABLE orders ADD CONSTRAINT orders_user_fk FOREIGN KEY (user_id) REFERENCES users (id) NOT VALID;\n\
+ALTER TABLE orders ADD CONSTRAINT orders_total_positive CHECK (total >= 0) NOT VALID;",
+        },
+        Example {
+            file_name: "0001_orders.expand.sql",
+            sql: "CREATE TABLE IF NOT EXISTS orders (id bigint PRIMARY KEY, user_id bigint, total numeric);\n\
+ALTER TABLE orders ADD CONSTRAINT orders_total_positive CHECK (total >= 0);",
+        },
+    ],
+    check,
+};
+
+fn check(context: &StatementContext<'_>, findings: &mut Vec<Finding>) {
+    let Some((alter, operations)) = existing_table_operations(context) else {
+        return;
+    };
+    for operation in operations {
+        let AlterTableOperation::AddConstraint {
+            constraint,
+            not_valid: false,
+        } = operation
+        else {
+            continue;
+        };
+        let kind = match constraint {
+            TableConstraint::ForeignKey(_) => "FOREIGN KEY",
+            TableConstraint::Check(_) => "CHECK",
+            _ => continue,
+        };
+        findings.push(
+            Finding::new(format!(
+                "adding a {kind} constraint scans all of {} under an ACCESS EXCLUSIVE lock: reads and writes wait for the whole scan",
+                quoted(&alter.name)
+            ))
+            .help(format!(
+                "ALTER TABLE {} ADD CONSTRAINT ... {kind} (...) NOT VALID;\nthen in a later migration: ALTER TABLE {} VALIDATE CONSTRAINT <name>;",
+                alter.name, alter.name
+            )),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn examples() {
+        crate::lint::testing::check_examples(&super::RULE);
+    }
+}

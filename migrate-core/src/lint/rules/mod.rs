@@ -1,0 +1,39 @@
+//! One file per rule: its id, documentation, examples and check. The examples are whole
+//! migration files; each rule's tests run them (bad ones must be caught, good ones must be
+//! clean under every rule).
+
+pub mod blocking_statement;
+pub mod column_type_change;
+pub mod constraint_not_valid;
+pub mod drop_in_expand;
+pub mod require_concurrent_index;
+pub mod require_if_not_exists;
+pub mod set_not_null_scan;
+pub mod transaction_control;
+pub mod unbounded_update;
+pub mod unique_via_index;
+pub mod unparseable;
+pub mod volatile_default;
+
+use sqlparser::ast::{AlterTable, AlterTableOperation, Statement};
+
+use super::StatementContext;
+
+/// The operations of an `ALTER TABLE` on a table that existed before this file: operations
+/// on a table created earlier in the same part are exempt from lock and rewrite rules (it is
+/// empty and no other session can see it yet).
+pub(crate) fn existing_table_operations<'a>(
+    context: &StatementContext<'a>,
+) -> Option<(&'a AlterTable, &'a [AlterTableOperation])> {
+    match context.ast {
+        Some(Statement::AlterTable(alter)) if !context.is_new_table(&alter.name) => {
+            Some((alter, alter.operations.as_slice()))
+        }
+        _ => None,
+    }
+}
+
+/// `"name"` quoted for messages.
+pub(crate) fn quoted(name: impl std::fmt::Display) -> String {
+    format!("\"{name}\"")
+}

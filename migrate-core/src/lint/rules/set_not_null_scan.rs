@@ -1,0 +1,132 @@
+//! `set-not-null-scan`
+
+use sqlparser::ast::{AlterColumnOperation, AlterTableOperation};
+
+use super::{existing_table_operations, quoted};
+use crate::lint::context::{ident_key, table_key};
+use crate::lint::{Example, Finding, Rule, StatementContext};
+
+pub static RULE: Rule = Rule {
+    id: "set-not-null-scan",
+    summary: "SET NOT NULL only after a validated CHECK (col IS NOT NULL).",
+    explanation: "ALTER COLUMN ... SET NOT NULL scans the whole table under an ACCESS EXCLUSIVE \
+lock to prove there is no NULL: nothing can read or write the table meanwhile. Since \
+PostgreSQL 12 the scan is skipped when a validated CHECK (col IS NOT NULL) constraint already \
+proves it. So: add the CHECK NOT VALID (instant), VALIDATE it in a later migration (scans \
+without blocking writes), then SET NOT NULL (instant) and drop the CHECK. The rule looks for the \
+validated CHECK in earlier statements of the whole set, in version order. A table created \
+earlier in the same file is exempt.",
+    rewrite: "ALTER TABLE <t> ADD CONSTRAINT <t>_<col>_not_null CHECK (<col> IS NOT NULL) NOT VALID;\n\
+-- later migration:\nALTER TABLE <t> VALIDATE CONSTRAINT <t>_<col>_not_null;\n\
+-- then:\nALTER TABLE <t> ALTER COLUMN <col> SET NOT NULL;\nALTER TABLE <t> DROP CONSTRAINT IF EXISTS <t>_<col>_not_null;",
+    bad: &[Example {
+        file_name: "0006_email_required.contract.sql",
+        sql: "-- migrate:requires 5\nALTER TABLE users ALTER COLUMN email SET NOT NULL;",
+    }],
+    good: &[
+        Example {
+            file_name: "0005_email_required.expand.sql",
+            // no-transaction: each statement commits on its own, so the brief ACCESS EXCLUSIVE
+            // lock of ADD CONSTRAINT is not held during the VALIDATE scan.
+            sql: "-- migrate:no-transaction\n\
+ALTER TABLE users ADD CONSTRAINT users_email_not_null CHECK (email IS NOT NULL) NOT VALID;\n\
+ALTER TABLE users VALIDATE CONSTRAINT users_email_not_null;\n\
+ALTER TABLE users ALTER COLUMN email SET NOT NULL;",
+        },
+        Example {
+            file_name: "0001_users.expand.sql",
+            sql: "CREATE TABLE IF NOT EXISTS users (id bigint PRIMARY KEY, email text);\n\
+ALTER TABLE users ALTER COLUMN email SET NOT NULL;",
+        },
+    ],
+    check,
+};
+
+fn check(context: &StatementContext<'_>, findings: &mut Vec<Finding>) {
+    let Some((alter, operations)) = existing_table_operations(context) else {
+        return;
+    };
+    let table = table_key(&alter.name);
+    for operation in operations {
+        let AlterTableOperation::AlterColumn {
+            column_name,
+            op: AlterColumnOperation::SetNotNull,
+        } = operation
+        else {
+            continue;
+        };
+        if context
+            .facts
+            .has_validated_not_null_check(&table, &ident_key(column_name))
+        {
+            continue;
+        }
+        findings.push(
+            Finding::new(format!(
+                "SET NOT NULL on {column_name} scans all of {} under an ACCESS EXCLUSIVE lock: reads and writes wait for the whole scan",
+                quoted(&alter.name)
+            ))
+            .help(format!(
+                "first: ALTER TABLE {t} ADD CONSTRAINT {t}_{c}_not_null CHECK ({c} IS NOT NULL) NOT VALID;\n\
+then, in a later migration: ALTER TABLE {t} VALIDATE CONSTRAINT {t}_{c}_not_null;\n\
+then SET NOT NULL is instant",
+                t = alter.name,
+                c = column_name
+            )),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::lint::testing::lint_example;
+
+    #[test]
+    fn examples() {
+        crate::lint::testing::check_examples(&super::RULE);
+    }
+
+    #[test]
+    fn a_check_validated_in_an_earlier_file_counts() {
+        use crate::lint::{Config, lint_files};
+        use crate::source::{SourceFile, load_files};
+        let file = |name: &str, sql: &str| SourceFile {
+            display_path: name.into(),
+            file_name: name.into(),
+            bytes: sql.as_bytes().to_vec(),
+        };
+        let set = load_files(
+            &[
+                file(
+                    "0001_a.expand.sql",
+                    "ALTER TABLE users ADD CONSTRAINT users_email_nn CHECK (email IS NOT NULL) NOT VALID;",
+                ),
+                file(
+                    "0002_b.expand.sql",
+                    "ALTER TABLE users VALIDATE CONSTRAINT users_email_nn;",
+                ),
+                file(
+                    "0003_c.contract.sql",
+                    "-- migrate:requires 1\nALTER TABLE users ALTER COLUMN email SET NOT NULL;",
+                ),
+            ],
+            &|_| true,
+        );
+        assert!(set.diagnostics.is_empty());
+        assert_eq!(lint_files(&set.files, &Config::default()), vec![]);
+    }
+
+    #[test]
+    fn an_unvalidated_check_or_another_column_does_not_count() {
+        let sql = "-- migrate:no-transaction\n\
+ALTER TABLE users ADD CONSTRAINT users_email_nn CHECK (email IS NOT NULL) NOT VALID;\n\
+ALTER TABLE users ALTER COLUMN email SET NOT NULL;\n\
+ALTER TABLE users VALIDATE CONSTRAINT users_email_nn;\n\
+ALTER TABLE users ALTER COLUMN name SET NOT NULL;";
+        let lines: Vec<u32> = lint_example("0002_x.expand.sql", sql)
+            .iter()
+            .map(|d| d.line)
+            .collect();
+        assert_eq!(lines, [3, 5]);
+    }
+}
