@@ -598,7 +598,7 @@ fn parse_directive(
                 return Err((
                     codes::BAD_DIRECTIVE,
                     format!(
-                        "`-- migrate:requires` belongs in a contract file, this is a {phase} file"
+                        "`-- migrate:requires` belongs in a contract file, this file's phase is {phase}"
                     ),
                     "name the file `<version>_<name>.contract.sql`",
                 ));
@@ -616,7 +616,7 @@ fn parse_directive(
                 return Err((
                     codes::BAD_DIRECTIVE,
                     format!(
-                        "`-- migrate:backfill` belongs in a backfill file, this is a {phase} file"
+                        "`-- migrate:backfill` belongs in a backfill file, this file's phase is {phase}"
                     ),
                     "name the file `<version>_<name>.backfill.sql`",
                 ));

@@ -1,1 +1,32 @@
-//! `migrations!("dir")`.
+//! `migrations!("dir")`: embeds a folder of migration files in the binary and fails the build
+//! on unsafe DDL.
+//!
+//! This crate is a doorway: reading, parsing and linting are `migrate_core::check_dir`, the
+//! same function the `migrate` CLI runs, so `cargo build` and `migrate lint` always agree.
+//! [`expand`] only turns its result into tokens.
+//!
+//! Cargo rebuilds when an embedded file or `migrate.toml` changes (the expansion references
+//! each with `include_bytes!`). A file added to or removed from the folder is not seen by
+//! cargo on stable Rust: add a `build.rs` containing
+//! `fn main() { println!("cargo:rerun-if-changed=migrations"); }`.
+
+mod expand;
+
+use proc_macro::TokenStream;
+
+/// Embeds every migration of a folder (relative to the crate's `Cargo.toml`) as a
+/// `migrate_core::Migrations` value, usable in a `static` or a `let`:
+///
+/// ```ignore
+/// static MIGRATIONS: migrate_core::Migrations = migrate_macros::migrations!("migrations");
+/// ```
+///
+/// Every file-level error and every lint finding of every file is a compile error naming
+/// `file:line:col`, the rule, the danger and the safe rewrite; warn-level findings
+/// (`migrate.toml`) are compiler warnings.
+#[proc_macro]
+pub fn migrations(input: TokenStream) -> TokenStream {
+    expand::expand(input.into())
+        .unwrap_or_else(syn::Error::into_compile_error)
+        .into()
+}

@@ -1,0 +1,163 @@
+//! Token generation for `migrations!()`. No SQL logic lives here.
+
+use std::path::PathBuf;
+
+use migrate_core::{CheckedSet, Migration, Section, Statement, TransactionMode, check_dir};
+use proc_macro2::TokenStream;
+use quote::{format_ident, quote};
+use syn::LitStr;
+
+/// Test hook: trybuild compiles UI tests from a copy of the crate under `target/`, so the
+/// tests point the macro back at the real manifest directory with this variable.
+const MANIFEST_DIR_OVERRIDE: &str = "MIGRATE_MACROS_MANIFEST_DIR";
+
+pub fn expand(input: TokenStream) -> syn::Result<TokenStream> {
+    let literal: LitStr = syn::parse2(input).map_err(|error| {
+        syn::Error::new(
+            error.span(),
+            "expected a folder path literal: migrations!(\"migrations\")",
+        )
+    })?;
+    let relative = literal.value();
+    let manifest_dir = std::env::var_os(MANIFEST_DIR_OVERRIDE)
+        .or_else(|| std::env::var_os("CARGO_MANIFEST_DIR"))
+        .map(PathBuf::from)
+        .ok_or_else(|| {
+            syn::Error::new(
+                literal.span(),
+                "CARGO_MANIFEST_DIR is not set: build with cargo",
+            )
+        })?;
+    let dir = manifest_dir.join(&relative);
+    let checked = check_dir(&dir, &relative).map_err(|error| {
+        syn::Error::new(
+            literal.span(),
+            format!("migrations!(\"{relative}\"): {error}"),
+        )
+    })?;
+
+    let tracking = track_inputs(&checked);
+    let mut errors = checked
+        .errors()
+        .map(|d| syn::Error::new(literal.span(), d.to_string()));
+    if let Some(mut first) = errors.next() {
+        first.extend(errors);
+        let compile_errors = first.into_compile_error();
+        return Ok(quote! {{ #tracking #compile_errors }});
+    }
+
+    let warnings = checked.warnings().enumerate().map(|(index, diagnostic)| {
+        let name = format_ident!("MigrateWarning{}", index, span = literal.span());
+        let note = diagnostic.to_string();
+        quote! {
+            #[deprecated(note = #note)]
+            #[allow(non_camel_case_types, dead_code)]
+            struct #name;
+            let _ = #name;
+        }
+    });
+    let dir_text = dir.to_string_lossy().into_owned();
+    let migrations = checked
+        .files
+        .iter()
+        .map(|file| migration_tokens(&file.migration));
+    Ok(quote! {{
+        #tracking
+        #(#warnings)*
+        ::migrate_core::Migrations {
+            dir: ::std::borrow::Cow::Borrowed(#dir_text),
+            migrations: ::std::borrow::Cow::Borrowed(&[#(#migrations),*]),
+        }
+    }})
+}
+
+/// `include_bytes!` of every input makes cargo rebuild the crate when one changes.
+fn track_inputs(checked: &CheckedSet) -> TokenStream {
+    let paths = checked
+        .inputs
+        .iter()
+        .map(|path| path.to_string_lossy().into_owned());
+    quote! { #(const _: &[u8] = include_bytes!(#paths);)* }
+}
+
+fn migration_tokens(migration: &Migration) -> TokenStream {
+    let version = migration.version;
+    let name = migration.name.as_ref();
+    let file_name = migration.file_name.as_ref();
+    let phase = format_ident!("{}", format!("{:?}", migration.phase));
+    let checksum = migration.checksum.0;
+    let up = section_tokens(&migration.up);
+    let down = match &migration.down {
+        Some(section) => {
+            let section = section_tokens(section);
+            quote!(::std::option::Option::Some(#section))
+        }
+        None => quote!(::std::option::Option::None),
+    };
+    let requires = match migration.requires {
+        Some(version) => quote!(::std::option::Option::Some(#version)),
+        None => quote!(::std::option::Option::None),
+    };
+    let backfill = match &migration.backfill {
+        Some(spec) => {
+            let (table, key, batch, delay) = (
+                spec.table.as_ref(),
+                spec.key.as_ref(),
+                spec.batch_size,
+                spec.delay_ms,
+            );
+            quote!(::std::option::Option::Some(::migrate_core::BackfillSpec {
+                table: ::std::borrow::Cow::Borrowed(#table),
+                key: ::std::borrow::Cow::Borrowed(#key),
+                batch_size: #batch,
+                delay_ms: #delay,
+            }))
+        }
+        None => quote!(::std::option::Option::None),
+    };
+    quote! {
+        ::migrate_core::Migration {
+            version: #version,
+            name: ::std::borrow::Cow::Borrowed(#name),
+            phase: ::migrate_core::Phase::#phase,
+            file_name: ::std::borrow::Cow::Borrowed(#file_name),
+            checksum: ::migrate_core::Checksum([#(#checksum),*]),
+            up: #up,
+            down: #down,
+            requires: #requires,
+            backfill: #backfill,
+        }
+    }
+}
+
+fn section_tokens(section: &Section) -> TokenStream {
+    let statements = section.statements.iter().map(statement_tokens);
+    let mode = match section.mode {
+        TransactionMode::Transactional => quote!(::migrate_core::TransactionMode::Transactional),
+        TransactionMode::Autocommit => quote!(::migrate_core::TransactionMode::Autocommit),
+    };
+    quote! {
+        ::migrate_core::Section {
+            statements: ::std::borrow::Cow::Borrowed(&[#(#statements),*]),
+            mode: #mode,
+        }
+    }
+}
+
+fn statement_tokens(statement: &Statement) -> TokenStream {
+    let Statement {
+        sql,
+        line,
+        column,
+        non_transactional,
+    } = statement;
+    let sql = sql.as_ref();
+    quote! {
+        ::migrate_core::Statement {
+            sql: ::std::borrow::Cow::Borrowed(#sql),
+            line: #line,
+            column: #column,
+            non_transactional: #non_transactional,
+        }
+    }
+}

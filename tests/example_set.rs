@@ -1,0 +1,48 @@
+//! The example `migrations/` folder: a realistic, safe set that must lint clean.
+
+use std::path::Path;
+
+#[test]
+fn example_set_is_clean_and_realistic() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../migrations");
+    let checked = migrate_core::check_dir(&dir, "migrations").unwrap();
+    let rendered: Vec<String> = checked
+        .diagnostics
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert!(rendered.is_empty(), "{}", rendered.join("\n"));
+    let statements: usize = checked
+        .files
+        .iter()
+        .map(|f| {
+            f.migration.up.statements.len()
+                + f.migration.down.as_ref().map_or(0, |d| d.statements.len())
+        })
+        .sum();
+    assert!(statements >= 40, "only {statements} statements");
+    let phases: Vec<_> = checked.files.iter().map(|f| f.migration.phase).collect();
+    use migrate_core::Phase::*;
+    assert!(phases.contains(&Expand) && phases.contains(&Backfill) && phases.contains(&Contract));
+}
+
+#[test]
+fn embedded_set_matches_the_folder() {
+    static MIGRATIONS: migrate_core::Migrations = migrate_macros::migrations!("../migrations");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../migrations");
+    let from_disk = migrate_core::check_dir(&dir, "migrations")
+        .unwrap()
+        .migrations("");
+    assert_eq!(MIGRATIONS.len(), from_disk.len());
+    for (embedded, read) in MIGRATIONS.iter().zip(from_disk.iter()) {
+        assert_eq!(embedded.checksum, read.checksum);
+        assert_eq!(embedded.up, read.up);
+        assert_eq!(embedded.down, read.down);
+        assert_eq!(
+            (embedded.version, embedded.phase, &embedded.requires),
+            (read.version, read.phase, &read.requires)
+        );
+    }
+    let local = migrate_macros::migrations!("../migrations");
+    assert_eq!(local.len(), MIGRATIONS.len());
+}

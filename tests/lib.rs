@@ -1,0 +1,1 @@
+//! Test-only crate; see ui.rs and example_set.rs.

@@ -1,1 +1,0 @@
-//! Test-only crate: trybuild UI tests and integration tests live in tests/.

@@ -1,0 +1,2 @@
+-- migrate:allow require-concurrent-index
+CREATE INDEX IF NOT EXISTS i ON t (a);

@@ -1,0 +1,2 @@
+-- migrate:requires 1
+SELECT 1;

@@ -1,0 +1,2 @@
+-- migrate:requires 2
+ALTER TABLE t DROP COLUMN IF EXISTS a;

@@ -1,0 +1,2 @@
+-- migrate:down
+SELECT 1;

@@ -1,0 +1,2 @@
+-- migrate:frobnicate
+SELECT 1;

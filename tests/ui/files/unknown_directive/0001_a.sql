@@ -1,0 +1,2 @@
+-- migrate:transactional
+SELECT 1;

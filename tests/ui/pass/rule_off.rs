@@ -1,0 +1,5 @@
+static MIGRATIONS: migrate_core::Migrations = migrate_macros::migrations!("ui/pass/rule_off");
+
+fn main() {
+    assert_eq!(MIGRATIONS.len(), 1);
+}

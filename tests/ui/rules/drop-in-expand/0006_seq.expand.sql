@@ -1,0 +1,1 @@
+ALTER SEQUENCE invoice_seq RENAME TO invoice_numbers;

@@ -1,0 +1,1 @@
+CREATE INDEX IF NOT EXISTS idx_orders_created ON orders (created_at);

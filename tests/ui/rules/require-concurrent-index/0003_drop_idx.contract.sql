@@ -1,0 +1,2 @@
+-- migrate:requires 2
+DROP INDEX IF EXISTS idx_orders_created;

@@ -1,0 +1,2 @@
+-- migrate:requires 2
+DROP TABLE legacy_users;

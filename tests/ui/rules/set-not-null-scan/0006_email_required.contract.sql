@@ -1,0 +1,2 @@
+-- migrate:requires 5
+ALTER TABLE users ALTER COLUMN email SET NOT NULL;

@@ -1,0 +1,3 @@
+START TRANSACTION;
+SAVEPOINT before_change;
+ROLLBACK TO SAVEPOINT before_change;

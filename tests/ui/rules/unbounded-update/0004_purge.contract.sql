@@ -1,0 +1,2 @@
+-- migrate:requires 3
+DELETE FROM sessions;

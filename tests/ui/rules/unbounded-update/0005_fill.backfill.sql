@@ -1,0 +1,2 @@
+-- migrate:backfill table=users key=id
+UPDATE users SET email_normalized = lower(email);

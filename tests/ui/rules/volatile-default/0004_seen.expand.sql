@@ -1,0 +1,1 @@
+ALTER TABLE users ADD COLUMN IF NOT EXISTS seen_at timestamptz DEFAULT clock_timestamp();

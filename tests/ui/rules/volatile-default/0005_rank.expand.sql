@@ -1,0 +1,1 @@
+ALTER TABLE users ADD COLUMN IF NOT EXISTS rank float8 NOT NULL DEFAULT random();
