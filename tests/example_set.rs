@@ -21,6 +21,10 @@ fn example_set_is_clean_and_realistic() {
         })
         .sum();
     assert!(statements >= 40, "only {statements} statements");
+    println!(
+        "example set: {} files, {statements} statements",
+        checked.files.len()
+    );
     let phases: Vec<_> = checked.files.iter().map(|f| f.migration.phase).collect();
     use migrate_core::Phase::*;
     assert!(phases.contains(&Expand) && phases.contains(&Backfill) && phases.contains(&Contract));
@@ -45,4 +49,24 @@ fn embedded_set_matches_the_folder() {
     }
     let local = migrate_macros::migrations!("../migrations");
     assert_eq!(local.len(), MIGRATIONS.len());
+}
+
+#[test]
+fn readme_rule_catalogue_is_generated_from_the_rules() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+            .unwrap();
+    let start = readme
+        .find("<!-- rules:start -->\n")
+        .expect("README lacks <!-- rules:start -->")
+        + "<!-- rules:start -->\n".len();
+    let end = readme
+        .find("<!-- rules:end -->")
+        .expect("README lacks <!-- rules:end -->");
+    let expected = migrate_core::lint::registry::catalogue_markdown();
+    assert_eq!(
+        &readme[start..end],
+        expected,
+        "the README's rule catalogue is stale; replace it with:\n{expected}"
+    );
 }
