@@ -60,12 +60,17 @@ impl<'a> Words<'a> {
         self.iter().any(|t| t.is_word(self.source, keyword))
     }
 
-    /// True when `a` is immediately followed by `b` somewhere.
+    /// True when `a` is immediately followed by `b` somewhere. Each is an unquoted word or a
+    /// punctuation character such as `(`.
     pub fn contains_pair(&self, a: &str, b: &str) -> bool {
+        let matches = |token: &Token, text: &str| {
+            matches!(token.kind, TokenKind::Word | TokenKind::Punct)
+                && token.text(self.source).eq_ignore_ascii_case(text)
+        };
         let tokens: Vec<&Token> = self.iter().collect();
         tokens
             .windows(2)
-            .any(|pair| pair[0].is_word(self.source, a) && pair[1].is_word(self.source, b))
+            .any(|pair| matches(pair[0], a) && matches(pair[1], b))
     }
 
     pub fn text(&self, index: usize) -> Option<&'a str> {
@@ -121,8 +126,9 @@ pub enum Fallback {
     /// `CREATE [UNIQUE] INDEX ... ON ONLY parent (...)`: builds only the (invalid) parent
     /// index of a partitioned table, which is instant; CONCURRENTLY is not allowed there.
     CreateIndexOnOnly { if_not_exists: bool },
-    /// `CREATE TABLE [IF NOT EXISTS] t (LIKE other INCLUDING ALL)`.
-    CreateTableLike { if_not_exists: bool, table: String },
+    /// A `CREATE TABLE` sqlparser cannot parse: `(LIKE other INCLUDING ALL)`, pg_dump 18's
+    /// named `CONSTRAINT x NOT NULL col`, ... A new table locks nothing that exists.
+    CreateTable { if_not_exists: bool, table: String },
     /// `CREATE STATISTICS [IF NOT EXISTS] ...`.
     CreateStatistics { if_not_exists: bool },
     /// `DO $$ ... $$`.
@@ -154,14 +160,14 @@ pub fn fallback(words: &Words<'_>) -> Option<Fallback> {
             if_not_exists: words.contains_pair("NOT", "EXISTS"),
         });
     }
-    if words.starts_with(&["CREATE", "TABLE"]) && words.contains("LIKE") {
+    if words.starts_with(&["CREATE", "TABLE"]) {
         let if_not_exists = words.starts_with(&["CREATE", "TABLE", "IF", "NOT", "EXISTS"]);
         let name_index = if if_not_exists { 5 } else { 2 };
         let table = words
             .text(name_index)
             .map(normalize_identifier)
             .unwrap_or_default();
-        return Some(Fallback::CreateTableLike {
+        return Some(Fallback::CreateTable {
             if_not_exists,
             table,
         });
@@ -176,6 +182,7 @@ pub fn fallback(words: &Words<'_>) -> Option<Fallback> {
     }
     let benign = [
         (&["ALTER", "SEQUENCE"][..], "ALTER SEQUENCE"),
+        (&["ALTER", "INDEX"][..], "ALTER INDEX"),
         (&["COMMENT", "ON"][..], "COMMENT ON"),
         (&["VACUUM"][..], "VACUUM"),
         (&["ANALYZE"][..], "ANALYZE"),

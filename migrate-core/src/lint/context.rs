@@ -103,7 +103,7 @@ pub(crate) fn record(
     created: &mut HashSet<String>,
     facts: &mut SchemaFacts,
 ) {
-    if let Some(Fallback::CreateTableLike { table, .. }) = fallback {
+    if let Some(Fallback::CreateTable { table, .. }) = fallback {
         created.insert(table.rsplit('.').next().unwrap_or(table).to_owned());
     }
     let Some(statement) = ast else {

@@ -89,7 +89,7 @@ fn check(context: &StatementContext<'_>, findings: &mut Vec<Finding>) {
             );
             return;
         }
-        Some(Fallback::CreateTableLike {
+        Some(Fallback::CreateTable {
             if_not_exists: false,
             ..
         }) => {

@@ -8,7 +8,7 @@ pub static RULE: Rule = Rule {
     summary: "A statement the linter cannot parse, or a DO block, needs an explicit allow.",
     explanation: "The safety rules can only judge what they can read. A statement that sqlparser \
 cannot parse, and that is not one of the kinds recognised from its keywords (DROP INDEX, \
-REINDEX, CLUSTER, CREATE INDEX ON ONLY, CREATE TABLE (LIKE), CREATE STATISTICS, ALTER SEQUENCE, \
+REINDEX, CLUSTER, CREATE INDEX ON ONLY, CREATE TABLE, CREATE STATISTICS, ALTER SEQUENCE, ALTER INDEX, \
 COMMENT ON, VACUUM/ANALYZE options, column statistics and options, constraint deferrability), \
 would run unchecked. A DO block can run any DDL from inside a string, so it is never trusted. \
 Allow the statement with a reason after reviewing it by hand; it then runs verbatim.",
