@@ -33,6 +33,7 @@ pub mod codes {
     pub const UNUSED_ALLOW: &str = "unused-allow";
     pub const BAD_REQUIRES: &str = "bad-requires";
     pub const CONFIG: &str = "config";
+    pub const BAD_BACKFILL: &str = "bad-backfill";
 }
 
 /// One finding: a lint rule violation or a file-level error.

@@ -854,6 +854,22 @@ mod tests {
     }
 
     #[test]
+    fn backfill_statements_must_be_batchable_updates() {
+        let known = |_: &str| true;
+        let set = load_files(
+            &[file(
+                "0001_a.backfill.sql",
+                "-- migrate:backfill table=users key=id\nDELETE FROM users WHERE a IS NULL;\nUPDATE orders SET a = 1 WHERE a IS NULL;\nUPDATE users SET a = 1 WHERE a IS NULL;",
+            )],
+            &known,
+        );
+        assert!(set.diagnostics.is_empty());
+        let found = crate::lint::lint_files(&set.files, &crate::lint::Config::default());
+        let lines: Vec<(u32, &str)> = found.iter().map(|d| (d.line, d.code)).collect();
+        assert_eq!(lines, [(2, "bad-backfill"), (3, "bad-backfill")]);
+    }
+
+    #[test]
     fn contract_requires_an_earlier_expand() {
         let set = load_files(
             &[

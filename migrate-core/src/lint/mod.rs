@@ -187,6 +187,36 @@ fn lint_file(
             &mut created_in_section,
             facts,
         );
+        check_backfill_statement(file, statement, sql, diagnostics);
+    }
+}
+
+/// The runtime batches every up statement of a backfill file by key: refuse at build time
+/// what it could not batch. (A missing WHERE is `unbounded-update`'s finding.)
+fn check_backfill_statement(
+    file: &ParsedFile,
+    statement: &crate::source::StatementSource,
+    sql: &str,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
+    let Some(spec) = &file.migration.backfill else {
+        return;
+    };
+    if statement.section != SectionKind::Up {
+        return;
+    }
+    match crate::backfill::plan(sql, spec, "bigint") {
+        Ok(_) | Err(crate::backfill::BackfillPlanError::MissingWhere) => {}
+        Err(error) => diagnostics.push(
+            Diagnostic::error(
+                &file.display_path,
+                statement.raw.line,
+                statement.raw.column,
+                codes::BAD_BACKFILL,
+                error.to_string(),
+            )
+            .with_help("UPDATE <table> SET <col> = <expr> WHERE <rows not done yet>; one table, the one named by -- migrate:backfill"),
+        ),
     }
 }
 

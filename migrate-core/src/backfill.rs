@@ -1,0 +1,201 @@
+//! Turning a backfill file's `UPDATE` into keyed batches.
+//!
+//! PostgreSQL has no `UPDATE ... LIMIT`. A backfill statement
+//! `UPDATE t SET c = <expr> WHERE <pending>` with `-- migrate:backfill table=t key=id` runs as
+//! repeated short transactions of
+//!
+//! ```sql
+//! WITH migrate_batch(migrate_key) AS (
+//!     SELECT "id" FROM "t"
+//!     WHERE ($1::text IS NULL OR "id" > $1::text::<key type>) AND (<pending>)
+//!     ORDER BY "id" LIMIT $2
+//!     FOR UPDATE SKIP LOCKED)
+//! UPDATE "t" SET c = <expr> FROM migrate_batch
+//! WHERE "t"."id" = migrate_batch.migrate_key AND (<pending>)
+//! RETURNING "t"."id"::text
+//! ```
+//!
+//! The cursor travels as text and is cast to the key column's type, so any ordered key type
+//! works. The CTE's only column is `migrate_key`, so unqualified names in the user's SET and
+//! WHERE still resolve to the target table. `<pending>` is repeated in the UPDATE so a row
+//! changed between the SELECT and the UPDATE is not overwritten, and it is what makes the
+//! backfill idempotent: rows already done no longer match. `SKIP LOCKED` keeps a batch from
+//! queueing behind the application's row locks; skipped rows are caught by the final sweeps.
+
+use sqlparser::ast::{Statement, TableFactor};
+
+use crate::lint::context::table_key;
+use crate::migration::BackfillSpec;
+
+/// A backfill statement rewritten for batching.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchedUpdate {
+    /// `$1`: the last key done, as text, or NULL for the first batch; `$2`: the batch size.
+    /// Returns the keys updated, as text.
+    pub batch_sql: String,
+    /// Counts the rows still pending: zero when the backfill is complete.
+    pub remaining_sql: String,
+    /// Returns the key column's type as PostgreSQL spells it (`format_type`).
+    pub key_type_sql: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BackfillPlanError {
+    #[error("a backfill statement must be a single-table UPDATE ... SET ... WHERE ...: {0}")]
+    NotAnUpdate(String),
+    #[error(
+        "the backfill UPDATE needs a WHERE that excludes rows already done (it makes batches idempotent and resumable)"
+    )]
+    MissingWhere,
+    #[error("the UPDATE targets \"{found}\" but the backfill directive names table={expected}")]
+    TableMismatch { expected: String, found: String },
+    #[error("UPDATE ... FROM and RETURNING are not supported in a backfill statement")]
+    Unsupported,
+}
+
+/// Plans the batches of one backfill statement. `key_type` is the key column's type, e.g.
+/// `bigint`, read from the catalog at run time (see [`BatchedUpdate::key_type_sql`]).
+pub fn plan(
+    sql: &str,
+    spec: &BackfillSpec,
+    key_type: &str,
+) -> Result<BatchedUpdate, BackfillPlanError> {
+    let statement = crate::lint::parse_statement(sql).map_err(BackfillPlanError::NotAnUpdate)?;
+    let Statement::Update(update) = statement else {
+        return Err(BackfillPlanError::NotAnUpdate(first_words(sql)));
+    };
+    if update.from.is_some() || update.returning.is_some() || !update.table.joins.is_empty() {
+        return Err(BackfillPlanError::Unsupported);
+    }
+    let TableFactor::Table { name, .. } = &update.table.relation else {
+        return Err(BackfillPlanError::NotAnUpdate(first_words(sql)));
+    };
+    let directive_table = spec
+        .table
+        .rsplit('.')
+        .next()
+        .unwrap_or(&spec.table)
+        .to_ascii_lowercase();
+    if table_key(name) != directive_table {
+        return Err(BackfillPlanError::TableMismatch {
+            expected: spec.table.to_string(),
+            found: name.to_string(),
+        });
+    }
+    let pending = update
+        .selection
+        .as_ref()
+        .ok_or(BackfillPlanError::MissingWhere)?;
+    let assignments: Vec<String> = update.assignments.iter().map(ToString::to_string).collect();
+    let table = quote_qualified(&spec.table);
+    let key = quote_identifier(&spec.key);
+    let (schema, bare_table) = match spec.table.split_once('.') {
+        Some((schema, table)) => (Some(schema), table),
+        None => (None, spec.table.as_ref()),
+    };
+    let regclass = match schema {
+        Some(schema) => format!(
+            "{}.{}",
+            quote_identifier(schema),
+            quote_identifier(bare_table)
+        ),
+        None => quote_identifier(bare_table),
+    };
+    Ok(BatchedUpdate {
+        batch_sql: format!(
+            "WITH migrate_batch(migrate_key) AS (SELECT {key} FROM {table} \
+WHERE ($1::text IS NULL OR {key} > $1::text::{key_type}) AND ({pending}) \
+ORDER BY {key} LIMIT $2 FOR UPDATE SKIP LOCKED) \
+UPDATE {table} SET {assignments} FROM migrate_batch \
+WHERE {table}.{key} = migrate_batch.migrate_key AND ({pending}) \
+RETURNING {table}.{key}::text",
+            assignments = assignments.join(", ")
+        ),
+        remaining_sql: format!("SELECT count(*) FROM {table} WHERE ({pending})"),
+        key_type_sql: format!(
+            "SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a \
+WHERE a.attrelid = '{}'::regclass AND a.attname = '{}' AND NOT a.attisdropped",
+            regclass.replace('\'', "''"),
+            spec.key.replace('\'', "''")
+        ),
+    })
+}
+
+fn first_words(sql: &str) -> String {
+    sql.split_whitespace().take(4).collect::<Vec<_>>().join(" ")
+}
+
+/// `"name"`, doubling embedded quotes. Directive identifiers are validated as plain
+/// identifiers already; quoting keeps them exact (PostgreSQL folds unquoted names to lower
+/// case, so a directive `table=Users` means the table created as `Users` with quotes).
+pub fn quote_identifier(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+fn quote_qualified(name: &str) -> String {
+    name.split('.')
+        .map(quote_identifier)
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::borrow::Cow;
+
+    fn spec(table: &'static str, key: &'static str) -> BackfillSpec {
+        BackfillSpec {
+            table: Cow::Borrowed(table),
+            key: Cow::Borrowed(key),
+            batch_size: 100,
+            delay_ms: 0,
+        }
+    }
+
+    #[test]
+    fn rewrites_an_update_into_a_keyed_batch() {
+        let plan = plan(
+            "UPDATE users SET email_normalized = lower(email) WHERE email_normalized IS NULL",
+            &spec("users", "id"),
+            "bigint",
+        )
+        .unwrap();
+        assert_eq!(
+            plan.batch_sql,
+            "WITH migrate_batch(migrate_key) AS (SELECT \"id\" FROM \"users\" WHERE ($1::text IS NULL OR \"id\" > $1::text::bigint) \
+AND (email_normalized IS NULL) ORDER BY \"id\" LIMIT $2 FOR UPDATE SKIP LOCKED) UPDATE \"users\" SET email_normalized = lower(email) \
+FROM migrate_batch WHERE \"users\".\"id\" = migrate_batch.migrate_key AND (email_normalized IS NULL) RETURNING \"users\".\"id\"::text"
+        );
+        assert_eq!(
+            plan.remaining_sql,
+            "SELECT count(*) FROM \"users\" WHERE (email_normalized IS NULL)"
+        );
+    }
+
+    #[test]
+    fn refuses_what_cannot_be_batched() {
+        let s = spec("users", "id");
+        assert_eq!(
+            plan("UPDATE users SET a = 1", &s, "bigint"),
+            Err(BackfillPlanError::MissingWhere)
+        );
+        assert!(matches!(
+            plan("DELETE FROM users WHERE a", &s, "bigint"),
+            Err(BackfillPlanError::NotAnUpdate(_))
+        ));
+        assert!(matches!(
+            plan("UPDATE orders SET a = 1 WHERE a IS NULL", &s, "bigint"),
+            Err(BackfillPlanError::TableMismatch { .. })
+        ));
+        assert_eq!(
+            plan(
+                "UPDATE users SET a = o.a FROM orders o WHERE a IS NULL",
+                &s,
+                "bigint"
+            ),
+            Err(BackfillPlanError::Unsupported)
+        );
+    }
+}
