@@ -123,12 +123,28 @@ impl History {
         &self.quoted
     }
 
-    /// Creates the schema (when qualified) and the table if missing. Run under the advisory
-    /// lock: concurrent `CREATE TABLE IF NOT EXISTS` can fail on the catalog's unique index.
+    /// Creates the schema (when qualified and missing) and the table if missing. Run under
+    /// the advisory lock: concurrent `CREATE TABLE IF NOT EXISTS` can fail on the catalog's
+    /// unique index.
     pub async fn ensure(&self, client: &Client) -> Result<(), RuntimeError> {
+        if self.exists(client).await? {
+            return Ok(());
+        }
         let mut sql = String::new();
         if let Some(schema) = &self.table.schema {
-            sql.push_str(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\";\n"));
+            // CREATE SCHEMA IF NOT EXISTS checks the CREATE privilege on the database before
+            // it checks existence, so a deploy role without it would fail even on `public`.
+            let present = client
+                .query_one(
+                    "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)",
+                    &[schema],
+                )
+                .await
+                .map_err(RuntimeError::database("looking up the history schema"))?
+                .get::<_, bool>(0);
+            if !present {
+                sql.push_str(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\";\n"));
+            }
         }
         sql.push_str(&format!(
             "CREATE TABLE IF NOT EXISTS {} (\n\
