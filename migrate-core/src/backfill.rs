@@ -9,18 +9,22 @@
 //!     SELECT "id" FROM "t"
 //!     WHERE ($1::text IS NULL OR "id" > $1::text::<key type>) AND (<pending>)
 //!     ORDER BY "id" LIMIT $2
-//!     FOR UPDATE SKIP LOCKED)
-//! UPDATE "t" SET c = <expr> FROM migrate_batch
-//! WHERE "t"."id" = migrate_batch.migrate_key AND (<pending>)
-//! RETURNING "t"."id"::text
+//!     FOR UPDATE SKIP LOCKED),
+//! migrate_updated AS (
+//!     UPDATE "t" SET c = <expr> FROM migrate_batch
+//!     WHERE "t"."id" = migrate_batch.migrate_key AND (<pending>)
+//!     RETURNING 1)
+//! SELECT (SELECT count(*) FROM migrate_updated), (SELECT max(migrate_key)::text FROM migrate_batch)
 //! ```
 //!
-//! The cursor travels as text and is cast to the key column's type, so any ordered key type
-//! works. The CTE's only column is `migrate_key`, so unqualified names in the user's SET and
+//! It returns the rows updated and the batch's last key (NULL once nothing is left). The
+//! cursor travels as text and is cast to the key column's type, so any ordered key type works. The CTE's only column is `migrate_key`, so unqualified names in the user's SET and
 //! WHERE still resolve to the target table. `<pending>` is repeated in the UPDATE so a row
 //! changed between the SELECT and the UPDATE is not overwritten, and it is what makes the
 //! backfill idempotent: rows already done no longer match. `SKIP LOCKED` keeps a batch from
-//! queueing behind the application's row locks; skipped rows are caught by the final sweeps.
+//! queueing behind the application's row locks; skipped rows are caught by the final sweeps,
+//! which use [`BatchedUpdate::sweep_sql`]: the same statement waiting for row locks (bounded
+//! by `lock_timeout`).
 
 use sqlparser::ast::{Statement, TableFactor};
 
@@ -31,8 +35,11 @@ use crate::migration::BackfillSpec;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BatchedUpdate {
     /// `$1`: the last key done, as text, or NULL for the first batch; `$2`: the batch size.
-    /// Returns the keys updated, as text.
+    /// Returns one row: rows updated (bigint) and the batch's last key (text, NULL when the
+    /// batch was empty).
     pub batch_sql: String,
+    /// [`BatchedUpdate::batch_sql`] without `SKIP LOCKED`, for the final sweeps.
+    pub sweep_sql: String,
     /// Counts the rows still pending: zero when the backfill is complete.
     pub remaining_sql: String,
     /// Returns the key column's type as PostgreSQL spells it (`format_type`).
@@ -102,16 +109,20 @@ pub fn plan(
         ),
         None => quote_identifier(bare_table),
     };
-    Ok(BatchedUpdate {
-        batch_sql: format!(
+    let batch = |locking: &str| {
+        format!(
             "WITH migrate_batch(migrate_key) AS (SELECT {key} FROM {table} \
 WHERE ($1::text IS NULL OR {key} > $1::text::{key_type}) AND ({pending}) \
-ORDER BY {key} LIMIT $2 FOR UPDATE SKIP LOCKED) \
-UPDATE {table} SET {assignments} FROM migrate_batch \
-WHERE {table}.{key} = migrate_batch.migrate_key AND ({pending}) \
-RETURNING {table}.{key}::text",
+ORDER BY {key} LIMIT $2 {locking}), \
+migrate_updated AS (UPDATE {table} SET {assignments} FROM migrate_batch \
+WHERE {table}.{key} = migrate_batch.migrate_key AND ({pending}) RETURNING 1) \
+SELECT (SELECT count(*) FROM migrate_updated), (SELECT max(migrate_key)::text FROM migrate_batch)",
             assignments = assignments.join(", ")
-        ),
+        )
+    };
+    Ok(BatchedUpdate {
+        batch_sql: batch("FOR UPDATE SKIP LOCKED"),
+        sweep_sql: batch("FOR UPDATE"),
         remaining_sql: format!("SELECT count(*) FROM {table} WHERE ({pending})"),
         key_type_sql: format!(
             "SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a \
@@ -165,9 +176,12 @@ mod tests {
         assert_eq!(
             plan.batch_sql,
             "WITH migrate_batch(migrate_key) AS (SELECT \"id\" FROM \"users\" WHERE ($1::text IS NULL OR \"id\" > $1::text::bigint) \
-AND (email_normalized IS NULL) ORDER BY \"id\" LIMIT $2 FOR UPDATE SKIP LOCKED) UPDATE \"users\" SET email_normalized = lower(email) \
-FROM migrate_batch WHERE \"users\".\"id\" = migrate_batch.migrate_key AND (email_normalized IS NULL) RETURNING \"users\".\"id\"::text"
+AND (email_normalized IS NULL) ORDER BY \"id\" LIMIT $2 FOR UPDATE SKIP LOCKED), migrate_updated AS (UPDATE \"users\" \
+SET email_normalized = lower(email) FROM migrate_batch WHERE \"users\".\"id\" = migrate_batch.migrate_key \
+AND (email_normalized IS NULL) RETURNING 1) SELECT (SELECT count(*) FROM migrate_updated), \
+(SELECT max(migrate_key)::text FROM migrate_batch)"
         );
+        assert!(plan.sweep_sql.contains("LIMIT $2 FOR UPDATE)"));
         assert_eq!(
             plan.remaining_sql,
             "SELECT count(*) FROM \"users\" WHERE (email_normalized IS NULL)"

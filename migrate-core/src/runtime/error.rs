@@ -154,6 +154,13 @@ pub enum RuntimeError {
         index: String,
     },
 
+    /// A backfill statement cannot be batched, or did not converge.
+    #[error("{location}: backfill of migration {}: {problem}", location.version)]
+    Backfill {
+        location: StatementLocation,
+        problem: String,
+    },
+
     /// A query of the runtime itself (session settings, history table, lock) failed.
     #[error("{action}: {}", db_error_text(.source))]
     Database {

@@ -91,7 +91,7 @@ impl HistoryChange<'_> {
         Ok(())
     }
 
-    async fn execute_after(
+    pub(crate) async fn execute_after(
         &self,
         client: &Client,
         duration: Duration,
@@ -145,7 +145,7 @@ pub async fn run_section(
     }
 }
 
-fn location(migration: &Migration, statement: Option<&Statement>) -> StatementLocation {
+pub(crate) fn location(migration: &Migration, statement: Option<&Statement>) -> StatementLocation {
     StatementLocation {
         version: migration.version,
         file: migration.file_name.to_string(),
@@ -154,11 +154,11 @@ fn location(migration: &Migration, statement: Option<&Statement>) -> StatementLo
     }
 }
 
-fn is_lock_timeout(error: &tokio_postgres::Error) -> bool {
+pub(crate) fn is_lock_timeout(error: &tokio_postgres::Error) -> bool {
     error.code() == Some(&SqlState::LOCK_NOT_AVAILABLE)
 }
 
-fn statement_error(
+pub(crate) fn statement_error(
     migration: &Migration,
     statement: Option<&Statement>,
     attempts: u32,
@@ -235,7 +235,7 @@ async fn run_transactional(
     }
 }
 
-async fn wait_before_retry(
+pub(crate) async fn wait_before_retry(
     migration: &Migration,
     statement: Option<&Statement>,
     attempt: u32,

@@ -20,6 +20,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod backfill;
 pub mod connect;
 pub mod error;
 pub mod executor;
@@ -511,7 +512,14 @@ impl<'m> Migrator<'m> {
                 checksum: &checksum,
             };
             tracing::info!(version = m.version, file = %m.file_name, mode = m.up.mode.as_str(), "applying");
-            let outcome = executor::run_section(client, m, &m.up, &settings, history).await?;
+            let outcome = match &m.backfill {
+                Some(spec) if m.phase == Phase::Backfill => {
+                    let progress =
+                        backfill::BackfillProgressTable::for_history(self.history.table())?;
+                    backfill::run(client, m, spec, &progress, &settings, history).await?
+                }
+                _ => executor::run_section(client, m, &m.up, &settings, history).await?,
+            };
             report.applied.push(applied(m, &m.up, outcome));
         }
         Ok(())
@@ -563,6 +571,12 @@ impl<'m> Migrator<'m> {
             };
             tracing::info!(version = m.version, file = %m.file_name, mode = down.mode.as_str(), "reverting");
             let outcome = executor::run_section(client, m, down, &settings, history).await?;
+            if m.phase == Phase::Backfill {
+                // A later up must run the backfill again from the start.
+                backfill::BackfillProgressTable::for_history(self.history.table())?
+                    .forget(client, sql_version(m.version))
+                    .await?;
+            }
             report.reverted.push(applied(m, down, outcome));
         }
         Ok(())

@@ -1,0 +1,340 @@
+//! Batched execution of backfill migrations (design "Backfill").
+//!
+//! Each up statement of a `.backfill.sql` file runs as keyed batches (see
+//! [`crate::backfill`]), each batch its own short transaction, so the application's writes
+//! never queue behind one long UPDATE. Progress is stored after every batch in
+//! `<history table>_backfill`, so a killed backfill resumes where it stopped. After the keyed
+//! pass, sweeps (waiting for row locks, bounded by `lock_timeout`) repeat until a pass changes
+//! nothing; then the backfill is verified (no row still matches its WHERE) and only then is
+//! the history row written.
+
+use std::time::{Duration, Instant};
+
+use tokio_postgres::Client;
+
+use super::error::RuntimeError;
+use super::executor::{
+    ExecutionSettings, HistoryChange, SectionOutcome, is_lock_timeout, location, statement_error,
+    wait_before_retry,
+};
+use super::history::TableName;
+use crate::backfill::{BatchedUpdate, plan};
+use crate::migration::{BackfillSpec, Migration, Statement};
+
+/// Sweeps after the keyed pass before giving up: rows that keep matching the WHERE mean
+/// something (an old release without dual writes) keeps writing rows in the old shape.
+const MAX_SWEEPS: u32 = 10;
+
+/// `<history table>_backfill`: one row per backfill statement.
+#[derive(Debug, Clone)]
+pub struct BackfillProgressTable {
+    quoted: String,
+}
+
+impl BackfillProgressTable {
+    /// Derived from the history table's validated name, so it needs no quoting care.
+    pub fn for_history(history: &TableName) -> Result<BackfillProgressTable, RuntimeError> {
+        let name = TableName {
+            schema: history.schema.clone(),
+            name: format!("{}_backfill", history.name),
+        };
+        if !super::history::is_identifier(&name.name) {
+            return Err(RuntimeError::InvalidIdentifier {
+                what: "backfill progress table name (history table name + \"_backfill\")",
+                value: name.name,
+            });
+        }
+        Ok(BackfillProgressTable {
+            quoted: name.quoted(),
+        })
+    }
+
+    pub fn quoted(&self) -> &str {
+        &self.quoted
+    }
+
+    async fn ensure(&self, client: &Client) -> Result<(), RuntimeError> {
+        client
+            .batch_execute(&format!(
+                "CREATE TABLE IF NOT EXISTS {} (\
+                    version bigint NOT NULL, \
+                    statement integer NOT NULL, \
+                    last_key text, \
+                    rows_done bigint NOT NULL DEFAULT 0, \
+                    started_at timestamptz NOT NULL DEFAULT now(), \
+                    updated_at timestamptz NOT NULL DEFAULT now(), \
+                    finished_at timestamptz, \
+                    verified_at timestamptz, \
+                    PRIMARY KEY (version, statement))",
+                self.quoted
+            ))
+            .await
+            .map_err(RuntimeError::database(
+                "creating the backfill progress table",
+            ))
+    }
+
+    /// Forgets the progress of `version` (after its down part ran), so a later up runs the
+    /// backfill again from the start.
+    pub async fn forget(&self, client: &Client, version: i64) -> Result<(), RuntimeError> {
+        match client
+            .execute(
+                &format!("DELETE FROM {} WHERE version = $1", self.quoted),
+                &[&version],
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(error)
+                if error.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) =>
+            {
+                Ok(())
+            }
+            Err(error) => Err(RuntimeError::database("clearing backfill progress")(error)),
+        }
+    }
+}
+
+/// Progress of one backfill statement, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackfillProgress {
+    pub last_key: Option<String>,
+    pub rows_done: i64,
+    pub finished: bool,
+}
+
+/// Runs every up statement of a backfill migration in batches, verifies, then records
+/// `history`.
+pub(crate) async fn run(
+    client: &Client,
+    migration: &Migration,
+    spec: &BackfillSpec,
+    table: &BackfillProgressTable,
+    settings: &ExecutionSettings,
+    history: HistoryChange<'_>,
+) -> Result<SectionOutcome, RuntimeError> {
+    let started = Instant::now();
+    table.ensure(client).await?;
+    let version =
+        i64::try_from(migration.version).map_err(|_| RuntimeError::VersionOutOfRange {
+            version: migration.version,
+        })?;
+    let mut most_attempts = 1;
+    for (index, statement) in migration.up.statements.iter().enumerate() {
+        let statement_index = i32::try_from(index).unwrap_or(i32::MAX);
+        let batches = plan_statement(client, migration, spec, statement).await?;
+        let mut progress = load_progress(client, table, version, statement_index).await?;
+        if progress.finished {
+            continue;
+        }
+        let batch_size = i64::from(spec.batch_size);
+        // Keyed pass: SKIP LOCKED, resumable from the stored cursor.
+        loop {
+            let (updated, last_key, attempts) = run_batch(
+                client,
+                migration,
+                statement,
+                settings,
+                &batches.batch_sql,
+                progress.last_key.as_deref(),
+                batch_size,
+            )
+            .await?;
+            most_attempts = most_attempts.max(attempts);
+            let Some(last_key) = last_key else {
+                break;
+            };
+            progress.rows_done += updated;
+            progress.last_key = Some(last_key);
+            save_progress(client, table, version, statement_index, &progress).await?;
+            tracing::info!(
+                version = migration.version,
+                rows_done = progress.rows_done,
+                last_key = progress.last_key.as_deref(),
+                "backfill batch"
+            );
+            if spec.delay_ms > 0 {
+                // Throttling between batches, not synchronisation: gives replicas and the
+                // application's own writes room.
+                tokio::time::sleep(Duration::from_millis(u64::from(spec.delay_ms))).await;
+            }
+        }
+        // Sweeps: rows skipped because they were locked, or written in the old shape since.
+        let mut sweeps = 0;
+        loop {
+            sweeps += 1;
+            let mut changed = 0;
+            let mut cursor: Option<String> = None;
+            loop {
+                let (updated, last_key, attempts) = run_batch(
+                    client,
+                    migration,
+                    statement,
+                    settings,
+                    &batches.sweep_sql,
+                    cursor.as_deref(),
+                    batch_size,
+                )
+                .await?;
+                most_attempts = most_attempts.max(attempts);
+                changed += updated;
+                match last_key {
+                    Some(key) => cursor = Some(key),
+                    None => break,
+                }
+            }
+            progress.rows_done += changed;
+            if changed == 0 {
+                break;
+            }
+            if sweeps >= MAX_SWEEPS {
+                return Err(RuntimeError::Backfill {
+                    location: location(migration, Some(statement)),
+                    problem: format!(
+                        "rows keep matching the WHERE after {MAX_SWEEPS} sweeps: is a release without dual writes still writing the old shape?"
+                    ),
+                });
+            }
+        }
+        let remaining: i64 = client
+            .query_one(&batches.remaining_sql, &[])
+            .await
+            .map_err(|e| statement_error(migration, Some(statement), 1, e))?
+            .get(0);
+        if remaining > 0 {
+            return Err(RuntimeError::Backfill {
+                location: location(migration, Some(statement)),
+                problem: format!("verification failed: {remaining} row(s) still match the WHERE"),
+            });
+        }
+        client
+            .execute(
+                &format!(
+                    "UPDATE {} SET rows_done = $3, finished_at = now(), verified_at = now(), updated_at = now() \
+                     WHERE version = $1 AND statement = $2",
+                    table.quoted
+                ),
+                &[&version, &statement_index, &progress.rows_done],
+            )
+            .await
+            .map_err(RuntimeError::database("recording backfill verification"))?;
+    }
+    let duration = started.elapsed();
+    history
+        .execute_after(client, duration)
+        .await
+        .map_err(|e| statement_error(migration, None, 1, e))?;
+    Ok(SectionOutcome {
+        duration,
+        attempts: most_attempts,
+    })
+}
+
+async fn plan_statement(
+    client: &Client,
+    migration: &Migration,
+    spec: &BackfillSpec,
+    statement: &Statement,
+) -> Result<BatchedUpdate, RuntimeError> {
+    let backfill_error = |problem: String| RuntimeError::Backfill {
+        location: location(migration, Some(statement)),
+        problem,
+    };
+    // The key type is read from the catalog: the cursor is cast to it.
+    let probe = plan(&statement.sql, spec, "text").map_err(|e| backfill_error(e.to_string()))?;
+    let key_type: Option<String> = client
+        .query_opt(&probe.key_type_sql, &[])
+        .await
+        .map_err(|e| statement_error(migration, Some(statement), 1, e))?
+        .map(|row| row.get(0));
+    let key_type = key_type.ok_or_else(|| {
+        backfill_error(format!("table {} has no column {}", spec.table, spec.key))
+    })?;
+    plan(&statement.sql, spec, &key_type).map_err(|e| backfill_error(e.to_string()))
+}
+
+async fn load_progress(
+    client: &Client,
+    table: &BackfillProgressTable,
+    version: i64,
+    statement: i32,
+) -> Result<BackfillProgress, RuntimeError> {
+    let row = client
+        .query_opt(
+            &format!(
+                "SELECT last_key, rows_done, finished_at IS NOT NULL FROM {} WHERE version = $1 AND statement = $2",
+                table.quoted
+            ),
+            &[&version, &statement],
+        )
+        .await
+        .map_err(RuntimeError::database("reading backfill progress"))?;
+    match row {
+        Some(row) => Ok(BackfillProgress {
+            last_key: row.get(0),
+            rows_done: row.get(1),
+            finished: row.get(2),
+        }),
+        None => {
+            client
+                .execute(
+                    &format!(
+                        "INSERT INTO {} (version, statement) VALUES ($1, $2)",
+                        table.quoted
+                    ),
+                    &[&version, &statement],
+                )
+                .await
+                .map_err(RuntimeError::database("recording backfill start"))?;
+            Ok(BackfillProgress {
+                last_key: None,
+                rows_done: 0,
+                finished: false,
+            })
+        }
+    }
+}
+
+async fn save_progress(
+    client: &Client,
+    table: &BackfillProgressTable,
+    version: i64,
+    statement: i32,
+    progress: &BackfillProgress,
+) -> Result<(), RuntimeError> {
+    client
+        .execute(
+            &format!(
+                "UPDATE {} SET last_key = $3, rows_done = $4, updated_at = now() WHERE version = $1 AND statement = $2",
+                table.quoted
+            ),
+            &[&version, &statement, &progress.last_key, &progress.rows_done],
+        )
+        .await
+        .map_err(RuntimeError::database("recording backfill progress"))?;
+    Ok(())
+}
+
+/// One batch in its own implicit transaction, retried on `lock_timeout` (55P03).
+/// Returns (rows updated, last key of the batch, attempts).
+async fn run_batch(
+    client: &Client,
+    migration: &Migration,
+    statement: &Statement,
+    settings: &ExecutionSettings,
+    sql: &str,
+    after: Option<&str>,
+    batch_size: i64,
+) -> Result<(i64, Option<String>, u32), RuntimeError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match client.query_one(sql, &[&after, &batch_size]).await {
+            Ok(row) => return Ok((row.get(0), row.get(1), attempt)),
+            Err(error) if is_lock_timeout(&error) && attempt <= settings.lock_retries => {
+                wait_before_retry(migration, Some(statement), attempt, settings).await;
+            }
+            Err(error) => return Err(statement_error(migration, Some(statement), attempt, error)),
+        }
+    }
+}
