@@ -3,6 +3,8 @@
 
 pub mod checksum;
 pub mod migration;
+#[cfg(feature = "runtime")]
+pub mod runtime;
 pub mod splitter;
 
 pub use checksum::Checksum;

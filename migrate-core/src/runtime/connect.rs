@@ -1,0 +1,379 @@
+//! The dedicated connection, with TLS through rustls.
+//!
+//! `sslmode` follows libpq (https://www.postgresql.org/docs/15/libpq-ssl.html#LIBPQ-SSL-PROTECTION):
+//!
+//! | sslmode       | TLS                   | certificate checked              |
+//! |---------------|-----------------------|----------------------------------|
+//! | `disable`     | never                 | -                                |
+//! | `prefer`      | if the server has it  | no                               |
+//! | `require`     | always                | no; as `verify-ca` when `sslrootcert` is given (as libpq does) |
+//! | `verify-ca`   | always                | chain to the root, not the name  |
+//! | `verify-full` | always                | chain and host name              |
+//!
+//! The default is `prefer`, like libpq. `allow` is accepted as `prefer`. Roots come from
+//! `sslrootcert=<PEM file>`; without it (or with `sslrootcert=system`), the verify modes
+//! trust the Mozilla roots of `webpki-roots`.
+//!
+//! tokio-postgres itself only knows disable/prefer/require and rejects unknown parameters, so
+//! `sslmode` and `sslrootcert` are taken out of the string here and the rest is handed to it.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+};
+use tokio_postgres::Client;
+use tokio_postgres::config::SslMode as PgSslMode;
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+use super::MigratorConfig;
+use super::error::ConnectError;
+
+/// libpq's `sslmode` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SslMode {
+    Disable,
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+impl SslMode {
+    fn parse(value: &str) -> Option<SslMode> {
+        Some(match value {
+            "disable" => SslMode::Disable,
+            "allow" | "prefer" => SslMode::Prefer,
+            "require" => SslMode::Require,
+            "verify-ca" => SslMode::VerifyCa,
+            "verify-full" => SslMode::VerifyFull,
+            _ => return None,
+        })
+    }
+}
+
+/// A connection string split into what tokio-postgres understands and the TLS settings.
+#[derive(Clone)]
+pub struct ConnectOptions {
+    pub config: tokio_postgres::Config,
+    pub ssl_mode: SslMode,
+    pub ssl_root_cert: Option<PathBuf>,
+}
+
+// Hand-written so the password can never reach a log through `{:?}`.
+impl std::fmt::Debug for ConnectOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectOptions")
+            .field("hosts", &self.config.get_hosts().len())
+            .field("user", &self.config.get_user())
+            .field("dbname", &self.config.get_dbname())
+            .field("ssl_mode", &self.ssl_mode)
+            .field("ssl_root_cert", &self.ssl_root_cert)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ConnectOptions {
+    /// Parses a `postgres://` URL or a `key=value` string.
+    pub fn parse(connection_string: &str) -> Result<ConnectOptions, ConnectError> {
+        let mut ssl_mode = SslMode::Prefer;
+        let mut ssl_root_cert = None;
+        let mut take = |key: &str, value: &str| -> Result<bool, ConnectError> {
+            match key {
+                "sslmode" => {
+                    ssl_mode = SslMode::parse(value).ok_or_else(|| ConnectError::InvalidUrl {
+                        reason: "sslmode must be disable, allow, prefer, require, verify-ca or \
+                                 verify-full"
+                            .into(),
+                    })?;
+                    Ok(true)
+                }
+                "sslrootcert" => {
+                    ssl_root_cert = (value != "system").then(|| PathBuf::from(value));
+                    Ok(true)
+                }
+                _ => Ok(false),
+            }
+        };
+
+        let rest = if let Some((base, query)) = connection_string
+            .split_once("://")
+            .filter(|(scheme, _)| matches!(*scheme, "postgres" | "postgresql"))
+            .and_then(|_| connection_string.split_once('?'))
+        {
+            let mut kept = Vec::new();
+            for pair in query.split('&').filter(|p| !p.is_empty()) {
+                let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+                let decoded = percent_decode(value).ok_or_else(|| ConnectError::InvalidUrl {
+                    reason: format!("bad percent-encoding in the value of `{key}`"),
+                })?;
+                if !take(key, &decoded)? {
+                    kept.push(pair);
+                }
+            }
+            if kept.is_empty() {
+                base.to_owned()
+            } else {
+                format!("{base}?{}", kept.join("&"))
+            }
+        } else if connection_string.contains("://") {
+            connection_string.to_owned()
+        } else {
+            let mut kept = Vec::new();
+            for pair in connection_string.split_whitespace() {
+                let handled = match pair.split_once('=') {
+                    Some((key, value)) => take(key, value.trim_matches('\''))?,
+                    None => false,
+                };
+                if !handled {
+                    kept.push(pair);
+                }
+            }
+            kept.join(" ")
+        };
+
+        // tokio-postgres's parse errors name the option, never its value.
+        let mut config: tokio_postgres::Config =
+            rest.parse()
+                .map_err(|error: tokio_postgres::Error| ConnectError::InvalidUrl {
+                    reason: error.to_string(),
+                })?;
+        config.ssl_mode(match ssl_mode {
+            SslMode::Disable => PgSslMode::Disable,
+            SslMode::Prefer => PgSslMode::Prefer,
+            SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => PgSslMode::Require,
+        });
+        Ok(ConnectOptions {
+            config,
+            ssl_mode,
+            ssl_root_cert,
+        })
+    }
+
+    fn tls_config(&self) -> Result<ClientConfig, ConnectError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let roots = Arc::new(self.root_store()?);
+        let verify = match self.ssl_mode {
+            SslMode::VerifyFull => Verify::Full,
+            SslMode::VerifyCa => Verify::ChainOnly,
+            SslMode::Require if self.ssl_root_cert.is_some() => Verify::ChainOnly,
+            _ => Verify::Nothing,
+        };
+        let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
+            .build()
+            .map_err(|error| ConnectError::Tls(rustls::Error::General(error.to_string())))?;
+        let verifier = Arc::new(PgServerVerifier {
+            webpki,
+            verify,
+            provider: provider.clone(),
+        });
+        Ok(ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_no_client_auth())
+    }
+
+    fn root_store(&self) -> Result<RootCertStore, ConnectError> {
+        let Some(path) = &self.ssl_root_cert else {
+            return Ok(RootCertStore {
+                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+            });
+        };
+        let error = |reason: String| ConnectError::RootCertificate {
+            path: path.clone(),
+            reason,
+        };
+        let mut store = RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(path).map_err(|e| error(e.to_string()))? {
+            let cert = cert.map_err(|e| error(e.to_string()))?;
+            store.add(cert).map_err(|e| error(e.to_string()))?;
+        }
+        if store.is_empty() {
+            return Err(error("no certificate in the file".into()));
+        }
+        Ok(store)
+    }
+}
+
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        if bytes[index] == b'%' {
+            let hex = text.get(index + 1..index + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            index += 3;
+        } else {
+            out.push(bytes[index]);
+            index += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verify {
+    Nothing,
+    ChainOnly,
+    Full,
+}
+
+/// The certificate checks of libpq's sslmode on top of rustls' WebPKI verifier. The
+/// handshake signatures are always verified, so even `require` talks to the key holder of
+/// whatever certificate was presented.
+#[derive(Debug)]
+struct PgServerVerifier {
+    webpki: Arc<WebPkiServerVerifier>,
+    verify: Verify,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl ServerCertVerifier for PgServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if self.verify == Verify::Nothing {
+            return Ok(ServerCertVerified::assertion());
+        }
+        match self.webpki.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        ) {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) if self.verify == Verify::ChainOnly => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// Opens the dedicated migration connection and drives it on the current tokio runtime.
+/// `application_name` from `config` is sent at startup, so the session is recognisable in
+/// `pg_stat_activity` from its first moment.
+pub async fn connect(
+    connection_string: &str,
+    config: &MigratorConfig,
+) -> Result<Client, ConnectError> {
+    let mut options = ConnectOptions::parse(connection_string)?;
+    options.config.application_name(&config.application_name);
+    connect_with(options).await
+}
+
+/// [`connect`] with already parsed options.
+pub async fn connect_with(options: ConnectOptions) -> Result<Client, ConnectError> {
+    let to_error = |source| ConnectError::Connect { source };
+    if options.ssl_mode == SslMode::Disable {
+        let (client, connection) = options
+            .config
+            .connect(tokio_postgres::NoTls)
+            .await
+            .map_err(to_error)?;
+        spawn_connection(connection);
+        return Ok(client);
+    }
+    let tls = MakeRustlsConnect::new(options.tls_config()?);
+    let (client, connection) = options.config.connect(tls).await.map_err(to_error)?;
+    spawn_connection(connection);
+    Ok(client)
+}
+
+fn spawn_connection<F>(connection: F)
+where
+    F: std::future::Future<Output = Result<(), tokio_postgres::Error>> + Send + 'static,
+{
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::warn!(%error, "migration connection closed with an error");
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sslmode_and_rootcert_are_taken_out_of_urls() {
+        let options = ConnectOptions::parse(
+            "postgres://u:pw@localhost:5432/db?sslmode=verify-full&sslrootcert=%2Ftmp%2Fca.pem&connect_timeout=5",
+        )
+        .expect("parses");
+        assert_eq!(options.ssl_mode, SslMode::VerifyFull);
+        assert_eq!(options.ssl_root_cert, Some(PathBuf::from("/tmp/ca.pem")));
+        assert_eq!(options.config.get_dbname(), Some("db"));
+        assert!(options.config.get_connect_timeout().is_some());
+    }
+
+    #[test]
+    fn key_value_strings_are_supported() {
+        let options = ConnectOptions::parse("host=localhost user=u sslmode=require dbname=d")
+            .expect("parses");
+        assert_eq!(options.ssl_mode, SslMode::Require);
+        assert_eq!(options.config.get_user(), Some("u"));
+    }
+
+    #[test]
+    fn errors_never_echo_the_password() {
+        for bad in [
+            "postgres://u:hunter2@localhost/db?sslmode=nonsense",
+            "postgres://u:hunter2@localhost:notaport/db",
+            "postgres://u:hunter2@localhost/db?bogus=1",
+        ] {
+            let error = ConnectOptions::parse(bad).expect_err("invalid");
+            assert!(matches!(error, ConnectError::InvalidUrl { .. }));
+            assert!(!error.to_string().contains("hunter2"), "{error}");
+            assert!(!format!("{error:?}").contains("hunter2"), "{error:?}");
+        }
+        let options = ConnectOptions::parse("postgres://u:hunter2@localhost/db").expect("parses");
+        assert!(!format!("{options:?}").contains("hunter2"));
+    }
+}

@@ -1,0 +1,256 @@
+//! Errors of the runtime. Every variant carries the data a caller needs to act on it; none
+//! carries a connection string, so no password can leak through `Display` or `Debug`.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio_postgres::error::SqlState;
+
+/// Who holds the migration advisory lock, read from `pg_locks` joined with `pg_stat_activity`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockHolder {
+    pub pid: i32,
+    pub application_name: String,
+    /// `pg_stat_activity.backend_start`, as the server renders it.
+    pub backend_start: Option<String>,
+    /// `pg_stat_activity.xact_start`: set while the holder is inside a transaction.
+    pub xact_start: Option<String>,
+    /// `pg_stat_activity.state` (`active`, `idle`, `idle in transaction`, ...).
+    pub state: Option<String>,
+}
+
+impl fmt::Display for LockHolder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "pid {} (application_name {:?}, connected since {}",
+            self.pid,
+            self.application_name,
+            self.backend_start.as_deref().unwrap_or("unknown")
+        )?;
+        if let Some(xact_start) = &self.xact_start {
+            write!(f, ", in a transaction since {xact_start}")?;
+        }
+        if let Some(state) = &self.state {
+            write!(f, ", {state}")?;
+        }
+        f.write_str(")")
+    }
+}
+
+/// Where a failing statement is: `0002_email.expand.sql:14:1`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatementLocation {
+    pub version: u64,
+    pub file: String,
+    pub line: u32,
+    pub column: u32,
+}
+
+impl fmt::Display for StatementLocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.file, self.line, self.column)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RuntimeError {
+    /// A configured name (history table, schema) is not a plain identifier.
+    #[error(
+        "invalid {what} `{value}`: each dot-separated part must match [A-Za-z_][A-Za-z0-9_]{{0,62}}"
+    )]
+    InvalidIdentifier { what: &'static str, value: String },
+
+    /// A version does not fit the history table's `bigint`.
+    #[error("migration version {version} is larger than the largest bigint (9223372036854775807)")]
+    VersionOutOfRange { version: u64 },
+
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+
+    /// Another migrator kept the advisory lock for longer than `lock_wait`.
+    #[error(
+        "another migration run holds the migration lock (advisory lock {key}); gave up after \
+         {waited:?}; holder: {}",
+        holder.as_ref().map_or_else(|| "unknown (it may just have released it)".to_owned(), ToString::to_string)
+    )]
+    LockTimeout {
+        key: i64,
+        waited: Duration,
+        holder: Option<Box<LockHolder>>,
+    },
+
+    /// An applied migration's file changed since it was applied.
+    #[error(
+        "migration {version} ({file}) was changed after it was applied: the history records \
+         checksum {expected}, the file now has {found}; restore the file, or write a new \
+         migration for the change"
+    )]
+    ChecksumMismatch {
+        version: u64,
+        file: String,
+        /// The checksum recorded in the history table when the migration was applied.
+        expected: String,
+        /// The checksum of the migration as this binary knows it.
+        found: String,
+    },
+
+    /// The database has applied versions this binary does not contain.
+    #[error("{}", unknown_applied_message(.versions, .files_on_disk_lacking_in_binary))]
+    UnknownApplied {
+        versions: Vec<u64>,
+        /// `.sql` files of those versions in `Migrations::dir`, when it exists at run time.
+        files_on_disk_lacking_in_binary: Vec<PathBuf>,
+    },
+
+    /// Pending migrations are older than the newest applied one.
+    #[error(
+        "pending migrations {pending:?} are older than the newest applied migration \
+         {newest_applied}; renumber them after {newest_applied}, or allow out-of-order runs"
+    )]
+    OutOfOrder {
+        pending: Vec<u64>,
+        newest_applied: u64,
+    },
+
+    /// `down` would need to revert migrations that have no `-- migrate:down` part.
+    #[error(
+        "cannot revert migrations {versions:?}: they have no `-- migrate:down` part; nothing \
+         was reverted"
+    )]
+    NoDownPart { versions: Vec<u64> },
+
+    /// A statement of a migration failed.
+    #[error("{location}: migration {} failed after {attempts} attempt(s): {}", location.version, db_error_text(.source))]
+    Statement {
+        location: StatementLocation,
+        attempts: u32,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+
+    /// A statement kept failing with `lock_timeout` (SQLSTATE 55P03) until the retries ran out.
+    #[error(
+        "{location}: migration {} could not take its locks within lock_timeout in {attempts} \
+         attempts; the tables it touches are busy (long transactions?): {}",
+        location.version, db_error_text(.source)
+    )]
+    LockRetriesExhausted {
+        location: StatementLocation,
+        attempts: u32,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+
+    /// `CREATE INDEX CONCURRENTLY` finished but left the index INVALID.
+    #[error(
+        "{location}: index {index} is INVALID after CREATE INDEX CONCURRENTLY; the next run \
+         drops and rebuilds it"
+    )]
+    InvalidIndex {
+        location: StatementLocation,
+        index: String,
+    },
+
+    /// A query of the runtime itself (session settings, history table, lock) failed.
+    #[error("{action}: {}", db_error_text(.source))]
+    Database {
+        action: &'static str,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+}
+
+impl RuntimeError {
+    /// The SQLSTATE of the underlying server error, if any.
+    pub fn sql_state(&self) -> Option<&SqlState> {
+        match self {
+            RuntimeError::Statement { source, .. }
+            | RuntimeError::LockRetriesExhausted { source, .. }
+            | RuntimeError::Database { source, .. } => source.code(),
+            RuntimeError::Connect(ConnectError::Connect { source }) => source.code(),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn database(action: &'static str) -> impl FnOnce(tokio_postgres::Error) -> Self {
+        move |source| RuntimeError::Database { action, source }
+    }
+}
+
+/// tokio-postgres renders a server error as just "db error"; show the server's message,
+/// its SQLSTATE and detail.
+fn db_error_text(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => {
+            let mut text = format!("{} (SQLSTATE {})", db.message(), db.code().code());
+            if let Some(detail) = db.detail() {
+                text.push_str(&format!("; detail: {detail}"));
+            }
+            text
+        }
+        None => error.to_string(),
+    }
+}
+
+fn unknown_applied_message(versions: &[u64], files: &[PathBuf]) -> String {
+    let mut text = format!(
+        "the database has applied migrations {versions:?} that this binary does not contain"
+    );
+    if files.is_empty() {
+        text.push_str(
+            "; they were applied by a newer release, or their files were deleted \
+             (pass ignore_missing to proceed anyway)",
+        );
+    } else {
+        let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+        text.push_str(&format!(
+            "; the binary was built before these files were added: {}: rebuild it",
+            names.join(", ")
+        ));
+    }
+    text
+}
+
+/// Opening the dedicated connection failed. Never contains the connection string.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// The connection string is malformed; `reason` names the part, never its value.
+    #[error("invalid connection string: {reason}")]
+    InvalidUrl { reason: String },
+    #[error("reading the root certificate {path}: {reason}")]
+    RootCertificate { path: PathBuf, reason: String },
+    #[error("setting up TLS: {0}")]
+    Tls(#[from] rustls::Error),
+    #[error("connecting to PostgreSQL: {}", db_error_text(.source))]
+    Connect {
+        #[source]
+        source: tokio_postgres::Error,
+    },
+}
+
+/// `up` or `down` failed; `report` lists what was completed before the failure.
+#[derive(Debug, thiserror::Error)]
+#[error("{error}{}", partial_suffix(.report))]
+pub struct Failed<R: fmt::Display + fmt::Debug> {
+    pub report: R,
+    #[source]
+    pub error: RuntimeError,
+}
+
+impl<R: fmt::Display + fmt::Debug> Failed<R> {
+    pub fn error(&self) -> &RuntimeError {
+        &self.error
+    }
+
+    pub fn into_error(self) -> RuntimeError {
+        self.error
+    }
+}
+
+fn partial_suffix(report: &impl fmt::Display) -> String {
+    format!(" (before the failure: {report})")
+}

@@ -1,0 +1,451 @@
+//! Runs one section of one migration: in a transaction, or statement by statement; recovers
+//! INVALID indexes around `CREATE INDEX CONCURRENTLY`; retries `lock_timeout` failures.
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::time::{Duration, Instant};
+
+use tokio_postgres::Client;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
+
+use super::error::{RuntimeError, StatementLocation};
+use crate::migration::{Migration, Section, Statement, TransactionMode};
+use crate::splitter::{self, TokenKind};
+
+/// Exponential backoff with jitter: attempt `n` waits a random time in
+/// `[base * 2^n / 2, base * 2^n]` ("equal jitter"), so retrying migrators spread out instead of
+/// queueing together behind the same blocker.
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    pub base: Duration,
+    /// No single wait exceeds this.
+    pub max: Duration,
+}
+
+impl Backoff {
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let full = self
+            .base
+            .saturating_mul(1u32 << attempt.min(16))
+            .min(self.max);
+        let half = full / 2;
+        // RandomState is seeded randomly per instance: enough entropy for jitter, no RNG crate.
+        let random = RandomState::new().build_hasher().finish();
+        let fraction = (random >> 11) as f64 / (1u64 << 53) as f64;
+        half + half.mul_f64(fraction)
+    }
+}
+
+/// What the executor needs besides the client.
+#[derive(Debug, Clone)]
+pub struct ExecutionSettings {
+    /// Retries after the first attempt for SQLSTATE 55P03.
+    pub lock_retries: u32,
+    pub backoff: Backoff,
+}
+
+/// The history change that completes a section (inside its transaction when transactional).
+#[derive(Debug, Clone, Copy)]
+pub enum HistoryChange<'a> {
+    /// After an up section: the row, with the measured duration.
+    Insert {
+        sql: &'a str,
+        version: i64,
+        name: &'a str,
+        phase: &'a str,
+        checksum: &'a str,
+    },
+    /// After a down section.
+    Delete { sql: &'a str, version: i64 },
+}
+
+impl HistoryChange<'_> {
+    async fn execute(
+        &self,
+        client: &Client,
+        duration: Duration,
+    ) -> Result<u64, tokio_postgres::Error> {
+        match *self {
+            HistoryChange::Insert {
+                sql,
+                version,
+                name,
+                phase,
+                checksum,
+            } => {
+                let duration_ms = i64::try_from(duration.as_millis()).unwrap_or(i64::MAX);
+                let params: [&(dyn ToSql + Sync); 5] =
+                    [&version, &name, &phase, &checksum, &duration_ms];
+                client.execute(sql, &params).await
+            }
+            HistoryChange::Delete { sql, version } => client.execute(sql, &[&version]).await,
+        }
+    }
+}
+
+/// How a section run went.
+#[derive(Debug, Clone, Copy)]
+pub struct SectionOutcome {
+    pub duration: Duration,
+    /// Attempts of the section (transactional) or the most-tried statement (autocommit).
+    pub attempts: u32,
+}
+
+/// Runs `section` of `migration`, then `history` (transactional: in the same transaction).
+/// The recorded `duration_ms` is the statements' run time.
+pub async fn run_section(
+    client: &Client,
+    migration: &Migration,
+    section: &Section,
+    settings: &ExecutionSettings,
+    history: HistoryChange<'_>,
+) -> Result<SectionOutcome, RuntimeError> {
+    match section.mode {
+        TransactionMode::Transactional => {
+            run_transactional(client, migration, section, settings, history).await
+        }
+        TransactionMode::Autocommit => {
+            run_autocommit(client, migration, section, settings, history).await
+        }
+    }
+}
+
+fn location(migration: &Migration, statement: Option<&Statement>) -> StatementLocation {
+    StatementLocation {
+        version: migration.version,
+        file: migration.file_name.to_string(),
+        line: statement.map_or(1, |s| s.line),
+        column: statement.map_or(1, |s| s.column),
+    }
+}
+
+fn is_lock_timeout(error: &tokio_postgres::Error) -> bool {
+    error.code() == Some(&SqlState::LOCK_NOT_AVAILABLE)
+}
+
+fn statement_error(
+    migration: &Migration,
+    statement: Option<&Statement>,
+    attempts: u32,
+    source: tokio_postgres::Error,
+) -> RuntimeError {
+    let location = location(migration, statement);
+    if is_lock_timeout(&source) {
+        RuntimeError::LockRetriesExhausted {
+            location,
+            attempts,
+            source,
+        }
+    } else {
+        RuntimeError::Statement {
+            location,
+            attempts,
+            source,
+        }
+    }
+}
+
+/// BEGIN, statements, history row, COMMIT; the whole transaction is retried on 55P03.
+async fn run_transactional(
+    client: &Client,
+    migration: &Migration,
+    section: &Section,
+    settings: &ExecutionSettings,
+    history: HistoryChange<'_>,
+) -> Result<SectionOutcome, RuntimeError> {
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        let started = Instant::now();
+        // `None` statement: the failure was in BEGIN, the history write or COMMIT.
+        let result: Result<Duration, (Option<&Statement>, tokio_postgres::Error)> = async {
+            client.batch_execute("BEGIN").await.map_err(|e| (None, e))?;
+            for statement in section.statements.iter() {
+                client
+                    .batch_execute(&statement.sql)
+                    .await
+                    .map_err(|e| (Some(statement), e))?;
+            }
+            let duration = started.elapsed();
+            history
+                .execute(client, duration)
+                .await
+                .map_err(|e| (None, e))?;
+            client
+                .batch_execute("COMMIT")
+                .await
+                .map_err(|e| (None, e))?;
+            Ok(duration)
+        }
+        .await;
+        match result {
+            Ok(duration) => {
+                return Ok(SectionOutcome {
+                    duration,
+                    attempts: attempt,
+                });
+            }
+            Err((statement, error)) => {
+                // Harmless when no transaction is open (a warning, not an error); if the
+                // connection is gone, the server rolled back already.
+                let _ = client.batch_execute("ROLLBACK").await;
+                if is_lock_timeout(&error) && attempt <= settings.lock_retries {
+                    wait_before_retry(migration, statement, attempt, settings).await;
+                    continue;
+                }
+                return Err(statement_error(migration, statement, attempt, error));
+            }
+        }
+    }
+}
+
+async fn wait_before_retry(
+    migration: &Migration,
+    statement: Option<&Statement>,
+    attempt: u32,
+    settings: &ExecutionSettings,
+) {
+    let delay = settings.backoff.delay(attempt - 1);
+    tracing::warn!(
+        version = migration.version,
+        file = %migration.file_name,
+        line = statement.map(|s| s.line),
+        attempt,
+        ?delay,
+        "lock_timeout (55P03): retrying after a pause so the application's queries proceed"
+    );
+    tokio::time::sleep(delay).await;
+}
+
+/// Each statement on its own (retried alone on 55P03), then the history row.
+async fn run_autocommit(
+    client: &Client,
+    migration: &Migration,
+    section: &Section,
+    settings: &ExecutionSettings,
+    history: HistoryChange<'_>,
+) -> Result<SectionOutcome, RuntimeError> {
+    let started = Instant::now();
+    let mut most_attempts = 1;
+    for statement in section.statements.iter() {
+        let index = ConcurrentIndex::find(&statement.sql);
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let result = async {
+                if let Some(index) = &index {
+                    index.drop_if_invalid(client).await?;
+                }
+                client.batch_execute(&statement.sql).await
+            }
+            .await;
+            match result {
+                Ok(()) => break,
+                Err(error) if is_lock_timeout(&error) && attempt <= settings.lock_retries => {
+                    wait_before_retry(migration, Some(statement), attempt, settings).await;
+                }
+                Err(error) => {
+                    return Err(statement_error(migration, Some(statement), attempt, error));
+                }
+            }
+        }
+        most_attempts = most_attempts.max(attempt);
+        if let Some(index) = &index {
+            let valid = index
+                .is_valid(client)
+                .await
+                .map_err(|e| statement_error(migration, Some(statement), attempt, e))?;
+            if valid == Some(false) {
+                return Err(RuntimeError::InvalidIndex {
+                    location: location(migration, Some(statement)),
+                    index: index.name.clone(),
+                });
+            }
+        }
+    }
+    let duration = started.elapsed();
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        match history.execute(client, duration).await {
+            Ok(_) => break,
+            Err(error) if is_lock_timeout(&error) && attempt <= settings.lock_retries => {
+                wait_before_retry(migration, None, attempt, settings).await;
+            }
+            Err(error) => return Err(statement_error(migration, None, attempt, error)),
+        }
+    }
+    Ok(SectionOutcome {
+        duration,
+        attempts: most_attempts,
+    })
+}
+
+/// A `CREATE [UNIQUE] INDEX CONCURRENTLY [IF NOT EXISTS] name ON [ONLY] table` statement.
+///
+/// A failed concurrent build leaves an INVALID index behind, and a re-run with IF NOT EXISTS
+/// would keep it (https://www.postgresql.org/docs/15/sql-createindex.html#SQL-CREATEINDEX-CONCURRENTLY):
+/// so an INVALID index of that name is dropped first. The index lives in its table's schema,
+/// so it is looked up there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConcurrentIndex {
+    /// The index name as stored in the catalog (unquoted, case-folded when it was unquoted).
+    pub name: String,
+    /// The table as written, for `to_regclass` (which applies SQL quoting rules itself).
+    pub table: String,
+}
+
+impl ConcurrentIndex {
+    /// Keyword scan over the statement's tokens (comments skipped, quotes respected).
+    pub fn find(sql: &str) -> Option<ConcurrentIndex> {
+        let tokens = splitter::tokenize(sql).ok()?;
+        let words: Vec<&splitter::Token> = tokens.iter().filter(|t| !t.is_comment()).collect();
+        let mut at = 0;
+        let expect = |at: &mut usize, keyword: &str| {
+            let found = words.get(*at).is_some_and(|t| t.is_word(sql, keyword));
+            *at += usize::from(found);
+            found
+        };
+        if !expect(&mut at, "CREATE") {
+            return None;
+        }
+        expect(&mut at, "UNIQUE");
+        if !(expect(&mut at, "INDEX") && expect(&mut at, "CONCURRENTLY")) {
+            return None;
+        }
+        if expect(&mut at, "IF") && !(expect(&mut at, "NOT") && expect(&mut at, "EXISTS")) {
+            return None;
+        }
+        // Without a name, PostgreSQL picks one: nothing to recover by name.
+        if expect(&mut at, "ON") {
+            return None;
+        }
+        let name = identifier_value(sql, words.get(at)?)?;
+        at += 1;
+        if !expect(&mut at, "ON") {
+            return None;
+        }
+        expect(&mut at, "ONLY");
+        let first = words.get(at)?;
+        identifier_value(sql, first)?;
+        let mut table = first.text(sql).to_owned();
+        let dot = words.get(at + 1);
+        if let Some(dot) = dot.filter(|t| t.kind == TokenKind::Punct && t.text(sql) == ".") {
+            let second = words.get(at + 2)?;
+            identifier_value(sql, second)?;
+            table.push_str(dot.text(sql));
+            table.push_str(second.text(sql));
+        }
+        Some(ConcurrentIndex { name, table })
+    }
+
+    async fn drop_if_invalid(&self, client: &Client) -> Result<(), tokio_postgres::Error> {
+        let rows = client
+            .query(
+                "SELECT n.nspname::text \
+                 FROM pg_class c \
+                 JOIN pg_index i ON i.indexrelid = c.oid \
+                 JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE c.relname = $1 AND NOT i.indisvalid \
+                   AND c.relnamespace = \
+                       (SELECT relnamespace FROM pg_class WHERE oid = to_regclass($2))",
+                &[&self.name, &self.table],
+            )
+            .await?;
+        for row in rows {
+            let schema: String = row.get(0);
+            let sql = format!(
+                "DROP INDEX CONCURRENTLY IF EXISTS {}.{}",
+                quote_identifier(&schema),
+                quote_identifier(&self.name)
+            );
+            tracing::warn!(index = %self.name, %schema, "dropping INVALID index left by a failed build");
+            client.batch_execute(&sql).await?;
+        }
+        Ok(())
+    }
+
+    /// `pg_index.indisvalid` of the index; `None` when it does not exist.
+    async fn is_valid(&self, client: &Client) -> Result<Option<bool>, tokio_postgres::Error> {
+        let row = client
+            .query_opt(
+                "SELECT i.indisvalid \
+                 FROM pg_class c JOIN pg_index i ON i.indexrelid = c.oid \
+                 WHERE c.relname = $1 AND c.relnamespace = \
+                       (SELECT relnamespace FROM pg_class WHERE oid = to_regclass($2))",
+                &[&self.name, &self.table],
+            )
+            .await?;
+        Ok(row.map(|row| row.get(0)))
+    }
+}
+
+/// The catalog spelling of an identifier token: unquoted words fold to lower case, quoted ones
+/// lose their quotes and `""` escapes (https://www.postgresql.org/docs/15/sql-syntax-lexical.html#SQL-SYNTAX-IDENTIFIERS).
+fn identifier_value(sql: &str, token: &splitter::Token) -> Option<String> {
+    let text = token.text(sql);
+    match token.kind {
+        TokenKind::Word => Some(text.to_ascii_lowercase()),
+        TokenKind::QuotedIdent => {
+            let inner = text.strip_prefix('"')?.strip_suffix('"')?;
+            Some(inner.replace("\"\"", "\""))
+        }
+        _ => None,
+    }
+}
+
+pub fn quote_identifier(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn find(sql: &str) -> Option<(String, String)> {
+        ConcurrentIndex::find(sql).map(|i| (i.name, i.table))
+    }
+
+    #[test]
+    fn concurrent_index_statements_are_recognised() {
+        assert_eq!(
+            find("CREATE INDEX CONCURRENTLY idx_a ON t (a)"),
+            Some(("idx_a".into(), "t".into()))
+        );
+        assert_eq!(
+            find("create unique index concurrently if not exists \"Idx\" on only app.\"T\" (a)"),
+            Some(("Idx".into(), "app.\"T\"".into()))
+        );
+        assert_eq!(
+            find("/* c */ CREATE -- x\n INDEX CONCURRENTLY IDX_B ON s.t USING btree (a)"),
+            Some(("idx_b".into(), "s.t".into()))
+        );
+        assert_eq!(find("CREATE INDEX idx ON t (a)"), None);
+        assert_eq!(find("CREATE INDEX CONCURRENTLY ON t (a)"), None);
+        assert_eq!(find("SELECT 'CREATE INDEX CONCURRENTLY x ON t'"), None);
+    }
+
+    #[test]
+    fn backoff_stays_within_its_bounds() {
+        let backoff = Backoff {
+            base: Duration::from_millis(100),
+            max: Duration::from_secs(1),
+        };
+        for attempt in 0..20 {
+            let expected = Duration::from_millis(100)
+                .saturating_mul(1 << attempt.min(16))
+                .min(Duration::from_secs(1));
+            let delay = backoff.delay(attempt);
+            assert!(
+                delay >= expected / 2 && delay <= expected,
+                "{attempt}: {delay:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn identifiers_are_quoted() {
+        assert_eq!(quote_identifier("a\"b"), "\"a\"\"b\"");
+    }
+}

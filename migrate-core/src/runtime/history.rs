@@ -1,0 +1,248 @@
+//! The history table: one row per applied migration.
+//!
+//! ```sql
+//! CREATE TABLE "public"."schema_migrations" (
+//!     version     bigint PRIMARY KEY,
+//!     name        text NOT NULL,
+//!     phase       text NOT NULL,
+//!     checksum    char(64) NOT NULL,
+//!     executed_at timestamptz NOT NULL DEFAULT now(),
+//!     duration_ms bigint NOT NULL,
+//!     executed_by text NOT NULL DEFAULT current_user,
+//!     repaired_at timestamptz
+//! )
+//! ```
+//!
+//! Names are configurable; every part is validated as a plain identifier and always written
+//! double-quoted, never interpolated raw.
+
+use std::fmt;
+use std::time::SystemTime;
+
+use tokio_postgres::Client;
+
+use super::error::RuntimeError;
+
+/// A validated, optionally schema-qualified table name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableName {
+    pub schema: Option<String>,
+    pub name: String,
+}
+
+impl TableName {
+    /// `schema.table` or `table`; each part `[A-Za-z_][A-Za-z0-9_]{0,62}` (63 bytes is
+    /// PostgreSQL's NAMEDATALEN - 1; longer names would be silently truncated).
+    pub fn parse(text: &str) -> Result<TableName, RuntimeError> {
+        let invalid = || RuntimeError::InvalidIdentifier {
+            what: "history table name",
+            value: text.to_owned(),
+        };
+        let parts: Vec<&str> = text.split('.').collect();
+        if !parts.iter().all(|part| is_identifier(part)) {
+            return Err(invalid());
+        }
+        match parts.as_slice() {
+            [name] => Ok(TableName {
+                schema: None,
+                name: (*name).to_owned(),
+            }),
+            [schema, name] => Ok(TableName {
+                schema: Some((*schema).to_owned()),
+                name: (*name).to_owned(),
+            }),
+            _ => Err(invalid()),
+        }
+    }
+
+    /// `"schema"."name"`. Identifiers are validated, so no `"` needs escaping.
+    pub fn quoted(&self) -> String {
+        match &self.schema {
+            Some(schema) => format!("\"{schema}\".\"{}\"", self.name),
+            None => format!("\"{}\"", self.name),
+        }
+    }
+}
+
+impl fmt::Display for TableName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.quoted())
+    }
+}
+
+pub fn is_identifier(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 63
+        && (bytes[0].is_ascii_alphabetic() || bytes[0] == b'_')
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'_')
+}
+
+/// One row of the history table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryRow {
+    pub version: u64,
+    pub name: String,
+    pub phase: String,
+    pub checksum: String,
+    pub executed_at: SystemTime,
+    pub duration_ms: i64,
+    pub executed_by: String,
+}
+
+/// SQL texts for one history table, built once.
+#[derive(Debug, Clone)]
+pub struct History {
+    table: TableName,
+    quoted: String,
+    insert: String,
+    delete: String,
+}
+
+impl History {
+    pub fn new(table: TableName) -> History {
+        let quoted = table.quoted();
+        History {
+            insert: format!(
+                "INSERT INTO {quoted} (version, name, phase, checksum, duration_ms) \
+                 VALUES ($1, $2, $3, $4, $5)"
+            ),
+            delete: format!("DELETE FROM {quoted} WHERE version = $1"),
+            quoted,
+            table,
+        }
+    }
+
+    pub fn table(&self) -> &TableName {
+        &self.table
+    }
+
+    pub fn quoted(&self) -> &str {
+        &self.quoted
+    }
+
+    /// Creates the schema (when qualified and missing) and the table if missing. Run under
+    /// the advisory lock: concurrent `CREATE TABLE IF NOT EXISTS` can fail on the catalog's
+    /// unique index.
+    pub async fn ensure(&self, client: &Client) -> Result<(), RuntimeError> {
+        if self.exists(client).await? {
+            return Ok(());
+        }
+        let mut sql = String::new();
+        if let Some(schema) = &self.table.schema {
+            // CREATE SCHEMA IF NOT EXISTS checks the CREATE privilege on the database before
+            // it checks existence, so a deploy role without it would fail even on `public`.
+            let present = client
+                .query_one(
+                    "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)",
+                    &[schema],
+                )
+                .await
+                .map_err(RuntimeError::database("looking up the history schema"))?
+                .get::<_, bool>(0);
+            if !present {
+                sql.push_str(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\";\n"));
+            }
+        }
+        sql.push_str(&format!(
+            "CREATE TABLE IF NOT EXISTS {} (\n\
+             \x20   version bigint PRIMARY KEY,\n\
+             \x20   name text NOT NULL,\n\
+             \x20   phase text NOT NULL,\n\
+             \x20   checksum char(64) NOT NULL,\n\
+             \x20   executed_at timestamptz NOT NULL DEFAULT now(),\n\
+             \x20   duration_ms bigint NOT NULL,\n\
+             \x20   executed_by text NOT NULL DEFAULT current_user,\n\
+             \x20   repaired_at timestamptz\n\
+             )",
+            self.quoted
+        ));
+        client
+            .batch_execute(&sql)
+            .await
+            .map_err(RuntimeError::database("creating the history table"))
+    }
+
+    /// Whether the table exists (without creating it: `status` and `plan` only read).
+    pub async fn exists(&self, client: &Client) -> Result<bool, RuntimeError> {
+        let row = client
+            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&self.quoted])
+            .await
+            .map_err(RuntimeError::database("looking up the history table"))?;
+        Ok(row.get(0))
+    }
+
+    /// All rows in version order; empty when the table does not exist.
+    pub async fn read(&self, client: &Client) -> Result<Vec<HistoryRow>, RuntimeError> {
+        if !self.exists(client).await? {
+            return Ok(Vec::new());
+        }
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT version, name, phase, checksum, executed_at, duration_ms, executed_by \
+                     FROM {} ORDER BY version",
+                    self.quoted
+                ),
+                &[],
+            )
+            .await
+            .map_err(RuntimeError::database("reading the history table"))?;
+        Ok(rows
+            .iter()
+            .map(|row| HistoryRow {
+                // Versions are written from u64 values that fit in bigint; a negative one can
+                // only come from a manual edit and sorts first as 0.
+                version: u64::try_from(row.get::<_, i64>(0)).unwrap_or(0),
+                name: row.get(1),
+                phase: row.get(2),
+                checksum: row.get::<_, String>(3).trim().to_owned(),
+                executed_at: row.get(4),
+                duration_ms: row.get(5),
+                executed_by: row.get(6),
+            })
+            .collect())
+    }
+
+    pub fn insert_sql(&self) -> &str {
+        &self.insert
+    }
+
+    pub fn delete_sql(&self) -> &str {
+        &self.delete
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_validated_and_quoted() {
+        let table = TableName::parse("public.schema_migrations").expect("valid");
+        assert_eq!(table.quoted(), "\"public\".\"schema_migrations\"");
+        assert_eq!(
+            TableName::parse("Migrations").expect("valid").quoted(),
+            "\"Migrations\""
+        );
+        for bad in [
+            "",
+            "a.b.c",
+            "1abc",
+            "a;drop table x",
+            "a\".b",
+            "public.",
+            &"x".repeat(64),
+        ] {
+            assert!(
+                matches!(
+                    TableName::parse(bad),
+                    Err(RuntimeError::InvalidIdentifier { .. })
+                ),
+                "{bad:?} accepted"
+            );
+        }
+    }
+}

@@ -1,0 +1,650 @@
+//! The PostgreSQL runtime: applies and reverts a [`Migrations`] set over one dedicated
+//! connection, following the protocol of the design ("Runtime protocol"):
+//!
+//! 1. session settings: `application_name`, `lock_timeout`, `statement_timeout`;
+//! 2. a session advisory lock keyed on the history table name ([`lock`]), so concurrent
+//!    deploys run one at a time;
+//! 3. the history table is created if missing and checked: checksum drift, applied versions
+//!    this binary lacks, and pending versions older than the newest applied are refused;
+//! 4. each pending migration in order, transactional or statement by statement ([`executor`]);
+//! 5. `lock_timeout` failures (SQLSTATE 55P03) retried with backoff, so the migration never
+//!    queues the application behind it for longer than `lock_timeout`.
+//!
+//! ```no_run
+//! # async fn run(migrations: &migrate_core::Migrations) -> Result<(), Box<dyn std::error::Error>> {
+//! use migrate_core::runtime::{connect, Migrator, MigratorConfig, UpTo};
+//! let config = MigratorConfig::default();
+//! let client = connect("postgres://deploy@db/app?sslmode=verify-full", &config).await?;
+//! let report = Migrator::new(migrations, config)?.up(&client, UpTo::All).await?;
+//! println!("{report}");
+//! # Ok(()) }
+//! ```
+
+pub mod connect;
+pub mod error;
+pub mod executor;
+pub mod history;
+pub mod lock;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use tokio_postgres::Client;
+
+pub use connect::{ConnectOptions, SslMode, connect, connect_with};
+pub use error::{ConnectError, Failed, LockHolder, RuntimeError, StatementLocation};
+pub use history::{HistoryRow, TableName};
+pub use lock::{AdvisoryLock, lock_key};
+
+use crate::migration::{Migration, Migrations, Phase, Section, TransactionMode};
+use executor::{Backoff, ExecutionSettings, HistoryChange};
+use history::History;
+
+/// Longest single pause between two retries of a statement, whatever the attempt number.
+pub const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(30);
+/// The advisory lock is polled with backoff from this pause ...
+const LOCK_POLL_BASE: Duration = Duration::from_millis(50);
+/// ... up to this one.
+const LOCK_POLL_MAX: Duration = Duration::from_secs(2);
+
+/// Settings of a [`Migrator`]. `Default` gives the documented defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigratorConfig {
+    /// History table, `table` or `schema.table`; each part `[A-Za-z_][A-Za-z0-9_]{0,62}`,
+    /// always double-quoted in SQL. The advisory lock key derives from it.
+    /// Default: `public.schema_migrations`.
+    pub history_table: String,
+    /// `application_name` of the migration session, shown in `pg_stat_activity` and in
+    /// lock-holder errors. Default: `migrate`.
+    pub application_name: String,
+    /// Session `lock_timeout`: the longest any statement waits for a table lock, and so the
+    /// longest the application's queries queue behind a migration's lock request.
+    /// Default: 5 s.
+    pub lock_timeout: Duration,
+    /// Session `statement_timeout`; `Duration::ZERO` disables it. Default: 15 min. A
+    /// `CREATE INDEX CONCURRENTLY` on a large table may need more: raise it for such runs.
+    pub statement_timeout: Duration,
+    /// How long to wait for another migrator's advisory lock before failing. Default: 60 s.
+    pub lock_wait: Duration,
+    /// Retries after a `lock_timeout` failure (55P03): of the whole transaction in
+    /// transactional mode, of the statement in autocommit mode. Default: 5.
+    pub lock_retries: u32,
+    /// First pause before a retry; doubled per retry (at most [`MAX_RETRY_BACKOFF`]), with
+    /// jitter in its upper half. Default: 500 ms.
+    pub retry_backoff: Duration,
+    /// Apply pending migrations older than the newest applied one. Default: false.
+    pub allow_out_of_order: bool,
+    /// Proceed although the database has applied versions this binary lacks. Default: false.
+    pub ignore_missing: bool,
+}
+
+impl Default for MigratorConfig {
+    fn default() -> Self {
+        MigratorConfig {
+            history_table: "public.schema_migrations".to_owned(),
+            application_name: "migrate".to_owned(),
+            lock_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(15 * 60),
+            lock_wait: Duration::from_secs(60),
+            lock_retries: 5,
+            retry_backoff: Duration::from_millis(500),
+            allow_out_of_order: false,
+            ignore_missing: false,
+        }
+    }
+}
+
+/// How far `up` goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpTo {
+    All,
+    /// Every pending migration with a version up to and including this one.
+    Version(u64),
+}
+
+/// The state of one version, for [`StatusReport`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MigrationState {
+    Applied,
+    Pending,
+    /// Applied, but the file changed since.
+    Drifted,
+    /// Applied, but not in this binary's set.
+    MissingFromFiles,
+}
+
+impl MigrationState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MigrationState::Applied => "applied",
+            MigrationState::Pending => "pending",
+            MigrationState::Drifted => "drifted",
+            MigrationState::MissingFromFiles => "missing from files",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusEntry {
+    pub version: u64,
+    pub name: String,
+    /// `None` only for a history row whose phase text is not a known phase.
+    pub phase: Option<Phase>,
+    pub state: MigrationState,
+    pub applied_at: Option<SystemTime>,
+    pub duration_ms: Option<i64>,
+}
+
+/// Every known or applied version, ascending.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StatusReport {
+    pub entries: Vec<StatusEntry>,
+}
+
+impl StatusReport {
+    pub fn count(&self, state: MigrationState) -> usize {
+        self.entries.iter().filter(|e| e.state == state).count()
+    }
+}
+
+impl fmt::Display for StatusReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for entry in &self.entries {
+            write!(
+                f,
+                "{:>14}  {:<30} {:<9} {}",
+                entry.version,
+                entry.name,
+                entry.phase.map_or("?", Phase::as_str),
+                entry.state.as_str()
+            )?;
+            if let Some(ms) = entry.duration_ms {
+                write!(f, " ({ms} ms)")?;
+            }
+            writeln!(f)?;
+        }
+        Ok(())
+    }
+}
+
+/// A migration `up` would apply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedMigration {
+    pub version: u64,
+    pub name: String,
+    pub phase: Phase,
+    pub file_name: String,
+    pub mode: TransactionMode,
+    pub statements: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Plan {
+    pub migrations: Vec<PlannedMigration>,
+}
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.migrations.is_empty() {
+            return writeln!(f, "nothing to do: the database is up to date");
+        }
+        for m in &self.migrations {
+            writeln!(
+                f,
+                "{} ({}, {}, {} statement(s))",
+                m.file_name,
+                m.phase,
+                m.mode.as_str(),
+                m.statements
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// One migration applied (or reverted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppliedMigration {
+    pub version: u64,
+    pub name: String,
+    pub phase: Phase,
+    pub mode: TransactionMode,
+    pub duration: Duration,
+    /// 1 unless `lock_timeout` failures were retried.
+    pub attempts: u32,
+}
+
+fn write_list(f: &mut fmt::Formatter<'_>, verb: &str, list: &[AppliedMigration]) -> fmt::Result {
+    if list.is_empty() {
+        return f.write_str("nothing to do: the database is up to date");
+    }
+    write!(f, "{verb} {} migration(s):", list.len())?;
+    for (index, m) in list.iter().enumerate() {
+        let separator = if index == 0 { " " } else { ", " };
+        write!(
+            f,
+            "{separator}{}_{} ({} ms",
+            m.version,
+            m.name,
+            m.duration.as_millis()
+        )?;
+        if m.attempts > 1 {
+            write!(f, ", {} attempts", m.attempts)?;
+        }
+        f.write_str(")")?;
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UpReport {
+    pub applied: Vec<AppliedMigration>,
+}
+
+impl UpReport {
+    pub fn nothing_to_do(&self) -> bool {
+        self.applied.is_empty()
+    }
+
+    pub fn versions(&self) -> Vec<u64> {
+        self.applied.iter().map(|m| m.version).collect()
+    }
+}
+
+impl fmt::Display for UpReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_list(f, "applied", &self.applied)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DownReport {
+    /// Newest first, in the order they were reverted.
+    pub reverted: Vec<AppliedMigration>,
+}
+
+impl DownReport {
+    pub fn nothing_to_do(&self) -> bool {
+        self.reverted.is_empty()
+    }
+
+    pub fn versions(&self) -> Vec<u64> {
+        self.reverted.iter().map(|m| m.version).collect()
+    }
+}
+
+impl fmt::Display for DownReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_list(f, "reverted", &self.reverted)
+    }
+}
+
+/// Applies a migration set to one database; see the module docs for the protocol.
+#[derive(Debug)]
+pub struct Migrator<'m> {
+    migrations: &'m Migrations,
+    config: MigratorConfig,
+    history: History,
+    lock_key: i64,
+}
+
+impl<'m> Migrator<'m> {
+    /// Validates the configuration; no I/O.
+    pub fn new(
+        migrations: &'m Migrations,
+        config: MigratorConfig,
+    ) -> Result<Migrator<'m>, RuntimeError> {
+        let table = TableName::parse(&config.history_table)?;
+        if let Some(m) = migrations
+            .iter()
+            .find(|m| i64::try_from(m.version).is_err())
+        {
+            return Err(RuntimeError::VersionOutOfRange { version: m.version });
+        }
+        let history = History::new(table);
+        let lock_key = lock_key(history.quoted());
+        Ok(Migrator {
+            migrations,
+            config,
+            history,
+            lock_key,
+        })
+    }
+
+    pub fn config(&self) -> &MigratorConfig {
+        &self.config
+    }
+
+    /// The advisory lock key, see [`lock_key`].
+    pub fn lock_key(&self) -> i64 {
+        self.lock_key
+    }
+
+    pub fn history_table(&self) -> &TableName {
+        self.history.table()
+    }
+
+    fn settings(&self) -> ExecutionSettings {
+        ExecutionSettings {
+            lock_retries: self.config.lock_retries,
+            backoff: Backoff {
+                base: self.config.retry_backoff,
+                max: MAX_RETRY_BACKOFF,
+            },
+        }
+    }
+
+    /// `SET` for the session, through `set_config` so values are bound, never spliced.
+    async fn configure_session(&self, client: &Client) -> Result<(), RuntimeError> {
+        let millis = |d: Duration| format!("{}ms", d.as_millis());
+        client
+            .query_one(
+                "SELECT set_config('application_name', $1, false), \
+                        set_config('lock_timeout', $2, false), \
+                        set_config('statement_timeout', $3, false)",
+                &[
+                    &self.config.application_name,
+                    &millis(self.config.lock_timeout),
+                    &millis(self.config.statement_timeout),
+                ],
+            )
+            .await
+            .map_err(RuntimeError::database("setting the session parameters"))?;
+        Ok(())
+    }
+
+    async fn acquire_lock<'c>(&self, client: &'c Client) -> Result<AdvisoryLock<'c>, RuntimeError> {
+        AdvisoryLock::acquire(
+            client,
+            self.lock_key,
+            self.config.lock_wait,
+            Backoff {
+                base: LOCK_POLL_BASE,
+                max: LOCK_POLL_MAX,
+            },
+        )
+        .await
+    }
+
+    /// Every version known to the binary or the history, with its state. Read only: takes
+    /// no lock and creates nothing.
+    pub async fn status(&self, client: &Client) -> Result<StatusReport, RuntimeError> {
+        let rows = self.history.read(client).await?;
+        let applied: BTreeMap<u64, &HistoryRow> = rows.iter().map(|r| (r.version, r)).collect();
+        let mut entries: BTreeMap<u64, StatusEntry> = BTreeMap::new();
+        for m in self.migrations.iter() {
+            let row = applied.get(&m.version);
+            let state = match row {
+                None => MigrationState::Pending,
+                Some(row) if row.checksum != m.checksum.to_hex() => MigrationState::Drifted,
+                Some(_) => MigrationState::Applied,
+            };
+            entries.insert(
+                m.version,
+                StatusEntry {
+                    version: m.version,
+                    name: m.name.to_string(),
+                    phase: Some(m.phase),
+                    state,
+                    applied_at: row.map(|r| r.executed_at),
+                    duration_ms: row.map(|r| r.duration_ms),
+                },
+            );
+        }
+        for row in &rows {
+            entries.entry(row.version).or_insert_with(|| StatusEntry {
+                version: row.version,
+                name: row.name.clone(),
+                phase: Phase::parse(&row.phase),
+                state: MigrationState::MissingFromFiles,
+                applied_at: Some(row.executed_at),
+                duration_ms: Some(row.duration_ms),
+            });
+        }
+        Ok(StatusReport {
+            entries: entries.into_values().collect(),
+        })
+    }
+
+    /// What `up(target)` would apply now, refusing exactly as `up` would. Read only.
+    pub async fn plan(&self, client: &Client, target: UpTo) -> Result<Plan, RuntimeError> {
+        let rows = self.history.read(client).await?;
+        let pending = self.pending(&rows, target)?;
+        Ok(Plan {
+            migrations: pending
+                .into_iter()
+                .map(|m| PlannedMigration {
+                    version: m.version,
+                    name: m.name.to_string(),
+                    phase: m.phase,
+                    file_name: m.file_name.to_string(),
+                    mode: m.up.mode,
+                    statements: m.up.statements.len(),
+                })
+                .collect(),
+        })
+    }
+
+    /// Applies the pending migrations up to `target`, in version order. On failure the
+    /// error carries the migrations applied before it.
+    pub async fn up(&self, client: &Client, target: UpTo) -> Result<UpReport, Failed<UpReport>> {
+        let mut report = UpReport::default();
+        let result = self
+            .locked(client, |client| self.up_locked(client, target, &mut report))
+            .await;
+        match result {
+            Ok(()) => Ok(report),
+            Err(error) => Err(Failed { report, error }),
+        }
+    }
+
+    /// Reverts the applied migrations with a version above `to`, newest first. Refuses
+    /// before reverting anything when one of them has no down part.
+    pub async fn down(&self, client: &Client, to: u64) -> Result<DownReport, Failed<DownReport>> {
+        let mut report = DownReport::default();
+        let result = self
+            .locked(client, |client| self.down_locked(client, to, &mut report))
+            .await;
+        match result {
+            Ok(()) => Ok(report),
+            Err(error) => Err(Failed { report, error }),
+        }
+    }
+
+    /// Session settings, then `work` under the advisory lock. The lock is released
+    /// explicitly whatever `work` returns: `work` cannot skip the release with `?`.
+    async fn locked<'c, F, Fut>(&self, client: &'c Client, work: F) -> Result<(), RuntimeError>
+    where
+        F: FnOnce(&'c Client) -> Fut,
+        Fut: Future<Output = Result<(), RuntimeError>>,
+    {
+        self.configure_session(client).await?;
+        let lock = self.acquire_lock(client).await?;
+        let result = work(client).await;
+        if let Err(error) = lock.release().await {
+            // The work's outcome stands; a failed unlock means the session is broken, and
+            // the server drops a session's advisory locks when it ends.
+            tracing::warn!(%error, "could not release the migration lock explicitly");
+        }
+        result
+    }
+
+    async fn up_locked(
+        &self,
+        client: &Client,
+        target: UpTo,
+        report: &mut UpReport,
+    ) -> Result<(), RuntimeError> {
+        self.history.ensure(client).await?;
+        let rows = self.history.read(client).await?;
+        let pending = self.pending(&rows, target)?;
+        let settings = self.settings();
+        for m in pending {
+            let checksum = m.checksum.to_hex();
+            let history = HistoryChange::Insert {
+                sql: self.history.insert_sql(),
+                version: sql_version(m.version),
+                name: &m.name,
+                phase: m.phase.as_str(),
+                checksum: &checksum,
+            };
+            tracing::info!(version = m.version, file = %m.file_name, mode = m.up.mode.as_str(), "applying");
+            let outcome = executor::run_section(client, m, &m.up, &settings, history).await?;
+            report.applied.push(applied(m, &m.up, outcome));
+        }
+        Ok(())
+    }
+
+    async fn down_locked(
+        &self,
+        client: &Client,
+        to: u64,
+        report: &mut DownReport,
+    ) -> Result<(), RuntimeError> {
+        let rows = self.history.read(client).await?;
+        let to_revert: Vec<&HistoryRow> = rows.iter().rev().filter(|r| r.version > to).collect();
+        let unknown: Vec<u64> = to_revert
+            .iter()
+            .filter(|r| self.migrations.get(r.version).is_none())
+            .map(|r| r.version)
+            .collect();
+        if !unknown.is_empty() {
+            return Err(self.unknown_applied(unknown));
+        }
+        let mut plan = Vec::new();
+        let mut without_down = Vec::new();
+        for row in to_revert {
+            let Some(m) = self.migrations.get(row.version) else {
+                continue;
+            };
+            self.check_checksum(m, row)?;
+            match &m.down {
+                Some(down) => plan.push((m, down)),
+                None => without_down.push(m.version),
+            }
+        }
+        if !without_down.is_empty() {
+            without_down.sort_unstable();
+            return Err(RuntimeError::NoDownPart {
+                versions: without_down,
+            });
+        }
+        let settings = self.settings();
+        for (m, down) in plan {
+            let history = HistoryChange::Delete {
+                sql: self.history.delete_sql(),
+                version: sql_version(m.version),
+            };
+            tracing::info!(version = m.version, file = %m.file_name, mode = down.mode.as_str(), "reverting");
+            let outcome = executor::run_section(client, m, down, &settings, history).await?;
+            report.reverted.push(applied(m, down, outcome));
+        }
+        Ok(())
+    }
+
+    fn check_checksum(&self, m: &Migration, row: &HistoryRow) -> Result<(), RuntimeError> {
+        let found = m.checksum.to_hex();
+        if row.checksum != found {
+            return Err(RuntimeError::ChecksumMismatch {
+                version: m.version,
+                file: m.file_name.to_string(),
+                expected: row.checksum.clone(),
+                found,
+            });
+        }
+        Ok(())
+    }
+
+    /// The checks of protocol step 3, then the migrations `up(target)` applies, ascending.
+    fn pending(
+        &self,
+        rows: &[HistoryRow],
+        target: UpTo,
+    ) -> Result<Vec<&'m Migration>, RuntimeError> {
+        let unknown: Vec<u64> = rows
+            .iter()
+            .filter(|r| self.migrations.get(r.version).is_none())
+            .map(|r| r.version)
+            .collect();
+        if !unknown.is_empty() && !self.config.ignore_missing {
+            return Err(self.unknown_applied(unknown));
+        }
+        for row in rows {
+            if let Some(m) = self.migrations.get(row.version) {
+                self.check_checksum(m, row)?;
+            }
+        }
+        let applied: BTreeSet<u64> = rows.iter().map(|r| r.version).collect();
+        let pending: Vec<&'m Migration> = self
+            .migrations
+            .migrations
+            .iter()
+            .filter(|m| !applied.contains(&m.version))
+            .filter(|m| match target {
+                UpTo::All => true,
+                UpTo::Version(v) => m.version <= v,
+            })
+            .collect();
+        if let Some(&newest_applied) = applied.last() {
+            let older: Vec<u64> = pending
+                .iter()
+                .filter(|m| m.version < newest_applied)
+                .map(|m| m.version)
+                .collect();
+            if !older.is_empty() && !self.config.allow_out_of_order {
+                return Err(RuntimeError::OutOfOrder {
+                    pending: older,
+                    newest_applied,
+                });
+            }
+        }
+        Ok(pending)
+    }
+
+    /// `UnknownApplied`, naming the `.sql` files of those versions that exist in the set's
+    /// folder now: proof that the binary is older than the folder.
+    fn unknown_applied(&self, versions: Vec<u64>) -> RuntimeError {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&*self.migrations.dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|entry| entry.path())
+            .filter(|path| {
+                let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+                    return false;
+                };
+                let digits: String = name.chars().take_while(char::is_ascii_digit).collect();
+                name.ends_with(".sql")
+                    && name[digits.len()..].starts_with('_')
+                    && digits.parse::<u64>().is_ok_and(|v| versions.contains(&v))
+            })
+            .collect();
+        files.sort();
+        RuntimeError::UnknownApplied {
+            versions,
+            files_on_disk_lacking_in_binary: files,
+        }
+    }
+}
+
+/// Checked in [`Migrator::new`].
+fn sql_version(version: u64) -> i64 {
+    i64::try_from(version).unwrap_or(i64::MAX)
+}
+
+fn applied(
+    m: &Migration,
+    section: &Section,
+    outcome: executor::SectionOutcome,
+) -> AppliedMigration {
+    AppliedMigration {
+        version: m.version,
+        name: m.name.to_string(),
+        phase: m.phase,
+        mode: section.mode,
+        duration: outcome.duration,
+        attempts: outcome.attempts,
+    }
+}

@@ -1,0 +1,137 @@
+//! Shared helpers of the runtime integration tests: one scratch cluster per test binary
+//! (stopped by its watchdog when the binary exits), one database per test.
+
+#![allow(dead_code)] // Each test binary uses its own subset.
+
+use std::borrow::Cow;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use migrate_core::runtime::{MigratorConfig, connect};
+use migrate_core::{Checksum, Migration, Migrations, Phase, Section, Statement, TransactionMode};
+use migrate_scratch::{ScratchCluster, ScratchDatabase};
+use tokio_postgres::Client;
+
+pub fn cluster() -> &'static ScratchCluster {
+    static CLUSTER: OnceLock<ScratchCluster> = OnceLock::new();
+    CLUSTER.get_or_init(|| ScratchCluster::start().expect("scratch cluster"))
+}
+
+pub fn database() -> ScratchDatabase {
+    cluster().create_database().expect("scratch database")
+}
+
+/// Settings that keep tests fast: short lock waits and retry pauses.
+pub fn config() -> MigratorConfig {
+    MigratorConfig {
+        application_name: "migrate-test".into(),
+        lock_timeout: Duration::from_millis(300),
+        retry_backoff: Duration::from_millis(50),
+        lock_wait: Duration::from_secs(30),
+        ..MigratorConfig::default()
+    }
+}
+
+pub async fn client(url: &str) -> Client {
+    connect(url, &config()).await.expect("connect")
+}
+
+/// A plain connection for the test's own queries (blockers, readers, assertions).
+pub async fn plain_client(url: &str) -> Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    client
+}
+
+/// Builds a migration the way the loader would: the file text is rendered from the
+/// statements, statement positions point into it, and the checksum is that of the text.
+pub fn migration(
+    version: u64,
+    name: &str,
+    up: &[&str],
+    down: Option<&[&str]>,
+    mode: TransactionMode,
+) -> Migration {
+    let mut text = String::new();
+    let mut line = 1u32;
+    if mode == TransactionMode::Autocommit {
+        text.push_str("-- migrate:no-transaction\n");
+        line += 1;
+    }
+    let mut section = |text: &mut String, header: &str, statements: &[&str]| -> Section {
+        text.push_str(header);
+        text.push('\n');
+        line += 1;
+        let mut parsed = Vec::new();
+        for sql in statements {
+            parsed.push(Statement {
+                sql: Cow::Owned((*sql).to_owned()),
+                line,
+                column: 1,
+                non_transactional: mode == TransactionMode::Autocommit
+                    && sql.to_ascii_uppercase().contains("CONCURRENTLY"),
+            });
+            text.push_str(sql);
+            text.push_str(";\n");
+            line += sql.matches('\n').count() as u32 + 1;
+        }
+        Section {
+            statements: Cow::Owned(parsed),
+            mode,
+        }
+    };
+    let up = section(&mut text, "-- migrate:up", up);
+    let down = down.map(|down| section(&mut text, "-- migrate:down", down));
+    Migration {
+        version,
+        name: Cow::Owned(name.to_owned()),
+        phase: Phase::Expand,
+        file_name: Cow::Owned(format!("{version:04}_{name}.sql")),
+        checksum: Checksum::of_file(text.as_bytes()),
+        up,
+        down,
+        requires: None,
+        backfill: None,
+    }
+}
+
+pub fn tx(version: u64, name: &str, up: &[&str], down: &[&str]) -> Migration {
+    migration(
+        version,
+        name,
+        up,
+        Some(down),
+        TransactionMode::Transactional,
+    )
+}
+
+pub fn set(migrations: Vec<Migration>) -> Migrations {
+    set_in("/nonexistent/migrate-test-migrations", migrations)
+}
+
+pub fn set_in(dir: &str, mut migrations: Vec<Migration>) -> Migrations {
+    migrations.sort_by_key(|m| m.version);
+    Migrations {
+        dir: Cow::Owned(dir.to_owned()),
+        migrations: Cow::Owned(migrations),
+    }
+}
+
+pub async fn scalar_i64(client: &Client, sql: &str) -> i64 {
+    client.query_one(sql, &[]).await.expect(sql).get(0)
+}
+
+pub async fn history_versions(client: &Client) -> Vec<i64> {
+    client
+        .query(
+            "SELECT version FROM public.schema_migrations ORDER BY version",
+            &[],
+        )
+        .await
+        .expect("history")
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
+}

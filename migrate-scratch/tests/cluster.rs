@@ -1,0 +1,183 @@
+//! A real cluster: start, two databases, queries over TCP, TLS, and no server left behind.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use migrate_scratch::{ScratchCluster, ScratchError};
+
+async fn select_one(url: &str) -> Result<i32, tokio_postgres::Error> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+    let task = tokio::spawn(connection);
+    let row = client.query_one("SELECT 1", &[]).await?;
+    drop(client);
+    let _ = task.await;
+    Ok(row.get(0))
+}
+
+#[tokio::test]
+async fn two_databases_answer_select_one() -> Result<(), ScratchError> {
+    let cluster = ScratchCluster::start()?;
+    let first = cluster.create_database()?;
+    let second = cluster.create_database()?;
+    assert_ne!(first.name(), second.name());
+    assert_eq!(first.port(), cluster.port());
+    assert_eq!(
+        first.url(),
+        format!(
+            "postgres://postgres@127.0.0.1:{}/{}",
+            cluster.port(),
+            first.name()
+        )
+    );
+    for database in [&first, &second] {
+        assert_eq!(select_one(database.url()).await.expect("SELECT 1"), 1);
+        let name = cluster.psql(database.name(), "SELECT current_database()")?;
+        assert_eq!(name.trim(), database.name());
+    }
+    Ok(())
+}
+
+#[test]
+fn drop_stops_the_server_and_removes_the_folder() -> Result<(), ScratchError> {
+    let cluster = ScratchCluster::start()?;
+    let data_dir: PathBuf = cluster.data_dir().to_path_buf();
+    let pid = postmaster_pid(&data_dir);
+    drop(cluster);
+    assert!(!data_dir.exists(), "data folder left behind");
+    wait_until_gone(pid);
+    Ok(())
+}
+
+fn postmaster_pid(data_dir: &std::path::Path) -> i32 {
+    std::fs::read_to_string(data_dir.join("postmaster.pid"))
+        .expect("postmaster.pid")
+        .lines()
+        .next()
+        .and_then(|line| line.trim().parse().ok())
+        .expect("pid in postmaster.pid")
+}
+
+/// `pg_ctl stop -w` returns once postmaster.pid is gone, which the postmaster removes just
+/// before it exits, and init reaps it asynchronously: so poll, with a deadline, until the
+/// process is gone or a zombie.
+fn wait_until_gone(pid: i32) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok();
+        let running = state.as_deref().is_some_and(|stat| {
+            // The field after the parenthesised command name is the state letter.
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                != Some("Z")
+        });
+        if !running {
+            return;
+        }
+        assert!(Instant::now() < deadline, "postmaster {pid} still running");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+const LEAK_HELPER_ENV: &str = "MIGRATE_SCRATCH_LEAK_HELPER";
+
+/// Run by `a_process_exit_without_drop_still_stops_the_server` in a child process: starts a
+/// cluster, prints its data folder, and exits without running any destructor.
+#[test]
+fn leak_helper() {
+    if std::env::var_os(LEAK_HELPER_ENV).is_none() {
+        return;
+    }
+    let cluster = ScratchCluster::start().expect("start");
+    println!("DATA_DIR={}", cluster.data_dir().display());
+    println!("PID={}", postmaster_pid(cluster.data_dir()));
+    std::process::exit(0);
+}
+
+#[test]
+fn a_process_exit_without_drop_still_stops_the_server() {
+    let output = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args(["--exact", "leak_helper", "--nocapture", "--test-threads=1"])
+        .env(LEAK_HELPER_ENV, "1")
+        .output()
+        .expect("helper process");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let field = |name: &str| {
+        stdout
+            .lines()
+            // libtest prints "test leak_helper ... " on the line of the first field.
+            .find_map(|line| line.split_once(name).map(|(_, value)| value))
+            .unwrap_or_else(|| panic!("helper printed no {name}: {stdout}"))
+            .to_owned()
+    };
+    let data_dir = PathBuf::from(field("DATA_DIR="));
+    let pid: i32 = field("PID=").parse().expect("pid");
+    wait_until_gone(pid);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while data_dir.exists() {
+        assert!(Instant::now() < deadline, "scratch folder left behind");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[tokio::test]
+async fn tls_cluster_serves_tls_and_exposes_its_ca() -> Result<(), ScratchError> {
+    let cluster = ScratchCluster::start_with_tls()?;
+    let tls = cluster.tls().expect("tls files");
+    let pem = std::fs::read_to_string(&tls.ca_cert).expect("CA PEM");
+    assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"));
+    let database = cluster.create_database()?;
+    let on = cluster.psql(database.name(), "SHOW ssl")?;
+    assert_eq!(on.trim(), "on");
+    Ok(())
+}
+
+#[test]
+fn password_roles_need_their_password() -> Result<(), ScratchError> {
+    let cluster = ScratchCluster::start()?;
+    cluster.create_login_role("alice", "s3cret'pw")?;
+    let status = std::process::Command::new(cluster.binaries().program("psql"))
+        .args([
+            "-X",
+            "-w",
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "alice",
+            "-d",
+            "postgres",
+            "-c",
+            "SELECT 1",
+        ])
+        .arg("-p")
+        .arg(cluster.port().to_string())
+        .env("PGPASSWORD", "wrong")
+        .env("PGSSLMODE", "disable")
+        .output()
+        .expect("psql");
+    assert!(!status.status.success(), "wrong password accepted");
+    let status = std::process::Command::new(cluster.binaries().program("psql"))
+        .args([
+            "-X",
+            "-w",
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "alice",
+            "-d",
+            "postgres",
+            "-c",
+            "SELECT 1",
+        ])
+        .arg("-p")
+        .arg(cluster.port().to_string())
+        .env("PGPASSWORD", "s3cret'pw")
+        .env("PGSSLMODE", "disable")
+        .output()
+        .expect("psql");
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    Ok(())
+}
