@@ -805,3 +805,128 @@ async fn up_down_up_gives_the_schema_of_a_single_up() {
     assert!(a.contains("users_email_idx"), "{a}");
     assert_eq!(a, b);
 }
+
+#[tokio::test]
+async fn a_custom_schema_qualified_history_table_is_created_quoted() {
+    let db = database();
+    let client = client(db.url()).await;
+    let migrations = set(basic_set());
+    let custom = MigratorConfig {
+        history_table: "ops.Deploy_History".into(),
+        ..config()
+    };
+    let migrator = Migrator::new(&migrations, custom).expect("config");
+    migrator.up(&client, UpTo::All).await.expect("up");
+    assert_eq!(
+        scalar_i64(&client, "SELECT count(*) FROM ops.\"Deploy_History\"").await,
+        3
+    );
+    assert!(
+        migrator
+            .up(&client, UpTo::All)
+            .await
+            .expect("again")
+            .nothing_to_do()
+    );
+
+    for bad in ["ops.x; DROP TABLE users", "a.b.c", "\"quoted\""] {
+        let invalid = MigratorConfig {
+            history_table: bad.into(),
+            ..config()
+        };
+        assert!(matches!(
+            Migrator::new(&migrations, invalid),
+            Err(RuntimeError::InvalidIdentifier { .. })
+        ));
+    }
+}
+
+#[tokio::test]
+async fn status_reports_versions_missing_from_the_files() {
+    let db = database();
+    let client = client(db.url()).await;
+    let mut full = basic_set();
+    full.push(tx(
+        7,
+        "gone",
+        &["CREATE TABLE gone (id int)"],
+        &["DROP TABLE gone"],
+    ));
+    Migrator::new(&set(full), config())
+        .expect("config")
+        .up(&client, UpTo::All)
+        .await
+        .expect("up");
+
+    let status = Migrator::new(&set(basic_set()), config())
+        .expect("config")
+        .status(&client)
+        .await
+        .expect("status");
+    let states: Vec<(u64, MigrationState)> = status
+        .entries
+        .iter()
+        .map(|e| (e.version, e.state))
+        .collect();
+    assert_eq!(
+        states,
+        vec![
+            (1, MigrationState::Applied),
+            (2, MigrationState::Applied),
+            (3, MigrationState::Applied),
+            (7, MigrationState::MissingFromFiles),
+        ]
+    );
+    assert!(status.entries.iter().all(|e| e.applied_at.is_some()));
+}
+
+#[tokio::test]
+async fn an_autocommit_statement_is_retried_alone_on_lock_timeout() {
+    let (db, blocker, _) = lock_timeout_fixture().await;
+    let migrations = set(vec![common::migration(
+        1,
+        "t_note",
+        &[
+            "CREATE TABLE IF NOT EXISTS side (id int)",
+            "ALTER TABLE t ADD COLUMN IF NOT EXISTS note text",
+        ],
+        None,
+        TransactionMode::Autocommit,
+    )]);
+    let config = MigratorConfig {
+        lock_timeout: Duration::from_millis(100),
+        lock_retries: 3,
+        retry_backoff: Duration::from_millis(20),
+        ..config()
+    };
+    blocker
+        .batch_execute("BEGIN; LOCK TABLE t IN ACCESS SHARE MODE")
+        .await
+        .expect("blocker");
+    let client = client(db.url()).await;
+    let error = Migrator::new(&migrations, config)
+        .expect("config")
+        .up(&client, UpTo::All)
+        .await
+        .expect_err("blocked");
+    match error.error() {
+        RuntimeError::LockRetriesExhausted {
+            location, attempts, ..
+        } => {
+            assert_eq!(*attempts, 4);
+            assert_eq!(location.line, 4, "the ALTER, not the CREATE");
+        }
+        other => panic!("expected LockRetriesExhausted, got {other:?}"),
+    }
+    blocker.batch_execute("COMMIT").await.expect("release");
+    // Autocommit: the first statement stays applied; no history row was written.
+    assert_eq!(
+        scalar_i64(
+            &client,
+            "SELECT count(*) FROM pg_class WHERE relname = 'side'"
+        )
+        .await,
+        1
+    );
+    assert!(history_versions(&client).await.is_empty());
+}

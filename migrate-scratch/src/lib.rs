@@ -68,6 +68,8 @@ pub enum ScratchError {
         "the server could not bind a free port after {attempts} attempts; last server log:\n{log}"
     )]
     PortsExhausted { attempts: u32, log: String },
+    #[error("`{name}` is not a plain role name ([A-Za-z_][A-Za-z0-9_]*)")]
+    InvalidRoleName { name: String },
     #[error("generating the TLS certificate: {0}")]
     Certificate(#[from] rcgen::Error),
 }
@@ -510,9 +512,8 @@ impl ScratchCluster {
         let identifier = name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
             && name.bytes().next().is_some_and(|b| !b.is_ascii_digit());
         if !identifier {
-            return Err(ScratchError::Io {
-                what: "create_login_role".into(),
-                source: io::Error::new(io::ErrorKind::InvalidInput, "not a plain identifier"),
+            return Err(ScratchError::InvalidRoleName {
+                name: name.to_owned(),
             });
         }
         let literal = password.replace('\'', "''");

@@ -232,16 +232,22 @@ pub enum ConnectError {
     },
 }
 
-/// `up` or `down` failed; `report` lists what was completed before the failure.
+/// What `up` or `down` had completed when it failed.
+pub trait PartialReport: fmt::Display + fmt::Debug {
+    fn nothing_done(&self) -> bool;
+}
+
+/// `up` or `down` failed; `report` lists what was completed before the failure (those
+/// migrations are committed and recorded in the history table).
 #[derive(Debug, thiserror::Error)]
 #[error("{error}{}", partial_suffix(.report))]
-pub struct Failed<R: fmt::Display + fmt::Debug> {
+pub struct Failed<R: PartialReport> {
     pub report: R,
     #[source]
     pub error: RuntimeError,
 }
 
-impl<R: fmt::Display + fmt::Debug> Failed<R> {
+impl<R: PartialReport> Failed<R> {
     pub fn error(&self) -> &RuntimeError {
         &self.error
     }
@@ -251,6 +257,10 @@ impl<R: fmt::Display + fmt::Debug> Failed<R> {
     }
 }
 
-fn partial_suffix(report: &impl fmt::Display) -> String {
-    format!(" (before the failure: {report})")
+fn partial_suffix(report: &impl PartialReport) -> String {
+    if report.nothing_done() {
+        String::new()
+    } else {
+        format!(" (completed before the failure: {report})")
+    }
 }

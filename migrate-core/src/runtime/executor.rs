@@ -5,7 +5,9 @@ use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::time::{Duration, Instant};
 
+use futures_util::future::join_all;
 use tokio_postgres::Client;
+use tokio_postgres::Statement as PreparedStatement;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 
@@ -46,41 +48,73 @@ pub struct ExecutionSettings {
 }
 
 /// The history change that completes a section (inside its transaction when transactional).
+/// The statements are prepared once per run.
 #[derive(Debug, Clone, Copy)]
 pub enum HistoryChange<'a> {
-    /// After an up section: the row, with the measured duration.
+    /// After an up section.
     Insert {
-        sql: &'a str,
+        /// `$1..$4`; the server computes the duration from the transaction start.
+        in_transaction: &'a PreparedStatement,
+        /// `$1..$5`, `$5` the measured duration: for autocommit sections.
+        with_duration: &'a PreparedStatement,
         version: i64,
         name: &'a str,
         phase: &'a str,
         checksum: &'a str,
     },
     /// After a down section.
-    Delete { sql: &'a str, version: i64 },
+    Delete {
+        statement: &'a PreparedStatement,
+        version: i64,
+    },
 }
 
 impl HistoryChange<'_> {
-    async fn execute(
-        &self,
-        client: &Client,
-        duration: Duration,
-    ) -> Result<u64, tokio_postgres::Error> {
+    async fn execute_in_transaction(&self, client: &Client) -> Result<(), tokio_postgres::Error> {
         match *self {
             HistoryChange::Insert {
-                sql,
+                in_transaction,
                 version,
                 name,
                 phase,
                 checksum,
+                ..
+            } => {
+                client
+                    .execute(in_transaction, &[&version, &name, &phase, &checksum])
+                    .await?;
+            }
+            HistoryChange::Delete { statement, version } => {
+                client.execute(statement, &[&version]).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn execute_after(
+        &self,
+        client: &Client,
+        duration: Duration,
+    ) -> Result<(), tokio_postgres::Error> {
+        match *self {
+            HistoryChange::Insert {
+                with_duration,
+                version,
+                name,
+                phase,
+                checksum,
+                ..
             } => {
                 let duration_ms = i64::try_from(duration.as_millis()).unwrap_or(i64::MAX);
                 let params: [&(dyn ToSql + Sync); 5] =
                     [&version, &name, &phase, &checksum, &duration_ms];
-                client.execute(sql, &params).await
+                client.execute(with_duration, &params).await?;
             }
-            HistoryChange::Delete { sql, version } => client.execute(sql, &[&version]).await,
+            HistoryChange::Delete { statement, version } => {
+                client.execute(statement, &[&version]).await?;
+            }
         }
+        Ok(())
     }
 }
 
@@ -146,7 +180,18 @@ fn statement_error(
     }
 }
 
+type Request<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<(), tokio_postgres::Error>> + Send + 'a>,
+>;
+
 /// BEGIN, statements, history row, COMMIT; the whole transaction is retried on 55P03.
+///
+/// The messages are sent as one pipeline (tokio-postgres pipelines requests polled
+/// together), one round trip per migration instead of one per statement. This is safe: once a
+/// statement fails, PostgreSQL rejects every later statement of the transaction
+/// (SQLSTATE 25P02) and turns the COMMIT into a ROLLBACK
+/// (https://www.postgresql.org/docs/15/sql-commit.html), so nothing after a failure takes
+/// effect; the first error in order is the failing statement.
 async fn run_transactional(
     client: &Client,
     migration: &Migration,
@@ -158,45 +203,35 @@ async fn run_transactional(
     loop {
         attempt += 1;
         let started = Instant::now();
-        // `None` statement: the failure was in BEGIN, the history write or COMMIT.
-        let result: Result<Duration, (Option<&Statement>, tokio_postgres::Error)> = async {
-            client.batch_execute("BEGIN").await.map_err(|e| (None, e))?;
-            for statement in section.statements.iter() {
-                client
-                    .batch_execute(&statement.sql)
-                    .await
-                    .map_err(|e| (Some(statement), e))?;
-            }
-            let duration = started.elapsed();
-            history
-                .execute(client, duration)
-                .await
-                .map_err(|e| (None, e))?;
-            client
-                .batch_execute("COMMIT")
-                .await
-                .map_err(|e| (None, e))?;
-            Ok(duration)
+        let mut requests: Vec<Request<'_>> = Vec::with_capacity(section.statements.len() + 3);
+        requests.push(Box::pin(client.batch_execute("BEGIN")));
+        for statement in section.statements.iter() {
+            requests.push(Box::pin(client.batch_execute(&statement.sql)));
         }
-        .await;
-        match result {
-            Ok(duration) => {
-                return Ok(SectionOutcome {
-                    duration,
-                    attempts: attempt,
-                });
-            }
-            Err((statement, error)) => {
-                // Harmless when no transaction is open (a warning, not an error); if the
-                // connection is gone, the server rolled back already.
-                let _ = client.batch_execute("ROLLBACK").await;
-                if is_lock_timeout(&error) && attempt <= settings.lock_retries {
-                    wait_before_retry(migration, statement, attempt, settings).await;
-                    continue;
-                }
-                return Err(statement_error(migration, statement, attempt, error));
-            }
+        requests.push(Box::pin(history.execute_in_transaction(client)));
+        requests.push(Box::pin(client.batch_execute("COMMIT")));
+        let results = join_all(requests).await;
+        let duration = started.elapsed();
+        // Index 0 is BEGIN, 1..=n the statements, then the history write and COMMIT.
+        let failure = results
+            .into_iter()
+            .enumerate()
+            .find_map(|(index, result)| result.err().map(|error| (index, error)));
+        let Some((index, error)) = failure else {
+            return Ok(SectionOutcome {
+                duration,
+                attempts: attempt,
+            });
+        };
+        let statement = index.checked_sub(1).and_then(|i| section.statements.get(i));
+        // Normally a no-op (the COMMIT already rolled back); it matters when the failure was
+        // in COMMIT's own round trip. If the connection is gone, the server rolled back.
+        let _ = client.batch_execute("ROLLBACK").await;
+        if is_lock_timeout(&error) && attempt <= settings.lock_retries {
+            wait_before_retry(migration, statement, attempt, settings).await;
+            continue;
         }
+        return Err(statement_error(migration, statement, attempt, error));
     }
 }
 
@@ -268,8 +303,8 @@ async fn run_autocommit(
     let mut attempt = 0u32;
     loop {
         attempt += 1;
-        match history.execute(client, duration).await {
-            Ok(_) => break,
+        match history.execute_after(client, duration).await {
+            Ok(()) => break,
             Err(error) if is_lock_timeout(&error) && attempt <= settings.lock_retries => {
                 wait_before_retry(migration, None, attempt, settings).await;
             }

@@ -98,6 +98,7 @@ pub struct History {
     table: TableName,
     quoted: String,
     insert: String,
+    insert_in_transaction: String,
     delete: String,
 }
 
@@ -108,6 +109,15 @@ impl History {
             insert: format!(
                 "INSERT INTO {quoted} (version, name, phase, checksum, duration_ms) \
                  VALUES ($1, $2, $3, $4, $5)"
+            ),
+            // Inside the migration's transaction `now()` is its start
+            // (https://www.postgresql.org/docs/15/functions-datetime.html#FUNCTIONS-DATETIME-CURRENT),
+            // so the server measures the statements' run time; this lets the whole
+            // transaction be sent as one pipeline.
+            insert_in_transaction: format!(
+                "INSERT INTO {quoted} (version, name, phase, checksum, duration_ms) \
+                 VALUES ($1, $2, $3, $4, \
+                         (extract(epoch FROM clock_timestamp() - now()) * 1000)::bigint)"
             ),
             delete: format!("DELETE FROM {quoted} WHERE version = $1"),
             quoted,
@@ -208,6 +218,12 @@ impl History {
 
     pub fn insert_sql(&self) -> &str {
         &self.insert
+    }
+
+    /// Like [`History::insert_sql`] without `$5`: the duration is measured by the server
+    /// from the transaction start.
+    pub fn insert_in_transaction_sql(&self) -> &str {
+        &self.insert_in_transaction
     }
 
     pub fn delete_sql(&self) -> &str {

@@ -36,7 +36,7 @@ use std::time::{Duration, SystemTime};
 use tokio_postgres::Client;
 
 pub use connect::{ConnectOptions, SslMode, connect, connect_with};
-pub use error::{ConnectError, Failed, LockHolder, RuntimeError, StatementLocation};
+pub use error::{ConnectError, Failed, LockHolder, PartialReport, RuntimeError, StatementLocation};
 pub use history::{HistoryRow, TableName};
 pub use lock::{AdvisoryLock, lock_key};
 
@@ -255,6 +255,12 @@ impl UpReport {
     }
 }
 
+impl PartialReport for UpReport {
+    fn nothing_done(&self) -> bool {
+        self.nothing_to_do()
+    }
+}
+
 impl fmt::Display for UpReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write_list(f, "applied", &self.applied)
@@ -274,6 +280,12 @@ impl DownReport {
 
     pub fn versions(&self) -> Vec<u64> {
         self.reverted.iter().map(|m| m.version).collect()
+    }
+}
+
+impl PartialReport for DownReport {
+    fn nothing_done(&self) -> bool {
+        self.nothing_to_do()
     }
 }
 
@@ -482,11 +494,19 @@ impl<'m> Migrator<'m> {
         self.history.ensure(client).await?;
         let rows = self.history.read(client).await?;
         let pending = self.pending(&rows, target)?;
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let in_transaction = self
+            .prepare(client, self.history.insert_in_transaction_sql())
+            .await?;
+        let with_duration = self.prepare(client, self.history.insert_sql()).await?;
         let settings = self.settings();
         for m in pending {
             let checksum = m.checksum.to_hex();
             let history = HistoryChange::Insert {
-                sql: self.history.insert_sql(),
+                in_transaction: &in_transaction,
+                with_duration: &with_duration,
                 version: sql_version(m.version),
                 name: &m.name,
                 phase: m.phase.as_str(),
@@ -533,10 +553,14 @@ impl<'m> Migrator<'m> {
                 versions: without_down,
             });
         }
+        if plan.is_empty() {
+            return Ok(());
+        }
+        let delete = self.prepare(client, self.history.delete_sql()).await?;
         let settings = self.settings();
         for (m, down) in plan {
             let history = HistoryChange::Delete {
-                sql: self.history.delete_sql(),
+                statement: &delete,
                 version: sql_version(m.version),
             };
             tracing::info!(version = m.version, file = %m.file_name, mode = down.mode.as_str(), "reverting");
@@ -544,6 +568,17 @@ impl<'m> Migrator<'m> {
             report.reverted.push(applied(m, down, outcome));
         }
         Ok(())
+    }
+
+    async fn prepare(
+        &self,
+        client: &Client,
+        sql: &str,
+    ) -> Result<tokio_postgres::Statement, RuntimeError> {
+        client
+            .prepare(sql)
+            .await
+            .map_err(RuntimeError::database("preparing the history statements"))
     }
 
     fn check_checksum(&self, m: &Migration, row: &HistoryRow) -> Result<(), RuntimeError> {
