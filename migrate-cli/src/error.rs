@@ -46,8 +46,8 @@ pub enum CliError {
     #[error("{0} already exists; `new` never overwrites a file")]
     FileExists(String),
 
-    #[error("check failed: {0}")]
-    CheckFailed(String),
+    #[error("{0}")]
+    Dump(String),
 }
 
 fn suggestion_text(suggestion: &Option<&'static str>) -> String {
@@ -58,6 +58,8 @@ fn suggestion_text(suggestion: &Option<&'static str>) -> String {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     Success,
+    /// The command printed its own failure report (`check`).
+    Failure,
     /// Lint findings at error level were printed.
     LintFindings,
     /// `status` printed drift or versions missing from the files.
@@ -68,6 +70,7 @@ impl Outcome {
     pub fn exit_code(self) -> ExitCode {
         ExitCode::from(match self {
             Outcome::Success => EXIT_OK,
+            Outcome::Failure => EXIT_FAILURE,
             Outcome::LintFindings => EXIT_LINT,
             Outcome::Disagreement => EXIT_REFUSED,
         })

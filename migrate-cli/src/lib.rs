@@ -2,7 +2,8 @@
 //! migrations with `migrations!()` exposes the same subcommands:
 //!
 //! ```no_run
-//! static MIGRATIONS: migrate_core::Migrations = migrate_macros::migrations!("migrations");
+//! // The folder is relative to the crate's Cargo.toml.
+//! static MIGRATIONS: migrate_core::Migrations = migrate_macros::migrations!("../migrations");
 //!
 //! fn main() -> std::process::ExitCode {
 //!     migrate_cli::run_embedded(&MIGRATIONS)

@@ -117,7 +117,11 @@ pub fn run(context: &Context, path: Option<&Path>) -> anyhow::Result<Outcome> {
                 broken.join(", ")
             )
         };
-        Err(CliError::CheckFailed(what).into())
+        // The JSON document above already says so; a second document would break parsers.
+        if !context.json() {
+            eprintln!("error: check failed: {what}");
+        }
+        Ok(Outcome::Failure)
     }
 }
 
@@ -255,7 +259,7 @@ fn schema_dump(
         source,
     })?;
     if !output.status.success() {
-        return Err(CliError::CheckFailed(format!(
+        return Err(CliError::Dump(format!(
             "pg_dump failed ({}): {}",
             output.status,
             String::from_utf8_lossy(&output.stderr).trim()

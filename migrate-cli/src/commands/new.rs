@@ -44,17 +44,17 @@ pub fn run(
             )
             .into());
         }
-        (Phase::Contract, Some(version)) => {
+        (Phase::Contract, Some(version))
             if !existing
                 .iter()
-                .any(|(v, p, _)| *v == version && *p == Phase::Expand)
-            {
-                return Err(CliError::Usage(format!(
-                    "--requires {version}: {display} has no expand migration with that version"
-                ))
-                .into());
-            }
+                .any(|(v, p, _)| *v == version && *p == Phase::Expand) =>
+        {
+            return Err(CliError::Usage(format!(
+                "--requires {version}: {display} has no expand migration with that version"
+            ))
+            .into());
         }
+        (Phase::Contract, Some(_)) => {}
         (_, Some(_)) => {
             return Err(CliError::Usage("--requires is only for --phase contract".into()).into());
         }
