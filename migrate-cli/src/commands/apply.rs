@@ -224,7 +224,7 @@ fn print_down_plan(context: &Context, migrations: &Migrations, status: &StatusRe
                     "version": e.version,
                     "name": e.name,
                     "file": file,
-                    "state": e.state.as_str(),
+                    "state": super::status::state_key(e.state),
                     "mode": mode.map(TransactionMode::as_str),
                     "has_down": has_down,
                 })

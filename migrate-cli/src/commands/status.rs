@@ -25,7 +25,7 @@ pub fn run(context: &Context) -> anyhow::Result<Outcome> {
     })
 }
 
-fn state_key(state: MigrationState) -> &'static str {
+pub fn state_key(state: MigrationState) -> &'static str {
     match state {
         MigrationState::Applied => "applied",
         MigrationState::Pending => "pending",
