@@ -293,6 +293,37 @@ fn offline_plan_shows_every_migration() {
     let plan = json(&output);
     assert_eq!(plan["database"], false);
     assert_eq!(plan["pending"].as_array().unwrap().len(), 7);
+    // 0001 indexes the table it creates in the same transaction: that blocks nobody.
+    let index = &plan["pending"][0]["statements"][2];
+    assert!(
+        index["sql"]
+            .as_str()
+            .unwrap()
+            .starts_with("CREATE UNIQUE INDEX")
+    );
+    assert_eq!(index["locks"][0]["mode"], "SHARE");
+    assert_eq!(index["work"], "none");
+    assert!(
+        index["note"]
+            .as_str()
+            .unwrap()
+            .contains("created earlier in this migration")
+    );
+    let blocking: Vec<u64> = plan["pending"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| {
+            m["statements"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|s| s["blocking_table_work"] == true)
+        })
+        .map(|m| m["version"].as_u64().unwrap())
+        .collect();
+    // Only 0007's SET NOT NULL takes ACCESS EXCLUSIVE with a (possibly skipped) scan.
+    assert_eq!(blocking, [7]);
     migrate()
         .arg("plan")
         .assert()

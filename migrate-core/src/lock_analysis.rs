@@ -172,6 +172,9 @@ pub struct LockAnalysis {
     pub known: bool,
     /// A fact the analysis cannot decide offline, or what makes the statement safe.
     pub note: Option<String>,
+    /// The table a `CREATE TABLE` makes: later statements of the same transaction lock it
+    /// while it is still empty and invisible to other sessions.
+    pub creates: Option<String>,
 }
 
 impl LockAnalysis {
@@ -181,6 +184,7 @@ impl LockAnalysis {
             work: TableWork::None,
             known: true,
             note: None,
+            creates: None,
         }
     }
 
@@ -304,6 +308,7 @@ fn from_ast(statement: &Statement, words: &Words<'_>) -> LockAnalysis {
         }
         Statement::CreateTable(create) => {
             let mut analysis = LockAnalysis::new().note("new table: no other session sees it");
+            analysis.creates = Some(name(&create.name));
             // A foreign key takes SHARE ROW EXCLUSIVE on the referenced table.
             for constraint in &create.constraints {
                 if let TableConstraint::ForeignKey(fk) = constraint {

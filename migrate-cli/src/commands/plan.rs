@@ -47,6 +47,35 @@ fn work_text(analysis: &LockAnalysis) -> &'static str {
     }
 }
 
+/// Analyses a migration's up statements in order. A table created earlier in the same
+/// transaction is empty and invisible to other sessions, so locking or scanning it blocks
+/// nobody; such statements are marked instead of flagged.
+fn analyse(m: &Migration) -> Vec<LockAnalysis> {
+    let transactional = m.up.mode == migrate_core::TransactionMode::Transactional;
+    let mut created: Vec<String> = Vec::new();
+    m.up.statements
+        .iter()
+        .map(|s| {
+            let mut analysis = lock_analysis::analyze_sql(&s.sql);
+            if let Some(table) = &analysis.creates {
+                created.push(table.clone());
+            } else if transactional
+                && !analysis.locks.is_empty()
+                && analysis.locks.iter().all(|l| created.contains(&l.table))
+            {
+                analysis.note = Some(match analysis.note.take() {
+                    Some(note) => {
+                        format!("table created earlier in this migration: blocks nobody; {note}")
+                    }
+                    None => "table created earlier in this migration: blocks nobody".to_owned(),
+                });
+                analysis.work = TableWork::None;
+            }
+            analysis
+        })
+        .collect()
+}
+
 fn print_json(pending: &[&Migration], database: bool) {
     let items: Vec<_> = pending
         .iter()
@@ -55,8 +84,8 @@ fn print_json(pending: &[&Migration], database: bool) {
                 .up
                 .statements
                 .iter()
-                .map(|s| {
-                    let analysis = lock_analysis::analyze_sql(&s.sql);
+                .zip(analyse(m))
+                .map(|(s, analysis)| {
                     json!({
                         "line": s.line,
                         "column": s.column,
@@ -107,8 +136,7 @@ fn print_human(context: &Context, pending: &[&Migration], database: bool) {
             }
         );
         let mut rows = Vec::new();
-        for statement in m.up.statements.iter() {
-            let analysis = lock_analysis::analyze_sql(&statement.sql);
+        for (statement, analysis) in m.up.statements.iter().zip(analyse(m)) {
             let (lock, style) = match analysis.strongest() {
                 Some(mode) if mode.blocks_reads() => (mode.as_str(), Style::Red),
                 Some(mode) if mode.blocks_writes() => (mode.as_str(), Style::Yellow),
