@@ -16,6 +16,7 @@ pub mod check;
 pub mod classify;
 pub mod diagnostic;
 pub mod lint;
+pub mod lock_analysis;
 pub mod source;
 
 pub use check::{CheckedSet, check_dir};

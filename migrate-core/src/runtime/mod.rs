@@ -24,8 +24,10 @@ pub mod backfill;
 pub mod connect;
 pub mod error;
 pub mod executor;
+pub mod flags;
 pub mod history;
 pub mod lock;
+pub mod repair;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;

@@ -109,7 +109,7 @@ const NON_VOLATILE_FUNCTIONS: &[&str] = &[
 ];
 
 /// Returns the first function called in `expr` that is not known to be non-volatile.
-fn volatile_function(expr: &Expr) -> Option<String> {
+pub(crate) fn volatile_function(expr: &Expr) -> Option<String> {
     let text = expr.to_string();
     let tokens = tokenize(&text).ok()?;
     tokens.windows(2).find_map(|pair| {

@@ -1,0 +1,382 @@
+//! `migrate check`: lint, then prove on a scratch PostgreSQL that every down part restores
+//! the schema the migration found, and that the set applies again after the down walk.
+
+use std::path::Path;
+use std::process::Command;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use migrate_core::Migrations;
+use migrate_core::runtime::{Migrator, TableName, UpTo};
+use migrate_scratch::{SUPERUSER, ScratchCluster, ScratchDatabase};
+use serde_json::json;
+
+use crate::diff::line_diff;
+use crate::error::{CliError, Outcome};
+use crate::output::{self, Style};
+use crate::{Context, block_on};
+
+/// Diff lines shown per problem; the JSON output has them all.
+const DIFF_LINES_SHOWN: usize = 30;
+
+/// What the down walk found for one migration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum DownResult {
+    Restores,
+    /// The schema after the down part differs from the schema before the up part.
+    Differs(Vec<String>),
+    /// The down part failed with an error.
+    Failed(String),
+    /// No `-- migrate:down`: the walk stopped here.
+    NoDownPart,
+    /// Not reached (the walk stopped at a newer migration).
+    NotRun,
+}
+
+impl DownResult {
+    fn key(&self) -> &'static str {
+        match self {
+            DownResult::Restores => "restores",
+            DownResult::Differs(_) => "differs",
+            DownResult::Failed(_) => "failed",
+            DownResult::NoDownPart => "no_down_part",
+            DownResult::NotRun => "not_run",
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Reapply {
+    Same,
+    Differs(Vec<String>),
+    Failed(String),
+}
+
+struct Report {
+    down: Vec<DownResult>,
+    reapply: Reapply,
+}
+
+impl Report {
+    fn ok(&self) -> bool {
+        self.down
+            .iter()
+            .all(|d| !matches!(d, DownResult::Differs(_) | DownResult::Failed(_)))
+            && matches!(self.reapply, Reapply::Same)
+    }
+}
+
+pub fn run(context: &Context, path: Option<&Path>) -> anyhow::Result<Outcome> {
+    let (dir, display) = context.folder(path);
+    let checked = migrate_core::check_dir(&dir, &display)?;
+    if checked.has_errors() {
+        for diagnostic in &checked.diagnostics {
+            eprintln!("{diagnostic}");
+        }
+        if context.json() {
+            output::print_json(&json!({
+                "ok": false,
+                "diagnostics": checked.diagnostics,
+                "migrations": [],
+            }));
+        }
+        return Ok(Outcome::LintFindings);
+    }
+    let absolute = std::fs::canonicalize(&dir).unwrap_or(dir);
+    let migrations = checked.migrations(&absolute.to_string_lossy());
+    let history = TableName::parse(&context.config.migrator.history_table)?;
+
+    let steps = migrations.len() as u64 * 3 + 1;
+    let progress = progress_bar(context, steps);
+    progress.set_message("starting a scratch PostgreSQL");
+    let cluster = ScratchCluster::start()?;
+    let database = cluster.create_database()?;
+    let report = walk(
+        context,
+        &migrations,
+        &cluster,
+        &database,
+        &history,
+        &progress,
+    )?;
+    progress.finish_and_clear();
+    print(context, &migrations, &report, &checked.diagnostics);
+    if report.ok() {
+        Ok(Outcome::Success)
+    } else {
+        let broken: Vec<String> = migrations
+            .iter()
+            .zip(&report.down)
+            .filter(|(_, d)| matches!(d, DownResult::Differs(_) | DownResult::Failed(_)))
+            .map(|(m, _)| m.file_name.to_string())
+            .collect();
+        let what = if broken.is_empty() {
+            "re-applying the set after the down walk does not give the same schema".to_owned()
+        } else {
+            format!(
+                "the down part of {} does not restore the schema",
+                broken.join(", ")
+            )
+        };
+        // The JSON document above already says so; a second document would break parsers.
+        if !context.json() {
+            eprintln!("error: check failed: {what}");
+        }
+        Ok(Outcome::Failure)
+    }
+}
+
+fn progress_bar(context: &Context, steps: u64) -> ProgressBar {
+    if !context.config.progress {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(steps);
+    if let Ok(style) = ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}") {
+        bar.set_style(style);
+    }
+    bar
+}
+
+fn walk(
+    context: &Context,
+    migrations: &Migrations,
+    cluster: &ScratchCluster,
+    database: &ScratchDatabase,
+    history: &TableName,
+    progress: &ProgressBar,
+) -> anyhow::Result<Report> {
+    let migrator = Migrator::new(migrations, context.config.migrator.clone())?;
+    let connect = |database: &ScratchDatabase| {
+        let url = format!("{}?sslmode=disable", database.url());
+        let config = context.config.migrator.clone();
+        async move { migrate_core::runtime::connect(&url, &config).await }
+    };
+    block_on(async {
+        let mut database = database.clone();
+        let mut client = connect(&database).await?;
+        // schemas[i]: the schema before migration i; schemas[n]: after all of them.
+        let mut schemas = vec![schema_dump(cluster, &database, history)?];
+        progress.inc(1);
+        for m in migrations.iter() {
+            progress.set_message(format!("up {}", m.file_name));
+            migrator
+                .up(&client, UpTo::Version(m.version))
+                .await
+                .map_err(|failed| {
+                    anyhow::Error::new(failed)
+                        .context(format!("applying {} on the scratch database", m.file_name))
+                })?;
+            schemas.push(schema_dump(cluster, &database, history)?);
+            progress.inc(1);
+        }
+
+        let mut down = vec![DownResult::NotRun; migrations.len()];
+        for (index, m) in migrations.iter().enumerate().rev() {
+            progress.set_message(format!("down {}", m.file_name));
+            if m.down.is_none() {
+                down[index] = DownResult::NoDownPart;
+                break;
+            }
+            let Some(to) = m.version.checked_sub(1) else {
+                break;
+            };
+            down[index] = match migrator.down(&client, to).await {
+                Err(failed) => DownResult::Failed(crate::error::render(&failed.into())),
+                Ok(_) => {
+                    let after = schema_dump(cluster, &database, history)?;
+                    if after == schemas[index] {
+                        DownResult::Restores
+                    } else {
+                        DownResult::Differs(line_diff(&schemas[index], &after))
+                    }
+                }
+            };
+            progress.inc(1);
+            if down[index] != DownResult::Restores && index > 0 {
+                // What this down part left behind (or broke) must not be blamed on the older
+                // ones: continue from a fresh database brought up to the previous version.
+                database = cluster.create_database()?;
+                client = connect(&database).await?;
+                let previous = migrations.migrations[index - 1].version;
+                migrator
+                    .up(&client, UpTo::Version(previous))
+                    .await
+                    .map_err(|failed| {
+                        anyhow::Error::new(failed)
+                            .context("rebuilding the scratch database after a failed down part")
+                    })?;
+            }
+        }
+
+        progress.set_message("up again");
+        let reapply = match migrator.up(&client, UpTo::All).await {
+            Err(failed) => Reapply::Failed(crate::error::render(&failed.into())),
+            Ok(_) => {
+                let after = schema_dump(cluster, &database, history)?;
+                let last = schemas.last().map(String::as_str).unwrap_or_default();
+                if after == last {
+                    Reapply::Same
+                } else {
+                    Reapply::Differs(line_diff(last, &after))
+                }
+            }
+        };
+        progress.inc(migrations.len() as u64);
+        anyhow::Ok(Report { down, reapply })
+    })?
+}
+
+/// `pg_dump --schema-only` of the scratch database without the history table, with the
+/// lines that differ between two dumps of the same schema removed.
+fn schema_dump(
+    cluster: &ScratchCluster,
+    database: &ScratchDatabase,
+    history: &TableName,
+) -> anyhow::Result<String> {
+    let mut command = Command::new(cluster.binaries().program("pg_dump"));
+    command
+        .arg("--schema-only")
+        .arg("--exclude-table")
+        .arg(history.quoted())
+        .args([
+            "-h",
+            database.host(),
+            "-U",
+            SUPERUSER,
+            "-d",
+            database.name(),
+        ])
+        .arg("-p")
+        .arg(database.port().to_string());
+    // The user's PG* settings must not redirect the dump to another server.
+    for (key, _) in std::env::vars_os() {
+        if key.to_str().is_some_and(|k| k.starts_with("PG")) {
+            command.env_remove(key);
+        }
+    }
+    command.env("PGSSLMODE", "disable");
+    let output = command.output().map_err(|source| CliError::Io {
+        what: "running pg_dump".into(),
+        source,
+    })?;
+    if !output.status.success() {
+        return Err(CliError::Dump(format!(
+            "pg_dump failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        ))
+        .into());
+    }
+    let text = String::from_utf8_lossy(&output.stdout);
+    // `\restrict <random key>` (pg_dump 17.6, 16.10, 15.14 and later) differs on every run.
+    Ok(text
+        .lines()
+        .filter(|line| !line.starts_with("\\restrict") && !line.starts_with("\\unrestrict"))
+        .collect::<Vec<_>>()
+        .join("\n"))
+}
+
+fn print(
+    context: &Context,
+    migrations: &Migrations,
+    report: &Report,
+    diagnostics: &[migrate_core::Diagnostic],
+) {
+    if context.json() {
+        let items: Vec<_> = migrations
+            .iter()
+            .zip(&report.down)
+            .map(|(m, d)| {
+                json!({
+                    "version": m.version,
+                    "file": m.file_name,
+                    "up": "ok",
+                    "down": d.key(),
+                    "diff": match d { DownResult::Differs(diff) => diff.clone(), _ => Vec::new() },
+                    "error": match d { DownResult::Failed(error) => Some(error.clone()), _ => None },
+                })
+            })
+            .collect();
+        let (reapply, reapply_diff, reapply_error) = match &report.reapply {
+            Reapply::Same => ("same", Vec::new(), None),
+            Reapply::Differs(diff) => ("differs", diff.clone(), None),
+            Reapply::Failed(error) => ("failed", Vec::new(), Some(error.clone())),
+        };
+        output::print_json(&json!({
+            "ok": report.ok(),
+            "diagnostics": diagnostics,
+            "migrations": items,
+            "reapply": reapply,
+            "reapply_diff": reapply_diff,
+            "reapply_error": reapply_error,
+        }));
+        return;
+    }
+    let color = context.config.color;
+    for diagnostic in diagnostics {
+        println!("{diagnostic}");
+    }
+    let show_diff = |diff: &[String]| {
+        for line in diff.iter().take(DIFF_LINES_SHOWN) {
+            let style = if line.starts_with('-') {
+                Style::Red
+            } else {
+                Style::Green
+            };
+            println!("      {}", output::paint(line, style, color));
+        }
+        if diff.len() > DIFF_LINES_SHOWN {
+            println!(
+                "      ... {} more line(s) (--format json shows all)",
+                diff.len() - DIFF_LINES_SHOWN
+            );
+        }
+    };
+    for (m, down) in migrations.iter().zip(&report.down) {
+        let (mark, style, text) = match down {
+            DownResult::Restores => ("ok", Style::Green, "down restores the schema".to_owned()),
+            DownResult::Differs(_) => (
+                "FAIL",
+                Style::Red,
+                "down does not restore the schema (- before up, + after down):".to_owned(),
+            ),
+            DownResult::Failed(error) => ("FAIL", Style::Red, format!("down failed: {error}")),
+            DownResult::NoDownPart => (
+                "skip",
+                Style::Yellow,
+                "no down part: cannot be reverted (older ones were not checked)".to_owned(),
+            ),
+            DownResult::NotRun => ("skip", Style::Yellow, "not reverted".to_owned()),
+        };
+        println!(
+            "{:>4}  {}: {text}",
+            output::paint(mark, style, color),
+            m.file_name
+        );
+        if let DownResult::Differs(diff) = down {
+            show_diff(diff);
+        }
+    }
+    match &report.reapply {
+        Reapply::Same => println!(
+            "{:>4}  applying the set again gives the same schema",
+            output::paint("ok", Style::Green, color)
+        ),
+        Reapply::Differs(diff) => {
+            println!(
+                "{:>4}  applying the set again gives a different schema (- first run, + second run):",
+                output::paint("FAIL", Style::Red, color)
+            );
+            show_diff(diff);
+        }
+        Reapply::Failed(error) => println!(
+            "{:>4}  applying the set again failed: {error}",
+            output::paint("FAIL", Style::Red, color)
+        ),
+    }
+    if report.ok() {
+        println!(
+            "check passed: {} migration(s) apply, revert and apply again on PostgreSQL",
+            migrations.len()
+        );
+    }
+}

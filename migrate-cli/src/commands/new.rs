@@ -1,0 +1,178 @@
+//! `migrate new NAME --phase P [--requires V]`
+
+use std::io::Write;
+use std::path::Path;
+
+use migrate_core::Phase;
+use migrate_core::source::parse_file_name;
+use serde_json::json;
+
+use crate::cli::PhaseArg;
+use crate::error::{CliError, Outcome};
+use crate::{Context, output};
+
+/// Padding when the folder has no migration yet.
+const DEFAULT_WIDTH: usize = 4;
+
+pub fn run(
+    context: &Context,
+    name: &str,
+    phase: PhaseArg,
+    requires: Option<u64>,
+) -> anyhow::Result<Outcome> {
+    let valid_name = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if !valid_name {
+        return Err(CliError::Usage(format!(
+            "invalid migration name `{name}`: use [a-z0-9_]+, e.g. add_email_verified"
+        ))
+        .into());
+    }
+    let phase = match phase {
+        PhaseArg::Expand => Phase::Expand,
+        PhaseArg::Backfill => Phase::Backfill,
+        PhaseArg::Contract => Phase::Contract,
+    };
+    let (dir, display) = context.folder(None);
+    let existing = existing_versions(&dir)?;
+    match (phase, requires) {
+        (Phase::Contract, None) => {
+            return Err(CliError::Usage(
+                "a contract finishes an expand: pass --requires <expand version>".into(),
+            )
+            .into());
+        }
+        (Phase::Contract, Some(version))
+            if !existing
+                .iter()
+                .any(|(v, p, _)| *v == version && *p == Phase::Expand) =>
+        {
+            return Err(CliError::Usage(format!(
+                "--requires {version}: {display} has no expand migration with that version"
+            ))
+            .into());
+        }
+        (Phase::Contract, Some(_)) => {}
+        (_, Some(_)) => {
+            return Err(CliError::Usage("--requires is only for --phase contract".into()).into());
+        }
+        _ => {}
+    }
+    let newest = existing.iter().max_by_key(|(v, _, _)| *v);
+    let version = newest.map_or(1, |(v, _, _)| v + 1);
+    let width = newest.map_or(DEFAULT_WIDTH, |(_, _, width)| *width);
+    let file_name = match phase {
+        Phase::Expand => format!("{version:0width$}_{name}.expand.sql"),
+        other => format!("{version:0width$}_{name}.{other}.sql"),
+    };
+    std::fs::create_dir_all(&dir).map_err(|source| CliError::Io {
+        what: format!("creating {display}"),
+        source,
+    })?;
+    let path = dir.join(&file_name);
+    let shown = migrate_core::source::display_join(&display, &file_name);
+    // create_new: refuses atomically, even against a file created since the scan.
+    let mut file = match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+    {
+        Ok(file) => file,
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
+            return Err(CliError::FileExists(shown).into());
+        }
+        Err(source) => {
+            return Err(CliError::Io {
+                what: format!("creating {shown}"),
+                source,
+            }
+            .into());
+        }
+    };
+    file.write_all(template(phase, requires).as_bytes())
+        .map_err(|source| CliError::Io {
+            what: format!("writing {shown}"),
+            source,
+        })?;
+    if context.json() {
+        output::print_json(&json!({
+            "created": shown,
+            "version": version,
+            "name": name,
+            "phase": phase.as_str(),
+            "requires": requires,
+        }));
+    } else {
+        println!("created {shown}");
+    }
+    Ok(Outcome::Success)
+}
+
+/// (version, phase, digits in the file name) of every migration file of `dir`; a missing
+/// folder has none.
+fn existing_versions(dir: &Path) -> anyhow::Result<Vec<(u64, Phase, usize)>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(CliError::Io {
+                what: format!("reading {}", dir.display()),
+                source,
+            }
+            .into());
+        }
+    };
+    let mut found = Vec::new();
+    for entry in entries.flatten() {
+        let file_name = entry.file_name().to_string_lossy().into_owned();
+        if let Ok((version, _, phase)) = parse_file_name(&file_name) {
+            let width = file_name.bytes().take_while(u8::is_ascii_digit).count();
+            found.push((version, phase, width));
+        }
+    }
+    Ok(found)
+}
+
+/// The new file. It holds no statement yet, so it fails `lint` (empty-file) until written:
+/// a forgotten template cannot be deployed.
+fn template(phase: Phase, requires: Option<u64>) -> String {
+    match phase {
+        Phase::Expand => "\
+-- Expand: add tables, columns and indexes (CREATE INDEX CONCURRENTLY IF NOT EXISTS ...).
+-- The running release must keep working: no DROP, RENAME or type change here.
+-- migrate:up
+
+
+-- migrate:down
+-- Undo the up part exactly: `migrate check` proves it restores the schema.
+
+"
+        .to_owned(),
+        Phase::Backfill => "\
+-- Backfill: the runtime runs the UPDATE in short keyed batches; its WHERE must skip rows
+-- already done, so the backfill is idempotent and resumable.
+-- migrate:backfill table=<table> key=<key column> batch=1000
+-- migrate:up
+UPDATE <table> SET <new column> = <expression> WHERE <new column> IS NULL;
+
+-- migrate:down
+-- Data only: usually nothing to revert.
+"
+        .to_owned(),
+        Phase::Contract => format!(
+            "\
+-- Contract: remove what the expand made obsolete, once every release reads the new shape.
+-- migrate:requires {}
+-- migrate:up
+
+
+-- migrate:down
+-- Recreate what the up part removes (data in dropped columns does not come back).
+
+",
+            requires.unwrap_or_default()
+        ),
+    }
+}

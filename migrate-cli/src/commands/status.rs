@@ -1,0 +1,109 @@
+//! `migrate status`
+
+use migrate_core::runtime::{MigrationState, Migrator, StatusReport};
+use serde_json::json;
+
+use crate::error::Outcome;
+use crate::output::{self, Cell, Style};
+use crate::{Context, block_on};
+
+pub fn run(context: &Context) -> anyhow::Result<Outcome> {
+    let database = context.database("status")?;
+    let migrations = context.migrations()?;
+    let migrator = Migrator::new(&migrations, context.config.migrator.clone())?;
+    let report = block_on(async {
+        let client = context.connect(database).await?;
+        anyhow::Ok(migrator.status(&client).await?)
+    })??;
+    print(context, &report);
+    let disagree =
+        report.count(MigrationState::Drifted) + report.count(MigrationState::MissingFromFiles);
+    Ok(if disagree > 0 {
+        Outcome::Disagreement
+    } else {
+        Outcome::Success
+    })
+}
+
+pub fn state_key(state: MigrationState) -> &'static str {
+    match state {
+        MigrationState::Applied => "applied",
+        MigrationState::Pending => "pending",
+        MigrationState::Drifted => "drifted",
+        MigrationState::MissingFromFiles => "missing_from_files",
+    }
+}
+
+fn print(context: &Context, report: &StatusReport) {
+    if context.json() {
+        let entries: Vec<_> = report
+            .entries
+            .iter()
+            .map(|e| {
+                json!({
+                    "version": e.version,
+                    "name": e.name,
+                    "phase": e.phase.map(|p| p.as_str()),
+                    "state": state_key(e.state),
+                    "applied_at": e.applied_at.map(output::timestamp),
+                    "duration_ms": e.duration_ms,
+                })
+            })
+            .collect();
+        output::print_json(&json!({ "migrations": entries }));
+        return;
+    }
+    if report.entries.is_empty() {
+        println!("no migrations in the folder and none applied");
+        return;
+    }
+    let rows: Vec<Vec<Cell>> = report
+        .entries
+        .iter()
+        .map(|e| {
+            let style = match e.state {
+                MigrationState::Applied => Style::Green,
+                MigrationState::Pending => Style::Yellow,
+                MigrationState::Drifted | MigrationState::MissingFromFiles => Style::Red,
+            };
+            vec![
+                Cell::new(e.version.to_string()),
+                Cell::new(e.name.clone()),
+                Cell::new(e.phase.map_or("?", |p| p.as_str())),
+                Cell::styled(e.state.as_str(), style),
+                Cell::new(e.applied_at.map(output::timestamp).unwrap_or_default()),
+                Cell::new(
+                    e.duration_ms
+                        .map(|ms| format!("{ms} ms"))
+                        .unwrap_or_default(),
+                ),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        output::table(
+            &[
+                "VERSION",
+                "NAME",
+                "PHASE",
+                "STATE",
+                "APPLIED AT",
+                "DURATION"
+            ],
+            &rows,
+            context.config.color
+        )
+    );
+    let drifted = report.count(MigrationState::Drifted);
+    if drifted > 0 {
+        eprintln!(
+            "{drifted} applied migration(s) changed since they were applied: restore the files, \
+             or accept the edits with `migrate repair`"
+        );
+    }
+    let missing = report.count(MigrationState::MissingFromFiles);
+    if missing > 0 {
+        eprintln!("{missing} applied migration(s) are missing from the files");
+    }
+}

@@ -1,0 +1,131 @@
+//! The CLI's own typed errors and the mapping of every error to the documented exit codes.
+
+use std::process::ExitCode;
+
+use migrate_core::runtime::repair::RepairError;
+use migrate_core::runtime::{DownReport, Failed, RuntimeError, UpReport};
+
+pub const EXIT_OK: u8 = 0;
+pub const EXIT_FAILURE: u8 = 1;
+pub const EXIT_USAGE: u8 = 2;
+pub const EXIT_LINT: u8 = 3;
+pub const EXIT_REFUSED: u8 = 4;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CliError {
+    #[error("{0}")]
+    Usage(String),
+
+    #[error(
+        "`{command}` needs a database and none is configured: pass --database-url, or set \
+         DATABASE_URL, the PG* variables (PGHOST, PGDATABASE, PGUSER, ...) or DB_HOST/DB_NAME/\
+         DB_USER; a scratch database is never used instead"
+    )]
+    NoDatabase { command: &'static str },
+
+    #[error("unknown rule `{id}`{}; `migrate explain` lists the rules", suggestion_text(.suggestion))]
+    UnknownRule {
+        id: String,
+        suggestion: Option<&'static str>,
+    },
+
+    #[error(
+        "{display_dir} has {errors} error-level finding(s) (printed above); fix them first, \
+         `migrate lint` shows them again"
+    )]
+    InvalidSet { display_dir: String, errors: usize },
+
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("{0} already exists; `new` never overwrites a file")]
+    FileExists(String),
+
+    #[error("{0}")]
+    Dump(String),
+}
+
+fn suggestion_text(suggestion: &Option<&'static str>) -> String {
+    suggestion.map_or_else(String::new, |id| format!(" (did you mean `{id}`?)"))
+}
+
+/// What a command that did not fail asks the process to exit with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Success,
+    /// The command printed its own failure report (`check`).
+    Failure,
+    /// Lint findings at error level were printed.
+    LintFindings,
+    /// `status` printed drift or versions missing from the files.
+    Disagreement,
+}
+
+impl Outcome {
+    pub fn exit_code(self) -> ExitCode {
+        ExitCode::from(match self {
+            Outcome::Success => EXIT_OK,
+            Outcome::Failure => EXIT_FAILURE,
+            Outcome::LintFindings => EXIT_LINT,
+            Outcome::Disagreement => EXIT_REFUSED,
+        })
+    }
+}
+
+fn runtime_code(error: &RuntimeError) -> u8 {
+    match error {
+        RuntimeError::ChecksumMismatch { .. }
+        | RuntimeError::UnknownApplied { .. }
+        | RuntimeError::OutOfOrder { .. } => EXIT_REFUSED,
+        RuntimeError::InvalidIdentifier { .. } => EXIT_USAGE,
+        _ => EXIT_FAILURE,
+    }
+}
+
+/// The exit code of a failed command, from the first typed error in the chain.
+pub fn exit_code(error: &anyhow::Error) -> u8 {
+    for cause in error.chain() {
+        if let Some(error) = cause.downcast_ref::<CliError>() {
+            return match error {
+                CliError::Usage(_) | CliError::UnknownRule { .. } => EXIT_USAGE,
+                CliError::InvalidSet { .. } => EXIT_LINT,
+                _ => EXIT_FAILURE,
+            };
+        }
+        if let Some(error) = cause.downcast_ref::<RuntimeError>() {
+            return runtime_code(error);
+        }
+        if let Some(failed) = cause.downcast_ref::<Failed<UpReport>>() {
+            return runtime_code(&failed.error);
+        }
+        if let Some(failed) = cause.downcast_ref::<Failed<DownReport>>() {
+            return runtime_code(&failed.error);
+        }
+        if let Some(RepairError::Runtime(error)) = cause.downcast_ref::<RepairError>() {
+            return runtime_code(error);
+        }
+    }
+    EXIT_FAILURE
+}
+
+/// The messages of an error chain, skipping causes whose text the previous message
+/// already contains (the runtime's errors render their database cause themselves).
+pub fn render(error: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if cause.downcast_ref::<tokio_postgres::Error>().is_some() {
+            continue;
+        }
+        if parts.last().is_some_and(|last| last.contains(&text)) {
+            continue;
+        }
+        parts.push(text);
+    }
+    parts.join(": ")
+}

@@ -1,0 +1,113 @@
+//! `migrate check`: the example set passes; a broken down part is named.
+
+mod common;
+
+use common::*;
+use predicates::prelude::*;
+
+#[test]
+fn the_example_set_passes() {
+    migrate()
+        .args(["check", "migrations"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(
+            "ok  0007_email_normalized_required.contract.sql: down restores the schema",
+        ))
+        .stdout(predicate::str::contains("check passed: 7 migration(s)"));
+}
+
+#[test]
+fn a_down_part_that_leaves_a_column_is_named() {
+    let copy = copy_of_examples();
+    let file = copy.path().join("0003_email_normalized.expand.sql");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let broken = text.replace(
+        "ALTER TABLE users DROP COLUMN IF EXISTS email_verified_at;\n",
+        "",
+    );
+    assert_ne!(text, broken);
+    std::fs::write(&file, broken).unwrap();
+
+    let output = migrate()
+        .args(["--format", "json", "check"])
+        .arg(copy.path())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let report = json(&output);
+    assert_eq!(report["ok"], false);
+    let downs: Vec<(u64, String)> = report["migrations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["version"].as_u64().unwrap(),
+                m["down"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    // Only 0003 is blamed: the walk continues from a fresh database after it.
+    for (version, down) in &downs {
+        let expected = if *version == 3 { "differs" } else { "restores" };
+        assert_eq!(down, expected, "{downs:?}");
+    }
+    let diff: Vec<String> = report["migrations"][2]["diff"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        diff.iter()
+            .any(|l| l.starts_with('+') && l.contains("email_verified_at")),
+        "{diff:?}"
+    );
+
+    migrate()
+        .arg("check")
+        .arg(copy.path())
+        .assert()
+        .code(1)
+        .stdout(predicate::str::contains(
+            "FAIL  0003_email_normalized.expand.sql: down does not restore the schema",
+        ))
+        .stderr(predicate::str::contains(
+            "the down part of 0003_email_normalized.expand.sql does not restore the schema",
+        ));
+}
+
+#[test]
+fn a_failing_down_part_is_named() {
+    let copy = copy_of_examples();
+    let file = copy.path().join("0005_email_normalized_check.expand.sql");
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(
+        &file,
+        text.replace(
+            "ALTER TABLE orders DROP CONSTRAINT IF EXISTS orders_status_known;",
+            "ALTER TABLE orders DROP CONSTRAINT IF EXISTS orders_status_known;\nALTER TABLE no_such_table DROP CONSTRAINT IF EXISTS x;",
+        ),
+    )
+    .unwrap();
+    migrate()
+        .arg("check")
+        .arg(copy.path())
+        .assert()
+        .code(1)
+        .stdout(predicate::str::contains(
+            "FAIL  0005_email_normalized_check.expand.sql: down failed",
+        ))
+        .stdout(predicate::str::contains("no_such_table"));
+}
+
+#[test]
+fn check_lints_first() {
+    migrate()
+        .arg("check")
+        .arg(workspace().join("tests/ui/files/every_violation"))
+        .assert()
+        .code(3)
+        .stderr(predicate::str::contains("error[unbounded-update]"));
+}

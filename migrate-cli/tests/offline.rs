@@ -1,0 +1,332 @@
+//! Commands that need no database: lint, explain, new, usage errors, and up/down refusing to
+//! run without one.
+
+mod common;
+
+use common::*;
+use predicates::prelude::*;
+
+fn ui_case(case: &str) -> std::path::PathBuf {
+    workspace().join("tests/ui/files").join(case)
+}
+
+#[test]
+fn up_and_down_without_a_database_start_nothing() {
+    for args in [
+        &["up"][..],
+        &["up", "--dry-run"],
+        &["down", "--to", "0"],
+        &["down", "--to", "0", "--dry-run"],
+        &["status"],
+        &["repair"],
+        &["flag", "list"],
+    ] {
+        // A scratch cluster would create its folder under TMPDIR: it must stay empty.
+        let tmp = tempfile::tempdir().unwrap();
+        migrate()
+            .env("TMPDIR", tmp.path())
+            .args(args)
+            .assert()
+            .code(1)
+            .stderr(predicate::str::contains(
+                "needs a database and none is configured",
+            ))
+            .stderr(predicate::str::contains("never used instead"));
+        assert_eq!(
+            std::fs::read_dir(tmp.path()).unwrap().count(),
+            0,
+            "{args:?}"
+        );
+    }
+}
+
+#[test]
+fn lint_exit_codes_and_formats() {
+    migrate()
+        .args(["lint", "migrations"])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains(
+            "7 file(s), 0 error(s), 0 warning(s)",
+        ));
+
+    let dir = ui_case("every_violation");
+    migrate()
+        .current_dir(workspace().join("tests"))
+        .args(["lint", "ui/files/every_violation"])
+        .assert()
+        .code(3)
+        .stdout(predicate::str::contains(
+            "ui/files/every_violation/0002_email.expand.sql:2:1: error[unbounded-update]: UPDATE without WHERE",
+        ))
+        .stdout(predicate::str::contains("  help: "));
+
+    let json_output = migrate()
+        .args(["--format", "json", "lint"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert_eq!(json_output.status.code(), Some(3));
+    let report = json(&json_output);
+    assert_eq!(report["errors"], 6);
+    assert_eq!(report["warnings"], 0);
+    let first = &report["diagnostics"][0];
+    assert_eq!(first["code"], "require-if-not-exists");
+    assert_eq!(first["severity"], "error");
+    assert_eq!(first["line"], 1);
+    assert!(first["help"].is_string());
+
+    migrate()
+        .args(["--format", "github", "lint", "--dir"])
+        .arg(&dir)
+        .assert()
+        .code(3)
+        .stdout(predicate::str::is_match(
+            r"(?m)^::error file=[^,]*/every_violation/0002_email\.expand\.sql,line=2,col=1,title=unbounded-update::UPDATE without WHERE.*%0Ahelp: ",
+        ).unwrap());
+
+    // Warn-level findings print but do not fail.
+    migrate()
+        .args(["--format", "github", "lint"])
+        .arg(workspace().join("tests/ui/pass/warn_only"))
+        .assert()
+        .success()
+        .stdout(predicate::str::starts_with("::warning file="));
+    migrate()
+        .args(["lint", "no/such/folder"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("cannot read migration folder"));
+}
+
+#[test]
+fn commands_refuse_a_folder_that_does_not_lint() {
+    migrate()
+        .args(["--dir"])
+        .arg(ui_case("every_violation"))
+        .args(["plan"])
+        .assert()
+        .code(3)
+        .stderr(predicate::str::contains("error[unbounded-update]"))
+        .stderr(predicate::str::contains("6 error-level finding(s)"));
+}
+
+#[test]
+fn explain_lists_explains_and_suggests() {
+    migrate()
+        .arg("explain")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("require-concurrent-index"))
+        .stdout(predicate::str::contains("volatile-default"));
+    migrate()
+        .args(["explain", "constraint-not-valid"])
+        .assert()
+        .success()
+        .stdout(predicate::str::starts_with("constraint-not-valid\n"))
+        .stdout(predicate::str::contains("Why: "))
+        .stdout(predicate::str::contains("Flagged (0004_fk.expand.sql)"))
+        .stdout(predicate::str::contains("VALIDATE CONSTRAINT"));
+    migrate()
+        .args(["explain", "require-concurent-index"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "unknown rule `require-concurent-index`",
+        ))
+        .stderr(predicate::str::contains(
+            "did you mean `require-concurrent-index`?",
+        ));
+    let output = migrate()
+        .args(["--format", "json", "explain", "unbounded-update"])
+        .output()
+        .unwrap();
+    let rule = json(&output);
+    assert_eq!(rule["id"], "unbounded-update");
+    assert!(!rule["bad"].as_array().unwrap().is_empty());
+    let output = migrate()
+        .args(["--format", "json", "explain", "nope"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(json(&output)["error"]["exit_code"], 2);
+}
+
+#[test]
+fn new_writes_the_next_version_from_a_template() {
+    let dir = tempfile::tempdir().unwrap();
+    let new = |args: &[&str]| {
+        let mut command = migrate();
+        command.arg("--dir").arg(dir.path()).arg("new").args(args);
+        command
+    };
+    new(&["create_users", "--phase", "expand"])
+        .assert()
+        .success()
+        .stdout(predicate::str::ends_with("0001_create_users.expand.sql\n"));
+    new(&["backfill_email", "--phase", "backfill"])
+        .assert()
+        .success();
+    new(&["drop_old", "--phase", "contract"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("--requires"));
+    new(&["drop_old", "--phase", "contract", "--requires", "2"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "no expand migration with that version",
+        ));
+    new(&["drop_old", "--phase", "contract", "--requires", "1"])
+        .assert()
+        .success();
+    for bad in ["Add-Email", "drop table", ""] {
+        new(&[bad, "--phase", "expand"]).assert().code(2);
+    }
+    let mut names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "0001_create_users.expand.sql",
+            "0002_backfill_email.backfill.sql",
+            "0003_drop_old.contract.sql"
+        ]
+    );
+    let read = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap();
+    let expand = read("0001_create_users.expand.sql");
+    assert!(expand.contains("-- migrate:up") && expand.contains("-- migrate:down"));
+    assert!(read("0002_backfill_email.backfill.sql").contains("-- migrate:backfill table="));
+    assert!(read("0003_drop_old.contract.sql").contains("-- migrate:requires 1\n"));
+
+    // The padding of existing files is kept, and versions are compared as numbers.
+    let wide = tempfile::tempdir().unwrap();
+    std::fs::write(wide.path().join("000009_a.sql"), "SELECT 1;\n").unwrap();
+    std::fs::write(wide.path().join("000010_b.sql"), "SELECT 1;\n").unwrap();
+    migrate()
+        .arg("--dir")
+        .arg(wide.path())
+        .args(["--format", "json", "new", "c", "--phase", "expand"])
+        .assert()
+        .success();
+    assert!(wide.path().join("000011_c.expand.sql").is_file());
+    let timestamps = tempfile::tempdir().unwrap();
+    std::fs::write(
+        timestamps.path().join("20260101120000_a.sql"),
+        "SELECT 1;\n",
+    )
+    .unwrap();
+    migrate()
+        .arg("--dir")
+        .arg(timestamps.path())
+        .args(["new", "b", "--phase", "expand"])
+        .assert()
+        .success();
+    assert!(
+        timestamps
+            .path()
+            .join("20260101120001_b.expand.sql")
+            .is_file()
+    );
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    migrate()
+        .args(["status", "--format", "github"])
+        .assert()
+        .code(2);
+    migrate()
+        .args(["--lock-timeout", "5 parsecs", "status"])
+        .assert()
+        .code(2);
+    migrate()
+        .args(["up", "--to", "not-a-number"])
+        .assert()
+        .code(2);
+    migrate().arg("frobnicate").assert().code(2);
+    migrate()
+        .args(["--history-table", "a.b.c", "plan"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("invalid history table name"));
+}
+
+#[test]
+fn every_command_has_help_that_explains_its_safety() {
+    migrate()
+        .arg("--help")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("Exit codes:"))
+        .stdout(predicate::str::contains("DATABASE_URL"));
+    for (command, expected) in [
+        ("status", "Read only"),
+        ("up", "Safety"),
+        ("down", "Safety"),
+        ("plan", "lock"),
+        ("lint", "Exits 3"),
+        ("explain", "safe rewrite"),
+        ("new", "Never overwrites"),
+        ("repair", "Safety"),
+        ("check", "scratch"),
+        ("flag", "dual-write"),
+    ] {
+        migrate()
+            .args([command, "--help"])
+            .assert()
+            .success()
+            .stdout(predicate::str::contains(expected));
+    }
+}
+
+#[test]
+fn offline_plan_shows_every_migration() {
+    let output = migrate()
+        .args(["--format", "json", "plan"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let plan = json(&output);
+    assert_eq!(plan["database"], false);
+    assert_eq!(plan["pending"].as_array().unwrap().len(), 7);
+    // 0001 indexes the table it creates in the same transaction: that blocks nobody.
+    let index = &plan["pending"][0]["statements"][2];
+    assert!(
+        index["sql"]
+            .as_str()
+            .unwrap()
+            .starts_with("CREATE UNIQUE INDEX")
+    );
+    assert_eq!(index["locks"][0]["mode"], "SHARE");
+    assert_eq!(index["work"], "none");
+    assert!(
+        index["note"]
+            .as_str()
+            .unwrap()
+            .contains("created earlier in this migration")
+    );
+    let blocking: Vec<u64> = plan["pending"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| {
+            m["statements"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|s| s["blocking_table_work"] == true)
+        })
+        .map(|m| m["version"].as_u64().unwrap())
+        .collect();
+    // Only 0007's SET NOT NULL takes ACCESS EXCLUSIVE with a (possibly skipped) scan.
+    assert_eq!(blocking, [7]);
+    migrate()
+        .arg("plan")
+        .assert()
+        .success()
+        .stdout(predicate::str::starts_with("no database configured"));
+}

@@ -1,0 +1,922 @@
+//! What a statement does to the tables it touches: the lock it takes on which table, and
+//! whether it rewrites the table or scans it while holding that lock. `migrate plan` prints
+//! this for every pending statement.
+//!
+//! The lock modes and their conflicts are PostgreSQL's table-level locks
+//! (<https://www.postgresql.org/docs/current/explicit-locking.html#LOCKING-TABLES>); the lock of
+//! each `ALTER TABLE` form comes from the notes of
+//! <https://www.postgresql.org/docs/current/sql-altertable.html> ("ACCESS EXCLUSIVE unless
+//! noted otherwise"; when several subcommands are given, the strongest lock any of them needs
+//! is taken). No database is consulted: facts that depend on the data (a binary-coercible type
+//! change, an existing validated `CHECK (c IS NOT NULL)`) are given as notes, never guessed.
+
+use std::fmt;
+
+use sqlparser::ast::{
+    AlterColumnOperation, AlterTableOperation, ColumnOption, FromTable, ObjectName, ObjectType,
+    Statement, TableConstraint, TableFactor, TableObject,
+};
+
+use crate::classify::{self, Fallback, Words};
+use crate::splitter;
+
+/// PostgreSQL's table-level lock modes, weakest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum LockMode {
+    AccessShare,
+    RowShare,
+    RowExclusive,
+    ShareUpdateExclusive,
+    Share,
+    ShareRowExclusive,
+    Exclusive,
+    AccessExclusive,
+}
+
+impl LockMode {
+    pub const ALL: [LockMode; 8] = [
+        LockMode::AccessShare,
+        LockMode::RowShare,
+        LockMode::RowExclusive,
+        LockMode::ShareUpdateExclusive,
+        LockMode::Share,
+        LockMode::ShareRowExclusive,
+        LockMode::Exclusive,
+        LockMode::AccessExclusive,
+    ];
+
+    /// The name PostgreSQL uses (`LOCK TABLE t IN <name> MODE`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LockMode::AccessShare => "ACCESS SHARE",
+            LockMode::RowShare => "ROW SHARE",
+            LockMode::RowExclusive => "ROW EXCLUSIVE",
+            LockMode::ShareUpdateExclusive => "SHARE UPDATE EXCLUSIVE",
+            LockMode::Share => "SHARE",
+            LockMode::ShareRowExclusive => "SHARE ROW EXCLUSIVE",
+            LockMode::Exclusive => "EXCLUSIVE",
+            LockMode::AccessExclusive => "ACCESS EXCLUSIVE",
+        }
+    }
+
+    /// Table 13.2 "Conflicting Lock Modes" of the PostgreSQL docs, spelled out: it is not a
+    /// simple order (SHARE does not conflict with itself, ROW EXCLUSIVE neither).
+    pub fn conflicts_with(self, other: LockMode) -> bool {
+        use LockMode::*;
+        let conflicts: &[LockMode] = match self {
+            AccessShare => &[AccessExclusive],
+            RowShare => &[Exclusive, AccessExclusive],
+            RowExclusive => &[Share, ShareRowExclusive, Exclusive, AccessExclusive],
+            ShareUpdateExclusive => &[
+                ShareUpdateExclusive,
+                Share,
+                ShareRowExclusive,
+                Exclusive,
+                AccessExclusive,
+            ],
+            Share => &[
+                RowExclusive,
+                ShareUpdateExclusive,
+                ShareRowExclusive,
+                Exclusive,
+                AccessExclusive,
+            ],
+            ShareRowExclusive => &[
+                RowExclusive,
+                ShareUpdateExclusive,
+                Share,
+                ShareRowExclusive,
+                Exclusive,
+                AccessExclusive,
+            ],
+            Exclusive => &[
+                RowShare,
+                RowExclusive,
+                ShareUpdateExclusive,
+                Share,
+                ShareRowExclusive,
+                Exclusive,
+                AccessExclusive,
+            ],
+            AccessExclusive => &LockMode::ALL,
+        };
+        conflicts.contains(&other)
+    }
+
+    /// Plain `SELECT`s wait (they take ACCESS SHARE).
+    pub fn blocks_reads(self) -> bool {
+        self.conflicts_with(LockMode::AccessShare)
+    }
+
+    /// `INSERT`/`UPDATE`/`DELETE` wait (they take ROW EXCLUSIVE).
+    pub fn blocks_writes(self) -> bool {
+        self.conflicts_with(LockMode::RowExclusive)
+    }
+
+    /// What the application notices while the lock is held.
+    pub fn impact(self) -> &'static str {
+        if self.blocks_reads() {
+            "blocks reads and writes"
+        } else if self.blocks_writes() {
+            "blocks writes"
+        } else {
+            "does not block reads or writes"
+        }
+    }
+}
+
+impl fmt::Display for LockMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A lock on one relation, as written in the statement (`public.users`, `users`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TableLock {
+    pub table: String,
+    pub mode: LockMode,
+}
+
+/// Work done on the whole table while the statement's lock is held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TableWork {
+    /// Catalog change only: brief, whatever the table size.
+    None,
+    /// Reads every row (to validate, or to build an index) holding the lock.
+    Scan,
+    /// Writes a new copy of the table (and its indexes) holding the lock.
+    Rewrite,
+}
+
+impl TableWork {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TableWork::None => "none",
+            TableWork::Scan => "scan",
+            TableWork::Rewrite => "rewrite",
+        }
+    }
+}
+
+/// The lock analysis of one statement.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LockAnalysis {
+    /// Strongest lock per relation, in statement order. Empty for statements that take no
+    /// table lock worth reporting (CREATE FUNCTION, GRANT, ...), or unknown ones.
+    pub locks: Vec<TableLock>,
+    pub work: TableWork,
+    /// False when the statement kind is not recognised: nothing is claimed about it.
+    pub known: bool,
+    /// A fact the analysis cannot decide offline, or what makes the statement safe.
+    pub note: Option<String>,
+    /// The table a `CREATE TABLE` makes: later statements of the same transaction lock it
+    /// while it is still empty and invisible to other sessions.
+    pub creates: Option<String>,
+}
+
+impl LockAnalysis {
+    fn new() -> LockAnalysis {
+        LockAnalysis {
+            locks: Vec::new(),
+            work: TableWork::None,
+            known: true,
+            note: None,
+            creates: None,
+        }
+    }
+
+    fn unknown() -> LockAnalysis {
+        LockAnalysis {
+            known: false,
+            ..LockAnalysis::new()
+        }
+    }
+
+    fn lock(mut self, table: impl Into<String>, mode: LockMode) -> LockAnalysis {
+        self.add(table.into(), mode);
+        self
+    }
+
+    fn add(&mut self, table: String, mode: LockMode) {
+        match self.locks.iter_mut().find(|l| l.table == table) {
+            Some(existing) => existing.mode = existing.mode.max(mode),
+            None => self.locks.push(TableLock { table, mode }),
+        }
+    }
+
+    fn work(mut self, work: TableWork) -> LockAnalysis {
+        self.work = self.work.max(work);
+        self
+    }
+
+    fn note(mut self, note: impl Into<String>) -> LockAnalysis {
+        self.add_note(note);
+        self
+    }
+
+    fn add_note(&mut self, note: impl Into<String>) {
+        let note = note.into();
+        self.note = Some(match self.note.take() {
+            Some(previous) => format!("{previous}; {note}"),
+            None => note,
+        });
+    }
+
+    /// The strongest lock taken, if any.
+    pub fn strongest(&self) -> Option<LockMode> {
+        self.locks.iter().map(|l| l.mode).max()
+    }
+
+    /// True when the application's reads or writes wait for a whole-table scan or rewrite.
+    pub fn blocks_during_table_work(&self) -> bool {
+        self.work != TableWork::None && self.strongest().is_some_and(LockMode::blocks_writes)
+    }
+}
+
+/// Analyses one statement's text (without its `;`). Never fails: an unrecognised or
+/// unparseable statement gives [`LockAnalysis::known`] = false.
+pub fn analyze_sql(sql: &str) -> LockAnalysis {
+    let Ok(tokens) = splitter::tokenize(sql) else {
+        return LockAnalysis::unknown();
+    };
+    let words = Words::new(sql, &tokens);
+    let parsed = crate::lint::parse_statement(sql).ok();
+    analyze(parsed.as_ref(), &words)
+}
+
+/// Analyses a statement from its AST (when sqlparser parsed it) and its tokens. The tokens
+/// decide for the kinds sqlparser fails on or misreads (see [`classify::fallback`]).
+pub fn analyze(ast: Option<&Statement>, words: &Words<'_>) -> LockAnalysis {
+    // sqlparser reads `DROP INDEX CONCURRENTLY idx` as an index named "concurrently".
+    let trust_ast = !words.starts_with(&["DROP", "INDEX"]);
+    match ast {
+        Some(statement) if trust_ast => from_ast(statement, words),
+        _ => from_tokens(words),
+    }
+}
+
+fn name(object: &ObjectName) -> String {
+    object.to_string()
+}
+
+fn from_ast(statement: &Statement, words: &Words<'_>) -> LockAnalysis {
+    use LockMode::*;
+    match statement {
+        Statement::Query(_) => LockAnalysis::new().note("ACCESS SHARE on the tables it reads"),
+        Statement::Insert(insert) => match &insert.table {
+            TableObject::TableName(table) => LockAnalysis::new().lock(name(table), RowExclusive),
+            _ => LockAnalysis::unknown(),
+        },
+        Statement::Update(update) => {
+            let mut analysis = LockAnalysis::new();
+            if let TableFactor::Table { name: table, .. } = &update.table.relation {
+                analysis.add(name(table), RowExclusive);
+            }
+            if update.selection.is_none() {
+                analysis.add_note("no WHERE: locks every row until commit");
+            }
+            analysis
+        }
+        Statement::Delete(delete) => {
+            let mut analysis = LockAnalysis::new();
+            let tables = match &delete.from {
+                FromTable::WithFromKeyword(tables) | FromTable::WithoutKeyword(tables) => tables,
+            };
+            for table in tables {
+                if let TableFactor::Table { name: table, .. } = &table.relation {
+                    analysis.add(name(table), RowExclusive);
+                }
+            }
+            if delete.selection.is_none() {
+                analysis.add_note("no WHERE: locks every row until commit");
+            }
+            analysis
+        }
+        Statement::CreateIndex(index) => {
+            let table = name(&index.table_name);
+            if index.concurrently {
+                // Two table scans, waiting for older transactions between them; writes go on.
+                LockAnalysis::new()
+                    .lock(table, ShareUpdateExclusive)
+                    .work(TableWork::Scan)
+            } else {
+                LockAnalysis::new().lock(table, Share).work(TableWork::Scan)
+            }
+        }
+        Statement::CreateTable(create) => {
+            let mut analysis = LockAnalysis::new().note("new table: no other session sees it");
+            analysis.creates = Some(name(&create.name));
+            // A foreign key takes SHARE ROW EXCLUSIVE on the referenced table.
+            for constraint in &create.constraints {
+                if let TableConstraint::ForeignKey(fk) = constraint {
+                    analysis.add(name(&fk.foreign_table), ShareRowExclusive);
+                }
+            }
+            for column in &create.columns {
+                for option in &column.options {
+                    if let ColumnOption::ForeignKey(fk) = &option.option {
+                        analysis.add(name(&fk.foreign_table), ShareRowExclusive);
+                    }
+                }
+            }
+            if create.query.is_some() {
+                analysis.add_note("CREATE TABLE AS reads its query's tables");
+            }
+            analysis
+        }
+        Statement::AlterTable(alter) => alter_table(&name(&alter.name), &alter.operations),
+        Statement::Drop {
+            object_type, names, ..
+        } => {
+            let mut analysis = LockAnalysis::new();
+            let mode = match object_type {
+                ObjectType::Table
+                | ObjectType::View
+                | ObjectType::MaterializedView
+                | ObjectType::Sequence => Some(AccessExclusive),
+                ObjectType::Index => Some(AccessExclusive),
+                _ => None,
+            };
+            match mode {
+                Some(mode) => {
+                    for object in names {
+                        analysis.add(name(object), mode);
+                    }
+                    if *object_type == ObjectType::Index {
+                        analysis.add_note("and ACCESS EXCLUSIVE on the index's table");
+                    }
+                }
+                None => analysis.add_note("no table lock"),
+            }
+            analysis
+        }
+        Statement::Truncate(truncate) => {
+            let mut analysis = LockAnalysis::new();
+            for target in &truncate.table_names {
+                analysis.add(name(&target.name), AccessExclusive);
+            }
+            analysis
+        }
+        Statement::CreateTrigger(trigger) => {
+            LockAnalysis::new().lock(name(&trigger.table_name), ShareRowExclusive)
+        }
+        Statement::DropTrigger(trigger) => match &trigger.table_name {
+            Some(table) => LockAnalysis::new().lock(name(table), AccessExclusive),
+            None => LockAnalysis::unknown(),
+        },
+        Statement::RefreshMaterializedView(refresh) => {
+            let mode = if refresh.concurrently {
+                Exclusive
+            } else {
+                AccessExclusive
+            };
+            LockAnalysis::new()
+                .lock(name(&refresh.name), mode)
+                .work(TableWork::Rewrite)
+        }
+        Statement::Vacuum(vacuum) => {
+            let table = vacuum
+                .table_name
+                .as_ref()
+                .map_or_else(|| "every table".to_owned(), name);
+            if vacuum.full {
+                LockAnalysis::new()
+                    .lock(table, AccessExclusive)
+                    .work(TableWork::Rewrite)
+            } else {
+                LockAnalysis::new()
+                    .lock(table, ShareUpdateExclusive)
+                    .work(TableWork::Scan)
+            }
+        }
+        Statement::Lock(_) => lock_table(words),
+        Statement::CreateView(view) => {
+            if view.or_replace {
+                LockAnalysis::new().lock(name(&view.name), AccessExclusive)
+            } else {
+                LockAnalysis::new().note("new view: no lock on existing tables")
+            }
+        }
+        Statement::Comment { .. } => LockAnalysis::new()
+            .note("SHARE UPDATE EXCLUSIVE on the commented object: does not block reads or writes"),
+        Statement::CreateFunction(_)
+        | Statement::CreateExtension(_)
+        | Statement::CreateSchema { .. }
+        | Statement::CreateType { .. }
+        | Statement::AlterType(_)
+        | Statement::CreateSequence { .. }
+        | Statement::Grant(_)
+        | Statement::Revoke(_)
+        | Statement::DropFunction(_)
+        | Statement::DropExtension(_)
+        | Statement::CreatePolicy(_)
+        | Statement::Set(_) => LockAnalysis::new().note("no lock on existing tables"),
+        _ => from_tokens(words),
+    }
+}
+
+fn alter_table(table: &str, operations: &[AlterTableOperation]) -> LockAnalysis {
+    use LockMode::*;
+    let mut analysis = LockAnalysis::new();
+    for operation in operations {
+        let (mode, work) = match operation {
+            AlterTableOperation::AddColumn { column_def, .. } => {
+                let type_name = column_def.data_type.to_string().to_ascii_lowercase();
+                let rewrites = column_def
+                    .options
+                    .iter()
+                    .any(|option| match &option.option {
+                        ColumnOption::Default(expr) => {
+                            crate::lint::rules::volatile_default::volatile_function(expr).is_some()
+                        }
+                        ColumnOption::Generated { .. } | ColumnOption::Identity(_) => true,
+                        _ => false,
+                    })
+                    || matches!(
+                        type_name.as_str(),
+                        "serial" | "bigserial" | "smallserial" | "serial2" | "serial4" | "serial8"
+                    );
+                // Since PostgreSQL 11 a non-volatile default is stored in the catalog.
+                let work = if rewrites {
+                    TableWork::Rewrite
+                } else {
+                    TableWork::None
+                };
+                (AccessExclusive, work)
+            }
+            AlterTableOperation::AlterColumn { op, .. } => match op {
+                AlterColumnOperation::SetDataType { .. } => {
+                    analysis.add_note(
+                        "no rewrite only for a binary-coercible change (varchar(n) to text or a longer varchar)",
+                    );
+                    (AccessExclusive, TableWork::Rewrite)
+                }
+                AlterColumnOperation::SetNotNull => {
+                    analysis.add_note(
+                        "the scan is skipped when a validated CHECK (col IS NOT NULL) exists",
+                    );
+                    (AccessExclusive, TableWork::Scan)
+                }
+                AlterColumnOperation::AddGenerated { .. } => (AccessExclusive, TableWork::None),
+                _ => (AccessExclusive, TableWork::None),
+            },
+            AlterTableOperation::AddConstraint {
+                constraint,
+                not_valid,
+            } => {
+                let scan = if *not_valid {
+                    TableWork::None
+                } else {
+                    TableWork::Scan
+                };
+                match constraint {
+                    TableConstraint::ForeignKey(fk) => {
+                        analysis.add(name(&fk.foreign_table), ShareRowExclusive);
+                        (ShareRowExclusive, scan)
+                    }
+                    TableConstraint::Check(_) => (AccessExclusive, scan),
+                    // Builds the unique index under the lock.
+                    TableConstraint::Unique(_) | TableConstraint::PrimaryKey(_) => {
+                        (AccessExclusive, TableWork::Scan)
+                    }
+                    _ => (AccessExclusive, TableWork::None),
+                }
+            }
+            // Scans, but SHARE UPDATE EXCLUSIVE lets reads and writes continue.
+            AlterTableOperation::ValidateConstraint { .. } => {
+                (ShareUpdateExclusive, TableWork::Scan)
+            }
+            AlterTableOperation::EnableTrigger { .. }
+            | AlterTableOperation::DisableTrigger { .. }
+            | AlterTableOperation::EnableAlwaysTrigger { .. }
+            | AlterTableOperation::EnableReplicaTrigger { .. } => {
+                (ShareRowExclusive, TableWork::None)
+            }
+            AlterTableOperation::SetLogged | AlterTableOperation::SetUnlogged => {
+                (AccessExclusive, TableWork::Rewrite)
+            }
+            AlterTableOperation::AttachPartition { .. }
+            | AlterTableOperation::AttachPartitionOf { .. } => {
+                analysis.add_note(
+                    "ACCESS EXCLUSIVE on the partition, scanned unless a CHECK implies its bound",
+                );
+                (ShareUpdateExclusive, TableWork::None)
+            }
+            _ => (AccessExclusive, TableWork::None),
+        };
+        analysis.add(table.to_owned(), mode);
+        analysis.work = analysis.work.max(work);
+    }
+    // The table of the statement comes first, whatever order the operations added locks in.
+    analysis
+        .locks
+        .sort_by_key(|lock| (lock.table != table, lock.table.clone()));
+    analysis
+}
+
+/// `LOCK [TABLE] [ONLY] name [, ...] [IN mode MODE] [NOWAIT]`; ACCESS EXCLUSIVE by default.
+fn lock_table(words: &Words<'_>) -> LockAnalysis {
+    let texts: Vec<String> = (0..words.len())
+        .filter_map(|i| words.text(i).map(str::to_owned))
+        .collect();
+    let upper: Vec<String> = texts.iter().map(|t| t.to_ascii_uppercase()).collect();
+    let mode = match upper.iter().position(|w| w == "IN") {
+        Some(start) => {
+            let end = upper
+                .iter()
+                .position(|w| w == "MODE")
+                .unwrap_or(upper.len());
+            let spelled = upper.get(start + 1..end).unwrap_or_default().join(" ");
+            LockMode::ALL
+                .into_iter()
+                .find(|mode| mode.as_str() == spelled)
+                .unwrap_or(LockMode::AccessExclusive)
+        }
+        None => LockMode::AccessExclusive,
+    };
+    let mut analysis = LockAnalysis::new();
+    let stop = upper.iter().position(|w| w == "IN" || w == "NOWAIT");
+    for (index, text) in texts.iter().enumerate().take(stop.unwrap_or(texts.len())) {
+        if matches!(upper[index].as_str(), "LOCK" | "TABLE" | "ONLY" | "," | "*") {
+            continue;
+        }
+        analysis.add(classify::normalize_identifier(text), mode);
+    }
+    analysis.note("held until the migration's transaction ends")
+}
+
+/// The kinds sqlparser cannot parse, from their keywords.
+fn from_tokens(words: &Words<'_>) -> LockAnalysis {
+    use LockMode::*;
+    let object_after = |keywords: &[&str]| -> String {
+        let mut index = keywords.len();
+        while let Some(word) = words.keyword(index) {
+            if matches!(
+                word.as_str(),
+                "CONCURRENTLY" | "IF" | "EXISTS" | "NOT" | "ONLY"
+            ) {
+                index += 1;
+            } else {
+                break;
+            }
+        }
+        words
+            .text(index)
+            .map(classify::normalize_identifier)
+            .unwrap_or_default()
+    };
+    if words.starts_with(&["LOCK"]) {
+        return lock_table(words);
+    }
+    match classify::fallback(words) {
+        Some(Fallback::DropIndex { concurrently, .. }) => {
+            let index = object_after(&["DROP", "INDEX"]);
+            if concurrently {
+                LockAnalysis::new()
+                    .lock(index, ShareUpdateExclusive)
+                    .note("SHARE UPDATE EXCLUSIVE on the index's table: waits for its transactions, blocks nothing")
+            } else {
+                LockAnalysis::new()
+                    .lock(index, AccessExclusive)
+                    .note("and ACCESS EXCLUSIVE on the index's table")
+            }
+        }
+        Some(Fallback::Reindex { concurrently }) => {
+            let kind = words.keyword(1).unwrap_or_default();
+            let target = words
+                .iter()
+                .last()
+                .map(|_| {
+                    words
+                        .text(words.len() - 1)
+                        .map(classify::normalize_identifier)
+                        .unwrap_or_default()
+                })
+                .unwrap_or_default();
+            if concurrently {
+                LockAnalysis::new()
+                    .lock(target, ShareUpdateExclusive)
+                    .work(TableWork::Rewrite)
+                    .note("rebuilds the index beside the old one; reads and writes continue")
+            } else {
+                let note = if kind == "INDEX" {
+                    "ACCESS EXCLUSIVE on the index, SHARE on its table: blocks writes and queries using the index"
+                } else {
+                    "SHARE on the table, ACCESS EXCLUSIVE on each index: blocks writes"
+                };
+                LockAnalysis::new()
+                    .lock(target, Share)
+                    .work(TableWork::Rewrite)
+                    .note(note)
+            }
+        }
+        Some(Fallback::Cluster) => {
+            let table = words
+                .text(1)
+                .map(classify::normalize_identifier)
+                .unwrap_or_else(|| "every clustered table".to_owned());
+            LockAnalysis::new()
+                .lock(table, AccessExclusive)
+                .work(TableWork::Rewrite)
+        }
+        Some(Fallback::CreateIndexOnOnly { .. }) => {
+            let on = (0..words.len())
+                .find(|&i| words.keyword(i).as_deref() == Some("ONLY"))
+                .and_then(|i| words.text(i + 1))
+                .map(classify::normalize_identifier)
+                .unwrap_or_default();
+            LockAnalysis::new()
+                .lock(on, Share)
+                .note("parent index only: instant, the partitions are not built")
+        }
+        Some(Fallback::CreateTableLike { .. }) => {
+            LockAnalysis::new().note("new table: no other session sees it")
+        }
+        Some(Fallback::CreateStatistics { .. }) => {
+            let on = (0..words.len())
+                .rev()
+                .find(|&i| words.keyword(i).as_deref() == Some("FROM"))
+                .and_then(|i| words.text(i + 1))
+                .map(classify::normalize_identifier)
+                .unwrap_or_default();
+            LockAnalysis::new().lock(on, ShareUpdateExclusive)
+        }
+        Some(Fallback::DoBlock) => {
+            LockAnalysis::unknown().note("a DO block can take any lock: read its body")
+        }
+        Some(Fallback::Benign(kind)) => {
+            if kind == "VACUUM" {
+                LockAnalysis::new()
+                    .work(TableWork::Scan)
+                    .note("SHARE UPDATE EXCLUSIVE: does not block reads or writes")
+            } else {
+                LockAnalysis::new().note("no lock that blocks reads or writes")
+            }
+        }
+        None => LockAnalysis::unknown(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LockMode::*;
+    use super::*;
+
+    fn analysis(sql: &str) -> LockAnalysis {
+        analyze_sql(sql)
+    }
+
+    /// (table, mode, work) of a statement with exactly one lock.
+    fn single(sql: &str) -> (String, LockMode, TableWork) {
+        let analysis = analysis(sql);
+        assert!(analysis.known, "{sql}: unknown");
+        assert_eq!(analysis.locks.len(), 1, "{sql}: {analysis:?}");
+        (
+            analysis.locks[0].table.clone(),
+            analysis.locks[0].mode,
+            analysis.work,
+        )
+    }
+
+    /// Table 13.2 of https://www.postgresql.org/docs/current/explicit-locking.html, row by
+    /// row, X = conflict; columns in the same order as the rows.
+    #[test]
+    fn conflict_matrix_is_the_documented_one() {
+        let documented = [
+            "       X", // ACCESS SHARE
+            "      XX", // ROW SHARE
+            "    XXXX", // ROW EXCLUSIVE
+            "   XXXXX", // SHARE UPDATE EXCLUSIVE
+            "  XX XXX", // SHARE
+            "  XXXXXX", // SHARE ROW EXCLUSIVE
+            " XXXXXXX", // EXCLUSIVE
+            "XXXXXXXX", // ACCESS EXCLUSIVE
+        ];
+        for (row, requested) in LockMode::ALL.into_iter().enumerate() {
+            for (column, held) in LockMode::ALL.into_iter().enumerate() {
+                let expected = documented[row].as_bytes()[column] == b'X';
+                assert_eq!(
+                    requested.conflicts_with(held),
+                    expected,
+                    "{requested} vs {held}"
+                );
+                // The relation is symmetric.
+                assert_eq!(
+                    requested.conflicts_with(held),
+                    held.conflicts_with(requested)
+                );
+            }
+        }
+        assert!(AccessExclusive.blocks_reads());
+        assert!(!Exclusive.blocks_reads() && Exclusive.blocks_writes());
+        assert!(Share.blocks_writes() && !ShareUpdateExclusive.blocks_writes());
+    }
+
+    #[test]
+    fn indexes() {
+        // "CREATE INDEX ... acquires SHARE": writes wait for the build.
+        assert_eq!(
+            single("CREATE INDEX i ON users (email)"),
+            ("users".into(), Share, TableWork::Scan)
+        );
+        assert_eq!(
+            single("CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS i ON public.users (email)"),
+            ("public.users".into(), ShareUpdateExclusive, TableWork::Scan)
+        );
+        assert!(!analysis("CREATE INDEX CONCURRENTLY i ON users (a)").blocks_during_table_work());
+        assert!(analysis("CREATE INDEX i ON users (a)").blocks_during_table_work());
+        assert_eq!(single("DROP INDEX i").1, AccessExclusive);
+        assert_eq!(
+            single("DROP INDEX CONCURRENTLY IF EXISTS i"),
+            ("i".into(), ShareUpdateExclusive, TableWork::None)
+        );
+        // sqlparser takes CONCURRENTLY for the index name here; the tokens decide.
+        assert_eq!(
+            single("DROP INDEX CONCURRENTLY idx"),
+            ("idx".into(), ShareUpdateExclusive, TableWork::None)
+        );
+        assert_eq!(
+            single("REINDEX INDEX CONCURRENTLY i").1,
+            ShareUpdateExclusive
+        );
+        assert_eq!(single("REINDEX TABLE t").1, Share);
+    }
+
+    #[test]
+    fn add_column_rewrites_only_with_a_volatile_default() {
+        assert_eq!(
+            single("ALTER TABLE users ADD COLUMN IF NOT EXISTS note text"),
+            ("users".into(), AccessExclusive, TableWork::None)
+        );
+        assert_eq!(
+            single("ALTER TABLE users ADD COLUMN flag boolean NOT NULL DEFAULT false").2,
+            TableWork::None
+        );
+        assert_eq!(
+            single("ALTER TABLE users ADD COLUMN public_id uuid DEFAULT gen_random_uuid()").2,
+            TableWork::Rewrite
+        );
+        assert_eq!(
+            single("ALTER TABLE users ADD COLUMN n bigserial").2,
+            TableWork::Rewrite
+        );
+        assert_eq!(
+            single("ALTER TABLE users ADD COLUMN g int GENERATED ALWAYS AS (id * 2) STORED").2,
+            TableWork::Rewrite
+        );
+    }
+
+    #[test]
+    fn alter_column() {
+        assert_eq!(
+            single("ALTER TABLE users ALTER COLUMN id TYPE bigint"),
+            ("users".into(), AccessExclusive, TableWork::Rewrite)
+        );
+        let not_null = analysis("ALTER TABLE users ALTER COLUMN email SET NOT NULL");
+        assert_eq!(
+            (not_null.strongest(), not_null.work),
+            (Some(AccessExclusive), TableWork::Scan)
+        );
+        assert!(not_null.note.unwrap().contains("CHECK"));
+        assert_eq!(
+            single("ALTER TABLE users ALTER COLUMN email DROP NOT NULL").2,
+            TableWork::None
+        );
+        assert_eq!(
+            single("ALTER TABLE users ALTER COLUMN s SET DEFAULT 'x'"),
+            ("users".into(), AccessExclusive, TableWork::None)
+        );
+    }
+
+    #[test]
+    fn constraints() {
+        assert_eq!(
+            single("ALTER TABLE orders ADD CONSTRAINT c CHECK (total >= 0)"),
+            ("orders".into(), AccessExclusive, TableWork::Scan)
+        );
+        assert_eq!(
+            single("ALTER TABLE orders ADD CONSTRAINT c CHECK (total >= 0) NOT VALID").2,
+            TableWork::None
+        );
+        // "ADD FOREIGN KEY requires only a SHARE ROW EXCLUSIVE lock", on both tables.
+        let fk = analysis(
+            "ALTER TABLE orders ADD CONSTRAINT fk FOREIGN KEY (user_id) REFERENCES users (id)",
+        );
+        assert_eq!(
+            fk.locks,
+            vec![
+                TableLock {
+                    table: "orders".into(),
+                    mode: ShareRowExclusive
+                },
+                TableLock {
+                    table: "users".into(),
+                    mode: ShareRowExclusive
+                },
+            ]
+        );
+        assert_eq!(fk.work, TableWork::Scan);
+        assert!(fk.blocks_during_table_work());
+        let fk_not_valid = analysis(
+            "ALTER TABLE orders ADD CONSTRAINT fk FOREIGN KEY (user_id) REFERENCES users (id) NOT VALID",
+        );
+        assert_eq!(fk_not_valid.work, TableWork::None);
+        // VALIDATE scans without blocking reads or writes.
+        let validate = analysis("ALTER TABLE orders VALIDATE CONSTRAINT fk");
+        assert_eq!(validate.strongest(), Some(ShareUpdateExclusive));
+        assert_eq!(validate.work, TableWork::Scan);
+        assert!(!validate.blocks_during_table_work());
+        assert_eq!(
+            single("ALTER TABLE users ADD CONSTRAINT u UNIQUE (email)").2,
+            TableWork::Scan
+        );
+        assert_eq!(
+            single("ALTER TABLE users ADD CONSTRAINT u UNIQUE USING INDEX i"),
+            ("users".into(), AccessExclusive, TableWork::None)
+        );
+        assert_eq!(
+            single("ALTER TABLE users DROP CONSTRAINT IF EXISTS u").1,
+            AccessExclusive
+        );
+    }
+
+    #[test]
+    fn strongest_subcommand_wins() {
+        let analysis = analysis(
+            "ALTER TABLE t VALIDATE CONSTRAINT c, ALTER COLUMN a TYPE bigint, ADD COLUMN b int",
+        );
+        assert_eq!(analysis.strongest(), Some(AccessExclusive));
+        assert_eq!(analysis.work, TableWork::Rewrite);
+    }
+
+    #[test]
+    fn data_changes_take_row_exclusive() {
+        assert_eq!(
+            single("UPDATE users SET a = 1 WHERE id < 10"),
+            ("users".into(), RowExclusive, TableWork::None)
+        );
+        let all = analysis("UPDATE users SET a = 1");
+        assert!(all.note.unwrap().contains("every row"));
+        assert_eq!(single("DELETE FROM users WHERE id = 1").1, RowExclusive);
+        assert_eq!(single("INSERT INTO users (id) VALUES (1)").1, RowExclusive);
+    }
+
+    #[test]
+    fn maintenance_and_blocking_statements() {
+        assert_eq!(
+            single("VACUUM FULL users"),
+            ("users".into(), AccessExclusive, TableWork::Rewrite)
+        );
+        assert_eq!(
+            single("CLUSTER users USING users_pkey"),
+            ("users".into(), AccessExclusive, TableWork::Rewrite)
+        );
+        assert_eq!(
+            single("LOCK TABLE users"),
+            ("users".into(), AccessExclusive, TableWork::None)
+        );
+        assert_eq!(
+            single("LOCK TABLE users IN SHARE ROW EXCLUSIVE MODE").1,
+            ShareRowExclusive
+        );
+        assert_eq!(single("TRUNCATE users").1, AccessExclusive);
+        assert_eq!(single("DROP TABLE IF EXISTS users").1, AccessExclusive);
+        assert_eq!(
+            single("REFRESH MATERIALIZED VIEW CONCURRENTLY mv").1,
+            Exclusive
+        );
+        assert_eq!(single("REFRESH MATERIALIZED VIEW mv").1, AccessExclusive);
+        assert_eq!(
+            single("CREATE TRIGGER t BEFORE UPDATE ON users FOR EACH ROW EXECUTE FUNCTION f()").1,
+            ShareRowExclusive
+        );
+        assert_eq!(
+            single("DROP TRIGGER IF EXISTS t ON users"),
+            ("users".into(), AccessExclusive, TableWork::None)
+        );
+    }
+
+    #[test]
+    fn new_objects_lock_nothing_existing_but_referenced_tables() {
+        let create = analysis(
+            "CREATE TABLE IF NOT EXISTS orders (id bigint PRIMARY KEY, user_id bigint REFERENCES users (id))",
+        );
+        assert_eq!(
+            create.locks,
+            vec![TableLock {
+                table: "users".into(),
+                mode: ShareRowExclusive
+            }]
+        );
+        assert!(
+            analysis("CREATE EXTENSION IF NOT EXISTS pg_trgm")
+                .locks
+                .is_empty()
+        );
+        assert!(!analysis("DO $$ BEGIN END $$").known);
+        assert!(!analysis("FROBNICATE t").known);
+    }
+}
