@@ -632,7 +632,7 @@ fn from_tokens(words: &Words<'_>) -> LockAnalysis {
                 .lock(on, Share)
                 .note("parent index only: instant, the partitions are not built")
         }
-        Some(Fallback::CreateTableLike { .. }) => {
+        Some(Fallback::CreateTable { .. }) => {
             LockAnalysis::new().note("new table: no other session sees it")
         }
         Some(Fallback::CreateStatistics { .. }) => {
