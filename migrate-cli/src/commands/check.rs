@@ -225,7 +225,7 @@ fn walk(
     })?
 }
 
-/// `pg_dump --schema-only` of the scratch database without the history table, with the
+/// `pg_dump --schema-only` of the scratch database without the runtime's state tables, with the
 /// lines that differ between two dumps of the same schema removed.
 fn schema_dump(
     cluster: &ScratchCluster,
@@ -233,10 +233,17 @@ fn schema_dump(
     history: &TableName,
 ) -> anyhow::Result<String> {
     let mut command = Command::new(cluster.binaries().program("pg_dump"));
+    command.arg("--schema-only");
+    // The runtime's own state tables (history, backfill progress, flags) are not the schema
+    // under test: the backfill progress table, for one, appears with the first backfill.
+    for suffix in ["", "_backfill", "_flags"] {
+        let state_table = TableName {
+            schema: history.schema.clone(),
+            name: format!("{}{suffix}", history.name),
+        };
+        command.arg("--exclude-table").arg(state_table.quoted());
+    }
     command
-        .arg("--schema-only")
-        .arg("--exclude-table")
-        .arg(history.quoted())
         .args([
             "-h",
             database.host(),

@@ -8,9 +8,10 @@ use crate::lint::{Example, Finding, Rule, StatementContext};
 pub static RULE: Rule = Rule {
     id: "constraint-not-valid",
     summary: "Add FOREIGN KEY and CHECK constraints to existing tables NOT VALID, then VALIDATE separately.",
-    explanation: "ADD CONSTRAINT takes an ACCESS EXCLUSIVE lock on the table (and a SHARE ROW \
-EXCLUSIVE lock on the referenced table for a foreign key) and then scans every row to check it, \
-holding the lock throughout: nothing can read or write the table during the scan. With NOT VALID \
+    explanation: "ADD CONSTRAINT ... CHECK takes an ACCESS EXCLUSIVE lock on the table and ADD \
+FOREIGN KEY a SHARE ROW EXCLUSIVE lock on both the table and the referenced table; then every row \
+is checked while the lock is held: for a CHECK nothing can read or write the table during the \
+scan, for a foreign key no row of either table can be written. With NOT VALID \
 the constraint is added instantly and enforced for new rows; `VALIDATE CONSTRAINT`, run in a \
 later migration, scans under a SHARE UPDATE EXCLUSIVE lock that lets reads and writes continue. \
 A table created earlier in the same file is exempt.",
@@ -53,16 +54,26 @@ fn check(context: &StatementContext<'_>, findings: &mut Vec<Finding>) {
         else {
             continue;
         };
-        let kind = match constraint {
-            TableConstraint::ForeignKey(_) => "FOREIGN KEY",
-            TableConstraint::Check(_) => "CHECK",
+        let (kind, consequence) = match constraint {
+            TableConstraint::ForeignKey(fk) => (
+                "FOREIGN KEY",
+                format!(
+                    "under a SHARE ROW EXCLUSIVE lock on {} and {}: writes to both wait for the whole scan",
+                    quoted(&alter.name),
+                    quoted(&fk.foreign_table)
+                ),
+            ),
+            TableConstraint::Check(_) => (
+                "CHECK",
+                format!(
+                    "under an ACCESS EXCLUSIVE lock on {}: reads and writes wait for the whole scan",
+                    quoted(&alter.name)
+                ),
+            ),
             _ => continue,
         };
         findings.push(
-            Finding::new(format!(
-                "adding a {kind} constraint scans all of {} under an ACCESS EXCLUSIVE lock: reads and writes wait for the whole scan",
-                quoted(&alter.name)
-            ))
+            Finding::new(format!("adding a {kind} constraint checks every existing row {consequence}"))
             .help(format!(
                 "ALTER TABLE {} ADD CONSTRAINT ... {kind} (...) NOT VALID;\nthen in a later migration: ALTER TABLE {} VALIDATE CONSTRAINT <name>;",
                 alter.name, alter.name
