@@ -105,7 +105,7 @@ fn print_json(pending: &[&Migration], database: bool) {
                 "name": m.name,
                 "phase": m.phase.as_str(),
                 "file": m.file_name,
-                "mode": m.up.mode.as_str(),
+                "mode": if m.backfill.is_some() { "batched" } else { m.up.mode.as_str() },
                 "statements": statements,
             })
         })
@@ -130,10 +130,7 @@ fn print_human(context: &Context, pending: &[&Migration], database: bool) {
             "{} ({}, {})",
             output::paint(&m.file_name, Style::Bold, color),
             m.phase,
-            match m.up.mode {
-                migrate_core::TransactionMode::Transactional => "one transaction",
-                migrate_core::TransactionMode::Autocommit => "autocommit, statement by statement",
-            }
+            execution_label(m)
         );
         let mut rows = Vec::new();
         for (statement, analysis) in m.up.statements.iter().zip(analyse(m)) {
@@ -183,5 +180,19 @@ fn print_human(context: &Context, pending: &[&Migration], database: bool) {
                 color
             )
         );
+    }
+}
+
+/// How the runtime executes a migration's up part.
+fn execution_label(m: &migrate_core::Migration) -> String {
+    match (&m.backfill, m.up.mode) {
+        (Some(spec), _) => format!(
+            "keyed batches of {} rows on {}.{}, each its own transaction",
+            spec.batch_size, spec.table, spec.key
+        ),
+        (None, migrate_core::TransactionMode::Transactional) => "one transaction".to_owned(),
+        (None, migrate_core::TransactionMode::Autocommit) => {
+            "autocommit, statement by statement".to_owned()
+        }
     }
 }
