@@ -71,13 +71,7 @@ impl fmt::Display for TableName {
 }
 
 pub fn is_identifier(text: &str) -> bool {
-    let bytes = text.as_bytes();
-    !bytes.is_empty()
-        && bytes.len() <= 63
-        && (bytes[0].is_ascii_alphabetic() || bytes[0] == b'_')
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || *b == b'_')
+    crate::source::is_identifier(text)
 }
 
 /// One row of the history table.
