@@ -21,6 +21,11 @@ impl<'a> Words<'a> {
         Words { source, tokens }
     }
 
+    /// The whole file's text, which the tokens' ranges index.
+    pub fn source(&self) -> &'a str {
+        self.source
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = &'a Token> + 'a {
         self.tokens.iter().filter(|t| !t.is_comment())
     }

@@ -17,6 +17,7 @@ pub static RULES: &[&Rule] = &[
     &blocking_statement::RULE,
     &transaction_control::RULE,
     &unparseable::RULE,
+    &identifier_too_long::RULE,
 ];
 
 pub fn rule(id: &str) -> Option<&'static Rule> {

@@ -1,0 +1,1 @@
+CREATE INDEX CONCURRENTLY IF NOT EXISTS idx_customer_subscription_invoices_on_billing_period_start_and_status ON customer_subscription_invoices (billing_period_start, status);
