@@ -88,7 +88,7 @@ fn random_sqlish_files_never_panic() {
     for case in 0..20_000 {
         let mut text = String::new();
         for _ in 0..random.next() % 40 {
-            let pieces = if random.next() % 10 == 0 {
+            let pieces = if random.next().is_multiple_of(10) {
                 RISKY
             } else {
                 PIECES
