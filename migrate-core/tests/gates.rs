@@ -103,7 +103,10 @@ async fn a_contract_within_the_stabilisation_period_is_refused_with_the_time_rem
         .await
         .expect_err("the expand was applied a moment ago");
     let (version, file, failure) = gate_failure(failed.error());
-    assert_eq!((*version, file.as_str()), (4, "0004_items_drop_v.contract.sql"));
+    assert_eq!(
+        (*version, file.as_str()),
+        (4, "0004_items_drop_v.contract.sql")
+    );
     match failure {
         GateFailure::Stabilising {
             expand,
@@ -120,7 +123,10 @@ async fn a_contract_within_the_stabilisation_period_is_refused_with_the_time_rem
     }
     let message = failed.to_string();
     assert!(message.contains("remain"), "{message}");
-    assert!(message.contains("completed before the failure"), "{message}");
+    assert!(
+        message.contains("completed before the failure"),
+        "{message}"
+    );
     // The run's earlier migrations stay applied; nothing of the contract ran.
     assert_eq!(failed.report.versions(), vec![1, 2, 3]);
     assert_eq!(history_versions(&client).await, vec![1, 2, 3]);

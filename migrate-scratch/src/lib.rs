@@ -376,7 +376,11 @@ impl ScratchCluster {
     /// (https://www.postgresql.org/docs/15/runtime-config-replication.html#GUC-SYNCHRONOUS-STANDBY-NAMES).
     pub fn start_replica(&self) -> Result<ScratchCluster, ScratchError> {
         let number = self.replicas.fetch_add(1, Ordering::Relaxed);
-        let name = format!("scratch_replica_{}_{}_{number}", std::process::id(), self.port);
+        let name = format!(
+            "scratch_replica_{}_{}_{number}",
+            std::process::id(),
+            self.port
+        );
         let root = tempfile::Builder::new()
             .prefix("migrate-scratch-replica-")
             .tempdir()

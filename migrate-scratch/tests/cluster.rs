@@ -197,9 +197,17 @@ fn a_replica_streams_the_primary_and_is_stopped_on_drop() -> Result<(), ScratchE
     let replica = primary.start_replica()?;
     assert_ne!(replica.port(), primary.port());
     assert_ne!(replica.socket_dir(), primary.socket_dir());
-    let name = replica.replica_name().expect("a replica has a name").to_owned();
+    let name = replica
+        .replica_name()
+        .expect("a replica has a name")
+        .to_owned();
     assert_eq!(primary.replica_name(), None);
-    assert_eq!(replica.psql("postgres", "SELECT pg_is_in_recovery()")?.trim(), "t");
+    assert_eq!(
+        replica
+            .psql("postgres", "SELECT pg_is_in_recovery()")?
+            .trim(),
+        "t"
+    );
 
     // The primary sees the standby under its cluster_name, connected over TCP.
     let row = primary.psql(

@@ -162,9 +162,7 @@ pub enum RuntimeError {
     },
 
     /// A contract gate refused a contract migration before any of its statements ran.
-    #[error(
-        "contract migration {version} ({file}) refused, nothing of it ran: {failure}"
-    )]
+    #[error("contract migration {version} ({file}) refused, nothing of it ran: {failure}")]
     ContractGate {
         version: u64,
         file: String,

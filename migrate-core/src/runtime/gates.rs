@@ -193,7 +193,9 @@ async fn check_history(
             &[&as_sql(expand), &as_sql(contract.version)],
         )
         .await
-        .map_err(RuntimeError::database("reading the history for the contract gates"))?;
+        .map_err(RuntimeError::database(
+            "reading the history for the contract gates",
+        ))?;
     let applied: BTreeMap<u64, f64> = rows
         .iter()
         .map(|row| {
@@ -250,7 +252,9 @@ async fn unverified_backfills(
     let exists: bool = client
         .query_one("SELECT to_regclass($1) IS NOT NULL", &[&progress.quoted()])
         .await
-        .map_err(RuntimeError::database("looking up the backfill progress table"))?
+        .map_err(RuntimeError::database(
+            "looking up the backfill progress table",
+        ))?
         .get(0);
     if !exists {
         return Ok(BTreeSet::new());
@@ -266,7 +270,9 @@ async fn unverified_backfills(
             &[&as_sql(expand), &as_sql(contract)],
         )
         .await
-        .map_err(RuntimeError::database("reading backfill progress for the contract gates"))?;
+        .map_err(RuntimeError::database(
+            "reading backfill progress for the contract gates",
+        ))?;
     Ok(rows
         .iter()
         .map(|row| u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
