@@ -60,7 +60,7 @@ fn gate_failure(error: &RuntimeError) -> (&u64, &String, &GateFailure) {
             version,
             file,
             failure,
-        } => (version, file, failure),
+        } => (version, file, failure.as_ref()),
         other => panic!("expected ContractGate, got {other:?}"),
     }
 }

@@ -166,7 +166,8 @@ pub enum RuntimeError {
     ContractGate {
         version: u64,
         file: String,
-        failure: super::gates::GateFailure,
+        /// Boxed: the replica variants would make every `RuntimeError` large.
+        failure: Box<super::gates::GateFailure>,
     },
 
     /// A query of the runtime itself (session settings, history table, lock) failed.

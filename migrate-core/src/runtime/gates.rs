@@ -153,19 +153,23 @@ pub(crate) async fn check(
     let refuse = |failure: GateFailure| RuntimeError::ContractGate {
         version: contract.version,
         file: contract.file_name.to_string(),
-        failure,
+        failure: Box::new(failure),
     };
-    if let Some(expand) = contract.requires {
-        if let Some(failure) =
+    let history_failure = match contract.requires {
+        Some(expand) => {
             check_history(client, history, migrations, contract, expand, settings).await?
-        {
-            return Err(refuse(failure));
         }
+        None => None,
+    };
+    if let Some(failure) = history_failure {
+        return Err(refuse(failure));
     }
-    if let Some(limit) = settings.max_replica_lag {
-        if let Some(failure) = check_replicas(client, limit).await? {
-            return Err(refuse(failure));
-        }
+    let replica_failure = match settings.max_replica_lag {
+        Some(limit) => check_replicas(client, limit).await?,
+        None => None,
+    };
+    if let Some(failure) = replica_failure {
+        return Err(refuse(failure));
     }
     Ok(())
 }
