@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::duration::parse_duration;
+use crate::duration::{ReplicaLagLimit, parse_duration, parse_replica_lag_limit};
 
 pub const EXIT_CODES: &str = "\
 Exit codes:
@@ -57,6 +57,17 @@ pub struct Cli {
     /// How long to wait for another migration run's advisory lock [default: 60s].
     #[arg(long, global = true, value_name = "DURATION", value_parser = parse_duration)]
     pub lock_wait: Option<Duration>,
+
+    /// Contract gate: time that must pass between applying an expand and its contract, on
+    /// the server's clock, e.g. 30m, 24h [default: 0, no wait].
+    #[arg(long, global = true, value_name = "DURATION", value_parser = parse_duration)]
+    pub contract_stabilisation: Option<Duration>,
+
+    /// Contract gate: longest replay lag of any replica (pg_stat_replication) before a
+    /// contract runs; the gate waits that long for replicas to catch up, then refuses. `off`
+    /// disables it. The role needs pg_monitor to see the lag [default: 30s].
+    #[arg(long, global = true, value_name = "DURATION|off", value_parser = parse_replica_lag_limit)]
+    pub max_replica_lag: Option<ReplicaLagLimit>,
 
     /// Log more to stderr (-v: info, -vv: debug).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]

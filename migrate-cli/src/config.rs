@@ -83,6 +83,12 @@ impl Config {
         if let Some(wait) = cli.lock_wait {
             migrator.lock_wait = wait;
         }
+        if let Some(stabilisation) = cli.contract_stabilisation {
+            migrator.contract_stabilisation = stabilisation;
+        }
+        if let Some(limit) = cli.max_replica_lag {
+            migrator.max_replica_lag = limit.0;
+        }
         let no_color = env("NO_COLOR").is_some_and(|v| !v.is_empty());
         use std::io::IsTerminal;
         Ok(Config {
@@ -268,6 +274,34 @@ mod tests {
             options.config.get_hosts(),
             [tokio_postgres::config::Host::Unix(path)] if path.as_os_str() == "/var/run/postgresql"
         ));
+    }
+
+    #[test]
+    fn contract_gate_flags_reach_the_migrator_config() {
+        use clap::Parser;
+        use std::time::Duration;
+        let config_of = |args: &[&str]| {
+            let cli = Cli::try_parse_from(args).expect("valid flags");
+            Config::from_cli(&cli, &env_of(&[]))
+                .expect("valid config")
+                .migrator
+        };
+        let defaults = config_of(&["migrate", "status"]);
+        assert_eq!(defaults.contract_stabilisation, Duration::ZERO);
+        assert_eq!(defaults.max_replica_lag, Some(Duration::from_secs(30)));
+        let set = config_of(&[
+            "migrate",
+            "up",
+            "--contract-stabilisation",
+            "1h30m",
+            "--max-replica-lag",
+            "500ms",
+        ]);
+        assert_eq!(set.contract_stabilisation, Duration::from_secs(5400));
+        assert_eq!(set.max_replica_lag, Some(Duration::from_millis(500)));
+        let off = config_of(&["migrate", "--max-replica-lag", "off", "up"]);
+        assert_eq!(off.max_replica_lag, None);
+        assert!(Cli::try_parse_from(["migrate", "--max-replica-lag", "soon", "up"]).is_err());
     }
 
     #[test]

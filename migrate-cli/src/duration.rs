@@ -36,6 +36,19 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(total)
 }
 
+/// `--max-replica-lag`: a duration, or `off` to disable the replica gate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplicaLagLimit(pub Option<Duration>);
+
+pub fn parse_replica_lag_limit(text: &str) -> Result<ReplicaLagLimit, String> {
+    if text.trim().eq_ignore_ascii_case("off") {
+        return Ok(ReplicaLagLimit(None));
+    }
+    parse_duration(text)
+        .map(|limit| ReplicaLagLimit(Some(limit)))
+        .map_err(|error| format!("{error}, or `off`"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -50,5 +63,19 @@ mod tests {
         for bad in ["", "5", "s", "5x", "-1s", "1.5s"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn replica_lag_limits_are_durations_or_off() {
+        assert_eq!(
+            parse_replica_lag_limit("200ms"),
+            Ok(ReplicaLagLimit(Some(Duration::from_millis(200))))
+        );
+        assert_eq!(parse_replica_lag_limit("off"), Ok(ReplicaLagLimit(None)));
+        assert_eq!(
+            parse_replica_lag_limit("0"),
+            Ok(ReplicaLagLimit(Some(Duration::ZERO)))
+        );
+        assert!(parse_replica_lag_limit("never").is_err());
     }
 }

@@ -275,6 +275,10 @@ pub struct ScratchCluster {
     port: u16,
     tls: Option<TlsFiles>,
     databases: AtomicU64,
+    /// `cluster_name` of a standby from [`ScratchCluster::start_replica`]; `None` for a primary.
+    replica_name: Option<String>,
+    /// Standbys made from this cluster so far, for unique standby names.
+    replicas: AtomicU64,
     /// Stops the server when its stdin closes: on drop, or when this process dies.
     watchdog: Option<(Child, ChildStdin)>,
     // Last: dropped after the server is stopped.
@@ -287,6 +291,7 @@ impl fmt::Debug for ScratchCluster {
             .field("data_dir", &self.data_dir)
             .field("port", &self.port)
             .field("tls", &self.tls.is_some())
+            .field("replica_name", &self.replica_name)
             .finish()
     }
 }
@@ -346,6 +351,8 @@ impl ScratchCluster {
             port: 0,
             tls,
             databases: AtomicU64::new(0),
+            replica_name: None,
+            replicas: AtomicU64::new(0),
             watchdog: None,
             root,
         };
@@ -353,6 +360,76 @@ impl ScratchCluster {
         cluster.start_server()?;
         cluster.psql(SUPERUSER, &format!("CREATE ROLE {PASSWORD_GROUP} NOLOGIN"))?;
         Ok(cluster)
+    }
+
+    /// Starts a hot standby of this cluster, streaming from it over TCP (127.0.0.1), on its
+    /// own port, socket folder and data folder; stopped and deleted on drop like any cluster
+    /// (drop it before or after its primary, either works).
+    ///
+    /// Made with `pg_basebackup -R` (which writes `standby.signal` and `primary_conninfo`),
+    /// run as the same unprivileged account as the server. The primary needs nothing extra:
+    /// every scratch cluster runs with `wal_level = replica` and `max_wal_senders = 10`, and
+    /// `initdb -A trust` already trusts `replication` connections from 127.0.0.1
+    /// (https://www.postgresql.org/docs/15/app-pgbasebackup.html). The standby's
+    /// `cluster_name` ([`ScratchCluster::replica_name`]) is what the primary shows as
+    /// `application_name` in `pg_stat_replication`, since `primary_conninfo` sets none
+    /// (https://www.postgresql.org/docs/15/runtime-config-replication.html#GUC-SYNCHRONOUS-STANDBY-NAMES).
+    pub fn start_replica(&self) -> Result<ScratchCluster, ScratchError> {
+        let number = self.replicas.fetch_add(1, Ordering::Relaxed);
+        let name = format!(
+            "scratch_replica_{}_{}_{number}",
+            std::process::id(),
+            self.port
+        );
+        let root = tempfile::Builder::new()
+            .prefix("migrate-scratch-replica-")
+            .tempdir()
+            .map_err(io_error("creating the replica folder"))?;
+        let data_dir = root.path().join("data");
+        let socket_dir = root.path().join("socket");
+        fs::create_dir(&socket_dir).map_err(io_error("creating the replica socket folder"))?;
+        if let Some(run_as) = &self.launcher.run_as {
+            run_as.chown(root.path())?;
+            run_as.chown(&socket_dir)?;
+        }
+        let launcher = Launcher {
+            run_as: self.launcher.run_as.clone(),
+            home: root.path().to_path_buf(),
+        };
+        let mut basebackup = launcher.command(&self.binaries.program("pg_basebackup"));
+        basebackup
+            .arg("-D")
+            .arg(&data_dir)
+            .args(["-h", self.host(), "-U", SUPERUSER])
+            .arg("-p")
+            .arg(self.port.to_string())
+            // -R: standby.signal + primary_conninfo; fast checkpoint and no fsync: speed.
+            .args(["-R", "-X", "stream", "-c", "fast", "--no-sync"]);
+        run(basebackup)?;
+        write_replica_settings(&data_dir, &socket_dir, &name)?;
+
+        let mut replica = ScratchCluster {
+            binaries: self.binaries.clone(),
+            launcher,
+            data_dir,
+            socket_dir,
+            port: 0,
+            tls: self.tls.clone(),
+            databases: AtomicU64::new(0),
+            replica_name: Some(name),
+            replicas: AtomicU64::new(0),
+            watchdog: None,
+            root,
+        };
+        replica.watchdog = Some(replica.spawn_watchdog()?);
+        replica.start_server()?;
+        Ok(replica)
+    }
+
+    /// The standby's `cluster_name`, which the primary's `pg_stat_replication` shows as its
+    /// `application_name`; `None` for a cluster from [`ScratchCluster::start`].
+    pub fn replica_name(&self) -> Option<&str> {
+        self.replica_name.as_deref()
     }
 
     /// A child that blocks reading its stdin, whose other end only this process holds; when
@@ -595,7 +672,9 @@ fn write_settings(data_dir: &Path, socket_dir: &Path, tls: bool) -> Result<(), S
          full_page_writes = off\n\
          synchronous_commit = off\n\
          shared_buffers = 32MB\n\
-         max_connections = 200\n",
+         max_connections = 200\n\
+         wal_level = replica\n\
+         max_wal_senders = 10\n",
         quote(socket_dir)
     );
     if tls {
@@ -620,6 +699,36 @@ fn write_settings(data_dir: &Path, socket_dir: &Path, tls: bool) -> Result<(), S
     );
     fs::write(&hba, rules).map_err(io_error(format!("writing {}", hba.display())))?;
     Ok(())
+}
+
+/// Settings appended to a standby's copy of the primary's `postgresql.conf` (the last
+/// occurrence of a setting wins).
+fn write_replica_settings(
+    data_dir: &Path,
+    socket_dir: &Path,
+    name: &str,
+) -> Result<(), ScratchError> {
+    let quote = |text: &str| text.replace('\'', "''");
+    // wal_receiver_status_interval: the standby reports its write/flush/replay positions at
+    // least this often, so the primary's pg_stat_replication lag columns follow within a
+    // second instead of the default 10 s
+    // (https://www.postgresql.org/docs/15/runtime-config-replication.html#GUC-WAL-RECEIVER-STATUS-INTERVAL).
+    let settings = format!(
+        "\n# migrate-scratch replica\n\
+         unix_socket_directories = '{}'\n\
+         cluster_name = '{}'\n\
+         hot_standby = on\n\
+         wal_receiver_status_interval = 1s\n",
+        quote(&socket_dir.display().to_string()),
+        quote(name)
+    );
+    let config = data_dir.join("postgresql.conf");
+    let mut file = fs::OpenOptions::new()
+        .append(true)
+        .open(&config)
+        .map_err(io_error(format!("opening {}", config.display())))?;
+    file.write_all(settings.as_bytes())
+        .map_err(io_error(format!("writing {}", config.display())))
 }
 
 fn write_certificates(

@@ -181,3 +181,55 @@ fn password_roles_need_their_password() -> Result<(), ScratchError> {
     );
     Ok(())
 }
+
+/// Polls `condition` every 20 ms until it holds; panics with `what` after `limit`.
+fn wait_for(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_replica_streams_the_primary_and_is_stopped_on_drop() -> Result<(), ScratchError> {
+    let primary = ScratchCluster::start()?;
+    let replica = primary.start_replica()?;
+    assert_ne!(replica.port(), primary.port());
+    assert_ne!(replica.socket_dir(), primary.socket_dir());
+    let name = replica
+        .replica_name()
+        .expect("a replica has a name")
+        .to_owned();
+    assert_eq!(primary.replica_name(), None);
+    assert_eq!(
+        replica
+            .psql("postgres", "SELECT pg_is_in_recovery()")?
+            .trim(),
+        "t"
+    );
+
+    // The primary sees the standby under its cluster_name, connected over TCP.
+    let row = primary.psql(
+        "postgres",
+        "SELECT application_name || ' ' || host(client_addr) || ' ' || state FROM pg_stat_replication",
+    )?;
+    assert_eq!(row.trim(), format!("{name} 127.0.0.1 streaming"));
+
+    primary.psql(
+        "postgres",
+        "CREATE TABLE replicated (id int); INSERT INTO replicated VALUES (42)",
+    )?;
+    wait_for("the table on the standby", Duration::from_secs(30), || {
+        replica
+            .psql("postgres", "SELECT coalesce(sum(id), 0) FROM replicated")
+            .is_ok_and(|out| out.trim() == "42")
+    });
+
+    let data_dir = replica.data_dir().to_path_buf();
+    let pid = postmaster_pid(&data_dir);
+    drop(replica);
+    assert!(!data_dir.exists(), "replica folder left behind");
+    wait_until_gone(pid);
+    Ok(())
+}

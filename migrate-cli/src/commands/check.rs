@@ -3,10 +3,11 @@
 
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use migrate_core::Migrations;
-use migrate_core::runtime::{Migrator, TableName, UpTo};
+use migrate_core::runtime::{Migrator, MigratorConfig, TableName, UpTo};
 use migrate_scratch::{SUPERUSER, ScratchCluster, ScratchDatabase};
 use serde_json::json;
 
@@ -144,7 +145,14 @@ fn walk(
     history: &TableName,
     progress: &ProgressBar,
 ) -> anyhow::Result<Report> {
-    let migrator = Migrator::new(migrations, context.config.migrator.clone())?;
+    // The scratch cluster has no replicas, and the walk applies each contract right after
+    // its expand: the time-based gates would only refuse there.
+    let scratch_config = MigratorConfig {
+        contract_stabilisation: Duration::ZERO,
+        max_replica_lag: None,
+        ..context.config.migrator.clone()
+    };
+    let migrator = Migrator::new(migrations, scratch_config)?;
     let connect = |database: &ScratchDatabase| {
         let url = format!("{}?sslmode=disable", database.url());
         let config = context.config.migrator.clone();

@@ -161,6 +161,15 @@ pub enum RuntimeError {
         problem: String,
     },
 
+    /// A contract gate refused a contract migration before any of its statements ran.
+    #[error("contract migration {version} ({file}) refused, nothing of it ran: {failure}")]
+    ContractGate {
+        version: u64,
+        file: String,
+        /// Boxed: the replica variants would make every `RuntimeError` large.
+        failure: Box<super::gates::GateFailure>,
+    },
+
     /// A query of the runtime itself (session settings, history table, lock) failed.
     #[error("{action}: {}", db_error_text(.source))]
     Database {

@@ -8,7 +8,9 @@
 //!    this binary lacks, and pending versions older than the newest applied are refused;
 //! 4. each pending migration in order, transactional or statement by statement ([`executor`]);
 //! 5. `lock_timeout` failures (SQLSTATE 55P03) retried with backoff, so the migration never
-//!    queues the application behind it for longer than `lock_timeout`.
+//!    queues the application behind it for longer than `lock_timeout`;
+//! 6. before each contract migration, its gates ([`gates`]): expand applied, backfills
+//!    verified, stabilisation time passed, replicas caught up.
 //!
 //! ```no_run
 //! # async fn run(migrations: &migrate_core::Migrations) -> Result<(), Box<dyn std::error::Error>> {
@@ -25,6 +27,7 @@ pub mod connect;
 pub mod error;
 pub mod executor;
 pub mod flags;
+pub mod gates;
 pub mod history;
 pub mod lock;
 pub mod repair;
@@ -38,6 +41,7 @@ use tokio_postgres::Client;
 
 pub use connect::{ConnectOptions, SslMode, connect, connect_with};
 pub use error::{ConnectError, Failed, LockHolder, PartialReport, RuntimeError, StatementLocation};
+pub use gates::{GateFailure, Replica};
 pub use history::{HistoryRow, TableName};
 pub use lock::{AdvisoryLock, lock_key};
 
@@ -81,6 +85,17 @@ pub struct MigratorConfig {
     pub allow_out_of_order: bool,
     /// Proceed although the database has applied versions this binary lacks. Default: false.
     pub ignore_missing: bool,
+    /// Time that must pass between applying an expand and applying the contract that
+    /// `-- migrate:requires` it, measured on the server's clock from the expand's
+    /// `executed_at`; a contract asked for earlier is refused with
+    /// [`GateFailure::Stabilising`], saying how long remains. Default: zero (no wait).
+    pub contract_stabilisation: Duration,
+    /// Longest replay lag any replica in `pg_stat_replication` may have before a contract
+    /// runs: the contract gate waits at most this long for every replica to replay the WAL
+    /// written before it, then refuses with [`GateFailure::ReplicaLag`]. The deploy role needs
+    /// `pg_monitor` (or `pg_read_all_stats`) to see the lag, else [`GateFailure::ReplicaLagUnknown`].
+    /// `None` turns the replica gate off. Default: 30 s.
+    pub max_replica_lag: Option<Duration>,
 }
 
 impl Default for MigratorConfig {
@@ -95,6 +110,8 @@ impl Default for MigratorConfig {
             retry_backoff: Duration::from_millis(500),
             allow_out_of_order: false,
             ignore_missing: false,
+            contract_stabilisation: Duration::ZERO,
+            max_replica_lag: Some(Duration::from_secs(30)),
         }
     }
 }
@@ -503,7 +520,16 @@ impl<'m> Migrator<'m> {
             .await?;
         let with_duration = self.prepare(client, self.history.insert_sql()).await?;
         let settings = self.settings();
+        let gate_settings = gates::GateSettings {
+            stabilisation: self.config.contract_stabilisation,
+            max_replica_lag: self.config.max_replica_lag,
+        };
         for m in pending {
+            if m.phase == Phase::Contract {
+                // Before any statement of the contract: a refusal leaves it untouched and
+                // the migrations applied so far in this run applied.
+                gates::check(client, &self.history, self.migrations, m, &gate_settings).await?;
+            }
             let checksum = m.checksum.to_hex();
             let history = HistoryChange::Insert {
                 in_transaction: &in_transaction,

@@ -1,0 +1,463 @@
+//! Contract gates (design, "Runtime protocol" step 6): a contract migration drops what its
+//! expand made obsolete, so before any of its statements runs, the runtime checks that
+//!
+//! 1. the expand named by `-- migrate:requires` is applied (in the history table, which also
+//!    holds the migrations applied earlier in the same run);
+//! 2. every backfill migration between that expand and the contract is applied and verified:
+//!    the runtime writes a backfill's history row only after its verification
+//!    ([`super::backfill`]), but a row inserted by hand (to "skip" a killed backfill) is
+//!    caught by its progress rows, which still lack `verified_at`;
+//! 3. [`MigratorConfig::contract_stabilisation`] has passed since the expand was applied,
+//!    measured on the server's clock (`clock_timestamp()` against the history row's
+//!    `executed_at`), so a skewed deploy host cannot shorten it;
+//! 4. every replica has replayed the WAL written before the contract, within
+//!    [`MigratorConfig::max_replica_lag`] (`pg_stat_replication`, see [`check_replicas`]).
+//!
+//! A failing gate refuses the contract with [`RuntimeError::ContractGate`]; migrations applied
+//! earlier in the run stay applied (the partial report).
+//!
+//! [`MigratorConfig::contract_stabilisation`]: super::MigratorConfig::contract_stabilisation
+//! [`MigratorConfig::max_replica_lag`]: super::MigratorConfig::max_replica_lag
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use tokio_postgres::Client;
+
+use super::backfill::BackfillProgressTable;
+use super::error::RuntimeError;
+use super::history::History;
+use crate::migration::{Migration, Migrations, Phase};
+
+/// First pause between two reads of `pg_stat_replication` while a replica catches up ...
+const REPLICA_POLL_BASE: Duration = Duration::from_millis(20);
+/// ... doubled up to this one.
+const REPLICA_POLL_MAX: Duration = Duration::from_millis(500);
+
+/// What the gates need from the configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GateSettings {
+    /// Time that must pass between applying the required expand and its contract.
+    pub stabilisation: Duration,
+    /// Longest acceptable replay lag of any replica; `None` disables the replica gate.
+    pub max_replica_lag: Option<Duration>,
+}
+
+/// A replica as `pg_stat_replication` names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replica {
+    /// The primary's WAL sender process serving this replica.
+    pub walsender_pid: i32,
+    /// The standby's `application_name` (its `cluster_name`, or `walreceiver`, unless its
+    /// `primary_conninfo` sets one).
+    pub application_name: String,
+    /// `NULL` for a replica connected through a unix socket, and for sessions without the
+    /// privileges to see it.
+    pub client_addr: Option<String>,
+}
+
+impl fmt::Display for Replica {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?} (", self.application_name)?;
+        if let Some(addr) = &self.client_addr {
+            write!(f, "{addr}, ")?;
+        }
+        write!(f, "WAL sender pid {})", self.walsender_pid)
+    }
+}
+
+/// Why a contract gate refused a contract migration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum GateFailure {
+    /// The expand named by `-- migrate:requires` is not applied.
+    #[error(
+        "its expand {} is not applied; apply it first (and deploy the code that no longer \
+         needs what the contract drops), then run again",
+        file.as_deref().map_or_else(|| expand.to_string(), |f| format!("{expand} ({f})"))
+    )]
+    ExpandNotApplied {
+        expand: u64,
+        /// The expand's file name, when the binary has it.
+        file: Option<String>,
+    },
+
+    /// Backfill migrations between the expand and the contract are not applied, or have a
+    /// history row but progress rows without `verified_at` (a killed backfill marked applied
+    /// by hand).
+    #[error(
+        "backfill migration(s) {} between its expand and it are not applied and verified; \
+         apply them first (`up --to` their version; a history row inserted by hand for an \
+         unfinished backfill must be deleted so it runs), then run again",
+        files.join(", ")
+    )]
+    BackfillsNotVerified {
+        versions: Vec<u64>,
+        files: Vec<String>,
+    },
+
+    /// The stabilisation period since the expand was applied has not passed yet.
+    #[error(
+        "its expand {expand} was applied {} ago, and the stabilisation period is {}: \
+         {} remain; run again after that (or lower --contract-stabilisation)",
+        human(*applied_for), human(*required), human(*remaining)
+    )]
+    Stabilising {
+        expand: u64,
+        /// Since the expand's history row was written, on the server's clock.
+        applied_for: Duration,
+        required: Duration,
+        remaining: Duration,
+    },
+
+    /// A replica has not replayed the WAL written before the contract within the limit.
+    #[error(
+        "replica {replica} lags at least {} behind the primary ({bytes_behind} bytes of WAL \
+         not yet replayed), over the limit of {}; wait until it catches up (SELECT * FROM \
+         pg_stat_replication on the primary) and run again, or raise --max-replica-lag",
+        human(*lag), human(*limit)
+    )]
+    ReplicaLag {
+        replica: Replica,
+        /// A lower bound: the larger of the server's `replay_lag` and how long the gate
+        /// waited for the replica to replay the WAL written before it started.
+        lag: Duration,
+        bytes_behind: u64,
+        limit: Duration,
+    },
+
+    /// The session cannot see the replication columns of `pg_stat_replication`.
+    #[error(
+        "cannot read the replay lag of replica {replica}: role {role:?} lacks the privileges \
+         of pg_read_all_stats, so pg_stat_replication shows it only NULLs; GRANT pg_monitor \
+         TO {role:?} (or pg_read_all_stats), or turn the replica gate off with \
+         --max-replica-lag off"
+    )]
+    ReplicaLagUnknown {
+        replica: Replica,
+        /// `current_user` of the migration session.
+        role: String,
+    },
+}
+
+/// Checks the gates of `contract`, in the order of the module docs; the first failing gate
+/// refuses it.
+pub(crate) async fn check(
+    client: &Client,
+    history: &History,
+    migrations: &Migrations,
+    contract: &Migration,
+    settings: &GateSettings,
+) -> Result<(), RuntimeError> {
+    let refuse = |failure: GateFailure| RuntimeError::ContractGate {
+        version: contract.version,
+        file: contract.file_name.to_string(),
+        failure: Box::new(failure),
+    };
+    let history_failure = match contract.requires {
+        Some(expand) => {
+            check_history(client, history, migrations, contract, expand, settings).await?
+        }
+        None => None,
+    };
+    if let Some(failure) = history_failure {
+        return Err(refuse(failure));
+    }
+    let replica_failure = match settings.max_replica_lag {
+        Some(limit) => check_replicas(client, limit).await?,
+        None => None,
+    };
+    if let Some(failure) = replica_failure {
+        return Err(refuse(failure));
+    }
+    Ok(())
+}
+
+/// Gates 1 to 3, from the history rows between the expand and the contract.
+async fn check_history(
+    client: &Client,
+    history: &History,
+    migrations: &Migrations,
+    contract: &Migration,
+    expand: u64,
+    settings: &GateSettings,
+) -> Result<Option<GateFailure>, RuntimeError> {
+    let as_sql = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    // Seconds since each row was written, on the server's clock: clock_timestamp(), not now(),
+    // which is the start of the current transaction
+    // (https://www.postgresql.org/docs/15/functions-datetime.html#FUNCTIONS-DATETIME-CURRENT).
+    let rows = client
+        .query(
+            &format!(
+                "SELECT version, extract(epoch FROM clock_timestamp() - executed_at)::float8 \
+                 FROM {} WHERE version >= $1 AND version < $2",
+                history.quoted()
+            ),
+            &[&as_sql(expand), &as_sql(contract.version)],
+        )
+        .await
+        .map_err(RuntimeError::database(
+            "reading the history for the contract gates",
+        ))?;
+    let applied: BTreeMap<u64, f64> = rows
+        .iter()
+        .map(|row| {
+            (
+                u64::try_from(row.get::<_, i64>(0)).unwrap_or(0),
+                row.get::<_, f64>(1),
+            )
+        })
+        .collect();
+
+    let Some(&applied_secs) = applied.get(&expand) else {
+        return Ok(Some(GateFailure::ExpandNotApplied {
+            expand,
+            file: migrations.get(expand).map(|m| m.file_name.to_string()),
+        }));
+    };
+
+    let unverified = unverified_backfills(client, history, expand, contract.version).await?;
+    let missing: Vec<&Migration> = migrations
+        .iter()
+        .filter(|m| m.phase == Phase::Backfill)
+        .filter(|m| m.version > expand && m.version < contract.version)
+        .filter(|m| !applied.contains_key(&m.version) || unverified.contains(&m.version))
+        .collect();
+    if !missing.is_empty() {
+        return Ok(Some(GateFailure::BackfillsNotVerified {
+            versions: missing.iter().map(|m| m.version).collect(),
+            files: missing.iter().map(|m| m.file_name.to_string()).collect(),
+        }));
+    }
+
+    // A row written "in the future" (clock stepped back) counts as just written.
+    let applied_for = Duration::try_from_secs_f64(applied_secs).unwrap_or(Duration::ZERO);
+    if applied_for < settings.stabilisation {
+        return Ok(Some(GateFailure::Stabilising {
+            expand,
+            applied_for,
+            required: settings.stabilisation,
+            remaining: settings.stabilisation - applied_for,
+        }));
+    }
+    Ok(None)
+}
+
+/// Versions strictly between `expand` and `contract` with a backfill progress row lacking
+/// `verified_at`. No progress table means no backfill ever ran here: nothing unverified.
+async fn unverified_backfills(
+    client: &Client,
+    history: &History,
+    expand: u64,
+    contract: u64,
+) -> Result<BTreeSet<u64>, RuntimeError> {
+    let progress = BackfillProgressTable::for_history(history.table())?;
+    let exists: bool = client
+        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&progress.quoted()])
+        .await
+        .map_err(RuntimeError::database(
+            "looking up the backfill progress table",
+        ))?
+        .get(0);
+    if !exists {
+        return Ok(BTreeSet::new());
+    }
+    let as_sql = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    let rows = client
+        .query(
+            &format!(
+                "SELECT DISTINCT version FROM {} \
+                 WHERE version > $1 AND version < $2 AND verified_at IS NULL",
+                progress.quoted()
+            ),
+            &[&as_sql(expand), &as_sql(contract)],
+        )
+        .await
+        .map_err(RuntimeError::database(
+            "reading backfill progress for the contract gates",
+        ))?;
+    Ok(rows
+        .iter()
+        .map(|row| u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
+        .collect())
+}
+
+/// One row of `pg_stat_replication`, as the gate reads it.
+struct ReplicationRow {
+    replica: Replica,
+    state: Option<String>,
+    /// `replay_lsn IS NOT NULL`.
+    reports_replay: bool,
+    /// `flush_lsn IS NOT NULL`.
+    reports_flush: bool,
+    /// `replay_lsn >= target`.
+    caught_up: bool,
+    bytes_behind: u64,
+    replay_lag: Option<Duration>,
+}
+
+/// Gate 4: every replica replays the WAL written before the contract within `limit`.
+///
+/// `pg_stat_replication` has one row per WAL sender, that is per directly connected standby
+/// (cascaded standbys are not visible on the primary), and also per logical replication or
+/// WAL streaming client (https://www.postgresql.org/docs/15/monitoring-stats.html#MONITORING-PG-STAT-REPLICATION-VIEW).
+/// Its `replay_lag` alone cannot decide, as checked on PostgreSQL 15:
+/// - it is NULL when a standby is caught up and idle, and also before a standby's first
+///   status report (`replay_lsn` is NULL then too);
+/// - it keeps its last measured value for a while after the standby caught up (about two
+///   `wal_receiver_status_interval`s), so a standby that was slow a moment ago looks slow;
+/// - it grows while replay is stuck (the server interpolates), in steps of the standby's
+///   status interval.
+///
+/// So the gate first compares `replay_lsn` with `pg_current_wal_lsn()` taken when it starts:
+/// a replica that has replayed that far has no lag that matters to the contract. A replica
+/// behind it passes when the server measured its `replay_lag` under the limit; otherwise (no
+/// measurement, or one over the limit that may be stale) the gate waits, at most `limit`
+/// from its start, for the replica to replay up to that position, and refuses if it does not.
+///
+/// Rows whose `state` is NULL are refused as [`GateFailure::ReplicaLagUnknown`]: roles without
+/// the privileges of `pg_read_all_stats` (e.g. through `pg_monitor`) see only the WAL
+/// sender's pid, user and application_name
+/// (https://www.postgresql.org/docs/15/monitoring-stats.html#MONITORING-STATS-VIEWS: "Superusers
+/// and roles with privileges of built-in role pg_read_all_stats can see all the information
+/// about all sessions"); passing silently would turn the gate off for such deploy roles.
+/// Rows in state `backup` (a running `pg_basebackup`) and rows that report a flush position
+/// but never a replay position (`pg_receivewal`, e.g. a WAL archiver) serve no queries and
+/// are skipped.
+pub(crate) async fn check_replicas(
+    client: &Client,
+    limit: Duration,
+) -> Result<Option<GateFailure>, RuntimeError> {
+    let started = Instant::now();
+    let target: String = client
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await
+        .map_err(RuntimeError::database("reading the current WAL position"))?
+        .get(0);
+    let mut pause = REPLICA_POLL_BASE;
+    loop {
+        let rows = read_replication(client, &target).await?;
+        let mut waiting_for: Option<ReplicationRow> = None;
+        for row in rows {
+            let Some(state) = &row.state else {
+                let role: String = client
+                    .query_one("SELECT current_user::text", &[])
+                    .await
+                    .map_err(RuntimeError::database("reading current_user"))?
+                    .get(0);
+                return Ok(Some(GateFailure::ReplicaLagUnknown {
+                    replica: row.replica,
+                    role,
+                }));
+            };
+            let replays_nothing = !row.reports_replay && row.reports_flush;
+            if state == "backup" || replays_nothing || row.caught_up {
+                continue;
+            }
+            if row.replay_lag.is_some_and(|lag| lag < limit) {
+                continue;
+            }
+            waiting_for.get_or_insert(row);
+        }
+        let Some(behind) = waiting_for else {
+            return Ok(None);
+        };
+        let waited = started.elapsed();
+        if waited >= limit {
+            return Ok(Some(GateFailure::ReplicaLag {
+                replica: behind.replica,
+                lag: behind.replay_lag.unwrap_or(Duration::ZERO).max(waited),
+                bytes_behind: behind.bytes_behind,
+                limit,
+            }));
+        }
+        // Polling, not synchronisation: the standby reports its replay position on its own
+        // schedule (wal_receiver_status_interval), which no query can wait for.
+        tokio::time::sleep(pause.min(limit - waited)).await;
+        pause = (pause * 2).min(REPLICA_POLL_MAX);
+    }
+}
+
+async fn read_replication(
+    client: &Client,
+    target: &str,
+) -> Result<Vec<ReplicationRow>, RuntimeError> {
+    let rows = client
+        .query(
+            "SELECT pid, coalesce(application_name, ''), host(client_addr), state, \
+                    replay_lsn IS NOT NULL, flush_lsn IS NOT NULL, \
+                    coalesce(replay_lsn >= $1::text::pg_lsn, false), \
+                    coalesce(greatest($1::text::pg_lsn - replay_lsn, 0), 0)::float8, \
+                    extract(epoch FROM replay_lag)::float8 \
+             FROM pg_stat_replication ORDER BY pid",
+            &[&target],
+        )
+        .await
+        .map_err(RuntimeError::database("reading pg_stat_replication"))?;
+    Ok(rows
+        .iter()
+        .map(|row| ReplicationRow {
+            replica: Replica {
+                walsender_pid: row.get(0),
+                application_name: row.get(1),
+                client_addr: row.get(2),
+            },
+            state: row.get(3),
+            reports_replay: row.get(4),
+            reports_flush: row.get(5),
+            caught_up: row.get(6),
+            bytes_behind: row.get::<_, f64>(7) as u64,
+            replay_lag: row
+                .get::<_, Option<f64>>(8)
+                .and_then(|secs| Duration::try_from_secs_f64(secs).ok()),
+        })
+        .collect())
+}
+
+/// `1h 2m 3s`, `4.5s`, `120ms`: what a person reads in a refusal.
+fn human(duration: Duration) -> String {
+    let secs = duration.as_secs();
+    if secs >= 60 {
+        let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+        let mut text = String::new();
+        if h > 0 {
+            text.push_str(&format!("{h}h "));
+        }
+        if h > 0 || m > 0 {
+            text.push_str(&format!("{m}m "));
+        }
+        text.push_str(&format!("{s}s"));
+        text
+    } else if secs >= 1 {
+        format!("{:.1}s", duration.as_secs_f64())
+    } else {
+        format!("{}ms", duration.as_millis())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_well() {
+        assert_eq!(human(Duration::from_millis(250)), "250ms");
+        assert_eq!(human(Duration::from_millis(4500)), "4.5s");
+        assert_eq!(human(Duration::from_secs(3599)), "59m 59s");
+        assert_eq!(human(Duration::from_secs(3600 + 5)), "1h 0m 5s");
+    }
+
+    #[test]
+    fn replicas_are_named_by_application_name_address_and_pid() {
+        let replica = Replica {
+            walsender_pid: 42,
+            application_name: "standby1".into(),
+            client_addr: Some("10.0.0.2".into()),
+        };
+        assert_eq!(
+            replica.to_string(),
+            "\"standby1\" (10.0.0.2, WAL sender pid 42)"
+        );
+    }
+}
