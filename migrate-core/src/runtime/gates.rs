@@ -100,7 +100,7 @@ pub enum GateFailure {
     /// The stabilisation period since the expand was applied has not passed yet.
     #[error(
         "its expand {expand} was applied {} ago, and the stabilisation period is {}: \
-         {} remain; run again after that (or lower --contract-stabilisation)",
+         {} remain; run again after that (or lower contract_stabilisation, `--contract-stabilisation` in the CLI)",
         human(*applied_for), human(*required), human(*remaining)
     )]
     Stabilising {
@@ -115,7 +115,7 @@ pub enum GateFailure {
     #[error(
         "replica {replica} lags at least {} behind the primary ({bytes_behind} bytes of WAL \
          not yet replayed), over the limit of {}; wait until it catches up (SELECT * FROM \
-         pg_stat_replication on the primary) and run again, or raise --max-replica-lag",
+         pg_stat_replication on the primary) and run again, or raise max_replica_lag (`--max-replica-lag` in the CLI)",
         human(*lag), human(*limit)
     )]
     ReplicaLag {
@@ -132,7 +132,7 @@ pub enum GateFailure {
         "cannot read the replay lag of replica {replica}: role {role:?} lacks the privileges \
          of pg_read_all_stats, so pg_stat_replication shows it only NULLs; GRANT pg_monitor \
          TO {role:?} (or pg_read_all_stats), or turn the replica gate off with \
-         --max-replica-lag off"
+         max_replica_lag = None (`--max-replica-lag off` in the CLI)"
     )]
     ReplicaLagUnknown {
         replica: Replica,
