@@ -56,7 +56,12 @@ pub fn expand(input: TokenStream) -> syn::Result<TokenStream> {
             let _ = #name;
         }
     });
-    let dir_text = dir.to_string_lossy().into_owned();
+    // Absolute and without `..`, so run-time messages name the files plainly.
+    let dir_text = dir
+        .canonicalize()
+        .unwrap_or(dir)
+        .to_string_lossy()
+        .into_owned();
     let migrations = checked
         .files
         .iter()

@@ -99,25 +99,31 @@ fn spinner(context: &Context, message: &'static str) -> ProgressBar {
     bar
 }
 
-fn migration_json(m: &AppliedMigration) -> serde_json::Value {
+/// How a migration ran: a backfill's up part runs in keyed batches, each its own transaction.
+fn mode_label(m: &AppliedMigration, reverting: bool) -> &'static str {
+    if m.phase == migrate_core::Phase::Backfill && !reverting {
+        "batched"
+    } else {
+        m.mode.as_str()
+    }
+}
+
+fn migration_json(m: &AppliedMigration, reverting: bool) -> serde_json::Value {
     json!({
         "version": m.version,
         "name": m.name,
         "phase": m.phase.as_str(),
-        "mode": m.mode.as_str(),
+        "mode": mode_label(m, reverting),
         "duration_ms": m.duration.as_millis() as u64,
         "attempts": m.attempts,
     })
 }
 
 fn print_applied(context: &Context, verb: &str, list: &[AppliedMigration]) {
+    let reverting = verb.starts_with("reverted");
     if context.json() {
-        let key = if verb.starts_with("reverted") {
-            "reverted"
-        } else {
-            "applied"
-        };
-        let items: Vec<_> = list.iter().map(migration_json).collect();
+        let key = if reverting { "reverted" } else { "applied" };
+        let items: Vec<_> = list.iter().map(|m| migration_json(m, reverting)).collect();
         output::print_json(&json!({ "dry_run": false, key: items }));
         return;
     }
@@ -133,7 +139,7 @@ fn print_applied(context: &Context, verb: &str, list: &[AppliedMigration]) {
                 Cell::new(m.version.to_string()),
                 Cell::new(m.name.clone()),
                 Cell::new(m.phase.as_str()),
-                Cell::new(m.mode.as_str()),
+                Cell::new(mode_label(m, reverting)),
                 Cell::new(format!("{} ms", m.duration.as_millis())),
                 Cell::new(m.attempts.to_string()),
             ]
