@@ -16,6 +16,23 @@ pub fn run(context: &Context) -> anyhow::Result<Outcome> {
         anyhow::Ok(migrator.status(&client).await?)
     })??;
     print(context, &report);
+    if !context.json() {
+        let missing: Vec<u64> = report
+            .entries
+            .iter()
+            .filter(|e| e.state == MigrationState::MissingFromFiles)
+            .map(|e| e.version)
+            .collect();
+        let on_disk = migrator.files_lacking_in_binary(&missing);
+        if !on_disk.is_empty() {
+            eprintln!(
+                "these files exist on disk but not in the migration set: the binary was built before they were added; rebuild it:"
+            );
+            for file in on_disk {
+                eprintln!("  {}", file.display());
+            }
+        }
+    }
     let disagree =
         report.count(MigrationState::Drifted) + report.count(MigrationState::MissingFromFiles);
     Ok(if disagree > 0 {

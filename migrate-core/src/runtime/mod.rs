@@ -683,6 +683,19 @@ impl<'m> Migrator<'m> {
     /// `UnknownApplied`, naming the `.sql` files of those versions that exist in the set's
     /// folder now: proof that the binary is older than the folder.
     fn unknown_applied(&self, versions: Vec<u64>) -> RuntimeError {
+        let files = self.files_lacking_in_binary(&versions);
+        RuntimeError::UnknownApplied {
+            versions,
+            files_on_disk_lacking_in_binary: files,
+        }
+    }
+}
+
+impl Migrator<'_> {
+    /// The `.sql` files of `versions` that exist, at run time, in the folder the set was read
+    /// from (for an embedded set: the folder it was built from). Applied versions the binary
+    /// lacks but whose files are there mean the binary is stale and must be rebuilt.
+    pub fn files_lacking_in_binary(&self, versions: &[u64]) -> Vec<PathBuf> {
         let mut files: Vec<PathBuf> = std::fs::read_dir(&*self.migrations.dir)
             .into_iter()
             .flatten()
@@ -699,10 +712,7 @@ impl<'m> Migrator<'m> {
             })
             .collect();
         files.sort();
-        RuntimeError::UnknownApplied {
-            versions,
-            files_on_disk_lacking_in_binary: files,
-        }
+        files
     }
 }
 
