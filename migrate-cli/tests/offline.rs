@@ -68,7 +68,7 @@ fn lint_exit_codes_and_formats() {
         .unwrap();
     assert_eq!(json_output.status.code(), Some(3));
     let report = json(&json_output);
-    assert_eq!(report["errors"], 6);
+    assert_eq!(report["errors"], 7);
     assert_eq!(report["warnings"], 0);
     let first = &report["diagnostics"][0];
     assert_eq!(first["code"], "require-if-not-exists");
@@ -108,7 +108,7 @@ fn commands_refuse_a_folder_that_does_not_lint() {
         .assert()
         .code(3)
         .stderr(predicate::str::contains("error[unbounded-update]"))
-        .stderr(predicate::str::contains("6 error-level finding(s)"));
+        .stderr(predicate::str::contains("7 error-level finding(s)"));
 }
 
 #[test]

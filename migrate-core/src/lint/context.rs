@@ -7,7 +7,8 @@ use sqlparser::ast::{
 };
 
 use crate::classify::{Fallback, Words};
-use crate::migration::Phase;
+use crate::lock_analysis::{LockAnalysis, LockMode};
+use crate::migration::{Phase, TransactionMode};
 use crate::source::SectionKind;
 
 /// One statement, parsed or not, with its file context.
@@ -29,6 +30,23 @@ pub struct StatementContext<'a> {
     /// and invisible to other sessions until the migration commits.
     pub created_in_section: &'a HashSet<String>,
     pub facts: &'a SchemaFacts,
+    /// How the runtime runs this statement's part of the file.
+    pub mode: TransactionMode,
+    /// The locks this statement takes and the table work it does under them.
+    pub lock: &'a LockAnalysis,
+    /// Write-blocking locks on existing tables taken by earlier statements of this part,
+    /// still held when the part runs in one transaction.
+    pub held_locks: &'a [HeldLock],
+}
+
+/// A lock taken by an earlier statement of the same transaction: PostgreSQL keeps every table
+/// lock until the transaction ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldLock {
+    pub table: String,
+    pub mode: LockMode,
+    /// Line of the statement that took it.
+    pub line: u32,
 }
 
 impl StatementContext<'_> {

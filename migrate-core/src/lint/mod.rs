@@ -19,7 +19,7 @@ use crate::migration::Phase;
 use crate::source::{ParsedFile, SectionKind};
 
 pub use config::{Config, Level};
-pub use context::{SchemaFacts, StatementContext};
+pub use context::{HeldLock, SchemaFacts, StatementContext};
 pub use registry::{RULES, rule};
 
 /// A lint rule: its documentation, its examples (run as its tests) and its check, in one
@@ -102,12 +102,22 @@ fn lint_file(
     diagnostics: &mut Vec<Diagnostic>,
 ) {
     let mut created_in_section: HashSet<String> = HashSet::new();
+    let mut held_locks: Vec<HeldLock> = Vec::new();
     let mut section = SectionKind::Up;
     for statement in &file.statements {
         if statement.section != section {
             section = statement.section;
             created_in_section.clear();
+            held_locks.clear();
         }
+        let mode = match section {
+            SectionKind::Up => file.migration.up.mode,
+            SectionKind::Down => file
+                .migration
+                .down
+                .as_ref()
+                .map_or(crate::migration::TransactionMode::Transactional, |d| d.mode),
+        };
         let sql = file.text(statement);
         let words = file.words(statement);
         let parsed = parse_statement(sql);
@@ -116,6 +126,7 @@ fn lint_file(
         } else {
             classify::fallback(&words)
         };
+        let lock = crate::lock_analysis::analyze(parsed.as_ref().ok(), &words);
         let context = StatementContext {
             sql,
             ast: parsed.as_ref().ok(),
@@ -126,6 +137,9 @@ fn lint_file(
             section,
             created_in_section: &created_in_section,
             facts,
+            mode,
+            lock: &lock,
+            held_locks: &held_locks,
         };
         let mut used_allows = vec![false; statement.allows.len()];
         for rule in RULES {
@@ -179,6 +193,23 @@ fn lint_file(
                     )
                     .with_help("remove the stale allow: it would hide the next real problem"),
                 );
+            }
+        }
+        if mode == crate::migration::TransactionMode::Transactional {
+            for taken in &lock.locks {
+                let table = taken
+                    .table
+                    .rsplit('.')
+                    .next()
+                    .unwrap_or(&taken.table)
+                    .to_lowercase();
+                if taken.mode.blocks_writes() && !created_in_section.contains(&table) {
+                    held_locks.push(HeldLock {
+                        table: taken.table.clone(),
+                        mode: taken.mode,
+                        line: statement.raw.line,
+                    });
+                }
             }
         }
         context::record(
@@ -347,10 +378,12 @@ SELECT \"DROP\" FROM \"TRUNCATE\";";
 
     #[test]
     fn allow_suppresses_only_its_rule_and_only_the_next_statement() {
-        let sql = "-- migrate:allow require-concurrent-index orders is empty in every environment\n\
+        // no-transaction: otherwise the second build also runs under the first one's lock.
+        let sql = "-- migrate:no-transaction\n\
+-- migrate:allow require-concurrent-index orders is empty in every environment\n\
 CREATE INDEX IF NOT EXISTS i1 ON orders (a);\nCREATE INDEX IF NOT EXISTS i2 ON orders (b);";
         let found = lint_example("0002_x.expand.sql", sql);
         let lines: Vec<(u32, &str)> = found.iter().map(|d| (d.line, d.code)).collect();
-        assert_eq!(lines, [(3, "require-concurrent-index")]);
+        assert_eq!(lines, [(4, "require-concurrent-index")]);
     }
 }

@@ -18,6 +18,7 @@ pub static RULES: &[&Rule] = &[
     &transaction_control::RULE,
     &unparseable::RULE,
     &identifier_too_long::RULE,
+    &lock_held_across_statements::RULE,
 ];
 
 pub fn rule(id: &str) -> Option<&'static Rule> {

@@ -7,6 +7,7 @@ pub mod column_type_change;
 pub mod constraint_not_valid;
 pub mod drop_in_expand;
 pub mod identifier_too_long;
+pub mod lock_held_across_statements;
 pub mod require_concurrent_index;
 pub mod require_if_not_exists;
 pub mod set_not_null_scan;
