@@ -19,6 +19,7 @@ pub static RULES: &[&Rule] = &[
     &unparseable::RULE,
     &identifier_too_long::RULE,
     &lock_held_across_statements::RULE,
+    &destructive_cascade::RULE,
 ];
 
 pub fn rule(id: &str) -> Option<&'static Rule> {

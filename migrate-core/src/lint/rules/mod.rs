@@ -5,6 +5,7 @@
 pub mod blocking_statement;
 pub mod column_type_change;
 pub mod constraint_not_valid;
+pub mod destructive_cascade;
 pub mod drop_in_expand;
 pub mod identifier_too_long;
 pub mod lock_held_across_statements;

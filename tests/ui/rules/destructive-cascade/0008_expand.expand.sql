@@ -1,0 +1,2 @@
+-- the expand the contract examples finish
+SELECT 1;

@@ -1,0 +1,2 @@
+-- migrate:requires 8
+TRUNCATE audit_log CASCADE;

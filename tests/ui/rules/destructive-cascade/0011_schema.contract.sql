@@ -1,0 +1,2 @@
+-- migrate:requires 8
+DROP SCHEMA IF EXISTS reporting;
