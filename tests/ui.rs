@@ -33,8 +33,14 @@ fn fixtures_are_the_rule_examples() {
         let case = manifest_dir()
             .join("ui/rules")
             .join(format!("{}.rs", rule.id.replace('-', "_")));
+        // A warn-level rule fails the build only when its warnings are denied.
+        let deny = if rule.default_level == migrate_core::lint::Level::Warn {
+            "#![deny(deprecated)]\n\n"
+        } else {
+            ""
+        };
         let source = format!(
-            "static MIGRATIONS: migrate_core::Migrations = migrate_macros::migrations!(\"ui/rules/{}\");\n\nfn main() {{\n    let _ = &MIGRATIONS;\n}}\n",
+            "{deny}static MIGRATIONS: migrate_core::Migrations = migrate_macros::migrations!(\"ui/rules/{}\");\n\nfn main() {{\n    let _ = &MIGRATIONS;\n}}\n",
             rule.id
         );
         if update {

@@ -26,13 +26,16 @@ fn macro_folder(case_source: &str) -> Option<String> {
     Some(case_source[start..end].to_owned())
 }
 
-/// First lines of the diagnostics in a trybuild snapshot: `error: <first line>`; a warning
-/// denied into an error is wrapped in rustc's deprecation text, so the diagnostic is the
-/// part from the folder path on.
+/// First lines of the diagnostics in a trybuild snapshot: `error: <first line>`; a
+/// warn-level finding is a `warning:` (or, denied, an `error:`) wrapped in rustc's deprecation
+/// text, so the diagnostic is the part from the folder path on.
 fn snapshot_first_lines(stderr: &str, folder: &str) -> BTreeSet<String> {
     stderr
         .lines()
-        .filter_map(|line| line.strip_prefix("error: "))
+        .filter_map(|line| {
+            line.strip_prefix("error: ")
+                .or_else(|| line.strip_prefix("warning: "))
+        })
         .filter_map(|line| {
             line.find(&format!("{folder}/"))
                 .map(|at| line[at..].to_owned())

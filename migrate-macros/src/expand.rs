@@ -37,26 +37,30 @@ pub fn expand(input: TokenStream) -> syn::Result<TokenStream> {
     })?;
 
     let tracking = track_inputs(&checked);
+    // Warnings are reported alongside errors, so one build shows everything.
+    let warnings: Vec<TokenStream> = checked
+        .warnings()
+        .enumerate()
+        .map(|(index, diagnostic)| {
+            let name = format_ident!("MigrateWarning{}", index, span = literal.span());
+            let note = diagnostic.to_string();
+            quote! {
+                #[deprecated(note = #note)]
+                #[allow(non_camel_case_types, dead_code)]
+                struct #name;
+                let _ = #name;
+            }
+        })
+        .collect();
     let mut errors = checked
         .errors()
         .map(|d| syn::Error::new(literal.span(), d.to_string()));
     if let Some(mut first) = errors.next() {
         first.extend(errors);
         let compile_errors = first.into_compile_error();
-        return Ok(quote! {{ #tracking #compile_errors }});
+        return Ok(quote! {{ #tracking #(#warnings)* #compile_errors }});
     }
 
-    let warnings = checked.warnings().enumerate().map(|(index, diagnostic)| {
-        let name = format_ident!("MigrateWarning{}", index, span = literal.span());
-        let note = diagnostic.to_string();
-        quote! {
-            #[deprecated(note = #note)]
-            #[allow(non_camel_case_types, dead_code)]
-            struct #name;
-            let _ = #name;
-        }
-    });
-    // Absolute and without `..`, so run-time messages name the files plainly.
     let dir_text = dir
         .canonicalize()
         .unwrap_or(dir)

@@ -35,7 +35,10 @@ struct ConfigFile {
 
 impl Config {
     pub fn level(&self, rule_id: &str) -> Level {
-        self.levels.get(rule_id).copied().unwrap_or(Level::Error)
+        self.levels
+            .get(rule_id)
+            .copied()
+            .unwrap_or_else(|| super::rule(rule_id).map_or(Level::Error, |rule| rule.default_level))
     }
 
     pub fn with_level(mut self, rule_id: &str, level: Level) -> Config {

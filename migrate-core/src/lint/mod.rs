@@ -28,6 +28,8 @@ pub use registry::{RULES, rule};
 pub struct Rule {
     /// Stable kebab-case id. Never reused or renamed.
     pub id: &'static str,
+    /// The level when `migrate.toml` does not set one.
+    pub default_level: Level,
     /// One line: what the rule catches.
     pub summary: &'static str,
     /// Why it is dangerous: the lock, the rewrite, the failure mode.

@@ -20,6 +20,7 @@ pub static RULES: &[&Rule] = &[
     &identifier_too_long::RULE,
     &lock_held_across_statements::RULE,
     &destructive_cascade::RULE,
+    &prefer_robust_types::RULE,
 ];
 
 pub fn rule(id: &str) -> Option<&'static Rule> {
@@ -31,7 +32,12 @@ pub fn rule(id: &str) -> Option<&'static Rule> {
 pub fn catalogue_markdown() -> String {
     let mut out = String::from("| rule | what it catches |\n| --- | --- |\n");
     for rule in RULES {
-        out.push_str(&format!("| `{}` | {} |\n", rule.id, rule.summary));
+        let level = match rule.default_level {
+            super::Level::Error => "",
+            super::Level::Warn => " (warning by default)",
+            super::Level::Off => " (off by default)",
+        };
+        out.push_str(&format!("| `{}` | {}{level} |\n", rule.id, rule.summary));
     }
     out
 }

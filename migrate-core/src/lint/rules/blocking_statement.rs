@@ -1,9 +1,10 @@
 //! `blocking-statement`
 
-use crate::lint::{Example, Finding, Rule, StatementContext};
+use crate::lint::{Example, Finding, Level, Rule, StatementContext};
 
 pub static RULE: Rule = Rule {
     id: "blocking-statement",
+    default_level: Level::Error,
     summary: "No LOCK TABLE, VACUUM FULL or CLUSTER in a migration.",
     explanation: "LOCK TABLE holds its lock until the migration's transaction ends, and in \
 ACCESS EXCLUSIVE mode (the default) stops every query on the table. VACUUM FULL and CLUSTER \

@@ -3,10 +3,11 @@
 use sqlparser::ast::{AlterColumnOperation, AlterTableOperation};
 
 use super::{existing_table_operations, quoted};
-use crate::lint::{Example, Finding, Rule, StatementContext};
+use crate::lint::{Example, Finding, Level, Rule, StatementContext};
 
 pub static RULE: Rule = Rule {
     id: "column-type-change",
+    default_level: Level::Error,
     summary: "Do not change a column's type in place.",
     explanation: "ALTER COLUMN ... TYPE takes an ACCESS EXCLUSIVE lock and, for most type \
 changes, rewrites the whole table and rebuilds its indexes while holding it: no reads, no \

@@ -3,10 +3,11 @@
 use sqlparser::ast::{AlterTableOperation, TableConstraint};
 
 use super::{existing_table_operations, quoted};
-use crate::lint::{Example, Finding, Rule, StatementContext};
+use crate::lint::{Example, Finding, Level, Rule, StatementContext};
 
 pub static RULE: Rule = Rule {
     id: "constraint-not-valid",
+    default_level: Level::Error,
     summary: "Add FOREIGN KEY and CHECK constraints to existing tables NOT VALID, then VALIDATE separately.",
     explanation: "ADD CONSTRAINT ... CHECK takes an ACCESS EXCLUSIVE lock on the table and ADD \
 FOREIGN KEY a SHARE ROW EXCLUSIVE lock on both the table and the referenced table; then every row \

@@ -1,9 +1,10 @@
 //! `destructive-cascade`
 
-use crate::lint::{Example, Finding, Rule, StatementContext};
+use crate::lint::{Example, Finding, Level, Rule, StatementContext};
 
 pub static RULE: Rule = Rule {
     id: "destructive-cascade",
+    default_level: Level::Error,
     summary: "No DROP ... CASCADE, TRUNCATE ... CASCADE, DROP SCHEMA or DROP DATABASE, in any phase.",
     explanation: "CASCADE removes every object that depends on the one named — views, foreign \
 keys, and with TRUNCATE the rows of every referencing table — none of which the migration names, \

@@ -3,11 +3,12 @@
 use sqlparser::ast::{AlterColumnOperation, AlterTableOperation, Statement};
 
 use super::existing_table_operations;
-use crate::lint::{Example, Finding, Rule, StatementContext};
+use crate::lint::{Example, Finding, Level, Rule, StatementContext};
 use crate::migration::Phase;
 
 pub static RULE: Rule = Rule {
     id: "drop-in-expand",
+    default_level: Level::Error,
     summary: "An expand migration only adds: no DROP, TRUNCATE, RENAME or column type change.",
     explanation: "Expand migrations are deployed while the previous release of the application is \
 still running, and must keep it working. Dropping, truncating or renaming anything it uses, or \

@@ -1,6 +1,6 @@
 //! `identifier-too-long`
 
-use crate::lint::{Example, Finding, Rule, StatementContext};
+use crate::lint::{Example, Finding, Level, Rule, StatementContext};
 use crate::splitter::TokenKind;
 
 /// PostgreSQL's NAMEDATALEN - 1.
@@ -9,6 +9,7 @@ const MAX_IDENTIFIER_BYTES: usize = 63;
 
 pub static RULE: Rule = Rule {
     id: "identifier-too-long",
+    default_level: Level::Error,
     summary: "Identifiers longer than 63 bytes are silently truncated by PostgreSQL.",
     explanation: "PostgreSQL truncates every identifier to 63 bytes (NAMEDATALEN - 1) with only a \
 NOTICE. Two long names that share their first 63 bytes become the same object, so \

@@ -2,12 +2,13 @@
 
 use sqlparser::ast::Statement;
 
-use crate::lint::{Example, Finding, Rule, StatementContext};
+use crate::lint::{Example, Finding, Level, Rule, StatementContext};
 use crate::lock_analysis::TableWork;
 use crate::migration::TransactionMode;
 
 pub static RULE: Rule = Rule {
     id: "lock-held-across-statements",
+    default_level: Level::Error,
     summary: "In one transaction, no long work after a statement that blocks writes to an existing table.",
     explanation: "PostgreSQL keeps every table lock until the transaction ends. A migration runs \
 in one transaction, so after `ALTER TABLE users ...` takes its ACCESS EXCLUSIVE lock, every \

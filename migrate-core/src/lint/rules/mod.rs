@@ -9,6 +9,7 @@ pub mod destructive_cascade;
 pub mod drop_in_expand;
 pub mod identifier_too_long;
 pub mod lock_held_across_statements;
+pub mod prefer_robust_types;
 pub mod require_concurrent_index;
 pub mod require_if_not_exists;
 pub mod set_not_null_scan;

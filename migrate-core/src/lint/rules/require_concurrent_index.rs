@@ -4,10 +4,11 @@ use sqlparser::ast::Statement;
 
 use super::quoted;
 use crate::classify::Fallback;
-use crate::lint::{Example, Finding, Rule, StatementContext};
+use crate::lint::{Example, Finding, Level, Rule, StatementContext};
 
 pub static RULE: Rule = Rule {
     id: "require-concurrent-index",
+    default_level: Level::Error,
     summary: "Build, drop, rebuild and refresh indexes CONCURRENTLY.",
     explanation: "CREATE INDEX holds a SHARE lock on the table for the whole build: every INSERT, \
 UPDATE and DELETE waits, for minutes on a large table. DROP INDEX and REINDEX take ACCESS \

@@ -3,10 +3,11 @@
 use sqlparser::ast::{AlterTableOperation, Statement};
 
 use crate::classify::Fallback;
-use crate::lint::{Example, Finding, Rule, StatementContext};
+use crate::lint::{Example, Finding, Level, Rule, StatementContext};
 
 pub static RULE: Rule = Rule {
     id: "require-if-not-exists",
+    default_level: Level::Error,
     summary: "CREATE and ADD COLUMN need IF NOT EXISTS, DROP needs IF EXISTS, so a re-run is a no-op.",
     explanation: "A migration in autocommit mode (any CONCURRENTLY statement) is not atomic: if it \
 fails half-way, the statements before the failure stay applied and the migration is run again. \

@@ -4,10 +4,11 @@ use sqlparser::ast::{AlterColumnOperation, AlterTableOperation};
 
 use super::{existing_table_operations, quoted};
 use crate::lint::context::{ident_key, table_key};
-use crate::lint::{Example, Finding, Rule, StatementContext};
+use crate::lint::{Example, Finding, Level, Rule, StatementContext};
 
 pub static RULE: Rule = Rule {
     id: "set-not-null-scan",
+    default_level: Level::Error,
     summary: "SET NOT NULL only after a validated CHECK (col IS NOT NULL).",
     explanation: "ALTER COLUMN ... SET NOT NULL scans the whole table under an ACCESS EXCLUSIVE \
 lock to prove there is no NULL: nothing can read or write the table meanwhile. Since \

@@ -1,9 +1,10 @@
 //! `transaction-control`
 
-use crate::lint::{Example, Finding, Rule, StatementContext};
+use crate::lint::{Example, Finding, Level, Rule, StatementContext};
 
 pub static RULE: Rule = Rule {
     id: "transaction-control",
+    default_level: Level::Error,
     summary: "No BEGIN, COMMIT, ROLLBACK or SAVEPOINT in a migration file: the runtime owns transactions.",
     explanation: "The runtime wraps each migration and its history row in one transaction (or \
 runs statements one by one in autocommit mode when PostgreSQL requires it). A COMMIT inside the \

@@ -3,10 +3,11 @@
 use sqlparser::ast::{FromTable, Statement, TableFactor};
 
 use super::quoted;
-use crate::lint::{Example, Finding, Rule, StatementContext};
+use crate::lint::{Example, Finding, Level, Rule, StatementContext};
 
 pub static RULE: Rule = Rule {
     id: "unbounded-update",
+    default_level: Level::Error,
     summary: "UPDATE and DELETE need a WHERE; bulk data changes belong in a batched backfill file.",
     explanation: "An UPDATE or DELETE without WHERE touches every row in one transaction: it \
 row-locks the whole table (blocking the application's writes), writes a new version of every \

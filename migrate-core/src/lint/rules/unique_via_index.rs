@@ -3,10 +3,11 @@
 use sqlparser::ast::{AlterTableOperation, ColumnOption, TableConstraint};
 
 use super::{existing_table_operations, quoted};
-use crate::lint::{Example, Finding, Rule, StatementContext};
+use crate::lint::{Example, Finding, Level, Rule, StatementContext};
 
 pub static RULE: Rule = Rule {
     id: "unique-via-index",
+    default_level: Level::Error,
     summary: "Add UNIQUE and PRIMARY KEY constraints USING INDEX built CONCURRENTLY first.",
     explanation: "ADD UNIQUE / ADD PRIMARY KEY builds the index while holding an ACCESS EXCLUSIVE \
 lock on the table: nothing can read or write it until the build ends. Build the unique index \

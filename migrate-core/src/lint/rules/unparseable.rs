@@ -1,10 +1,11 @@
 //! `unparseable`
 
 use crate::classify::Fallback;
-use crate::lint::{Example, Finding, Rule, StatementContext};
+use crate::lint::{Example, Finding, Level, Rule, StatementContext};
 
 pub static RULE: Rule = Rule {
     id: "unparseable",
+    default_level: Level::Error,
     summary: "A statement the linter cannot parse, or a DO block, needs an explicit allow.",
     explanation: "The safety rules can only judge what they can read. A statement that sqlparser \
 cannot parse, and that is not one of the kinds recognised from its keywords (DROP INDEX, \

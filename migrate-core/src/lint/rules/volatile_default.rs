@@ -3,11 +3,12 @@
 use sqlparser::ast::{AlterTableOperation, ColumnOption, Expr};
 
 use super::{existing_table_operations, quoted};
-use crate::lint::{Example, Finding, Rule, StatementContext};
+use crate::lint::{Example, Finding, Level, Rule, StatementContext};
 use crate::splitter::{TokenKind, tokenize};
 
 pub static RULE: Rule = Rule {
     id: "volatile-default",
+    default_level: Level::Error,
     summary: "ADD COLUMN must not rewrite the table (volatile default, serial, identity, stored generated) or fail on existing rows (NOT NULL without default).",
     explanation: "Since PostgreSQL 11, ADD COLUMN with a constant or stable default (`now()`, \
 `'x'`, `0`) only updates the catalog. A volatile default (`gen_random_uuid()`, `random()`, \

@@ -1,0 +1,1 @@
+CREATE TABLE IF NOT EXISTS accounts (id integer PRIMARY KEY, name text);
