@@ -31,18 +31,28 @@ fn list(context: &Context) {
     if context.json() {
         let rules: Vec<_> = RULES
             .iter()
-            .map(|r| json!({ "id": r.id, "summary": r.summary }))
+            .map(|r| json!({ "id": r.id, "summary": r.summary, "default_level": level_name(r.default_level) }))
             .collect();
         output::print_json(&json!({ "rules": rules }));
         return;
     }
     let rows: Vec<Vec<Cell>> = RULES
         .iter()
-        .map(|r| vec![Cell::new(r.id), Cell::new(r.summary)])
+        .map(|r| {
+            vec![
+                Cell::new(r.id),
+                Cell::new(level_name(r.default_level)),
+                Cell::new(r.summary),
+            ]
+        })
         .collect();
     print!(
         "{}",
-        output::table(&["RULE", "WHAT IT CATCHES"], &rows, context.config.color)
+        output::table(
+            &["RULE", "DEFAULT", "WHAT IT CATCHES"],
+            &rows,
+            context.config.color
+        )
     );
     println!("\n`migrate explain <rule>` prints why, the safe rewrite and examples.");
 }
@@ -103,5 +113,14 @@ mod tests {
         assert_eq!(closest("volatile-defaults"), Some("volatile-default"));
         assert_eq!(closest("xyz"), None);
         assert_eq!(levenshtein("kitten", "sitting"), 3);
+    }
+}
+
+/// The level a rule has when migrate.toml does not set one.
+fn level_name(level: migrate_core::lint::Level) -> &'static str {
+    match level {
+        migrate_core::lint::Level::Error => "error",
+        migrate_core::lint::Level::Warn => "warn",
+        migrate_core::lint::Level::Off => "off",
     }
 }
