@@ -100,6 +100,15 @@ fn levenshtein(a: &str, b: &str) -> usize {
     previous[b.len()]
 }
 
+/// The level a rule has when migrate.toml does not set one.
+fn level_name(level: migrate_core::lint::Level) -> &'static str {
+    match level {
+        migrate_core::lint::Level::Error => "error",
+        migrate_core::lint::Level::Warn => "warn",
+        migrate_core::lint::Level::Off => "off",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,14 +122,5 @@ mod tests {
         assert_eq!(closest("volatile-defaults"), Some("volatile-default"));
         assert_eq!(closest("xyz"), None);
         assert_eq!(levenshtein("kitten", "sitting"), 3);
-    }
-}
-
-/// The level a rule has when migrate.toml does not set one.
-fn level_name(level: migrate_core::lint::Level) -> &'static str {
-    match level {
-        migrate_core::lint::Level::Error => "error",
-        migrate_core::lint::Level::Warn => "warn",
-        migrate_core::lint::Level::Off => "off",
     }
 }
