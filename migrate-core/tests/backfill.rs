@@ -176,3 +176,61 @@ async fn a_row_locked_by_the_application_is_done_by_the_sweep() {
         0
     );
 }
+
+#[tokio::test]
+async fn progress_events_follow_the_run() {
+    use migrate_core::runtime::ProgressEvent;
+    use std::sync::{Arc, Mutex};
+
+    let db = database();
+    let dir = tempfile::tempdir().unwrap();
+    let migrations = write_set(dir.path(), 1000);
+    let client = client(db.url()).await;
+    Migrator::new(&migrations, config())
+        .unwrap()
+        .up(&client, UpTo::Version(1))
+        .await
+        .unwrap();
+    client
+        .batch_execute("INSERT INTO items (id, v) SELECT g, g FROM generate_series(1, 2500) g")
+        .await
+        .unwrap();
+
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let recorded = Arc::clone(&events);
+    let migrator = Migrator::new(&migrations, config())
+        .unwrap()
+        .with_progress(Box::new(move |event| {
+            let line = match *event {
+                ProgressEvent::Starting {
+                    migration,
+                    index,
+                    total,
+                    reverting,
+                } => {
+                    format!(
+                        "start {} {index}/{total} reverting={reverting}",
+                        migration.version
+                    )
+                }
+                ProgressEvent::BackfillBatch { rows_done, .. } => format!("batch {rows_done}"),
+                ProgressEvent::Finished { migration, .. } => format!("done {}", migration.version),
+                _ => "other".to_owned(),
+            };
+            recorded.lock().unwrap().push(line);
+        }));
+    migrator.up(&client, UpTo::All).await.unwrap();
+    migrator.down(&client, 1).await.unwrap();
+    assert_eq!(
+        *events.lock().unwrap(),
+        [
+            "start 2 0/1 reverting=false",
+            "batch 1000",
+            "batch 2000",
+            "batch 2500",
+            "done 2",
+            "start 2 0/1 reverting=true",
+            "done 2",
+        ]
+    );
+}

@@ -3,7 +3,10 @@
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use migrate_core::runtime::{AppliedMigration, MigrationState, Migrator, Plan, StatusReport, UpTo};
+use migrate_core::runtime::{
+    AppliedMigration, MigrationState, Migrator, Plan, ProgressEvent, ProgressHook, StatusReport,
+    UpTo,
+};
 use migrate_core::{Migrations, TransactionMode};
 use serde_json::json;
 
@@ -16,7 +19,9 @@ pub fn up(context: &Context, to: Option<u64>, dry_run: bool) -> anyhow::Result<O
     // scratch database would make a deploy "succeed" against nothing.
     let database = context.database("up")?;
     let migrations = context.migrations()?;
-    let migrator = Migrator::new(&migrations, context.config.migrator.clone())?;
+    let bar = progress_bar(context);
+    let migrator = Migrator::new(&migrations, context.config.migrator.clone())?
+        .with_progress(progress_hook(&bar));
     let target = to.map_or(UpTo::All, UpTo::Version);
     if dry_run {
         let plan = block_on(async {
@@ -26,12 +31,11 @@ pub fn up(context: &Context, to: Option<u64>, dry_run: bool) -> anyhow::Result<O
         print_up_plan(context, &plan);
         return Ok(Outcome::Success);
     }
-    let spinner = spinner(context, "applying migrations");
     let result = block_on(async {
         let client = context.connect(database).await?;
         anyhow::Ok(migrator.up(&client, target).await)
     })?;
-    spinner.finish_and_clear();
+    bar.finish_and_clear();
     match result? {
         Ok(report) => {
             print_applied(context, "applied", &report.applied);
@@ -53,7 +57,9 @@ pub fn up(context: &Context, to: Option<u64>, dry_run: bool) -> anyhow::Result<O
 pub fn down(context: &Context, to: u64, dry_run: bool) -> anyhow::Result<Outcome> {
     let database = context.database("down")?;
     let migrations = context.migrations()?;
-    let migrator = Migrator::new(&migrations, context.config.migrator.clone())?;
+    let bar = progress_bar(context);
+    let migrator = Migrator::new(&migrations, context.config.migrator.clone())?
+        .with_progress(progress_hook(&bar));
     if dry_run {
         let status = block_on(async {
             let client = context.connect(database).await?;
@@ -62,12 +68,11 @@ pub fn down(context: &Context, to: u64, dry_run: bool) -> anyhow::Result<Outcome
         print_down_plan(context, &migrations, &status, to);
         return Ok(Outcome::Success);
     }
-    let spinner = spinner(context, "reverting migrations");
     let result = block_on(async {
         let client = context.connect(database).await?;
         anyhow::Ok(migrator.down(&client, to).await)
     })?;
-    spinner.finish_and_clear();
+    bar.finish_and_clear();
     match result? {
         Ok(report) => {
             print_applied(context, "reverted", &report.reverted);
@@ -86,17 +91,46 @@ pub fn down(context: &Context, to: u64, dry_run: bool) -> anyhow::Result<Outcome
     }
 }
 
-/// An indeterminate spinner on a terminal; hidden when stderr is not one.
-fn spinner(context: &Context, message: &'static str) -> ProgressBar {
+/// A bar over the migrations of the run, on a terminal only (hidden when stderr is not one,
+/// so pipes and CI logs stay clean). Its length is set by the first event.
+fn progress_bar(context: &Context) -> ProgressBar {
     if !context.config.progress {
         return ProgressBar::hidden();
     }
-    let bar = ProgressBar::new_spinner().with_message(message);
-    if let Ok(style) = ProgressStyle::with_template("{spinner} {msg} ({elapsed})") {
+    let bar = ProgressBar::new(0);
+    if let Ok(style) = ProgressStyle::with_template("{spinner} [{pos}/{len}] {msg} ({elapsed})") {
         bar.set_style(style);
     }
     bar.enable_steady_tick(Duration::from_millis(120));
     bar
+}
+
+/// Moves `bar` with the runtime's events: the file being applied or reverted, and the rows a
+/// backfill has done so far.
+fn progress_hook(bar: &ProgressBar) -> ProgressHook {
+    let bar = bar.clone();
+    Box::new(move |event| match *event {
+        ProgressEvent::Starting {
+            migration,
+            index,
+            total,
+            reverting,
+        } => {
+            bar.set_length(total as u64);
+            bar.set_position(index as u64);
+            let verb = if reverting { "reverting" } else { "applying" };
+            bar.set_message(format!("{verb} {}", migration.file_name));
+        }
+        ProgressEvent::BackfillBatch {
+            migration,
+            rows_done,
+        } => bar.set_message(format!(
+            "backfilling {}: {rows_done} rows",
+            migration.file_name
+        )),
+        ProgressEvent::Finished { index, .. } => bar.set_position(index as u64 + 1),
+        _ => {}
+    })
 }
 
 /// How a migration ran: a backfill's up part runs in keyed batches, each its own transaction.

@@ -112,6 +112,7 @@ pub(crate) async fn run(
     table: &BackfillProgressTable,
     settings: &ExecutionSettings,
     history: HistoryChange<'_>,
+    on_batch: &(dyn Fn(i64) + Sync),
 ) -> Result<SectionOutcome, RuntimeError> {
     let started = Instant::now();
     table.ensure(client).await?;
@@ -147,6 +148,7 @@ pub(crate) async fn run(
             progress.rows_done += updated;
             progress.last_key = Some(last_key);
             save_progress(client, table, version, statement_index, &progress).await?;
+            on_batch(progress.rows_done);
             tracing::info!(
                 version = migration.version,
                 rows_done = progress.rows_done,

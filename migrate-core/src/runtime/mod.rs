@@ -314,12 +314,50 @@ impl fmt::Display for DownReport {
 }
 
 /// Applies a migration set to one database; see the module docs for the protocol.
-#[derive(Debug)]
 pub struct Migrator<'m> {
     migrations: &'m Migrations,
     config: MigratorConfig,
     history: History,
     lock_key: i64,
+    progress: Option<ProgressHook>,
+}
+
+/// What `up` and `down` are doing, for progress displays (see [`Migrator::with_progress`]).
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub enum ProgressEvent<'a> {
+    /// A migration is about to run; `index` counts from 0 among `total` in this run.
+    Starting {
+        migration: &'a Migration,
+        index: usize,
+        total: usize,
+        reverting: bool,
+    },
+    /// A backfill batch committed; `rows_done` counts the statement's rows so far.
+    BackfillBatch {
+        migration: &'a Migration,
+        rows_done: i64,
+    },
+    /// A migration finished (applied or reverted).
+    Finished {
+        migration: &'a Migration,
+        index: usize,
+        total: usize,
+    },
+}
+
+/// A callback receiving [`ProgressEvent`]s. It runs on the migration's task: keep it quick.
+pub type ProgressHook = Box<dyn Fn(&ProgressEvent<'_>) + Send + Sync>;
+
+impl std::fmt::Debug for Migrator<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Migrator")
+            .field("migrations", &self.migrations.len())
+            .field("config", &self.config)
+            .field("lock_key", &self.lock_key)
+            .field("progress", &self.progress.is_some())
+            .finish()
+    }
 }
 
 impl<'m> Migrator<'m> {
@@ -342,7 +380,20 @@ impl<'m> Migrator<'m> {
             config,
             history,
             lock_key,
+            progress: None,
         })
+    }
+
+    /// Reports progress of `up` and `down` to `hook` (e.g. a terminal progress bar).
+    pub fn with_progress(mut self, hook: ProgressHook) -> Self {
+        self.progress = Some(hook);
+        self
+    }
+
+    fn report_progress(&self, event: ProgressEvent<'_>) {
+        if let Some(hook) = &self.progress {
+            hook(&event);
+        }
     }
 
     pub fn config(&self) -> &MigratorConfig {
@@ -524,7 +575,14 @@ impl<'m> Migrator<'m> {
             stabilisation: self.config.contract_stabilisation,
             max_replica_lag: self.config.max_replica_lag,
         };
-        for m in pending {
+        let total = pending.len();
+        for (index, m) in pending.into_iter().enumerate() {
+            self.report_progress(ProgressEvent::Starting {
+                migration: m,
+                index,
+                total,
+                reverting: false,
+            });
             if m.phase == Phase::Contract {
                 // Before any statement of the contract: a refusal leaves it untouched and
                 // the migrations applied so far in this run applied.
@@ -544,11 +602,22 @@ impl<'m> Migrator<'m> {
                 Some(spec) if m.phase == Phase::Backfill => {
                     let progress =
                         backfill::BackfillProgressTable::for_history(self.history.table())?;
-                    backfill::run(client, m, spec, &progress, &settings, history).await?
+                    let on_batch = |rows_done| {
+                        self.report_progress(ProgressEvent::BackfillBatch {
+                            migration: m,
+                            rows_done,
+                        })
+                    };
+                    backfill::run(client, m, spec, &progress, &settings, history, &on_batch).await?
                 }
                 _ => executor::run_section(client, m, &m.up, &settings, history).await?,
             };
             report.applied.push(applied(m, &m.up, outcome));
+            self.report_progress(ProgressEvent::Finished {
+                migration: m,
+                index,
+                total,
+            });
         }
         Ok(())
     }
@@ -592,7 +661,14 @@ impl<'m> Migrator<'m> {
         }
         let delete = self.prepare(client, self.history.delete_sql()).await?;
         let settings = self.settings();
-        for (m, down) in plan {
+        let total = plan.len();
+        for (index, (m, down)) in plan.into_iter().enumerate() {
+            self.report_progress(ProgressEvent::Starting {
+                migration: m,
+                index,
+                total,
+                reverting: true,
+            });
             let history = HistoryChange::Delete {
                 statement: &delete,
                 version: sql_version(m.version),
@@ -606,6 +682,11 @@ impl<'m> Migrator<'m> {
                     .await?;
             }
             report.reverted.push(applied(m, down, outcome));
+            self.report_progress(ProgressEvent::Finished {
+                migration: m,
+                index,
+                total,
+            });
         }
         Ok(())
     }
