@@ -37,6 +37,9 @@ pub struct StatementContext<'a> {
     /// Write-blocking locks on existing tables taken by earlier statements of this part,
     /// still held when the part runs in one transaction.
     pub held_locks: &'a [HeldLock],
+    /// Enum values added (`ALTER TYPE ... ADD VALUE`) by earlier statements of this part,
+    /// with their line, when the part runs in one transaction.
+    pub enum_values_added: &'a [(String, u32)],
 }
 
 /// A lock taken by an earlier statement of the same transaction: PostgreSQL keeps every table

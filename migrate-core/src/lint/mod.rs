@@ -105,12 +105,14 @@ fn lint_file(
 ) {
     let mut created_in_section: HashSet<String> = HashSet::new();
     let mut held_locks: Vec<HeldLock> = Vec::new();
+    let mut enum_values_added: Vec<(String, u32)> = Vec::new();
     let mut section = SectionKind::Up;
     for statement in &file.statements {
         if statement.section != section {
             section = statement.section;
             created_in_section.clear();
             held_locks.clear();
+            enum_values_added.clear();
         }
         let mode = match section {
             SectionKind::Up => file.migration.up.mode,
@@ -142,6 +144,7 @@ fn lint_file(
             mode,
             lock: &lock,
             held_locks: &held_locks,
+            enum_values_added: &enum_values_added,
         };
         let mut used_allows = vec![false; statement.allows.len()];
         for rule in RULES {
@@ -196,6 +199,11 @@ fn lint_file(
                     .with_help("remove the stale allow: it would hide the next real problem"),
                 );
             }
+        }
+        if mode == crate::migration::TransactionMode::Transactional
+            && let Some(value) = rules::enum_value_same_transaction::added_enum_value(&context)
+        {
+            enum_values_added.push((value, statement.raw.line));
         }
         if mode == crate::migration::TransactionMode::Transactional {
             for taken in &lock.locks {

@@ -21,6 +21,7 @@ pub static RULES: &[&Rule] = &[
     &lock_held_across_statements::RULE,
     &destructive_cascade::RULE,
     &prefer_robust_types::RULE,
+    &enum_value_same_transaction::RULE,
 ];
 
 pub fn rule(id: &str) -> Option<&'static Rule> {

@@ -7,6 +7,7 @@ pub mod column_type_change;
 pub mod constraint_not_valid;
 pub mod destructive_cascade;
 pub mod drop_in_expand;
+pub mod enum_value_same_transaction;
 pub mod identifier_too_long;
 pub mod lock_held_across_statements;
 pub mod prefer_robust_types;

@@ -50,6 +50,10 @@ ALTER TABLE t ADD COLUMN IF NOT EXISTS ... / DROP ... IF EXISTS ...",
             sql: "-- migrate:requires 2\nDROP TABLE legacy_users;",
         },
         Example {
+            file_name: "0010_status.expand.sql",
+            sql: "ALTER TYPE order_status ADD VALUE 'refunded';",
+        },
+        Example {
             file_name: "0009_idx.contract.sql",
             sql: "-- migrate:requires 6\nDROP INDEX CONCURRENTLY idx_users_email;",
         },
@@ -111,6 +115,13 @@ fn check(context: &StatementContext<'_>, findings: &mut Vec<Finding>) {
         }
         Some(Fallback::DropIndex { .. }) => return,
         _ => {}
+    }
+    if words.starts_with(&["ALTER", "TYPE"])
+        && words.contains_pair("ADD", "VALUE")
+        && !words.contains_pair("NOT", "EXISTS")
+    {
+        findings.push(missing("ALTER TYPE ... ADD VALUE", "IF NOT EXISTS"));
+        return;
     }
     let Some(statement) = context.ast else {
         return;
