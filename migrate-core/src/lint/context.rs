@@ -71,9 +71,74 @@ pub struct SchemaFacts {
     pending_not_null_checks: HashMap<(String, String), String>,
     /// `(table, column)` pairs with a validated `CHECK (column IS NOT NULL)`.
     validated_not_null: HashSet<(String, String)>,
+    /// `(table, leading columns)` of every index the set's up parts create (indexes,
+    /// primary keys, unique constraints), whichever file creates them.
+    indexes: Vec<(String, Vec<String>)>,
 }
 
 impl SchemaFacts {
+    /// True when some index of the set starts with exactly `columns` (in any order), so a
+    /// lookup by those columns (a foreign key check) can use it.
+    pub fn has_index_leading_with(&self, table: &str, columns: &[String]) -> bool {
+        let mut wanted: Vec<&String> = columns.iter().collect();
+        wanted.sort();
+        self.indexes.iter().any(|(indexed_table, indexed)| {
+            if indexed_table != table || indexed.len() < columns.len() {
+                return false;
+            }
+            let mut leading: Vec<&String> = indexed[..columns.len()].iter().collect();
+            leading.sort();
+            leading == wanted
+        })
+    }
+
+    /// Records the indexes a statement creates (first pass over the set).
+    pub(crate) fn record_indexes(&mut self, statement: &Statement) {
+        let column_list = |columns: &[sqlparser::ast::IndexColumn]| -> Vec<String> {
+            columns
+                .iter()
+                .map(|c| expression_key(&c.column.expr))
+                .collect()
+        };
+        match statement {
+            Statement::CreateIndex(index) => {
+                self.indexes
+                    .push((table_key(&index.table_name), column_list(&index.columns)));
+            }
+            Statement::CreateTable(create) => {
+                let table = table_key(&create.name);
+                for constraint in &create.constraints {
+                    if let Some(columns) = key_columns(constraint) {
+                        self.indexes.push((table.clone(), column_list(columns)));
+                    }
+                }
+                for column in &create.columns {
+                    let unique = column.options.iter().any(|o| {
+                        matches!(
+                            o.option,
+                            ColumnOption::PrimaryKey(_) | ColumnOption::Unique(_)
+                        )
+                    });
+                    if unique {
+                        self.indexes
+                            .push((table.clone(), vec![ident_key(&column.name)]));
+                    }
+                }
+            }
+            Statement::AlterTable(alter) => {
+                let table = table_key(&alter.name);
+                for operation in &alter.operations {
+                    if let AlterTableOperation::AddConstraint { constraint, .. } = operation
+                        && let Some(columns) = key_columns(constraint)
+                    {
+                        self.indexes.push((table.clone(), column_list(columns)));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
     /// True when a validated `CHECK (column IS NOT NULL)` exists on `table`, which lets
     /// PostgreSQL 12+ skip the full-table scan of `SET NOT NULL`.
     /// <https://www.postgresql.org/docs/current/sql-altertable.html#SQL-ALTERTABLE-DESC-SET-DROP-NOT-NULL>
@@ -187,5 +252,24 @@ pub(crate) fn record(
             }
         }
         _ => {}
+    }
+}
+
+/// The columns of a PRIMARY KEY or UNIQUE constraint (each builds an index).
+fn key_columns(constraint: &TableConstraint) -> Option<&[sqlparser::ast::IndexColumn]> {
+    match constraint {
+        TableConstraint::PrimaryKey(pk) => Some(&pk.columns),
+        TableConstraint::Unique(unique) => Some(&unique.columns),
+        _ => None,
+    }
+}
+
+/// A column reference as a key: `"Email"` → `Email`, `Email` → `email`; other expressions
+/// keep their text (they never equal a plain column).
+pub fn expression_key(expr: &Expr) -> String {
+    match expr {
+        Expr::Identifier(ident) => ident_key(ident),
+        Expr::CompoundIdentifier(parts) => parts.last().map(ident_key).unwrap_or_default(),
+        other => other.to_string(),
     }
 }

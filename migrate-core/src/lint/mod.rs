@@ -87,11 +87,31 @@ pub fn parse_statement(sql: &str) -> Result<sqlparser::ast::Statement, String> {
 /// Lints parsed files in version order and returns every diagnostic, sorted.
 pub fn lint_files(files: &[ParsedFile], config: &Config) -> Vec<Diagnostic> {
     let mut diagnostics = Vec::new();
-    let mut facts = SchemaFacts::default();
     let mut ordered: Vec<&ParsedFile> = files.iter().collect();
     ordered.sort_by_key(|f| f.migration.version);
-    for file in ordered {
-        lint_file(file, config, &mut facts, &mut diagnostics);
+    // Every statement is parsed once; a first pass over the whole set gathers what some
+    // rules need to know about later files (the indexes a foreign key may rely on).
+    let parsed: Vec<Vec<Result<sqlparser::ast::Statement, String>>> = ordered
+        .iter()
+        .map(|file| {
+            file.statements
+                .iter()
+                .map(|s| parse_statement(file.text(s)))
+                .collect()
+        })
+        .collect();
+    let mut facts = SchemaFacts::default();
+    for (file, statements) in ordered.iter().zip(&parsed) {
+        for (statement, ast) in file.statements.iter().zip(statements) {
+            if statement.section == SectionKind::Up
+                && let Ok(ast) = ast
+            {
+                facts.record_indexes(ast);
+            }
+        }
+    }
+    for (file, statements) in ordered.into_iter().zip(&parsed) {
+        lint_file(file, statements, config, &mut facts, &mut diagnostics);
     }
     crate::diagnostic::sort(&mut diagnostics);
     diagnostics
@@ -99,6 +119,7 @@ pub fn lint_files(files: &[ParsedFile], config: &Config) -> Vec<Diagnostic> {
 
 fn lint_file(
     file: &ParsedFile,
+    parsed_statements: &[Result<sqlparser::ast::Statement, String>],
     config: &Config,
     facts: &mut SchemaFacts,
     diagnostics: &mut Vec<Diagnostic>,
@@ -107,7 +128,7 @@ fn lint_file(
     let mut held_locks: Vec<HeldLock> = Vec::new();
     let mut enum_values_added: Vec<(String, u32)> = Vec::new();
     let mut section = SectionKind::Up;
-    for statement in &file.statements {
+    for (statement, parsed) in file.statements.iter().zip(parsed_statements) {
         if statement.section != section {
             section = statement.section;
             created_in_section.clear();
@@ -124,7 +145,6 @@ fn lint_file(
         };
         let sql = file.text(statement);
         let words = file.words(statement);
-        let parsed = parse_statement(sql);
         let fallback = if parsed.is_ok() && !words.starts_with(&["DROP", "INDEX"]) {
             None
         } else {

@@ -22,6 +22,7 @@ pub static RULES: &[&Rule] = &[
     &destructive_cascade::RULE,
     &prefer_robust_types::RULE,
     &enum_value_same_transaction::RULE,
+    &foreign_key_without_index::RULE,
 ];
 
 pub fn rule(id: &str) -> Option<&'static Rule> {

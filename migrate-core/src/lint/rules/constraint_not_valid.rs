@@ -32,7 +32,9 @@ A table created earlier in the same file is exempt.",
         Example {
             file_name: "0004_fk.expand.sql",
             sql: "ALTER TABLE orders ADD CONSTRAINT orders_user_fk FOREIGN KEY (user_id) REFERENCES users (id) NOT VALID;\n\
-ALTER TABLE orders ADD CONSTRAINT orders_total_positive CHECK (total >= 0) NOT VALID;",
+ALTER TABLE orders ADD CONSTRAINT orders_total_positive CHECK (total >= 0) NOT VALID;\n\
+-- the index the foreign key needs (see foreign-key-without-index)\n\
+CREATE INDEX CONCURRENTLY IF NOT EXISTS orders_user_id_idx ON orders (user_id);",
         },
         Example {
             file_name: "0001_orders.expand.sql",

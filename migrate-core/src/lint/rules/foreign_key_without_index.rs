@@ -1,0 +1,140 @@
+//! `foreign-key-without-index`
+
+use sqlparser::ast::{
+    AlterTableOperation, ColumnOption, ForeignKeyConstraint, Statement, TableConstraint,
+};
+
+use crate::lint::context::{ident_key, table_key};
+use crate::lint::{Example, Finding, Level, Rule, StatementContext};
+
+pub static RULE: Rule = Rule {
+    id: "foreign-key-without-index",
+    default_level: Level::Warn,
+    summary: "A foreign key's columns need an index on the referencing table, somewhere in the set.",
+    explanation: "PostgreSQL indexes the referenced key, never the referencing columns. Without an \
+index there, every DELETE of a parent row (and every UPDATE of its key) scans the whole child \
+table to check for references, holding its row locks meanwhile; `ON DELETE CASCADE` turns one \
+delete into a table scan per child table. The cost grows with the child table until deletes \
+time out. The rule looks for an index, primary key or unique constraint whose leading columns \
+are the foreign key's, created anywhere in the set (a later migration may add it \
+CONCURRENTLY). Warns by default.",
+    rewrite: "CREATE INDEX CONCURRENTLY IF NOT EXISTS <child>_<columns>_idx ON <child> (<columns>);",
+    bad: &[Example {
+        file_name: "0002_comments.expand.sql",
+        sql: "CREATE TABLE IF NOT EXISTS comments (\n    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,\n    post_id bigint NOT NULL REFERENCES posts (id),\n    body text NOT NULL\n);",
+    }],
+    good: &[Example {
+        file_name: "0002_comments.expand.sql",
+        sql: "CREATE TABLE IF NOT EXISTS comments (\n    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,\n    post_id bigint NOT NULL REFERENCES posts (id),\n    body text NOT NULL\n);\n\
+CREATE INDEX IF NOT EXISTS comments_post_id_idx ON comments (post_id);\n\
+CREATE TABLE IF NOT EXISTS post_tags (\n    post_id bigint NOT NULL REFERENCES posts (id),\n    tag text NOT NULL,\n    PRIMARY KEY (post_id, tag)\n);",
+    }],
+    check,
+};
+
+fn check(context: &StatementContext<'_>, findings: &mut Vec<Finding>) {
+    let (table, foreign_keys) = match context.ast {
+        Some(Statement::CreateTable(create)) => {
+            let mut keys: Vec<(Vec<String>, String)> = create
+                .constraints
+                .iter()
+                .filter_map(|c| match c {
+                    TableConstraint::ForeignKey(fk) => Some(columns_of(fk)),
+                    _ => None,
+                })
+                .collect();
+            for column in &create.columns {
+                for option in &column.options {
+                    if let ColumnOption::ForeignKey(fk) = &option.option {
+                        keys.push((vec![ident_key(&column.name)], fk.foreign_table.to_string()));
+                    }
+                }
+            }
+            (create.name.clone(), keys)
+        }
+        Some(Statement::AlterTable(alter)) => {
+            let keys = alter
+                .operations
+                .iter()
+                .filter_map(|operation| match operation {
+                    AlterTableOperation::AddConstraint {
+                        constraint: TableConstraint::ForeignKey(fk),
+                        ..
+                    } => Some(columns_of(fk)),
+                    _ => None,
+                })
+                .collect();
+            (alter.name.clone(), keys)
+        }
+        _ => return,
+    };
+    let key = table_key(&table);
+    for (columns, parent) in foreign_keys {
+        if columns.is_empty() || context.facts.has_index_leading_with(&key, &columns) {
+            continue;
+        }
+        let list = columns.join(", ");
+        findings.push(
+            Finding::new(format!(
+                "no index on {table} ({list}): every DELETE from \"{parent}\" (and every key UPDATE) scans \"{table}\" to check the foreign key"
+            ))
+            .help(format!(
+                "CREATE INDEX CONCURRENTLY IF NOT EXISTS {key}_{}_idx ON {table} ({list}); (in its own migration)",
+                columns.join("_")
+            )),
+        );
+    }
+}
+
+fn columns_of(fk: &ForeignKeyConstraint) -> (Vec<String>, String) {
+    (
+        fk.columns.iter().map(ident_key).collect(),
+        fk.foreign_table.to_string(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::lint::testing::lint_example;
+
+    #[test]
+    fn examples() {
+        crate::lint::testing::check_examples(&super::RULE);
+    }
+
+    #[test]
+    fn an_index_added_by_a_later_migration_counts() {
+        use crate::lint::{Config, lint_files};
+        use crate::source::{SourceFile, load_files};
+        let file = |name: &str, sql: &str| SourceFile {
+            display_path: name.into(),
+            file_name: name.into(),
+            bytes: sql.as_bytes().to_vec(),
+        };
+        let set = load_files(
+            &[
+                file(
+                    "0001_a.expand.sql",
+                    "ALTER TABLE orders ADD CONSTRAINT orders_user_fk FOREIGN KEY (user_id) REFERENCES users (id) NOT VALID;",
+                ),
+                file(
+                    "0002_b.expand.sql",
+                    "CREATE INDEX CONCURRENTLY IF NOT EXISTS orders_user_id_idx ON orders (user_id);",
+                ),
+            ],
+            &|_| true,
+        );
+        assert_eq!(lint_files(&set.files, &Config::default()), vec![]);
+    }
+
+    #[test]
+    fn an_index_on_other_leading_columns_does_not_count() {
+        let sql = "CREATE TABLE IF NOT EXISTS likes (user_id bigint REFERENCES users (id), post_id bigint REFERENCES posts (id), PRIMARY KEY (user_id, post_id));";
+        let found: Vec<String> = lint_example("0001_likes.expand.sql", sql)
+            .iter()
+            .map(|d| d.message.clone())
+            .collect();
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].contains("likes (post_id)"), "{found:?}");
+    }
+}
