@@ -89,37 +89,46 @@ pub fn lint_files(files: &[ParsedFile], config: &Config) -> Vec<Diagnostic> {
     let mut diagnostics = Vec::new();
     let mut ordered: Vec<&ParsedFile> = files.iter().collect();
     ordered.sort_by_key(|f| f.migration.version);
-    // Every statement is parsed once; a first pass over the whole set gathers what some
-    // rules need to know about later files (the indexes a foreign key may rely on).
-    let parsed: Vec<Vec<Result<sqlparser::ast::Statement, String>>> = ordered
-        .iter()
-        .map(|file| {
-            file.statements
-                .iter()
-                .map(|s| parse_statement(file.text(s)))
-                .collect()
-        })
-        .collect();
     let mut facts = SchemaFacts::default();
-    for (file, statements) in ordered.iter().zip(&parsed) {
-        for (statement, ast) in file.statements.iter().zip(statements) {
-            if statement.section == SectionKind::Up
-                && let Ok(ast) = ast
-            {
-                facts.record_indexes(ast);
-            }
-        }
-    }
-    for (file, statements) in ordered.into_iter().zip(&parsed) {
-        lint_file(file, statements, config, &mut facts, &mut diagnostics);
+    record_set_indexes(&ordered, &mut facts);
+    for file in ordered {
+        lint_file(file, config, &mut facts, &mut diagnostics);
     }
     crate::diagnostic::sort(&mut diagnostics);
     diagnostics
 }
 
+/// First pass for `foreign-key-without-index`: the indexes of the whole set, because a later
+/// migration may add the index a foreign key needs. Only when some statement declares a
+/// foreign key (`REFERENCES`, from the tokens), and only index-making statements are parsed,
+/// so sets without foreign keys pay nothing.
+fn record_set_indexes(files: &[&ParsedFile], facts: &mut SchemaFacts) {
+    let up_statements = || {
+        files.iter().flat_map(|file| {
+            file.statements
+                .iter()
+                .filter(|s| s.section == SectionKind::Up)
+                .map(move |s| (*file, s))
+        })
+    };
+    if !up_statements().any(|(file, s)| file.words(s).contains("REFERENCES")) {
+        return;
+    }
+    for (file, statement) in up_statements() {
+        let words = file.words(statement);
+        let makes_index = words.starts_with(&["CREATE", "INDEX"])
+            || words.starts_with(&["CREATE", "UNIQUE", "INDEX"])
+            || words.starts_with(&["CREATE", "TABLE"])
+            || (words.starts_with(&["ALTER", "TABLE"])
+                && (words.contains("PRIMARY") || words.contains("UNIQUE")));
+        if makes_index && let Ok(ast) = parse_statement(file.text(statement)) {
+            facts.record_indexes(&ast);
+        }
+    }
+}
+
 fn lint_file(
     file: &ParsedFile,
-    parsed_statements: &[Result<sqlparser::ast::Statement, String>],
     config: &Config,
     facts: &mut SchemaFacts,
     diagnostics: &mut Vec<Diagnostic>,
@@ -128,7 +137,7 @@ fn lint_file(
     let mut held_locks: Vec<HeldLock> = Vec::new();
     let mut enum_values_added: Vec<(String, u32)> = Vec::new();
     let mut section = SectionKind::Up;
-    for (statement, parsed) in file.statements.iter().zip(parsed_statements) {
+    for statement in &file.statements {
         if statement.section != section {
             section = statement.section;
             created_in_section.clear();
@@ -145,6 +154,7 @@ fn lint_file(
         };
         let sql = file.text(statement);
         let words = file.words(statement);
+        let parsed = parse_statement(sql);
         let fallback = if parsed.is_ok() && !words.starts_with(&["DROP", "INDEX"]) {
             None
         } else {
