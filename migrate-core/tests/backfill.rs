@@ -133,7 +133,13 @@ async fn a_row_locked_by_the_application_is_done_by_the_sweep() {
         async move {
             let client = common::client(&url).await;
             let migrations = migrations;
-            let migrator = Migrator::new(&migrations, config()).unwrap();
+            // Enough retries that the sweep is still waiting when the observer looks, however
+            // slow the machine: each attempt waits lock_timeout for the row lock.
+            let patient = migrate_core::runtime::MigratorConfig {
+                lock_retries: 100,
+                ..config()
+            };
+            let migrator = Migrator::new(&migrations, patient).unwrap();
             migrator
                 .up(&client, UpTo::All)
                 .await
