@@ -171,6 +171,24 @@ pub enum Command {
         version: Option<u64>,
     },
 
+    /// Show every backfill statement's progress: rows done, last key, finished and verified.
+    ///
+    /// Read only. A backfill runs in keyed batches during `up`; its progress survives a
+    /// killed run, which resumes from the last key.
+    Backfill,
+
+    /// Check again that applied backfills left no row behind: count the rows that still
+    /// match each backfill statement's WHERE, and record verified_at where none does.
+    ///
+    /// Run it before deploying a contract: application code that does not dual-write can
+    /// create rows in the old shape after a backfill ran. Only reads the application's
+    /// tables. Exits 1 when rows remain.
+    Verify {
+        /// Only this backfill migration.
+        #[arg(long, value_name = "VERSION")]
+        version: Option<u64>,
+    },
+
     /// Lint, then prove on a throwaway PostgreSQL that every down part restores the schema.
     ///
     /// Starts its own scratch cluster (never touches --database-url): applies the migrations

@@ -116,6 +116,8 @@ fn run(cli: Cli, source: Source) -> anyhow::Result<Outcome> {
             requires,
         } => commands::new::run(&context, &name, phase, requires),
         Command::Repair { version } => commands::repair::run(&context, version),
+        Command::Backfill => commands::backfill::status(&context),
+        Command::Verify { version } => commands::backfill::verify(&context, version),
         Command::Check { path } => commands::check::run(&context, path.as_deref()),
         Command::Flag { action } => commands::flag::run(&context, action),
     }

@@ -232,7 +232,7 @@ pub(crate) async fn run(
     })
 }
 
-async fn plan_statement(
+pub(crate) async fn plan_statement(
     client: &Client,
     migration: &Migration,
     spec: &BackfillSpec,

@@ -31,6 +31,7 @@ pub mod gates;
 pub mod history;
 pub mod lock;
 pub mod repair;
+pub mod verify;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -44,6 +45,7 @@ pub use error::{ConnectError, Failed, LockHolder, PartialReport, RuntimeError, S
 pub use gates::{GateFailure, Replica};
 pub use history::{HistoryRow, TableName};
 pub use lock::{AdvisoryLock, lock_key};
+pub use verify::BackfillState;
 
 use crate::migration::{Migration, Migrations, Phase, Section, TransactionMode};
 use executor::{Backoff, ExecutionSettings, HistoryChange};

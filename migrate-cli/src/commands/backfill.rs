@@ -1,0 +1,131 @@
+//! `migrate backfill` and `migrate verify [--version V]`
+
+use migrate_core::runtime::{BackfillState, Migrator};
+use serde_json::json;
+
+use crate::error::Outcome;
+use crate::output::{self, Cell, Style};
+use crate::{Context, block_on};
+
+pub fn status(context: &Context) -> anyhow::Result<Outcome> {
+    let database = context.database("backfill")?;
+    let migrations = context.migrations()?;
+    let migrator = Migrator::new(&migrations, context.config.migrator.clone())?;
+    let states = block_on(async {
+        let client = context.connect(database).await?;
+        anyhow::Ok(migrator.backfills(&client).await?)
+    })??;
+    print(context, &states, false);
+    Ok(Outcome::Success)
+}
+
+pub fn verify(context: &Context, version: Option<u64>) -> anyhow::Result<Outcome> {
+    let database = context.database("verify")?;
+    let migrations = context.migrations()?;
+    if let Some(version) = version
+        && !migrations
+            .iter()
+            .any(|m| m.version == version && m.backfill.is_some())
+    {
+        anyhow::bail!("version {version} is not a backfill migration of this set");
+    }
+    let migrator = Migrator::new(&migrations, context.config.migrator.clone())?;
+    let states = block_on(async {
+        let client = context.connect(database).await?;
+        anyhow::Ok(migrator.verify_backfills(&client, version).await?)
+    })??;
+    print(context, &states, true);
+    let left: i64 = states.iter().filter_map(|s| s.remaining).sum();
+    if left > 0 {
+        if !context.json() {
+            eprintln!(
+                "verification failed: {left} row(s) still match a backfill's WHERE: rows were written in the old shape after it ran (is a release without dual writes still running?). Do not deploy the contract yet; the backfill's UPDATE is idempotent and can be run again"
+            );
+        }
+        return Ok(Outcome::Failure);
+    }
+    Ok(Outcome::Success)
+}
+
+fn time(value: Option<std::time::SystemTime>) -> String {
+    value.map_or_else(|| "-".to_owned(), output::timestamp)
+}
+
+fn print(context: &Context, states: &[BackfillState], verified: bool) {
+    if context.json() {
+        let items: Vec<_> = states
+            .iter()
+            .map(|s| {
+                json!({
+                    "version": s.version,
+                    "file": s.file_name,
+                    "statement": s.statement,
+                    "line": s.line,
+                    "applied": s.applied,
+                    "rows_done": s.rows_done,
+                    "last_key": s.last_key,
+                    "updated_at": s.updated_at.map(output::timestamp),
+                    "finished_at": s.finished_at.map(output::timestamp),
+                    "verified_at": s.verified_at.map(output::timestamp),
+                    "remaining": s.remaining,
+                })
+            })
+            .collect();
+        output::print_json(&json!({ "backfills": items }));
+        return;
+    }
+    if states.is_empty() {
+        println!(
+            "{}",
+            if verified {
+                "nothing to verify: no applied backfill migration"
+            } else {
+                "the set has no backfill migration"
+            }
+        );
+        return;
+    }
+    let color = context.config.color;
+    let rows: Vec<Vec<Cell>> = states
+        .iter()
+        .map(|s| {
+            let mut row = vec![
+                Cell::new(s.version.to_string()),
+                Cell::new(format!("{}:{}", s.file_name, s.line)),
+                Cell::new(if s.applied { "applied" } else { "pending" }),
+                Cell::new(
+                    s.rows_done
+                        .map_or_else(|| "-".to_owned(), |n| n.to_string()),
+                ),
+                Cell::new(s.last_key.clone().unwrap_or_else(|| "-".to_owned())),
+                Cell::new(time(s.finished_at)),
+                Cell::new(time(s.verified_at)),
+            ];
+            if verified {
+                let remaining = s.remaining.unwrap_or(0);
+                row.push(Cell::styled(
+                    remaining.to_string(),
+                    if remaining == 0 {
+                        Style::Green
+                    } else {
+                        Style::Red
+                    },
+                ));
+            }
+            row
+        })
+        .collect();
+    let mut headers = vec![
+        "VERSION",
+        "STATEMENT",
+        "STATE",
+        "ROWS DONE",
+        "LAST KEY",
+        "FINISHED",
+        "VERIFIED",
+    ];
+    if verified {
+        headers.push("REMAINING");
+    }
+    print!("{}", output::table(&headers, &rows, color));
+}

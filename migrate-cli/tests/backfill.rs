@@ -1,0 +1,157 @@
+//! `migrate backfill` and `migrate verify` against a scratch database.
+
+mod common;
+
+use common::*;
+
+fn write_set(dir: &std::path::Path) {
+    std::fs::write(
+        dir.join("0001_items.sql"),
+        "CREATE TABLE IF NOT EXISTS items (id bigint PRIMARY KEY, v integer NOT NULL, v2 integer);\n\
+         -- migrate:down\nDROP TABLE IF EXISTS items;\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("0002_items_v2.backfill.sql"),
+        "-- migrate:backfill table=items key=id batch=100\n\
+         UPDATE items SET v2 = v * 2 WHERE v2 IS NULL;\n-- migrate:down\n",
+    )
+    .unwrap();
+}
+
+#[test]
+fn backfill_progress_and_verification() {
+    let db = database();
+    let dir = tempfile::tempdir().unwrap();
+    write_set(dir.path());
+    let dir_arg = dir.path().to_str().unwrap();
+    let url = url(&db);
+
+    migrate()
+        .args(["--database-url", &url, "--dir", dir_arg, "up", "--to", "1"])
+        .assert()
+        .success();
+    sql(
+        &db,
+        "INSERT INTO items (id, v) SELECT g, g FROM generate_series(1, 250) g",
+    );
+
+    // Before the backfill runs: pending, no progress, nothing to verify.
+    let pending = migrate()
+        .args([
+            "--database-url",
+            &url,
+            "--dir",
+            dir_arg,
+            "--format",
+            "json",
+            "backfill",
+        ])
+        .output()
+        .unwrap();
+    assert!(pending.status.success());
+    let report = json(&pending);
+    assert_eq!(report["backfills"][0]["applied"], false);
+    assert!(report["backfills"][0]["rows_done"].is_null());
+
+    migrate()
+        .args(["--database-url", &url, "--dir", dir_arg, "up"])
+        .assert()
+        .success();
+    let done = json(
+        &migrate()
+            .args([
+                "--database-url",
+                &url,
+                "--dir",
+                dir_arg,
+                "--format",
+                "json",
+                "backfill",
+            ])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(done["backfills"][0]["applied"], true);
+    assert_eq!(done["backfills"][0]["rows_done"], 250);
+    assert_eq!(done["backfills"][0]["last_key"], "250");
+
+    // A row written in the old shape after the backfill: verify fails and names it.
+    sql(&db, "INSERT INTO items (id, v) VALUES (251, 1)");
+    let failed = migrate()
+        .args([
+            "--database-url",
+            &url,
+            "--dir",
+            dir_arg,
+            "--format",
+            "json",
+            "verify",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(failed.status.code(), Some(1));
+    assert_eq!(json(&failed)["backfills"][0]["remaining"], 1);
+    migrate()
+        .args(["--database-url", &url, "--dir", dir_arg, "verify"])
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains("1 row(s) still match"));
+
+    // Fixed: verify passes and records verified_at.
+    sql(&db, "UPDATE items SET v2 = v * 2 WHERE v2 IS NULL");
+    sql(
+        &db,
+        "UPDATE schema_migrations_backfill SET verified_at = NULL",
+    );
+    let passed = migrate()
+        .args([
+            "--database-url",
+            &url,
+            "--dir",
+            dir_arg,
+            "--format",
+            "json",
+            "verify",
+            "--version",
+            "2",
+        ])
+        .output()
+        .unwrap();
+    assert!(passed.status.success());
+    let report = json(&passed);
+    assert_eq!(report["backfills"][0]["remaining"], 0);
+    assert!(report["backfills"][0]["verified_at"].is_string());
+    assert_eq!(
+        sql(
+            &db,
+            "SELECT count(*) FROM schema_migrations_backfill WHERE verified_at IS NOT NULL"
+        ),
+        "1"
+    );
+
+    migrate()
+        .args([
+            "--database-url",
+            &url,
+            "--dir",
+            dir_arg,
+            "verify",
+            "--version",
+            "1",
+        ])
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains("not a backfill migration"));
+}
+
+#[test]
+fn backfill_and_verify_need_a_database() {
+    for command in ["backfill", "verify"] {
+        migrate()
+            .args([command])
+            .assert()
+            .code(1)
+            .stderr(predicates::str::contains("needs a database"));
+    }
+}

@@ -1,0 +1,159 @@
+//! Backfill status and verification (`migrate backfill`, `migrate verify`).
+//!
+//! A backfill is verified once when it runs (its history row is written only then). Old
+//! application code that does not dual-write can still create rows in the old shape
+//! afterwards, so before a contract, or any time, `verify` checks again that no row matches
+//! a backfill statement's WHERE, and records `verified_at` when none does.
+
+use std::time::SystemTime;
+
+use tokio_postgres::Client;
+use tokio_postgres::error::SqlState;
+
+use super::Migrator;
+use super::backfill::{BackfillProgressTable, plan_statement};
+use super::error::RuntimeError;
+use crate::migration::Phase;
+
+/// One statement of a backfill migration, as the database knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackfillState {
+    pub version: u64,
+    pub file_name: String,
+    /// Index of the statement among the file's up statements.
+    pub statement: usize,
+    pub line: u32,
+    /// The migration's history row exists.
+    pub applied: bool,
+    pub rows_done: Option<i64>,
+    pub last_key: Option<String>,
+    pub updated_at: Option<SystemTime>,
+    pub finished_at: Option<SystemTime>,
+    pub verified_at: Option<SystemTime>,
+    /// Rows still matching the WHERE; only filled by [`Migrator::verify_backfills`].
+    pub remaining: Option<i64>,
+}
+
+impl Migrator<'_> {
+    /// Every backfill statement of the set with its stored progress. Read only.
+    pub async fn backfills(&self, client: &Client) -> Result<Vec<BackfillState>, RuntimeError> {
+        let applied: Vec<u64> = self
+            .history
+            .read(client)
+            .await?
+            .iter()
+            .map(|r| r.version)
+            .collect();
+        let table = BackfillProgressTable::for_history(self.history_table())?;
+        let mut states = Vec::new();
+        for migration in self.migrations.iter() {
+            if migration.phase != Phase::Backfill || migration.backfill.is_none() {
+                continue;
+            }
+            for (index, statement) in migration.up.statements.iter().enumerate() {
+                let mut state = BackfillState {
+                    version: migration.version,
+                    file_name: migration.file_name.to_string(),
+                    statement: index,
+                    line: statement.line,
+                    applied: applied.contains(&migration.version),
+                    rows_done: None,
+                    last_key: None,
+                    updated_at: None,
+                    finished_at: None,
+                    verified_at: None,
+                    remaining: None,
+                };
+                let row = client
+                    .query_opt(
+                        &format!(
+                            "SELECT rows_done, last_key, updated_at, finished_at, verified_at FROM {} \
+                             WHERE version = $1 AND statement = $2",
+                            table.quoted()
+                        ),
+                        &[&sql_version(migration.version), &statement_index(index)],
+                    )
+                    .await;
+                match row {
+                    Ok(Some(row)) => {
+                        state.rows_done = row.get(0);
+                        state.last_key = row.get(1);
+                        state.updated_at = row.get(2);
+                        state.finished_at = row.get(3);
+                        state.verified_at = row.get(4);
+                    }
+                    Ok(None) => {}
+                    // No backfill has run yet in this database.
+                    Err(error) if error.code() == Some(&SqlState::UNDEFINED_TABLE) => {}
+                    Err(error) => {
+                        return Err(RuntimeError::database("reading backfill progress")(error));
+                    }
+                }
+                states.push(state);
+            }
+        }
+        Ok(states)
+    }
+
+    /// Counts, for every applied backfill (or only `version`), the rows that still match its
+    /// WHERE, and records `verified_at` for the statements with none left. Only reads the
+    /// application's tables.
+    pub async fn verify_backfills(
+        &self,
+        client: &Client,
+        version: Option<u64>,
+    ) -> Result<Vec<BackfillState>, RuntimeError> {
+        let table = BackfillProgressTable::for_history(self.history_table())?;
+        let mut states = self.backfills(client).await?;
+        states.retain(|s| s.applied && version.is_none_or(|v| v == s.version));
+        for state in &mut states {
+            let Some(migration) = self.migrations.get(state.version) else {
+                continue;
+            };
+            let (Some(spec), Some(statement)) = (
+                &migration.backfill,
+                migration.up.statements.get(state.statement),
+            ) else {
+                continue;
+            };
+            let plan = plan_statement(client, migration, spec, statement).await?;
+            let remaining: i64 = client
+                .query_one(&plan.remaining_sql, &[])
+                .await
+                .map_err(RuntimeError::database(
+                    "counting rows a backfill has not done",
+                ))?
+                .get(0);
+            state.remaining = Some(remaining);
+            if remaining == 0 {
+                let updated = client
+                    .query_opt(
+                        &format!(
+                            "UPDATE {} SET verified_at = now() WHERE version = $1 AND statement = $2 RETURNING verified_at",
+                            table.quoted()
+                        ),
+                        &[&sql_version(state.version), &statement_index(state.statement)],
+                    )
+                    .await;
+                match updated {
+                    Ok(row) => state.verified_at = row.map(|r| r.get(0)).or(state.verified_at),
+                    Err(error) if error.code() == Some(&SqlState::UNDEFINED_TABLE) => {}
+                    Err(error) => {
+                        return Err(RuntimeError::database("recording backfill verification")(
+                            error,
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(states)
+    }
+}
+
+fn sql_version(version: u64) -> i64 {
+    i64::try_from(version).unwrap_or(i64::MAX)
+}
+
+fn statement_index(index: usize) -> i32 {
+    i32::try_from(index).unwrap_or(i32::MAX)
+}
