@@ -47,7 +47,9 @@ fn fixtures_are_the_rule_examples() {
             let _ = std::fs::remove_dir_all(&dir);
             std::fs::create_dir_all(&dir).unwrap();
             for example in rule.bad {
-                std::fs::write(dir.join(example.file_name), example.sql).unwrap();
+                for (name, content) in example.files() {
+                    std::fs::write(dir.join(name), content).unwrap();
+                }
             }
             for (file_name, sql) in required_expand_stubs(rule) {
                 std::fs::write(dir.join(file_name), sql).unwrap();
@@ -67,11 +69,11 @@ fn fixtures_are_the_rule_examples() {
                 "{file_name} is stale: run with UPDATE_FIXTURES=1"
             );
         }
-        for example in rule.bad {
-            let path = dir.join(example.file_name);
+        for (name, content) in rule.bad.iter().flat_map(|example| example.files()) {
+            let path = dir.join(name);
             assert_eq!(
                 std::fs::read_to_string(&path).ok().as_deref(),
-                Some(example.sql),
+                Some(content.as_str()),
                 "{} is stale: run with UPDATE_FIXTURES=1",
                 path.display()
             );

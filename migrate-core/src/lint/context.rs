@@ -40,6 +40,11 @@ pub struct StatementContext<'a> {
     /// Enum values added (`ALTER TYPE ... ADD VALUE`) by earlier statements of this part,
     /// with their line, when the part runs in one transaction.
     pub enum_values_added: &'a [(String, u32)],
+    /// True for the last statement of its part (up or down) of the file.
+    pub is_last_in_section: bool,
+    /// `(table, constraint)` dropped with `DROP CONSTRAINT IF EXISTS` by earlier statements of
+    /// this part: re-adding them is re-runnable.
+    pub constraints_dropped_if_exists: &'a [(String, String)],
 }
 
 /// A lock taken by an earlier statement of the same transaction: PostgreSQL keeps every table
@@ -271,5 +276,19 @@ pub fn expression_key(expr: &Expr) -> String {
         Expr::Identifier(ident) => ident_key(ident),
         Expr::CompoundIdentifier(parts) => parts.last().map(ident_key).unwrap_or_default(),
         other => other.to_string(),
+    }
+}
+
+/// The name of a table constraint, when it has one.
+pub fn constraint_name(constraint: &TableConstraint) -> Option<&Ident> {
+    match constraint {
+        TableConstraint::Unique(c) => c.name.as_ref(),
+        TableConstraint::PrimaryKey(c) => c.name.as_ref(),
+        TableConstraint::ForeignKey(c) => c.name.as_ref(),
+        TableConstraint::Check(c) => c.name.as_ref(),
+        TableConstraint::UniqueUsingIndex(c) | TableConstraint::PrimaryKeyUsingIndex(c) => {
+            c.name.as_ref()
+        }
+        _ => None,
     }
 }

@@ -43,12 +43,34 @@ pub struct Rule {
     pub check: fn(&StatementContext<'_>, &mut Vec<Finding>),
 }
 
-/// A whole migration file used as a rule example.
+/// A migration file used as a rule example. Some safe patterns span several migrations:
+/// a line `-- file: <name>` in `sql` starts another file of the same example set.
 #[derive(Debug)]
 pub struct Example {
     /// A file name, which gives the phase: `0002_add.expand.sql`.
     pub file_name: &'static str,
     pub sql: &'static str,
+}
+
+/// The marker that starts another file inside an [`Example`].
+pub const EXAMPLE_FILE_MARKER: &str = "-- file: ";
+
+impl Example {
+    /// The example's files as (name, content), in order.
+    pub fn files(&self) -> Vec<(String, String)> {
+        let mut files = vec![(self.file_name.to_owned(), String::new())];
+        for line in self.sql.split_inclusive('\n') {
+            match line.strip_prefix(EXAMPLE_FILE_MARKER) {
+                Some(name) => files.push((name.trim().to_owned(), String::new())),
+                None => {
+                    if let Some((_, content)) = files.last_mut() {
+                        content.push_str(line);
+                    }
+                }
+            }
+        }
+        files
+    }
 }
 
 /// What a rule reports for one statement.
@@ -136,13 +158,19 @@ fn lint_file(
     let mut created_in_section: HashSet<String> = HashSet::new();
     let mut held_locks: Vec<HeldLock> = Vec::new();
     let mut enum_values_added: Vec<(String, u32)> = Vec::new();
+    let mut constraints_dropped_if_exists: Vec<(String, String)> = Vec::new();
     let mut section = SectionKind::Up;
-    for statement in &file.statements {
+    for (index, statement) in file.statements.iter().enumerate() {
+        let is_last_in_section = file
+            .statements
+            .get(index + 1)
+            .is_none_or(|next| next.section != statement.section);
         if statement.section != section {
             section = statement.section;
             created_in_section.clear();
             held_locks.clear();
             enum_values_added.clear();
+            constraints_dropped_if_exists.clear();
         }
         let mode = match section {
             SectionKind::Up => file.migration.up.mode,
@@ -175,6 +203,8 @@ fn lint_file(
             lock: &lock,
             held_locks: &held_locks,
             enum_values_added: &enum_values_added,
+            is_last_in_section,
+            constraints_dropped_if_exists: &constraints_dropped_if_exists,
         };
         let mut used_allows = vec![false; statement.allows.len()];
         for rule in RULES {
@@ -252,6 +282,19 @@ fn lint_file(
                 }
             }
         }
+        if let Ok(sqlparser::ast::Statement::AlterTable(alter)) = &parsed {
+            for operation in &alter.operations {
+                if let sqlparser::ast::AlterTableOperation::DropConstraint {
+                    if_exists: true,
+                    name,
+                    ..
+                } = operation
+                {
+                    constraints_dropped_if_exists
+                        .push((context::table_key(&alter.name), context::ident_key(name)));
+                }
+            }
+        }
         context::record(
             parsed.as_ref().ok(),
             fallback.as_ref(),
@@ -307,12 +350,20 @@ pub(crate) mod testing {
 
     /// Lints one example file with every rule at its default level.
     pub fn lint_example(file_name: &str, sql: &str) -> Vec<Diagnostic> {
-        let source = SourceFile {
-            display_path: file_name.to_owned(),
-            file_name: file_name.to_owned(),
-            bytes: sql.as_bytes().to_vec(),
+        let example = Example {
+            file_name: Box::leak(file_name.to_owned().into_boxed_str()),
+            sql: Box::leak(sql.to_owned().into_boxed_str()),
         };
-        let set = load_files(&[source], &|id| rule(id).is_some());
+        let sources: Vec<SourceFile> = example
+            .files()
+            .into_iter()
+            .map(|(name, content)| SourceFile {
+                display_path: name.clone(),
+                file_name: name,
+                bytes: content.into_bytes(),
+            })
+            .collect();
+        let set = load_files(&sources, &|id| rule(id).is_some());
         // An example is one file: a contract's `requires` cannot name an expand of the set.
         let mut diagnostics: Vec<Diagnostic> = set
             .diagnostics

@@ -23,6 +23,7 @@ pub static RULES: &[&Rule] = &[
     &prefer_robust_types::RULE,
     &enum_value_same_transaction::RULE,
     &foreign_key_without_index::RULE,
+    &autocommit_rerun_unsafe::RULE,
 ];
 
 pub fn rule(id: &str) -> Option<&'static Rule> {

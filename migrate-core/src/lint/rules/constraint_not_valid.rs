@@ -33,7 +33,8 @@ A table created earlier in the same file is exempt.",
             file_name: "0004_fk.expand.sql",
             sql: "ALTER TABLE orders ADD CONSTRAINT orders_user_fk FOREIGN KEY (user_id) REFERENCES users (id) NOT VALID;\n\
 ALTER TABLE orders ADD CONSTRAINT orders_total_positive CHECK (total >= 0) NOT VALID;\n\
--- the index the foreign key needs (see foreign-key-without-index)\n\
+-- file: 0005_orders_user_id_idx.expand.sql\n\
+-- the index the foreign key needs (see foreign-key-without-index), in its own migration\n\
 CREATE INDEX CONCURRENTLY IF NOT EXISTS orders_user_id_idx ON orders (user_id);",
         },
         Example {

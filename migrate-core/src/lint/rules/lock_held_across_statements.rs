@@ -18,8 +18,8 @@ that lock, and an `UPDATE`/`DELETE` runs for as long as it touches rows. The bri
 becomes an outage as long as the slowest statement after it. A table created earlier in the same \
 file is exempt (no one else can see it).",
     rewrite: "Move the long statement to its own migration (a VALIDATE in the next file, data changes \
-in a .backfill.sql), or add `-- migrate:no-transaction` so each statement commits, and releases its \
-lock, on its own.",
+in a .backfill.sql). `-- migrate:no-transaction` also releases each lock at once, but only suits \
+files whose statements can all run twice (see autocommit-rerun-unsafe).",
     bad: &[
         Example {
             file_name: "0004_status_v2.expand.sql",
@@ -35,8 +35,8 @@ ALTER TABLE orders VALIDATE CONSTRAINT orders_total_positive;",
     good: &[
         Example {
             file_name: "0005_total_check.expand.sql",
-            sql: "-- migrate:no-transaction\n\
-ALTER TABLE orders ADD CONSTRAINT orders_total_positive CHECK (total >= 0) NOT VALID;\n\
+            sql: "ALTER TABLE orders ADD CONSTRAINT orders_total_positive CHECK (total >= 0) NOT VALID;\n\
+-- file: 0006_validate_total_check.expand.sql\n\
 ALTER TABLE orders VALIDATE CONSTRAINT orders_total_positive;",
         },
         Example {

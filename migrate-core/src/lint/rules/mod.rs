@@ -2,6 +2,7 @@
 //! migration files; each rule's tests run them (bad ones must be caught, good ones must be
 //! clean under every rule).
 
+pub mod autocommit_rerun_unsafe;
 pub mod blocking_statement;
 pub mod column_type_change;
 pub mod constraint_not_valid;

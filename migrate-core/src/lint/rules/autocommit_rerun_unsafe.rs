@@ -1,0 +1,134 @@
+//! `autocommit-rerun-unsafe`
+
+use sqlparser::ast::{AlterTableOperation, Statement};
+
+use crate::lint::context::{constraint_name, ident_key, table_key};
+use crate::lint::{Example, Finding, Level, Rule, StatementContext};
+use crate::migration::TransactionMode;
+
+pub static RULE: Rule = Rule {
+    id: "autocommit-rerun-unsafe",
+    default_level: Level::Error,
+    summary: "In an autocommit migration, every statement but the last must succeed when run a second time.",
+    explanation: "A migration that runs statement by statement (it has a CONCURRENTLY statement, \
+or `-- migrate:no-transaction`) is not atomic: when a later statement fails, the earlier ones \
+stay applied, no history row is written, and the next deploy runs the whole file again. A \
+statement with no re-runnable form then fails on its own leftovers — `ADD CONSTRAINT` (PostgreSQL \
+has no IF NOT EXISTS for it), `CREATE TRIGGER/VIEW/FUNCTION` without OR REPLACE, `CREATE TYPE`, \
+a RENAME, an INSERT without ON CONFLICT — and the deployment is stuck until someone repairs the \
+database by hand. The last statement is exempt: nothing after it can fail.",
+    rewrite: "Put such statements in a transactional migration of their own (no CONCURRENTLY in \
+it), use the re-runnable form (OR REPLACE, IF NOT EXISTS, ON CONFLICT DO NOTHING; for a constraint, \
+`DROP CONSTRAINT IF EXISTS c` right before `ADD CONSTRAINT c`), or make it the last statement of \
+the file.",
+    bad: &[Example {
+        file_name: "0005_email_check.expand.sql",
+        sql: "-- migrate:no-transaction\n\
+ALTER TABLE users ADD CONSTRAINT users_email_not_null CHECK (email IS NOT NULL) NOT VALID;\n\
+ALTER TABLE users VALIDATE CONSTRAINT users_email_not_null;",
+    }],
+    good: &[
+        Example {
+            file_name: "0005_email_check.expand.sql",
+            sql: "ALTER TABLE users ADD CONSTRAINT users_email_not_null CHECK (email IS NOT NULL) NOT VALID;\n\
+-- file: 0006_validate_email_check.expand.sql\n\
+ALTER TABLE users VALIDATE CONSTRAINT users_email_not_null;",
+        },
+        Example {
+            file_name: "0007_login_index.expand.sql",
+            sql: "CREATE OR REPLACE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN NEW.updated_at := now(); RETURN NEW; END $$;\n\
+CREATE OR REPLACE TRIGGER users_touch BEFORE UPDATE ON users FOR EACH ROW EXECUTE FUNCTION touch();\n\
+INSERT INTO plans (id, name) VALUES (1, 'free') ON CONFLICT DO NOTHING;\n\
+CREATE INDEX CONCURRENTLY IF NOT EXISTS users_login_idx ON users (login);\n\
+ALTER TABLE users ADD CONSTRAINT users_login_key UNIQUE USING INDEX users_login_idx;",
+        },
+        Example {
+            file_name: "0008_restore_check.contract.sql",
+            sql: "-- migrate:requires 5\n-- migrate:no-transaction\n\
+ALTER TABLE users DROP CONSTRAINT IF EXISTS users_email_not_null;\n\
+ALTER TABLE users ADD CONSTRAINT users_email_not_null CHECK (email IS NOT NULL) NOT VALID;\n\
+ALTER TABLE users VALIDATE CONSTRAINT users_email_not_null;",
+        },
+    ],
+    check,
+};
+
+fn check(context: &StatementContext<'_>, findings: &mut Vec<Finding>) {
+    if context.mode != TransactionMode::Autocommit || context.is_last_in_section {
+        return;
+    }
+    let words = &context.words;
+    let or_replace = words.starts_with(&["CREATE", "OR", "REPLACE"]);
+    let if_not_exists = words.contains_pair("NOT", "EXISTS");
+    let problem =
+        match context.ast {
+            Some(Statement::AlterTable(alter)) => alter.operations.iter().find_map(|operation| {
+                match operation {
+                AlterTableOperation::AddConstraint { constraint, .. } => {
+                    // `DROP CONSTRAINT IF EXISTS c` earlier in the part makes `ADD CONSTRAINT c`
+                    // re-runnable: a second run drops the leftover first.
+                    let dropped_first = constraint_name(constraint).is_some_and(|name| {
+                        context
+                            .constraints_dropped_if_exists
+                            .contains(&(table_key(&alter.name), ident_key(name)))
+                    });
+                    (!dropped_first).then(|| {
+                        "ADD CONSTRAINT has no IF NOT EXISTS: a re-run fails with \"already exists\""
+                            .to_owned()
+                    })
+                }
+                AlterTableOperation::RenameColumn { .. }
+                | AlterTableOperation::RenameTable { .. }
+                | AlterTableOperation::RenameConstraint { .. } => {
+                    Some("a RENAME fails when run again: the old name is gone".to_owned())
+                }
+                _ => None,
+            }
+            }),
+            Some(Statement::Insert(_)) if !words.contains("CONFLICT") => Some(
+                "an INSERT without ON CONFLICT adds the rows again, or fails on a key".to_owned(),
+            ),
+            _ => {
+                let kinds: [(&[&str], &str); 7] = [
+                    (&["CREATE", "TRIGGER"], "CREATE TRIGGER"),
+                    (
+                        &["CREATE", "CONSTRAINT", "TRIGGER"],
+                        "CREATE CONSTRAINT TRIGGER",
+                    ),
+                    (&["CREATE", "VIEW"], "CREATE VIEW"),
+                    (&["CREATE", "FUNCTION"], "CREATE FUNCTION"),
+                    (&["CREATE", "PROCEDURE"], "CREATE PROCEDURE"),
+                    (&["CREATE", "TYPE"], "CREATE TYPE"),
+                    (&["CREATE", "POLICY"], "CREATE POLICY"),
+                ];
+                kinds
+                    .iter()
+                    .find(|(prefix, _)| words.starts_with(prefix))
+                    .filter(|_| !or_replace && !if_not_exists)
+                    .map(|(_, kind)| {
+                        format!(
+                            "{kind} fails when run again: the object exists after the first run"
+                        )
+                    })
+                    .or_else(|| {
+                        (words.starts_with(&["CREATE", "DOMAIN"])
+                            || (words.starts_with(&["ALTER"])
+                                && words.find_top_level("RENAME").is_some()))
+                        .then(|| "fails when run again after a partial run".to_owned())
+                    })
+            }
+        };
+    if let Some(problem) = problem {
+        findings.push(Finding::new(format!(
+            "{problem}; this migration runs statement by statement, so a failure of a later statement leaves this one applied and the next deploy runs it again"
+        )));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn examples() {
+        crate::lint::testing::check_examples(&super::RULE);
+    }
+}
