@@ -58,19 +58,25 @@ pub const EXAMPLE_FILE_MARKER: &str = "-- file: ";
 impl Example {
     /// The example's files as (name, content), in order.
     pub fn files(&self) -> Vec<(String, String)> {
-        let mut files = vec![(self.file_name.to_owned(), String::new())];
-        for line in self.sql.split_inclusive('\n') {
-            match line.strip_prefix(EXAMPLE_FILE_MARKER) {
-                Some(name) => files.push((name.trim().to_owned(), String::new())),
-                None => {
-                    if let Some((_, content)) = files.last_mut() {
-                        content.push_str(line);
-                    }
+        example_files(self.file_name, self.sql)
+    }
+}
+
+/// Splits an example's text into files at `-- file: <name>` lines; the first file is
+/// `file_name`.
+pub fn example_files(file_name: &str, sql: &str) -> Vec<(String, String)> {
+    let mut files = vec![(file_name.to_owned(), String::new())];
+    for line in sql.split_inclusive('\n') {
+        match line.strip_prefix(EXAMPLE_FILE_MARKER) {
+            Some(name) => files.push((name.trim().to_owned(), String::new())),
+            None => {
+                if let Some((_, content)) = files.last_mut() {
+                    content.push_str(line);
                 }
             }
         }
-        files
     }
+    files
 }
 
 /// What a rule reports for one statement.
@@ -350,12 +356,7 @@ pub(crate) mod testing {
 
     /// Lints one example file with every rule at its default level.
     pub fn lint_example(file_name: &str, sql: &str) -> Vec<Diagnostic> {
-        let example = Example {
-            file_name: Box::leak(file_name.to_owned().into_boxed_str()),
-            sql: Box::leak(sql.to_owned().into_boxed_str()),
-        };
-        let sources: Vec<SourceFile> = example
-            .files()
+        let sources: Vec<SourceFile> = example_files(file_name, sql)
             .into_iter()
             .map(|(name, content)| SourceFile {
                 display_path: name.clone(),
