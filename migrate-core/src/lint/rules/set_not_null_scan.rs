@@ -92,34 +92,14 @@ mod tests {
 
     #[test]
     fn a_check_validated_in_an_earlier_file_counts() {
-        use crate::lint::{Config, lint_files};
-        use crate::source::{SourceFile, load_files};
-        let file = |name: &str, sql: &str| SourceFile {
-            display_path: name.into(),
-            file_name: name.into(),
-            bytes: sql.as_bytes().to_vec(),
-        };
-        let set = load_files(
-            &[
-                file(
-                    "0001_a.expand.sql",
-                    "ALTER TABLE users ADD CONSTRAINT users_email_nn CHECK (email IS NOT NULL) NOT VALID;",
-                ),
-                file(
-                    "0002_b.expand.sql",
-                    "ALTER TABLE users VALIDATE CONSTRAINT users_email_nn;",
-                ),
-                file(
-                    "0003_c.contract.sql",
-                    "-- migrate:requires 1\nALTER TABLE users ALTER COLUMN email SET NOT NULL;",
-                ),
-            ],
-            &|_| true,
-        );
-        assert!(set.diagnostics.is_empty());
-        assert_eq!(lint_files(&set.files, &Config::default()), vec![]);
+        let set = "ALTER TABLE users ADD CONSTRAINT users_email_nn CHECK (email IS NOT NULL) NOT VALID;\n\
+-- file: 0002_b.expand.sql\n\
+ALTER TABLE users VALIDATE CONSTRAINT users_email_nn;\n\
+-- file: 0003_c.contract.sql\n\
+-- migrate:requires 1\n\
+ALTER TABLE users ALTER COLUMN email SET NOT NULL;";
+        assert_eq!(lint_example("0001_a.expand.sql", set), vec![]);
     }
-
     #[test]
     fn an_unvalidated_check_or_another_column_does_not_count() {
         let sql = "-- migrate:no-transaction\n\
