@@ -28,7 +28,7 @@
 
 use sqlparser::ast::{Statement, TableFactor};
 
-use crate::lint::context::table_key;
+use crate::lint::context::{table_key, table_key_of};
 use crate::migration::BackfillSpec;
 
 /// A backfill statement rewritten for batching.
@@ -42,8 +42,6 @@ pub struct BatchedUpdate {
     pub sweep_sql: String,
     /// Counts the rows still pending: zero when the backfill is complete.
     pub remaining_sql: String,
-    /// Returns the key column's type as PostgreSQL spells it (`format_type`).
-    pub key_type_sql: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -61,14 +59,35 @@ pub enum BackfillPlanError {
     Unsupported,
 }
 
+/// Returns the key column's type as PostgreSQL spells it (`format_type`), which
+/// [`plan`] casts the cursor to.
+pub fn key_type_sql(spec: &BackfillSpec) -> String {
+    format!(
+        "SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a \
+WHERE a.attrelid = '{}'::regclass AND a.attname = '{}' AND NOT a.attisdropped",
+        quote_qualified(&spec.table).replace('\'', "''"),
+        spec.key.replace('\'', "''")
+    )
+}
+
 /// Plans the batches of one backfill statement. `key_type` is the key column's type, e.g.
-/// `bigint`, read from the catalog at run time (see [`BatchedUpdate::key_type_sql`]).
+/// `bigint`, read from the catalog at run time (see [`key_type_sql`]).
 pub fn plan(
     sql: &str,
     spec: &BackfillSpec,
     key_type: &str,
 ) -> Result<BatchedUpdate, BackfillPlanError> {
     let statement = crate::lint::parse_statement(sql).map_err(BackfillPlanError::NotAnUpdate)?;
+    plan_parsed(&statement, sql, spec, key_type)
+}
+
+/// [`plan`] for a statement already parsed from `sql`.
+pub fn plan_parsed(
+    statement: &Statement,
+    sql: &str,
+    spec: &BackfillSpec,
+    key_type: &str,
+) -> Result<BatchedUpdate, BackfillPlanError> {
     let Statement::Update(update) = statement else {
         return Err(BackfillPlanError::NotAnUpdate(first_words(sql)));
     };
@@ -78,12 +97,7 @@ pub fn plan(
     let TableFactor::Table { name, .. } = &update.table.relation else {
         return Err(BackfillPlanError::NotAnUpdate(first_words(sql)));
     };
-    let directive_table = spec
-        .table
-        .rsplit('.')
-        .next()
-        .unwrap_or(&spec.table)
-        .to_ascii_lowercase();
+    let directive_table = table_key_of(&spec.table);
     if table_key(name) != directive_table {
         return Err(BackfillPlanError::TableMismatch {
             expected: spec.table.to_string(),
@@ -97,18 +111,6 @@ pub fn plan(
     let assignments: Vec<String> = update.assignments.iter().map(ToString::to_string).collect();
     let table = quote_qualified(&spec.table);
     let key = quote_identifier(&spec.key);
-    let (schema, bare_table) = match spec.table.split_once('.') {
-        Some((schema, table)) => (Some(schema), table),
-        None => (None, spec.table.as_ref()),
-    };
-    let regclass = match schema {
-        Some(schema) => format!(
-            "{}.{}",
-            quote_identifier(schema),
-            quote_identifier(bare_table)
-        ),
-        None => quote_identifier(bare_table),
-    };
     let batch = |locking: &str| {
         format!(
             "WITH migrate_batch(migrate_key) AS (SELECT {key} FROM {table} \
@@ -124,12 +126,6 @@ SELECT (SELECT count(*) FROM migrate_updated), (SELECT max(migrate_key)::text FR
         batch_sql: batch("FOR UPDATE SKIP LOCKED"),
         sweep_sql: batch("FOR UPDATE"),
         remaining_sql: format!("SELECT count(*) FROM {table} WHERE ({pending})"),
-        key_type_sql: format!(
-            "SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a \
-WHERE a.attrelid = '{}'::regclass AND a.attname = '{}' AND NOT a.attisdropped",
-            regclass.replace('\'', "''"),
-            spec.key.replace('\'', "''")
-        ),
     })
 }
 

@@ -196,6 +196,26 @@ impl RunAs {
     }
 }
 
+/// A fresh temporary folder for one server: `data/` (created by initdb or pg_basebackup) and
+/// a private `socket/`, both owned by the user the server runs as.
+fn cluster_folder(
+    prefix: &str,
+    run_as: Option<&RunAs>,
+) -> Result<(tempfile::TempDir, PathBuf, PathBuf), ScratchError> {
+    let root = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .map_err(io_error("creating the scratch folder"))?;
+    let data_dir = root.path().join("data");
+    let socket_dir = root.path().join("socket");
+    fs::create_dir(&socket_dir).map_err(io_error("creating the socket folder"))?;
+    if let Some(run_as) = run_as {
+        run_as.chown(root.path())?;
+        run_as.chown(&socket_dir)?;
+    }
+    Ok((root, data_dir, socket_dir))
+}
+
 /// How a cluster's command lines are built: directly, or through `setpriv` when root.
 #[derive(Debug, Clone)]
 struct Launcher {
@@ -312,17 +332,7 @@ impl ScratchCluster {
     fn start_inner(tls: bool) -> Result<ScratchCluster, ScratchError> {
         let binaries = PgBinaries::locate()?;
         let run_as = RunAs::for_current_process()?;
-        let root = tempfile::Builder::new()
-            .prefix("migrate-scratch-")
-            .tempdir()
-            .map_err(io_error("creating the scratch folder"))?;
-        let data_dir = root.path().join("data");
-        let socket_dir = root.path().join("socket");
-        fs::create_dir(&socket_dir).map_err(io_error("creating the socket folder"))?;
-        if let Some(run_as) = &run_as {
-            run_as.chown(root.path())?;
-            run_as.chown(&socket_dir)?;
-        }
+        let (root, data_dir, socket_dir) = cluster_folder("migrate-scratch-", run_as.as_ref())?;
         let launcher = Launcher {
             run_as,
             home: root.path().to_path_buf(),
@@ -381,17 +391,8 @@ impl ScratchCluster {
             std::process::id(),
             self.port
         );
-        let root = tempfile::Builder::new()
-            .prefix("migrate-scratch-replica-")
-            .tempdir()
-            .map_err(io_error("creating the replica folder"))?;
-        let data_dir = root.path().join("data");
-        let socket_dir = root.path().join("socket");
-        fs::create_dir(&socket_dir).map_err(io_error("creating the replica socket folder"))?;
-        if let Some(run_as) = &self.launcher.run_as {
-            run_as.chown(root.path())?;
-            run_as.chown(&socket_dir)?;
-        }
+        let (root, data_dir, socket_dir) =
+            cluster_folder("migrate-scratch-replica-", self.launcher.run_as.as_ref())?;
         let launcher = Launcher {
             run_as: self.launcher.run_as.clone(),
             home: root.path().to_path_buf(),

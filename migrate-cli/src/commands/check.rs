@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use migrate_core::Migrations;
+use migrate_core::runtime::backfill::BackfillProgressTable;
+use migrate_core::runtime::flags::FlagStore;
 use migrate_core::runtime::{Migrator, MigratorConfig, TableName, UpTo};
 use migrate_scratch::{SUPERUSER, ScratchCluster, ScratchDatabase};
 use serde_json::json;
@@ -244,12 +246,15 @@ fn schema_dump(
     command.arg("--schema-only");
     // The runtime's own state tables (history, backfill progress, flags) are not the schema
     // under test: the backfill progress table, for one, appears with the first backfill.
-    for suffix in ["", "_backfill", "_flags"] {
-        let state_table = TableName {
-            schema: history.schema.clone(),
-            name: format!("{}{suffix}", history.name),
-        };
-        command.arg("--exclude-table").arg(state_table.quoted());
+    let state_tables = [
+        history.quoted(),
+        BackfillProgressTable::for_history(history)?
+            .quoted()
+            .to_owned(),
+        FlagStore::for_history_table(history)?.table().quoted(),
+    ];
+    for state_table in state_tables {
+        command.arg("--exclude-table").arg(state_table);
     }
     command
         .args([

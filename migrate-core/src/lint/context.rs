@@ -173,6 +173,16 @@ pub fn table_key(name: &ObjectName) -> String {
         .unwrap_or_default()
 }
 
+/// [`table_key`] of a table name as written (`public.Orders`, `"Orders"`): the table part,
+/// folded like PostgreSQL folds unquoted names.
+pub fn table_key_of(written: &str) -> String {
+    let normalized = crate::classify::normalize_identifier(written);
+    match normalized.rsplit_once('.') {
+        Some((_, table)) => table.to_owned(),
+        None => normalized,
+    }
+}
+
 /// The column of `column IS NOT NULL`, looking through parentheses.
 pub fn not_null_check_column(expr: &Expr) -> Option<String> {
     match expr {

@@ -273,12 +273,7 @@ fn lint_file(
         }
         if mode == crate::migration::TransactionMode::Transactional {
             for taken in &lock.locks {
-                let table = taken
-                    .table
-                    .rsplit('.')
-                    .next()
-                    .unwrap_or(&taken.table)
-                    .to_lowercase();
+                let table = context::table_key_of(&taken.table);
                 if taken.mode.blocks_writes() && !created_in_section.contains(&table) {
                     held_locks.push(HeldLock {
                         table: taken.table.clone(),
@@ -307,7 +302,7 @@ fn lint_file(
             &mut created_in_section,
             facts,
         );
-        check_backfill_statement(file, statement, sql, diagnostics);
+        check_backfill_statement(file, statement, sql, &parsed, diagnostics);
     }
 }
 
@@ -317,6 +312,7 @@ fn check_backfill_statement(
     file: &ParsedFile,
     statement: &crate::source::StatementSource,
     sql: &str,
+    parsed: &Result<sqlparser::ast::Statement, String>,
     diagnostics: &mut Vec<Diagnostic>,
 ) {
     let Some(spec) = &file.migration.backfill else {
@@ -325,7 +321,13 @@ fn check_backfill_statement(
     if statement.section != SectionKind::Up {
         return;
     }
-    match crate::backfill::plan(sql, spec, "bigint") {
+    let planned = match parsed {
+        Ok(ast) => crate::backfill::plan_parsed(ast, sql, spec, "bigint"),
+        Err(error) => Err(crate::backfill::BackfillPlanError::NotAnUpdate(
+            error.clone(),
+        )),
+    };
+    match planned {
         Ok(_) | Err(crate::backfill::BackfillPlanError::MissingWhere) => {}
         Err(error) => diagnostics.push(
             Diagnostic::error(

@@ -18,7 +18,7 @@ use super::executor::{
     wait_before_retry,
 };
 use super::history::TableName;
-use crate::backfill::{BatchedUpdate, plan};
+use crate::backfill::{BatchedUpdate, key_type_sql, plan};
 use crate::migration::{BackfillSpec, Migration, Statement};
 
 /// Sweeps after the keyed pass before giving up: rows that keep matching the WHERE mean
@@ -116,31 +116,28 @@ pub(crate) async fn run(
 ) -> Result<SectionOutcome, RuntimeError> {
     let started = Instant::now();
     table.ensure(client).await?;
-    let version =
-        i64::try_from(migration.version).map_err(|_| RuntimeError::VersionOutOfRange {
-            version: migration.version,
-        })?;
+    // Versions are checked to fit a bigint in Migrator::new.
+    let version = super::sql_version(migration.version);
     let mut most_attempts = 1;
     for (index, statement) in migration.up.statements.iter().enumerate() {
-        let statement_index = i32::try_from(index).unwrap_or(i32::MAX);
+        let statement_index = statement_index(index);
         let batches = plan_statement(client, migration, spec, statement).await?;
         let mut progress = load_progress(client, table, version, statement_index).await?;
         if progress.finished {
             continue;
         }
-        let batch_size = i64::from(spec.batch_size);
+        let runner = BatchRunner {
+            client,
+            migration,
+            statement,
+            settings,
+            batch_size: i64::from(spec.batch_size),
+        };
         // Keyed pass: SKIP LOCKED, resumable from the stored cursor.
         loop {
-            let (updated, last_key, attempts) = run_batch(
-                client,
-                migration,
-                statement,
-                settings,
-                &batches.batch_sql,
-                progress.last_key.as_deref(),
-                batch_size,
-            )
-            .await?;
+            let (updated, last_key, attempts) = runner
+                .run(&batches.batch_sql, progress.last_key.as_deref())
+                .await?;
             most_attempts = most_attempts.max(attempts);
             let Some(last_key) = last_key else {
                 break;
@@ -168,16 +165,8 @@ pub(crate) async fn run(
             let mut changed = 0;
             let mut cursor: Option<String> = None;
             loop {
-                let (updated, last_key, attempts) = run_batch(
-                    client,
-                    migration,
-                    statement,
-                    settings,
-                    &batches.sweep_sql,
-                    cursor.as_deref(),
-                    batch_size,
-                )
-                .await?;
+                let (updated, last_key, attempts) =
+                    runner.run(&batches.sweep_sql, cursor.as_deref()).await?;
                 most_attempts = most_attempts.max(attempts);
                 changed += updated;
                 match last_key {
@@ -232,6 +221,11 @@ pub(crate) async fn run(
     })
 }
 
+/// A statement's index as stored in the progress table's `statement integer` column.
+pub(crate) fn statement_index(index: usize) -> i32 {
+    i32::try_from(index).unwrap_or(i32::MAX)
+}
+
 pub(crate) async fn plan_statement(
     client: &Client,
     migration: &Migration,
@@ -243,9 +237,8 @@ pub(crate) async fn plan_statement(
         problem,
     };
     // The key type is read from the catalog: the cursor is cast to it.
-    let probe = plan(&statement.sql, spec, "text").map_err(|e| backfill_error(e.to_string()))?;
     let key_type: Option<String> = client
-        .query_opt(&probe.key_type_sql, &[])
+        .query_opt(&key_type_sql(spec), &[])
         .await
         .map_err(|e| statement_error(migration, Some(statement), 1, e))?
         .map(|row| row.get(0));
@@ -317,26 +310,40 @@ async fn save_progress(
     Ok(())
 }
 
-/// One batch in its own implicit transaction, retried on `lock_timeout` (55P03).
-/// Returns (rows updated, last key of the batch, attempts).
-async fn run_batch(
-    client: &Client,
-    migration: &Migration,
-    statement: &Statement,
-    settings: &ExecutionSettings,
-    sql: &str,
-    after: Option<&str>,
+/// Runs the batches of one backfill statement.
+struct BatchRunner<'a> {
+    client: &'a Client,
+    migration: &'a Migration,
+    statement: &'a Statement,
+    settings: &'a ExecutionSettings,
     batch_size: i64,
-) -> Result<(i64, Option<String>, u32), RuntimeError> {
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        match client.query_one(sql, &[&after, &batch_size]).await {
-            Ok(row) => return Ok((row.get(0), row.get(1), attempt)),
-            Err(error) if is_lock_timeout(&error) && attempt <= settings.lock_retries => {
-                wait_before_retry(migration, Some(statement), attempt, settings).await;
+}
+
+impl BatchRunner<'_> {
+    /// One batch of `sql` after key `after`, in its own implicit transaction, retried on
+    /// `lock_timeout` (55P03). Returns (rows updated, last key of the batch, attempts).
+    async fn run(
+        &self,
+        sql: &str,
+        after: Option<&str>,
+    ) -> Result<(i64, Option<String>, u32), RuntimeError> {
+        let (migration, statement, settings) = (self.migration, self.statement, self.settings);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self
+                .client
+                .query_one(sql, &[&after, &self.batch_size])
+                .await
+            {
+                Ok(row) => return Ok((row.get(0), row.get(1), attempt)),
+                Err(error) if is_lock_timeout(&error) && attempt <= settings.lock_retries => {
+                    wait_before_retry(migration, Some(statement), attempt, settings).await;
+                }
+                Err(error) => {
+                    return Err(statement_error(migration, Some(statement), attempt, error));
+                }
             }
-            Err(error) => return Err(statement_error(migration, Some(statement), attempt, error)),
         }
     }
 }

@@ -800,7 +800,7 @@ impl Migrator<'_> {
 }
 
 /// Checked in [`Migrator::new`].
-fn sql_version(version: u64) -> i64 {
+pub(crate) fn sql_version(version: u64) -> i64 {
     i64::try_from(version).unwrap_or(i64::MAX)
 }
 

@@ -10,9 +10,9 @@ use std::time::SystemTime;
 use tokio_postgres::Client;
 use tokio_postgres::error::SqlState;
 
-use super::Migrator;
-use super::backfill::{BackfillProgressTable, plan_statement};
+use super::backfill::{BackfillProgressTable, plan_statement, statement_index};
 use super::error::RuntimeError;
+use super::{Migrator, sql_version};
 use crate::migration::Phase;
 
 /// One statement of a backfill migration, as the database knows it.
@@ -148,12 +148,4 @@ impl Migrator<'_> {
         }
         Ok(states)
     }
-}
-
-fn sql_version(version: u64) -> i64 {
-    i64::try_from(version).unwrap_or(i64::MAX)
-}
-
-fn statement_index(index: usize) -> i32 {
-    i32::try_from(index).unwrap_or(i32::MAX)
 }

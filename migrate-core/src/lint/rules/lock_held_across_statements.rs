@@ -2,6 +2,7 @@
 
 use sqlparser::ast::Statement;
 
+use crate::lint::context::table_key_of;
 use crate::lint::{Example, Finding, Level, Rule, StatementContext};
 use crate::lock_analysis::TableWork;
 use crate::migration::TransactionMode;
@@ -76,13 +77,9 @@ fn check(context: &StatementContext<'_>, findings: &mut Vec<Finding>) {
     // Work on tables created earlier in this part is work on empty tables: instant.
     let on_new_tables_only = !context.lock.locks.is_empty()
         && context.lock.locks.iter().all(|taken| {
-            let table = taken
-                .table
-                .rsplit('.')
-                .next()
-                .unwrap_or(&taken.table)
-                .to_lowercase();
-            context.created_in_section.contains(&table)
+            context
+                .created_in_section
+                .contains(&table_key_of(&taken.table))
         });
     if on_new_tables_only {
         return;
