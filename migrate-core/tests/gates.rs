@@ -201,6 +201,79 @@ async fn a_contract_after_a_backfill_marked_applied_by_hand_is_refused_naming_it
     assert_eq!(history_versions(&client).await, vec![1, 2, 3]);
 }
 
+/// The issue's data loss: after the backfill was verified, the old release inserts a row in
+/// the old shape (`v2` NULL). The contract must not drop `v` while that row needs it: the
+/// gate counts the backfill's WHERE again, whatever `verified_at` says.
+#[tokio::test]
+async fn a_row_in_the_old_shape_after_the_backfill_refuses_the_contract() {
+    let db = database();
+    let dir = tempfile::tempdir().unwrap();
+    let migrations = write_set(dir.path());
+    let client = client(db.url()).await;
+    let migrator = Migrator::new(&migrations, config()).unwrap();
+    migrator.up(&client, UpTo::Version(1)).await.unwrap();
+    client
+        .batch_execute("INSERT INTO items (id, v) SELECT g, g FROM generate_series(1, 250) g")
+        .await
+        .unwrap();
+    migrator.up(&client, UpTo::Version(3)).await.unwrap();
+    client
+        .batch_execute("INSERT INTO items (id, v) VALUES (1000, 1000)")
+        .await
+        .unwrap();
+
+    let failed = migrator
+        .up(&client, UpTo::All)
+        .await
+        .expect_err("a row still needs the old column");
+    let (version, _, failure) = gate_failure(failed.error());
+    assert_eq!(*version, 4);
+    assert_eq!(
+        failure,
+        &GateFailure::BackfillRowsRemain {
+            version: 3,
+            file: "0003_items_v2.backfill.sql".into(),
+            line: 2,
+            table: "items".into(),
+            remaining: 1,
+        }
+    );
+    let message = failed.to_string();
+    assert!(
+        message.contains("1 row(s) of items still match"),
+        "{message}"
+    );
+    assert!(old_column_exists(&client).await);
+    assert_eq!(history_versions(&client).await, vec![1, 2, 3]);
+
+    // A failed verify clears the earlier verified_at; the contract stays refused.
+    let states = migrator.verify_backfills(&client, None).await.unwrap();
+    assert_eq!(states.len(), 1);
+    assert_eq!(states[0].remaining, Some(1));
+    assert_eq!(states[0].verified_at, None);
+    let failed = migrator
+        .up(&client, UpTo::All)
+        .await
+        .expect_err("still refused");
+    assert!(matches!(
+        gate_failure(failed.error()).2,
+        GateFailure::BackfillsNotVerified { .. }
+    ));
+    assert!(old_column_exists(&client).await);
+
+    // Once the row is filled and verified, the contract runs.
+    client
+        .batch_execute("UPDATE items SET v2 = v WHERE v2 IS NULL")
+        .await
+        .unwrap();
+    let states = migrator.verify_backfills(&client, None).await.unwrap();
+    assert_eq!(states[0].remaining, Some(0));
+    assert!(states[0].verified_at.is_some());
+    let report = migrator.up(&client, UpTo::All).await.expect("filled");
+    assert_eq!(report.versions(), vec![4]);
+    assert!(!old_column_exists(&client).await);
+}
+
 /// A primary with a streaming standby, just for this test (the replay pause would hold up
 /// any other test's contracts on a shared cluster).
 struct Replicated {
@@ -352,5 +425,71 @@ async fn a_role_that_cannot_see_the_replay_lag_is_refused_not_waved_through() {
         .psql("postgres", "GRANT pg_monitor TO gate_deployer")
         .unwrap();
     let report = migrator.up(&client, UpTo::All).await.expect("lag visible");
+    assert_eq!(report.versions(), vec![4]);
+}
+
+/// `replay_lag` keeps its last value while replay is paused: a small, stale lag must not let
+/// a contract through while the replica has not replayed what was written before it.
+#[tokio::test]
+async fn a_paused_replica_with_a_stale_small_lag_refuses_the_contract() {
+    let cluster = replicated();
+    let db = cluster.primary.create_database().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let migrations = write_set(dir.path());
+    let client = client(db.url()).await;
+    let watcher = plain_client(&cluster.primary.url()).await;
+    let limit = Duration::from_secs(2);
+    let migrator = Migrator::new(
+        &migrations,
+        MigratorConfig {
+            max_replica_lag: Some(limit),
+            ..config()
+        },
+    )
+    .unwrap();
+    migrator.up(&client, UpTo::Version(3)).await.unwrap();
+    // A measured, small lag exists before the pause: the stale value the old gate trusted.
+    client
+        .batch_execute("INSERT INTO items (id, v, v2) VALUES (1, 1, 1)")
+        .await
+        .unwrap();
+    wait_until(
+        &watcher,
+        "the standby reported a replay lag",
+        "SELECT coalesce(bool_and(replay_lag IS NOT NULL AND replay_lag < interval '2 seconds'), false) \
+         FROM pg_stat_replication",
+    )
+    .await;
+    cluster
+        .replica
+        .psql("postgres", "SELECT pg_wal_replay_pause()")
+        .unwrap();
+    client
+        .batch_execute(
+            "INSERT INTO items (id, v, v2) SELECT g, g, g FROM generate_series(2, 2001) g",
+        )
+        .await
+        .unwrap();
+
+    let failed = migrator
+        .up(&client, UpTo::All)
+        .await
+        .expect_err("replay is paused");
+    match gate_failure(failed.error()).2 {
+        GateFailure::ReplicaLag {
+            bytes_behind, lag, ..
+        } => {
+            assert!(*bytes_behind > 0);
+            assert!(*lag >= limit, "{lag:?}");
+        }
+        other => panic!("expected ReplicaLag, got {other:?}"),
+    }
+    assert!(old_column_exists(&client).await);
+
+    cluster
+        .replica
+        .psql("postgres", "SELECT pg_wal_replay_resume()")
+        .unwrap();
+    let report = migrator.up(&client, UpTo::All).await.expect("replayed");
     assert_eq!(report.versions(), vec![4]);
 }

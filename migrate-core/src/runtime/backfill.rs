@@ -7,6 +7,11 @@
 //! pass, sweeps (waiting for row locks, bounded by `lock_timeout`) repeat until a pass changes
 //! nothing; then the backfill is verified (no row still matches its WHERE) and only then is
 //! the history row written.
+//!
+//! Every pass ends: the keyed pass and each sweep stop at the largest key when they started
+//! (rows inserted later belong to the next sweep), sweeps are at most `MAX_SWEEPS` (10), and a
+//! batch whose updated rows still match the WHERE (the SET does not falsify it, e.g.
+//! `SET a = 2 WHERE id > 5`) stops the backfill at once, since those rows would match forever.
 
 use std::time::{Duration, Instant};
 
@@ -126,6 +131,15 @@ pub(crate) async fn run(
         if progress.finished {
             continue;
         }
+        let never_done = |still: i64| RuntimeError::Backfill {
+            location: location(migration, Some(statement)),
+            problem: format!(
+                "{still} row(s) still match the WHERE right after this UPDATE set them, so the \
+                 backfill would never finish: the SET does not make rows stop matching the WHERE; \
+                 write a WHERE that excludes rows already done, e.g. `WHERE <column set> IS NULL` \
+                 or `WHERE <column set> IS DISTINCT FROM <new value>`"
+            ),
+        };
         let runner = BatchRunner {
             client,
             migration,
@@ -133,12 +147,22 @@ pub(crate) async fn run(
             settings,
             batch_size: i64::from(spec.batch_size),
         };
-        // Keyed pass: SKIP LOCKED, resumable from the stored cursor.
+        // Keyed pass: SKIP LOCKED, resumable from the stored cursor, up to the largest key
+        // now (a writer inserting faster than the batches cannot keep it running).
+        let bound = runner.upper_bound(&batches.upper_bound_sql).await?;
         loop {
-            let (updated, last_key, attempts) = runner
-                .run(&batches.batch_sql, progress.last_key.as_deref())
+            let batch = runner
+                .run(
+                    &batches.batch_sql,
+                    progress.last_key.as_deref(),
+                    bound.as_deref(),
+                )
                 .await?;
-            most_attempts = most_attempts.max(attempts);
+            most_attempts = most_attempts.max(batch.attempts);
+            if batch.still_pending > 0 {
+                return Err(never_done(batch.still_pending));
+            }
+            let (updated, last_key) = (batch.updated, batch.last_key);
             let Some(last_key) = last_key else {
                 break;
             };
@@ -146,7 +170,7 @@ pub(crate) async fn run(
             progress.last_key = Some(last_key);
             save_progress(client, table, version, statement_index, &progress).await?;
             on_batch(progress.rows_done);
-            tracing::info!(
+            tracing::debug!(
                 version = migration.version,
                 rows_done = progress.rows_done,
                 last_key = progress.last_key.as_deref(),
@@ -158,34 +182,80 @@ pub(crate) async fn run(
                 tokio::time::sleep(Duration::from_millis(u64::from(spec.delay_ms))).await;
             }
         }
+        tracing::info!(
+            version = migration.version,
+            file = %migration.file_name,
+            line = statement.line,
+            rows_done = progress.rows_done,
+            "backfill keyed pass done; sweeping rows skipped or written since"
+        );
         // Sweeps: rows skipped because they were locked, or written in the old shape since.
+        // Each sweep stops at the largest key when it started and is throttled like the keyed
+        // pass; the sweeps must converge: a sweep that changes more rows than the one before
+        // it means rows in the old shape arrive faster than the backfill fills them.
         let mut sweeps = 0;
+        let mut previous: Option<i64> = None;
         loop {
             sweeps += 1;
             let mut changed = 0;
             let mut cursor: Option<String> = None;
+            let bound = runner.upper_bound(&batches.upper_bound_sql).await?;
             loop {
-                let (updated, last_key, attempts) =
-                    runner.run(&batches.sweep_sql, cursor.as_deref()).await?;
-                most_attempts = most_attempts.max(attempts);
-                changed += updated;
-                match last_key {
+                let batch = runner
+                    .run(&batches.sweep_sql, cursor.as_deref(), bound.as_deref())
+                    .await?;
+                most_attempts = most_attempts.max(batch.attempts);
+                if batch.still_pending > 0 {
+                    return Err(never_done(batch.still_pending));
+                }
+                changed += batch.updated;
+                progress.rows_done += batch.updated;
+                if let Some(before) = previous.filter(|&before| changed > before) {
+                    return Err(RuntimeError::Backfill {
+                        location: location(migration, Some(statement)),
+                        problem: format!(
+                            "rows matching the WHERE are written faster than the backfill fills \
+                             them: sweep {sweeps} has already changed {changed} row(s), more than \
+                             the {before} of sweep {}; something keeps writing rows in the old \
+                             shape (a release without dual writes?); deploy code that writes the \
+                             new shape, then run again (the backfill resumes), or raise batch= / \
+                             lower delay=",
+                            sweeps - 1
+                        ),
+                    });
+                }
+                match batch.last_key {
                     Some(key) => cursor = Some(key),
                     None => break,
                 }
+                on_batch(progress.rows_done);
+                if spec.delay_ms > 0 {
+                    tokio::time::sleep(Duration::from_millis(u64::from(spec.delay_ms))).await;
+                }
             }
-            progress.rows_done += changed;
             if changed == 0 {
                 break;
             }
+            tracing::info!(
+                version = migration.version,
+                file = %migration.file_name,
+                sweep = sweeps,
+                rows = changed,
+                "backfill sweep changed rows: rows were locked during the pass, or something \
+                 keeps writing rows that match the WHERE"
+            );
             if sweeps >= MAX_SWEEPS {
                 return Err(RuntimeError::Backfill {
                     location: location(migration, Some(statement)),
                     problem: format!(
-                        "rows keep matching the WHERE after {MAX_SWEEPS} sweeps: is a release without dual writes still writing the old shape?"
+                        "rows keep matching the WHERE: each of {MAX_SWEEPS} sweeps after the \
+                         keyed pass found new ones ({changed} in the last): something keeps \
+                         writing rows in the old shape (a release without dual writes?); deploy \
+                         code that writes the new shape, then run again (the backfill resumes)"
                     ),
                 });
             }
+            previous = Some(changed);
         }
         let remaining: i64 = client
             .query_one(&batches.remaining_sql, &[])
@@ -319,24 +389,52 @@ struct BatchRunner<'a> {
     batch_size: i64,
 }
 
+/// What one batch did.
+struct BatchOutcome {
+    updated: i64,
+    /// The batch's last key; `None` when the batch was empty (the pass is done).
+    last_key: Option<String>,
+    /// Rows updated by the batch that still match the WHERE.
+    still_pending: i64,
+    attempts: u32,
+}
+
 impl BatchRunner<'_> {
-    /// One batch of `sql` after key `after`, in its own implicit transaction, retried on
-    /// `lock_timeout` (55P03). Returns (rows updated, last key of the batch, attempts).
+    /// The table's largest key now, the upper bound of a pass.
+    async fn upper_bound(&self, sql: &str) -> Result<Option<String>, RuntimeError> {
+        Ok(self
+            .client
+            .query_opt(sql, &[])
+            .await
+            .map_err(|e| statement_error(self.migration, Some(self.statement), 1, e))?
+            .and_then(|row| row.get(0)))
+    }
+
+    /// One batch of `sql` after key `after` up to `bound`, in its own implicit transaction,
+    /// retried on `lock_timeout` (55P03).
     async fn run(
         &self,
         sql: &str,
         after: Option<&str>,
-    ) -> Result<(i64, Option<String>, u32), RuntimeError> {
+        bound: Option<&str>,
+    ) -> Result<BatchOutcome, RuntimeError> {
         let (migration, statement, settings) = (self.migration, self.statement, self.settings);
         let mut attempt = 0;
         loop {
             attempt += 1;
             match self
                 .client
-                .query_one(sql, &[&after, &self.batch_size])
+                .query_one(sql, &[&after, &self.batch_size, &bound])
                 .await
             {
-                Ok(row) => return Ok((row.get(0), row.get(1), attempt)),
+                Ok(row) => {
+                    return Ok(BatchOutcome {
+                        updated: row.get(0),
+                        last_key: row.get(1),
+                        still_pending: row.get(2),
+                        attempts: attempt,
+                    });
+                }
                 Err(error) if is_lock_timeout(&error) && attempt <= settings.lock_retries => {
                     wait_before_retry(migration, Some(statement), attempt, settings).await;
                 }

@@ -12,6 +12,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 
 use super::error::{RuntimeError, StatementLocation};
+use super::gates::RowsGuard;
 use crate::migration::{Migration, Section, Statement, TransactionMode};
 use crate::splitter::{self, TokenKind};
 
@@ -127,19 +128,27 @@ pub struct SectionOutcome {
 }
 
 /// Runs `section` of `migration`, then `history` (transactional: in the same transaction).
-/// The recorded `duration_ms` is the statements' run time.
-pub async fn run_section(
+/// `guard` (a contract's recount of rows its backfills left, see [`RowsGuard`]) runs after
+/// `BEGIN`, before the first statement; in autocommit mode, right before the first statement.
+/// The recorded `duration_ms` is the statements' run time; the outcome's duration covers
+/// every attempt, pauses between retries included.
+pub(crate) async fn run_section(
     client: &Client,
     migration: &Migration,
     section: &Section,
     settings: &ExecutionSettings,
     history: HistoryChange<'_>,
+    guard: Option<&RowsGuard>,
 ) -> Result<SectionOutcome, RuntimeError> {
+    let guard = guard.filter(|g| !g.is_empty());
     match section.mode {
         TransactionMode::Transactional => {
-            run_transactional(client, migration, section, settings, history).await
+            run_transactional(client, migration, section, settings, history, guard).await
         }
         TransactionMode::Autocommit => {
+            if let Some(guard) = guard {
+                guard.check(client).await?;
+            }
             run_autocommit(client, migration, section, settings, history).await
         }
     }
@@ -192,26 +201,43 @@ type Request<'a> = std::pin::Pin<
 /// (SQLSTATE 25P02) and turns the COMMIT into a ROLLBACK
 /// (https://www.postgresql.org/docs/15/sql-commit.html), so nothing after a failure takes
 /// effect; the first error in order is the failing statement.
+///
+/// With a guard, `BEGIN` and the guard go first, on their own: the statements are sent only
+/// once the guard passed.
 async fn run_transactional(
     client: &Client,
     migration: &Migration,
     section: &Section,
     settings: &ExecutionSettings,
     history: HistoryChange<'_>,
+    guard: Option<&RowsGuard>,
 ) -> Result<SectionOutcome, RuntimeError> {
+    let run_started = Instant::now();
     let mut attempt = 0u32;
     loop {
         attempt += 1;
-        let started = Instant::now();
         let mut requests: Vec<Request<'_>> = Vec::with_capacity(section.statements.len() + 3);
-        requests.push(Box::pin(client.batch_execute("BEGIN")));
+        if let Some(guard) = guard {
+            client
+                .batch_execute("BEGIN")
+                .await
+                .map_err(|e| statement_error(migration, None, attempt, e))?;
+            if let Err(error) = guard.check(client).await {
+                let _ = client.batch_execute("ROLLBACK").await;
+                return Err(error);
+            }
+            // Index 0 stays "BEGIN" for the error mapping below.
+            requests.push(Box::pin(async { Ok(()) }));
+        } else {
+            requests.push(Box::pin(client.batch_execute("BEGIN")));
+        }
         for statement in section.statements.iter() {
             requests.push(Box::pin(client.batch_execute(&statement.sql)));
         }
         requests.push(Box::pin(history.execute_in_transaction(client)));
         requests.push(Box::pin(client.batch_execute("COMMIT")));
         let results = join_all(requests).await;
-        let duration = started.elapsed();
+        let duration = run_started.elapsed();
         // Index 0 is BEGIN, 1..=n the statements, then the history write and COMMIT.
         let failure = results
             .into_iter()

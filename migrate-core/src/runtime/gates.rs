@@ -11,7 +11,12 @@
 //!    measured on the server's clock (`clock_timestamp()` against the history row's
 //!    `executed_at`), so a skewed deploy host cannot shorten it;
 //! 4. every replica has replayed the WAL written before the contract, within
-//!    [`MigratorConfig::max_replica_lag`] (`pg_stat_replication`, see [`check_replicas`]).
+//!    [`MigratorConfig::max_replica_lag`] (`pg_stat_replication`, see [`check_replicas`]);
+//! 5. no row still matches the WHERE of any of those backfills: a `verified_at` recorded
+//!    earlier says nothing about rows an old release wrote since. The count runs again inside
+//!    the contract's own transaction, right before its first statement ([`RowsGuard`]), so a
+//!    row written in the old shape up to that moment refuses the contract instead of being
+//!    dropped with it.
 //!
 //! A failing gate refuses the contract with [`RuntimeError::ContractGate`]; migrations applied
 //! earlier in the run stay applied (the partial report).
@@ -25,10 +30,16 @@ use std::time::{Duration, Instant};
 
 use tokio_postgres::Client;
 
-use super::backfill::BackfillProgressTable;
+use tokio_postgres::error::SqlState;
+
+use super::backfill::{BackfillProgressTable, plan_statement};
 use super::error::RuntimeError;
 use super::history::History;
 use crate::migration::{Migration, Migrations, Phase};
+
+/// The guard counts at most this many remaining rows: enough to say how bad it is, without
+/// scanning a whole table that is far from done.
+const REMAINING_ROWS_CAP: i64 = 1000;
 
 /// First pause between two reads of `pg_stat_replication` while a replica catches up ...
 const REPLICA_POLL_BASE: Duration = Duration::from_millis(20);
@@ -127,6 +138,30 @@ pub enum GateFailure {
         limit: Duration,
     },
 
+    /// Rows still match the WHERE of a backfill between the expand and the contract: something
+    /// (an old release that does not dual-write) wrote them in the old shape after the
+    /// backfill ran. The contract would drop what those rows still need.
+    #[error(
+        "{} row(s) of {table} still match the WHERE of backfill {file}:{line}: something (an \
+         old release without dual writes?) wrote them in the old shape after the backfill ran, \
+         and the contract would lose what they hold; deploy code that writes the new shape, \
+         fill those rows (re-run the backfill: `migrate down --to <the version before it>`, \
+         then `migrate up --to {version}`; its WHERE makes it idempotent), check with `migrate \
+         verify`, then run again",
+        if *remaining >= REMAINING_ROWS_CAP { format!("at least {remaining}") } else { remaining.to_string() }
+    )]
+    BackfillRowsRemain {
+        /// The backfill migration.
+        version: u64,
+        file: String,
+        /// Line of the backfill statement in its file.
+        line: u32,
+        /// The table the backfill fills.
+        table: String,
+        /// Rows still matching, counted up to 1,000.
+        remaining: i64,
+    },
+
     /// The session cannot see the replication columns of `pg_stat_replication`.
     #[error(
         "cannot read the replay lag of replica {replica}: role {role:?} lacks the privileges \
@@ -142,19 +177,16 @@ pub enum GateFailure {
 }
 
 /// Checks the gates of `contract`, in the order of the module docs; the first failing gate
-/// refuses it.
+/// refuses it. The returned guard repeats gate 5 where the contract runs
+/// ([`RowsGuard::check`]).
 pub(crate) async fn check(
     client: &Client,
     history: &History,
     migrations: &Migrations,
     contract: &Migration,
     settings: &GateSettings,
-) -> Result<(), RuntimeError> {
-    let refuse = |failure: GateFailure| RuntimeError::ContractGate {
-        version: contract.version,
-        file: contract.file_name.to_string(),
-        failure: Box::new(failure),
-    };
+) -> Result<RowsGuard, RuntimeError> {
+    let refuse = |failure: GateFailure| refusal(contract, failure);
     let history_failure = match contract.requires {
         Some(expand) => {
             check_history(client, history, migrations, contract, expand, settings).await?
@@ -171,7 +203,144 @@ pub(crate) async fn check(
     if let Some(failure) = replica_failure {
         return Err(refuse(failure));
     }
-    Ok(())
+    let guard = RowsGuard::for_contract(client, migrations, contract).await?;
+    guard.check(client).await?;
+    Ok(guard)
+}
+
+fn refusal(contract: &Migration, failure: GateFailure) -> RuntimeError {
+    RuntimeError::ContractGate {
+        version: contract.version,
+        file: contract.file_name.to_string(),
+        failure: Box::new(failure),
+    }
+}
+
+/// One backfill statement whose WHERE must match no row when a contract runs.
+#[derive(Debug, Clone)]
+struct PendingRows {
+    version: u64,
+    file: String,
+    line: u32,
+    table: String,
+    /// `SELECT count(*) FROM (SELECT 1 FROM <table> WHERE (<pending>) LIMIT <cap>) ...`.
+    count_sql: String,
+}
+
+/// Gate 5, kept for the contract's own transaction: the executor runs [`RowsGuard::check`]
+/// after `BEGIN` and before the contract's first statement (in autocommit mode, right before
+/// it). The count reads under the application's writes (no table lock: a scan under a lock
+/// that blocks writes would stall a hot table), so a row committed between the count and the
+/// contract's own lock is the one window left; the contract's DDL lock closes it.
+#[derive(Debug, Clone, Default)]
+pub struct RowsGuard {
+    contract_version: u64,
+    contract_file: String,
+    queries: Vec<PendingRows>,
+}
+
+impl RowsGuard {
+    /// The backfill statements between the contract's expand and the contract. A WHERE that
+    /// no longer evaluates (an earlier contract dropped the column or table it reads) has no
+    /// row left in the old shape and is left out.
+    async fn for_contract(
+        client: &Client,
+        migrations: &Migrations,
+        contract: &Migration,
+    ) -> Result<RowsGuard, RuntimeError> {
+        let mut guard = RowsGuard {
+            contract_version: contract.version,
+            contract_file: contract.file_name.to_string(),
+            queries: Vec::new(),
+        };
+        let Some(expand) = contract.requires else {
+            return Ok(guard);
+        };
+        let backfills = migrations.iter().filter(|m| {
+            m.phase == Phase::Backfill && m.version > expand && m.version < contract.version
+        });
+        for backfill in backfills {
+            let Some(spec) = &backfill.backfill else {
+                continue;
+            };
+            for statement in backfill.up.statements.iter() {
+                let plan = match plan_statement(client, backfill, spec, statement).await {
+                    Ok(plan) => plan,
+                    Err(error) if no_longer_evaluates(&error) => continue,
+                    Err(error) => return Err(error),
+                };
+                let pending = PendingRows {
+                    version: backfill.version,
+                    file: backfill.file_name.to_string(),
+                    line: statement.line,
+                    table: spec.table.to_string(),
+                    count_sql: format!(
+                        "SELECT count(*) FROM ({} LIMIT {REMAINING_ROWS_CAP}) AS migrate_remaining",
+                        plan.pending_rows_sql
+                    ),
+                };
+                match client.query_one(&pending.count_sql, &[]).await {
+                    Ok(_) => guard.queries.push(pending),
+                    Err(error)
+                        if matches!(
+                            error.code(),
+                            Some(&SqlState::UNDEFINED_COLUMN | &SqlState::UNDEFINED_TABLE)
+                        ) =>
+                    {
+                        tracing::info!(
+                            backfill = %pending.file,
+                            "the backfill's WHERE no longer evaluates (an earlier contract removed what it reads): nothing to recount"
+                        );
+                    }
+                    Err(error) => {
+                        return Err(RuntimeError::database(
+                            "counting rows a backfill has not done",
+                        )(error));
+                    }
+                }
+            }
+        }
+        Ok(guard)
+    }
+
+    /// Refuses the contract when any backfill's WHERE still matches a row.
+    pub(crate) async fn check(&self, client: &Client) -> Result<(), RuntimeError> {
+        for pending in &self.queries {
+            let remaining: i64 = client
+                .query_one(&pending.count_sql, &[])
+                .await
+                .map_err(RuntimeError::database(
+                    "counting rows a backfill has not done, before the contract",
+                ))?
+                .get(0);
+            if remaining > 0 {
+                return Err(RuntimeError::ContractGate {
+                    version: self.contract_version,
+                    file: self.contract_file.clone(),
+                    failure: Box::new(GateFailure::BackfillRowsRemain {
+                        version: pending.version,
+                        file: pending.file.clone(),
+                        line: pending.line,
+                        table: pending.table.clone(),
+                        remaining,
+                    }),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.queries.is_empty()
+    }
+}
+
+/// The planner's key-type lookup failed because the table or key column is gone.
+fn no_longer_evaluates(error: &RuntimeError) -> bool {
+    matches!(
+        error.sql_state(),
+        Some(&SqlState::UNDEFINED_COLUMN | &SqlState::UNDEFINED_TABLE)
+    ) || matches!(error, RuntimeError::Backfill { problem, .. } if problem.contains("has no column"))
 }
 
 /// Gates 1 to 3, from the history rows between the expand and the contract.
@@ -310,11 +479,15 @@ struct ReplicationRow {
 /// - it grows while replay is stuck (the server interpolates), in steps of the standby's
 ///   status interval.
 ///
-/// So the gate first compares `replay_lsn` with `pg_current_wal_lsn()` taken when it starts:
-/// a replica that has replayed that far has no lag that matters to the contract. A replica
-/// behind it passes when the server measured its `replay_lag` under the limit; otherwise (no
-/// measurement, or one over the limit that may be stale) the gate waits, at most `limit`
-/// from its start, for the replica to replay up to that position, and refuses if it does not.
+/// - it also keeps its last value while replay is paused or stuck and no new status report
+///   arrived: a replica with `pg_wal_replay_pause()` showed a `replay_lag` of 8 ms while
+///   2,000 rows behind.
+///
+/// So `replay_lag` is never evidence on its own. The gate takes `pg_current_wal_lsn()` when
+/// it starts, the position every write before the contract reached, and passes a replica
+/// only once its `replay_lsn` has reached it: it waits at most `limit` from its start (a
+/// replica that lags less than `limit` replays that far within `limit`, however busy the
+/// primary), and refuses if one does not.
 ///
 /// Rows whose `state` is NULL are refused as [`GateFailure::ReplicaLagUnknown`]: roles without
 /// the privileges of `pg_read_all_stats` (e.g. through `pg_monitor`) see only the WAL
@@ -353,9 +526,6 @@ pub(crate) async fn check_replicas(
             };
             let replays_nothing = !row.reports_replay && row.reports_flush;
             if state == "backup" || replays_nothing || row.caught_up {
-                continue;
-            }
-            if row.replay_lag.is_some_and(|lag| lag < limit) {
                 continue;
             }
             waiting_for.get_or_insert(row);

@@ -585,11 +585,13 @@ impl<'m> Migrator<'m> {
                 total,
                 reverting: false,
             });
-            if m.phase == Phase::Contract {
+            let guard = if m.phase == Phase::Contract {
                 // Before any statement of the contract: a refusal leaves it untouched and
                 // the migrations applied so far in this run applied.
-                gates::check(client, &self.history, self.migrations, m, &gate_settings).await?;
-            }
+                Some(gates::check(client, &self.history, self.migrations, m, &gate_settings).await?)
+            } else {
+                None
+            };
             let checksum = m.checksum.to_hex();
             let history = HistoryChange::Insert {
                 in_transaction: &in_transaction,
@@ -612,7 +614,10 @@ impl<'m> Migrator<'m> {
                     };
                     backfill::run(client, m, spec, &progress, &settings, history, &on_batch).await?
                 }
-                _ => executor::run_section(client, m, &m.up, &settings, history).await?,
+                _ => {
+                    executor::run_section(client, m, &m.up, &settings, history, guard.as_ref())
+                        .await?
+                }
             };
             report.applied.push(applied(m, &m.up, outcome));
             self.report_progress(ProgressEvent::Finished {
@@ -676,7 +681,7 @@ impl<'m> Migrator<'m> {
                 version: sql_version(m.version),
             };
             tracing::info!(version = m.version, file = %m.file_name, mode = down.mode.as_str(), "reverting");
-            let outcome = executor::run_section(client, m, down, &settings, history).await?;
+            let outcome = executor::run_section(client, m, down, &settings, history, None).await?;
             if m.phase == Phase::Backfill {
                 // A later up must run the backfill again from the start.
                 backfill::BackfillProgressTable::for_history(self.history.table())?

@@ -3,7 +3,10 @@
 //! A backfill is verified once when it runs (its history row is written only then). Old
 //! application code that does not dual-write can still create rows in the old shape
 //! afterwards, so before a contract, or any time, `verify` checks again that no row matches
-//! a backfill statement's WHERE, and records `verified_at` when none does.
+//! a backfill statement's WHERE, and records `verified_at` when none does. When rows match,
+//! it clears `verified_at`: a verification that failed must not leave an older success in
+//! place for the contract gate to read. (The gate also counts again itself, see
+//! [`super::gates`].)
 
 use std::time::SystemTime;
 
@@ -125,24 +128,28 @@ impl Migrator<'_> {
                 ))?
                 .get(0);
             state.remaining = Some(remaining);
-            if remaining == 0 {
-                let updated = client
-                    .query_opt(
-                        &format!(
-                            "UPDATE {} SET verified_at = now() WHERE version = $1 AND statement = $2 RETURNING verified_at",
-                            table.quoted()
-                        ),
-                        &[&sql_version(state.version), &statement_index(state.statement)],
-                    )
-                    .await;
-                match updated {
-                    Ok(row) => state.verified_at = row.map(|r| r.get(0)).or(state.verified_at),
-                    Err(error) if error.code() == Some(&SqlState::UNDEFINED_TABLE) => {}
-                    Err(error) => {
-                        return Err(RuntimeError::database("recording backfill verification")(
-                            error,
-                        ));
-                    }
+            let sql = if remaining == 0 {
+                "UPDATE {} SET verified_at = now() WHERE version = $1 AND statement = $2 RETURNING verified_at"
+            } else {
+                "UPDATE {} SET verified_at = NULL WHERE version = $1 AND statement = $2 RETURNING verified_at"
+            };
+            let updated = client
+                .query_opt(
+                    &sql.replace("{}", table.quoted()),
+                    &[
+                        &sql_version(state.version),
+                        &statement_index(state.statement),
+                    ],
+                )
+                .await;
+            match updated {
+                Ok(Some(row)) => state.verified_at = row.get(0),
+                Ok(None) => {}
+                Err(error) if error.code() == Some(&SqlState::UNDEFINED_TABLE) => {}
+                Err(error) => {
+                    return Err(RuntimeError::database("recording backfill verification")(
+                        error,
+                    ));
                 }
             }
         }
