@@ -46,11 +46,13 @@ pub struct Cli {
     pub history_table: Option<String>,
 
     /// Session lock_timeout: the longest a statement waits for a lock (and so the longest
-    /// the application queues behind it), e.g. 5s, 500ms [default: 5s].
+    /// the application queues behind it), e.g. 5s, 500ms; from 1ms to 10m (0 would mean
+    /// "wait forever" to PostgreSQL, so it is refused) [default: 5s].
     #[arg(long, global = true, value_name = "DURATION", value_parser = parse_duration)]
     pub lock_timeout: Option<Duration>,
 
-    /// Session statement_timeout, 0 to disable [default: 15m].
+    /// Session statement_timeout; 0 disables it (and the client's bound on migration
+    /// statements, see --network-timeout) [default: 15m].
     #[arg(long, global = true, value_name = "DURATION", value_parser = parse_duration)]
     pub statement_timeout: Option<Duration>,
 
@@ -68,6 +70,12 @@ pub struct Cli {
     /// disables it. The role needs pg_monitor to see the lag [default: 30s].
     #[arg(long, global = true, value_name = "DURATION|off", value_parser = parse_replica_lag_limit)]
     pub max_replica_lag: Option<ReplicaLagLimit>,
+
+    /// Client-side allowance for the server's answers: the runtime's own queries wait at
+    /// most lock_timeout + this, migration statements statement_timeout + this; a server
+    /// that stops answering then fails the run instead of hanging it [default: 30s].
+    #[arg(long, global = true, value_name = "DURATION", value_parser = parse_duration)]
+    pub network_timeout: Option<Duration>,
 
     /// Log more to stderr (-v: info, -vv: debug).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]

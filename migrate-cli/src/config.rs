@@ -89,6 +89,18 @@ impl Config {
         if let Some(limit) = cli.max_replica_lag {
             migrator.max_replica_lag = limit.0;
         }
+        if let Some(timeout) = cli.network_timeout {
+            migrator.network_timeout = timeout;
+        }
+        migrator.validate().map_err(|error| {
+            let flag = match &error {
+                migrate_core::runtime::RuntimeError::InvalidSetting { setting, .. } => {
+                    format!(" (--{})", setting.replace('_', "-"))
+                }
+                _ => String::new(),
+            };
+            CliError::Usage(format!("{error}{flag}"))
+        })?;
         let no_color = env("NO_COLOR").is_some_and(|v| !v.is_empty());
         use std::io::IsTerminal;
         Ok(Config {
@@ -302,6 +314,30 @@ mod tests {
         let off = config_of(&["migrate", "--max-replica-lag", "off", "up"]);
         assert_eq!(off.max_replica_lag, None);
         assert!(Cli::try_parse_from(["migrate", "--max-replica-lag", "soon", "up"]).is_err());
+    }
+
+    #[test]
+    fn timeouts_that_would_turn_a_bound_off_are_usage_errors() {
+        use clap::Parser;
+        let error_of = |args: &[&str]| {
+            let cli = Cli::try_parse_from(args).expect("parses");
+            Config::from_cli(&cli, &env_of(&[])).expect_err("refused")
+        };
+        for args in [
+            &["migrate", "--lock-timeout", "0", "up"][..],
+            &["migrate", "--lock-timeout", "2h", "up"][..],
+            &["migrate", "--network-timeout", "0", "status"][..],
+        ] {
+            let error = error_of(args);
+            assert!(matches!(error, CliError::Usage(_)), "{args:?}: {error}");
+            assert!(
+                error.to_string().contains(&format!("({})", args[1])),
+                "{error}"
+            );
+        }
+        let cli = Cli::try_parse_from(["migrate", "--statement-timeout", "0", "up"]).unwrap();
+        let config = Config::from_cli(&cli, &env_of(&[])).expect("0 disables statement_timeout");
+        assert!(config.migrator.statement_timeout.is_zero());
     }
 
     #[test]

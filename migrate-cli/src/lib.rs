@@ -22,6 +22,7 @@ mod duration;
 pub mod error;
 mod output;
 
+use anyhow::Context as _;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -191,25 +192,15 @@ impl Context {
             .ok_or(CliError::NoDatabase { command })
     }
 
-    /// Opens the dedicated connection. Errors never contain the connection string.
+    /// Opens the dedicated connection (the core's `connect_with`: `PGPASSWORD` for a URL
+    /// without a password, a 10 s connect timeout bounding TCP, TLS and startup unless the
+    /// URL sets one). Errors name where the URL came from, never the URL.
     pub async fn connect(&self, database: &DatabaseUrl) -> anyhow::Result<Client> {
-        let mut options = ConnectOptions::parse(&database.url)?;
+        let from = || format!("the connection string from {}", database.source.describe());
+        let mut options = ConnectOptions::parse(&database.url).with_context(from)?;
         options
             .config
             .application_name(&self.config.migrator.application_name);
-        if options.config.get_password().is_none()
-            && let Ok(password) = std::env::var("PGPASSWORD")
-            && !password.is_empty()
-        {
-            // libpq reads PGPASSWORD for URLs without a password; so do we.
-            options.config.password(password);
-        }
-        if options.config.get_connect_timeout().is_none() {
-            // An unreachable host should fail in seconds, not after the OS's TCP timeout.
-            options
-                .config
-                .connect_timeout(std::time::Duration::from_secs(10));
-        }
         Ok(connect_with(options).await?)
     }
 }

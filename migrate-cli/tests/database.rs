@@ -426,3 +426,79 @@ fn passwords_never_appear_in_the_output() {
         assert!(!all.contains(WRONG) && !all.contains(PASSWORD), "{all}");
     }
 }
+
+#[test]
+fn a_listener_that_never_answers_fails_within_the_connect_timeout() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // Accepts and holds every connection, never sending a byte.
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for socket in listener.incoming() {
+            held.push(socket);
+        }
+    });
+    for command in ["status", "up"] {
+        let started = std::time::Instant::now();
+        migrate()
+            .args(["--dir", "migrations", "--database-url"])
+            .arg(format!(
+                "postgres://postgres@127.0.0.1:{port}/app?sslmode=disable&connect_timeout=1"
+            ))
+            .arg(command)
+            .assert()
+            .code(1)
+            .stderr(predicate::str::contains("no complete answer within 1s"));
+        let waited = started.elapsed();
+        assert!(
+            waited < std::time::Duration::from_secs(10),
+            "{command}: {waited:?}"
+        );
+    }
+}
+
+#[test]
+fn a_malformed_url_names_where_it_came_from_once() {
+    let output = migrate()
+        .args(["--dir", "migrations"])
+        .env("DATABASE_URL", "postgres://u:s3cret@localhost:notaport/db")
+        .arg("status")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let text = stderr(&output);
+    assert!(
+        text.contains("the connection string from DATABASE_URL"),
+        "{text}"
+    );
+    assert_eq!(
+        text.matches("invalid connection string").count(),
+        1,
+        "{text}"
+    );
+    assert!(!text.contains("s3cret"), "{text}");
+}
+
+#[test]
+fn a_zero_lock_timeout_is_refused_before_connecting() {
+    let db = database();
+    assert_cmd::Command::cargo_bin("migrate")
+        .unwrap()
+        .env_remove("DATABASE_URL")
+        .arg("--database-url")
+        .arg(url(&db))
+        .arg("--dir")
+        .arg(example_migrations())
+        .args(["--lock-timeout", "0", "up"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("--lock-timeout"))
+        .stderr(predicate::str::contains("wait forever"));
+    assert_eq!(
+        sql(
+            &db,
+            "SELECT count(*) FROM pg_tables WHERE tablename = 'schema_migrations'"
+        ),
+        "0"
+    );
+}

@@ -930,3 +930,122 @@ async fn an_autocommit_statement_is_retried_alone_on_lock_timeout() {
     );
     assert!(history_versions(&client).await.is_empty());
 }
+
+/// Sends SIGSTOP (or SIGCONT) to a backend: the server process stops answering while its
+/// TCP connection stays open, the kernel acknowledging every packet.
+fn signal_backend(signal: &str, pid: i32) {
+    let status = std::process::Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success(), "kill {signal} {pid}");
+}
+
+/// A server that stops answering mid-session: `statement_timeout` cannot help (the server
+/// is what stopped), so the client's own bound ends `status` and `up` with a clear error.
+#[tokio::test]
+async fn a_server_that_stops_answering_fails_the_run_instead_of_hanging_it() {
+    let db = database();
+    let migrations = set(vec![tx(
+        1,
+        "a",
+        &["CREATE TABLE IF NOT EXISTS a (id int)"],
+        &["DROP TABLE IF EXISTS a"],
+    )]);
+    let bounded = MigratorConfig {
+        network_timeout: Duration::from_secs(1),
+        ..config()
+    };
+    let migrator = Migrator::new(&migrations, bounded).unwrap();
+    for operation in ["status", "up"] {
+        let client = client(db.url()).await;
+        let pid: i32 = client
+            .query_one("SELECT pg_backend_pid()", &[])
+            .await
+            .unwrap()
+            .get(0);
+        signal_backend("-STOP", pid);
+        let started = Instant::now();
+        let error = match operation {
+            "status" => migrator.status(&client).await.expect_err("no answer"),
+            _ => migrator
+                .up(&client, UpTo::All)
+                .await
+                .expect_err("no answer")
+                .into_error(),
+        };
+        let waited = started.elapsed();
+        signal_backend("-CONT", pid);
+        assert!(
+            matches!(error, RuntimeError::NoAnswer { .. }),
+            "{operation}: {error:?}"
+        );
+        assert!(
+            error
+                .to_string()
+                .contains("no answer from PostgreSQL within"),
+            "{error}"
+        );
+        assert!(
+            waited < Duration::from_secs(10),
+            "{operation} waited {waited:?}"
+        );
+    }
+    // Nothing was applied.
+    let observer = plain_client(db.url()).await;
+    assert_eq!(
+        scalar_i64(
+            &observer,
+            "SELECT count(*) FROM pg_tables WHERE tablename = 'a'"
+        )
+        .await,
+        0
+    );
+}
+
+#[test]
+fn settings_that_would_turn_a_bound_off_are_refused() {
+    let migrations = set(Vec::new());
+    for (config, setting) in [
+        (
+            MigratorConfig {
+                lock_timeout: Duration::ZERO,
+                ..config()
+            },
+            "lock_timeout",
+        ),
+        (
+            MigratorConfig {
+                lock_timeout: Duration::from_micros(500),
+                ..config()
+            },
+            "lock_timeout",
+        ),
+        (
+            MigratorConfig {
+                lock_timeout: Duration::from_secs(3600),
+                ..config()
+            },
+            "lock_timeout",
+        ),
+        (
+            MigratorConfig {
+                statement_timeout: Duration::from_micros(10),
+                ..config()
+            },
+            "statement_timeout",
+        ),
+    ] {
+        match Migrator::new(&migrations, config) {
+            Err(RuntimeError::InvalidSetting { setting: found, .. }) => {
+                assert_eq!(found, setting)
+            }
+            other => panic!("expected InvalidSetting for {setting}, got {other:?}"),
+        }
+    }
+    let disabled = MigratorConfig {
+        statement_timeout: Duration::ZERO,
+        ..config()
+    };
+    assert!(Migrator::new(&migrations, disabled).is_ok());
+}

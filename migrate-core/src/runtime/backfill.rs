@@ -422,11 +422,14 @@ impl BatchRunner<'_> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match self
-                .client
-                .query_one(sql, &[&after, &self.batch_size, &bound])
-                .await
-            {
+            let answer = super::deadline::within(
+                settings.limits.statement,
+                "running a backfill batch",
+                self.client
+                    .query_one(sql, &[&after, &self.batch_size, &bound]),
+            )
+            .await?;
+            match answer {
                 Ok(row) => {
                     return Ok(BatchOutcome {
                         updated: row.get(0),

@@ -137,11 +137,15 @@ impl ConnectOptions {
             kept.join(" ")
         };
 
-        // tokio-postgres's parse errors name the option, never its value.
+        // tokio-postgres's parse errors name the option, never its value; the detail is in
+        // the error's source ("invalid value for option `port`").
         let mut config: tokio_postgres::Config =
             rest.parse()
                 .map_err(|error: tokio_postgres::Error| ConnectError::InvalidUrl {
-                    reason: error.to_string(),
+                    reason: std::error::Error::source(&error).map_or_else(
+                        || "not a postgres:// URL or key=value string".to_owned(),
+                        ToString::to_string,
+                    ),
                 })?;
         config.ssl_mode(match ssl_mode {
             SslMode::Disable => PgSslMode::Disable,
@@ -296,9 +300,14 @@ impl ServerCertVerifier for PgServerVerifier {
     }
 }
 
+/// Used when the connection string sets no `connect_timeout`: an unreachable host or a
+/// listener that never answers fails in seconds, not after the OS's TCP timeout or never.
+pub const DEFAULT_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Opens the dedicated migration connection and drives it on the current tokio runtime.
 /// `application_name` from `config` is sent at startup, so the session is recognisable in
-/// `pg_stat_activity` from its first moment.
+/// `pg_stat_activity` from its first moment. See [`connect_with`] for the password and the
+/// timeout.
 pub async fn connect(
     connection_string: &str,
     config: &MigratorConfig,
@@ -308,8 +317,32 @@ pub async fn connect(
     connect_with(options).await
 }
 
-/// [`connect`] with already parsed options.
-pub async fn connect_with(options: ConnectOptions) -> Result<Client, ConnectError> {
+/// [`connect`] with already parsed options. As libpq does, a connection string without a
+/// password takes `PGPASSWORD`. The whole opening (TCP connection, TLS handshake, startup
+/// and authentication) is bounded by `connect_timeout` ([`DEFAULT_CONNECT_TIMEOUT`] unless
+/// the string sets one): tokio-postgres applies it to the TCP connection only, so a server
+/// that accepts and never answers would otherwise hang forever.
+pub async fn connect_with(mut options: ConnectOptions) -> Result<Client, ConnectError> {
+    if options.config.get_password().is_none()
+        && let Ok(password) = std::env::var("PGPASSWORD")
+        && !password.is_empty()
+    {
+        options.config.password(password);
+    }
+    let limit = *options
+        .config
+        .get_connect_timeout()
+        .unwrap_or(&DEFAULT_CONNECT_TIMEOUT);
+    options.config.connect_timeout(limit);
+    // Each host gets the limit, as in libpq.
+    let hosts = u32::try_from(options.config.get_hosts().len().max(1)).unwrap_or(u32::MAX);
+    let overall = limit.saturating_mul(hosts);
+    tokio::time::timeout(overall, open(options))
+        .await
+        .map_err(|_| ConnectError::Timeout { limit: overall })?
+}
+
+async fn open(options: ConnectOptions) -> Result<Client, ConnectError> {
     let to_error = |source| ConnectError::Connect { source };
     if options.ssl_mode == SslMode::Disable {
         let (client, connection) = options
@@ -375,5 +408,37 @@ mod tests {
         }
         let options = ConnectOptions::parse("postgres://u:hunter2@localhost/db").expect("parses");
         assert!(!format!("{options:?}").contains("hunter2"));
+    }
+
+    #[tokio::test]
+    async fn a_listener_that_never_answers_times_out() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        // Accepts and holds the connection, never sending a byte.
+        let holder = std::thread::spawn(move || listener.accept().map(|(socket, _)| socket));
+        let started = std::time::Instant::now();
+        let options = ConnectOptions::parse(&format!(
+            "postgres://u:pw@127.0.0.1:{port}/db?sslmode=disable&connect_timeout=1"
+        ))
+        .unwrap();
+        let error = connect_with(options).await.expect_err("never answers");
+        assert!(matches!(error, ConnectError::Timeout { .. }), "{error:?}");
+        assert!(
+            error.to_string().contains("no complete answer within 1s"),
+            "{error}"
+        );
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        drop(holder.join().unwrap());
+    }
+
+    #[test]
+    fn invalid_strings_say_so_once() {
+        let error = ConnectOptions::parse("postgres://u@h:notaport/db").expect_err("bad port");
+        let text = error.to_string();
+        assert_eq!(
+            text.matches("invalid connection string").count(),
+            1,
+            "{text}"
+        );
     }
 }

@@ -170,6 +170,29 @@ pub enum RuntimeError {
         failure: Box<super::gates::GateFailure>,
     },
 
+    /// The server did not answer within the client-side bound (see [`super::deadline`]); the
+    /// connection may still have a request in flight and must not be reused.
+    #[error(
+        "no answer from PostgreSQL within {} while {what}: the server or the network stopped \
+         responding (a hung host, a stalled connection pooler, a dropped network path); the \
+         connection was abandoned, nothing more was sent. Check the server, then run again \
+         (what completed is recorded in the history table); the bound is statement_timeout \
+         or lock_timeout plus network_timeout (`--network-timeout` in the CLI)",
+        super::gates::human(*waited)
+    )]
+    NoAnswer {
+        what: &'static str,
+        waited: Duration,
+    },
+
+    /// A setting of [`super::MigratorConfig`] is out of its range.
+    #[error("invalid setting {setting} = {value}: {reason}")]
+    InvalidSetting {
+        setting: &'static str,
+        value: String,
+        reason: &'static str,
+    },
+
     /// A query of the runtime itself (session settings, history table, lock) failed.
     #[error("{action}: {}", db_error_text(.source))]
     Database {
@@ -235,7 +258,7 @@ fn unknown_applied_message(versions: &[u64], files: &[PathBuf]) -> String {
 #[non_exhaustive]
 pub enum ConnectError {
     /// The connection string is malformed; `reason` names the part, never its value.
-    #[error("invalid connection string: {reason}")]
+    #[error("invalid connection string: {}", reason.trim_start_matches("invalid connection string: "))]
     InvalidUrl { reason: String },
     #[error("reading the root certificate {path}: {reason}")]
     RootCertificate { path: PathBuf, reason: String },
@@ -246,6 +269,14 @@ pub enum ConnectError {
         #[source]
         source: tokio_postgres::Error,
     },
+    /// The connection, TLS handshake and startup did not finish within the connect timeout.
+    #[error(
+        "connecting to PostgreSQL: no complete answer within {}s (connect_timeout; the TCP \
+         connection, the TLS handshake and the startup exchange together): is it a PostgreSQL \
+         server, and is it responding?",
+        limit.as_secs_f64()
+    )]
+    Timeout { limit: Duration },
 }
 
 /// What `up` or `down` had completed when it failed.

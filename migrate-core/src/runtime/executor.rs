@@ -43,6 +43,8 @@ impl Backoff {
 /// What the executor needs besides the client.
 #[derive(Debug, Clone)]
 pub struct ExecutionSettings {
+    /// Client-side bounds on each wait for the server.
+    pub(crate) limits: super::deadline::Limits,
     /// Retries after the first attempt for SQLSTATE 55P03.
     pub lock_retries: u32,
     pub backoff: Backoff,
@@ -236,7 +238,12 @@ async fn run_transactional(
         }
         requests.push(Box::pin(history.execute_in_transaction(client)));
         requests.push(Box::pin(client.batch_execute("COMMIT")));
-        let results = join_all(requests).await;
+        let results = super::deadline::within(
+            settings.limits.statements(section.statements.len()),
+            "running a migration's statements",
+            join_all(requests),
+        )
+        .await?;
         let duration = run_started.elapsed();
         // Index 0 is BEGIN, 1..=n the statements, then the history write and COMMIT.
         let failure = results
@@ -294,13 +301,17 @@ async fn run_autocommit(
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            let result = async {
-                if let Some(index) = &index {
-                    index.drop_if_invalid(client).await?;
-                }
-                client.batch_execute(&statement.sql).await
-            }
-            .await;
+            let result = super::deadline::within(
+                settings.limits.statements(2),
+                "running a migration statement",
+                async {
+                    if let Some(index) = &index {
+                        index.drop_if_invalid(client).await?;
+                    }
+                    client.batch_execute(&statement.sql).await
+                },
+            )
+            .await?;
             match result {
                 Ok(()) => break,
                 Err(error) if is_lock_timeout(&error) && attempt <= settings.lock_retries => {

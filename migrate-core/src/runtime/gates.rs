@@ -586,7 +586,7 @@ async fn read_replication(
 }
 
 /// `1h 2m 3s`, `4.5s`, `120ms`: what a person reads in a refusal.
-fn human(duration: Duration) -> String {
+pub(crate) fn human(duration: Duration) -> String {
     let secs = duration.as_secs();
     if secs >= 60 {
         let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);

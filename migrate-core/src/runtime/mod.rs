@@ -24,6 +24,7 @@
 
 pub mod backfill;
 pub mod connect;
+mod deadline;
 pub mod error;
 pub mod executor;
 pub mod flags;
@@ -98,6 +99,68 @@ pub struct MigratorConfig {
     /// `pg_monitor` (or `pg_read_all_stats`) to see the lag, else [`GateFailure::ReplicaLagUnknown`].
     /// `None` turns the replica gate off. Default: 30 s.
     pub max_replica_lag: Option<Duration>,
+    /// Client-side allowance for the server's answer, on top of the server's own bounds:
+    /// a query of the runtime's own waits at most `lock_timeout` + this, a migration
+    /// statement `statement_timeout` + this (no client bound when `statement_timeout` is
+    /// zero). A server that stops answering then fails the run with
+    /// [`RuntimeError::NoAnswer`] instead of hanging it. Default: 30 s.
+    pub network_timeout: Duration,
+}
+
+/// Longest `lock_timeout` accepted: the application's queries queue behind a migration's
+/// lock request for up to that long.
+pub const MAX_LOCK_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+
+impl MigratorConfig {
+    /// Refuses settings that would silently turn a bound off: PostgreSQL reads
+    /// `lock_timeout = 0` as "wait forever", and both timeouts count whole milliseconds, so
+    /// `500us` would become 0.
+    pub fn validate(&self) -> Result<(), RuntimeError> {
+        let invalid = |setting, value: Duration, reason| RuntimeError::InvalidSetting {
+            setting,
+            value: format!("{value:?}"),
+            reason,
+        };
+        if self.lock_timeout < Duration::from_millis(1) {
+            return Err(invalid(
+                "lock_timeout",
+                self.lock_timeout,
+                "must be at least 1ms: PostgreSQL reads 0 as \"wait forever\", which lets \
+                 the application queue behind a blocked migration without limit",
+            ));
+        }
+        if self.lock_timeout > MAX_LOCK_TIMEOUT {
+            return Err(invalid(
+                "lock_timeout",
+                self.lock_timeout,
+                "must be at most 10m: the application's queries queue behind a waiting \
+                 migration for up to that long; keep it short and let retries do the waiting",
+            ));
+        }
+        if !self.statement_timeout.is_zero() && self.statement_timeout < Duration::from_millis(1) {
+            return Err(invalid(
+                "statement_timeout",
+                self.statement_timeout,
+                "must be 0 (disabled) or at least 1ms: PostgreSQL counts whole milliseconds",
+            ));
+        }
+        if self.network_timeout.is_zero() {
+            return Err(invalid(
+                "network_timeout",
+                self.network_timeout,
+                "must be more than 0: it is the client's allowance for the server's answers",
+            ));
+        }
+        Ok(())
+    }
+
+    fn limits(&self) -> deadline::Limits {
+        deadline::Limits::new(
+            self.lock_timeout,
+            self.statement_timeout,
+            self.network_timeout,
+        )
+    }
 }
 
 impl Default for MigratorConfig {
@@ -114,6 +177,7 @@ impl Default for MigratorConfig {
             ignore_missing: false,
             contract_stabilisation: Duration::ZERO,
             max_replica_lag: Some(Duration::from_secs(30)),
+            network_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -368,6 +432,7 @@ impl<'m> Migrator<'m> {
         migrations: &'m Migrations,
         config: MigratorConfig,
     ) -> Result<Migrator<'m>, RuntimeError> {
+        config.validate()?;
         let table = TableName::parse(&config.history_table)?;
         if let Some(m) = migrations
             .iter()
@@ -413,6 +478,7 @@ impl<'m> Migrator<'m> {
 
     fn settings(&self) -> ExecutionSettings {
         ExecutionSettings {
+            limits: self.config.limits(),
             lock_retries: self.config.lock_retries,
             backoff: Backoff {
                 base: self.config.retry_backoff,
@@ -456,7 +522,7 @@ impl<'m> Migrator<'m> {
     /// Every version known to the binary or the history, with its state. Read only: takes
     /// no lock and creates nothing.
     pub async fn status(&self, client: &Client) -> Result<StatusReport, RuntimeError> {
-        let rows = self.history.read(client).await?;
+        let rows = self.read_history(client).await?;
         let applied: BTreeMap<u64, &HistoryRow> = rows.iter().map(|r| (r.version, r)).collect();
         let mut entries: BTreeMap<u64, StatusEntry> = BTreeMap::new();
         for m in self.migrations.iter() {
@@ -495,7 +561,7 @@ impl<'m> Migrator<'m> {
 
     /// What `up(target)` would apply now, refusing exactly as `up` would. Read only.
     pub async fn plan(&self, client: &Client, target: UpTo) -> Result<Plan, RuntimeError> {
-        let rows = self.history.read(client).await?;
+        let rows = self.read_history(client).await?;
         let pending = self.pending(&rows, target)?;
         Ok(Plan {
             migrations: pending
@@ -545,8 +611,19 @@ impl<'m> Migrator<'m> {
         F: FnOnce(&'c Client) -> Fut,
         Fut: Future<Output = Result<(), RuntimeError>>,
     {
-        self.configure_session(client).await?;
-        let lock = self.acquire_lock(client).await?;
+        let own = Some(self.config.limits().own);
+        deadline::within(
+            own,
+            "setting the session parameters",
+            self.configure_session(client),
+        )
+        .await??;
+        let lock = deadline::within(
+            own.map(|limit| limit + self.config.lock_wait),
+            "taking the migration lock",
+            self.acquire_lock(client),
+        )
+        .await??;
         let result = work(client).await;
         if let Err(error) = lock.release().await {
             // The work's outcome stands; a failed unlock means the session is broken, and
@@ -562,8 +639,13 @@ impl<'m> Migrator<'m> {
         target: UpTo,
         report: &mut UpReport,
     ) -> Result<(), RuntimeError> {
-        self.history.ensure(client).await?;
-        let rows = self.history.read(client).await?;
+        deadline::within(
+            Some(self.config.limits().own),
+            "creating the history table",
+            self.history.ensure(client),
+        )
+        .await??;
+        let rows = self.read_history(client).await?;
         let pending = self.pending(&rows, target)?;
         if pending.is_empty() {
             return Ok(());
@@ -588,7 +670,14 @@ impl<'m> Migrator<'m> {
             let guard = if m.phase == Phase::Contract {
                 // Before any statement of the contract: a refusal leaves it untouched and
                 // the migrations applied so far in this run applied.
-                Some(gates::check(client, &self.history, self.migrations, m, &gate_settings).await?)
+                Some(
+                    deadline::within(
+                        self.gate_limit(),
+                        "checking the contract gates",
+                        gates::check(client, &self.history, self.migrations, m, &gate_settings),
+                    )
+                    .await??,
+                )
             } else {
                 None
             };
@@ -635,7 +724,7 @@ impl<'m> Migrator<'m> {
         to: u64,
         report: &mut DownReport,
     ) -> Result<(), RuntimeError> {
-        let rows = self.history.read(client).await?;
+        let rows = self.read_history(client).await?;
         let to_revert: Vec<&HistoryRow> = rows.iter().rev().filter(|r| r.version > to).collect();
         let unknown: Vec<u64> = to_revert
             .iter()
@@ -703,10 +792,33 @@ impl<'m> Migrator<'m> {
         client: &Client,
         sql: &str,
     ) -> Result<tokio_postgres::Statement, RuntimeError> {
-        client
-            .prepare(sql)
-            .await
-            .map_err(RuntimeError::database("preparing the history statements"))
+        deadline::within(
+            Some(self.config.limits().own),
+            "preparing the history statements",
+            client.prepare(sql),
+        )
+        .await?
+        .map_err(RuntimeError::database("preparing the history statements"))
+    }
+
+    /// The history rows, within the bound of the runtime's own queries.
+    async fn read_history(&self, client: &Client) -> Result<Vec<HistoryRow>, RuntimeError> {
+        deadline::within(
+            Some(self.config.limits().own),
+            "reading the history table",
+            self.history.read(client),
+        )
+        .await?
+    }
+
+    /// The gates wait for replicas up to `max_replica_lag` and count rows under
+    /// `statement_timeout`.
+    fn gate_limit(&self) -> Option<Duration> {
+        let limits = self.config.limits();
+        let replicas = self.config.max_replica_lag.unwrap_or(Duration::ZERO);
+        limits
+            .statement
+            .map(|statement| statement.saturating_mul(4) + replicas + limits.own)
     }
 
     fn check_checksum(&self, m: &Migration, row: &HistoryRow) -> Result<(), RuntimeError> {
