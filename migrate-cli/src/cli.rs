@@ -116,9 +116,18 @@ pub enum Command {
         /// Apply only migrations up to and including this version.
         #[arg(long, value_name = "VERSION")]
         to: Option<u64>,
-        /// Print what would be applied; touch nothing.
+        /// Print what would be applied, evaluating every check and contract gate the real
+        /// run does (it exits as the real run would); touch nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Apply pending migrations older than the newest applied one (e.g. merged from a
+        /// long-lived branch) instead of refusing them.
+        #[arg(long)]
+        allow_out_of_order: bool,
+        /// Proceed although the database has applied versions the files lack (applied by a
+        /// newer release).
+        #[arg(long)]
+        ignore_missing: bool,
     },
 
     /// Revert applied migrations newer than --to, newest first, with their down parts.
@@ -130,7 +139,8 @@ pub enum Command {
         /// Keep this version and everything older; 0 reverts everything.
         #[arg(long, value_name = "VERSION")]
         to: u64,
-        /// Print what would be reverted; touch nothing.
+        /// Print what would be reverted, refusing as the real run would (drift, missing
+        /// files, no down part); touch nothing.
         #[arg(long)]
         dry_run: bool,
     },

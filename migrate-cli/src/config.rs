@@ -54,6 +54,8 @@ pub struct Config {
     pub migrator: MigratorConfig,
     /// ANSI colours on stdout.
     pub color: bool,
+    /// ANSI colours in the logs on stderr: only when stderr is a terminal.
+    pub stderr_color: bool,
     /// Progress bars on stderr.
     pub progress: bool,
     pub verbose: u8,
@@ -89,6 +91,15 @@ impl Config {
         if let Some(limit) = cli.max_replica_lag {
             migrator.max_replica_lag = limit.0;
         }
+        if let Command::Up {
+            allow_out_of_order,
+            ignore_missing,
+            ..
+        } = cli.command
+        {
+            migrator.allow_out_of_order = allow_out_of_order;
+            migrator.ignore_missing = ignore_missing;
+        }
         if let Some(timeout) = cli.network_timeout {
             migrator.network_timeout = timeout;
         }
@@ -109,6 +120,7 @@ impl Config {
             format: cli.format,
             migrator,
             color: cli.format == Format::Human && !no_color && std::io::stdout().is_terminal(),
+            stderr_color: !no_color && std::io::stderr().is_terminal(),
             progress: cli.format == Format::Human && std::io::stderr().is_terminal(),
             verbose: cli.verbose,
         })

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use migrate_core::runtime::repair::RepairError;
-use migrate_core::runtime::{DownReport, Failed, RuntimeError, UpReport};
+use migrate_core::runtime::{DownReport, Failed, Plan, RuntimeError, UpReport};
 
 pub const EXIT_OK: u8 = 0;
 pub const EXIT_FAILURE: u8 = 1;
@@ -104,6 +104,9 @@ pub fn exit_code(error: &anyhow::Error) -> u8 {
             return runtime_code(&failed.error);
         }
         if let Some(failed) = cause.downcast_ref::<Failed<DownReport>>() {
+            return runtime_code(&failed.error);
+        }
+        if let Some(failed) = cause.downcast_ref::<Failed<Plan>>() {
             return runtime_code(&failed.error);
         }
         if let Some(RepairError::Runtime(error)) = cause.downcast_ref::<RepairError>() {

@@ -89,9 +89,13 @@ where
             let code = error::exit_code(&error);
             let message = error::render(&error);
             if format == Format::Json {
-                output::print_json(&serde_json::json!({
+                let mut document = serde_json::json!({
                     "error": { "message": message, "exit_code": code }
-                }));
+                });
+                if let Some((key, partial)) = commands::apply::partial_json(&error) {
+                    document[key] = partial;
+                }
+                output::print_json(&document);
             } else {
                 eprintln!("error: {message}");
             }
@@ -102,11 +106,11 @@ where
 
 fn run(cli: Cli, source: Source) -> anyhow::Result<Outcome> {
     let config = Config::from_cli(&cli, &|key| std::env::var(key).ok())?;
-    init_tracing(config.verbose);
+    init_tracing(config.verbose, config.stderr_color);
     let context = Context { config, source };
     match cli.command {
         Command::Status => commands::status::run(&context),
-        Command::Up { to, dry_run } => commands::apply::up(&context, to, dry_run),
+        Command::Up { to, dry_run, .. } => commands::apply::up(&context, to, dry_run),
         Command::Down { to, dry_run } => commands::apply::down(&context, to, dry_run),
         Command::Plan => commands::plan::run(&context),
         Command::Lint { path } => commands::lint::run(&context, path.as_deref()),
@@ -124,7 +128,7 @@ fn run(cli: Cli, source: Source) -> anyhow::Result<Outcome> {
     }
 }
 
-fn init_tracing(verbose: u8) {
+fn init_tracing(verbose: u8, color: bool) {
     let level = match verbose {
         0 => tracing::Level::WARN,
         1 => tracing::Level::INFO,
@@ -135,6 +139,7 @@ fn init_tracing(verbose: u8) {
         .with_writer(std::io::stderr)
         .with_max_level(level)
         .with_target(false)
+        .with_ansi(color)
         .try_init();
 }
 

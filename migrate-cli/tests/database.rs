@@ -502,3 +502,152 @@ fn a_zero_lock_timeout_is_refused_before_connecting() {
         "0"
     );
 }
+
+/// A dry run evaluates the gates the real run does and exits as it would.
+#[test]
+fn dry_runs_refuse_what_the_real_runs_refuse() {
+    let db = database();
+    let dir = example_migrations();
+    let dry = migrate_on(&db, &dir)
+        .args(["--contract-stabilisation", "1h", "up", "--dry-run"])
+        .output()
+        .unwrap();
+    assert_eq!(dry.status.code(), Some(1), "{}", stderr(&dry));
+    assert!(
+        stdout(&dry).contains("would apply 6 migration(s), then be refused"),
+        "{}",
+        stdout(&dry)
+    );
+    assert!(
+        stderr(&dry).contains("stabilisation period is 1h"),
+        "{}",
+        stderr(&dry)
+    );
+    assert_eq!(
+        sql(
+            &db,
+            "SELECT to_regclass('public.schema_migrations') IS NULL"
+        ),
+        "t",
+        "the dry run changed nothing"
+    );
+    let dry_json = migrate_on(&db, &dir)
+        .args([
+            "--format",
+            "json",
+            "--contract-stabilisation",
+            "1h",
+            "up",
+            "--dry-run",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(dry_json.status.code(), Some(1));
+    let document = json(&dry_json);
+    assert_eq!(document["pending"].as_array().unwrap().len(), 6);
+    assert_eq!(document["pending"][3]["mode"], "batched");
+    assert!(
+        document["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("stabilisation")
+    );
+
+    let real = migrate_on(&db, &dir)
+        .args(["--format", "json", "--contract-stabilisation", "1h", "up"])
+        .output()
+        .unwrap();
+    assert_eq!(real.status.code(), dry.status.code());
+    // The partial report is structured, not only inside the message.
+    let document = json(&real);
+    let applied: Vec<u64> = document["applied"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["version"].as_u64().unwrap())
+        .collect();
+    assert_eq!(applied, [1, 2, 3, 4, 5, 6]);
+    assert_eq!(document["error"]["exit_code"], 1);
+
+    // down: a missing file refuses the dry run with the real run's exit code.
+    let copy = copy_of_examples();
+    std::fs::remove_file(copy.path().join("0004_email_normalized.backfill.sql")).unwrap();
+    for args in [
+        &["down", "--to", "0", "--dry-run"][..],
+        &["down", "--to", "0"][..],
+    ] {
+        migrate_on(&db, copy.path())
+            .args(args)
+            .assert()
+            .code(4)
+            .stderr(predicate::str::contains("[4]"))
+            .stderr(predicate::str::contains("--ignore-missing"));
+    }
+    migrate_on(&db, &dir)
+        .args(["down", "--to", "99"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("nothing to revert"))
+        .stdout(predicate::str::contains("up to date").not());
+    migrate_on(&db, &dir)
+        .args(["down", "--to", "99", "--dry-run"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(
+            "no applied migration is newer than version 99",
+        ));
+}
+
+#[test]
+fn the_flags_that_messages_name_exist() {
+    let db = database();
+    let copy = copy_of_examples();
+    let held_back = copy.path().join("0004_email_normalized.backfill.sql");
+    let text = std::fs::read_to_string(&held_back).unwrap();
+    std::fs::remove_file(&held_back).unwrap();
+    migrate_on(&db, copy.path()).arg("up").assert().success();
+    std::fs::write(&held_back, text).unwrap();
+    migrate_on(&db, copy.path())
+        .arg("up")
+        .assert()
+        .code(4)
+        .stderr(predicate::str::contains("--allow-out-of-order"));
+    migrate_on(&db, copy.path())
+        .args(["up", "--allow-out-of-order"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("applied 1 migration(s)"));
+
+    std::fs::remove_file(
+        copy.path()
+            .join("0007_email_normalized_required.contract.sql"),
+    )
+    .unwrap();
+    migrate_on(&db, copy.path())
+        .arg("up")
+        .assert()
+        .code(4)
+        .stderr(predicate::str::contains("--ignore-missing"))
+        .stderr(predicate::str::contains("this binary").not());
+    migrate_on(&db, copy.path())
+        .args(["up", "--ignore-missing"])
+        .assert()
+        .success();
+}
+
+#[test]
+fn logs_on_a_redirected_stderr_carry_no_colour_codes() {
+    let db = database();
+    let output = migrate_on(&db, &example_migrations())
+        .args(["-vv", "up"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let logs = stderr(&output);
+    assert!(logs.contains("applying"), "{logs}");
+    assert!(
+        logs.contains("mode=\"batched\"") || logs.contains("mode=batched"),
+        "{logs}"
+    );
+    assert!(!logs.contains('\x1b'), "{logs:?}");
+}

@@ -4,10 +4,10 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use migrate_core::runtime::{
-    AppliedMigration, MigrationState, Migrator, Plan, ProgressEvent, ProgressHook, StatusReport,
-    UpTo,
+    AppliedMigration, DownReport, Failed, Migrator, Plan, ProgressEvent, ProgressHook,
+    RuntimeError, UpReport, UpTo,
 };
-use migrate_core::{Migrations, TransactionMode};
+use migrate_core::{Phase, TransactionMode};
 use serde_json::json;
 
 use crate::error::Outcome;
@@ -24,12 +24,24 @@ pub fn up(context: &Context, to: Option<u64>, dry_run: bool) -> anyhow::Result<O
         .with_progress(progress_hook(&bar));
     let target = to.map_or(UpTo::All, UpTo::Version);
     if dry_run {
-        let plan = block_on(async {
+        // Every check and gate of the real run, so a dry run that passes means `up` would.
+        let result = block_on(async {
             let client = context.connect(database).await?;
-            anyhow::Ok(migrator.plan(&client, target).await?)
+            anyhow::Ok(migrator.dry_run_up(&client, target).await)
         })??;
-        print_up_plan(context, &plan);
-        return Ok(Outcome::Success);
+        return match result {
+            Ok(plan) => {
+                print_up_plan(context, &plan, None);
+                Ok(Outcome::Success)
+            }
+            Err(failed) => {
+                // In JSON the error document carries the plan (see `partial_json`).
+                if !context.json() {
+                    print_up_plan(context, &failed.report, Some(&failed.error));
+                }
+                Err(failed.into())
+            }
+        };
     }
     let result = block_on(async {
         let client = context.connect(database).await?;
@@ -61,11 +73,12 @@ pub fn down(context: &Context, to: u64, dry_run: bool) -> anyhow::Result<Outcome
     let migrator = Migrator::new(&migrations, context.config.migrator.clone())?
         .with_progress(progress_hook(&bar));
     if dry_run {
-        let status = block_on(async {
+        // Refuses exactly as the real `down` does (drift, missing files, no down part).
+        let plan = block_on(async {
             let client = context.connect(database).await?;
-            anyhow::Ok(migrator.status(&client).await?)
+            anyhow::Ok(migrator.dry_run_down(&client, to).await?)
         })??;
-        print_down_plan(context, &migrations, &status, to);
+        print_down_plan(context, &plan, to);
         return Ok(Outcome::Success);
     }
     let result = block_on(async {
@@ -135,10 +148,15 @@ fn progress_hook(bar: &ProgressBar) -> ProgressHook {
 
 /// How a migration ran: a backfill's up part runs in keyed batches, each its own transaction.
 fn mode_label(m: &AppliedMigration, reverting: bool) -> &'static str {
-    if m.phase == migrate_core::Phase::Backfill && !reverting {
+    mode_text(m.phase, m.mode, reverting)
+}
+
+/// The mode as every command shows it (`plan`, `up`, `up --dry-run`, `-v` logs).
+pub(crate) fn mode_text(phase: Phase, mode: TransactionMode, reverting: bool) -> &'static str {
+    if phase == Phase::Backfill && !reverting {
         "batched"
     } else {
-        m.mode.as_str()
+        mode.as_str()
     }
 }
 
@@ -162,7 +180,14 @@ fn print_applied(context: &Context, verb: &str, list: &[AppliedMigration]) {
         return;
     }
     if list.is_empty() {
-        println!("nothing to do: the database is up to date");
+        println!(
+            "{}",
+            if reverting {
+                "nothing to revert: no applied migration is newer than the target version"
+            } else {
+                "nothing to do: the database is up to date"
+            }
+        );
         return;
     }
     println!("{verb} {} migration(s):", list.len());
@@ -189,121 +214,113 @@ fn print_applied(context: &Context, verb: &str, list: &[AppliedMigration]) {
     );
 }
 
-fn print_up_plan(context: &Context, plan: &Plan) {
-    if context.json() {
-        let pending: Vec<_> = plan
-            .migrations
-            .iter()
-            .map(|m| {
-                json!({
-                    "version": m.version,
-                    "name": m.name,
-                    "phase": m.phase.as_str(),
-                    "file": m.file_name,
-                    "mode": m.mode.as_str(),
-                    "statements": m.statements,
-                })
+fn plan_json(plan: &Plan, reverting: bool) -> Vec<serde_json::Value> {
+    plan.migrations
+        .iter()
+        .map(|m| {
+            json!({
+                "version": m.version,
+                "name": m.name,
+                "phase": m.phase.as_str(),
+                "file": m.file_name,
+                "mode": mode_text(m.phase, m.mode, reverting),
+                "statements": m.statements,
             })
-            .collect();
-        output::print_json(&json!({ "dry_run": true, "pending": pending }));
-        return;
-    }
-    if plan.migrations.is_empty() {
-        println!("dry run: nothing to do, the database is up to date");
-        return;
-    }
-    println!(
-        "dry run: would apply {} migration(s), nothing was changed:",
-        plan.migrations.len()
-    );
-    let rows: Vec<Vec<Cell>> = plan
-        .migrations
+        })
+        .collect()
+}
+
+fn plan_rows(plan: &Plan, reverting: bool) -> Vec<Vec<Cell>> {
+    plan.migrations
         .iter()
         .map(|m| {
             vec![
                 Cell::new(m.version.to_string()),
                 Cell::new(m.file_name.clone()),
-                Cell::new(m.mode.as_str()),
+                Cell::new(mode_text(m.phase, m.mode, reverting)),
                 Cell::new(m.statements.to_string()),
             ]
         })
-        .collect();
-    print!(
-        "{}",
-        output::table(
-            &["VERSION", "FILE", "MODE", "STATEMENTS"],
-            &rows,
-            context.config.color
-        )
-    );
+        .collect()
 }
 
-fn print_down_plan(context: &Context, migrations: &Migrations, status: &StatusReport, to: u64) {
-    let entries: Vec<_> = status
-        .entries
-        .iter()
-        .rev()
-        .filter(|e| e.version > to && e.state != MigrationState::Pending)
-        .collect();
-    let describe = |version: u64| -> (Option<&str>, Option<TransactionMode>, bool) {
-        match migrations.get(version) {
-            Some(m) => (
-                Some(m.file_name.as_ref()),
-                m.down.as_ref().map(|d| d.mode),
-                m.down.is_some(),
-            ),
-            None => (None, None, false),
+/// What a failed `up`, `down` or `up --dry-run` completed (or would have) before the
+/// failure, as fields of the JSON error document: `applied`, `reverted` or `pending`.
+pub(crate) fn partial_json(error: &anyhow::Error) -> Option<(&'static str, serde_json::Value)> {
+    for cause in error.chain() {
+        if let Some(failed) = cause.downcast_ref::<Failed<UpReport>>() {
+            let items: Vec<_> = failed
+                .report
+                .applied
+                .iter()
+                .map(|m| migration_json(m, false))
+                .collect();
+            return Some(("applied", json!(items)));
         }
-    };
+        if let Some(failed) = cause.downcast_ref::<Failed<DownReport>>() {
+            let items: Vec<_> = failed
+                .report
+                .reverted
+                .iter()
+                .map(|m| migration_json(m, true))
+                .collect();
+            return Some(("reverted", json!(items)));
+        }
+        if let Some(failed) = cause.downcast_ref::<Failed<Plan>>() {
+            return Some(("pending", json!(plan_json(&failed.report, false))));
+        }
+    }
+    None
+}
+
+/// The plan of `up --dry-run`; with `refused`, the migrations before the refusal (the error
+/// itself is printed by the caller's error path).
+fn print_up_plan(context: &Context, plan: &Plan, refused: Option<&RuntimeError>) {
     if context.json() {
-        let items: Vec<_> = entries
-            .iter()
-            .map(|e| {
-                let (file, mode, has_down) = describe(e.version);
-                json!({
-                    "version": e.version,
-                    "name": e.name,
-                    "file": file,
-                    "state": super::status::state_key(e.state),
-                    "mode": mode.map(TransactionMode::as_str),
-                    "has_down": has_down,
-                })
-            })
-            .collect();
-        output::print_json(&json!({ "dry_run": true, "to_revert": items }));
+        output::print_json(&json!({ "dry_run": true, "pending": plan_json(plan, false) }));
         return;
     }
-    if entries.is_empty() {
-        println!("dry run: nothing to revert above version {to}");
+    if plan.migrations.is_empty() && refused.is_none() {
+        println!("dry run: nothing to do, the database is up to date");
+        return;
+    }
+    let count = plan.migrations.len();
+    match refused {
+        None => println!("dry run: would apply {count} migration(s), nothing was changed:"),
+        Some(_) => println!(
+            "dry run: would apply {count} migration(s), then be refused (below); nothing was changed"
+        ),
+    }
+    if count > 0 {
+        print!(
+            "{}",
+            output::table(
+                &["VERSION", "FILE", "MODE", "STATEMENTS"],
+                &plan_rows(plan, false),
+                context.config.color
+            )
+        );
+    }
+}
+
+fn print_down_plan(context: &Context, plan: &Plan, to: u64) {
+    if context.json() {
+        output::print_json(&json!({ "dry_run": true, "to_revert": plan_json(plan, true) }));
+        return;
+    }
+    if plan.migrations.is_empty() {
+        println!("dry run: nothing to revert: no applied migration is newer than version {to}");
         return;
     }
     println!(
         "dry run: would revert {} migration(s), newest first, nothing was changed:",
-        entries.len()
+        plan.migrations.len()
     );
-    let rows: Vec<Vec<Cell>> = entries
-        .iter()
-        .map(|e| {
-            let (file, mode, has_down) = describe(e.version);
-            let note = match (e.state, has_down) {
-                (MigrationState::Drifted, _) => "refused: edited since applied",
-                (MigrationState::MissingFromFiles, _) => "refused: file missing",
-                (_, false) => "refused: no down part",
-                _ => "",
-            };
-            vec![
-                Cell::new(e.version.to_string()),
-                Cell::new(file.unwrap_or(&e.name).to_owned()),
-                Cell::new(mode.map_or("-", TransactionMode::as_str)),
-                Cell::new(note),
-            ]
-        })
-        .collect();
     print!(
         "{}",
         output::table(
-            &["VERSION", "FILE", "MODE", "NOTE"],
-            &rows,
+            &["VERSION", "FILE", "MODE", "STATEMENTS"],
+            &plan_rows(plan, true),
             context.config.color
         )
     );

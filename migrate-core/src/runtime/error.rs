@@ -108,7 +108,8 @@ pub enum RuntimeError {
     /// Pending migrations are older than the newest applied one.
     #[error(
         "pending migrations {pending:?} are older than the newest applied migration \
-         {newest_applied}; renumber them after {newest_applied}, or allow out-of-order runs"
+         {newest_applied}; renumber them after {newest_applied}, or allow out-of-order runs \
+         (`--allow-out-of-order` in the CLI, MigratorConfig::allow_out_of_order in the library)"
     )]
     OutOfOrder {
         pending: Vec<u64>,
@@ -236,12 +237,14 @@ fn db_error_text(error: &tokio_postgres::Error) -> String {
 
 fn unknown_applied_message(versions: &[u64], files: &[PathBuf]) -> String {
     let mut text = format!(
-        "the database has applied migrations {versions:?} that this binary does not contain"
+        "the database has applied migrations {versions:?} that this migration set does not \
+         contain"
     );
     if files.is_empty() {
         text.push_str(
-            "; they were applied by a newer release, or their files were deleted \
-             (pass ignore_missing to proceed anyway)",
+            "; they were applied by a newer release, or their files were deleted (to proceed \
+             anyway: `--ignore-missing` in the CLI, MigratorConfig::ignore_missing in the \
+             library)",
         );
     } else {
         let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
@@ -282,6 +285,10 @@ pub enum ConnectError {
 /// What `up` or `down` had completed when it failed.
 pub trait PartialReport: fmt::Display + fmt::Debug {
     fn nothing_done(&self) -> bool;
+    /// How the failure's message introduces the report.
+    fn label(&self) -> &'static str {
+        "completed before the failure"
+    }
 }
 
 /// `up` or `down` failed; `report` lists what was completed before the failure (those
@@ -308,6 +315,6 @@ fn partial_suffix(report: &impl PartialReport) -> String {
     if report.nothing_done() {
         String::new()
     } else {
-        format!(" (completed before the failure: {report})")
+        format!(" ({}: {report})", report.label())
     }
 }

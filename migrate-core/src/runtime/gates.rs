@@ -179,17 +179,25 @@ pub enum GateFailure {
 /// Checks the gates of `contract`, in the order of the module docs; the first failing gate
 /// refuses it. The returned guard repeats gate 5 where the contract runs
 /// ([`RowsGuard::check`]).
+///
+/// `planned` is for dry runs: versions the run would apply before the contract, which a real
+/// run would have recorded by then (an expand counts as applied just now, a backfill as run
+/// and verified: the runner verifies it before recording it).
 pub(crate) async fn check(
     client: &Client,
     history: &History,
     migrations: &Migrations,
     contract: &Migration,
     settings: &GateSettings,
+    planned: &BTreeSet<u64>,
 ) -> Result<RowsGuard, RuntimeError> {
     let refuse = |failure: GateFailure| refusal(contract, failure);
     let history_failure = match contract.requires {
         Some(expand) => {
-            check_history(client, history, migrations, contract, expand, settings).await?
+            check_history(
+                client, history, migrations, contract, expand, settings, planned,
+            )
+            .await?
         }
         None => None,
     };
@@ -203,7 +211,7 @@ pub(crate) async fn check(
     if let Some(failure) = replica_failure {
         return Err(refuse(failure));
     }
-    let guard = RowsGuard::for_contract(client, migrations, contract).await?;
+    let guard = RowsGuard::for_contract(client, migrations, contract, planned).await?;
     guard.check(client).await?;
     Ok(guard)
 }
@@ -247,6 +255,7 @@ impl RowsGuard {
         client: &Client,
         migrations: &Migrations,
         contract: &Migration,
+        planned: &BTreeSet<u64>,
     ) -> Result<RowsGuard, RuntimeError> {
         let mut guard = RowsGuard {
             contract_version: contract.version,
@@ -257,7 +266,10 @@ impl RowsGuard {
             return Ok(guard);
         };
         let backfills = migrations.iter().filter(|m| {
-            m.phase == Phase::Backfill && m.version > expand && m.version < contract.version
+            m.phase == Phase::Backfill
+                && m.version > expand
+                && m.version < contract.version
+                && !planned.contains(&m.version)
         });
         for backfill in backfills {
             let Some(spec) = &backfill.backfill else {
@@ -351,24 +363,30 @@ async fn check_history(
     contract: &Migration,
     expand: u64,
     settings: &GateSettings,
+    planned: &BTreeSet<u64>,
 ) -> Result<Option<GateFailure>, RuntimeError> {
     let as_sql = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-    // Seconds since each row was written, on the server's clock: clock_timestamp(), not now(),
-    // which is the start of the current transaction
-    // (https://www.postgresql.org/docs/15/functions-datetime.html#FUNCTIONS-DATETIME-CURRENT).
-    let rows = client
-        .query(
-            &format!(
-                "SELECT version, extract(epoch FROM clock_timestamp() - executed_at)::float8 \
+    // A dry run on a database that has never been migrated: nothing is applied yet.
+    let rows = if !history.exists(client).await? {
+        Vec::new()
+    } else {
+        // Seconds since each row was written, on the server's clock: clock_timestamp(), not now(),
+        // which is the start of the current transaction
+        // (https://www.postgresql.org/docs/15/functions-datetime.html#FUNCTIONS-DATETIME-CURRENT).
+        client
+            .query(
+                &format!(
+                    "SELECT version, extract(epoch FROM clock_timestamp() - executed_at)::float8 \
                  FROM {} WHERE version >= $1 AND version < $2",
-                history.quoted()
-            ),
-            &[&as_sql(expand), &as_sql(contract.version)],
-        )
-        .await
-        .map_err(RuntimeError::database(
-            "reading the history for the contract gates",
-        ))?;
+                    history.quoted()
+                ),
+                &[&as_sql(expand), &as_sql(contract.version)],
+            )
+            .await
+            .map_err(RuntimeError::database(
+                "reading the history for the contract gates",
+            ))?
+    };
     let applied: BTreeMap<u64, f64> = rows
         .iter()
         .map(|row| {
@@ -379,7 +397,12 @@ async fn check_history(
         })
         .collect();
 
-    let Some(&applied_secs) = applied.get(&expand) else {
+    let applied_secs = match applied.get(&expand) {
+        Some(&secs) => Some(secs),
+        None if planned.contains(&expand) => Some(0.0),
+        None => None,
+    };
+    let Some(applied_secs) = applied_secs else {
         return Ok(Some(GateFailure::ExpandNotApplied {
             expand,
             file: migrations.get(expand).map(|m| m.file_name.to_string()),
@@ -391,6 +414,7 @@ async fn check_history(
         .iter()
         .filter(|m| m.phase == Phase::Backfill)
         .filter(|m| m.version > expand && m.version < contract.version)
+        .filter(|m| !planned.contains(&m.version))
         .filter(|m| !applied.contains_key(&m.version) || unverified.contains(&m.version))
         .collect();
     if !missing.is_empty() {

@@ -271,6 +271,16 @@ pub struct Plan {
     pub migrations: Vec<PlannedMigration>,
 }
 
+impl PartialReport for Plan {
+    fn nothing_done(&self) -> bool {
+        self.migrations.is_empty()
+    }
+
+    fn label(&self) -> &'static str {
+        "a real run would apply before that"
+    }
+}
+
 impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.migrations.is_empty() {
@@ -304,7 +314,11 @@ pub struct AppliedMigration {
 
 fn write_list(f: &mut fmt::Formatter<'_>, verb: &str, list: &[AppliedMigration]) -> fmt::Result {
     if list.is_empty() {
-        return f.write_str("nothing to do: the database is up to date");
+        return f.write_str(if verb == "reverted" {
+            "nothing to revert"
+        } else {
+            "nothing to do: the database is up to date"
+        });
     }
     write!(f, "{verb} {} migration(s):", list.len())?;
     for (index, m) in list.iter().enumerate() {
@@ -564,18 +578,59 @@ impl<'m> Migrator<'m> {
         let rows = self.read_history(client).await?;
         let pending = self.pending(&rows, target)?;
         Ok(Plan {
-            migrations: pending
-                .into_iter()
-                .map(|m| PlannedMigration {
-                    version: m.version,
-                    name: m.name.to_string(),
-                    phase: m.phase,
-                    file_name: m.file_name.to_string(),
-                    mode: m.up.mode,
-                    statements: m.up.statements.len(),
-                })
-                .collect(),
+            migrations: pending.into_iter().map(planned_migration).collect(),
         })
+    }
+
+    /// What `up(target)` would do now, evaluating every check and gate the real run does
+    /// (history checks, contract gates: expand applied, backfills verified, stabilisation,
+    /// replicas, rows left by backfills) without changing anything. Migrations the run would
+    /// apply before a contract count as applied at that point. On a refusal the error carries
+    /// the migrations the real run would have applied before it, as `up` does.
+    pub async fn dry_run_up(&self, client: &Client, target: UpTo) -> Result<Plan, Failed<Plan>> {
+        let mut plan = Plan::default();
+        match self.dry_run_up_inner(client, target, &mut plan).await {
+            Ok(()) => Ok(plan),
+            Err(error) => Err(Failed {
+                report: plan,
+                error,
+            }),
+        }
+    }
+
+    async fn dry_run_up_inner(
+        &self,
+        client: &Client,
+        target: UpTo,
+        plan: &mut Plan,
+    ) -> Result<(), RuntimeError> {
+        let rows = self.read_history(client).await?;
+        let pending = self.pending(&rows, target)?;
+        let gate_settings = gates::GateSettings {
+            stabilisation: self.config.contract_stabilisation,
+            max_replica_lag: self.config.max_replica_lag,
+        };
+        let mut planned = BTreeSet::new();
+        for m in pending {
+            if m.phase == Phase::Contract {
+                deadline::within(
+                    self.gate_limit(),
+                    "checking the contract gates",
+                    gates::check(
+                        client,
+                        &self.history,
+                        self.migrations,
+                        m,
+                        &gate_settings,
+                        &planned,
+                    ),
+                )
+                .await??;
+            }
+            planned.insert(m.version);
+            plan.migrations.push(planned_migration(m));
+        }
+        Ok(())
     }
 
     /// Applies the pending migrations up to `target`, in version order. On failure the
@@ -674,7 +729,14 @@ impl<'m> Migrator<'m> {
                     deadline::within(
                         self.gate_limit(),
                         "checking the contract gates",
-                        gates::check(client, &self.history, self.migrations, m, &gate_settings),
+                        gates::check(
+                            client,
+                            &self.history,
+                            self.migrations,
+                            m,
+                            &gate_settings,
+                            &BTreeSet::new(),
+                        ),
                     )
                     .await??,
                 )
@@ -690,7 +752,12 @@ impl<'m> Migrator<'m> {
                 phase: m.phase.as_str(),
                 checksum: &checksum,
             };
-            tracing::info!(version = m.version, file = %m.file_name, mode = m.up.mode.as_str(), "applying");
+            let mode = if m.phase == Phase::Backfill && m.backfill.is_some() {
+                "batched"
+            } else {
+                m.up.mode.as_str()
+            };
+            tracing::info!(version = m.version, file = %m.file_name, mode, "applying");
             let outcome = match &m.backfill {
                 Some(spec) if m.phase == Phase::Backfill => {
                     let progress =
@@ -725,33 +792,7 @@ impl<'m> Migrator<'m> {
         report: &mut DownReport,
     ) -> Result<(), RuntimeError> {
         let rows = self.read_history(client).await?;
-        let to_revert: Vec<&HistoryRow> = rows.iter().rev().filter(|r| r.version > to).collect();
-        let unknown: Vec<u64> = to_revert
-            .iter()
-            .filter(|r| self.migrations.get(r.version).is_none())
-            .map(|r| r.version)
-            .collect();
-        if !unknown.is_empty() {
-            return Err(self.unknown_applied(unknown));
-        }
-        let mut plan = Vec::new();
-        let mut without_down = Vec::new();
-        for row in to_revert {
-            let Some(m) = self.migrations.get(row.version) else {
-                continue;
-            };
-            self.check_checksum(m, row)?;
-            match &m.down {
-                Some(down) => plan.push((m, down)),
-                None => without_down.push(m.version),
-            }
-        }
-        if !without_down.is_empty() {
-            without_down.sort_unstable();
-            return Err(RuntimeError::NoDownPart {
-                versions: without_down,
-            });
-        }
+        let plan = self.down_plan(&rows, to)?;
         if plan.is_empty() {
             return Ok(());
         }
@@ -834,6 +875,61 @@ impl<'m> Migrator<'m> {
         Ok(())
     }
 
+    /// The migrations `down(to)` reverts, newest first, with their down parts; refuses as
+    /// `down` does (applied versions missing from the set, drift, no down part) before
+    /// anything is reverted.
+    fn down_plan(
+        &self,
+        rows: &[HistoryRow],
+        to: u64,
+    ) -> Result<Vec<(&'m Migration, &'m Section)>, RuntimeError> {
+        let to_revert: Vec<&HistoryRow> = rows.iter().rev().filter(|r| r.version > to).collect();
+        let unknown: Vec<u64> = to_revert
+            .iter()
+            .filter(|r| self.migrations.get(r.version).is_none())
+            .map(|r| r.version)
+            .collect();
+        if !unknown.is_empty() {
+            return Err(self.unknown_applied(unknown));
+        }
+        let mut plan = Vec::new();
+        let mut without_down = Vec::new();
+        for row in to_revert {
+            let Some(m) = self.migrations.get(row.version) else {
+                continue;
+            };
+            self.check_checksum(m, row)?;
+            match &m.down {
+                Some(down) => plan.push((m, down)),
+                None => without_down.push(m.version),
+            }
+        }
+        if !without_down.is_empty() {
+            without_down.sort_unstable();
+            return Err(RuntimeError::NoDownPart {
+                versions: without_down,
+            });
+        }
+        Ok(plan)
+    }
+
+    /// What `down(to)` would revert now, newest first, refusing exactly as `down` would.
+    /// Read only. Each entry's mode and statement count are those of its down part.
+    pub async fn dry_run_down(&self, client: &Client, to: u64) -> Result<Plan, RuntimeError> {
+        let rows = self.read_history(client).await?;
+        let plan = self.down_plan(&rows, to)?;
+        Ok(Plan {
+            migrations: plan
+                .into_iter()
+                .map(|(m, down)| PlannedMigration {
+                    mode: down.mode,
+                    statements: down.statements.len(),
+                    ..planned_migration(m)
+                })
+                .collect(),
+        })
+    }
+
     /// The checks of protocol step 3, then the migrations `up(target)` applies, ascending.
     fn pending(
         &self,
@@ -913,6 +1009,17 @@ impl Migrator<'_> {
             .collect();
         files.sort();
         files
+    }
+}
+
+fn planned_migration(m: &Migration) -> PlannedMigration {
+    PlannedMigration {
+        version: m.version,
+        name: m.name.to_string(),
+        phase: m.phase,
+        file_name: m.file_name.to_string(),
+        mode: m.up.mode,
+        statements: m.up.statements.len(),
     }
 }
 
