@@ -81,6 +81,7 @@ fn runtime_code(error: &RuntimeError) -> u8 {
     match error {
         RuntimeError::ChecksumMismatch { .. }
         | RuntimeError::UnknownApplied { .. }
+        | RuntimeError::OtherHistoryTable { .. }
         | RuntimeError::OutOfOrder { .. } => EXIT_REFUSED,
         RuntimeError::InvalidIdentifier { .. } => EXIT_USAGE,
         _ => EXIT_FAILURE,

@@ -454,6 +454,12 @@ async fn lock_timeout_is_retried_while_readers_wait_at_most_lock_timeout() {
 
     let report = result.expect("the migration succeeds once the blocker is gone");
     assert!(report.applied[0].attempts >= 3, "{report}");
+    // The reported duration covers every attempt: each failed one waited lock_timeout.
+    let failed_attempts = report.applied[0].attempts - 1;
+    assert!(
+        report.applied[0].duration >= lock_timeout * failed_attempts,
+        "{report}"
+    );
     let worst = latencies.iter().max().copied().unwrap_or_default();
     assert!(
         worst < lock_timeout + Duration::from_secs(1),
@@ -1048,4 +1054,54 @@ fn settings_that_would_turn_a_bound_off_are_refused() {
         ..config()
     };
     assert!(Migrator::new(&migrations, disabled).is_ok());
+}
+
+/// A typo in the history table's name must not start an empty history and apply every
+/// migration again.
+#[tokio::test]
+async fn a_history_table_name_with_a_typo_is_refused_when_ours_exists_elsewhere() {
+    let db = database();
+    let client = client(db.url()).await;
+    let migrations = set(basic_set());
+    Migrator::new(&migrations, config())
+        .unwrap()
+        .up(&client, UpTo::All)
+        .await
+        .expect("up");
+    for typo in ["public.schema_migration", "opps.schema_migrations"] {
+        let mistyped = Migrator::new(
+            &migrations,
+            MigratorConfig {
+                history_table: typo.into(),
+                ..config()
+            },
+        )
+        .unwrap();
+        let error = mistyped
+            .up(&client, UpTo::All)
+            .await
+            .expect_err("typo")
+            .into_error();
+        match &error {
+            RuntimeError::OtherHistoryTable { found, .. } => {
+                assert_eq!(found, &["public.schema_migrations"])
+            }
+            other => panic!("expected OtherHistoryTable, got {other:?}"),
+        }
+        assert!(error.to_string().contains("--history-table"), "{error}");
+        assert!(matches!(
+            mistyped.status(&client).await,
+            Err(RuntimeError::OtherHistoryTable { .. })
+        ));
+    }
+    // Nothing was created or applied twice.
+    assert_eq!(
+        scalar_i64(
+            &client,
+            "SELECT count(*) FROM pg_namespace WHERE nspname = 'opps'"
+        )
+        .await,
+        0
+    );
+    assert_eq!(history_versions(&client).await, vec![1, 2, 3]);
 }

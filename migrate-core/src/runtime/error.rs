@@ -105,6 +105,25 @@ pub enum RuntimeError {
         files_on_disk_lacking_in_binary: Vec<PathBuf>,
     },
 
+    /// The configured history table does not exist, but another table of this database has
+    /// its shape: the configured name is probably a typo.
+    #[error(
+        "history table {configured} does not exist, but {} {} a history table of ours: a typo \
+         in the history table's name would start an empty history and apply every migration \
+         again, so nothing was done; pass the right name (`--history-table`, \
+         MigratorConfig::history_table), or, to keep a separate history on purpose, create it \
+         first: CREATE TABLE {configured} (LIKE {} INCLUDING ALL)",
+        found.join(", "),
+        if found.len() == 1 { "is" } else { "are" },
+        found[0]
+    )]
+    OtherHistoryTable {
+        /// The configured table, quoted.
+        configured: String,
+        /// Tables with the history table's columns, `schema.table`, quoted where needed.
+        found: Vec<String>,
+    },
+
     /// Pending migrations are older than the newest applied one.
     #[error(
         "pending migrations {pending:?} are older than the newest applied migration \

@@ -178,9 +178,41 @@ impl History {
         Ok(row.get(0))
     }
 
+    /// Other tables of this database with the history table's columns: history tables of
+    /// ours under another name. Used when the configured one does not exist, where a typo
+    /// in its name would otherwise start an empty history and apply every migration again.
+    pub async fn others(&self, client: &Client) -> Result<Vec<String>, RuntimeError> {
+        let rows = client
+            .query(
+                "SELECT format('%I.%I', n.nspname, c.relname) \
+                 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE c.relkind IN ('r', 'p') \
+                   AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+                   AND (SELECT count(*) FROM pg_attribute a \
+                        WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
+                          AND a.attname IN ('version', 'name', 'phase', 'checksum', \
+                                            'executed_at', 'duration_ms', 'executed_by')) = 7 \
+                 ORDER BY 1",
+                &[],
+            )
+            .await
+            .map_err(RuntimeError::database("looking for other history tables"))?;
+        Ok(rows.iter().map(|row| row.get(0)).collect())
+    }
+
     /// All rows in version order; empty when the table does not exist.
+    ///
+    /// A missing table while another history table of ours exists is refused
+    /// ([`RuntimeError::OtherHistoryTable`]): most likely the configured name has a typo.
     pub async fn read(&self, client: &Client) -> Result<Vec<HistoryRow>, RuntimeError> {
         if !self.exists(client).await? {
+            let found = self.others(client).await?;
+            if !found.is_empty() {
+                return Err(RuntimeError::OtherHistoryTable {
+                    configured: self.quoted.clone(),
+                    found,
+                });
+            }
             return Ok(Vec::new());
         }
         let rows = client

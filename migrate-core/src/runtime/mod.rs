@@ -694,6 +694,8 @@ impl<'m> Migrator<'m> {
         target: UpTo,
         report: &mut UpReport,
     ) -> Result<(), RuntimeError> {
+        // Before creating anything: refuses a configured name that is probably a typo.
+        self.read_history(client).await?;
         deadline::within(
             Some(self.config.limits().own),
             "creating the history table",
