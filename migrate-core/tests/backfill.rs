@@ -397,3 +397,39 @@ async fn a_uuid_key_is_batched_like_any_ordered_key() {
         .get(0);
     assert_eq!(last_key, largest);
 }
+
+#[tokio::test]
+async fn status_shows_a_half_run_backfill_as_in_progress() {
+    use migrate_core::runtime::MigrationState;
+    let db = database();
+    let migrations = backfill_set(
+        "CREATE TABLE items (id bigint PRIMARY KEY, v integer NOT NULL, v2 integer)",
+        ("items", "id", 10, 0),
+        "UPDATE items SET v2 = v WHERE v2 IS NULL",
+    );
+    let client = client(db.url()).await;
+    let migrator = Migrator::new(&migrations, config()).unwrap();
+    migrator.up(&client, UpTo::Version(1)).await.unwrap();
+    // One row the backfill cannot fill (v2 is then set to NULL again by a trigger), so it
+    // stops after its keyed pass with progress stored and no history row.
+    client
+        .batch_execute(
+            "INSERT INTO items (id, v) SELECT g, g FROM generate_series(1, 30) g;
+             CREATE FUNCTION keep_null() RETURNS trigger LANGUAGE plpgsql AS
+               $$BEGIN IF NEW.id = 30 THEN NEW.v2 := NULL; END IF; RETURN NEW; END$$;
+             CREATE TRIGGER keep_null BEFORE UPDATE ON items FOR EACH ROW EXECUTE FUNCTION keep_null();",
+        )
+        .await
+        .unwrap();
+    migrator
+        .up(&client, UpTo::All)
+        .await
+        .expect_err("row 30 never fills");
+    let status = migrator.status(&client).await.unwrap();
+    let entry = &status.entries[1];
+    assert_eq!(entry.state, MigrationState::BackfillInProgress, "{status}");
+    assert!(
+        entry.detail.as_deref().unwrap().contains("row(s) done"),
+        "{status}"
+    );
+}

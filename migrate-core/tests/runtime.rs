@@ -1105,3 +1105,46 @@ async fn a_history_table_name_with_a_typo_is_refused_when_ours_exists_elsewhere(
     );
     assert_eq!(history_versions(&client).await, vec![1, 2, 3]);
 }
+
+/// `status` tells a failed statement-by-statement migration (some statements committed) and
+/// a half-run backfill from a plain pending one.
+#[tokio::test]
+async fn status_shows_partly_applied_migrations_and_backfills_in_progress() {
+    let db = database();
+    let client = client(db.url()).await;
+    let migrations = set(vec![
+        tx(
+            1,
+            "t",
+            &["CREATE TABLE t (id bigint PRIMARY KEY, a integer)"],
+            &["DROP TABLE t"],
+        ),
+        migration(
+            2,
+            "indexes",
+            &[
+                "CREATE INDEX CONCURRENTLY IF NOT EXISTS t_a ON t (a)",
+                "CREATE INDEX CONCURRENTLY IF NOT EXISTS t_b ON t (no_such_column)",
+            ],
+            None,
+            TransactionMode::Autocommit,
+        ),
+    ]);
+    let migrator = Migrator::new(&migrations, config()).unwrap();
+    let failed = migrator
+        .up(&client, UpTo::All)
+        .await
+        .expect_err("bad column");
+    assert_eq!(failed.report.versions(), vec![1]);
+
+    let status = migrator.status(&client).await.unwrap();
+    let entry = &status.entries[1];
+    assert_eq!(entry.state, MigrationState::PartlyApplied);
+    let detail = entry.detail.as_deref().unwrap();
+    assert!(
+        detail.contains("failed after 1 of 2 statement(s)"),
+        "{detail}"
+    );
+    assert!(detail.contains("no_such_column"), "{detail}");
+    assert!(status.to_string().contains("partly applied"), "{status}");
+}

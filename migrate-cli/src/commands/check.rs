@@ -244,7 +244,7 @@ fn schema_dump(
 ) -> anyhow::Result<String> {
     let mut command = Command::new(cluster.binaries().program("pg_dump"));
     command.arg("--schema-only");
-    // The runtime's own state tables (history, backfill progress, flags) are not the schema
+    // The runtime's own state tables (history, backfill progress, flags, partial runs) are not the schema
     // under test: the backfill progress table, for one, appears with the first backfill.
     let state_tables = [
         history.quoted(),
@@ -252,6 +252,9 @@ fn schema_dump(
             .quoted()
             .to_owned(),
         FlagStore::for_history_table(history)?.table().quoted(),
+        migrate_core::runtime::partial::PartialRunTable::for_history(history)?
+            .quoted()
+            .to_owned(),
     ];
     for state_table in state_tables {
         command.arg("--exclude-table").arg(state_table);

@@ -48,6 +48,9 @@ pub fn state_key(state: MigrationState) -> &'static str {
         MigrationState::Pending => "pending",
         MigrationState::Drifted => "drifted",
         MigrationState::MissingFromFiles => "missing_from_files",
+        MigrationState::PartlyApplied => "partly_applied",
+        MigrationState::BackfillInProgress => "backfill_in_progress",
+        _ => "unknown",
     }
 }
 
@@ -64,6 +67,7 @@ fn print(context: &Context, report: &StatusReport) {
                     "state": state_key(e.state),
                     "applied_at": e.applied_at.map(output::timestamp),
                     "duration_ms": e.duration_ms,
+                    "detail": e.detail,
                 })
             })
             .collect();
@@ -80,8 +84,8 @@ fn print(context: &Context, report: &StatusReport) {
         .map(|e| {
             let style = match e.state {
                 MigrationState::Applied => Style::Green,
-                MigrationState::Pending => Style::Yellow,
-                MigrationState::Drifted | MigrationState::MissingFromFiles => Style::Red,
+                MigrationState::Pending | MigrationState::BackfillInProgress => Style::Yellow,
+                _ => Style::Red,
             };
             vec![
                 Cell::new(e.version.to_string()),
@@ -122,5 +126,15 @@ fn print(context: &Context, report: &StatusReport) {
     let missing = report.count(MigrationState::MissingFromFiles);
     if missing > 0 {
         eprintln!("{missing} applied migration(s) are missing from the files");
+    }
+    for entry in &report.entries {
+        if let Some(detail) = &entry.detail {
+            eprintln!(
+                "{} {}: {}: {detail}",
+                entry.version,
+                entry.name,
+                entry.state.as_str()
+            );
+        }
     }
 }

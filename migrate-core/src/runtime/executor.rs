@@ -13,6 +13,7 @@ use tokio_postgres::types::ToSql;
 
 use super::error::{RuntimeError, StatementLocation};
 use super::gates::RowsGuard;
+use super::partial::PartialRunTable;
 use crate::migration::{Migration, Section, Statement, TransactionMode};
 use crate::splitter::{self, TokenKind};
 
@@ -45,6 +46,8 @@ impl Backoff {
 pub struct ExecutionSettings {
     /// Client-side bounds on each wait for the server.
     pub(crate) limits: super::deadline::Limits,
+    /// Where up sections in autocommit mode record how far they got.
+    pub(crate) partial: Option<PartialRunTable>,
     /// Retries after the first attempt for SQLSTATE 55P03.
     pub lock_retries: u32,
     pub backoff: Backoff,
@@ -151,7 +154,28 @@ pub(crate) async fn run_section(
             if let Some(guard) = guard {
                 guard.check(client).await?;
             }
-            run_autocommit(client, migration, section, settings, history).await
+            // Up sections record how far they got: a failure leaves earlier statements
+            // committed, which `status` then shows.
+            let partial = match history {
+                HistoryChange::Insert { version, .. } => {
+                    settings.partial.as_ref().map(|table| (table, version))
+                }
+                HistoryChange::Delete { .. } => None,
+            };
+            if let Some((table, version)) = partial {
+                table.start(client, version).await?;
+            }
+            let result =
+                run_autocommit(client, migration, section, settings, history, partial).await;
+            match (&result, partial) {
+                (Ok(_), Some((table, version))) => table.finish(client, version).await?,
+                // A server that stopped answering would not record anything either.
+                (Err(RuntimeError::NoAnswer { .. }), _) | (_, None) => {}
+                (Err(error), Some((table, version))) => {
+                    table.failed(client, version, &error.to_string()).await;
+                }
+            }
+            result
         }
     }
 }
@@ -293,10 +317,16 @@ async fn run_autocommit(
     section: &Section,
     settings: &ExecutionSettings,
     history: HistoryChange<'_>,
+    partial: Option<(&PartialRunTable, i64)>,
 ) -> Result<SectionOutcome, RuntimeError> {
     let started = Instant::now();
     let mut most_attempts = 1;
-    for statement in section.statements.iter() {
+    for (done, statement) in section.statements.iter().enumerate() {
+        if done > 0
+            && let Some((table, version)) = partial
+        {
+            table.statement_done(client, version, done).await?;
+        }
         let index = ConcurrentIndex::find(&statement.sql);
         let mut attempt = 0u32;
         loop {

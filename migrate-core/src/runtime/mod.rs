@@ -31,6 +31,7 @@ pub mod flags;
 pub mod gates;
 pub mod history;
 pub mod lock;
+pub mod partial;
 pub mod repair;
 pub mod verify;
 
@@ -192,6 +193,7 @@ pub enum UpTo {
 
 /// The state of one version, for [`StatusReport`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum MigrationState {
     Applied,
     Pending,
@@ -199,6 +201,11 @@ pub enum MigrationState {
     Drifted,
     /// Applied, but not in this binary's set.
     MissingFromFiles,
+    /// Not applied, but a statement-by-statement run of it failed or was interrupted after
+    /// some statements committed ([`StatusEntry::detail`] says how far it got).
+    PartlyApplied,
+    /// A backfill that has not finished: some batches committed, no history row yet.
+    BackfillInProgress,
 }
 
 impl MigrationState {
@@ -208,6 +215,8 @@ impl MigrationState {
             MigrationState::Pending => "pending",
             MigrationState::Drifted => "drifted",
             MigrationState::MissingFromFiles => "missing from files",
+            MigrationState::PartlyApplied => "partly applied",
+            MigrationState::BackfillInProgress => "backfill in progress",
         }
     }
 }
@@ -221,6 +230,8 @@ pub struct StatusEntry {
     pub state: MigrationState,
     pub applied_at: Option<SystemTime>,
     pub duration_ms: Option<i64>,
+    /// For partly applied migrations and backfills in progress: how far they got.
+    pub detail: Option<String>,
 }
 
 /// Every known or applied version, ascending.
@@ -248,6 +259,9 @@ impl fmt::Display for StatusReport {
             )?;
             if let Some(ms) = entry.duration_ms {
                 write!(f, " ({ms} ms)")?;
+            }
+            if let Some(detail) = &entry.detail {
+                write!(f, " ({detail})")?;
             }
             writeln!(f)?;
         }
@@ -493,6 +507,7 @@ impl<'m> Migrator<'m> {
     fn settings(&self) -> ExecutionSettings {
         ExecutionSettings {
             limits: self.config.limits(),
+            partial: partial::PartialRunTable::for_history(self.history.table()).ok(),
             lock_retries: self.config.lock_retries,
             backoff: Backoff {
                 base: self.config.retry_backoff,
@@ -537,12 +552,55 @@ impl<'m> Migrator<'m> {
     /// no lock and creates nothing.
     pub async fn status(&self, client: &Client) -> Result<StatusReport, RuntimeError> {
         let rows = self.read_history(client).await?;
+        let partial_runs = deadline::within(
+            Some(self.config.limits().own),
+            "reading partial runs",
+            partial::PartialRunTable::for_history(self.history.table())?.read(client),
+        )
+        .await??;
+        let backfills = deadline::within(
+            Some(self.config.limits().own),
+            "reading backfill progress",
+            self.backfills(client),
+        )
+        .await??;
         let applied: BTreeMap<u64, &HistoryRow> = rows.iter().map(|r| (r.version, r)).collect();
         let mut entries: BTreeMap<u64, StatusEntry> = BTreeMap::new();
         for m in self.migrations.iter() {
             let row = applied.get(&m.version);
+            let mut detail = None;
             let state = match row {
-                None => MigrationState::Pending,
+                None => {
+                    let started: Vec<&verify::BackfillState> = backfills
+                        .iter()
+                        .filter(|b| b.version == m.version && b.rows_done.is_some())
+                        .collect();
+                    if let Some(run) = partial_runs.get(&m.version) {
+                        let how = if run.failed_at.is_some() {
+                            "failed"
+                        } else {
+                            "interrupted (or running)"
+                        };
+                        detail = Some(format!(
+                            "{how} after {} of {} statement(s) committed; the next `up` runs it \
+                             again from its first statement, so each must survive a re-run{}",
+                            run.statements_done,
+                            m.up.statements.len(),
+                            run.error
+                                .as_deref()
+                                .map_or_else(String::new, |e| format!(": {e}"))
+                        ));
+                        MigrationState::PartlyApplied
+                    } else if !started.is_empty() {
+                        let rows_done: i64 = started.iter().filter_map(|b| b.rows_done).sum();
+                        detail = Some(format!(
+                            "{rows_done} row(s) done; the next `up` resumes from the last key"
+                        ));
+                        MigrationState::BackfillInProgress
+                    } else {
+                        MigrationState::Pending
+                    }
+                }
                 Some(row) if row.checksum != m.checksum.to_hex() => MigrationState::Drifted,
                 Some(_) => MigrationState::Applied,
             };
@@ -555,6 +613,7 @@ impl<'m> Migrator<'m> {
                     state,
                     applied_at: row.map(|r| r.executed_at),
                     duration_ms: row.map(|r| r.duration_ms),
+                    detail,
                 },
             );
         }
@@ -566,6 +625,7 @@ impl<'m> Migrator<'m> {
                 state: MigrationState::MissingFromFiles,
                 applied_at: Some(row.executed_at),
                 duration_ms: Some(row.duration_ms),
+                detail: None,
             });
         }
         Ok(StatusReport {
