@@ -1148,3 +1148,49 @@ async fn status_shows_partly_applied_migrations_and_backfills_in_progress() {
     assert!(detail.contains("no_such_column"), "{detail}");
     assert!(status.to_string().contains("partly applied"), "{status}");
 }
+
+/// A client handed to `up` (e.g. from a pool) goes back with its own session settings, also
+/// after a failure.
+#[tokio::test]
+async fn up_and_down_give_the_client_back_with_its_own_settings() {
+    let db = database();
+    let client = plain_client(db.url()).await;
+    client
+        .batch_execute(
+            "SET application_name = 'pooled-app'; SET lock_timeout = '7s'; \
+             SET statement_timeout = '42s'",
+        )
+        .await
+        .unwrap();
+    async fn read(client: &tokio_postgres::Client) -> (String, String, String) {
+        let row = client
+            .query_one(
+                "SELECT current_setting('application_name'), current_setting('lock_timeout'), \
+                 current_setting('statement_timeout')",
+                &[],
+            )
+            .await
+            .unwrap();
+        (row.get(0), row.get(1), row.get(2))
+    }
+    let expected = ("pooled-app".to_owned(), "7s".to_owned(), "42s".to_owned());
+    let migrations = set(basic_set());
+    let migrator = Migrator::new(&migrations, config()).unwrap();
+    migrator.up(&client, UpTo::All).await.expect("up");
+    assert_eq!(read(&client).await, expected);
+    migrator.down(&client, 0).await.expect("down");
+    assert_eq!(read(&client).await, expected);
+
+    let failing = set(vec![tx(
+        1,
+        "bad",
+        &["SELECT no_such_function()"],
+        &["SELECT 1"],
+    )]);
+    Migrator::new(&failing, config())
+        .unwrap()
+        .up(&client, UpTo::All)
+        .await
+        .expect_err("fails");
+    assert_eq!(read(&client).await, expected);
+}

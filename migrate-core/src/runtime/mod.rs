@@ -517,8 +517,18 @@ impl<'m> Migrator<'m> {
     }
 
     /// `SET` for the session, through `set_config` so values are bound, never spliced.
-    async fn configure_session(&self, client: &Client) -> Result<(), RuntimeError> {
+    /// Returns the values it replaced, for [`Migrator::restore_session`].
+    async fn configure_session(&self, client: &Client) -> Result<[String; 3], RuntimeError> {
         let millis = |d: Duration| format!("{}ms", d.as_millis());
+        let before = client
+            .query_one(
+                "SELECT current_setting('application_name'), current_setting('lock_timeout'), \
+                        current_setting('statement_timeout')",
+                &[],
+            )
+            .await
+            .map_err(RuntimeError::database("reading the session parameters"))?;
+        let before = [before.get(0), before.get(1), before.get(2)];
         client
             .query_one(
                 "SELECT set_config('application_name', $1, false), \
@@ -532,7 +542,28 @@ impl<'m> Migrator<'m> {
             )
             .await
             .map_err(RuntimeError::database("setting the session parameters"))?;
-        Ok(())
+        Ok(before)
+    }
+
+    /// Puts back the session parameters `up` and `down` changed, so a client handed in from
+    /// a pool goes back with its own settings, not a 300 ms lock timeout.
+    async fn restore_session(&self, client: &Client, before: &[String; 3]) {
+        let result = deadline::within(
+            Some(self.config.limits().own),
+            "restoring the session parameters",
+            client.query_one(
+                "SELECT set_config('application_name', $1, false), \
+                        set_config('lock_timeout', $2, false), \
+                        set_config('statement_timeout', $3, false)",
+                &[&before[0], &before[1], &before[2]],
+            ),
+        )
+        .await;
+        if !matches!(result, Ok(Ok(_))) {
+            tracing::warn!(
+                "could not restore the session parameters; do not reuse this connection"
+            );
+        }
     }
 
     async fn acquire_lock<'c>(&self, client: &'c Client) -> Result<AdvisoryLock<'c>, RuntimeError> {
@@ -727,7 +758,7 @@ impl<'m> Migrator<'m> {
         Fut: Future<Output = Result<(), RuntimeError>>,
     {
         let own = Some(self.config.limits().own);
-        deadline::within(
+        let before = deadline::within(
             own,
             "setting the session parameters",
             self.configure_session(client),
@@ -737,13 +768,25 @@ impl<'m> Migrator<'m> {
             own.map(|limit| limit + self.config.lock_wait),
             "taking the migration lock",
             self.acquire_lock(client),
-        )
-        .await??;
+        );
+        let lock = match lock.await {
+            Ok(Ok(lock)) => lock,
+            Ok(Err(error)) | Err(error) => {
+                if !matches!(error, RuntimeError::NoAnswer { .. }) {
+                    self.restore_session(client, &before).await;
+                }
+                return Err(error);
+            }
+        };
         let result = work(client).await;
-        if let Err(error) = lock.release().await {
-            // The work's outcome stands; a failed unlock means the session is broken, and
-            // the server drops a session's advisory locks when it ends.
-            tracing::warn!(%error, "could not release the migration lock explicitly");
+        // A server that stopped answering would not answer these either.
+        if !matches!(result, Err(RuntimeError::NoAnswer { .. })) {
+            if let Err(error) = lock.release().await {
+                // The work's outcome stands; a failed unlock means the session is broken, and
+                // the server drops a session's advisory locks when it ends.
+                tracing::warn!(%error, "could not release the migration lock explicitly");
+            }
+            self.restore_session(client, &before).await;
         }
         result
     }
