@@ -832,6 +832,33 @@ mod tests {
     }
 
     #[test]
+    fn a_byte_order_mark_is_skipped_but_kept_in_the_checksum() {
+        let body = "\u{feff}-- migrate:up\nCREATE TABLE IF NOT EXISTS a (id bigint);\n-- migrate:down\nDROP TABLE IF EXISTS a;\n";
+        let set = load_files(&[file("0001_a.sql", body)], &any_rule);
+        assert!(set.diagnostics.is_empty(), "{:?}", set.diagnostics);
+        let migration = &set.files[0].migration;
+        let first = &migration.up.statements[0];
+        assert_eq!(first.sql, "CREATE TABLE IF NOT EXISTS a (id bigint)");
+        assert_eq!((first.line, first.column), (2, 1));
+        assert_eq!(migration.down.as_ref().unwrap().statements[0].line, 4);
+        assert_eq!(migration.checksum, Checksum::of_file(body.as_bytes()));
+        assert_ne!(
+            migration.checksum,
+            Checksum::of_file(body.trim_start_matches('\u{feff}').as_bytes())
+        );
+        // A statement right after the mark: the mark is invisible in editors, so column 1.
+        let set = load_files(&[file("0002_b.sql", "\u{feff}SELECT 1;")], &any_rule);
+        assert!(set.diagnostics.is_empty(), "{:?}", set.diagnostics);
+        let statement = &set.files[0].migration.up.statements[0];
+        assert_eq!(
+            (statement.sql.as_ref(), statement.line, statement.column),
+            ("SELECT 1", 1, 1)
+        );
+        let found = crate::lint::lint_files(&set.files, &crate::lint::Config::default());
+        assert!(found.is_empty(), "{found:?}");
+    }
+
+    #[test]
     fn allow_needs_a_reason_a_known_rule_and_a_statement() {
         let known = |rule: &str| rule == "unbounded-update";
         let set = load_files(
