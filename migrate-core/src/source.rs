@@ -87,11 +87,27 @@ impl LoadedSet {
     }
 }
 
+/// True for every name the loader reads: `.sql` in any case (`.SQL`, `.Sql`), so a name
+/// that is almost right is an error instead of a file silently left out.
+pub fn is_sql_like(file_name: &str) -> bool {
+    let bytes = file_name.as_bytes();
+    bytes.len() >= 4 && bytes[bytes.len() - 4..].eq_ignore_ascii_case(b".sql")
+}
+
+/// The help for a `.sql` extension in another case.
+const LOWER_CASE_EXTENSION_HELP: &str = "rename the file to end in `.sql`. Other cases are refused rather than accepted: \
+the runtime looks for `.sql` files exactly, and on a case-insensitive filesystem `0002_a.SQL` and \
+`0002_a.sql` are one file, so the macro and the runtime would disagree about the set";
+
 /// `<version>_<name>[.<phase>].sql` → (version, name, phase).
 pub fn parse_file_name(file_name: &str) -> Result<(u64, String, Phase), String> {
-    let stem = file_name
-        .strip_suffix(".sql")
-        .ok_or_else(|| "a migration file name ends in .sql".to_owned())?;
+    let stem = match file_name.strip_suffix(".sql") {
+        Some(stem) => stem,
+        None if is_sql_like(file_name) => {
+            return Err("migration files end in lower-case .sql".to_owned());
+        }
+        None => return Err("a migration file name ends in .sql".to_owned()),
+    };
     let (stem, phase) = match stem.rsplit_once('.') {
         Some((stem, phase_text)) => match Phase::parse(phase_text) {
             Some(phase) => (stem, phase),
@@ -131,8 +147,9 @@ pub fn parse_file_name(file_name: &str) -> Result<(u64, String, Phase), String> 
     Ok((version, name.to_owned(), phase))
 }
 
-/// Reads every `.sql` file of `dir` (not recursively). `display_dir` prefixes the paths shown
-/// in diagnostics. Files that are not `.sql` are ignored.
+/// Reads every `.sql` file of `dir` (not recursively), whatever the case of the extension
+/// (see [`is_sql_like`]). `display_dir` prefixes the paths shown in diagnostics. Other files
+/// are ignored.
 pub fn read_dir(dir: &Path, display_dir: &str) -> Result<Vec<SourceFile>, std::io::Error> {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir)? {
@@ -141,7 +158,7 @@ pub fn read_dir(dir: &Path, display_dir: &str) -> Result<Vec<SourceFile>, std::i
             continue;
         }
         let file_name = entry.file_name().to_string_lossy().into_owned();
-        if !file_name.ends_with(".sql") {
+        if !is_sql_like(&file_name) {
             continue;
         }
         let bytes = std::fs::read(entry.path())?;
@@ -291,12 +308,20 @@ pub fn parse_file(
     let (version, name, phase) = match parse_file_name(&source.file_name) {
         Ok(parts) => parts,
         Err(problem) => {
+            let help = if is_sql_like(&source.file_name) && !source.file_name.ends_with(".sql") {
+                LOWER_CASE_EXTENSION_HELP
+            } else {
+                "name files `<version>_<name>[.<phase>].sql`, e.g. `0002_email_verified.expand.sql`; phase is expand (default), backfill or contract"
+            };
             parser.error(
                 1,
                 1,
                 codes::BAD_FILE_NAME,
-                format!("`{}` is not a migration file name: {problem}", source.file_name),
-                Some("name files `<version>_<name>[.<phase>].sql`, e.g. `0002_email_verified.expand.sql`; phase is expand (default), backfill or contract"),
+                format!(
+                    "`{}` is not a migration file name: {problem}",
+                    source.file_name
+                ),
+                Some(help),
             );
             return Err(parser.diagnostics);
         }
@@ -756,6 +781,63 @@ mod tests {
         ] {
             assert!(parse_file_name(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn upper_case_extensions_are_refused_not_ignored() {
+        for name in ["0002_b.SQL", "0003_c.Sql", "0004_d.expand.sQl"] {
+            assert_eq!(
+                parse_file_name(name).unwrap_err(),
+                "migration files end in lower-case .sql",
+                "{name}"
+            );
+        }
+        let temp = tempfile::tempdir().unwrap();
+        let dir = temp.path();
+        for name in [
+            "0001_a.sql",
+            "0002_b.SQL",
+            "0003_c.Sql",
+            "notes.txt",
+            "x.sq",
+        ] {
+            std::fs::write(dir.join(name), "SELECT 1;").unwrap();
+        }
+        let read: Vec<String> = read_dir(dir, "m")
+            .unwrap()
+            .into_iter()
+            .map(|f| f.file_name)
+            .collect();
+        assert_eq!(read, ["0001_a.sql", "0002_b.SQL", "0003_c.Sql"]);
+        let set = load_files(&read_dir(dir, "m").unwrap(), &any_rule);
+        let problems: Vec<(&str, &str, &str)> = set
+            .diagnostics
+            .iter()
+            .map(|d| (d.file.as_str(), d.code, d.message.as_str()))
+            .collect();
+        assert_eq!(
+            problems,
+            [
+                (
+                    "m/0002_b.SQL",
+                    "bad-file-name",
+                    "`0002_b.SQL` is not a migration file name: migration files end in lower-case .sql"
+                ),
+                (
+                    "m/0003_c.Sql",
+                    "bad-file-name",
+                    "`0003_c.Sql` is not a migration file name: migration files end in lower-case .sql"
+                ),
+            ]
+        );
+        assert!(
+            set.diagnostics[0]
+                .help
+                .as_deref()
+                .unwrap()
+                .contains("case-insensitive filesystem")
+        );
+        assert_eq!(set.files.len(), 1);
     }
 
     #[test]
