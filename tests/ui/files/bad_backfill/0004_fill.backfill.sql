@@ -3,3 +3,5 @@ UPDATE users SET email_normalized = lower(u.email) FROM users u WHERE users.id =
 UPDATE accounts SET plan = 'free' WHERE plan IS NULL;
 UPDATE "Users" SET plan = 'free' WHERE plan IS NULL;
 UPDATE Users SET plan = 'free' WHERE plan IS NULL;
+UPDATE users SET plan = 'free' WHERE id > 5;
+UPDATE users SET plan = NULL WHERE plan IS NULL;
