@@ -16,6 +16,7 @@ pub mod prefer_robust_types;
 pub mod require_concurrent_index;
 pub mod require_if_not_exists;
 pub mod set_not_null_scan;
+pub mod table_persistence_change;
 pub mod transaction_control;
 pub mod unbounded_update;
 pub mod unique_via_index;
