@@ -25,6 +25,7 @@ pub static RULES: &[&Rule] = &[
     &foreign_key_without_index::RULE,
     &autocommit_rerun_unsafe::RULE,
     &table_persistence_change::RULE,
+    &exclusion_constraint::RULE,
 ];
 
 pub fn rule(id: &str) -> Option<&'static Rule> {

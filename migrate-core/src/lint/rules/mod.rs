@@ -9,6 +9,7 @@ pub mod constraint_not_valid;
 pub mod destructive_cascade;
 pub mod drop_in_expand;
 pub mod enum_value_same_transaction;
+pub mod exclusion_constraint;
 pub mod foreign_key_without_index;
 pub mod identifier_too_long;
 pub mod lock_held_across_statements;
