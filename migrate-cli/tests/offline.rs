@@ -330,3 +330,41 @@ fn offline_plan_shows_every_migration() {
         .success()
         .stdout(predicate::str::starts_with("no database configured"));
 }
+
+#[test]
+fn lint_counts_every_file_it_read() {
+    // Two files share a version: both are left out of the set, yet both were read.
+    let duplicates = tempfile::tempdir().unwrap();
+    std::fs::write(duplicates.path().join("0001_a.sql"), "SELECT 1;\n").unwrap();
+    std::fs::write(duplicates.path().join("001_b.sql"), "SELECT 2;\n").unwrap();
+    migrate()
+        .arg("lint")
+        .arg(duplicates.path())
+        .assert()
+        .code(3)
+        .stderr(predicate::str::contains("2 file(s), 2 error(s)"));
+
+    // Eight migration files (one empty, one with an upper-case extension) and a config file.
+    let mixed = tempfile::tempdir().unwrap();
+    for version in 1..=6 {
+        std::fs::write(
+            mixed.path().join(format!("{version:04}_m{version}.sql")),
+            "SELECT 1;\n",
+        )
+        .unwrap();
+    }
+    std::fs::write(mixed.path().join("0007_empty.sql"), "-- nothing yet\n").unwrap();
+    std::fs::write(mixed.path().join("0008_upper.SQL"), "SELECT 1;\n").unwrap();
+    std::fs::write(mixed.path().join("migrate.toml"), "[rules]\n").unwrap();
+    std::fs::write(mixed.path().join("notes.txt"), "not a migration\n").unwrap();
+    migrate()
+        .arg("lint")
+        .arg(mixed.path())
+        .assert()
+        .code(3)
+        .stdout(predicate::str::contains(
+            "0008_upper.SQL:1:1: error[bad-file-name]: `0008_upper.SQL` is not a migration file name: migration files end in lower-case .sql",
+        ))
+        .stdout(predicate::str::contains("case-insensitive filesystem"))
+        .stderr(predicate::str::contains("8 file(s), 2 error(s), 0 warning(s)"));
+}
