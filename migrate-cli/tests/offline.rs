@@ -368,3 +368,26 @@ fn lint_counts_every_file_it_read() {
         .stdout(predicate::str::contains("case-insensitive filesystem"))
         .stderr(predicate::str::contains("8 file(s), 2 error(s), 0 warning(s)"));
 }
+
+#[test]
+fn new_refuses_a_version_past_the_largest() {
+    let dir = tempfile::tempdir().unwrap();
+    let last = format!("{}_last.sql", i64::MAX);
+    std::fs::write(dir.path().join(&last), "SELECT 1;\n").unwrap();
+    migrate().arg("lint").arg(dir.path()).assert().success();
+    migrate()
+        .arg("--dir")
+        .arg(dir.path())
+        .args(["new", "next", "--phase", "expand"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(
+            "holds version 9223372036854775807, the largest a version can be",
+        ))
+        .stderr(predicate::str::contains("the next version does not fit"));
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, [last]);
+}
