@@ -391,3 +391,28 @@ fn new_refuses_a_version_past_the_largest() {
         .collect();
     assert_eq!(names, [last]);
 }
+
+#[test]
+fn plan_shows_the_index_build_of_an_exclusion_constraint() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("0001_no_overlap.expand.sql"),
+        "-- migrate:allow exclusion-constraint bookings holds a few hundred rows\n\
+         ALTER TABLE bookings ADD CONSTRAINT bookings_no_overlap EXCLUDE USING gist (during WITH &&);\n",
+    )
+    .unwrap();
+    let output = migrate()
+        .arg("--dir")
+        .arg(dir.path())
+        .args(["--format", "json", "plan"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let plan = json(&output);
+    let statement = &plan["pending"][0]["statements"][0];
+    assert_eq!(statement["locks"][0]["table"], "bookings");
+    assert_eq!(statement["locks"][0]["mode"], "ACCESS_EXCLUSIVE");
+    assert_eq!(statement["work"], "scan");
+    assert_eq!(statement["blocking_table_work"], true);
+    assert!(statement["note"].as_str().unwrap().contains("EXCLUDE"));
+}
