@@ -46,6 +46,7 @@ fn embedded_set_matches_the_folder() {
             (embedded.version, embedded.phase, &embedded.requires),
             (read.version, read.phase, &read.requires)
         );
+        assert_eq!(embedded.backfill, read.backfill);
     }
     let local = migrate_macros::migrations!("../migrations");
     assert_eq!(local.len(), MIGRATIONS.len());

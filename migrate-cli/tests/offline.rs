@@ -330,3 +330,89 @@ fn offline_plan_shows_every_migration() {
         .success()
         .stdout(predicate::str::starts_with("no database configured"));
 }
+
+#[test]
+fn lint_counts_every_file_it_read() {
+    // Two files share a version: both are left out of the set, yet both were read.
+    let duplicates = tempfile::tempdir().unwrap();
+    std::fs::write(duplicates.path().join("0001_a.sql"), "SELECT 1;\n").unwrap();
+    std::fs::write(duplicates.path().join("001_b.sql"), "SELECT 2;\n").unwrap();
+    migrate()
+        .arg("lint")
+        .arg(duplicates.path())
+        .assert()
+        .code(3)
+        .stderr(predicate::str::contains("2 file(s), 2 error(s)"));
+
+    // Eight migration files (one empty, one with an upper-case extension) and a config file.
+    let mixed = tempfile::tempdir().unwrap();
+    for version in 1..=6 {
+        std::fs::write(
+            mixed.path().join(format!("{version:04}_m{version}.sql")),
+            "SELECT 1;\n",
+        )
+        .unwrap();
+    }
+    std::fs::write(mixed.path().join("0007_empty.sql"), "-- nothing yet\n").unwrap();
+    std::fs::write(mixed.path().join("0008_upper.SQL"), "SELECT 1;\n").unwrap();
+    std::fs::write(mixed.path().join("migrate.toml"), "[rules]\n").unwrap();
+    std::fs::write(mixed.path().join("notes.txt"), "not a migration\n").unwrap();
+    migrate()
+        .arg("lint")
+        .arg(mixed.path())
+        .assert()
+        .code(3)
+        .stdout(predicate::str::contains(
+            "0008_upper.SQL:1:1: error[bad-file-name]: `0008_upper.SQL` is not a migration file name: migration files end in lower-case .sql",
+        ))
+        .stdout(predicate::str::contains("case-insensitive filesystem"))
+        .stderr(predicate::str::contains("8 file(s), 2 error(s), 0 warning(s)"));
+}
+
+#[test]
+fn new_refuses_a_version_past_the_largest() {
+    let dir = tempfile::tempdir().unwrap();
+    let last = format!("{}_last.sql", i64::MAX);
+    std::fs::write(dir.path().join(&last), "SELECT 1;\n").unwrap();
+    migrate().arg("lint").arg(dir.path()).assert().success();
+    migrate()
+        .arg("--dir")
+        .arg(dir.path())
+        .args(["new", "next", "--phase", "expand"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(
+            "holds version 9223372036854775807, the largest a version can be",
+        ))
+        .stderr(predicate::str::contains("the next version does not fit"));
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, [last]);
+}
+
+#[test]
+fn plan_shows_the_index_build_of_an_exclusion_constraint() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("0001_no_overlap.expand.sql"),
+        "-- migrate:allow exclusion-constraint bookings holds a few hundred rows\n\
+         ALTER TABLE bookings ADD CONSTRAINT bookings_no_overlap EXCLUDE USING gist (during WITH &&);\n",
+    )
+    .unwrap();
+    let output = migrate()
+        .arg("--dir")
+        .arg(dir.path())
+        .args(["--format", "json", "plan"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let plan = json(&output);
+    let statement = &plan["pending"][0]["statements"][0];
+    assert_eq!(statement["locks"][0]["table"], "bookings");
+    assert_eq!(statement["locks"][0]["mode"], "ACCESS_EXCLUSIVE");
+    assert_eq!(statement["work"], "scan");
+    assert_eq!(statement["blocking_table_work"], true);
+    assert!(statement["note"].as_str().unwrap().contains("EXCLUDE"));
+}

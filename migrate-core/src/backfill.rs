@@ -38,8 +38,8 @@
 
 use sqlparser::ast::{Statement, TableFactor};
 
-use crate::lint::context::{table_key, table_key_of};
-use crate::migration::BackfillSpec;
+use crate::lint::context::ident_key;
+use crate::migration::{BackfillSpec, display_identifier};
 
 /// A backfill statement rewritten for batching.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,7 +69,7 @@ pub enum BackfillPlanError {
         "the backfill UPDATE needs a WHERE that excludes rows already done (it makes batches idempotent and resumable)"
     )]
     MissingWhere,
-    #[error("the UPDATE targets \"{found}\" but the backfill directive names table={expected}")]
+    #[error("the UPDATE targets {found} but the backfill directive names table={expected}")]
     TableMismatch { expected: String, found: String },
     #[error("UPDATE ... FROM and RETURNING are not supported in a backfill statement")]
     Unsupported,
@@ -81,7 +81,7 @@ pub fn key_type_sql(spec: &BackfillSpec) -> String {
     format!(
         "SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a \
 WHERE a.attrelid = '{}'::regclass AND a.attname = '{}' AND NOT a.attisdropped",
-        quote_qualified(&spec.table).replace('\'', "''"),
+        quote_qualified(spec).replace('\'', "''"),
         spec.key.replace('\'', "''")
     )
 }
@@ -113,11 +113,31 @@ pub fn plan_parsed(
     let TableFactor::Table { name, .. } = &update.table.relation else {
         return Err(BackfillPlanError::NotAnUpdate(first_words(sql)));
     };
-    let directive_table = table_key_of(&spec.table);
-    if table_key(name) != directive_table {
+    // The UPDATE's name, folded like PostgreSQL folds it, must be the directive's exactly:
+    // same table, and the same schema or none on either side (the batches use the
+    // directive's name, so a difference would update another table than the one written).
+    let written: Option<Vec<String>> = name
+        .0
+        .iter()
+        .map(|part| part.as_ident().map(ident_key))
+        .collect();
+    let target = match written.as_deref() {
+        Some([table]) => Some((None, table.as_str())),
+        Some([schema, table]) => Some((Some(schema.as_str()), table.as_str())),
+        _ => None,
+    };
+    if target != Some((spec.schema.as_deref(), spec.table.as_ref())) {
+        let found = match &written {
+            Some(parts) => parts
+                .iter()
+                .map(|part| display_identifier(part))
+                .collect::<Vec<_>>()
+                .join("."),
+            None => name.to_string(),
+        };
         return Err(BackfillPlanError::TableMismatch {
-            expected: spec.table.to_string(),
-            found: name.to_string(),
+            expected: spec.table_name(),
+            found,
         });
     }
     let pending = update
@@ -125,7 +145,7 @@ pub fn plan_parsed(
         .as_ref()
         .ok_or(BackfillPlanError::MissingWhere)?;
     let assignments: Vec<String> = update.assignments.iter().map(ToString::to_string).collect();
-    let table = quote_qualified(&spec.table);
+    let table = quote_qualified(spec);
     let key = quote_identifier(&spec.key);
     let batch = |locking: &str| {
         format!(
@@ -158,18 +178,22 @@ fn first_words(sql: &str) -> String {
     sql.split_whitespace().take(4).collect::<Vec<_>>().join(" ")
 }
 
-/// `"name"`, doubling embedded quotes. Directive identifiers are validated as plain
-/// identifiers already; quoting keeps them exact (PostgreSQL folds unquoted names to lower
-/// case, so a directive `table=Users` means the table created as `Users` with quotes).
+/// `"name"`, doubling embedded quotes. The directive's names are stored exact (folded or
+/// unquoted by the loader, see [`BackfillSpec`]); quoting keeps them exact in the batch SQL.
 pub fn quote_identifier(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-fn quote_qualified(name: &str) -> String {
-    name.split('.')
-        .map(quote_identifier)
-        .collect::<Vec<_>>()
-        .join(".")
+/// The directive's table as SQL, `"schema"."table"` or `"table"`.
+fn quote_qualified(spec: &BackfillSpec) -> String {
+    match &spec.schema {
+        Some(schema) => format!(
+            "{}.{}",
+            quote_identifier(schema),
+            quote_identifier(&spec.table)
+        ),
+        None => quote_identifier(&spec.table),
+    }
 }
 
 #[cfg(test)]
@@ -179,6 +203,7 @@ mod tests {
 
     fn spec(table: &'static str, key: &'static str) -> BackfillSpec {
         BackfillSpec {
+            schema: None,
             table: Cow::Borrowed(table),
             key: Cow::Borrowed(key),
             batch_size: 100,
@@ -214,6 +239,126 @@ SELECT (SELECT count(*) FROM migrate_updated), \
             plan.remaining_sql,
             "SELECT count(*) FROM \"users\" WHERE (email_normalized IS NULL)"
         );
+    }
+
+    fn qualified(
+        schema: Option<&'static str>,
+        table: &'static str,
+        key: &'static str,
+    ) -> BackfillSpec {
+        BackfillSpec {
+            schema: schema.map(Cow::Borrowed),
+            ..spec(table, key)
+        }
+    }
+
+    #[test]
+    fn the_update_names_the_directive_table_with_sql_folding() {
+        let update = |sql: &str, spec: &BackfillSpec| plan(sql, spec, "bigint");
+        // Unquoted names fold to lower case on both sides.
+        let orders = spec("orders", "id");
+        assert!(update("UPDATE Orders SET a = 1 WHERE a IS NULL", &orders).is_ok());
+        assert!(update("UPDATE \"orders\" SET a = 1 WHERE a IS NULL", &orders).is_ok());
+        assert_eq!(
+            update("UPDATE \"Orders\" SET a = 1 WHERE a IS NULL", &orders),
+            Err(BackfillPlanError::TableMismatch {
+                expected: "orders".into(),
+                found: "\"Orders\"".into()
+            })
+        );
+        // A quoted directive name is exact.
+        let quoted = spec("Orders", "Id");
+        let planned = update("UPDATE \"Orders\" SET a = 1 WHERE a IS NULL", &quoted).unwrap();
+        assert!(
+            planned
+                .remaining_sql
+                .starts_with("SELECT count(*) FROM \"Orders\" WHERE")
+        );
+        assert!(planned.batch_sql.contains("SELECT \"Id\" FROM \"Orders\""));
+        assert!(matches!(
+            update("UPDATE Orders SET a = 1 WHERE a IS NULL", &quoted),
+            Err(BackfillPlanError::TableMismatch { .. })
+        ));
+        // Schemas must agree too: the batches use the directive's name.
+        let app = qualified(Some("App"), "Orders", "id");
+        let planned = update("UPDATE \"App\".\"Orders\" SET a = 1 WHERE a IS NULL", &app).unwrap();
+        assert!(
+            planned
+                .remaining_sql
+                .starts_with("SELECT count(*) FROM \"App\".\"Orders\" WHERE")
+        );
+        for other in [
+            "UPDATE \"Orders\" SET a = 1 WHERE a IS NULL",
+            "UPDATE app.\"Orders\" SET a = 1 WHERE a IS NULL",
+            "UPDATE \"App\".orders SET a = 1 WHERE a IS NULL",
+        ] {
+            assert!(
+                matches!(
+                    update(other, &app),
+                    Err(BackfillPlanError::TableMismatch { .. })
+                ),
+                "{other}"
+            );
+        }
+        assert_eq!(
+            update("UPDATE public.orders SET a = 1 WHERE a IS NULL", &orders)
+                .unwrap_err()
+                .to_string(),
+            "the UPDATE targets public.orders but the backfill directive names table=orders"
+        );
+    }
+
+    #[test]
+    fn key_type_query_uses_the_exact_names() {
+        assert_eq!(
+            key_type_sql(&qualified(Some("App"), "Or'ders", "K'ey")),
+            "SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a \
+WHERE a.attrelid = '\"App\".\"Or''ders\"'::regclass AND a.attname = 'K''ey' AND NOT a.attisdropped"
+        );
+    }
+
+    /// The names reach PostgreSQL as the directive meant them (checked on a scratch server).
+    #[test]
+    fn exact_names_resolve_on_postgresql() {
+        let cluster = migrate_scratch::ScratchCluster::start().expect("scratch cluster");
+        let database = cluster.create_database().expect("scratch database");
+        cluster
+            .psql(
+                database.name(),
+                "CREATE SCHEMA \"App\"; \
+CREATE TABLE \"App\".\"Orders\" (\"Id\" integer PRIMARY KEY, note text); \
+CREATE TABLE orders (id bigint PRIMARY KEY, note text); \
+INSERT INTO \"App\".\"Orders\" SELECT g, NULL FROM generate_series(1, 3) g; \
+INSERT INTO orders SELECT g, NULL FROM generate_series(1, 5) g;",
+            )
+            .expect("setup");
+        let run = |sql: &str| {
+            cluster
+                .psql(database.name(), sql)
+                .expect(sql)
+                .trim()
+                .to_owned()
+        };
+        // `table=Orders key=Id` means orders/id, the table created without quotes.
+        let folded = spec("orders", "id");
+        assert_eq!(run(&key_type_sql(&folded)), "bigint");
+        let planned = plan(
+            "UPDATE Orders SET note = 'x' WHERE note IS NULL",
+            &folded,
+            "bigint",
+        )
+        .unwrap();
+        assert_eq!(run(&planned.remaining_sql), "5");
+        // `table="App"."Orders" key="Id"`.
+        let exact = qualified(Some("App"), "Orders", "Id");
+        assert_eq!(run(&key_type_sql(&exact)), "integer");
+        let planned = plan(
+            "UPDATE \"App\".\"Orders\" SET note = 'x' WHERE note IS NULL",
+            &exact,
+            "integer",
+        )
+        .unwrap();
+        assert_eq!(run(&planned.remaining_sql), "3");
     }
 
     #[test]

@@ -85,8 +85,15 @@ pub struct Section {
 }
 
 /// Parameters of `-- migrate:backfill table=<t> key=<col> [batch=<n>] [delay=<ms>]`.
+///
+/// The names are the exact names PostgreSQL stores: the directive's names follow SQL's rules,
+/// like names in statements (`table=Orders` is `orders`, unquoted names are folded to lower
+/// case; `table="Orders"` is `Orders`), and the loader keeps the result.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackfillSpec {
+    /// The schema of `table=<schema>.<table>`; `None` when the directive names the table
+    /// alone (it is then found through `search_path`).
+    pub schema: Option<Cow<'static, str>>,
     pub table: Cow<'static, str>,
     pub key: Cow<'static, str>,
     pub batch_size: u32,
@@ -96,6 +103,36 @@ pub struct BackfillSpec {
 impl BackfillSpec {
     pub const DEFAULT_BATCH_SIZE: u32 = 1000;
     pub const DEFAULT_DELAY_MS: u32 = 0;
+
+    /// The table as a statement would name it, quoted only where needed (`app.orders`,
+    /// `"Orders"`): for messages.
+    pub fn table_name(&self) -> String {
+        match &self.schema {
+            Some(schema) => format!(
+                "{}.{}",
+                display_identifier(schema),
+                display_identifier(&self.table)
+            ),
+            None => display_identifier(&self.table),
+        }
+    }
+}
+
+/// An exact name as a statement would write it: `name` when writing it unquoted gives back
+/// exactly `name`, else `"name"`. For messages.
+pub fn display_identifier(name: &str) -> String {
+    let plain = name
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if plain {
+        name.to_owned()
+    } else {
+        format!("\"{}\"", name.replace('"', "\"\""))
+    }
 }
 
 /// One migration file, read, split and checksummed.

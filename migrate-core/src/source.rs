@@ -87,11 +87,27 @@ impl LoadedSet {
     }
 }
 
+/// True for every name the loader reads: `.sql` in any case (`.SQL`, `.Sql`), so a name
+/// that is almost right is an error instead of a file silently left out.
+pub fn is_sql_like(file_name: &str) -> bool {
+    let bytes = file_name.as_bytes();
+    bytes.len() >= 4 && bytes[bytes.len() - 4..].eq_ignore_ascii_case(b".sql")
+}
+
+/// The help for a `.sql` extension in another case.
+const LOWER_CASE_EXTENSION_HELP: &str = "rename the file to end in `.sql`. Other cases are refused rather than accepted: \
+the runtime looks for `.sql` files exactly, and on a case-insensitive filesystem `0002_a.SQL` and \
+`0002_a.sql` are one file, so the macro and the runtime would disagree about the set";
+
 /// `<version>_<name>[.<phase>].sql` → (version, name, phase).
 pub fn parse_file_name(file_name: &str) -> Result<(u64, String, Phase), String> {
-    let stem = file_name
-        .strip_suffix(".sql")
-        .ok_or_else(|| "a migration file name ends in .sql".to_owned())?;
+    let stem = match file_name.strip_suffix(".sql") {
+        Some(stem) => stem,
+        None if is_sql_like(file_name) => {
+            return Err("migration files end in lower-case .sql".to_owned());
+        }
+        None => return Err("a migration file name ends in .sql".to_owned()),
+    };
     let (stem, phase) = match stem.rsplit_once('.') {
         Some((stem, phase_text)) => match Phase::parse(phase_text) {
             Some(phase) => (stem, phase),
@@ -131,8 +147,9 @@ pub fn parse_file_name(file_name: &str) -> Result<(u64, String, Phase), String> 
     Ok((version, name.to_owned(), phase))
 }
 
-/// Reads every `.sql` file of `dir` (not recursively). `display_dir` prefixes the paths shown
-/// in diagnostics. Files that are not `.sql` are ignored.
+/// Reads every `.sql` file of `dir` (not recursively), whatever the case of the extension
+/// (see [`is_sql_like`]). `display_dir` prefixes the paths shown in diagnostics. Other files
+/// are ignored.
 pub fn read_dir(dir: &Path, display_dir: &str) -> Result<Vec<SourceFile>, std::io::Error> {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir)? {
@@ -141,7 +158,7 @@ pub fn read_dir(dir: &Path, display_dir: &str) -> Result<Vec<SourceFile>, std::i
             continue;
         }
         let file_name = entry.file_name().to_string_lossy().into_owned();
-        if !file_name.ends_with(".sql") {
+        if !is_sql_like(&file_name) {
             continue;
         }
         let bytes = std::fs::read(entry.path())?;
@@ -291,12 +308,20 @@ pub fn parse_file(
     let (version, name, phase) = match parse_file_name(&source.file_name) {
         Ok(parts) => parts,
         Err(problem) => {
+            let help = if is_sql_like(&source.file_name) && !source.file_name.ends_with(".sql") {
+                LOWER_CASE_EXTENSION_HELP
+            } else {
+                "name files `<version>_<name>[.<phase>].sql`, e.g. `0002_email_verified.expand.sql`; phase is expand (default), backfill or contract"
+            };
             parser.error(
                 1,
                 1,
                 codes::BAD_FILE_NAME,
-                format!("`{}` is not a migration file name: {problem}", source.file_name),
-                Some("name files `<version>_<name>[.<phase>].sql`, e.g. `0002_email_verified.expand.sql`; phase is expand (default), backfill or contract"),
+                format!(
+                    "`{}` is not a migration file name: {problem}",
+                    source.file_name
+                ),
+                Some(help),
             );
             return Err(parser.diagnostics);
         }
@@ -341,6 +366,8 @@ pub fn parse_file(
     let mut statements: Vec<StatementSource> = Vec::new();
     let mut requires = None;
     let mut backfill = None;
+    // A malformed backfill directive is reported once, not again as a missing one.
+    let mut saw_backfill_directive = false;
     let mut no_transaction = false;
 
     for item in splitter::split(&text, &tokens) {
@@ -377,6 +404,9 @@ pub fn parse_file(
                         Some("put the directive on its own line between statements"),
                     );
                     continue;
+                }
+                if body.split_whitespace().next() == Some("backfill") {
+                    saw_backfill_directive = true;
                 }
                 let directive = match parse_directive(body, phase, line, column) {
                     Ok(directive) => directive,
@@ -463,7 +493,7 @@ pub fn parse_file(
             Some("write the change in the file, or delete the file"),
         );
     }
-    if phase == Phase::Backfill && backfill.is_none() {
+    if phase == Phase::Backfill && !saw_backfill_directive {
         parser.error(
             1,
             1,
@@ -631,20 +661,37 @@ fn parse_directive(
     }
 }
 
+const BACKFILL_USAGE: &str = "-- migrate:backfill table=[<schema>.]<table> key=<column> [batch=<rows>] [delay=<ms>]; \
+names follow SQL: unquoted ones are folded to lower case, \"Quoted\" ones are kept exactly";
+
 fn parse_backfill(arguments: &str) -> Result<BackfillSpec, DirectiveError> {
-    let usage = "-- migrate:backfill table=<table> key=<column> [batch=<rows>] [delay=<ms>]";
+    let usage = BACKFILL_USAGE;
     let mut table = None;
     let mut key = None;
     let mut batch_size = BackfillSpec::DEFAULT_BATCH_SIZE;
     let mut delay_ms = BackfillSpec::DEFAULT_DELAY_MS;
-    for pair in arguments.split_whitespace() {
-        let Some((name, value)) = pair.split_once('=') else {
+    let mut rest = arguments.trim_start();
+    while !rest.is_empty() {
+        let name_end = rest
+            .find(|c: char| c == '=' || c.is_whitespace())
+            .unwrap_or(rest.len());
+        let name = &rest[..name_end];
+        let Some(after) = rest[name_end..].strip_prefix('=') else {
+            let pair = rest.split_whitespace().next().unwrap_or(rest);
             return Err((
                 codes::BAD_DIRECTIVE,
                 format!("backfill argument `{pair}` is not name=value"),
                 usage,
             ));
         };
+        // A quoted name may hold spaces: names are read with SQL's rules, other values end at
+        // the next space.
+        let value_len = match name {
+            "table" | "key" => sql_name_len(after),
+            _ => after.find(char::is_whitespace).unwrap_or(after.len()),
+        };
+        let value = &after[..value_len];
+        rest = after[value_len..].trim_start();
         let number = |value: &str| -> Result<u32, DirectiveError> {
             value
                 .parse::<u32>()
@@ -658,15 +705,32 @@ fn parse_backfill(arguments: &str) -> Result<BackfillSpec, DirectiveError> {
                     )
                 })
         };
+        let bad_name = |problem: String| {
+            (
+                codes::BAD_DIRECTIVE,
+                format!("backfill `{name}={value}`: {problem}"),
+                usage,
+            )
+        };
         match name {
-            "table" if is_qualified_identifier(value) => table = Some(value.to_owned()),
-            "key" if is_identifier(value) => key = Some(value.to_owned()),
-            "table" | "key" => {
-                return Err((
-                    codes::BAD_DIRECTIVE,
-                    format!("backfill `{name}={value}` is not a plain identifier"),
-                    usage,
-                ));
+            "table" => {
+                let mut parts = parse_sql_name(value).map_err(bad_name)?;
+                let table_part = parts.pop();
+                match (parts.pop(), table_part, parts.is_empty()) {
+                    (schema, Some(table_part), true) => table = Some((schema, table_part)),
+                    _ => {
+                        return Err(bad_name(
+                            "expected `<table>` or `<schema>.<table>`".to_owned(),
+                        ));
+                    }
+                }
+            }
+            "key" => {
+                let mut parts = parse_sql_name(value).map_err(bad_name)?;
+                match (parts.pop(), parts.is_empty()) {
+                    (Some(column), true) => key = Some(column),
+                    _ => return Err(bad_name("expected one column name".to_owned())),
+                }
             }
             "batch" => batch_size = number(value)?,
             "delay" => delay_ms = number(value)?,
@@ -680,7 +744,8 @@ fn parse_backfill(arguments: &str) -> Result<BackfillSpec, DirectiveError> {
         }
     }
     match (table, key) {
-        (Some(table), Some(key)) => Ok(BackfillSpec {
+        (Some((schema, table)), Some(key)) => Ok(BackfillSpec {
+            schema: schema.map(Cow::Owned),
             table: Cow::Owned(table),
             key: Cow::Owned(key),
             batch_size,
@@ -694,6 +759,78 @@ fn parse_backfill(arguments: &str) -> Result<BackfillSpec, DirectiveError> {
     }
 }
 
+/// The length of the name at the start of `text`: up to the first space outside double
+/// quotes.
+fn sql_name_len(text: &str) -> usize {
+    let mut quoted = false;
+    for (index, c) in text.char_indices() {
+        match c {
+            '"' => quoted = !quoted,
+            c if c.is_whitespace() && !quoted => return index,
+            _ => {}
+        }
+    }
+    text.len()
+}
+
+/// A possibly qualified name written as in SQL (`app.Orders`, `"App"."Orders"`), as the exact
+/// names PostgreSQL looks up: unquoted parts are folded to lower case (ASCII letters only, as
+/// PostgreSQL does), quoted parts are kept with `""` read as `"`.
+/// <https://www.postgresql.org/docs/current/sql-syntax-lexical.html#SQL-SYNTAX-IDENTIFIERS>
+fn parse_sql_name(text: &str) -> Result<Vec<String>, String> {
+    let mut parts = Vec::new();
+    let mut chars = text.chars().peekable();
+    loop {
+        let mut part = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            loop {
+                match chars.next() {
+                    Some('"') if chars.peek() == Some(&'"') => {
+                        chars.next();
+                        part.push('"');
+                    }
+                    Some('"') => break,
+                    Some(c) => part.push(c),
+                    None => return Err("a quoted name is not closed".to_owned()),
+                }
+            }
+            if part.is_empty() {
+                return Err("a quoted name cannot be empty".to_owned());
+            }
+        } else {
+            while let Some(&c) = chars.peek() {
+                let fits = if part.is_empty() {
+                    c.is_ascii_alphabetic() || c == '_' || !c.is_ascii()
+                } else {
+                    c.is_ascii_alphanumeric() || c == '_' || c == '$' || !c.is_ascii()
+                };
+                if !fits {
+                    break;
+                }
+                part.push(c.to_ascii_lowercase());
+                chars.next();
+            }
+            if part.is_empty() {
+                return Err(match chars.peek() {
+                    Some(c) => format!("`{c}` cannot start a name (quote the name: \"...\")"),
+                    None => "a name is missing".to_owned(),
+                });
+            }
+        }
+        // PostgreSQL would silently truncate the name to its first 63 bytes (NAMEDATALEN - 1).
+        if part.len() > 63 {
+            return Err(format!("`{part}` is longer than 63 bytes"));
+        }
+        parts.push(part);
+        match chars.next() {
+            Some('.') => continue,
+            None => return Ok(parts),
+            Some(c) => return Err(format!("unexpected `{c}` in the name")),
+        }
+    }
+}
+
 /// `[A-Za-z_][A-Za-z0-9_]*`, at most 63 bytes (PostgreSQL's NAMEDATALEN - 1).
 pub fn is_identifier(text: &str) -> bool {
     let bytes = text.as_bytes();
@@ -703,12 +840,6 @@ pub fn is_identifier(text: &str) -> bool {
         && bytes
             .iter()
             .all(|b| b.is_ascii_alphanumeric() || *b == b'_')
-}
-
-/// `name` or `schema.name`, each part an [`is_identifier`].
-pub fn is_qualified_identifier(text: &str) -> bool {
-    let parts: Vec<&str> = text.split('.').collect();
-    parts.len() <= 2 && parts.iter().all(|part| is_identifier(part))
 }
 
 #[cfg(test)]
@@ -756,6 +887,63 @@ mod tests {
         ] {
             assert!(parse_file_name(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn upper_case_extensions_are_refused_not_ignored() {
+        for name in ["0002_b.SQL", "0003_c.Sql", "0004_d.expand.sQl"] {
+            assert_eq!(
+                parse_file_name(name).unwrap_err(),
+                "migration files end in lower-case .sql",
+                "{name}"
+            );
+        }
+        let temp = tempfile::tempdir().unwrap();
+        let dir = temp.path();
+        for name in [
+            "0001_a.sql",
+            "0002_b.SQL",
+            "0003_c.Sql",
+            "notes.txt",
+            "x.sq",
+        ] {
+            std::fs::write(dir.join(name), "SELECT 1;").unwrap();
+        }
+        let read: Vec<String> = read_dir(dir, "m")
+            .unwrap()
+            .into_iter()
+            .map(|f| f.file_name)
+            .collect();
+        assert_eq!(read, ["0001_a.sql", "0002_b.SQL", "0003_c.Sql"]);
+        let set = load_files(&read_dir(dir, "m").unwrap(), &any_rule);
+        let problems: Vec<(&str, &str, &str)> = set
+            .diagnostics
+            .iter()
+            .map(|d| (d.file.as_str(), d.code, d.message.as_str()))
+            .collect();
+        assert_eq!(
+            problems,
+            [
+                (
+                    "m/0002_b.SQL",
+                    "bad-file-name",
+                    "`0002_b.SQL` is not a migration file name: migration files end in lower-case .sql"
+                ),
+                (
+                    "m/0003_c.Sql",
+                    "bad-file-name",
+                    "`0003_c.Sql` is not a migration file name: migration files end in lower-case .sql"
+                ),
+            ]
+        );
+        assert!(
+            set.diagnostics[0]
+                .help
+                .as_deref()
+                .unwrap()
+                .contains("case-insensitive filesystem")
+        );
+        assert_eq!(set.files.len(), 1);
     }
 
     #[test]
@@ -832,6 +1020,33 @@ mod tests {
     }
 
     #[test]
+    fn a_byte_order_mark_is_skipped_but_kept_in_the_checksum() {
+        let body = "\u{feff}-- migrate:up\nCREATE TABLE IF NOT EXISTS a (id bigint);\n-- migrate:down\nDROP TABLE IF EXISTS a;\n";
+        let set = load_files(&[file("0001_a.sql", body)], &any_rule);
+        assert!(set.diagnostics.is_empty(), "{:?}", set.diagnostics);
+        let migration = &set.files[0].migration;
+        let first = &migration.up.statements[0];
+        assert_eq!(first.sql, "CREATE TABLE IF NOT EXISTS a (id bigint)");
+        assert_eq!((first.line, first.column), (2, 1));
+        assert_eq!(migration.down.as_ref().unwrap().statements[0].line, 4);
+        assert_eq!(migration.checksum, Checksum::of_file(body.as_bytes()));
+        assert_ne!(
+            migration.checksum,
+            Checksum::of_file(body.trim_start_matches('\u{feff}').as_bytes())
+        );
+        // A statement right after the mark: the mark is invisible in editors, so column 1.
+        let set = load_files(&[file("0002_b.sql", "\u{feff}SELECT 1;")], &any_rule);
+        assert!(set.diagnostics.is_empty(), "{:?}", set.diagnostics);
+        let statement = &set.files[0].migration.up.statements[0];
+        assert_eq!(
+            (statement.sql.as_ref(), statement.line, statement.column),
+            ("SELECT 1", 1, 1)
+        );
+        let found = crate::lint::lint_files(&set.files, &crate::lint::Config::default());
+        assert!(found.is_empty(), "{found:?}");
+    }
+
+    #[test]
     fn allow_needs_a_reason_a_known_rule_and_a_statement() {
         let known = |rule: &str| rule == "unbounded-update";
         let set = load_files(
@@ -903,6 +1118,79 @@ mod tests {
             ),
             ("a", "id", 1000)
         );
+    }
+
+    #[test]
+    fn backfill_names_follow_sql_folding_and_quoting() {
+        let spec_of = |directive: &str| {
+            let body =
+                format!("-- migrate:backfill {directive}\nUPDATE t SET a = 1 WHERE a IS NULL;");
+            let set = load_files(&[file("0001_a.backfill.sql", &body)], &any_rule);
+            match set.files.first() {
+                Some(parsed) if set.diagnostics.is_empty() => {
+                    Ok(parsed.migration.backfill.clone().unwrap())
+                }
+                _ => Err(set.diagnostics),
+            }
+        };
+        let names = |directive: &str| {
+            let spec = spec_of(directive).unwrap_or_else(|e| panic!("{directive}: {e:?}"));
+            (
+                spec.schema.map(String::from),
+                spec.table.into_owned(),
+                spec.key.into_owned(),
+            )
+        };
+        let name = |text: &str| text.to_owned();
+        // PostgreSQL folds unquoted names: `Orders` is the table created as `orders`.
+        assert_eq!(
+            names("table=Orders key=Id"),
+            (None, name("orders"), name("id"))
+        );
+        assert_eq!(
+            names("table=\"Orders\" key=\"Id\""),
+            (None, name("Orders"), name("Id"))
+        );
+        assert_eq!(
+            names("table=app.orders key=id"),
+            (Some(name("app")), name("orders"), name("id"))
+        );
+        assert_eq!(
+            names("batch=5 table=\"App\".\"Orders\" key=id delay=10"),
+            (Some(name("App")), name("Orders"), name("id"))
+        );
+        assert_eq!(
+            names("table=App.\"Order.s\" key=\"the \"\"key\"\"\""),
+            (Some(name("app")), name("Order.s"), name("the \"key\""))
+        );
+        assert_eq!(
+            spec_of("table=\"App\".\"Orders\" key=id")
+                .unwrap()
+                .table_name(),
+            "\"App\".\"Orders\""
+        );
+        let too_long = format!("table={} key=id", "x".repeat(64));
+        for bad in [
+            "table=\"Orders key=id",
+            "table=a.b.c key=id",
+            "table=orders key=a.b",
+            "table=\"\" key=id",
+            "table=1orders key=id",
+            "table=orders; key=id",
+            "table=orders key=id batch=0",
+            "table= key=id",
+            "table=orders",
+            too_long.as_str(),
+        ] {
+            // Reported once: a malformed directive is not also a missing one.
+            let problems = spec_of(bad).unwrap_err();
+            let codes: Vec<&str> = problems.iter().map(|d| d.code).collect();
+            assert_eq!(codes, ["bad-directive"], "{bad}: {problems:?}");
+            assert!(
+                problems[0].message.contains("backfill"),
+                "{bad}: {problems:?}"
+            );
+        }
     }
 
     #[test]

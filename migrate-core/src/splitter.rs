@@ -5,6 +5,10 @@
 //! `;` the way psql does: not inside parentheses, and not inside a SQL-standard
 //! `BEGIN ATOMIC ... END` function body. Every token keeps its byte range and its 1-based
 //! line and column (in characters) in the original file.
+//!
+//! A UTF-8 byte order mark at the start of the file (some Windows editors write one) is
+//! skipped like whitespace: it is not part of the first statement, and it takes no column,
+//! since no editor shows it. Byte ranges still index the original text.
 
 use std::ops::Range;
 
@@ -105,12 +109,27 @@ fn is_ident_continue(byte: u8) -> bool {
     is_ident_start(byte) || byte.is_ascii_digit() || byte == b'$'
 }
 
-/// Tokenizes `source`, keeping comments and dropping whitespace.
+/// U+FEFF at the start of a file: an encoding mark, not text.
+const BYTE_ORDER_MARK: char = '\u{feff}';
+
+/// The length in bytes of a byte order mark at the start of `source` (0 or 3).
+fn byte_order_mark_len(source: &str) -> usize {
+    if source.starts_with(BYTE_ORDER_MARK) {
+        BYTE_ORDER_MARK.len_utf8()
+    } else {
+        0
+    }
+}
+
+/// Tokenizes `source`, keeping comments and dropping whitespace (and a leading byte order
+/// mark).
 pub fn tokenize(source: &str) -> Result<Vec<Token>, LexError> {
     let mut cursor = Cursor {
         bytes: source.as_bytes(),
         source,
-        pos: 0,
+        // Otherwise the mark (bytes >= 0x80 read as identifier characters) would glue itself
+        // to the first word: `\u{feff}CREATE` is not a keyword.
+        pos: byte_order_mark_len(source),
         line: 1,
         column: 1,
     };
@@ -323,7 +342,9 @@ pub fn split(source: &str, tokens: &[Token]) -> Vec<Item> {
     let mut routine = false;
     for (index, token) in tokens.iter().enumerate() {
         if token.kind == TokenKind::LineComment {
-            let line_start = source[..token.range.start].rfind('\n').map_or(0, |i| i + 1);
+            let line_start = source[..token.range.start]
+                .rfind('\n')
+                .map_or(byte_order_mark_len(source), |i| i + 1);
             let own_line = source[line_start..token.range.start].trim().is_empty();
             items.push(Item::LineComment {
                 token: index,
@@ -495,6 +516,36 @@ mod tests {
         assert!(tokenize("SELECT $$abc").is_err());
         assert!(tokenize("/* /* */").is_err());
         assert!(tokenize("SELECT \"x").is_err());
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_not_part_of_the_first_statement() {
+        let sql = "\u{feff}-- migrate:up\nCREATE TABLE t ();\n";
+        let tokens = tokenize(sql).unwrap();
+        let items = split(sql, &tokens);
+        assert_eq!(
+            items[0],
+            Item::LineComment {
+                token: 0,
+                own_line: true,
+                inside_statement: false
+            }
+        );
+        assert_eq!((tokens[0].line, tokens[0].column), (1, 1));
+        assert_eq!(tokens[0].range.start, 3, "ranges index the original text");
+        assert_eq!(texts(sql), ["CREATE TABLE t ()"]);
+        let statement_first = "\u{feff}SELECT 1;";
+        let tokens = tokenize(statement_first).unwrap();
+        assert_eq!(
+            (
+                tokens[0].text(statement_first),
+                tokens[0].line,
+                tokens[0].column
+            ),
+            ("SELECT", 1, 1)
+        );
+        // Only at the start of the file: elsewhere U+FEFF is an ordinary character.
+        assert_eq!(texts("SELECT 1;\u{feff}x")[1], "\u{feff}x");
     }
 
     #[test]

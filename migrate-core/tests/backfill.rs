@@ -258,6 +258,7 @@ fn backfill_set(table_sql: &str, spec: (&str, &str, u32, u32), update: &str) -> 
     backfill.phase = migrate_core::Phase::Backfill;
     backfill.file_name = Cow::Owned("0002_fill.backfill.sql".into());
     backfill.backfill = Some(migrate_core::migration::BackfillSpec {
+        schema: None,
         table: Cow::Owned(spec.0.into()),
         key: Cow::Owned(spec.1.into()),
         batch_size: spec.2,

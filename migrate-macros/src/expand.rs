@@ -115,7 +115,14 @@ fn migration_tokens(migration: &Migration) -> TokenStream {
                 spec.batch_size,
                 spec.delay_ms,
             );
+            let schema = match spec.schema.as_deref() {
+                Some(schema) => {
+                    quote!(::std::option::Option::Some(::std::borrow::Cow::Borrowed(#schema)))
+                }
+                None => quote!(::std::option::Option::None),
+            };
             quote!(::std::option::Option::Some(::migrate_core::BackfillSpec {
+                schema: #schema,
                 table: ::std::borrow::Cow::Borrowed(#table),
                 key: ::std::borrow::Cow::Borrowed(#key),
                 batch_size: #batch,

@@ -1,7 +1,9 @@
 //! `migrate lint`: exactly the findings of `check_dir`, the function the macro calls.
 
+use std::ffi::OsStr;
 use std::path::Path;
 
+use migrate_core::lint::config::CONFIG_FILE_NAME;
 use migrate_core::{Diagnostic, Severity};
 use serde_json::json;
 
@@ -30,7 +32,12 @@ pub fn run(context: &Context, path: Option<&Path>) -> anyhow::Result<Outcome> {
             for diagnostic in &checked.diagnostics {
                 println!("{}", human(diagnostic, context.config.color));
             }
-            let files = checked.files.len();
+            // Every migration file read, also those left out of the set by a file-level error.
+            let files = checked
+                .inputs
+                .iter()
+                .filter(|path| path.file_name() != Some(OsStr::new(CONFIG_FILE_NAME)))
+                .count();
             eprintln!("{display}: {files} file(s), {errors} error(s), {warnings} warning(s)");
         }
     }

@@ -14,6 +14,17 @@ use crate::{Context, output};
 /// Padding when the folder has no migration yet.
 const DEFAULT_WIDTH: usize = 4;
 
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NewError {
+    #[error(
+        "{folder} holds version {newest}, the largest a version can be (versions are stored as \
+         bigint): the next version does not fit, so no file was written; if that version is a \
+         mistake, rename its file before it is applied"
+    )]
+    VersionsExhausted { newest: u64, folder: String },
+}
+
 pub fn run(
     context: &Context,
     name: &str,
@@ -61,7 +72,18 @@ pub fn run(
         _ => {}
     }
     let newest = existing.iter().max_by_key(|(v, _, _)| *v);
-    let version = newest.map_or(1, |(v, _, _)| v + 1);
+    let version = match newest {
+        None => 1,
+        // Versions are stored as bigint: a file past i64::MAX would never lint.
+        Some((v, _, _)) if *v >= i64::MAX as u64 => {
+            return Err(NewError::VersionsExhausted {
+                newest: *v,
+                folder: display,
+            }
+            .into());
+        }
+        Some((v, _, _)) => v + 1,
+    };
     let width = newest.map_or(DEFAULT_WIDTH, |(_, _, width)| *width);
     let file_name = match phase {
         Phase::Expand => format!("{version:0width$}_{name}.expand.sql"),

@@ -188,7 +188,9 @@ fn execution_label(m: &migrate_core::Migration) -> String {
     match (&m.backfill, m.up.mode) {
         (Some(spec), _) => format!(
             "keyed batches of {} rows on {}.{}, each its own transaction",
-            spec.batch_size, spec.table, spec.key
+            spec.batch_size,
+            spec.table_name(),
+            spec.key
         ),
         (None, migrate_core::TransactionMode::Transactional) => "one transaction".to_owned(),
         (None, migrate_core::TransactionMode::Autocommit) => {

@@ -3,6 +3,7 @@
 //! constraints validated earlier in the set), then applies `-- migrate:allow` and the
 //! configuration.
 
+mod bad_backfill;
 pub mod config;
 pub mod context;
 pub mod registry;
@@ -302,43 +303,9 @@ fn lint_file(
             &mut created_in_section,
             facts,
         );
-        check_backfill_statement(file, statement, sql, &parsed, diagnostics);
-    }
-}
-
-/// The runtime batches every up statement of a backfill file by key: refuse at build time
-/// what it could not batch. (A missing WHERE is `unbounded-update`'s finding.)
-fn check_backfill_statement(
-    file: &ParsedFile,
-    statement: &crate::source::StatementSource,
-    sql: &str,
-    parsed: &Result<sqlparser::ast::Statement, String>,
-    diagnostics: &mut Vec<Diagnostic>,
-) {
-    let Some(spec) = &file.migration.backfill else {
-        return;
-    };
-    if statement.section != SectionKind::Up {
-        return;
-    }
-    let planned = match parsed {
-        Ok(ast) => crate::backfill::plan_parsed(ast, sql, spec, "bigint"),
-        Err(error) => Err(crate::backfill::BackfillPlanError::NotAnUpdate(
-            error.clone(),
-        )),
-    };
-    match planned {
-        Ok(_) | Err(crate::backfill::BackfillPlanError::MissingWhere) => {}
-        Err(error) => diagnostics.push(
-            Diagnostic::error(
-                &file.display_path,
-                statement.raw.line,
-                statement.raw.column,
-                codes::BAD_BACKFILL,
-                error.to_string(),
-            )
-            .with_help("UPDATE <table> SET <col> = <expr> WHERE <rows not done yet>; one table, the one named by -- migrate:backfill"),
-        ),
+        // The runtime batches every up statement of a backfill file by key: refuse at build
+        // time what it could not batch, or could not finish.
+        bad_backfill::check(file, statement, sql, &parsed, diagnostics);
     }
 }
 

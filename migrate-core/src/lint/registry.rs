@@ -24,6 +24,8 @@ pub static RULES: &[&Rule] = &[
     &enum_value_same_transaction::RULE,
     &foreign_key_without_index::RULE,
     &autocommit_rerun_unsafe::RULE,
+    &table_persistence_change::RULE,
+    &exclusion_constraint::RULE,
 ];
 
 pub fn rule(id: &str) -> Option<&'static Rule> {

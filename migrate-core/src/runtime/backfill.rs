@@ -313,7 +313,11 @@ pub(crate) async fn plan_statement(
         .map_err(|e| statement_error(migration, Some(statement), 1, e))?
         .map(|row| row.get(0));
     let key_type = key_type.ok_or_else(|| {
-        backfill_error(format!("table {} has no column {}", spec.table, spec.key))
+        backfill_error(format!(
+            "table {} has no column {}",
+            spec.table_name(),
+            spec.key
+        ))
     })?;
     plan(&statement.sql, spec, &key_type).map_err(|e| backfill_error(e.to_string()))
 }

@@ -285,7 +285,7 @@ impl RowsGuard {
                     version: backfill.version,
                     file: backfill.file_name.to_string(),
                     line: statement.line,
-                    table: spec.table.to_string(),
+                    table: spec.table_name(),
                     count_sql: format!(
                         "SELECT count(*) FROM ({} LIMIT {REMAINING_ROWS_CAP}) AS migrate_remaining",
                         plan.pending_rows_sql

@@ -1,8 +1,8 @@
 //! `lock-held-across-statements`
 
-use sqlparser::ast::Statement;
+use sqlparser::ast::{Query, SetExpr, Statement, TableFactor};
 
-use crate::lint::context::table_key_of;
+use crate::lint::context::{ident_key, table_key, table_key_of};
 use crate::lint::{Example, Finding, Level, Rule, StatementContext};
 use crate::lock_analysis::TableWork;
 use crate::migration::TransactionMode;
@@ -16,8 +16,10 @@ in one transaction, so after `ALTER TABLE users ...` takes its ACCESS EXCLUSIVE 
 later statement of the file runs while the application's queries on `users` wait: a \
 `VALIDATE CONSTRAINT` or an index build that is harmless on its own scans a whole table under \
 that lock, and an `UPDATE`/`DELETE` runs for as long as it touches rows. The brief catalog change \
-becomes an outage as long as the slowest statement after it. A table created earlier in the same \
-file is exempt (no one else can see it).",
+becomes an outage as long as the slowest statement after it; so does an `INSERT ... SELECT` \
+that copies rows (checked on PostgreSQL 15: after `ADD COLUMN`, the ACCESS EXCLUSIVE lock is still \
+in `pg_locks` while the INSERT runs). A table created earlier in the same file is exempt (no one \
+else can see it).",
     rewrite: "Move the long statement to its own migration (a VALIDATE in the next file, data changes \
 in a .backfill.sql). `-- migrate:no-transaction` also releases each lock at once, but only suits \
 files whose statements can all run twice (see autocommit-rerun-unsafe).",
@@ -31,6 +33,17 @@ UPDATE orders SET status_v2 = status WHERE status_v2 IS NULL;",
             file_name: "0005_total_check.expand.sql",
             sql: "ALTER TABLE orders ADD CONSTRAINT orders_total_positive CHECK (total >= 0) NOT VALID;\n\
 ALTER TABLE orders VALIDATE CONSTRAINT orders_total_positive;",
+        },
+        Example {
+            file_name: "0007_archive.expand.sql",
+            sql: "ALTER TABLE orders ADD COLUMN IF NOT EXISTS archived_at timestamptz;\n\
+INSERT INTO orders_archive (id, total) SELECT id, total FROM orders WHERE created_at < '2020-01-01';",
+        },
+        Example {
+            file_name: "0008_import.expand.sql",
+            sql: "ALTER TABLE orders ADD COLUMN IF NOT EXISTS source text;\n\
+CREATE TABLE IF NOT EXISTS orders_staging (id bigint, total numeric);\n\
+INSERT INTO orders_staging (id, total) SELECT id, total FROM legacy_orders;",
         },
     ],
     good: &[
@@ -54,6 +67,12 @@ COMMENT ON COLUMN orders.status_v2 IS 'replaces status';",
 CREATE INDEX IF NOT EXISTS refunds_order_id_idx ON refunds (order_id);\n\
 INSERT INTO refunds (id, order_id) SELECT 0, 0 WHERE false;",
         },
+        Example {
+            file_name: "0007_status_codes.expand.sql",
+            // A few literal rows are brief, whatever the lock held.
+            sql: "ALTER TABLE orders ADD COLUMN IF NOT EXISTS status_code text;\n\
+INSERT INTO order_status_codes (code, label) VALUES ('new', 'New'), ('paid', 'Paid');",
+        },
     ],
     check,
 };
@@ -65,9 +84,22 @@ fn check(context: &StatementContext<'_>, findings: &mut Vec<Finding>) {
     let Some(held) = context.held_locks.first() else {
         return;
     };
+    // Tables an INSERT ... SELECT reads, `None` for a source that is not a plain table.
+    let mut read: Vec<Option<String>> = Vec::new();
     let work = match context.ast {
         Some(Statement::Update(_)) => "this UPDATE",
         Some(Statement::Delete(_)) => "this DELETE",
+        // The lock analysis sees only the ROW EXCLUSIVE lock on the target and no table work,
+        // but copying rows takes as long as the rows read.
+        Some(Statement::Insert(insert)) => {
+            if let Some(source) = &insert.source {
+                relations_read(source, &mut read);
+            }
+            if read.is_empty() {
+                return;
+            }
+            "this INSERT ... SELECT"
+        }
         _ => match context.lock.work {
             TableWork::Scan => "this statement's table scan",
             TableWork::Rewrite => "this statement's table rewrite",
@@ -80,6 +112,11 @@ fn check(context: &StatementContext<'_>, findings: &mut Vec<Finding>) {
             context
                 .created_in_section
                 .contains(&table_key_of(&taken.table))
+        })
+        && read.iter().all(|table| {
+            table
+                .as_ref()
+                .is_some_and(|table| context.created_in_section.contains(table))
         });
     if on_new_tables_only {
         return;
@@ -95,10 +132,84 @@ fn check(context: &StatementContext<'_>, findings: &mut Vec<Finding>) {
     )));
 }
 
+/// The relations a query reads rows from (FROM items, `TABLE t`, in CTEs and set operations
+/// too): `Some(table)` for a table, `None` for anything else (a function, `VALUES` in FROM).
+/// A query without FROM (`SELECT 0, 0`, `VALUES (...)`) reads nothing.
+fn relations_read(query: &Query, read: &mut Vec<Option<String>>) {
+    if let Some(with) = &query.with {
+        for cte in &with.cte_tables {
+            relations_read(&cte.query, read);
+        }
+    }
+    set_expr_read(&query.body, read);
+}
+
+fn set_expr_read(body: &SetExpr, read: &mut Vec<Option<String>>) {
+    match body {
+        SetExpr::Select(select) => {
+            for from in &select.from {
+                let joined = from.joins.iter().map(|join| &join.relation);
+                for relation in std::iter::once(&from.relation).chain(joined) {
+                    match relation {
+                        TableFactor::Table { name, .. } => read.push(Some(table_key(name))),
+                        TableFactor::Derived { subquery, .. } => relations_read(subquery, read),
+                        _ => read.push(None),
+                    }
+                }
+            }
+        }
+        SetExpr::Query(query) => relations_read(query, read),
+        SetExpr::SetOperation { left, right, .. } => {
+            set_expr_read(left, read);
+            set_expr_read(right, read);
+        }
+        SetExpr::Values(_) => {}
+        SetExpr::Table(table) => read.push(table.table_name.as_ref().map(ident_key)),
+        _ => read.push(None),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
     fn examples() {
         crate::lint::testing::check_examples(&super::RULE);
+    }
+
+    #[test]
+    fn an_insert_is_long_work_when_it_reads_an_existing_table() {
+        let lines = |sql: &str| -> Vec<u32> {
+            crate::lint::testing::lint_example("0007_x.expand.sql", sql)
+                .iter()
+                .filter(|d| d.code == super::RULE.id)
+                .map(|d| d.line)
+                .collect()
+        };
+        let before = "ALTER TABLE orders ADD COLUMN IF NOT EXISTS note text;\n\
+CREATE TABLE IF NOT EXISTS a (id bigint);\nCREATE TABLE IF NOT EXISTS b (id bigint);\n";
+        // Rows read through a CTE, a union or a join count; so do rows of a set-returning function.
+        for (insert, expected) in [
+            (
+                "INSERT INTO a WITH x AS (SELECT id FROM orders) SELECT id FROM x",
+                vec![4],
+            ),
+            (
+                "INSERT INTO a SELECT id FROM b UNION ALL SELECT id FROM orders",
+                vec![4],
+            ),
+            (
+                "INSERT INTO a SELECT b.id FROM b JOIN orders o ON o.id = b.id",
+                vec![4],
+            ),
+            (
+                "INSERT INTO a SELECT g FROM generate_series(1, 1000000) g",
+                vec![4],
+            ),
+            // Copying between tables created in this part is copying empty tables.
+            ("INSERT INTO a SELECT id FROM b", vec![]),
+            ("INSERT INTO a VALUES (1), (2)", vec![]),
+        ] {
+            assert_eq!(lines(&format!("{before}{insert};")), expected, "{insert}");
+        }
     }
 }
