@@ -689,7 +689,7 @@ mod tests {
         )
     }
 
-    /// Table 13.2 of https://www.postgresql.org/docs/current/explicit-locking.html, row by
+    /// Table 13.2 of <https://www.postgresql.org/docs/current/explicit-locking.html>, row by
     /// row, X = conflict; columns in the same order as the rows.
     #[test]
     fn conflict_matrix_is_the_documented_one() {

@@ -3,7 +3,7 @@
 //! Every type here is usable in a `static`: text is a `Cow<'static, str>` and lists are
 //! `Cow<'static, [T]>`, so the `migrations!()` macro emits borrowed literals while a set read
 //! from a folder at run time owns its data. Both come from the same loader
-//! ([`crate::source::load_dir`]).
+//! ([`crate::check_dir`]).
 
 use std::borrow::Cow;
 use std::fmt;

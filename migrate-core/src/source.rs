@@ -1,7 +1,7 @@
 //! Reading a folder of migration files: the file-name grammar, the `-- migrate:` directives,
 //! and the split of each file into up and down statements.
 //!
-//! The macro and the runtime both go through [`load_dir`], so a set embedded at build time and
+//! The macro and the runtime both go through [`crate::check_dir`], so a set embedded at build time and
 //! a set read at run time are the same.
 
 use std::borrow::Cow;

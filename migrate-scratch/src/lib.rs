@@ -380,10 +380,10 @@ impl ScratchCluster {
     /// run as the same unprivileged account as the server. The primary needs nothing extra:
     /// every scratch cluster runs with `wal_level = replica` and `max_wal_senders = 10`, and
     /// `initdb -A trust` already trusts `replication` connections from 127.0.0.1
-    /// (https://www.postgresql.org/docs/15/app-pgbasebackup.html). The standby's
+    /// (<https://www.postgresql.org/docs/15/app-pgbasebackup.html>). The standby's
     /// `cluster_name` ([`ScratchCluster::replica_name`]) is what the primary shows as
     /// `application_name` in `pg_stat_replication`, since `primary_conninfo` sets none
-    /// (https://www.postgresql.org/docs/15/runtime-config-replication.html#GUC-SYNCHRONOUS-STANDBY-NAMES).
+    /// (<https://www.postgresql.org/docs/15/runtime-config-replication.html#GUC-SYNCHRONOUS-STANDBY-NAMES>).
     pub fn start_replica(&self) -> Result<ScratchCluster, ScratchError> {
         let number = self.replicas.fetch_add(1, Ordering::Relaxed);
         let name = format!(

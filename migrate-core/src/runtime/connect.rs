@@ -1,6 +1,6 @@
 //! The dedicated connection, with TLS through rustls.
 //!
-//! `sslmode` follows libpq (https://www.postgresql.org/docs/15/libpq-ssl.html#LIBPQ-SSL-PROTECTION):
+//! `sslmode` follows libpq (<https://www.postgresql.org/docs/15/libpq-ssl.html#LIBPQ-SSL-PROTECTION>):
 //!
 //! | sslmode       | TLS                   | certificate checked              |
 //! |---------------|-----------------------|----------------------------------|

@@ -190,7 +190,7 @@ pub enum RuntimeError {
         failure: Box<super::gates::GateFailure>,
     },
 
-    /// The server did not answer within the client-side bound (see [`super::deadline`]); the
+    /// The server did not answer within the client-side bound (statement_timeout or lock_timeout plus `network_timeout`); the
     /// connection may still have a request in flight and must not be reused.
     #[error(
         "no answer from PostgreSQL within {} while {what}: the server or the network stopped \

@@ -225,7 +225,7 @@ type Request<'a> = std::pin::Pin<
 /// together), one round trip per migration instead of one per statement. This is safe: once a
 /// statement fails, PostgreSQL rejects every later statement of the transaction
 /// (SQLSTATE 25P02) and turns the COMMIT into a ROLLBACK
-/// (https://www.postgresql.org/docs/15/sql-commit.html), so nothing after a failure takes
+/// (<https://www.postgresql.org/docs/15/sql-commit.html>), so nothing after a failure takes
 /// effect; the first error in order is the failing statement.
 ///
 /// With a guard, `BEGIN` and the guard go first, on their own: the statements are sent only
@@ -387,7 +387,7 @@ async fn run_autocommit(
 /// A `CREATE [UNIQUE] INDEX CONCURRENTLY [IF NOT EXISTS] name ON [ONLY] table` statement.
 ///
 /// A failed concurrent build leaves an INVALID index behind, and a re-run with IF NOT EXISTS
-/// would keep it (https://www.postgresql.org/docs/15/sql-createindex.html#SQL-CREATEINDEX-CONCURRENTLY):
+/// would keep it (<https://www.postgresql.org/docs/15/sql-createindex.html#SQL-CREATEINDEX-CONCURRENTLY>):
 /// so an INVALID index of that name is dropped first. The index lives in its table's schema,
 /// so it is looked up there.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -484,7 +484,7 @@ impl ConcurrentIndex {
 }
 
 /// The catalog spelling of an identifier token: unquoted words fold to lower case, quoted ones
-/// lose their quotes and `""` escapes (https://www.postgresql.org/docs/15/sql-syntax-lexical.html#SQL-SYNTAX-IDENTIFIERS).
+/// lose their quotes and `""` escapes (<https://www.postgresql.org/docs/15/sql-syntax-lexical.html#SQL-SYNTAX-IDENTIFIERS>).
 fn identifier_value(sql: &str, token: &splitter::Token) -> Option<String> {
     let text = token.text(sql);
     match token.kind {

@@ -11,7 +11,7 @@
 //!    measured on the server's clock (`clock_timestamp()` against the history row's
 //!    `executed_at`), so a skewed deploy host cannot shorten it;
 //! 4. every replica has replayed the WAL written before the contract, within
-//!    [`MigratorConfig::max_replica_lag`] (`pg_stat_replication`, see [`check_replicas`]);
+//!    [`MigratorConfig::max_replica_lag`] (`pg_stat_replication`, see `check_replicas`);
 //! 5. no row still matches the WHERE of any of those backfills: a `verified_at` recorded
 //!    earlier says nothing about rows an old release wrote since. The count runs again inside
 //!    the contract's own transaction, right before its first statement ([`RowsGuard`]), so a
@@ -235,7 +235,7 @@ struct PendingRows {
     count_sql: String,
 }
 
-/// Gate 5, kept for the contract's own transaction: the executor runs [`RowsGuard::check`]
+/// Gate 5, kept for the contract's own transaction: the executor runs its check
 /// after `BEGIN` and before the contract's first statement (in autocommit mode, right before
 /// it). The count reads under the application's writes (no table lock: a scan under a lock
 /// that blocks writes would stall a hot table), so a row committed between the count and the
@@ -494,7 +494,7 @@ struct ReplicationRow {
 ///
 /// `pg_stat_replication` has one row per WAL sender, that is per directly connected standby
 /// (cascaded standbys are not visible on the primary), and also per logical replication or
-/// WAL streaming client (https://www.postgresql.org/docs/15/monitoring-stats.html#MONITORING-PG-STAT-REPLICATION-VIEW).
+/// WAL streaming client (<https://www.postgresql.org/docs/15/monitoring-stats.html#MONITORING-PG-STAT-REPLICATION-VIEW>).
 /// Its `replay_lag` alone cannot decide, as checked on PostgreSQL 15:
 /// - it is NULL when a standby is caught up and idle, and also before a standby's first
 ///   status report (`replay_lsn` is NULL then too);
@@ -516,7 +516,7 @@ struct ReplicationRow {
 /// Rows whose `state` is NULL are refused as [`GateFailure::ReplicaLagUnknown`]: roles without
 /// the privileges of `pg_read_all_stats` (e.g. through `pg_monitor`) see only the WAL
 /// sender's pid, user and application_name
-/// (https://www.postgresql.org/docs/15/monitoring-stats.html#MONITORING-STATS-VIEWS: "Superusers
+/// (<https://www.postgresql.org/docs/15/monitoring-stats.html#MONITORING-STATS-VIEWS>: "Superusers
 /// and roles with privileges of built-in role pg_read_all_stats can see all the information
 /// about all sessions"); passing silently would turn the gate off for such deploy roles.
 /// Rows in state `backup` (a running `pg_basebackup`) and rows that report a flush position

@@ -8,7 +8,7 @@
 //!
 //! A session-level lock (`pg_try_advisory_lock`) rather than a transaction-level one, because
 //! autocommit migrations (CREATE INDEX CONCURRENTLY) span many transactions. The server drops
-//! it when the session ends (https://www.postgresql.org/docs/15/explicit-locking.html#ADVISORY-LOCKS),
+//! it when the session ends (<https://www.postgresql.org/docs/15/explicit-locking.html#ADVISORY-LOCKS>),
 //! and [`AdvisoryLock::release`] drops it explicitly on every path of the runtime.
 
 use std::time::{Duration, Instant};
@@ -107,7 +107,7 @@ impl Drop for AdvisoryLock<'_> {
 
 /// The session holding advisory lock `key`, if any. A bigint advisory key shows in
 /// `pg_locks` as `classid` = high half, `objid` = low half, `objsubid` = 1
-/// (https://www.postgresql.org/docs/15/view-pg-locks.html).
+/// (<https://www.postgresql.org/docs/15/view-pg-locks.html>).
 async fn lock_holder(client: &Client, key: i64) -> Result<Option<Box<LockHolder>>, RuntimeError> {
     let bits = key as u64;
     let high = (bits >> 32) as i64;
