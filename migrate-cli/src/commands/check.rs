@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use migrate_core::Migrations;
-use migrate_core::runtime::backfill::BackfillProgressTable;
-use migrate_core::runtime::flags::FlagStore;
+use migrate_core::runtime::state::backfill_progress::BackfillProgressTable;
+use migrate_core::runtime::state::flags::FlagStore;
 use migrate_core::runtime::{Migrator, MigratorConfig, TableName, UpTo};
 use migrate_scratch::{SUPERUSER, ScratchCluster, ScratchDatabase};
 use serde_json::json;
@@ -252,7 +252,7 @@ fn schema_dump(
             .quoted()
             .to_owned(),
         FlagStore::for_history_table(history)?.table().quoted(),
-        migrate_core::runtime::partial::PartialRunTable::for_history(history)?
+        migrate_core::runtime::state::partial::PartialRunTable::for_history(history)?
             .quoted()
             .to_owned(),
     ];

@@ -1,7 +1,7 @@
 //! `migrate flag get|set|list`
 
 use migrate_core::runtime::Migrator;
-use migrate_core::runtime::flags::{Flag, validate_flag_name};
+use migrate_core::runtime::state::flags::{Flag, validate_flag_name};
 use serde_json::json;
 
 use crate::cli::{FlagCommand, OnOff};

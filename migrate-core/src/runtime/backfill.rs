@@ -22,91 +22,13 @@ use super::executor::{
     ExecutionSettings, HistoryChange, SectionOutcome, is_lock_timeout, location, statement_error,
     wait_before_retry,
 };
-use super::history::TableName;
+use super::state::backfill_progress::{BackfillProgressTable, statement_index};
 use crate::backfill::{BatchedUpdate, key_type_sql, plan};
 use crate::migration::{BackfillSpec, Migration, Statement};
 
 /// Sweeps after the keyed pass before giving up: rows that keep matching the WHERE mean
 /// something (an old release without dual writes) keeps writing rows in the old shape.
 const MAX_SWEEPS: u32 = 10;
-
-/// `<history table>_backfill`: one row per backfill statement.
-#[derive(Debug, Clone)]
-pub struct BackfillProgressTable {
-    quoted: String,
-}
-
-impl BackfillProgressTable {
-    /// Derived from the history table's validated name, so it needs no quoting care.
-    pub fn for_history(history: &TableName) -> Result<BackfillProgressTable, RuntimeError> {
-        let name = TableName {
-            schema: history.schema.clone(),
-            name: format!("{}_backfill", history.name),
-        };
-        if !super::history::is_identifier(&name.name) {
-            return Err(RuntimeError::InvalidIdentifier {
-                what: "backfill progress table name (history table name + \"_backfill\")",
-                value: name.name,
-            });
-        }
-        Ok(BackfillProgressTable {
-            quoted: name.quoted(),
-        })
-    }
-
-    pub fn quoted(&self) -> &str {
-        &self.quoted
-    }
-
-    async fn ensure(&self, client: &Client) -> Result<(), RuntimeError> {
-        client
-            .batch_execute(&format!(
-                "CREATE TABLE IF NOT EXISTS {} (\
-                    version bigint NOT NULL, \
-                    statement integer NOT NULL, \
-                    last_key text, \
-                    rows_done bigint NOT NULL DEFAULT 0, \
-                    started_at timestamptz NOT NULL DEFAULT now(), \
-                    updated_at timestamptz NOT NULL DEFAULT now(), \
-                    finished_at timestamptz, \
-                    verified_at timestamptz, \
-                    PRIMARY KEY (version, statement))",
-                self.quoted
-            ))
-            .await
-            .map_err(RuntimeError::database(
-                "creating the backfill progress table",
-            ))
-    }
-
-    /// Forgets the progress of `version` (after its down part ran), so a later up runs the
-    /// backfill again from the start.
-    pub async fn forget(&self, client: &Client, version: i64) -> Result<(), RuntimeError> {
-        match client
-            .execute(
-                &format!("DELETE FROM {} WHERE version = $1", self.quoted),
-                &[&version],
-            )
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(error)
-                if error.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) =>
-            {
-                Ok(())
-            }
-            Err(error) => Err(RuntimeError::database("clearing backfill progress")(error)),
-        }
-    }
-}
-
-/// Progress of one backfill statement, as stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BackfillProgress {
-    pub last_key: Option<String>,
-    pub rows_done: i64,
-    pub finished: bool,
-}
 
 /// Runs every up statement of a backfill migration in batches, verifies, then records
 /// `history`.
@@ -127,7 +49,9 @@ pub(crate) async fn run(
     for (index, statement) in migration.up.statements.iter().enumerate() {
         let statement_index = statement_index(index);
         let batches = plan_statement(client, migration, spec, statement).await?;
-        let mut progress = load_progress(client, table, version, statement_index).await?;
+        let mut progress = table
+            .load_or_start(client, version, statement_index)
+            .await?;
         if progress.finished {
             continue;
         }
@@ -168,7 +92,9 @@ pub(crate) async fn run(
             };
             progress.rows_done += updated;
             progress.last_key = Some(last_key);
-            save_progress(client, table, version, statement_index, &progress).await?;
+            table
+                .save(client, version, statement_index, &progress)
+                .await?;
             on_batch(progress.rows_done);
             tracing::debug!(
                 version = migration.version,
@@ -268,17 +194,9 @@ pub(crate) async fn run(
                 problem: format!("verification failed: {remaining} row(s) still match the WHERE"),
             });
         }
-        client
-            .execute(
-                &format!(
-                    "UPDATE {} SET rows_done = $3, finished_at = now(), verified_at = now(), updated_at = now() \
-                     WHERE version = $1 AND statement = $2",
-                    table.quoted
-                ),
-                &[&version, &statement_index, &progress.rows_done],
-            )
-            .await
-            .map_err(RuntimeError::database("recording backfill verification"))?;
+        table
+            .finish_verified(client, version, statement_index, progress.rows_done)
+            .await?;
     }
     let duration = started.elapsed();
     history
@@ -289,11 +207,6 @@ pub(crate) async fn run(
         duration,
         attempts: most_attempts,
     })
-}
-
-/// A statement's index as stored in the progress table's `statement integer` column.
-pub(crate) fn statement_index(index: usize) -> i32 {
-    i32::try_from(index).unwrap_or(i32::MAX)
 }
 
 pub(crate) async fn plan_statement(
@@ -320,68 +233,6 @@ pub(crate) async fn plan_statement(
         ))
     })?;
     plan(&statement.sql, spec, &key_type).map_err(|e| backfill_error(e.to_string()))
-}
-
-async fn load_progress(
-    client: &Client,
-    table: &BackfillProgressTable,
-    version: i64,
-    statement: i32,
-) -> Result<BackfillProgress, RuntimeError> {
-    let row = client
-        .query_opt(
-            &format!(
-                "SELECT last_key, rows_done, finished_at IS NOT NULL FROM {} WHERE version = $1 AND statement = $2",
-                table.quoted
-            ),
-            &[&version, &statement],
-        )
-        .await
-        .map_err(RuntimeError::database("reading backfill progress"))?;
-    match row {
-        Some(row) => Ok(BackfillProgress {
-            last_key: row.get(0),
-            rows_done: row.get(1),
-            finished: row.get(2),
-        }),
-        None => {
-            client
-                .execute(
-                    &format!(
-                        "INSERT INTO {} (version, statement) VALUES ($1, $2)",
-                        table.quoted
-                    ),
-                    &[&version, &statement],
-                )
-                .await
-                .map_err(RuntimeError::database("recording backfill start"))?;
-            Ok(BackfillProgress {
-                last_key: None,
-                rows_done: 0,
-                finished: false,
-            })
-        }
-    }
-}
-
-async fn save_progress(
-    client: &Client,
-    table: &BackfillProgressTable,
-    version: i64,
-    statement: i32,
-    progress: &BackfillProgress,
-) -> Result<(), RuntimeError> {
-    client
-        .execute(
-            &format!(
-                "UPDATE {} SET last_key = $3, rows_done = $4, updated_at = now() WHERE version = $1 AND statement = $2",
-                table.quoted
-            ),
-            &[&version, &statement, &progress.last_key, &progress.rows_done],
-        )
-        .await
-        .map_err(RuntimeError::database("recording backfill progress"))?;
-    Ok(())
 }
 
 /// Runs the batches of one backfill statement.

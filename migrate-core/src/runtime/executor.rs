@@ -13,7 +13,7 @@ use tokio_postgres::types::ToSql;
 
 use super::error::{RuntimeError, StatementLocation};
 use super::gates::RowsGuard;
-use super::partial::PartialRunTable;
+use super::state::partial::PartialRunTable;
 use crate::migration::{Migration, Section, Statement, TransactionMode};
 use crate::splitter::{self, TokenKind};
 

@@ -32,9 +32,11 @@ use tokio_postgres::Client;
 
 use tokio_postgres::error::SqlState;
 
-use super::backfill::{BackfillProgressTable, plan_statement};
+use super::backfill::plan_statement;
 use super::error::RuntimeError;
-use super::history::History;
+use super::sql_version;
+use super::state::backfill_progress::BackfillProgressTable;
+use super::state::history::History;
 use crate::migration::{Migration, Migrations, Phase};
 
 /// The guard counts at most this many remaining rows: enough to say how bad it is, without
@@ -438,42 +440,16 @@ async fn check_history(
 }
 
 /// Versions strictly between `expand` and `contract` with a backfill progress row lacking
-/// `verified_at`. No progress table means no backfill ever ran here: nothing unverified.
+/// `verified_at`.
 async fn unverified_backfills(
     client: &Client,
     history: &History,
     expand: u64,
     contract: u64,
 ) -> Result<BTreeSet<u64>, RuntimeError> {
-    let progress = BackfillProgressTable::for_history(history.table())?;
-    let exists: bool = client
-        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&progress.quoted()])
+    BackfillProgressTable::for_history(history.table())?
+        .unverified_between(client, sql_version(expand), sql_version(contract))
         .await
-        .map_err(RuntimeError::database(
-            "looking up the backfill progress table",
-        ))?
-        .get(0);
-    if !exists {
-        return Ok(BTreeSet::new());
-    }
-    let as_sql = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-    let rows = client
-        .query(
-            &format!(
-                "SELECT DISTINCT version FROM {} \
-                 WHERE version > $1 AND version < $2 AND verified_at IS NULL",
-                progress.quoted()
-            ),
-            &[&as_sql(expand), &as_sql(contract)],
-        )
-        .await
-        .map_err(RuntimeError::database(
-            "reading backfill progress for the contract gates",
-        ))?;
-    Ok(rows
-        .iter()
-        .map(|row| u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
-        .collect())
 }
 
 /// One row of `pg_stat_replication`, as the gate reads it.

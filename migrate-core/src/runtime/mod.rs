@@ -23,35 +23,41 @@
 //! ```
 
 pub mod backfill;
+mod config;
 pub mod connect;
 mod deadline;
 pub mod error;
 pub mod executor;
-pub mod flags;
 pub mod gates;
-pub mod history;
 pub mod lock;
-pub mod partial;
+mod pending;
 pub mod repair;
+mod report;
+pub mod state;
 pub mod verify;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tokio_postgres::Client;
 
+pub use config::{MAX_LOCK_TIMEOUT, MigratorConfig};
 pub use connect::{ConnectOptions, SslMode, connect, connect_with};
 pub use error::{ConnectError, Failed, LockHolder, PartialReport, RuntimeError, StatementLocation};
 pub use gates::{GateFailure, Replica};
-pub use history::{HistoryRow, TableName};
 pub use lock::{AdvisoryLock, lock_key};
+pub use report::{
+    AppliedMigration, DownReport, MigrationState, Plan, PlannedMigration, StatusEntry,
+    StatusReport, UpReport, UpTo,
+};
+pub use state::history::{HistoryRow, TableName};
 pub use verify::BackfillState;
 
-use crate::migration::{Migration, Migrations, Phase, Section, TransactionMode};
+use crate::migration::{Migration, Migrations, Phase, Section};
 use executor::{Backoff, ExecutionSettings, HistoryChange};
-use history::History;
+use state::history::History;
 
 /// Longest single pause between two retries of a statement, whatever the attempt number.
 pub const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(30);
@@ -59,353 +65,6 @@ pub const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(30);
 const LOCK_POLL_BASE: Duration = Duration::from_millis(50);
 /// ... up to this one.
 const LOCK_POLL_MAX: Duration = Duration::from_secs(2);
-
-/// Settings of a [`Migrator`]. `Default` gives the documented defaults.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MigratorConfig {
-    /// History table, `table` or `schema.table`; each part `[A-Za-z_][A-Za-z0-9_]{0,62}`,
-    /// always double-quoted in SQL. The advisory lock key derives from it.
-    /// Default: `public.schema_migrations`.
-    pub history_table: String,
-    /// `application_name` of the migration session, shown in `pg_stat_activity` and in
-    /// lock-holder errors. Default: `migrate`.
-    pub application_name: String,
-    /// Session `lock_timeout`: the longest any statement waits for a table lock, and so the
-    /// longest the application's queries queue behind a migration's lock request.
-    /// Default: 5 s.
-    pub lock_timeout: Duration,
-    /// Session `statement_timeout`; `Duration::ZERO` disables it. Default: 15 min. A
-    /// `CREATE INDEX CONCURRENTLY` on a large table may need more: raise it for such runs.
-    pub statement_timeout: Duration,
-    /// How long to wait for another migrator's advisory lock before failing. Default: 60 s.
-    pub lock_wait: Duration,
-    /// Retries after a `lock_timeout` failure (55P03): of the whole transaction in
-    /// transactional mode, of the statement in autocommit mode. Default: 5.
-    pub lock_retries: u32,
-    /// First pause before a retry; doubled per retry (at most [`MAX_RETRY_BACKOFF`]), with
-    /// jitter in its upper half. Default: 500 ms.
-    pub retry_backoff: Duration,
-    /// Apply pending migrations older than the newest applied one. Default: false.
-    pub allow_out_of_order: bool,
-    /// Proceed although the database has applied versions this binary lacks. Default: false.
-    pub ignore_missing: bool,
-    /// Time that must pass between applying an expand and applying the contract that
-    /// `-- migrate:requires` it, measured on the server's clock from the expand's
-    /// `executed_at`; a contract asked for earlier is refused with
-    /// [`GateFailure::Stabilising`], saying how long remains. Default: zero (no wait).
-    pub contract_stabilisation: Duration,
-    /// Longest replay lag any replica in `pg_stat_replication` may have before a contract
-    /// runs: the contract gate waits at most this long for every replica to replay the WAL
-    /// written before it, then refuses with [`GateFailure::ReplicaLag`]. The deploy role needs
-    /// `pg_monitor` (or `pg_read_all_stats`) to see the lag, else [`GateFailure::ReplicaLagUnknown`].
-    /// `None` turns the replica gate off. Default: 30 s.
-    pub max_replica_lag: Option<Duration>,
-    /// Client-side allowance for the server's answer, on top of the server's own bounds:
-    /// a query of the runtime's own waits at most `lock_timeout` + this, a migration
-    /// statement `statement_timeout` + this (no client bound when `statement_timeout` is
-    /// zero). A server that stops answering then fails the run with
-    /// [`RuntimeError::NoAnswer`] instead of hanging it. Default: 30 s.
-    pub network_timeout: Duration,
-}
-
-/// Longest `lock_timeout` accepted: the application's queries queue behind a migration's
-/// lock request for up to that long.
-pub const MAX_LOCK_TIMEOUT: Duration = Duration::from_secs(10 * 60);
-
-impl MigratorConfig {
-    /// Refuses settings that would silently turn a bound off: PostgreSQL reads
-    /// `lock_timeout = 0` as "wait forever", and both timeouts count whole milliseconds, so
-    /// `500us` would become 0.
-    pub fn validate(&self) -> Result<(), RuntimeError> {
-        let invalid = |setting, value: Duration, reason| RuntimeError::InvalidSetting {
-            setting,
-            value: format!("{value:?}"),
-            reason,
-        };
-        if self.lock_timeout < Duration::from_millis(1) {
-            return Err(invalid(
-                "lock_timeout",
-                self.lock_timeout,
-                "must be at least 1ms: PostgreSQL reads 0 as \"wait forever\", which lets \
-                 the application queue behind a blocked migration without limit",
-            ));
-        }
-        if self.lock_timeout > MAX_LOCK_TIMEOUT {
-            return Err(invalid(
-                "lock_timeout",
-                self.lock_timeout,
-                "must be at most 10m: the application's queries queue behind a waiting \
-                 migration for up to that long; keep it short and let retries do the waiting",
-            ));
-        }
-        if !self.statement_timeout.is_zero() && self.statement_timeout < Duration::from_millis(1) {
-            return Err(invalid(
-                "statement_timeout",
-                self.statement_timeout,
-                "must be 0 (disabled) or at least 1ms: PostgreSQL counts whole milliseconds",
-            ));
-        }
-        if self.network_timeout.is_zero() {
-            return Err(invalid(
-                "network_timeout",
-                self.network_timeout,
-                "must be more than 0: it is the client's allowance for the server's answers",
-            ));
-        }
-        Ok(())
-    }
-
-    fn limits(&self) -> deadline::Limits {
-        deadline::Limits::new(
-            self.lock_timeout,
-            self.statement_timeout,
-            self.network_timeout,
-        )
-    }
-}
-
-impl Default for MigratorConfig {
-    fn default() -> Self {
-        MigratorConfig {
-            history_table: "public.schema_migrations".to_owned(),
-            application_name: "migrate".to_owned(),
-            lock_timeout: Duration::from_secs(5),
-            statement_timeout: Duration::from_secs(15 * 60),
-            lock_wait: Duration::from_secs(60),
-            lock_retries: 5,
-            retry_backoff: Duration::from_millis(500),
-            allow_out_of_order: false,
-            ignore_missing: false,
-            contract_stabilisation: Duration::ZERO,
-            max_replica_lag: Some(Duration::from_secs(30)),
-            network_timeout: Duration::from_secs(30),
-        }
-    }
-}
-
-/// How far `up` goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UpTo {
-    All,
-    /// Every pending migration with a version up to and including this one.
-    Version(u64),
-}
-
-/// The state of one version, for [`StatusReport`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum MigrationState {
-    Applied,
-    Pending,
-    /// Applied, but the file changed since.
-    Drifted,
-    /// Applied, but not in this binary's set.
-    MissingFromFiles,
-    /// Not applied, but a statement-by-statement run of it failed or was interrupted after
-    /// some statements committed ([`StatusEntry::detail`] says how far it got).
-    PartlyApplied,
-    /// A backfill that has not finished: some batches committed, no history row yet.
-    BackfillInProgress,
-}
-
-impl MigrationState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MigrationState::Applied => "applied",
-            MigrationState::Pending => "pending",
-            MigrationState::Drifted => "drifted",
-            MigrationState::MissingFromFiles => "missing from files",
-            MigrationState::PartlyApplied => "partly applied",
-            MigrationState::BackfillInProgress => "backfill in progress",
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StatusEntry {
-    pub version: u64,
-    pub name: String,
-    /// `None` only for a history row whose phase text is not a known phase.
-    pub phase: Option<Phase>,
-    pub state: MigrationState,
-    pub applied_at: Option<SystemTime>,
-    pub duration_ms: Option<i64>,
-    /// For partly applied migrations and backfills in progress: how far they got.
-    pub detail: Option<String>,
-}
-
-/// Every known or applied version, ascending.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct StatusReport {
-    pub entries: Vec<StatusEntry>,
-}
-
-impl StatusReport {
-    pub fn count(&self, state: MigrationState) -> usize {
-        self.entries.iter().filter(|e| e.state == state).count()
-    }
-}
-
-impl fmt::Display for StatusReport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for entry in &self.entries {
-            write!(
-                f,
-                "{:>14}  {:<30} {:<9} {}",
-                entry.version,
-                entry.name,
-                entry.phase.map_or("?", Phase::as_str),
-                entry.state.as_str()
-            )?;
-            if let Some(ms) = entry.duration_ms {
-                write!(f, " ({ms} ms)")?;
-            }
-            if let Some(detail) = &entry.detail {
-                write!(f, " ({detail})")?;
-            }
-            writeln!(f)?;
-        }
-        Ok(())
-    }
-}
-
-/// A migration `up` would apply.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PlannedMigration {
-    pub version: u64,
-    pub name: String,
-    pub phase: Phase,
-    pub file_name: String,
-    pub mode: TransactionMode,
-    pub statements: usize,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Plan {
-    pub migrations: Vec<PlannedMigration>,
-}
-
-impl PartialReport for Plan {
-    fn nothing_done(&self) -> bool {
-        self.migrations.is_empty()
-    }
-
-    fn label(&self) -> &'static str {
-        "a real run would apply before that"
-    }
-}
-
-impl fmt::Display for Plan {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.migrations.is_empty() {
-            return writeln!(f, "nothing to do: the database is up to date");
-        }
-        for m in &self.migrations {
-            writeln!(
-                f,
-                "{} ({}, {}, {} statement(s))",
-                m.file_name,
-                m.phase,
-                m.mode.as_str(),
-                m.statements
-            )?;
-        }
-        Ok(())
-    }
-}
-
-/// One migration applied (or reverted).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AppliedMigration {
-    pub version: u64,
-    pub name: String,
-    pub phase: Phase,
-    pub mode: TransactionMode,
-    pub duration: Duration,
-    /// 1 unless `lock_timeout` failures were retried.
-    pub attempts: u32,
-}
-
-fn write_list(f: &mut fmt::Formatter<'_>, verb: &str, list: &[AppliedMigration]) -> fmt::Result {
-    if list.is_empty() {
-        return f.write_str(if verb == "reverted" {
-            "nothing to revert"
-        } else {
-            "nothing to do: the database is up to date"
-        });
-    }
-    write!(f, "{verb} {} migration(s):", list.len())?;
-    for (index, m) in list.iter().enumerate() {
-        let separator = if index == 0 { " " } else { ", " };
-        write!(
-            f,
-            "{separator}{}_{} ({} ms",
-            m.version,
-            m.name,
-            m.duration.as_millis()
-        )?;
-        if m.attempts > 1 {
-            write!(f, ", {} attempts", m.attempts)?;
-        }
-        f.write_str(")")?;
-    }
-    Ok(())
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct UpReport {
-    pub applied: Vec<AppliedMigration>,
-}
-
-impl UpReport {
-    pub fn nothing_to_do(&self) -> bool {
-        self.applied.is_empty()
-    }
-
-    pub fn versions(&self) -> Vec<u64> {
-        self.applied.iter().map(|m| m.version).collect()
-    }
-}
-
-impl PartialReport for UpReport {
-    fn nothing_done(&self) -> bool {
-        self.nothing_to_do()
-    }
-}
-
-impl fmt::Display for UpReport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write_list(f, "applied", &self.applied)
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct DownReport {
-    /// Newest first, in the order they were reverted.
-    pub reverted: Vec<AppliedMigration>,
-}
-
-impl DownReport {
-    pub fn nothing_to_do(&self) -> bool {
-        self.reverted.is_empty()
-    }
-
-    pub fn versions(&self) -> Vec<u64> {
-        self.reverted.iter().map(|m| m.version).collect()
-    }
-}
-
-impl PartialReport for DownReport {
-    fn nothing_done(&self) -> bool {
-        self.nothing_to_do()
-    }
-}
-
-impl fmt::Display for DownReport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write_list(f, "reverted", &self.reverted)
-    }
-}
 
 /// Applies a migration set to one database; see the module docs for the protocol.
 pub struct Migrator<'m> {
@@ -507,7 +166,7 @@ impl<'m> Migrator<'m> {
     fn settings(&self) -> ExecutionSettings {
         ExecutionSettings {
             limits: self.config.limits(),
-            partial: partial::PartialRunTable::for_history(self.history.table()).ok(),
+            partial: state::partial::PartialRunTable::for_history(self.history.table()).ok(),
             lock_retries: self.config.lock_retries,
             backoff: Backoff {
                 base: self.config.retry_backoff,
@@ -586,7 +245,7 @@ impl<'m> Migrator<'m> {
         let partial_runs = deadline::within(
             Some(self.config.limits().own),
             "reading partial runs",
-            partial::PartialRunTable::for_history(self.history.table())?.read(client),
+            state::partial::PartialRunTable::for_history(self.history.table())?.read(client),
         )
         .await??;
         let backfills = deadline::within(
@@ -865,8 +524,9 @@ impl<'m> Migrator<'m> {
             tracing::info!(version = m.version, file = %m.file_name, mode, "applying");
             let outcome = match &m.backfill {
                 Some(spec) if m.phase == Phase::Backfill => {
-                    let progress =
-                        backfill::BackfillProgressTable::for_history(self.history.table())?;
+                    let progress = state::backfill_progress::BackfillProgressTable::for_history(
+                        self.history.table(),
+                    )?;
                     let on_batch = |rows_done| {
                         self.report_progress(ProgressEvent::BackfillBatch {
                             migration: m,
@@ -919,7 +579,7 @@ impl<'m> Migrator<'m> {
             let outcome = executor::run_section(client, m, down, &settings, history, None).await?;
             if m.phase == Phase::Backfill {
                 // A later up must run the backfill again from the start.
-                backfill::BackfillProgressTable::for_history(self.history.table())?
+                state::backfill_progress::BackfillProgressTable::for_history(self.history.table())?
                     .forget(client, sql_version(m.version))
                     .await?;
             }
@@ -967,19 +627,6 @@ impl<'m> Migrator<'m> {
             .map(|statement| statement.saturating_mul(4) + replicas + limits.own)
     }
 
-    fn check_checksum(&self, m: &Migration, row: &HistoryRow) -> Result<(), RuntimeError> {
-        let found = m.checksum.to_hex();
-        if row.checksum != found {
-            return Err(RuntimeError::ChecksumMismatch {
-                version: m.version,
-                file: m.file_name.to_string(),
-                expected: row.checksum.clone(),
-                found,
-            });
-        }
-        Ok(())
-    }
-
     /// The migrations `down(to)` reverts, newest first, with their down parts; refuses as
     /// `down` does (applied versions missing from the set, drift, no down part) before
     /// anything is reverted.
@@ -988,34 +635,7 @@ impl<'m> Migrator<'m> {
         rows: &[HistoryRow],
         to: u64,
     ) -> Result<Vec<(&'m Migration, &'m Section)>, RuntimeError> {
-        let to_revert: Vec<&HistoryRow> = rows.iter().rev().filter(|r| r.version > to).collect();
-        let unknown: Vec<u64> = to_revert
-            .iter()
-            .filter(|r| self.migrations.get(r.version).is_none())
-            .map(|r| r.version)
-            .collect();
-        if !unknown.is_empty() {
-            return Err(self.unknown_applied(unknown));
-        }
-        let mut plan = Vec::new();
-        let mut without_down = Vec::new();
-        for row in to_revert {
-            let Some(m) = self.migrations.get(row.version) else {
-                continue;
-            };
-            self.check_checksum(m, row)?;
-            match &m.down {
-                Some(down) => plan.push((m, down)),
-                None => without_down.push(m.version),
-            }
-        }
-        if !without_down.is_empty() {
-            without_down.sort_unstable();
-            return Err(RuntimeError::NoDownPart {
-                versions: without_down,
-            });
-        }
-        Ok(plan)
+        pending::to_revert(self.migrations, rows, to).map_err(|r| self.refusal(r))
     }
 
     /// What `down(to)` would revert now, newest first, refusing exactly as `down` would.
@@ -1041,44 +661,36 @@ impl<'m> Migrator<'m> {
         rows: &[HistoryRow],
         target: UpTo,
     ) -> Result<Vec<&'m Migration>, RuntimeError> {
-        let unknown: Vec<u64> = rows
-            .iter()
-            .filter(|r| self.migrations.get(r.version).is_none())
-            .map(|r| r.version)
-            .collect();
-        if !unknown.is_empty() && !self.config.ignore_missing {
-            return Err(self.unknown_applied(unknown));
+        let options = pending::Options {
+            allow_out_of_order: self.config.allow_out_of_order,
+            ignore_missing: self.config.ignore_missing,
+        };
+        pending::to_apply(self.migrations, rows, target, options).map_err(|r| self.refusal(r))
+    }
+
+    fn refusal(&self, refusal: pending::Refusal) -> RuntimeError {
+        match refusal {
+            pending::Refusal::UnknownApplied(versions) => self.unknown_applied(versions),
+            pending::Refusal::Drifted {
+                version,
+                file,
+                expected,
+                found,
+            } => RuntimeError::ChecksumMismatch {
+                version,
+                file,
+                expected,
+                found,
+            },
+            pending::Refusal::OutOfOrder {
+                pending,
+                newest_applied,
+            } => RuntimeError::OutOfOrder {
+                pending,
+                newest_applied,
+            },
+            pending::Refusal::NoDownPart(versions) => RuntimeError::NoDownPart { versions },
         }
-        for row in rows {
-            if let Some(m) = self.migrations.get(row.version) {
-                self.check_checksum(m, row)?;
-            }
-        }
-        let applied: BTreeSet<u64> = rows.iter().map(|r| r.version).collect();
-        let pending: Vec<&'m Migration> = self
-            .migrations
-            .migrations
-            .iter()
-            .filter(|m| !applied.contains(&m.version))
-            .filter(|m| match target {
-                UpTo::All => true,
-                UpTo::Version(v) => m.version <= v,
-            })
-            .collect();
-        if let Some(&newest_applied) = applied.last() {
-            let older: Vec<u64> = pending
-                .iter()
-                .filter(|m| m.version < newest_applied)
-                .map(|m| m.version)
-                .collect();
-            if !older.is_empty() && !self.config.allow_out_of_order {
-                return Err(RuntimeError::OutOfOrder {
-                    pending: older,
-                    newest_applied,
-                });
-            }
-        }
-        Ok(pending)
     }
 
     /// `UnknownApplied`, naming the `.sql` files of those versions that exist in the set's
@@ -1093,6 +705,11 @@ impl<'m> Migrator<'m> {
 }
 
 impl Migrator<'_> {
+    /// The flags table beside this migrator's history table.
+    pub fn flags(&self) -> Result<state::flags::FlagStore, RuntimeError> {
+        state::flags::FlagStore::for_history_table(self.history_table())
+    }
+
     /// The `.sql` files of `versions` that exist, at run time, in the folder the set was read
     /// from (for an embedded set: the folder it was built from). Applied versions the binary
     /// lacks but whose files are there mean the binary is stale and must be rebuilt.

@@ -11,10 +11,10 @@
 use std::time::SystemTime;
 
 use tokio_postgres::Client;
-use tokio_postgres::error::SqlState;
 
-use super::backfill::{BackfillProgressTable, plan_statement, statement_index};
+use super::backfill::plan_statement;
 use super::error::RuntimeError;
+use super::state::backfill_progress::{BackfillProgressTable, statement_index};
 use super::{Migrator, sql_version};
 use crate::migration::Phase;
 
@@ -67,30 +67,19 @@ impl Migrator<'_> {
                     verified_at: None,
                     remaining: None,
                 };
-                let row = client
-                    .query_opt(
-                        &format!(
-                            "SELECT rows_done, last_key, updated_at, finished_at, verified_at FROM {} \
-                             WHERE version = $1 AND statement = $2",
-                            table.quoted()
-                        ),
-                        &[&sql_version(migration.version), &statement_index(index)],
+                let stored = table
+                    .read(
+                        client,
+                        sql_version(migration.version),
+                        statement_index(index),
                     )
-                    .await;
-                match row {
-                    Ok(Some(row)) => {
-                        state.rows_done = row.get(0);
-                        state.last_key = row.get(1);
-                        state.updated_at = row.get(2);
-                        state.finished_at = row.get(3);
-                        state.verified_at = row.get(4);
-                    }
-                    Ok(None) => {}
-                    // No backfill has run yet in this database.
-                    Err(error) if error.code() == Some(&SqlState::UNDEFINED_TABLE) => {}
-                    Err(error) => {
-                        return Err(RuntimeError::database("reading backfill progress")(error));
-                    }
+                    .await?;
+                if let Some(stored) = stored {
+                    state.rows_done = Some(stored.rows_done);
+                    state.last_key = stored.last_key;
+                    state.updated_at = Some(stored.updated_at);
+                    state.finished_at = stored.finished_at;
+                    state.verified_at = stored.verified_at;
                 }
                 states.push(state);
             }
@@ -128,30 +117,14 @@ impl Migrator<'_> {
                 ))?
                 .get(0);
             state.remaining = Some(remaining);
-            let sql = if remaining == 0 {
-                "UPDATE {} SET verified_at = now() WHERE version = $1 AND statement = $2 RETURNING verified_at"
-            } else {
-                "UPDATE {} SET verified_at = NULL WHERE version = $1 AND statement = $2 RETURNING verified_at"
-            };
-            let updated = client
-                .query_opt(
-                    &sql.replace("{}", table.quoted()),
-                    &[
-                        &sql_version(state.version),
-                        &statement_index(state.statement),
-                    ],
+            state.verified_at = table
+                .record_verification(
+                    client,
+                    sql_version(state.version),
+                    statement_index(state.statement),
+                    remaining == 0,
                 )
-                .await;
-            match updated {
-                Ok(Some(row)) => state.verified_at = row.get(0),
-                Ok(None) => {}
-                Err(error) if error.code() == Some(&SqlState::UNDEFINED_TABLE) => {}
-                Err(error) => {
-                    return Err(RuntimeError::database("recording backfill verification")(
-                        error,
-                    ));
-                }
-            }
+                .await?;
         }
         Ok(states)
     }

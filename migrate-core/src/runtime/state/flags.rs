@@ -18,9 +18,8 @@ use std::time::SystemTime;
 use tokio_postgres::Client;
 use tokio_postgres::error::SqlState;
 
-use super::Migrator;
-use super::error::RuntimeError;
 use super::history::TableName;
+use crate::runtime::error::RuntimeError;
 
 /// Longest flag name accepted: flags are read by name in application code, so a short,
 /// greppable name is the point.
@@ -202,13 +201,6 @@ impl FlagStore {
                 updated_at: row.get(2),
             })
             .collect())
-    }
-}
-
-impl Migrator<'_> {
-    /// The flags table beside this migrator's history table.
-    pub fn flags(&self) -> Result<FlagStore, RuntimeError> {
-        FlagStore::for_history_table(self.history_table())
     }
 }
 

@@ -21,7 +21,7 @@ use std::time::SystemTime;
 
 use tokio_postgres::Client;
 
-use super::error::RuntimeError;
+use crate::runtime::error::RuntimeError;
 
 /// A validated, optionally schema-qualified table name.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -13,8 +13,8 @@ use std::time::SystemTime;
 use tokio_postgres::Client;
 use tokio_postgres::error::SqlState;
 
-use super::error::RuntimeError;
 use super::history::{TableName, is_identifier};
+use crate::runtime::error::RuntimeError;
 
 /// The table's validated, quoted name.
 #[derive(Debug, Clone)]

@@ -1,0 +1,129 @@
+//! The migrator's settings, their defaults and their ranges.
+
+use std::time::Duration;
+
+use super::deadline;
+use super::error::RuntimeError;
+
+/// Settings of a [`Migrator`](super::Migrator). `Default` gives the documented defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigratorConfig {
+    /// History table, `table` or `schema.table`; each part `[A-Za-z_][A-Za-z0-9_]{0,62}`,
+    /// always double-quoted in SQL. The advisory lock key derives from it.
+    /// Default: `public.schema_migrations`.
+    pub history_table: String,
+    /// `application_name` of the migration session, shown in `pg_stat_activity` and in
+    /// lock-holder errors. Default: `migrate`.
+    pub application_name: String,
+    /// Session `lock_timeout`: the longest any statement waits for a table lock, and so the
+    /// longest the application's queries queue behind a migration's lock request.
+    /// Default: 5 s.
+    pub lock_timeout: Duration,
+    /// Session `statement_timeout`; `Duration::ZERO` disables it. Default: 15 min. A
+    /// `CREATE INDEX CONCURRENTLY` on a large table may need more: raise it for such runs.
+    pub statement_timeout: Duration,
+    /// How long to wait for another migrator's advisory lock before failing. Default: 60 s.
+    pub lock_wait: Duration,
+    /// Retries after a `lock_timeout` failure (55P03): of the whole transaction in
+    /// transactional mode, of the statement in autocommit mode. Default: 5.
+    pub lock_retries: u32,
+    /// First pause before a retry; doubled per retry (at most [`MAX_RETRY_BACKOFF`](super::MAX_RETRY_BACKOFF)), with
+    /// jitter in its upper half. Default: 500 ms.
+    pub retry_backoff: Duration,
+    /// Apply pending migrations older than the newest applied one. Default: false.
+    pub allow_out_of_order: bool,
+    /// Proceed although the database has applied versions this binary lacks. Default: false.
+    pub ignore_missing: bool,
+    /// Time that must pass between applying an expand and applying the contract that
+    /// `-- migrate:requires` it, measured on the server's clock from the expand's
+    /// `executed_at`; a contract asked for earlier is refused with
+    /// [`GateFailure::Stabilising`](super::GateFailure::Stabilising), saying how long remains. Default: zero (no wait).
+    pub contract_stabilisation: Duration,
+    /// Longest replay lag any replica in `pg_stat_replication` may have before a contract
+    /// runs: the contract gate waits at most this long for every replica to replay the WAL
+    /// written before it, then refuses with [`GateFailure::ReplicaLag`](super::GateFailure::ReplicaLag). The deploy role needs
+    /// `pg_monitor` (or `pg_read_all_stats`) to see the lag, else [`GateFailure::ReplicaLagUnknown`](super::GateFailure::ReplicaLagUnknown).
+    /// `None` turns the replica gate off. Default: 30 s.
+    pub max_replica_lag: Option<Duration>,
+    /// Client-side allowance for the server's answer, on top of the server's own bounds:
+    /// a query of the runtime's own waits at most `lock_timeout` + this, a migration
+    /// statement `statement_timeout` + this (no client bound when `statement_timeout` is
+    /// zero). A server that stops answering then fails the run with
+    /// [`RuntimeError::NoAnswer`] instead of hanging it. Default: 30 s.
+    pub network_timeout: Duration,
+}
+
+/// Longest `lock_timeout` accepted: the application's queries queue behind a migration's
+/// lock request for up to that long.
+pub const MAX_LOCK_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+
+impl MigratorConfig {
+    /// Refuses settings that would silently turn a bound off: PostgreSQL reads
+    /// `lock_timeout = 0` as "wait forever", and both timeouts count whole milliseconds, so
+    /// `500us` would become 0.
+    pub fn validate(&self) -> Result<(), RuntimeError> {
+        let invalid = |setting, value: Duration, reason| RuntimeError::InvalidSetting {
+            setting,
+            value: format!("{value:?}"),
+            reason,
+        };
+        if self.lock_timeout < Duration::from_millis(1) {
+            return Err(invalid(
+                "lock_timeout",
+                self.lock_timeout,
+                "must be at least 1ms: PostgreSQL reads 0 as \"wait forever\", which lets \
+                 the application queue behind a blocked migration without limit",
+            ));
+        }
+        if self.lock_timeout > MAX_LOCK_TIMEOUT {
+            return Err(invalid(
+                "lock_timeout",
+                self.lock_timeout,
+                "must be at most 10m: the application's queries queue behind a waiting \
+                 migration for up to that long; keep it short and let retries do the waiting",
+            ));
+        }
+        if !self.statement_timeout.is_zero() && self.statement_timeout < Duration::from_millis(1) {
+            return Err(invalid(
+                "statement_timeout",
+                self.statement_timeout,
+                "must be 0 (disabled) or at least 1ms: PostgreSQL counts whole milliseconds",
+            ));
+        }
+        if self.network_timeout.is_zero() {
+            return Err(invalid(
+                "network_timeout",
+                self.network_timeout,
+                "must be more than 0: it is the client's allowance for the server's answers",
+            ));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn limits(&self) -> deadline::Limits {
+        deadline::Limits::new(
+            self.lock_timeout,
+            self.statement_timeout,
+            self.network_timeout,
+        )
+    }
+}
+
+impl Default for MigratorConfig {
+    fn default() -> Self {
+        MigratorConfig {
+            history_table: "public.schema_migrations".to_owned(),
+            application_name: "migrate".to_owned(),
+            lock_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(15 * 60),
+            lock_wait: Duration::from_secs(60),
+            lock_retries: 5,
+            retry_backoff: Duration::from_millis(500),
+            allow_out_of_order: false,
+            ignore_missing: false,
+            contract_stabilisation: Duration::ZERO,
+            max_replica_lag: Some(Duration::from_secs(30)),
+            network_timeout: Duration::from_secs(30),
+        }
+    }
+}

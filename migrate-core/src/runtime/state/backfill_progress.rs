@@ -1,0 +1,289 @@
+//! `<history table>_backfill`: one row per backfill statement, so a killed backfill resumes
+//! where it stopped, and the contract gates can see which backfills were verified.
+
+use std::collections::BTreeSet;
+use std::time::SystemTime;
+
+use tokio_postgres::Client;
+use tokio_postgres::error::SqlState;
+
+use super::history::{TableName, is_identifier};
+use crate::runtime::error::RuntimeError;
+
+/// The table's validated, quoted name.
+#[derive(Debug, Clone)]
+pub struct BackfillProgressTable {
+    quoted: String,
+}
+
+/// Progress of one backfill statement, as the runner resumes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackfillProgress {
+    /// The last key done by the keyed pass, as text.
+    pub last_key: Option<String>,
+    pub rows_done: i64,
+    /// The statement was finished and verified by a run.
+    pub finished: bool,
+}
+
+/// Everything stored about one backfill statement, for `migrate backfill`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredProgress {
+    pub rows_done: i64,
+    pub last_key: Option<String>,
+    pub updated_at: SystemTime,
+    pub finished_at: Option<SystemTime>,
+    pub verified_at: Option<SystemTime>,
+}
+
+/// A statement's index as stored in the table's `statement integer` column.
+pub(crate) fn statement_index(index: usize) -> i32 {
+    i32::try_from(index).unwrap_or(i32::MAX)
+}
+
+fn missing_table(error: &tokio_postgres::Error) -> bool {
+    error.code() == Some(&SqlState::UNDEFINED_TABLE)
+}
+
+impl BackfillProgressTable {
+    /// Derived from the history table's validated name, so it needs no quoting care.
+    pub fn for_history(history: &TableName) -> Result<BackfillProgressTable, RuntimeError> {
+        let name = TableName {
+            schema: history.schema.clone(),
+            name: format!("{}_backfill", history.name),
+        };
+        if !is_identifier(&name.name) {
+            return Err(RuntimeError::InvalidIdentifier {
+                what: "backfill progress table name (history table name + \"_backfill\")",
+                value: name.name,
+            });
+        }
+        Ok(BackfillProgressTable {
+            quoted: name.quoted(),
+        })
+    }
+
+    pub fn quoted(&self) -> &str {
+        &self.quoted
+    }
+
+    /// Creates the table if missing (run under the migration lock).
+    pub(crate) async fn ensure(&self, client: &Client) -> Result<(), RuntimeError> {
+        client
+            .batch_execute(&format!(
+                "CREATE TABLE IF NOT EXISTS {} (\
+                    version bigint NOT NULL, \
+                    statement integer NOT NULL, \
+                    last_key text, \
+                    rows_done bigint NOT NULL DEFAULT 0, \
+                    started_at timestamptz NOT NULL DEFAULT now(), \
+                    updated_at timestamptz NOT NULL DEFAULT now(), \
+                    finished_at timestamptz, \
+                    verified_at timestamptz, \
+                    PRIMARY KEY (version, statement))",
+                self.quoted
+            ))
+            .await
+            .map_err(RuntimeError::database(
+                "creating the backfill progress table",
+            ))
+    }
+
+    /// The stored progress of a statement, recording its start when there is none.
+    pub(crate) async fn load_or_start(
+        &self,
+        client: &Client,
+        version: i64,
+        statement: i32,
+    ) -> Result<BackfillProgress, RuntimeError> {
+        let row = client
+            .query_opt(
+                &format!(
+                    "SELECT last_key, rows_done, finished_at IS NOT NULL FROM {} \
+                     WHERE version = $1 AND statement = $2",
+                    self.quoted
+                ),
+                &[&version, &statement],
+            )
+            .await
+            .map_err(RuntimeError::database("reading backfill progress"))?;
+        if let Some(row) = row {
+            return Ok(BackfillProgress {
+                last_key: row.get(0),
+                rows_done: row.get(1),
+                finished: row.get(2),
+            });
+        }
+        client
+            .execute(
+                &format!(
+                    "INSERT INTO {} (version, statement) VALUES ($1, $2)",
+                    self.quoted
+                ),
+                &[&version, &statement],
+            )
+            .await
+            .map_err(RuntimeError::database("recording backfill start"))?;
+        Ok(BackfillProgress {
+            last_key: None,
+            rows_done: 0,
+            finished: false,
+        })
+    }
+
+    /// After each committed batch of the keyed pass.
+    pub(crate) async fn save(
+        &self,
+        client: &Client,
+        version: i64,
+        statement: i32,
+        progress: &BackfillProgress,
+    ) -> Result<(), RuntimeError> {
+        client
+            .execute(
+                &format!(
+                    "UPDATE {} SET last_key = $3, rows_done = $4, updated_at = now() \
+                     WHERE version = $1 AND statement = $2",
+                    self.quoted
+                ),
+                &[
+                    &version,
+                    &statement,
+                    &progress.last_key,
+                    &progress.rows_done,
+                ],
+            )
+            .await
+            .map_err(RuntimeError::database("recording backfill progress"))?;
+        Ok(())
+    }
+
+    /// The run finished the statement and found no row left.
+    pub(crate) async fn finish_verified(
+        &self,
+        client: &Client,
+        version: i64,
+        statement: i32,
+        rows_done: i64,
+    ) -> Result<(), RuntimeError> {
+        client
+            .execute(
+                &format!(
+                    "UPDATE {} SET rows_done = $3, finished_at = now(), verified_at = now(), \
+                     updated_at = now() WHERE version = $1 AND statement = $2",
+                    self.quoted
+                ),
+                &[&version, &statement, &rows_done],
+            )
+            .await
+            .map_err(RuntimeError::database("recording backfill verification"))?;
+        Ok(())
+    }
+
+    /// Everything stored about a statement; `None` when nothing is (or no backfill ever
+    /// ran in this database).
+    pub async fn read(
+        &self,
+        client: &Client,
+        version: i64,
+        statement: i32,
+    ) -> Result<Option<StoredProgress>, RuntimeError> {
+        let row = client
+            .query_opt(
+                &format!(
+                    "SELECT rows_done, last_key, updated_at, finished_at, verified_at FROM {} \
+                     WHERE version = $1 AND statement = $2",
+                    self.quoted
+                ),
+                &[&version, &statement],
+            )
+            .await;
+        match row {
+            Ok(row) => Ok(row.map(|row| StoredProgress {
+                rows_done: row.get(0),
+                last_key: row.get(1),
+                updated_at: row.get(2),
+                finished_at: row.get(3),
+                verified_at: row.get(4),
+            })),
+            Err(error) if missing_table(&error) => Ok(None),
+            Err(error) => Err(RuntimeError::database("reading backfill progress")(error)),
+        }
+    }
+
+    /// Records the outcome of a verification: `verified_at` set when no row was left,
+    /// cleared otherwise (a failed verification must not leave an older success for the
+    /// contract gate). Returns the stored `verified_at`.
+    pub(crate) async fn record_verification(
+        &self,
+        client: &Client,
+        version: i64,
+        statement: i32,
+        passed: bool,
+    ) -> Result<Option<SystemTime>, RuntimeError> {
+        let value = if passed { "now()" } else { "NULL" };
+        let updated = client
+            .query_opt(
+                &format!(
+                    "UPDATE {} SET verified_at = {value} WHERE version = $1 AND statement = $2 \
+                     RETURNING verified_at",
+                    self.quoted
+                ),
+                &[&version, &statement],
+            )
+            .await;
+        match updated {
+            Ok(row) => Ok(row.and_then(|row| row.get(0))),
+            Err(error) if missing_table(&error) => Ok(None),
+            Err(error) => Err(RuntimeError::database("recording backfill verification")(
+                error,
+            )),
+        }
+    }
+
+    /// Versions strictly between `after` and `before` with a progress row lacking
+    /// `verified_at`. No table means no backfill ever ran here: nothing unverified.
+    pub(crate) async fn unverified_between(
+        &self,
+        client: &Client,
+        after: i64,
+        before: i64,
+    ) -> Result<BTreeSet<u64>, RuntimeError> {
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT DISTINCT version FROM {} \
+                     WHERE version > $1 AND version < $2 AND verified_at IS NULL",
+                    self.quoted
+                ),
+                &[&after, &before],
+            )
+            .await;
+        match rows {
+            Ok(rows) => Ok(rows
+                .iter()
+                .map(|row| u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
+                .collect()),
+            Err(error) if missing_table(&error) => Ok(BTreeSet::new()),
+            Err(error) => Err(RuntimeError::database(
+                "reading backfill progress for the contract gates",
+            )(error)),
+        }
+    }
+
+    /// Forgets the progress of `version` (after its down part ran), so a later up runs the
+    /// backfill again from the start.
+    pub async fn forget(&self, client: &Client, version: i64) -> Result<(), RuntimeError> {
+        match client
+            .execute(
+                &format!("DELETE FROM {} WHERE version = $1", self.quoted),
+                &[&version],
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(error) if missing_table(&error) => Ok(()),
+            Err(error) => Err(RuntimeError::database("clearing backfill progress")(error)),
+        }
+    }
+}
