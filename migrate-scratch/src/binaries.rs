@@ -54,6 +54,7 @@ impl PgBinaries {
         })
     }
 
+    /// The folder holding `initdb`, `pg_ctl` and `postgres`.
     pub fn dir(&self) -> &Path {
         &self.dir
     }

@@ -253,10 +253,12 @@ impl ScratchCluster {
         })
     }
 
+    /// The address the server listens on: always `127.0.0.1`.
     pub fn host(&self) -> &'static str {
         "127.0.0.1"
     }
 
+    /// The TCP port the server listens on, picked when it started.
     pub fn port(&self) -> u16 {
         self.port
     }
@@ -266,10 +268,12 @@ impl ScratchCluster {
         &self.socket_dir
     }
 
+    /// The cluster's data directory (`PGDATA`), inside the temporary folder.
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
     }
 
+    /// The installation this cluster runs, for its client programs (`psql`, `pg_dump`, ...).
     pub fn binaries(&self) -> &PgBinaries {
         &self.binaries
     }

@@ -18,14 +18,17 @@ impl ScratchDatabase {
         &self.url
     }
 
+    /// The cluster's address (`127.0.0.1`).
     pub fn host(&self) -> &str {
         &self.host
     }
 
+    /// The cluster's TCP port.
     pub fn port(&self) -> u16 {
         self.port
     }
 
+    /// The database name (`scratch_<pid>_<n>`).
     pub fn name(&self) -> &str {
         &self.name
     }

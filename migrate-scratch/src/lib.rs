@@ -11,6 +11,8 @@
 //! Speed over durability: `initdb -N`, `fsync=off`, `full_page_writes=off`,
 //! `synchronous_commit=off`. Never point this at data you want to keep.
 
+#![warn(missing_docs)]
+
 mod binaries;
 mod cluster;
 mod database;
