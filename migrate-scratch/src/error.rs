@@ -1,0 +1,89 @@
+//! [`ScratchError`], the one error type of the crate.
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::binaries::PG_BIN_ENV;
+use crate::process::PG_USER_ENV;
+
+/// Why a scratch cluster could not be found, started or used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ScratchError {
+    /// No folder of the search path holds all the server binaries.
+    #[error(
+        "PostgreSQL server binaries (initdb, pg_ctl, postgres) not found in ${PG_BIN_ENV}, PATH \
+         or /usr/lib/postgresql/*/bin (searched: {}); install PostgreSQL \
+         (e.g. `apt-get install -y postgresql`) or set {PG_BIN_ENV} to the folder holding them",
+        display_paths(.searched)
+    )]
+    BinariesMissing {
+        /// The folders looked in, in order.
+        searched: Vec<PathBuf>,
+    },
+    /// This process is root, which the server refuses, and the account to run it as does not
+    /// exist (or is root too).
+    #[error(
+        "running as root, and PostgreSQL refuses to run as root: no account `{user}` to run it \
+         as (set {PG_USER_ENV} to an existing unprivileged user)"
+    )]
+    UnprivilegedUserMissing {
+        /// The account name: `$MIGRATE_PG_USER`, else `nobody`.
+        user: String,
+    },
+    /// A file-system or process operation failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// The operation, e.g. `writing server.key`.
+        what: String,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// A program (`initdb`, `pg_ctl`, `psql`, ...) exited unsuccessfully.
+    #[error("`{command}` failed ({status}):\n{output}")]
+    CommandFailed {
+        /// The command line.
+        command: String,
+        /// Its exit status.
+        status: String,
+        /// Its standard output then standard error (and the server log, for a failed start).
+        output: String,
+    },
+    /// Every port tried was taken by another process between being picked and the server
+    /// binding it.
+    #[error(
+        "the server could not bind a free port after {attempts} attempts; last server log:\n{log}"
+    )]
+    PortsExhausted {
+        /// How many ports were tried.
+        attempts: u32,
+        /// The server log of the last attempt.
+        log: String,
+    },
+    /// A role name given to [`ScratchCluster::create_login_role`] is not a plain identifier.
+    ///
+    /// [`ScratchCluster::create_login_role`]: crate::ScratchCluster::create_login_role
+    #[error("`{name}` is not a plain role name ([A-Za-z_][A-Za-z0-9_]*)")]
+    InvalidRoleName {
+        /// The name as given.
+        name: String,
+    },
+    /// Generating the CA or server certificate of a TLS cluster failed.
+    #[error("generating the TLS certificate: {0}")]
+    Certificate(#[from] rcgen::Error),
+}
+
+fn display_paths(paths: &[PathBuf]) -> String {
+    let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    if names.is_empty() {
+        "nothing".to_owned()
+    } else {
+        names.join(", ")
+    }
+}
+
+pub(crate) fn io_error(what: impl Into<String>) -> impl FnOnce(io::Error) -> ScratchError {
+    let what = what.into();
+    move |source| ScratchError::Io { what, source }
+}
