@@ -17,6 +17,7 @@
 pub mod cli;
 mod commands;
 pub mod config;
+#[cfg(feature = "check")]
 mod diff;
 mod duration;
 pub mod error;
@@ -27,7 +28,6 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::Parser;
 use migrate_core::Migrations;
 use migrate_core::runtime::{ConnectOptions, connect_with};
 use tokio_postgres::Client;
@@ -46,16 +46,128 @@ pub enum Source {
     Dir(PathBuf),
 }
 
-/// `main` of a service binary that embeds its migrations.
+/// `main` of a service binary that embeds its migrations. Callable from plain `main` and
+/// from async code (`#[tokio::main]`): inside a tokio runtime the command runs on a thread of
+/// its own, so it never starts a runtime within a runtime. `--help` and `--version` say
+/// `migrate`; use [`Embedded`] to show the service's own name, version and description.
 pub fn run_embedded(migrations: &'static Migrations) -> ExitCode {
-    die_quietly_on_closed_pipe();
-    run_with(Source::Embedded(migrations), std::env::args_os())
+    Embedded::new(migrations).run()
+}
+
+/// A service's embedded CLI: its migration set, and the name, version and description its
+/// `--help` and `--version` show.
+///
+/// ```no_run
+/// static MIGRATIONS: migrate_core::Migrations = migrate_macros::migrations!("../migrations");
+///
+/// #[tokio::main]
+/// async fn main() -> std::process::ExitCode {
+///     migrate_cli::Embedded::new(&MIGRATIONS)
+///         .name(env!("CARGO_PKG_NAME"))
+///         .version(env!("CARGO_PKG_VERSION"))
+///         .about("Orders service: database migrations")
+///         .run_async()
+///         .await
+/// }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Embedded {
+    migrations: &'static Migrations,
+    identity: Identity,
+}
+
+/// What `--help` and `--version` call the program.
+#[derive(Debug, Clone, Default)]
+struct Identity {
+    name: Option<&'static str>,
+    version: Option<&'static str>,
+    about: Option<&'static str>,
+}
+
+impl Embedded {
+    pub fn new(migrations: &'static Migrations) -> Embedded {
+        Embedded {
+            migrations,
+            identity: Identity::default(),
+        }
+    }
+
+    /// The program name in `--help` and `--version` (e.g. `env!("CARGO_PKG_NAME")`).
+    pub fn name(mut self, name: &'static str) -> Embedded {
+        self.identity.name = Some(name);
+        self
+    }
+
+    /// The version `--version` prints (e.g. `env!("CARGO_PKG_VERSION")`).
+    pub fn version(mut self, version: &'static str) -> Embedded {
+        self.identity.version = Some(version);
+        self
+    }
+
+    /// The first line of `--help`.
+    pub fn about(mut self, about: &'static str) -> Embedded {
+        self.identity.about = Some(about);
+        self
+    }
+
+    /// Runs the command line of the process ([`std::env::args_os`]).
+    pub fn run(self) -> ExitCode {
+        self.run_args(std::env::args_os().collect())
+    }
+
+    /// Runs `args` (the first is the program name).
+    pub fn run_args(self, args: Vec<OsString>) -> ExitCode {
+        run_outside_runtime(Source::Embedded(self.migrations), self.identity, args)
+    }
+
+    /// [`Embedded::run`] for async code: the command runs on a thread of its own (it drives
+    /// its one connection on a runtime of its own) and this future waits for it.
+    pub async fn run_async(self) -> ExitCode {
+        let (done, result) = tokio::sync::oneshot::channel();
+        let args: Vec<OsString> = std::env::args_os().collect();
+        let spawned = std::thread::Builder::new()
+            .name("migrate".into())
+            .spawn(move || {
+                let _ = done.send(run_identified(
+                    Source::Embedded(self.migrations),
+                    &self.identity,
+                    args,
+                ));
+            });
+        if spawned.is_err() {
+            eprintln!("error: could not start the migration thread");
+            return ExitCode::from(error::EXIT_FAILURE);
+        }
+        result
+            .await
+            .unwrap_or_else(|_| ExitCode::from(error::EXIT_FAILURE))
+    }
 }
 
 /// `main` of the `migrate` binary: migrations are read from `--dir`, else `default_dir`.
 pub fn run_dir(default_dir: impl Into<PathBuf>) -> ExitCode {
-    die_quietly_on_closed_pipe();
-    run_with(Source::Dir(default_dir.into()), std::env::args_os())
+    run_outside_runtime(
+        Source::Dir(default_dir.into()),
+        Identity::default(),
+        std::env::args_os().collect(),
+    )
+}
+
+/// Runs the CLI on this thread, or, when called from inside a tokio runtime, on a thread of
+/// its own: the CLI starts a runtime for its connection, and tokio forbids starting one
+/// within another.
+fn run_outside_runtime(source: Source, identity: Identity, args: Vec<OsString>) -> ExitCode {
+    if tokio::runtime::Handle::try_current().is_err() {
+        die_quietly_on_closed_pipe();
+        return run_identified(source, &identity, args);
+    }
+    // Inside a service's runtime other threads exist: leave its SIGPIPE handling alone.
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| run_identified(source, &identity, args))
+            .join()
+            .unwrap_or_else(|_| ExitCode::from(error::EXIT_FAILURE))
+    })
 }
 
 /// Rust ignores SIGPIPE, so `migrate plan | head` would make `println!` panic on the closed
@@ -74,7 +186,29 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
-    let cli = match Cli::try_parse_from(args) {
+    run_identified(
+        source,
+        &Identity::default(),
+        args.into_iter().map(Into::into).collect(),
+    )
+}
+
+fn run_identified(source: Source, identity: &Identity, args: Vec<OsString>) -> ExitCode {
+    use clap::{CommandFactory, FromArgMatches};
+    let mut command = Cli::command();
+    if let Some(name) = identity.name {
+        command = command.name(name).bin_name(name);
+    }
+    if let Some(version) = identity.version {
+        command = command.version(version);
+    }
+    if let Some(about) = identity.about {
+        command = command.about(about);
+    }
+    let parsed = command
+        .try_get_matches_from(args)
+        .and_then(|matches| Cli::from_arg_matches(&matches));
+    let cli = match parsed {
         Ok(cli) => cli,
         Err(error) => {
             // --help and --version also arrive here, with exit code 0.
@@ -123,7 +257,16 @@ fn run(cli: Cli, source: Source) -> anyhow::Result<Outcome> {
         Command::Repair { version } => commands::repair::run(&context, version),
         Command::Backfill => commands::backfill::status(&context),
         Command::Verify { version } => commands::backfill::verify(&context, version),
+        #[cfg(feature = "check")]
         Command::Check { path } => commands::check::run(&context, path.as_deref()),
+        #[cfg(not(feature = "check"))]
+        Command::Check { .. } => Err(CliError::Usage(
+            "this binary was built without `check` (migrate-cli's `check` feature, which \
+             brings the scratch PostgreSQL clusters); run `migrate check` from the migrate \
+             binary instead"
+                .into(),
+        )
+        .into()),
         Command::Flag { action } => commands::flag::run(&context, action),
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod apply;
 pub mod backfill;
+#[cfg(feature = "check")]
 pub mod check;
 pub mod explain;
 pub mod flag;

@@ -19,8 +19,8 @@ use tokio_postgres::Client;
 
 use super::error::RuntimeError;
 use super::executor::{
-    ExecutionSettings, HistoryChange, SectionOutcome, is_lock_timeout, location, statement_error,
-    wait_before_retry,
+    ExecutionSettings, HistoryChange, SectionOutcome, is_lock_timeout, location, name_blockers,
+    statement_error, wait_before_retry,
 };
 use super::state::backfill_progress::{BackfillProgressTable, statement_index};
 use crate::backfill::{BatchedUpdate, key_type_sql, plan};
@@ -297,7 +297,8 @@ impl BatchRunner<'_> {
                     wait_before_retry(migration, Some(statement), attempt, settings).await;
                 }
                 Err(error) => {
-                    return Err(statement_error(migration, Some(statement), attempt, error));
+                    let error = statement_error(migration, Some(statement), attempt, error);
+                    return Err(name_blockers(self.client, error, &[statement]).await);
                 }
             }
         }

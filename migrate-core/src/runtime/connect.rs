@@ -343,7 +343,7 @@ pub async fn connect_with(mut options: ConnectOptions) -> Result<Client, Connect
 }
 
 async fn open(options: ConnectOptions) -> Result<Client, ConnectError> {
-    let to_error = |source| ConnectError::Connect { source };
+    let to_error = |error| ConnectError::Connect { error };
     if options.ssl_mode == SslMode::Disable {
         let (client, connection) = options
             .config

@@ -54,7 +54,13 @@ impl fmt::Display for StatementLocation {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
+/// Everything the runtime can fail with. `Display` is one complete message (a server
+/// error's text, SQLSTATE and detail included) and `source()` is empty, so a reporter that
+/// walks the chain prints it once; `Debug` is the same text, so `?` in `main` reads well.
+/// Match on the variants for decisions, [`RuntimeError::is_transient`] to choose between
+/// retrying and alerting, [`RuntimeError::sql_state`] and [`RuntimeError::db_error`] for the
+/// server's error.
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum RuntimeError {
     /// A configured name (history table, schema) is not a plain identifier.
@@ -143,25 +149,27 @@ pub enum RuntimeError {
     NoDownPart { versions: Vec<u64> },
 
     /// A statement of a migration failed.
-    #[error("{location}: migration {} failed after {attempts} attempt(s): {}", location.version, db_error_text(.source))]
+    #[error("{location}: migration {} failed after {attempts} attempt(s): {}", location.version, db_error_text(.error))]
     Statement {
         location: StatementLocation,
         attempts: u32,
-        #[source]
-        source: tokio_postgres::Error,
+        error: tokio_postgres::Error,
     },
 
     /// A statement kept failing with `lock_timeout` (SQLSTATE 55P03) until the retries ran out.
     #[error(
         "{location}: migration {} could not take its locks within lock_timeout in {attempts} \
-         attempts; the tables it touches are busy (long transactions?): {}",
-        location.version, db_error_text(.source)
+         attempts; the tables it touches are busy (long transactions?): {}{}",
+        location.version, db_error_text(.error), blockers_text(.blockers)
     )]
     LockRetriesExhausted {
         location: StatementLocation,
         attempts: u32,
-        #[source]
-        source: tokio_postgres::Error,
+        error: tokio_postgres::Error,
+        /// Other sessions holding locks on the tables the statement locks, oldest
+        /// transaction first, read right after the last attempt (at most 3; empty when
+        /// none was seen or the statement's tables are not known).
+        blockers: Vec<LockHolder>,
     },
 
     /// `CREATE INDEX CONCURRENTLY` finished but left the index INVALID.
@@ -214,28 +222,92 @@ pub enum RuntimeError {
     },
 
     /// A query of the runtime itself (session settings, history table, lock) failed.
-    #[error("{action}: {}", db_error_text(.source))]
+    #[error("{action}: {}", db_error_text(.error))]
     Database {
         action: &'static str,
-        #[source]
-        source: tokio_postgres::Error,
+        error: tokio_postgres::Error,
     },
 }
 
+impl fmt::Debug for RuntimeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl fmt::Debug for ConnectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// SQLSTATEs after which the same run, started again a little later, can succeed.
+fn transient_state(state: &SqlState) -> bool {
+    [
+        SqlState::T_R_SERIALIZATION_FAILURE,
+        SqlState::T_R_DEADLOCK_DETECTED,
+        SqlState::LOCK_NOT_AVAILABLE,
+        SqlState::ADMIN_SHUTDOWN,
+        SqlState::CRASH_SHUTDOWN,
+        SqlState::CANNOT_CONNECT_NOW,
+        SqlState::TOO_MANY_CONNECTIONS,
+    ]
+    .contains(state)
+        || state.code().starts_with("08")
+}
+
 impl RuntimeError {
+    /// Whether running again later can succeed without changing anything: lock waits that
+    /// ran out (table locks, the migration lock), serialization failures and deadlocks, a
+    /// server restarting or refusing connections, a lost connection or a server that
+    /// stopped answering, a contract gate that only needs time (stabilisation, replica
+    /// lag). False for what needs a person: drift, missing files, invalid settings, a
+    /// statement the server rejects, a backfill or gate that needs data fixed.
+    pub fn is_transient(&self) -> bool {
+        use super::gates::GateFailure;
+        match self {
+            RuntimeError::LockTimeout { .. }
+            | RuntimeError::LockRetriesExhausted { .. }
+            | RuntimeError::NoAnswer { .. } => true,
+            RuntimeError::ContractGate { failure, .. } => matches!(
+                failure.as_ref(),
+                GateFailure::Stabilising { .. } | GateFailure::ReplicaLag { .. }
+            ),
+            RuntimeError::Statement { error, .. } | RuntimeError::Database { error, .. } => {
+                error.is_closed() || error.code().is_some_and(transient_state)
+            }
+            RuntimeError::Connect(ConnectError::Connect { error }) => {
+                error.as_db_error().is_none() || error.code().is_some_and(transient_state)
+            }
+            RuntimeError::Connect(ConnectError::Timeout { .. }) => true,
+            _ => false,
+        }
+    }
+
+    /// The server's (or driver's) error behind this one, if any.
+    pub fn db_error(&self) -> Option<&tokio_postgres::Error> {
+        match self {
+            RuntimeError::Statement { error, .. }
+            | RuntimeError::LockRetriesExhausted { error, .. }
+            | RuntimeError::Database { error, .. }
+            | RuntimeError::Connect(ConnectError::Connect { error }) => Some(error),
+            _ => None,
+        }
+    }
+
     /// The SQLSTATE of the underlying server error, if any.
     pub fn sql_state(&self) -> Option<&SqlState> {
         match self {
-            RuntimeError::Statement { source, .. }
-            | RuntimeError::LockRetriesExhausted { source, .. }
-            | RuntimeError::Database { source, .. } => source.code(),
-            RuntimeError::Connect(ConnectError::Connect { source }) => source.code(),
+            RuntimeError::Statement { error, .. }
+            | RuntimeError::LockRetriesExhausted { error, .. }
+            | RuntimeError::Database { error, .. } => error.code(),
+            RuntimeError::Connect(ConnectError::Connect { error }) => error.code(),
             _ => None,
         }
     }
 
     pub(crate) fn database(action: &'static str) -> impl FnOnce(tokio_postgres::Error) -> Self {
-        move |source| RuntimeError::Database { action, source }
+        move |error| RuntimeError::Database { action, error }
     }
 }
 
@@ -252,6 +324,18 @@ fn db_error_text(error: &tokio_postgres::Error) -> String {
         }
         None => error.to_string(),
     }
+}
+
+fn blockers_text(blockers: &[LockHolder]) -> String {
+    if blockers.is_empty() {
+        return String::new();
+    }
+    let list: Vec<String> = blockers.iter().map(ToString::to_string).collect();
+    format!(
+        "; sessions holding locks on its tables: {} (pg_terminate_backend(pid) ends one, if \
+         it is safe to)",
+        list.join(", ")
+    )
 }
 
 fn unknown_applied_message(versions: &[u64], files: &[PathBuf]) -> String {
@@ -275,8 +359,9 @@ fn unknown_applied_message(versions: &[u64], files: &[PathBuf]) -> String {
     text
 }
 
-/// Opening the dedicated connection failed. Never contains the connection string.
-#[derive(Debug, thiserror::Error)]
+/// Opening the dedicated connection failed. Never contains the connection string. Like
+/// [`RuntimeError`], `Display` is the whole message and `Debug` the same text.
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum ConnectError {
     /// The connection string is malformed; `reason` names the part, never its value.
@@ -286,11 +371,8 @@ pub enum ConnectError {
     RootCertificate { path: PathBuf, reason: String },
     #[error("setting up TLS: {0}")]
     Tls(#[from] rustls::Error),
-    #[error("connecting to PostgreSQL: {}", db_error_text(.source))]
-    Connect {
-        #[source]
-        source: tokio_postgres::Error,
-    },
+    #[error("connecting to PostgreSQL: {}", db_error_text(.error))]
+    Connect { error: tokio_postgres::Error },
     /// The connection, TLS handshake and startup did not finish within the connect timeout.
     #[error(
         "connecting to PostgreSQL: no complete answer within {}s (connect_timeout; the TCP \
@@ -312,12 +394,21 @@ pub trait PartialReport: fmt::Display + fmt::Debug {
 
 /// `up` or `down` failed; `report` lists what was completed before the failure (those
 /// migrations are committed and recorded in the history table).
-#[derive(Debug, thiserror::Error)]
+///
+/// Its `Display` is the whole message, the error's and what was completed, and `source()`
+/// is empty: a reporter walking the chain prints it once. `Debug` is the same text, so
+/// `fn main() -> Result<(), Box<dyn Error>>` with `?` prints it readably.
+#[derive(thiserror::Error)]
 #[error("{error}{}", partial_suffix(.report))]
 pub struct Failed<R: PartialReport> {
     pub report: R,
-    #[source]
     pub error: RuntimeError,
+}
+
+impl<R: PartialReport> fmt::Debug for Failed<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
 }
 
 impl<R: PartialReport> Failed<R> {

@@ -11,7 +11,7 @@ use tokio_postgres::Statement as PreparedStatement;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 
-use super::error::{RuntimeError, StatementLocation};
+use super::error::{LockHolder, RuntimeError, StatementLocation};
 use super::gates::RowsGuard;
 use super::state::partial::PartialRunTable;
 use crate::migration::{Migration, Section, Statement, TransactionMode};
@@ -197,21 +197,85 @@ pub(crate) fn statement_error(
     migration: &Migration,
     statement: Option<&Statement>,
     attempts: u32,
-    source: tokio_postgres::Error,
+    error: tokio_postgres::Error,
 ) -> RuntimeError {
     let location = location(migration, statement);
-    if is_lock_timeout(&source) {
+    if is_lock_timeout(&error) {
         RuntimeError::LockRetriesExhausted {
             location,
             attempts,
-            source,
+            error,
+            blockers: Vec::new(),
         }
     } else {
         RuntimeError::Statement {
             location,
             attempts,
-            source,
+            error,
         }
+    }
+}
+
+/// Fills a lock-timeout error's blockers: the sessions holding locks on the tables the
+/// failing statement locks (from the static lock analysis), read right after it gave up.
+/// Best effort: any failure here leaves the list empty.
+pub(crate) async fn name_blockers(
+    client: &Client,
+    error: RuntimeError,
+    statements: &[&Statement],
+) -> RuntimeError {
+    let RuntimeError::LockRetriesExhausted {
+        location,
+        attempts,
+        error,
+        mut blockers,
+    } = error
+    else {
+        return error;
+    };
+    let tables: Vec<String> = statements
+        .iter()
+        .flat_map(|statement| crate::lock_analysis::analyze_sql(&statement.sql).locks)
+        .map(|lock| lock.table)
+        .collect();
+    if !tables.is_empty() {
+        let rows = client
+            .query(
+                "SELECT DISTINCT ON (a.pid) a.pid, coalesce(a.application_name, ''), \
+                        a.backend_start::text, a.xact_start::text, a.state, a.xact_start \
+                 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+                 WHERE l.locktype = 'relation' AND l.granted AND l.pid <> pg_backend_pid() \
+                   AND l.relation IN (SELECT to_regclass(t) FROM unnest($1::text[]) t) \
+                 ORDER BY a.pid",
+                &[&tables],
+            )
+            .await;
+        if let Ok(rows) = rows {
+            let mut found: Vec<(Option<std::time::SystemTime>, LockHolder)> = rows
+                .iter()
+                .map(|row| {
+                    (
+                        row.get(5),
+                        LockHolder {
+                            pid: row.get(0),
+                            application_name: row.get(1),
+                            backend_start: row.get(2),
+                            xact_start: row.get(3),
+                            state: row.get(4),
+                        },
+                    )
+                })
+                .collect();
+            // Oldest transaction first: the likeliest culprit.
+            found.sort_by_key(|(started, _)| started.unwrap_or(std::time::SystemTime::now()));
+            blockers.extend(found.into_iter().take(3).map(|(_, holder)| holder));
+        }
+    }
+    RuntimeError::LockRetriesExhausted {
+        location,
+        attempts,
+        error,
+        blockers,
     }
 }
 
@@ -288,7 +352,12 @@ async fn run_transactional(
             wait_before_retry(migration, statement, attempt, settings).await;
             continue;
         }
-        return Err(statement_error(migration, statement, attempt, error));
+        let failing: Vec<&Statement> = match statement {
+            Some(statement) => vec![statement],
+            None => section.statements.iter().collect(),
+        };
+        let error = statement_error(migration, statement, attempt, error);
+        return Err(name_blockers(client, error, &failing).await);
     }
 }
 
@@ -348,7 +417,8 @@ async fn run_autocommit(
                     wait_before_retry(migration, Some(statement), attempt, settings).await;
                 }
                 Err(error) => {
-                    return Err(statement_error(migration, Some(statement), attempt, error));
+                    let error = statement_error(migration, Some(statement), attempt, error);
+                    return Err(name_blockers(client, error, &[statement]).await);
                 }
             }
         }

@@ -42,6 +42,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use tokio_postgres::Client;
+use tracing::Instrument;
 
 pub use config::{MAX_LOCK_TIMEOUT, MigratorConfig};
 pub use connect::{ConnectOptions, SslMode, connect, connect_with};
@@ -392,7 +393,10 @@ impl<'m> Migrator<'m> {
             .await;
         match result {
             Ok(()) => Ok(report),
-            Err(error) => Err(Failed { report, error }),
+            Err(error) => {
+                report.failed = true;
+                Err(Failed { report, error })
+            }
         }
     }
 
@@ -405,7 +409,10 @@ impl<'m> Migrator<'m> {
             .await;
         match result {
             Ok(()) => Ok(report),
-            Err(error) => Err(Failed { report, error }),
+            Err(error) => {
+                report.failed = true;
+                Err(Failed { report, error })
+            }
         }
     }
 
@@ -521,25 +528,39 @@ impl<'m> Migrator<'m> {
             } else {
                 m.up.mode.as_str()
             };
-            tracing::info!(version = m.version, file = %m.file_name, mode, "applying");
-            let outcome = match &m.backfill {
-                Some(spec) if m.phase == Phase::Backfill => {
-                    let progress = state::backfill_progress::BackfillProgressTable::for_history(
-                        self.history.table(),
-                    )?;
-                    let on_batch = |rows_done| {
-                        self.report_progress(ProgressEvent::BackfillBatch {
-                            migration: m,
-                            rows_done,
-                        })
-                    };
-                    backfill::run(client, m, spec, &progress, &settings, history, &on_batch).await?
-                }
-                _ => {
-                    executor::run_section(client, m, &m.up, &settings, history, guard.as_ref())
-                        .await?
+            // One span per migration: its events (retries, batches, sweeps) carry its
+            // version, file, phase and mode; one event closes it with outcome and duration.
+            let span = tracing::info_span!(
+                "migration",
+                version = m.version,
+                file = %m.file_name,
+                phase = m.phase.as_str(),
+                mode
+            );
+            let run = async {
+                tracing::info!("applying");
+                match &m.backfill {
+                    Some(spec) if m.phase == Phase::Backfill => {
+                        let progress =
+                            state::backfill_progress::BackfillProgressTable::for_history(
+                                self.history.table(),
+                            )?;
+                        let on_batch = |rows_done| {
+                            self.report_progress(ProgressEvent::BackfillBatch {
+                                migration: m,
+                                rows_done,
+                            })
+                        };
+                        backfill::run(client, m, spec, &progress, &settings, history, &on_batch)
+                            .await
+                    }
+                    _ => {
+                        executor::run_section(client, m, &m.up, &settings, history, guard.as_ref())
+                            .await
+                    }
                 }
             };
+            let outcome = finish_span(run.instrument(span.clone()).await, &span)?;
             report.applied.push(applied(m, &m.up, outcome));
             self.report_progress(ProgressEvent::Finished {
                 migration: m,
@@ -575,8 +596,19 @@ impl<'m> Migrator<'m> {
                 statement: &delete,
                 version: sql_version(m.version),
             };
-            tracing::info!(version = m.version, file = %m.file_name, mode = down.mode.as_str(), "reverting");
-            let outcome = executor::run_section(client, m, down, &settings, history, None).await?;
+            let span = tracing::info_span!(
+                "migration",
+                version = m.version,
+                file = %m.file_name,
+                phase = m.phase.as_str(),
+                mode = down.mode.as_str(),
+                reverting = true
+            );
+            let run = async {
+                tracing::info!("reverting");
+                executor::run_section(client, m, down, &settings, history, None).await
+            };
+            let outcome = finish_span(run.instrument(span.clone()).await, &span)?;
             if m.phase == Phase::Backfill {
                 // A later up must run the backfill again from the start.
                 state::backfill_progress::BackfillProgressTable::for_history(self.history.table())?
@@ -745,6 +777,24 @@ fn planned_migration(m: &Migration) -> PlannedMigration {
     }
 }
 
+/// The closing event of a migration's span: its outcome and duration.
+fn finish_span(
+    result: Result<executor::SectionOutcome, RuntimeError>,
+    span: &tracing::Span,
+) -> Result<executor::SectionOutcome, RuntimeError> {
+    let _entered = span.enter();
+    match &result {
+        Ok(outcome) => tracing::info!(
+            outcome = "done",
+            duration_ms = u64::try_from(outcome.duration.as_millis()).unwrap_or(u64::MAX),
+            attempts = outcome.attempts,
+            "migration finished"
+        ),
+        Err(error) => tracing::warn!(outcome = "failed", %error, "migration failed"),
+    }
+    result
+}
+
 /// Checked in [`Migrator::new`].
 pub(crate) fn sql_version(version: u64) -> i64 {
     i64::try_from(version).unwrap_or(i64::MAX)
@@ -758,6 +808,7 @@ fn applied(
     AppliedMigration {
         version: m.version,
         name: m.name.to_string(),
+        file_name: m.file_name.to_string(),
         phase: m.phase,
         mode: section.mode,
         duration: outcome.duration,

@@ -142,6 +142,8 @@ impl fmt::Display for Plan {
 pub struct AppliedMigration {
     pub version: u64,
     pub name: String,
+    /// The file it came from, e.g. `0002_users_email_lower.expand.sql`.
+    pub file_name: String,
     pub phase: Phase,
     pub mode: TransactionMode,
     pub duration: Duration,
@@ -149,12 +151,17 @@ pub struct AppliedMigration {
     pub attempts: u32,
 }
 
-fn write_list(f: &mut fmt::Formatter<'_>, verb: &str, list: &[AppliedMigration]) -> fmt::Result {
+fn write_list(
+    f: &mut fmt::Formatter<'_>,
+    verb: &str,
+    list: &[AppliedMigration],
+    failed: bool,
+) -> fmt::Result {
     if list.is_empty() {
-        return f.write_str(if verb == "reverted" {
-            "nothing to revert"
-        } else {
-            "nothing to do: the database is up to date"
+        return f.write_str(match (verb, failed) {
+            (_, true) => "nothing was done before the failure",
+            ("reverted", false) => "nothing to revert",
+            _ => "nothing to do: the database is up to date",
         });
     }
     write!(f, "{verb} {} migration(s):", list.len())?;
@@ -162,9 +169,9 @@ fn write_list(f: &mut fmt::Formatter<'_>, verb: &str, list: &[AppliedMigration])
         let separator = if index == 0 { " " } else { ", " };
         write!(
             f,
-            "{separator}{}_{} ({} ms",
-            m.version,
-            m.name,
+            "{separator}{} ({}, {} ms",
+            m.file_name,
+            m.phase,
             m.duration.as_millis()
         )?;
         if m.attempts > 1 {
@@ -175,9 +182,13 @@ fn write_list(f: &mut fmt::Formatter<'_>, verb: &str, list: &[AppliedMigration])
     Ok(())
 }
 
+/// What `up` applied, in order. Inside [`super::Failed`], what it applied before failing.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct UpReport {
     pub applied: Vec<AppliedMigration>,
+    /// Set when the run stopped on an error: an empty report then reads "nothing was done
+    /// before the failure", not "nothing to do".
+    pub(crate) failed: bool,
 }
 
 impl UpReport {
@@ -198,14 +209,17 @@ impl PartialReport for UpReport {
 
 impl fmt::Display for UpReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write_list(f, "applied", &self.applied)
+        write_list(f, "applied", &self.applied, self.failed)
     }
 }
 
+/// What `down` reverted. Inside [`super::Failed`], what it reverted before failing.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct DownReport {
     /// Newest first, in the order they were reverted.
     pub reverted: Vec<AppliedMigration>,
+    /// Set when the run stopped on an error.
+    pub(crate) failed: bool,
 }
 
 impl DownReport {
@@ -226,6 +240,6 @@ impl PartialReport for DownReport {
 
 impl fmt::Display for DownReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write_list(f, "reverted", &self.reverted)
+        write_list(f, "reverted", &self.reverted, self.failed)
     }
 }

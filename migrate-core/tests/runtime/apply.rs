@@ -110,3 +110,36 @@ async fn up_and_down_give_the_client_back_with_its_own_settings() {
         .expect_err("fails");
     assert_eq!(read(&client).await, expected);
 }
+
+/// An error through `?` in `main` (Debug) and through `{}` reads as one clear message, and a
+/// reporter walking `source()` does not print it twice.
+#[tokio::test]
+async fn errors_read_as_one_message_through_debug_display_and_the_chain() {
+    let db = database();
+    let client = client(db.url()).await;
+    let failing = set(vec![tx(
+        1,
+        "bad",
+        &["SELECT no_such_function()"],
+        &["SELECT 1"],
+    )]);
+    let failed = Migrator::new(&failing, config())
+        .unwrap()
+        .up(&client, UpTo::All)
+        .await
+        .expect_err("fails");
+    let display = failed.to_string();
+    assert_eq!(format!("{failed:?}"), display);
+    assert!(display.contains("0001_bad.sql:2:1"), "{display}");
+    assert!(display.contains("no_such_function"), "{display}");
+    assert!(display.contains("SQLSTATE 42883"), "{display}");
+    assert!(!display.contains("DbError"), "{display}");
+    assert!(std::error::Error::source(&failed).is_none());
+    assert!(std::error::Error::source(failed.error()).is_none());
+    assert_eq!(format!("{:?}", failed.error()), failed.error().to_string());
+    assert!(!failed.error().is_transient());
+    assert_eq!(
+        failed.report.to_string(),
+        "nothing was done before the failure"
+    );
+}

@@ -117,15 +117,34 @@ async fn lock_timeout_retries_run_out_with_a_typed_error() {
         .up(&client, UpTo::All)
         .await
         .expect_err("the blocker never lets go");
+    let blocker_pid: i32 = blocker
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
     match error.error() {
         RuntimeError::LockRetriesExhausted {
-            location, attempts, ..
+            location,
+            attempts,
+            blockers,
+            ..
         } => {
             assert_eq!(*attempts, 3);
             assert_eq!(location.version, 1);
+            // The session holding the lock is named, with its transaction's start.
+            assert_eq!(
+                blockers.iter().map(|b| b.pid).collect::<Vec<_>>(),
+                [blocker_pid]
+            );
+            assert!(blockers[0].xact_start.is_some());
         }
         other => panic!("expected LockRetriesExhausted, got {other:?}"),
     }
+    assert!(
+        error.to_string().contains(&format!("pid {blocker_pid}")),
+        "{error}"
+    );
+    assert!(error.error().is_transient());
     assert_eq!(
         error.error().sql_state(),
         Some(&SqlState::LOCK_NOT_AVAILABLE)

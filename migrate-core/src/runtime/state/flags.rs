@@ -121,9 +121,9 @@ impl FlagStore {
             {
                 Ok(())
             }
-            Err(source) => Err(RuntimeError::Database {
+            Err(error) => Err(RuntimeError::Database {
                 action: "creating the flags table",
-                source,
+                error,
             }),
         }
     }
