@@ -416,3 +416,102 @@ fn plan_shows_the_index_build_of_an_exclusion_constraint() {
     assert_eq!(statement["blocking_table_work"], true);
     assert!(statement["note"].as_str().unwrap().contains("EXCLUDE"));
 }
+
+#[test]
+fn help_lists_only_the_options_a_command_uses() {
+    let help = |args: &[&str]| {
+        let output = migrate().args(args).output().unwrap();
+        assert!(output.status.success(), "{args:?}: {}", stderr(&output));
+        stdout(&output)
+    };
+    let top = help(&["--help"]);
+    assert!(
+        top.contains("expand/backfill/contract migration files"),
+        "{top}"
+    );
+    assert!(!top.contains("--lock-timeout <"), "{top}");
+    assert!(top.contains("go after the command that uses them"), "{top}");
+    for command in ["new", "explain", "lint"] {
+        let text = help(&[command, "--help"]);
+        for option in [
+            "--database-url <",
+            "--lock-timeout <",
+            "--max-replica-lag <",
+        ] {
+            assert!(
+                !text.contains(option),
+                "{command} --help shows {option}:\n{text}"
+            );
+        }
+        assert!(
+            text.contains("--dir") && text.contains("--format"),
+            "{text}"
+        );
+    }
+    let status = help(&["status", "--help"]);
+    assert!(status.contains("--database-url <") && status.contains("--lock-timeout <"));
+    assert!(!status.contains("--lock-wait <") && !status.contains("--contract-stabilisation <"));
+    let up = help(&["up", "--help"]);
+    for option in [
+        "--database-url",
+        "--history-table",
+        "--network-timeout",
+        "--lock-timeout",
+        "--statement-timeout",
+        "--lock-wait",
+        "--contract-stabilisation",
+        "--max-replica-lag",
+    ] {
+        assert!(up.contains(option), "up --help lacks {option}");
+    }
+    // Why a dry run needs a database while `plan` does not.
+    assert!(up.contains("--dry-run needs the database too"), "{up}");
+    assert!(up.contains("`migrate plan`"), "{up}");
+    let check = help(&["check", "--help"]);
+    assert!(check.contains("--statement-timeout <") && !check.contains("--database-url <"));
+}
+
+#[test]
+fn options_go_after_the_command_and_are_still_accepted_before_it() {
+    for args in [
+        &[
+            "up",
+            "--dry-run",
+            "--lock-timeout",
+            "2s",
+            "--max-replica-lag",
+            "off",
+        ][..],
+        &[
+            "--statement-timeout",
+            "1m",
+            "--max-replica-lag",
+            "off",
+            "up",
+            "--dry-run",
+        ],
+        &["flag", "get", "f", "--history-table", "app.history"],
+    ] {
+        migrate()
+            .args(args)
+            .assert()
+            .code(1)
+            .stderr(predicate::str::contains(
+                "needs a database and none is configured",
+            ));
+    }
+    // Checked as before, wherever they are written.
+    migrate()
+        .args(["up", "--lock-timeout", "0"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("--lock-timeout"));
+    // After a command that does not use it, an option is a usage error.
+    migrate()
+        .args(["explain", "--lock-timeout", "2s"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "unexpected argument '--lock-timeout'",
+        ));
+}
