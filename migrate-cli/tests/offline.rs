@@ -515,3 +515,66 @@ fn options_go_after_the_command_and_are_still_accepted_before_it() {
             "unexpected argument '--lock-timeout'",
         ));
 }
+
+#[test]
+fn new_says_what_to_do_next_and_its_file_lints_once_written() {
+    let dir = tempfile::tempdir().unwrap();
+    migrate()
+        .arg("--dir")
+        .arg(dir.path())
+        .args(["new", "add_t", "--phase", "expand"])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains(
+            "next: write the statements of the up part of",
+        ))
+        .stderr(predicate::str::contains(
+            "`migrate lint` refuses the file until its up part has one",
+        ));
+    let path = dir.path().join("0001_add_t.expand.sql");
+    let template = std::fs::read_to_string(&path).unwrap();
+    let placeholder = "-- Write the up part's statements here: `migrate lint` refuses this file until it has one.\n";
+    assert!(
+        template.contains(&format!("-- migrate:up\n{placeholder}")),
+        "{template}"
+    );
+    // Untouched, the template runs nothing: lint refuses it.
+    migrate()
+        .arg("lint")
+        .arg(dir.path())
+        .assert()
+        .code(3)
+        .stdout(predicate::str::contains("error[empty-file]"));
+    // Written, it lints clean: the template's comments are no obstacle.
+    let written = template
+        .replace(
+            placeholder,
+            &format!("{placeholder}CREATE TABLE IF NOT EXISTS t (id bigint PRIMARY KEY);\n"),
+        )
+        .replace(
+            "restores the schema.\n",
+            "restores the schema.\nDROP TABLE IF EXISTS t;\n",
+        );
+    std::fs::write(&path, written).unwrap();
+    migrate().arg("lint").arg(dir.path()).assert().success();
+
+    // The backfill template says which placeholders to replace; JSON output stays one document.
+    let output = migrate()
+        .arg("--dir")
+        .arg(dir.path())
+        .args(["--format", "json", "new", "fill_t", "--phase", "backfill"])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    assert_eq!(json(&output)["version"], 2);
+    assert!(!stderr(&output).contains("next:"));
+    migrate()
+        .arg("--dir")
+        .arg(dir.path())
+        .args(["new", "fill_u", "--phase", "backfill"])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains(
+            "name the table and its key in the `-- migrate:backfill` line",
+        ));
+}
