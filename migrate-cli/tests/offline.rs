@@ -324,6 +324,15 @@ fn offline_plan_shows_every_migration() {
         .collect();
     // Only 0007's SET NOT NULL takes ACCESS EXCLUSIVE with a (possibly skipped) scan.
     assert_eq!(blocking, [7]);
+    // 0002's new table locks the table its foreign key references: the note says which.
+    let orders = &plan["pending"][1]["statements"][0];
+    assert_eq!(orders["creates"], "orders");
+    assert_eq!(orders["locks"][0]["table"], "users");
+    assert_eq!(
+        orders["note"],
+        "orders is new: no other session sees it; the lock is on users, referenced by its \
+         foreign key: blocks writes on users"
+    );
     migrate()
         .arg("plan")
         .assert()
