@@ -28,7 +28,7 @@ DB_USER, DB_PASSWORD). Passwords are never printed.";
 /// The command line as the rest of the crate reads it: the global options, the database,
 /// timeout, lock and contract-gate options (wherever they were written), and the command.
 ///
-/// clap sees the layout of [`TopLevel`], with each option group attached only to the
+/// clap sees the layout of `TopLevel` (below), with each option group attached only to the
 /// subcommands that use it (see [`GROUPS`]): `migrate new --help` shows no replica lag.
 /// The groups are attached when the clap command is built rather than flattened into
 /// [`Command`]'s variants, because commands read them through [`crate::config::Config`],
