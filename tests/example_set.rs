@@ -25,6 +25,17 @@ fn example_set_is_clean_and_realistic() {
         "example set: {} files, {statements} statements",
         checked.files.len()
     );
+    // The README states both figures; they cannot drift apart.
+    assert_eq!(
+        statements,
+        readme_figure(" statements of everyday DDL"),
+        "the README's statement count of the example set is stale"
+    );
+    assert_eq!(
+        checked.files.len(),
+        readme_figure(" files hold "),
+        "the README's file count of the example set is stale"
+    );
     let phases: Vec<_> = checked.files.iter().map(|f| f.migration.phase).collect();
     use migrate_core::Phase::*;
     assert!(phases.contains(&Expand) && phases.contains(&Backfill) && phases.contains(&Contract));
@@ -52,11 +63,37 @@ fn embedded_set_matches_the_folder() {
     assert_eq!(local.len(), MIGRATIONS.len());
 }
 
+fn readme() -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md")).unwrap()
+}
+
+/// The number the README writes right before `anchor` (which it must contain exactly once),
+/// e.g. `62` in "62 statements of everyday DDL"; `1,000` reads as 1000.
+fn readme_figure(anchor: &str) -> usize {
+    let readme = readme();
+    assert_eq!(
+        readme.matches(anchor).count(),
+        1,
+        "README must contain {anchor:?} exactly once"
+    );
+    let before = &readme[..readme.find(anchor).unwrap()];
+    let digits: String = before
+        .chars()
+        .rev()
+        .take_while(|c| c.is_ascii_digit() || *c == ',')
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .filter(char::is_ascii_digit)
+        .collect();
+    digits
+        .parse()
+        .unwrap_or_else(|_| panic!("README has no number before {anchor:?}"))
+}
+
 #[test]
 fn readme_rule_catalogue_is_generated_from_the_rules() {
-    let readme =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
-            .unwrap();
+    let readme = readme();
     let start = readme
         .find("<!-- rules:start -->\n")
         .expect("README lacks <!-- rules:start -->")
@@ -69,5 +106,10 @@ fn readme_rule_catalogue_is_generated_from_the_rules() {
         &readme[start..end],
         expected,
         "the README's rule catalogue is stale; replace it with:\n{expected}"
+    );
+    assert_eq!(
+        migrate_core::lint::RULES.len(),
+        readme_figure(" rules is generated from"),
+        "the README's rule count is stale"
     );
 }

@@ -1,10 +1,14 @@
 //! The command line, as clap parses it. Nothing here runs anything: [`crate::config`] turns
 //! these raw flags into a checked [`crate::config::Config`] first.
+//!
+//! `--dir`, `--format` and `-v` are global; the database, timeout, lock and contract-gate
+//! options belong to the subcommands that use them ([`GROUPS`]), so each `--help` lists only
+//! what applies.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 use crate::duration::{ReplicaLagLimit, parse_duration, parse_replica_lag_limit};
 
@@ -21,68 +25,265 @@ Database, first found: --database-url, DATABASE_URL, the PG* variables (PGHOST, 
 PGDATABASE, PGUSER, PGPASSWORD, PGSSLMODE), the DB_* variables (DB_HOST, DB_PORT, DB_NAME,
 DB_USER, DB_PASSWORD). Passwords are never printed.";
 
-/// Zero-downtime PostgreSQL migrations: lint, plan, apply, revert and check expand/backfill/
-/// contract migration files.
-#[derive(Debug, Parser)]
-#[command(name = "migrate", version, after_help = EXIT_CODES, max_term_width = 100)]
+/// The command line as the rest of the crate reads it: the global options, the database,
+/// timeout, lock and contract-gate options (wherever they were written), and the command.
+///
+/// clap sees the layout of `TopLevel` (below), with each option group attached only to the
+/// subcommands that use it (see [`GROUPS`]): `migrate new --help` shows no replica lag.
+/// The groups are attached when the clap command is built rather than flattened into
+/// [`Command`]'s variants, because commands read them through [`crate::config::Config`],
+/// never from the variant they dispatch on.
+#[derive(Debug)]
 pub struct Cli {
+    /// `--dir`.
+    pub dir: Option<PathBuf>,
+    pub format: Format,
+    pub verbose: u8,
+    pub database: DatabaseArgs,
+    pub timeouts: TimeoutArgs,
+    pub lock: LockArgs,
+    pub gates: GateArgs,
+    pub command: Command,
+}
+
+/// Zero-downtime PostgreSQL migrations: lint, plan, apply, revert and check
+/// expand/backfill/contract migration files.
+#[derive(Debug, Parser)]
+#[command(name = "migrate", version, max_term_width = 100)]
+struct TopLevel {
     /// Folder of migration files [default: migrations, or the embedded set's folder].
     #[arg(long, global = true, value_name = "DIR")]
-    pub dir: Option<PathBuf>,
-
-    /// PostgreSQL connection string (postgres://user:pass@host:port/db?sslmode=verify-full or
-    /// key=value). Prefer DATABASE_URL: a flag's value is visible to other local users in
-    /// the process list.
-    #[arg(long, global = true, value_name = "URL")]
-    pub database_url: Option<String>,
+    dir: Option<PathBuf>,
 
     /// Output format; `github` (workflow annotations) is for `lint` only.
     #[arg(long, global = true, value_enum, default_value_t = Format::Human)]
-    pub format: Format,
+    format: Format,
+
+    /// Log more to stderr (-v: info, -vv: debug).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+// Where the database is and where its migration state lives. (Plain comments on these
+// groups: clap would take a doc comment as the `about` of every command they join.)
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Database")]
+pub struct DatabaseArgs {
+    /// PostgreSQL connection string (postgres://user:pass@host:port/db?sslmode=verify-full or
+    /// key=value). Prefer DATABASE_URL: a flag's value is visible to other local users in
+    /// the process list.
+    #[arg(long, value_name = "URL")]
+    pub database_url: Option<String>,
 
     /// History table, `table` or `schema.table` [default: public.schema_migrations]. The
-    /// flags table is named after it (`<table>_flags`).
-    #[arg(long, global = true, value_name = "NAME")]
+    /// backfill progress, partial-run and flags tables are named after it
+    /// (`<table>_backfill`, `<table>_partial`, `<table>_flags`).
+    #[arg(long, value_name = "NAME")]
     pub history_table: Option<String>,
-
-    /// Session lock_timeout: the longest a statement waits for a lock (and so the longest
-    /// the application queues behind it), e.g. 5s, 500ms; from 1ms to 10m (0 would mean
-    /// "wait forever" to PostgreSQL, so it is refused) [default: 5s].
-    #[arg(long, global = true, value_name = "DURATION", value_parser = parse_duration)]
-    pub lock_timeout: Option<Duration>,
-
-    /// Session statement_timeout; 0 disables it (and the client's bound on migration
-    /// statements, see --network-timeout) [default: 15m].
-    #[arg(long, global = true, value_name = "DURATION", value_parser = parse_duration)]
-    pub statement_timeout: Option<Duration>,
-
-    /// How long to wait for another migration run's advisory lock [default: 60s].
-    #[arg(long, global = true, value_name = "DURATION", value_parser = parse_duration)]
-    pub lock_wait: Option<Duration>,
-
-    /// Contract gate: time that must pass between applying an expand and its contract, on
-    /// the server's clock, e.g. 30m, 24h [default: 0, no wait].
-    #[arg(long, global = true, value_name = "DURATION", value_parser = parse_duration)]
-    pub contract_stabilisation: Option<Duration>,
-
-    /// Contract gate: longest replay lag of any replica (pg_stat_replication) before a
-    /// contract runs; the gate waits that long for replicas to catch up, then refuses. `off`
-    /// disables it. The role needs pg_monitor to see the lag [default: 30s].
-    #[arg(long, global = true, value_name = "DURATION|off", value_parser = parse_replica_lag_limit)]
-    pub max_replica_lag: Option<ReplicaLagLimit>,
 
     /// Client-side allowance for the server's answers: the runtime's own queries wait at
     /// most lock_timeout + this, migration statements statement_timeout + this; a server
     /// that stops answering then fails the run instead of hanging it [default: 30s].
-    #[arg(long, global = true, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub network_timeout: Option<Duration>,
+}
 
-    /// Log more to stderr (-v: info, -vv: debug).
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
-    pub verbose: u8,
+// The session's timeouts.
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Timeouts")]
+pub struct TimeoutArgs {
+    /// Session lock_timeout: the longest a statement waits for a lock (and so the longest
+    /// the application queues behind it), e.g. 5s, 500ms; from 1ms to 10m (0 would mean
+    /// "wait forever" to PostgreSQL, so it is refused). It also bounds, with
+    /// --network-timeout, every query of the runtime's own [default: 5s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub lock_timeout: Option<Duration>,
 
-    #[command(subcommand)]
-    pub command: Command,
+    /// Session statement_timeout; 0 disables it (and the client's bound on migration
+    /// statements, see --network-timeout) [default: 15m].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub statement_timeout: Option<Duration>,
+}
+
+// The advisory lock that lets one run at a time change the database.
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Migration lock")]
+pub struct LockArgs {
+    /// How long to wait for another migration run's advisory lock [default: 60s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub lock_wait: Option<Duration>,
+}
+
+// What must hold before a contract migration runs.
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Contract gates")]
+pub struct GateArgs {
+    /// Time that must pass between applying an expand and its contract, on the server's
+    /// clock, e.g. 30m, 24h [default: 0, no wait].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub contract_stabilisation: Option<Duration>,
+
+    /// Longest replay lag of any replica (pg_stat_replication) before a contract runs; the
+    /// gate waits that long for replicas to catch up, then refuses. `off` disables it. The
+    /// role needs pg_monitor to see the lag [default: 30s].
+    #[arg(long, value_name = "DURATION|off", value_parser = parse_replica_lag_limit)]
+    pub max_replica_lag: Option<ReplicaLagLimit>,
+}
+
+/// An option group of [`GROUPS`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Group {
+    Database,
+    Timeouts,
+    Lock,
+    Gates,
+}
+
+/// The option groups each subcommand takes; subcommands not listed (`lint`, `explain`,
+/// `new`) take none. Read-only commands take no advisory lock; only `up` runs contracts;
+/// `check` starts its own scratch cluster (no database options, and its contract gates are
+/// off) but runs migrations under the session timeouts.
+pub const GROUPS: &[(&str, &[Group])] = &[
+    ("status", &[Group::Database, Group::Timeouts]),
+    ("plan", &[Group::Database, Group::Timeouts]),
+    ("backfill", &[Group::Database, Group::Timeouts]),
+    ("verify", &[Group::Database, Group::Timeouts]),
+    ("flag", &[Group::Database, Group::Timeouts]),
+    ("repair", &[Group::Database, Group::Timeouts, Group::Lock]),
+    ("down", &[Group::Database, Group::Timeouts, Group::Lock]),
+    (
+        "up",
+        &[Group::Database, Group::Timeouts, Group::Lock, Group::Gates],
+    ),
+    ("check", &[Group::Timeouts]),
+];
+
+fn groups_of(subcommand: &str) -> &'static [Group] {
+    GROUPS
+        .iter()
+        .find(|(name, _)| *name == subcommand)
+        .map_or(&[], |(_, groups)| groups)
+}
+
+fn augment(command: clap::Command, group: Group) -> clap::Command {
+    match group {
+        Group::Database => DatabaseArgs::augment_args(command),
+        Group::Timeouts => TimeoutArgs::augment_args(command),
+        Group::Lock => LockArgs::augment_args(command),
+        Group::Gates => GateArgs::augment_args(command),
+    }
+}
+
+/// The ids of a group's options.
+fn ids_of(group: Group) -> Vec<clap::Id> {
+    augment(clap::Command::new("group"), group)
+        .get_arguments()
+        .map(|arg| arg.get_id().clone())
+        .collect()
+}
+
+impl CommandFactory for Cli {
+    fn command() -> clap::Command {
+        let mut command = TopLevel::command();
+        for &(name, groups) in GROUPS {
+            command = command.mut_subcommand(name, |mut sub| {
+                for &group in groups {
+                    sub = augment(sub, group);
+                    if name == "flag" {
+                        // Also after the action: `migrate flag get NAME --database-url URL`.
+                        for id in ids_of(group) {
+                            sub = sub.mut_arg(id, |arg| arg.global(true));
+                        }
+                    }
+                }
+                sub
+            });
+        }
+        // Before the subcommand, as earlier releases took them (`migrate --database-url URL
+        // up`): still accepted, not shown, and ignored by commands that do not use them.
+        for group in [Group::Database, Group::Timeouts, Group::Lock, Group::Gates] {
+            command = augment(command, group);
+            for id in ids_of(group) {
+                command = command.mut_arg(id, |arg| arg.hide(true));
+            }
+        }
+        command.after_help(format!("{EXIT_CODES}\n\n{OPTIONS_MOVED}"))
+    }
+
+    fn command_for_update() -> clap::Command {
+        Self::command()
+    }
+}
+
+/// Where the command-specific options are documented, in `migrate --help`.
+const OPTIONS_MOVED: &str = "\
+Database, timeout, lock and contract-gate options go after the command that uses them:
+`migrate up --help` lists them all, e.g. `migrate up --database-url URL --lock-timeout 2s`.";
+
+impl FromArgMatches for Cli {
+    fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
+        let top = TopLevel::from_arg_matches(matches)?;
+        let mut cli = Cli {
+            dir: top.dir,
+            format: top.format,
+            verbose: top.verbose,
+            database: DatabaseArgs::from_arg_matches(matches)?,
+            timeouts: TimeoutArgs::from_arg_matches(matches)?,
+            lock: LockArgs::from_arg_matches(matches)?,
+            gates: GateArgs::from_arg_matches(matches)?,
+            command: top.command,
+        };
+        // Written after the subcommand, an option wins over the same one before it.
+        if let Some((name, sub)) = matches.subcommand() {
+            for group in groups_of(name) {
+                match group {
+                    Group::Database => cli.database.prefer(DatabaseArgs::from_arg_matches(sub)?),
+                    Group::Timeouts => cli.timeouts.prefer(TimeoutArgs::from_arg_matches(sub)?),
+                    Group::Lock => cli.lock.prefer(LockArgs::from_arg_matches(sub)?),
+                    Group::Gates => cli.gates.prefer(GateArgs::from_arg_matches(sub)?),
+                }
+            }
+        }
+        Ok(cli)
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(matches)?;
+        Ok(())
+    }
+}
+
+impl Parser for Cli {}
+
+impl DatabaseArgs {
+    fn prefer(&mut self, later: DatabaseArgs) {
+        self.database_url = later.database_url.or(self.database_url.take());
+        self.history_table = later.history_table.or(self.history_table.take());
+        self.network_timeout = later.network_timeout.or(self.network_timeout);
+    }
+}
+
+impl TimeoutArgs {
+    fn prefer(&mut self, later: TimeoutArgs) {
+        self.lock_timeout = later.lock_timeout.or(self.lock_timeout);
+        self.statement_timeout = later.statement_timeout.or(self.statement_timeout);
+    }
+}
+
+impl LockArgs {
+    fn prefer(&mut self, later: LockArgs) {
+        self.lock_wait = later.lock_wait.or(self.lock_wait);
+    }
+}
+
+impl GateArgs {
+    fn prefer(&mut self, later: GateArgs) {
+        self.contract_stabilisation = later.contract_stabilisation.or(self.contract_stabilisation);
+        self.max_replica_lag = later.max_replica_lag.or(self.max_replica_lag);
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -112,12 +313,17 @@ pub enum Command {
     /// statement by statement when it needs autocommit (CREATE INDEX CONCURRENTLY); lock
     /// waits are bounded by --lock-timeout and retried. Needs a database: never falls back
     /// to a scratch one.
+    ///
+    /// --dry-run needs the database too: what would run, and whether it may, depends on its
+    /// history (what is applied, drifted or missing) and on the contract gates (expand
+    /// applied, backfills verified, stabilisation time, replicas caught up, rows a backfill
+    /// left). `migrate plan` shows the statements and their locks without one.
     Up {
         /// Apply only migrations up to and including this version.
         #[arg(long, value_name = "VERSION")]
         to: Option<u64>,
         /// Print what would be applied, evaluating every check and contract gate the real
-        /// run does (it exits as the real run would); touch nothing.
+        /// run does against the database (it exits as the real run would); change nothing.
         #[arg(long)]
         dry_run: bool,
         /// Apply pending migrations older than the newest applied one (e.g. merged from a

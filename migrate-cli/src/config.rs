@@ -69,26 +69,26 @@ impl Config {
             ));
         }
         let mut migrator = MigratorConfig::default();
-        if let Some(table) = &cli.history_table {
+        if let Some(table) = &cli.database.history_table {
             // Validated (and later always quoted) by the runtime; checked here so a typo is a
             // usage error before any connection.
             migrate_core::runtime::TableName::parse(table)
                 .map_err(|error| CliError::Usage(error.to_string()))?;
             migrator.history_table = table.clone();
         }
-        if let Some(timeout) = cli.lock_timeout {
+        if let Some(timeout) = cli.timeouts.lock_timeout {
             migrator.lock_timeout = timeout;
         }
-        if let Some(timeout) = cli.statement_timeout {
+        if let Some(timeout) = cli.timeouts.statement_timeout {
             migrator.statement_timeout = timeout;
         }
-        if let Some(wait) = cli.lock_wait {
+        if let Some(wait) = cli.lock.lock_wait {
             migrator.lock_wait = wait;
         }
-        if let Some(stabilisation) = cli.contract_stabilisation {
+        if let Some(stabilisation) = cli.gates.contract_stabilisation {
             migrator.contract_stabilisation = stabilisation;
         }
-        if let Some(limit) = cli.max_replica_lag {
+        if let Some(limit) = cli.gates.max_replica_lag {
             migrator.max_replica_lag = limit.0;
         }
         if let Command::Up {
@@ -100,7 +100,7 @@ impl Config {
             migrator.allow_out_of_order = allow_out_of_order;
             migrator.ignore_missing = ignore_missing;
         }
-        if let Some(timeout) = cli.network_timeout {
+        if let Some(timeout) = cli.database.network_timeout {
             migrator.network_timeout = timeout;
         }
         migrator.validate().map_err(|error| {
@@ -116,7 +116,7 @@ impl Config {
         use std::io::IsTerminal;
         Ok(Config {
             dir: cli.dir.clone(),
-            database: resolve_database_url(cli.database_url.as_deref(), env),
+            database: resolve_database_url(cli.database.database_url.as_deref(), env),
             format: cli.format,
             migrator,
             color: cli.format == Format::Human && !no_color && std::io::stdout().is_terminal(),
@@ -239,6 +239,7 @@ fn encode(text: &str) -> String {
 mod tests {
     use super::*;
     use std::collections::HashMap;
+    use std::time::Duration;
 
     fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
         let map: HashMap<String, String> = pairs
@@ -350,6 +351,202 @@ mod tests {
         let cli = Cli::try_parse_from(["migrate", "--statement-timeout", "0", "up"]).unwrap();
         let config = Config::from_cli(&cli, &env_of(&[])).expect("0 disables statement_timeout");
         assert!(config.migrator.statement_timeout.is_zero());
+    }
+
+    fn config_of(args: &[&str]) -> Config {
+        use clap::Parser;
+        let cli = Cli::try_parse_from(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        Config::from_cli(&cli, &env_of(&[])).unwrap_or_else(|e| panic!("{args:?}: {e}"))
+    }
+
+    /// What a command gets from its options, comparable.
+    fn essentials(config: &Config) -> (MigratorConfig, Option<(String, UrlSource)>) {
+        (
+            config.migrator.clone(),
+            config.database.as_ref().map(|d| (d.url.clone(), d.source)),
+        )
+    }
+
+    #[test]
+    fn options_after_the_subcommand_give_the_config_they_gave_before_it() {
+        let options = [
+            "--database-url",
+            "postgres://u@h/d",
+            "--history-table",
+            "app.history",
+            "--network-timeout",
+            "5s",
+            "--lock-timeout",
+            "2s",
+            "--statement-timeout",
+            "0",
+            "--lock-wait",
+            "30s",
+            "--contract-stabilisation",
+            "1h",
+            "--max-replica-lag",
+            "off",
+        ];
+        let before: Vec<&str> = ["migrate"]
+            .into_iter()
+            .chain(options)
+            .chain(["up", "--to", "3"])
+            .collect();
+        let after: Vec<&str> = ["migrate", "up", "--to", "3"]
+            .into_iter()
+            .chain(options)
+            .collect();
+        let config = config_of(&after);
+        assert_eq!(essentials(&config), essentials(&config_of(&before)));
+        let migrator = &config.migrator;
+        assert_eq!(migrator.history_table, "app.history");
+        assert_eq!(migrator.network_timeout, Duration::from_secs(5));
+        assert_eq!(migrator.lock_timeout, Duration::from_secs(2));
+        assert!(migrator.statement_timeout.is_zero());
+        assert_eq!(migrator.lock_wait, Duration::from_secs(30));
+        assert_eq!(migrator.contract_stabilisation, Duration::from_secs(3600));
+        assert_eq!(migrator.max_replica_lag, None);
+        assert_eq!(config.database.unwrap().source, UrlSource::Flag);
+
+        // Written on both sides, the one after the subcommand wins.
+        let both = config_of(&[
+            "migrate",
+            "--lock-timeout",
+            "2s",
+            "status",
+            "--lock-timeout",
+            "3s",
+        ]);
+        assert_eq!(both.migrator.lock_timeout, Duration::from_secs(3));
+        // Without options every command gets the defaults, as before.
+        for args in [
+            &["migrate", "new", "x", "--phase", "expand"][..],
+            &["migrate", "up"],
+        ] {
+            assert_eq!(
+                config_of(args).migrator,
+                MigratorConfig::default(),
+                "{args:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn flag_options_go_before_or_after_the_action() {
+        for args in [
+            &[
+                "migrate",
+                "flag",
+                "get",
+                "f",
+                "--database-url",
+                "postgres://u@h/d",
+            ][..],
+            &[
+                "migrate",
+                "flag",
+                "--database-url",
+                "postgres://u@h/d",
+                "get",
+                "f",
+            ],
+            &[
+                "migrate",
+                "--database-url",
+                "postgres://u@h/d",
+                "flag",
+                "get",
+                "f",
+            ],
+        ] {
+            let config = config_of(args);
+            assert_eq!(
+                config.database.map(|d| d.url).as_deref(),
+                Some("postgres://u@h/d"),
+                "{args:?}"
+            );
+        }
+        let set = config_of(&["migrate", "flag", "set", "f", "on", "--history-table", "h"]);
+        assert_eq!(set.migrator.history_table, "h");
+    }
+
+    #[test]
+    fn each_subcommand_shows_only_the_options_it_uses() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+        let mut command = Cli::command();
+        command.build(); // propagates the global options to the subcommands
+        let shown = |name: &str| -> Vec<String> {
+            let sub = command.find_subcommand(name).expect(name);
+            sub.get_arguments()
+                .filter(|arg| !arg.is_hide_set())
+                .filter_map(|arg| arg.get_long().map(str::to_owned))
+                .collect()
+        };
+        let database = ["database-url", "history-table", "network-timeout"];
+        let timeouts = ["lock-timeout", "statement-timeout"];
+        let gates = ["contract-stabilisation", "max-replica-lag"];
+        let every = [&database[..], &timeouts, &["lock-wait"], &gates].concat();
+        for name in ["new", "explain", "lint"] {
+            let options = shown(name);
+            assert!(
+                every.iter().all(|o| !options.contains(&o.to_string())),
+                "{name}: {options:?}"
+            );
+        }
+        for name in ["status", "plan", "backfill", "verify", "flag"] {
+            let options = shown(name);
+            for option in database.iter().chain(&timeouts) {
+                assert!(options.contains(&option.to_string()), "{name}: {option}");
+            }
+            for option in ["lock-wait", gates[0], gates[1]] {
+                assert!(!options.contains(&option.to_string()), "{name}: {option}");
+            }
+        }
+        let up = shown("up");
+        assert!(every.iter().all(|o| up.contains(&o.to_string())), "{up:?}");
+        let check = shown("check");
+        assert!(check.contains(&"lock-timeout".to_owned()));
+        assert!(!check.contains(&"database-url".to_owned()), "{check:?}");
+        // The global ones everywhere; the others hidden at the top.
+        for name in ["new", "up", "check"] {
+            let options = shown(name);
+            for global in ["dir", "format", "verbose"] {
+                assert!(options.contains(&global.to_owned()), "{name}: {global}");
+            }
+        }
+        let top: Vec<&str> = command
+            .get_arguments()
+            .filter(|arg| !arg.is_hide_set())
+            .filter_map(|arg| arg.get_long())
+            .collect();
+        assert_eq!(top, ["dir", "format", "verbose", "help", "version"]);
+    }
+
+    #[test]
+    fn an_option_a_command_does_not_take_is_refused_after_it() {
+        use clap::Parser;
+        for args in [
+            &[
+                "migrate",
+                "new",
+                "x",
+                "--phase",
+                "expand",
+                "--lock-timeout",
+                "2s",
+            ][..],
+            &["migrate", "explain", "--max-replica-lag", "off"],
+            &["migrate", "status", "--lock-wait", "1s"],
+            &["migrate", "check", "--database-url", "postgres://u@h/d"],
+        ] {
+            let error = Cli::try_parse_from(args).expect_err("refused");
+            assert_eq!(
+                error.kind(),
+                clap::error::ErrorKind::UnknownArgument,
+                "{args:?}"
+            );
+        }
     }
 
     #[test]

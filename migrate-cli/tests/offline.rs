@@ -324,6 +324,15 @@ fn offline_plan_shows_every_migration() {
         .collect();
     // Only 0007's SET NOT NULL takes ACCESS EXCLUSIVE with a (possibly skipped) scan.
     assert_eq!(blocking, [7]);
+    // 0002's new table locks the table its foreign key references: the note says which.
+    let orders = &plan["pending"][1]["statements"][0];
+    assert_eq!(orders["creates"], "orders");
+    assert_eq!(orders["locks"][0]["table"], "users");
+    assert_eq!(
+        orders["note"],
+        "orders is new: no other session sees it; the lock is on users, referenced by its \
+         foreign key: blocks writes on users"
+    );
     migrate()
         .arg("plan")
         .assert()
@@ -415,4 +424,166 @@ fn plan_shows_the_index_build_of_an_exclusion_constraint() {
     assert_eq!(statement["work"], "scan");
     assert_eq!(statement["blocking_table_work"], true);
     assert!(statement["note"].as_str().unwrap().contains("EXCLUDE"));
+}
+
+#[test]
+fn help_lists_only_the_options_a_command_uses() {
+    let help = |args: &[&str]| {
+        let output = migrate().args(args).output().unwrap();
+        assert!(output.status.success(), "{args:?}: {}", stderr(&output));
+        stdout(&output)
+    };
+    let top = help(&["--help"]);
+    assert!(
+        top.contains("expand/backfill/contract migration files"),
+        "{top}"
+    );
+    assert!(!top.contains("--lock-timeout <"), "{top}");
+    assert!(top.contains("go after the command that uses them"), "{top}");
+    for command in ["new", "explain", "lint"] {
+        let text = help(&[command, "--help"]);
+        for option in [
+            "--database-url <",
+            "--lock-timeout <",
+            "--max-replica-lag <",
+        ] {
+            assert!(
+                !text.contains(option),
+                "{command} --help shows {option}:\n{text}"
+            );
+        }
+        assert!(
+            text.contains("--dir") && text.contains("--format"),
+            "{text}"
+        );
+    }
+    let status = help(&["status", "--help"]);
+    assert!(status.contains("--database-url <") && status.contains("--lock-timeout <"));
+    assert!(!status.contains("--lock-wait <") && !status.contains("--contract-stabilisation <"));
+    let up = help(&["up", "--help"]);
+    for option in [
+        "--database-url",
+        "--history-table",
+        "--network-timeout",
+        "--lock-timeout",
+        "--statement-timeout",
+        "--lock-wait",
+        "--contract-stabilisation",
+        "--max-replica-lag",
+    ] {
+        assert!(up.contains(option), "up --help lacks {option}");
+    }
+    // Why a dry run needs a database while `plan` does not.
+    assert!(up.contains("--dry-run needs the database too"), "{up}");
+    assert!(up.contains("`migrate plan`"), "{up}");
+    let check = help(&["check", "--help"]);
+    assert!(check.contains("--statement-timeout <") && !check.contains("--database-url <"));
+}
+
+#[test]
+fn options_go_after_the_command_and_are_still_accepted_before_it() {
+    for args in [
+        &[
+            "up",
+            "--dry-run",
+            "--lock-timeout",
+            "2s",
+            "--max-replica-lag",
+            "off",
+        ][..],
+        &[
+            "--statement-timeout",
+            "1m",
+            "--max-replica-lag",
+            "off",
+            "up",
+            "--dry-run",
+        ],
+        &["flag", "get", "f", "--history-table", "app.history"],
+    ] {
+        migrate()
+            .args(args)
+            .assert()
+            .code(1)
+            .stderr(predicate::str::contains(
+                "needs a database and none is configured",
+            ));
+    }
+    // Checked as before, wherever they are written.
+    migrate()
+        .args(["up", "--lock-timeout", "0"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("--lock-timeout"));
+    // After a command that does not use it, an option is a usage error.
+    migrate()
+        .args(["explain", "--lock-timeout", "2s"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "unexpected argument '--lock-timeout'",
+        ));
+}
+
+#[test]
+fn new_says_what_to_do_next_and_its_file_lints_once_written() {
+    let dir = tempfile::tempdir().unwrap();
+    migrate()
+        .arg("--dir")
+        .arg(dir.path())
+        .args(["new", "add_t", "--phase", "expand"])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains(
+            "next: write the statements of the up part of",
+        ))
+        .stderr(predicate::str::contains(
+            "`migrate lint` refuses the file until its up part has one",
+        ));
+    let path = dir.path().join("0001_add_t.expand.sql");
+    let template = std::fs::read_to_string(&path).unwrap();
+    let placeholder = "-- Write the up part's statements here: `migrate lint` refuses this file until it has one.\n";
+    assert!(
+        template.contains(&format!("-- migrate:up\n{placeholder}")),
+        "{template}"
+    );
+    // Untouched, the template runs nothing: lint refuses it.
+    migrate()
+        .arg("lint")
+        .arg(dir.path())
+        .assert()
+        .code(3)
+        .stdout(predicate::str::contains("error[empty-file]"));
+    // Written, it lints clean: the template's comments are no obstacle.
+    let written = template
+        .replace(
+            placeholder,
+            &format!("{placeholder}CREATE TABLE IF NOT EXISTS t (id bigint PRIMARY KEY);\n"),
+        )
+        .replace(
+            "restores the schema.\n",
+            "restores the schema.\nDROP TABLE IF EXISTS t;\n",
+        );
+    std::fs::write(&path, written).unwrap();
+    migrate().arg("lint").arg(dir.path()).assert().success();
+
+    // The backfill template says which placeholders to replace; JSON output stays one document.
+    let output = migrate()
+        .arg("--dir")
+        .arg(dir.path())
+        .args(["--format", "json", "new", "fill_t", "--phase", "backfill"])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    assert_eq!(json(&output)["version"], 2);
+    assert!(!stderr(&output).contains("next:"));
+    migrate()
+        .arg("--dir")
+        .arg(dir.path())
+        .args(["new", "fill_u", "--phase", "backfill"])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains(
+            "name the table and its key in the `-- migrate:backfill` line",
+        ));
 }

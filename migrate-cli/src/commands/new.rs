@@ -128,8 +128,26 @@ pub fn run(
         }));
     } else {
         println!("created {shown}");
+        eprintln!("{}", next_steps(phase, &shown));
     }
     Ok(Outcome::Success)
+}
+
+/// What to do with the new file, on stderr: the template holds no statement to run, so
+/// `lint` (and the build) refuse it until it is written.
+fn next_steps(phase: Phase, shown: &str) -> String {
+    match phase {
+        Phase::Backfill => format!(
+            "next: in {shown}, name the table and its key in the `-- migrate:backfill` line and \
+             write the UPDATE in place of the <placeholders> (its WHERE must skip rows already \
+             done); `migrate lint` refuses the file until then"
+        ),
+        Phase::Expand | Phase::Contract => format!(
+            "next: write the statements of the up part of {shown}, and a down part that undoes \
+             them; `migrate lint` refuses the file until its up part has one, and `migrate \
+             check` proves the down part restores the schema"
+        ),
+    }
 }
 
 /// (version, phase, digits in the file name) of every migration file of `dir`; a missing
@@ -157,21 +175,29 @@ fn existing_versions(dir: &Path) -> anyhow::Result<Vec<(u64, Phase, usize)>> {
     Ok(found)
 }
 
-/// The new file. It holds no statement yet, so it fails `lint` (empty-file) until written:
-/// a forgotten template cannot be deployed.
+/// Where the up part's statements go, in the expand and contract templates. It says why
+/// `lint` refuses the file (`empty-file`) until the up part has a statement, and it lets
+/// that finding recognise a file that is still the untouched template.
+const UP_PLACEHOLDER: &str =
+    "-- Write the up part's statements here: `migrate lint` refuses this file until it has one.";
+
+/// The new file. It holds no statement that could run, so it fails `lint` (empty-file, or
+/// the backfill's placeholders) until written: a forgotten template cannot be deployed.
 fn template(phase: Phase, requires: Option<u64>) -> String {
     match phase {
-        Phase::Expand => "\
+        Phase::Expand => format!(
+            "\
 -- Expand: add tables, columns and indexes (CREATE INDEX CONCURRENTLY IF NOT EXISTS ...).
 -- The running release must keep working: no DROP, RENAME or type change here.
 -- migrate:up
+{UP_PLACEHOLDER}
 
 
 -- migrate:down
 -- Undo the up part exactly: `migrate check` proves it restores the schema.
 
 "
-        .to_owned(),
+        ),
         Phase::Backfill => "\
 -- Backfill: the runtime runs the UPDATE in short keyed batches; its WHERE must skip rows
 -- already done, so the backfill is idempotent and resumable.
@@ -188,6 +214,7 @@ UPDATE <table> SET <new column> = <expression> WHERE <new column> IS NULL;
 -- Contract: remove what the expand made obsolete, once every release reads the new shape.
 -- migrate:requires {}
 -- migrate:up
+{UP_PLACEHOLDER}
 
 
 -- migrate:down

@@ -57,8 +57,10 @@ fn analyse(m: &Migration) -> Vec<LockAnalysis> {
         .iter()
         .map(|s| {
             let mut analysis = lock_analysis::analyze_sql(&s.sql);
-            if let Some(table) = &analysis.creates {
-                created.push(table.clone());
+            if let Some(table) = analysis.creates.clone() {
+                let earlier: &[String] = if transactional { &created } else { &[] };
+                analysis.note = Some(new_table_note(&table, &analysis, earlier));
+                created.push(table);
             } else if transactional
                 && !analysis.locks.is_empty()
                 && analysis.locks.iter().all(|l| created.contains(&l.table))
@@ -74,6 +76,47 @@ fn analyse(m: &Migration) -> Vec<LockAnalysis> {
             analysis
         })
         .collect()
+}
+
+/// What the analysis says of a new table (no other session sees it) is about that table
+/// only: the locks a `CREATE TABLE` shows are on the tables its foreign keys reference, which
+/// other sessions may be using. The note names both, so the row does not read as a
+/// contradiction. `created`: the tables created earlier in the same transaction.
+fn new_table_note(table: &str, analysis: &LockAnalysis, created: &[String]) -> String {
+    // The core's wording, replaced here by one that names the table.
+    const CORE: &str = "new table: no other session sees it";
+    let mut note = format!("{table} is new: no other session sees it");
+    // A self-reference locks the new table itself: nobody else sees that one either.
+    let referenced: Vec<&str> = analysis
+        .locks
+        .iter()
+        .map(|l| l.table.as_str())
+        .filter(|t| *t != table)
+        .collect();
+    if !referenced.is_empty() {
+        let (locks, keys) = match referenced.as_slice() {
+            [_] => ("the lock is", "its foreign key"),
+            _ => ("the locks are", "its foreign keys"),
+        };
+        let list = referenced.join(", ");
+        let impact = if referenced.iter().all(|t| created.iter().any(|c| c == t)) {
+            " and created earlier in this migration: blocks nobody".to_owned()
+        } else {
+            analysis.strongest().map_or(String::new(), |mode| {
+                format!(": {} on {list}", mode.impact())
+            })
+        };
+        note.push_str(&format!(
+            "; {locks} on {list}, referenced by {keys}{impact}"
+        ));
+    }
+    let rest = analysis.note.as_deref().unwrap_or_default();
+    let rest = rest.trim_start_matches(CORE).trim_start_matches("; ");
+    if !rest.is_empty() {
+        note.push_str("; ");
+        note.push_str(rest);
+    }
+    note
 }
 
 fn print_json(pending: &[&Migration], database: bool) {
@@ -97,6 +140,7 @@ fn print_json(pending: &[&Migration], database: bool) {
                         "blocking_table_work": analysis.blocks_during_table_work(),
                         "known": analysis.known,
                         "note": analysis.note,
+                        "creates": analysis.creates,
                     })
                 })
                 .collect();
@@ -196,5 +240,61 @@ fn execution_label(m: &migrate_core::Migration) -> String {
         (None, migrate_core::TransactionMode::Autocommit) => {
             "autocommit, statement by statement".to_owned()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn note(sql: &str, created: &[&str]) -> String {
+        let analysis = lock_analysis::analyze_sql(sql);
+        let table = analysis.creates.clone().expect("a CREATE TABLE");
+        let created: Vec<String> = created.iter().map(|t| (*t).to_owned()).collect();
+        new_table_note(&table, &analysis, &created)
+    }
+
+    #[test]
+    fn a_new_tables_note_is_about_it_and_names_the_tables_its_locks_are_on() {
+        assert_eq!(
+            note("CREATE TABLE t (id bigint PRIMARY KEY)", &[]),
+            "t is new: no other session sees it"
+        );
+        assert_eq!(
+            note(
+                "CREATE TABLE orders (user_id bigint REFERENCES users (id))",
+                &[]
+            ),
+            "orders is new: no other session sees it; the lock is on users, referenced by its \
+             foreign key: blocks writes on users"
+        );
+        assert_eq!(
+            note(
+                "CREATE TABLE items (order_id bigint REFERENCES orders (id))",
+                &["orders"]
+            ),
+            "items is new: no other session sees it; the lock is on orders, referenced by its \
+             foreign key and created earlier in this migration: blocks nobody"
+        );
+        let two = note(
+            "CREATE TABLE x (a bigint REFERENCES a (id), b bigint, FOREIGN KEY (b) REFERENCES b (id))",
+            &[],
+        );
+        assert_eq!(
+            two,
+            "x is new: no other session sees it; the locks are on b, a, referenced by its \
+             foreign keys: blocks writes on b, a"
+        );
+        assert_eq!(
+            note(
+                "CREATE TABLE tree (parent bigint REFERENCES tree (id))",
+                &[]
+            ),
+            "tree is new: no other session sees it"
+        );
+        assert!(
+            note("CREATE TABLE c AS SELECT * FROM t", &[])
+                .ends_with("; CREATE TABLE AS reads its query's tables")
+        );
     }
 }

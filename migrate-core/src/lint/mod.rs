@@ -381,8 +381,8 @@ mod hard_cases {
             .collect()
     }
 
-    /// The statements sqlparser 0.64 fails on that real migrations use (design.md and three
-    /// public corpora), written the safe way: none may need an allow.
+    /// The statements sqlparser 0.64 fails on that real migrations use (docs/design.md,
+    /// "Reading SQL", and three public corpora), written the safe way: none may need an allow.
     #[test]
     fn statements_sqlparser_cannot_parse_do_not_need_an_allow() {
         let cases = [

@@ -1,4 +1,4 @@
-//! Batched execution of backfill migrations (design "Backfill").
+//! Batched execution of backfill migrations (docs/design.md, "Backfills").
 //!
 //! Each up statement of a `.backfill.sql` file runs as keyed batches (see
 //! [`crate::backfill`]), each batch its own short transaction, so the application's writes

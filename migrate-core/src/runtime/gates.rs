@@ -1,4 +1,4 @@
-//! Contract gates (design, "Runtime protocol" step 6): a contract migration drops what its
+//! Contract gates (docs/design.md, "Contract gates"): a contract migration drops what its
 //! expand made obsolete, so before any of its statements runs, the runtime checks that
 //!
 //! 1. the expand named by `-- migrate:requires` is applied (in the history table, which also

@@ -1,5 +1,5 @@
 //! The PostgreSQL runtime: applies and reverts a [`Migrations`] set over one dedicated
-//! connection, following the protocol of the design ("Runtime protocol"):
+//! connection, following the runtime protocol (docs/design.md, "Runtime protocol"):
 //!
 //! 1. session settings: `application_name`, `lock_timeout`, `statement_timeout`;
 //! 2. a session advisory lock keyed on the history table name ([`lock`]), so concurrent
