@@ -18,6 +18,7 @@ pub mod diagnostic;
 pub mod lint;
 pub mod lock_analysis;
 pub mod source;
+pub mod sql;
 
 pub use check::{CheckedSet, check_dir};
 pub use diagnostic::{Diagnostic, Severity};

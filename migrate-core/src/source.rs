@@ -831,17 +831,6 @@ fn parse_sql_name(text: &str) -> Result<Vec<String>, String> {
     }
 }
 
-/// `[A-Za-z_][A-Za-z0-9_]*`, at most 63 bytes (PostgreSQL's NAMEDATALEN - 1).
-pub fn is_identifier(text: &str) -> bool {
-    let bytes = text.as_bytes();
-    !bytes.is_empty()
-        && bytes.len() <= 63
-        && (bytes[0].is_ascii_alphabetic() || bytes[0] == b'_')
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || *b == b'_')
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,10 +13,10 @@ use sqlparser::ast::{
     InTarget, ObjectName, Statement, TableFactor, Update, Value,
 };
 
-use super::context::ident_key;
 use crate::backfill::{self, BackfillPlanError};
 use crate::diagnostic::{Diagnostic, codes};
 use crate::source::{ParsedFile, SectionKind, StatementSource};
+use crate::sql::ident_key;
 
 const SHAPE_HELP: &str = "UPDATE <table> SET <col> = <expr> WHERE <rows not done yet>; one table, the one named by -- migrate:backfill";
 
@@ -305,7 +305,7 @@ mod tests {
     use super::*;
 
     fn endless(sql: &str) -> Option<Endless> {
-        match crate::lint::parse_statement(sql).unwrap() {
+        match crate::sql::parse_statement(sql).unwrap() {
             Statement::Update(update) => never_finishes(&update),
             other => panic!("not an update: {other}"),
         }

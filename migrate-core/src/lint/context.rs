@@ -10,6 +10,7 @@ use crate::classify::{Fallback, Words};
 use crate::lock_analysis::{LockAnalysis, LockMode};
 use crate::migration::{Phase, TransactionMode};
 use crate::source::SectionKind;
+use crate::sql::{ident_key, table_key};
 
 /// One statement, parsed or not, with its file context.
 pub struct StatementContext<'a> {
@@ -150,36 +151,6 @@ impl SchemaFacts {
     pub fn has_validated_not_null_check(&self, table: &str, column: &str) -> bool {
         self.validated_not_null
             .contains(&(table.to_owned(), column.to_owned()))
-    }
-}
-
-/// Lower-cases unquoted identifiers like PostgreSQL does.
-pub fn ident_key(ident: &Ident) -> String {
-    if ident.quote_style.is_some() {
-        ident.value.clone()
-    } else {
-        ident.value.to_lowercase()
-    }
-}
-
-/// The table part of a possibly schema-qualified name, normalised. Schemas are ignored:
-/// migrations rarely disambiguate, and a false "same table" only relaxes a rule for a table
-/// created in the same file.
-pub fn table_key(name: &ObjectName) -> String {
-    name.0
-        .last()
-        .and_then(|part| part.as_ident())
-        .map(ident_key)
-        .unwrap_or_default()
-}
-
-/// [`table_key`] of a table name as written (`public.Orders`, `"Orders"`): the table part,
-/// folded like PostgreSQL folds unquoted names.
-pub fn table_key_of(written: &str) -> String {
-    let normalized = crate::classify::normalize_identifier(written);
-    match normalized.rsplit_once('.') {
-        Some((_, table)) => table.to_owned(),
-        None => normalized,
     }
 }
 

@@ -11,13 +11,11 @@ pub mod rules;
 
 use std::collections::HashSet;
 
-use sqlparser::dialect::PostgreSqlDialect;
-use sqlparser::parser::Parser;
-
 use crate::classify;
 use crate::diagnostic::{Diagnostic, Severity, codes};
 use crate::migration::Phase;
 use crate::source::{ParsedFile, SectionKind};
+use crate::sql::{self, parse_statement};
 
 pub use config::{Config, Level};
 pub use context::{HeldLock, SchemaFacts, StatementContext};
@@ -100,16 +98,6 @@ impl Finding {
     pub fn help(mut self, help: impl Into<String>) -> Finding {
         self.help = Some(help.into());
         self
-    }
-}
-
-/// Parses one statement with sqlparser. `Err` holds the parser's message.
-pub fn parse_statement(sql: &str) -> Result<sqlparser::ast::Statement, String> {
-    let mut statements =
-        Parser::parse_sql(&PostgreSqlDialect {}, sql).map_err(|e| e.to_string())?;
-    match statements.len() {
-        1 => Ok(statements.remove(0)),
-        count => Err(format!("expected one statement, sqlparser found {count}")),
     }
 }
 
@@ -274,7 +262,7 @@ fn lint_file(
         }
         if mode == crate::migration::TransactionMode::Transactional {
             for taken in &lock.locks {
-                let table = context::table_key_of(&taken.table);
+                let table = sql::table_key_of(&taken.table);
                 if taken.mode.blocks_writes() && !created_in_section.contains(&table) {
                     held_locks.push(HeldLock {
                         table: taken.table.clone(),
@@ -293,7 +281,7 @@ fn lint_file(
                 } = operation
                 {
                     constraints_dropped_if_exists
-                        .push((context::table_key(&alter.name), context::ident_key(name)));
+                        .push((sql::table_key(&alter.name), sql::ident_key(name)));
                 }
             }
         }

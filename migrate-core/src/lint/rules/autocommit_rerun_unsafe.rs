@@ -2,9 +2,10 @@
 
 use sqlparser::ast::{AlterTableOperation, Statement};
 
-use crate::lint::context::{constraint_name, ident_key, table_key};
+use crate::lint::context::constraint_name;
 use crate::lint::{Example, Finding, Level, Rule, StatementContext};
 use crate::migration::TransactionMode;
+use crate::sql::{ident_key, table_key};
 
 pub static RULE: Rule = Rule {
     id: "autocommit-rerun-unsafe",

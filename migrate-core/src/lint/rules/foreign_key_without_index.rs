@@ -4,8 +4,8 @@ use sqlparser::ast::{
     AlterTableOperation, ColumnOption, ForeignKeyConstraint, Statement, TableConstraint,
 };
 
-use crate::lint::context::{ident_key, table_key};
 use crate::lint::{Example, Finding, Level, Rule, StatementContext};
+use crate::sql::{ident_key, table_key};
 
 pub static RULE: Rule = Rule {
     id: "foreign-key-without-index",

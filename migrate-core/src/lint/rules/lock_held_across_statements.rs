@@ -2,10 +2,10 @@
 
 use sqlparser::ast::{Query, SetExpr, Statement, TableFactor};
 
-use crate::lint::context::{ident_key, table_key, table_key_of};
 use crate::lint::{Example, Finding, Level, Rule, StatementContext};
 use crate::lock_analysis::TableWork;
 use crate::migration::TransactionMode;
+use crate::sql::{ident_key, table_key, table_key_of};
 
 pub static RULE: Rule = Rule {
     id: "lock-held-across-statements",

@@ -2,8 +2,8 @@
 
 use sqlparser::ast::{AlterTableOperation, ColumnDef, ColumnOption, Statement, TableConstraint};
 
-use crate::lint::context::ident_key;
 use crate::lint::{Example, Finding, Level, Rule, StatementContext};
+use crate::sql::ident_key;
 
 pub static RULE: Rule = Rule {
     id: "prefer-robust-types",

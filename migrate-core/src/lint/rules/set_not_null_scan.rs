@@ -3,8 +3,8 @@
 use sqlparser::ast::{AlterColumnOperation, AlterTableOperation};
 
 use super::{existing_table_operations, quoted};
-use crate::lint::context::{ident_key, table_key};
 use crate::lint::{Example, Finding, Level, Rule, StatementContext};
+use crate::sql::{ident_key, table_key};
 
 pub static RULE: Rule = Rule {
     id: "set-not-null-scan",
