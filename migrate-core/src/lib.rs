@@ -11,7 +11,7 @@ pub use checksum::Checksum;
 pub use migration::{
     BackfillSpec, Migration, Migrations, Phase, Section, Statement, TransactionMode,
 };
-pub mod backfill;
+pub mod batch_plan;
 pub mod check;
 pub mod classify;
 pub mod diagnostic;

@@ -13,7 +13,7 @@ use sqlparser::ast::{
     InTarget, ObjectName, Statement, TableFactor, Update, Value,
 };
 
-use crate::backfill::{self, BackfillPlanError};
+use crate::batch_plan::{self, BackfillPlanError};
 use crate::diagnostic::{Diagnostic, codes};
 use crate::source::{ParsedFile, SectionKind, StatementSource};
 use crate::sql::ident_key;
@@ -45,7 +45,7 @@ pub(super) fn check(
         .with_help(help)
     };
     let planned = match parsed {
-        Ok(ast) => backfill::plan_parsed(ast, sql, spec, "bigint"),
+        Ok(ast) => batch_plan::plan_parsed(ast, sql, spec, "bigint"),
         Err(error) => Err(BackfillPlanError::NotAnUpdate(error.clone())),
     };
     match planned {
