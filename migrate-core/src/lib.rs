@@ -12,7 +12,7 @@ pub use migration::{
     BackfillSpec, Migration, Migrations, Phase, Section, Statement, TransactionMode,
 };
 pub mod batch_plan;
-pub mod check;
+pub mod checked_set;
 pub mod classify;
 pub mod diagnostic;
 pub mod lint;
@@ -20,5 +20,5 @@ pub mod lock_analysis;
 pub mod source;
 pub mod sql;
 
-pub use check::{CheckedSet, check_dir};
+pub use checked_set::{CheckedSet, check_dir};
 pub use diagnostic::{Diagnostic, Severity};
