@@ -361,6 +361,7 @@ pub(crate) mod testing {
 #[cfg(test)]
 mod hard_cases {
     use super::testing::lint_example;
+    use crate::source::{SourceFile, load_files};
 
     fn codes(file_name: &str, sql: &str) -> Vec<&'static str> {
         lint_example(file_name, sql)
@@ -423,6 +424,24 @@ SELECT \"DROP\" FROM \"TRUNCATE\";";
             codes("0002_x.expand.sql", sql),
             ["require-concurrent-index", "require-if-not-exists"]
         );
+    }
+
+    /// The lint half of the source test `a_byte_order_mark_is_skipped_but_kept_in_the_checksum`:
+    /// a statement right after the mark (invisible in editors) lints clean.
+    #[test]
+    fn a_statement_right_after_a_byte_order_mark_lints_clean() {
+        let any_rule = |_: &str| true;
+        let set = load_files(
+            &[SourceFile {
+                display_path: "migrations/0002_b.sql".to_owned(),
+                file_name: "0002_b.sql".to_owned(),
+                bytes: "\u{feff}SELECT 1;".as_bytes().to_vec(),
+            }],
+            &any_rule,
+        );
+        assert!(set.diagnostics.is_empty(), "{:?}", set.diagnostics);
+        let found = crate::lint::lint_files(&set.files, &crate::lint::Config::default());
+        assert!(found.is_empty(), "{found:?}");
     }
 
     #[test]
