@@ -209,9 +209,7 @@ fn code_only(code: &str) -> String {
                 .find(&closing)
                 .map_or(rest.len(), |end| end + closing.len());
             let literal_chars = rest[..length].chars().count();
-            for k in i..j + 1 + literal_chars {
-                out.push(blank(chars[k]));
-            }
+            out.extend(chars[i..j + 1 + literal_chars].iter().map(|&c| blank(c)));
             i = j + 1 + literal_chars;
         } else if c == '"' {
             out.push(' ');
@@ -330,14 +328,8 @@ fn imported_modules(file_module: &[String], code: &str) -> Vec<(usize, String)> 
 }
 
 fn starts_with(chars: &[char], at: usize, text: &str) -> bool {
-    let mut k = at;
-    for expected in text.chars() {
-        if chars.get(k) != Some(&expected) {
-            return false;
-        }
-        k += 1;
-    }
-    true
+    let mut rest = chars.get(at..).unwrap_or_default().iter();
+    text.chars().all(|expected| rest.next() == Some(&expected))
 }
 
 /// The first segment of the path at `at`, or of each path of a `{a, b::c}` group.
@@ -354,8 +346,8 @@ fn first_segments(chars: &[char], at: usize) -> Vec<String> {
     let mut segments = Vec::new();
     let mut depth = 0;
     let mut expecting = true;
-    for k in at..chars.len() {
-        match chars[k] {
+    for (k, &c) in chars.iter().enumerate().skip(at) {
+        match c {
             '{' => {
                 depth += 1;
                 expecting = depth == 1;
