@@ -4,12 +4,12 @@
 use std::borrow::Cow;
 
 use super::directive::{Allow, Directive, parse_directive};
-use super::file_name::{LOWER_CASE_EXTENSION_HELP, is_sql_like, parse_file_name};
+use super::file_name::{file_name_help, parse_file_name};
 use super::folder::SourceFile;
 use crate::checksum::Checksum;
 use crate::classify::{self, Words};
 use crate::diagnostic::{Diagnostic, codes};
-use crate::migration::{Migration, Phase, Section, Statement, TransactionMode};
+use crate::migration::{BackfillSpec, Migration, Phase, Section, Statement, TransactionMode};
 use crate::splitter::{self, Item, RawStatement, Token};
 
 /// Which part of a file a statement belongs to.
@@ -48,6 +48,56 @@ impl ParsedFile {
     }
 }
 
+/// Parses one file. `Err` when the file cannot become a migration; `Ok` may still carry
+/// diagnostics (bad allows) that do not prevent building the model.
+pub fn parse_file(
+    source: &SourceFile,
+    known_rules: &dyn Fn(&str) -> bool,
+) -> Result<(ParsedFile, Vec<Diagnostic>), Vec<Diagnostic>> {
+    let mut parser = FileParser {
+        source,
+        diagnostics: Vec::new(),
+    };
+    let Some((version, name, phase)) = parser.read_name() else {
+        return Err(parser.diagnostics);
+    };
+    let Some(text) = parser.decode() else {
+        return Err(parser.diagnostics);
+    };
+    let Some(tokens) = parser.tokenize(&text) else {
+        return Err(parser.diagnostics);
+    };
+    let body = parser.walk(&text, &tokens, phase, known_rules);
+    parser.check_body(&body, phase);
+    if parser.prevents_the_migration() {
+        return Err(parser.diagnostics);
+    }
+    let migration = Migration {
+        version,
+        name: Cow::Owned(name),
+        phase,
+        file_name: Cow::Owned(source.file_name.clone()),
+        checksum: Checksum::of_file(&source.bytes),
+        up: body.section(SectionKind::Up, &text, &tokens),
+        down: body
+            .saw_down_marker
+            .then(|| body.section(SectionKind::Down, &text, &tokens)),
+        requires: body.requires,
+        backfill: body.backfill,
+    };
+    Ok((
+        ParsedFile {
+            display_path: source.display_path.clone(),
+            source: text,
+            tokens,
+            migration,
+            statements: body.statements,
+        },
+        parser.diagnostics,
+    ))
+}
+
+/// A file being parsed, and the problems found in it so far.
 struct FileParser<'a> {
     source: &'a SourceFile,
     diagnostics: Vec<Diagnostic>,
@@ -67,225 +117,152 @@ impl FileParser<'_> {
         diagnostic.help = help.map(str::to_owned);
         self.diagnostics.push(diagnostic);
     }
+
+    /// The version, name and phase the file name gives.
+    fn read_name(&mut self) -> Option<(u64, String, Phase)> {
+        let file_name = &self.source.file_name;
+        match parse_file_name(file_name) {
+            Ok(parts) => Some(parts),
+            Err(problem) => {
+                self.error(
+                    1,
+                    1,
+                    codes::BAD_FILE_NAME,
+                    format!("`{file_name}` is not a migration file name: {problem}"),
+                    Some(file_name_help(file_name)),
+                );
+                None
+            }
+        }
+    }
+
+    /// The file's text, which must be UTF-8.
+    fn decode(&mut self) -> Option<String> {
+        let bytes = &self.source.bytes;
+        match std::str::from_utf8(bytes) {
+            Ok(text) => Some(text.to_owned()),
+            Err(error) => {
+                let line = bytes[..error.valid_up_to()]
+                    .iter()
+                    .filter(|&&b| b == b'\n')
+                    .count() as u32
+                    + 1;
+                self.error(
+                    line,
+                    1,
+                    codes::NOT_UTF8,
+                    "the file is not valid UTF-8",
+                    Some("save the file as UTF-8"),
+                );
+                None
+            }
+        }
+    }
+
+    /// The file's tokens: every string, quoted name, comment and dollar quote must be closed.
+    fn tokenize(&mut self, text: &str) -> Option<Vec<Token>> {
+        match splitter::tokenize(text) {
+            Ok(tokens) => Some(tokens),
+            Err(error) => {
+                self.error(
+                    error.line,
+                    error.column,
+                    codes::SYNTAX,
+                    error.what,
+                    Some("close the string, identifier, comment or dollar quote"),
+                );
+                None
+            }
+        }
+    }
+
+    /// Walks the file's statements and directives, in order, into up and down parts.
+    fn walk(
+        &mut self,
+        text: &str,
+        tokens: &[Token],
+        phase: Phase,
+        known_rules: &dyn Fn(&str) -> bool,
+    ) -> Body {
+        let mut walk = Walk {
+            parser: self,
+            known_rules,
+            phase,
+            section: SectionKind::Up,
+            saw_up_marker: false,
+            saw_statement: false,
+            pending_allows: Vec::new(),
+            body: Body::default(),
+        };
+        for item in splitter::split(text, tokens) {
+            match item {
+                Item::Statement(raw) => walk.statement(raw),
+                Item::LineComment {
+                    token,
+                    own_line,
+                    inside_statement,
+                } => walk.line_comment(&tokens[token], text, own_line, inside_statement),
+            }
+        }
+        walk.flush_unused_allows();
+        walk.body
+    }
+
+    /// What only the whole file can tell: it has a statement to apply, and a backfill file
+    /// has its directive.
+    fn check_body(&mut self, body: &Body, phase: Phase) {
+        let up_count = body
+            .statements
+            .iter()
+            .filter(|s| s.section == SectionKind::Up)
+            .count();
+        if up_count == 0 {
+            self.error(
+                1,
+                1,
+                codes::EMPTY_FILE,
+                "the migration has no statement to apply",
+                Some("write the change in the file, or delete the file"),
+            );
+        }
+        if phase == Phase::Backfill && !body.saw_backfill_directive {
+            self.error(
+                1,
+                1,
+                codes::BAD_DIRECTIVE,
+                "a backfill file needs `-- migrate:backfill table=<table> key=<column>`",
+                Some("-- migrate:backfill table=users key=id batch=1000 delay=0"),
+            );
+        }
+    }
+
+    /// True when a problem keeps the file from becoming a migration: any but an allow naming
+    /// an unknown rule or followed by no statement, which leave the model intact.
+    fn prevents_the_migration(&self) -> bool {
+        self.diagnostics
+            .iter()
+            .any(|d| d.code != codes::UNKNOWN_RULE && d.code != codes::UNUSED_ALLOW)
+    }
 }
 
-/// Parses one file. `Err` when the file cannot become a migration; `Ok` may still carry
-/// diagnostics (bad allows) that do not prevent building the model.
-pub fn parse_file(
-    source: &SourceFile,
-    known_rules: &dyn Fn(&str) -> bool,
-) -> Result<(ParsedFile, Vec<Diagnostic>), Vec<Diagnostic>> {
-    let mut parser = FileParser {
-        source,
-        diagnostics: Vec::new(),
-    };
-    let (version, name, phase) = match parse_file_name(&source.file_name) {
-        Ok(parts) => parts,
-        Err(problem) => {
-            let help = if is_sql_like(&source.file_name) && !source.file_name.ends_with(".sql") {
-                LOWER_CASE_EXTENSION_HELP
-            } else {
-                "name files `<version>_<name>[.<phase>].sql`, e.g. `0002_email_verified.expand.sql`; phase is expand (default), backfill or contract"
-            };
-            parser.error(
-                1,
-                1,
-                codes::BAD_FILE_NAME,
-                format!(
-                    "`{}` is not a migration file name: {problem}",
-                    source.file_name
-                ),
-                Some(help),
-            );
-            return Err(parser.diagnostics);
-        }
-    };
-    let text = match std::str::from_utf8(&source.bytes) {
-        Ok(text) => text.to_owned(),
-        Err(error) => {
-            let line = source.bytes[..error.valid_up_to()]
-                .iter()
-                .filter(|&&b| b == b'\n')
-                .count() as u32
-                + 1;
-            parser.error(
-                line,
-                1,
-                codes::NOT_UTF8,
-                "the file is not valid UTF-8",
-                Some("save the file as UTF-8"),
-            );
-            return Err(parser.diagnostics);
-        }
-    };
-    let tokens = match splitter::tokenize(&text) {
-        Ok(tokens) => tokens,
-        Err(error) => {
-            parser.error(
-                error.line,
-                error.column,
-                codes::SYNTAX,
-                error.what,
-                Some("close the string, identifier, comment or dollar quote"),
-            );
-            return Err(parser.diagnostics);
-        }
-    };
+/// What the walk over a file collects.
+#[derive(Default)]
+struct Body {
+    /// Up statements first, then down statements, in file order.
+    statements: Vec<StatementSource>,
+    saw_down_marker: bool,
+    requires: Option<u64>,
+    backfill: Option<BackfillSpec>,
+    /// A malformed backfill directive is reported once, not again as a missing one.
+    saw_backfill_directive: bool,
+    no_transaction: bool,
+}
 
-    let mut section = SectionKind::Up;
-    let mut saw_up_marker = false;
-    let mut saw_down_marker = false;
-    let mut saw_statement = false;
-    let mut pending_allows: Vec<Allow> = Vec::new();
-    let mut statements: Vec<StatementSource> = Vec::new();
-    let mut requires = None;
-    let mut backfill = None;
-    // A malformed backfill directive is reported once, not again as a missing one.
-    let mut saw_backfill_directive = false;
-    let mut no_transaction = false;
-
-    for item in splitter::split(&text, &tokens) {
-        match item {
-            Item::Statement(raw) => {
-                saw_statement = true;
-                statements.push(StatementSource {
-                    section,
-                    raw,
-                    allows: std::mem::take(&mut pending_allows),
-                });
-            }
-            Item::LineComment {
-                token,
-                own_line,
-                inside_statement,
-            } => {
-                let token = &tokens[token];
-                let comment = token.text(&text);
-                let Some(body) = comment[2..].trim_start().strip_prefix("migrate:") else {
-                    continue;
-                };
-                let (line, column) = (token.line, token.column);
-                if !own_line || inside_statement {
-                    parser.error(
-                        line,
-                        column,
-                        codes::BAD_DIRECTIVE,
-                        if inside_statement {
-                            "a `-- migrate:` directive inside a statement (is the statement before it missing its `;`?)"
-                        } else {
-                            "a `-- migrate:` directive must be on its own line"
-                        },
-                        Some("put the directive on its own line between statements"),
-                    );
-                    continue;
-                }
-                if body.split_whitespace().next() == Some("backfill") {
-                    saw_backfill_directive = true;
-                }
-                let directive = match parse_directive(body, phase, line, column) {
-                    Ok(directive) => directive,
-                    Err((code, message, help)) => {
-                        parser.error(line, column, code, message, Some(help));
-                        continue;
-                    }
-                };
-                match directive {
-                    Directive::Up => {
-                        if saw_up_marker || saw_down_marker || saw_statement {
-                            parser.error(line, column, codes::BAD_DIRECTIVE, "`-- migrate:up` must come once, before any statement and before `-- migrate:down`", Some("start the file with `-- migrate:up` or leave it out"));
-                        }
-                        saw_up_marker = true;
-                    }
-                    Directive::Down => {
-                        if saw_down_marker {
-                            parser.error(
-                                line,
-                                column,
-                                codes::BAD_DIRECTIVE,
-                                "`-- migrate:down` appears twice",
-                                Some("keep one down part at the end of the file"),
-                            );
-                        }
-                        if !pending_allows.is_empty() {
-                            flush_unused_allows(&mut parser, &mut pending_allows);
-                        }
-                        saw_down_marker = true;
-                        section = SectionKind::Down;
-                    }
-                    Directive::Allow(allow) => {
-                        if !known_rules(&allow.rule) {
-                            parser.error(
-                                allow.line,
-                                allow.column,
-                                codes::UNKNOWN_RULE,
-                                format!("`{}` is not a rule id", allow.rule),
-                                Some("`migrate explain` lists the rules"),
-                            );
-                        } else {
-                            pending_allows.push(allow);
-                        }
-                    }
-                    Directive::Requires(version) => {
-                        if requires.replace(version).is_some() {
-                            parser.error(
-                                line,
-                                column,
-                                codes::BAD_DIRECTIVE,
-                                "`-- migrate:requires` appears twice",
-                                Some("a contract finishes exactly one expand"),
-                            );
-                        }
-                    }
-                    Directive::Backfill(spec) => {
-                        if backfill.replace(spec).is_some() {
-                            parser.error(
-                                line,
-                                column,
-                                codes::BAD_DIRECTIVE,
-                                "`-- migrate:backfill` appears twice",
-                                Some("one backfill file moves one table"),
-                            );
-                        }
-                    }
-                    Directive::NoTransaction => no_transaction = true,
-                }
-            }
-        }
-    }
-    flush_unused_allows(&mut parser, &mut pending_allows);
-
-    let up_count = statements
-        .iter()
-        .filter(|s| s.section == SectionKind::Up)
-        .count();
-    if up_count == 0 {
-        parser.error(
-            1,
-            1,
-            codes::EMPTY_FILE,
-            "the migration has no statement to apply",
-            Some("write the change in the file, or delete the file"),
-        );
-    }
-    if phase == Phase::Backfill && !saw_backfill_directive {
-        parser.error(
-            1,
-            1,
-            codes::BAD_DIRECTIVE,
-            "a backfill file needs `-- migrate:backfill table=<table> key=<column>`",
-            Some("-- migrate:backfill table=users key=id batch=1000 delay=0"),
-        );
-    }
-    if parser
-        .diagnostics
-        .iter()
-        .any(|d| d.code != codes::UNKNOWN_RULE && d.code != codes::UNUSED_ALLOW)
-    {
-        return Err(parser.diagnostics);
-    }
-
-    let section_of = |kind: SectionKind| -> Section {
-        let list: Vec<Statement> = statements
+impl Body {
+    /// The model of one part: its statements, and how the runtime runs them.
+    fn section(&self, kind: SectionKind, text: &str, tokens: &[Token]) -> Section {
+        let list: Vec<Statement> = self
+            .statements
             .iter()
             .filter(|s| s.section == kind)
             .map(|s| Statement {
@@ -293,12 +270,12 @@ pub fn parse_file(
                 line: s.raw.line,
                 column: s.raw.column,
                 non_transactional: classify::is_non_transactional(&Words::new(
-                    &text,
+                    text,
                     &tokens[s.raw.tokens.clone()],
                 )),
             })
             .collect();
-        let mode = if no_transaction || list.iter().any(|s| s.non_transactional) {
+        let mode = if self.no_transaction || list.iter().any(|s| s.non_transactional) {
             TransactionMode::Autocommit
         } else {
             TransactionMode::Transactional
@@ -307,43 +284,140 @@ pub fn parse_file(
             statements: Cow::Owned(list),
             mode,
         }
-    };
-    let migration = Migration {
-        version,
-        name: Cow::Owned(name),
-        phase,
-        file_name: Cow::Owned(source.file_name.clone()),
-        checksum: Checksum::of_file(&source.bytes),
-        up: section_of(SectionKind::Up),
-        down: saw_down_marker.then(|| section_of(SectionKind::Down)),
-        requires,
-        backfill,
-    };
-    let diagnostics = std::mem::take(&mut parser.diagnostics);
-    Ok((
-        ParsedFile {
-            display_path: source.display_path.clone(),
-            source: text,
-            tokens,
-            migration,
-            statements,
-        },
-        diagnostics,
-    ))
+    }
 }
 
-fn flush_unused_allows(parser: &mut FileParser<'_>, pending: &mut Vec<Allow>) {
-    for allow in pending.drain(..) {
-        parser.error(
-            allow.line,
-            allow.column,
-            codes::UNUSED_ALLOW,
-            format!(
-                "`-- migrate:allow {}` is not followed by a statement in the same part",
-                allow.rule
-            ),
-            Some("put the allow right before the statement it is for, or remove it"),
-        );
+/// The walk over a file's items: the part it is in, and what it has seen so far.
+struct Walk<'p, 'a> {
+    parser: &'p mut FileParser<'a>,
+    known_rules: &'p dyn Fn(&str) -> bool,
+    phase: Phase,
+    section: SectionKind,
+    saw_up_marker: bool,
+    saw_statement: bool,
+    /// Allows read since the last statement: they belong to the next one.
+    pending_allows: Vec<Allow>,
+    body: Body,
+}
+
+impl Walk<'_, '_> {
+    fn statement(&mut self, raw: RawStatement) {
+        self.saw_statement = true;
+        self.body.statements.push(StatementSource {
+            section: self.section,
+            raw,
+            allows: std::mem::take(&mut self.pending_allows),
+        });
+    }
+
+    /// A `--` comment: a directive when it starts with `migrate:`, which must stand on its
+    /// own line between statements.
+    fn line_comment(&mut self, token: &Token, text: &str, own_line: bool, inside_statement: bool) {
+        let comment = token.text(text);
+        let Some(directive_text) = comment[2..].trim_start().strip_prefix("migrate:") else {
+            return;
+        };
+        let (line, column) = (token.line, token.column);
+        if !own_line || inside_statement {
+            self.parser.error(
+                line,
+                column,
+                codes::BAD_DIRECTIVE,
+                if inside_statement {
+                    "a `-- migrate:` directive inside a statement (is the statement before it missing its `;`?)"
+                } else {
+                    "a `-- migrate:` directive must be on its own line"
+                },
+                Some("put the directive on its own line between statements"),
+            );
+            return;
+        }
+        if directive_text.split_whitespace().next() == Some("backfill") {
+            self.body.saw_backfill_directive = true;
+        }
+        match parse_directive(directive_text, self.phase, line, column) {
+            Ok(directive) => self.directive(directive, line, column),
+            Err((code, message, help)) => {
+                self.parser.error(line, column, code, message, Some(help));
+            }
+        }
+    }
+
+    fn directive(&mut self, directive: Directive, line: u32, column: u32) {
+        match directive {
+            Directive::Up => {
+                if self.saw_up_marker || self.body.saw_down_marker || self.saw_statement {
+                    self.parser.error(line, column, codes::BAD_DIRECTIVE, "`-- migrate:up` must come once, before any statement and before `-- migrate:down`", Some("start the file with `-- migrate:up` or leave it out"));
+                }
+                self.saw_up_marker = true;
+            }
+            Directive::Down => {
+                if self.body.saw_down_marker {
+                    self.parser.error(
+                        line,
+                        column,
+                        codes::BAD_DIRECTIVE,
+                        "`-- migrate:down` appears twice",
+                        Some("keep one down part at the end of the file"),
+                    );
+                }
+                self.flush_unused_allows();
+                self.body.saw_down_marker = true;
+                self.section = SectionKind::Down;
+            }
+            Directive::Allow(allow) => {
+                if !(self.known_rules)(&allow.rule) {
+                    self.parser.error(
+                        allow.line,
+                        allow.column,
+                        codes::UNKNOWN_RULE,
+                        format!("`{}` is not a rule id", allow.rule),
+                        Some("`migrate explain` lists the rules"),
+                    );
+                } else {
+                    self.pending_allows.push(allow);
+                }
+            }
+            Directive::Requires(version) => {
+                if self.body.requires.replace(version).is_some() {
+                    self.parser.error(
+                        line,
+                        column,
+                        codes::BAD_DIRECTIVE,
+                        "`-- migrate:requires` appears twice",
+                        Some("a contract finishes exactly one expand"),
+                    );
+                }
+            }
+            Directive::Backfill(spec) => {
+                if self.body.backfill.replace(spec).is_some() {
+                    self.parser.error(
+                        line,
+                        column,
+                        codes::BAD_DIRECTIVE,
+                        "`-- migrate:backfill` appears twice",
+                        Some("one backfill file moves one table"),
+                    );
+                }
+            }
+            Directive::NoTransaction => self.body.no_transaction = true,
+        }
+    }
+
+    /// Allows not followed by a statement in their part suppress nothing.
+    fn flush_unused_allows(&mut self) {
+        for allow in self.pending_allows.drain(..) {
+            self.parser.error(
+                allow.line,
+                allow.column,
+                codes::UNUSED_ALLOW,
+                format!(
+                    "`-- migrate:allow {}` is not followed by a statement in the same part",
+                    allow.rule
+                ),
+                Some("put the allow right before the statement it is for, or remove it"),
+            );
+        }
     }
 }
 

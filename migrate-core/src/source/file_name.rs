@@ -10,9 +10,18 @@ pub fn is_sql_like(file_name: &str) -> bool {
 }
 
 /// The help for a `.sql` extension in another case.
-pub(super) const LOWER_CASE_EXTENSION_HELP: &str = "rename the file to end in `.sql`. Other cases are refused rather than accepted: \
+const LOWER_CASE_EXTENSION_HELP: &str = "rename the file to end in `.sql`. Other cases are refused rather than accepted: \
 the runtime looks for `.sql` files exactly, and on a case-insensitive filesystem `0002_a.SQL` and \
 `0002_a.sql` are one file, so the macro and the runtime would disagree about the set";
+
+/// The help for a file name [`parse_file_name`] refuses.
+pub(super) fn file_name_help(file_name: &str) -> &'static str {
+    if is_sql_like(file_name) && !file_name.ends_with(".sql") {
+        LOWER_CASE_EXTENSION_HELP
+    } else {
+        "name files `<version>_<name>[.<phase>].sql`, e.g. `0002_email_verified.expand.sql`; phase is expand (default), backfill or contract"
+    }
+}
 
 /// `<version>_<name>[.<phase>].sql` → (version, name, phase).
 pub fn parse_file_name(file_name: &str) -> Result<(u64, String, Phase), String> {
