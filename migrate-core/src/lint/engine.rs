@@ -1,58 +1,72 @@
 //! The lint engine: runs every rule of [`RULES`] on every statement of a set, in version
-//! order, with the context rules need (tables created earlier in the file, CHECK constraints
-//! validated earlier in the set), then applies `-- migrate:allow` and the configuration.
+//! order, with the context rules need (tables created earlier in the part; what a rule
+//! remembers beyond that, it keeps itself), then applies `-- migrate:allow` and the
+//! configuration.
 
 use std::collections::HashSet;
 
+use super::bad_backfill;
 use super::config::{Config, Level};
-use super::context::{self, HeldLock, SchemaFacts, StatementContext};
+use super::context::{self, StatementContext};
 use super::registry::RULES;
-use super::{bad_backfill, rules};
+use super::rule::{Check, Finding, Rule, RuleMemory};
 use crate::classify;
 use crate::diagnostic::{Diagnostic, Severity, codes};
-use crate::migration::Phase;
+use crate::migration::{Phase, TransactionMode};
 use crate::source::{ParsedFile, SectionKind};
-use crate::sql::{self, parse_statement};
+use crate::sql::parse_statement;
 
 /// Lints parsed files in version order and returns every diagnostic, sorted.
 pub fn lint_files(files: &[ParsedFile], config: &Config) -> Vec<Diagnostic> {
     let mut diagnostics = Vec::new();
     let mut ordered: Vec<&ParsedFile> = files.iter().collect();
     ordered.sort_by_key(|f| f.migration.version);
-    let mut facts = SchemaFacts::default();
-    record_set_indexes(&ordered, &mut facts);
+    let mut checkers: Vec<(&Rule, Checker)> = RULES
+        .iter()
+        .map(|&rule| (rule, Checker::new(rule)))
+        .collect();
+    for (_, checker) in &mut checkers {
+        if let Checker::WithMemory(memory) = checker {
+            memory.start_set(&ordered);
+        }
+    }
     for file in ordered {
-        lint_file(file, config, &mut facts, &mut diagnostics);
+        lint_file(file, config, &mut checkers, &mut diagnostics);
     }
     crate::diagnostic::sort(&mut diagnostics);
     diagnostics
 }
 
-/// First pass for `foreign-key-without-index`: the indexes of the whole set, because a later
-/// migration may add the index a foreign key needs. Only when some statement declares a
-/// foreign key (`REFERENCES`, from the tokens), and only index-making statements are parsed,
-/// so sets without foreign keys pay nothing.
-fn record_set_indexes(files: &[&ParsedFile], facts: &mut SchemaFacts) {
-    let up_statements = || {
-        files.iter().flat_map(|file| {
-            file.statements
-                .iter()
-                .filter(|s| s.section == SectionKind::Up)
-                .map(move |s| (*file, s))
-        })
-    };
-    if !up_statements().any(|(file, s)| file.words(s).contains("REFERENCES")) {
-        return;
+/// A rule's check during one lint of a set: with the rule's own memory when it keeps one.
+enum Checker {
+    Statement(fn(&StatementContext<'_>, &mut Vec<Finding>)),
+    WithMemory(Box<dyn RuleMemory>),
+}
+
+impl Checker {
+    fn new(rule: &Rule) -> Checker {
+        match rule.check {
+            Check::Statement(check) => Checker::Statement(check),
+            Check::WithMemory(start) => Checker::WithMemory(start()),
+        }
     }
-    for (file, statement) in up_statements() {
-        let words = file.words(statement);
-        let makes_index = words.starts_with(&["CREATE", "INDEX"])
-            || words.starts_with(&["CREATE", "UNIQUE", "INDEX"])
-            || words.starts_with(&["CREATE", "TABLE"])
-            || (words.starts_with(&["ALTER", "TABLE"])
-                && (words.contains("PRIMARY") || words.contains("UNIQUE")));
-        if makes_index && let Ok(ast) = parse_statement(file.text(statement)) {
-            facts.record_indexes(&ast);
+
+    fn check(&self, context: &StatementContext<'_>, findings: &mut Vec<Finding>) {
+        match self {
+            Checker::Statement(check) => check(context, findings),
+            Checker::WithMemory(memory) => memory.check(context, findings),
+        }
+    }
+
+    fn start_part(&mut self) {
+        if let Checker::WithMemory(memory) = self {
+            memory.start_part();
+        }
+    }
+
+    fn record(&mut self, context: &StatementContext<'_>) {
+        if let Checker::WithMemory(memory) = self {
+            memory.record(context);
         }
     }
 }
@@ -60,13 +74,13 @@ fn record_set_indexes(files: &[&ParsedFile], facts: &mut SchemaFacts) {
 fn lint_file(
     file: &ParsedFile,
     config: &Config,
-    facts: &mut SchemaFacts,
+    checkers: &mut [(&Rule, Checker)],
     diagnostics: &mut Vec<Diagnostic>,
 ) {
     let mut created_in_section: HashSet<String> = HashSet::new();
-    let mut held_locks: Vec<HeldLock> = Vec::new();
-    let mut enum_values_added: Vec<(String, u32)> = Vec::new();
-    let mut constraints_dropped_if_exists: Vec<(String, String)> = Vec::new();
+    for (_, checker) in checkers.iter_mut() {
+        checker.start_part();
+    }
     let mut section = SectionKind::Up;
     for (index, statement) in file.statements.iter().enumerate() {
         let is_last_in_section = file
@@ -76,9 +90,9 @@ fn lint_file(
         if statement.section != section {
             section = statement.section;
             created_in_section.clear();
-            held_locks.clear();
-            enum_values_added.clear();
-            constraints_dropped_if_exists.clear();
+            for (_, checker) in checkers.iter_mut() {
+                checker.start_part();
+            }
         }
         let mode = match section {
             SectionKind::Up => file.migration.up.mode,
@@ -86,7 +100,7 @@ fn lint_file(
                 .migration
                 .down
                 .as_ref()
-                .map_or(crate::migration::TransactionMode::Transactional, |d| d.mode),
+                .map_or(TransactionMode::Transactional, |d| d.mode),
         };
         let sql = file.text(statement);
         let words = file.words(statement);
@@ -105,17 +119,14 @@ fn lint_file(
             fallback: fallback.as_ref(),
             phase: file.migration.phase,
             section,
+            line: statement.raw.line,
             created_in_section: &created_in_section,
-            facts,
             mode,
             lock: &lock,
-            held_locks: &held_locks,
-            enum_values_added: &enum_values_added,
             is_last_in_section,
-            constraints_dropped_if_exists: &constraints_dropped_if_exists,
         };
         let mut used_allows = vec![false; statement.allows.len()];
-        for rule in RULES {
+        for (rule, checker) in checkers.iter() {
             let level = config.level(rule.id);
             if level == Level::Off {
                 // An allow for a rule that is off suppresses nothing but is not stale either.
@@ -127,7 +138,7 @@ fn lint_file(
                 continue;
             }
             let mut findings = Vec::new();
-            (rule.check)(&context, &mut findings);
+            checker.check(&context, &mut findings);
             if findings.is_empty() {
                 continue;
             }
@@ -168,41 +179,13 @@ fn lint_file(
                 );
             }
         }
-        if mode == crate::migration::TransactionMode::Transactional
-            && let Some(value) = rules::enum_value_same_transaction::added_enum_value(&context)
-        {
-            enum_values_added.push((value, statement.raw.line));
+        for (_, checker) in checkers.iter_mut() {
+            checker.record(&context);
         }
-        if mode == crate::migration::TransactionMode::Transactional {
-            for taken in &lock.locks {
-                let table = sql::table_key_of(&taken.table);
-                if taken.mode.blocks_writes() && !created_in_section.contains(&table) {
-                    held_locks.push(HeldLock {
-                        table: taken.table.clone(),
-                        mode: taken.mode,
-                        line: statement.raw.line,
-                    });
-                }
-            }
-        }
-        if let Ok(sqlparser::ast::Statement::AlterTable(alter)) = &parsed {
-            for operation in &alter.operations {
-                if let sqlparser::ast::AlterTableOperation::DropConstraint {
-                    if_exists: true,
-                    name,
-                    ..
-                } = operation
-                {
-                    constraints_dropped_if_exists
-                        .push((sql::table_key(&alter.name), sql::ident_key(name)));
-                }
-            }
-        }
-        context::record(
+        context::record_created_table(
             parsed.as_ref().ok(),
             fallback.as_ref(),
             &mut created_in_section,
-            facts,
         );
         // The runtime batches every up statement of a backfill file by key: refuse at build
         // time what it could not batch, or could not finish.

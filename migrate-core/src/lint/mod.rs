@@ -1,6 +1,7 @@
 //! The lint engine and its rules, one file each:
 //!
-//! - `rule`: what a rule declares ([`Rule`]) and reports ([`Finding`]);
+//! - `rule`: what a rule declares ([`Rule`]), remembers ([`RuleMemory`]) and reports
+//!   ([`Finding`]);
 //! - [`registry`]: the one list of rules ([`RULES`]), the catalogue and `migrate explain`;
 //! - [`config`]: `migrate.toml` (levels per rule);
 //! - [`context`]: what a rule sees of a statement ([`StatementContext`]);
@@ -19,7 +20,7 @@ pub mod rules;
 pub(crate) mod testing;
 
 pub use config::{Config, Level};
-pub use context::{HeldLock, SchemaFacts, StatementContext};
+pub use context::StatementContext;
 pub use engine::{effective_phase, lint_files};
 pub use registry::{RULES, rule};
-pub use rule::{EXAMPLE_FILE_MARKER, Example, Finding, Rule, example_files};
+pub use rule::{Check, EXAMPLE_FILE_MARKER, Example, Finding, Rule, RuleMemory, example_files};

@@ -3,6 +3,7 @@
 
 use super::config::Level;
 use super::context::StatementContext;
+use crate::source::ParsedFile;
 
 /// A lint rule: its documentation, its examples (run as its tests) and its check, in one
 /// declaration. The catalogue, `migrate explain` and the README are generated from these.
@@ -22,7 +23,43 @@ pub struct Rule {
     pub bad: &'static [Example],
     /// Files this rule must accept.
     pub good: &'static [Example],
-    pub check: fn(&StatementContext<'_>, &mut Vec<Finding>),
+    /// How the rule judges a statement.
+    pub check: Check,
+}
+
+/// How a rule judges statements.
+#[derive(Debug)]
+pub enum Check {
+    /// Each statement on its own, with what its [`StatementContext`] tells of the file.
+    Statement(fn(&StatementContext<'_>, &mut Vec<Finding>)),
+    /// With what it remembers of earlier statements, kept in the rule's own file: the engine
+    /// makes a fresh memory for every set it lints and drives it (see [`RuleMemory`]).
+    WithMemory(fn() -> Box<dyn RuleMemory>),
+}
+
+/// What a rule remembers of the statements before the one it judges (the locks an open
+/// transaction holds, the constraints validated earlier in the set, ...). Each rule keeps its
+/// own, beside its check, so the engine holds no rule's state.
+///
+/// The engine walks the set in version order: [`RuleMemory::start_set`] once, then for each
+/// part (up or down) of each file [`RuleMemory::start_part`], then for each statement
+/// [`RuleMemory::check`] and, once every rule has judged the statement,
+/// [`RuleMemory::record`].
+pub trait RuleMemory {
+    /// Before the first statement, with the whole set in version order: for what a later file
+    /// may provide.
+    fn start_set(&mut self, _files: &[&ParsedFile]) {}
+
+    /// A part (up or down) of a file begins: forget what lasted only the previous part, such as
+    /// what its transaction held.
+    fn start_part(&mut self) {}
+
+    /// Judges one statement with what was remembered.
+    fn check(&self, context: &StatementContext<'_>, findings: &mut Vec<Finding>);
+
+    /// Remembers one statement. Called for every statement, whatever was found in it or
+    /// allowed, and whatever the rule's level.
+    fn record(&mut self, _context: &StatementContext<'_>) {}
 }
 
 /// A migration file used as a rule example. Some safe patterns span several migrations:

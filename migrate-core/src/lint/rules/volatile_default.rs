@@ -3,7 +3,7 @@
 use sqlparser::ast::{AlterTableOperation, ColumnOption};
 
 use super::{existing_table_operations, quoted};
-use crate::lint::{Example, Finding, Level, Rule, StatementContext};
+use crate::lint::{Check, Example, Finding, Level, Rule, StatementContext};
 use crate::sql::volatile_function;
 
 pub static RULE: Rule = Rule {
@@ -66,7 +66,7 @@ ALTER TABLE users ALTER COLUMN public_id SET DEFAULT gen_random_uuid();",
 ALTER TABLE tokens ADD COLUMN IF NOT EXISTS value uuid NOT NULL DEFAULT gen_random_uuid();",
         },
     ],
-    check,
+    check: Check::Statement(check),
 };
 
 fn check(context: &StatementContext<'_>, findings: &mut Vec<Finding>) {
