@@ -19,6 +19,7 @@ use sqlparser::ast::{
 
 use crate::classify::{self, Fallback, Words};
 use crate::splitter;
+use crate::sql::{parse_statement, volatile_function};
 
 /// PostgreSQL's table-level lock modes, weakest first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
@@ -243,7 +244,7 @@ pub fn analyze_sql(sql: &str) -> LockAnalysis {
         return LockAnalysis::unknown();
     };
     let words = Words::new(sql, &tokens);
-    let parsed = crate::lint::parse_statement(sql).ok();
+    let parsed = parse_statement(sql).ok();
     analyze(parsed.as_ref(), &words)
 }
 
@@ -429,9 +430,7 @@ fn alter_table(table: &str, operations: &[AlterTableOperation]) -> LockAnalysis 
                     .options
                     .iter()
                     .any(|option| match &option.option {
-                        ColumnOption::Default(expr) => {
-                            crate::lint::rules::volatile_default::volatile_function(expr).is_some()
-                        }
+                        ColumnOption::Default(expr) => volatile_function(expr).is_some(),
                         ColumnOption::Generated { .. } | ColumnOption::Identity(_) => true,
                         _ => false,
                     })

@@ -13,10 +13,10 @@ use sqlparser::ast::{
     InTarget, ObjectName, Statement, TableFactor, Update, Value,
 };
 
-use super::context::ident_key;
-use crate::backfill::{self, BackfillPlanError};
+use crate::batch_plan::{self, BackfillPlanError};
 use crate::diagnostic::{Diagnostic, codes};
 use crate::source::{ParsedFile, SectionKind, StatementSource};
+use crate::sql::ident_key;
 
 const SHAPE_HELP: &str = "UPDATE <table> SET <col> = <expr> WHERE <rows not done yet>; one table, the one named by -- migrate:backfill";
 
@@ -45,7 +45,7 @@ pub(super) fn check(
         .with_help(help)
     };
     let planned = match parsed {
-        Ok(ast) => backfill::plan_parsed(ast, sql, spec, "bigint"),
+        Ok(ast) => batch_plan::plan_parsed(ast, sql, spec, "bigint"),
         Err(error) => Err(BackfillPlanError::NotAnUpdate(error.clone())),
     };
     match planned {
@@ -303,9 +303,10 @@ fn columns_read(expr: &Expr, out: &mut BTreeSet<String>) -> Option<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::source::{SourceFile, load_files};
 
     fn endless(sql: &str) -> Option<Endless> {
-        match crate::lint::parse_statement(sql).unwrap() {
+        match crate::sql::parse_statement(sql).unwrap() {
             Statement::Update(update) => never_finishes(&update),
             other => panic!("not an update: {other}"),
         }
@@ -365,6 +366,24 @@ UPDATE t SET a = 2 WHERE a IS NULL;\n",
                 .unwrap()
                 .contains("IS DISTINCT FROM 2")
         );
+    }
+
+    /// Moved from the source tests: the loader accepts these statements, the linter refuses them.
+    #[test]
+    fn backfill_statements_must_be_batchable_updates() {
+        let known = |_: &str| true;
+        let set = load_files(
+            &[SourceFile {
+                display_path: "migrations/0001_a.backfill.sql".to_owned(),
+                file_name: "0001_a.backfill.sql".to_owned(),
+                bytes: "-- migrate:backfill table=users key=id\nDELETE FROM users WHERE a IS NULL;\nUPDATE orders SET a = 1 WHERE a IS NULL;\nUPDATE users SET a = 1 WHERE a IS NULL;".as_bytes().to_vec(),
+            }],
+            &known,
+        );
+        assert!(set.diagnostics.is_empty());
+        let found = crate::lint::lint_files(&set.files, &crate::lint::Config::default());
+        let lines: Vec<(u32, &str)> = found.iter().map(|d| (d.line, d.code)).collect();
+        assert_eq!(lines, [(2, "bad-backfill"), (3, "bad-backfill")]);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Batched execution of backfill migrations (docs/design.md, "Backfills").
 //!
 //! Each up statement of a `.backfill.sql` file runs as keyed batches (see
-//! [`crate::backfill`]), each batch its own short transaction, so the application's writes
+//! [`crate::batch_plan`]), each batch its own short transaction, so the application's writes
 //! never queue behind one long UPDATE. Progress is stored after every batch in
 //! `<history table>_backfill`, so a killed backfill resumes where it stopped. After the keyed
 //! pass, sweeps (waiting for row locks, bounded by `lock_timeout`) repeat until a pass changes
@@ -23,7 +23,7 @@ use super::executor::{
     statement_error, wait_before_retry,
 };
 use super::state::backfill_progress::{BackfillProgressTable, statement_index};
-use crate::backfill::{BatchedUpdate, key_type_sql, plan};
+use crate::batch_plan::{BatchedUpdate, key_type_sql, plan};
 use crate::migration::{BackfillSpec, Migration, Statement};
 
 /// Sweeps after the keyed pass before giving up: rows that keep matching the WHERE mean

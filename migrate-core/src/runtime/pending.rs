@@ -137,7 +137,7 @@ mod tests {
     use std::time::SystemTime;
 
     use super::*;
-    use crate::Checksum;
+    use crate::checksum::Checksum;
     use crate::migration::{Phase, Statement, TransactionMode};
 
     fn migration(version: u64, down: bool) -> Migration {

@@ -1,6 +1,6 @@
 //! `blocking-statement`
 
-use crate::lint::{Example, Finding, Level, Rule, StatementContext};
+use crate::lint::{Check, Example, Finding, Level, Rule, StatementContext};
 
 pub static RULE: Rule = Rule {
     id: "blocking-statement",
@@ -33,7 +33,7 @@ path: run maintenance out of band, or use pg_repack, which rewrites without the 
         file_name: "0005_analyze.expand.sql",
         sql: "VACUUM (ANALYZE) orders;\nANALYZE orders;",
     }],
-    check,
+    check: Check::Statement(check),
 };
 
 fn check(context: &StatementContext<'_>, findings: &mut Vec<Finding>) {

@@ -3,7 +3,7 @@
 use sqlparser::ast::{AlterColumnOperation, AlterTableOperation};
 
 use super::{existing_table_operations, quoted};
-use crate::lint::{Example, Finding, Level, Rule, StatementContext};
+use crate::lint::{Check, Example, Finding, Level, Rule, StatementContext};
 
 pub static RULE: Rule = Rule {
     id: "column-type-change",
@@ -39,7 +39,7 @@ then a contract that drops the old column. A table created earlier in the same f
 ALTER TABLE orders ALTER COLUMN amount TYPE numeric(12, 2);",
         },
     ],
-    check,
+    check: Check::Statement(check),
 };
 
 fn check(context: &StatementContext<'_>, findings: &mut Vec<Finding>) {

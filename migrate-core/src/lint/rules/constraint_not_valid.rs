@@ -3,7 +3,7 @@
 use sqlparser::ast::{AlterTableOperation, TableConstraint};
 
 use super::{existing_table_operations, quoted};
-use crate::lint::{Example, Finding, Level, Rule, StatementContext};
+use crate::lint::{Check, Example, Finding, Level, Rule, StatementContext};
 
 pub static RULE: Rule = Rule {
     id: "constraint-not-valid",
@@ -43,7 +43,7 @@ CREATE INDEX CONCURRENTLY IF NOT EXISTS orders_user_id_idx ON orders (user_id);"
 ALTER TABLE orders ADD CONSTRAINT orders_total_positive CHECK (total >= 0);",
         },
     ],
-    check,
+    check: Check::Statement(check),
 };
 
 fn check(context: &StatementContext<'_>, findings: &mut Vec<Finding>) {

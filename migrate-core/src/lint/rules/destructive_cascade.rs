@@ -1,6 +1,6 @@
 //! `destructive-cascade`
 
-use crate::lint::{Example, Finding, Level, Rule, StatementContext};
+use crate::lint::{Check, Example, Finding, Level, Rule, StatementContext};
 
 pub static RULE: Rule = Rule {
     id: "destructive-cascade",
@@ -34,7 +34,7 @@ ALTER TABLE users DROP COLUMN IF EXISTS legacy_email;\n\
 -- 'CASCADE' in a string or a comment is not a keyword\n\
 COMMENT ON TABLE users IS 'no CASCADE here';",
     }],
-    check,
+    check: Check::Statement(check),
 };
 
 fn check(context: &StatementContext<'_>, findings: &mut Vec<Finding>) {

@@ -3,7 +3,7 @@
 use sqlparser::ast::{AlterColumnOperation, AlterTableOperation, Statement};
 
 use super::existing_table_operations;
-use crate::lint::{Example, Finding, Level, Rule, StatementContext};
+use crate::lint::{Check, Example, Finding, Level, Rule, StatementContext};
 use crate::migration::Phase;
 
 pub static RULE: Rule = Rule {
@@ -53,7 +53,7 @@ then drop the old one in the contract.",
 DROP TABLE IF EXISTS old_sessions;",
         },
     ],
-    check,
+    check: Check::Statement(check),
 };
 
 fn check(context: &StatementContext<'_>, findings: &mut Vec<Finding>) {

@@ -1,6 +1,7 @@
 //! `enum-value-same-transaction`
 
-use crate::lint::{Example, Finding, Level, Rule, StatementContext};
+use crate::lint::{Check, Example, Finding, Level, Rule, RuleMemory, StatementContext};
+use crate::migration::TransactionMode;
 use crate::splitter::TokenKind;
 
 pub static RULE: Rule = Rule {
@@ -32,11 +33,11 @@ ALTER TYPE order_status ADD VALUE IF NOT EXISTS 'shipped' AFTER 'paid';\n\
 ALTER TABLE orders ALTER COLUMN status SET DEFAULT 'shipped';",
         },
     ],
-    check,
+    check: Check::WithMemory(EnumValuesAdded::start),
 };
 
 /// The value an `ALTER TYPE ... ADD VALUE [IF NOT EXISTS] 'v'` adds, unquoted.
-pub(crate) fn added_enum_value(context: &StatementContext<'_>) -> Option<String> {
+fn added_enum_value(context: &StatementContext<'_>) -> Option<String> {
     let words = &context.words;
     if !(words.starts_with(&["ALTER", "TYPE"]) && words.contains_pair("ADD", "VALUE")) {
         return None;
@@ -51,24 +52,47 @@ fn string_value(literal: &str) -> Option<String> {
     Some(inner.replace("''", "'"))
 }
 
-fn check(context: &StatementContext<'_>, findings: &mut Vec<Finding>) {
-    if context.enum_values_added.is_empty() || added_enum_value(context).is_some() {
-        return;
+/// Enum values added (`ALTER TYPE ... ADD VALUE`) by earlier statements of this part, with
+/// their line, when the part runs in one transaction.
+#[derive(Default)]
+struct EnumValuesAdded {
+    values: Vec<(String, u32)>,
+}
+
+impl EnumValuesAdded {
+    fn start() -> Box<dyn RuleMemory> {
+        Box::<EnumValuesAdded>::default()
     }
-    let words = &context.words;
-    for token in words.iter().filter(|t| t.kind == TokenKind::String) {
-        let Some(value) = string_value(token.text(words.source())) else {
-            continue;
-        };
-        if let Some((_, line)) = context
-            .enum_values_added
-            .iter()
-            .find(|(added, _)| *added == value)
-        {
-            findings.push(Finding::new(format!(
-                "uses the enum value '{value}' added at line {line} in the same transaction: PostgreSQL refuses it until that transaction commits"
-            )));
+}
+
+impl RuleMemory for EnumValuesAdded {
+    fn start_part(&mut self) {
+        self.values.clear();
+    }
+
+    fn check(&self, context: &StatementContext<'_>, findings: &mut Vec<Finding>) {
+        if self.values.is_empty() || added_enum_value(context).is_some() {
             return;
+        }
+        let words = &context.words;
+        for token in words.iter().filter(|t| t.kind == TokenKind::String) {
+            let Some(value) = string_value(token.text(words.source())) else {
+                continue;
+            };
+            if let Some((_, line)) = self.values.iter().find(|(added, _)| *added == value) {
+                findings.push(Finding::new(format!(
+                    "uses the enum value '{value}' added at line {line} in the same transaction: PostgreSQL refuses it until that transaction commits"
+                )));
+                return;
+            }
+        }
+    }
+
+    fn record(&mut self, context: &StatementContext<'_>) {
+        if context.mode == TransactionMode::Transactional
+            && let Some(value) = added_enum_value(context)
+        {
+            self.values.push((value, context.line));
         }
     }
 }

@@ -3,7 +3,7 @@
 use sqlparser::ast::{AlterTableOperation, TableConstraint};
 
 use super::{existing_table_operations, quoted};
-use crate::lint::{Example, Finding, Level, Rule, StatementContext};
+use crate::lint::{Check, Example, Finding, Level, Rule, StatementContext};
 
 pub static RULE: Rule = Rule {
     id: "exclusion-constraint",
@@ -34,7 +34,7 @@ to it (expand, backfill, contract); a small table can take it in a maintenance w
 ALTER TABLE bookings ADD CONSTRAINT bookings_no_overlap EXCLUDE USING gist (room_id WITH =, during WITH &&);",
         },
     ],
-    check,
+    check: Check::Statement(check),
 };
 
 fn check(context: &StatementContext<'_>, findings: &mut Vec<Finding>) {

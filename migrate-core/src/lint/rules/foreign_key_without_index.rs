@@ -1,11 +1,13 @@
 //! `foreign-key-without-index`
 
 use sqlparser::ast::{
-    AlterTableOperation, ColumnOption, ForeignKeyConstraint, Statement, TableConstraint,
+    AlterTableOperation, ColumnOption, Expr, ForeignKeyConstraint, IndexColumn, Statement,
+    TableConstraint,
 };
 
-use crate::lint::context::{ident_key, table_key};
-use crate::lint::{Example, Finding, Level, Rule, StatementContext};
+use crate::lint::{Check, Example, Finding, Level, Rule, RuleMemory, StatementContext};
+use crate::source::{ParsedFile, SectionKind};
+use crate::sql::{ident_key, parse_statement, table_key};
 
 pub static RULE: Rule = Rule {
     id: "foreign-key-without-index",
@@ -29,60 +31,188 @@ CONCURRENTLY). Warns by default.",
 CREATE INDEX IF NOT EXISTS comments_post_id_idx ON comments (post_id);\n\
 CREATE TABLE IF NOT EXISTS post_tags (\n    post_id bigint NOT NULL REFERENCES posts (id),\n    tag text NOT NULL,\n    PRIMARY KEY (post_id, tag)\n);",
     }],
-    check,
+    check: Check::WithMemory(SetIndexes::start),
 };
 
-fn check(context: &StatementContext<'_>, findings: &mut Vec<Finding>) {
-    let (table, foreign_keys) = match context.ast {
-        Some(Statement::CreateTable(create)) => {
-            let mut keys: Vec<(Vec<String>, String)> = create
-                .constraints
+/// `(table, leading columns)` of every index the set's up parts create (indexes, primary
+/// keys, unique constraints), whichever file creates them: a later migration may add the
+/// index a foreign key needs.
+#[derive(Default)]
+struct SetIndexes {
+    indexes: Vec<(String, Vec<String>)>,
+}
+
+impl SetIndexes {
+    fn start() -> Box<dyn RuleMemory> {
+        Box::<SetIndexes>::default()
+    }
+
+    /// True when some index of the set starts with exactly `columns` (in any order), so a
+    /// lookup by those columns (a foreign key check) can use it.
+    fn has_index_leading_with(&self, table: &str, columns: &[String]) -> bool {
+        let mut wanted: Vec<&String> = columns.iter().collect();
+        wanted.sort();
+        self.indexes.iter().any(|(indexed_table, indexed)| {
+            if indexed_table != table || indexed.len() < columns.len() {
+                return false;
+            }
+            let mut leading: Vec<&String> = indexed[..columns.len()].iter().collect();
+            leading.sort();
+            leading == wanted
+        })
+    }
+
+    /// Records the indexes a statement creates.
+    fn record_indexes(&mut self, statement: &Statement) {
+        let column_list = |columns: &[IndexColumn]| -> Vec<String> {
+            columns
                 .iter()
-                .filter_map(|c| match c {
-                    TableConstraint::ForeignKey(fk) => Some(columns_of(fk)),
-                    _ => None,
-                })
-                .collect();
-            for column in &create.columns {
-                for option in &column.options {
-                    if let ColumnOption::ForeignKey(fk) = &option.option {
-                        keys.push((vec![ident_key(&column.name)], fk.foreign_table.to_string()));
+                .map(|c| expression_key(&c.column.expr))
+                .collect()
+        };
+        match statement {
+            Statement::CreateIndex(index) => {
+                self.indexes
+                    .push((table_key(&index.table_name), column_list(&index.columns)));
+            }
+            Statement::CreateTable(create) => {
+                let table = table_key(&create.name);
+                for constraint in &create.constraints {
+                    if let Some(columns) = key_columns(constraint) {
+                        self.indexes.push((table.clone(), column_list(columns)));
+                    }
+                }
+                for column in &create.columns {
+                    let unique = column.options.iter().any(|o| {
+                        matches!(
+                            o.option,
+                            ColumnOption::PrimaryKey(_) | ColumnOption::Unique(_)
+                        )
+                    });
+                    if unique {
+                        self.indexes
+                            .push((table.clone(), vec![ident_key(&column.name)]));
                     }
                 }
             }
-            (create.name.clone(), keys)
+            Statement::AlterTable(alter) => {
+                let table = table_key(&alter.name);
+                for operation in &alter.operations {
+                    if let AlterTableOperation::AddConstraint { constraint, .. } = operation
+                        && let Some(columns) = key_columns(constraint)
+                    {
+                        self.indexes.push((table.clone(), column_list(columns)));
+                    }
+                }
+            }
+            _ => {}
         }
-        Some(Statement::AlterTable(alter)) => {
-            let keys = alter
-                .operations
-                .iter()
-                .filter_map(|operation| match operation {
-                    AlterTableOperation::AddConstraint {
-                        constraint: TableConstraint::ForeignKey(fk),
-                        ..
-                    } => Some(columns_of(fk)),
-                    _ => None,
-                })
-                .collect();
-            (alter.name.clone(), keys)
+    }
+}
+
+impl RuleMemory for SetIndexes {
+    /// The indexes of the whole set, before the first statement. Only when some statement
+    /// declares a foreign key (`REFERENCES`, from the tokens), and only index-making
+    /// statements are parsed, so sets without foreign keys pay nothing.
+    fn start_set(&mut self, files: &[&ParsedFile]) {
+        let up_statements = || {
+            files.iter().flat_map(|file| {
+                file.statements
+                    .iter()
+                    .filter(|s| s.section == SectionKind::Up)
+                    .map(move |s| (*file, s))
+            })
+        };
+        if !up_statements().any(|(file, s)| file.words(s).contains("REFERENCES")) {
+            return;
         }
-        _ => return,
-    };
-    let key = table_key(&table);
-    for (columns, parent) in foreign_keys {
-        if columns.is_empty() || context.facts.has_index_leading_with(&key, &columns) {
-            continue;
+        for (file, statement) in up_statements() {
+            let words = file.words(statement);
+            let makes_index = words.starts_with(&["CREATE", "INDEX"])
+                || words.starts_with(&["CREATE", "UNIQUE", "INDEX"])
+                || words.starts_with(&["CREATE", "TABLE"])
+                || (words.starts_with(&["ALTER", "TABLE"])
+                    && (words.contains("PRIMARY") || words.contains("UNIQUE")));
+            if makes_index && let Ok(ast) = parse_statement(file.text(statement)) {
+                self.record_indexes(&ast);
+            }
         }
-        let list = columns.join(", ");
-        findings.push(
-            Finding::new(format!(
-                "no index on {table} ({list}): every DELETE from \"{parent}\" (and every key UPDATE) scans \"{table}\" to check the foreign key"
-            ))
-            .help(format!(
-                "CREATE INDEX CONCURRENTLY IF NOT EXISTS {key}_{}_idx ON {table} ({list}); (in its own migration)",
-                columns.join("_")
-            )),
-        );
+    }
+
+    fn check(&self, context: &StatementContext<'_>, findings: &mut Vec<Finding>) {
+        let (table, foreign_keys) = match context.ast {
+            Some(Statement::CreateTable(create)) => {
+                let mut keys: Vec<(Vec<String>, String)> = create
+                    .constraints
+                    .iter()
+                    .filter_map(|c| match c {
+                        TableConstraint::ForeignKey(fk) => Some(columns_of(fk)),
+                        _ => None,
+                    })
+                    .collect();
+                for column in &create.columns {
+                    for option in &column.options {
+                        if let ColumnOption::ForeignKey(fk) = &option.option {
+                            keys.push((
+                                vec![ident_key(&column.name)],
+                                fk.foreign_table.to_string(),
+                            ));
+                        }
+                    }
+                }
+                (create.name.clone(), keys)
+            }
+            Some(Statement::AlterTable(alter)) => {
+                let keys = alter
+                    .operations
+                    .iter()
+                    .filter_map(|operation| match operation {
+                        AlterTableOperation::AddConstraint {
+                            constraint: TableConstraint::ForeignKey(fk),
+                            ..
+                        } => Some(columns_of(fk)),
+                        _ => None,
+                    })
+                    .collect();
+                (alter.name.clone(), keys)
+            }
+            _ => return,
+        };
+        let key = table_key(&table);
+        for (columns, parent) in foreign_keys {
+            if columns.is_empty() || self.has_index_leading_with(&key, &columns) {
+                continue;
+            }
+            let list = columns.join(", ");
+            findings.push(
+                Finding::new(format!(
+                    "no index on {table} ({list}): every DELETE from \"{parent}\" (and every key UPDATE) scans \"{table}\" to check the foreign key"
+                ))
+                .help(format!(
+                    "CREATE INDEX CONCURRENTLY IF NOT EXISTS {key}_{}_idx ON {table} ({list}); (in its own migration)",
+                    columns.join("_")
+                )),
+            );
+        }
+    }
+}
+
+/// The columns of a PRIMARY KEY or UNIQUE constraint (each builds an index).
+fn key_columns(constraint: &TableConstraint) -> Option<&[IndexColumn]> {
+    match constraint {
+        TableConstraint::PrimaryKey(pk) => Some(&pk.columns),
+        TableConstraint::Unique(unique) => Some(&unique.columns),
+        _ => None,
+    }
+}
+
+/// A column reference as a key: `"Email"` → `Email`, `Email` → `email`; other expressions
+/// keep their text (they never equal a plain column).
+fn expression_key(expr: &Expr) -> String {
+    match expr {
+        Expr::Identifier(ident) => ident_key(ident),
+        Expr::CompoundIdentifier(parts) => parts.last().map(ident_key).unwrap_or_default(),
+        other => other.to_string(),
     }
 }
 

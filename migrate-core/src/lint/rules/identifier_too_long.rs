@@ -1,6 +1,6 @@
 //! `identifier-too-long`
 
-use crate::lint::{Example, Finding, Level, Rule, StatementContext};
+use crate::lint::{Check, Example, Finding, Level, Rule, StatementContext};
 use crate::splitter::TokenKind;
 
 /// PostgreSQL's NAMEDATALEN - 1.
@@ -27,7 +27,7 @@ catalog holds.",
         sql: "CREATE INDEX CONCURRENTLY IF NOT EXISTS idx_csi_billing_period_start_status ON customer_subscription_invoices (billing_period_start, status);\n\
 COMMENT ON INDEX idx_csi_billing_period_start_status IS 'a comment may be as long as it likes: the 63-byte limit applies to names, not to strings like this one';",
     }],
-    check,
+    check: Check::Statement(check),
 };
 
 fn check(context: &StatementContext<'_>, findings: &mut Vec<Finding>) {

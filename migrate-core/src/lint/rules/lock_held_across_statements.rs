@@ -2,10 +2,10 @@
 
 use sqlparser::ast::{Query, SetExpr, Statement, TableFactor};
 
-use crate::lint::context::{ident_key, table_key, table_key_of};
-use crate::lint::{Example, Finding, Level, Rule, StatementContext};
-use crate::lock_analysis::TableWork;
+use crate::lint::{Check, Example, Finding, Level, Rule, RuleMemory, StatementContext};
+use crate::lock_analysis::{LockMode, TableWork};
 use crate::migration::TransactionMode;
+use crate::sql::{ident_key, table_key, table_key_of};
 
 pub static RULE: Rule = Rule {
     id: "lock-held-across-statements",
@@ -74,62 +74,105 @@ INSERT INTO refunds (id, order_id) SELECT 0, 0 WHERE false;",
 INSERT INTO order_status_codes (code, label) VALUES ('new', 'New'), ('paid', 'Paid');",
         },
     ],
-    check,
+    check: Check::WithMemory(HeldLocks::start),
 };
 
-fn check(context: &StatementContext<'_>, findings: &mut Vec<Finding>) {
-    if context.mode != TransactionMode::Transactional {
-        return;
+/// Write-blocking locks on existing tables taken by earlier statements of this part: in one
+/// transaction, PostgreSQL keeps every table lock until the transaction ends.
+#[derive(Default)]
+struct HeldLocks {
+    locks: Vec<HeldLock>,
+}
+
+/// A lock taken by an earlier statement of the same transaction.
+struct HeldLock {
+    table: String,
+    mode: LockMode,
+    /// Line of the statement that took it.
+    line: u32,
+}
+
+impl HeldLocks {
+    fn start() -> Box<dyn RuleMemory> {
+        Box::<HeldLocks>::default()
     }
-    let Some(held) = context.held_locks.first() else {
-        return;
-    };
-    // Tables an INSERT ... SELECT reads, `None` for a source that is not a plain table.
-    let mut read: Vec<Option<String>> = Vec::new();
-    let work = match context.ast {
-        Some(Statement::Update(_)) => "this UPDATE",
-        Some(Statement::Delete(_)) => "this DELETE",
-        // The lock analysis sees only the ROW EXCLUSIVE lock on the target and no table work,
-        // but copying rows takes as long as the rows read.
-        Some(Statement::Insert(insert)) => {
-            if let Some(source) = &insert.source {
-                relations_read(source, &mut read);
-            }
-            if read.is_empty() {
-                return;
-            }
-            "this INSERT ... SELECT"
+}
+
+impl RuleMemory for HeldLocks {
+    fn start_part(&mut self) {
+        self.locks.clear();
+    }
+
+    fn check(&self, context: &StatementContext<'_>, findings: &mut Vec<Finding>) {
+        if context.mode != TransactionMode::Transactional {
+            return;
         }
-        _ => match context.lock.work {
-            TableWork::Scan => "this statement's table scan",
-            TableWork::Rewrite => "this statement's table rewrite",
-            TableWork::None => return,
-        },
-    };
-    // Work on tables created earlier in this part is work on empty tables: instant.
-    let on_new_tables_only = !context.lock.locks.is_empty()
-        && context.lock.locks.iter().all(|taken| {
-            context
-                .created_in_section
-                .contains(&table_key_of(&taken.table))
-        })
-        && read.iter().all(|table| {
-            table
-                .as_ref()
-                .is_some_and(|table| context.created_in_section.contains(table))
-        });
-    if on_new_tables_only {
-        return;
+        let Some(held) = self.locks.first() else {
+            return;
+        };
+        // Tables an INSERT ... SELECT reads, `None` for a source that is not a plain table.
+        let mut read: Vec<Option<String>> = Vec::new();
+        let work = match context.ast {
+            Some(Statement::Update(_)) => "this UPDATE",
+            Some(Statement::Delete(_)) => "this DELETE",
+            // The lock analysis sees only the ROW EXCLUSIVE lock on the target and no table work,
+            // but copying rows takes as long as the rows read.
+            Some(Statement::Insert(insert)) => {
+                if let Some(source) = &insert.source {
+                    relations_read(source, &mut read);
+                }
+                if read.is_empty() {
+                    return;
+                }
+                "this INSERT ... SELECT"
+            }
+            _ => match context.lock.work {
+                TableWork::Scan => "this statement's table scan",
+                TableWork::Rewrite => "this statement's table rewrite",
+                TableWork::None => return,
+            },
+        };
+        // Work on tables created earlier in this part is work on empty tables: instant.
+        let on_new_tables_only = !context.lock.locks.is_empty()
+            && context.lock.locks.iter().all(|taken| {
+                context
+                    .created_in_section
+                    .contains(&table_key_of(&taken.table))
+            })
+            && read.iter().all(|table| {
+                table
+                    .as_ref()
+                    .is_some_and(|table| context.created_in_section.contains(table))
+            });
+        if on_new_tables_only {
+            return;
+        }
+        let blocked = if held.mode.blocks_reads() {
+            "reads and writes"
+        } else {
+            "writes"
+        };
+        findings.push(Finding::new(format!(
+            "{work} runs while the {} lock on \"{}\" taken at line {} is still held: the application's {blocked} on it wait until the migration commits",
+            held.mode, held.table, held.line
+        )));
     }
-    let blocked = if held.mode.blocks_reads() {
-        "reads and writes"
-    } else {
-        "writes"
-    };
-    findings.push(Finding::new(format!(
-        "{work} runs while the {} lock on \"{}\" taken at line {} is still held: the application's {blocked} on it wait until the migration commits",
-        held.mode, held.table, held.line
-    )));
+
+    fn record(&mut self, context: &StatementContext<'_>) {
+        if context.mode != TransactionMode::Transactional {
+            return;
+        }
+        for taken in &context.lock.locks {
+            let table = table_key_of(&taken.table);
+            if taken.mode.blocks_writes() && !context.created_in_section.contains(&table) {
+                self.locks.push(HeldLock {
+                    table: taken.table.clone(),
+                    mode: taken.mode,
+                    line: context.line,
+                });
+            }
+        }
+    }
 }
 
 /// The relations a query reads rows from (FROM items, `TABLE t`, in CTEs and set operations

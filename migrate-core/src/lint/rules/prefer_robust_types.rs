@@ -2,8 +2,8 @@
 
 use sqlparser::ast::{AlterTableOperation, ColumnDef, ColumnOption, Statement, TableConstraint};
 
-use crate::lint::context::ident_key;
-use crate::lint::{Example, Finding, Level, Rule, StatementContext};
+use crate::lint::{Check, Example, Finding, Level, Rule, StatementContext};
+use crate::sql::ident_key;
 
 pub static RULE: Rule = Rule {
     id: "prefer-robust-types",
@@ -45,7 +45,7 @@ bigint GENERATED ALWAYS AS IDENTITY, bigint keys, numeric for money.",
 ALTER TABLE users ADD COLUMN IF NOT EXISTS last_seen timestamp with time zone;",
         },
     ],
-    check,
+    check: Check::Statement(check),
 };
 
 fn check(context: &StatementContext<'_>, findings: &mut Vec<Finding>) {

@@ -4,7 +4,7 @@ use sqlparser::ast::Statement;
 
 use super::quoted;
 use crate::classify::Fallback;
-use crate::lint::{Example, Finding, Level, Rule, StatementContext};
+use crate::lint::{Check, Example, Finding, Level, Rule, StatementContext};
 
 pub static RULE: Rule = Rule {
     id: "require-concurrent-index",
@@ -58,7 +58,7 @@ CREATE INDEX IF NOT EXISTS idx_orders_created ON orders (created_at);",
 CREATE INDEX IF NOT EXISTS idx_events_at ON ONLY events (at);",
         },
     ],
-    check,
+    check: Check::Statement(check),
 };
 
 fn check(context: &StatementContext<'_>, findings: &mut Vec<Finding>) {

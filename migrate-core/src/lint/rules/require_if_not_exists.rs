@@ -3,7 +3,7 @@
 use sqlparser::ast::{AlterTableOperation, Statement};
 
 use crate::classify::Fallback;
-use crate::lint::{Example, Finding, Level, Rule, StatementContext};
+use crate::lint::{Check, Example, Finding, Level, Rule, StatementContext};
 
 pub static RULE: Rule = Rule {
     id: "require-if-not-exists",
@@ -74,7 +74,7 @@ ALTER TABLE users DROP CONSTRAINT IF EXISTS users_legacy_check;\n\
 DROP INDEX CONCURRENTLY IF EXISTS idx_users_legacy;",
         },
     ],
-    check,
+    check: Check::Statement(check),
 };
 
 fn check(context: &StatementContext<'_>, findings: &mut Vec<Finding>) {

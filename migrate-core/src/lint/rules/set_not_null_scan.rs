@@ -1,10 +1,14 @@
 //! `set-not-null-scan`
 
-use sqlparser::ast::{AlterColumnOperation, AlterTableOperation};
+use std::collections::{HashMap, HashSet};
+
+use sqlparser::ast::{
+    AlterColumnOperation, AlterTableOperation, ColumnOption, Expr, Statement, TableConstraint,
+};
 
 use super::{existing_table_operations, quoted};
-use crate::lint::context::{ident_key, table_key};
-use crate::lint::{Example, Finding, Level, Rule, StatementContext};
+use crate::lint::{Check, Example, Finding, Level, Rule, RuleMemory, StatementContext};
+use crate::sql::{ident_key, table_key};
 
 pub static RULE: Rule = Rule {
     id: "set-not-null-scan",
@@ -43,41 +47,138 @@ ALTER TABLE users DROP CONSTRAINT IF EXISTS users_email_not_null;",
 ALTER TABLE users ALTER COLUMN email SET NOT NULL;",
         },
     ],
-    check,
+    check: Check::WithMemory(NotNullChecks::start),
 };
 
-fn check(context: &StatementContext<'_>, findings: &mut Vec<Finding>) {
-    let Some((alter, operations)) = existing_table_operations(context) else {
-        return;
-    };
-    let table = table_key(&alter.name);
-    for operation in operations {
-        let AlterTableOperation::AlterColumn {
-            column_name,
-            op: AlterColumnOperation::SetNotNull,
-        } = operation
-        else {
-            continue;
+/// The `CHECK (column IS NOT NULL)` constraints of the set so far, in version order.
+#[derive(Default)]
+struct NotNullChecks {
+    /// `(table, constraint)` → column of a `CHECK (column IS NOT NULL) NOT VALID` not yet
+    /// validated.
+    pending: HashMap<(String, String), String>,
+    /// `(table, column)` pairs with a validated `CHECK (column IS NOT NULL)`.
+    validated: HashSet<(String, String)>,
+}
+
+impl NotNullChecks {
+    fn start() -> Box<dyn RuleMemory> {
+        Box::<NotNullChecks>::default()
+    }
+
+    /// True when a validated `CHECK (column IS NOT NULL)` exists on `table`, which lets
+    /// PostgreSQL 12+ skip the full-table scan of `SET NOT NULL`.
+    /// <https://www.postgresql.org/docs/current/sql-altertable.html#SQL-ALTERTABLE-DESC-SET-DROP-NOT-NULL>
+    fn has_validated_not_null_check(&self, table: &str, column: &str) -> bool {
+        self.validated
+            .contains(&(table.to_owned(), column.to_owned()))
+    }
+}
+
+/// The checks span the whole set (a CHECK validated in an earlier file counts), so nothing is
+/// forgotten when a part starts.
+impl RuleMemory for NotNullChecks {
+    fn check(&self, context: &StatementContext<'_>, findings: &mut Vec<Finding>) {
+        let Some((alter, operations)) = existing_table_operations(context) else {
+            return;
         };
-        if context
-            .facts
-            .has_validated_not_null_check(&table, &ident_key(column_name))
-        {
-            continue;
+        let table = table_key(&alter.name);
+        for operation in operations {
+            let AlterTableOperation::AlterColumn {
+                column_name,
+                op: AlterColumnOperation::SetNotNull,
+            } = operation
+            else {
+                continue;
+            };
+            if self.has_validated_not_null_check(&table, &ident_key(column_name)) {
+                continue;
+            }
+            findings.push(
+                Finding::new(format!(
+                    "SET NOT NULL on {column_name} scans all of {} under an ACCESS EXCLUSIVE lock: reads and writes wait for the whole scan",
+                    quoted(&alter.name)
+                ))
+                .help(format!(
+                    "first: ALTER TABLE {t} ADD CONSTRAINT {t}_{c}_not_null CHECK ({c} IS NOT NULL) NOT VALID;\n\
+    then, in a later migration: ALTER TABLE {t} VALIDATE CONSTRAINT {t}_{c}_not_null;\n\
+    then SET NOT NULL is instant",
+                    t = alter.name,
+                    c = column_name
+                )),
+            );
         }
-        findings.push(
-            Finding::new(format!(
-                "SET NOT NULL on {column_name} scans all of {} under an ACCESS EXCLUSIVE lock: reads and writes wait for the whole scan",
-                quoted(&alter.name)
-            ))
-            .help(format!(
-                "first: ALTER TABLE {t} ADD CONSTRAINT {t}_{c}_not_null CHECK ({c} IS NOT NULL) NOT VALID;\n\
-then, in a later migration: ALTER TABLE {t} VALIDATE CONSTRAINT {t}_{c}_not_null;\n\
-then SET NOT NULL is instant",
-                t = alter.name,
-                c = column_name
-            )),
-        );
+    }
+
+    fn record(&mut self, context: &StatementContext<'_>) {
+        match context.ast {
+            Some(Statement::CreateTable(create)) => {
+                let table = table_key(&create.name);
+                for constraint in &create.constraints {
+                    if let TableConstraint::Check(check) = constraint
+                        && let Some(column) = not_null_check_column(&check.expr)
+                    {
+                        self.validated.insert((table.clone(), column));
+                    }
+                }
+                for column in &create.columns {
+                    for option in &column.options {
+                        if let ColumnOption::Check(check) = &option.option
+                            && let Some(checked) = not_null_check_column(&check.expr)
+                        {
+                            self.validated.insert((table.clone(), checked));
+                        }
+                    }
+                }
+            }
+            Some(Statement::AlterTable(alter)) => {
+                let table = table_key(&alter.name);
+                for operation in &alter.operations {
+                    match operation {
+                        AlterTableOperation::AddConstraint {
+                            constraint: TableConstraint::Check(check),
+                            not_valid,
+                        } => {
+                            let Some(column) = not_null_check_column(&check.expr) else {
+                                continue;
+                            };
+                            match (&check.name, not_valid) {
+                                (Some(name), true) => {
+                                    self.pending
+                                        .insert((table.clone(), ident_key(name)), column);
+                                }
+                                (_, false) => {
+                                    self.validated.insert((table.clone(), column));
+                                }
+                                (None, true) => {}
+                            }
+                        }
+                        AlterTableOperation::ValidateConstraint { name } => {
+                            if let Some(column) =
+                                self.pending.remove(&(table.clone(), ident_key(name)))
+                            {
+                                self.validated.insert((table.clone(), column));
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The column of `column IS NOT NULL`, looking through parentheses.
+fn not_null_check_column(expr: &Expr) -> Option<String> {
+    match expr {
+        Expr::Nested(inner) => not_null_check_column(inner),
+        Expr::IsNotNull(inner) => match inner.as_ref() {
+            Expr::Identifier(ident) => Some(ident_key(ident)),
+            Expr::CompoundIdentifier(parts) => parts.last().map(ident_key),
+            Expr::Nested(nested) => not_null_check_column(&Expr::IsNotNull(nested.clone())),
+            _ => None,
+        },
+        _ => None,
     }
 }
 

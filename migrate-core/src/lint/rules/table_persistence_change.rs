@@ -3,7 +3,7 @@
 use sqlparser::ast::AlterTableOperation;
 
 use super::{existing_table_operations, quoted};
-use crate::lint::{Example, Finding, Level, Rule, StatementContext};
+use crate::lint::{Check, Example, Finding, Level, Rule, StatementContext};
 
 pub static RULE: Rule = Rule {
     id: "table-persistence-change",
@@ -34,7 +34,7 @@ can be switched in a maintenance window: \
         sql: "CREATE UNLOGGED TABLE IF NOT EXISTS import_batches (id bigint PRIMARY KEY, payload jsonb);\n\
 ALTER TABLE import_batches SET LOGGED;",
     }],
-    check,
+    check: Check::Statement(check),
 };
 
 fn check(context: &StatementContext<'_>, findings: &mut Vec<Finding>) {

@@ -1,6 +1,6 @@
 //! `transaction-control`
 
-use crate::lint::{Example, Finding, Level, Rule, StatementContext};
+use crate::lint::{Check, Example, Finding, Level, Rule, StatementContext};
 
 pub static RULE: Rule = Rule {
     id: "transaction-control",
@@ -27,7 +27,7 @@ the file leaves the database half-changed and the migration is run again on top 
         sql: "ALTER TABLE users ADD COLUMN IF NOT EXISTS nickname text;\n\
 CREATE OR REPLACE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS $$\nBEGIN\n  NEW.updated_at := now();\n  RETURN NEW;\nEND\n$$;",
     }],
-    check,
+    check: Check::Statement(check),
 };
 
 const TRANSACTION_KEYWORDS: &[&str] = &[

@@ -3,7 +3,7 @@
 use sqlparser::ast::{FromTable, Statement, TableFactor};
 
 use super::quoted;
-use crate::lint::{Example, Finding, Level, Rule, StatementContext};
+use crate::lint::{Check, Example, Finding, Level, Rule, StatementContext};
 
 pub static RULE: Rule = Rule {
     id: "unbounded-update",
@@ -47,7 +47,7 @@ INSERT INTO plans (id, name) VALUES (1, 'free');\nUPDATE plans SET name = 'Free'
 INSERT INTO plans (id, name) VALUES (2, 'UPDATE users SET x = 1; DELETE FROM users');",
         },
     ],
-    check,
+    check: Check::Statement(check),
 };
 
 fn check(context: &StatementContext<'_>, findings: &mut Vec<Finding>) {

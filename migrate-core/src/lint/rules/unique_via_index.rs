@@ -3,7 +3,7 @@
 use sqlparser::ast::{AlterTableOperation, ColumnOption, TableConstraint};
 
 use super::{existing_table_operations, quoted};
-use crate::lint::{Example, Finding, Level, Rule, StatementContext};
+use crate::lint::{Check, Example, Finding, Level, Rule, StatementContext};
 
 pub static RULE: Rule = Rule {
     id: "unique-via-index",
@@ -46,7 +46,7 @@ ALTER TABLE events ADD CONSTRAINT events_pkey PRIMARY KEY USING INDEX events_id_
 ALTER TABLE users ADD PRIMARY KEY (id);\nALTER TABLE users ADD CONSTRAINT users_email_key UNIQUE (email);",
         },
     ],
-    check,
+    check: Check::Statement(check),
 };
 
 fn check(context: &StatementContext<'_>, findings: &mut Vec<Finding>) {

@@ -1,7 +1,7 @@
 //! `unparseable`
 
 use crate::classify::Fallback;
-use crate::lint::{Example, Finding, Level, Rule, StatementContext};
+use crate::lint::{Check, Example, Finding, Level, Rule, StatementContext};
 
 pub static RULE: Rule = Rule {
     id: "unparseable",
@@ -39,7 +39,7 @@ CREATE STATISTICS IF NOT EXISTS users_city_zip (dependencies) ON city, zip FROM 
 REINDEX INDEX CONCURRENTLY users_email_key;",
         },
     ],
-    check,
+    check: Check::Statement(check),
 };
 
 fn check(context: &StatementContext<'_>, findings: &mut Vec<Finding>) {

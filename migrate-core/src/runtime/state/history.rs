@@ -71,7 +71,7 @@ impl fmt::Display for TableName {
 }
 
 pub fn is_identifier(text: &str) -> bool {
-    crate::source::is_identifier(text)
+    crate::sql::is_identifier(text)
 }
 
 /// One row of the history table.

@@ -38,8 +38,8 @@
 
 use sqlparser::ast::{Statement, TableFactor};
 
-use crate::lint::context::ident_key;
 use crate::migration::{BackfillSpec, display_identifier};
+use crate::sql::{ident_key, parse_statement};
 
 /// A backfill statement rewritten for batching.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,7 +93,7 @@ pub fn plan(
     spec: &BackfillSpec,
     key_type: &str,
 ) -> Result<BatchedUpdate, BackfillPlanError> {
-    let statement = crate::lint::parse_statement(sql).map_err(BackfillPlanError::NotAnUpdate)?;
+    let statement = parse_statement(sql).map_err(BackfillPlanError::NotAnUpdate)?;
     plan_parsed(&statement, sql, spec, key_type)
 }
 

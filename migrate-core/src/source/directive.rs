@@ -1,0 +1,385 @@
+//! The `-- migrate:` directives: `up`, `down`, `allow`, `requires`, `backfill`,
+//! `no-transaction`, each read from the text after `migrate:`.
+
+use std::borrow::Cow;
+
+use crate::diagnostic::codes;
+use crate::migration::{BackfillSpec, Phase};
+
+/// `-- migrate:allow <rule> <reason>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Allow {
+    pub rule: String,
+    pub reason: String,
+    pub line: u32,
+    pub column: u32,
+}
+
+/// A parsed `-- migrate:` line.
+pub(super) enum Directive {
+    Up,
+    Down,
+    Allow(Allow),
+    Requires(u64),
+    Backfill(BackfillSpec),
+    NoTransaction,
+}
+
+pub(super) type DirectiveError = (&'static str, String, &'static str);
+
+pub(super) fn parse_directive(
+    body: &str,
+    phase: Phase,
+    line: u32,
+    column: u32,
+) -> Result<Directive, DirectiveError> {
+    let body = body.trim();
+    let (name, rest) = body.split_once(char::is_whitespace).unwrap_or((body, ""));
+    let rest = rest.trim();
+    let known = "known directives: up, down, allow <rule> <reason>, requires <version>, backfill table=<t> key=<col> [batch=<n>] [delay=<ms>], no-transaction";
+    let no_arguments = |directive: Directive| {
+        if rest.is_empty() {
+            Ok(directive)
+        } else {
+            Err((
+                codes::BAD_DIRECTIVE,
+                format!("`-- migrate:{name}` takes no arguments"),
+                known,
+            ))
+        }
+    };
+    match name {
+        "up" => no_arguments(Directive::Up),
+        "down" => no_arguments(Directive::Down),
+        "no-transaction" => no_arguments(Directive::NoTransaction),
+        "allow" => {
+            let (rule, reason) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
+            if rule.is_empty() {
+                return Err((
+                    codes::BAD_DIRECTIVE,
+                    "`-- migrate:allow` needs a rule id and a reason".into(),
+                    "-- migrate:allow <rule-id> <why this is safe here>",
+                ));
+            }
+            if reason.trim().is_empty() {
+                return Err((
+                    codes::BAD_DIRECTIVE,
+                    format!("`-- migrate:allow {rule}` needs a reason"),
+                    "-- migrate:allow <rule-id> <why this is safe here>",
+                ));
+            }
+            Ok(Directive::Allow(Allow {
+                rule: rule.to_owned(),
+                reason: reason.trim().to_owned(),
+                line,
+                column,
+            }))
+        }
+        "requires" => {
+            if phase != Phase::Contract {
+                return Err((
+                    codes::BAD_DIRECTIVE,
+                    format!(
+                        "`-- migrate:requires` belongs in a contract file, this file's phase is {phase}"
+                    ),
+                    "name the file `<version>_<name>.contract.sql`",
+                ));
+            }
+            rest.parse::<u64>().map(Directive::Requires).map_err(|_| {
+                (
+                    codes::BAD_DIRECTIVE,
+                    format!("`-- migrate:requires {rest}`: expected one version number"),
+                    "-- migrate:requires 2",
+                )
+            })
+        }
+        "backfill" => {
+            if phase != Phase::Backfill {
+                return Err((
+                    codes::BAD_DIRECTIVE,
+                    format!(
+                        "`-- migrate:backfill` belongs in a backfill file, this file's phase is {phase}"
+                    ),
+                    "name the file `<version>_<name>.backfill.sql`",
+                ));
+            }
+            parse_backfill(rest).map(Directive::Backfill)
+        }
+        _ => Err((
+            codes::UNKNOWN_DIRECTIVE,
+            format!("unknown directive `-- migrate:{name}`"),
+            known,
+        )),
+    }
+}
+
+const BACKFILL_USAGE: &str = "-- migrate:backfill table=[<schema>.]<table> key=<column> [batch=<rows>] [delay=<ms>]; \
+names follow SQL: unquoted ones are folded to lower case, \"Quoted\" ones are kept exactly";
+
+fn parse_backfill(arguments: &str) -> Result<BackfillSpec, DirectiveError> {
+    let usage = BACKFILL_USAGE;
+    let mut table = None;
+    let mut key = None;
+    let mut batch_size = BackfillSpec::DEFAULT_BATCH_SIZE;
+    let mut delay_ms = BackfillSpec::DEFAULT_DELAY_MS;
+    let mut rest = arguments.trim_start();
+    while !rest.is_empty() {
+        let name_end = rest
+            .find(|c: char| c == '=' || c.is_whitespace())
+            .unwrap_or(rest.len());
+        let name = &rest[..name_end];
+        let Some(after) = rest[name_end..].strip_prefix('=') else {
+            let pair = rest.split_whitespace().next().unwrap_or(rest);
+            return Err((
+                codes::BAD_DIRECTIVE,
+                format!("backfill argument `{pair}` is not name=value"),
+                usage,
+            ));
+        };
+        // A quoted name may hold spaces: names are read with SQL's rules, other values end at
+        // the next space.
+        let value_len = match name {
+            "table" | "key" => sql_name_len(after),
+            _ => after.find(char::is_whitespace).unwrap_or(after.len()),
+        };
+        let value = &after[..value_len];
+        rest = after[value_len..].trim_start();
+        let number = |value: &str| -> Result<u32, DirectiveError> {
+            value
+                .parse::<u32>()
+                .ok()
+                .filter(|&n| n > 0 || name == "delay")
+                .ok_or_else(|| {
+                    (
+                        codes::BAD_DIRECTIVE,
+                        format!("backfill `{name}={value}` is not a valid number"),
+                        usage,
+                    )
+                })
+        };
+        let bad_name = |problem: String| {
+            (
+                codes::BAD_DIRECTIVE,
+                format!("backfill `{name}={value}`: {problem}"),
+                usage,
+            )
+        };
+        match name {
+            "table" => {
+                let mut parts = parse_sql_name(value).map_err(bad_name)?;
+                let table_part = parts.pop();
+                match (parts.pop(), table_part, parts.is_empty()) {
+                    (schema, Some(table_part), true) => table = Some((schema, table_part)),
+                    _ => {
+                        return Err(bad_name(
+                            "expected `<table>` or `<schema>.<table>`".to_owned(),
+                        ));
+                    }
+                }
+            }
+            "key" => {
+                let mut parts = parse_sql_name(value).map_err(bad_name)?;
+                match (parts.pop(), parts.is_empty()) {
+                    (Some(column), true) => key = Some(column),
+                    _ => return Err(bad_name("expected one column name".to_owned())),
+                }
+            }
+            "batch" => batch_size = number(value)?,
+            "delay" => delay_ms = number(value)?,
+            _ => {
+                return Err((
+                    codes::BAD_DIRECTIVE,
+                    format!("unknown backfill argument `{name}`"),
+                    usage,
+                ));
+            }
+        }
+    }
+    match (table, key) {
+        (Some((schema, table)), Some(key)) => Ok(BackfillSpec {
+            schema: schema.map(Cow::Owned),
+            table: Cow::Owned(table),
+            key: Cow::Owned(key),
+            batch_size,
+            delay_ms,
+        }),
+        _ => Err((
+            codes::BAD_DIRECTIVE,
+            "`-- migrate:backfill` needs table= and key=".into(),
+            usage,
+        )),
+    }
+}
+
+/// The length of the name at the start of `text`: up to the first space outside double
+/// quotes.
+fn sql_name_len(text: &str) -> usize {
+    let mut quoted = false;
+    for (index, c) in text.char_indices() {
+        match c {
+            '"' => quoted = !quoted,
+            c if c.is_whitespace() && !quoted => return index,
+            _ => {}
+        }
+    }
+    text.len()
+}
+
+/// A possibly qualified name written as in SQL (`app.Orders`, `"App"."Orders"`), as the exact
+/// names PostgreSQL looks up: unquoted parts are folded to lower case (ASCII letters only, as
+/// PostgreSQL does), quoted parts are kept with `""` read as `"`.
+/// <https://www.postgresql.org/docs/current/sql-syntax-lexical.html#SQL-SYNTAX-IDENTIFIERS>
+fn parse_sql_name(text: &str) -> Result<Vec<String>, String> {
+    let mut parts = Vec::new();
+    let mut chars = text.chars().peekable();
+    loop {
+        let mut part = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            loop {
+                match chars.next() {
+                    Some('"') if chars.peek() == Some(&'"') => {
+                        chars.next();
+                        part.push('"');
+                    }
+                    Some('"') => break,
+                    Some(c) => part.push(c),
+                    None => return Err("a quoted name is not closed".to_owned()),
+                }
+            }
+            if part.is_empty() {
+                return Err("a quoted name cannot be empty".to_owned());
+            }
+        } else {
+            while let Some(&c) = chars.peek() {
+                let fits = if part.is_empty() {
+                    c.is_ascii_alphabetic() || c == '_' || !c.is_ascii()
+                } else {
+                    c.is_ascii_alphanumeric() || c == '_' || c == '$' || !c.is_ascii()
+                };
+                if !fits {
+                    break;
+                }
+                part.push(c.to_ascii_lowercase());
+                chars.next();
+            }
+            if part.is_empty() {
+                return Err(match chars.peek() {
+                    Some(c) => format!("`{c}` cannot start a name (quote the name: \"...\")"),
+                    None => "a name is missing".to_owned(),
+                });
+            }
+        }
+        // PostgreSQL would silently truncate the name to its first 63 bytes (NAMEDATALEN - 1).
+        if part.len() > 63 {
+            return Err(format!("`{part}` is longer than 63 bytes"));
+        }
+        parts.push(part);
+        match chars.next() {
+            Some('.') => continue,
+            None => return Ok(parts),
+            Some(c) => return Err(format!("unexpected `{c}` in the name")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::source::load_files;
+    use crate::source::testing::{any_rule, codes_of, file};
+
+    #[test]
+    fn allow_needs_a_reason_a_known_rule_and_a_statement() {
+        let known = |rule: &str| rule == "unbounded-update";
+        let set = load_files(
+            &[
+                file("0001_a.sql", "-- migrate:allow unbounded-update\nSELECT 1;"),
+                file(
+                    "0002_b.sql",
+                    "-- migrate:allow no-such-rule because\nSELECT 1;",
+                ),
+                file(
+                    "0003_c.sql",
+                    "SELECT 1;\n-- migrate:allow unbounded-update because\n",
+                ),
+            ],
+            &known,
+        );
+        let mut found = codes_of(&set);
+        found.sort();
+        assert_eq!(found, ["bad-directive", "unknown-rule", "unused-allow"]);
+    }
+
+    #[test]
+    fn backfill_names_follow_sql_folding_and_quoting() {
+        let spec_of = |directive: &str| {
+            let body =
+                format!("-- migrate:backfill {directive}\nUPDATE t SET a = 1 WHERE a IS NULL;");
+            let set = load_files(&[file("0001_a.backfill.sql", &body)], &any_rule);
+            match set.files.first() {
+                Some(parsed) if set.diagnostics.is_empty() => {
+                    Ok(parsed.migration.backfill.clone().unwrap())
+                }
+                _ => Err(set.diagnostics),
+            }
+        };
+        let names = |directive: &str| {
+            let spec = spec_of(directive).unwrap_or_else(|e| panic!("{directive}: {e:?}"));
+            (
+                spec.schema.map(String::from),
+                spec.table.into_owned(),
+                spec.key.into_owned(),
+            )
+        };
+        let name = |text: &str| text.to_owned();
+        // PostgreSQL folds unquoted names: `Orders` is the table created as `orders`.
+        assert_eq!(
+            names("table=Orders key=Id"),
+            (None, name("orders"), name("id"))
+        );
+        assert_eq!(
+            names("table=\"Orders\" key=\"Id\""),
+            (None, name("Orders"), name("Id"))
+        );
+        assert_eq!(
+            names("table=app.orders key=id"),
+            (Some(name("app")), name("orders"), name("id"))
+        );
+        assert_eq!(
+            names("batch=5 table=\"App\".\"Orders\" key=id delay=10"),
+            (Some(name("App")), name("Orders"), name("id"))
+        );
+        assert_eq!(
+            names("table=App.\"Order.s\" key=\"the \"\"key\"\"\""),
+            (Some(name("app")), name("Order.s"), name("the \"key\""))
+        );
+        assert_eq!(
+            spec_of("table=\"App\".\"Orders\" key=id")
+                .unwrap()
+                .table_name(),
+            "\"App\".\"Orders\""
+        );
+        let too_long = format!("table={} key=id", "x".repeat(64));
+        for bad in [
+            "table=\"Orders key=id",
+            "table=a.b.c key=id",
+            "table=orders key=a.b",
+            "table=\"\" key=id",
+            "table=1orders key=id",
+            "table=orders; key=id",
+            "table=orders key=id batch=0",
+            "table= key=id",
+            "table=orders",
+            too_long.as_str(),
+        ] {
+            // Reported once: a malformed directive is not also a missing one.
+            let problems = spec_of(bad).unwrap_err();
+            let codes: Vec<&str> = problems.iter().map(|d| d.code).collect();
+            assert_eq!(codes, ["bad-directive"], "{bad}: {problems:?}");
+            assert!(
+                problems[0].message.contains("backfill"),
+                "{bad}: {problems:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,505 @@
+//! One migration file: its name, its text and tokens, its statements and directives walked
+//! into up and down parts, and the migration model built from them.
+
+use std::borrow::Cow;
+
+use super::directive::{Allow, Directive, parse_directive};
+use super::file_name::{file_name_help, parse_file_name};
+use super::folder::SourceFile;
+use crate::checksum::Checksum;
+use crate::classify::{self, Words};
+use crate::diagnostic::{Diagnostic, codes};
+use crate::migration::{BackfillSpec, Migration, Phase, Section, Statement, TransactionMode};
+use crate::splitter::{self, Item, RawStatement, Token};
+
+/// Which part of a file a statement belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SectionKind {
+    Up,
+    Down,
+}
+
+/// A statement with what the linter needs beyond the model.
+#[derive(Debug, Clone)]
+pub struct StatementSource {
+    pub section: SectionKind,
+    pub raw: RawStatement,
+    pub allows: Vec<Allow>,
+}
+
+/// A migration file that was read and split successfully.
+#[derive(Debug, Clone)]
+pub struct ParsedFile {
+    pub display_path: String,
+    pub source: String,
+    pub tokens: Vec<Token>,
+    pub migration: Migration,
+    /// Up statements first, then down statements, in file order.
+    pub statements: Vec<StatementSource>,
+}
+
+impl ParsedFile {
+    pub fn words(&self, statement: &StatementSource) -> Words<'_> {
+        Words::new(&self.source, &self.tokens[statement.raw.tokens.clone()])
+    }
+
+    pub fn text(&self, statement: &StatementSource) -> &str {
+        &self.source[statement.raw.range.clone()]
+    }
+}
+
+/// Parses one file. `Err` when the file cannot become a migration; `Ok` may still carry
+/// diagnostics (bad allows) that do not prevent building the model.
+pub fn parse_file(
+    source: &SourceFile,
+    known_rules: &dyn Fn(&str) -> bool,
+) -> Result<(ParsedFile, Vec<Diagnostic>), Vec<Diagnostic>> {
+    let mut parser = FileParser {
+        source,
+        diagnostics: Vec::new(),
+    };
+    let Some((version, name, phase)) = parser.read_name() else {
+        return Err(parser.diagnostics);
+    };
+    let Some(text) = parser.decode() else {
+        return Err(parser.diagnostics);
+    };
+    let Some(tokens) = parser.tokenize(&text) else {
+        return Err(parser.diagnostics);
+    };
+    let body = parser.walk(&text, &tokens, phase, known_rules);
+    parser.check_body(&body, phase);
+    if parser.prevents_the_migration() {
+        return Err(parser.diagnostics);
+    }
+    let migration = Migration {
+        version,
+        name: Cow::Owned(name),
+        phase,
+        file_name: Cow::Owned(source.file_name.clone()),
+        checksum: Checksum::of_file(&source.bytes),
+        up: body.section(SectionKind::Up, &text, &tokens),
+        down: body
+            .saw_down_marker
+            .then(|| body.section(SectionKind::Down, &text, &tokens)),
+        requires: body.requires,
+        backfill: body.backfill,
+    };
+    Ok((
+        ParsedFile {
+            display_path: source.display_path.clone(),
+            source: text,
+            tokens,
+            migration,
+            statements: body.statements,
+        },
+        parser.diagnostics,
+    ))
+}
+
+/// A file being parsed, and the problems found in it so far.
+struct FileParser<'a> {
+    source: &'a SourceFile,
+    diagnostics: Vec<Diagnostic>,
+}
+
+impl FileParser<'_> {
+    fn error(
+        &mut self,
+        line: u32,
+        column: u32,
+        code: &'static str,
+        message: impl Into<String>,
+        help: Option<&str>,
+    ) {
+        let mut diagnostic =
+            Diagnostic::error(&self.source.display_path, line, column, code, message);
+        diagnostic.help = help.map(str::to_owned);
+        self.diagnostics.push(diagnostic);
+    }
+
+    /// The version, name and phase the file name gives.
+    fn read_name(&mut self) -> Option<(u64, String, Phase)> {
+        let file_name = &self.source.file_name;
+        match parse_file_name(file_name) {
+            Ok(parts) => Some(parts),
+            Err(problem) => {
+                self.error(
+                    1,
+                    1,
+                    codes::BAD_FILE_NAME,
+                    format!("`{file_name}` is not a migration file name: {problem}"),
+                    Some(file_name_help(file_name)),
+                );
+                None
+            }
+        }
+    }
+
+    /// The file's text, which must be UTF-8.
+    fn decode(&mut self) -> Option<String> {
+        let bytes = &self.source.bytes;
+        match std::str::from_utf8(bytes) {
+            Ok(text) => Some(text.to_owned()),
+            Err(error) => {
+                let line = bytes[..error.valid_up_to()]
+                    .iter()
+                    .filter(|&&b| b == b'\n')
+                    .count() as u32
+                    + 1;
+                self.error(
+                    line,
+                    1,
+                    codes::NOT_UTF8,
+                    "the file is not valid UTF-8",
+                    Some("save the file as UTF-8"),
+                );
+                None
+            }
+        }
+    }
+
+    /// The file's tokens: every string, quoted name, comment and dollar quote must be closed.
+    fn tokenize(&mut self, text: &str) -> Option<Vec<Token>> {
+        match splitter::tokenize(text) {
+            Ok(tokens) => Some(tokens),
+            Err(error) => {
+                self.error(
+                    error.line,
+                    error.column,
+                    codes::SYNTAX,
+                    error.what,
+                    Some("close the string, identifier, comment or dollar quote"),
+                );
+                None
+            }
+        }
+    }
+
+    /// Walks the file's statements and directives, in order, into up and down parts.
+    fn walk(
+        &mut self,
+        text: &str,
+        tokens: &[Token],
+        phase: Phase,
+        known_rules: &dyn Fn(&str) -> bool,
+    ) -> Body {
+        let mut walk = Walk {
+            parser: self,
+            known_rules,
+            phase,
+            section: SectionKind::Up,
+            saw_up_marker: false,
+            saw_statement: false,
+            pending_allows: Vec::new(),
+            body: Body::default(),
+        };
+        for item in splitter::split(text, tokens) {
+            match item {
+                Item::Statement(raw) => walk.statement(raw),
+                Item::LineComment {
+                    token,
+                    own_line,
+                    inside_statement,
+                } => walk.line_comment(&tokens[token], text, own_line, inside_statement),
+            }
+        }
+        walk.flush_unused_allows();
+        walk.body
+    }
+
+    /// What only the whole file can tell: it has a statement to apply, and a backfill file
+    /// has its directive.
+    fn check_body(&mut self, body: &Body, phase: Phase) {
+        let up_count = body
+            .statements
+            .iter()
+            .filter(|s| s.section == SectionKind::Up)
+            .count();
+        if up_count == 0 {
+            self.error(
+                1,
+                1,
+                codes::EMPTY_FILE,
+                "the migration has no statement to apply",
+                Some("write the change in the file, or delete the file"),
+            );
+        }
+        if phase == Phase::Backfill && !body.saw_backfill_directive {
+            self.error(
+                1,
+                1,
+                codes::BAD_DIRECTIVE,
+                "a backfill file needs `-- migrate:backfill table=<table> key=<column>`",
+                Some("-- migrate:backfill table=users key=id batch=1000 delay=0"),
+            );
+        }
+    }
+
+    /// True when a problem keeps the file from becoming a migration: any but an allow naming
+    /// an unknown rule or followed by no statement, which leave the model intact.
+    fn prevents_the_migration(&self) -> bool {
+        self.diagnostics
+            .iter()
+            .any(|d| d.code != codes::UNKNOWN_RULE && d.code != codes::UNUSED_ALLOW)
+    }
+}
+
+/// What the walk over a file collects.
+#[derive(Default)]
+struct Body {
+    /// Up statements first, then down statements, in file order.
+    statements: Vec<StatementSource>,
+    saw_down_marker: bool,
+    requires: Option<u64>,
+    backfill: Option<BackfillSpec>,
+    /// A malformed backfill directive is reported once, not again as a missing one.
+    saw_backfill_directive: bool,
+    no_transaction: bool,
+}
+
+impl Body {
+    /// The model of one part: its statements, and how the runtime runs them.
+    fn section(&self, kind: SectionKind, text: &str, tokens: &[Token]) -> Section {
+        let list: Vec<Statement> = self
+            .statements
+            .iter()
+            .filter(|s| s.section == kind)
+            .map(|s| Statement {
+                sql: Cow::Owned(text[s.raw.range.clone()].to_owned()),
+                line: s.raw.line,
+                column: s.raw.column,
+                non_transactional: classify::is_non_transactional(&Words::new(
+                    text,
+                    &tokens[s.raw.tokens.clone()],
+                )),
+            })
+            .collect();
+        let mode = if self.no_transaction || list.iter().any(|s| s.non_transactional) {
+            TransactionMode::Autocommit
+        } else {
+            TransactionMode::Transactional
+        };
+        Section {
+            statements: Cow::Owned(list),
+            mode,
+        }
+    }
+}
+
+/// The walk over a file's items: the part it is in, and what it has seen so far.
+struct Walk<'p, 'a> {
+    parser: &'p mut FileParser<'a>,
+    known_rules: &'p dyn Fn(&str) -> bool,
+    phase: Phase,
+    section: SectionKind,
+    saw_up_marker: bool,
+    saw_statement: bool,
+    /// Allows read since the last statement: they belong to the next one.
+    pending_allows: Vec<Allow>,
+    body: Body,
+}
+
+impl Walk<'_, '_> {
+    fn statement(&mut self, raw: RawStatement) {
+        self.saw_statement = true;
+        self.body.statements.push(StatementSource {
+            section: self.section,
+            raw,
+            allows: std::mem::take(&mut self.pending_allows),
+        });
+    }
+
+    /// A `--` comment: a directive when it starts with `migrate:`, which must stand on its
+    /// own line between statements.
+    fn line_comment(&mut self, token: &Token, text: &str, own_line: bool, inside_statement: bool) {
+        let comment = token.text(text);
+        let Some(directive_text) = comment[2..].trim_start().strip_prefix("migrate:") else {
+            return;
+        };
+        let (line, column) = (token.line, token.column);
+        if !own_line || inside_statement {
+            self.parser.error(
+                line,
+                column,
+                codes::BAD_DIRECTIVE,
+                if inside_statement {
+                    "a `-- migrate:` directive inside a statement (is the statement before it missing its `;`?)"
+                } else {
+                    "a `-- migrate:` directive must be on its own line"
+                },
+                Some("put the directive on its own line between statements"),
+            );
+            return;
+        }
+        if directive_text.split_whitespace().next() == Some("backfill") {
+            self.body.saw_backfill_directive = true;
+        }
+        match parse_directive(directive_text, self.phase, line, column) {
+            Ok(directive) => self.directive(directive, line, column),
+            Err((code, message, help)) => {
+                self.parser.error(line, column, code, message, Some(help));
+            }
+        }
+    }
+
+    fn directive(&mut self, directive: Directive, line: u32, column: u32) {
+        match directive {
+            Directive::Up => {
+                if self.saw_up_marker || self.body.saw_down_marker || self.saw_statement {
+                    self.parser.error(line, column, codes::BAD_DIRECTIVE, "`-- migrate:up` must come once, before any statement and before `-- migrate:down`", Some("start the file with `-- migrate:up` or leave it out"));
+                }
+                self.saw_up_marker = true;
+            }
+            Directive::Down => {
+                if self.body.saw_down_marker {
+                    self.parser.error(
+                        line,
+                        column,
+                        codes::BAD_DIRECTIVE,
+                        "`-- migrate:down` appears twice",
+                        Some("keep one down part at the end of the file"),
+                    );
+                }
+                self.flush_unused_allows();
+                self.body.saw_down_marker = true;
+                self.section = SectionKind::Down;
+            }
+            Directive::Allow(allow) => {
+                if !(self.known_rules)(&allow.rule) {
+                    self.parser.error(
+                        allow.line,
+                        allow.column,
+                        codes::UNKNOWN_RULE,
+                        format!("`{}` is not a rule id", allow.rule),
+                        Some("`migrate explain` lists the rules"),
+                    );
+                } else {
+                    self.pending_allows.push(allow);
+                }
+            }
+            Directive::Requires(version) => {
+                if self.body.requires.replace(version).is_some() {
+                    self.parser.error(
+                        line,
+                        column,
+                        codes::BAD_DIRECTIVE,
+                        "`-- migrate:requires` appears twice",
+                        Some("a contract finishes exactly one expand"),
+                    );
+                }
+            }
+            Directive::Backfill(spec) => {
+                if self.body.backfill.replace(spec).is_some() {
+                    self.parser.error(
+                        line,
+                        column,
+                        codes::BAD_DIRECTIVE,
+                        "`-- migrate:backfill` appears twice",
+                        Some("one backfill file moves one table"),
+                    );
+                }
+            }
+            Directive::NoTransaction => self.body.no_transaction = true,
+        }
+    }
+
+    /// Allows not followed by a statement in their part suppress nothing.
+    fn flush_unused_allows(&mut self) {
+        for allow in self.pending_allows.drain(..) {
+            self.parser.error(
+                allow.line,
+                allow.column,
+                codes::UNUSED_ALLOW,
+                format!(
+                    "`-- migrate:allow {}` is not followed by a statement in the same part",
+                    allow.rule
+                ),
+                Some("put the allow right before the statement it is for, or remove it"),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::load_files;
+    use crate::source::testing::{any_rule, codes_of, file};
+
+    #[test]
+    fn sections_directives_and_modes() {
+        let body = "-- migrate:up\nCREATE TABLE IF NOT EXISTS a (id bigint);\n-- migrate:allow require-concurrent-index table is empty\nCREATE INDEX IF NOT EXISTS i ON a (id);\nCREATE INDEX CONCURRENTLY IF NOT EXISTS j ON a (id);\n-- migrate:down\nDROP TABLE IF EXISTS a;\n";
+        let set = load_files(&[file("0001_a.sql", body)], &any_rule);
+        assert!(set.diagnostics.is_empty(), "{:?}", set.diagnostics);
+        let parsed = &set.files[0];
+        let migration = &parsed.migration;
+        assert_eq!(migration.up.statements.len(), 3);
+        assert_eq!(migration.up.mode, TransactionMode::Autocommit);
+        assert_eq!(
+            migration.down.as_ref().unwrap().mode,
+            TransactionMode::Transactional
+        );
+        assert_eq!(
+            parsed.statements[1].allows[0].rule,
+            "require-concurrent-index"
+        );
+        assert_eq!(parsed.statements[1].allows[0].reason, "table is empty");
+        assert_eq!(
+            (
+                migration.up.statements[1].line,
+                migration.up.statements[1].column
+            ),
+            (4, 1)
+        );
+    }
+
+    #[test]
+    fn non_utf8_is_an_error() {
+        let source = SourceFile {
+            display_path: "m/0001_a.sql".into(),
+            file_name: "0001_a.sql".into(),
+            bytes: b"SELECT 1;\nSELECT '\xff';".to_vec(),
+        };
+        let set = load_files(&[source], &any_rule);
+        assert_eq!(codes_of(&set), ["not-utf8"]);
+        assert_eq!(set.diagnostics[0].line, 2);
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_skipped_but_kept_in_the_checksum() {
+        let body = "\u{feff}-- migrate:up\nCREATE TABLE IF NOT EXISTS a (id bigint);\n-- migrate:down\nDROP TABLE IF EXISTS a;\n";
+        let set = load_files(&[file("0001_a.sql", body)], &any_rule);
+        assert!(set.diagnostics.is_empty(), "{:?}", set.diagnostics);
+        let migration = &set.files[0].migration;
+        let first = &migration.up.statements[0];
+        assert_eq!(first.sql, "CREATE TABLE IF NOT EXISTS a (id bigint)");
+        assert_eq!((first.line, first.column), (2, 1));
+        assert_eq!(migration.down.as_ref().unwrap().statements[0].line, 4);
+        assert_eq!(migration.checksum, Checksum::of_file(body.as_bytes()));
+        assert_ne!(
+            migration.checksum,
+            Checksum::of_file(body.trim_start_matches('\u{feff}').as_bytes())
+        );
+        // A statement right after the mark: the mark is invisible in editors, so column 1.
+        let set = load_files(&[file("0002_b.sql", "\u{feff}SELECT 1;")], &any_rule);
+        assert!(set.diagnostics.is_empty(), "{:?}", set.diagnostics);
+        let statement = &set.files[0].migration.up.statements[0];
+        assert_eq!(
+            (statement.sql.as_ref(), statement.line, statement.column),
+            ("SELECT 1", 1, 1)
+        );
+    }
+
+    #[test]
+    fn directives_must_stand_alone() {
+        let set = load_files(
+            &[file(
+                "0001_a.sql",
+                "SELECT 1; -- migrate:down\nSELECT\n-- migrate:down\n2;",
+            )],
+            &any_rule,
+        );
+        assert_eq!(codes_of(&set), ["bad-directive", "bad-directive"]);
+    }
+}

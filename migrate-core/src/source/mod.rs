@@ -1,0 +1,24 @@
+//! Reading a folder of migration files, one file per thing:
+//!
+//! - `folder`: the `.sql` files of a folder, as bytes ([`read_dir`]);
+//! - `file_name`: the grammar `<version>_<name>[.<phase>].sql` ([`parse_file_name`]);
+//! - `directive`: the `-- migrate:` lines ([`Allow`] and the others);
+//! - `file`: one file split into up and down statements, and its migration ([`parse_file`]);
+//! - `set`: the files together, and the checks across them ([`load_files`]).
+//!
+//! The macro and the runtime both go through [`crate::check_dir`], so a set embedded at build
+//! time and a set read at run time are the same.
+
+mod directive;
+mod file;
+mod file_name;
+mod folder;
+mod set;
+#[cfg(test)]
+mod testing;
+
+pub use directive::Allow;
+pub use file::{ParsedFile, SectionKind, StatementSource, parse_file};
+pub use file_name::{is_sql_like, parse_file_name};
+pub use folder::{SourceFile, display_join, read_dir};
+pub use set::{LoadedSet, load_files};

@@ -1,0 +1,188 @@
+//! A set of files: each parsed on its own, then the checks across files (unique versions, a
+//! contract's `requires`).
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use super::file::{ParsedFile, parse_file};
+use super::file_name::parse_file_name;
+use super::folder::SourceFile;
+use crate::diagnostic::{Diagnostic, codes};
+use crate::migration::{Migrations, Phase};
+
+/// The result of reading a folder: the files that parsed, and every problem found.
+#[derive(Debug, Clone, Default)]
+pub struct LoadedSet {
+    pub files: Vec<ParsedFile>,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl LoadedSet {
+    /// The migration set, in version order.
+    pub fn migrations(&self, dir: &str) -> Migrations {
+        Migrations {
+            dir: Cow::Owned(dir.to_owned()),
+            migrations: Cow::Owned(self.files.iter().map(|f| f.migration.clone()).collect()),
+        }
+    }
+}
+
+/// Parses files into a set: each file on its own, then the checks across files (duplicate
+/// versions, `requires`). Files with errors are left out of `files`.
+pub fn load_files(sources: &[SourceFile], known_rules: &dyn Fn(&str) -> bool) -> LoadedSet {
+    let mut set = LoadedSet::default();
+    for source in sources {
+        match parse_file(source, known_rules) {
+            Ok((parsed, diagnostics)) => {
+                set.diagnostics.extend(diagnostics);
+                set.files.push(parsed);
+            }
+            Err(diagnostics) => set.diagnostics.extend(diagnostics),
+        }
+    }
+    check_versions(sources, &mut set);
+    set.files.sort_by_key(|f| f.migration.version);
+    check_requires(&mut set);
+    set
+}
+
+fn check_versions(sources: &[SourceFile], set: &mut LoadedSet) {
+    let mut by_version: BTreeMap<u64, Vec<&SourceFile>> = BTreeMap::new();
+    for source in sources {
+        if let Ok((version, _, _)) = parse_file_name(&source.file_name) {
+            by_version.entry(version).or_default().push(source);
+        }
+    }
+    for (version, files) in by_version {
+        if files.len() < 2 {
+            continue;
+        }
+        let names: Vec<&str> = files.iter().map(|f| f.file_name.as_str()).collect();
+        for file in &files {
+            set.diagnostics.push(
+                Diagnostic::error(
+                    &file.display_path,
+                    1,
+                    1,
+                    codes::DUPLICATE_VERSION,
+                    format!(
+                        "version {version} is used by {} files: {}",
+                        files.len(),
+                        names.join(", ")
+                    ),
+                )
+                .with_help(
+                    "give each migration its own version, e.g. the next free number or a timestamp",
+                ),
+            );
+        }
+        set.files.retain(|f| f.migration.version != version);
+    }
+}
+
+fn check_requires(set: &mut LoadedSet) {
+    let phases: BTreeMap<u64, Phase> = set
+        .files
+        .iter()
+        .map(|f| (f.migration.version, f.migration.phase))
+        .collect();
+    for file in &set.files {
+        let migration = &file.migration;
+        if migration.phase != Phase::Contract {
+            continue;
+        }
+        let problem = match migration.requires {
+            None => Some("a contract file must name the expand it finishes with `-- migrate:requires <version>`".to_owned()),
+            Some(required) if required >= migration.version => {
+                Some(format!("requires {required}, which is not an earlier version"))
+            }
+            Some(required) => match phases.get(&required) {
+                Some(Phase::Expand) => None,
+                Some(phase) => Some(format!("requires {required}, which is a {phase} migration, not an expand")),
+                None => Some(format!("requires {required}, which is not a migration of this set")),
+            },
+        };
+        if let Some(problem) = problem {
+            set.diagnostics.push(
+                Diagnostic::error(&file.display_path, 1, 1, codes::BAD_REQUIRES, problem)
+                    .with_help("-- migrate:requires <version of the expand migration this contract finishes>"),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::testing::{any_rule, codes_of, file};
+
+    #[test]
+    fn file_level_errors_name_the_file() {
+        let set = load_files(
+            &[
+                file("003_a.sql", "SELECT 1;"),
+                file("0003_b.sql", "SELECT 1;"),
+                file("0004_empty.sql", "  -- nothing here\n"),
+                file("0005_x.sql", "-- migrate:frobnicate\nSELECT 1;"),
+                file("notes.sql", "SELECT 1;"),
+                file("0006_u.sql", "SELECT 'open"),
+            ],
+            &any_rule,
+        );
+        let mut found = codes_of(&set);
+        found.sort();
+        assert_eq!(
+            found,
+            [
+                "bad-file-name",
+                "duplicate-version",
+                "duplicate-version",
+                "empty-file",
+                "syntax",
+                "unknown-directive"
+            ]
+        );
+        assert!(
+            set.diagnostics
+                .iter()
+                .any(|d| d.file == "migrations/0003_b.sql" && d.message.contains("003_a.sql"))
+        );
+        assert!(set.files.is_empty());
+    }
+
+    #[test]
+    fn contract_requires_an_earlier_expand() {
+        let set = load_files(
+            &[
+                file("0001_a.sql", "SELECT 1;"),
+                file(
+                    "0002_b.backfill.sql",
+                    "-- migrate:backfill table=a key=id\nUPDATE a SET x = 1 WHERE x IS NULL;",
+                ),
+                file("0003_c.contract.sql", "-- migrate:requires 1\nSELECT 1;"),
+                file("0004_d.contract.sql", "SELECT 1;"),
+                file("0005_e.contract.sql", "-- migrate:requires 2\nSELECT 1;"),
+                file("0006_f.contract.sql", "-- migrate:requires 9\nSELECT 1;"),
+            ],
+            &any_rule,
+        );
+        let problems: Vec<&str> = set.diagnostics.iter().map(|d| d.file.as_str()).collect();
+        assert_eq!(
+            problems,
+            [
+                "migrations/0004_d.contract.sql",
+                "migrations/0005_e.contract.sql",
+                "migrations/0006_f.contract.sql"
+            ]
+        );
+        let backfill = set.files[1].migration.backfill.clone().unwrap();
+        assert_eq!(
+            (
+                backfill.table.as_ref(),
+                backfill.key.as_ref(),
+                backfill.batch_size
+            ),
+            ("a", "id", 1000)
+        );
+    }
+}

@@ -1,0 +1,15 @@
+//! Reading one SQL statement, shared by every pass that needs more than tokens: parsing with
+//! sqlparser, folding identifiers and table names the way PostgreSQL does, and telling which
+//! functions are volatile.
+//!
+//! It sits beneath the passes that use it (the lock analysis, the batch planner, the lint
+//! rules), so those never import each other; it builds only on the splitter and the
+//! classifier (see `tests/layers.rs`).
+
+mod names;
+mod parse;
+mod volatility;
+
+pub use names::{ident_key, is_identifier, table_key, table_key_of};
+pub use parse::parse_statement;
+pub use volatility::volatile_function;
