@@ -553,7 +553,10 @@ fn new_says_what_to_do_next_and_its_file_lints_once_written() {
         .arg(dir.path())
         .assert()
         .code(3)
-        .stdout(predicate::str::contains("error[empty-file]"));
+        .stdout(predicate::str::contains("error[empty-file]"))
+        .stdout(predicate::str::contains(
+            "still the `migrate new` template: write its statements",
+        ));
     // Written, it lints clean: the template's comments are no obstacle.
     let written = template
         .replace(

@@ -178,8 +178,7 @@ fn existing_versions(dir: &Path) -> anyhow::Result<Vec<(u64, Phase, usize)>> {
 /// Where the up part's statements go, in the expand and contract templates. It says why
 /// `lint` refuses the file (`empty-file`) until the up part has a statement, and it lets
 /// that finding recognise a file that is still the untouched template.
-const UP_PLACEHOLDER: &str =
-    "-- Write the up part's statements here: `migrate lint` refuses this file until it has one.";
+use migrate_core::source::NEW_FILE_PLACEHOLDER as UP_PLACEHOLDER;
 
 /// The new file. It holds no statement that could run, so it fails `lint` (empty-file, or
 /// the backfill's placeholders) until written: a forgotten template cannot be deployed.

@@ -50,6 +50,11 @@ impl ParsedFile {
 
 /// Parses one file. `Err` when the file cannot become a migration; `Ok` may still carry
 /// diagnostics (bad allows) that do not prevent building the model.
+/// The line `migrate new` writes where the up part's statements go: a file that still has
+/// it and no statement is reported as the untouched template.
+pub const NEW_FILE_PLACEHOLDER: &str =
+    "-- Write the up part's statements here: `migrate lint` refuses this file until it has one.";
+
 pub fn parse_file(
     source: &SourceFile,
     known_rules: &dyn Fn(&str) -> bool,
@@ -68,7 +73,7 @@ pub fn parse_file(
         return Err(parser.diagnostics);
     };
     let body = parser.walk(&text, &tokens, phase, known_rules);
-    parser.check_body(&body, phase);
+    parser.check_body(&body, phase, &text);
     if parser.prevents_the_migration() {
         return Err(parser.diagnostics);
     }
@@ -210,20 +215,30 @@ impl FileParser<'_> {
 
     /// What only the whole file can tell: it has a statement to apply, and a backfill file
     /// has its directive.
-    fn check_body(&mut self, body: &Body, phase: Phase) {
+    fn check_body(&mut self, body: &Body, phase: Phase, text: &str) {
         let up_count = body
             .statements
             .iter()
             .filter(|s| s.section == SectionKind::Up)
             .count();
         if up_count == 0 {
-            self.error(
-                1,
-                1,
-                codes::EMPTY_FILE,
-                "the migration has no statement to apply",
-                Some("write the change in the file, or delete the file"),
-            );
+            // A file `migrate new` wrote and nobody filled yet: say so, not just "empty".
+            let untouched = text
+                .lines()
+                .any(|line| line.trim_end() == NEW_FILE_PLACEHOLDER);
+            let (message, help) = if untouched {
+                (
+                    "still the `migrate new` template: write its statements",
+                    "write the change below `-- migrate:up` (and a down part that undoes it), \
+                     or delete the file",
+                )
+            } else {
+                (
+                    "the migration has no statement to apply",
+                    "write the change in the file, or delete the file",
+                )
+            };
+            self.error(1, 1, codes::EMPTY_FILE, message, Some(help));
         }
         if phase == Phase::Backfill && !body.saw_backfill_directive {
             self.error(
@@ -426,6 +441,26 @@ mod tests {
     use super::*;
     use crate::source::load_files;
     use crate::source::testing::{any_rule, codes_of, file};
+
+    #[test]
+    fn an_untouched_template_is_named_as_such_and_an_empty_file_as_empty() {
+        let template = format!("-- migrate:up\n{NEW_FILE_PLACEHOLDER}\n\n-- migrate:down\n");
+        for (body, expected) in [
+            (template.as_str(), "still the `migrate new` template"),
+            (
+                "-- nothing here\n",
+                "the migration has no statement to apply",
+            ),
+        ] {
+            let set = load_files(&[file("0001_a.sql", body)], &any_rule);
+            assert_eq!(codes_of(&set), ["empty-file"]);
+            assert!(
+                set.diagnostics[0].message.starts_with(expected),
+                "{:?}",
+                set.diagnostics
+            );
+        }
+    }
 
     #[test]
     fn sections_directives_and_modes() {
