@@ -386,7 +386,7 @@ fn cluster_folder(
     Ok((root, data_dir, socket_dir))
 }
 
-fn free_port() -> Result<u16, ScratchError> {
+pub(crate) fn free_port() -> Result<u16, ScratchError> {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .map_err(io_error("binding 127.0.0.1:0 to pick a port"))?;
     let port = listener

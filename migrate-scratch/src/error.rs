@@ -72,6 +72,22 @@ pub enum ScratchError {
     /// Generating the CA or server certificate of a TLS cluster failed.
     #[error("generating the TLS certificate: {0}")]
     Certificate(#[from] rcgen::Error),
+
+    /// The PgBouncer binary is not installed.
+    #[error(
+        "pgbouncer not found (looked in PATH and /usr/sbin); install it (Debian: apt-get install \
+         pgbouncer) to run the pooler tests"
+    )]
+    PoolerMissing,
+
+    /// PgBouncer did not start listening.
+    #[error("pgbouncer did not start within {seconds} s; its log: {log}")]
+    PoolerDidNotStart {
+        /// How long it was given.
+        seconds: u64,
+        /// The end of its log file.
+        log: String,
+    },
 }
 
 fn display_paths(paths: &[PathBuf]) -> String {

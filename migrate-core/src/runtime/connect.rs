@@ -337,12 +337,21 @@ pub async fn connect_with(mut options: ConnectOptions) -> Result<Client, Connect
     // Each host gets the limit, as in libpq.
     let hosts = u32::try_from(options.config.get_hosts().len().max(1)).unwrap_or(u32::MAX);
     let overall = limit.saturating_mul(hosts);
-    tokio::time::timeout(overall, open(options))
+    let client = tokio::time::timeout(overall, open(&options))
         .await
-        .map_err(|_| ConnectError::Timeout { limit: overall })?
+        .map_err(|_| ConnectError::Timeout { limit: overall })??;
+    // The pooler probe opens one more connection, under the same bound.
+    tokio::time::timeout(
+        overall,
+        super::pooler::refuse_transaction_pooling(&client, &options),
+    )
+    .await
+    .map_err(|_| ConnectError::Timeout { limit: overall })??;
+    Ok(client)
 }
 
-async fn open(options: ConnectOptions) -> Result<Client, ConnectError> {
+pub(crate) async fn open(options: &ConnectOptions) -> Result<Client, ConnectError> {
+    let options = options.clone();
     let to_error = |error| ConnectError::Connect { error };
     if options.ssl_mode == SslMode::Disable {
         let (client, connection) = options

@@ -373,6 +373,22 @@ pub enum ConnectError {
     Tls(#[from] rustls::Error),
     #[error("connecting to PostgreSQL: {}", db_error_text(.error))]
     Connect { error: tokio_postgres::Error },
+    /// The connection goes through a pooler in transaction or statement mode (PgBouncer,
+    /// Odyssey, RDS Proxy, ...): consecutive statements of this one client ran on different
+    /// server sessions, or two clients shared one. A session advisory lock, session settings
+    /// and prepared statements do not survive that, so nothing is run.
+    #[error(
+        "the connection goes through a connection pooler in transaction or statement mode \
+         ({evidence}): a session advisory lock does not protect anything there (each \
+         transaction may run on another server connection) and prepared statements of \
+         concurrent runners collide, so nothing was run. Connect directly to PostgreSQL, or \
+         through the pooler's session mode (PgBouncer: a database entry or port with \
+         pool_mode = session)"
+    )]
+    TransactionPooler {
+        /// What the probe saw, e.g. "two connections shared server process 4242".
+        evidence: String,
+    },
     /// The connection, TLS handshake and startup did not finish within the connect timeout.
     #[error(
         "connecting to PostgreSQL: no complete answer within {}s (connect_timeout; the TCP \

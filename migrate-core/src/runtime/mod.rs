@@ -31,6 +31,7 @@ pub mod executor;
 pub mod gates;
 pub mod lock;
 mod pending;
+mod pooler;
 pub mod repair;
 mod report;
 pub mod state;
