@@ -198,6 +198,26 @@ impl ScratchCluster {
         Ok((child, stdin))
     }
 
+    /// Stops the server, `pg_ctl stop -m fast` (sessions ended cleanly) or `-m immediate`
+    /// (as after a crash: recovery runs at the next start), for fault tests. The folder stays.
+    pub fn stop_server(&self, immediate: bool) -> Result<(), ScratchError> {
+        let mode = if immediate { "immediate" } else { "fast" };
+        run(self.pg_ctl_command(&["stop", "-m", mode, "-w"]))?;
+        Ok(())
+    }
+
+    /// Starts a server stopped by [`ScratchCluster::stop_server`] again, on the same port.
+    pub fn start_server_again(&self) -> Result<(), ScratchError> {
+        let mut start = self.pg_ctl_command(&["-w", "-t", START_TIMEOUT_SECS, "-l"]);
+        start
+            .arg(self.log_path())
+            .arg("-o")
+            .arg(format!("-p {}", self.port))
+            .arg("start");
+        run(start)?;
+        Ok(())
+    }
+
     fn pg_ctl_command(&self, args: &[&str]) -> Command {
         let mut command = self.launcher.command(&self.binaries.dir().join("pg_ctl"));
         command.arg("-D").arg(&self.data_dir).args(args);
