@@ -14,7 +14,7 @@
 //!    [`MigratorConfig::max_replica_lag`] (`pg_stat_replication`, see `check_replicas`);
 //! 5. no row still matches the WHERE of any of those backfills: a `verified_at` recorded
 //!    earlier says nothing about rows an old release wrote since. The count runs again inside
-//!    the contract's own transaction, right before its first statement ([`RowsGuard`]), so a
+//!    the contract's own transaction, right before its first statement (`RowsGuard`), so a
 //!    row written in the old shape up to that moment refuses the contract instead of being
 //!    dropped with it.
 //!
@@ -50,7 +50,7 @@ const REPLICA_POLL_MAX: Duration = Duration::from_millis(500);
 
 /// What the gates need from the configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct GateSettings {
+pub(crate) struct GateSettings {
     /// Time that must pass between applying the required expand and its contract.
     pub stabilisation: Duration,
     /// Longest acceptable replay lag of any replica; `None` disables the replica gate.
@@ -243,7 +243,7 @@ struct PendingRows {
 /// that blocks writes would stall a hot table), so a row committed between the count and the
 /// contract's own lock is the one window left; the contract's DDL lock closes it.
 #[derive(Debug, Clone, Default)]
-pub struct RowsGuard {
+pub(crate) struct RowsGuard {
     contract_version: u64,
     contract_file: String,
     queries: Vec<PendingRows>,

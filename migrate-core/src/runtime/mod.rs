@@ -6,7 +6,7 @@
 //!    deploys run one at a time;
 //! 3. the history table is created if missing and checked: checksum drift, applied versions
 //!    this binary lacks, and pending versions older than the newest applied are refused;
-//! 4. each pending migration in order, transactional or statement by statement ([`executor`]);
+//! 4. each pending migration in order, transactional or statement by statement (`executor.rs`);
 //! 5. `lock_timeout` failures (SQLSTATE 55P03) retried with backoff, so the migration never
 //!    queues the application behind it for longer than `lock_timeout`;
 //! 6. before each contract migration, its gates ([`gates`]): expand applied, backfills
@@ -27,7 +27,7 @@ mod config;
 pub mod connect;
 mod deadline;
 pub mod error;
-pub mod executor;
+mod executor;
 pub mod gates;
 pub mod lock;
 mod pending;
@@ -48,7 +48,7 @@ pub use config::{MAX_LOCK_TIMEOUT, MigratorConfig};
 pub use connect::{ConnectOptions, SslMode, connect, connect_with};
 pub use error::{ConnectError, Failed, LockHolder, PartialReport, RuntimeError, StatementLocation};
 pub use gates::{GateFailure, Replica};
-pub use lock::{AdvisoryLock, lock_key};
+pub use lock::lock_key;
 pub use report::{
     AppliedMigration, DownReport, MigrationState, Plan, PlannedMigration, StatusEntry,
     StatusReport, UpReport, UpTo,
@@ -58,6 +58,7 @@ pub use verify::BackfillState;
 
 use crate::migration::{Migration, Migrations, Phase, Section};
 use executor::{Backoff, ExecutionSettings, HistoryChange};
+use lock::AdvisoryLock;
 use state::history::History;
 
 /// Longest single pause between two retries of a statement, whatever the attempt number.
