@@ -53,13 +53,13 @@ pub use report::{
     AppliedMigration, DownReport, MigrationState, Plan, PlannedMigration, StatusEntry,
     StatusReport, UpReport, UpTo,
 };
-pub use state::history::{HistoryRow, TableName};
+pub use state::history::TableName;
 pub use verify::BackfillState;
 
 use crate::migration::{Migration, Migrations, Phase, Section};
 use executor::{Backoff, ExecutionSettings, HistoryChange};
 use lock::AdvisoryLock;
-use state::history::History;
+use state::history::{History, HistoryRow};
 
 /// Longest single pause between two retries of a statement, whatever the attempt number.
 pub const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(30);

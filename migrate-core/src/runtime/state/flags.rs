@@ -99,7 +99,7 @@ impl FlagStore {
     }
 
     /// Creates the table if missing.
-    pub async fn ensure(&self, client: &Client) -> Result<(), RuntimeError> {
+    pub(crate) async fn ensure(&self, client: &Client) -> Result<(), RuntimeError> {
         if self.exists(client).await? {
             return Ok(());
         }
