@@ -83,20 +83,29 @@ pub struct Migrator<'m> {
 pub enum ProgressEvent<'a> {
     /// A migration is about to run; `index` counts from 0 among `total` in this run.
     Starting {
+        /// The migration.
         migration: &'a Migration,
+        /// Its position in this run, from 0.
         index: usize,
+        /// How many migrations this run applies or reverts.
         total: usize,
+        /// `down` is running its down part.
         reverting: bool,
     },
     /// A backfill batch committed; `rows_done` counts the statement's rows so far.
     BackfillBatch {
+        /// The backfill migration.
         migration: &'a Migration,
+        /// Rows of the current statement updated so far, by interrupted runs included.
         rows_done: i64,
     },
     /// A migration finished (applied or reverted).
     Finished {
+        /// The migration.
         migration: &'a Migration,
+        /// Its position in this run, from 0.
         index: usize,
+        /// How many migrations this run applies or reverts.
         total: usize,
     },
 }
@@ -152,6 +161,7 @@ impl<'m> Migrator<'m> {
         }
     }
 
+    /// The settings it was created with.
     pub fn config(&self) -> &MigratorConfig {
         &self.config
     }
@@ -161,6 +171,8 @@ impl<'m> Migrator<'m> {
         self.lock_key
     }
 
+    /// The history table, parsed from [`MigratorConfig::history_table`]; the other state
+    /// tables are named after it.
     pub fn history_table(&self) -> &TableName {
         self.history.table()
     }
@@ -385,8 +397,25 @@ impl<'m> Migrator<'m> {
         Ok(())
     }
 
-    /// Applies the pending migrations up to `target`, in version order. On failure the
-    /// error carries the migrations applied before it.
+    /// Applies the pending migrations up to `target`, in version order, under the migration
+    /// advisory lock. On failure the error carries the migrations applied before it.
+    ///
+    /// # The connection
+    ///
+    /// `client` should be a dedicated connection: one that nothing else queries during the
+    /// run (one of its own, as [`connect()`] opens, or one taken from the application's pool
+    /// for the run). Other queries on it would run under the migration's session settings
+    /// and between its statements. It must not go through a transaction-mode pooler
+    /// (PgBouncer's `pool_mode = transaction`): the advisory lock, the session settings and
+    /// a statement-by-statement migration need one server session for the whole run.
+    ///
+    /// For the run, `up` sets the session's `application_name`, `lock_timeout` and
+    /// `statement_timeout` from the [`MigratorConfig`]. Before it returns, also on error, it
+    /// releases the advisory lock and restores the three values the client had, so a
+    /// connection taken from a pool goes back with its own settings. The exception is
+    /// [`RuntimeError::NoAnswer`]: the server stopped answering, the runtime sends nothing
+    /// more, and the connection must be discarded (as after a logged warning that the
+    /// settings could not be restored).
     pub async fn up(&self, client: &Client, target: UpTo) -> Result<UpReport, Failed<UpReport>> {
         let mut report = UpReport::default();
         let result = self
@@ -401,8 +430,26 @@ impl<'m> Migrator<'m> {
         }
     }
 
-    /// Reverts the applied migrations with a version above `to`, newest first. Refuses
-    /// before reverting anything when one of them has no down part.
+    /// Reverts the applied migrations with a version above `to`, newest first, under the
+    /// migration advisory lock. Refuses before reverting anything when one of them has no
+    /// down part. On failure the error carries the migrations reverted before it.
+    ///
+    /// # The connection
+    ///
+    /// `client` should be a dedicated connection: one that nothing else queries during the
+    /// run (one of its own, as [`connect()`] opens, or one taken from the application's pool
+    /// for the run). Other queries on it would run under the migration's session settings
+    /// and between its statements. It must not go through a transaction-mode pooler
+    /// (PgBouncer's `pool_mode = transaction`): the advisory lock, the session settings and
+    /// a statement-by-statement migration need one server session for the whole run.
+    ///
+    /// For the run, `down` sets the session's `application_name`, `lock_timeout` and
+    /// `statement_timeout` from the [`MigratorConfig`]. Before it returns, also on error, it
+    /// releases the advisory lock and restores the three values the client had, so a
+    /// connection taken from a pool goes back with its own settings. The exception is
+    /// [`RuntimeError::NoAnswer`]: the server stopped answering, the runtime sends nothing
+    /// more, and the connection must be discarded (as after a logged warning that the
+    /// settings could not be restored).
     pub async fn down(&self, client: &Client, to: u64) -> Result<DownReport, Failed<DownReport>> {
         let mut report = DownReport::default();
         let result = self
