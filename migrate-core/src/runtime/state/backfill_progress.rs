@@ -63,6 +63,7 @@ impl BackfillProgressTable {
         })
     }
 
+    /// The quoted name, for tools that list the state tables.
     pub fn quoted(&self) -> &str {
         &self.quoted
     }

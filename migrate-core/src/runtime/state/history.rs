@@ -26,7 +26,9 @@ use crate::runtime::error::RuntimeError;
 /// A validated, optionally schema-qualified table name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableName {
+    /// The schema, when qualified; unqualified names follow the session's `search_path`.
     pub schema: Option<String>,
+    /// The table.
     pub name: String,
 }
 
