@@ -46,6 +46,8 @@ pub enum CliError {
     #[error("{0} already exists; `new` never overwrites a file")]
     FileExists(String),
 
+    /// `pg_dump` failed during `check`.
+    #[cfg(feature = "check")]
     #[error("{0}")]
     Dump(String),
 }
