@@ -12,6 +12,7 @@ use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand,
 
 use crate::duration::{ReplicaLagLimit, parse_duration, parse_replica_lag_limit};
 
+/// The end of `migrate --help`: exit codes and where the database comes from.
 pub(crate) const EXIT_CODES: &str = "\
 Exit codes:
   0  success
@@ -40,12 +41,19 @@ DB_USER, DB_PASSWORD). Passwords are never printed.";
 pub struct Cli {
     /// `--dir`.
     pub(crate) dir: Option<PathBuf>,
+    /// `--format`.
     pub(crate) format: Format,
+    /// How many `-v`.
     pub(crate) verbose: u8,
+    /// Where the database and its state tables are.
     pub(crate) database: DatabaseArgs,
+    /// The session's `lock_timeout` and `statement_timeout`.
     pub(crate) timeouts: TimeoutArgs,
+    /// How long to wait for the migration lock.
     pub(crate) lock: LockArgs,
+    /// The contract gates' limits.
     pub(crate) gates: GateArgs,
+    /// The subcommand and its own arguments.
     pub(crate) command: Command,
 }
 
@@ -139,9 +147,13 @@ pub(crate) struct GateArgs {
 /// An option group of [`GROUPS`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Group {
+    /// [`DatabaseArgs`].
     Database,
+    /// [`TimeoutArgs`].
     Timeouts,
+    /// [`LockArgs`].
     Lock,
+    /// [`GateArgs`].
     Gates,
 }
 
@@ -289,6 +301,7 @@ impl GateArgs {
     }
 }
 
+/// `--format`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum Format {
     /// Aligned tables; colour on a terminal unless NO_COLOR is set.
@@ -299,6 +312,8 @@ pub(crate) enum Format {
     Github,
 }
 
+// The subcommands. (A plain comment: clap would take a doc comment here as the `about` of
+// `migrate` itself.)
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Show every migration: version, name, phase, state (applied, pending, drifted, missing
@@ -436,6 +451,7 @@ pub(crate) enum Command {
     },
 }
 
+/// `new --phase`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum PhaseArg {
     Expand,
@@ -443,6 +459,7 @@ pub(crate) enum PhaseArg {
     Contract,
 }
 
+// `flag get|set|list`. (A plain comment, as on `Command`.)
 #[derive(Debug, Subcommand)]
 pub(crate) enum FlagCommand {
     /// Print one flag; exits 1 when it was never set.
@@ -453,6 +470,7 @@ pub(crate) enum FlagCommand {
     List,
 }
 
+/// `flag set NAME on|off`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum OnOff {
     On,

@@ -15,6 +15,8 @@
 //! `error::Outcome` or an error; only this edge turns errors into messages and documented
 //! exit codes.
 
+#![warn(missing_docs)]
+
 pub mod cli;
 mod commands;
 mod config;
@@ -86,6 +88,8 @@ struct Identity {
 }
 
 impl Embedded {
+    /// The CLI over `migrations`, called `migrate` in `--help` and `--version` until
+    /// [`Embedded::name`] says otherwise.
     pub fn new(migrations: &'static Migrations) -> Embedded {
         Embedded {
             migrations,
