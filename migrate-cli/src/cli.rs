@@ -1,8 +1,8 @@
-//! The command line, as clap parses it. Nothing here runs anything: [`crate::config`] turns
-//! these raw flags into a checked [`crate::config::Config`] first.
+//! The command line, as clap parses it. Nothing here runs anything: `crate::config` turns
+//! these raw flags into a checked `Config` first.
 //!
 //! `--dir`, `--format` and `-v` are global; the database, timeout, lock and contract-gate
-//! options belong to the subcommands that use them ([`GROUPS`]), so each `--help` lists only
+//! options belong to the subcommands that use them (`GROUPS`), so each `--help` lists only
 //! what applies.
 
 use std::path::PathBuf;
@@ -12,7 +12,8 @@ use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand,
 
 use crate::duration::{ReplicaLagLimit, parse_duration, parse_replica_lag_limit};
 
-pub const EXIT_CODES: &str = "\
+/// The end of `migrate --help`: exit codes and where the database comes from.
+pub(crate) const EXIT_CODES: &str = "\
 Exit codes:
   0  success
   1  failure (database unreachable, a migration failed, check found a broken down part, ...)
@@ -28,22 +29,32 @@ DB_USER, DB_PASSWORD). Passwords are never printed.";
 /// The command line as the rest of the crate reads it: the global options, the database,
 /// timeout, lock and contract-gate options (wherever they were written), and the command.
 ///
-/// clap sees the layout of `TopLevel` (below), with each option group attached only to the
-/// subcommands that use it (see [`GROUPS`]): `migrate new --help` shows no replica lag.
-/// The groups are attached when the clap command is built rather than flattened into
-/// [`Command`]'s variants, because commands read them through [`crate::config::Config`],
-/// never from the variant they dispatch on.
+/// Public for its clap command (`Cli::command()`, from [`CommandFactory`]): what `--help`
+/// shows, for tests and tools that read it. Its fields are the crate's own.
+//
+// clap sees the layout of `TopLevel` (below), with each option group attached only to the
+// subcommands that use it (see `GROUPS`): `migrate new --help` shows no replica lag.
+// The groups are attached when the clap command is built rather than flattened into
+// `Command`'s variants, because commands read them through `crate::config::Config`,
+// never from the variant they dispatch on.
 #[derive(Debug)]
 pub struct Cli {
     /// `--dir`.
-    pub dir: Option<PathBuf>,
-    pub format: Format,
-    pub verbose: u8,
-    pub database: DatabaseArgs,
-    pub timeouts: TimeoutArgs,
-    pub lock: LockArgs,
-    pub gates: GateArgs,
-    pub command: Command,
+    pub(crate) dir: Option<PathBuf>,
+    /// `--format`.
+    pub(crate) format: Format,
+    /// How many `-v`.
+    pub(crate) verbose: u8,
+    /// Where the database and its state tables are.
+    pub(crate) database: DatabaseArgs,
+    /// The session's `lock_timeout` and `statement_timeout`.
+    pub(crate) timeouts: TimeoutArgs,
+    /// How long to wait for the migration lock.
+    pub(crate) lock: LockArgs,
+    /// The contract gates' limits.
+    pub(crate) gates: GateArgs,
+    /// The subcommand and its own arguments.
+    pub(crate) command: Command,
 }
 
 /// Zero-downtime PostgreSQL migrations: lint, plan, apply, revert and check
@@ -71,7 +82,7 @@ struct TopLevel {
 // groups: clap would take a doc comment as the `about` of every command they join.)
 #[derive(Debug, Clone, Default, Args)]
 #[command(next_help_heading = "Database")]
-pub struct DatabaseArgs {
+pub(crate) struct DatabaseArgs {
     /// PostgreSQL connection string (postgres://user:pass@host:port/db?sslmode=verify-full or
     /// key=value). Prefer DATABASE_URL: a flag's value is visible to other local users in
     /// the process list.
@@ -94,7 +105,7 @@ pub struct DatabaseArgs {
 // The session's timeouts.
 #[derive(Debug, Clone, Default, Args)]
 #[command(next_help_heading = "Timeouts")]
-pub struct TimeoutArgs {
+pub(crate) struct TimeoutArgs {
     /// Session lock_timeout: the longest a statement waits for a lock (and so the longest
     /// the application queues behind it), e.g. 5s, 500ms; from 1ms to 10m (0 would mean
     /// "wait forever" to PostgreSQL, so it is refused). It also bounds, with
@@ -111,7 +122,7 @@ pub struct TimeoutArgs {
 // The advisory lock that lets one run at a time change the database.
 #[derive(Debug, Clone, Default, Args)]
 #[command(next_help_heading = "Migration lock")]
-pub struct LockArgs {
+pub(crate) struct LockArgs {
     /// How long to wait for another migration run's advisory lock [default: 60s].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub lock_wait: Option<Duration>,
@@ -120,7 +131,7 @@ pub struct LockArgs {
 // What must hold before a contract migration runs.
 #[derive(Debug, Clone, Default, Args)]
 #[command(next_help_heading = "Contract gates")]
-pub struct GateArgs {
+pub(crate) struct GateArgs {
     /// Time that must pass between applying an expand and its contract, on the server's
     /// clock, e.g. 30m, 24h [default: 0, no wait].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
@@ -135,10 +146,14 @@ pub struct GateArgs {
 
 /// An option group of [`GROUPS`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Group {
+pub(crate) enum Group {
+    /// [`DatabaseArgs`].
     Database,
+    /// [`TimeoutArgs`].
     Timeouts,
+    /// [`LockArgs`].
     Lock,
+    /// [`GateArgs`].
     Gates,
 }
 
@@ -146,7 +161,7 @@ pub enum Group {
 /// `new`) take none. Read-only commands take no advisory lock; only `up` runs contracts;
 /// `check` starts its own scratch cluster (no database options, and its contract gates are
 /// off) but runs migrations under the session timeouts.
-pub const GROUPS: &[(&str, &[Group])] = &[
+pub(crate) const GROUPS: &[(&str, &[Group])] = &[
     ("status", &[Group::Database, Group::Timeouts]),
     ("plan", &[Group::Database, Group::Timeouts]),
     ("backfill", &[Group::Database, Group::Timeouts]),
@@ -286,8 +301,9 @@ impl GateArgs {
     }
 }
 
+/// `--format`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Format {
+pub(crate) enum Format {
     /// Aligned tables; colour on a terminal unless NO_COLOR is set.
     Human,
     /// One JSON document on stdout, with the shape documented in docs/cli.md.
@@ -296,8 +312,10 @@ pub enum Format {
     Github,
 }
 
+// The subcommands. (A plain comment: clap would take a doc comment here as the `about` of
+// `migrate` itself.)
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Show every migration: version, name, phase, state (applied, pending, drifted, missing
     /// from files), when it was applied and how long it took.
     ///
@@ -433,15 +451,17 @@ pub enum Command {
     },
 }
 
+/// `new --phase`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum PhaseArg {
+pub(crate) enum PhaseArg {
     Expand,
     Backfill,
     Contract,
 }
 
+// `flag get|set|list`. (A plain comment, as on `Command`.)
 #[derive(Debug, Subcommand)]
-pub enum FlagCommand {
+pub(crate) enum FlagCommand {
     /// Print one flag; exits 1 when it was never set.
     Get { name: String },
     /// Turn a flag on or off, creating it (and the flags table) if needed.
@@ -450,8 +470,9 @@ pub enum FlagCommand {
     List,
 }
 
+/// `flag set NAME on|off`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum OnOff {
+pub(crate) enum OnOff {
     On,
     Off,
 }

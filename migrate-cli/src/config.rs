@@ -12,13 +12,18 @@ use crate::error::CliError;
 /// string itself, which may hold a password.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UrlSource {
+    /// `--database-url`.
     Flag,
+    /// `DATABASE_URL`.
     DatabaseUrl,
+    /// libpq's `PGHOST`, `PGPORT`, `PGDATABASE`, `PGUSER`, ...
     PgVariables,
+    /// `DB_HOST`, `DB_PORT`, `DB_NAME`, `DB_USER`, `DB_PASSWORD`.
     DbVariables,
 }
 
 impl UrlSource {
+    /// The source as messages name it, e.g. `the PG* variables`.
     pub fn describe(self) -> &'static str {
         match self {
             UrlSource::Flag => "--database-url",
@@ -32,7 +37,9 @@ impl UrlSource {
 /// A connection string and its origin. `Debug` hides the string.
 #[derive(Clone)]
 pub struct DatabaseUrl {
+    /// A `postgres://` URL or `key=value` string; may hold a password.
     pub url: String,
+    /// Where it came from.
     pub source: UrlSource,
 }
 
@@ -49,8 +56,11 @@ impl std::fmt::Debug for DatabaseUrl {
 pub struct Config {
     /// `--dir`, when given.
     pub dir: Option<PathBuf>,
+    /// The database of the commands that need one; `None` when none is configured.
     pub database: Option<DatabaseUrl>,
+    /// `--format`.
     pub format: Format,
+    /// The runtime's settings, defaults overridden by the options.
     pub migrator: MigratorConfig,
     /// ANSI colours on stdout.
     pub color: bool,
@@ -58,10 +68,13 @@ pub struct Config {
     pub stderr_color: bool,
     /// Progress bars on stderr.
     pub progress: bool,
+    /// `-v` count: 0 warnings, 1 info, 2 and more debug.
     pub verbose: u8,
 }
 
 impl Config {
+    /// Checks the parsed flags and reads the environment through `env` (tests pass a map):
+    /// every usage error surfaces here, before anything connects.
     pub fn from_cli(cli: &Cli, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, CliError> {
         if cli.format == Format::Github && !matches!(cli.command, Command::Lint { .. }) {
             return Err(CliError::Usage(

@@ -5,47 +5,77 @@ use std::process::ExitCode;
 use migrate_core::runtime::repair::RepairError;
 use migrate_core::runtime::{DownReport, Failed, Plan, RuntimeError, UpReport};
 
+// The exit codes `migrate --help` and docs/cli.md document.
+/// Success.
 pub const EXIT_OK: u8 = 0;
+/// A failure: database unreachable, a migration failed, `check` found a broken down part.
 pub const EXIT_FAILURE: u8 = 1;
+/// A usage error: bad flags, unknown rule, invalid name.
 pub const EXIT_USAGE: u8 = 2;
+/// Lint findings at error level.
 pub const EXIT_LINT: u8 = 3;
+/// Refused: the history and the files disagree (drift, missing files, out of order).
 pub const EXIT_REFUSED: u8 = 4;
 
+/// The CLI's own failures (the runtime's come as [`migrate_core::runtime::RuntimeError`]).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CliError {
+    /// Flags or names that make no sense; the message says which.
     #[error("{0}")]
     Usage(String),
+
+    /// A command that needs a database found none configured.
 
     #[error(
         "`{command}` needs a database and none is configured: pass --database-url, or set \
          DATABASE_URL, the PG* variables (PGHOST, PGDATABASE, PGUSER, ...) or DB_HOST/DB_NAME/\
          DB_USER; a scratch database is never used instead"
     )]
-    NoDatabase { command: &'static str },
+    NoDatabase {
+        /// The subcommand, e.g. `up`.
+        command: &'static str,
+    },
+
+    /// `explain` was given a rule id that does not exist.
 
     #[error("unknown rule `{id}`{}; `migrate explain` lists the rules", suggestion_text(.suggestion))]
     UnknownRule {
+        /// The id as given.
         id: String,
+        /// The closest known id, if one is close.
         suggestion: Option<&'static str>,
     },
+
+    /// A folder read at run time does not lint; the findings were printed first.
 
     #[error(
         "{display_dir} has {errors} error-level finding(s) (printed above); fix them first, \
          `migrate lint` shows them again"
     )]
-    InvalidSet { display_dir: String, errors: usize },
+    InvalidSet {
+        /// The folder, as the user wrote it.
+        display_dir: String,
+        /// How many error-level findings.
+        errors: usize,
+    },
 
+    /// A file or process operation failed.
     #[error("{what}: {source}")]
     Io {
+        /// What was being done, e.g. `running pg_dump`.
         what: String,
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },
 
+    /// `new` would overwrite this file.
     #[error("{0} already exists; `new` never overwrites a file")]
     FileExists(String),
 
+    /// `pg_dump` failed during `check`.
+    #[cfg(feature = "check")]
     #[error("{0}")]
     Dump(String),
 }
@@ -67,6 +97,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// The process exit code of this outcome.
     pub fn exit_code(self) -> ExitCode {
         ExitCode::from(match self {
             Outcome::Success => EXIT_OK,

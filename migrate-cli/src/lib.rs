@@ -10,17 +10,20 @@
 //! }
 //! ```
 //!
-//! Flow (ripgrep style): clap parses the raw flags, [`config::Config`] checks them and
-//! resolves the environment, then one command runs and returns an [`error::Outcome`] or an
-//! error; only this edge turns errors into messages and documented exit codes.
+//! Flow (ripgrep style): clap parses the raw flags ([`cli::Cli`]), `config::Config` checks
+//! them and resolves the environment, then one command runs and returns an
+//! `error::Outcome` or an error; only this edge turns errors into messages and documented
+//! exit codes.
+
+#![warn(missing_docs)]
 
 pub mod cli;
 mod commands;
-pub mod config;
+mod config;
 #[cfg(feature = "check")]
 mod diff;
 mod duration;
-pub mod error;
+mod error;
 mod output;
 
 use anyhow::Context as _;
@@ -85,6 +88,8 @@ struct Identity {
 }
 
 impl Embedded {
+    /// The CLI over `migrations`, called `migrate` in `--help` and `--version` until
+    /// [`Embedded::name`] says otherwise.
     pub fn new(migrations: &'static Migrations) -> Embedded {
         Embedded {
             migrations,

@@ -34,13 +34,19 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 use super::MigratorConfig;
 use super::error::ConnectError;
 
-/// libpq's `sslmode` values.
+/// libpq's `sslmode` values; see the module docs for what each checks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SslMode {
+    /// No TLS.
     Disable,
+    /// TLS when the server offers it, without checking its certificate (the default, and
+    /// `allow`).
     Prefer,
+    /// Always TLS; the certificate is checked against `sslrootcert` only when one is given.
     Require,
+    /// Always TLS, with a certificate chain to a trusted root, whatever its host name.
     VerifyCa,
+    /// Always TLS, with a certificate chain to a trusted root, issued for the host.
     VerifyFull,
 }
 
@@ -60,8 +66,13 @@ impl SslMode {
 /// A connection string split into what tokio-postgres understands and the TLS settings.
 #[derive(Clone)]
 pub struct ConnectOptions {
+    /// Everything but the TLS settings, for tokio-postgres; set more on it (e.g.
+    /// `application_name`) before [`connect_with`].
     pub config: tokio_postgres::Config,
+    /// `sslmode`; [`SslMode::Prefer`] when the string has none.
     pub ssl_mode: SslMode,
+    /// `sslrootcert`: a PEM file of trusted roots; `None` (or `system`) for the Mozilla
+    /// roots of `webpki-roots`.
     pub ssl_root_cert: Option<PathBuf>,
 }
 

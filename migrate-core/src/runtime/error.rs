@@ -10,7 +10,9 @@ use tokio_postgres::error::SqlState;
 /// Who holds the migration advisory lock, read from `pg_locks` joined with `pg_stat_activity`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LockHolder {
+    /// The holder's backend process id (`pg_terminate_backend(pid)` ends the session).
     pub pid: i32,
+    /// The holder's `application_name`; empty when it set none.
     pub application_name: String,
     /// `pg_stat_activity.backend_start`, as the server renders it.
     pub backend_start: Option<String>,
@@ -42,9 +44,13 @@ impl fmt::Display for LockHolder {
 /// Where a failing statement is: `0002_email.expand.sql:14:1`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatementLocation {
+    /// The migration's version.
     pub version: u64,
+    /// The migration's file name, e.g. `0002_email.expand.sql`.
     pub file: String,
+    /// Line of the statement's first character in the file, from 1.
     pub line: u32,
+    /// Column of that character, from 1.
     pub column: u32,
 }
 
@@ -67,12 +73,22 @@ pub enum RuntimeError {
     #[error(
         "invalid {what} `{value}`: each dot-separated part must match [A-Za-z_][A-Za-z0-9_]{{0,62}}"
     )]
-    InvalidIdentifier { what: &'static str, value: String },
+    InvalidIdentifier {
+        /// What the name is for, e.g. `history table name`.
+        what: &'static str,
+        /// The name as configured.
+        value: String,
+    },
 
     /// A version does not fit the history table's `bigint`.
     #[error("migration version {version} is larger than the largest bigint (9223372036854775807)")]
-    VersionOutOfRange { version: u64 },
+    VersionOutOfRange {
+        /// The version, from the migration's file name.
+        version: u64,
+    },
 
+    /// Opening the connection failed: the runtime never connects itself, this variant lets
+    /// a caller send a [`connect`](super::connect()) failure through the same `?`.
     #[error(transparent)]
     Connect(#[from] ConnectError),
 
@@ -83,8 +99,12 @@ pub enum RuntimeError {
         holder.as_ref().map_or_else(|| "unknown (it may just have released it)".to_owned(), ToString::to_string)
     )]
     LockTimeout {
+        /// The advisory lock key, see [`lock_key`](super::lock_key).
         key: i64,
+        /// How long this run tried to take the lock.
         waited: Duration,
+        /// The session holding the lock when this run gave up; `None` when none was seen
+        /// (it may have released the lock just then). Boxed to keep `RuntimeError` small.
         holder: Option<Box<LockHolder>>,
     },
 
@@ -95,7 +115,9 @@ pub enum RuntimeError {
          migration for the change"
     )]
     ChecksumMismatch {
+        /// The migration's version.
         version: u64,
+        /// The migration's file name.
         file: String,
         /// The checksum recorded in the history table when the migration was applied.
         expected: String,
@@ -106,6 +128,7 @@ pub enum RuntimeError {
     /// The database has applied versions this binary does not contain.
     #[error("{}", unknown_applied_message(.versions, .files_on_disk_lacking_in_binary))]
     UnknownApplied {
+        /// The applied versions the set lacks.
         versions: Vec<u64>,
         /// `.sql` files of those versions in `Migrations::dir`, when it exists at run time.
         files_on_disk_lacking_in_binary: Vec<PathBuf>,
@@ -137,7 +160,9 @@ pub enum RuntimeError {
          (`--allow-out-of-order` in the CLI, MigratorConfig::allow_out_of_order in the library)"
     )]
     OutOfOrder {
+        /// The pending versions older than `newest_applied`, ascending.
         pending: Vec<u64>,
+        /// The newest version in the history table.
         newest_applied: u64,
     },
 
@@ -146,13 +171,20 @@ pub enum RuntimeError {
         "cannot revert migrations {versions:?}: they have no `-- migrate:down` part; nothing \
          was reverted"
     )]
-    NoDownPart { versions: Vec<u64> },
+    NoDownPart {
+        /// The migrations to revert that have no down part, ascending.
+        versions: Vec<u64>,
+    },
 
     /// A statement of a migration failed.
     #[error("{location}: migration {} failed after {attempts} attempt(s): {}", location.version, db_error_text(.error))]
     Statement {
+        /// The failing statement's file, line and column.
         location: StatementLocation,
+        /// How many times the migration (transactional) or the statement (autocommit) ran:
+        /// more than 1 when earlier attempts hit `lock_timeout` and were retried.
         attempts: u32,
+        /// The server's (or driver's) error; [`RuntimeError::sql_state`] gives its SQLSTATE.
         error: tokio_postgres::Error,
     },
 
@@ -163,8 +195,13 @@ pub enum RuntimeError {
         location.version, db_error_text(.error), blockers_text(.blockers)
     )]
     LockRetriesExhausted {
+        /// The statement that could not take its locks.
         location: StatementLocation,
+        /// Attempts made: the first one and every retry ([`MigratorConfig::lock_retries`]).
+        ///
+        /// [`MigratorConfig::lock_retries`]: super::MigratorConfig::lock_retries
         attempts: u32,
+        /// The last attempt's `lock_timeout` error (SQLSTATE 55P03).
         error: tokio_postgres::Error,
         /// Other sessions holding locks on the tables the statement locks, oldest
         /// transaction first, read right after the last attempt (at most 3; empty when
@@ -178,21 +215,27 @@ pub enum RuntimeError {
          drops and rebuilds it"
     )]
     InvalidIndex {
+        /// The `CREATE INDEX CONCURRENTLY` statement.
         location: StatementLocation,
+        /// The index name, as the catalog stores it.
         index: String,
     },
 
     /// A backfill statement cannot be batched, or did not converge.
     #[error("{location}: backfill of migration {}: {problem}", location.version)]
     Backfill {
+        /// The backfill statement.
         location: StatementLocation,
+        /// What is wrong, and what to do about it.
         problem: String,
     },
 
     /// A contract gate refused a contract migration before any of its statements ran.
     #[error("contract migration {version} ({file}) refused, nothing of it ran: {failure}")]
     ContractGate {
+        /// The contract migration's version.
         version: u64,
+        /// The contract migration's file name.
         file: String,
         /// Boxed: the replica variants would make every `RuntimeError` large.
         failure: Box<super::gates::GateFailure>,
@@ -209,22 +252,29 @@ pub enum RuntimeError {
         super::gates::human(*waited)
     )]
     NoAnswer {
+        /// What the runtime was waiting for, e.g. `reading the history table`.
         what: &'static str,
+        /// The client-side bound that passed.
         waited: Duration,
     },
 
     /// A setting of [`super::MigratorConfig`] is out of its range.
     #[error("invalid setting {setting} = {value}: {reason}")]
     InvalidSetting {
+        /// The field of [`MigratorConfig`](super::MigratorConfig), e.g. `lock_timeout`.
         setting: &'static str,
+        /// Its value, as `Debug` shows it.
         value: String,
+        /// The accepted range, and why.
         reason: &'static str,
     },
 
     /// A query of the runtime itself (session settings, history table, lock) failed.
     #[error("{action}: {}", db_error_text(.error))]
     Database {
+        /// What the runtime was doing, e.g. `taking the migration advisory lock`.
         action: &'static str,
+        /// The server's (or driver's) error.
         error: tokio_postgres::Error,
     },
 }
@@ -366,13 +416,28 @@ fn unknown_applied_message(versions: &[u64], files: &[PathBuf]) -> String {
 pub enum ConnectError {
     /// The connection string is malformed; `reason` names the part, never its value.
     #[error("invalid connection string: {}", reason.trim_start_matches("invalid connection string: "))]
-    InvalidUrl { reason: String },
+    InvalidUrl {
+        /// What is wrong, naming the part.
+        reason: String,
+    },
+    /// The `sslrootcert` file cannot be read, or holds no PEM certificate.
     #[error("reading the root certificate {path}: {reason}")]
-    RootCertificate { path: PathBuf, reason: String },
+    RootCertificate {
+        /// The `sslrootcert` path.
+        path: PathBuf,
+        /// Why it cannot be used.
+        reason: String,
+    },
+    /// The TLS client configuration could not be built.
     #[error("setting up TLS: {0}")]
     Tls(#[from] rustls::Error),
+    /// The server could not be reached, refused the connection, or rejected the TLS
+    /// handshake or the startup (authentication, unknown database, too many connections).
     #[error("connecting to PostgreSQL: {}", db_error_text(.error))]
-    Connect { error: tokio_postgres::Error },
+    Connect {
+        /// The driver's error; a server's rejection has its SQLSTATE.
+        error: tokio_postgres::Error,
+    },
     /// The connection goes through a pooler in transaction or statement mode (PgBouncer,
     /// Odyssey, RDS Proxy, ...): consecutive statements of this one client ran on different
     /// server sessions, or two clients shared one. A session advisory lock, session settings
@@ -396,11 +461,15 @@ pub enum ConnectError {
          server, and is it responding?",
         limit.as_secs_f64()
     )]
-    Timeout { limit: Duration },
+    Timeout {
+        /// The bound that passed: `connect_timeout` times the number of hosts.
+        limit: Duration,
+    },
 }
 
 /// What `up` or `down` had completed when it failed.
 pub trait PartialReport: fmt::Display + fmt::Debug {
+    /// Nothing was completed: the failure's message then leaves the report out.
     fn nothing_done(&self) -> bool;
     /// How the failure's message introduces the report.
     fn label(&self) -> &'static str {
@@ -417,7 +486,9 @@ pub trait PartialReport: fmt::Display + fmt::Debug {
 #[derive(thiserror::Error)]
 #[error("{error}{}", partial_suffix(.report))]
 pub struct Failed<R: PartialReport> {
+    /// What was completed before the failure.
     pub report: R,
+    /// Why the run stopped.
     pub error: RuntimeError,
 }
 
@@ -428,10 +499,12 @@ impl<R: PartialReport> fmt::Debug for Failed<R> {
 }
 
 impl<R: PartialReport> Failed<R> {
+    /// Why the run stopped; [`RuntimeError::is_transient`] tells a retry from an alert.
     pub fn error(&self) -> &RuntimeError {
         &self.error
     }
 
+    /// The error alone, dropping the report.
     pub fn into_error(self) -> RuntimeError {
         self.error
     }

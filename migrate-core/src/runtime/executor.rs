@@ -21,14 +21,16 @@ use crate::splitter::{self, TokenKind};
 /// `[base * 2^n / 2, base * 2^n]` ("equal jitter"), so retrying migrators spread out instead of
 /// queueing together behind the same blocker.
 #[derive(Debug, Clone, Copy)]
-pub struct Backoff {
+pub(crate) struct Backoff {
+    /// The longest wait of attempt 0; doubled per attempt.
     pub base: Duration,
     /// No single wait exceeds this.
     pub max: Duration,
 }
 
 impl Backoff {
-    pub fn delay(&self, attempt: u32) -> Duration {
+    /// The pause before retry number `attempt`, counted from 0.
+    pub(crate) fn delay(&self, attempt: u32) -> Duration {
         let full = self
             .base
             .saturating_mul(1u32 << attempt.min(16))
@@ -43,20 +45,21 @@ impl Backoff {
 
 /// What the executor needs besides the client.
 #[derive(Debug, Clone)]
-pub struct ExecutionSettings {
+pub(crate) struct ExecutionSettings {
     /// Client-side bounds on each wait for the server.
     pub(crate) limits: super::deadline::Limits,
     /// Where up sections in autocommit mode record how far they got.
     pub(crate) partial: Option<PartialRunTable>,
     /// Retries after the first attempt for SQLSTATE 55P03.
     pub lock_retries: u32,
+    /// Pauses between those retries.
     pub backoff: Backoff,
 }
 
 /// The history change that completes a section (inside its transaction when transactional).
 /// The statements are prepared once per run.
 #[derive(Debug, Clone, Copy)]
-pub enum HistoryChange<'a> {
+pub(crate) enum HistoryChange<'a> {
     /// After an up section.
     Insert {
         /// `$1..$4`; the server computes the duration from the transaction start.
@@ -126,7 +129,8 @@ impl HistoryChange<'_> {
 
 /// How a section run went.
 #[derive(Debug, Clone, Copy)]
-pub struct SectionOutcome {
+pub(crate) struct SectionOutcome {
+    /// From the first attempt's start to the end, pauses between retries included.
     pub duration: Duration,
     /// Attempts of the section (transactional) or the most-tried statement (autocommit).
     pub attempts: u32,
@@ -461,7 +465,7 @@ async fn run_autocommit(
 /// so an INVALID index of that name is dropped first. The index lives in its table's schema,
 /// so it is looked up there.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConcurrentIndex {
+pub(crate) struct ConcurrentIndex {
     /// The index name as stored in the catalog (unquoted, case-folded when it was unquoted).
     pub name: String,
     /// The table as written, for `to_regclass` (which applies SQL quoting rules itself).
@@ -470,7 +474,7 @@ pub struct ConcurrentIndex {
 
 impl ConcurrentIndex {
     /// Keyword scan over the statement's tokens (comments skipped, quotes respected).
-    pub fn find(sql: &str) -> Option<ConcurrentIndex> {
+    pub(crate) fn find(sql: &str) -> Option<ConcurrentIndex> {
         let tokens = splitter::tokenize(sql).ok()?;
         let words: Vec<&splitter::Token> = tokens.iter().filter(|t| !t.is_comment()).collect();
         let mut at = 0;
@@ -567,7 +571,7 @@ fn identifier_value(sql: &str, token: &splitter::Token) -> Option<String> {
     }
 }
 
-pub fn quote_identifier(name: &str) -> String {
+pub(crate) fn quote_identifier(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 

@@ -14,7 +14,7 @@
 //!    [`MigratorConfig::max_replica_lag`] (`pg_stat_replication`, see `check_replicas`);
 //! 5. no row still matches the WHERE of any of those backfills: a `verified_at` recorded
 //!    earlier says nothing about rows an old release wrote since. The count runs again inside
-//!    the contract's own transaction, right before its first statement ([`RowsGuard`]), so a
+//!    the contract's own transaction, right before its first statement (`RowsGuard`), so a
 //!    row written in the old shape up to that moment refuses the contract instead of being
 //!    dropped with it.
 //!
@@ -50,7 +50,7 @@ const REPLICA_POLL_MAX: Duration = Duration::from_millis(500);
 
 /// What the gates need from the configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct GateSettings {
+pub(crate) struct GateSettings {
     /// Time that must pass between applying the required expand and its contract.
     pub stabilisation: Duration,
     /// Longest acceptable replay lag of any replica; `None` disables the replica gate.
@@ -91,6 +91,7 @@ pub enum GateFailure {
         file.as_deref().map_or_else(|| expand.to_string(), |f| format!("{expand} ({f})"))
     )]
     ExpandNotApplied {
+        /// The version `-- migrate:requires` names.
         expand: u64,
         /// The expand's file name, when the binary has it.
         file: Option<String>,
@@ -106,7 +107,9 @@ pub enum GateFailure {
         files.join(", ")
     )]
     BackfillsNotVerified {
+        /// The backfill migrations, ascending.
         versions: Vec<u64>,
+        /// Their file names, in the same order.
         files: Vec<String>,
     },
 
@@ -117,10 +120,13 @@ pub enum GateFailure {
         human(*applied_for), human(*required), human(*remaining)
     )]
     Stabilising {
+        /// The version `-- migrate:requires` names.
         expand: u64,
         /// Since the expand's history row was written, on the server's clock.
         applied_for: Duration,
+        /// [`MigratorConfig::contract_stabilisation`](super::MigratorConfig::contract_stabilisation).
         required: Duration,
+        /// How long until the contract may run.
         remaining: Duration,
     },
 
@@ -132,11 +138,15 @@ pub enum GateFailure {
         human(*lag), human(*limit)
     )]
     ReplicaLag {
+        /// A replica that had not caught up when the wait ended (the first by WAL sender
+        /// pid).
         replica: Replica,
         /// A lower bound: the larger of the server's `replay_lag` and how long the gate
         /// waited for the replica to replay the WAL written before it started.
         lag: Duration,
+        /// WAL written before the gate started that the replica has not replayed yet.
         bytes_behind: u64,
+        /// [`MigratorConfig::max_replica_lag`](super::MigratorConfig::max_replica_lag).
         limit: Duration,
     },
 
@@ -155,6 +165,7 @@ pub enum GateFailure {
     BackfillRowsRemain {
         /// The backfill migration.
         version: u64,
+        /// The backfill migration's file name.
         file: String,
         /// Line of the backfill statement in its file.
         line: u32,
@@ -172,6 +183,7 @@ pub enum GateFailure {
          max_replica_lag = None (`--max-replica-lag off` in the CLI)"
     )]
     ReplicaLagUnknown {
+        /// A replica whose replication columns read as NULL.
         replica: Replica,
         /// `current_user` of the migration session.
         role: String,
@@ -243,7 +255,7 @@ struct PendingRows {
 /// that blocks writes would stall a hot table), so a row committed between the count and the
 /// contract's own lock is the one window left; the contract's DDL lock closes it.
 #[derive(Debug, Clone, Default)]
-pub struct RowsGuard {
+pub(crate) struct RowsGuard {
     contract_version: u64,
     contract_file: String,
     queries: Vec<PendingRows>,

@@ -9,7 +9,7 @@
 //! A session-level lock (`pg_try_advisory_lock`) rather than a transaction-level one, because
 //! autocommit migrations (CREATE INDEX CONCURRENTLY) span many transactions. The server drops
 //! it when the session ends (<https://www.postgresql.org/docs/15/explicit-locking.html#ADVISORY-LOCKS>),
-//! and [`AdvisoryLock::release`] drops it explicitly on every path of the runtime.
+//! and the runtime also releases it explicitly (`pg_advisory_unlock`) on every path.
 
 use std::time::{Duration, Instant};
 
@@ -30,7 +30,7 @@ pub fn lock_key(quoted_history_table: &str) -> i64 {
 /// A held session advisory lock. Call [`AdvisoryLock::release`]; a guard dropped without it
 /// (panic, cancelled future) leaves the lock to the end of the session and says so.
 #[must_use = "release the lock with AdvisoryLock::release"]
-pub struct AdvisoryLock<'c> {
+pub(crate) struct AdvisoryLock<'c> {
     client: &'c Client,
     key: i64,
     released: bool,
@@ -39,7 +39,7 @@ pub struct AdvisoryLock<'c> {
 impl<'c> AdvisoryLock<'c> {
     /// Tries `pg_try_advisory_lock` with exponential backoff until `wait` has passed; then
     /// fails naming the holder.
-    pub async fn acquire(
+    pub(crate) async fn acquire(
         client: &'c Client,
         key: i64,
         wait: Duration,
@@ -75,12 +75,8 @@ impl<'c> AdvisoryLock<'c> {
         }
     }
 
-    pub fn key(&self) -> i64 {
-        self.key
-    }
-
     /// Releases the lock. An error here still leaves the lock to the end of the session.
-    pub async fn release(mut self) -> Result<(), RuntimeError> {
+    pub(crate) async fn release(mut self) -> Result<(), RuntimeError> {
         self.released = true;
         self.client
             .query_one("SELECT pg_advisory_unlock($1)", &[&self.key])

@@ -6,7 +6,7 @@
 //!    deploys run one at a time;
 //! 3. the history table is created if missing and checked: checksum drift, applied versions
 //!    this binary lacks, and pending versions older than the newest applied are refused;
-//! 4. each pending migration in order, transactional or statement by statement ([`executor`]);
+//! 4. each pending migration in order, transactional or statement by statement (`executor.rs`);
 //! 5. `lock_timeout` failures (SQLSTATE 55P03) retried with backoff, so the migration never
 //!    queues the application behind it for longer than `lock_timeout`;
 //! 6. before each contract migration, its gates ([`gates`]): expand applied, backfills
@@ -27,7 +27,7 @@ mod config;
 pub mod connect;
 mod deadline;
 pub mod error;
-pub mod executor;
+mod executor;
 pub mod gates;
 pub mod lock;
 mod pending;
@@ -49,17 +49,18 @@ pub use config::{MAX_LOCK_TIMEOUT, MigratorConfig};
 pub use connect::{ConnectOptions, SslMode, connect, connect_with};
 pub use error::{ConnectError, Failed, LockHolder, PartialReport, RuntimeError, StatementLocation};
 pub use gates::{GateFailure, Replica};
-pub use lock::{AdvisoryLock, lock_key};
+pub use lock::lock_key;
 pub use report::{
     AppliedMigration, DownReport, MigrationState, Plan, PlannedMigration, StatusEntry,
     StatusReport, UpReport, UpTo,
 };
-pub use state::history::{HistoryRow, TableName};
+pub use state::history::TableName;
 pub use verify::BackfillState;
 
 use crate::migration::{Migration, Migrations, Phase, Section};
 use executor::{Backoff, ExecutionSettings, HistoryChange};
-use state::history::History;
+use lock::AdvisoryLock;
+use state::history::{History, HistoryRow};
 
 /// Longest single pause between two retries of a statement, whatever the attempt number.
 pub const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(30);
@@ -83,20 +84,29 @@ pub struct Migrator<'m> {
 pub enum ProgressEvent<'a> {
     /// A migration is about to run; `index` counts from 0 among `total` in this run.
     Starting {
+        /// The migration.
         migration: &'a Migration,
+        /// Its position in this run, from 0.
         index: usize,
+        /// How many migrations this run applies or reverts.
         total: usize,
+        /// `down` is running its down part.
         reverting: bool,
     },
     /// A backfill batch committed; `rows_done` counts the statement's rows so far.
     BackfillBatch {
+        /// The backfill migration.
         migration: &'a Migration,
+        /// Rows of the current statement updated so far, by interrupted runs included.
         rows_done: i64,
     },
     /// A migration finished (applied or reverted).
     Finished {
+        /// The migration.
         migration: &'a Migration,
+        /// Its position in this run, from 0.
         index: usize,
+        /// How many migrations this run applies or reverts.
         total: usize,
     },
 }
@@ -152,6 +162,7 @@ impl<'m> Migrator<'m> {
         }
     }
 
+    /// The settings it was created with.
     pub fn config(&self) -> &MigratorConfig {
         &self.config
     }
@@ -161,6 +172,8 @@ impl<'m> Migrator<'m> {
         self.lock_key
     }
 
+    /// The history table, parsed from [`MigratorConfig::history_table`]; the other state
+    /// tables are named after it.
     pub fn history_table(&self) -> &TableName {
         self.history.table()
     }
@@ -385,8 +398,25 @@ impl<'m> Migrator<'m> {
         Ok(())
     }
 
-    /// Applies the pending migrations up to `target`, in version order. On failure the
-    /// error carries the migrations applied before it.
+    /// Applies the pending migrations up to `target`, in version order, under the migration
+    /// advisory lock. On failure the error carries the migrations applied before it.
+    ///
+    /// # The connection
+    ///
+    /// `client` should be a dedicated connection: one that nothing else queries during the
+    /// run (one of its own, as [`connect()`] opens, or one taken from the application's pool
+    /// for the run). Other queries on it would run under the migration's session settings
+    /// and between its statements. It must not go through a transaction-mode pooler
+    /// (PgBouncer's `pool_mode = transaction`): the advisory lock, the session settings and
+    /// a statement-by-statement migration need one server session for the whole run.
+    ///
+    /// For the run, `up` sets the session's `application_name`, `lock_timeout` and
+    /// `statement_timeout` from the [`MigratorConfig`]. Before it returns, also on error, it
+    /// releases the advisory lock and restores the three values the client had, so a
+    /// connection taken from a pool goes back with its own settings. The exception is
+    /// [`RuntimeError::NoAnswer`]: the server stopped answering, the runtime sends nothing
+    /// more, and the connection must be discarded (as after a logged warning that the
+    /// settings could not be restored).
     pub async fn up(&self, client: &Client, target: UpTo) -> Result<UpReport, Failed<UpReport>> {
         let mut report = UpReport::default();
         let result = self
@@ -401,8 +431,26 @@ impl<'m> Migrator<'m> {
         }
     }
 
-    /// Reverts the applied migrations with a version above `to`, newest first. Refuses
-    /// before reverting anything when one of them has no down part.
+    /// Reverts the applied migrations with a version above `to`, newest first, under the
+    /// migration advisory lock. Refuses before reverting anything when one of them has no
+    /// down part. On failure the error carries the migrations reverted before it.
+    ///
+    /// # The connection
+    ///
+    /// `client` should be a dedicated connection: one that nothing else queries during the
+    /// run (one of its own, as [`connect()`] opens, or one taken from the application's pool
+    /// for the run). Other queries on it would run under the migration's session settings
+    /// and between its statements. It must not go through a transaction-mode pooler
+    /// (PgBouncer's `pool_mode = transaction`): the advisory lock, the session settings and
+    /// a statement-by-statement migration need one server session for the whole run.
+    ///
+    /// For the run, `down` sets the session's `application_name`, `lock_timeout` and
+    /// `statement_timeout` from the [`MigratorConfig`]. Before it returns, also on error, it
+    /// releases the advisory lock and restores the three values the client had, so a
+    /// connection taken from a pool goes back with its own settings. The exception is
+    /// [`RuntimeError::NoAnswer`]: the server stopped answering, the runtime sends nothing
+    /// more, and the connection must be discarded (as after a logged warning that the
+    /// settings could not be restored).
     pub async fn down(&self, client: &Client, to: u64) -> Result<DownReport, Failed<DownReport>> {
         let mut report = DownReport::default();
         let result = self

@@ -9,13 +9,23 @@ use tokio_postgres::Client;
 use super::Migrator;
 use super::error::RuntimeError;
 
+/// Why [`Migrator::repair`] changed nothing.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RepairError {
+    /// The version to repair has no file in the set.
     #[error("migration {version} is not in the migration set")]
-    NotInSet { version: u64 },
+    NotInSet {
+        /// The version asked for.
+        version: u64,
+    },
+    /// The version to repair has no history row.
     #[error("migration {version} is not applied: there is no history row to repair")]
-    NotApplied { version: u64 },
+    NotApplied {
+        /// The version asked for.
+        version: u64,
+    },
+    /// The runtime failed (connection, lock, history table).
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
 }
@@ -23,21 +33,28 @@ pub enum RepairError {
 /// One history row whose checksum was replaced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Repaired {
+    /// The migration's version.
     pub version: u64,
+    /// The migration's file name.
     pub file_name: String,
+    /// The checksum the history row had.
     pub old_checksum: String,
+    /// The file's checksum, now in the history row.
     pub new_checksum: String,
 }
 
+/// What [`Migrator::repair`] changed.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RepairReport {
+    /// The history rows whose checksum was replaced, by version; empty when none drifted.
     pub repaired: Vec<Repaired>,
 }
 
 impl Migrator<'_> {
     /// Records the current checksum of every drifted migration (or only of `version`) in
     /// the history table and sets `repaired_at = now()`, under the migration advisory lock.
-    /// A migration whose checksum already matches is left alone.
+    /// A migration whose checksum already matches is left alone. The connection must be
+    /// dedicated, and the session settings are set and restored, as for [`Migrator::up`].
     pub async fn repair(
         &self,
         client: &Client,

@@ -9,6 +9,7 @@ use crate::migration::{Phase, TransactionMode};
 /// How far `up` goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UpTo {
+    /// Every pending migration.
     All,
     /// Every pending migration with a version up to and including this one.
     Version(u64),
@@ -18,7 +19,9 @@ pub enum UpTo {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum MigrationState {
+    /// In the history table, with the checksum of the file as this binary has it.
     Applied,
+    /// In the set, not applied yet.
     Pending,
     /// Applied, but the file changed since.
     Drifted,
@@ -32,6 +35,7 @@ pub enum MigrationState {
 }
 
 impl MigrationState {
+    /// The state in words, as `migrate status` prints it: `applied`, `partly applied`, ...
     pub fn as_str(self) -> &'static str {
         match self {
             MigrationState::Applied => "applied",
@@ -44,14 +48,23 @@ impl MigrationState {
     }
 }
 
+/// One version of a [`StatusReport`]: a migration of the set, or a history row the set
+/// lacks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatusEntry {
+    /// The migration's version.
     pub version: u64,
+    /// The migration's name, from its file name (or, missing from the files, from the
+    /// history row).
     pub name: String,
     /// `None` only for a history row whose phase text is not a known phase.
     pub phase: Option<Phase>,
+    /// Applied, pending, drifted, ...
     pub state: MigrationState,
+    /// The history row's `executed_at`; `None` when not applied.
     pub applied_at: Option<SystemTime>,
+    /// The history row's `duration_ms`: how long its statements ran. `None` when not
+    /// applied.
     pub duration_ms: Option<i64>,
     /// For partly applied migrations and backfills in progress: how far they got.
     pub detail: Option<String>,
@@ -60,10 +73,12 @@ pub struct StatusEntry {
 /// Every known or applied version, ascending.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct StatusReport {
+    /// One entry per version, ascending.
     pub entries: Vec<StatusEntry>,
 }
 
 impl StatusReport {
+    /// How many entries are in `state`.
     pub fn count(&self, state: MigrationState) -> usize {
         self.entries.iter().filter(|e| e.state == state).count()
     }
@@ -95,16 +110,26 @@ impl fmt::Display for StatusReport {
 /// A migration `up` would apply.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlannedMigration {
+    /// The migration's version.
     pub version: u64,
+    /// The migration's name, from its file name.
     pub name: String,
+    /// Expand, backfill or contract.
     pub phase: Phase,
+    /// The file it comes from, e.g. `0002_users_email_lower.expand.sql`.
     pub file_name: String,
+    /// Whether the part would run in one transaction or statement by statement.
     pub mode: TransactionMode,
+    /// How many statements the part has.
     pub statements: usize,
 }
 
+/// What a run would do, in order, without doing it: the migrations `up` would apply, or
+/// (from [`Migrator::dry_run_down`](super::Migrator::dry_run_down)) those `down` would
+/// revert, with their down parts' mode and statement count.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Plan {
+    /// In the order the run would take them.
     pub migrations: Vec<PlannedMigration>,
 }
 
@@ -140,12 +165,18 @@ impl fmt::Display for Plan {
 /// One migration applied (or reverted).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppliedMigration {
+    /// The migration's version.
     pub version: u64,
+    /// The migration's name, from its file name.
     pub name: String,
     /// The file it came from, e.g. `0002_users_email_lower.expand.sql`.
     pub file_name: String,
+    /// Expand, backfill or contract.
     pub phase: Phase,
+    /// How the part ran: in one transaction, or statement by statement. A backfill reports
+    /// its up part's mode, although it ran in keyed batches.
     pub mode: TransactionMode,
+    /// How long it took in this run, pauses between retries included.
     pub duration: Duration,
     /// 1 unless `lock_timeout` failures were retried.
     pub attempts: u32,
@@ -185,6 +216,7 @@ fn write_list(
 /// What `up` applied, in order. Inside [`super::Failed`], what it applied before failing.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct UpReport {
+    /// In the order they were applied (ascending versions).
     pub applied: Vec<AppliedMigration>,
     /// Set when the run stopped on an error: an empty report then reads "nothing was done
     /// before the failure", not "nothing to do".
@@ -192,10 +224,12 @@ pub struct UpReport {
 }
 
 impl UpReport {
+    /// Nothing was applied.
     pub fn nothing_to_do(&self) -> bool {
         self.applied.is_empty()
     }
 
+    /// The applied versions, in order.
     pub fn versions(&self) -> Vec<u64> {
         self.applied.iter().map(|m| m.version).collect()
     }
@@ -223,10 +257,12 @@ pub struct DownReport {
 }
 
 impl DownReport {
+    /// Nothing was reverted.
     pub fn nothing_to_do(&self) -> bool {
         self.reverted.is_empty()
     }
 
+    /// The reverted versions, newest first.
     pub fn versions(&self) -> Vec<u64> {
         self.reverted.iter().map(|m| m.version).collect()
     }

@@ -21,17 +21,26 @@ use crate::migration::Phase;
 /// One statement of a backfill migration, as the database knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackfillState {
+    /// The backfill migration's version.
     pub version: u64,
+    /// The backfill migration's file name.
     pub file_name: String,
     /// Index of the statement among the file's up statements.
     pub statement: usize,
+    /// Line of the statement in its file.
     pub line: u32,
     /// The migration's history row exists.
     pub applied: bool,
+    /// Rows updated so far; `None` when the statement never started.
     pub rows_done: Option<i64>,
+    /// The last key the keyed pass reached, as text: where an interrupted run resumes.
     pub last_key: Option<String>,
+    /// When the progress was last stored.
     pub updated_at: Option<SystemTime>,
+    /// When a run finished the statement.
     pub finished_at: Option<SystemTime>,
+    /// When a run or [`Migrator::verify_backfills`] last found no row left; cleared by a
+    /// verification that found rows.
     pub verified_at: Option<SystemTime>,
     /// Rows still matching the WHERE; only filled by [`Migrator::verify_backfills`].
     pub remaining: Option<i64>,

@@ -18,7 +18,7 @@ pub struct BackfillProgressTable {
 
 /// Progress of one backfill statement, as the runner resumes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BackfillProgress {
+pub(crate) struct BackfillProgress {
     /// The last key done by the keyed pass, as text.
     pub last_key: Option<String>,
     pub rows_done: i64,
@@ -28,7 +28,7 @@ pub struct BackfillProgress {
 
 /// Everything stored about one backfill statement, for `migrate backfill`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredProgress {
+pub(crate) struct StoredProgress {
     pub rows_done: i64,
     pub last_key: Option<String>,
     pub updated_at: SystemTime,
@@ -63,6 +63,7 @@ impl BackfillProgressTable {
         })
     }
 
+    /// The quoted name, for tools that list the state tables.
     pub fn quoted(&self) -> &str {
         &self.quoted
     }
@@ -182,7 +183,7 @@ impl BackfillProgressTable {
 
     /// Everything stored about a statement; `None` when nothing is (or no backfill ever
     /// ran in this database).
-    pub async fn read(
+    pub(crate) async fn read(
         &self,
         client: &Client,
         version: i64,
@@ -273,7 +274,7 @@ impl BackfillProgressTable {
 
     /// Forgets the progress of `version` (after its down part ran), so a later up runs the
     /// backfill again from the start.
-    pub async fn forget(&self, client: &Client, version: i64) -> Result<(), RuntimeError> {
+    pub(crate) async fn forget(&self, client: &Client, version: i64) -> Result<(), RuntimeError> {
         match client
             .execute(
                 &format!("DELETE FROM {} WHERE version = $1", self.quoted),

@@ -25,13 +25,23 @@ use crate::runtime::error::RuntimeError;
 /// greppable name is the point.
 pub const MAX_FLAG_NAME_LEN: usize = 128;
 
+/// Why reading or setting a flag failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum FlagError {
+    /// The name is not `[a-z0-9_.-]+` of at most [`MAX_FLAG_NAME_LEN`] bytes.
     #[error("invalid flag name `{name}`: use 1 to {MAX_FLAG_NAME_LEN} characters of [a-z0-9_.-]")]
-    InvalidName { name: String },
+    InvalidName {
+        /// The name as given.
+        name: String,
+    },
+    /// The flag was never set (or the flags table does not exist yet).
     #[error("flag `{name}` is not set; `flag set {name} on|off` creates it")]
-    NotFound { name: String },
+    NotFound {
+        /// The name as given.
+        name: String,
+    },
+    /// Reading or writing the flags table failed.
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
 }
@@ -39,8 +49,11 @@ pub enum FlagError {
 /// One flag.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Flag {
+    /// The name the application reads it by.
     pub name: String,
+    /// On or off.
     pub enabled: bool,
+    /// When it was last set, on the server's clock.
     pub updated_at: SystemTime,
 }
 
@@ -86,6 +99,7 @@ impl FlagStore {
         })
     }
 
+    /// The flags table.
     pub fn table(&self) -> &TableName {
         &self.table
     }
@@ -99,7 +113,7 @@ impl FlagStore {
     }
 
     /// Creates the table if missing.
-    pub async fn ensure(&self, client: &Client) -> Result<(), RuntimeError> {
+    pub(crate) async fn ensure(&self, client: &Client) -> Result<(), RuntimeError> {
         if self.exists(client).await? {
             return Ok(());
         }
@@ -128,6 +142,7 @@ impl FlagStore {
         }
     }
 
+    /// The flag called `name`; [`FlagError::NotFound`] when it was never set. Read only.
     pub async fn get(&self, client: &Client, name: &str) -> Result<Flag, FlagError> {
         validate_flag_name(name)?;
         if !self.exists(client).await? {

@@ -26,7 +26,9 @@ use crate::runtime::error::RuntimeError;
 /// A validated, optionally schema-qualified table name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableName {
+    /// The schema, when qualified; unqualified names follow the session's `search_path`.
     pub schema: Option<String>,
+    /// The table.
     pub name: String,
 }
 
@@ -70,13 +72,13 @@ impl fmt::Display for TableName {
     }
 }
 
-pub fn is_identifier(text: &str) -> bool {
+pub(crate) fn is_identifier(text: &str) -> bool {
     crate::sql::is_identifier(text)
 }
 
 /// One row of the history table.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HistoryRow {
+pub(crate) struct HistoryRow {
     pub version: u64,
     pub name: String,
     pub phase: String,
@@ -88,7 +90,7 @@ pub struct HistoryRow {
 
 /// SQL texts for one history table, built once.
 #[derive(Debug, Clone)]
-pub struct History {
+pub(crate) struct History {
     table: TableName,
     quoted: String,
     insert: String,
@@ -97,7 +99,7 @@ pub struct History {
 }
 
 impl History {
-    pub fn new(table: TableName) -> History {
+    pub(crate) fn new(table: TableName) -> History {
         let quoted = table.quoted();
         History {
             insert: format!(
@@ -119,18 +121,18 @@ impl History {
         }
     }
 
-    pub fn table(&self) -> &TableName {
+    pub(crate) fn table(&self) -> &TableName {
         &self.table
     }
 
-    pub fn quoted(&self) -> &str {
+    pub(crate) fn quoted(&self) -> &str {
         &self.quoted
     }
 
     /// Creates the schema (when qualified and missing) and the table if missing. Run under
     /// the advisory lock: concurrent `CREATE TABLE IF NOT EXISTS` can fail on the catalog's
     /// unique index.
-    pub async fn ensure(&self, client: &Client) -> Result<(), RuntimeError> {
+    pub(crate) async fn ensure(&self, client: &Client) -> Result<(), RuntimeError> {
         if self.exists(client).await? {
             return Ok(());
         }
@@ -170,7 +172,7 @@ impl History {
     }
 
     /// Whether the table exists (without creating it: `status` and `plan` only read).
-    pub async fn exists(&self, client: &Client) -> Result<bool, RuntimeError> {
+    pub(crate) async fn exists(&self, client: &Client) -> Result<bool, RuntimeError> {
         let row = client
             .query_one("SELECT to_regclass($1) IS NOT NULL", &[&self.quoted])
             .await
@@ -181,7 +183,7 @@ impl History {
     /// Other tables of this database with the history table's columns: history tables of
     /// ours under another name. Used when the configured one does not exist, where a typo
     /// in its name would otherwise start an empty history and apply every migration again.
-    pub async fn others(&self, client: &Client) -> Result<Vec<String>, RuntimeError> {
+    pub(crate) async fn others(&self, client: &Client) -> Result<Vec<String>, RuntimeError> {
         let rows = client
             .query(
                 "SELECT format('%I.%I', n.nspname, c.relname) \
@@ -204,7 +206,7 @@ impl History {
     ///
     /// A missing table while another history table of ours exists is refused
     /// ([`RuntimeError::OtherHistoryTable`]): most likely the configured name has a typo.
-    pub async fn read(&self, client: &Client) -> Result<Vec<HistoryRow>, RuntimeError> {
+    pub(crate) async fn read(&self, client: &Client) -> Result<Vec<HistoryRow>, RuntimeError> {
         if !self.exists(client).await? {
             let found = self.others(client).await?;
             if !found.is_empty() {
@@ -242,17 +244,17 @@ impl History {
             .collect())
     }
 
-    pub fn insert_sql(&self) -> &str {
+    pub(crate) fn insert_sql(&self) -> &str {
         &self.insert
     }
 
     /// Like [`History::insert_sql`] without `$5`: the duration is measured by the server
     /// from the transaction start.
-    pub fn insert_in_transaction_sql(&self) -> &str {
+    pub(crate) fn insert_in_transaction_sql(&self) -> &str {
         &self.insert_in_transaction
     }
 
-    pub fn delete_sql(&self) -> &str {
+    pub(crate) fn delete_sql(&self) -> &str {
         &self.delete
     }
 }

@@ -24,7 +24,7 @@ pub struct PartialRunTable {
 
 /// How far an unfinished autocommit migration got.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PartialRun {
+pub(crate) struct PartialRun {
     /// Statements that ran (and committed).
     pub statements_done: i32,
     pub started_at: SystemTime,
@@ -142,7 +142,10 @@ impl PartialRunTable {
     }
 
     /// Every unfinished run; empty when the table does not exist.
-    pub async fn read(&self, client: &Client) -> Result<BTreeMap<u64, PartialRun>, RuntimeError> {
+    pub(crate) async fn read(
+        &self,
+        client: &Client,
+    ) -> Result<BTreeMap<u64, PartialRun>, RuntimeError> {
         let rows = match client
             .query(
                 &format!(
