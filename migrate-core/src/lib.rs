@@ -14,6 +14,8 @@
 //! 5. [`checked_set`]: [`check_dir`], the one entry point of the macro and the CLI;
 //! 6. `runtime` (feature `runtime`): applying a set to PostgreSQL.
 
+#![warn(missing_docs)]
+
 pub mod checksum;
 pub mod diagnostic;
 pub mod migration;
@@ -30,7 +32,9 @@ pub mod lint;
 
 pub mod checked_set;
 
+// The runtime is documented in a parallel branch: remove this allow when it lands.
 #[cfg(feature = "runtime")]
+#[allow(missing_docs)]
 pub mod runtime;
 
 pub use checked_set::{CheckedSet, check_dir};
