@@ -85,10 +85,6 @@ impl<'a> Words<'a> {
     pub fn len(&self) -> usize {
         self.iter().count()
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// True when PostgreSQL refuses to run the statement inside a transaction block, so its

@@ -250,7 +250,7 @@ pub fn analyze_sql(sql: &str) -> LockAnalysis {
 
 /// Analyses a statement from its AST (when sqlparser parsed it) and its tokens. The tokens
 /// decide for the kinds sqlparser fails on or misreads (see [`classify::fallback`]).
-pub fn analyze(ast: Option<&Statement>, words: &Words<'_>) -> LockAnalysis {
+pub(crate) fn analyze(ast: Option<&Statement>, words: &Words<'_>) -> LockAnalysis {
     // sqlparser reads `DROP INDEX CONCURRENTLY idx` as an index named "concurrently".
     let trust_ast = !words.starts_with(&["DROP", "INDEX"]);
     match ast {

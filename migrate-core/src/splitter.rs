@@ -418,8 +418,9 @@ fn make_statement(tokens: &[Token], first: usize, last: usize) -> RawStatement {
     }
 }
 
-/// Convenience for tests and tools: the statement texts of `source`.
-pub fn statement_texts(source: &str) -> Result<Vec<&str>, LexError> {
+/// The statement texts of `source`, for the tests below.
+#[cfg(test)]
+fn statement_texts(source: &str) -> Result<Vec<&str>, LexError> {
     let tokens = tokenize(source)?;
     Ok(split(source, &tokens)
         .into_iter()

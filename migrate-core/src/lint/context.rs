@@ -14,8 +14,6 @@ use crate::sql::table_key;
 
 /// One statement, parsed or not, with its file context.
 pub struct StatementContext<'a> {
-    /// The statement text as written, without the `;`.
-    pub sql: &'a str,
     /// `None` when sqlparser could not parse it; see `parse_error` and `fallback`.
     pub ast: Option<&'a Statement>,
     pub parse_error: Option<&'a str>,

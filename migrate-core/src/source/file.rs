@@ -23,7 +23,7 @@ pub enum SectionKind {
 #[derive(Debug, Clone)]
 pub struct StatementSource {
     pub section: SectionKind,
-    pub raw: RawStatement,
+    pub(crate) raw: RawStatement,
     pub allows: Vec<Allow>,
 }
 
@@ -32,14 +32,14 @@ pub struct StatementSource {
 pub struct ParsedFile {
     pub display_path: String,
     pub source: String,
-    pub tokens: Vec<Token>,
+    pub(crate) tokens: Vec<Token>,
     pub migration: Migration,
     /// Up statements first, then down statements, in file order.
     pub statements: Vec<StatementSource>,
 }
 
 impl ParsedFile {
-    pub fn words(&self, statement: &StatementSource) -> Words<'_> {
+    pub(crate) fn words(&self, statement: &StatementSource) -> Words<'_> {
         Words::new(&self.source, &self.tokens[statement.raw.tokens.clone()])
     }
 
