@@ -68,6 +68,7 @@ pub trait RuleMemory {
 pub struct Example {
     /// A file name, which gives the phase: `0002_add.expand.sql`.
     pub file_name: &'static str,
+    /// The file's content, possibly with `-- file: <name>` lines starting further files.
     pub sql: &'static str,
 }
 
