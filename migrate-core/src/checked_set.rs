@@ -28,7 +28,8 @@ pub enum CheckError {
 /// A folder read, parsed and linted.
 #[derive(Debug, Clone)]
 pub struct CheckedSet {
-    /// Files that parsed, in version order (files with file-level errors are left out).
+    /// Files that parsed, in version order (files with file-level errors are left out); each
+    /// holds its `migration`, and [`CheckedSet::migrations`] gives them as a set.
     pub files: Vec<ParsedFile>,
     /// Every file-level error and lint finding, sorted by file and position.
     pub diagnostics: Vec<Diagnostic>,
