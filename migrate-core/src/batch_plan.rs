@@ -60,17 +60,29 @@ pub struct BatchedUpdate {
     pub pending_rows_sql: String,
 }
 
+/// Why a backfill statement cannot be run in keyed batches. The build reports these
+/// (`bad-backfill`; `unbounded-update` for a missing `WHERE`), so the runtime meets them only
+/// in a set built by hand.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum BackfillPlanError {
+    /// Not one `UPDATE` of one table; holds what was found instead.
     #[error("a backfill statement must be a single-table UPDATE ... SET ... WHERE ...: {0}")]
     NotAnUpdate(String),
+    /// No `WHERE`: batches would never know which rows are done.
     #[error(
         "the backfill UPDATE needs a WHERE that excludes rows already done (it makes batches idempotent and resumable)"
     )]
     MissingWhere,
+    /// The `UPDATE` names another table than the directive.
     #[error("the UPDATE targets {found} but the backfill directive names table={expected}")]
-    TableMismatch { expected: String, found: String },
+    TableMismatch {
+        /// The directive's table.
+        expected: String,
+        /// The statement's table.
+        found: String,
+    },
+    /// `UPDATE ... FROM` or `RETURNING`, which the batch rewrite cannot carry.
     #[error("UPDATE ... FROM and RETURNING are not supported in a backfill statement")]
     Unsupported,
 }

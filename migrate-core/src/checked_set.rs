@@ -9,12 +9,17 @@ use crate::lint::{self, Config, config::CONFIG_FILE_NAME};
 use crate::migration::Migrations;
 use crate::source::{self, ParsedFile, display_join};
 
+/// Why [`check_dir`] could not check a folder at all. Problems of the files themselves are not
+/// errors here but [`Diagnostic`]s of the [`CheckedSet`], so every one of them is reported.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CheckError {
+    /// The folder, a file in it or its `migrate.toml` could not be read.
     #[error("cannot read migration folder {}: {source}", path.display())]
     ReadDir {
+        /// The folder, as given to [`check_dir`].
         path: PathBuf,
+        /// What the operating system said.
         #[source]
         source: std::io::Error,
     },
@@ -23,7 +28,8 @@ pub enum CheckError {
 /// A folder read, parsed and linted.
 #[derive(Debug, Clone)]
 pub struct CheckedSet {
-    /// Files that parsed, in version order (files with file-level errors are left out).
+    /// Files that parsed, in version order (files with file-level errors are left out); each
+    /// holds its `migration`, and [`CheckedSet::migrations`] gives them as a set.
     pub files: Vec<ParsedFile>,
     /// Every file-level error and lint finding, sorted by file and position.
     pub diagnostics: Vec<Diagnostic>,
@@ -33,18 +39,21 @@ pub struct CheckedSet {
 }
 
 impl CheckedSet {
+    /// Whether any diagnostic is an error: the set must then not be embedded or applied.
     pub fn has_errors(&self) -> bool {
         self.diagnostics
             .iter()
             .any(|d| d.severity == Severity::Error)
     }
 
+    /// The error diagnostics, in order.
     pub fn errors(&self) -> impl Iterator<Item = &Diagnostic> {
         self.diagnostics
             .iter()
             .filter(|d| d.severity == Severity::Error)
     }
 
+    /// The warning diagnostics, in order.
     pub fn warnings(&self) -> impl Iterator<Item = &Diagnostic> {
         self.diagnostics
             .iter()

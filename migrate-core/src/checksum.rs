@@ -13,6 +13,8 @@ use sha2::{Digest, Sha256};
 /// Bumped only together with a migration path for stored checksums.
 pub const CHECKSUM_VERSION: u32 = 1;
 
+/// The SHA-256 of a migration file as defined above: recorded in the history table when the
+/// migration is applied and compared on every later run, so an edited applied file is drift.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Checksum(pub [u8; 32]);
 
@@ -37,6 +39,7 @@ impl Checksum {
         Checksum(hasher.finalize().into())
     }
 
+    /// The 64 lowercase hex characters stored in the history table (also the `Display` form).
     pub fn to_hex(&self) -> String {
         const HEX: &[u8; 16] = b"0123456789abcdef";
         let mut out = String::with_capacity(64);

@@ -26,6 +26,7 @@ impl<'a> Words<'a> {
         self.source
     }
 
+    /// The tokens, comments skipped.
     pub fn iter(&self) -> impl Iterator<Item = &'a Token> + 'a {
         self.tokens.iter().filter(|t| !t.is_comment())
     }
@@ -78,16 +79,14 @@ impl<'a> Words<'a> {
             .any(|pair| matches(pair[0], a) && matches(pair[1], b))
     }
 
+    /// The `index`-th token's text, as written.
     pub fn text(&self, index: usize) -> Option<&'a str> {
         Some(self.iter().nth(index)?.text(self.source))
     }
 
+    /// How many tokens, comments skipped.
     pub fn len(&self) -> usize {
         self.iter().count()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
@@ -123,19 +122,39 @@ pub fn is_non_transactional(words: &Words<'_>) -> bool {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fallback {
     /// `DROP INDEX [CONCURRENTLY] [IF EXISTS] name`.
-    DropIndex { concurrently: bool, if_exists: bool },
+    DropIndex {
+        /// `CONCURRENTLY` is written.
+        concurrently: bool,
+        /// `IF EXISTS` is written.
+        if_exists: bool,
+    },
     /// `REINDEX [(options)] {INDEX|TABLE|SCHEMA|DATABASE|SYSTEM} [CONCURRENTLY] name`.
-    Reindex { concurrently: bool },
+    Reindex {
+        /// `CONCURRENTLY` is written anywhere (as a keyword or as an option).
+        concurrently: bool,
+    },
     /// `CLUSTER ...`.
     Cluster,
     /// `CREATE [UNIQUE] INDEX ... ON ONLY parent (...)`: builds only the (invalid) parent
     /// index of a partitioned table, which is instant; CONCURRENTLY is not allowed there.
-    CreateIndexOnOnly { if_not_exists: bool },
+    CreateIndexOnOnly {
+        /// `IF NOT EXISTS` is written.
+        if_not_exists: bool,
+    },
     /// A `CREATE TABLE` sqlparser cannot parse: `(LIKE other INCLUDING ALL)`, pg_dump 18's
     /// named `CONSTRAINT x NOT NULL col`, ... A new table locks nothing that exists.
-    CreateTable { if_not_exists: bool, table: String },
+    CreateTable {
+        /// `IF NOT EXISTS` is written.
+        if_not_exists: bool,
+        /// The first name token after `CREATE TABLE [IF NOT EXISTS]`, folded like PostgreSQL
+        /// folds it.
+        table: String,
+    },
     /// `CREATE STATISTICS [IF NOT EXISTS] ...`.
-    CreateStatistics { if_not_exists: bool },
+    CreateStatistics {
+        /// `IF NOT EXISTS` is written.
+        if_not_exists: bool,
+    },
     /// `DO $$ ... $$`.
     DoBlock,
     /// A kind that takes no lock worth a rule; the name says which.

@@ -25,17 +25,28 @@ use crate::sql::{parse_statement, volatile_function};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum LockMode {
+    /// Taken by `SELECT`; conflicts only with ACCESS EXCLUSIVE.
     AccessShare,
+    /// Taken by `SELECT ... FOR UPDATE/SHARE`.
     RowShare,
+    /// Taken by `INSERT`, `UPDATE`, `DELETE`: what the application's writes need.
     RowExclusive,
+    /// Taken by `CREATE INDEX CONCURRENTLY`, `VALIDATE CONSTRAINT`, plain `VACUUM`: blocks
+    /// schema changes and maintenance, not reads or writes.
     ShareUpdateExclusive,
+    /// Taken by `CREATE INDEX` without `CONCURRENTLY`: blocks writes.
     Share,
+    /// Taken by `ADD FOREIGN KEY` (on both tables) and `CREATE TRIGGER`: blocks writes.
     ShareRowExclusive,
+    /// Taken by `REFRESH MATERIALIZED VIEW CONCURRENTLY`: blocks writes and locking reads.
     Exclusive,
+    /// Taken by most `ALTER TABLE` forms, `DROP`, `TRUNCATE`, `VACUUM FULL`: blocks
+    /// everything, plain reads included.
     AccessExclusive,
 }
 
 impl LockMode {
+    /// Every mode, weakest first.
     pub const ALL: [LockMode; 8] = [
         LockMode::AccessShare,
         LockMode::RowShare,
@@ -136,7 +147,9 @@ impl fmt::Display for LockMode {
 /// A lock on one relation, as written in the statement (`public.users`, `users`).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct TableLock {
+    /// The relation's name as the statement writes it, not resolved against `search_path`.
     pub table: String,
+    /// The strongest mode the statement takes on it.
     pub mode: LockMode,
 }
 
@@ -153,6 +166,7 @@ pub enum TableWork {
 }
 
 impl TableWork {
+    /// `none`, `scan` or `rewrite`: the serialized name too.
     pub fn as_str(self) -> &'static str {
         match self {
             TableWork::None => "none",
@@ -168,6 +182,7 @@ pub struct LockAnalysis {
     /// Strongest lock per relation, in statement order. Empty for statements that take no
     /// table lock worth reporting (CREATE FUNCTION, GRANT, ...), or unknown ones.
     pub locks: Vec<TableLock>,
+    /// The whole-table work done under those locks.
     pub work: TableWork,
     /// False when the statement kind is not recognised: nothing is claimed about it.
     pub known: bool,
@@ -250,7 +265,7 @@ pub fn analyze_sql(sql: &str) -> LockAnalysis {
 
 /// Analyses a statement from its AST (when sqlparser parsed it) and its tokens. The tokens
 /// decide for the kinds sqlparser fails on or misreads (see [`classify::fallback`]).
-pub fn analyze(ast: Option<&Statement>, words: &Words<'_>) -> LockAnalysis {
+pub(crate) fn analyze(ast: Option<&Statement>, words: &Words<'_>) -> LockAnalysis {
     // sqlparser reads `DROP INDEX CONCURRENTLY idx` as an index named "concurrently".
     let trust_ast = !words.starts_with(&["DROP", "INDEX"]);
     match ast {

@@ -23,8 +23,10 @@ pub enum Phase {
 }
 
 impl Phase {
+    /// Every phase, in lifecycle order.
     pub const ALL: [Phase; 3] = [Phase::Expand, Phase::Backfill, Phase::Contract];
 
+    /// The name used in file names and the history table: `expand`, `backfill`, `contract`.
     pub fn as_str(self) -> &'static str {
         match self {
             Phase::Expand => "expand",
@@ -33,6 +35,7 @@ impl Phase {
         }
     }
 
+    /// The phase [`Phase::as_str`] names (exact, lowercase), else `None`.
     pub fn parse(text: &str) -> Option<Phase> {
         Phase::ALL.into_iter().find(|phase| phase.as_str() == text)
     }
@@ -56,6 +59,7 @@ pub enum TransactionMode {
 }
 
 impl TransactionMode {
+    /// `transaction` or `autocommit`, as `migrate plan` and `migrate status` show it.
     pub fn as_str(self) -> &'static str {
         match self {
             TransactionMode::Transactional => "transaction",
@@ -80,7 +84,9 @@ pub struct Statement {
 /// The up or down part of a migration file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Section {
+    /// The statements in file order; empty for an explicit empty down part.
     pub statements: Cow<'static, [Statement]>,
+    /// How the runtime runs them, detected from the statements and `-- migrate:no-transaction`.
     pub mode: TransactionMode,
 }
 
@@ -94,14 +100,20 @@ pub struct BackfillSpec {
     /// The schema of `table=<schema>.<table>`; `None` when the directive names the table
     /// alone (it is then found through `search_path`).
     pub schema: Option<Cow<'static, str>>,
+    /// The table every `UPDATE` of the file names, as PostgreSQL stores its name.
     pub table: Cow<'static, str>,
+    /// The column the runtime pages by (`key=`); batches walk it in ascending order.
     pub key: Cow<'static, str>,
+    /// Rows per batch, each batch its own short transaction (`batch=`).
     pub batch_size: u32,
+    /// Pause between batches in milliseconds (`delay=`), to leave room for the application.
     pub delay_ms: u32,
 }
 
 impl BackfillSpec {
+    /// `batch=` when the directive leaves it out.
     pub const DEFAULT_BATCH_SIZE: u32 = 1000;
+    /// `delay=` when the directive leaves it out: no pause.
     pub const DEFAULT_DELAY_MS: u32 = 0;
 
     /// The table as a statement would name it, quoted only where needed (`app.orders`,
@@ -142,11 +154,13 @@ pub struct Migration {
     pub version: u64,
     /// `[a-z0-9_]+` between the version and the phase.
     pub name: Cow<'static, str>,
+    /// From the file name; `expand` when it names none.
     pub phase: Phase,
     /// The file name, e.g. `0002_email_verified.expand.sql`.
     pub file_name: Cow<'static, str>,
     /// See [`crate::checksum`] for the exact definition.
     pub checksum: Checksum,
+    /// The statements `up` applies (the whole file when it has no `-- migrate:down`).
     pub up: Section,
     /// `None` when the file has no `-- migrate:down` part: such a migration cannot be reverted.
     pub down: Option<Section>,
@@ -169,22 +183,27 @@ pub struct Migrations {
     /// The folder the set was read from. For an embedded set it is the absolute path at build
     /// time; the runtime uses it, when it still exists, to name files the binary lacks.
     pub dir: Cow<'static, str>,
+    /// The migrations, sorted by version with no duplicates ([`Migrations::get`] relies on it).
     pub migrations: Cow<'static, [Migration]>,
 }
 
 impl Migrations {
+    /// The migrations in version order.
     pub fn iter(&self) -> std::slice::Iter<'_, Migration> {
         self.migrations.iter()
     }
 
+    /// How many migrations the set holds.
     pub fn len(&self) -> usize {
         self.migrations.len()
     }
 
+    /// Whether the set has no migration at all.
     pub fn is_empty(&self) -> bool {
         self.migrations.is_empty()
     }
 
+    /// The migration with this version, if the set has one.
     pub fn get(&self, version: u64) -> Option<&Migration> {
         self.migrations
             .binary_search_by_key(&version, |m| m.version)

@@ -12,6 +12,7 @@
 
 use std::ops::Range;
 
+/// What a token is; enough to split statements and read keywords, not a full SQL grammar.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TokenKind {
     /// Keyword or unquoted identifier.
@@ -22,25 +23,35 @@ pub enum TokenKind {
     String,
     /// `$$text$$` or `$tag$text$tag$`.
     DollarString,
+    /// `42`, `3.14`, `1e6`.
     Number,
     /// `$1`.
     Parameter,
+    /// `;`, where statements end unless inside parentheses or a `BEGIN ATOMIC` body.
     Semicolon,
     /// Any other character (operators, parentheses, commas).
     Punct,
+    /// `-- ...` up to the end of the line: where `-- migrate:` directives live.
     LineComment,
+    /// `/* ... */`, nested ones included.
     BlockComment,
 }
 
+/// One token, located in the original text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Token {
+    /// What it is.
     pub kind: TokenKind,
+    /// Byte range in the original text (offsets count a byte order mark).
     pub range: Range<usize>,
+    /// 1-based line of its first character.
     pub line: u32,
+    /// 1-based column of its first character, in characters.
     pub column: u32,
 }
 
 impl Token {
+    /// The token's text in `source`, the text it was read from.
     pub fn text<'a>(&self, source: &'a str) -> &'a str {
         &source[self.range.clone()]
     }
@@ -50,16 +61,22 @@ impl Token {
         self.kind == TokenKind::Word && self.text(source).eq_ignore_ascii_case(keyword)
     }
 
+    /// A `--` or `/* */` comment.
     pub fn is_comment(&self) -> bool {
         matches!(self.kind, TokenKind::LineComment | TokenKind::BlockComment)
     }
 }
 
+/// Text that cannot be split: a string, quoted identifier, comment or dollar quote that is
+/// never closed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{line}:{column}: {what}")]
 pub struct LexError {
+    /// 1-based line where the unclosed token starts.
     pub line: u32,
+    /// 1-based column, in characters, where it starts.
     pub column: u32,
+    /// What is left open.
     pub what: &'static str,
 }
 
@@ -315,7 +332,9 @@ pub struct RawStatement {
     pub tokens: Range<usize>,
     /// Byte range of the text, from the first token to the end of the last one (no `;`).
     pub range: Range<usize>,
+    /// 1-based line of the first token.
     pub line: u32,
+    /// 1-based column of the first token, in characters.
     pub column: u32,
 }
 
@@ -325,10 +344,14 @@ pub enum Item {
     /// A `--` comment. Whether it starts its line and whether it lies inside a statement
     /// matter for `-- migrate:` directives.
     LineComment {
+        /// Index of the comment in the token list.
         token: usize,
+        /// Nothing but whitespace before it on its line.
         own_line: bool,
+        /// It lies between the first and the last token of a statement.
         inside_statement: bool,
     },
+    /// A statement, without its `;`.
     Statement(RawStatement),
 }
 
@@ -418,8 +441,9 @@ fn make_statement(tokens: &[Token], first: usize, last: usize) -> RawStatement {
     }
 }
 
-/// Convenience for tests and tools: the statement texts of `source`.
-pub fn statement_texts(source: &str) -> Result<Vec<&str>, LexError> {
+/// The statement texts of `source`, for the tests below.
+#[cfg(test)]
+fn statement_texts(source: &str) -> Result<Vec<&str>, LexError> {
     let tokens = tokenize(source)?;
     Ok(split(source, &tokens)
         .into_iter()

@@ -11,6 +11,9 @@ use syn::LitStr;
 /// tests point the macro back at the real manifest directory with this variable.
 const MANIFEST_DIR_OVERRIDE: &str = "MIGRATE_MACROS_MANIFEST_DIR";
 
+/// The expansion of `migrations!(input)`: the `Migrations` literal, or every diagnostic of the
+/// folder as compile errors (warnings as `#[deprecated]` uses) spanned on the path literal.
+/// `Err` only when the input is not a path literal or the folder cannot be found or read.
 pub fn expand(input: TokenStream) -> syn::Result<TokenStream> {
     let literal: LitStr = syn::parse2(input).map_err(|error| {
         syn::Error::new(

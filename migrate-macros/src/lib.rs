@@ -10,6 +10,8 @@
 //! cargo on stable Rust: add a `build.rs` containing
 //! `fn main() { println!("cargo:rerun-if-changed=migrations"); }`.
 
+#![warn(missing_docs)]
+
 mod expand;
 
 use proc_macro::TokenStream;

@@ -11,16 +11,24 @@ use std::collections::BTreeMap;
 
 use crate::diagnostic::{Diagnostic, codes};
 
+/// The configuration file's name, looked for inside the migrations folder (not beside it: the
+/// macro and the CLI both know the folder, so neither needs a second path).
 pub const CONFIG_FILE_NAME: &str = "migrate.toml";
 
+/// What a rule's findings become: `error | warn | off` in `migrate.toml`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Level {
+    /// Findings are errors: the build and `migrate lint` fail.
     Error,
+    /// Findings are warnings (compiler warnings from the macro); nothing fails.
     Warn,
+    /// The rule does not run; its allows are accepted and suppress nothing.
     Off,
 }
 
+/// The level of each rule: `migrate.toml`'s `[rules]` table over each rule's default level.
+/// `Config::default()` is every rule at its default level, as without a file.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Config {
     levels: BTreeMap<String, Level>,
@@ -34,6 +42,8 @@ struct ConfigFile {
 }
 
 impl Config {
+    /// The rule's level: the file's setting, else the rule's default (`error` for an id that
+    /// is not a rule).
     pub fn level(&self, rule_id: &str) -> Level {
         self.levels
             .get(rule_id)
@@ -41,6 +51,7 @@ impl Config {
             .unwrap_or_else(|| super::rule(rule_id).map_or(Level::Error, |rule| rule.default_level))
     }
 
+    /// The same configuration with `rule_id` set to `level`, as a `[rules]` line would.
     pub fn with_level(mut self, rule_id: &str, level: Level) -> Config {
         self.levels.insert(rule_id.to_owned(), level);
         self

@@ -14,10 +14,9 @@ use crate::sql::table_key;
 
 /// One statement, parsed or not, with its file context.
 pub struct StatementContext<'a> {
-    /// The statement text as written, without the `;`.
-    pub sql: &'a str,
     /// `None` when sqlparser could not parse it; see `parse_error` and `fallback`.
     pub ast: Option<&'a Statement>,
+    /// sqlparser's message when it could not parse the statement.
     pub parse_error: Option<&'a str>,
     /// The statement's tokens, for facts the AST gets wrong or lacks.
     pub words: Words<'a>,
@@ -26,6 +25,7 @@ pub struct StatementContext<'a> {
     pub fallback: Option<&'a Fallback>,
     /// The file's phase.
     pub phase: Phase,
+    /// The part of the file (up or down) the statement is in.
     pub section: SectionKind,
     /// The line the statement starts on.
     pub line: u32,

@@ -112,7 +112,6 @@ fn lint_file(
         };
         let lock = crate::lock_analysis::analyze(parsed.as_ref().ok(), &words);
         let context = StatementContext {
-            sql,
             ast: parsed.as_ref().ok(),
             parse_error: parsed.as_ref().err().map(String::as_str),
             words,

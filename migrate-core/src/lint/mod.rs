@@ -1,17 +1,20 @@
 //! The lint engine and its rules, one file each:
 //!
-//! - `rule`: what a rule declares ([`Rule`]), remembers ([`RuleMemory`]) and reports
-//!   ([`Finding`]);
-//! - [`registry`]: the one list of rules ([`RULES`]), the catalogue and `migrate explain`;
+//! - `rule`: what a rule declares ([`Rule`], [`Example`]), remembers (`RuleMemory`) and
+//!   reports (`Finding`);
+//! - [`registry`]: the one list of rules ([`RULES`], [`rule`]), the catalogue and
+//!   `migrate explain`;
 //! - [`config`]: `migrate.toml` (levels per rule);
-//! - [`context`]: what a rule sees of a statement ([`StatementContext`]);
-//! - `engine`: runs the rules over a set in version order and applies allows and levels
-//!   ([`lint_files`]);
+//! - `context`: what a rule sees of a statement (`StatementContext`);
+//! - `engine`: runs the rules over a set in version order and applies allows and levels;
 //! - [`rules`]: one file per rule, with its documentation, examples and check.
+//!
+//! Outside this crate the rules are read, never added: [`crate::check_dir`] runs them, and
+//! [`RULES`] and [`rule`] describe them (what `migrate explain` prints).
 
 mod bad_backfill;
 pub mod config;
-pub mod context;
+mod context;
 mod engine;
 pub mod registry;
 mod rule;
@@ -20,7 +23,14 @@ pub mod rules;
 pub(crate) mod testing;
 
 pub use config::{Config, Level};
-pub use context::StatementContext;
-pub use engine::{effective_phase, lint_files};
+// Not a stable API: migrate-core's no_panics test lints files it builds in memory;
+// `crate::check_dir` is the entry point.
+#[doc(hidden)]
+pub use engine::lint_files;
 pub use registry::{RULES, rule};
-pub use rule::{Check, EXAMPLE_FILE_MARKER, Example, Finding, Rule, RuleMemory, example_files};
+pub use rule::{Example, Rule};
+
+// The engine's interface to the rules: a rule is declared in this crate, never outside.
+pub(crate) use context::StatementContext;
+pub(crate) use engine::effective_phase;
+pub(crate) use rule::{Check, Finding, RuleMemory};

@@ -4,6 +4,7 @@
 use super::Rule;
 use super::rules::*;
 
+/// Every rule, in the order of the catalogue (the README's table and `migrate explain`).
 pub static RULES: &[&Rule] = &[
     &require_concurrent_index::RULE,
     &unbounded_update::RULE,
@@ -28,6 +29,7 @@ pub static RULES: &[&Rule] = &[
     &exclusion_constraint::RULE,
 ];
 
+/// The rule with this id (`require-concurrent-index`), if there is one.
 pub fn rule(id: &str) -> Option<&'static Rule> {
     RULES.iter().copied().find(|rule| rule.id == id)
 }

@@ -24,7 +24,7 @@ pub struct Rule {
     /// Files this rule must accept.
     pub good: &'static [Example],
     /// How the rule judges a statement.
-    pub check: Check,
+    pub(crate) check: Check,
 }
 
 /// How a rule judges statements.
@@ -68,11 +68,12 @@ pub trait RuleMemory {
 pub struct Example {
     /// A file name, which gives the phase: `0002_add.expand.sql`.
     pub file_name: &'static str,
+    /// The file's content, possibly with `-- file: <name>` lines starting further files.
     pub sql: &'static str,
 }
 
 /// The marker that starts another file inside an [`Example`].
-pub const EXAMPLE_FILE_MARKER: &str = "-- file: ";
+pub(crate) const EXAMPLE_FILE_MARKER: &str = "-- file: ";
 
 impl Example {
     /// The example's files as (name, content), in order.
@@ -83,7 +84,7 @@ impl Example {
 
 /// Splits an example's text into files at `-- file: <name>` lines; the first file is
 /// `file_name`.
-pub fn example_files(file_name: &str, sql: &str) -> Vec<(String, String)> {
+pub(crate) fn example_files(file_name: &str, sql: &str) -> Vec<(String, String)> {
     let mut files = vec![(file_name.to_owned(), String::new())];
     for line in sql.split_inclusive('\n') {
         match line.strip_prefix(EXAMPLE_FILE_MARKER) {

@@ -1,6 +1,7 @@
 //! Running a rule's examples as its tests.
 
-use super::{Config, Rule, example_files, lint_files, rule};
+use super::rule::example_files;
+use super::{Config, Rule, lint_files, rule};
 use crate::diagnostic::{Diagnostic, codes};
 use crate::source::{SourceFile, load_files};
 

@@ -9,9 +9,13 @@ use crate::migration::{BackfillSpec, Phase};
 /// `-- migrate:allow <rule> <reason>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Allow {
+    /// The rule id it suppresses (an unknown id is an error, `unknown-rule`).
     pub rule: String,
+    /// Why the statement is safe anyway; required, kept for reviewers.
     pub reason: String,
+    /// 1-based line of the comment, for `unused-allow`.
     pub line: u32,
+    /// 1-based column of the comment.
     pub column: u32,
 }
 

@@ -15,46 +15,55 @@ use crate::splitter::{self, Item, RawStatement, Token};
 /// Which part of a file a statement belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SectionKind {
+    /// Before `-- migrate:down` (after `-- migrate:up` when the file has it).
     Up,
+    /// After `-- migrate:down`: linted as a contract, since it removes things.
     Down,
 }
 
 /// A statement with what the linter needs beyond the model.
 #[derive(Debug, Clone)]
 pub struct StatementSource {
+    /// The part it belongs to.
     pub section: SectionKind,
-    pub raw: RawStatement,
+    pub(crate) raw: RawStatement,
+    /// The `-- migrate:allow` lines between the previous statement and this one: they apply
+    /// to this statement alone.
     pub allows: Vec<Allow>,
 }
 
 /// A migration file that was read and split successfully.
 #[derive(Debug, Clone)]
 pub struct ParsedFile {
+    /// Path shown in diagnostics (`migrations/0001_users.sql`).
     pub display_path: String,
+    /// The file's text (valid UTF-8, as read).
     pub source: String,
-    pub tokens: Vec<Token>,
+    pub(crate) tokens: Vec<Token>,
+    /// The migration the file makes, as it is embedded and applied.
     pub migration: Migration,
     /// Up statements first, then down statements, in file order.
     pub statements: Vec<StatementSource>,
 }
 
 impl ParsedFile {
-    pub fn words(&self, statement: &StatementSource) -> Words<'_> {
+    pub(crate) fn words(&self, statement: &StatementSource) -> Words<'_> {
         Words::new(&self.source, &self.tokens[statement.raw.tokens.clone()])
     }
 
+    /// The statement's text in this file, without its `;`.
     pub fn text(&self, statement: &StatementSource) -> &str {
         &self.source[statement.raw.range.clone()]
     }
 }
 
-/// Parses one file. `Err` when the file cannot become a migration; `Ok` may still carry
-/// diagnostics (bad allows) that do not prevent building the model.
 /// The line `migrate new` writes where the up part's statements go: a file that still has
 /// it and no statement is reported as the untouched template.
 pub const NEW_FILE_PLACEHOLDER: &str =
     "-- Write the up part's statements here: `migrate lint` refuses this file until it has one.";
 
+/// Parses one file. `Err` when the file cannot become a migration; `Ok` may still carry
+/// diagnostics (bad allows) that do not prevent building the model.
 pub fn parse_file(
     source: &SourceFile,
     known_rules: &dyn Fn(&str) -> bool,

@@ -9,7 +9,9 @@ use super::file_name::is_sql_like;
 pub struct SourceFile {
     /// Path shown in diagnostics (`migrations/0001_users.sql`).
     pub display_path: String,
+    /// The bare file name, which gives version, name and phase.
     pub file_name: String,
+    /// The content, unchanged: the checksum covers these bytes.
     pub bytes: Vec<u8>,
 }
 

@@ -13,7 +13,10 @@ use crate::migration::{Migrations, Phase};
 /// The result of reading a folder: the files that parsed, and every problem found.
 #[derive(Debug, Clone, Default)]
 pub struct LoadedSet {
+    /// The files that became migrations, in version order (a file with an error that prevents
+    /// it, or a duplicate version, is left out).
     pub files: Vec<ParsedFile>,
+    /// Every file-level problem, unsorted ([`crate::check_dir`] sorts them with the lint's).
     pub diagnostics: Vec<Diagnostic>,
 }
 

@@ -10,6 +10,8 @@ mod names;
 mod parse;
 mod volatility;
 
-pub use names::{ident_key, is_identifier, table_key, table_key_of};
+#[cfg(feature = "runtime")]
+pub use names::is_identifier;
+pub use names::{ident_key, table_key, table_key_of};
 pub use parse::parse_statement;
 pub use volatility::volatile_function;

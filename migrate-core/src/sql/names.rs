@@ -36,7 +36,9 @@ pub fn table_key_of(written: &str) -> String {
     }
 }
 
-/// `[A-Za-z_][A-Za-z0-9_]*`, at most 63 bytes (PostgreSQL's NAMEDATALEN - 1).
+/// `[A-Za-z_][A-Za-z0-9_]*`, at most 63 bytes (PostgreSQL's NAMEDATALEN - 1). Only the runtime
+/// uses it (for the history table's name), so it exists only with the runtime.
+#[cfg(feature = "runtime")]
 pub fn is_identifier(text: &str) -> bool {
     let bytes = text.as_bytes();
     !bytes.is_empty()

@@ -7,6 +7,8 @@ use crate::lint::{Check, Example, Finding, Level, Rule, RuleMemory, StatementCon
 use crate::migration::TransactionMode;
 use crate::sql::{ident_key, table_key};
 
+/// The `autocommit-rerun-unsafe` rule: its documentation, examples and check.
+/// `migrate explain autocommit-rerun-unsafe` prints it.
 pub static RULE: Rule = Rule {
     id: "autocommit-rerun-unsafe",
     default_level: Level::Error,

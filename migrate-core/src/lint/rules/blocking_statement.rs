@@ -2,6 +2,8 @@
 
 use crate::lint::{Check, Example, Finding, Level, Rule, StatementContext};
 
+/// The `blocking-statement` rule: its documentation, examples and check.
+/// `migrate explain blocking-statement` prints it.
 pub static RULE: Rule = Rule {
     id: "blocking-statement",
     default_level: Level::Error,

@@ -5,6 +5,8 @@ use sqlparser::ast::{AlterColumnOperation, AlterTableOperation};
 use super::{existing_table_operations, quoted};
 use crate::lint::{Check, Example, Finding, Level, Rule, StatementContext};
 
+/// The `column-type-change` rule: its documentation, examples and check.
+/// `migrate explain column-type-change` prints it.
 pub static RULE: Rule = Rule {
     id: "column-type-change",
     default_level: Level::Error,

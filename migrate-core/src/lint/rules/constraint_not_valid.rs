@@ -5,6 +5,8 @@ use sqlparser::ast::{AlterTableOperation, TableConstraint};
 use super::{existing_table_operations, quoted};
 use crate::lint::{Check, Example, Finding, Level, Rule, StatementContext};
 
+/// The `constraint-not-valid` rule: its documentation, examples and check.
+/// `migrate explain constraint-not-valid` prints it.
 pub static RULE: Rule = Rule {
     id: "constraint-not-valid",
     default_level: Level::Error,

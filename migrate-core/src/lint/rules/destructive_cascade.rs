@@ -2,6 +2,8 @@
 
 use crate::lint::{Check, Example, Finding, Level, Rule, StatementContext};
 
+/// The `destructive-cascade` rule: its documentation, examples and check.
+/// `migrate explain destructive-cascade` prints it.
 pub static RULE: Rule = Rule {
     id: "destructive-cascade",
     default_level: Level::Error,

@@ -6,6 +6,8 @@ use super::existing_table_operations;
 use crate::lint::{Check, Example, Finding, Level, Rule, StatementContext};
 use crate::migration::Phase;
 
+/// The `drop-in-expand` rule: its documentation, examples and check.
+/// `migrate explain drop-in-expand` prints it.
 pub static RULE: Rule = Rule {
     id: "drop-in-expand",
     default_level: Level::Error,

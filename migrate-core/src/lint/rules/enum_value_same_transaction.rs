@@ -4,6 +4,8 @@ use crate::lint::{Check, Example, Finding, Level, Rule, RuleMemory, StatementCon
 use crate::migration::TransactionMode;
 use crate::splitter::TokenKind;
 
+/// The `enum-value-same-transaction` rule: its documentation, examples and check.
+/// `migrate explain enum-value-same-transaction` prints it.
 pub static RULE: Rule = Rule {
     id: "enum-value-same-transaction",
     default_level: Level::Error,

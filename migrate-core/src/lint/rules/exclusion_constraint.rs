@@ -5,6 +5,8 @@ use sqlparser::ast::{AlterTableOperation, TableConstraint};
 use super::{existing_table_operations, quoted};
 use crate::lint::{Check, Example, Finding, Level, Rule, StatementContext};
 
+/// The `exclusion-constraint` rule: its documentation, examples and check.
+/// `migrate explain exclusion-constraint` prints it.
 pub static RULE: Rule = Rule {
     id: "exclusion-constraint",
     default_level: Level::Error,

@@ -9,6 +9,8 @@ use crate::lint::{Check, Example, Finding, Level, Rule, RuleMemory, StatementCon
 use crate::source::{ParsedFile, SectionKind};
 use crate::sql::{ident_key, parse_statement, table_key};
 
+/// The `foreign-key-without-index` rule: its documentation, examples and check.
+/// `migrate explain foreign-key-without-index` prints it.
 pub static RULE: Rule = Rule {
     id: "foreign-key-without-index",
     default_level: Level::Warn,

@@ -7,6 +7,8 @@ use crate::splitter::TokenKind;
 /// <https://www.postgresql.org/docs/current/sql-syntax-lexical.html#SQL-SYNTAX-IDENTIFIERS>
 const MAX_IDENTIFIER_BYTES: usize = 63;
 
+/// The `identifier-too-long` rule: its documentation, examples and check.
+/// `migrate explain identifier-too-long` prints it.
 pub static RULE: Rule = Rule {
     id: "identifier-too-long",
     default_level: Level::Error,

@@ -7,6 +7,8 @@ use crate::lock_analysis::{LockMode, TableWork};
 use crate::migration::TransactionMode;
 use crate::sql::{ident_key, table_key, table_key_of};
 
+/// The `lock-held-across-statements` rule: its documentation, examples and check.
+/// `migrate explain lock-held-across-statements` prints it.
 pub static RULE: Rule = Rule {
     id: "lock-held-across-statements",
     default_level: Level::Error,

@@ -1,8 +1,7 @@
 //! One file per rule: its id, documentation, examples and check, and for a rule that remembers
 //! earlier statements (held locks, validated checks, the set's indexes) that memory too, as a
-//! [`RuleMemory`](super::RuleMemory) the engine drives. The examples are whole migration
-//! files; each rule's tests run them (bad ones must be caught, good ones must be clean under
-//! every rule).
+//! `RuleMemory` the engine drives. The examples are whole migration files; each rule's tests
+//! run them (bad ones must be caught, good ones must be clean under every rule).
 
 pub mod autocommit_rerun_unsafe;
 pub mod blocking_statement;

@@ -5,6 +5,8 @@ use sqlparser::ast::{AlterTableOperation, ColumnDef, ColumnOption, Statement, Ta
 use crate::lint::{Check, Example, Finding, Level, Rule, StatementContext};
 use crate::sql::ident_key;
 
+/// The `prefer-robust-types` rule: its documentation, examples and check.
+/// `migrate explain prefer-robust-types` prints it.
 pub static RULE: Rule = Rule {
     id: "prefer-robust-types",
     default_level: Level::Warn,

@@ -6,6 +6,8 @@ use super::quoted;
 use crate::classify::Fallback;
 use crate::lint::{Check, Example, Finding, Level, Rule, StatementContext};
 
+/// The `require-concurrent-index` rule: its documentation, examples and check.
+/// `migrate explain require-concurrent-index` prints it.
 pub static RULE: Rule = Rule {
     id: "require-concurrent-index",
     default_level: Level::Error,

@@ -5,6 +5,8 @@ use sqlparser::ast::{AlterTableOperation, Statement};
 use crate::classify::Fallback;
 use crate::lint::{Check, Example, Finding, Level, Rule, StatementContext};
 
+/// The `require-if-not-exists` rule: its documentation, examples and check.
+/// `migrate explain require-if-not-exists` prints it.
 pub static RULE: Rule = Rule {
     id: "require-if-not-exists",
     default_level: Level::Error,

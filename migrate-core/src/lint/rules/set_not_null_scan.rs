@@ -10,6 +10,8 @@ use super::{existing_table_operations, quoted};
 use crate::lint::{Check, Example, Finding, Level, Rule, RuleMemory, StatementContext};
 use crate::sql::{ident_key, table_key};
 
+/// The `set-not-null-scan` rule: its documentation, examples and check.
+/// `migrate explain set-not-null-scan` prints it.
 pub static RULE: Rule = Rule {
     id: "set-not-null-scan",
     default_level: Level::Error,

@@ -5,6 +5,8 @@ use sqlparser::ast::AlterTableOperation;
 use super::{existing_table_operations, quoted};
 use crate::lint::{Check, Example, Finding, Level, Rule, StatementContext};
 
+/// The `table-persistence-change` rule: its documentation, examples and check.
+/// `migrate explain table-persistence-change` prints it.
 pub static RULE: Rule = Rule {
     id: "table-persistence-change",
     default_level: Level::Error,

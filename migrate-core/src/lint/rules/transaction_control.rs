@@ -2,6 +2,8 @@
 
 use crate::lint::{Check, Example, Finding, Level, Rule, StatementContext};
 
+/// The `transaction-control` rule: its documentation, examples and check.
+/// `migrate explain transaction-control` prints it.
 pub static RULE: Rule = Rule {
     id: "transaction-control",
     default_level: Level::Error,

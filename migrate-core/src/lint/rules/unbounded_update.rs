@@ -5,6 +5,8 @@ use sqlparser::ast::{FromTable, Statement, TableFactor};
 use super::quoted;
 use crate::lint::{Check, Example, Finding, Level, Rule, StatementContext};
 
+/// The `unbounded-update` rule: its documentation, examples and check.
+/// `migrate explain unbounded-update` prints it.
 pub static RULE: Rule = Rule {
     id: "unbounded-update",
     default_level: Level::Error,

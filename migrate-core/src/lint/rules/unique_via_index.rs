@@ -5,6 +5,8 @@ use sqlparser::ast::{AlterTableOperation, ColumnOption, TableConstraint};
 use super::{existing_table_operations, quoted};
 use crate::lint::{Check, Example, Finding, Level, Rule, StatementContext};
 
+/// The `unique-via-index` rule: its documentation, examples and check.
+/// `migrate explain unique-via-index` prints it.
 pub static RULE: Rule = Rule {
     id: "unique-via-index",
     default_level: Level::Error,

@@ -3,6 +3,8 @@
 use crate::classify::Fallback;
 use crate::lint::{Check, Example, Finding, Level, Rule, StatementContext};
 
+/// The `unparseable` rule: its documentation, examples and check.
+/// `migrate explain unparseable` prints it.
 pub static RULE: Rule = Rule {
     id: "unparseable",
     default_level: Level::Error,

@@ -6,6 +6,8 @@ use super::{existing_table_operations, quoted};
 use crate::lint::{Check, Example, Finding, Level, Rule, StatementContext};
 use crate::sql::volatile_function;
 
+/// The `volatile-default` rule: its documentation, examples and check.
+/// `migrate explain volatile-default` prints it.
 pub static RULE: Rule = Rule {
     id: "volatile-default",
     default_level: Level::Error,
