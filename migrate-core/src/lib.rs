@@ -83,9 +83,7 @@ pub mod lint;
 
 pub mod checked_set;
 
-// The runtime is documented in a parallel branch: remove this allow when it lands.
 #[cfg(feature = "runtime")]
-#[allow(missing_docs)]
 pub mod runtime;
 
 pub use checked_set::{CheckedSet, check_dir};
