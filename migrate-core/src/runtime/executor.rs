@@ -46,6 +46,8 @@ impl Backoff {
 /// What the executor needs besides the client.
 #[derive(Debug, Clone)]
 pub(crate) struct ExecutionSettings {
+    /// The migration lock's key: each transactional migration checks it holds the lock.
+    pub(crate) lock_key: i64,
     /// Client-side bounds on each wait for the server.
     pub(crate) limits: super::deadline::Limits,
     /// Where up sections in autocommit mode record how far they got.
@@ -307,13 +309,14 @@ async fn run_transactional(
     guard: Option<&RowsGuard>,
 ) -> Result<SectionOutcome, RuntimeError> {
     let run_started = Instant::now();
+    let begin = begin_holding_the_lock(settings.lock_key);
     let mut attempt = 0u32;
     loop {
         attempt += 1;
         let mut requests: Vec<Request<'_>> = Vec::with_capacity(section.statements.len() + 3);
         if let Some(guard) = guard {
             client
-                .batch_execute("BEGIN")
+                .batch_execute(&begin)
                 .await
                 .map_err(|e| statement_error(migration, None, attempt, e))?;
             if let Err(error) = guard.check(client).await {
@@ -323,7 +326,7 @@ async fn run_transactional(
             // Index 0 stays "BEGIN" for the error mapping below.
             requests.push(Box::pin(async { Ok(()) }));
         } else {
-            requests.push(Box::pin(client.batch_execute("BEGIN")));
+            requests.push(Box::pin(client.batch_execute(&begin)));
         }
         for statement in section.statements.iter() {
             requests.push(Box::pin(client.batch_execute(&statement.sql)));
@@ -363,6 +366,27 @@ async fn run_transactional(
         let error = statement_error(migration, statement, attempt, error);
         return Err(name_blockers(client, error, &failing).await);
     }
+}
+
+/// `BEGIN`, then a check, inside the migration's own transaction, that this server session
+/// holds the migration lock. Behind a transaction-mode pooler the probe at connect may miss
+/// (see `pooler.rs`), and each transaction may run on a server session other than the one
+/// that took the lock: then the transaction fails before any statement, with a message that
+/// says why, instead of running unprotected. A bigint advisory key shows in `pg_locks` as
+/// `classid` = high half, `objid` = low half, `objsubid` = 1
+/// (<https://www.postgresql.org/docs/15/view-pg-locks.html>). The key is a number computed
+/// here, never user input.
+fn begin_holding_the_lock(key: i64) -> String {
+    let bits = key as u64;
+    let (high, low) = (bits >> 32, bits & 0xffff_ffff);
+    format!(
+        "BEGIN; DO $migrate_lock_guard$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_locks \
+         WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted AND objsubid = 1 \
+         AND classid::bigint = {high} AND objid::bigint = {low}) THEN RAISE EXCEPTION \
+         'this server session does not hold the migration lock: the connection goes through a \
+         transaction-mode pooler, or the lock was lost; nothing of this migration ran' \
+         USING ERRCODE = '55000'; END IF; END $migrate_lock_guard$"
+    )
 }
 
 pub(crate) async fn wait_before_retry(

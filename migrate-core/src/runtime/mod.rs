@@ -180,6 +180,7 @@ impl<'m> Migrator<'m> {
 
     fn settings(&self) -> ExecutionSettings {
         ExecutionSettings {
+            lock_key: self.lock_key,
             limits: self.config.limits(),
             partial: state::partial::PartialRunTable::for_history(self.history.table()).ok(),
             lock_retries: self.config.lock_retries,

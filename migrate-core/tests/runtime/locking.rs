@@ -141,3 +141,46 @@ async fn the_lock_is_released_after_a_failure() {
         0
     );
 }
+
+/// Each transactional migration checks, inside its own transaction, that its server session
+/// holds the migration lock (the last line of defence behind a transaction-mode pooler the
+/// connect probe missed): a lost lock stops the run before the next migration's statements.
+#[tokio::test]
+async fn a_migration_whose_session_lost_the_lock_is_refused_inside_its_transaction() {
+    let db = database();
+    let client = client(db.url()).await;
+    let migrations = set(vec![
+        tx(
+            1,
+            "lose_lock",
+            &["SELECT pg_advisory_unlock_all()"],
+            &["SELECT 1"],
+        ),
+        tx(
+            2,
+            "t",
+            &["CREATE TABLE IF NOT EXISTS t (id int)"],
+            &["DROP TABLE IF EXISTS t"],
+        ),
+    ]);
+    let failed = Migrator::new(&migrations, config())
+        .unwrap()
+        .up(&client, UpTo::All)
+        .await
+        .expect_err("the lock is gone");
+    assert_eq!(failed.report.versions(), vec![1]);
+    let message = failed.to_string();
+    assert!(
+        message.contains("does not hold the migration lock"),
+        "{message}"
+    );
+    assert_eq!(history_versions(&client).await, vec![1]);
+    assert_eq!(
+        scalar_i64(
+            &client,
+            "SELECT count(*) FROM pg_tables WHERE tablename = 't'"
+        )
+        .await,
+        0
+    );
+}
