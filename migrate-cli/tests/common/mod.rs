@@ -94,3 +94,89 @@ pub fn json(output: &std::process::Output) -> serde_json::Value {
     serde_json::from_slice(&output.stdout)
         .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", stdout(output)))
 }
+
+/// Rows of the fault-test table.
+pub const ROWS: i64 = 30_000;
+
+/// A set that takes long enough to be interrupted anywhere: a table of 30,000 rows, two
+/// concurrent index builds, a transactional migration and a batched backfill whose UPDATE
+/// counts how often it touched each row (`n`).
+pub fn write_fault_set(dir: &Path) {
+    let files = [
+        (
+            "0001_items.sql",
+            format!(
+                "CREATE TABLE IF NOT EXISTS items (id bigint PRIMARY KEY, v integer NOT NULL, \
+                 n integer NOT NULL DEFAULT 0, done boolean NOT NULL DEFAULT false);\n\
+                 INSERT INTO items (id, v) SELECT g, g % 1000 FROM generate_series(1, {ROWS}) g \
+                 ON CONFLICT DO NOTHING;\n\
+                 -- migrate:down\nDROP TABLE IF EXISTS items;\n"
+            ),
+        ),
+        (
+            "0002_items_indexes.expand.sql",
+            "CREATE INDEX CONCURRENTLY IF NOT EXISTS items_v ON items (v);\n\
+             CREATE INDEX CONCURRENTLY IF NOT EXISTS items_v_id ON items (v, id);\n\
+             -- migrate:down\n\
+             DROP INDEX CONCURRENTLY IF EXISTS items_v_id;\n\
+             DROP INDEX CONCURRENTLY IF EXISTS items_v;\n"
+                .to_owned(),
+        ),
+        (
+            "0003_items_w.expand.sql",
+            "ALTER TABLE items ADD COLUMN IF NOT EXISTS w integer;\n\
+             CREATE TABLE IF NOT EXISTS audit (id bigint PRIMARY KEY, note text);\n\
+             CREATE INDEX IF NOT EXISTS audit_note ON audit (note);\n\
+             -- migrate:down\n\
+             DROP TABLE IF EXISTS audit;\n\
+             ALTER TABLE items DROP COLUMN IF EXISTS w;\n"
+                .to_owned(),
+        ),
+        (
+            "0004_items_done.backfill.sql",
+            "-- migrate:backfill table=items key=id batch=500\n\
+             UPDATE items SET n = n + 1, done = true WHERE NOT done;\n\
+             -- migrate:down\n"
+                .to_owned(),
+        ),
+    ];
+    for (name, text) in files {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+}
+
+/// `pg_dump --schema-only` of a database without the runtime's own tables.
+pub fn schema_of(cluster: &migrate_scratch::ScratchCluster, db: &ScratchDatabase) -> String {
+    let output = std::process::Command::new(cluster.binaries().program("pg_dump"))
+        .args([
+            "--schema-only",
+            "--no-owner",
+            "--exclude-table=public.schema_migrations*",
+        ])
+        .args([
+            "-h",
+            db.host(),
+            "-p",
+            &db.port().to_string(),
+            "-U",
+            "postgres",
+        ])
+        .arg(db.name())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .filter(|line| {
+            !line.starts_with("-- Dumped")
+                && !line.starts_with("\\restrict")
+                && !line.starts_with("\\unrestrict")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}

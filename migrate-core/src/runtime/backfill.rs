@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use tokio_postgres::Client;
 
+use super::deadline::within;
 use super::error::RuntimeError;
 use super::executor::{
     ExecutionSettings, HistoryChange, SectionOutcome, is_lock_timeout, location, name_blockers,
@@ -42,16 +43,30 @@ pub(crate) async fn run(
     on_batch: &(dyn Fn(i64) + Sync),
 ) -> Result<SectionOutcome, RuntimeError> {
     let started = Instant::now();
-    table.ensure(client).await?;
+    let own = Some(settings.limits.own);
+    within(
+        own,
+        "creating the backfill progress table",
+        table.ensure(client),
+    )
+    .await??;
     // Versions are checked to fit a bigint in Migrator::new.
     let version = super::sql_version(migration.version);
     let mut most_attempts = 1;
     for (index, statement) in migration.up.statements.iter().enumerate() {
         let statement_index = statement_index(index);
-        let batches = plan_statement(client, migration, spec, statement).await?;
-        let mut progress = table
-            .load_or_start(client, version, statement_index)
-            .await?;
+        let batches = within(
+            own,
+            "reading the backfill key's type",
+            plan_statement(client, migration, spec, statement),
+        )
+        .await??;
+        let mut progress = within(
+            own,
+            "reading backfill progress",
+            table.load_or_start(client, version, statement_index),
+        )
+        .await??;
         if progress.finished {
             continue;
         }
@@ -92,9 +107,12 @@ pub(crate) async fn run(
             };
             progress.rows_done += updated;
             progress.last_key = Some(last_key);
-            table
-                .save(client, version, statement_index, &progress)
-                .await?;
+            within(
+                own,
+                "recording backfill progress",
+                table.save(client, version, statement_index, &progress),
+            )
+            .await??;
             on_batch(progress.rows_done);
             tracing::debug!(
                 version = migration.version,
@@ -183,26 +201,35 @@ pub(crate) async fn run(
             }
             previous = Some(changed);
         }
-        let remaining: i64 = client
-            .query_one(&batches.remaining_sql, &[])
-            .await
-            .map_err(|e| statement_error(migration, Some(statement), 1, e))?
-            .get(0);
+        let remaining: i64 = within(
+            settings.limits.statement,
+            "verifying a backfill",
+            client.query_one(&batches.remaining_sql, &[]),
+        )
+        .await?
+        .map_err(|e| statement_error(migration, Some(statement), 1, e))?
+        .get(0);
         if remaining > 0 {
             return Err(RuntimeError::Backfill {
                 location: location(migration, Some(statement)),
                 problem: format!("verification failed: {remaining} row(s) still match the WHERE"),
             });
         }
-        table
-            .finish_verified(client, version, statement_index, progress.rows_done)
-            .await?;
+        within(
+            own,
+            "recording backfill verification",
+            table.finish_verified(client, version, statement_index, progress.rows_done),
+        )
+        .await??;
     }
     let duration = started.elapsed();
-    history
-        .execute_after(client, duration)
-        .await
-        .map_err(|e| statement_error(migration, None, 1, e))?;
+    within(
+        own,
+        "recording the backfill in the history",
+        history.execute_after(client, duration),
+    )
+    .await?
+    .map_err(|e| statement_error(migration, None, 1, e))?;
     Ok(SectionOutcome {
         duration,
         attempts: most_attempts,
@@ -257,12 +284,14 @@ struct BatchOutcome {
 impl BatchRunner<'_> {
     /// The table's largest key now, the upper bound of a pass.
     async fn upper_bound(&self, sql: &str) -> Result<Option<String>, RuntimeError> {
-        Ok(self
-            .client
-            .query_opt(sql, &[])
-            .await
-            .map_err(|e| statement_error(self.migration, Some(self.statement), 1, e))?
-            .and_then(|row| row.get(0)))
+        Ok(within(
+            self.settings.limits.statement,
+            "reading the backfill's largest key",
+            self.client.query_opt(sql, &[]),
+        )
+        .await?
+        .map_err(|e| statement_error(self.migration, Some(self.statement), 1, e))?
+        .and_then(|row| row.get(0)))
     }
 
     /// One batch of `sql` after key `after` up to `bound`, in its own implicit transaction,

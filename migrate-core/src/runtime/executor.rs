@@ -11,6 +11,7 @@ use tokio_postgres::Statement as PreparedStatement;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 
+use super::deadline::within;
 use super::error::{LockHolder, RuntimeError, StatementLocation};
 use super::gates::RowsGuard;
 use super::state::partial::PartialRunTable;
@@ -158,8 +159,14 @@ pub(crate) async fn run_section(
         }
         TransactionMode::Autocommit => {
             if let Some(guard) = guard {
-                guard.check(client).await?;
+                within(
+                    settings.limits.statements(guard.len()),
+                    "counting rows a backfill has not done, before the contract",
+                    guard.check(client),
+                )
+                .await??;
             }
+            let own = Some(settings.limits.own);
             // Up sections record how far they got: a failure leaves earlier statements
             // committed, which `status` then shows.
             let partial = match history {
@@ -169,16 +176,25 @@ pub(crate) async fn run_section(
                 HistoryChange::Delete { .. } => None,
             };
             if let Some((table, version)) = partial {
-                table.start(client, version).await?;
+                within(
+                    own,
+                    "recording the start of a migration",
+                    table.start(client, version),
+                )
+                .await??;
             }
             let result =
                 run_autocommit(client, migration, section, settings, history, partial).await;
             match (&result, partial) {
-                (Ok(_), Some((table, version))) => table.finish(client, version).await?,
+                (Ok(_), Some((table, version))) => {
+                    within(own, "clearing a partial run", table.finish(client, version)).await??
+                }
                 // A server that stopped answering would not record anything either.
                 (Err(RuntimeError::NoAnswer { .. }), _) | (_, None) => {}
                 (Err(error), Some((table, version))) => {
-                    table.failed(client, version, &error.to_string()).await;
+                    let text = error.to_string();
+                    let record = table.failed(client, version, &text);
+                    let _ = within(own, "recording a failed migration", record).await;
                 }
             }
             result
@@ -315,12 +331,24 @@ async fn run_transactional(
         attempt += 1;
         let mut requests: Vec<Request<'_>> = Vec::with_capacity(section.statements.len() + 3);
         if let Some(guard) = guard {
-            client
-                .batch_execute(&begin)
-                .await
-                .map_err(|e| statement_error(migration, None, attempt, e))?;
-            if let Err(error) = guard.check(client).await {
-                let _ = client.batch_execute("ROLLBACK").await;
+            within(
+                Some(settings.limits.own),
+                "starting a migration's transaction",
+                client.batch_execute(&begin),
+            )
+            .await?
+            .map_err(|e| statement_error(migration, None, attempt, e))?;
+            let checked = within(
+                settings.limits.statements(guard.len()),
+                "counting rows a backfill has not done, before the contract",
+                guard.check(client),
+            )
+            .await
+            .and_then(|checked| checked);
+            if let Err(error) = checked {
+                if !matches!(error, RuntimeError::NoAnswer { .. }) {
+                    let _ = rollback(client, settings).await;
+                }
                 return Err(error);
             }
             // Index 0 stays "BEGIN" for the error mapping below.
@@ -354,7 +382,7 @@ async fn run_transactional(
         let statement = index.checked_sub(1).and_then(|i| section.statements.get(i));
         // Normally a no-op (the COMMIT already rolled back); it matters when the failure was
         // in COMMIT's own round trip. If the connection is gone, the server rolled back.
-        let _ = client.batch_execute("ROLLBACK").await;
+        let _ = rollback(client, settings).await;
         if is_lock_timeout(&error) && attempt <= settings.lock_retries {
             wait_before_retry(migration, statement, attempt, settings).await;
             continue;
@@ -387,6 +415,17 @@ fn begin_holding_the_lock(key: i64) -> String {
          transaction-mode pooler, or the lock was lost; nothing of this migration ran' \
          USING ERRCODE = '55000'; END IF; END $migrate_lock_guard$"
     )
+}
+
+/// `ROLLBACK`, bounded: a server that stopped answering must not hang the error path.
+async fn rollback(client: &Client, settings: &ExecutionSettings) -> Result<(), RuntimeError> {
+    within(
+        Some(settings.limits.own),
+        "rolling back",
+        client.batch_execute("ROLLBACK"),
+    )
+    .await?
+    .map_err(RuntimeError::database("rolling back"))
 }
 
 pub(crate) async fn wait_before_retry(
@@ -422,7 +461,12 @@ async fn run_autocommit(
         if done > 0
             && let Some((table, version)) = partial
         {
-            table.statement_done(client, version, done).await?;
+            within(
+                Some(settings.limits.own),
+                "recording a migration's progress",
+                table.statement_done(client, version, done),
+            )
+            .await??;
         }
         let index = ConcurrentIndex::find(&statement.sql);
         let mut attempt = 0u32;
@@ -452,10 +496,13 @@ async fn run_autocommit(
         }
         most_attempts = most_attempts.max(attempt);
         if let Some(index) = &index {
-            let valid = index
-                .is_valid(client)
-                .await
-                .map_err(|e| statement_error(migration, Some(statement), attempt, e))?;
+            let valid = within(
+                Some(settings.limits.own),
+                "checking the index is valid",
+                index.is_valid(client),
+            )
+            .await?
+            .map_err(|e| statement_error(migration, Some(statement), attempt, e))?;
             if valid == Some(false) {
                 return Err(RuntimeError::InvalidIndex {
                     location: location(migration, Some(statement)),
@@ -468,7 +515,13 @@ async fn run_autocommit(
     let mut attempt = 0u32;
     loop {
         attempt += 1;
-        match history.execute_after(client, duration).await {
+        let recorded = within(
+            Some(settings.limits.own),
+            "recording the migration in the history",
+            history.execute_after(client, duration),
+        )
+        .await?;
+        match recorded {
             Ok(()) => break,
             Err(error) if is_lock_timeout(&error) && attempt <= settings.lock_retries => {
                 wait_before_retry(migration, None, attempt, settings).await;

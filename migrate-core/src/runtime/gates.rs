@@ -359,6 +359,11 @@ impl RowsGuard {
     pub(crate) fn is_empty(&self) -> bool {
         self.queries.is_empty()
     }
+
+    /// The counts it runs.
+    pub(crate) fn len(&self) -> usize {
+        self.queries.len()
+    }
 }
 
 /// The planner's key-type lookup failed because the table or key column is gone.

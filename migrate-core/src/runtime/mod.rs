@@ -497,7 +497,14 @@ impl<'m> Migrator<'m> {
         let result = work(client).await;
         // A server that stopped answering would not answer these either.
         if !matches!(result, Err(RuntimeError::NoAnswer { .. })) {
-            if let Err(error) = lock.release().await {
+            let released = deadline::within(
+                Some(self.config.limits().own),
+                "releasing the migration lock",
+                lock.release(),
+            )
+            .await
+            .and_then(|released| released);
+            if let Err(error) = released {
                 // The work's outcome stands; a failed unlock means the session is broken, and
                 // the server drops a session's advisory locks when it ends.
                 tracing::warn!(%error, "could not release the migration lock explicitly");
@@ -661,9 +668,15 @@ impl<'m> Migrator<'m> {
             let outcome = finish_span(run.instrument(span.clone()).await, &span)?;
             if m.phase == Phase::Backfill {
                 // A later up must run the backfill again from the start.
-                state::backfill_progress::BackfillProgressTable::for_history(self.history.table())?
-                    .forget(client, sql_version(m.version))
-                    .await?;
+                let progress = state::backfill_progress::BackfillProgressTable::for_history(
+                    self.history.table(),
+                )?;
+                deadline::within(
+                    Some(self.config.limits().own),
+                    "clearing backfill progress",
+                    progress.forget(client, sql_version(m.version)),
+                )
+                .await??;
             }
             report.reverted.push(applied(m, down, outcome));
             self.report_progress(ProgressEvent::Finished {
