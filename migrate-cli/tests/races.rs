@@ -115,3 +115,61 @@ fn behind_a_transaction_pooler_every_runner_is_refused_and_nothing_runs() {
     }
     assert_eq!(history(&db), "1,2,3,4,5,6,7");
 }
+
+/// The winner builds a concurrent index for several seconds (an index expression that sleeps
+/// 1 ms per row) while fifteen others wait for the migration lock: `CREATE INDEX
+/// CONCURRENTLY` waits for older transactions to end, and the waiters only poll the lock in
+/// short transactions, so nobody deadlocks and all exit 0.
+#[test]
+fn runners_waiting_for_a_long_concurrent_index_build_do_not_deadlock() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("0001_slow.sql"),
+        "CREATE TABLE IF NOT EXISTS slow_items (id integer PRIMARY KEY);\n\
+         CREATE OR REPLACE FUNCTION slow_key(x integer) RETURNS integer LANGUAGE plpgsql \
+         IMMUTABLE AS $$ BEGIN PERFORM pg_sleep(0.001); RETURN x; END $$;\n\
+         INSERT INTO slow_items SELECT g FROM generate_series(1, 2000) g ON CONFLICT DO NOTHING;\n\
+         -- migrate:down\nDROP TABLE IF EXISTS slow_items;\nDROP FUNCTION IF EXISTS slow_key(integer);\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("0002_slow_index.expand.sql"),
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS slow_items_key ON slow_items ((slow_key(id)));\n\
+         -- migrate:down\nDROP INDEX CONCURRENTLY IF EXISTS slow_items_key;\n",
+    )
+    .unwrap();
+    let db = database();
+    let started = std::time::Instant::now();
+    let handles: Vec<_> = (0..16)
+        .map(|_| {
+            let (url, dir) = (url(&db), dir.path().to_owned());
+            thread::spawn(move || {
+                migrate()
+                    .arg("--dir")
+                    .arg(dir)
+                    .args(["up", "--lock-wait", "120s", "--database-url"])
+                    .arg(url)
+                    .output()
+                    .unwrap()
+            })
+        })
+        .collect();
+    for handle in handles {
+        let output = handle.join().unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let took = started.elapsed();
+    assert_eq!(history(&db), "1,2");
+    assert_eq!(
+        sql(&db, "SELECT count(*) FROM pg_index WHERE NOT indisvalid"),
+        "0"
+    );
+    assert!(
+        took > std::time::Duration::from_secs(2),
+        "the build was not slow ({took:?}): the test proves nothing"
+    );
+}
