@@ -81,9 +81,10 @@ pub fn check_dir(dir: &Path, display_dir: &str) -> Result<CheckedSet, CheckError
         path: dir.to_path_buf(),
         source,
     };
-    let sources = source::read_dir(dir, display_dir).map_err(read_error)?;
+    let folder = source::read_dir(dir, display_dir).map_err(read_error)?;
+    let sources = folder.files;
     let mut inputs: Vec<PathBuf> = sources.iter().map(|s| dir.join(&s.file_name)).collect();
-    let mut diagnostics = Vec::new();
+    let mut diagnostics = folder.diagnostics;
     let config_path = dir.join(CONFIG_FILE_NAME);
     let config = match std::fs::read_to_string(&config_path) {
         Ok(text) => {

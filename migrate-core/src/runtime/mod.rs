@@ -133,6 +133,11 @@ impl<'m> Migrator<'m> {
     ) -> Result<Migrator<'m>, RuntimeError> {
         config.validate()?;
         let table = TableName::parse(&config.history_table)?;
+        // The runtime's other tables are named after the history table: a name whose derived
+        // names pass 63 bytes is refused here, not at the first backfill of a deploy.
+        state::backfill_progress::BackfillProgressTable::for_history(&table)?;
+        state::partial::PartialRunTable::for_history(&table)?;
+        state::flags::FlagStore::for_history_table(&table)?;
         if let Some(m) = migrations
             .iter()
             .find(|m| i64::try_from(m.version).is_err())

@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use super::file_name::is_sql_like;
+use crate::diagnostic::{Diagnostic, codes};
 
 /// A `.sql` file as read from disk.
 #[derive(Debug, Clone)]
@@ -15,29 +16,61 @@ pub struct SourceFile {
     pub bytes: Vec<u8>,
 }
 
+/// What [`read_dir`] found: the files it read, and an error for every `.sql` entry that is
+/// not a readable file.
+#[derive(Debug, Clone, Default)]
+pub struct FolderContents {
+    /// Sorted by file name.
+    pub files: Vec<SourceFile>,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
 /// Reads every `.sql` file of `dir` (not recursively), whatever the case of the extension
 /// (see [`is_sql_like`]). `display_dir` prefixes the paths shown in diagnostics. Other files
 /// are ignored.
-pub fn read_dir(dir: &Path, display_dir: &str) -> Result<Vec<SourceFile>, std::io::Error> {
-    let mut files = Vec::new();
+///
+/// Symlinks are followed: a link to a file is read as that file (its bytes are what is
+/// linted, checksummed and applied, as `include_bytes!` reads them in the macro). A `.sql`
+/// entry that is no file once links are followed (a directory, a dangling link, a pipe, a
+/// device) is an error naming it: skipping it would drop a migration without a word, and
+/// reading a pipe or a device could wait or grow forever.
+pub fn read_dir(dir: &Path, display_dir: &str) -> Result<FolderContents, std::io::Error> {
+    let mut contents = FolderContents::default();
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
-        if !entry.file_type()?.is_file() {
-            continue;
-        }
         let file_name = entry.file_name().to_string_lossy().into_owned();
         if !is_sql_like(&file_name) {
             continue;
         }
-        let bytes = std::fs::read(entry.path())?;
-        files.push(SourceFile {
-            display_path: display_join(display_dir, &file_name),
-            file_name,
-            bytes,
-        });
+        let display_path = display_join(display_dir, &file_name);
+        let path = entry.path();
+        let problem = match std::fs::metadata(&path) {
+            Ok(metadata) if metadata.is_file() => match std::fs::read(&path) {
+                Ok(bytes) => {
+                    contents.files.push(SourceFile {
+                        display_path,
+                        file_name,
+                        bytes,
+                    });
+                    continue;
+                }
+                Err(error) => format!("cannot read `{file_name}`: {error}"),
+            },
+            Ok(metadata) if metadata.is_dir() => {
+                format!("`{file_name}` is a directory, not a migration file")
+            }
+            Ok(_) => format!("`{file_name}` is not a regular file (a device, a pipe or a socket)"),
+            Err(error) => format!("cannot read `{file_name}`: {error}"),
+        };
+        contents.diagnostics.push(
+            Diagnostic::error(display_path, 1, 1, codes::IO, problem).with_help(
+                "a migration is a regular file (or a symlink to one) named \
+                 `<version>_<name>[.<phase>].sql`; rename or remove this entry",
+            ),
+        );
     }
-    files.sort_by(|a, b| a.file_name.cmp(&b.file_name));
-    Ok(files)
+    contents.files.sort_by(|a, b| a.file_name.cmp(&b.file_name));
+    Ok(contents)
 }
 
 /// `dir/file_name` as diagnostics show it; a file of `.` or of no dir shows its bare name.
@@ -77,11 +110,12 @@ mod tests {
         }
         let read: Vec<String> = read_dir(dir, "m")
             .unwrap()
+            .files
             .into_iter()
             .map(|f| f.file_name)
             .collect();
         assert_eq!(read, ["0001_a.sql", "0002_b.SQL", "0003_c.Sql"]);
-        let set = load_files(&read_dir(dir, "m").unwrap(), &any_rule);
+        let set = load_files(&read_dir(dir, "m").unwrap().files, &any_rule);
         let problems: Vec<(&str, &str, &str)> = set
             .diagnostics
             .iter()

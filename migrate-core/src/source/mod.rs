@@ -20,5 +20,5 @@ mod testing;
 pub use directive::Allow;
 pub use file::{NEW_FILE_PLACEHOLDER, ParsedFile, SectionKind, StatementSource, parse_file};
 pub use file_name::{is_sql_like, parse_file_name};
-pub use folder::{SourceFile, display_join, read_dir};
+pub use folder::{FolderContents, SourceFile, display_join, read_dir};
 pub use set::{LoadedSet, load_files};

@@ -1,0 +1,1 @@
+CREATE TABLE IF NOT EXISTS "open (id bigint);

@@ -1,0 +1,1 @@
+﻿CREATE TABLE IF NOT EXISTS bom_t (id bigint PRIMARY KEY);
