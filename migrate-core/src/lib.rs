@@ -66,7 +66,10 @@ pub mod migration;
 
 // Reading SQL is implementation: the passes built on it use it, nothing outside this crate.
 pub(crate) mod classify;
-pub(crate) mod splitter;
+// Public only for the property tests (migrate-core/tests/properties.rs) and the fuzz targets
+// (fuzz/): not a stable API.
+#[doc(hidden)]
+pub mod splitter;
 pub(crate) mod sql;
 
 // Not a stable API: public only because the runtime's backfill docs link to it; make it

@@ -441,9 +441,8 @@ fn make_statement(tokens: &[Token], first: usize, last: usize) -> RawStatement {
     }
 }
 
-/// The statement texts of `source`, for the tests below.
-#[cfg(test)]
-fn statement_texts(source: &str) -> Result<Vec<&str>, LexError> {
+/// The statement texts of `source`, for tests and tools.
+pub fn statement_texts(source: &str) -> Result<Vec<&str>, LexError> {
     let tokens = tokenize(source)?;
     Ok(split(source, &tokens)
         .into_iter()
