@@ -255,3 +255,118 @@ fn a_terminated_session_and_a_stalled_server_mid_run() {
     history_matches_schema(&cluster, &db, "stalled");
     converge(&cluster, &db, dir.path(), &expected, "stalled");
 }
+
+/// A TCP proxy in front of the server that can stop forwarding (both directions) while
+/// keeping every connection open: a network path that silently drops traffic.
+struct StallingProxy {
+    port: u16,
+    stalled: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl StallingProxy {
+    fn start(target_port: u16) -> StallingProxy {
+        use std::io::{Read, Write};
+        use std::net::{TcpListener, TcpStream};
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stalled = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stalled);
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                let Ok(server) = TcpStream::connect(("127.0.0.1", target_port)) else {
+                    continue;
+                };
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    let flag = Arc::clone(&flag);
+                    std::thread::spawn(move || {
+                        let mut buffer = [0u8; 16 * 1024];
+                        loop {
+                            let Ok(read) = from.read(&mut buffer) else {
+                                return;
+                            };
+                            if read == 0 {
+                                let _ = to.shutdown(std::net::Shutdown::Write);
+                                return;
+                            }
+                            // Stalled: hold the bytes forever (the connection stays open).
+                            while flag.load(Ordering::Relaxed) {
+                                std::thread::park_timeout(Duration::from_millis(50));
+                            }
+                            if to.write_all(&buffer[..read]).is_err() {
+                                return;
+                            }
+                        }
+                    });
+                }
+            }
+        });
+        StallingProxy { port, stalled }
+    }
+
+    fn stall(&self) {
+        self.stalled
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+#[test]
+fn a_network_path_that_stops_forwarding_mid_run() {
+    let cluster = ScratchCluster::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write_fault_set(dir.path());
+    let clean = cluster.create_database().unwrap();
+    assert!(
+        migrate_up(&clean, dir.path(), &[])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let expected = schema_of(&cluster, &clean);
+
+    let db = cluster.create_database().unwrap();
+    let proxy = StallingProxy::start(cluster.port());
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin("migrate"))
+        .arg("--dir")
+        .arg(dir.path())
+        .args([
+            "up",
+            "--network-timeout",
+            "2s",
+            "--statement-timeout",
+            "3s",
+            "--database-url",
+        ])
+        .arg(format!(
+            "postgres://postgres@127.0.0.1:{}/{}?sslmode=disable&connect_timeout=5",
+            proxy.port,
+            db.name()
+        ))
+        .env_remove("DATABASE_URL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_backfill(&cluster, &db, &mut child);
+    proxy.stall();
+    let output = finish(child, Duration::from_secs(20), "stalled network");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("no answer from PostgreSQL within"),
+        "{stderr}"
+    );
+    // The server still has the session (it saw nothing wrong); ending it frees its lock.
+    psql(
+        &cluster,
+        &db,
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE application_name = 'migrate' AND datname = current_database()",
+    );
+    history_matches_schema(&cluster, &db, "stalled network");
+    converge(&cluster, &db, dir.path(), &expected, "stalled network");
+}
