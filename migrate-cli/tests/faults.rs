@@ -66,6 +66,23 @@ fn wait_for_backfill(cluster: &ScratchCluster, db: &ScratchDatabase, child: &mut
     }
 }
 
+/// A cluster of the test's own, the fault set in a folder, and the schema a clean run of it
+/// gives (what every rerun must converge to).
+fn fault_cluster() -> (ScratchCluster, tempfile::TempDir, String) {
+    let cluster = ScratchCluster::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write_fault_set(dir.path());
+    let clean = cluster.create_database().unwrap();
+    assert!(
+        migrate_up(&clean, dir.path(), &[])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let expected = schema_of(&cluster, &clean);
+    (cluster, dir, expected)
+}
+
 /// What the history says is applied really is: every recorded migration's effect exists.
 fn history_matches_schema(cluster: &ScratchCluster, db: &ScratchDatabase, context: &str) {
     let recorded = psql(
@@ -144,17 +161,7 @@ fn finish(child: Child, within: Duration, context: &str) -> Output {
 
 #[test]
 fn a_server_stopped_and_started_again_mid_run() {
-    let cluster = ScratchCluster::start().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    write_fault_set(dir.path());
-    let clean = cluster.create_database().unwrap();
-    assert!(
-        migrate_up(&clean, dir.path(), &[])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let expected = schema_of(&cluster, &clean);
+    let (cluster, dir, expected) = fault_cluster();
 
     for immediate in [false, true] {
         let context = if immediate {
@@ -186,17 +193,7 @@ fn a_server_stopped_and_started_again_mid_run() {
 
 #[test]
 fn a_terminated_session_and_a_stalled_server_mid_run() {
-    let cluster = ScratchCluster::start().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    write_fault_set(dir.path());
-    let clean = cluster.create_database().unwrap();
-    assert!(
-        migrate_up(&clean, dir.path(), &[])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let expected = schema_of(&cluster, &clean);
+    let (cluster, dir, expected) = fault_cluster();
 
     // pg_terminate_backend on the migration session.
     let db = cluster.create_database().unwrap();
@@ -317,17 +314,7 @@ impl StallingProxy {
 
 #[test]
 fn a_network_path_that_stops_forwarding_mid_run() {
-    let cluster = ScratchCluster::start().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    write_fault_set(dir.path());
-    let clean = cluster.create_database().unwrap();
-    assert!(
-        migrate_up(&clean, dir.path(), &[])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let expected = schema_of(&cluster, &clean);
+    let (cluster, dir, expected) = fault_cluster();
 
     let db = cluster.create_database().unwrap();
     let proxy = StallingProxy::start(cluster.port());

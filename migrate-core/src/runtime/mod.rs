@@ -377,26 +377,10 @@ impl<'m> Migrator<'m> {
     ) -> Result<(), RuntimeError> {
         let rows = self.read_history(client).await?;
         let pending = self.pending(&rows, target)?;
-        let gate_settings = gates::GateSettings {
-            stabilisation: self.config.contract_stabilisation,
-            max_replica_lag: self.config.max_replica_lag,
-        };
         let mut planned = BTreeSet::new();
         for m in pending {
             if m.phase == Phase::Contract {
-                deadline::within(
-                    self.gate_limit(),
-                    "checking the contract gates",
-                    gates::check(
-                        client,
-                        &self.history,
-                        self.migrations,
-                        m,
-                        &gate_settings,
-                        &planned,
-                    ),
-                )
-                .await??;
+                self.check_gates(client, m, &planned).await?;
             }
             planned.insert(m.version);
             plan.migrations.push(planned_migration(m));
@@ -543,10 +527,6 @@ impl<'m> Migrator<'m> {
             .await?;
         let with_duration = self.prepare(client, self.history.insert_sql()).await?;
         let settings = self.settings();
-        let gate_settings = gates::GateSettings {
-            stabilisation: self.config.contract_stabilisation,
-            max_replica_lag: self.config.max_replica_lag,
-        };
         let total = pending.len();
         for (index, m) in pending.into_iter().enumerate() {
             self.report_progress(ProgressEvent::Starting {
@@ -558,21 +538,7 @@ impl<'m> Migrator<'m> {
             let guard = if m.phase == Phase::Contract {
                 // Before any statement of the contract: a refusal leaves it untouched and
                 // the migrations applied so far in this run applied.
-                Some(
-                    deadline::within(
-                        self.gate_limit(),
-                        "checking the contract gates",
-                        gates::check(
-                            client,
-                            &self.history,
-                            self.migrations,
-                            m,
-                            &gate_settings,
-                            &BTreeSet::new(),
-                        ),
-                    )
-                    .await??,
-                )
+                Some(self.check_gates(client, m, &BTreeSet::new()).await?)
             } else {
                 None
             };
@@ -717,14 +683,37 @@ impl<'m> Migrator<'m> {
         .await?
     }
 
-    /// The gates wait for replicas up to `max_replica_lag` and count rows under
-    /// `statement_timeout`.
-    fn gate_limit(&self) -> Option<Duration> {
+    /// The gates of `contract` (see [`gates`]), bounded: they wait for replicas up to
+    /// `max_replica_lag` and count rows under `statement_timeout`. `planned`: versions a dry
+    /// run counts as applied before the contract.
+    async fn check_gates(
+        &self,
+        client: &Client,
+        contract: &Migration,
+        planned: &BTreeSet<u64>,
+    ) -> Result<gates::RowsGuard, RuntimeError> {
+        let settings = gates::GateSettings {
+            stabilisation: self.config.contract_stabilisation,
+            max_replica_lag: self.config.max_replica_lag,
+        };
         let limits = self.config.limits();
         let replicas = self.config.max_replica_lag.unwrap_or(Duration::ZERO);
-        limits
+        let limit = limits
             .statement
-            .map(|statement| statement.saturating_mul(4) + replicas + limits.own)
+            .map(|statement| statement.saturating_mul(4) + replicas + limits.own);
+        deadline::within(
+            limit,
+            "checking the contract gates",
+            gates::check(
+                client,
+                &self.history,
+                self.migrations,
+                contract,
+                &settings,
+                planned,
+            ),
+        )
+        .await?
     }
 
     /// The migrations `down(to)` reverts, newest first, with their down parts; refuses as

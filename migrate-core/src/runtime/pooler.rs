@@ -40,14 +40,6 @@ const ROUNDS: usize = 10;
 /// transaction open: a direct server answers in milliseconds.
 const ANSWER_WITHIN: std::time::Duration = std::time::Duration::from_secs(2);
 
-async fn pid(client: &Client, sql: &str) -> Result<Option<i32>, tokio_postgres::Error> {
-    let messages = client.simple_query(sql).await?;
-    Ok(messages.iter().find_map(|message| match message {
-        SimpleQueryMessage::Row(row) => row.get(0).and_then(|pid| pid.parse().ok()),
-        _ => None,
-    }))
-}
-
 /// See the module docs. A probe connection that cannot be opened (e.g. no connection slot
 /// left) skips the two-client part with a warning; the single-client part still runs.
 pub(crate) async fn refuse_transaction_pooling(
@@ -55,7 +47,7 @@ pub(crate) async fn refuse_transaction_pooling(
     options: &ConnectOptions,
 ) -> Result<(), ConnectError> {
     let to_error = |error| ConnectError::Connect { error };
-    let first = pid(client, "SELECT pg_backend_pid()")
+    let (_, first) = read(client, "SELECT NULL, pg_backend_pid()")
         .await
         .map_err(to_error)?;
     let mut probe_options = options.clone();

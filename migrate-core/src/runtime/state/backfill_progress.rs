@@ -7,7 +7,7 @@ use std::time::SystemTime;
 use tokio_postgres::Client;
 use tokio_postgres::error::SqlState;
 
-use super::history::{TableName, is_identifier};
+use super::history::TableName;
 use crate::runtime::error::RuntimeError;
 
 /// The table's validated, quoted name.
@@ -48,16 +48,10 @@ fn missing_table(error: &tokio_postgres::Error) -> bool {
 impl BackfillProgressTable {
     /// Derived from the history table's validated name, so it needs no quoting care.
     pub fn for_history(history: &TableName) -> Result<BackfillProgressTable, RuntimeError> {
-        let name = TableName {
-            schema: history.schema.clone(),
-            name: format!("{}_backfill", history.name),
-        };
-        if !is_identifier(&name.name) {
-            return Err(RuntimeError::InvalidIdentifier {
-                what: "backfill progress table name (history table name + \"_backfill\")",
-                value: name.name,
-            });
-        }
+        let name = history.sibling(
+            "_backfill",
+            "backfill progress table name (history table name + \"_backfill\")",
+        )?;
         Ok(BackfillProgressTable {
             quoted: name.quoted(),
         })

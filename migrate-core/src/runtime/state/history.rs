@@ -57,6 +57,24 @@ impl TableName {
         }
     }
 
+    /// The state table beside this history table: same schema, name + `suffix`
+    /// (`_backfill`, `_partial`). `what` names it in the error when the longer name is no
+    /// longer a valid identifier (over 63 bytes).
+    pub(crate) fn sibling(
+        &self,
+        suffix: &str,
+        what: &'static str,
+    ) -> Result<TableName, RuntimeError> {
+        let name = format!("{}{suffix}", self.name);
+        if !is_identifier(&name) {
+            return Err(RuntimeError::InvalidIdentifier { what, value: name });
+        }
+        Ok(TableName {
+            schema: self.schema.clone(),
+            name,
+        })
+    }
+
     /// `"schema"."name"`. Identifiers are validated, so no `"` needs escaping.
     pub fn quoted(&self) -> String {
         match &self.schema {

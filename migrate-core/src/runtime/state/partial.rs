@@ -13,7 +13,7 @@ use std::time::SystemTime;
 use tokio_postgres::Client;
 use tokio_postgres::error::SqlState;
 
-use super::history::{TableName, is_identifier};
+use super::history::TableName;
 use crate::runtime::error::RuntimeError;
 
 /// The table's validated, quoted name.
@@ -38,16 +38,10 @@ pub(crate) struct PartialRun {
 impl PartialRunTable {
     /// Derived from the history table's validated name.
     pub fn for_history(history: &TableName) -> Result<PartialRunTable, RuntimeError> {
-        let name = TableName {
-            schema: history.schema.clone(),
-            name: format!("{}_partial", history.name),
-        };
-        if !is_identifier(&name.name) {
-            return Err(RuntimeError::InvalidIdentifier {
-                what: "partial-run table name (history table name + \"_partial\")",
-                value: name.name,
-            });
-        }
+        let name = history.sibling(
+            "_partial",
+            "partial-run table name (history table name + \"_partial\")",
+        )?;
         Ok(PartialRunTable {
             quoted: name.quoted(),
         })
