@@ -22,6 +22,20 @@ pub struct LockHolder {
     pub state: Option<String>,
 }
 
+impl LockHolder {
+    /// From a row of `pid, application_name, backend_start::text, xact_start::text, state`
+    /// (`pg_stat_activity`), the columns both holder queries select.
+    pub(crate) fn from_row(row: &tokio_postgres::Row) -> LockHolder {
+        LockHolder {
+            pid: row.get(0),
+            application_name: row.get(1),
+            backend_start: row.get(2),
+            xact_start: row.get(3),
+            state: row.get(4),
+        }
+    }
+}
+
 impl fmt::Display for LockHolder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(

@@ -261,36 +261,22 @@ pub(crate) async fn name_blockers(
         .map(|lock| lock.table)
         .collect();
     if !tables.is_empty() {
+        // Oldest transaction first: the likeliest culprit.
         let rows = client
             .query(
-                "SELECT DISTINCT ON (a.pid) a.pid, coalesce(a.application_name, ''), \
-                        a.backend_start::text, a.xact_start::text, a.state, a.xact_start \
-                 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
-                 WHERE l.locktype = 'relation' AND l.granted AND l.pid <> pg_backend_pid() \
-                   AND l.relation IN (SELECT to_regclass(t) FROM unnest($1::text[]) t) \
-                 ORDER BY a.pid",
+                "SELECT a.pid, coalesce(a.application_name, ''), a.backend_start::text, \
+                        a.xact_start::text, a.state \
+                 FROM pg_stat_activity a \
+                 WHERE a.pid <> pg_backend_pid() AND a.pid IN ( \
+                     SELECT l.pid FROM pg_locks l \
+                     WHERE l.locktype = 'relation' AND l.granted \
+                       AND l.relation IN (SELECT to_regclass(t) FROM unnest($1::text[]) t)) \
+                 ORDER BY a.xact_start NULLS LAST LIMIT 3",
                 &[&tables],
             )
             .await;
         if let Ok(rows) = rows {
-            let mut found: Vec<(Option<std::time::SystemTime>, LockHolder)> = rows
-                .iter()
-                .map(|row| {
-                    (
-                        row.get(5),
-                        LockHolder {
-                            pid: row.get(0),
-                            application_name: row.get(1),
-                            backend_start: row.get(2),
-                            xact_start: row.get(3),
-                            state: row.get(4),
-                        },
-                    )
-                })
-                .collect();
-            // Oldest transaction first: the likeliest culprit.
-            found.sort_by_key(|(started, _)| started.unwrap_or(std::time::SystemTime::now()));
-            blockers.extend(found.into_iter().take(3).map(|(_, holder)| holder));
+            blockers.extend(rows.iter().map(LockHolder::from_row));
         }
     }
     RuntimeError::LockRetriesExhausted {

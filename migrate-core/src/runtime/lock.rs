@@ -123,15 +123,7 @@ async fn lock_holder(client: &Client, key: i64) -> Result<Option<Box<LockHolder>
         .map_err(RuntimeError::database(
             "finding the holder of the migration lock",
         ))?;
-    Ok(row.map(|row| {
-        Box::new(LockHolder {
-            pid: row.get(0),
-            application_name: row.get(1),
-            backend_start: row.get(2),
-            xact_start: row.get(3),
-            state: row.get(4),
-        })
-    }))
+    Ok(row.map(|row| Box::new(LockHolder::from_row(&row))))
 }
 
 #[cfg(test)]
