@@ -73,11 +73,6 @@ pub enum CliError {
     /// `new` would overwrite this file.
     #[error("{0} already exists; `new` never overwrites a file")]
     FileExists(String),
-
-    /// `pg_dump` failed during `check`.
-    #[cfg(feature = "check")]
-    #[error("{0}")]
-    Dump(String),
 }
 
 fn suggestion_text(suggestion: &Option<&'static str>) -> String {

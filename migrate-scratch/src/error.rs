@@ -73,6 +73,23 @@ pub enum ScratchError {
     #[error("generating the TLS certificate: {0}")]
     Certificate(#[from] rcgen::Error),
 
+    /// A client program (`pg_dump`) could not be started: not installed where looked for.
+    #[error(
+        "{} not found; install the PostgreSQL client programs (Debian: apt-get install \
+         postgresql-client) or set {PG_BIN_ENV} to the folder holding them",
+        .program.display()
+    )]
+    ProgramMissing {
+        /// The program as it was run.
+        program: PathBuf,
+    },
+    /// A SQL script (a dump) did not load into a scratch database; nothing of it was kept.
+    #[error("the dump does not load into an empty database (nothing was kept): {output}")]
+    LoadFailed {
+        /// psql's error output.
+        output: String,
+    },
+
     /// The PgBouncer binary is not installed.
     #[error(
         "pgbouncer not found (looked in PATH and /usr/sbin); install it (Debian: apt-get install \

@@ -16,6 +16,7 @@
 mod binaries;
 mod cluster;
 mod database;
+mod dump;
 mod error;
 mod pooler;
 mod process;
@@ -25,6 +26,7 @@ mod tls;
 pub use binaries::{PG_BIN_ENV, PgBinaries};
 pub use cluster::{SUPERUSER, ScratchCluster};
 pub use database::ScratchDatabase;
+pub use dump::{DumpSource, PgDump, without_restrict_lines};
 pub use error::ScratchError;
 pub use pooler::{PoolMode, ScratchPooler};
 pub use process::PG_USER_ENV;

@@ -2,19 +2,19 @@
 //! the schema the migration found, and that the set applies again after the down walk.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use migrate_core::Migrations;
 use migrate_core::runtime::state::backfill_progress::BackfillProgressTable;
 use migrate_core::runtime::state::flags::FlagStore;
+use migrate_core::runtime::state::partial::PartialRunTable;
 use migrate_core::runtime::{Migrator, MigratorConfig, TableName, UpTo};
-use migrate_scratch::{SUPERUSER, ScratchCluster, ScratchDatabase};
+use migrate_scratch::{ScratchCluster, ScratchDatabase};
 use serde_json::json;
 
 use crate::diff::line_diff;
-use crate::error::{CliError, Outcome};
+use crate::error::Outcome;
 use crate::output::{self, Style};
 use crate::{Context, block_on};
 
@@ -235,67 +235,27 @@ fn walk(
     })?
 }
 
-/// `pg_dump --schema-only` of the scratch database without the runtime's state tables, with the
-/// lines that differ between two dumps of the same schema removed.
+/// `pg_dump --schema-only` of the scratch database without the runtime's state tables.
 fn schema_dump(
     cluster: &ScratchCluster,
     database: &ScratchDatabase,
     history: &TableName,
 ) -> anyhow::Result<String> {
-    let mut command = Command::new(cluster.binaries().program("pg_dump"));
-    command.arg("--schema-only");
-    // The runtime's own state tables (history, backfill progress, flags, partial runs) are not the schema
-    // under test: the backfill progress table, for one, appears with the first backfill.
-    let state_tables = [
+    Ok(cluster.schema_of(database, &state_tables(history)?)?)
+}
+
+/// The runtime's own state tables (history, backfill progress, flags, partial runs), quoted:
+/// not the schema under test (the backfill progress table, for one, appears with the first
+/// backfill).
+pub(crate) fn state_tables(history: &TableName) -> anyhow::Result<Vec<String>> {
+    Ok(vec![
         history.quoted(),
         BackfillProgressTable::for_history(history)?
             .quoted()
             .to_owned(),
         FlagStore::for_history_table(history)?.table().quoted(),
-        migrate_core::runtime::state::partial::PartialRunTable::for_history(history)?
-            .quoted()
-            .to_owned(),
-    ];
-    for state_table in state_tables {
-        command.arg("--exclude-table").arg(state_table);
-    }
-    command
-        .args([
-            "-h",
-            database.host(),
-            "-U",
-            SUPERUSER,
-            "-d",
-            database.name(),
-        ])
-        .arg("-p")
-        .arg(database.port().to_string());
-    // The user's PG* settings must not redirect the dump to another server.
-    for (key, _) in std::env::vars_os() {
-        if key.to_str().is_some_and(|k| k.starts_with("PG")) {
-            command.env_remove(key);
-        }
-    }
-    command.env("PGSSLMODE", "disable");
-    let output = command.output().map_err(|source| CliError::Io {
-        what: "running pg_dump".into(),
-        source,
-    })?;
-    if !output.status.success() {
-        return Err(CliError::Dump(format!(
-            "pg_dump failed ({}): {}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        ))
-        .into());
-    }
-    let text = String::from_utf8_lossy(&output.stdout);
-    // `\restrict <random key>` (pg_dump 17.6, 16.10, 15.14 and later) differs on every run.
-    Ok(text
-        .lines()
-        .filter(|line| !line.starts_with("\\restrict") && !line.starts_with("\\unrestrict"))
-        .collect::<Vec<_>>()
-        .join("\n"))
+        PartialRunTable::for_history(history)?.quoted().to_owned(),
+    ])
 }
 
 fn print(

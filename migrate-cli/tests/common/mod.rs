@@ -147,36 +147,7 @@ pub fn write_fault_set(dir: &Path) {
 
 /// `pg_dump --schema-only` of a database without the runtime's own tables.
 pub fn schema_of(cluster: &migrate_scratch::ScratchCluster, db: &ScratchDatabase) -> String {
-    let output = std::process::Command::new(cluster.binaries().program("pg_dump"))
-        .args([
-            "--schema-only",
-            "--no-owner",
-            "--exclude-table=public.schema_migrations*",
-        ])
-        .args([
-            "-h",
-            db.host(),
-            "-p",
-            &db.port().to_string(),
-            "-U",
-            "postgres",
-        ])
-        .arg(db.name())
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout)
-        .unwrap()
-        .lines()
-        .filter(|line| {
-            !line.starts_with("-- Dumped")
-                && !line.starts_with("\\restrict")
-                && !line.starts_with("\\unrestrict")
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
+    cluster
+        .schema_of(db, &["public.schema_migrations*".to_owned()])
+        .expect("pg_dump")
 }
