@@ -13,8 +13,8 @@ GRANT SELECT ON orders TO app_reader;
 INSERT INTO orders VALUES (1, 10), (2, 20);";
 
 #[test]
-fn a_schema_with_its_roles_loads_into_another_cluster_and_dumps_the_same() -> Result<(), ScratchError>
-{
+fn a_schema_with_its_roles_loads_into_another_cluster_and_dumps_the_same()
+-> Result<(), ScratchError> {
     let source_cluster = ScratchCluster::start()?;
     let source = source_cluster.create_database()?;
     source_cluster.psql(source.name(), SCHEMA)?;
@@ -95,7 +95,10 @@ fn a_missing_pg_dump_and_a_wrong_password_are_clear_errors() -> Result<(), Scrat
     let text = refused.to_string();
     assert!(text.contains("password authentication failed"), "{text}");
     assert!(!text.contains("wrong-s3cret"), "{text}");
-    assert!(text.contains(&format!("dumper@127.0.0.1:{}", cluster.port())), "{text}");
+    assert!(
+        text.contains(&format!("dumper@127.0.0.1:{}", cluster.port())),
+        "{text}"
+    );
     Ok(())
 }
 
