@@ -88,6 +88,58 @@ impl<'a> Words<'a> {
     pub fn len(&self) -> usize {
         self.iter().count()
     }
+
+    /// True when there is no token but comments.
+    pub fn is_empty(&self) -> bool {
+        self.iter().next().is_none()
+    }
+
+    /// The text from the first token to the last, comments between them included.
+    pub fn span_text(&self) -> &'a str {
+        let mut tokens = self.iter();
+        match (tokens.next(), tokens.last()) {
+            (Some(first), Some(last)) => &self.source[first.range.start..last.range.end],
+            (Some(only), None) => only.text(self.source),
+            _ => "",
+        }
+    }
+
+    /// The tokens from the `from`-th on, cut at every `,` outside parentheses and brackets:
+    /// the actions of an `ALTER TABLE`. Strings, dollar quotes and quoted identifiers are one
+    /// token each, so their commas never cut. Empty items are dropped.
+    pub fn split_commas(&self, from: usize) -> Vec<Words<'a>> {
+        let mut items = Vec::new();
+        let mut depth = 0i32;
+        let mut seen = 0;
+        let mut start = None;
+        for (index, token) in self.tokens.iter().enumerate() {
+            if token.is_comment() {
+                continue;
+            }
+            seen += 1;
+            if seen <= from {
+                continue;
+            }
+            let start_index = *start.get_or_insert(index);
+            if token.kind != TokenKind::Punct {
+                continue;
+            }
+            match token.text(self.source) {
+                "(" | "[" => depth += 1,
+                ")" | "]" => depth -= 1,
+                "," if depth == 0 => {
+                    items.push(Words::new(self.source, &self.tokens[start_index..index]));
+                    start = Some(index + 1);
+                }
+                _ => {}
+            }
+        }
+        if let Some(start_index) = start {
+            items.push(Words::new(self.source, &self.tokens[start_index..]));
+        }
+        items.retain(|item| !item.is_empty());
+        items
+    }
 }
 
 /// True when PostgreSQL refuses to run the statement inside a transaction block, so its
@@ -222,6 +274,10 @@ pub fn fallback(words: &Words<'_>) -> Option<Fallback> {
             "CREATE FUNCTION",
         ),
         (&["CREATE", "PROCEDURE"][..], "CREATE PROCEDURE"),
+        (&["CREATE", "PUBLICATION"][..], "CREATE PUBLICATION"),
+        (&["ALTER", "PUBLICATION"][..], "ALTER PUBLICATION"),
+        (&["SECURITY", "LABEL"][..], "SECURITY LABEL"),
+        (&["CREATE", "CAST"][..], "CREATE CAST"),
         (
             &["CREATE", "OR", "REPLACE", "PROCEDURE"][..],
             "CREATE PROCEDURE",
@@ -232,22 +288,8 @@ pub fn fallback(words: &Words<'_>) -> Option<Fallback> {
             return Some(Fallback::Benign(name));
         }
     }
-    if words.starts_with(&["ALTER", "TABLE"]) {
-        // Forms sqlparser lacks but that take only a brief lock or none: statistics targets,
-        // per-column options, constraint deferrability.
-        let benign_alter = words.contains_pair("SET", "STATISTICS")
-            || (words.contains("ALTER")
-                && words.contains("CONSTRAINT")
-                && words.contains("DEFERRABLE"))
-            || (words.contains("ALTER")
-                && words.contains("COLUMN")
-                && words.contains_pair("SET", "("));
-        if benign_alter {
-            return Some(Fallback::Benign(
-                "ALTER TABLE (statistics, column options, deferrability)",
-            ));
-        }
-    }
+    // An `ALTER TABLE` is never judged whole from its keywords: one harmless action must not
+    // hide a dangerous one beside it. `sql::read_statement` reads it action by action.
     None
 }
 

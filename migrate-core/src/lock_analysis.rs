@@ -19,7 +19,7 @@ use sqlparser::ast::{
 
 use crate::classify::{self, Fallback, Words};
 use crate::splitter;
-use crate::sql::{parse_statement, volatile_function};
+use crate::sql::{ActionKind, ReadStatement, SplitAlter, read_statement, volatile_function};
 
 /// PostgreSQL's table-level lock modes, weakest first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
@@ -259,19 +259,60 @@ pub fn analyze_sql(sql: &str) -> LockAnalysis {
         return LockAnalysis::unknown();
     };
     let words = Words::new(sql, &tokens);
-    let parsed = parse_statement(sql).ok();
-    analyze(parsed.as_ref(), &words)
+    analyze(&read_statement(sql, &words), &words)
 }
 
 /// Analyses a statement from its AST (when sqlparser parsed it) and its tokens. The tokens
-/// decide for the kinds sqlparser fails on or misreads (see [`classify::fallback`]).
-pub(crate) fn analyze(ast: Option<&Statement>, words: &Words<'_>) -> LockAnalysis {
+/// decide for the kinds sqlparser fails on or misreads (see [`classify::fallback`]), and for
+/// the actions of an `ALTER TABLE` it could not parse.
+pub(crate) fn analyze(read: &ReadStatement, words: &Words<'_>) -> LockAnalysis {
     // sqlparser reads `DROP INDEX CONCURRENTLY idx` as an index named "concurrently".
     let trust_ast = !words.starts_with(&["DROP", "INDEX"]);
-    match ast {
-        Some(statement) if trust_ast => from_ast(statement, words),
+    let mut analysis = match (&read.ast, &read.split_alter) {
+        (Some(statement), _) if trust_ast => from_ast(statement, words),
+        (None, Some(_)) => LockAnalysis::new(),
         _ => from_tokens(words),
+    };
+    if let Some(split) = &read.split_alter {
+        unparsed_actions(split, &mut analysis);
     }
+    analysis
+}
+
+/// The locks of `ALTER TABLE` actions sqlparser could not parse, read in `pg_locks` on
+/// PostgreSQL 15. An action nobody recognised gets ALTER TABLE's default, ACCESS EXCLUSIVE
+/// ("unless noted otherwise" in the docs), and says its table work is unknown.
+fn unparsed_actions(split: &SplitAlter, analysis: &mut LockAnalysis) {
+    use LockMode::*;
+    for action in &split.unparsed {
+        let (mode, work) = match &action.kind {
+            ActionKind::AddNotNull { not_valid, .. } => {
+                if *not_valid {
+                    (AccessExclusive, TableWork::None)
+                } else {
+                    analysis.add_note("a NOT NULL constraint scans the table unless NOT VALID");
+                    (AccessExclusive, TableWork::Scan)
+                }
+            }
+            ActionKind::AlterConstraint | ActionKind::ColumnCatalog => {
+                (AccessExclusive, TableWork::None)
+            }
+            ActionKind::PlannerSetting => (ShareUpdateExclusive, TableWork::None),
+            ActionKind::Unknown => {
+                analysis.add_note(format!(
+                    "`{}` not read: ACCESS EXCLUSIVE assumed, table work unknown",
+                    action.text
+                ));
+                (AccessExclusive, TableWork::None)
+            }
+        };
+        analysis.add(split.table.clone(), mode);
+        analysis.work = analysis.work.max(work);
+    }
+    let table = split.table.clone();
+    analysis
+        .locks
+        .sort_by_key(|lock| (lock.table != table, lock.table.clone()));
 }
 
 fn name(object: &ObjectName) -> String {
@@ -899,6 +940,40 @@ mod tests {
         );
         assert_eq!(analysis.strongest(), Some(AccessExclusive));
         assert_eq!(analysis.work, TableWork::Rewrite);
+    }
+
+    /// Checked on PostgreSQL 15 in `pg_locks`: ALTER CONSTRAINT, SET STORAGE and SET
+    /// COMPRESSION take ACCESS EXCLUSIVE, SET STATISTICS and CLUSTER ON SHARE UPDATE EXCLUSIVE.
+    #[test]
+    fn actions_sqlparser_cannot_parse_keep_their_locks() {
+        let hidden = analysis(
+            "ALTER TABLE public.t ALTER CONSTRAINT fk NOT DEFERRABLE, ALTER COLUMN c SET NOT NULL",
+        );
+        assert_eq!(
+            (hidden.locks.clone(), hidden.work),
+            (
+                vec![TableLock {
+                    table: "public.t".into(),
+                    mode: AccessExclusive
+                }],
+                TableWork::Scan
+            )
+        );
+        assert_eq!(
+            single("ALTER TABLE t ADD CONSTRAINT n NOT NULL c"),
+            ("t".into(), AccessExclusive, TableWork::Scan)
+        );
+        assert_eq!(
+            single("ALTER TABLE t ADD CONSTRAINT n NOT NULL c NOT VALID").2,
+            TableWork::None
+        );
+        assert_eq!(
+            single("ALTER TABLE t ALTER COLUMN c SET STATISTICS DEFAULT, CLUSTER ON t_pkey"),
+            ("t".into(), ShareUpdateExclusive, TableWork::None)
+        );
+        let unknown = analysis("ALTER TABLE t SET ACCESS METHOD heap2");
+        assert_eq!(unknown.strongest(), Some(AccessExclusive));
+        assert!(unknown.note.unwrap().contains("SET ACCESS METHOD heap2"));
     }
 
     #[test]

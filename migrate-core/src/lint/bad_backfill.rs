@@ -16,7 +16,7 @@ use sqlparser::ast::{
 use crate::batch_plan::{self, BackfillPlanError};
 use crate::diagnostic::{Diagnostic, codes};
 use crate::source::{ParsedFile, SectionKind, StatementSource};
-use crate::sql::ident_key;
+use crate::sql::{ReadStatement, ident_key};
 
 const SHAPE_HELP: &str = "UPDATE <table> SET <col> = <expr> WHERE <rows not done yet>; one table, the one named by -- migrate:backfill";
 
@@ -25,7 +25,7 @@ pub(super) fn check(
     file: &ParsedFile,
     statement: &StatementSource,
     sql: &str,
-    parsed: &Result<Statement, String>,
+    read: &ReadStatement,
     diagnostics: &mut Vec<Diagnostic>,
 ) {
     let Some(spec) = &file.migration.backfill else {
@@ -44,13 +44,15 @@ pub(super) fn check(
         )
         .with_help(help)
     };
-    let planned = match parsed {
-        Ok(ast) => batch_plan::plan_parsed(ast, sql, spec, "bigint"),
-        Err(error) => Err(BackfillPlanError::NotAnUpdate(error.clone())),
+    let planned = match (&read.ast, &read.parse_error) {
+        (Some(ast), None) => batch_plan::plan_parsed(ast, sql, spec, "bigint"),
+        (_, error) => Err(BackfillPlanError::NotAnUpdate(
+            error.clone().unwrap_or_default(),
+        )),
     };
     match planned {
         Ok(_) => {
-            if let Ok(Statement::Update(update)) = parsed
+            if let Some(Statement::Update(update)) = &read.ast
                 && let Some(endless) = never_finishes(update)
             {
                 diagnostics.push(diagnostic(endless.message, endless.help));

@@ -10,14 +10,17 @@ use crate::classify::{Fallback, Words};
 use crate::lock_analysis::LockAnalysis;
 use crate::migration::{Phase, TransactionMode};
 use crate::source::SectionKind;
-use crate::sql::table_key;
+use crate::sql::{SplitAlter, table_key};
 
 /// One statement, parsed or not, with its file context.
 pub struct StatementContext<'a> {
     /// `None` when sqlparser could not parse it; see `parse_error` and `fallback`.
     pub ast: Option<&'a Statement>,
-    /// sqlparser's message when it could not parse the statement.
+    /// sqlparser's message when it could not parse the statement whole.
     pub parse_error: Option<&'a str>,
+    /// An `ALTER TABLE` sqlparser could not parse whole: `ast` then holds the actions that
+    /// parsed on their own, this the others, classified from their keywords.
+    pub split_alter: Option<&'a SplitAlter>,
     /// The statement's tokens, for facts the AST gets wrong or lacks.
     pub words: Words<'a>,
     /// Keyword-level classification of statements sqlparser cannot parse (and of every

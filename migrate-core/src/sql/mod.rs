@@ -8,10 +8,12 @@
 
 mod names;
 mod parse;
+mod statement;
 mod volatility;
 
 #[cfg(feature = "runtime")]
 pub use names::is_identifier;
 pub use names::{ident_key, table_key, table_key_of};
 pub use parse::parse_statement;
+pub use statement::{ActionKind, ReadStatement, SplitAlter, read_statement};
 pub use volatility::volatile_function;

@@ -1,0 +1,357 @@
+//! Reading one statement for the passes above: sqlparser's tree when it parses the statement,
+//! and an `ALTER TABLE` it cannot parse whole read one action at a time, so that no action is
+//! hidden behind another one sqlparser does not know (`SET NOT NULL` beside a PostgreSQL 18
+//! `ADD CONSTRAINT x NOT NULL col`).
+//!
+//! The actions are cut at the commas outside parentheses (strings and dollar quotes are single
+//! tokens); each is parsed on its own as `ALTER TABLE <name> <action>`, and what parses is
+//! gathered into one `ALTER TABLE` tree every rule reads as usual. An action that does not
+//! parse is classified from its leading keywords ([`ActionKind`]); one that is not recognised
+//! stays [`ActionKind::Unknown`], which the `unparseable` rule reports by its text.
+
+use sqlparser::ast::Statement;
+
+use super::parse::parse_statement;
+use crate::classify::{Words, normalize_identifier};
+
+/// One statement as the passes read it.
+#[derive(Debug)]
+pub struct ReadStatement {
+    /// sqlparser's tree; for an `ALTER TABLE` it could not parse whole, an `ALTER TABLE` with
+    /// the actions that parsed on their own (`None` when none did).
+    pub ast: Option<Statement>,
+    /// sqlparser's message when it could not parse the statement whole.
+    pub parse_error: Option<String>,
+    /// The `ALTER TABLE` read action by action, when sqlparser could not parse it whole.
+    pub split_alter: Option<SplitAlter>,
+}
+
+/// An `ALTER TABLE` sqlparser could not parse whole: what of it was read from keywords.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SplitAlter {
+    /// The table as written (`public.users`).
+    pub table: String,
+    /// The actions sqlparser could not parse on their own, in statement order.
+    pub unparsed: Vec<UnparsedAction>,
+}
+
+/// One action of an `ALTER TABLE` that sqlparser cannot parse.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnparsedAction {
+    /// The action as written (`ALTER CONSTRAINT fk NOT DEFERRABLE`).
+    pub text: String,
+    /// What its keywords say it is.
+    pub kind: ActionKind,
+    /// sqlparser's message for it.
+    pub parse_error: String,
+}
+
+/// The `ALTER TABLE` actions sqlparser 0.64 cannot parse that migrations use, from their
+/// keywords. Lock modes were read in `pg_locks` on PostgreSQL 15; the lock analysis holds them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ActionKind {
+    /// `ADD [CONSTRAINT name] NOT NULL column [NOT VALID]` (PostgreSQL 18): like `SET NOT
+    /// NULL`, it scans the table under ACCESS EXCLUSIVE unless `NOT VALID`.
+    AddNotNull {
+        /// The column, folded like PostgreSQL folds it.
+        column: String,
+        /// `NOT VALID` is written: no scan, a later `VALIDATE CONSTRAINT` does it.
+        not_valid: bool,
+    },
+    /// `ALTER CONSTRAINT name [NOT] DEFERRABLE | INITIALLY DEFERRED | INITIALLY IMMEDIATE |
+    /// NOT ENFORCED`: a catalog change.
+    AlterConstraint,
+    /// `ALTER [COLUMN] c SET STATISTICS ...`, `SET (...)`, `RESET (...)`, `CLUSTER ON`,
+    /// `SET WITHOUT CLUSTER`: planner settings, SHARE UPDATE EXCLUSIVE.
+    PlannerSetting,
+    /// `ALTER [COLUMN] c SET STORAGE ...`, `SET COMPRESSION ...` (for future values only),
+    /// `SET GENERATED ...`, `DROP IDENTITY`, `RESTART`: a catalog change.
+    ColumnCatalog,
+    /// Anything else: the `unparseable` rule reports it.
+    Unknown,
+}
+
+/// Reads one statement: `sql` is its text, `words` its tokens.
+pub fn read_statement(sql: &str, words: &Words<'_>) -> ReadStatement {
+    match parse_statement(sql) {
+        Ok(ast) => ReadStatement {
+            ast: Some(ast),
+            parse_error: None,
+            split_alter: None,
+        },
+        Err(error) if words.starts_with(&["ALTER", "TABLE"]) => read_by_action(words, error),
+        Err(error) => ReadStatement {
+            ast: None,
+            parse_error: Some(error),
+            split_alter: None,
+        },
+    }
+}
+
+fn read_by_action(words: &Words<'_>, parse_error: String) -> ReadStatement {
+    let unread = ReadStatement {
+        ast: None,
+        parse_error: Some(parse_error.clone()),
+        split_alter: None,
+    };
+    let Some((name_at, actions_at)) = alter_table_prefix(words) else {
+        return unread;
+    };
+    let prefix_words = (0..actions_at)
+        .filter_map(|index| words.text(index))
+        .collect::<Vec<_>>();
+    let prefix = prefix_words.join(" ");
+    let table = (name_at..actions_at)
+        .filter_map(|index| words.text(index))
+        .filter(|text| *text != "*")
+        .collect::<String>();
+    let mut ast: Option<Statement> = None;
+    let mut unparsed = Vec::new();
+    for action in words.split_commas(actions_at) {
+        let text = action.span_text();
+        match parse_statement(&format!("{prefix} {text}")) {
+            Ok(Statement::AlterTable(mut one)) => match &mut ast {
+                Some(Statement::AlterTable(all)) => all.operations.append(&mut one.operations),
+                _ => ast = Some(Statement::AlterTable(one)),
+            },
+            Ok(_) => unparsed.push(UnparsedAction {
+                text: text.to_owned(),
+                kind: ActionKind::Unknown,
+                parse_error: "not read as an ALTER TABLE action".to_owned(),
+            }),
+            Err(error) => unparsed.push(UnparsedAction {
+                text: text.to_owned(),
+                kind: action_kind(&action),
+                parse_error: error,
+            }),
+        }
+    }
+    ReadStatement {
+        ast,
+        parse_error: Some(parse_error),
+        split_alter: Some(SplitAlter { table, unparsed }),
+    }
+}
+
+/// `ALTER TABLE [IF EXISTS] [ONLY] name [*]`: the token index of the name and of the first
+/// action. `None` when no name follows.
+fn alter_table_prefix(words: &Words<'_>) -> Option<(usize, usize)> {
+    let mut index = 2;
+    if words.keyword(index).as_deref() == Some("IF")
+        && words.keyword(index + 1).as_deref() == Some("EXISTS")
+    {
+        index += 2;
+    }
+    if words.keyword(index).as_deref() == Some("ONLY") {
+        index += 1;
+    }
+    let name_at = index;
+    words.text(index)?;
+    index += 1;
+    // `schema.table`: the splitter gives `.` as its own token.
+    while words.text(index) == Some(".") && words.text(index + 1).is_some() {
+        index += 2;
+    }
+    if words.text(index) == Some("*") {
+        index += 1;
+    }
+    Some((name_at, index))
+}
+
+/// Classifies an action sqlparser could not parse by its leading keywords.
+fn action_kind(action: &Words<'_>) -> ActionKind {
+    let keyword = |index: usize| action.keyword(index).unwrap_or_default();
+    let keywords_from =
+        |start: usize| -> Vec<String> { (start..action.len()).map(keyword).collect() };
+    match keyword(0).as_str() {
+        "ADD" => {
+            // ADD [CONSTRAINT name] NOT NULL column [NOT VALID] [NO INHERIT]
+            let at = if keyword(1) == "CONSTRAINT" { 3 } else { 1 };
+            if keyword(at) == "NOT"
+                && keyword(at + 1) == "NULL"
+                && let Some(column) = action.text(at + 2)
+            {
+                let rest = keywords_from(at + 3);
+                let not_valid = rest.windows(2).any(|pair| pair == ["NOT", "VALID"]);
+                let known_rest = rest
+                    .iter()
+                    .all(|word| matches!(word.as_str(), "NOT" | "VALID" | "NO" | "INHERIT"));
+                if known_rest {
+                    return ActionKind::AddNotNull {
+                        column: normalize_identifier(column),
+                        not_valid,
+                    };
+                }
+            }
+            ActionKind::Unknown
+        }
+        "ALTER" if keyword(1) == "CONSTRAINT" => {
+            let rest = keywords_from(3);
+            let deferrability = rest.iter().all(|word| {
+                matches!(
+                    word.as_str(),
+                    "NOT" | "DEFERRABLE" | "INITIALLY" | "DEFERRED" | "IMMEDIATE" | "ENFORCED"
+                )
+            });
+            // `ENFORCED` alone (PostgreSQL 18) validates a foreign key: not a catalog change.
+            let enforces = rest
+                .iter()
+                .enumerate()
+                .any(|(i, word)| word == "ENFORCED" && (i == 0 || rest[i - 1] != "NOT"));
+            if !rest.is_empty() && deferrability && !enforces {
+                ActionKind::AlterConstraint
+            } else {
+                ActionKind::Unknown
+            }
+        }
+        "ALTER" => {
+            // ALTER [COLUMN] c <what>
+            let at = if keyword(1) == "COLUMN" { 3 } else { 2 };
+            let (first, second) = (keyword(at), keyword(at + 1));
+            match (first.as_str(), second.as_str()) {
+                ("SET", "STATISTICS") | ("RESET", _) => ActionKind::PlannerSetting,
+                ("SET", "") if action.text(at + 1) == Some("(") => ActionKind::PlannerSetting,
+                ("SET", "STORAGE" | "COMPRESSION" | "GENERATED")
+                | ("DROP", "IDENTITY")
+                | ("RESTART", _) => ActionKind::ColumnCatalog,
+                _ => ActionKind::Unknown,
+            }
+        }
+        "CLUSTER" if keyword(1) == "ON" => ActionKind::PlannerSetting,
+        "SET" if keyword(1) == "WITHOUT" && keyword(2) == "CLUSTER" => ActionKind::PlannerSetting,
+        _ => ActionKind::Unknown,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::splitter::tokenize;
+
+    fn read(sql: &str) -> ReadStatement {
+        let tokens = tokenize(sql).unwrap();
+        read_statement(sql, &Words::new(sql, &tokens))
+    }
+
+    fn operations(read: &ReadStatement) -> Vec<String> {
+        match &read.ast {
+            Some(Statement::AlterTable(alter)) => {
+                alter.operations.iter().map(ToString::to_string).collect()
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    fn kinds(read: &ReadStatement) -> Vec<ActionKind> {
+        read.split_alter
+            .iter()
+            .flat_map(|split| split.unparsed.iter().map(|a| a.kind.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn a_parsed_statement_is_read_whole() {
+        let read = read("ALTER TABLE t ADD COLUMN a int, DROP COLUMN b");
+        assert_eq!(operations(&read), ["ADD COLUMN a INT", "DROP COLUMN b"]);
+        assert!(read.split_alter.is_none() && read.parse_error.is_none());
+    }
+
+    #[test]
+    fn an_unparseable_action_hides_none_of_the_others() {
+        let read = read(
+            "ALTER TABLE ONLY public.t ALTER COLUMN c SET NOT NULL, ALTER CONSTRAINT fk NOT DEFERRABLE, \
+             ADD CONSTRAINT t_pk PRIMARY KEY (id), ADD CONSTRAINT x NOT NULL \"Col\" NOT VALID, \
+             DROP COLUMN d, FROBNICATE e",
+        );
+        assert_eq!(
+            operations(&read),
+            [
+                "ALTER COLUMN c SET NOT NULL",
+                "ADD CONSTRAINT t_pk PRIMARY KEY (id)",
+                "DROP COLUMN d"
+            ]
+        );
+        let split = read.split_alter.as_ref().unwrap();
+        assert_eq!(split.table, "public.t");
+        assert_eq!(
+            kinds(&read),
+            [
+                ActionKind::AlterConstraint,
+                ActionKind::AddNotNull {
+                    column: "Col".to_owned(),
+                    not_valid: true
+                },
+                ActionKind::Unknown
+            ]
+        );
+        assert_eq!(split.unparsed[2].text, "FROBNICATE e");
+        assert!(read.parse_error.is_some());
+    }
+
+    #[test]
+    fn commas_inside_parentheses_strings_and_dollar_quotes_do_not_cut() {
+        let read = read(
+            "ALTER TABLE t ADD CONSTRAINT c CHECK (a IN (1, 2) AND b <> 'x,y' AND d <> $$p,q$$), \
+             ALTER CONSTRAINT fk INITIALLY DEFERRED",
+        );
+        assert_eq!(operations(&read).len(), 1);
+        assert_eq!(kinds(&read), [ActionKind::AlterConstraint]);
+    }
+
+    #[test]
+    fn action_kinds_from_keywords() {
+        for (action, kind) in [
+            (
+                "ADD NOT NULL c",
+                ActionKind::AddNotNull {
+                    column: "c".into(),
+                    not_valid: false,
+                },
+            ),
+            (
+                "ALTER CONSTRAINT fk DEFERRABLE INITIALLY IMMEDIATE",
+                ActionKind::AlterConstraint,
+            ),
+            (
+                "ALTER CONSTRAINT fk NOT ENFORCED",
+                ActionKind::AlterConstraint,
+            ),
+            ("ALTER CONSTRAINT fk ENFORCED", ActionKind::Unknown),
+            ("ALTER CONSTRAINT fk NO INHERIT", ActionKind::Unknown),
+            (
+                "ALTER COLUMN c SET STATISTICS DEFAULT",
+                ActionKind::PlannerSetting,
+            ),
+            ("ALTER c SET (n_distinct = 100)", ActionKind::PlannerSetting),
+            ("CLUSTER ON t_pkey", ActionKind::PlannerSetting),
+            ("SET WITHOUT CLUSTER", ActionKind::PlannerSetting),
+            (
+                "ALTER COLUMN c SET STORAGE EXTERNAL",
+                ActionKind::ColumnCatalog,
+            ),
+            (
+                "ALTER COLUMN c SET COMPRESSION lz4",
+                ActionKind::ColumnCatalog,
+            ),
+            (
+                "ALTER COLUMN c DROP IDENTITY IF EXISTS",
+                ActionKind::ColumnCatalog,
+            ),
+            ("SET ACCESS METHOD heap", ActionKind::Unknown),
+            (
+                "ALTER COLUMN c SET EXPRESSION AS (a * 2)",
+                ActionKind::Unknown,
+            ),
+        ] {
+            let read = read(&format!("ALTER TABLE t {action}"));
+            assert_eq!(kinds(&read), [kind], "{action}");
+        }
+    }
+
+    #[test]
+    fn alter_table_without_a_name_is_unread() {
+        let read = read("ALTER TABLE");
+        assert!(read.ast.is_none() && read.split_alter.is_none());
+        assert!(read.parse_error.is_some());
+    }
+}

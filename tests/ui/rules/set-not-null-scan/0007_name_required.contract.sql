@@ -1,0 +1,2 @@
+-- migrate:requires 5
+ALTER TABLE users ALTER COLUMN name SET NOT NULL, ALTER CONSTRAINT users_org_fk NOT DEFERRABLE;
