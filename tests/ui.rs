@@ -94,12 +94,9 @@ fn required_expand_stubs(rule: &migrate_core::lint::Rule) -> Vec<(String, String
             .next()
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
-        let exists = rule.bad.iter().any(|e| {
-            e.file_name
-                .split('_')
-                .next()
-                .and_then(|v| v.parse::<u64>().ok())
-                == Some(version)
+        // Any file of the examples, `-- file:` ones included, may be that expand.
+        let exists = rule.bad.iter().flat_map(|e| e.files()).any(|(name, _)| {
+            name.split('_').next().and_then(|v| v.parse::<u64>().ok()) == Some(version)
         });
         if !exists {
             let stub = (

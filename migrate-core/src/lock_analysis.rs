@@ -503,10 +503,14 @@ fn alter_table(table: &str, operations: &[AlterTableOperation]) -> LockAnalysis 
                 (AccessExclusive, work)
             }
             AlterTableOperation::AlterColumn { op, .. } => match op {
-                AlterColumnOperation::SetDataType { .. } => {
-                    analysis.add_note(
-                        "no rewrite only for a binary-coercible change (varchar(n) to text or a longer varchar)",
-                    );
+                AlterColumnOperation::SetDataType { using, .. } => {
+                    // The old type is not in the statement: `sql::rewrite_free_change` lists
+                    // the changes that skip the rewrite (checked on PostgreSQL 15).
+                    analysis.add_note(if using.is_some() {
+                        "USING always rewrites the table"
+                    } else {
+                        "no rewrite only when the new type relaxes the old one's limit (varchar(n) to text or a longer varchar, numeric to a higher precision with the same scale, ...)"
+                    });
                     (AccessExclusive, TableWork::Rewrite)
                 }
                 AlterColumnOperation::SetNotNull => {

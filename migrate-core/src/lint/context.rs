@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 
-use sqlparser::ast::{ObjectName, Statement};
+use sqlparser::ast::{CopySource, ObjectName, SetExpr, Statement, TableObject};
 
 use crate::classify::{Fallback, Words};
 use crate::lock_analysis::LockAnalysis;
@@ -32,9 +32,12 @@ pub struct StatementContext<'a> {
     pub section: SectionKind,
     /// The line the statement starts on.
     pub line: u32,
-    /// Tables created by earlier statements of the same part of the same file: still empty
-    /// and invisible to other sessions until the migration commits.
+    /// Tables created by earlier statements of the same part of the same file: invisible to
+    /// other sessions until the migration commits, so locks on them block nobody.
     pub created_in_section: &'a HashSet<String>,
+    /// Those of `created_in_section` that a statement filled with rows (`CREATE TABLE AS`,
+    /// `INSERT ... SELECT`, `COPY`): work on them is not instant.
+    pub filled_in_section: &'a HashSet<String>,
     /// How the runtime runs this statement's part of the file.
     pub mode: TransactionMode,
     /// The locks this statement takes and the table work it does under them.
@@ -53,19 +56,63 @@ impl StatementContext<'_> {
     pub fn is_new_table(&self, table: &ObjectName) -> bool {
         self.created_in_section.contains(&table_key(table))
     }
+
+    /// True when `table` was created earlier in this part and nothing filled it since: work
+    /// on it is instant.
+    pub fn is_empty_new_table(&self, table: &ObjectName) -> bool {
+        self.is_new_table(table) && !self.filled_in_section.contains(&table_key(table))
+    }
 }
 
-/// Records the table a statement creates, once every rule has judged the statement: the
-/// later statements of the part find it in `created_in_section`.
-pub(crate) fn record_created_table(
+/// Records what a statement does to the tables created in its part, once every rule has
+/// judged it: a table it creates joins `created` (invisible to other sessions until commit, so
+/// its own locks block nobody); a new table it fills joins `filled` too, because its rows make
+/// scans and validations long again (a `FOREIGN KEY` added to a table made by
+/// `CREATE TABLE ... AS SELECT` scans all of it while holding SHARE ROW EXCLUSIVE on the
+/// referenced, visible table). Filling is `CREATE TABLE ... AS` (unless `WITH NO DATA`),
+/// `INSERT ... SELECT` from a relation, and `COPY ... FROM`; a few literal rows
+/// (`INSERT ... VALUES`) do not count. `SELECT ... INTO` makes a table the rules do not
+/// exempt at all.
+pub(crate) fn record_new_tables(
     ast: Option<&Statement>,
     fallback: Option<&Fallback>,
+    words: &Words<'_>,
     created: &mut HashSet<String>,
+    filled: &mut HashSet<String>,
 ) {
     if let Some(Fallback::CreateTable { table, .. }) = fallback {
         created.insert(table.rsplit('.').next().unwrap_or(table).to_owned());
     }
-    if let Some(Statement::CreateTable(create)) = ast {
-        created.insert(table_key(&create.name));
+    match ast {
+        Some(Statement::CreateTable(create)) => {
+            created.insert(table_key(&create.name));
+            if create.query.is_some() && !words.contains_pair("NO", "DATA") {
+                filled.insert(table_key(&create.name));
+            }
+        }
+        Some(Statement::Insert(insert)) => {
+            if let (TableObject::TableName(table), Some(source)) = (&insert.table, &insert.source)
+                && reads_rows(&source.body)
+            {
+                filled.insert(table_key(table));
+            }
+        }
+        Some(Statement::Copy {
+            source: CopySource::Table { table_name, .. },
+            to: false,
+            ..
+        }) => {
+            filled.insert(table_key(table_name));
+        }
+        _ => {}
+    }
+}
+
+/// True unless the rows are literals: `VALUES (...)` or a `SELECT` without `FROM`.
+fn reads_rows(body: &SetExpr) -> bool {
+    match body {
+        SetExpr::Values(_) => false,
+        SetExpr::Select(select) => !select.from.is_empty(),
+        _ => true,
     }
 }

@@ -78,6 +78,7 @@ fn lint_file(
     diagnostics: &mut Vec<Diagnostic>,
 ) {
     let mut created_in_section: HashSet<String> = HashSet::new();
+    let mut filled_in_section: HashSet<String> = HashSet::new();
     for (_, checker) in checkers.iter_mut() {
         checker.start_part();
     }
@@ -90,6 +91,7 @@ fn lint_file(
         if statement.section != section {
             section = statement.section;
             created_in_section.clear();
+            filled_in_section.clear();
             for (_, checker) in checkers.iter_mut() {
                 checker.start_part();
             }
@@ -121,6 +123,7 @@ fn lint_file(
             section,
             line: statement.raw.line,
             created_in_section: &created_in_section,
+            filled_in_section: &filled_in_section,
             mode,
             lock: &lock,
             is_last_in_section,
@@ -182,10 +185,12 @@ fn lint_file(
         for (_, checker) in checkers.iter_mut() {
             checker.record(&context);
         }
-        context::record_created_table(
+        context::record_new_tables(
             read.ast.as_ref(),
             fallback.as_ref(),
+            &words,
             &mut created_in_section,
+            &mut filled_in_section,
         );
         // The runtime batches every up statement of a backfill file by key: refuse at build
         // time what it could not batch, or could not finish.

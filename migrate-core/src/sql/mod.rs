@@ -9,6 +9,7 @@
 mod names;
 mod parse;
 mod statement;
+mod type_change;
 mod volatility;
 
 #[cfg(feature = "runtime")]
@@ -16,4 +17,5 @@ pub use names::is_identifier;
 pub use names::{ident_key, table_key, table_key_of};
 pub use parse::parse_statement;
 pub use statement::{ActionKind, ReadStatement, SplitAlter, read_statement};
+pub use type_change::rewrite_free_change;
 pub use volatility::volatile_function;

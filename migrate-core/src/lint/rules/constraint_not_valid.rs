@@ -1,8 +1,8 @@
 //! `constraint-not-valid`
 
-use sqlparser::ast::{AlterTableOperation, TableConstraint};
+use sqlparser::ast::{AlterTableOperation, Statement, TableConstraint};
 
-use super::{existing_table_operations, quoted};
+use super::quoted;
 use crate::lint::{Check, Example, Finding, Level, Rule, StatementContext};
 
 /// The `constraint-not-valid` rule: its documentation, examples and check.
@@ -29,6 +29,20 @@ A table created earlier in the same file is exempt.",
             file_name: "0005_check.expand.sql",
             sql: "ALTER TABLE orders ADD CONSTRAINT orders_total_positive CHECK (total >= 0);",
         },
+        Example {
+            // A table filled by CREATE TABLE AS is new but not empty: validating the key
+            // scans every copied row while writes to users wait.
+            file_name: "0006_order_totals.expand.sql",
+            sql: "CREATE TABLE IF NOT EXISTS order_totals AS SELECT user_id, sum(total) AS total FROM orders GROUP BY user_id;\n\
+ALTER TABLE order_totals ADD CONSTRAINT order_totals_user_fk FOREIGN KEY (user_id) REFERENCES users (id);",
+        },
+        Example {
+            // So is a new table filled by INSERT ... SELECT.
+            file_name: "0007_order_archive.expand.sql",
+            sql: "CREATE TABLE IF NOT EXISTS order_archive (id bigint PRIMARY KEY, user_id bigint, total numeric);\n\
+INSERT INTO order_archive (id, user_id, total) SELECT id, user_id, total FROM orders WHERE created_at < '2020-01-01';\n\
+ALTER TABLE order_archive ADD CONSTRAINT order_archive_user_fk FOREIGN KEY (user_id) REFERENCES users (id);",
+        },
     ],
     good: &[
         Example {
@@ -44,15 +58,39 @@ CREATE INDEX CONCURRENTLY IF NOT EXISTS orders_user_id_idx ON orders (user_id);"
             sql: "CREATE TABLE IF NOT EXISTS orders (id bigint PRIMARY KEY, user_id bigint, total numeric);\n\
 ALTER TABLE orders ADD CONSTRAINT orders_total_positive CHECK (total >= 0);",
         },
+        Example {
+            // A CHECK on a new, filled table locks only that table, which no one else sees.
+            file_name: "0006_order_totals.expand.sql",
+            sql: "CREATE TABLE IF NOT EXISTS order_totals AS SELECT user_id, sum(total) AS total FROM orders GROUP BY user_id;\n\
+ALTER TABLE order_totals ADD CONSTRAINT order_totals_total_positive CHECK (total >= 0);",
+        },
     ],
     check: Check::Statement(check),
 };
 
 fn check(context: &StatementContext<'_>, findings: &mut Vec<Finding>) {
-    let Some((alter, operations)) = existing_table_operations(context) else {
+    let Some(Statement::AlterTable(alter)) = context.ast else {
         return;
     };
-    for operation in operations {
+    // A table created earlier in the part is invisible: a lock on it blocks nobody. A foreign
+    // key also locks the referenced table, visible, for as long as the new table's rows take
+    // to check: exempt only while the new table is empty.
+    if context.is_empty_new_table(&alter.name) {
+        return;
+    }
+    let new_table = context.is_new_table(&alter.name);
+    for operation in &alter.operations {
+        if new_table
+            && !matches!(
+                operation,
+                AlterTableOperation::AddConstraint {
+                    constraint: TableConstraint::ForeignKey(_),
+                    ..
+                }
+            )
+        {
+            continue;
+        }
         let AlterTableOperation::AddConstraint {
             constraint,
             not_valid: false,
@@ -61,6 +99,14 @@ fn check(context: &StatementContext<'_>, findings: &mut Vec<Finding>) {
             continue;
         };
         let (kind, consequence) = match constraint {
+            TableConstraint::ForeignKey(fk) if new_table => (
+                "FOREIGN KEY",
+                format!(
+                    "of {}, created and filled earlier in this part, under a SHARE ROW EXCLUSIVE lock on {}: writes to it wait for the whole scan",
+                    quoted(&alter.name),
+                    quoted(&fk.foreign_table)
+                ),
+            ),
             TableConstraint::ForeignKey(fk) => (
                 "FOREIGN KEY",
                 format!(

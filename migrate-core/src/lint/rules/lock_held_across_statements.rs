@@ -1,10 +1,15 @@
 //! `lock-held-across-statements`
 
+use std::collections::HashMap;
+
 use sqlparser::ast::{Query, SetExpr, Statement, TableFactor};
+
+use crate::classify::Words;
 
 use crate::lint::{Check, Example, Finding, Level, Rule, RuleMemory, StatementContext};
 use crate::lock_analysis::{LockMode, TableWork};
 use crate::migration::TransactionMode;
+use crate::source::ParsedFile;
 use crate::sql::{ident_key, table_key, table_key_of};
 
 /// The `lock-held-across-statements` rule: its documentation, examples and check.
@@ -84,10 +89,16 @@ INSERT INTO order_status_codes (code, label) VALUES ('new', 'New'), ('paid', 'Pa
 #[derive(Default)]
 struct HeldLocks {
     locks: Vec<HeldLock>,
+    /// Index name (folded, without schema) → its table as written, for the indexes the set
+    /// creates: `DROP INDEX idx` locks the index *and its table*, and the message names the
+    /// table the application waits for.
+    index_tables: HashMap<String, String>,
 }
 
 /// A lock taken by an earlier statement of the same transaction.
 struct HeldLock {
+    /// The table as the message names it: `"orders"`, or `the table of index "idx"` for an
+    /// index the set does not create.
     table: String,
     mode: LockMode,
     /// Line of the statement that took it.
@@ -101,6 +112,22 @@ impl HeldLocks {
 }
 
 impl RuleMemory for HeldLocks {
+    /// The indexes the set creates, read from keywords (no parse): only when some statement
+    /// locks an index by name.
+    fn start_set(&mut self, files: &[&ParsedFile]) {
+        let statements = || {
+            files
+                .iter()
+                .flat_map(|file| file.statements.iter().map(move |s| file.words(s)))
+        };
+        if !statements().any(|words| locks_an_index(&words)) {
+            return;
+        }
+        for words in statements() {
+            record_index_tables(&words, &mut self.index_tables);
+        }
+    }
+
     fn start_part(&mut self) {
         self.locks.clear();
     }
@@ -128,24 +155,36 @@ impl RuleMemory for HeldLocks {
                 }
                 "this INSERT ... SELECT"
             }
+            // CREATE TABLE ... AS copies rows just the same.
+            Some(Statement::CreateTable(create)) if create.query.is_some() => {
+                if let Some(query) = &create.query {
+                    relations_read(query, &mut read);
+                }
+                if read.is_empty() {
+                    return;
+                }
+                "this CREATE TABLE ... AS"
+            }
             _ => match context.lock.work {
                 TableWork::Scan => "this statement's table scan",
                 TableWork::Rewrite => "this statement's table rewrite",
                 TableWork::None => return,
             },
         };
-        // Work on tables created earlier in this part is work on empty tables: instant.
-        let on_new_tables_only = !context.lock.locks.is_empty()
-            && context.lock.locks.iter().all(|taken| {
-                context
-                    .created_in_section
-                    .contains(&table_key_of(&taken.table))
-            })
-            && read.iter().all(|table| {
-                table
-                    .as_ref()
-                    .is_some_and(|table| context.created_in_section.contains(table))
-            });
+        // Work on tables created earlier in this part, and not filled since, is work on empty
+        // tables: instant.
+        let empty_new = |table: &String| {
+            context.created_in_section.contains(table) && !context.filled_in_section.contains(table)
+        };
+        let on_new_tables_only = !(context.lock.locks.is_empty() && read.is_empty())
+            && context
+                .lock
+                .locks
+                .iter()
+                .all(|taken| empty_new(&table_key_of(&taken.table)))
+            && read
+                .iter()
+                .all(|table| table.as_ref().is_some_and(empty_new));
         if on_new_tables_only {
             return;
         }
@@ -155,7 +194,7 @@ impl RuleMemory for HeldLocks {
             "writes"
         };
         findings.push(Finding::new(format!(
-            "{work} runs while the {} lock on \"{}\" taken at line {} is still held: the application's {blocked} on it wait until the migration commits",
+            "{work} runs while the {} lock on {} taken at line {} is still held: the application's {blocked} on it wait until the migration commits",
             held.mode, held.table, held.line
         )));
     }
@@ -164,16 +203,107 @@ impl RuleMemory for HeldLocks {
         if context.mode != TransactionMode::Transactional {
             return;
         }
+        let on_index = locks_an_index(&context.words);
         for taken in &context.lock.locks {
-            let table = table_key_of(&taken.table);
-            if taken.mode.blocks_writes() && !context.created_in_section.contains(&table) {
+            let (table, named) =
+                match on_index.then(|| self.index_tables.get(&table_key_of(&taken.table))) {
+                    None => (taken.table.clone(), format!("\"{}\"", taken.table)),
+                    Some(Some(table)) => (table.clone(), format!("\"{table}\"")),
+                    Some(None) => (
+                        taken.table.clone(),
+                        format!("the table of index \"{}\"", taken.table),
+                    ),
+                };
+            if taken.mode.blocks_writes()
+                && !context.created_in_section.contains(&table_key_of(&table))
+            {
                 self.locks.push(HeldLock {
-                    table: taken.table.clone(),
+                    table: named,
                     mode: taken.mode,
                     line: context.line,
                 });
             }
         }
+    }
+}
+
+/// Statements whose lock analysis names an index where PostgreSQL also locks its table.
+fn locks_an_index(words: &Words<'_>) -> bool {
+    words.starts_with(&["DROP", "INDEX"]) || words.starts_with(&["REINDEX", "INDEX"])
+}
+
+/// Records the index a statement creates, from its keywords: `CREATE [UNIQUE] INDEX
+/// [CONCURRENTLY] [IF NOT EXISTS] name ON [ONLY] table`, `CONSTRAINT name PRIMARY KEY |
+/// UNIQUE` in a `CREATE TABLE` or `ALTER TABLE` (the constraint's index has its name), the
+/// `<table>_pkey` PostgreSQL names an unnamed primary key's index, and `ALTER INDEX a RENAME
+/// TO b`.
+fn record_index_tables(words: &Words<'_>, index_tables: &mut HashMap<String, String>) {
+    let keyword = |index: usize| words.keyword(index).unwrap_or_default();
+    let creates_index = words.starts_with(&["CREATE", "INDEX"])
+        || words.starts_with(&["CREATE", "UNIQUE", "INDEX"]);
+    if creates_index {
+        let Some(on) = (0..words.len()).find(|&i| keyword(i) == "ON") else {
+            return;
+        };
+        let table_at = if keyword(on + 1) == "ONLY" {
+            on + 2
+        } else {
+            on + 1
+        };
+        let name_at = on.saturating_sub(1);
+        let named = !matches!(
+            keyword(name_at).as_str(),
+            "INDEX" | "CONCURRENTLY" | "EXISTS"
+        );
+        if let (true, Some(name)) = (named, qualified_name(words, name_at)) {
+            // `schema.name`: the index lives in its table's schema; the key drops it.
+            index_tables.insert(
+                table_key_of(&name),
+                qualified_name(words, table_at).unwrap_or_default(),
+            );
+        }
+        return;
+    }
+    if words.starts_with(&["ALTER", "INDEX"]) {
+        let at = if keyword(2) == "IF" { 4 } else { 2 };
+        if let (Some(old), Some(rename)) = (
+            qualified_name(words, at),
+            (0..words.len()).find(|&i| keyword(i) == "RENAME" && keyword(i + 1) == "TO"),
+        ) && let (Some(table), Some(new)) = (
+            index_tables.get(&table_key_of(&old)).cloned(),
+            words.text(rename + 2),
+        ) {
+            index_tables.insert(table_key_of(new), table);
+        }
+        return;
+    }
+    let table_at = if words.starts_with(&["CREATE", "TABLE"])
+        || words.starts_with(&["ALTER", "TABLE"])
+    {
+        (2..words.len()).find(|&i| !matches!(keyword(i).as_str(), "IF" | "NOT" | "EXISTS" | "ONLY"))
+    } else {
+        None
+    };
+    let Some(table) = table_at.and_then(|at| qualified_name(words, at)) else {
+        return;
+    };
+    for i in 0..words.len() {
+        if keyword(i) == "CONSTRAINT" && matches!(keyword(i + 2).as_str(), "PRIMARY" | "UNIQUE") {
+            if let Some(name) = words.text(i + 1) {
+                index_tables.insert(table_key_of(name), table.clone());
+            }
+        } else if keyword(i) == "PRIMARY" && keyword(i.saturating_sub(2)) != "CONSTRAINT" {
+            index_tables.insert(format!("{}_pkey", table_key_of(&table)), table.clone());
+        }
+    }
+}
+
+/// The name at token `at`, with its `schema.` when written (the splitter gives `.` alone).
+fn qualified_name(words: &Words<'_>, at: usize) -> Option<String> {
+    let first = words.text(at)?;
+    match (words.text(at + 1), words.text(at + 2)) {
+        (Some("."), Some(second)) => Some(format!("{first}.{second}")),
+        _ => Some(first.to_owned()),
     }
 }
 
@@ -221,6 +351,39 @@ mod tests {
         crate::lint::testing::check_examples(&super::RULE);
     }
 
+    /// `DROP INDEX` locks the index and its table: the message names the table the
+    /// application waits for when the set created the index, and says "the table of index"
+    /// otherwise.
+    #[test]
+    fn a_lock_taken_through_an_index_names_its_table() {
+        let set = "CREATE TABLE IF NOT EXISTS users (id bigint PRIMARY KEY, name text);\n\
+-- file: 0002_b.expand.sql\n\
+-- migrate:no-transaction\n\
+CREATE INDEX CONCURRENTLY IF NOT EXISTS idx_user_name_lower ON public.users (lower(name));\n\
+-- file: 0003_c.contract.sql\n\
+-- migrate:requires 2\n\
+DROP INDEX IF EXISTS idx_user_name_lower;\n\
+ALTER TABLE users VALIDATE CONSTRAINT users_name_check;\n\
+-- file: 0004_d.contract.sql\n\
+-- migrate:requires 2\n\
+DROP INDEX IF EXISTS idx_unknown;\n\
+ALTER TABLE users VALIDATE CONSTRAINT users_name_check;";
+        let messages: Vec<String> = crate::lint::testing::lint_example("0001_a.expand.sql", set)
+            .into_iter()
+            .filter(|d| d.code == super::RULE.id)
+            .map(|d| d.message)
+            .collect();
+        assert_eq!(messages.len(), 2, "{messages:#?}");
+        assert!(
+            messages[0].contains("ACCESS EXCLUSIVE lock on \"public.users\" taken at line 2"),
+            "{messages:#?}"
+        );
+        assert!(
+            messages[1].contains("lock on the table of index \"idx_unknown\" taken at line 2"),
+            "{messages:#?}"
+        );
+    }
+
     #[test]
     fn an_insert_is_long_work_when_it_reads_an_existing_table() {
         let lines = |sql: &str| -> Vec<u32> {
@@ -253,8 +416,18 @@ CREATE TABLE IF NOT EXISTS a (id bigint);\nCREATE TABLE IF NOT EXISTS b (id bigi
             // Copying between tables created in this part is copying empty tables.
             ("INSERT INTO a SELECT id FROM b", vec![]),
             ("INSERT INTO a VALUES (1), (2)", vec![]),
+            // CREATE TABLE AS copies rows too.
+            ("CREATE TABLE c AS SELECT id FROM orders", vec![4]),
+            ("CREATE TABLE c AS SELECT id FROM b", vec![]),
         ] {
             assert_eq!(lines(&format!("{before}{insert};")), expected, "{insert}");
         }
+        // A new table filled from an existing one is not empty: building its index takes as
+        // long as its rows, while the lock on orders is held.
+        let filled = format!(
+            "{before}INSERT INTO a SELECT id FROM legacy_orders;\nCREATE INDEX IF NOT EXISTS a_id ON a (id);\n\
+CREATE INDEX IF NOT EXISTS b_id ON b (id);"
+        );
+        assert_eq!(lines(&filled), vec![4, 5]);
     }
 }

@@ -1,2 +1,0 @@
--- the expand the contract examples finish
-SELECT 1;

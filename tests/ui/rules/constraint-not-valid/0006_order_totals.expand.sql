@@ -1,0 +1,2 @@
+CREATE TABLE IF NOT EXISTS order_totals AS SELECT user_id, sum(total) AS total FROM orders GROUP BY user_id;
+ALTER TABLE order_totals ADD CONSTRAINT order_totals_user_fk FOREIGN KEY (user_id) REFERENCES users (id);
