@@ -1,4 +1,4 @@
-//! Turning a backfill file's `UPDATE` into keyed batches.
+//! Turning a backfill file's `UPDATE` (or a purge's `DELETE`) into keyed batches.
 //!
 //! PostgreSQL has no `UPDATE ... LIMIT`. A backfill statement
 //! `UPDATE t SET c = <expr> WHERE <pending>` with `-- migrate:backfill table=t key=id` runs as
@@ -35,8 +35,13 @@
 //! longer match. `SKIP LOCKED` keeps a batch from queueing behind the application's row
 //! locks; skipped rows are caught by the final sweeps, which use [`BatchedUpdate::sweep_sql`]:
 //! the same statement waiting for row locks (bounded by `lock_timeout`).
+//!
+//! A `DELETE FROM t WHERE <pending>` (a purge) runs the same batches with
+//! `migrate_updated AS (DELETE FROM "t" USING migrate_batch WHERE "t"."id" =
+//! migrate_batch.migrate_key AND (<pending>) RETURNING false AS migrate_still_pending)`: a
+//! deleted row never matches again, and the runtime drives both alike.
 
-use sqlparser::ast::{Statement, TableFactor};
+use sqlparser::ast::{FromTable, Statement, TableFactor};
 
 use crate::migration::{BackfillSpec, display_identifier};
 use crate::sql::{ident_key, parse_statement};
@@ -66,24 +71,29 @@ pub struct BatchedUpdate {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum BackfillPlanError {
-    /// Not one `UPDATE` of one table; holds what was found instead.
-    #[error("a backfill statement must be a single-table UPDATE ... SET ... WHERE ...: {0}")]
+    /// Not one `UPDATE` or `DELETE` of one table; holds what was found instead.
+    #[error(
+        "a backfill statement must be a single-table UPDATE ... SET ... WHERE ... or DELETE FROM ... WHERE ...: {0}"
+    )]
     NotAnUpdate(String),
     /// No `WHERE`: batches would never know which rows are done.
     #[error(
         "the backfill UPDATE needs a WHERE that excludes rows already done (it makes batches idempotent and resumable)"
     )]
     MissingWhere,
-    /// The `UPDATE` names another table than the directive.
-    #[error("the UPDATE targets {found} but the backfill directive names table={expected}")]
+    /// The statement names another table than the directive.
+    #[error("the statement targets {found} but the backfill directive names table={expected}")]
     TableMismatch {
         /// The directive's table.
         expected: String,
         /// The statement's table.
         found: String,
     },
-    /// `UPDATE ... FROM` or `RETURNING`, which the batch rewrite cannot carry.
-    #[error("UPDATE ... FROM and RETURNING are not supported in a backfill statement")]
+    /// `UPDATE ... FROM`, `DELETE ... USING`, joins or `RETURNING`, which the batch rewrite
+    /// cannot carry.
+    #[error(
+        "UPDATE ... FROM, DELETE ... USING, joins and RETURNING are not supported in a backfill statement"
+    )]
     Unsupported,
 }
 
@@ -116,14 +126,43 @@ pub fn plan_parsed(
     spec: &BackfillSpec,
     key_type: &str,
 ) -> Result<BatchedUpdate, BackfillPlanError> {
-    let Statement::Update(update) = statement else {
-        return Err(BackfillPlanError::NotAnUpdate(first_words(sql)));
-    };
-    if update.from.is_some() || update.returning.is_some() || !update.table.joins.is_empty() {
-        return Err(BackfillPlanError::Unsupported);
-    }
-    let TableFactor::Table { name, .. } = &update.table.relation else {
-        return Err(BackfillPlanError::NotAnUpdate(first_words(sql)));
+    let (name, selection, change) = match statement {
+        Statement::Update(update) => {
+            if update.from.is_some() || update.returning.is_some() || !update.table.joins.is_empty()
+            {
+                return Err(BackfillPlanError::Unsupported);
+            }
+            let TableFactor::Table { name, .. } = &update.table.relation else {
+                return Err(BackfillPlanError::NotAnUpdate(first_words(sql)));
+            };
+            let assignments: Vec<String> =
+                update.assignments.iter().map(ToString::to_string).collect();
+            (
+                name,
+                &update.selection,
+                Change::Update(assignments.join(", ")),
+            )
+        }
+        Statement::Delete(delete) => {
+            let tables = match &delete.from {
+                FromTable::WithFromKeyword(tables) | FromTable::WithoutKeyword(tables) => tables,
+            };
+            if delete.using.is_some()
+                || delete.returning.is_some()
+                || !delete.tables.is_empty()
+                || !delete.order_by.is_empty()
+                || delete.limit.is_some()
+                || tables.len() != 1
+                || tables.iter().any(|table| !table.joins.is_empty())
+            {
+                return Err(BackfillPlanError::Unsupported);
+            }
+            let Some(TableFactor::Table { name, .. }) = tables.first().map(|t| &t.relation) else {
+                return Err(BackfillPlanError::NotAnUpdate(first_words(sql)));
+            };
+            (name, &delete.selection, Change::Delete)
+        }
+        _ => return Err(BackfillPlanError::NotAnUpdate(first_words(sql))),
     };
     // The UPDATE's name, folded like PostgreSQL folds it, must be the directive's exactly:
     // same table, and the same schema or none on either side (the batches use the
@@ -152,26 +191,31 @@ pub fn plan_parsed(
             found,
         });
     }
-    let pending = update
-        .selection
-        .as_ref()
-        .ok_or(BackfillPlanError::MissingWhere)?;
-    let assignments: Vec<String> = update.assignments.iter().map(ToString::to_string).collect();
+    let pending = selection.as_ref().ok_or(BackfillPlanError::MissingWhere)?;
     let table = quote_qualified(spec);
     let key = quote_identifier(&spec.key);
+    let matched = format!("{table}.{key} = migrate_batch.migrate_key AND ({pending})");
+    // A deleted row can never match again: its third column is always 0.
+    let change = match change {
+        Change::Update(assignments) => format!(
+            "UPDATE {table} SET {assignments} FROM migrate_batch WHERE {matched} \
+RETURNING ({pending}) AS migrate_still_pending"
+        ),
+        Change::Delete => format!(
+            "DELETE FROM {table} USING migrate_batch WHERE {matched} \
+RETURNING false AS migrate_still_pending"
+        ),
+    };
     let batch = |locking: &str| {
         format!(
             "WITH migrate_batch(migrate_key) AS (SELECT {key} FROM {table} \
 WHERE ($1::text IS NULL OR {key} > $1::text::{key_type}) \
 AND ($3::text IS NULL OR {key} <= $3::text::{key_type}) AND ({pending}) \
 ORDER BY {key} LIMIT $2 {locking}), \
-migrate_updated AS (UPDATE {table} SET {assignments} FROM migrate_batch \
-WHERE {table}.{key} = migrate_batch.migrate_key AND ({pending}) \
-RETURNING ({pending}) AS migrate_still_pending) \
+migrate_updated AS ({change}) \
 SELECT (SELECT count(*) FROM migrate_updated), \
 (SELECT migrate_key::text FROM migrate_batch ORDER BY migrate_batch.migrate_key DESC LIMIT 1), \
-(SELECT count(*) FROM migrate_updated WHERE migrate_still_pending IS TRUE)",
-            assignments = assignments.join(", ")
+(SELECT count(*) FROM migrate_updated WHERE migrate_still_pending IS TRUE)"
         )
     };
     Ok(BatchedUpdate {
@@ -184,6 +228,14 @@ SELECT (SELECT count(*) FROM migrate_updated), \
         remaining_sql: format!("SELECT count(*) FROM {table} WHERE ({pending})"),
         pending_rows_sql: format!("SELECT 1 FROM {table} WHERE ({pending})"),
     })
+}
+
+/// What a batch does to the rows it selected.
+enum Change {
+    /// `SET` these assignments.
+    Update(String),
+    /// Remove them: a purge.
+    Delete,
 }
 
 fn first_words(sql: &str) -> String {
@@ -253,6 +305,51 @@ SELECT (SELECT count(*) FROM migrate_updated), \
         );
     }
 
+    #[test]
+    fn rewrites_a_delete_into_the_same_keyed_batch() {
+        let purge = plan(
+            "DELETE FROM sessions WHERE expires_at < '2024-01-01'",
+            &spec("sessions", "id"),
+            "bigint",
+        )
+        .unwrap();
+        assert!(
+            purge.batch_sql.contains(
+                "migrate_updated AS (DELETE FROM \"sessions\" USING migrate_batch WHERE \"sessions\".\"id\" = migrate_batch.migrate_key \
+AND (expires_at < '2024-01-01') RETURNING false AS migrate_still_pending)"
+            ),
+            "{}",
+            purge.batch_sql
+        );
+        assert!(purge.batch_sql.contains("FOR UPDATE SKIP LOCKED"));
+        assert_eq!(
+            purge.remaining_sql,
+            "SELECT count(*) FROM \"sessions\" WHERE (expires_at < '2024-01-01')"
+        );
+        for unsupported in [
+            "DELETE FROM sessions USING users WHERE sessions.user_id = users.id",
+            "DELETE FROM sessions WHERE expired RETURNING id",
+        ] {
+            assert_eq!(
+                plan(unsupported, &spec("sessions", "id"), "bigint"),
+                Err(BackfillPlanError::Unsupported),
+                "{unsupported}"
+            );
+        }
+        assert_eq!(
+            plan("DELETE FROM sessions", &spec("sessions", "id"), "bigint"),
+            Err(BackfillPlanError::MissingWhere)
+        );
+        assert!(matches!(
+            plan(
+                "DELETE FROM users WHERE a",
+                &spec("sessions", "id"),
+                "bigint"
+            ),
+            Err(BackfillPlanError::TableMismatch { .. })
+        ));
+    }
+
     fn qualified(
         schema: Option<&'static str>,
         table: &'static str,
@@ -316,7 +413,7 @@ SELECT (SELECT count(*) FROM migrate_updated), \
             update("UPDATE public.orders SET a = 1 WHERE a IS NULL", &orders)
                 .unwrap_err()
                 .to_string(),
-            "the UPDATE targets public.orders but the backfill directive names table=orders"
+            "the statement targets public.orders but the backfill directive names table=orders"
         );
     }
 
@@ -381,7 +478,7 @@ INSERT INTO orders SELECT g, NULL FROM generate_series(1, 5) g;",
             Err(BackfillPlanError::MissingWhere)
         );
         assert!(matches!(
-            plan("DELETE FROM users WHERE a", &s, "bigint"),
+            plan("INSERT INTO users (a) VALUES (1)", &s, "bigint"),
             Err(BackfillPlanError::NotAnUpdate(_))
         ));
         assert!(matches!(

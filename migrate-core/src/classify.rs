@@ -276,6 +276,7 @@ pub fn fallback(words: &Words<'_>) -> Option<Fallback> {
         (&["CREATE", "PROCEDURE"][..], "CREATE PROCEDURE"),
         (&["CREATE", "PUBLICATION"][..], "CREATE PUBLICATION"),
         (&["ALTER", "PUBLICATION"][..], "ALTER PUBLICATION"),
+        (&["DROP", "PUBLICATION"][..], "DROP PUBLICATION"),
         (&["SECURITY", "LABEL"][..], "SECURITY LABEL"),
         (&["CREATE", "CAST"][..], "CREATE CAST"),
         (

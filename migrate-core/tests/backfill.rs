@@ -30,6 +30,18 @@ fn write_set(dir: &Path, batch: u32) -> migrate_core::Migrations {
     checked.migrations(&dir.to_string_lossy())
 }
 
+/// The progress row a backfill of version 2 killed after its batches up to `last_key` leaves
+/// behind, with the table the runtime would have created.
+fn killed_backfill_progress(last_key: &str, rows_done: i64) -> String {
+    format!(
+        "CREATE TABLE schema_migrations_backfill (version bigint NOT NULL, statement integer NOT NULL, last_key text,\n\
+           rows_done bigint NOT NULL DEFAULT 0, started_at timestamptz NOT NULL DEFAULT now(),\n\
+           updated_at timestamptz NOT NULL DEFAULT now(), finished_at timestamptz, verified_at timestamptz,\n\
+           PRIMARY KEY (version, statement));\n\
+         INSERT INTO schema_migrations_backfill (version, statement, last_key, rows_done) VALUES (2, 0, '{last_key}', {rows_done});"
+    )
+}
+
 async fn progress(client: &tokio_postgres::Client) -> (Option<String>, i64, bool) {
     let row = client
         .query_one(
@@ -87,12 +99,10 @@ async fn a_killed_backfill_resumes_from_its_last_key() {
     // The state a backfill killed after its first batches leaves behind.
     client
         .batch_execute(
-            "INSERT INTO items (id, v, v2) SELECT g, g, CASE WHEN g <= 1500 THEN g * 2 END FROM generate_series(1, 2500) g;\n\
-             CREATE TABLE schema_migrations_backfill (version bigint NOT NULL, statement integer NOT NULL, last_key text,\n\
-               rows_done bigint NOT NULL DEFAULT 0, started_at timestamptz NOT NULL DEFAULT now(),\n\
-               updated_at timestamptz NOT NULL DEFAULT now(), finished_at timestamptz, verified_at timestamptz,\n\
-               PRIMARY KEY (version, statement));\n\
-             INSERT INTO schema_migrations_backfill (version, statement, last_key, rows_done) VALUES (2, 0, '1500', 1500);",
+            &format!(
+                "INSERT INTO items (id, v, v2) SELECT g, g, CASE WHEN g <= 1500 THEN g * 2 END FROM generate_series(1, 2500) g;\n{}",
+                killed_backfill_progress("1500", 1500)
+            ),
         )
         .await
         .unwrap();
@@ -432,5 +442,78 @@ async fn status_shows_a_half_run_backfill_as_in_progress() {
     assert!(
         entry.detail.as_deref().unwrap().contains("row(s) done"),
         "{status}"
+    );
+}
+
+/// A purge: a backfill file's DELETE runs in the same keyed batches as an UPDATE, removes
+/// exactly the rows its WHERE matches, and resumes from its last key after a kill.
+#[tokio::test]
+async fn a_delete_backfill_purges_exactly_the_matching_rows_in_batches_and_resumes() {
+    use migrate_core::runtime::ProgressEvent;
+    use std::sync::{Arc, Mutex};
+
+    let db = database();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("0001_sessions.sql"),
+        "CREATE TABLE IF NOT EXISTS sessions (id bigint PRIMARY KEY, expired boolean NOT NULL);\n\
+         -- migrate:down\nDROP TABLE IF EXISTS sessions;\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("0002_purge_sessions.backfill.sql"),
+        "-- migrate:backfill table=sessions key=id batch=100\n\
+         DELETE FROM sessions WHERE expired;\n-- migrate:down\n",
+    )
+    .unwrap();
+    let checked = migrate_core::check_dir(dir.path(), "migrations").unwrap();
+    assert!(checked.diagnostics.is_empty(), "{:?}", checked.diagnostics);
+    let migrations = checked.migrations(&dir.path().to_string_lossy());
+    let client = client(db.url()).await;
+    Migrator::new(&migrations, config())
+        .unwrap()
+        .up(&client, UpTo::Version(1))
+        .await
+        .unwrap();
+    // Every third row is expired: 1,000 of 3,000. The state a purge killed after its batches
+    // up to key 1500 leaves behind: those expired rows gone, the cursor at 1500.
+    client
+        .batch_execute(
+            &format!(
+                "INSERT INTO sessions (id, expired) SELECT g, g % 3 = 0 FROM generate_series(1, 3000) g;\n\
+                 DELETE FROM sessions WHERE expired AND id <= 1500;\n{}",
+                killed_backfill_progress("1500", 500)
+            ),
+        )
+        .await
+        .unwrap();
+
+    let batches = Arc::new(Mutex::new(Vec::new()));
+    let recorded = Arc::clone(&batches);
+    let migrator = Migrator::new(&migrations, config())
+        .unwrap()
+        .with_progress(Box::new(move |event| {
+            if let ProgressEvent::BackfillBatch { rows_done, .. } = *event {
+                recorded.lock().unwrap().push(rows_done);
+            }
+        }));
+    migrator.up(&client, UpTo::All).await.unwrap();
+
+    // The keyed pass resumed after 1500: five batches of 100 expired rows (the sweep finds
+    // none left), counted on top of the 500 done before the kill.
+    assert_eq!(*batches.lock().unwrap(), [600, 700, 800, 900, 1000]);
+    assert_eq!(progress(&client).await, (Some("3000".into()), 1000, true));
+    assert_eq!(
+        scalar_i64(&client, "SELECT count(*) FROM sessions WHERE expired").await,
+        0
+    );
+    // Every live row is still there, untouched.
+    assert_eq!(
+        scalar_i64(
+            &client,
+            "SELECT count(*) FROM sessions WHERE NOT expired AND id % 3 <> 0"
+        )
+        .await,
+        2000
     );
 }

@@ -1,5 +1,5 @@
-//! `bad-backfill`: a backfill file's up statements must be UPDATEs the runtime can batch, and
-//! batches that end.
+//! `bad-backfill`: a backfill file's up statements must be UPDATEs (or purging DELETEs) the
+//! runtime can batch, and batches that end.
 //!
 //! Not a configurable rule: the runtime cannot run what fails here, so there is nothing to
 //! allow. The runtime sweeps until a pass changes nothing and writes the history row only once
@@ -18,7 +18,7 @@ use crate::diagnostic::{Diagnostic, codes};
 use crate::source::{ParsedFile, SectionKind, StatementSource};
 use crate::sql::{ReadStatement, ident_key};
 
-const SHAPE_HELP: &str = "UPDATE <table> SET <col> = <expr> WHERE <rows not done yet>; one table, the one named by -- migrate:backfill";
+const SHAPE_HELP: &str = "UPDATE <table> SET <col> = <expr> WHERE <rows not done yet>; or DELETE FROM <table> WHERE <rows to purge>; one table, the one named by -- migrate:backfill";
 
 /// Checks one statement of a backfill file. (A missing WHERE is `unbounded-update`'s finding.)
 pub(super) fn check(
@@ -372,13 +372,13 @@ UPDATE t SET a = 2 WHERE a IS NULL;\n",
 
     /// Moved from the source tests: the loader accepts these statements, the linter refuses them.
     #[test]
-    fn backfill_statements_must_be_batchable_updates() {
+    fn backfill_statements_must_be_batchable_updates_or_deletes() {
         let known = |_: &str| true;
         let set = load_files(
             &[SourceFile {
                 display_path: "migrations/0001_a.backfill.sql".to_owned(),
                 file_name: "0001_a.backfill.sql".to_owned(),
-                bytes: "-- migrate:backfill table=users key=id\nDELETE FROM users WHERE a IS NULL;\nUPDATE orders SET a = 1 WHERE a IS NULL;\nUPDATE users SET a = 1 WHERE a IS NULL;".as_bytes().to_vec(),
+                bytes: "-- migrate:backfill table=users key=id\nDELETE FROM users USING orders WHERE users.id = orders.user_id;\nUPDATE orders SET a = 1 WHERE a IS NULL;\nUPDATE users SET a = 1 WHERE a IS NULL;".as_bytes().to_vec(),
             }],
             &known,
         );

@@ -1,10 +1,10 @@
 //! `foreign-key-without-index`
 
 use sqlparser::ast::{
-    AlterTableOperation, ColumnOption, Expr, ForeignKeyConstraint, IndexColumn, Statement,
-    TableConstraint,
+    AlterTableOperation, ColumnOption, ForeignKeyConstraint, Statement, TableConstraint,
 };
 
+use super::declared_indexes::declared_indexes;
 use crate::lint::{Check, Example, Finding, Level, Rule, RuleMemory, StatementContext};
 use crate::source::{ParsedFile, SectionKind};
 use crate::sql::{ident_key, parse_statement, table_key};
@@ -66,49 +66,11 @@ impl SetIndexes {
 
     /// Records the indexes a statement creates.
     fn record_indexes(&mut self, statement: &Statement) {
-        let column_list = |columns: &[IndexColumn]| -> Vec<String> {
-            columns
-                .iter()
-                .map(|c| expression_key(&c.column.expr))
-                .collect()
-        };
-        match statement {
-            Statement::CreateIndex(index) => {
-                self.indexes
-                    .push((table_key(&index.table_name), column_list(&index.columns)));
-            }
-            Statement::CreateTable(create) => {
-                let table = table_key(&create.name);
-                for constraint in &create.constraints {
-                    if let Some(columns) = key_columns(constraint) {
-                        self.indexes.push((table.clone(), column_list(columns)));
-                    }
-                }
-                for column in &create.columns {
-                    let unique = column.options.iter().any(|o| {
-                        matches!(
-                            o.option,
-                            ColumnOption::PrimaryKey(_) | ColumnOption::Unique(_)
-                        )
-                    });
-                    if unique {
-                        self.indexes
-                            .push((table.clone(), vec![ident_key(&column.name)]));
-                    }
-                }
-            }
-            Statement::AlterTable(alter) => {
-                let table = table_key(&alter.name);
-                for operation in &alter.operations {
-                    if let AlterTableOperation::AddConstraint { constraint, .. } = operation
-                        && let Some(columns) = key_columns(constraint)
-                    {
-                        self.indexes.push((table.clone(), column_list(columns)));
-                    }
-                }
-            }
-            _ => {}
-        }
+        self.indexes.extend(
+            declared_indexes(statement)
+                .into_iter()
+                .map(|index| (index.table, index.columns)),
+        );
     }
 }
 
@@ -200,24 +162,6 @@ impl RuleMemory for SetIndexes {
 }
 
 /// The columns of a PRIMARY KEY or UNIQUE constraint (each builds an index).
-fn key_columns(constraint: &TableConstraint) -> Option<&[IndexColumn]> {
-    match constraint {
-        TableConstraint::PrimaryKey(pk) => Some(&pk.columns),
-        TableConstraint::Unique(unique) => Some(&unique.columns),
-        _ => None,
-    }
-}
-
-/// A column reference as a key: `"Email"` → `Email`, `Email` → `email`; other expressions
-/// keep their text (they never equal a plain column).
-fn expression_key(expr: &Expr) -> String {
-    match expr {
-        Expr::Identifier(ident) => ident_key(ident),
-        Expr::CompoundIdentifier(parts) => parts.last().map(ident_key).unwrap_or_default(),
-        other => other.to_string(),
-    }
-}
-
 fn columns_of(fk: &ForeignKeyConstraint) -> (Vec<String>, String) {
     (
         fk.columns.iter().map(ident_key).collect(),

@@ -7,6 +7,7 @@ pub mod autocommit_rerun_unsafe;
 pub mod blocking_statement;
 pub mod column_type_change;
 pub mod constraint_not_valid;
+mod declared_indexes;
 pub mod destructive_cascade;
 pub mod drop_in_expand;
 pub mod enum_value_same_transaction;

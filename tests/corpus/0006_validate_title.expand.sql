@@ -1,0 +1,3 @@
+ALTER TABLE products VALIDATE CONSTRAINT products_title_not_null;
+
+-- migrate:down

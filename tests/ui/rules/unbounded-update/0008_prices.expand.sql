@@ -1,0 +1,1 @@
+UPDATE plans SET price = 0 WHERE price IS NULL;
