@@ -53,6 +53,8 @@ pub struct Cli {
     pub(crate) lock: LockArgs,
     /// The contract gates' limits.
     pub(crate) gates: GateArgs,
+    /// The backfill controller's settings.
+    pub(crate) backfill: BackfillArgs,
     /// The subcommand and its own arguments.
     pub(crate) command: Command,
 }
@@ -144,6 +146,37 @@ pub(crate) struct GateArgs {
     pub max_replica_lag: Option<ReplicaLagLimit>,
 }
 
+// How backfills without batch=/delay= pace themselves.
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Backfill controller")]
+pub(crate) struct BackfillArgs {
+    /// The duration each backfill batch aims at: batches are sized from the measured rows/s
+    /// so that each holds its rows' locks about this long. A file's `target=` overrides
+    /// it; `batch=`/`delay=` fix the batches instead [default: 100ms].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub backfill_target: Option<Duration>,
+
+    /// Back off while more sessions than this are active in pg_stat_activity [default:
+    /// twice the most seen in the second before the backfill, plus 2].
+    #[arg(long, value_name = "SESSIONS")]
+    pub backfill_max_active: Option<u32>,
+
+    /// A cheap query the application really runs (e.g. a primary-key read), timed on a
+    /// second connection during each batch; the backfill backs off when it is twice as slow
+    /// as before the backfill. `off` disables it [default: SELECT 1].
+    #[arg(long, value_name = "SQL|off")]
+    pub backfill_probe: Option<String>,
+
+    /// Pause backfills while this query returns true (one row, one boolean column).
+    #[arg(long, value_name = "SQL")]
+    pub backfill_throttle_query: Option<String>,
+
+    /// Pause backfills while a replica has not replayed WAL written longer ago than this;
+    /// `off` disables it [default: 5s].
+    #[arg(long, value_name = "DURATION|off", value_parser = parse_replica_lag_limit)]
+    pub backfill_max_replica_lag: Option<ReplicaLagLimit>,
+}
+
 /// An option group of [`GROUPS`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Group {
@@ -155,6 +188,8 @@ pub(crate) enum Group {
     Lock,
     /// [`GateArgs`].
     Gates,
+    /// [`BackfillArgs`].
+    Backfill,
 }
 
 /// The option groups each subcommand takes; subcommands not listed (`lint`, `explain`,
@@ -171,9 +206,15 @@ pub(crate) const GROUPS: &[(&str, &[Group])] = &[
     ("down", &[Group::Database, Group::Timeouts, Group::Lock]),
     (
         "up",
-        &[Group::Database, Group::Timeouts, Group::Lock, Group::Gates],
+        &[
+            Group::Database,
+            Group::Timeouts,
+            Group::Lock,
+            Group::Gates,
+            Group::Backfill,
+        ],
     ),
-    ("check", &[Group::Timeouts]),
+    ("check", &[Group::Timeouts, Group::Backfill]),
 ];
 
 fn groups_of(subcommand: &str) -> &'static [Group] {
@@ -189,6 +230,7 @@ fn augment(command: clap::Command, group: Group) -> clap::Command {
         Group::Timeouts => TimeoutArgs::augment_args(command),
         Group::Lock => LockArgs::augment_args(command),
         Group::Gates => GateArgs::augment_args(command),
+        Group::Backfill => BackfillArgs::augment_args(command),
     }
 }
 
@@ -207,7 +249,7 @@ impl CommandFactory for Cli {
             command = command.mut_subcommand(name, |mut sub| {
                 for &group in groups {
                     sub = augment(sub, group);
-                    if name == "flag" {
+                    if name == "flag" || name == "backfill" {
                         // Also after the action: `migrate flag get NAME --database-url URL`.
                         for id in ids_of(group) {
                             sub = sub.mut_arg(id, |arg| arg.global(true));
@@ -219,7 +261,13 @@ impl CommandFactory for Cli {
         }
         // Before the subcommand, as earlier releases took them (`migrate --database-url URL
         // up`): still accepted, not shown, and ignored by commands that do not use them.
-        for group in [Group::Database, Group::Timeouts, Group::Lock, Group::Gates] {
+        for group in [
+            Group::Database,
+            Group::Timeouts,
+            Group::Lock,
+            Group::Gates,
+            Group::Backfill,
+        ] {
             command = augment(command, group);
             for id in ids_of(group) {
                 command = command.mut_arg(id, |arg| arg.hide(true));
@@ -249,6 +297,7 @@ impl FromArgMatches for Cli {
             timeouts: TimeoutArgs::from_arg_matches(matches)?,
             lock: LockArgs::from_arg_matches(matches)?,
             gates: GateArgs::from_arg_matches(matches)?,
+            backfill: BackfillArgs::from_arg_matches(matches)?,
             command: top.command,
         };
         // Written after the subcommand, an option wins over the same one before it.
@@ -259,6 +308,7 @@ impl FromArgMatches for Cli {
                     Group::Timeouts => cli.timeouts.prefer(TimeoutArgs::from_arg_matches(sub)?),
                     Group::Lock => cli.lock.prefer(LockArgs::from_arg_matches(sub)?),
                     Group::Gates => cli.gates.prefer(GateArgs::from_arg_matches(sub)?),
+                    Group::Backfill => cli.backfill.prefer(BackfillArgs::from_arg_matches(sub)?),
                 }
             }
         }
@@ -298,6 +348,20 @@ impl GateArgs {
     fn prefer(&mut self, later: GateArgs) {
         self.contract_stabilisation = later.contract_stabilisation.or(self.contract_stabilisation);
         self.max_replica_lag = later.max_replica_lag.or(self.max_replica_lag);
+    }
+}
+
+impl BackfillArgs {
+    fn prefer(&mut self, later: BackfillArgs) {
+        self.backfill_target = later.backfill_target.or(self.backfill_target);
+        self.backfill_max_active = later.backfill_max_active.or(self.backfill_max_active);
+        self.backfill_probe = later.backfill_probe.or(self.backfill_probe.take());
+        self.backfill_throttle_query = later
+            .backfill_throttle_query
+            .or(self.backfill_throttle_query.take());
+        self.backfill_max_replica_lag = later
+            .backfill_max_replica_lag
+            .or(self.backfill_max_replica_lag);
     }
 }
 
@@ -413,11 +477,16 @@ pub(crate) enum Command {
         version: Option<u64>,
     },
 
-    /// Show every backfill statement's progress: rows done, last key, finished and verified.
+    /// Show every backfill statement's progress (rows done, rows/s, batch size, the
+    /// controller's state, last key, finished, verified), or pause and resume backfills.
     ///
-    /// Read only. A backfill runs in keyed batches during `up`; its progress survives a
-    /// killed run, which resumes from the last key.
-    Backfill,
+    /// Without an action: read only. A backfill runs in keyed batches during `up`, sized to
+    /// a target duration and backing off or pausing when the application or a replica
+    /// suffers; its progress survives a killed run, which resumes from the last key.
+    Backfill {
+        #[command(subcommand)]
+        action: Option<BackfillAction>,
+    },
 
     /// Check again that applied backfills left no row behind: count the rows that still
     /// match each backfill statement's WHERE, and record verified_at where none does.
@@ -468,6 +537,17 @@ pub(crate) enum FlagCommand {
     Set { name: String, state: OnOff },
     /// List every flag.
     List,
+}
+
+// `backfill pause|resume`. (A plain comment, as on `Command`.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
+pub(crate) enum BackfillAction {
+    /// Pause every running backfill of the database before its next batch, from any
+    /// terminal: stored in the database (the `migrate.backfill_paused` flag), so every runner
+    /// sees it. Running backfills wait, showing "paused by an operator", until `resume`.
+    Pause,
+    /// Let paused backfills go on.
+    Resume,
 }
 
 /// `flag set NAME on|off`.

@@ -104,6 +104,23 @@ impl Config {
         if let Some(limit) = cli.gates.max_replica_lag {
             migrator.max_replica_lag = limit.0;
         }
+        let backfill = &cli.backfill;
+        if let Some(target) = backfill.backfill_target {
+            migrator.backfill.target = target;
+        }
+        if let Some(sessions) = backfill.backfill_max_active {
+            migrator.backfill.max_active_sessions = Some(sessions);
+        }
+        if let Some(probe) = &backfill.backfill_probe {
+            migrator.backfill.probe_query =
+                (!probe.trim().eq_ignore_ascii_case("off")).then(|| probe.clone());
+        }
+        if let Some(query) = &backfill.backfill_throttle_query {
+            migrator.backfill.throttle_query = Some(query.clone());
+        }
+        if let Some(limit) = backfill.backfill_max_replica_lag {
+            migrator.backfill.max_replica_lag = limit.0;
+        }
         if let Command::Up {
             allow_out_of_order,
             ignore_missing,

@@ -260,7 +260,10 @@ fn run(cli: Cli, source: Source) -> anyhow::Result<Outcome> {
             requires,
         } => commands::new::run(&context, &name, phase, requires),
         Command::Repair { version } => commands::repair::run(&context, version),
-        Command::Backfill => commands::backfill::status(&context),
+        Command::Backfill { action: None } => commands::backfill::status(&context),
+        Command::Backfill {
+            action: Some(action),
+        } => commands::backfill::pause(&context, action),
         Command::Verify { version } => commands::backfill::verify(&context, version),
         #[cfg(feature = "check")]
         Command::Check { path } => commands::check::run(&context, path.as_deref()),

@@ -155,3 +155,100 @@ fn backfill_and_verify_need_a_database() {
             .stderr(predicates::str::contains("needs a database"));
     }
 }
+
+/// `backfill pause|resume` from another terminal: stored in the database, shown by
+/// `backfill`, and a backfill run under the controller shows its pace.
+#[test]
+fn pause_resume_and_the_pace_shown() {
+    let db = database();
+    let dir = tempfile::tempdir().unwrap();
+    write_set(dir.path());
+    // The controller paces this one (no batch=).
+    std::fs::write(
+        dir.path().join("0002_items_v2.backfill.sql"),
+        "-- migrate:backfill table=items key=id target=50\n\
+         UPDATE items SET v2 = v * 2 WHERE v2 IS NULL;\n-- migrate:down\n",
+    )
+    .unwrap();
+    let dir_arg = dir.path().to_str().unwrap();
+    let url = url(&db);
+    let status = || {
+        json(
+            &migrate()
+                .args(["--dir", dir_arg, "--format", "json", "backfill"])
+                .args(["--database-url", &url])
+                .output()
+                .unwrap(),
+        )
+    };
+
+    // Options after the action too, as for `flag`.
+    migrate()
+        .args([
+            "--dir",
+            dir_arg,
+            "backfill",
+            "pause",
+            "--database-url",
+            &url,
+        ])
+        .assert()
+        .success();
+    assert_eq!(status()["paused"], true);
+    assert_eq!(
+        sql(
+            &db,
+            "SELECT enabled FROM schema_migrations_flags WHERE name = 'migrate.backfill_paused'"
+        )
+        .trim(),
+        "t"
+    );
+    migrate()
+        .args([
+            "--dir",
+            dir_arg,
+            "backfill",
+            "resume",
+            "--database-url",
+            &url,
+        ])
+        .assert()
+        .success();
+    assert_eq!(status()["paused"], false);
+
+    migrate()
+        .args(["--database-url", &url, "--dir", dir_arg, "up", "--to", "1"])
+        .assert()
+        .success();
+    sql(
+        &db,
+        "INSERT INTO items (id, v) SELECT g, g FROM generate_series(1, 3000) g",
+    );
+    migrate()
+        .args(["--database-url", &url, "--dir", dir_arg, "up"])
+        .assert()
+        .success();
+    let done = status();
+    let backfill = &done["backfills"][0];
+    assert_eq!(backfill["rows_done"], 3000);
+    assert_eq!(backfill["pace"], "done");
+    assert!(
+        backfill["batch_size"]
+            .as_u64()
+            .is_some_and(|size| size >= 100)
+    );
+    assert!(
+        backfill["rows_per_second"]
+            .as_f64()
+            .is_some_and(|rate| rate > 0.0)
+    );
+    let human = migrate()
+        .args(["--database-url", &url, "--dir", dir_arg, "backfill"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&human.stdout);
+    assert!(
+        text.contains("ROWS/S") && text.contains("PACE") && text.contains("done"),
+        "{text}"
+    );
+}

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::CommandFactory;
 use migrate_cli::cli::Cli;
-use migrate_core::runtime::MigratorConfig;
+use migrate_core::runtime::{BackfillControl, MigratorConfig};
 
 fn read(relative: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -71,6 +71,7 @@ fn the_readme_states_the_runtime_defaults() {
         contract_stabilisation,
         max_replica_lag,
         network_timeout,
+        backfill,
     } = MigratorConfig::default();
     let readme = read("README.md");
     let mut documented = Vec::new();
@@ -106,12 +107,65 @@ fn the_readme_states_the_runtime_defaults() {
                     assert_eq!(limit, max_replica_lag, "{stale}");
                 }
                 "network_timeout" => assert_eq!(duration(value), network_timeout, "{stale}"),
+                "backfill" => {
+                    assert_eq!(value, "`BackfillControl::default()`", "{stale}");
+                    assert_eq!(backfill, BackfillControl::default());
+                }
                 other => panic!("README documents `{other}`, which MigratorConfig lacks"),
             }
             documented.push(field.to_owned());
         }
     }
-    assert_eq!(documented.len(), 12, "every field once: {documented:?}");
+    assert_eq!(documented.len(), 13, "every field once: {documented:?}");
+}
+
+#[test]
+fn the_readme_states_the_backfill_controller_defaults() {
+    // Exhaustive, as above.
+    let BackfillControl {
+        target,
+        min_batch,
+        max_batch,
+        max_active_sessions,
+        probe_query,
+        max_replica_lag,
+        throttle_query,
+        pause_poll,
+    } = BackfillControl::default();
+    let readme = read("README.md");
+    let mut documented = Vec::new();
+    for row in table(&readme, "| `BackfillControl` field |") {
+        let fields: Vec<&str> = row[0].split(" / ").map(|f| f.trim_matches('`')).collect();
+        let values: Vec<&str> = row[1].split(" / ").collect();
+        assert_eq!(fields.len(), values.len(), "{row:?}");
+        for (field, value) in fields.into_iter().zip(values) {
+            let stale = format!("README: the default of `{field}` is stale: {value}");
+            match field {
+                "target" => assert_eq!(duration(value), target, "{stale}"),
+                "min_batch" => assert_eq!(value, min_batch.to_string(), "{stale}"),
+                "max_batch" => assert_eq!(value, max_batch.to_string(), "{stale}"),
+                "max_active_sessions" => {
+                    assert_eq!(value, format!("`{max_active_sessions:?}`"), "{stale}")
+                }
+                "probe_query" => assert_eq!(value, format!("`{probe_query:?}`"), "{stale}"),
+                "max_replica_lag" => {
+                    let limit = value
+                        .trim_matches('`')
+                        .strip_prefix("Some(")
+                        .and_then(|v| v.strip_suffix(')'))
+                        .map(duration);
+                    assert_eq!(limit, max_replica_lag, "{stale}");
+                }
+                "throttle_query" => {
+                    assert_eq!(value, format!("`{throttle_query:?}`"), "{stale}")
+                }
+                "pause_poll" => assert_eq!(duration(value), pause_poll, "{stale}"),
+                other => panic!("README documents `{other}`, which BackfillControl lacks"),
+            }
+            documented.push(field.to_owned());
+        }
+    }
+    assert_eq!(documented.len(), 8, "every field once: {documented:?}");
 }
 
 /// A default as the CLI documents it.

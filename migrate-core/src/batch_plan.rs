@@ -63,6 +63,9 @@ pub struct BatchedUpdate {
     pub remaining_sql: String,
     /// `SELECT 1 FROM <table> WHERE (<pending>)`: the pending rows, for bounded counts.
     pub pending_rows_sql: String,
+    /// PostgreSQL's estimate of the table's rows (`pg_class.reltuples`, -1 before the first
+    /// ANALYZE), for the progress display's time left.
+    pub estimated_rows_sql: String,
 }
 
 /// Why a backfill statement cannot be run in keyed batches. The build reports these
@@ -227,6 +230,10 @@ SELECT (SELECT count(*) FROM migrate_updated), \
         ),
         remaining_sql: format!("SELECT count(*) FROM {table} WHERE ({pending})"),
         pending_rows_sql: format!("SELECT 1 FROM {table} WHERE ({pending})"),
+        estimated_rows_sql: format!(
+            "SELECT reltuples::bigint FROM pg_class WHERE oid = '{}'::regclass",
+            table.replace('\'', "''")
+        ),
     })
 }
 
@@ -270,8 +277,7 @@ mod tests {
             schema: None,
             table: Cow::Borrowed(table),
             key: Cow::Borrowed(key),
-            batch_size: 100,
-            delay_ms: 0,
+            pace: crate::migration::BackfillPace::Adaptive { target_ms: None },
         }
     }
 

@@ -93,5 +93,5 @@ pub use checked_set::{CheckedSet, check_dir};
 pub use checksum::Checksum;
 pub use diagnostic::{Diagnostic, Severity};
 pub use migration::{
-    BackfillSpec, Migration, Migrations, Phase, Section, Statement, TransactionMode,
+    BackfillPace, BackfillSpec, Migration, Migrations, Phase, Section, Statement, TransactionMode,
 };

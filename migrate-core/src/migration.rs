@@ -90,7 +90,7 @@ pub struct Section {
     pub mode: TransactionMode,
 }
 
-/// Parameters of `-- migrate:backfill table=<t> key=<col> [batch=<n>] [delay=<ms>]`.
+/// Parameters of `-- migrate:backfill table=<t> key=<col> [target=<ms> | batch=<n> delay=<ms>]`.
 ///
 /// The names are the exact names PostgreSQL stores: the directive's names follow SQL's rules,
 /// like names in statements (`table=Orders` is `orders`, unquoted names are folded to lower
@@ -104,16 +104,34 @@ pub struct BackfillSpec {
     pub table: Cow<'static, str>,
     /// The column the runtime pages by (`key=`); batches walk it in ascending order.
     pub key: Cow<'static, str>,
-    /// Rows per batch, each batch its own short transaction (`batch=`).
-    pub batch_size: u32,
-    /// Pause between batches in milliseconds (`delay=`), to leave room for the application.
-    pub delay_ms: u32,
+    /// How its batches are sized and paced.
+    pub pace: BackfillPace,
+}
+
+/// How a backfill's batches are sized and paced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackfillPace {
+    /// The runtime's controller sizes each batch to take about `target_ms` (`target=`; `None`
+    /// takes the runner's configured target), from the rows/s it measures, and backs off or
+    /// pauses when the application or a replica suffers (docs/design.md, "Backfills").
+    Adaptive {
+        /// `target=<ms>`: the batch duration aimed at.
+        target_ms: Option<u32>,
+    },
+    /// `batch=` and/or `delay=`: an explicit override, batches of `batch_size` rows each its
+    /// own short transaction, `delay_ms` between them, whatever the server's load.
+    Fixed {
+        /// Rows per batch (`batch=`, 1000 when only `delay=` is written).
+        batch_size: u32,
+        /// Pause between batches in milliseconds (`delay=`, 0 when only `batch=` is written).
+        delay_ms: u32,
+    },
 }
 
 impl BackfillSpec {
-    /// `batch=` when the directive leaves it out.
+    /// `batch=` when only `delay=` is written.
     pub const DEFAULT_BATCH_SIZE: u32 = 1000;
-    /// `delay=` when the directive leaves it out: no pause.
+    /// `delay=` when only `batch=` is written: no pause.
     pub const DEFAULT_DELAY_MS: u32 = 0;
 
     /// The table as a statement would name it, quoted only where needed (`app.orders`,

@@ -232,6 +232,9 @@ async fn progress_events_follow_the_run() {
                     )
                 }
                 ProgressEvent::BackfillBatch { rows_done, .. } => format!("batch {rows_done}"),
+                ProgressEvent::BackfillPace { status, .. } => {
+                    format!("pace {} {}", status.rows_done, status.state)
+                }
                 ProgressEvent::Finished { migration, .. } => format!("done {}", migration.version),
                 _ => "other".to_owned(),
             };
@@ -244,8 +247,11 @@ async fn progress_events_follow_the_run() {
         [
             "start 2 0/1 reverting=false",
             "batch 1000",
+            "pace 1000 fixed (batch=/delay=)",
             "batch 2000",
+            "pace 2000 fixed (batch=/delay=)",
             "batch 2500",
+            "pace 2500 fixed (batch=/delay=)",
             "done 2",
             "start 2 0/1 reverting=true",
             "done 2",
@@ -271,8 +277,10 @@ fn backfill_set(table_sql: &str, spec: (&str, &str, u32, u32), update: &str) -> 
         schema: None,
         table: Cow::Owned(spec.0.into()),
         key: Cow::Owned(spec.1.into()),
-        batch_size: spec.2,
-        delay_ms: spec.3,
+        pace: migrate_core::BackfillPace::Fixed {
+            batch_size: spec.2,
+            delay_ms: spec.3,
+        },
     });
     set(vec![create, backfill])
 }

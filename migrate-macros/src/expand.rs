@@ -112,12 +112,23 @@ fn migration_tokens(migration: &Migration) -> TokenStream {
     };
     let backfill = match &migration.backfill {
         Some(spec) => {
-            let (table, key, batch, delay) = (
-                spec.table.as_ref(),
-                spec.key.as_ref(),
-                spec.batch_size,
-                spec.delay_ms,
-            );
+            let (table, key) = (spec.table.as_ref(), spec.key.as_ref());
+            let pace = match spec.pace {
+                ::migrate_core::BackfillPace::Adaptive { target_ms } => {
+                    let target = match target_ms {
+                        Some(ms) => quote!(::std::option::Option::Some(#ms)),
+                        None => quote!(::std::option::Option::None),
+                    };
+                    quote!(::migrate_core::BackfillPace::Adaptive { target_ms: #target })
+                }
+                ::migrate_core::BackfillPace::Fixed {
+                    batch_size,
+                    delay_ms,
+                } => quote!(::migrate_core::BackfillPace::Fixed {
+                    batch_size: #batch_size,
+                    delay_ms: #delay_ms,
+                }),
+            };
             let schema = match spec.schema.as_deref() {
                 Some(schema) => {
                     quote!(::std::option::Option::Some(::std::borrow::Cow::Borrowed(#schema)))
@@ -128,8 +139,7 @@ fn migration_tokens(migration: &Migration) -> TokenStream {
                 schema: #schema,
                 table: ::std::borrow::Cow::Borrowed(#table),
                 key: ::std::borrow::Cow::Borrowed(#key),
-                batch_size: #batch,
-                delay_ms: #delay,
+                pace: #pace,
             }))
         }
         None => quote!(::std::option::Option::None),

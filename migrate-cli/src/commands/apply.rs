@@ -43,8 +43,15 @@ pub fn up(context: &Context, to: Option<u64>, dry_run: bool) -> anyhow::Result<O
             }
         };
     }
+    let needs_monitor = migrations.iter().any(|m| m.backfill.is_some());
     let result = block_on(async {
         let client = context.connect(database).await?;
+        // A backfill watches the server on a second connection while each batch runs.
+        let migrator = if needs_monitor {
+            migrator.with_monitor(context.connect(database).await?)
+        } else {
+            migrator
+        };
         anyhow::Ok(migrator.up(&client, target).await)
     })?;
     bar.finish_and_clear();
@@ -134,16 +141,33 @@ fn progress_hook(bar: &ProgressBar) -> ProgressHook {
             let verb = if reverting { "reverting" } else { "applying" };
             bar.set_message(format!("{verb} {}", migration.file_name));
         }
-        ProgressEvent::BackfillBatch {
-            migration,
-            rows_done,
-        } => bar.set_message(format!(
-            "backfilling {}: {rows_done} rows",
-            migration.file_name
-        )),
+        ProgressEvent::BackfillPace { migration, status } => {
+            let eta = status
+                .eta
+                .map(|eta| format!(", ETA {}", human_duration(eta)))
+                .unwrap_or_default();
+            bar.set_message(format!(
+                "backfilling {}: {} rows, {:.0} rows/s, batch {}{eta}, {}",
+                migration.file_name,
+                status.rows_done,
+                status.rows_per_second,
+                status.batch_size,
+                status.state
+            ));
+        }
         ProgressEvent::Finished { index, .. } => bar.set_position(index as u64 + 1),
         _ => {}
     })
+}
+
+/// `1h 02m`, `3m 05s`, `42s`: an ETA, to the second.
+fn human_duration(duration: Duration) -> String {
+    let secs = duration.as_secs();
+    match (secs / 3600, secs / 60 % 60, secs % 60) {
+        (0, 0, s) => format!("{s}s"),
+        (0, m, s) => format!("{m}m {s:02}s"),
+        (h, m, _) => format!("{h}h {m:02}m"),
+    }
 }
 
 /// How a migration ran: a backfill's up part runs in keyed batches, each its own transaction.

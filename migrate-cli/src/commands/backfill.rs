@@ -1,8 +1,9 @@
-//! `migrate backfill` and `migrate verify [--version V]`
+//! `migrate backfill`, `migrate backfill pause|resume` and `migrate verify [--version V]`
 
 use migrate_core::runtime::{BackfillState, Migrator};
 use serde_json::json;
 
+use crate::cli::BackfillAction;
 use crate::error::Outcome;
 use crate::output::{self, Cell, Style};
 use crate::{Context, block_on};
@@ -11,11 +12,34 @@ pub fn status(context: &Context) -> anyhow::Result<Outcome> {
     let database = context.database("backfill")?;
     let migrations = context.migrations()?;
     let migrator = Migrator::new(&migrations, context.config.migrator.clone())?;
-    let states = block_on(async {
+    let (states, paused) = block_on(async {
         let client = context.connect(database).await?;
-        anyhow::Ok(migrator.backfills(&client).await?)
+        let states = migrator.backfills(&client).await?;
+        anyhow::Ok((states, migrator.backfills_paused(&client).await?))
     })??;
-    print(context, &states, false);
+    print(context, &states, false, paused);
+    Ok(Outcome::Success)
+}
+
+/// `migrate backfill pause|resume`: the flag every runner reads before each batch.
+pub fn pause(context: &Context, action: BackfillAction) -> anyhow::Result<Outcome> {
+    let database = context.database("backfill")?;
+    let migrations = context.migrations()?;
+    let migrator = Migrator::new(&migrations, context.config.migrator.clone())?;
+    let paused = action == BackfillAction::Pause;
+    block_on(async {
+        let client = context.connect(database).await?;
+        anyhow::Ok(migrator.pause_backfills(&client, paused).await?)
+    })??;
+    if context.json() {
+        output::print_json(&json!({ "paused": paused }));
+    } else if paused {
+        println!(
+            "backfills paused: running ones stop before their next batch and wait (`migrate backfill resume` lets them go on)"
+        );
+    } else {
+        println!("backfills resumed: paused ones go on before their next check");
+    }
     Ok(Outcome::Success)
 }
 
@@ -34,7 +58,7 @@ pub fn verify(context: &Context, version: Option<u64>) -> anyhow::Result<Outcome
         let client = context.connect(database).await?;
         anyhow::Ok(migrator.verify_backfills(&client, version).await?)
     })??;
-    print(context, &states, true);
+    print(context, &states, true, false);
     let left: i64 = states.iter().filter_map(|s| s.remaining).sum();
     if left > 0 {
         if !context.json() {
@@ -51,7 +75,7 @@ fn time(value: Option<std::time::SystemTime>) -> String {
     value.map_or_else(|| "-".to_owned(), output::timestamp)
 }
 
-fn print(context: &Context, states: &[BackfillState], verified: bool) {
+fn print(context: &Context, states: &[BackfillState], verified: bool, paused: bool) {
     if context.json() {
         let items: Vec<_> = states
             .iter()
@@ -68,11 +92,21 @@ fn print(context: &Context, states: &[BackfillState], verified: bool) {
                     "finished_at": s.finished_at.map(output::timestamp),
                     "verified_at": s.verified_at.map(output::timestamp),
                     "remaining": s.remaining,
+                    "rows_per_second": s.rows_per_second,
+                    "batch_size": s.batch_size,
+                    "pace": s.pace_state,
                 })
             })
             .collect();
-        output::print_json(&json!({ "backfills": items }));
+        if verified {
+            output::print_json(&json!({ "backfills": items }));
+        } else {
+            output::print_json(&json!({ "backfills": items, "paused": paused }));
+        }
         return;
+    }
+    if paused {
+        println!("backfills are paused by an operator (`migrate backfill resume` lets them go on)");
     }
     if states.is_empty() {
         println!(
@@ -97,6 +131,15 @@ fn print(context: &Context, states: &[BackfillState], verified: bool) {
                     s.rows_done
                         .map_or_else(|| "-".to_owned(), |n| n.to_string()),
                 ),
+                Cell::new(
+                    s.rows_per_second
+                        .map_or_else(|| "-".to_owned(), |rate| format!("{rate:.0}")),
+                ),
+                Cell::new(
+                    s.batch_size
+                        .map_or_else(|| "-".to_owned(), |size| size.to_string()),
+                ),
+                Cell::new(s.pace_state.clone().unwrap_or_else(|| "-".to_owned())),
                 Cell::new(s.last_key.clone().unwrap_or_else(|| "-".to_owned())),
                 Cell::new(time(s.finished_at)),
                 Cell::new(time(s.verified_at)),
@@ -120,6 +163,9 @@ fn print(context: &Context, states: &[BackfillState], verified: bool) {
         "STATEMENT",
         "STATE",
         "ROWS DONE",
+        "ROWS/S",
+        "BATCH",
+        "PACE",
         "LAST KEY",
         "FINISHED",
         "VERIFIED",

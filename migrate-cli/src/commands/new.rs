@@ -198,9 +198,11 @@ fn template(phase: Phase, requires: Option<u64>) -> String {
 "
         ),
         Phase::Backfill => "\
--- Backfill: the runtime runs the UPDATE in short keyed batches; its WHERE must skip rows
--- already done, so the backfill is idempotent and resumable.
--- migrate:backfill table=<table> key=<key column> batch=1000
+-- Backfill: the runtime runs the UPDATE in short keyed batches, sized and paced to the
+-- server's load (add target=<ms> to change the batch duration aimed at, or batch=<rows>
+-- delay=<ms> to fix them); its WHERE must skip rows already done, so the backfill is
+-- idempotent and resumable.
+-- migrate:backfill table=<table> key=<key column>
 -- migrate:up
 UPDATE <table> SET <new column> = <expression> WHERE <new column> IS NULL;
 

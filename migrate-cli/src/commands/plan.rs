@@ -230,12 +230,31 @@ fn print_human(context: &Context, pending: &[&Migration], database: bool) {
 /// How the runtime executes a migration's up part.
 fn execution_label(m: &migrate_core::Migration) -> String {
     match (&m.backfill, m.up.mode) {
-        (Some(spec), _) => format!(
-            "keyed batches of {} rows on {}.{}, each its own transaction",
-            spec.batch_size,
-            spec.table_name(),
-            spec.key
-        ),
+        (Some(spec), _) => {
+            let batches = match spec.pace {
+                migrate_core::BackfillPace::Adaptive {
+                    target_ms: Some(ms),
+                } => {
+                    format!("keyed batches sized to take {ms} ms")
+                }
+                migrate_core::BackfillPace::Adaptive { target_ms: None } => {
+                    "keyed batches sized to the configured target".to_owned()
+                }
+                migrate_core::BackfillPace::Fixed {
+                    batch_size,
+                    delay_ms: 0,
+                } => format!("keyed batches of {batch_size} rows"),
+                migrate_core::BackfillPace::Fixed {
+                    batch_size,
+                    delay_ms,
+                } => format!("keyed batches of {batch_size} rows, {delay_ms} ms apart"),
+            };
+            format!(
+                "{batches} on {}.{}, each its own transaction",
+                spec.table_name(),
+                spec.key
+            )
+        }
         (None, migrate_core::TransactionMode::Transactional) => "one transaction".to_owned(),
         (None, migrate_core::TransactionMode::Autocommit) => {
             "autocommit, statement by statement".to_owned()

@@ -8,14 +8,21 @@
 //! nothing; then the backfill is verified (no row still matches its WHERE) and only then is
 //! the history row written.
 //!
+//! Batches are paced by `backfill_pace`: sized to a target duration and backing off or
+//! pausing on the server's signals, or fixed by the directive's `batch=`/`delay=`.
+//!
 //! Every pass ends: the keyed pass and each sweep stop at the largest key when they started
 //! (rows inserted later belong to the next sweep), sweeps are at most `MAX_SWEEPS` (10), and a
 //! batch whose updated rows still match the WHERE (the SET does not falsify it, e.g.
 //! `SET a = 2 WHERE id > 5`) stops the backfill at once, since those rows would match forever.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio_postgres::Client;
+
+use super::backfill_pace::{BackfillStatus, Pacer, ProgressRow};
+use super::config::BackfillControl;
+use super::state::flags::FlagStore;
 
 use super::deadline::within;
 use super::error::RuntimeError;
@@ -31,6 +38,15 @@ use crate::migration::{BackfillSpec, Migration, Statement};
 /// something (an old release without dual writes) keeps writing rows in the old shape.
 const MAX_SWEEPS: u32 = 10;
 
+/// What paces the batches: the controller's settings, the second connection it watches the
+/// server on, the flags table holding the operator's pause, and where it reports.
+pub(crate) struct PaceContext<'a> {
+    pub monitor: Option<&'a Client>,
+    pub control: &'a BackfillControl,
+    pub flags: FlagStore,
+    pub report: &'a (dyn Fn(&BackfillStatus) + Sync),
+}
+
 /// Runs every up statement of a backfill migration in batches, verifies, then records
 /// `history`.
 pub(crate) async fn run(
@@ -40,7 +56,7 @@ pub(crate) async fn run(
     table: &BackfillProgressTable,
     settings: &ExecutionSettings,
     history: HistoryChange<'_>,
-    on_batch: &(dyn Fn(i64) + Sync),
+    pace: &PaceContext<'_>,
 ) -> Result<SectionOutcome, RuntimeError> {
     let started = Instant::now();
     let own = Some(settings.limits.own);
@@ -84,17 +100,38 @@ pub(crate) async fn run(
             migration,
             statement,
             settings,
-            batch_size: i64::from(spec.batch_size),
         };
+        let row = ProgressRow {
+            table,
+            version,
+            statement: statement_index,
+        };
+        let mut pacer = Pacer::start(
+            client,
+            pace.monitor,
+            spec.pace,
+            pace.control,
+            pace.flags.clone(),
+            &batches.estimated_rows_sql,
+            progress.rows_done,
+            settings.limits,
+        )
+        .await?;
         // Keyed pass: SKIP LOCKED, resumable from the stored cursor, up to the largest key
         // now (a writer inserting faster than the batches cannot keep it running).
         let bound = runner.upper_bound(&batches.upper_bound_sql).await?;
         loop {
-            let batch = runner
+            let size = pacer.ready(client, &row, &progress, pace.report).await?;
+            let batch = pacer
                 .run(
-                    &batches.batch_sql,
-                    progress.last_key.as_deref(),
-                    bound.as_deref(),
+                    size,
+                    runner.run(
+                        &batches.batch_sql,
+                        progress.last_key.as_deref(),
+                        bound.as_deref(),
+                        size,
+                    ),
+                    |batch| batch.updated,
                 )
                 .await?;
             most_attempts = most_attempts.max(batch.attempts);
@@ -107,24 +144,14 @@ pub(crate) async fn run(
             };
             progress.rows_done += updated;
             progress.last_key = Some(last_key);
-            within(
-                own,
-                "recording backfill progress",
-                table.save(client, version, statement_index, &progress),
-            )
-            .await??;
-            on_batch(progress.rows_done);
+            pacer.record(client, &row, &progress, pace.report).await?;
             tracing::debug!(
                 version = migration.version,
                 rows_done = progress.rows_done,
                 last_key = progress.last_key.as_deref(),
                 "backfill batch"
             );
-            if spec.delay_ms > 0 {
-                // Throttling between batches, not synchronisation: gives replicas and the
-                // application's own writes room.
-                tokio::time::sleep(Duration::from_millis(u64::from(spec.delay_ms))).await;
-            }
+            pacer.rest().await;
         }
         tracing::info!(
             version = migration.version,
@@ -145,8 +172,18 @@ pub(crate) async fn run(
             let mut cursor: Option<String> = None;
             let bound = runner.upper_bound(&batches.upper_bound_sql).await?;
             loop {
-                let batch = runner
-                    .run(&batches.sweep_sql, cursor.as_deref(), bound.as_deref())
+                let size = pacer.ready(client, &row, &progress, pace.report).await?;
+                let batch = pacer
+                    .run(
+                        size,
+                        runner.run(
+                            &batches.sweep_sql,
+                            cursor.as_deref(),
+                            bound.as_deref(),
+                            size,
+                        ),
+                        |batch| batch.updated,
+                    )
                     .await?;
                 most_attempts = most_attempts.max(batch.attempts);
                 if batch.still_pending > 0 {
@@ -172,10 +209,8 @@ pub(crate) async fn run(
                     Some(key) => cursor = Some(key),
                     None => break,
                 }
-                on_batch(progress.rows_done);
-                if spec.delay_ms > 0 {
-                    tokio::time::sleep(Duration::from_millis(u64::from(spec.delay_ms))).await;
-                }
+                (pace.report)(&pacer.status(progress.rows_done));
+                pacer.rest().await;
             }
             if changed == 0 {
                 break;
@@ -268,7 +303,6 @@ struct BatchRunner<'a> {
     migration: &'a Migration,
     statement: &'a Statement,
     settings: &'a ExecutionSettings,
-    batch_size: i64,
 }
 
 /// What one batch did.
@@ -301,6 +335,7 @@ impl BatchRunner<'_> {
         sql: &str,
         after: Option<&str>,
         bound: Option<&str>,
+        batch_size: i64,
     ) -> Result<BatchOutcome, RuntimeError> {
         let (migration, statement, settings) = (self.migration, self.statement, self.settings);
         let mut attempt = 0;
@@ -309,8 +344,7 @@ impl BatchRunner<'_> {
             let answer = super::deadline::within(
                 settings.limits.statement,
                 "running a backfill batch",
-                self.client
-                    .query_one(sql, &[&after, &self.batch_size, &bound]),
+                self.client.query_one(sql, &[&after, &batch_size, &bound]),
             )
             .await?;
             match answer {

@@ -51,6 +51,55 @@ pub struct MigratorConfig {
     /// zero). A server that stops answering then fails the run with
     /// [`RuntimeError::NoAnswer`] instead of hanging it. Default: 30 s.
     pub network_timeout: Duration,
+    /// How backfills without `batch=`/`delay=` size and pace their batches.
+    pub backfill: BackfillControl,
+}
+
+/// The backfill controller's settings (docs/design.md, "Backfills"). A backfill directive's
+/// `target=` overrides [`BackfillControl::target`]; `batch=`/`delay=` turn the controller
+/// off for that file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackfillControl {
+    /// The duration each batch aims at: a batch holds its rows' locks that long, so an
+    /// application write to one of them may wait that long. Default: 100 ms.
+    pub target: Duration,
+    /// Smallest batch, and the first one. Default: 100 rows.
+    pub min_batch: u32,
+    /// Largest batch. Default: 50,000 rows.
+    pub max_batch: u32,
+    /// Back off while more sessions than this are active (`pg_stat_activity`, the
+    /// backfill's own excluded). `None`: twice the most seen during the second before the
+    /// backfill, plus 2. Needs `pg_read_all_stats` (e.g. through `pg_monitor`) to see other
+    /// roles' sessions.
+    pub max_active_sessions: Option<u32>,
+    /// A cheap query the application really runs (e.g. a primary-key read), timed on a
+    /// second connection while each batch runs; the backfill backs off when its median is
+    /// twice its baseline before the backfill (and 2 ms more). `None` turns it off.
+    /// Default: `SELECT 1`, which shows CPU saturation. Needs a second connection
+    /// ([`Migrator::with_monitor`](super::Migrator::with_monitor)).
+    pub probe_query: Option<String>,
+    /// Pause while a replica has not replayed WAL written longer ago than this; `None` turns
+    /// it off. Default: 5 s.
+    pub max_replica_lag: Option<Duration>,
+    /// Pause while this query returns true (one row, one boolean column). Default: none.
+    pub throttle_query: Option<String>,
+    /// How often a paused backfill checks whether it may resume. Default: 500 ms.
+    pub pause_poll: Duration,
+}
+
+impl Default for BackfillControl {
+    fn default() -> Self {
+        BackfillControl {
+            target: Duration::from_millis(100),
+            min_batch: 100,
+            max_batch: 50_000,
+            max_active_sessions: None,
+            probe_query: Some("SELECT 1".to_owned()),
+            max_replica_lag: Some(Duration::from_secs(5)),
+            throttle_query: None,
+            pause_poll: Duration::from_millis(500),
+        }
+    }
 }
 
 /// Longest `lock_timeout` accepted: the application's queries queue behind a migration's
@@ -97,6 +146,40 @@ impl MigratorConfig {
                 "must be more than 0: it is the client's allowance for the server's answers",
             ));
         }
+        let backfill = &self.backfill;
+        if backfill.target < Duration::from_millis(1) || backfill.target > Duration::from_secs(60) {
+            return Err(invalid(
+                "backfill_target",
+                backfill.target,
+                "must be between 1ms and 60s: each batch holds its rows' locks that long",
+            ));
+        }
+        if backfill.min_batch == 0 || backfill.min_batch > backfill.max_batch {
+            return Err(RuntimeError::InvalidSetting {
+                setting: "backfill_min_batch",
+                value: format!("{}..{}", backfill.min_batch, backfill.max_batch),
+                reason: "the smallest batch must be at least 1 row and at most the largest",
+            });
+        }
+        if backfill.pause_poll.is_zero() {
+            return Err(invalid(
+                "backfill_pause_poll",
+                backfill.pause_poll,
+                "must be more than 0",
+            ));
+        }
+        for (setting, query) in [
+            ("backfill_probe_query", &backfill.probe_query),
+            ("backfill_throttle_query", &backfill.throttle_query),
+        ] {
+            if query.as_deref().is_some_and(|q| q.trim().is_empty()) {
+                return Err(RuntimeError::InvalidSetting {
+                    setting,
+                    value: String::new(),
+                    reason: "must be a query, or unset to turn it off",
+                });
+            }
+        }
         Ok(())
     }
 
@@ -124,6 +207,7 @@ impl Default for MigratorConfig {
             contract_stabilisation: Duration::ZERO,
             max_replica_lag: Some(Duration::from_secs(30)),
             network_timeout: Duration::from_secs(30),
+            backfill: BackfillControl::default(),
         }
     }
 }

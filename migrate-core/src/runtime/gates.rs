@@ -469,18 +469,26 @@ async fn unverified_backfills(
         .await
 }
 
-/// One row of `pg_stat_replication`, as the gate reads it.
-struct ReplicationRow {
-    replica: Replica,
-    state: Option<String>,
+/// One row of `pg_stat_replication`, as the gate (and the backfill controller) reads it.
+pub(crate) struct ReplicationRow {
+    pub(crate) replica: Replica,
+    pub(crate) state: Option<String>,
     /// `replay_lsn IS NOT NULL`.
-    reports_replay: bool,
+    pub(crate) reports_replay: bool,
     /// `flush_lsn IS NOT NULL`.
-    reports_flush: bool,
+    pub(crate) reports_flush: bool,
     /// `replay_lsn >= target`.
-    caught_up: bool,
-    bytes_behind: u64,
-    replay_lag: Option<Duration>,
+    pub(crate) caught_up: bool,
+    pub(crate) bytes_behind: u64,
+    pub(crate) replay_lag: Option<Duration>,
+}
+
+impl ReplicationRow {
+    /// A `pg_basebackup` (state `backup`) or a WAL receiver that only flushes
+    /// (`pg_receivewal`, e.g. an archiver) serves no queries: its lag does not matter.
+    pub(crate) fn serves_no_queries(&self, state: &str) -> bool {
+        state == "backup" || (!self.reports_replay && self.reports_flush)
+    }
 }
 
 /// Gate 4: every replica replays the WAL written before the contract within `limit`.
@@ -541,8 +549,7 @@ pub(crate) async fn check_replicas(
                     role,
                 }));
             };
-            let replays_nothing = !row.reports_replay && row.reports_flush;
-            if state == "backup" || replays_nothing || row.caught_up {
+            if row.serves_no_queries(state) || row.caught_up {
                 continue;
             }
             waiting_for.get_or_insert(row);
@@ -566,7 +573,8 @@ pub(crate) async fn check_replicas(
     }
 }
 
-async fn read_replication(
+/// `pg_stat_replication` against the WAL position `target`.
+pub(crate) async fn read_replication(
     client: &Client,
     target: &str,
 ) -> Result<Vec<ReplicationRow>, RuntimeError> {

@@ -23,6 +23,9 @@
 //! ```
 
 pub mod backfill;
+mod backfill_controller;
+mod backfill_pace;
+mod backfill_signals;
 mod config;
 pub mod connect;
 mod deadline;
@@ -45,7 +48,10 @@ use std::time::Duration;
 use tokio_postgres::Client;
 use tracing::Instrument;
 
-pub use config::{MAX_LOCK_TIMEOUT, MigratorConfig};
+pub use backfill_controller::{PaceState, PauseReason, Pressure};
+pub use backfill_pace::BackfillStatus;
+pub use backfill_signals::PAUSE_FLAG;
+pub use config::{BackfillControl, MAX_LOCK_TIMEOUT, MigratorConfig};
 pub use connect::{ConnectOptions, SslMode, connect, connect_with};
 pub use error::{ConnectError, Failed, LockHolder, PartialReport, RuntimeError, StatementLocation};
 pub use gates::{GateFailure, Replica};
@@ -76,6 +82,7 @@ pub struct Migrator<'m> {
     history: History,
     lock_key: i64,
     progress: Option<ProgressHook>,
+    monitor: Option<Client>,
 }
 
 /// What `up` and `down` are doing, for progress displays (see [`Migrator::with_progress`]).
@@ -100,6 +107,14 @@ pub enum ProgressEvent<'a> {
         /// Rows of the current statement updated so far, by interrupted runs included.
         rows_done: i64,
     },
+    /// A backfill's pace after a batch, or while it is paused: rows/s, batch size, state,
+    /// time left.
+    BackfillPace {
+        /// The backfill migration.
+        migration: &'a Migration,
+        /// Its pace.
+        status: &'a BackfillStatus,
+    },
     /// A migration finished (applied or reverted).
     Finished {
         /// The migration.
@@ -121,6 +136,7 @@ impl std::fmt::Debug for Migrator<'_> {
             .field("config", &self.config)
             .field("lock_key", &self.lock_key)
             .field("progress", &self.progress.is_some())
+            .field("monitor", &self.monitor.is_some())
             .finish()
     }
 }
@@ -152,6 +168,7 @@ impl<'m> Migrator<'m> {
             history,
             lock_key,
             progress: None,
+            monitor: None,
         })
     }
 
@@ -159,6 +176,41 @@ impl<'m> Migrator<'m> {
     pub fn with_progress(mut self, hook: ProgressHook) -> Self {
         self.progress = Some(hook);
         self
+    }
+
+    /// A second connection to the same database, on which backfills watch the server while
+    /// each batch runs: sessions waiting on the batch's locks, active sessions, and the
+    /// probe query's latency ([`BackfillControl`]). Without it a backfill still sizes its
+    /// batches and pauses on replica lag, the throttle query and the operator's pause.
+    pub fn with_monitor(mut self, monitor: Client) -> Self {
+        self.monitor = Some(monitor);
+        self
+    }
+
+    /// Sets or clears the operator's pause of every backfill of this database (the
+    /// [`PAUSE_FLAG`] flag): running backfills stop before their next batch and wait, and
+    /// start again when it is cleared. Takes no migration lock.
+    pub async fn pause_backfills(&self, client: &Client, paused: bool) -> Result<(), RuntimeError> {
+        let flags = state::flags::FlagStore::for_history_table(self.history.table())?;
+        match flags.set(client, PAUSE_FLAG, paused).await {
+            Ok(_) => Ok(()),
+            Err(state::flags::FlagError::Runtime(error)) => Err(error),
+            Err(error) => Err(RuntimeError::InvalidSetting {
+                setting: "backfill pause flag",
+                value: error.to_string(),
+                reason: "the pause flag could not be written",
+            }),
+        }
+    }
+
+    /// Whether the operator's pause of backfills is set. Read only.
+    pub async fn backfills_paused(&self, client: &Client) -> Result<bool, RuntimeError> {
+        let flags = state::flags::FlagStore::for_history_table(self.history.table())?;
+        match flags.get(client, PAUSE_FLAG).await {
+            Ok(flag) => Ok(flag.enabled),
+            Err(state::flags::FlagError::Runtime(error)) => Err(error),
+            Err(_) => Ok(false),
+        }
     }
 
     fn report_progress(&self, event: ProgressEvent<'_>) {
@@ -573,14 +625,25 @@ impl<'m> Migrator<'m> {
                             state::backfill_progress::BackfillProgressTable::for_history(
                                 self.history.table(),
                             )?;
-                        let on_batch = |rows_done| {
+                        let report = |status: &BackfillStatus| {
                             self.report_progress(ProgressEvent::BackfillBatch {
                                 migration: m,
-                                rows_done,
-                            })
+                                rows_done: status.rows_done,
+                            });
+                            self.report_progress(ProgressEvent::BackfillPace {
+                                migration: m,
+                                status,
+                            });
                         };
-                        backfill::run(client, m, spec, &progress, &settings, history, &on_batch)
-                            .await
+                        let pace = backfill::PaceContext {
+                            monitor: self.monitor.as_ref(),
+                            control: &self.config.backfill,
+                            flags: state::flags::FlagStore::for_history_table(
+                                self.history.table(),
+                            )?,
+                            report: &report,
+                        };
+                        backfill::run(client, m, spec, &progress, &settings, history, &pace).await
                     }
                     _ => {
                         executor::run_section(client, m, &m.up, &settings, history, guard.as_ref())

@@ -19,7 +19,7 @@ use super::{Migrator, sql_version};
 use crate::migration::Phase;
 
 /// One statement of a backfill migration, as the database knows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct BackfillState {
     /// The backfill migration's version.
     pub version: u64,
@@ -44,6 +44,13 @@ pub struct BackfillState {
     pub verified_at: Option<SystemTime>,
     /// Rows still matching the WHERE; only filled by [`Migrator::verify_backfills`].
     pub remaining: Option<i64>,
+    /// Rows per second of the last run, when it ran under the controller.
+    pub rows_per_second: Option<f64>,
+    /// The size of the next batch the last run would have taken.
+    pub batch_size: Option<u32>,
+    /// The controller's state as last stored (`running`, `backing off: ...`, `paused: ...`,
+    /// `done`); `None` before the first batch, or in a table of an earlier release.
+    pub pace_state: Option<String>,
 }
 
 impl Migrator<'_> {
@@ -75,6 +82,9 @@ impl Migrator<'_> {
                     finished_at: None,
                     verified_at: None,
                     remaining: None,
+                    rows_per_second: None,
+                    batch_size: None,
+                    pace_state: None,
                 };
                 let stored = table
                     .read(
@@ -89,6 +99,12 @@ impl Migrator<'_> {
                     state.updated_at = Some(stored.updated_at);
                     state.finished_at = stored.finished_at;
                     state.verified_at = stored.verified_at;
+                    if let Some(pace) = stored.pace {
+                        state.rows_per_second = pace.rows_per_second;
+                        state.batch_size =
+                            pace.batch_size.and_then(|size| u32::try_from(size).ok());
+                        state.pace_state = Some(pace.state);
+                    }
                 }
                 states.push(state);
             }

@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 
 use crate::diagnostic::codes;
-use crate::migration::{BackfillSpec, Phase};
+use crate::migration::{BackfillPace, BackfillSpec, Phase};
 
 /// `-- migrate:allow <rule> <reason>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,7 +40,7 @@ pub(super) fn parse_directive(
     let body = body.trim();
     let (name, rest) = body.split_once(char::is_whitespace).unwrap_or((body, ""));
     let rest = rest.trim();
-    let known = "known directives: up, down, allow <rule> <reason>, requires <version>, backfill table=<t> key=<col> [batch=<n>] [delay=<ms>], no-transaction";
+    let known = "known directives: up, down, allow <rule> <reason>, requires <version>, backfill table=<t> key=<col> [target=<ms> | batch=<n> delay=<ms>], no-transaction";
     let no_arguments = |directive: Directive| {
         if rest.is_empty() {
             Ok(directive)
@@ -117,15 +117,17 @@ pub(super) fn parse_directive(
     }
 }
 
-const BACKFILL_USAGE: &str = "-- migrate:backfill table=[<schema>.]<table> key=<column> [batch=<rows>] [delay=<ms>]; \
+const BACKFILL_USAGE: &str = "-- migrate:backfill table=[<schema>.]<table> key=<column> \
+[target=<ms> (batches sized to take that long, the default) | batch=<rows> delay=<ms> (fixed)]; \
 names follow SQL: unquoted ones are folded to lower case, \"Quoted\" ones are kept exactly";
 
 fn parse_backfill(arguments: &str) -> Result<BackfillSpec, DirectiveError> {
     let usage = BACKFILL_USAGE;
     let mut table = None;
     let mut key = None;
-    let mut batch_size = BackfillSpec::DEFAULT_BATCH_SIZE;
-    let mut delay_ms = BackfillSpec::DEFAULT_DELAY_MS;
+    let mut batch_size = None;
+    let mut delay_ms = None;
+    let mut target_ms = None;
     let mut rest = arguments.trim_start();
     while !rest.is_empty() {
         let name_end = rest
@@ -182,14 +184,23 @@ fn parse_backfill(arguments: &str) -> Result<BackfillSpec, DirectiveError> {
                 }
             }
             "key" => {
+                if value.contains(',') || value.starts_with('(') {
+                    return Err(bad_name(
+                        "a backfill pages by one column, composite keys are not supported: \
+                         name one unique, ordered column (the primary key, or a unique column \
+                         added for the backfill, e.g. a bigint identity)"
+                            .to_owned(),
+                    ));
+                }
                 let mut parts = parse_sql_name(value).map_err(bad_name)?;
                 match (parts.pop(), parts.is_empty()) {
                     (Some(column), true) => key = Some(column),
                     _ => return Err(bad_name("expected one column name".to_owned())),
                 }
             }
-            "batch" => batch_size = number(value)?,
-            "delay" => delay_ms = number(value)?,
+            "batch" => batch_size = Some(number(value)?),
+            "delay" => delay_ms = Some(number(value)?),
+            "target" => target_ms = Some(number(value)?),
             _ => {
                 return Err((
                     codes::BAD_DIRECTIVE,
@@ -199,13 +210,28 @@ fn parse_backfill(arguments: &str) -> Result<BackfillSpec, DirectiveError> {
             }
         }
     }
+    let pace = match (target_ms, batch_size, delay_ms) {
+        (target_ms, None, None) => BackfillPace::Adaptive { target_ms },
+        (None, batch_size, delay_ms) => BackfillPace::Fixed {
+            batch_size: batch_size.unwrap_or(BackfillSpec::DEFAULT_BATCH_SIZE),
+            delay_ms: delay_ms.unwrap_or(BackfillSpec::DEFAULT_DELAY_MS),
+        },
+        (Some(_), _, _) => {
+            return Err((
+                codes::BAD_DIRECTIVE,
+                "backfill `target=` cannot be combined with `batch=` or `delay=`: target= lets \
+                 the runtime size and pace the batches, batch=/delay= fix them"
+                    .into(),
+                usage,
+            ));
+        }
+    };
     match (table, key) {
         (Some((schema, table)), Some(key)) => Ok(BackfillSpec {
             schema: schema.map(Cow::Owned),
             table: Cow::Owned(table),
             key: Cow::Owned(key),
-            batch_size,
-            delay_ms,
+            pace,
         }),
         _ => Err((
             codes::BAD_DIRECTIVE,
@@ -289,6 +315,7 @@ fn parse_sql_name(text: &str) -> Result<Vec<String>, String> {
 
 #[cfg(test)]
 mod tests {
+    use crate::migration::BackfillPace;
     use crate::source::load_files;
     use crate::source::testing::{any_rule, codes_of, file};
 
@@ -363,15 +390,45 @@ mod tests {
                 .table_name(),
             "\"App\".\"Orders\""
         );
+        let pace = |directive: &str| spec_of(directive).unwrap().pace;
+        assert_eq!(
+            pace("table=t key=id"),
+            BackfillPace::Adaptive { target_ms: None }
+        );
+        assert_eq!(
+            pace("table=t key=id target=250"),
+            BackfillPace::Adaptive {
+                target_ms: Some(250)
+            }
+        );
+        assert_eq!(
+            pace("table=t key=id delay=100"),
+            BackfillPace::Fixed {
+                batch_size: 1000,
+                delay_ms: 100
+            }
+        );
+        assert_eq!(
+            pace("table=t key=id batch=5000"),
+            BackfillPace::Fixed {
+                batch_size: 5000,
+                delay_ms: 0
+            }
+        );
         let too_long = format!("table={} key=id", "x".repeat(64));
         for bad in [
             "table=\"Orders key=id",
             "table=a.b.c key=id",
             "table=orders key=a.b",
+            "table=orders key=a,b",
+            "table=orders key=(a,b)",
             "table=\"\" key=id",
             "table=1orders key=id",
             "table=orders; key=id",
             "table=orders key=id batch=0",
+            "table=orders key=id target=0",
+            "table=orders key=id target=100 batch=10",
+            "table=orders key=id delay=5 target=100",
             "table= key=id",
             "table=orders",
             too_long.as_str(),

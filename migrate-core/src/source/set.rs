@@ -183,9 +183,13 @@ mod tests {
             (
                 backfill.table.as_ref(),
                 backfill.key.as_ref(),
-                backfill.batch_size
+                backfill.pace
             ),
-            ("a", "id", 1000)
+            (
+                "a",
+                "id",
+                crate::migration::BackfillPace::Adaptive { target_ms: None }
+            )
         );
     }
 }

@@ -7,7 +7,10 @@ fn main() {
     let quoted = spec(1);
     assert_eq!(quoted.schema.as_deref(), Some("App"));
     assert_eq!((quoted.table.as_ref(), quoted.key.as_ref()), ("Orders", "id"));
-    assert_eq!(quoted.batch_size, 10);
+    assert_eq!(
+        quoted.pace,
+        migrate_core::BackfillPace::Fixed { batch_size: 10, delay_ms: 0 }
+    );
     let folded = spec(2);
     assert_eq!(folded.schema, None);
     assert_eq!((folded.table.as_ref(), folded.key.as_ref()), ("items", "id"));

@@ -26,15 +26,31 @@ pub(crate) struct BackfillProgress {
     pub finished: bool,
 }
 
+/// How a running backfill is paced, stored with its progress for `migrate backfill`.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct StoredPace {
+    /// Rows of the next batch.
+    pub batch_size: Option<i32>,
+    /// Rows per second of this run so far.
+    pub rows_per_second: Option<f64>,
+    /// The controller's state, as it reads (`running`, `paused: ...`).
+    pub state: String,
+}
+
 /// Everything stored about one backfill statement, for `migrate backfill`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct StoredProgress {
     pub rows_done: i64,
     pub last_key: Option<String>,
     pub updated_at: SystemTime,
     pub finished_at: Option<SystemTime>,
     pub verified_at: Option<SystemTime>,
+    /// `None` in a table written by a release without the controller.
+    pub pace: Option<StoredPace>,
 }
+
+/// Columns added after the table's first release: `ensure` adds them to older tables.
+const PACE_COLUMNS: &str = "batch_size integer, rows_per_second double precision, state text";
 
 /// A statement's index as stored in the table's `statement integer` column.
 pub(crate) fn statement_index(index: usize) -> i32 {
@@ -75,13 +91,40 @@ impl BackfillProgressTable {
                     updated_at timestamptz NOT NULL DEFAULT now(), \
                     finished_at timestamptz, \
                     verified_at timestamptz, \
+                    {PACE_COLUMNS}, \
                     PRIMARY KEY (version, statement))",
                 self.quoted
             ))
             .await
             .map_err(RuntimeError::database(
                 "creating the backfill progress table",
-            ))
+            ))?;
+        // A table created by an earlier release lacks the pace columns. Checked first, so
+        // the usual case takes no ACCESS EXCLUSIVE lock on the table.
+        let has_pace: bool = client
+            .query_one(
+                "SELECT EXISTS (SELECT FROM pg_attribute \
+                 WHERE attrelid = $1::text::regclass AND attname = 'state' AND NOT attisdropped)",
+                &[&self.quoted],
+            )
+            .await
+            .map_err(RuntimeError::database(
+                "reading the backfill progress table",
+            ))?
+            .get(0);
+        if !has_pace {
+            let add: Vec<String> = PACE_COLUMNS
+                .split(", ")
+                .map(|column| format!("ADD COLUMN IF NOT EXISTS {column}"))
+                .collect();
+            client
+                .batch_execute(&format!("ALTER TABLE {} {}", self.quoted, add.join(", ")))
+                .await
+                .map_err(RuntimeError::database(
+                    "adding the pace columns to the backfill progress table",
+                ))?;
+        }
+        Ok(())
     }
 
     /// The stored progress of a statement, recording its start when there is none.
@@ -126,18 +169,21 @@ impl BackfillProgressTable {
         })
     }
 
-    /// After each committed batch of the keyed pass.
+    /// After each committed batch, and while paused (the write also advances the WAL, so a
+    /// replica replaying again reports it).
     pub(crate) async fn save(
         &self,
         client: &Client,
         version: i64,
         statement: i32,
         progress: &BackfillProgress,
+        pace: &StoredPace,
     ) -> Result<(), RuntimeError> {
         client
             .execute(
                 &format!(
-                    "UPDATE {} SET last_key = $3, rows_done = $4, updated_at = now() \
+                    "UPDATE {} SET last_key = $3, rows_done = $4, batch_size = $5, \
+                     rows_per_second = $6, state = $7, updated_at = now() \
                      WHERE version = $1 AND statement = $2",
                     self.quoted
                 ),
@@ -146,6 +192,9 @@ impl BackfillProgressTable {
                     &statement,
                     &progress.last_key,
                     &progress.rows_done,
+                    &pace.batch_size,
+                    &pace.rows_per_second,
+                    &pace.state,
                 ],
             )
             .await
@@ -165,7 +214,7 @@ impl BackfillProgressTable {
             .execute(
                 &format!(
                     "UPDATE {} SET rows_done = $3, finished_at = now(), verified_at = now(), \
-                     updated_at = now() WHERE version = $1 AND statement = $2",
+                     updated_at = now(), state = 'done' WHERE version = $1 AND statement = $2",
                     self.quoted
                 ),
                 &[&version, &statement, &rows_done],
@@ -186,8 +235,12 @@ impl BackfillProgressTable {
         let row = client
             .query_opt(
                 &format!(
-                    "SELECT rows_done, last_key, updated_at, finished_at, verified_at FROM {} \
-                     WHERE version = $1 AND statement = $2",
+                    // Through to_jsonb, so a table without the pace columns (an earlier
+                    // release's, not yet upgraded by a run) reads them as NULL.
+                    "SELECT rows_done, last_key, updated_at, finished_at, verified_at, \
+                     (to_jsonb(p) ->> 'batch_size')::integer, \
+                     (to_jsonb(p) ->> 'rows_per_second')::float8, to_jsonb(p) ->> 'state' \
+                     FROM {} p WHERE version = $1 AND statement = $2",
                     self.quoted
                 ),
                 &[&version, &statement],
@@ -200,6 +253,11 @@ impl BackfillProgressTable {
                 updated_at: row.get(2),
                 finished_at: row.get(3),
                 verified_at: row.get(4),
+                pace: row.get::<_, Option<String>>(7).map(|state| StoredPace {
+                    batch_size: row.get(5),
+                    rows_per_second: row.get(6),
+                    state,
+                }),
             })),
             Err(error) if missing_table(&error) => Ok(None),
             Err(error) => Err(RuntimeError::database("reading backfill progress")(error)),

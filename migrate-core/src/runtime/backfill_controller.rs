@@ -1,0 +1,625 @@
+//! The backfill controller's decisions, without I/O: how many rows the next batch takes, how
+//! long to rest before it, and whether to run at all (docs/design.md, "Backfills").
+//!
+//! - **Size.** Each batch should take about the target duration: a batch holds its rows'
+//!   locks for as long as it runs, so the target bounds how long an application write can
+//!   queue behind it. The size is the moving average of the measured rows/s times the
+//!   target, within `[min, max]`; it starts at `min` and at most doubles per batch, so a
+//!   cold cache or a wrong first measure cannot produce one huge batch (pt-online-schema-
+//!   change's `--chunk-time` works the same way).
+//! - **Back-off.** When the application suffers (sessions waiting on our row locks, too many
+//!   active sessions, the probe query slower than its baseline, our own batches slowing at
+//!   the same size) the size halves and a rest between batches starts, doubling while the
+//!   pressure lasts; clean batches halve the rest again until it is gone.
+//! - **Pause.** While a pause reason holds (replica lag, the throttle query, the operator's
+//!   pause), no batch runs at all.
+//!
+//! The reading of the signals lives in `backfill_signals`; this module only decides.
+
+use std::fmt;
+use std::time::Duration;
+
+/// Weight of the newest batch in the moving average of rows/s.
+const RATE_SMOOTHING: f64 = 0.3;
+/// Longest rest between two batches while backing off.
+pub(crate) const MAX_REST: Duration = Duration::from_secs(5);
+/// The probe counts as slowed past this multiple of its baseline ...
+const PROBE_SLOWDOWN: f64 = 2.0;
+/// ... and by at least this much: sub-millisecond jitter is not the application suffering.
+const PROBE_MIN_EXCESS: Duration = Duration::from_millis(2);
+/// A batch at the same size as the one before counts as slowing past this multiple of the
+/// average duration at that size.
+const BATCH_SLOWDOWN: f64 = 2.0;
+
+/// The controller's bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ControllerSettings {
+    /// The duration each batch aims at.
+    pub target: Duration,
+    /// Smallest batch, and the first one.
+    pub min_batch: u32,
+    /// Largest batch.
+    pub max_batch: u32,
+}
+
+/// Why no batch runs now.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum PauseReason {
+    /// `migrate backfill pause` (the `migrate.backfill_paused` flag) is set.
+    Operator,
+    /// The configured throttle query returned true.
+    ThrottleQuery,
+    /// A replica has not replayed WAL written longer ago than the limit.
+    ReplicaLag {
+        /// The replica, as the contract gate names it.
+        replica: String,
+        /// How long ago the oldest WAL it has not replayed was written (a lower bound).
+        lag: Duration,
+        /// The configured limit.
+        limit: Duration,
+    },
+}
+
+impl fmt::Display for PauseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PauseReason::Operator => f.write_str("paused by an operator (migrate backfill resume)"),
+            PauseReason::ThrottleQuery => f.write_str("paused: the throttle query returned true"),
+            PauseReason::ReplicaLag {
+                replica,
+                lag,
+                limit,
+            } => write!(
+                f,
+                "paused: replica {replica} lags {} (limit {})",
+                super::gates::human(*lag),
+                super::gates::human(*limit)
+            ),
+        }
+    }
+}
+
+/// A sign that the application suffers from the backfill.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Pressure {
+    /// Sessions waited on locks our batch held.
+    BlockedSessions(u32),
+    /// More active sessions than the limit.
+    ActiveSessions {
+        /// Active sessions seen during the batch (ours excluded).
+        count: u32,
+        /// The configured or derived limit.
+        limit: u32,
+    },
+    /// The probe query ran slower than its baseline.
+    ProbeSlow {
+        /// Its median latency during the batch.
+        latency: Duration,
+        /// Its median latency before the backfill.
+        baseline: Duration,
+    },
+    /// Our batch took much longer than the ones before it at the same size.
+    BatchSlowing {
+        /// This batch's duration.
+        took: Duration,
+        /// The average at this size.
+        usual: Duration,
+    },
+}
+
+impl fmt::Display for Pressure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = |d: &Duration| format!("{:.1}ms", d.as_secs_f64() * 1000.0);
+        match self {
+            Pressure::BlockedSessions(n) => write!(f, "{n} session(s) waited on our row locks"),
+            Pressure::ActiveSessions { count, limit } => {
+                write!(f, "{count} active sessions (limit {limit})")
+            }
+            Pressure::ProbeSlow { latency, baseline } => write!(
+                f,
+                "probe query took {} (baseline {})",
+                ms(latency),
+                ms(baseline)
+            ),
+            Pressure::BatchSlowing { took, usual } => write!(
+                f,
+                "batch took {} at a size that usually takes {}",
+                ms(took),
+                ms(usual)
+            ),
+        }
+    }
+}
+
+/// What the controller is doing, as `migrate backfill` and the progress bar show it.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum PaceState {
+    /// Batches sized to the target, no rest.
+    Running,
+    /// `batch=`/`delay=`: fixed batches, no control.
+    Fixed,
+    /// Smaller batches and a rest between them.
+    BackingOff(Pressure),
+    /// No batch runs.
+    Paused(PauseReason),
+}
+
+impl fmt::Display for PaceState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PaceState::Running => f.write_str("running"),
+            PaceState::Fixed => f.write_str("fixed (batch=/delay=)"),
+            PaceState::BackingOff(pressure) => write!(f, "backing off: {pressure}"),
+            PaceState::Paused(reason) => write!(f, "{reason}"),
+        }
+    }
+}
+
+/// What was seen while one batch ran.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct BatchObservation {
+    /// The size asked for.
+    pub size: u32,
+    /// Rows it updated.
+    pub rows: i64,
+    /// How long it took.
+    pub took: Duration,
+    /// Most sessions seen waiting on our batch's locks.
+    pub blocked_sessions: u32,
+    /// Most active sessions seen (ours excluded); `None` when not read.
+    pub active_sessions: Option<u32>,
+    /// Median probe latency during the batch; `None` when no probe ran.
+    pub probe: Option<Duration>,
+}
+
+/// The thresholds measured before the backfill.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct Baselines {
+    /// Most active sessions allowed.
+    pub active_sessions: Option<u32>,
+    /// The probe's median latency before the backfill.
+    pub probe: Option<Duration>,
+}
+
+/// A change the controller made, for its `tracing` event.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Decision {
+    /// Same size, same rest.
+    Steady,
+    /// The size follows the measured rows/s.
+    Resize {
+        /// Size before.
+        from: u32,
+        /// Size after.
+        to: u32,
+    },
+    /// The application suffers: smaller batches, a longer rest.
+    BackOff {
+        /// Why.
+        pressure: Pressure,
+        /// Size after.
+        size: u32,
+        /// Rest after.
+        rest: Duration,
+    },
+    /// The pressure is gone: the rest is shorter (zero: back to running).
+    Recover {
+        /// Rest after.
+        rest: Duration,
+    },
+}
+
+/// The controller of one backfill statement.
+#[derive(Debug, Clone)]
+pub(crate) struct Controller {
+    settings: ControllerSettings,
+    size: u32,
+    rest: Duration,
+    /// Moving average of rows/s; `None` before the first batch that updated rows.
+    rate: Option<f64>,
+    /// Moving average of the batch duration at `size`, reset when the size changes much.
+    usual: Option<Duration>,
+    state: PaceState,
+}
+
+impl Controller {
+    pub(crate) fn new(settings: ControllerSettings) -> Controller {
+        let min = settings.min_batch.max(1);
+        Controller {
+            settings: ControllerSettings {
+                min_batch: min,
+                max_batch: settings.max_batch.max(min),
+                ..settings
+            },
+            size: min,
+            rest: Duration::ZERO,
+            rate: None,
+            usual: None,
+            state: PaceState::Running,
+        }
+    }
+
+    /// Rows for the next batch.
+    pub(crate) fn batch_size(&self) -> u32 {
+        self.size
+    }
+
+    /// The pause before the next batch.
+    pub(crate) fn rest(&self) -> Duration {
+        self.rest
+    }
+
+    /// The moving average of rows/s.
+    pub(crate) fn rows_per_second(&self) -> Option<f64> {
+        self.rate
+    }
+
+    pub(crate) fn state(&self) -> &PaceState {
+        &self.state
+    }
+
+    /// A pause reason holds: no batch runs. Returns whether the state changed.
+    pub(crate) fn pause(&mut self, reason: PauseReason) -> bool {
+        let changed = self.state != PaceState::Paused(reason.clone());
+        self.state = PaceState::Paused(reason);
+        changed
+    }
+
+    /// No pause reason holds any more; returns the reason that had paused it, if one had.
+    pub(crate) fn resume(&mut self) -> Option<PauseReason> {
+        match std::mem::replace(&mut self.state, PaceState::Running) {
+            PaceState::Paused(reason) => {
+                // The batch durations measured before the pause say little about now.
+                self.usual = None;
+                Some(reason)
+            }
+            other => {
+                self.state = other;
+                None
+            }
+        }
+    }
+
+    /// The first sign of pressure in `seen`, against `baselines`.
+    fn pressure(&self, seen: &BatchObservation, baselines: &Baselines) -> Option<Pressure> {
+        if seen.blocked_sessions > 0 {
+            return Some(Pressure::BlockedSessions(seen.blocked_sessions));
+        }
+        if let (Some(count), Some(limit)) = (seen.active_sessions, baselines.active_sessions)
+            && count > limit
+        {
+            return Some(Pressure::ActiveSessions { count, limit });
+        }
+        if let (Some(latency), Some(baseline)) = (seen.probe, baselines.probe)
+            && latency.as_secs_f64() > baseline.as_secs_f64() * PROBE_SLOWDOWN
+            && latency > baseline + PROBE_MIN_EXCESS
+        {
+            return Some(Pressure::ProbeSlow { latency, baseline });
+        }
+        if let Some(usual) = self.usual
+            && seen.size == self.size
+            && seen.took.as_secs_f64() > usual.as_secs_f64() * BATCH_SLOWDOWN
+            && seen.took > self.settings.target
+        {
+            return Some(Pressure::BatchSlowing {
+                took: seen.took,
+                usual,
+            });
+        }
+        None
+    }
+
+    /// A batch ran: updates the rows/s average and decides the next size and rest.
+    pub(crate) fn observe(&mut self, seen: &BatchObservation, baselines: &Baselines) -> Decision {
+        let pressure = self.pressure(seen, baselines);
+        if seen.rows > 0 && !seen.took.is_zero() {
+            let rate = seen.rows as f64 / seen.took.as_secs_f64();
+            self.rate = Some(match self.rate {
+                Some(average) => average + RATE_SMOOTHING * (rate - average),
+                None => rate,
+            });
+        }
+        if seen.size == self.size {
+            self.usual = Some(match self.usual {
+                Some(usual) => {
+                    usual.mul_f64(1.0 - RATE_SMOOTHING) + seen.took.mul_f64(RATE_SMOOTHING)
+                }
+                None => seen.took,
+            });
+        }
+        let (min, max) = (self.settings.min_batch, self.settings.max_batch);
+        if let Some(pressure) = pressure {
+            self.size = (self.size / 2).max(min);
+            self.usual = None;
+            self.rest = if self.rest.is_zero() {
+                self.settings.target
+            } else {
+                (self.rest * 2).min(MAX_REST)
+            };
+            self.state = PaceState::BackingOff(pressure.clone());
+            return Decision::BackOff {
+                pressure,
+                size: self.size,
+                rest: self.rest,
+            };
+        }
+        let recovered = if self.rest.is_zero() {
+            None
+        } else {
+            self.rest /= 2;
+            if self.rest < self.settings.target / 4 {
+                self.rest = Duration::ZERO;
+                self.state = PaceState::Running;
+            }
+            Some(Decision::Recover { rest: self.rest })
+        };
+        // The size follows the measured rate, also while recovering (the rate is measured
+        // under the load as it is now); a batch that was short of rows (the end of the table)
+        // says nothing about the rate at a larger size.
+        let from = self.size;
+        if let Some(rate) = self.rate
+            && seen.rows >= i64::from(seen.size)
+        {
+            let wanted = (rate * self.settings.target.as_secs_f64()).round();
+            let wanted = if wanted >= f64::from(max) {
+                max
+            } else {
+                wanted as u32
+            };
+            self.size = wanted.min(from.saturating_mul(2)).clamp(min, max);
+        } else if seen.took > self.settings.target {
+            // Slow and short: no rate to follow, but the target is passed.
+            self.size = (from / 2).max(min);
+        }
+        if self.size.abs_diff(from) > from / 10 {
+            self.usual = None;
+        }
+        match recovered {
+            Some(decision) => decision,
+            None if self.size != from => Decision::Resize {
+                from,
+                to: self.size,
+            },
+            None => Decision::Steady,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> ControllerSettings {
+        ControllerSettings {
+            target: Duration::from_millis(100),
+            min_batch: 100,
+            max_batch: 50_000,
+        }
+    }
+
+    /// A batch of `size` rows, all updated, at `rows_per_second`.
+    fn batch(size: u32, rows_per_second: f64) -> BatchObservation {
+        BatchObservation {
+            size,
+            rows: i64::from(size),
+            took: Duration::from_secs_f64(f64::from(size) / rows_per_second),
+            ..BatchObservation::default()
+        }
+    }
+
+    #[test]
+    fn starts_small_and_grows_at_most_twofold_per_batch_to_the_target() {
+        let mut controller = Controller::new(settings());
+        assert_eq!(controller.batch_size(), 100);
+        let mut sizes = Vec::new();
+        for _ in 0..12 {
+            let seen = batch(controller.batch_size(), 100_000.0);
+            controller.observe(&seen, &Baselines::default());
+            sizes.push(controller.batch_size());
+        }
+        // 100,000 rows/s for 100 ms: 10,000 rows, reached by doubling.
+        assert_eq!(
+            &sizes[..8],
+            [200, 400, 800, 1600, 3200, 6400, 10_000, 10_000]
+        );
+        assert_eq!(controller.state(), &PaceState::Running);
+        assert_eq!(controller.rest(), Duration::ZERO);
+    }
+
+    #[test]
+    fn the_size_stays_within_its_bounds() {
+        let mut fast = Controller::new(settings());
+        for _ in 0..30 {
+            let seen = batch(fast.batch_size(), 10_000_000.0);
+            fast.observe(&seen, &Baselines::default());
+        }
+        assert_eq!(fast.batch_size(), 50_000);
+        let mut slow = Controller::new(settings());
+        for _ in 0..5 {
+            let seen = batch(slow.batch_size(), 50.0);
+            slow.observe(&seen, &Baselines::default());
+        }
+        assert_eq!(slow.batch_size(), 100);
+    }
+
+    #[test]
+    fn shrinks_when_the_rate_drops() {
+        let mut controller = Controller::new(settings());
+        for _ in 0..12 {
+            let seen = batch(controller.batch_size(), 100_000.0);
+            controller.observe(&seen, &Baselines::default());
+        }
+        assert_eq!(controller.batch_size(), 10_000);
+        // The same size now runs at a tenth of the rate (held locks, a busy server): the
+        // size follows the average down, without waiting for it to settle.
+        let seen = batch(10_000, 10_000.0);
+        let decision = controller.observe(&seen, &Baselines::default());
+        assert!(
+            matches!(decision, Decision::BackOff { .. } | Decision::Resize { .. }),
+            "{decision:?}"
+        );
+        assert!(
+            controller.batch_size() < 10_000,
+            "{}",
+            controller.batch_size()
+        );
+        for _ in 0..20 {
+            let seen = batch(controller.batch_size(), 10_000.0);
+            controller.observe(&seen, &Baselines::default());
+        }
+        // 10,000 rows/s for 100 ms, as the average converges.
+        assert!(
+            controller.batch_size() <= 1_100,
+            "{}",
+            controller.batch_size()
+        );
+    }
+
+    #[test]
+    fn a_batch_much_slower_at_the_same_size_backs_off() {
+        let mut controller = Controller::new(ControllerSettings {
+            target: Duration::from_millis(10),
+            ..settings()
+        });
+        for _ in 0..20 {
+            let seen = batch(controller.batch_size(), 100_000.0);
+            controller.observe(&seen, &Baselines::default());
+        }
+        let size = controller.batch_size();
+        assert_eq!(size, 1000);
+        let seen = BatchObservation {
+            took: Duration::from_millis(50),
+            ..batch(size, 100_000.0)
+        };
+        let decision = controller.observe(&seen, &Baselines::default());
+        assert!(
+            matches!(
+                decision,
+                Decision::BackOff {
+                    pressure: Pressure::BatchSlowing { .. },
+                    size: 500,
+                    ..
+                }
+            ),
+            "{decision:?}"
+        );
+        assert_eq!(controller.rest(), Duration::from_millis(10));
+    }
+
+    #[test]
+    fn backs_off_on_each_signal_then_recovers() {
+        let baselines = Baselines {
+            active_sessions: Some(10),
+            probe: Some(Duration::from_millis(1)),
+        };
+        let signals = [
+            BatchObservation {
+                blocked_sessions: 2,
+                ..batch(800, 100_000.0)
+            },
+            BatchObservation {
+                active_sessions: Some(11),
+                ..batch(800, 100_000.0)
+            },
+            BatchObservation {
+                probe: Some(Duration::from_millis(5)),
+                ..batch(800, 100_000.0)
+            },
+        ];
+        for seen in signals {
+            let mut controller = Controller::new(settings());
+            for _ in 0..3 {
+                let clean = batch(controller.batch_size(), 100_000.0);
+                assert!(!matches!(
+                    controller.observe(&clean, &baselines),
+                    Decision::BackOff { .. }
+                ));
+            }
+            assert_eq!(controller.batch_size(), 800);
+            let decision = controller.observe(&seen, &baselines);
+            let Decision::BackOff { size, rest, .. } = decision else {
+                panic!("{seen:?}: {decision:?}");
+            };
+            assert_eq!((size, rest), (400, Duration::from_millis(100)));
+            assert!(matches!(controller.state(), PaceState::BackingOff(_)));
+            // The pressure lasts: the rest doubles, up to its maximum.
+            for _ in 0..10 {
+                controller.observe(&seen, &baselines);
+            }
+            assert_eq!(controller.rest(), MAX_REST);
+            assert_eq!(controller.batch_size(), 100);
+            // It is gone: the rest halves per clean batch until it is gone too.
+            let mut rests = Vec::new();
+            while !controller.rest().is_zero() {
+                let clean = batch(controller.batch_size(), 100_000.0);
+                assert!(matches!(
+                    controller.observe(&clean, &baselines),
+                    Decision::Recover { .. }
+                ));
+                rests.push(controller.rest());
+                assert!(rests.len() < 20, "{rests:?}");
+            }
+            assert_eq!(controller.state(), &PaceState::Running);
+        }
+    }
+
+    #[test]
+    fn probe_jitter_below_the_floor_is_not_pressure() {
+        let baselines = Baselines {
+            active_sessions: None,
+            probe: Some(Duration::from_micros(100)),
+        };
+        let mut controller = Controller::new(settings());
+        let seen = BatchObservation {
+            probe: Some(Duration::from_micros(900)),
+            ..batch(100, 100_000.0)
+        };
+        assert!(!matches!(
+            controller.observe(&seen, &baselines),
+            Decision::BackOff { .. }
+        ));
+    }
+
+    #[test]
+    fn pauses_and_resumes_saying_why() {
+        let mut controller = Controller::new(settings());
+        assert!(controller.pause(PauseReason::Operator));
+        assert!(!controller.pause(PauseReason::Operator));
+        assert_eq!(
+            controller.state().to_string(),
+            "paused by an operator (migrate backfill resume)"
+        );
+        let lag = PauseReason::ReplicaLag {
+            replica: "\"standby\"".into(),
+            lag: Duration::from_millis(6200),
+            limit: Duration::from_secs(5),
+        };
+        assert!(controller.pause(lag.clone()));
+        assert_eq!(
+            controller.state().to_string(),
+            "paused: replica \"standby\" lags 6.2s (limit 5.0s)"
+        );
+        assert_eq!(controller.resume(), Some(lag));
+        assert_eq!(controller.state(), &PaceState::Running);
+        assert_eq!(controller.resume(), None);
+    }
+
+    #[test]
+    fn a_short_last_batch_does_not_shrink_the_size() {
+        let mut controller = Controller::new(settings());
+        for _ in 0..12 {
+            let seen = batch(controller.batch_size(), 100_000.0);
+            controller.observe(&seen, &Baselines::default());
+        }
+        let seen = BatchObservation {
+            rows: 3,
+            took: Duration::from_millis(1),
+            ..batch(10_000, 100_000.0)
+        };
+        controller.observe(&seen, &Baselines::default());
+        assert_eq!(controller.batch_size(), 10_000);
+    }
+}

@@ -1,0 +1,388 @@
+//! What the backfill controller reads from PostgreSQL (its decisions are in
+//! `backfill_controller`).
+//!
+//! Before each batch, on the migration's connection, the reasons to pause: the operator's
+//! pause (the `migrate.backfill_paused` flag, in the flags table every runner reads), the
+//! configured throttle query, and replica replay lag. While each batch runs, on a second
+//! connection (the monitor), the signs that the application suffers: sessions waiting on a
+//! lock our batch holds (`pg_blocking_pids`), the count of active sessions, and the latency
+//! of a probe query, compared with its baseline measured before the backfill.
+//!
+//! Replica lag is measured as the contract gate measures it, by replay position, never by
+//! `pg_stat_replication.replay_lag` alone (it keeps a stale small value while replay is
+//! paused, see `gates::check_replicas`): each check notes the primary's WAL position and
+//! when it was first seen; a replica's lag is how long ago the oldest noted position it
+//! has not replayed was first seen.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use tokio_postgres::Client;
+
+use super::backfill_controller::{Baselines, PauseReason};
+use super::config::BackfillControl;
+use super::deadline::{Limits, within};
+use super::error::RuntimeError;
+use super::gates::read_replication;
+use super::state::flags::{FlagError, FlagStore};
+
+/// The flag `migrate backfill pause` sets: every runner reads it before each batch.
+pub const PAUSE_FLAG: &str = "migrate.backfill_paused";
+/// How often the monitor probes and looks at the server while a batch runs.
+const WATCH_INTERVAL: Duration = Duration::from_millis(20);
+/// Probes before the backfill, for the baselines ...
+const BASELINE_ROUNDS: u32 = 20;
+/// ... this far apart (the baseline spans about a second of the application's load).
+const BASELINE_INTERVAL: Duration = Duration::from_millis(50);
+/// WAL positions remembered for the replica lag; the oldest go first past this many.
+const MAX_WAL_SAMPLES: usize = 10_000;
+
+/// What the monitor saw while one batch ran.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Watched {
+    pub blocked_sessions: u32,
+    pub active_sessions: Option<u32>,
+    /// Median probe latency.
+    pub probe: Option<Duration>,
+}
+
+/// The signal readers of one backfill statement.
+pub(crate) struct Signals<'a> {
+    client: &'a Client,
+    monitor: Option<Monitor<'a>>,
+    flags: FlagStore,
+    control: &'a BackfillControl,
+    limits: Limits,
+    /// (first seen, WAL position in bytes), oldest first.
+    wal_samples: VecDeque<(Instant, f64)>,
+    warned_lag_unknown: bool,
+}
+
+/// The second connection and what it knows.
+struct Monitor<'a> {
+    client: &'a Client,
+    /// The backfill's backend, whose blocked sessions are counted.
+    backfill_pid: i32,
+    /// Pids left out of the active-session count: the backfill's and the monitor's.
+    own_pids: Vec<i32>,
+    probe: Option<&'a str>,
+}
+
+fn median(mut values: Vec<Duration>) -> Option<Duration> {
+    values.sort();
+    values.get(values.len() / 2).copied()
+}
+
+impl<'a> Signals<'a> {
+    /// Prepares the readers and measures the baselines (about a second with a monitor).
+    pub(crate) async fn start(
+        client: &'a Client,
+        monitor: Option<&'a Client>,
+        flags: FlagStore,
+        control: &'a BackfillControl,
+        limits: Limits,
+    ) -> Result<(Signals<'a>, Baselines), RuntimeError> {
+        let mut baselines = Baselines {
+            active_sessions: control.max_active_sessions,
+            probe: None,
+        };
+        let monitor = match monitor {
+            None => None,
+            Some(monitor_client) => {
+                let backfill_pid: i32 = within(
+                    Some(limits.own),
+                    "reading the backfill's backend pid",
+                    client.query_one("SELECT pg_backend_pid()", &[]),
+                )
+                .await?
+                .map_err(RuntimeError::database("reading the backfill's backend pid"))?
+                .get(0);
+                let monitor_pid: i32 = within(
+                    Some(limits.own),
+                    "preparing the backfill monitor connection",
+                    monitor_client.query_one(
+                        "SELECT pg_backend_pid() FROM \
+                         set_config('application_name', 'migrate backfill monitor', false)",
+                        &[],
+                    ),
+                )
+                .await?
+                .map_err(RuntimeError::database(
+                    "preparing the backfill monitor connection",
+                ))?
+                .get(0);
+                Some(Monitor {
+                    client: monitor_client,
+                    backfill_pid,
+                    own_pids: vec![backfill_pid, monitor_pid],
+                    probe: control.probe_query.as_deref(),
+                })
+            }
+        };
+        if let Some(monitor) = &monitor {
+            let mut probes = Vec::new();
+            let mut most_active = 0;
+            for round in 0..BASELINE_ROUNDS {
+                if round > 0 {
+                    // Spacing the samples over the application's load, not synchronisation.
+                    tokio::time::sleep(BASELINE_INTERVAL).await;
+                }
+                if let Some(took) = monitor.time_probe(limits).await? {
+                    probes.push(took);
+                }
+                let (_, active) = monitor.observe(limits).await?;
+                most_active = most_active.max(active);
+            }
+            baselines.probe = median(probes);
+            baselines.active_sessions = baselines
+                .active_sessions
+                .or(Some(most_active.saturating_mul(2).saturating_add(2)));
+        }
+        Ok((
+            Signals {
+                client,
+                monitor,
+                flags,
+                control,
+                limits,
+                wal_samples: VecDeque::new(),
+                warned_lag_unknown: false,
+            },
+            baselines,
+        ))
+    }
+
+    /// The first reason not to run a batch now: the operator's pause, the throttle query,
+    /// a lagging replica.
+    pub(crate) async fn pause_reason(&mut self) -> Result<Option<PauseReason>, RuntimeError> {
+        let own = Some(self.limits.own);
+        let paused = match within(
+            own,
+            "reading the backfill pause flag",
+            self.flags.get(self.client, PAUSE_FLAG),
+        )
+        .await?
+        {
+            Ok(flag) => flag.enabled,
+            Err(FlagError::NotFound { .. }) => false,
+            Err(FlagError::Runtime(error)) => return Err(error),
+            // PAUSE_FLAG is a valid name (see the test below): never reached.
+            Err(FlagError::InvalidName { .. }) => false,
+        };
+        if paused {
+            return Ok(Some(PauseReason::Operator));
+        }
+        if let Some(query) = &self.control.throttle_query {
+            let answer = within(
+                own,
+                "running the backfill throttle query",
+                self.client.query_opt(query.as_str(), &[]),
+            )
+            .await?
+            .map_err(RuntimeError::database(
+                "running the backfill throttle query",
+            ))?;
+            let throttled = match answer {
+                None => false,
+                Some(row) => row
+                    .try_get::<_, Option<bool>>(0)
+                    .map_err(RuntimeError::database(
+                        "reading the backfill throttle query's answer (one boolean column)",
+                    ))?
+                    .unwrap_or(false),
+            };
+            if throttled {
+                return Ok(Some(PauseReason::ThrottleQuery));
+            }
+        }
+        if let Some(limit) = self.control.max_replica_lag {
+            return self.replica_lag(limit).await;
+        }
+        Ok(None)
+    }
+
+    /// The most lagging replica, when it lags more than `limit`.
+    async fn replica_lag(&mut self, limit: Duration) -> Result<Option<PauseReason>, RuntimeError> {
+        let row = within(
+            Some(self.limits.own),
+            "reading the current WAL position",
+            self.client.query_one(
+                "SELECT pg_current_wal_lsn()::text, (pg_current_wal_lsn() - '0/0'::pg_lsn)::float8",
+                &[],
+            ),
+        )
+        .await?
+        .map_err(RuntimeError::database("reading the current WAL position"))?;
+        let (current_text, current): (String, f64) = (row.get(0), row.get(1));
+        let now = Instant::now();
+        if self
+            .wal_samples
+            .back()
+            .is_none_or(|&(_, lsn)| lsn < current)
+        {
+            self.wal_samples.push_back((now, current));
+            if self.wal_samples.len() > MAX_WAL_SAMPLES {
+                self.wal_samples.pop_front();
+            }
+        }
+        let rows = within(
+            Some(self.limits.own),
+            "reading pg_stat_replication",
+            read_replication(self.client, &current_text),
+        )
+        .await??;
+        let mut worst: Option<(Duration, String)> = None;
+        let mut least_replayed = current;
+        for row in rows {
+            let Some(state) = &row.state else {
+                if !self.warned_lag_unknown {
+                    self.warned_lag_unknown = true;
+                    tracing::warn!(
+                        replica = %row.replica,
+                        "cannot read this replica's replay position (the role needs pg_monitor): \
+                         the backfill does not pause for its lag"
+                    );
+                }
+                continue;
+            };
+            if row.serves_no_queries(state) || row.caught_up {
+                continue;
+            }
+            let replayed = current - row.bytes_behind as f64;
+            least_replayed = least_replayed.min(replayed);
+            let lag = self
+                .wal_samples
+                .iter()
+                .find(|&&(_, lsn)| lsn > replayed)
+                .map_or(Duration::ZERO, |&(seen, _)| now - seen);
+            if worst.as_ref().is_none_or(|(most, _)| lag > *most) {
+                worst = Some((lag, row.replica.to_string()));
+            }
+        }
+        // Positions every replica has replayed are not needed any more (the newest stays).
+        while self.wal_samples.len() > 1
+            && self
+                .wal_samples
+                .get(1)
+                .is_some_and(|&(_, lsn)| lsn <= least_replayed)
+        {
+            self.wal_samples.pop_front();
+        }
+        Ok(worst
+            .filter(|(lag, _)| *lag > limit)
+            .map(|(lag, replica)| PauseReason::ReplicaLag {
+                replica,
+                lag,
+                limit,
+            }))
+    }
+
+    /// Runs `batch` while the monitor watches the server, and returns its output with what
+    /// was seen. Without a monitor only the batch runs.
+    pub(crate) async fn watch<F: Future>(&mut self, batch: F) -> (F::Output, Watched) {
+        let Some(monitor) = &self.monitor else {
+            return (batch.await, Watched::default());
+        };
+        let limits = self.limits;
+        let mut probes = Vec::new();
+        let mut watched = Watched::default();
+        let mut failure = None;
+        let watching = async {
+            loop {
+                match monitor.time_probe(limits).await {
+                    Ok(Some(took)) => probes.push(took),
+                    Ok(None) => {}
+                    Err(error) => {
+                        failure = Some(error);
+                        break;
+                    }
+                }
+                match monitor.observe(limits).await {
+                    Ok((blocked, active)) => {
+                        watched.blocked_sessions = watched.blocked_sessions.max(blocked);
+                        watched.active_sessions =
+                            Some(watched.active_sessions.unwrap_or(0).max(active));
+                    }
+                    Err(error) => {
+                        failure = Some(error);
+                        break;
+                    }
+                }
+                // Sampling cadence, not synchronisation: the batch ends the watch.
+                tokio::time::sleep(WATCH_INTERVAL).await;
+            }
+        };
+        tokio::pin!(batch);
+        let output = tokio::select! {
+            output = &mut batch => output,
+            // The watch ends early only when the monitor failed: the batch goes on alone.
+            () = watching => (&mut batch).await,
+        };
+        if let Some(error) = failure {
+            // The signals are advice: a monitor that fails does not fail the backfill, which
+            // goes on under the other signals.
+            tracing::warn!(%error, "the backfill monitor connection failed; it is not used any more");
+            self.monitor = None;
+        }
+        watched.probe = median(probes);
+        (output, watched)
+    }
+}
+
+impl Monitor<'_> {
+    /// The probe query's latency; `None` without a probe query.
+    async fn time_probe(&self, limits: Limits) -> Result<Option<Duration>, RuntimeError> {
+        let Some(probe) = self.probe else {
+            return Ok(None);
+        };
+        let started = Instant::now();
+        within(
+            Some(limits.own),
+            "running the backfill probe query",
+            self.client.simple_query(probe),
+        )
+        .await?
+        .map_err(RuntimeError::database("running the backfill probe query"))?;
+        Ok(Some(started.elapsed()))
+    }
+
+    /// Sessions waiting on a lock the backfill holds, and active sessions other than ours.
+    /// `pg_blocking_pids` is only called for sessions waiting on a lock: the docs warn that
+    /// frequent calls cost (it takes the lock manager's locks).
+    async fn observe(&self, limits: Limits) -> Result<(u32, u32), RuntimeError> {
+        let row = within(
+            Some(limits.own),
+            "reading pg_stat_activity",
+            self.client.query_one(
+                "SELECT count(*) FILTER (WHERE CASE WHEN wait_event_type = 'Lock' \
+                        THEN $1 = ANY(pg_blocking_pids(pid)) ELSE false END), \
+                        count(*) FILTER (WHERE state = 'active' AND backend_type = 'client backend' \
+                        AND pid <> ALL($2)) \
+                 FROM pg_stat_activity",
+                &[&self.backfill_pid, &self.own_pids],
+            ),
+        )
+        .await?
+        .map_err(RuntimeError::database("reading pg_stat_activity"))?;
+        let count = |index: usize| u32::try_from(row.get::<_, i64>(index)).unwrap_or(u32::MAX);
+        Ok((count(0), count(1)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pause_flag_is_a_valid_flag_name() {
+        assert!(super::super::state::flags::validate_flag_name(PAUSE_FLAG).is_ok());
+    }
+
+    #[test]
+    fn median_of_probes() {
+        let ms = Duration::from_millis;
+        assert_eq!(median(vec![]), None);
+        assert_eq!(median(vec![ms(3), ms(1), ms(9)]), Some(ms(3)));
+    }
+}

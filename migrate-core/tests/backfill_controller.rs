@@ -1,0 +1,357 @@
+//! The backfill controller against a real PostgreSQL: it grows the batch on an idle server,
+//! shrinks it when a batch is slowed by another session's lock, pauses while the operator's
+//! pause is set and while a streaming replica does not replay, resumes after, and the
+//! backfill still ends verified with every row updated exactly once. Every key type a
+//! backfill is commonly keyed by runs under the controller.
+//!
+//! The tests synchronise on what the runtime reports (the progress hook's `BackfillPace`
+//! events, which are also what it stores in the progress table) and on what PostgreSQL
+//! shows (`pg_stat_activity`), never on sleeps.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::*;
+use migrate_core::Migrations;
+use migrate_core::runtime::{
+    BackfillControl, BackfillStatus, Migrator, MigratorConfig, PaceState, PauseReason,
+    ProgressEvent, UpTo,
+};
+use tokio::sync::mpsc;
+use tokio_postgres::Client;
+
+/// A table keyed by `key_type` whose `v2` the backfill fills; a trigger counts the updates
+/// of each row in `touched`.
+fn write_set(dir: &Path, key_type: &str, directive_extra: &str) -> Migrations {
+    std::fs::write(
+        dir.join("0001_items.sql"),
+        format!(
+            "CREATE TABLE IF NOT EXISTS items (id {key_type} PRIMARY KEY, n integer NOT NULL, \
+             v2 integer, touched integer NOT NULL DEFAULT 0);\n\
+             CREATE OR REPLACE FUNCTION count_touch() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN NEW.touched := OLD.touched + 1; RETURN NEW; END $$;\n\
+             CREATE TRIGGER count_touch BEFORE UPDATE ON items FOR EACH ROW EXECUTE FUNCTION count_touch();\n\
+             -- migrate:down\nDROP TABLE IF EXISTS items;\nDROP FUNCTION IF EXISTS count_touch();\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("0002_items_v2.backfill.sql"),
+        format!(
+            "-- migrate:backfill table=items key=id{directive_extra}\n\
+             UPDATE items SET v2 = n * 2 WHERE v2 IS NULL;\n-- migrate:down\n"
+        ),
+    )
+    .unwrap();
+    let checked = migrate_core::check_dir(dir, "migrations").unwrap();
+    assert!(
+        !checked.diagnostics.iter().any(|d| d.is_error()),
+        "{:?}",
+        checked.diagnostics
+    );
+    checked.migrations(&dir.to_string_lossy())
+}
+
+async fn fill(client: &Client, key_expr: &str, rows: u32) {
+    client
+        .batch_execute(&format!(
+            "INSERT INTO items (id, n) SELECT {key_expr}, g FROM generate_series(1, {rows}) g; \
+             ANALYZE items"
+        ))
+        .await
+        .unwrap();
+}
+
+/// Every row updated exactly once and the backfill verified.
+async fn assert_done_once(client: &Client, rows: i64) {
+    let row = client
+        .query_one(
+            "SELECT count(*) FILTER (WHERE touched = 1 AND v2 = n * 2), count(*), max(touched) \
+             FROM items",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (once, all, most): (i64, i64, i32) = (row.get(0), row.get(1), row.get(2));
+    assert_eq!((once, all, most), (rows, rows, 1));
+    let stored = client
+        .query_one(
+            "SELECT rows_done, verified_at IS NOT NULL, state FROM schema_migrations_backfill \
+             WHERE version = 2",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(stored.get::<_, i64>(0), rows);
+    assert!(stored.get::<_, bool>(1), "verified");
+    assert_eq!(stored.get::<_, Option<String>>(2).as_deref(), Some("done"));
+}
+
+/// The backfill's pace events, in order.
+struct Paces(mpsc::UnboundedReceiver<BackfillStatus>);
+
+impl Paces {
+    /// The next event satisfying `wanted`; panics after 60 s or when the run ended.
+    async fn until(
+        &mut self,
+        what: &str,
+        wanted: impl Fn(&BackfillStatus) -> bool,
+    ) -> BackfillStatus {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, self.0.recv()).await {
+                Ok(Some(status)) if wanted(&status) => return status,
+                Ok(Some(_)) => {}
+                Ok(None) => panic!("the backfill ended before {what}"),
+                Err(_) => panic!("timed out waiting until {what}"),
+            }
+        }
+    }
+}
+
+fn migrator_with_paces(migrations: &Migrations, config: MigratorConfig) -> (Migrator<'_>, Paces) {
+    let (sender, receiver) = mpsc::unbounded_channel();
+    let migrator = Migrator::new(migrations, config)
+        .unwrap()
+        .with_progress(Box::new(move |event| {
+            if let ProgressEvent::BackfillPace { status, .. } = event {
+                let _ = sender.send((*status).clone());
+            }
+        }));
+    (migrator, Paces(receiver))
+}
+
+/// Only the signals a test looks at: the probe and the session count are left out where a
+/// busy test machine would make them back off at random.
+fn quiet_control(target: Duration) -> BackfillControl {
+    BackfillControl {
+        target,
+        probe_query: None,
+        max_active_sessions: Some(u32::MAX),
+        max_replica_lag: None,
+        pause_poll: Duration::from_millis(50),
+        ..BackfillControl::default()
+    }
+}
+
+async fn wait_until(client: &Client, what: &str, query: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let done: bool = client.query_one(query, &[]).await.expect(query).get(0);
+        if done {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        // Polling PostgreSQL's view of the sessions: it has no notification to wait on.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grows_when_idle_pauses_for_the_operator_and_shrinks_when_a_batch_is_slowed() {
+    let db = database();
+    let dir = tempfile::tempdir().unwrap();
+    let migrations = write_set(dir.path(), "bigint", "");
+    let client = client(db.url()).await;
+    let monitor = plain_client(db.url()).await;
+    let operator = plain_client(db.url()).await;
+    let locker = plain_client(db.url()).await;
+    let (migrator, mut paces) = migrator_with_paces(
+        &migrations,
+        MigratorConfig {
+            backfill: quiet_control(Duration::from_millis(50)),
+            // The slowed batch waits for the lock rather than retrying.
+            lock_timeout: Duration::from_secs(5),
+            ..config()
+        },
+    );
+    let migrator = migrator.with_monitor(monitor);
+    migrator.up(&client, UpTo::Version(1)).await.unwrap();
+    let rows = 300_000;
+    fill(&client, "g", rows).await;
+
+    let run = migrator.up(&client, UpTo::All);
+    let drive = async {
+        // Idle: from 100 rows the batch grows.
+        let first = paces.until("a first batch", |_| true).await;
+        assert_eq!(first.state, PaceState::Running);
+        let grown = paces
+            .until("the batch grew to 800 rows", |s| s.batch_size >= 800)
+            .await;
+        assert!(grown.rows_done < i64::from(rows), "{grown:?}");
+        // The operator's pause, set from another session, stops it before its next batch.
+        migrator.pause_backfills(&operator, true).await.unwrap();
+        let paused = paces
+            .until("paused by the operator", |s| {
+                s.state == PaceState::Paused(PauseReason::Operator)
+            })
+            .await;
+        // It stays paused: later checks report the same rows done.
+        let still = paces.until("a second check while paused", |_| true).await;
+        assert_eq!(still.state, PaceState::Paused(PauseReason::Operator));
+        assert_eq!(still.rows_done, paused.rows_done);
+        let stored: String = operator
+            .query_one(
+                "SELECT state FROM schema_migrations_backfill WHERE version = 2",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(stored, PaceState::Paused(PauseReason::Operator).to_string());
+        // Another session takes a lock that makes the next batch wait, then the pause ends.
+        locker
+            .batch_execute("BEGIN; LOCK TABLE items IN SHARE MODE")
+            .await
+            .unwrap();
+        migrator.pause_backfills(&operator, false).await.unwrap();
+        wait_until(
+            &operator,
+            "the backfill's batch waits for the lock",
+            "SELECT EXISTS (SELECT FROM pg_stat_activity WHERE application_name = 'migrate-test' \
+             AND wait_event_type = 'Lock')",
+        )
+        .await;
+        // The stimulus: the batch is held 300 ms, six times its 50 ms target.
+        locker
+            .batch_execute("SELECT pg_sleep(0.3); COMMIT")
+            .await
+            .unwrap();
+        let after = paces
+            .until("the slowed batch was done", |s| {
+                s.rows_done > paused.rows_done
+            })
+            .await;
+        assert!(
+            after.batch_size < paused.batch_size,
+            "the slowed batch of {} rows did not shrink the next: {after:?}",
+            paused.batch_size
+        );
+    };
+    let (outcome, ()) = tokio::join!(run, drive);
+    outcome.unwrap();
+    assert_done_once(&client, i64::from(rows)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pauses_while_a_replica_does_not_replay_and_resumes_after() {
+    let primary = migrate_scratch::ScratchCluster::start().expect("primary");
+    let replica = primary.start_replica().expect("replica");
+    let db = primary.create_database().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let migrations = write_set(dir.path(), "bigint", "");
+    let client = client(db.url()).await;
+    let (migrator, mut paces) = migrator_with_paces(
+        &migrations,
+        MigratorConfig {
+            backfill: BackfillControl {
+                max_replica_lag: Some(Duration::from_millis(300)),
+                ..quiet_control(Duration::from_millis(20))
+            },
+            ..config()
+        },
+    );
+    migrator.up(&client, UpTo::Version(1)).await.unwrap();
+    let rows = 300_000;
+    fill(&client, "g", rows).await;
+    replica
+        .psql("postgres", "SELECT pg_wal_replay_pause()")
+        .unwrap();
+
+    let run = migrator.up(&client, UpTo::All);
+    let drive = async {
+        let lagging = |s: &BackfillStatus| {
+            matches!(
+                &s.state,
+                PaceState::Paused(PauseReason::ReplicaLag { replica: name, .. })
+                    if name.contains(replica.replica_name().unwrap())
+            )
+        };
+        let paused = paces.until("paused for the replica", lagging).await;
+        assert!(paused.rows_done < i64::from(rows), "{paused:?}");
+        let still = paces.until("a second check while paused", |_| true).await;
+        assert!(lagging(&still), "{still:?}");
+        assert_eq!(still.rows_done, paused.rows_done);
+        replica
+            .psql("postgres", "SELECT pg_wal_replay_resume()")
+            .unwrap();
+        let resumed = paces
+            .until("running again", |s| s.rows_done > paused.rows_done)
+            .await;
+        assert!(!lagging(&resumed), "{resumed:?}");
+    };
+    let (outcome, ()) = tokio::join!(run, drive);
+    outcome.unwrap();
+    assert_done_once(&client, i64::from(rows)).await;
+}
+
+/// Every common key type under the controller (defaults, with a monitor connection), and
+/// `target=` from the directive.
+#[tokio::test]
+async fn every_common_key_type_runs_under_the_controller() {
+    for (key_type, key_expr) in [
+        ("bigint", "g"),
+        ("integer", "g"),
+        ("text", "lpad(g::text, 6, '0')"),
+        (
+            "timestamptz",
+            "timestamptz '2026-01-01 00:00:00+00' + g * interval '1 second'",
+        ),
+        ("uuid", "gen_random_uuid()"),
+    ] {
+        let db = database();
+        let dir = tempfile::tempdir().unwrap();
+        let migrations = write_set(dir.path(), key_type, " target=50");
+        let client = client(db.url()).await;
+        let migrator = Migrator::new(&migrations, config())
+            .unwrap()
+            .with_monitor(plain_client(db.url()).await);
+        migrator.up(&client, UpTo::Version(1)).await.unwrap();
+        fill(&client, key_expr, 5_000).await;
+        migrator
+            .up(&client, UpTo::All)
+            .await
+            .unwrap_or_else(|e| panic!("{key_type}: {e}"));
+        assert_done_once(&client, 5_000).await;
+        let states = migrator.backfills(&client).await.unwrap();
+        assert_eq!(states[0].pace_state.as_deref(), Some("done"), "{key_type}");
+        assert!(
+            states[0].batch_size.is_some_and(|size| size >= 100),
+            "{key_type}"
+        );
+    }
+}
+
+/// A progress table of an earlier release (without the pace columns) is read as it is and
+/// upgraded by the next run.
+#[tokio::test]
+async fn an_earlier_progress_table_is_read_then_upgraded() {
+    let db = database();
+    let dir = tempfile::tempdir().unwrap();
+    let migrations = write_set(dir.path(), "bigint", "");
+    let client = client(db.url()).await;
+    let migrator = Migrator::new(&migrations, config()).unwrap();
+    migrator.up(&client, UpTo::Version(1)).await.unwrap();
+    fill(&client, "g", 2_500).await;
+    client
+        .batch_execute(
+            "UPDATE items SET v2 = n * 2 WHERE id <= 1500;\n\
+             CREATE TABLE schema_migrations_backfill (version bigint NOT NULL, statement integer NOT NULL, last_key text,\n\
+               rows_done bigint NOT NULL DEFAULT 0, started_at timestamptz NOT NULL DEFAULT now(),\n\
+               updated_at timestamptz NOT NULL DEFAULT now(), finished_at timestamptz, verified_at timestamptz,\n\
+               PRIMARY KEY (version, statement));\n\
+             INSERT INTO schema_migrations_backfill (version, statement, last_key, rows_done) VALUES (2, 0, '1500', 1500);",
+        )
+        .await
+        .unwrap();
+    let before = migrator.backfills(&client).await.unwrap();
+    assert_eq!(before[0].rows_done, Some(1500));
+    assert_eq!(before[0].pace_state, None);
+    migrator.up(&client, UpTo::All).await.unwrap();
+    let after = migrator.backfills(&client).await.unwrap();
+    assert_eq!(after[0].rows_done, Some(2500));
+    assert_eq!(after[0].pace_state.as_deref(), Some("done"));
+}
