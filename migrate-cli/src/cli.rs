@@ -157,7 +157,7 @@ pub(crate) struct BackfillArgs {
     pub backfill_target: Option<Duration>,
 
     /// Back off while more sessions than this are active in pg_stat_activity [default:
-    /// twice the most seen in the second before the backfill, plus 2].
+    /// twice the most seen in the second before the backfill, and at least 8 more].
     #[arg(long, value_name = "SESSIONS")]
     pub backfill_max_active: Option<u32>,
 

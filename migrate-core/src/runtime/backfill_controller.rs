@@ -7,10 +7,14 @@
 //!   target, within `[min, max]`; it starts at `min` and at most doubles per batch, so a
 //!   cold cache or a wrong first measure cannot produce one huge batch (pt-online-schema-
 //!   change's `--chunk-time` works the same way).
-//! - **Back-off.** When the application suffers (sessions waiting on our row locks, too many
-//!   active sessions, the probe query slower than its baseline, our own batches slowing at
-//!   the same size) the size halves and a rest between batches starts, doubling while the
-//!   pressure lasts; clean batches halve the rest again until it is gone.
+//! - **Back-off.** When the application suffers, the backfill rests between batches, for a
+//!   multiple of its batch duration (so it takes a bounded share of the server's time, the
+//!   resource it competes for): the multiple starts at 0.5, doubles while the pressure lasts
+//!   (up to 4: a fifth of the time) and shrinks by 30% per clean cycle until it is gone.
+//!   Lock pressure (sessions waiting on our row locks, our batches slowing at the same size)
+//!   also halves the size: a smaller batch holds fewer locks for less time. Load pressure
+//!   (too many active sessions, the probe query slower than its baseline) does not: a
+//!   smaller batch costs as much CPU per row, only more overhead.
 //! - **Pause.** While a pause reason holds (replica lag, the throttle query, the operator's
 //!   pause), no batch runs at all.
 //!
@@ -23,6 +27,14 @@ use std::time::Duration;
 const RATE_SMOOTHING: f64 = 0.3;
 /// Longest rest between two batches while backing off.
 pub(crate) const MAX_REST: Duration = Duration::from_secs(5);
+/// The first rest, as a multiple of the batch's duration ...
+const FIRST_REST_RATIO: f64 = 0.5;
+/// ... the most (the backfill then runs a fifth of the time) ...
+const MAX_REST_RATIO: f64 = 4.0;
+/// ... what a clean cycle keeps of it ...
+const REST_RECOVERY: f64 = 0.7;
+/// ... and under which it is gone.
+const MIN_REST_RATIO: f64 = 0.1;
 /// The probe counts as slowed past this multiple of its baseline ...
 const PROBE_SLOWDOWN: f64 = 2.0;
 /// ... and by at least this much: sub-millisecond jitter is not the application suffering.
@@ -84,7 +96,7 @@ impl fmt::Display for PauseReason {
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum Pressure {
-    /// Sessions waited on locks our batch held.
+    /// Sessions waited longer than the target on locks our batch held.
     BlockedSessions(u32),
     /// More active sessions than the limit.
     ActiveSessions {
@@ -109,11 +121,26 @@ pub enum Pressure {
     },
 }
 
+impl Pressure {
+    /// Pressure from our row locks (not from the server's load): smaller batches help.
+    fn from_locks(&self) -> bool {
+        matches!(
+            self,
+            Pressure::BlockedSessions(_) | Pressure::BatchSlowing { .. }
+        )
+    }
+}
+
 impl fmt::Display for Pressure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = |d: &Duration| format!("{:.1}ms", d.as_secs_f64() * 1000.0);
         match self {
-            Pressure::BlockedSessions(n) => write!(f, "{n} session(s) waited on our row locks"),
+            Pressure::BlockedSessions(n) => {
+                write!(
+                    f,
+                    "{n} session(s) waited on our row locks longer than the target"
+                )
+            }
             Pressure::ActiveSessions { count, limit } => {
                 write!(f, "{count} active sessions (limit {limit})")
             }
@@ -217,7 +244,10 @@ pub(crate) enum Decision {
 pub(crate) struct Controller {
     settings: ControllerSettings,
     size: u32,
-    rest: Duration,
+    /// The rest as a multiple of the last batch's duration; 0: none.
+    rest_ratio: f64,
+    /// The last batch's duration.
+    last_took: Duration,
     /// Moving average of rows/s; `None` before the first batch that updated rows.
     rate: Option<f64>,
     /// Moving average of the batch duration at `size`, reset when the size changes much.
@@ -235,7 +265,8 @@ impl Controller {
                 ..settings
             },
             size: min,
-            rest: Duration::ZERO,
+            rest_ratio: 0.0,
+            last_took: Duration::ZERO,
             rate: None,
             usual: None,
             state: PaceState::Running,
@@ -247,9 +278,14 @@ impl Controller {
         self.size
     }
 
+    /// The batch duration aimed at.
+    pub(crate) fn target(&self) -> Duration {
+        self.settings.target
+    }
+
     /// The pause before the next batch.
     pub(crate) fn rest(&self) -> Duration {
-        self.rest
+        self.last_took.mul_f64(self.rest_ratio).min(MAX_REST)
     }
 
     /// The moving average of rows/s.
@@ -330,31 +366,34 @@ impl Controller {
                 None => seen.took,
             });
         }
+        self.last_took = seen.took;
         let (min, max) = (self.settings.min_batch, self.settings.max_batch);
         if let Some(pressure) = pressure {
-            self.size = (self.size / 2).max(min);
-            self.usual = None;
-            self.rest = if self.rest.is_zero() {
-                self.settings.target
+            if pressure.from_locks() {
+                self.size = (self.size / 2).max(min);
+                self.usual = None;
+            }
+            self.rest_ratio = if self.rest_ratio == 0.0 {
+                FIRST_REST_RATIO
             } else {
-                (self.rest * 2).min(MAX_REST)
+                (self.rest_ratio * 2.0).min(MAX_REST_RATIO)
             };
             self.state = PaceState::BackingOff(pressure.clone());
             return Decision::BackOff {
                 pressure,
                 size: self.size,
-                rest: self.rest,
+                rest: self.rest(),
             };
         }
-        let recovered = if self.rest.is_zero() {
+        let recovered = if self.rest_ratio == 0.0 {
             None
         } else {
-            self.rest /= 2;
-            if self.rest < self.settings.target / 4 {
-                self.rest = Duration::ZERO;
+            self.rest_ratio *= REST_RECOVERY;
+            if self.rest_ratio < MIN_REST_RATIO {
+                self.rest_ratio = 0.0;
                 self.state = PaceState::Running;
             }
-            Some(Decision::Recover { rest: self.rest })
+            Some(Decision::Recover { rest: self.rest() })
         };
         // The size follows the measured rate, also while recovering (the rate is measured
         // under the load as it is now); a batch that was short of rows (the end of the table)
@@ -506,7 +545,8 @@ mod tests {
             ),
             "{decision:?}"
         );
-        assert_eq!(controller.rest(), Duration::from_millis(10));
+        // Half the slow batch's duration.
+        assert_eq!(controller.rest(), Duration::from_millis(25));
     }
 
     #[test]
@@ -515,21 +555,31 @@ mod tests {
             active_sessions: Some(10),
             probe: Some(Duration::from_millis(1)),
         };
+        // (what was seen, whether it halves the size: only lock pressure does)
         let signals = [
-            BatchObservation {
-                blocked_sessions: 2,
-                ..batch(800, 100_000.0)
-            },
-            BatchObservation {
-                active_sessions: Some(11),
-                ..batch(800, 100_000.0)
-            },
-            BatchObservation {
-                probe: Some(Duration::from_millis(5)),
-                ..batch(800, 100_000.0)
-            },
+            (
+                BatchObservation {
+                    blocked_sessions: 2,
+                    ..batch(800, 100_000.0)
+                },
+                true,
+            ),
+            (
+                BatchObservation {
+                    active_sessions: Some(11),
+                    ..batch(800, 100_000.0)
+                },
+                false,
+            ),
+            (
+                BatchObservation {
+                    probe: Some(Duration::from_millis(5)),
+                    ..batch(800, 100_000.0)
+                },
+                false,
+            ),
         ];
-        for seen in signals {
+        for (seen, halves) in signals {
             let mut controller = Controller::new(settings());
             for _ in 0..3 {
                 let clean = batch(controller.batch_size(), 100_000.0);
@@ -543,15 +593,17 @@ mod tests {
             let Decision::BackOff { size, rest, .. } = decision else {
                 panic!("{seen:?}: {decision:?}");
             };
-            assert_eq!((size, rest), (400, Duration::from_millis(100)));
+            // The batch took 8 ms: the first rest is half of it.
+            let expected = if halves { 400 } else { 800 };
+            assert_eq!((size, rest), (expected, Duration::from_millis(4)));
             assert!(matches!(controller.state(), PaceState::BackingOff(_)));
-            // The pressure lasts: the rest doubles, up to its maximum.
+            // The pressure lasts: the rest grows to four batch durations, no more.
             for _ in 0..10 {
                 controller.observe(&seen, &baselines);
             }
-            assert_eq!(controller.rest(), MAX_REST);
-            assert_eq!(controller.batch_size(), 100);
-            // It is gone: the rest halves per clean batch until it is gone too.
+            assert_eq!(controller.rest(), Duration::from_millis(32));
+            assert_eq!(controller.batch_size(), if halves { 100 } else { 800 });
+            // It is gone: the rest shrinks per clean batch until it is gone too.
             let mut rests = Vec::new();
             while !controller.rest().is_zero() {
                 let clean = batch(controller.batch_size(), 100_000.0);
@@ -564,6 +616,20 @@ mod tests {
             }
             assert_eq!(controller.state(), &PaceState::Running);
         }
+    }
+
+    #[test]
+    fn the_rest_never_passes_its_maximum() {
+        let mut controller = Controller::new(settings());
+        let slow = BatchObservation {
+            blocked_sessions: 1,
+            took: Duration::from_secs(4),
+            ..batch(100, 100_000.0)
+        };
+        for _ in 0..5 {
+            controller.observe(&slow, &Baselines::default());
+        }
+        assert_eq!(controller.rest(), MAX_REST);
     }
 
     #[test]

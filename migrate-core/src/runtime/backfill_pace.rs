@@ -247,9 +247,10 @@ impl<'a> Pacer<'a> {
             return batch.await;
         };
         let started = Instant::now();
-        let (output, watched) = signals.watch(batch).await;
+        let output = signals.watch(batch, controller.target()).await;
         let took = started.elapsed();
         let output = output?;
+        let watched = signals.take_watched();
         let seen = BatchObservation {
             size: u32::try_from(size).unwrap_or(u32::MAX),
             rows: rows(&output),
@@ -289,16 +290,29 @@ impl<'a> Pacer<'a> {
         Ok(output)
     }
 
-    /// The rest before the next batch: `delay=` in fixed mode, the controller's otherwise.
-    pub(crate) async fn rest(&self) {
-        let rest = match &self.mode {
-            Mode::Fixed { delay, .. } => *delay,
-            Mode::Adaptive { controller, .. } => controller.rest(),
-        };
-        if !rest.is_zero() {
-            // Throttling between batches, not synchronisation: gives replicas and the
-            // application's own work room.
-            tokio::time::sleep(rest).await;
+    /// The rest before the next batch: `delay=` in fixed mode; the controller's otherwise,
+    /// watched like a batch (the probe's median covers the whole cycle).
+    pub(crate) async fn rest(&mut self) {
+        // Throttling between batches, not synchronisation: gives replicas and the
+        // application's own work room.
+        match &mut self.mode {
+            Mode::Fixed { delay, .. } => {
+                if !delay.is_zero() {
+                    tokio::time::sleep(*delay).await;
+                }
+            }
+            Mode::Adaptive {
+                controller,
+                signals,
+                ..
+            } => {
+                let rest = controller.rest();
+                if !rest.is_zero() {
+                    signals
+                        .watch(tokio::time::sleep(rest), controller.target())
+                        .await;
+                }
+            }
         }
     }
 }

@@ -3,10 +3,13 @@
 //!
 //! Before each batch, on the migration's connection, the reasons to pause: the operator's
 //! pause (the `migrate.backfill_paused` flag, in the flags table every runner reads), the
-//! configured throttle query, and replica replay lag. While each batch runs, on a second
-//! connection (the monitor), the signs that the application suffers: sessions waiting on a
-//! lock our batch holds (`pg_blocking_pids`), the count of active sessions, and the latency
-//! of a probe query, compared with its baseline measured before the backfill.
+//! configured throttle query, and replica replay lag. While each batch runs and during the
+//! rest after it, on a second connection (the monitor), the signs that the application
+//! suffers: sessions waiting on a lock our batch holds (`pg_blocking_pids`), the count of
+//! active sessions, and the latency of a probe query, compared with its baseline measured
+//! before the backfill. The probe's median over a whole cycle (rest and batch) is what the
+//! application sees on average: a backfill that rests longer shows less of itself there, so
+//! the controller's rest settles where the probe is back near its baseline.
 //!
 //! Replica lag is measured as the contract gate measures it, by replay position, never by
 //! `pg_stat_replication.replay_lag` alone (it keeps a stale small value while replay is
@@ -57,6 +60,9 @@ pub(crate) struct Signals<'a> {
     /// (first seen, WAL position in bytes), oldest first.
     wal_samples: VecDeque<(Instant, f64)>,
     warned_lag_unknown: bool,
+    /// What the monitor saw since the last [`Signals::take_watched`].
+    watched: Watched,
+    probes: Vec<Duration>,
 }
 
 /// The second connection and what it knows.
@@ -131,13 +137,16 @@ impl<'a> Signals<'a> {
                 if let Some(took) = monitor.time_probe(limits).await? {
                     probes.push(took);
                 }
-                let (_, active) = monitor.observe(limits).await?;
+                let (_, active) = monitor.observe(limits, Duration::ZERO).await?;
                 most_active = most_active.max(active);
             }
             baselines.probe = median(probes);
-            baselines.active_sessions = baselines
-                .active_sessions
-                .or(Some(most_active.saturating_mul(2).saturating_add(2)));
+            // Twice the usual, and at least 8 more: a pool's normal jitter is not pressure.
+            baselines.active_sessions = baselines.active_sessions.or(Some(
+                most_active
+                    .saturating_mul(2)
+                    .max(most_active.saturating_add(8)),
+            ));
         }
         Ok((
             Signals {
@@ -148,6 +157,8 @@ impl<'a> Signals<'a> {
                 limits,
                 wal_samples: VecDeque::new(),
                 warned_lag_unknown: false,
+                watched: Watched::default(),
+                probes: Vec::new(),
             },
             baselines,
         ))
@@ -278,15 +289,23 @@ impl<'a> Signals<'a> {
             }))
     }
 
-    /// Runs `batch` while the monitor watches the server, and returns its output with what
-    /// was seen. Without a monitor only the batch runs.
-    pub(crate) async fn watch<F: Future>(&mut self, batch: F) -> (F::Output, Watched) {
+    /// What was seen since the last call: the most blocked and active sessions, the median
+    /// probe latency.
+    pub(crate) fn take_watched(&mut self) -> Watched {
+        let mut watched = std::mem::take(&mut self.watched);
+        watched.probe = median(std::mem::take(&mut self.probes));
+        watched
+    }
+
+    /// Runs `batch` (or a rest) while the monitor watches the server, adding what it sees
+    /// to [`Signals::take_watched`]. Without a monitor only the batch runs.
+    pub(crate) async fn watch<F: Future>(&mut self, batch: F, patience: Duration) -> F::Output {
         let Some(monitor) = &self.monitor else {
-            return (batch.await, Watched::default());
+            return batch.await;
         };
         let limits = self.limits;
-        let mut probes = Vec::new();
-        let mut watched = Watched::default();
+        let probes = &mut self.probes;
+        let watched = &mut self.watched;
         let mut failure = None;
         let watching = async {
             loop {
@@ -298,7 +317,7 @@ impl<'a> Signals<'a> {
                         break;
                     }
                 }
-                match monitor.observe(limits).await {
+                match monitor.observe(limits, patience).await {
                     Ok((blocked, active)) => {
                         watched.blocked_sessions = watched.blocked_sessions.max(blocked);
                         watched.active_sessions =
@@ -325,8 +344,7 @@ impl<'a> Signals<'a> {
             tracing::warn!(%error, "the backfill monitor connection failed; it is not used any more");
             self.monitor = None;
         }
-        watched.probe = median(probes);
-        (output, watched)
+        output
     }
 }
 
@@ -347,20 +365,28 @@ impl Monitor<'_> {
         Ok(Some(started.elapsed()))
     }
 
-    /// Sessions waiting on a lock the backfill holds, and active sessions other than ours.
-    /// `pg_blocking_pids` is only called for sessions waiting on a lock: the docs warn that
-    /// frequent calls cost (it takes the lock manager's locks).
-    async fn observe(&self, limits: Limits) -> Result<(u32, u32), RuntimeError> {
+    /// Sessions that have waited longer than `patience` on a lock the backfill holds, and
+    /// active sessions other than ours. A wait shorter than the target batch duration is the
+    /// one the target allows: a write meeting a batch's row lock waits for the batch.
+    /// `pg_blocking_pids` is only called for sessions waiting on a lock that long: the docs
+    /// warn that frequent calls cost (it takes the lock manager's locks).
+    async fn observe(
+        &self,
+        limits: Limits,
+        patience: Duration,
+    ) -> Result<(u32, u32), RuntimeError> {
+        let patience_ms = patience.as_secs_f64() * 1000.0;
         let row = within(
             Some(limits.own),
             "reading pg_stat_activity",
             self.client.query_one(
                 "SELECT count(*) FILTER (WHERE CASE WHEN wait_event_type = 'Lock' \
+                        AND clock_timestamp() - query_start > $3 * interval '1 millisecond' \
                         THEN $1 = ANY(pg_blocking_pids(pid)) ELSE false END), \
                         count(*) FILTER (WHERE state = 'active' AND backend_type = 'client backend' \
                         AND pid <> ALL($2)) \
                  FROM pg_stat_activity",
-                &[&self.backfill_pid, &self.own_pids],
+                &[&self.backfill_pid, &self.own_pids, &patience_ms],
             ),
         )
         .await?

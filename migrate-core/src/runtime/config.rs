@@ -69,7 +69,7 @@ pub struct BackfillControl {
     pub max_batch: u32,
     /// Back off while more sessions than this are active (`pg_stat_activity`, the
     /// backfill's own excluded). `None`: twice the most seen during the second before the
-    /// backfill, plus 2. Needs `pg_read_all_stats` (e.g. through `pg_monitor`) to see other
+    /// backfill, and at least 8 more. Needs `pg_read_all_stats` (e.g. through `pg_monitor`) to see other
     /// roles' sessions.
     pub max_active_sessions: Option<u32>,
     /// A cheap query the application really runs (e.g. a primary-key read), timed on a
