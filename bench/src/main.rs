@@ -1,0 +1,397 @@
+//! The online-impact benchmark (`scripts/bench-online.sh`): on a scratch PostgreSQL it
+//! starts itself, the same schema change (add `email_verified_at`, fill it from
+//! `created_at`, index it) under pgbench at 60% of the machine's measured maximum, as a big
+//! bang, with the application dual-writing while our backfill fills the old rows, through
+//! the runner with its defaults, and with several `target=` values. Prints the figures and
+//! writes a markdown table and an SVG chart. Not part of `cargo test`.
+
+mod load;
+mod report;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use clap::Parser;
+use migrate_core::runtime::{Migrator, MigratorConfig, UpTo, connect};
+use migrate_scratch::ScratchCluster;
+use tokio_postgres::Client;
+
+use load::Pgbench;
+use report::Setup;
+
+/// Measures a schema change's impact on an application under load.
+#[derive(Debug, Parser)]
+struct Args {
+    /// Rows in the `users` table.
+    #[arg(long, default_value_t = 2_000_000)]
+    rows: u64,
+    /// pgbench clients.
+    #[arg(long, default_value_t = 8)]
+    clients: u32,
+    /// Share of the measured maximum TPS the load runs at, in percent.
+    #[arg(long, default_value_t = 60)]
+    load_percent: u32,
+    /// Seconds of load before each change (its baseline) and after it.
+    #[arg(long, default_value_t = 10)]
+    baseline: u32,
+    /// The `target=` values of the runner's runs beyond its default, in milliseconds.
+    #[arg(long, value_delimiter = ',', default_value = "25,50,250,1000")]
+    targets: Vec<u32>,
+    /// Where the markdown table and the SVG go.
+    #[arg(long, default_value = "docs/benchmarks")]
+    out: PathBuf,
+}
+
+const SEGMENT_S: u32 = 2;
+
+fn now_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
+/// `what: error: its sources` (tokio-postgres says only "db error" without its source).
+fn fail<E: std::error::Error>(what: &str) -> impl Fn(E) -> String + '_ {
+    move |e| {
+        let mut text = format!("{what}: {e}");
+        let mut source = e.source();
+        while let Some(cause) = source {
+            text.push_str(&format!(": {cause}"));
+            source = cause.source();
+        }
+        text
+    }
+}
+
+/// The change as each run makes it.
+#[derive(Debug, Clone)]
+enum Change {
+    BigBang,
+    DualWrite,
+    Runner { target_ms: Option<u32> },
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    match run(args).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("bench-online: {error}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), String> {
+    let cluster = ScratchCluster::start().map_err(|e| format!("starting PostgreSQL: {e}"))?;
+    // A server configured as in production, not as the test harness's throwaway one
+    // (fsync off, 32 MB shared_buffers): durability costs are part of the impact.
+    for setting in [
+        "fsync = on",
+        "synchronous_commit = on",
+        "full_page_writes = on",
+        "shared_buffers = '256MB'",
+        "max_wal_size = '4GB'",
+        "checkpoint_timeout = '15min'",
+    ] {
+        // One statement per call: ALTER SYSTEM cannot run inside a transaction block.
+        cluster
+            .psql("postgres", &format!("ALTER SYSTEM SET {setting}"))
+            .map_err(|e| e.to_string())?;
+    }
+    cluster.stop_server(false).map_err(|e| e.to_string())?;
+    cluster.start_server_again().map_err(|e| e.to_string())?;
+    let database = cluster.create_database().map_err(|e| e.to_string())?;
+    let client = open(database.url()).await?;
+    let server_version: String = client
+        .query_one("SHOW server_version", &[])
+        .await
+        .map_err(|e| e.to_string())?
+        .get(0);
+    println!("building users ({} rows)", args.rows);
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE users (id bigint PRIMARY KEY, email text NOT NULL, \
+             created_at timestamptz NOT NULL, balance bigint NOT NULL DEFAULT 0); \
+             INSERT INTO users (id, email, created_at) SELECT g, 'user' || g || '@example.com', \
+             now() - g * interval '1 second' FROM generate_series(1, {}) g",
+            args.rows
+        ))
+        .await
+        .map_err(fail("building the table"))?;
+
+    vacuum(&client).await?;
+
+    let work = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let script = |name: &str, set: &str| -> Result<PathBuf, String> {
+        let path = work.path().join(name);
+        std::fs::write(
+            &path,
+            format!(
+                "\\set id random(1, {})\nBEGIN;\nSELECT email, balance FROM users WHERE id = :id;\n\
+                 UPDATE users SET balance = balance + 1{set} WHERE id = :id;\nEND;\n",
+                args.rows
+            ),
+        )
+        .map_err(|e| e.to_string())?;
+        Ok(path)
+    };
+    let plain = script("plain.sql", "")?;
+    let dual = script("dual.sql", ", email_verified_at = created_at")?;
+    let pgbench = Pgbench {
+        program: cluster.binaries().program("pgbench"),
+        host: cluster.host().to_owned(),
+        port: cluster.port(),
+        user: "postgres".to_owned(),
+        database: database.name().to_owned(),
+        clients: args.clients,
+        threads: 2,
+    };
+
+    // The maximum, with the same per-transaction logging as the runs.
+    let max_dir = work.path().join("max");
+    std::fs::create_dir_all(&max_dir).map_err(|e| e.to_string())?;
+    pgbench.run(&plain, 10, None, &max_dir, "segment")?;
+    let max_log = load::read_logs(&max_dir)?;
+    let max_tps = max_log.len() as f64 / 10.0;
+    let rate = ((max_tps * f64::from(args.load_percent) / 100.0) as u32).max(1);
+    println!("max {max_tps:.0} TPS; runs at {rate} TPS");
+
+    // The no-load bulk UPDATE, the ceiling a backfill's rate is compared with.
+    reset(&client, false).await?;
+    client
+        .batch_execute("ALTER TABLE users ADD COLUMN email_verified_at timestamptz")
+        .await
+        .map_err(fail("adding the column"))?;
+    let started = Instant::now();
+    let updated = client
+        .execute("UPDATE users SET email_verified_at = created_at", &[])
+        .await
+        .map_err(fail("the bulk UPDATE"))?;
+    let bulk = updated as f64 / started.elapsed().as_secs_f64();
+    println!("no-load bulk UPDATE: {bulk:.0} rows/s");
+
+    let mut changes = vec![
+        ("big bang".to_owned(), Change::BigBang),
+        ("dual write + backfill".to_owned(), Change::DualWrite),
+        (
+            "runner, defaults".to_owned(),
+            Change::Runner { target_ms: None },
+        ),
+    ];
+    for &target in &args.targets {
+        changes.push((
+            format!("runner, target={target}"),
+            Change::Runner {
+                target_ms: Some(target),
+            },
+        ));
+    }
+    let mut runs = Vec::new();
+    for (name, change) in changes {
+        reset(&client, matches!(change, Change::DualWrite)).await?;
+        let log_dir = work.path().join(format!("run{}", runs.len()));
+        std::fs::create_dir_all(&log_dir).map_err(|e| e.to_string())?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let script = if matches!(change, Change::DualWrite) {
+            dual.clone()
+        } else {
+            plain.clone()
+        };
+        let load =
+            pgbench
+                .clone()
+                .run_until(script, rate, SEGMENT_S, log_dir.clone(), Arc::clone(&stop));
+        // The baseline: load alone (a pause of the benchmark, not synchronisation).
+        tokio::time::sleep(Duration::from_secs(u64::from(args.baseline))).await;
+        let start = now_us();
+        let fill_s = perform(&change, database.url(), work.path()).await?;
+        let end = now_us();
+        tokio::time::sleep(Duration::from_secs(u64::from(args.baseline))).await;
+        stop.store(true, Ordering::SeqCst);
+        load.join()
+            .map_err(|_| "the load thread panicked".to_owned())??;
+        let log = load::read_logs(&log_dir)?;
+        let measured = report::measure(&name, &log, start, end, args.baseline, args.rows, fill_s);
+        println!(
+            "{name}: baseline {:.0} TPS p99 {:.1} ms; during: {} s at 0 TPS, max {:.0} ms, p99 {:.1} ms, \
+             TPS drop {:.1}%; {:.1} s; {:.0} rows/s ({:.0}% of bulk)",
+            measured.baseline_tps,
+            measured.baseline_p99_ms,
+            measured.zero_seconds,
+            measured.change_max_ms,
+            measured.change_p99_ms,
+            measured.tps_drop_percent,
+            measured.duration_s,
+            measured.rows_per_second,
+            measured.rows_per_second / bulk * 100.0
+        );
+        runs.push(measured);
+    }
+
+    let setup = Setup {
+        cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        memory: memory(),
+        server_version,
+        rows: args.rows,
+        clients: args.clients,
+        max_tps,
+        rate,
+        bulk_update_rows_per_second: bulk,
+        command: format!(
+            "scripts/bench-online.sh --rows {} --clients {} --load-percent {} --baseline {} --targets {}",
+            args.rows,
+            args.clients,
+            args.load_percent,
+            args.baseline,
+            args.targets
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+    };
+    std::fs::create_dir_all(&args.out).map_err(fail("creating the output folder"))?;
+    let svg_name = "online-impact.svg";
+    report::svg(&args.out.join(svg_name), &runs)?;
+    let table = report::markdown(&setup, &runs, svg_name);
+    std::fs::write(args.out.join("online-impact.md"), &table).map_err(|e| e.to_string())?;
+    println!("\n{table}");
+    Ok(())
+}
+
+async fn open(url: &str) -> Result<Client, String> {
+    connect(url, &MigratorConfig::default())
+        .await
+        .map_err(|e| format!("connecting: {e}"))
+}
+
+/// The table as before any change (the column added already for a dual-write run, whose
+/// application writes it from the start), the runner's state tables gone, dead rows vacuumed.
+async fn reset(client: &Client, with_column: bool) -> Result<(), String> {
+    client
+        .batch_execute(
+            "DROP INDEX IF EXISTS users_email_verified_at; \
+             ALTER TABLE users DROP COLUMN IF EXISTS email_verified_at; \
+             DROP TABLE IF EXISTS schema_migrations, schema_migrations_backfill, \
+             schema_migrations_flags, schema_migrations_partial",
+        )
+        .await
+        .map_err(fail("resetting the table"))?;
+    vacuum(&client).await?;
+    if with_column {
+        client
+            .batch_execute("ALTER TABLE users ADD COLUMN email_verified_at timestamptz")
+            .await
+            .map_err(fail("adding the column"))?;
+    }
+    Ok(())
+}
+
+/// Dead rows of the previous run gone, statistics fresh, dirty pages written.
+async fn vacuum(client: &Client) -> Result<(), String> {
+    // Each alone: VACUUM cannot run inside the implicit transaction of a multi-statement
+    // query.
+    for statement in ["VACUUM (ANALYZE) users", "CHECKPOINT"] {
+        client
+            .batch_execute(statement)
+            .await
+            .map_err(fail("vacuuming the table"))?;
+    }
+    Ok(())
+}
+
+/// Makes the change; returns the seconds the fill took (for rows/s).
+async fn perform(change: &Change, url: &str, work: &Path) -> Result<f64, String> {
+    let client = open(url).await?;
+    match change {
+        Change::BigBang => {
+            let started = Instant::now();
+            client
+                .batch_execute(
+                    "BEGIN; ALTER TABLE users ADD COLUMN email_verified_at timestamptz; \
+                     UPDATE users SET email_verified_at = created_at; \
+                     CREATE INDEX users_email_verified_at ON users (email_verified_at); COMMIT",
+                )
+                .await
+                .map_err(fail("the big bang"))?;
+            Ok(started.elapsed().as_secs_f64())
+        }
+        Change::DualWrite | Change::Runner { .. } => {
+            let target = match change {
+                Change::Runner {
+                    target_ms: Some(ms),
+                } => format!(" target={ms}"),
+                _ => String::new(),
+            };
+            let dir = work.join(format!("migrations{}", now_us()));
+            std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+            let files = [
+                (
+                    "0001_add_email_verified_at.expand.sql",
+                    "ALTER TABLE users ADD COLUMN IF NOT EXISTS email_verified_at timestamptz;\n\
+                     -- migrate:down\nALTER TABLE users DROP COLUMN IF EXISTS email_verified_at;\n"
+                        .to_owned(),
+                ),
+                (
+                    "0002_fill_email_verified_at.backfill.sql",
+                    format!(
+                        "-- migrate:backfill table=users key=id{target}\n\
+                         UPDATE users SET email_verified_at = created_at WHERE email_verified_at IS NULL;\n\
+                         -- migrate:down\n"
+                    ),
+                ),
+                (
+                    "0003_index_email_verified_at.expand.sql",
+                    "CREATE INDEX CONCURRENTLY IF NOT EXISTS users_email_verified_at \
+                     ON users (email_verified_at);\n\
+                     -- migrate:down\nDROP INDEX CONCURRENTLY IF EXISTS users_email_verified_at;\n"
+                        .to_owned(),
+                ),
+            ];
+            for (name, text) in files {
+                std::fs::write(dir.join(name), text).map_err(|e| e.to_string())?;
+            }
+            let checked = migrate_core::check_dir(&dir, "migrations")
+                .map_err(|e| format!("loading the migrations: {e}"))?;
+            if let Some(problem) = checked.diagnostics.iter().find(|d| d.is_error()) {
+                return Err(format!(
+                    "the benchmark's migrations do not lint: {problem:?}"
+                ));
+            }
+            let migrations = checked.migrations(&dir.to_string_lossy());
+            let migrator = Migrator::new(&migrations, MigratorConfig::default())
+                .map_err(|e| e.to_string())?
+                .with_monitor(open(url).await?);
+            let report = migrator
+                .up(&client, UpTo::All)
+                .await
+                .map_err(|e| format!("the runner: {e}"))?;
+            let fill = report
+                .applied
+                .iter()
+                .find(|m| m.version == 2)
+                .map_or(0.0, |m| m.duration.as_secs_f64());
+            Ok(fill)
+        }
+    }
+}
+
+/// `MemTotal` of /proc/meminfo, e.g. `7.8 GiB`.
+fn memory() -> String {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find(|line| line.starts_with("MemTotal:"))
+                .and_then(|line| line.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or_else(
+            || "unknown".to_owned(),
+            |kb| format!("{:.1} GiB", kb / 1024.0 / 1024.0),
+        )
+}
