@@ -281,7 +281,7 @@ async fn reset(client: &Client, with_column: bool) -> Result<(), String> {
         )
         .await
         .map_err(fail("resetting the table"))?;
-    vacuum(&client).await?;
+    vacuum(client).await?;
     if with_column {
         client
             .batch_execute("ALTER TABLE users ADD COLUMN email_verified_at timestamptz")

@@ -123,7 +123,7 @@ pub enum Pressure {
 
 impl Pressure {
     /// Pressure from our row locks (not from the server's load): smaller batches help.
-    fn from_locks(&self) -> bool {
+    fn is_lock_pressure(&self) -> bool {
         matches!(
             self,
             Pressure::BlockedSessions(_) | Pressure::BatchSlowing { .. }
@@ -369,7 +369,7 @@ impl Controller {
         self.last_took = seen.took;
         let (min, max) = (self.settings.min_batch, self.settings.max_batch);
         if let Some(pressure) = pressure {
-            if pressure.from_locks() {
+            if pressure.is_lock_pressure() {
                 self.size = (self.size / 2).max(min);
                 self.usual = None;
             }
