@@ -359,6 +359,19 @@ impl Context {
             .application_name(&self.config.migrator.application_name);
         Ok(connect_with(options).await?)
     }
+
+    /// A second connection for the backfill controller's monitor, named
+    /// `<application_name> backfill monitor` so that nothing taking the migration session by
+    /// its name (an operator's `pg_terminate_backend`, a lock-holder report) takes it too.
+    pub async fn connect_monitor(&self, database: &DatabaseUrl) -> anyhow::Result<Client> {
+        let from = || format!("the connection string from {}", database.source.describe());
+        let mut options = ConnectOptions::parse(&database.url).with_context(from)?;
+        options.config.application_name(&format!(
+            "{} backfill monitor",
+            self.config.migrator.application_name
+        ));
+        Ok(connect_with(options).await?)
+    }
 }
 
 /// Runs a future on a single-threaded runtime: the CLI drives one connection at a time.

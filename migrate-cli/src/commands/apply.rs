@@ -43,12 +43,16 @@ pub fn up(context: &Context, to: Option<u64>, dry_run: bool) -> anyhow::Result<O
             }
         };
     }
-    let needs_monitor = migrations.iter().any(|m| m.backfill.is_some());
+    let needs_monitor = migrations.iter().any(|m| {
+        m.backfill
+            .as_ref()
+            .is_some_and(|spec| matches!(spec.pace, migrate_core::BackfillPace::Adaptive { .. }))
+    });
     let result = block_on(async {
         let client = context.connect(database).await?;
         // A backfill watches the server on a second connection while each batch runs.
         let migrator = if needs_monitor {
-            migrator.with_monitor(context.connect(database).await?)
+            migrator.with_monitor(context.connect_monitor(database).await?)
         } else {
             migrator
         };

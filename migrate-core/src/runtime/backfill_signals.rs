@@ -107,11 +107,7 @@ impl<'a> Signals<'a> {
                 let monitor_pid: i32 = within(
                     Some(limits.own),
                     "preparing the backfill monitor connection",
-                    monitor_client.query_one(
-                        "SELECT pg_backend_pid() FROM \
-                         set_config('application_name', 'migrate backfill monitor', false)",
-                        &[],
-                    ),
+                    monitor_client.query_one("SELECT pg_backend_pid()", &[]),
                 )
                 .await?
                 .map_err(RuntimeError::database(

@@ -181,7 +181,9 @@ impl<'m> Migrator<'m> {
     /// A second connection to the same database, on which backfills watch the server while
     /// each batch runs: sessions waiting on the batch's locks, active sessions, and the
     /// probe query's latency ([`BackfillControl`]). Without it a backfill still sizes its
-    /// batches and pauses on replica lag, the throttle query and the operator's pause.
+    /// batches and pauses on replica lag, the throttle query and the operator's pause. Give
+    /// it an `application_name` of its own (the CLI's is `<name> backfill monitor`), so that
+    /// what finds the migration session by name does not find it.
     pub fn with_monitor(mut self, monitor: Client) -> Self {
         self.monitor = Some(monitor);
         self
