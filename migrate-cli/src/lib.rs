@@ -366,7 +366,7 @@ impl Context {
     pub async fn connect_monitor(&self, database: &DatabaseUrl) -> anyhow::Result<Client> {
         let from = || format!("the connection string from {}", database.source.describe());
         let mut options = ConnectOptions::parse(&database.url).with_context(from)?;
-        options.config.application_name(&format!(
+        options.config.application_name(format!(
             "{} backfill monitor",
             self.config.migrator.application_name
         ));
