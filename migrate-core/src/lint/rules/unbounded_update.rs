@@ -3,7 +3,8 @@
 use std::collections::{HashMap, HashSet};
 
 use sqlparser::ast::{
-    BinaryOperator, Expr, FromTable, InTarget, ObjectName, Statement, TableFactor, UnaryOperator,
+    AlterTableOperation, BinaryOperator, Expr, FromTable, InTarget, ObjectName,
+    RenameTableNameKind, Statement, TableFactor, UnaryOperator,
 };
 
 use super::declared_indexes::{declared_indexes, expression_key};
@@ -11,7 +12,7 @@ use super::quoted;
 use crate::lint::{Check, Example, Finding, Level, Rule, RuleMemory, StatementContext};
 use crate::migration::Phase;
 use crate::source::SectionKind;
-use crate::sql::table_key;
+use crate::sql::{ident_key, table_key};
 
 /// The `unbounded-update` rule: its documentation, examples and check.
 /// `migrate explain unbounded-update` prints it.
@@ -182,6 +183,34 @@ impl RuleMemory for SetKeys {
                     .push(index.columns);
             }
         }
+        // Keys follow their table and columns through renames.
+        let Statement::AlterTable(alter) = statement else {
+            return;
+        };
+        let table = table_key(&alter.name);
+        for operation in &alter.operations {
+            match operation {
+                AlterTableOperation::RenameTable {
+                    table_name: RenameTableNameKind::To(new) | RenameTableNameKind::As(new),
+                } => {
+                    if let Some(keys) = self.keys.remove(&table) {
+                        self.keys.insert(table_key(new), keys);
+                    }
+                }
+                AlterTableOperation::RenameColumn {
+                    old_column_name,
+                    new_column_name,
+                } => {
+                    let (old, new) = (ident_key(old_column_name), ident_key(new_column_name));
+                    for column in self.keys.get_mut(&table).into_iter().flatten().flatten() {
+                        if *column == old {
+                            column.clone_from(&new);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
     }
 }
 
@@ -320,6 +349,23 @@ CREATE TABLE IF NOT EXISTS memberships (org_id bigint, user_id bigint, role text
             let hit = found.iter().any(|d| d.code == super::RULE.id);
             assert_eq!(hit, flagged, "{statement}: {found:#?}");
         }
+    }
+
+    /// Keys follow renames of their table and columns.
+    #[test]
+    fn keys_follow_renames() {
+        let set = "CREATE TABLE IF NOT EXISTS user_ (id bigint PRIMARY KEY, name text);\n\
+-- file: 0002_b.contract.sql\n\
+-- migrate:requires 1\n\
+ALTER TABLE user_ RENAME TO person;\n\
+ALTER TABLE person RENAME COLUMN id TO person_id;\n\
+-- file: 0003_c.expand.sql\n\
+UPDATE person SET name = 'x' WHERE person_id = 1;";
+        let found = lint_example("0001_a.expand.sql", set);
+        assert!(
+            !found.iter().any(|d| d.code == super::RULE.id),
+            "{found:#?}"
+        );
     }
 
     /// A key declared by a later migration does not exist yet when the statement runs.
