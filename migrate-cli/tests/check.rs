@@ -111,3 +111,55 @@ fn check_lints_first() {
         .code(3)
         .stderr(predicate::str::contains("error[unbounded-update]"));
 }
+
+#[test]
+fn check_reports_what_postgresql_did_beside_the_plan() {
+    let output = migrate()
+        .args(["--format", "json", "check", "migrations"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let report = json(&output);
+    assert_eq!(report["disagreements"], 0);
+    // 0003 builds a unique index CONCURRENTLY (autocommit): seen while it waited.
+    let statements = report["migrations"][2]["observed"]["statements"]
+        .as_array()
+        .unwrap();
+    let build = statements
+        .iter()
+        .find(|s| {
+            s["sql"]
+                .as_str()
+                .unwrap()
+                .starts_with("CREATE UNIQUE INDEX CONCURRENTLY")
+        })
+        .expect("the concurrent build");
+    assert_eq!(build["observed_by"], "while_waiting");
+    assert_eq!(build["locks"][0]["relation"], "public.users");
+    assert_eq!(build["locks"][0]["mode"], "SHARE_UPDATE_EXCLUSIVE");
+    assert_eq!(build["scanned"][0], "public.users");
+    assert_eq!(build["work"], "scan");
+    // 0003's ADD COLUMN in its transaction: ACCESS EXCLUSIVE, no rewrite.
+    let add = &statements[0];
+    assert_eq!(add["observed_by"], "in_transaction");
+    assert_eq!(add["locks"][0]["mode"], "ACCESS_EXCLUSIVE");
+    assert_eq!(add["rewritten"].as_array().unwrap().len(), 0);
+    // Every migration was observed.
+    assert!(
+        report["migrations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["observed"]["error"].is_null() && m["observed"]["statements"].is_array())
+    );
+
+    migrate()
+        .args(["check", "migrations"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("what PostgreSQL did"))
+        .stdout(predicate::str::contains(
+            "SHARE UPDATE EXCLUSIVE public.users; scan",
+        ))
+        .stdout(predicate::str::contains("DISAGREES").not());
+}

@@ -425,14 +425,17 @@ fn from_ast(statement: &Statement, words: &Words<'_>) -> LockAnalysis {
             None => LockAnalysis::unknown(),
         },
         Statement::RefreshMaterializedView(refresh) => {
-            let mode = if refresh.concurrently {
-                Exclusive
+            // CONCURRENTLY runs the query and applies the difference to the view in place:
+            // its file stays (observed on PostgreSQL 15); without it, a new file replaces it.
+            if refresh.concurrently {
+                LockAnalysis::new()
+                    .lock(name(&refresh.name), Exclusive)
+                    .work(TableWork::Scan)
             } else {
-                AccessExclusive
-            };
-            LockAnalysis::new()
-                .lock(name(&refresh.name), mode)
-                .work(TableWork::Rewrite)
+                LockAnalysis::new()
+                    .lock(name(&refresh.name), AccessExclusive)
+                    .work(TableWork::Rewrite)
+            }
         }
         Statement::Vacuum(vacuum) => {
             let table = vacuum
@@ -494,9 +497,20 @@ fn alter_table(table: &str, operations: &[AlterTableOperation]) -> LockAnalysis 
                         type_name.as_str(),
                         "serial" | "bigserial" | "smallserial" | "serial2" | "serial4" | "serial8"
                     );
-                // Since PostgreSQL 11 a non-volatile default is stored in the catalog.
+                // Since PostgreSQL 11 a non-volatile default is stored in the catalog. A
+                // UNIQUE or PRIMARY KEY column builds its index, and NOT NULL without a
+                // default checks every existing row (both observed on PostgreSQL 15).
+                let has = |wanted: fn(&ColumnOption) -> bool| {
+                    column_def.options.iter().any(|o| wanted(&o.option))
+                };
+                let builds_index =
+                    has(|o| matches!(o, ColumnOption::Unique(_) | ColumnOption::PrimaryKey(_)));
+                let checks_rows = has(|o| matches!(o, ColumnOption::NotNull))
+                    && !has(|o| matches!(o, ColumnOption::Default(_)));
                 let work = if rewrites {
                     TableWork::Rewrite
+                } else if builds_index || checks_rows {
+                    TableWork::Scan
                 } else {
                     TableWork::None
                 };
@@ -615,6 +629,26 @@ fn lock_table(words: &Words<'_>) -> LockAnalysis {
     analysis.note("held until the migration's transaction ends")
 }
 
+/// `VACUUM (option, ...) [table]`, which sqlparser cannot parse: `FULL` among the options
+/// rewrites under ACCESS EXCLUSIVE (observed on PostgreSQL 15), as `VACUUM FULL` does.
+fn vacuum_with_options(words: &Words<'_>) -> LockAnalysis {
+    use LockMode::*;
+    let close = (0..words.len()).find(|&i| words.text(i) == Some(")"));
+    let full = (0..close.unwrap_or(0)).any(|i| words.keyword(i).as_deref() == Some("FULL"));
+    let table = close
+        .and_then(|i| words.text(i + 1))
+        .map_or_else(|| "every table".to_owned(), classify::normalize_identifier);
+    if full {
+        LockAnalysis::new()
+            .lock(table, AccessExclusive)
+            .work(TableWork::Rewrite)
+    } else {
+        LockAnalysis::new()
+            .lock(table, ShareUpdateExclusive)
+            .work(TableWork::Scan)
+    }
+}
+
 /// The kinds sqlparser cannot parse, from their keywords.
 fn from_tokens(words: &Words<'_>) -> LockAnalysis {
     use LockMode::*;
@@ -668,16 +702,18 @@ fn from_tokens(words: &Words<'_>) -> LockAnalysis {
                     .lock(target, ShareUpdateExclusive)
                     .work(TableWork::Rewrite)
                     .note("rebuilds the index beside the old one; reads and writes continue")
+            } else if kind == "INDEX" {
+                // ACCESS EXCLUSIVE on the index (observed on PostgreSQL 15): every query that
+                // plans on the table opens its indexes, so reads wait too.
+                LockAnalysis::new()
+                    .lock(target, AccessExclusive)
+                    .work(TableWork::Rewrite)
+                    .note("and SHARE on its table: blocks writes, and reads that plan on the table wait for the index")
             } else {
-                let note = if kind == "INDEX" {
-                    "ACCESS EXCLUSIVE on the index, SHARE on its table: blocks writes and queries using the index"
-                } else {
-                    "SHARE on the table, ACCESS EXCLUSIVE on each index: blocks writes"
-                };
                 LockAnalysis::new()
                     .lock(target, Share)
                     .work(TableWork::Rewrite)
-                    .note(note)
+                    .note("SHARE on the table, ACCESS EXCLUSIVE on each index: blocks writes")
             }
         }
         Some(Fallback::Cluster) => {
@@ -695,9 +731,12 @@ fn from_tokens(words: &Words<'_>) -> LockAnalysis {
                 .and_then(|i| words.text(i + 1))
                 .map(classify::normalize_identifier)
                 .unwrap_or_default();
+            // Instant only on a partitioned table; a plain table gets its whole index built
+            // (observed on PostgreSQL 15): which one it is, only the catalog knows.
             LockAnalysis::new()
                 .lock(on, Share)
-                .note("parent index only: instant, the partitions are not built")
+                .work(TableWork::Scan)
+                .note("on a partitioned table only the parent's index: instant, no scan")
         }
         Some(Fallback::CreateTable { .. }) => {
             LockAnalysis::new().note("new table: no other session sees it")
@@ -716,9 +755,7 @@ fn from_tokens(words: &Words<'_>) -> LockAnalysis {
         }
         Some(Fallback::Benign(kind)) => {
             if kind == "VACUUM" {
-                LockAnalysis::new()
-                    .work(TableWork::Scan)
-                    .note("SHARE UPDATE EXCLUSIVE: does not block reads or writes")
+                vacuum_with_options(words)
             } else {
                 LockAnalysis::new().note("no lock that blocks reads or writes")
             }
@@ -935,6 +972,53 @@ mod tests {
                 "{sql}"
             );
         }
+    }
+
+    /// Each of these was a disagreement with PostgreSQL 15 found by
+    /// `tests/observed_effects.rs` (docs/design.md, "Observed effects").
+    #[test]
+    fn corrections_from_the_observed_effects() {
+        // A UNIQUE column builds its index; NOT NULL without a default checks every row.
+        assert_eq!(
+            single("ALTER TABLE users ADD COLUMN IF NOT EXISTS handle text UNIQUE").2,
+            TableWork::Scan
+        );
+        assert_eq!(
+            single("ALTER TABLE users ADD COLUMN IF NOT EXISTS tenant_id bigint NOT NULL").2,
+            TableWork::Scan
+        );
+        assert_eq!(
+            single("ALTER TABLE users ADD COLUMN f boolean NOT NULL DEFAULT false").2,
+            TableWork::None
+        );
+        // REINDEX INDEX holds ACCESS EXCLUSIVE on the index, not SHARE.
+        assert_eq!(
+            single("REINDEX INDEX idx_orders_created"),
+            (
+                "idx_orders_created".into(),
+                AccessExclusive,
+                TableWork::Rewrite
+            )
+        );
+        // REFRESH ... CONCURRENTLY changes the view in place: no new file.
+        assert_eq!(
+            single("REFRESH MATERIALIZED VIEW CONCURRENTLY mv"),
+            ("mv".into(), Exclusive, TableWork::Scan)
+        );
+        // VACUUM with options in parentheses, which sqlparser cannot parse.
+        assert_eq!(
+            single("VACUUM (FULL, ANALYZE) orders"),
+            ("orders".into(), AccessExclusive, TableWork::Rewrite)
+        );
+        assert_eq!(
+            single("VACUUM (ANALYZE) orders"),
+            ("orders".into(), ShareUpdateExclusive, TableWork::Scan)
+        );
+        // ON ONLY builds the whole index on a table that is not partitioned.
+        assert_eq!(
+            single("CREATE INDEX IF NOT EXISTS idx_events_at ON ONLY events (at)"),
+            ("events".into(), Share, TableWork::Scan)
+        );
     }
 
     #[test]

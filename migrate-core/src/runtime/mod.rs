@@ -33,6 +33,7 @@ pub mod error;
 mod executor;
 pub mod gates;
 pub mod lock;
+pub mod observe;
 mod pending;
 mod pooler;
 pub mod repair;

@@ -1,5 +1,9 @@
 //! `migrate check`: lint, then prove on a scratch PostgreSQL that every down part restores
-//! the schema the migration found, and that the set applies again after the down walk.
+//! the schema the migration found, and that the set applies again after the down walk; then
+//! apply the set once more on a database of its own, observing what PostgreSQL does for each
+//! statement ([`observed`]).
+
+mod observed;
 
 use std::path::Path;
 use std::time::Duration;
@@ -57,6 +61,7 @@ enum Reapply {
 struct Report {
     down: Vec<DownResult>,
     reapply: Reapply,
+    observed: Vec<observed::Observed>,
 }
 
 impl Report {
@@ -88,12 +93,12 @@ pub fn run(context: &Context, path: Option<&Path>) -> anyhow::Result<Outcome> {
     let migrations = checked.migrations(&absolute.to_string_lossy());
     let history = TableName::parse(&context.config.migrator.history_table)?;
 
-    let steps = migrations.len() as u64 * 3 + 1;
+    let steps = migrations.len() as u64 * 4 + 1;
     let progress = progress_bar(context, steps);
     progress.set_message("starting a scratch PostgreSQL");
     let cluster = ScratchCluster::start()?;
     let database = cluster.create_database()?;
-    let report = walk(
+    let mut report = walk(
         context,
         &migrations,
         &cluster,
@@ -101,6 +106,13 @@ pub fn run(context: &Context, path: Option<&Path>) -> anyhow::Result<Outcome> {
         &history,
         &progress,
     )?;
+    let observation = cluster.create_database()?;
+    report.observed = block_on(async {
+        let client = connect_scratch(context, observation.clone()).await?;
+        let observer = connect_scratch(context, observation.clone()).await?;
+        let all: Vec<&migrate_core::Migration> = migrations.iter().collect();
+        observed::observe_all(&client, &observer, &all, &progress).await
+    })??;
     progress.finish_and_clear();
     print(context, &migrations, &report, &checked.diagnostics);
     if report.ok() {
@@ -155,11 +167,7 @@ fn walk(
         ..context.config.migrator.clone()
     };
     let migrator = Migrator::new(migrations, scratch_config)?;
-    let connect = |database: &ScratchDatabase| {
-        let url = format!("{}?sslmode=disable", database.url());
-        let config = context.config.migrator.clone();
-        async move { migrate_core::runtime::connect(&url, &config).await }
-    };
+    let connect = |database: &ScratchDatabase| connect_scratch(context, database.clone());
     block_on(async {
         let mut database = database.clone();
         let mut client = connect(&database).await?;
@@ -231,8 +239,21 @@ fn walk(
             }
         };
         progress.inc(migrations.len() as u64);
-        anyhow::Ok(Report { down, reapply })
+        anyhow::Ok(Report {
+            down,
+            reapply,
+            observed: Vec::new(),
+        })
     })?
+}
+
+/// A connection to a scratch database (no TLS there).
+async fn connect_scratch(
+    context: &Context,
+    database: ScratchDatabase,
+) -> anyhow::Result<tokio_postgres::Client> {
+    let url = format!("{}?sslmode=disable", database.url());
+    Ok(migrate_core::runtime::connect(&url, &context.config.migrator).await?)
 }
 
 /// `pg_dump --schema-only` of the scratch database without the runtime's state tables.
@@ -276,6 +297,10 @@ fn print(
                     "down": d.key(),
                     "diff": match d { DownResult::Differs(diff) => diff.clone(), _ => Vec::new() },
                     "error": match d { DownResult::Failed(error) => Some(error.clone()), _ => None },
+                    "observed": observed::json_of(
+                        report.observed.iter().find(|o| o.version == m.version),
+                        m,
+                    ),
                 })
             })
             .collect();
@@ -291,6 +316,7 @@ fn print(
             "reapply": reapply,
             "reapply_diff": reapply_diff,
             "reapply_error": reapply_error,
+            "disagreements": report.observed.iter().map(|o| o.disagreements()).sum::<usize>(),
         }));
         return;
     }
@@ -355,6 +381,21 @@ fn print(
             "{:>4}  applying the set again failed: {error}",
             output::paint("FAIL", Style::Red, color)
         ),
+    }
+    println!();
+    let disagreements = observed::print_human(migrations, &report.observed, color, 60);
+    if disagreements > 0 {
+        println!(
+            "{}",
+            output::paint(
+                &format!(
+                    "{disagreements} disagreement(s) between plan and PostgreSQL: what PostgreSQL \
+                     did is the truth; please report plan's mistake"
+                ),
+                Style::Yellow,
+                color
+            )
+        );
     }
     if report.ok() {
         println!(

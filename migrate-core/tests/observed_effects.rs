@@ -1,0 +1,260 @@
+//! The static lock analysis proven against PostgreSQL: every statement of every rule example
+//! (bad and good) and of the example set runs on a scratch database while
+//! `runtime::observe` records the locks it was granted, the relations it rewrote and the tables
+//! it scanned; any disagreement with `lock_analysis` fails the test.
+//!
+//! Each rule example runs alone on a fresh database holding [`FIXTURE`], the tables the
+//! examples name. Statements that cannot run there are listed in [`EXPECTED_FAILURES`] with the
+//! reason (a bad example that fails by design, an object another example creates): any other
+//! failure, and any listed one that stops failing, fails the test.
+
+mod common;
+
+use common::{cluster, plain_client};
+use migrate_core::Migration;
+use migrate_core::lint::RULES;
+use migrate_core::runtime::observe::{SectionEffects, observe_section};
+use migrate_core::source::{SourceFile, load_files};
+
+/// The tables, types and objects the rule examples use, as they would exist in production.
+const FIXTURE: &str = "
+CREATE EXTENSION IF NOT EXISTS btree_gist;
+CREATE TYPE order_status AS ENUM ('new', 'paid');
+CREATE TABLE users (id bigint PRIMARY KEY, email text, name text, legacy_name text,
+    legacy_email text, email_normalized text, login text, city text, zip text,
+    updated_at timestamptz);
+CREATE INDEX idx_users_legacy ON users (legacy_name);
+ALTER TABLE users ADD CONSTRAINT users_legacy_check CHECK (legacy_name <> '');
+CREATE VIEW users_legacy_view AS SELECT id, legacy_email FROM users;
+CREATE TABLE orders (id integer PRIMARY KEY, user_id bigint, total numeric, amount integer,
+    status order_status, created_at timestamptz);
+CREATE INDEX idx_orders_created ON orders (created_at);
+CREATE MATERIALIZED VIEW order_totals AS SELECT user_id, sum(total) AS total FROM orders GROUP BY user_id;
+CREATE UNIQUE INDEX order_totals_user ON order_totals (user_id);
+CREATE UNLOGGED TABLE events (id bigint NOT NULL, at timestamptz);
+CREATE UNIQUE INDEX events_id_idx ON events (id);
+CREATE TABLE sessions (id bigint PRIMARY KEY);
+CREATE TABLE audit_log (id bigint PRIMARY KEY, note text);
+CREATE TABLE old_sessions (id bigint);
+CREATE TABLE legacy_users (id bigint);
+CREATE SEQUENCE invoice_seq;
+CREATE TABLE order_status_codes (code text PRIMARY KEY, label text);
+CREATE TABLE orders_archive (id bigint, total numeric);
+CREATE TABLE legacy_orders (id bigint, total numeric);
+CREATE TABLE posts (id bigint PRIMARY KEY);
+CREATE TABLE customer_subscription_invoices (billing_period_start date, status text);
+CREATE TABLE bookings (id bigint, room_id bigint NOT NULL, during tstzrange NOT NULL);
+CREATE TABLE plans (id bigint PRIMARY KEY, name text);
+";
+
+/// (rule, example file, PostgreSQL's error, why it fails on the fixture). Each example runs
+/// alone on the fixture, so one that builds on another example's objects, or that is wrong by
+/// design, fails; the statements before the failing one are still compared.
+const EXPECTED_FAILURES: &[(&str, &str, &str, &str)] = &[
+    (
+        "require-if-not-exists",
+        "0001_users.expand.sql",
+        "relation \"users\" already exists",
+        "the bad example: no IF NOT EXISTS",
+    ),
+    (
+        "require-if-not-exists",
+        "0002_email.expand.sql",
+        "column \"email\" of relation \"users\" already exists",
+        "the bad example: no IF NOT EXISTS",
+    ),
+    (
+        "require-if-not-exists",
+        "0009_idx.contract.sql",
+        "index \"idx_users_email\" does not exist",
+        "the bad example: no IF EXISTS",
+    ),
+    (
+        "unique-via-index",
+        "0005_unique.expand.sql",
+        "index \"users_email_key\" does not exist",
+        "the index is another example's (0004)",
+    ),
+    (
+        "unique-via-index",
+        "0001_users.expand.sql",
+        "multiple primary keys for table \"users\" are not allowed",
+        "the example creates users, which the fixture has",
+    ),
+    (
+        "unparseable",
+        "0005_weird.expand.sql",
+        "syntax error at or near \"FROBNICATE\"",
+        "the bad example: not SQL",
+    ),
+    (
+        "unparseable",
+        "0005_known.expand.sql",
+        "relation \"users_email_key\" does not exist",
+        "the index is another rule's example",
+    ),
+    (
+        "enum-value-same-transaction",
+        "0004_shipped.expand.sql",
+        "unsafe use of new value \"shipped\"",
+        "the bad example: the failure the rule prevents",
+    ),
+    (
+        "autocommit-rerun-unsafe",
+        "0007_login_index.expand.sql",
+        "\"users_login_idx\" is not a unique index",
+        "the example's index is not UNIQUE: ADD UNIQUE USING INDEX refuses it",
+    ),
+];
+
+/// Rule examples not run: they take over the transaction the observation runs in.
+const NOT_RUN: &[&str] = &["transaction-control"];
+
+struct Outcome {
+    origin: String,
+    effects: SectionEffects,
+}
+
+async fn run_files(
+    files: &[(String, String)],
+    fixture: Option<&str>,
+) -> Vec<(String, SectionEffects)> {
+    let database = cluster().create_database().expect("database");
+    if let Some(fixture) = fixture {
+        cluster().psql("postgres", "DO $$ BEGIN CREATE ROLE reporting NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$").expect("role");
+        cluster().psql(database.name(), fixture).expect("fixture");
+    }
+    let url = format!("{}?sslmode=disable", database.url());
+    let client = plain_client(&url).await;
+    let observer = plain_client(&url).await;
+    let sources: Vec<SourceFile> = files
+        .iter()
+        .map(|(name, sql)| SourceFile {
+            display_path: name.clone(),
+            file_name: name.clone(),
+            bytes: sql.clone().into_bytes(),
+        })
+        .collect();
+    let set = load_files(&sources, &|_| true);
+    let migrations: Vec<&Migration> = set.files.iter().map(|f| &f.migration).collect();
+    assert_eq!(
+        migrations.len(),
+        files.len(),
+        "every file parses: {:?}",
+        set.diagnostics
+    );
+    let mut outcomes = Vec::new();
+    for migration in migrations {
+        let effects = observe_section(&client, &observer, &migration.up)
+            .await
+            .expect("observation");
+        outcomes.push((migration.file_name.to_string(), effects));
+    }
+    outcomes
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plan_agrees_with_postgresql_on_every_rule_example_and_the_example_set() {
+    let mut outcomes: Vec<Outcome> = Vec::new();
+    for rule in RULES {
+        if NOT_RUN.contains(&rule.id) {
+            continue;
+        }
+        for (kind, examples) in [("bad", rule.bad), ("good", rule.good)] {
+            for example in examples {
+                for (file, effects) in run_files(&example.files(), Some(FIXTURE)).await {
+                    outcomes.push(Outcome {
+                        origin: format!("{} {kind} {file}", rule.id),
+                        effects,
+                    });
+                }
+            }
+        }
+    }
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../migrations");
+    let mut set: Vec<(String, String)> = std::fs::read_dir(&dir)
+        .expect("migrations")
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.ends_with(".sql")
+                .then(|| (name, std::fs::read_to_string(e.path()).expect("read")))
+        })
+        .collect();
+    set.sort();
+    for (file, effects) in run_files(&set, None).await {
+        outcomes.push(Outcome {
+            origin: format!("example set {file}"),
+            effects,
+        });
+    }
+
+    let mut problems = Vec::new();
+    let mut compared = 0;
+    let mut failures = Vec::new();
+    for outcome in &outcomes {
+        for statement in &outcome.effects.statements {
+            println!(
+                "{} {}:{} `{}` by {:?}: locks {:?} rewritten {:?} scanned {:?}; predicted {:?} {:?}; {:?}",
+                outcome.origin,
+                statement.line,
+                statement.column,
+                statement.sql.lines().next().unwrap_or_default(),
+                statement.observed_by,
+                statement
+                    .locks
+                    .iter()
+                    .map(|l| format!("{} {}", l.relation, l.mode))
+                    .collect::<Vec<_>>(),
+                statement.rewritten,
+                statement.scanned,
+                statement
+                    .predicted
+                    .locks
+                    .iter()
+                    .map(|l| format!("{} {}", l.table, l.mode))
+                    .collect::<Vec<_>>(),
+                statement.predicted.work,
+                statement.not_compared,
+            );
+            if statement.not_compared.is_none() && statement.predicted.known {
+                compared += 1;
+            }
+            for disagreement in &statement.disagreements {
+                problems.push(format!(
+                    "{} line {}: `{}`: {disagreement}",
+                    outcome.origin, statement.line, statement.sql
+                ));
+            }
+        }
+        if let Some(error) = &outcome.effects.error {
+            failures.push(format!("{}: {error}", outcome.origin));
+        }
+    }
+    let unexpected: Vec<&String> = failures
+        .iter()
+        .filter(|failure| {
+            !EXPECTED_FAILURES.iter().any(|(rule, file, error, _)| {
+                failure.starts_with(rule) && failure.contains(file) && failure.contains(error)
+            })
+        })
+        .collect();
+    assert!(
+        unexpected.is_empty(),
+        "statements that failed: {unexpected:#?}"
+    );
+    for (rule, file, error, why) in EXPECTED_FAILURES {
+        assert!(
+            failures
+                .iter()
+                .any(|f| f.starts_with(rule) && f.contains(file) && f.contains(error)),
+            "{rule} {file} was expected to fail ({why}) and did not: update EXPECTED_FAILURES"
+        );
+    }
+    assert!(
+        problems.is_empty(),
+        "plan and PostgreSQL disagree:\n{}",
+        problems.join("\n")
+    );
+    assert!(compared > 150, "only {compared} statements compared");
+}
