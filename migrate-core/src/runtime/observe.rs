@@ -1,7 +1,7 @@
 //! What PostgreSQL really does for each statement, observed on a (scratch) database: the
 //! locks the statement's backend was granted on each relation, the relations it rewrote
 //! (their file changed), the tables it read in full (`seq_scan` grew), next to what
-//! [`lock_analysis`](crate::lock_analysis) predicted, with every disagreement named.
+//! [`crate::lock_analysis`] predicted, with every disagreement named.
 //! `migrate check` and the comparison test use it (docs/design.md, "Observed effects").
 //!
 //! How each fact is read, deterministically:
@@ -242,7 +242,7 @@ pub struct StatementEffects {
     pub work: TableWork,
     /// What `lock_analysis` predicted.
     pub predicted: LockAnalysis,
-    /// Where prediction and observation differ ([`compare`]).
+    /// Where prediction and observation differ.
     pub disagreements: Vec<Disagreement>,
     /// Why facts were not compared (data- or planner-dependent), if so.
     pub not_compared: Option<String>,
@@ -416,13 +416,11 @@ pub async fn observe_section(
             }
         }
     }
-    if transactional {
-        if let Err(error) = client.batch_execute("COMMIT").await {
-            return Ok(SectionEffects {
-                statements,
-                error: Some(error.to_string()),
-            });
-        }
+    if transactional && let Err(error) = client.batch_execute("COMMIT").await {
+        return Ok(SectionEffects {
+            statements,
+            error: Some(error_text(&error)),
+        });
     }
     Ok(SectionEffects {
         statements,
