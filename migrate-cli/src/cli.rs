@@ -436,8 +436,16 @@ pub(crate) enum Command {
     /// Show each pending statement with its transaction mode, the lock it takes on which
     /// table, and whether it rewrites or scans the table while holding that lock.
     ///
-    /// Read only. Without a database every migration is shown.
-    Plan,
+    /// Read only. Without a database every migration is shown. With one, each statement
+    /// shows the size of the largest table it locks (pg_total_relation_size, and
+    /// pg_class.reltuples as the row estimate), and a statement whose lock blocks the
+    /// application while a table over --large-table is scanned or rewritten is flagged LARGE.
+    Plan {
+        /// The table size above which a blocking scan or rewrite is flagged (kB, MB, GB, TB
+        /// of 1024; plain numbers are bytes).
+        #[arg(long, value_name = "SIZE", default_value = "1GB", value_parser = crate::size::parse_size)]
+        large_table: u64,
+    },
 
     /// Lint a migration folder: exactly the findings `migrations!()` reports at build time,
     /// with the same migrate.toml. Exits 3 on error-level findings.
@@ -507,10 +515,37 @@ pub(crate) enum Command {
     /// from the newest comparing with the schema before each, then applies all again and
     /// compares with the first run. Names every migration whose down part does not restore
     /// the schema. Needs the PostgreSQL server binaries (initdb, pg_ctl, postgres, pg_dump).
+    ///
+    /// Then applies every migration once more on a database of its own while observing what
+    /// PostgreSQL does for each statement (the locks its session was granted, the tables and
+    /// indexes rewritten, the tables read in full), beside what `plan` predicts; every
+    /// disagreement is flagged.
+    ///
+    /// With --schema-from (or --schema-file) it starts from production's schema and history
+    /// instead of an empty database, and checks only the migrations pending there.
     Check {
         /// The folder [default: --dir].
         #[arg(value_name = "DIR")]
         path: Option<PathBuf>,
+        /// Start from this database's schema, migration history (and flags and backfill
+        /// progress): read with pg_dump in one read-only snapshot; nothing is written there
+        /// (every session runs with default_transaction_read_only=on). Only the migrations
+        /// pending there are checked.
+        #[arg(long, value_name = "DATABASE_URL", conflicts_with = "schema_file")]
+        schema_from: Option<String>,
+        /// Start from this SQL dump instead (`pg_dump --schema-only`, plus `pg_dump
+        /// --data-only --table=<history table>` for the applied migrations).
+        #[arg(long, value_name = "FILE")]
+        schema_file: Option<PathBuf>,
+        /// With --schema-from: copy up to N rows of every table too, so failures that depend
+        /// on data (a unique index over duplicates, a NOT NULL, a CHECK) show up. The sample
+        /// is not referentially complete: it loads with triggers and foreign-key checks off.
+        #[arg(long, value_name = "N", requires = "schema_from")]
+        sample_rows: Option<u64>,
+        /// The pg_dump to read --schema-from with (it must be at least the server's
+        /// version) [default: the scratch cluster's].
+        #[arg(long, value_name = "PATH")]
+        pg_dump: Option<PathBuf>,
     },
 
     /// Read and set dual-write flags (table `<history table>_flags`).

@@ -25,6 +25,7 @@ mod diff;
 mod duration;
 mod error;
 mod output;
+mod size;
 
 use anyhow::Context as _;
 use std::ffi::OsString;
@@ -251,7 +252,7 @@ fn run(cli: Cli, source: Source) -> anyhow::Result<Outcome> {
         Command::Status => commands::status::run(&context),
         Command::Up { to, dry_run, .. } => commands::apply::up(&context, to, dry_run),
         Command::Down { to, dry_run } => commands::apply::down(&context, to, dry_run),
-        Command::Plan => commands::plan::run(&context),
+        Command::Plan { large_table } => commands::plan::run(&context, large_table),
         Command::Lint { path } => commands::lint::run(&context, path.as_deref()),
         Command::Explain { rule } => commands::explain::run(&context, rule.as_deref()),
         Command::New {
@@ -266,7 +267,22 @@ fn run(cli: Cli, source: Source) -> anyhow::Result<Outcome> {
         } => commands::backfill::pause(&context, action),
         Command::Verify { version } => commands::backfill::verify(&context, version),
         #[cfg(feature = "check")]
-        Command::Check { path } => commands::check::run(&context, path.as_deref()),
+        Command::Check {
+            path,
+            schema_from,
+            schema_file,
+            sample_rows,
+            pg_dump,
+        } => commands::check::run(
+            &context,
+            path.as_deref(),
+            &commands::check::CheckSource {
+                schema_from,
+                schema_file,
+                sample_rows,
+                pg_dump,
+            },
+        ),
         #[cfg(not(feature = "check"))]
         Command::Check { .. } => Err(CliError::Usage(
             "this binary was built without `check` (migrate-cli's `check` feature, which \

@@ -1,5 +1,7 @@
 //! `migrate plan`: every pending statement with its transaction mode and lock analysis.
 
+use std::collections::BTreeMap;
+
 use migrate_core::Migration;
 use migrate_core::lock_analysis::{self, LockAnalysis, TableWork};
 use migrate_core::runtime::{Migrator, UpTo};
@@ -9,31 +11,105 @@ use crate::error::Outcome;
 use crate::output::{self, Cell, Style};
 use crate::{Context, block_on};
 
-pub fn run(context: &Context) -> anyhow::Result<Outcome> {
+pub fn run(context: &Context, large_table: u64) -> anyhow::Result<Outcome> {
     let migrations = context.migrations()?;
     let migrator = Migrator::new(&migrations, context.config.migrator.clone())?;
     // Offline, every migration is "pending": useful in CI before any database exists.
-    let (pending, database): (Vec<&Migration>, bool) = match &context.config.database {
-        Some(database) => {
-            let plan = block_on(async {
-                let client = context.connect(database).await?;
-                anyhow::Ok(migrator.plan(&client, UpTo::All).await?)
-            })??;
-            let pending = plan
+    let (pending, sizes): (Vec<&Migration>, Option<Sizes>) = match &context.config.database {
+        Some(database) => block_on(async {
+            let client = context.connect(database).await?;
+            let plan = migrator.plan(&client, UpTo::All).await?;
+            let pending: Vec<&Migration> = plan
                 .migrations
                 .iter()
                 .filter_map(|p| migrations.get(p.version))
                 .collect();
-            (pending, true)
-        }
-        None => (migrations.iter().collect(), false),
+            let sizes = table_sizes(&client, &pending).await;
+            anyhow::Ok((pending, Some(sizes)))
+        })??,
+        None => (migrations.iter().collect(), None),
     };
+    let sizes = sizes.map(|sizes| (sizes, large_table));
     if context.json() {
-        print_json(&pending, database);
+        print_json(&pending, sizes.as_ref());
     } else {
-        print_human(context, &pending, database);
+        print_human(context, &pending, sizes.as_ref());
     }
     Ok(Outcome::Success)
+}
+
+/// The size of a table a pending statement locks, from the catalog.
+#[derive(Debug, Clone, Copy)]
+struct TableSize {
+    /// `pg_class.reltuples`: an estimate; `None` before the table's first VACUUM or ANALYZE.
+    rows: Option<f64>,
+    /// `pg_total_relation_size`: the table, its indexes and TOAST.
+    bytes: u64,
+}
+
+/// Sizes by the name as the statement writes it; names that do not exist yet (created by an
+/// earlier pending migration) are absent.
+type Sizes = BTreeMap<String, TableSize>;
+
+/// The sizes of every table the pending statements lock. An index's name counts as its table
+/// (`DROP INDEX` names the index). A name the server cannot read is left out.
+async fn table_sizes(client: &tokio_postgres::Client, pending: &[&Migration]) -> Sizes {
+    let mut sizes = Sizes::new();
+    for m in pending {
+        for analysis in analyse(m) {
+            for lock in analysis.locks {
+                if sizes.contains_key(&lock.table) {
+                    continue;
+                }
+                let row = client
+                    .query_opt(
+                        "SELECT c.reltuples::float8, pg_total_relation_size(c.oid) FROM pg_class c \
+                         WHERE c.oid = COALESCE( \
+                           (SELECT indrelid FROM pg_index WHERE indexrelid = to_regclass($1)), \
+                           to_regclass($1))",
+                        &[&lock.table],
+                    )
+                    .await;
+                if let Ok(Some(row)) = row {
+                    let rows: f64 = row.get(0);
+                    let bytes: i64 = row.get(1);
+                    sizes.insert(
+                        lock.table,
+                        TableSize {
+                            rows: (rows >= 0.0).then_some(rows),
+                            bytes: u64::try_from(bytes).unwrap_or(0),
+                        },
+                    );
+                }
+            }
+        }
+    }
+    sizes
+}
+
+/// The largest table the statement locks, with its name.
+fn largest<'a>(analysis: &'a LockAnalysis, sizes: &Sizes) -> Option<(&'a str, TableSize)> {
+    analysis
+        .locks
+        .iter()
+        .filter_map(|l| sizes.get(&l.table).map(|s| (l.table.as_str(), *s)))
+        .max_by_key(|(_, s)| s.bytes)
+}
+
+/// The statement blocks the application while it scans or rewrites a table over the limit.
+fn large_table_work(analysis: &LockAnalysis, sizes: &Sizes, limit: u64) -> bool {
+    analysis.blocks_during_table_work()
+        && largest(analysis, sizes).is_some_and(|(_, size)| size.bytes > limit)
+}
+
+fn size_text(size: TableSize) -> String {
+    let rows = match size.rows {
+        Some(rows) if rows >= 1_000_000.0 => format!("~{:.1}M rows", rows / 1_000_000.0),
+        Some(rows) if rows >= 1_000.0 => format!("~{:.0}k rows", rows / 1_000.0),
+        Some(rows) => format!("~{rows:.0} rows"),
+        None => "rows unknown (never analyzed)".to_owned(),
+    };
+    format!("{}, {rows}", crate::size::pretty(size.bytes))
 }
 
 /// How the table work reads next to its lock.
@@ -119,7 +195,7 @@ fn new_table_note(table: &str, analysis: &LockAnalysis, created: &[String]) -> S
     note
 }
 
-fn print_json(pending: &[&Migration], database: bool) {
+fn print_json(pending: &[&Migration], sizes: Option<&(Sizes, u64)>) {
     let items: Vec<_> = pending
         .iter()
         .map(|m| {
@@ -129,6 +205,23 @@ fn print_json(pending: &[&Migration], database: bool) {
                 .iter()
                 .zip(analyse(m))
                 .map(|(s, analysis)| {
+                    let tables: Vec<_> = sizes.map_or_else(Vec::new, |(sizes, _)| {
+                        analysis
+                            .locks
+                            .iter()
+                            .filter_map(|l| {
+                                sizes.get(&l.table).map(|size| {
+                                    json!({
+                                        "table": l.table,
+                                        "rows_estimate": size.rows,
+                                        "total_bytes": size.bytes,
+                                    })
+                                })
+                            })
+                            .collect()
+                    });
+                    let large = sizes
+                        .is_some_and(|(sizes, limit)| large_table_work(&analysis, sizes, *limit));
                     json!({
                         "line": s.line,
                         "column": s.column,
@@ -141,6 +234,8 @@ fn print_json(pending: &[&Migration], database: bool) {
                         "known": analysis.known,
                         "note": analysis.note,
                         "creates": analysis.creates,
+                        "table_sizes": tables,
+                        "large_table_work": large,
                     })
                 })
                 .collect();
@@ -154,18 +249,23 @@ fn print_json(pending: &[&Migration], database: bool) {
             })
         })
         .collect();
-    output::print_json(&json!({ "database": database, "pending": items }));
+    output::print_json(&json!({
+        "database": sizes.is_some(),
+        "large_table_bytes": sizes.map(|(_, limit)| limit),
+        "pending": items,
+    }));
 }
 
-fn print_human(context: &Context, pending: &[&Migration], database: bool) {
+fn print_human(context: &Context, pending: &[&Migration], sizes: Option<&(Sizes, u64)>) {
     let color = context.config.color;
-    if !database {
+    if sizes.is_none() {
         println!("no database configured: every migration is shown as pending\n");
     }
     if pending.is_empty() {
         println!("nothing to do: the database is up to date");
         return;
     }
+    let mut large = 0;
     for (index, m) in pending.iter().enumerate() {
         if index > 0 {
             println!();
@@ -203,7 +303,7 @@ fn print_human(context: &Context, pending: &[&Migration], database: bool) {
             } else {
                 Style::Plain
             };
-            rows.push(vec![
+            let mut row = vec![
                 Cell::new(format!("{}:{}", statement.line, statement.column)),
                 Cell::new(output::one_line(&statement.sql, 56)),
                 Cell::styled(lock, style),
@@ -213,14 +313,75 @@ fn print_human(context: &Context, pending: &[&Migration], database: bool) {
                     tables
                 }),
                 Cell::styled(work, work_style),
-                Cell::new(analysis.note.clone().unwrap_or_default()),
-            ]);
+            ];
+            let mut note = analysis.note.clone().unwrap_or_default();
+            if let Some((sizes, limit)) = sizes {
+                let size = largest(&analysis, sizes);
+                row.push(Cell::new(size.map_or_else(
+                    || {
+                        if analysis.locks.is_empty() {
+                            "-".to_owned()
+                        } else {
+                            "new".to_owned()
+                        }
+                    },
+                    |(_, size)| size_text(size),
+                )));
+                if large_table_work(&analysis, sizes, *limit) {
+                    large += 1;
+                    let (table, size) = size.expect("a large table has a size");
+                    let what = if analysis.work == TableWork::Rewrite {
+                        "rewritten"
+                    } else {
+                        "scanned"
+                    };
+                    let flag = format!(
+                        "LARGE: {} while {table} ({}) is {what}",
+                        analysis.strongest().map_or("", |m| m.impact()),
+                        crate::size::pretty(size.bytes)
+                    );
+                    note = if note.is_empty() {
+                        flag
+                    } else {
+                        format!("{flag}; {note}")
+                    };
+                }
+            }
+            let note_style = if note.starts_with("LARGE") {
+                Style::Red
+            } else {
+                Style::Plain
+            };
+            row.push(Cell::styled(note, note_style));
+            rows.push(row);
         }
-        print!(
-            "{}",
-            output::table(
-                &["AT", "STATEMENT", "LOCK", "ON", "TABLE WORK", "NOTE"],
-                &rows,
+        let headers: &[&str] = if sizes.is_some() {
+            &[
+                "AT",
+                "STATEMENT",
+                "LOCK",
+                "ON",
+                "TABLE WORK",
+                "SIZE",
+                "NOTE",
+            ]
+        } else {
+            &["AT", "STATEMENT", "LOCK", "ON", "TABLE WORK", "NOTE"]
+        };
+        print!("{}", output::table(headers, &rows, color));
+    }
+    if let Some((_, limit)) = sizes
+        && large > 0
+    {
+        println!(
+            "\n{}",
+            output::paint(
+                &format!(
+                    "{large} statement(s) hold a lock that blocks the application while a table \
+                     over {} is scanned or rewritten (--large-table)",
+                    crate::size::pretty(*limit)
+                ),
+                Style::Red,
                 color
             )
         );

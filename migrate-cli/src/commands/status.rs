@@ -54,7 +54,7 @@ pub fn state_key(state: MigrationState) -> &'static str {
     }
 }
 
-fn print(context: &Context, report: &StatusReport) {
+pub(crate) fn print(context: &Context, report: &StatusReport) {
     if context.json() {
         let entries: Vec<_> = report
             .entries

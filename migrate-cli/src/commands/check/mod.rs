@@ -3,13 +3,17 @@
 //! apply the set once more on a database of its own, observing what PostgreSQL does for each
 //! statement ([`observed`]).
 
+mod base;
 mod observed;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use migrate_core::Migrations;
+use migrate_core::runtime::MigrationState;
+use migrate_core::{Migration, Migrations};
+
+use self::base::Base;
 use migrate_core::runtime::state::backfill_progress::BackfillProgressTable;
 use migrate_core::runtime::state::flags::FlagStore;
 use migrate_core::runtime::state::partial::PartialRunTable;
@@ -73,7 +77,24 @@ impl Report {
     }
 }
 
-pub fn run(context: &Context, path: Option<&Path>) -> anyhow::Result<Outcome> {
+/// Where the check starts, from `check`'s options.
+#[derive(Debug, Default)]
+pub struct CheckSource {
+    /// `--schema-from`: a database to read the schema and the history of (read-only).
+    pub schema_from: Option<String>,
+    /// `--schema-file`: a dump to load instead.
+    pub schema_file: Option<PathBuf>,
+    /// `--sample-rows`: rows copied per table from `schema_from`.
+    pub sample_rows: Option<u64>,
+    /// `--pg-dump`: the pg_dump binary to read `schema_from` with.
+    pub pg_dump: Option<PathBuf>,
+}
+
+pub fn run(
+    context: &Context,
+    path: Option<&Path>,
+    source: &CheckSource,
+) -> anyhow::Result<Outcome> {
     let (dir, display) = context.folder(path);
     let checked = migrate_core::check_dir(&dir, &display)?;
     if checked.has_errors() {
@@ -92,33 +113,88 @@ pub fn run(context: &Context, path: Option<&Path>) -> anyhow::Result<Outcome> {
     let absolute = std::fs::canonicalize(&dir).unwrap_or(dir);
     let migrations = checked.migrations(&absolute.to_string_lossy());
     let history = TableName::parse(&context.config.migrator.history_table)?;
+    let state_tables = state_tables(&history)?;
 
-    let steps = migrations.len() as u64 * 4 + 1;
-    let progress = progress_bar(context, steps);
+    let base = match (&source.schema_from, &source.schema_file) {
+        (Some(url), _) => base::from_database(
+            context,
+            &base::SourceOptions {
+                url,
+                pg_dump: source.pg_dump.as_deref(),
+                sample_rows: source.sample_rows,
+                state_tables: &state_tables,
+            },
+        )?,
+        (None, Some(file)) => base::from_file(file)?,
+        (None, None) => Base::Empty,
+    };
+
+    let progress = progress_bar(context, migrations.len() as u64 * 4 + 1);
     progress.set_message("starting a scratch PostgreSQL");
     let cluster = ScratchCluster::start()?;
-    let database = cluster.create_database()?;
+    let pending: Vec<&Migration> = if base.is_empty() {
+        migrations.iter().collect()
+    } else {
+        progress.set_message("loading the schema");
+        let database = base.fresh_database(&cluster)?;
+        let migrator = Migrator::new(&migrations, context.config.migrator.clone())?;
+        let status = block_on(async {
+            let client = connect_scratch(context, database).await?;
+            anyhow::Ok(migrator.status(&client).await?)
+        })??;
+        let disagree =
+            status.count(MigrationState::Drifted) + status.count(MigrationState::MissingFromFiles);
+        if disagree > 0 {
+            progress.finish_and_clear();
+            super::status::print(context, &status);
+            eprintln!(
+                "error: the history of {} disagrees with the files (drifted, or applied \
+                 migrations missing from the files, as `migrate status` reports): nothing was checked",
+                base.origin()
+            );
+            return Ok(Outcome::Disagreement);
+        }
+        let waiting: Vec<u64> = status
+            .entries
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e.state,
+                    MigrationState::Pending
+                        | MigrationState::PartlyApplied
+                        | MigrationState::BackfillInProgress
+                )
+            })
+            .map(|e| e.version)
+            .collect();
+        migrations
+            .iter()
+            .filter(|m| waiting.contains(&m.version))
+            .collect()
+    };
+    progress.set_length(pending.len() as u64 * 4 + 1);
+
     let mut report = walk(
         context,
         &migrations,
+        &pending,
         &cluster,
-        &database,
+        &base,
         &history,
         &progress,
     )?;
-    let observation = cluster.create_database()?;
+    let observation = base.fresh_database(&cluster)?;
     report.observed = block_on(async {
         let client = connect_scratch(context, observation.clone()).await?;
         let observer = connect_scratch(context, observation.clone()).await?;
-        let all: Vec<&migrate_core::Migration> = migrations.iter().collect();
-        observed::observe_all(&client, &observer, &all, &progress).await
+        observed::observe_all(&client, &observer, &pending, &progress).await
     })??;
     progress.finish_and_clear();
-    print(context, &migrations, &report, &checked.diagnostics);
+    print(context, &pending, &base, &report, &checked.diagnostics);
     if report.ok() {
         Ok(Outcome::Success)
     } else {
-        let broken: Vec<String> = migrations
+        let broken: Vec<String> = pending
             .iter()
             .zip(&report.down)
             .filter(|(_, d)| matches!(d, DownResult::Differs(_) | DownResult::Failed(_)))
@@ -154,8 +230,9 @@ fn progress_bar(context: &Context, steps: u64) -> ProgressBar {
 fn walk(
     context: &Context,
     migrations: &Migrations,
+    pending: &[&Migration],
     cluster: &ScratchCluster,
-    database: &ScratchDatabase,
+    base: &Base,
     history: &TableName,
     progress: &ProgressBar,
 ) -> anyhow::Result<Report> {
@@ -168,13 +245,13 @@ fn walk(
     };
     let migrator = Migrator::new(migrations, scratch_config)?;
     let connect = |database: &ScratchDatabase| connect_scratch(context, database.clone());
+    let mut database = base.fresh_database(cluster)?;
     block_on(async {
-        let mut database = database.clone();
         let mut client = connect(&database).await?;
-        // schemas[i]: the schema before migration i; schemas[n]: after all of them.
+        // schemas[i]: the schema before pending migration i; schemas[n]: after all of them.
         let mut schemas = vec![schema_dump(cluster, &database, history)?];
         progress.inc(1);
-        for m in migrations.iter() {
+        for m in pending {
             progress.set_message(format!("up {}", m.file_name));
             migrator
                 .up(&client, UpTo::Version(m.version))
@@ -187,8 +264,8 @@ fn walk(
             progress.inc(1);
         }
 
-        let mut down = vec![DownResult::NotRun; migrations.len()];
-        for (index, m) in migrations.iter().enumerate().rev() {
+        let mut down = vec![DownResult::NotRun; pending.len()];
+        for (index, m) in pending.iter().enumerate().rev() {
             progress.set_message(format!("down {}", m.file_name));
             if m.down.is_none() {
                 down[index] = DownResult::NoDownPart;
@@ -212,9 +289,9 @@ fn walk(
             if down[index] != DownResult::Restores && index > 0 {
                 // What this down part left behind (or broke) must not be blamed on the older
                 // ones: continue from a fresh database brought up to the previous version.
-                database = cluster.create_database()?;
+                database = base.fresh_database(cluster)?;
                 client = connect(&database).await?;
-                let previous = migrations.migrations[index - 1].version;
+                let previous = pending[index - 1].version;
                 migrator
                     .up(&client, UpTo::Version(previous))
                     .await
@@ -238,7 +315,7 @@ fn walk(
                 }
             }
         };
-        progress.inc(migrations.len() as u64);
+        progress.inc(pending.len() as u64);
         anyhow::Ok(Report {
             down,
             reapply,
@@ -281,12 +358,13 @@ pub(crate) fn state_tables(history: &TableName) -> anyhow::Result<Vec<String>> {
 
 fn print(
     context: &Context,
-    migrations: &Migrations,
+    pending: &[&Migration],
+    base: &Base,
     report: &Report,
     diagnostics: &[migrate_core::Diagnostic],
 ) {
     if context.json() {
-        let items: Vec<_> = migrations
+        let items: Vec<_> = pending
             .iter()
             .zip(&report.down)
             .map(|(m, d)| {
@@ -317,12 +395,16 @@ fn print(
             "reapply_diff": reapply_diff,
             "reapply_error": reapply_error,
             "disagreements": report.observed.iter().map(|o| o.disagreements()).sum::<usize>(),
+            "base": base.json(),
         }));
         return;
     }
     let color = context.config.color;
     for diagnostic in diagnostics {
         println!("{diagnostic}");
+    }
+    if let Some(text) = base.describe() {
+        println!("{text}");
     }
     let show_diff = |diff: &[String]| {
         for line in diff.iter().take(DIFF_LINES_SHOWN) {
@@ -340,7 +422,7 @@ fn print(
             );
         }
     };
-    for (m, down) in migrations.iter().zip(&report.down) {
+    for (m, down) in pending.iter().zip(&report.down) {
         let (mark, style, text) = match down {
             DownResult::Restores => ("ok", Style::Green, "down restores the schema".to_owned()),
             DownResult::Differs(_) => (
@@ -383,7 +465,7 @@ fn print(
         ),
     }
     println!();
-    let disagreements = observed::print_human(migrations, &report.observed, color, 60);
+    let disagreements = observed::print_human(pending, &report.observed, color, 60);
     if disagreements > 0 {
         println!(
             "{}",
@@ -399,8 +481,9 @@ fn print(
     }
     if report.ok() {
         println!(
-            "check passed: {} migration(s) apply, revert and apply again on PostgreSQL",
-            migrations.len()
+            "check passed: {} {}migration(s) apply, revert and apply again on PostgreSQL",
+            pending.len(),
+            if base.is_empty() { "" } else { "pending " }
         );
     }
 }

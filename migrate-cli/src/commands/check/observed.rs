@@ -2,11 +2,11 @@
 //! while `runtime::observe` records the locks, rewrites and scans PostgreSQL really did, then
 //! shown beside `plan`'s prediction with every disagreement flagged.
 
+use migrate_core::Migration;
 use migrate_core::lock_analysis::TableWork;
 use migrate_core::runtime::observe::{
     LockObservation, ObservedLock, SectionEffects, StatementEffects, observe_section,
 };
-use migrate_core::{Migration, Migrations};
 use serde_json::json;
 use tokio_postgres::Client;
 
@@ -134,7 +134,7 @@ fn observed_text(statement: &StatementEffects) -> String {
 /// Prints the observation of each migration beside the prediction; returns the number of
 /// disagreements.
 pub(super) fn print_human(
-    migrations: &Migrations,
+    migrations: &[&Migration],
     observed: &[Observed],
     color: bool,
     limit_note: usize,
@@ -149,7 +149,7 @@ pub(super) fn print_human(
         )
     );
     for o in observed {
-        let Some(m) = migrations.get(o.version) else {
+        let Some(m) = migrations.iter().find(|m| m.version == o.version) else {
             continue;
         };
         println!("{}", m.file_name);
