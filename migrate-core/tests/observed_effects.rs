@@ -20,9 +20,11 @@ use migrate_core::source::{SourceFile, load_files};
 const FIXTURE: &str = "
 CREATE EXTENSION IF NOT EXISTS btree_gist;
 CREATE TYPE order_status AS ENUM ('new', 'paid');
+CREATE TABLE orgs (id bigint PRIMARY KEY);
 CREATE TABLE users (id bigint PRIMARY KEY, email text, name text, legacy_name text,
     legacy_email text, email_normalized text, login text, city text, zip text,
-    updated_at timestamptz);
+    updated_at timestamptz, org_id bigint);
+ALTER TABLE users ADD CONSTRAINT users_org_fk FOREIGN KEY (org_id) REFERENCES orgs (id);
 CREATE INDEX idx_users_legacy ON users (legacy_name);
 ALTER TABLE users ADD CONSTRAINT users_legacy_check CHECK (legacy_name <> '');
 CREATE VIEW users_legacy_view AS SELECT id, legacy_email FROM users;
@@ -42,6 +44,7 @@ CREATE TABLE order_status_codes (code text PRIMARY KEY, label text);
 CREATE TABLE orders_archive (id bigint, total numeric);
 CREATE TABLE legacy_orders (id bigint, total numeric);
 CREATE TABLE posts (id bigint PRIMARY KEY);
+CREATE TABLE comments (id bigint PRIMARY KEY, post_id bigint, legacy_post_id bigint, body text);
 CREATE TABLE customer_subscription_invoices (billing_period_start date, status text);
 CREATE TABLE bookings (id bigint, room_id bigint NOT NULL, during tstzrange NOT NULL);
 CREATE TABLE plans (id bigint PRIMARY KEY, name text);
@@ -98,6 +101,36 @@ const EXPECTED_FAILURES: &[(&str, &str, &str, &str)] = &[
         "0004_shipped.expand.sql",
         "unsafe use of new value \"shipped\"",
         "the bad example: the failure the rule prevents",
+    ),
+    (
+        "constraint-not-valid",
+        "0006_order_totals.expand.sql",
+        "cannot be performed on relation \"order_totals\"",
+        "the fixture's order_totals is a materialized view (for the REFRESH examples); IF NOT EXISTS keeps it",
+    ),
+    (
+        "set-not-null-scan",
+        "0008_email_constraint.contract.sql",
+        "syntax error at or near \"NOT\"",
+        "PostgreSQL 18 syntax (a named NOT NULL constraint); the tests run 15",
+    ),
+    (
+        "set-not-null-scan",
+        "0005_email_required.expand.sql",
+        "syntax error at or near \"NOT\"",
+        "PostgreSQL 18 syntax (NOT NULL ... NOT VALID)",
+    ),
+    (
+        "set-not-null-scan",
+        "0006_validate_email_not_null.expand.sql",
+        "constraint \"users_email_not_null\" of relation \"users\" does not exist",
+        "the PostgreSQL 18 constraint of the file before",
+    ),
+    (
+        "unparseable",
+        "0006_hidden.expand.sql",
+        "access method \"heap2\" does not exist",
+        "the bad example: a hidden action",
     ),
     (
         "autocommit-rerun-unsafe",

@@ -705,6 +705,11 @@ fn may_do_less(sql: &str) -> Option<&'static str> {
     }
 }
 
+/// The statement says `IF NOT EXISTS` or `IF EXISTS`.
+fn if_exists(sql: &str) -> bool {
+    may_do_less(sql).is_some_and(|reason| reason.starts_with("IF [NOT] EXISTS"))
+}
+
 /// A query's table scans are the planner's choice (a small table is read in full rather than
 /// through an index), so the scans of data changes are not compared.
 fn is_data_change(sql: &str) -> bool {
@@ -764,6 +769,11 @@ fn compare(effects: &mut StatementEffects, before: &Catalog) {
                     observed: *observed,
                 }),
                 None if held => {}
+                // `CREATE TABLE IF NOT EXISTS` that finds the table does nothing, locks
+                // included.
+                None if if_exists(&effects.sql) => {
+                    effects.not_compared = may_do_less(&effects.sql).map(str::to_owned);
+                }
                 None => disagreements.push(Disagreement::NotTaken {
                     relation: relation.name.clone(),
                     predicted: lock.mode,
