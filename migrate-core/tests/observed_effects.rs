@@ -23,7 +23,7 @@ CREATE TYPE order_status AS ENUM ('new', 'paid');
 CREATE TABLE orgs (id bigint PRIMARY KEY);
 CREATE TABLE users (id bigint PRIMARY KEY, email text, name text, legacy_name text,
     legacy_email text, email_normalized text, login text, city text, zip text,
-    updated_at timestamptz, org_id bigint);
+    updated_at timestamptz, org_id bigint, newsletter boolean);
 ALTER TABLE users ADD CONSTRAINT users_org_fk FOREIGN KEY (org_id) REFERENCES orgs (id);
 CREATE INDEX idx_users_legacy ON users (legacy_name);
 ALTER TABLE users ADD CONSTRAINT users_legacy_check CHECK (legacy_name <> '');
@@ -35,7 +35,8 @@ CREATE MATERIALIZED VIEW order_totals AS SELECT user_id, sum(total) AS total FRO
 CREATE UNIQUE INDEX order_totals_user ON order_totals (user_id);
 CREATE UNLOGGED TABLE events (id bigint NOT NULL, at timestamptz);
 CREATE UNIQUE INDEX events_id_idx ON events (id);
-CREATE TABLE sessions (id bigint PRIMARY KEY);
+CREATE TABLE sessions (id bigint PRIMARY KEY, expires_at timestamptz);
+CREATE TABLE countries (name text);
 CREATE TABLE audit_log (id bigint PRIMARY KEY, note text);
 CREATE TABLE old_sessions (id bigint);
 CREATE TABLE legacy_users (id bigint);
@@ -47,7 +48,7 @@ CREATE TABLE posts (id bigint PRIMARY KEY);
 CREATE TABLE comments (id bigint PRIMARY KEY, post_id bigint, legacy_post_id bigint, body text);
 CREATE TABLE customer_subscription_invoices (billing_period_start date, status text);
 CREATE TABLE bookings (id bigint, room_id bigint NOT NULL, during tstzrange NOT NULL);
-CREATE TABLE plans (id bigint PRIMARY KEY, name text);
+CREATE TABLE plans (id bigint PRIMARY KEY, code text UNIQUE, name text, price numeric);
 ";
 
 /// (rule, example file, PostgreSQL's error, why it fails on the fixture). Each example runs
