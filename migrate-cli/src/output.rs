@@ -1,6 +1,7 @@
 //! Terminal output: aligned tables (coloured on a terminal unless NO_COLOR), JSON documents,
 //! timestamps.
 
+use std::io::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// ANSI styles; only emitted when colour is on.
@@ -88,13 +89,15 @@ pub fn table(headers: &[&str], rows: &[Vec<Cell>], color: bool) -> String {
     out
 }
 
-/// Prints one JSON document on stdout.
-pub fn print_json(value: &serde_json::Value) {
-    // A Value always serialises.
-    println!(
-        "{}",
-        serde_json::to_string_pretty(value).unwrap_or_else(|_| "null".to_owned())
-    );
+/// Prints one JSON document on stdout, written as it is serialised: a large report (every
+/// finding of a big set) is never held twice in memory, as a `Value` and as a string.
+pub fn print_json(value: &impl serde::Serialize) {
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    // Our reports always serialise; a closed stdout (`| head`) is not worth a panic.
+    let _ = serde_json::to_writer_pretty(&mut out, value)
+        .map_err(std::io::Error::from)
+        .and_then(|()| writeln!(out))
+        .and_then(|()| out.flush());
 }
 
 /// RFC 3339 in UTC, second precision: `2026-05-01T12:00:00Z`.

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::diagnostic::{self, Diagnostic, Severity};
-use crate::lint::{self, Config, config::CONFIG_FILE_NAME};
+use crate::lint::{self, Config, config::CONFIG_FILE_NAME, coverage::Coverage};
 use crate::migration::Migrations;
 use crate::source::{self, ParsedFile, display_join};
 
@@ -33,6 +33,9 @@ pub struct CheckedSet {
     pub files: Vec<ParsedFile>,
     /// Every file-level error and lint finding, sorted by file and position.
     pub diagnostics: Vec<Diagnostic>,
+    /// How the linter read the statements of `files`: parsed, classified from keywords,
+    /// flagged, or with hidden actions.
+    pub coverage: Coverage,
     /// Every path the result depends on (the `.sql` files and the config file if present),
     /// so the macro can make cargo rebuild when one changes.
     pub inputs: Vec<PathBuf>,
@@ -102,11 +105,13 @@ pub fn check_dir(dir: &Path, display_dir: &str) -> Result<CheckedSet, CheckError
     };
     let loaded = source::load_files(&sources, &|id| lint::rule(id).is_some());
     diagnostics.extend(loaded.diagnostics);
-    diagnostics.extend(lint::lint_files(&loaded.files, &config));
+    let linted = lint::lint_set(&loaded.files, &config);
+    diagnostics.extend(linted.diagnostics);
     diagnostic::sort(&mut diagnostics);
     Ok(CheckedSet {
         files: loaded.files,
         diagnostics,
+        coverage: linted.coverage,
         inputs,
     })
 }

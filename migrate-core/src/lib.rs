@@ -62,7 +62,9 @@
 
 pub mod checksum;
 pub mod diagnostic;
+// Spreading per-file work over every core, results in a fixed order.
 pub mod migration;
+pub(crate) mod parallel;
 
 // Reading SQL is implementation: the passes built on it use it, nothing outside this crate.
 pub(crate) mod classify;

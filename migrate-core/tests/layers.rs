@@ -11,8 +11,9 @@ use std::path::{Path, PathBuf};
 
 /// Bottom first. A module may use the modules of the layers before its own.
 const LAYERS: &[&[&str]] = &[
-    // What everything is made of: checksums, diagnostics, then the migration model.
-    &["checksum", "diagnostic"],
+    // What everything is made of: checksums, diagnostics, work spread over the cores, then
+    // the migration model.
+    &["checksum", "diagnostic", "parallel"],
     &["migration"],
     // Reading SQL: the splitter (statements and tokens), the classifier (keywords), then one
     // statement with sqlparser, identifier folding, table keys and function volatility.

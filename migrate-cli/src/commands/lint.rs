@@ -4,8 +4,8 @@ use std::ffi::OsStr;
 use std::path::Path;
 
 use migrate_core::lint::config::CONFIG_FILE_NAME;
+use migrate_core::lint::coverage::Coverage;
 use migrate_core::{Diagnostic, Severity};
-use serde_json::json;
 
 use crate::Context;
 use crate::cli::Format;
@@ -18,11 +18,12 @@ pub fn run(context: &Context, path: Option<&Path>) -> anyhow::Result<Outcome> {
     let errors = checked.errors().count();
     let warnings = checked.warnings().count();
     match context.config.format {
-        Format::Json => output::print_json(&json!({
-            "diagnostics": checked.diagnostics,
-            "errors": errors,
-            "warnings": warnings,
-        })),
+        Format::Json => output::print_json(&JsonReport {
+            diagnostics: &checked.diagnostics,
+            errors,
+            warnings,
+            statements: &checked.coverage,
+        }),
         Format::Github => {
             for diagnostic in &checked.diagnostics {
                 println!("{}", github_annotation(diagnostic));
@@ -46,6 +47,15 @@ pub fn run(context: &Context, path: Option<&Path>) -> anyhow::Result<Outcome> {
     } else {
         Outcome::Success
     })
+}
+
+/// `lint --format json`, borrowing the findings rather than copying them into a `Value`.
+#[derive(serde::Serialize)]
+struct JsonReport<'a> {
+    diagnostics: &'a [Diagnostic],
+    errors: usize,
+    warnings: usize,
+    statements: &'a Coverage,
 }
 
 /// The shared renderer, with the severity coloured on a terminal.

@@ -1,54 +1,129 @@
-//! The lint engine: runs every rule of [`RULES`] on every statement of a set, in version
-//! order, with the context rules need (tables created earlier in the part; what a rule
-//! remembers beyond that, it keeps itself), then applies `-- migrate:allow` and the
-//! configuration.
+//! The lint engine: runs every rule of [`RULES`] on every statement of a set, with the
+//! context rules need (tables created earlier in the part; what a rule remembers beyond that,
+//! it keeps itself), then applies `-- migrate:allow` and the configuration.
+//!
+//! Each file on its own first, the files spread over every core: its statements parsed,
+//! classified and lock-analysed once, then judged by every rule whose memory lasts at most
+//! one part of one file. Then, on the calling thread and in version order, each file as soon
+//! as the files before it are done: the rules whose memory spans files judge the statements
+//! already analysed (nothing is parsed twice), and the findings are filtered by allows and
+//! levels. So the result never depends on how the threads ran, and the syntax trees of a
+//! file are dropped once it is done.
 
 use std::collections::HashSet;
 
 use super::bad_backfill;
 use super::config::{Config, Level};
 use super::context::{self, StatementContext};
+use super::coverage::{self, Coverage, Place};
 use super::registry::RULES;
 use super::rule::{Check, Finding, Rule, RuleMemory};
-use crate::classify;
+use crate::classify::{self, Fallback};
 use crate::diagnostic::{Diagnostic, Severity, codes};
+use crate::lock_analysis::LockAnalysis;
 use crate::migration::{Phase, TransactionMode};
+use crate::parallel;
 use crate::source::{ParsedFile, SectionKind};
-use crate::sql::read_statement;
+use crate::sql::{ReadStatement, read_statement};
 
-/// Lints parsed files in version order and returns every diagnostic, sorted.
+/// The rule whose findings mean "the linter could not read this statement".
+const UNPARSEABLE: &str = "unparseable";
+
+/// Lints parsed files in version order and returns every diagnostic, sorted. Uses every core.
 pub fn lint_files(files: &[ParsedFile], config: &Config) -> Vec<Diagnostic> {
-    let mut diagnostics = Vec::new();
+    lint_set(files, config).diagnostics
+}
+
+/// What linting a set found.
+#[derive(Debug, Clone, Default)]
+pub struct LintedSet {
+    /// Every diagnostic, sorted.
+    pub diagnostics: Vec<Diagnostic>,
+    /// How each statement was read.
+    pub coverage: Coverage,
+}
+
+/// Lints parsed files in version order: every diagnostic, sorted, and how each statement was
+/// read. Uses every core.
+pub fn lint_set(files: &[ParsedFile], config: &Config) -> LintedSet {
+    lint_set_on(files, config, parallel::threads_for(files.len()))
+}
+
+/// [`lint_set`] on `threads` threads: the result is the same for any number.
+pub(crate) fn lint_set_on(files: &[ParsedFile], config: &Config, threads: usize) -> LintedSet {
     let mut ordered: Vec<&ParsedFile> = files.iter().collect();
     ordered.sort_by_key(|f| f.migration.version);
-    let mut checkers: Vec<(&Rule, Checker)> = RULES
-        .iter()
-        .map(|&rule| (rule, Checker::new(rule)))
-        .collect();
-    for (_, checker) in &mut checkers {
+    let mut set_wide = Checker::of_reach(Reach::Set, config);
+    for (_, checker) in &mut set_wide {
         if let Checker::WithMemory(memory) = checker {
             memory.start_set(&ordered);
         }
     }
-    for file in ordered {
-        lint_file(file, config, &mut checkers, &mut diagnostics);
-    }
-    crate::diagnostic::sort(&mut diagnostics);
-    diagnostics
+    let mut set = LintedSet::default();
+    parallel::for_each_in_order(
+        &ordered,
+        threads,
+        |file| lint_file(file, config),
+        // In version order, each file as soon as the files before it are done; its syntax
+        // trees are dropped here, so they never all live at once.
+        |index, mut linted| {
+            let file = ordered[index];
+            run_checkers(file, &mut linted.statements, &mut set_wide);
+            apply_allows_and_levels(file, linted, config, &mut set);
+        },
+    );
+    crate::diagnostic::sort(&mut set.diagnostics);
+    set
 }
 
-/// A rule's check during one lint of a set: with the rule's own memory when it keeps one.
+/// One statement as every rule sees it: parsed once, classified, lock-analysed, and what the
+/// rules found in it so far.
+struct AnalysedStatement {
+    read: ReadStatement,
+    fallback: Option<Fallback>,
+    lock: LockAnalysis,
+    /// `(index in RULES, finding)`, before allows and levels.
+    findings: Vec<(usize, Finding)>,
+}
+
+/// A file after the first pass: its statements, and what the backfill check found.
+struct LintedFile {
+    statements: Vec<AnalysedStatement>,
+    diagnostics: Vec<Diagnostic>,
+}
+
+/// How far a rule's memory reaches, which decides where it runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Reach {
+    /// One statement, or one part of one file: with the file, on any thread.
+    File,
+    /// Across files: on the calling thread, in version order.
+    Set,
+}
+
+/// A rule's check during one lint: with the rule's own memory when it keeps one.
 enum Checker {
     Statement(fn(&StatementContext<'_>, &mut Vec<Finding>)),
     WithMemory(Box<dyn RuleMemory>),
 }
 
 impl Checker {
-    fn new(rule: &Rule) -> Checker {
-        match rule.check {
-            Check::Statement(check) => Checker::Statement(check),
-            Check::WithMemory(start) => Checker::WithMemory(start()),
-        }
+    /// The checkers of the rules of one reach that are not off: `(index in RULES, checker)`.
+    fn of_reach(reach: Reach, config: &Config) -> Vec<(usize, Checker)> {
+        RULES
+            .iter()
+            .enumerate()
+            .filter(|(_, rule)| config.level(rule.id) != Level::Off)
+            .filter_map(|(index, rule)| {
+                let checker = match (rule.check, reach) {
+                    (Check::Statement(check), Reach::File) => Checker::Statement(check),
+                    (Check::WithPartMemory(start), Reach::File)
+                    | (Check::WithMemory(start), Reach::Set) => Checker::WithMemory(start()),
+                    _ => return None,
+                };
+                Some((index, checker))
+            })
+            .collect()
     }
 
     fn check(&self, context: &StatementContext<'_>, findings: &mut Vec<Finding>) {
@@ -71,11 +146,49 @@ impl Checker {
     }
 }
 
-fn lint_file(
+/// The first pass over one file: analyses each statement once, then runs the rules whose
+/// memory stays within the file.
+fn lint_file(file: &ParsedFile, config: &Config) -> LintedFile {
+    let mut diagnostics = Vec::new();
+    let statements = file
+        .statements
+        .iter()
+        .map(|statement| {
+            let sql = file.text(statement);
+            let words = file.words(statement);
+            let read = read_statement(sql, &words);
+            let fallback = if read.parse_error.is_none() && !words.starts_with(&["DROP", "INDEX"]) {
+                None
+            } else {
+                classify::fallback(&words)
+            };
+            let lock = crate::lock_analysis::analyze(&read, &words);
+            // The runtime batches every up statement of a backfill file by key: refuse at
+            // build time what it could not batch, or could not finish.
+            bad_backfill::check(file, statement, sql, &read, &mut diagnostics);
+            AnalysedStatement {
+                read,
+                fallback,
+                lock,
+                findings: Vec::new(),
+            }
+        })
+        .collect();
+    let mut linted = LintedFile {
+        statements,
+        diagnostics,
+    };
+    let mut checkers = Checker::of_reach(Reach::File, config);
+    run_checkers(file, &mut linted.statements, &mut checkers);
+    linted
+}
+
+/// Walks a file's statements in order with their context, runs `checkers` on each and
+/// records their findings on the statement.
+fn run_checkers(
     file: &ParsedFile,
-    config: &Config,
-    checkers: &mut [(&Rule, Checker)],
-    diagnostics: &mut Vec<Diagnostic>,
+    statements: &mut [AnalysedStatement],
+    checkers: &mut [(usize, Checker)],
 ) {
     let mut created_in_section: HashSet<String> = HashSet::new();
     let mut filled_in_section: HashSet<String> = HashSet::new();
@@ -83,7 +196,7 @@ fn lint_file(
         checker.start_part();
     }
     let mut section = SectionKind::Up;
-    for (index, statement) in file.statements.iter().enumerate() {
+    for (index, (statement, analysed)) in file.statements.iter().zip(statements).enumerate() {
         let is_last_in_section = file
             .statements
             .get(index + 1)
@@ -104,66 +217,87 @@ fn lint_file(
                 .as_ref()
                 .map_or(TransactionMode::Transactional, |d| d.mode),
         };
-        let sql = file.text(statement);
         let words = file.words(statement);
-        let read = read_statement(sql, &words);
-        let fallback = if read.parse_error.is_none() && !words.starts_with(&["DROP", "INDEX"]) {
-            None
-        } else {
-            classify::fallback(&words)
-        };
-        let lock = crate::lock_analysis::analyze(&read, &words);
         let context = StatementContext {
-            ast: read.ast.as_ref(),
-            parse_error: read.parse_error.as_deref(),
-            split_alter: read.split_alter.as_ref(),
+            ast: analysed.read.ast.as_ref(),
+            parse_error: analysed.read.parse_error.as_deref(),
+            split_alter: analysed.read.split_alter.as_ref(),
             words,
-            fallback: fallback.as_ref(),
+            fallback: analysed.fallback.as_ref(),
             phase: file.migration.phase,
             section,
             line: statement.raw.line,
             created_in_section: &created_in_section,
             filled_in_section: &filled_in_section,
             mode,
-            lock: &lock,
+            lock: &analysed.lock,
             is_last_in_section,
         };
-        let mut used_allows = vec![false; statement.allows.len()];
+        let mut findings = Vec::new();
         for (rule, checker) in checkers.iter() {
-            let level = config.level(rule.id);
-            if level == Level::Off {
-                // An allow for a rule that is off suppresses nothing but is not stale either.
-                for (index, allow) in statement.allows.iter().enumerate() {
-                    if allow.rule == rule.id {
-                        used_allows[index] = true;
-                    }
-                }
-                continue;
-            }
-            let mut findings = Vec::new();
             checker.check(&context, &mut findings);
-            if findings.is_empty() {
-                continue;
-            }
+            analysed
+                .findings
+                .extend(findings.drain(..).map(|finding| (*rule, finding)));
+        }
+        for (_, checker) in checkers.iter_mut() {
+            checker.record(&context);
+        }
+        context::record_new_tables(
+            analysed.read.ast.as_ref(),
+            analysed.fallback.as_ref(),
+            &words,
+            &mut created_in_section,
+            &mut filled_in_section,
+        );
+    }
+}
+
+/// Turns a file's findings into diagnostics: a finding of a rule the statement allows is
+/// dropped, and an allow that drops nothing is itself reported.
+fn apply_allows_and_levels(
+    file: &ParsedFile,
+    linted: LintedFile,
+    config: &Config,
+    set: &mut LintedSet,
+) {
+    let diagnostics = &mut set.diagnostics;
+    for (statement, analysed) in file.statements.iter().zip(linted.statements) {
+        let flagged = analysed
+            .findings
+            .iter()
+            .any(|(rule, _)| RULES[*rule].id == UNPARSEABLE);
+        let reading = coverage::reading(&analysed.read, analysed.fallback.as_ref(), flagged);
+        set.coverage.add(reading, || Place {
+            file: file.display_path.clone(),
+            line: statement.raw.line,
+            column: statement.raw.column,
+        });
+        let mut used_allows: Vec<bool> = statement
+            .allows
+            .iter()
+            // An allow for a rule that is off suppresses nothing but is not stale either.
+            .map(|allow| config.level(&allow.rule) == Level::Off)
+            .collect();
+        for (rule_index, finding) in analysed.findings {
+            let rule: &Rule = RULES[rule_index];
             if let Some(index) = statement.allows.iter().position(|a| a.rule == rule.id) {
                 used_allows[index] = true;
                 continue;
             }
-            for finding in findings {
-                diagnostics.push(Diagnostic {
-                    file: file.display_path.clone(),
-                    line: statement.raw.line,
-                    column: statement.raw.column,
-                    code: rule.id,
-                    severity: if level == Level::Warn {
-                        Severity::Warning
-                    } else {
-                        Severity::Error
-                    },
-                    message: finding.message,
-                    help: Some(finding.help.unwrap_or_else(|| rule.rewrite.to_owned())),
-                });
-            }
+            diagnostics.push(Diagnostic {
+                file: file.display_path.clone(),
+                line: statement.raw.line,
+                column: statement.raw.column,
+                code: rule.id,
+                severity: if config.level(rule.id) == Level::Warn {
+                    Severity::Warning
+                } else {
+                    Severity::Error
+                },
+                message: finding.message,
+                help: Some(finding.help.unwrap_or_else(|| rule.rewrite.to_owned())),
+            });
         }
         for (allow, used) in statement.allows.iter().zip(used_allows) {
             if !used {
@@ -182,20 +316,8 @@ fn lint_file(
                 );
             }
         }
-        for (_, checker) in checkers.iter_mut() {
-            checker.record(&context);
-        }
-        context::record_new_tables(
-            read.ast.as_ref(),
-            fallback.as_ref(),
-            &words,
-            &mut created_in_section,
-            &mut filled_in_section,
-        );
-        // The runtime batches every up statement of a backfill file by key: refuse at build
-        // time what it could not batch, or could not finish.
-        bad_backfill::check(file, statement, sql, &read, diagnostics);
     }
+    diagnostics.extend(linted.diagnostics);
 }
 
 /// The phase rules apply to a statement: a down part removes things, so it is linted as a
@@ -353,5 +475,51 @@ CREATE INDEX IF NOT EXISTS i1 ON orders (a);\nCREATE INDEX IF NOT EXISTS i2 ON o
         let found = lint_example("0002_x.expand.sql", sql);
         let lines: Vec<(u32, &str)> = found.iter().map(|d| (d.line, d.code)).collect();
         assert_eq!(lines, [(4, "require-concurrent-index")]);
+    }
+}
+
+#[cfg(test)]
+mod threads {
+    use std::collections::BTreeSet;
+
+    use super::lint_set_on;
+    use crate::lint::{Config, RULES, rule};
+    use crate::source::{SourceFile, load_files, parse_file_name};
+
+    /// Every file of every rule's examples, bad and good, as one set with versions in
+    /// declaration order, so per-file and set-wide rules both find things.
+    fn every_example_as_one_set() -> Vec<SourceFile> {
+        let mut sources = Vec::new();
+        for example in RULES.iter().flat_map(|r| r.bad.iter().chain(r.good)) {
+            for (name, sql) in example.files() {
+                let (_, _, phase) = parse_file_name(&name).expect("example file names parse");
+                let version = sources.len() + 1;
+                let name = format!("{version:05}_example.{phase}.sql");
+                sources.push(SourceFile {
+                    display_path: format!("migrations/{name}"),
+                    file_name: name,
+                    bytes: sql.into_bytes(),
+                });
+            }
+        }
+        sources
+    }
+
+    #[test]
+    fn the_findings_are_the_same_on_any_number_of_threads() {
+        let set = load_files(&every_example_as_one_set(), &|id| rule(id).is_some());
+        let config = Config::default();
+        let one_thread = lint_set_on(&set.files, &config, 1).diagnostics;
+        let rules_found: BTreeSet<&str> = one_thread.iter().map(|d| d.code).collect();
+        // Most rules fire somewhere in the set, set-wide ones included.
+        assert!(rules_found.len() > RULES.len() / 2, "{rules_found:?}");
+        assert!(rules_found.contains("set-not-null-scan"));
+        for threads in [2, 3, 8] {
+            assert_eq!(
+                lint_set_on(&set.files, &config, threads).diagnostics,
+                one_thread,
+                "{threads} threads"
+            );
+        }
     }
 }

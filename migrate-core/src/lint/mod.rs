@@ -6,7 +6,9 @@
 //!   `migrate explain`;
 //! - [`config`]: `migrate.toml` (levels per rule);
 //! - `context`: what a rule sees of a statement (`StatementContext`);
-//! - `engine`: runs the rules over a set in version order and applies allows and levels;
+//! - [`coverage`]: how each statement was read (parsed, classified, flagged, hidden);
+//! - `engine`: runs the rules over a set (each file on its own on every core, then the rules
+//!   that span files in version order) and applies allows and levels;
 //! - [`rules`]: one file per rule, with its documentation, examples and check.
 //!
 //! Outside this crate the rules are read, never added: [`crate::check_dir`] runs them, and
@@ -15,6 +17,7 @@
 mod bad_backfill;
 pub mod config;
 mod context;
+pub mod coverage;
 mod engine;
 pub mod registry;
 mod rule;
@@ -27,6 +30,7 @@ pub use config::{Config, Level};
 // `crate::check_dir` is the entry point.
 #[doc(hidden)]
 pub use engine::lint_files;
+pub use engine::{LintedSet, lint_set};
 pub use registry::{RULES, rule};
 pub use rule::{Example, Rule};
 

@@ -28,12 +28,17 @@ pub struct Rule {
 }
 
 /// How a rule judges statements.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 pub enum Check {
     /// Each statement on its own, with what its [`StatementContext`] tells of the file.
     Statement(fn(&StatementContext<'_>, &mut Vec<Finding>)),
-    /// With what it remembers of earlier statements, kept in the rule's own file: the engine
-    /// makes a fresh memory for every set it lints and drives it (see [`RuleMemory`]).
+    /// With what it remembers of earlier statements of the same part (up or down) of the same
+    /// file, kept in the rule's own file: the engine makes a fresh memory for every file and
+    /// drives it (see [`RuleMemory`]); files are linted in parallel.
+    WithPartMemory(fn() -> Box<dyn RuleMemory>),
+    /// With what it remembers across files (a constraint validated by an earlier migration,
+    /// an index a later one creates): the engine makes a fresh memory for every set it lints
+    /// and drives it over the whole set in version order, on one thread.
     WithMemory(fn() -> Box<dyn RuleMemory>),
 }
 
@@ -47,7 +52,7 @@ pub enum Check {
 /// [`RuleMemory::record`].
 pub trait RuleMemory {
     /// Before the first statement, with the whole set in version order: for what a later file
-    /// may provide.
+    /// may provide. Called only for [`Check::WithMemory`] rules.
     fn start_set(&mut self, _files: &[&ParsedFile]) {}
 
     /// A part (up or down) of a file begins: forget what lasted only the previous part, such as

@@ -176,7 +176,11 @@ impl FileParser<'_> {
     /// The file's tokens: every string, quoted name, comment and dollar quote must be closed.
     fn tokenize(&mut self, text: &str) -> Option<Vec<Token>> {
         match splitter::tokenize(text) {
-            Ok(tokens) => Some(tokens),
+            Ok(mut tokens) => {
+                // Kept for the file's lifetime: without the growth slack (up to half).
+                tokens.shrink_to_fit();
+                Some(tokens)
+            }
             Err(error) => {
                 self.error(
                     error.line,

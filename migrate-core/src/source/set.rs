@@ -9,6 +9,7 @@ use super::file_name::parse_file_name;
 use super::folder::SourceFile;
 use crate::diagnostic::{Diagnostic, codes};
 use crate::migration::{Migrations, Phase};
+use crate::parallel;
 
 /// The result of reading a folder: the files that parsed, and every problem found.
 #[derive(Debug, Clone, Default)]
@@ -30,12 +31,17 @@ impl LoadedSet {
     }
 }
 
-/// Parses files into a set: each file on its own, then the checks across files (duplicate
-/// versions, `requires`). Files with errors are left out of `files`.
-pub fn load_files(sources: &[SourceFile], known_rules: &dyn Fn(&str) -> bool) -> LoadedSet {
+/// Parses files into a set: each file on its own (on every core), then the checks across
+/// files (duplicate versions, `requires`). Files with errors are left out of `files`.
+pub fn load_files(
+    sources: &[SourceFile],
+    known_rules: &(dyn Fn(&str) -> bool + Sync),
+) -> LoadedSet {
     let mut set = LoadedSet::default();
-    for source in sources {
-        match parse_file(source, known_rules) {
+    let threads = parallel::threads_for(sources.len());
+    let parsed = parallel::map_in_order(sources, threads, |source| parse_file(source, known_rules));
+    for result in parsed {
+        match result {
             Ok((parsed, diagnostics)) => {
                 set.diagnostics.extend(diagnostics);
                 set.files.push(parsed);

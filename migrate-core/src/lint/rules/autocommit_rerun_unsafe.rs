@@ -53,7 +53,7 @@ ALTER TABLE users ADD CONSTRAINT users_email_not_null CHECK (email IS NOT NULL) 
 ALTER TABLE users VALIDATE CONSTRAINT users_email_not_null;",
         },
     ],
-    check: Check::WithMemory(DroppedConstraints::start),
+    check: Check::WithPartMemory(DroppedConstraints::start),
 };
 
 /// `(table, constraint)` dropped with `DROP CONSTRAINT IF EXISTS` by earlier statements of

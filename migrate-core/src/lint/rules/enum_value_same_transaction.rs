@@ -35,7 +35,7 @@ ALTER TYPE order_status ADD VALUE IF NOT EXISTS 'shipped' AFTER 'paid';\n\
 ALTER TABLE orders ALTER COLUMN status SET DEFAULT 'shipped';",
         },
     ],
-    check: Check::WithMemory(EnumValuesAdded::start),
+    check: Check::WithPartMemory(EnumValuesAdded::start),
 };
 
 /// The value an `ALTER TYPE ... ADD VALUE [IF NOT EXISTS] 'v'` adds, unquoted.
