@@ -75,6 +75,19 @@ fn lint_exit_codes_and_formats() {
     assert_eq!(first["severity"], "error");
     assert_eq!(first["line"], 1);
     assert!(first["help"].is_string());
+    // How each statement was read: every one counted once, none hidden.
+    let statements = &report["statements"];
+    let counted: u64 = ["parsed", "classified", "flagged"]
+        .iter()
+        .map(|key| statements[key].as_u64().unwrap())
+        .sum();
+    assert!(statements["parsed"].as_u64().unwrap() > 0, "{statements}");
+    assert_eq!(
+        statements["total"].as_u64().unwrap(),
+        counted,
+        "{statements}"
+    );
+    assert_eq!(statements["hidden"], serde_json::json!([]));
 
     migrate()
         .args(["--format", "github", "lint", "--dir"])
