@@ -502,10 +502,20 @@ pub(crate) enum Command {
     /// Run it before deploying a contract: application code that does not dual-write can
     /// create rows in the old shape after a backfill ran. Only reads the application's
     /// tables. Exits 1 when rows remain.
+    ///
+    /// With --compare, compares instead the source and target each backfill declares with
+    /// `-- migrate:compare` (a copy into new columns or a new table): chunk by chunk over the
+    /// key, a count and a checksum per side computed in the database, each chunk at one
+    /// snapshot; only chunks that differ are diffed, key by key. Prints the first differing
+    /// keys and their count, records a pass (which a contract with
+    /// `-- migrate:requires-compare` waits for) and exits 1 on any difference. An
+    /// interrupted compare resumes after its last chunk.
     Verify {
         /// Only this backfill migration.
         #[arg(long, value_name = "VERSION")]
         version: Option<u64>,
+        #[command(flatten)]
+        compare: CompareArgs,
     },
 
     /// Lint, then prove on a throwaway PostgreSQL that every down part restores the schema.
@@ -553,6 +563,27 @@ pub(crate) enum Command {
         #[command(subcommand)]
         action: FlagCommand,
     },
+}
+
+/// `verify --compare` and its settings.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct CompareArgs {
+    /// Compare each backfill's declared source and target (see above) instead of
+    /// re-counting its WHERE.
+    #[arg(long)]
+    pub compare: bool,
+    /// Differing keys to print (the count covers all).
+    #[arg(long, value_name = "N", default_value_t = 100, requires = "compare")]
+    pub max_keys: usize,
+    /// How long each chunk's queries should take; the chunk size adapts to it.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "250ms", requires = "compare")]
+    pub chunk_target: std::time::Duration,
+    /// Pause between chunks [default: the backfill's delay=].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "compare")]
+    pub delay: Option<std::time::Duration>,
+    /// Start from the first key instead of resuming an interrupted compare.
+    #[arg(long, requires = "compare")]
+    pub restart: bool,
 }
 
 /// `new --phase`.

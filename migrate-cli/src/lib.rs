@@ -265,7 +265,10 @@ fn run(cli: Cli, source: Source) -> anyhow::Result<Outcome> {
         Command::Backfill {
             action: Some(action),
         } => commands::backfill::pause(&context, action),
-        Command::Verify { version } => commands::backfill::verify(&context, version),
+        Command::Verify { version, compare } if compare.compare => {
+            commands::compare::run(&context, version, &compare)
+        }
+        Command::Verify { version, .. } => commands::backfill::verify(&context, version),
         #[cfg(feature = "check")]
         Command::Check {
             path,

@@ -47,6 +47,8 @@ fn migrations(count: usize) -> Migrations {
                 down: None,
                 requires: None,
                 backfill: None,
+                compare: None,
+                requires_compare: false,
             }
         })
         .collect();

@@ -95,5 +95,6 @@ pub use checked_set::{CheckedSet, check_dir};
 pub use checksum::Checksum;
 pub use diagnostic::{Diagnostic, Severity};
 pub use migration::{
-    BackfillPace, BackfillSpec, Migration, Migrations, Phase, Section, Statement, TransactionMode,
+    BackfillPace, BackfillSpec, CompareSpec, Migration, Migrations, Phase, Section, Statement,
+    TableRef, TransactionMode,
 };

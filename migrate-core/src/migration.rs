@@ -148,6 +148,83 @@ impl BackfillSpec {
     }
 }
 
+/// A table as PostgreSQL stores its name: the schema (when given) and the table.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TableRef {
+    /// `None`: found through `search_path`.
+    pub schema: Option<String>,
+    /// The table.
+    pub table: String,
+}
+
+impl TableRef {
+    /// `"schema"."table"`, each part quoted with embedded `"` doubled: safe to splice.
+    pub fn quoted(&self) -> String {
+        let quote = |name: &str| format!("\"{}\"", name.replace('"', "\"\""));
+        match &self.schema {
+            Some(schema) => format!("{}.{}", quote(schema), quote(&self.table)),
+            None => quote(&self.table),
+        }
+    }
+}
+
+impl fmt::Display for TableRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(schema) = &self.schema {
+            write!(f, "{}.", display_identifier(schema))?;
+        }
+        f.write_str(&display_identifier(&self.table))
+    }
+}
+
+/// `-- migrate:compare source=<table> target=<table> key=<column> columns=<c>[,<c>...]
+/// [map=<SQL expressions>]`: what `migrate verify --compare` compares and `migrate reconcile`
+/// re-derives. For each key, the source row's `map` (default: the same `columns`, read
+/// from the source) must equal the target row's `columns`, compared as text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompareSpec {
+    /// Where the values come from (the legacy side).
+    pub source: TableRef,
+    /// Where they must be (the modern side); may be the source table itself.
+    pub target: TableRef,
+    /// The key column both tables share; unique in each, ordered by a btree.
+    pub key: String,
+    /// The target's columns, in order.
+    pub columns: Vec<String>,
+    /// SQL expressions over a source row, one per column, e.g. `lower(email)`; `None` reads
+    /// the same column names from the source.
+    pub map: Option<String>,
+}
+
+impl CompareSpec {
+    /// The two sides are columns of one table.
+    pub fn same_table(&self) -> bool {
+        self.source == self.target
+    }
+
+    /// The source's select list: `map`, or the quoted column names.
+    pub fn source_values(&self) -> String {
+        match &self.map {
+            Some(map) => map.clone(),
+            None => self.quoted_columns(),
+        }
+    }
+
+    /// The target columns, quoted and comma-separated.
+    pub fn quoted_columns(&self) -> String {
+        self.columns
+            .iter()
+            .map(|c| format!("\"{}\"", c.replace('"', "\"\"")))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// The key column, quoted.
+    pub fn quoted_key(&self) -> String {
+        format!("\"{}\"", self.key.replace('"', "\"\""))
+    }
+}
+
 /// An exact name as a statement would write it: `name` when writing it unquoted gives back
 /// exactly `name`, else `"name"`. For messages.
 pub fn display_identifier(name: &str) -> String {
@@ -186,6 +263,13 @@ pub struct Migration {
     pub requires: Option<u64>,
     /// `-- migrate:backfill ...` parameters of a backfill file.
     pub backfill: Option<BackfillSpec>,
+    /// The arguments of `-- migrate:compare ...` in a backfill file, as written (checked when
+    /// the file was read; [`crate::source::parse_compare`] turns them into a [`CompareSpec`]).
+    /// Kept as text so an embedded set stays a plain literal.
+    pub compare: Option<Cow<'static, str>>,
+    /// `-- migrate:requires-compare` in a contract file: every backfill between its expand and
+    /// it that declares a compare must have passed it before the contract runs.
+    pub requires_compare: bool,
 }
 
 impl Migration {

@@ -144,6 +144,11 @@ fn migration_tokens(migration: &Migration) -> TokenStream {
         }
         None => quote!(::std::option::Option::None),
     };
+    let compare = match migration.compare.as_deref() {
+        Some(text) => quote!(::std::option::Option::Some(::std::borrow::Cow::Borrowed(#text))),
+        None => quote!(::std::option::Option::None),
+    };
+    let requires_compare = migration.requires_compare;
     quote! {
         ::migrate_core::Migration {
             version: #version,
@@ -155,6 +160,8 @@ fn migration_tokens(migration: &Migration) -> TokenStream {
             down: #down,
             requires: #requires,
             backfill: #backfill,
+            compare: #compare,
+            requires_compare: #requires_compare,
         }
     }
 }

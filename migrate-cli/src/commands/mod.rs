@@ -4,6 +4,7 @@ pub mod apply;
 pub mod backfill;
 #[cfg(feature = "check")]
 pub mod check;
+pub mod compare;
 pub mod explain;
 pub mod flag;
 pub mod lint;

@@ -244,6 +244,18 @@ pub enum RuntimeError {
         problem: String,
     },
 
+    /// A compare (`migrate verify --compare`) cannot run: no compare declared, or its
+    /// definition does not fit the tables.
+    #[error("compare of migration {version} ({file}): {problem}")]
+    Compare {
+        /// The backfill migration declaring the compare.
+        version: u64,
+        /// Its file name.
+        file: String,
+        /// What is wrong, and what to do about it.
+        problem: String,
+    },
+
     /// A contract gate refused a contract migration before any of its statements ran.
     #[error("contract migration {version} ({file}) refused, nothing of it ran: {failure}")]
     ContractGate {

@@ -18,6 +18,9 @@
 //!    row written in the old shape up to that moment refuses the contract instead of being
 //!    dropped with it.
 //!
+//! 6. with `-- migrate:requires-compare`, every compare declared by those backfills passed
+//!    after the backfill was applied ([`super::compare`]).
+//!
 //! A failing gate refuses the contract with [`RuntimeError::ContractGate`]; migrations applied
 //! earlier in the run stay applied (the partial report).
 //!
@@ -175,6 +178,29 @@ pub enum GateFailure {
         remaining: i64,
     },
 
+    /// The contract says `-- migrate:requires-compare` and a compare between its expand and
+    /// it has not passed since its backfill was applied.
+    #[error(
+        "the compare declared in {file} has not passed: {reason}; run `migrate verify --compare \
+         --version {version}` (and `migrate reconcile` for queued dual writes), then run again"
+    )]
+    CompareNotPassed {
+        /// The backfill migration declaring the compare.
+        version: u64,
+        /// Its file name.
+        file: String,
+        /// What the stored compare says.
+        reason: String,
+    },
+
+    /// The contract says `-- migrate:requires-compare` but no backfill between its expand and
+    /// it declares a compare.
+    #[error(
+        "it says `-- migrate:requires-compare`, but no backfill migration between its expand and \
+         it declares `-- migrate:compare`; declare one, or remove the directive"
+    )]
+    NoCompareDeclared,
+
     /// The session cannot see the replication columns of `pg_stat_replication`.
     #[error(
         "cannot read the replay lag of replica {replica}: role {role:?} lacks the privileges \
@@ -227,6 +253,11 @@ pub(crate) async fn check(
     }
     let guard = RowsGuard::for_contract(client, migrations, contract, planned).await?;
     guard.check(client).await?;
+    if contract.requires_compare
+        && let Some(failure) = super::compare::gate(client, history, migrations, contract).await?
+    {
+        return Err(refuse(failure));
+    }
     Ok(guard)
 }
 

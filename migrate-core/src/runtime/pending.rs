@@ -160,6 +160,8 @@ mod tests {
             down: down.then(|| section("SELECT 2")),
             requires: None,
             backfill: None,
+            compare: None,
+            requires_compare: false,
         }
     }
 

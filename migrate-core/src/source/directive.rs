@@ -3,6 +3,7 @@
 
 use std::borrow::Cow;
 
+use super::compare_directive::{COMPARE_USAGE, parse_compare};
 use crate::diagnostic::codes;
 use crate::migration::{BackfillPace, BackfillSpec, Phase};
 
@@ -27,6 +28,9 @@ pub(super) enum Directive {
     Requires(u64),
     Backfill(BackfillSpec),
     NoTransaction,
+    /// The arguments, checked by [`super::compare_directive::parse_compare`].
+    Compare(String),
+    RequiresCompare,
 }
 
 pub(super) type DirectiveError = (&'static str, String, &'static str);
@@ -40,7 +44,7 @@ pub(super) fn parse_directive(
     let body = body.trim();
     let (name, rest) = body.split_once(char::is_whitespace).unwrap_or((body, ""));
     let rest = rest.trim();
-    let known = "known directives: up, down, allow <rule> <reason>, requires <version>, backfill table=<t> key=<col> [target=<ms> | batch=<n> delay=<ms>], no-transaction";
+    let known = "known directives: up, down, allow <rule> <reason>, requires <version>, backfill table=<t> key=<col> [target=<ms> | batch=<n> delay=<ms>], no-transaction, compare source=<t> target=<t> key=<col> columns=<c,...> [map=<exprs>], requires-compare";
     let no_arguments = |directive: Directive| {
         if rest.is_empty() {
             Ok(directive)
@@ -56,6 +60,32 @@ pub(super) fn parse_directive(
         "up" => no_arguments(Directive::Up),
         "down" => no_arguments(Directive::Down),
         "no-transaction" => no_arguments(Directive::NoTransaction),
+        "compare" => {
+            if phase != Phase::Backfill {
+                return Err((
+                    codes::BAD_DIRECTIVE,
+                    format!(
+                        "`-- migrate:compare` belongs in a backfill file, this file's phase is {phase}"
+                    ),
+                    "declare the compare beside the backfill that fills the target",
+                ));
+            }
+            parse_compare(rest)
+                .map(|_| Directive::Compare(rest.to_owned()))
+                .map_err(|problem| (codes::BAD_DIRECTIVE, problem, COMPARE_USAGE))
+        }
+        "requires-compare" => {
+            if phase != Phase::Contract {
+                return Err((
+                    codes::BAD_DIRECTIVE,
+                    format!(
+                        "`-- migrate:requires-compare` belongs in a contract file, this file's phase is {phase}"
+                    ),
+                    "name the file `<version>_<name>.contract.sql`",
+                ));
+            }
+            no_arguments(Directive::RequiresCompare)
+        }
         "allow" => {
             let (rule, reason) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
             if rule.is_empty() {
@@ -243,7 +273,7 @@ fn parse_backfill(arguments: &str) -> Result<BackfillSpec, DirectiveError> {
 
 /// The length of the name at the start of `text`: up to the first space outside double
 /// quotes.
-fn sql_name_len(text: &str) -> usize {
+pub(super) fn sql_name_len(text: &str) -> usize {
     let mut quoted = false;
     for (index, c) in text.char_indices() {
         match c {
@@ -259,7 +289,7 @@ fn sql_name_len(text: &str) -> usize {
 /// names PostgreSQL looks up: unquoted parts are folded to lower case (ASCII letters only, as
 /// PostgreSQL does), quoted parts are kept with `""` read as `"`.
 /// <https://www.postgresql.org/docs/current/sql-syntax-lexical.html#SQL-SYNTAX-IDENTIFIERS>
-fn parse_sql_name(text: &str) -> Result<Vec<String>, String> {
+pub(super) fn parse_sql_name(text: &str) -> Result<Vec<String>, String> {
     let mut parts = Vec::new();
     let mut chars = text.chars().peekable();
     loop {

@@ -98,6 +98,8 @@ pub fn parse_file(
             .then(|| body.section(SectionKind::Down, &text, &tokens)),
         requires: body.requires,
         backfill: body.backfill,
+        compare: body.compare.map(Cow::Owned),
+        requires_compare: body.requires_compare,
     };
     Ok((
         ParsedFile {
@@ -281,6 +283,9 @@ struct Body {
     saw_down_marker: bool,
     requires: Option<u64>,
     backfill: Option<BackfillSpec>,
+    /// The arguments of `-- migrate:compare`, checked.
+    compare: Option<String>,
+    requires_compare: bool,
     /// A malformed backfill directive is reported once, not again as a missing one.
     saw_backfill_directive: bool,
     no_transaction: bool,
@@ -429,6 +434,18 @@ impl Walk<'_, '_> {
                 }
             }
             Directive::NoTransaction => self.body.no_transaction = true,
+            Directive::Compare(arguments) => {
+                if self.body.compare.replace(arguments).is_some() {
+                    self.parser.error(
+                        line,
+                        column,
+                        codes::BAD_DIRECTIVE,
+                        "`-- migrate:compare` appears twice",
+                        Some("one backfill file declares one compare"),
+                    );
+                }
+            }
+            Directive::RequiresCompare => self.body.requires_compare = true,
         }
     }
 

@@ -3,12 +3,14 @@
 //! - `folder`: the `.sql` files of a folder, as bytes ([`read_dir`]);
 //! - `file_name`: the grammar `<version>_<name>[.<phase>].sql` ([`parse_file_name`]);
 //! - `directive`: the `-- migrate:` lines ([`Allow`] and the others);
+//! - `compare_directive`: `-- migrate:compare` and `-- migrate:requires-compare` ([`parse_compare`]);
 //! - `file`: one file split into up and down statements, and its migration ([`parse_file`]);
 //! - `set`: the files together, and the checks across them ([`load_files`]).
 //!
 //! The macro and the runtime both go through [`crate::check_dir`], so a set embedded at build
 //! time and a set read at run time are the same.
 
+mod compare_directive;
 mod directive;
 mod file;
 mod file_name;
@@ -17,6 +19,7 @@ mod set;
 #[cfg(test)]
 mod testing;
 
+pub use compare_directive::parse_compare;
 pub use directive::Allow;
 pub use file::{NEW_FILE_PLACEHOLDER, ParsedFile, SectionKind, StatementSource, parse_file};
 pub use file_name::{is_sql_like, parse_file_name};

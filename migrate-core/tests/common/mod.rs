@@ -94,6 +94,8 @@ pub fn migration(
         down,
         requires: None,
         backfill: None,
+        compare: None,
+        requires_compare: false,
     }
 }
 

@@ -8,8 +8,10 @@
 //! | `<history>_backfill` | [`backfill_progress`] | each backfill statement's cursor, rows done, verification |
 //! | `<history>_partial` | [`partial`] | how far an unfinished autocommit migration got |
 //! | `<history>_flags` | [`flags`] | dual-write flags |
+//! | `<history>_compare` | [`compare_progress`] | each compare's cursor, differences found, when it last passed |
 
 pub mod backfill_progress;
+pub mod compare_progress;
 pub mod flags;
 pub mod history;
 pub mod partial;

@@ -1,0 +1,590 @@
+//! `migrate verify --compare`: proves that a target holds what its source says it should
+//! (docs/design.md, "Compare"), for the copies a recount cannot judge: a transformed value
+//! can be wrong, a trigger can have skipped rows, a dual write can have failed on one side.
+//!
+//! The key range is walked in chunks. Each chunk is one `REPEATABLE READ READ ONLY`
+//! transaction (both sides read at one snapshot, and nothing in a `map=` expression can
+//! write):
+//!
+//! 1. its upper bound: the `n`th source key after the previous chunk's (`OFFSET n - 1`), none
+//!    for the last chunk, which then also covers every target key above the source's last;
+//! 2. per side, `count(*)` and `sum(hashtextextended(ROW(key, values)::text, 0))`, computed in
+//!    the server: only four numbers leave it;
+//! 3. only when they differ, a keyed diff of the chunk (a `FULL JOIN` on the key, comparing
+//!    the row texts exactly), sending the first differing keys and their count.
+//!
+//! Why this checksum: the row's text form (`ROW(..)::text`) tells NULL (`()`) from an empty
+//! string (`("")`) and includes the key, so a value moved to another key changes it too;
+//! `hashtextextended` is the server's 64-bit hash of hash partitioning, cheaper than
+//! `md5()` plus a cast, and both sides are hashed by the same server in the same query, so
+//! its stability across versions does not matter. The sum is order-independent and
+//! `sum(bigint)` is `numeric` in PostgreSQL, so it cannot overflow; unlike XOR, two identical
+//! rows do not cancel. Two different chunks escape only when the count and the 64-bit sums
+//! both coincide (about 2^-64 for one changed row). The diff itself compares the texts, so a
+//! reported key is always a real difference.
+//!
+//! The chunk size adapts so each chunk's queries take about [`CompareOptions::chunk_target`]
+//! (halving or doubling at most 4x per step). Progress is stored after every chunk in
+//! `<history>_compare` ([`super::state::compare_progress`]): a killed compare resumes after
+//! the last chunk it stored. `delay` pauses between chunks, like a backfill's.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio_postgres::Client;
+
+use super::Migrator;
+use super::deadline;
+use super::error::RuntimeError;
+use super::gates::GateFailure;
+use super::sql_version;
+use super::state::compare_progress::{CompareProgress, CompareProgressTable};
+use super::state::history::History;
+use crate::migration::{CompareSpec, Migration, Migrations};
+use crate::source::parse_compare;
+
+/// How a compare walks the key range.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompareOptions {
+    /// The time each chunk's queries should take; the chunk size adapts to it.
+    pub chunk_target: Duration,
+    /// Source rows in the first chunk.
+    pub initial_chunk: i64,
+    /// Never fewer source rows per chunk than this ...
+    pub min_chunk: i64,
+    /// ... nor more.
+    pub max_chunk: i64,
+    /// Pause between chunks; `None`: the backfill's `delay=`.
+    pub delay: Option<Duration>,
+    /// Differing keys kept and reported (the count covers all of them).
+    pub max_keys: usize,
+    /// Start from the first key even when an unfinished run could be resumed.
+    pub restart: bool,
+}
+
+impl Default for CompareOptions {
+    fn default() -> Self {
+        CompareOptions {
+            chunk_target: Duration::from_millis(250),
+            initial_chunk: 1_000,
+            min_chunk: 100,
+            max_chunk: 1_000_000,
+            delay: None,
+            max_keys: 100,
+            restart: false,
+        }
+    }
+}
+
+/// How one key differs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Difference {
+    /// The source has the key, the target does not.
+    Missing,
+    /// The target has the key, the source does not.
+    Extra,
+    /// Both have it, with different values.
+    Differs,
+}
+
+impl Difference {
+    /// `missing`, `extra`, `differs`: as stored and printed.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Difference::Missing => "missing",
+            Difference::Extra => "extra",
+            Difference::Differs => "differs",
+        }
+    }
+
+    fn parse(text: &str) -> Difference {
+        match text {
+            "missing" => Difference::Missing,
+            "extra" => Difference::Extra,
+            _ => Difference::Differs,
+        }
+    }
+}
+
+/// A key whose rows differ.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DifferingKey {
+    /// The key, as text.
+    pub key: String,
+    /// How it differs.
+    pub difference: Difference,
+}
+
+/// The outcome of a compare.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompareReport {
+    /// The backfill migration declaring the compare.
+    pub version: u64,
+    /// Its file name.
+    pub file: String,
+    /// The source table.
+    pub source: String,
+    /// The target table.
+    pub target: String,
+    /// Source rows compared, by interrupted runs included.
+    pub rows_compared: i64,
+    /// Source rows compared by this run.
+    pub rows_this_run: i64,
+    /// Chunks compared, by interrupted runs included.
+    pub chunks: i64,
+    /// Keys that differ.
+    pub differing: i64,
+    /// The first [`CompareOptions::max_keys`] of them, in key order.
+    pub differing_keys: Vec<DifferingKey>,
+    /// The key an interrupted run had reached, when this run resumed after it.
+    pub resumed_from: Option<String>,
+    /// When it passed (no difference), as stored.
+    pub passed_at: Option<SystemTime>,
+}
+
+impl CompareReport {
+    /// No key differs.
+    pub fn passed(&self) -> bool {
+        self.differing == 0
+    }
+}
+
+/// The SQL of one compare, built once from its spec and the key's type.
+struct CompareSql {
+    spec: CompareSpec,
+    key_type: String,
+}
+
+impl CompareSql {
+    /// `$1 < key <= $2`; a NULL end is open. The parameters are text, cast to the key's type
+    /// (the statements are planned with their values, so the key's index serves the range).
+    fn range(&self) -> String {
+        let (key, key_type) = (self.spec.quoted_key(), &self.key_type);
+        format!(
+            "($1::text IS NULL OR {key} > $1::text::{key_type}) \
+             AND ($2::text IS NULL OR {key} <= $2::text::{key_type})"
+        )
+    }
+
+    /// The key `$2` rows after `$1` (the `$2 + 1`th), as text: a chunk's upper bound.
+    fn upper_bound(&self) -> String {
+        let (key, key_type) = (self.spec.quoted_key(), &self.key_type);
+        let source = self.spec.source.quoted();
+        format!(
+            "SELECT {source}.{key}::text FROM {source} \
+             WHERE ($1::text IS NULL OR {key} > $1::text::{key_type}) \
+             ORDER BY {source}.{key} OFFSET $2 LIMIT 1"
+        )
+    }
+
+    /// Count and checksum of each side: source count, source sum, target count, target sum.
+    fn checksums(&self) -> String {
+        let key = self.spec.quoted_key();
+        let condition = self.range();
+        let (source, target) = (self.spec.source.quoted(), self.spec.target.quoted());
+        let (values, columns) = (self.spec.source_values(), self.spec.quoted_columns());
+        let hash = |values: &str| {
+            format!("coalesce(sum(hashtextextended(ROW({key}, {values})::text, 0)), 0)::text")
+        };
+        if self.spec.same_table() {
+            // One scan reads both sides of each row.
+            format!(
+                "SELECT count(*), {}, count(*), {} FROM {source} WHERE {condition}",
+                hash(&values),
+                hash(&columns)
+            )
+        } else {
+            format!(
+                "SELECT s.n, s.h, t.n, t.h FROM \
+                 (SELECT count(*) AS n, {} AS h FROM {source} WHERE {condition}) AS s, \
+                 (SELECT count(*) AS n, {} AS h FROM {target} WHERE {condition}) AS t",
+                hash(&values),
+                hash(&columns)
+            )
+        }
+    }
+
+    /// The chunk's differing keys in key order (`$3` rows at most), their kind, and the count
+    /// of all of them. Values are compared as text, exactly.
+    fn diff(&self) -> String {
+        let key = self.spec.quoted_key();
+        let condition = self.range();
+        let (source, target) = (self.spec.source.quoted(), self.spec.target.quoted());
+        let (values, columns) = (self.spec.source_values(), self.spec.quoted_columns());
+        if self.spec.same_table() {
+            format!(
+                "SELECT {key}::text, 'differs', count(*) OVER () FROM {source} \
+                 WHERE {condition} AND ROW({values})::text IS DISTINCT FROM ROW({columns})::text \
+                 ORDER BY {key} LIMIT $3"
+            )
+        } else {
+            format!(
+                "SELECT coalesce(s.k, t.k)::text, \
+                        CASE WHEN t.k IS NULL THEN 'missing' WHEN s.k IS NULL THEN 'extra' ELSE 'differs' END, \
+                        count(*) OVER () \
+                 FROM (SELECT {key} AS k, ROW({values})::text AS v FROM {source} WHERE {condition}) AS s \
+                 FULL JOIN (SELECT {key} AS k, ROW({columns})::text AS v FROM {target} WHERE {condition}) AS t \
+                   ON s.k = t.k \
+                 WHERE s.k IS NULL OR t.k IS NULL OR s.v IS DISTINCT FROM t.v \
+                 ORDER BY coalesce(s.k, t.k) LIMIT $3"
+            )
+        }
+    }
+}
+
+/// What one chunk found.
+struct Chunk {
+    upper: Option<String>,
+    source_rows: i64,
+    differing: i64,
+    keys: Vec<(String, String)>,
+    elapsed: Duration,
+}
+
+/// The declared compare of `migration`, parsed.
+pub(crate) fn compare_spec(migration: &Migration) -> Result<Option<CompareSpec>, RuntimeError> {
+    let Some(text) = migration.compare.as_deref() else {
+        return Ok(None);
+    };
+    parse_compare(text)
+        .map(Some)
+        .map_err(|problem| RuntimeError::Compare {
+            version: migration.version,
+            file: migration.file_name.to_string(),
+            problem,
+        })
+}
+
+impl Migrator<'_> {
+    /// Compares the source and target declared by `-- migrate:compare` in backfill migration
+    /// `version`, resuming an interrupted run of the same definition unless
+    /// [`CompareOptions::restart`]. Records the result; a compare that finds a difference
+    /// clears an earlier pass. Only reads the application's tables.
+    pub async fn compare(
+        &self,
+        client: &Client,
+        version: u64,
+        options: &CompareOptions,
+    ) -> Result<CompareReport, RuntimeError> {
+        let migration = self.migrations.get(version);
+        let spec = match migration {
+            Some(migration) => compare_spec(migration)?,
+            None => None,
+        };
+        let (Some(migration), Some(spec)) = (migration, spec) else {
+            return Err(RuntimeError::Compare {
+                version,
+                file: migration.map_or_else(String::new, |m| m.file_name.to_string()),
+                problem: "the migration declares no `-- migrate:compare`".into(),
+            });
+        };
+        let before = self.configure_session(client).await?;
+        let result = self
+            .compare_configured(client, migration, spec, options)
+            .await;
+        if !matches!(result, Err(RuntimeError::NoAnswer { .. })) {
+            self.restore_session(client, &before).await;
+        }
+        result
+    }
+
+    async fn compare_configured(
+        &self,
+        client: &Client,
+        migration: &Migration,
+        spec: CompareSpec,
+        options: &CompareOptions,
+    ) -> Result<CompareReport, RuntimeError> {
+        let own = Some(self.config.limits().own);
+        let table = CompareProgressTable::for_history(self.history_table())?;
+        let version = sql_version(migration.version);
+        let definition = migration.compare.as_deref().unwrap_or_default();
+        deadline::within(
+            own,
+            "creating the compare progress table",
+            table.ensure(client),
+        )
+        .await??;
+        let stored = deadline::within(own, "reading compare progress", table.read(client, version))
+            .await??;
+        let resumable = stored
+            .filter(|s| !options.restart && s.definition == definition && s.finished_at.is_none());
+        let mut progress = match resumable {
+            Some(stored) => stored.progress,
+            None => {
+                deadline::within(
+                    own,
+                    "recording a compare's start",
+                    table.start(client, version, definition),
+                )
+                .await??;
+                CompareProgress::default()
+            }
+        };
+        let resumed_from = progress.last_key.clone();
+        let sql = CompareSql {
+            key_type: self.key_type(client, migration, &spec).await?,
+            spec,
+        };
+        let delay = options.delay.unwrap_or_else(|| {
+            Duration::from_millis(migration.backfill.as_ref().map_or(0, |b| b.delay_ms.into()))
+        });
+        let mut chunk_size = options
+            .initial_chunk
+            .clamp(options.min_chunk, options.max_chunk);
+        let mut rows_this_run = 0;
+        loop {
+            let chunk = self
+                .compare_chunk(
+                    client,
+                    &sql,
+                    progress.last_key.as_deref(),
+                    chunk_size,
+                    options,
+                )
+                .await?;
+            rows_this_run += chunk.source_rows;
+            progress.rows_compared += chunk.source_rows;
+            progress.chunks += 1;
+            progress.differing += chunk.differing;
+            let room = options
+                .max_keys
+                .saturating_sub(progress.differing_keys.len());
+            progress
+                .differing_keys
+                .extend(chunk.keys.into_iter().take(room));
+            let last = chunk.upper.is_none();
+            progress.last_key = chunk.upper;
+            deadline::within(
+                own,
+                "recording compare progress",
+                table.save(client, version, &progress),
+            )
+            .await??;
+            tracing::debug!(
+                compare = %migration.file_name,
+                rows = progress.rows_compared,
+                chunk_size,
+                elapsed_ms = chunk.elapsed.as_millis() as u64,
+                "compare chunk"
+            );
+            if last {
+                break;
+            }
+            chunk_size = next_chunk_size(chunk_size, chunk.elapsed, options);
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+        }
+        let passed = progress.differing == 0;
+        let passed_at = deadline::within(
+            own,
+            "recording a compare's result",
+            table.finish(client, version, passed),
+        )
+        .await??;
+        Ok(CompareReport {
+            version: migration.version,
+            file: migration.file_name.to_string(),
+            source: sql.spec.source.to_string(),
+            target: sql.spec.target.to_string(),
+            rows_compared: progress.rows_compared,
+            rows_this_run,
+            chunks: progress.chunks,
+            differing: progress.differing,
+            differing_keys: progress
+                .differing_keys
+                .into_iter()
+                .map(|(key, kind)| DifferingKey {
+                    key,
+                    difference: Difference::parse(&kind),
+                })
+                .collect(),
+            resumed_from,
+            passed_at,
+        })
+    }
+
+    /// The source key column's type as PostgreSQL spells it, which the text cursor is cast to.
+    async fn key_type(
+        &self,
+        client: &Client,
+        migration: &Migration,
+        spec: &CompareSpec,
+    ) -> Result<String, RuntimeError> {
+        let row = deadline::within(
+            Some(self.config.limits().own),
+            "reading the compare key's type",
+            client.query_opt(
+                "SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a \
+                 WHERE a.attrelid = to_regclass($1) AND a.attname = $2 AND NOT a.attisdropped",
+                &[&spec.source.quoted(), &spec.key],
+            ),
+        )
+        .await?
+        .map_err(RuntimeError::database("reading the compare key's type"))?;
+        row.map(|row| row.get(0))
+            .ok_or_else(|| RuntimeError::Compare {
+                version: migration.version,
+                file: migration.file_name.to_string(),
+                problem: format!("table {} has no column {:?}", spec.source, spec.key),
+            })
+    }
+
+    /// One chunk in its own `REPEATABLE READ READ ONLY` transaction.
+    async fn compare_chunk(
+        &self,
+        client: &Client,
+        sql: &CompareSql,
+        lower: Option<&str>,
+        size: i64,
+        options: &CompareOptions,
+    ) -> Result<Chunk, RuntimeError> {
+        let limit = self.config.limits().statement;
+        deadline::within(
+            Some(self.config.limits().own),
+            "starting a compare chunk",
+            client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"),
+        )
+        .await?
+        .map_err(RuntimeError::database("starting a compare chunk"))?;
+        let result: Result<Chunk, RuntimeError> = async {
+            let started = Instant::now();
+            let offset = size - 1;
+            let upper: Option<String> = client
+                .query_opt(&sql.upper_bound(), &[&lower, &offset])
+                .await
+                .map_err(RuntimeError::database("finding a compare chunk's end"))?
+                .map(|row| row.get(0));
+            let row = deadline::within(
+                limit,
+                "checksumming a compare chunk",
+                client.query_one(&sql.checksums(), &[&lower, &upper]),
+            )
+            .await?
+            .map_err(RuntimeError::database("checksumming a compare chunk"))?;
+            let (source_rows, source_sum, target_rows, target_sum): (i64, String, i64, String) =
+                (row.get(0), row.get(1), row.get(2), row.get(3));
+            let elapsed = started.elapsed();
+            let mut chunk = Chunk {
+                upper: upper.clone(),
+                source_rows,
+                differing: 0,
+                keys: Vec::new(),
+                elapsed,
+            };
+            if source_rows != target_rows || source_sum != target_sum {
+                let max_keys = i64::try_from(options.max_keys).unwrap_or(i64::MAX);
+                let rows = deadline::within(
+                    limit,
+                    "listing the differing keys of a compare chunk",
+                    client.query(&sql.diff(), &[&lower, &upper, &max_keys]),
+                )
+                .await?
+                .map_err(RuntimeError::database(
+                    "listing the differing keys of a compare chunk",
+                ))?;
+                chunk.differing = rows.first().map_or(0, |row| row.get(2));
+                chunk.keys = rows.iter().map(|row| (row.get(0), row.get(1))).collect();
+            }
+            Ok(chunk)
+        }
+        .await;
+        let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
+        let ended = deadline::within(
+            Some(self.config.limits().own),
+            "ending a compare chunk",
+            client.batch_execute(end),
+        )
+        .await;
+        let chunk = result?;
+        ended?.map_err(RuntimeError::database("ending a compare chunk"))?;
+        Ok(chunk)
+    }
+}
+
+/// Gate 6 (`-- migrate:requires-compare`): each backfill between the contract's expand and
+/// it that declares a compare has a stored pass of that same definition, recorded after the
+/// backfill's history row (a backfill reverted and applied again needs a new compare).
+pub(crate) async fn gate(
+    client: &Client,
+    history: &History,
+    migrations: &Migrations,
+    contract: &Migration,
+) -> Result<Option<GateFailure>, RuntimeError> {
+    let Some(expand) = contract.requires else {
+        return Ok(Some(GateFailure::NoCompareDeclared));
+    };
+    let table = CompareProgressTable::for_history(history.table())?;
+    let applied = if history.exists(client).await? {
+        history.read(client).await?
+    } else {
+        Vec::new()
+    };
+    let mut declared = false;
+    for backfill in migrations
+        .iter()
+        .filter(|m| m.version > expand && m.version < contract.version)
+    {
+        if compare_spec(backfill)?.is_none() {
+            continue;
+        }
+        declared = true;
+        let version = sql_version(backfill.version);
+        let stored = table.read(client, version).await?;
+        let applied_at = applied
+            .iter()
+            .find(|row| row.version == backfill.version)
+            .map(|row| row.executed_at);
+        let definition = backfill.compare.as_deref().unwrap_or_default();
+        let reason = match stored {
+            None => Some("it never ran".to_owned()),
+            Some(s) if s.definition != definition => {
+                Some("it last ran with another definition".to_owned())
+            }
+            Some(s) if s.finished_at.is_none() => Some(format!(
+                "it is unfinished ({} rows compared)",
+                s.progress.rows_compared
+            )),
+            Some(s) if s.passed_at.is_none() => Some(format!(
+                "it found {} differing key(s)",
+                s.progress.differing
+            )),
+            Some(s) => match (s.passed_at, applied_at) {
+                (Some(passed), Some(applied)) if passed >= applied => None,
+                _ => Some("it passed before the backfill was last applied".to_owned()),
+            },
+        };
+        if let Some(reason) = reason {
+            return Ok(Some(GateFailure::CompareNotPassed {
+                version: backfill.version,
+                file: backfill.file_name.to_string(),
+                reason,
+            }));
+        }
+    }
+    Ok((!declared).then_some(GateFailure::NoCompareDeclared))
+}
+
+/// The next chunk's size: scaled toward `chunk_target`, at most 4x up or down per step.
+fn next_chunk_size(size: i64, elapsed: Duration, options: &CompareOptions) -> i64 {
+    let target = options.chunk_target.as_secs_f64();
+    let took = elapsed.as_secs_f64().max(0.001);
+    let factor = (target / took).clamp(0.25, 4.0);
+    ((size as f64 * factor) as i64).clamp(options.min_chunk, options.max_chunk)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_grow_and_shrink_toward_the_target_within_bounds() {
+        let options = CompareOptions::default();
+        let ms = Duration::from_millis;
+        assert_eq!(next_chunk_size(1000, ms(10), &options), 4000);
+        assert_eq!(next_chunk_size(1000, ms(500), &options), 500);
+        assert_eq!(next_chunk_size(1000, ms(250), &options), 1000);
+        assert_eq!(next_chunk_size(200, ms(10_000), &options), 100);
+        assert_eq!(next_chunk_size(900_000, ms(1), &options), 1_000_000);
+    }
+}
