@@ -200,20 +200,24 @@ mod tests {
         let set = load_files(
             &[
                 file(
-                    "0001_a.backfill.sql",
+                    "0001_t.sql",
+                    "CREATE TABLE IF NOT EXISTS t (id bigint, a text, b text);",
+                ),
+                file(
+                    "0002_a.backfill.sql",
                     "-- migrate:backfill table=t key=id\n-- migrate:compare source=t target=t key=id columns=b map=lower(a)\nUPDATE t SET b = lower(a) WHERE b IS NULL;",
                 ),
                 file(
-                    "0002_b.contract.sql",
+                    "0003_b.contract.sql",
                     "-- migrate:requires 1\n-- migrate:requires-compare\nSELECT 1;",
                 ),
             ],
             &any_rule,
         );
         assert!(set.diagnostics.is_empty(), "{:?}", set.diagnostics);
-        let backfill = &set.files[0].migration;
+        let backfill = &set.files[1].migration;
         assert!(backfill.compare.as_deref().unwrap().starts_with("source=t"));
-        assert!(set.files[1].migration.requires_compare);
+        assert!(set.files[2].migration.requires_compare);
         let set = load_files(
             &[
                 file(
