@@ -518,6 +518,18 @@ pub(crate) enum Command {
         compare: CompareArgs,
     },
 
+    /// Replay the dual writes whose modern half failed: re-derive each queued key's modern
+    /// row from its legacy row with the backfill's `-- migrate:compare` mapping, then
+    /// remove it from the queue (`<history table>_reconcile`).
+    ///
+    /// Idempotent: a key replayed twice, or already right, ends the same. Each batch of 500
+    /// is one transaction. `migrate status` shows how many keys wait.
+    Reconcile {
+        /// Only the queue of this backfill migration.
+        #[arg(long, value_name = "VERSION")]
+        version: Option<u64>,
+    },
+
     /// Lint, then prove on a throwaway PostgreSQL that every down part restores the schema.
     ///
     /// Starts its own scratch cluster (never touches --database-url): applies the migrations

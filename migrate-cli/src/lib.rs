@@ -269,6 +269,7 @@ fn run(cli: Cli, source: Source) -> anyhow::Result<Outcome> {
             commands::compare::run(&context, version, &compare)
         }
         Command::Verify { version, .. } => commands::backfill::verify(&context, version),
+        Command::Reconcile { version } => commands::reconcile::run(&context, version),
         #[cfg(feature = "check")]
         Command::Check {
             path,

@@ -69,4 +69,41 @@ fn verify_compare_on_the_example_set_passes_then_names_a_corrupted_row() {
         "{}",
         stderr(&wrong)
     );
+
+    // The corrupted key queued as a failed dual write: status counts it, reconcile replays
+    // it with the compare's mapping, and the compare passes.
+    sql(
+        &db,
+        "CREATE TABLE IF NOT EXISTS schema_migrations_reconcile (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, \
+         version bigint NOT NULL, key text NOT NULL, flag text NOT NULL, error text, queued_at timestamptz NOT NULL DEFAULT now()); \
+         INSERT INTO schema_migrations_reconcile (version, key, flag) VALUES (4, '1234', 'users.email_normalized')",
+    );
+    let status = json(
+        &migrate_on(&db, &dir)
+            .args(["--format", "json", "status"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(status["reconcile_queue"]["keys"], 1);
+    assert_eq!(status["reconcile_queue"]["by_version"][0]["version"], 4);
+    let reconciled = migrate_on(&db, &dir)
+        .args(["--format", "json", "reconcile"])
+        .output()
+        .unwrap();
+    assert!(reconciled.status.success(), "{}", stderr(&reconciled));
+    let report = json(&reconciled);
+    assert_eq!(report["reconciled"][0]["version"], 4);
+    assert_eq!(report["reconciled"][0]["changed"], 1);
+    let status = json(
+        &migrate_on(&db, &dir)
+            .args(["--format", "json", "status"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(status["reconcile_queue"]["keys"], 0);
+    compare(&[])
+        .status
+        .success()
+        .then_some(())
+        .expect("the compare passes after reconcile");
 }

@@ -10,5 +10,6 @@ pub mod flag;
 pub mod lint;
 pub mod new;
 pub mod plan;
+pub mod reconcile;
 pub mod repair;
 pub mod status;

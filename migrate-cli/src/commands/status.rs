@@ -11,11 +11,12 @@ pub fn run(context: &Context) -> anyhow::Result<Outcome> {
     let database = context.database("status")?;
     let migrations = context.migrations()?;
     let migrator = Migrator::new(&migrations, context.config.migrator.clone())?;
-    let report = block_on(async {
+    let (report, queue) = block_on(async {
         let client = context.connect(database).await?;
-        anyhow::Ok(migrator.status(&client).await?)
+        let report = migrator.status(&client).await?;
+        anyhow::Ok((report, migrator.reconcile_queue(&client).await?))
     })??;
-    print(context, &report);
+    print_with_queue(context, &report, &queue);
     if !context.json() {
         let missing: Vec<u64> = report
             .entries
@@ -55,6 +56,11 @@ pub fn state_key(state: MigrationState) -> &'static str {
 }
 
 pub(crate) fn print(context: &Context, report: &StatusReport) {
+    print_with_queue(context, report, &[]);
+}
+
+fn print_with_queue(context: &Context, report: &StatusReport, queue: &[(u64, i64)]) {
+    let queued: i64 = queue.iter().map(|(_, n)| n).sum();
     if context.json() {
         let entries: Vec<_> = report
             .entries
@@ -71,8 +77,20 @@ pub(crate) fn print(context: &Context, report: &StatusReport) {
                 })
             })
             .collect();
-        output::print_json(&json!({ "migrations": entries }));
+        let queue: Vec<_> = queue
+            .iter()
+            .map(|(version, keys)| json!({ "version": version, "keys": keys }))
+            .collect();
+        output::print_json(&json!({
+            "migrations": entries,
+            "reconcile_queue": { "keys": queued, "by_version": queue },
+        }));
         return;
+    }
+    if queued > 0 {
+        eprintln!(
+            "reconcile queue: {queued} key(s) whose modern write failed wait for `migrate reconcile`"
+        );
     }
     if report.entries.is_empty() {
         println!("no migrations in the folder and none applied");

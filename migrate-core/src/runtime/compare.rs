@@ -27,6 +27,9 @@
 //! (halving or doubling at most 4x per step). Progress is stored after every chunk in
 //! `<history>_compare` ([`super::state::compare_progress`]): a killed compare resumes after
 //! the last chunk it stored. `delay` pauses between chunks, like a backfill's.
+//!
+//! The contract gate of a contract with `-- migrate:requires-compare` ([`gate`]) wants a
+//! pass recorded after the backfill was applied, and an empty reconcile queue for it.
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -39,6 +42,7 @@ use super::gates::GateFailure;
 use super::sql_version;
 use super::state::compare_progress::{CompareProgress, CompareProgressTable};
 use super::state::history::History;
+use super::state::reconcile_queue::ReconcileQueue;
 use crate::migration::{CompareSpec, Migration, Migrations};
 use crate::source::parse_compare;
 
@@ -322,7 +326,7 @@ impl Migrator<'_> {
         };
         let resumed_from = progress.last_key.clone();
         let sql = CompareSql {
-            key_type: self.key_type(client, migration, &spec).await?,
+            key_type: self.compare_key_type(client, migration, &spec).await?,
             spec,
         };
         let delay = options.delay.unwrap_or_else(|| {
@@ -405,7 +409,7 @@ impl Migrator<'_> {
     }
 
     /// The source key column's type as PostgreSQL spells it, which the text cursor is cast to.
-    async fn key_type(
+    pub(crate) async fn compare_key_type(
         &self,
         client: &Client,
         migration: &Migration,
@@ -520,6 +524,9 @@ pub(crate) async fn gate(
     } else {
         Vec::new()
     };
+    let queued = ReconcileQueue::for_history(history.table())?
+        .lengths(client)
+        .await?;
     let mut declared = false;
     for backfill in migrations
         .iter()
@@ -554,6 +561,15 @@ pub(crate) async fn gate(
                 _ => Some("it passed before the backfill was last applied".to_owned()),
             },
         };
+        // Modern writes that failed since: the pass no longer describes the data.
+        let waiting = queued
+            .iter()
+            .find(|(v, _)| *v == backfill.version)
+            .map_or(0, |(_, n)| *n);
+        let reason = reason.or_else(|| {
+            (waiting > 0)
+                .then(|| format!("{waiting} failed dual write(s) wait in the reconcile queue"))
+        });
         if let Some(reason) = reason {
             return Ok(Some(GateFailure::CompareNotPassed {
                 version: backfill.version,

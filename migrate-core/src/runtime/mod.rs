@@ -30,6 +30,7 @@ pub mod compare;
 mod config;
 pub mod connect;
 mod deadline;
+pub mod dual_write;
 pub mod error;
 mod executor;
 pub mod gates;
@@ -37,6 +38,7 @@ pub mod lock;
 pub mod observe;
 mod pending;
 mod pooler;
+pub mod reconcile;
 pub mod repair;
 mod report;
 pub mod state;
@@ -56,9 +58,11 @@ pub use backfill_signals::PAUSE_FLAG;
 pub use compare::{CompareOptions, CompareReport, Difference, DifferingKey};
 pub use config::{BackfillControl, MAX_LOCK_TIMEOUT, MigratorConfig};
 pub use connect::{ConnectOptions, SslMode, connect, connect_with};
+pub use dual_write::{DualWrite, DualWriteConfig, ModernWrite};
 pub use error::{ConnectError, Failed, LockHolder, PartialReport, RuntimeError, StatementLocation};
 pub use gates::{GateFailure, Replica};
 pub use lock::lock_key;
+pub use reconcile::ReconcileReport;
 pub use report::{
     AppliedMigration, DownReport, MigrationState, Plan, PlannedMigration, StatusEntry,
     StatusReport, UpReport, UpTo,

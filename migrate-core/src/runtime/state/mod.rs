@@ -8,6 +8,7 @@
 //! | `<history>_backfill` | [`backfill_progress`] | each backfill statement's cursor, rows done, verification |
 //! | `<history>_partial` | [`partial`] | how far an unfinished autocommit migration got |
 //! | `<history>_flags` | [`flags`] | dual-write flags |
+//! | `<history>_reconcile` | [`reconcile_queue`] | keys whose modern write failed, for `migrate reconcile` |
 //! | `<history>_compare` | [`compare_progress`] | each compare's cursor, differences found, when it last passed |
 
 pub mod backfill_progress;
@@ -15,3 +16,4 @@ pub mod compare_progress;
 pub mod flags;
 pub mod history;
 pub mod partial;
+pub mod reconcile_queue;

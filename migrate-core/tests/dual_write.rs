@@ -1,0 +1,341 @@
+//! `DualWrite` and `reconcile` against a real PostgreSQL: the legacy write always commits,
+//! failed modern writes are undone alone and queued in the caller's transaction, the flag
+//! decides, lock waits are bounded, the caller's settings survive, and `reconcile` replays
+//! the queue idempotently.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+use migrate_core::Migrations;
+use migrate_core::runtime::{
+    CompareOptions, DualWrite, DualWriteConfig, Migrator, ModernWrite, UpTo,
+};
+use tokio_postgres::Client;
+
+/// users(id, email, email_normalized), and a backfill declaring the compare (and so the
+/// reconcile mapping) `email_normalized = lower(email)`.
+fn one_table_set(dir: &Path) -> Migrations {
+    std::fs::write(
+        dir.join("0001_users.sql"),
+        "CREATE TABLE IF NOT EXISTS users (id bigint PRIMARY KEY, email text NOT NULL, email_normalized text);\n\
+         -- migrate:down\nDROP TABLE IF EXISTS users;\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("0002_normalize.backfill.sql"),
+        "-- migrate:backfill table=users key=id\n\
+         -- migrate:compare source=users target=users key=id columns=email_normalized map=lower(email)\n\
+         UPDATE users SET email_normalized = lower(email) WHERE email_normalized IS NULL;\n-- migrate:down\n",
+    )
+    .unwrap();
+    let checked = migrate_core::check_dir(dir, "migrations").unwrap();
+    assert!(checked.diagnostics.is_empty(), "{:?}", checked.diagnostics);
+    checked.migrations(&dir.to_string_lossy())
+}
+
+/// The modern write fails for every id divisible by 3: a trigger that fires only when the
+/// UPDATE names `email_normalized` (the legacy write never does).
+const FAIL_EVERY_THIRD: &str = "CREATE FUNCTION refuse_modern() RETURNS trigger LANGUAGE plpgsql AS $$ \
+     BEGIN RAISE EXCEPTION 'modern side down for %', NEW.id; END $$; \
+     CREATE TRIGGER refuse_modern BEFORE UPDATE OF email_normalized ON users \
+     FOR EACH ROW WHEN (NEW.id % 3 = 0) EXECUTE FUNCTION refuse_modern();";
+
+const LEGACY: &str = "UPDATE users SET email = $2 WHERE id = $1";
+const MODERN: &str = "UPDATE users SET email_normalized = lower($2) WHERE id = $1";
+
+async fn setup(url: &str, rows: i64) -> (Migrations, tempfile::TempDir, Client) {
+    let dir = tempfile::tempdir().unwrap();
+    let migrations = one_table_set(dir.path());
+    let client = client(url).await;
+    Migrator::new(&migrations, config())
+        .unwrap()
+        .up(&client, UpTo::All)
+        .await
+        .unwrap();
+    client
+        .batch_execute(&format!(
+            "INSERT INTO users (id, email, email_normalized) \
+             SELECT g, 'U' || g || '@X', lower('U' || g || '@X') FROM generate_series(1, {rows}) g"
+        ))
+        .await
+        .unwrap();
+    (migrations, dir, client)
+}
+
+fn dual(refresh: Duration) -> DualWrite {
+    DualWrite::new(
+        "users.email_normalized",
+        2,
+        DualWriteConfig {
+            flag_refresh: refresh,
+            ..DualWriteConfig::default()
+        },
+    )
+    .unwrap()
+}
+
+/// One legacy write and its modern half, committed; the legacy error is the test's failure.
+async fn write(client: &mut Client, dual: &DualWrite, id: i64, email: &str) -> ModernWrite {
+    let transaction = client.transaction().await.unwrap();
+    transaction.execute(LEGACY, &[&id, &email]).await.unwrap();
+    let outcome = dual
+        .modern(&transaction, &id.to_string(), MODERN, &[&id, &email])
+        .await;
+    transaction
+        .commit()
+        .await
+        .expect("the legacy write commits");
+    outcome
+}
+
+#[tokio::test]
+async fn failed_modern_writes_are_undone_alone_queued_and_reconciled() {
+    let db = database();
+    let (migrations, _dir, admin) = setup(db.url(), 30).await;
+    let migrator = Migrator::new(&migrations, config()).unwrap();
+    migrator
+        .flags()
+        .unwrap()
+        .set(&admin, "users.email_normalized", true)
+        .await
+        .unwrap();
+    admin.batch_execute(FAIL_EVERY_THIRD).await.unwrap();
+    let dual = dual(Duration::from_secs(60));
+    let mut app = plain_client(db.url()).await;
+    dual.ensure_queue(&app).await.unwrap();
+
+    for id in 1..=30i64 {
+        let outcome = write(&mut app, &dual, id, &format!("New{id}@X")).await;
+        if id % 3 == 0 {
+            assert!(
+                matches!(&outcome, ModernWrite::Queued { error } if error.contains("modern side down")),
+                "{id}: {outcome:?}"
+            );
+        } else {
+            assert_eq!(outcome, ModernWrite::Written { rows: 1 }, "{id}");
+        }
+    }
+    // Every legacy write committed; the failed modern halves left the old value.
+    assert_eq!(
+        scalar_i64(&admin, "SELECT count(*) FROM users WHERE email LIKE 'New%'").await,
+        30
+    );
+    assert_eq!(
+        scalar_i64(
+            &admin,
+            "SELECT count(*) FROM users WHERE email_normalized IS DISTINCT FROM lower(email)"
+        )
+        .await,
+        10
+    );
+    assert_eq!(
+        migrator.reconcile_queue(&admin).await.unwrap(),
+        vec![(2, 10)]
+    );
+
+    // The compare sees exactly those; reconcile replays them (the modern side is back).
+    let report = migrator
+        .compare(&admin, 2, &CompareOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(report.differing, 10);
+    admin
+        .batch_execute("DROP TRIGGER refuse_modern ON users")
+        .await
+        .unwrap();
+    let replayed = migrator.reconcile(&admin, None).await.unwrap();
+    assert_eq!(replayed.len(), 1);
+    assert_eq!(
+        (replayed[0].replayed, replayed[0].keys, replayed[0].changed),
+        (10, 10, 10)
+    );
+    assert!(migrator.reconcile_queue(&admin).await.unwrap().is_empty());
+    let report = migrator
+        .compare(&admin, 2, &CompareOptions::default())
+        .await
+        .unwrap();
+    assert!(report.passed(), "{report:?}");
+
+    // Idempotent: the same keys queued again change nothing.
+    admin
+        .batch_execute(
+            "INSERT INTO schema_migrations_reconcile (version, key, flag) VALUES (2, '3', 'x'), (2, '3', 'x'), (2, '6', 'x')",
+        )
+        .await
+        .unwrap();
+    let replayed = migrator.reconcile(&admin, Some(2)).await.unwrap();
+    assert_eq!(
+        (replayed[0].replayed, replayed[0].keys, replayed[0].changed),
+        (3, 2, 0)
+    );
+}
+
+#[tokio::test]
+async fn the_flag_decides_through_its_cache() {
+    let db = database();
+    let (migrations, _dir, admin) = setup(db.url(), 5).await;
+    let flags = Migrator::new(&migrations, config())
+        .unwrap()
+        .flags()
+        .unwrap();
+    let mut app = plain_client(db.url()).await;
+
+    // Never set: off. A zero refresh reads the flag on every write.
+    let fresh = dual(Duration::ZERO);
+    assert_eq!(
+        write(&mut app, &fresh, 1, "A@X").await,
+        ModernWrite::FlagOff
+    );
+    assert_eq!(
+        scalar_i64(
+            &admin,
+            "SELECT count(*) FROM users WHERE id = 1 AND email_normalized = 'u1@x'"
+        )
+        .await,
+        1
+    );
+    flags
+        .set(&admin, "users.email_normalized", true)
+        .await
+        .unwrap();
+    assert_eq!(
+        write(&mut app, &fresh, 1, "B@X").await,
+        ModernWrite::Written { rows: 1 }
+    );
+
+    // A long refresh keeps the value it read: the flip reaches it only after the refresh.
+    let cached = dual(Duration::from_secs(3600));
+    assert_eq!(
+        write(&mut app, &cached, 2, "C@X").await,
+        ModernWrite::Written { rows: 1 }
+    );
+    flags
+        .set(&admin, "users.email_normalized", false)
+        .await
+        .unwrap();
+    assert_eq!(
+        write(&mut app, &cached, 2, "D@X").await,
+        ModernWrite::Written { rows: 1 }
+    );
+    assert_eq!(
+        write(&mut app, &fresh, 2, "E@X").await,
+        ModernWrite::FlagOff
+    );
+}
+
+#[tokio::test]
+async fn a_modern_write_waiting_on_a_lock_gives_up_and_the_caller_keeps_its_settings() {
+    let db = database();
+    let (migrations, _dir, admin) = setup(db.url(), 10).await;
+    Migrator::new(&migrations, config())
+        .unwrap()
+        .flags()
+        .unwrap()
+        .set(&admin, "users.email_normalized", true)
+        .await
+        .unwrap();
+    admin
+        .batch_execute("CREATE TABLE users_modern (id bigint PRIMARY KEY, email_normalized text); INSERT INTO users_modern SELECT id, email_normalized FROM users")
+        .await
+        .unwrap();
+    let dual = dual(Duration::from_secs(60));
+    let mut app = plain_client(db.url()).await;
+    dual.ensure_queue(&app).await.unwrap();
+
+    // Another session holds the modern row: the modern write waits lock_timeout (50 ms),
+    // not until that session ends, and the legacy write commits while it still holds it.
+    let mut blocker = plain_client(db.url()).await;
+    let held = blocker.transaction().await.unwrap();
+    held.execute("SELECT 1 FROM users_modern WHERE id = 7 FOR UPDATE", &[])
+        .await
+        .unwrap();
+
+    let transaction = app.transaction().await.unwrap();
+    transaction
+        .batch_execute("SET LOCAL lock_timeout = '7s'; SET LOCAL statement_timeout = '9s'")
+        .await
+        .unwrap();
+    transaction
+        .execute(LEGACY, &[&7i64, &"Locked@X"])
+        .await
+        .unwrap();
+    let outcome = dual
+        .modern(
+            &transaction,
+            "7",
+            "UPDATE users_modern SET email_normalized = lower($2) WHERE id = $1",
+            &[&7i64, &"Locked@X"],
+        )
+        .await;
+    assert!(
+        matches!(&outcome, ModernWrite::Queued { error } if error.contains("55P03")),
+        "{outcome:?}"
+    );
+    let settings = transaction
+        .query_one(
+            "SELECT current_setting('lock_timeout'), current_setting('statement_timeout')",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (settings.get::<_, String>(0), settings.get::<_, String>(1)),
+        ("7s".into(), "9s".into())
+    );
+    // After a success too.
+    let outcome = dual
+        .modern(&transaction, "7", MODERN, &[&7i64, &"Locked@X"])
+        .await;
+    assert_eq!(outcome, ModernWrite::Written { rows: 1 });
+    let settings = transaction
+        .query_one(
+            "SELECT current_setting('lock_timeout'), current_setting('statement_timeout')",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (settings.get::<_, String>(0), settings.get::<_, String>(1)),
+        ("7s".into(), "9s".into())
+    );
+    transaction
+        .commit()
+        .await
+        .expect("the legacy write commits");
+    assert_eq!(
+        scalar_i64(
+            &admin,
+            "SELECT count(*) FROM users WHERE id = 7 AND email = 'Locked@X'"
+        )
+        .await,
+        1
+    );
+    held.rollback().await.unwrap();
+}
+
+#[tokio::test]
+async fn without_a_queue_table_the_legacy_write_still_commits() {
+    let db = database();
+    let (migrations, _dir, admin) = setup(db.url(), 5).await;
+    Migrator::new(&migrations, config())
+        .unwrap()
+        .flags()
+        .unwrap()
+        .set(&admin, "users.email_normalized", true)
+        .await
+        .unwrap();
+    admin.batch_execute(FAIL_EVERY_THIRD).await.unwrap();
+    let mut app = plain_client(db.url()).await;
+    let outcome = write(&mut app, &dual(Duration::from_secs(60)), 3, "Lost@X").await;
+    assert!(
+        matches!(outcome, ModernWrite::NotQueued { .. }),
+        "{outcome:?}"
+    );
+    assert_eq!(
+        scalar_i64(&admin, "SELECT count(*) FROM users WHERE email = 'Lost@X'").await,
+        1
+    );
+}
