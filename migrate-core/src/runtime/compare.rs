@@ -28,7 +28,7 @@
 //! `<history>_compare` ([`super::state::compare_progress`]): a killed compare resumes after
 //! the last chunk it stored. `delay` pauses between chunks, like a backfill's.
 //!
-//! The contract gate of a contract with `-- migrate:requires-compare` ([`gate`]) wants a
+//! The contract gate of a contract with `-- migrate:requires-compare` (`gate` below) wants a
 //! pass recorded after the backfill was applied, and an empty reconcile queue for it.
 
 use std::time::{Duration, Instant, SystemTime};
