@@ -339,3 +339,47 @@ async fn without_a_queue_table_the_legacy_write_still_commits() {
         1
     );
 }
+
+#[tokio::test]
+async fn without_a_transaction_the_modern_write_runs_alone_and_a_failure_is_queued() {
+    let db = database();
+    let (migrations, _dir, admin) = setup(db.url(), 6).await;
+    Migrator::new(&migrations, config())
+        .unwrap()
+        .flags()
+        .unwrap()
+        .set(&admin, "users.email_normalized", true)
+        .await
+        .unwrap();
+    admin.batch_execute(FAIL_EVERY_THIRD).await.unwrap();
+    let dual = dual(Duration::from_secs(60));
+    let mut app = plain_client(db.url()).await;
+    dual.ensure_queue(&app).await.unwrap();
+    for id in [2i64, 3] {
+        app.execute(LEGACY, &[&id, &"Auto@X"]).await.unwrap();
+        let outcome = dual
+            .modern_autocommit(&mut app, &id.to_string(), MODERN, &[&id, &"Auto@X"])
+            .await;
+        if id == 3 {
+            assert!(matches!(outcome, ModernWrite::Queued { .. }), "{outcome:?}");
+        } else {
+            assert_eq!(outcome, ModernWrite::Written { rows: 1 });
+        }
+    }
+    assert_eq!(
+        scalar_i64(
+            &admin,
+            "SELECT count(*) FROM schema_migrations_reconcile WHERE key = '3'"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        scalar_i64(
+            &admin,
+            "SELECT count(*) FROM users WHERE email_normalized = 'auto@x'"
+        )
+        .await,
+        1
+    );
+}

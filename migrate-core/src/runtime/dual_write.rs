@@ -169,7 +169,7 @@ impl DualWrite {
             Ok(outcome) => return outcome,
             Err(error) => error,
         };
-        tracing::warn!(flag = %self.flag, key, error = %failure, "modern write failed; queued for reconcile");
+        tracing::warn!(flag = %self.flag, key, error = %failure, "modern write failed and undone; queueing its key for reconcile");
         match self.push_in_savepoint(transaction, key, &failure).await {
             Ok(()) => ModernWrite::Queued { error: failure },
             Err(queue_error) => self.not_queued(key, failure, queue_error),
@@ -200,7 +200,7 @@ impl DualWrite {
             Ok(outcome) => return outcome,
             Err(error) => error,
         };
-        tracing::warn!(flag = %self.flag, key, error = %failure, "modern write failed; queued for reconcile");
+        tracing::warn!(flag = %self.flag, key, error = %failure, "modern write failed and undone; queueing its key for reconcile");
         match self
             .queue
             .push(client, self.version, key, &self.flag, &failure)
