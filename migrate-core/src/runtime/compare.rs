@@ -43,7 +43,7 @@ use super::sql_version;
 use super::state::compare_progress::{CompareProgress, CompareProgressTable};
 use super::state::history::History;
 use super::state::reconcile_queue::ReconcileQueue;
-use crate::migration::{CompareSpec, Migration, Migrations};
+use crate::migration::{BackfillPace, CompareSpec, Migration, Migrations};
 use crate::source::parse_compare;
 
 /// How a compare walks the key range.
@@ -57,7 +57,7 @@ pub struct CompareOptions {
     pub min_chunk: i64,
     /// ... nor more.
     pub max_chunk: i64,
-    /// Pause between chunks; `None`: the backfill's `delay=`.
+    /// Pause between chunks; `None`: the backfill's `delay=` when it has a fixed pace.
     pub delay: Option<Duration>,
     /// Differing keys kept and reported (the count covers all of them).
     pub max_keys: usize,
@@ -244,6 +244,15 @@ struct Chunk {
     elapsed: Duration,
 }
 
+/// The backfill's `delay=` (its fixed pace), else none: a compare or a reconcile pauses as
+/// the backfill was told to.
+pub(crate) fn backfill_delay(migration: &Migration) -> Duration {
+    match migration.backfill.as_ref().map(|b| &b.pace) {
+        Some(BackfillPace::Fixed { delay_ms, .. }) => Duration::from_millis((*delay_ms).into()),
+        _ => Duration::ZERO,
+    }
+}
+
 /// The declared compare of `migration`, parsed.
 pub(crate) fn compare_spec(migration: &Migration) -> Result<Option<CompareSpec>, RuntimeError> {
     let Some(text) = migration.compare.as_deref() else {
@@ -329,9 +338,7 @@ impl Migrator<'_> {
             key_type: self.compare_key_type(client, migration, &spec).await?,
             spec,
         };
-        let delay = options.delay.unwrap_or_else(|| {
-            Duration::from_millis(migration.backfill.as_ref().map_or(0, |b| b.delay_ms.into()))
-        });
+        let delay = options.delay.unwrap_or_else(|| backfill_delay(migration));
         let mut chunk_size = options
             .initial_chunk
             .clamp(options.min_chunk, options.max_chunk);

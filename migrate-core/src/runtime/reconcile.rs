@@ -15,12 +15,10 @@
 //!
 //! Rows whose value is already right are not updated (no dead tuple, no trigger).
 
-use std::time::Duration;
-
 use tokio_postgres::Client;
 
 use super::Migrator;
-use super::compare::compare_spec;
+use super::compare::{backfill_delay, compare_spec};
 use super::deadline;
 use super::error::RuntimeError;
 use super::sql_version;
@@ -152,9 +150,9 @@ impl Migrator<'_> {
                 changed,
                 "reconcile batch"
             );
-            let delay = migration.backfill.as_ref().map_or(0, |b| b.delay_ms);
-            if delay > 0 {
-                tokio::time::sleep(Duration::from_millis(delay.into())).await;
+            let delay = backfill_delay(migration);
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
             }
         }
         Ok(report)
