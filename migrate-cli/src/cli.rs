@@ -41,6 +41,8 @@ DB_USER, DB_PASSWORD). Passwords are never printed.";
 pub struct Cli {
     /// `--dir`.
     pub(crate) dir: Option<PathBuf>,
+    /// `--layout`.
+    pub(crate) layout: Option<migrate_core::source::Layout>,
     /// `--format`.
     pub(crate) format: Format,
     /// How many `-v`.
@@ -67,6 +69,12 @@ struct TopLevel {
     /// Folder of migration files [default: migrations, or the embedded set's folder].
     #[arg(long, global = true, value_name = "DIR")]
     dir: Option<PathBuf>,
+
+    /// Read the folder in another tool's layout: migrate, sqlx, golang-migrate, dbmate,
+    /// refinery, flyway, diesel [default: `layout` of migrate.toml, else detected from the
+    /// file names].
+    #[arg(long, global = true, value_name = "LAYOUT", value_parser = parse_layout)]
+    layout: Option<migrate_core::source::Layout>,
 
     /// Output format; `github` (workflow annotations) is for `lint` only.
     #[arg(long, global = true, value_enum, default_value_t = Format::Human)]
@@ -281,6 +289,15 @@ impl CommandFactory for Cli {
     }
 }
 
+fn parse_layout(text: &str) -> Result<migrate_core::source::Layout, String> {
+    migrate_core::source::Layout::parse(text).ok_or_else(|| {
+        format!(
+            "unknown layout (known: {})",
+            migrate_core::source::Layout::names()
+        )
+    })
+}
+
 /// Where the command-specific options are documented, in `migrate --help`.
 const OPTIONS_MOVED: &str = "\
 Database, timeout, lock and contract-gate options go after the command that uses them:
@@ -291,6 +308,7 @@ impl FromArgMatches for Cli {
         let top = TopLevel::from_arg_matches(matches)?;
         let mut cli = Cli {
             dir: top.dir,
+            layout: top.layout,
             format: top.format,
             verbose: top.verbose,
             database: DatabaseArgs::from_arg_matches(matches)?,

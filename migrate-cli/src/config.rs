@@ -56,6 +56,8 @@ impl std::fmt::Debug for DatabaseUrl {
 pub struct Config {
     /// `--dir`, when given.
     pub dir: Option<PathBuf>,
+    /// `--layout`, when given: wins over migrate.toml's `layout` and detection.
+    pub layout: Option<migrate_core::source::Layout>,
     /// The database of the commands that need one; `None` when none is configured.
     pub database: Option<DatabaseUrl>,
     /// `--format`.
@@ -146,6 +148,7 @@ impl Config {
         use std::io::IsTerminal;
         Ok(Config {
             dir: cli.dir.clone(),
+            layout: cli.layout,
             database: resolve_database_url(cli.database.database_url.as_deref(), env),
             format: cli.format,
             migrator,

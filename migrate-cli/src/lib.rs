@@ -339,6 +339,15 @@ impl Context {
         (dir, display)
     }
 
+    /// Reads, parses and lints a folder as the macro does, in `--layout` when given.
+    pub fn check(&self, dir: &Path, display: &str) -> anyhow::Result<migrate_core::CheckedSet> {
+        Ok(migrate_core::check_dir_as(
+            dir,
+            display,
+            self.config.layout,
+        )?)
+    }
+
     /// The migration set of database commands. A folder is checked exactly as the macro
     /// checks it: a set the build would refuse is refused here too.
     pub fn migrations(&self) -> anyhow::Result<Migrations> {
@@ -346,7 +355,7 @@ impl Context {
             return Ok((*set).clone());
         }
         let (dir, display) = self.folder(None);
-        let checked = migrate_core::check_dir(&dir, &display)?;
+        let checked = self.check(&dir, &display)?;
         if checked.has_errors() {
             for diagnostic in checked.errors() {
                 eprintln!("{diagnostic}");

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use crate::diagnostic::{self, Diagnostic, Severity};
 use crate::lint::{self, Config, config::CONFIG_FILE_NAME, coverage::Coverage};
 use crate::migration::Migrations;
-use crate::source::{self, ParsedFile, display_join};
+use crate::source::{self, Entries, Layout, ParsedFile, display_join};
 
 /// Why [`check_dir`] could not check a folder at all. Problems of the files themselves are not
 /// errors here but [`Diagnostic`]s of the [`CheckedSet`], so every one of them is reported.
@@ -39,6 +39,8 @@ pub struct CheckedSet {
     /// Every path the result depends on (the `.sql` files and the config file if present),
     /// so the macro can make cargo rebuild when one changes.
     pub inputs: Vec<PathBuf>,
+    /// The layout the folder was read in (given, configured or detected).
+    pub layout: Layout,
 }
 
 impl CheckedSet {
@@ -77,17 +79,38 @@ impl CheckedSet {
     }
 }
 
-/// Reads `dir` (and `dir/migrate.toml` when present), parses every `.sql` file and lints the
-/// set. `display_dir` is how paths appear in diagnostics, e.g. `migrations`.
+/// Reads `dir` (and `dir/migrate.toml` when present), parses every migration file and lints
+/// the set. `display_dir` is how paths appear in diagnostics, e.g. `migrations`. The layout is
+/// `migrate.toml`'s `layout`, else detected ([`check_dir_as`] forces one).
 pub fn check_dir(dir: &Path, display_dir: &str) -> Result<CheckedSet, CheckError> {
+    check_dir_as(dir, display_dir, None)
+}
+
+/// [`check_dir`] reading the folder in `layout` when given (`--layout`, the macro's
+/// `layout = "..."`), which wins over `migrate.toml`'s.
+pub fn check_dir_as(
+    dir: &Path,
+    display_dir: &str,
+    layout: Option<Layout>,
+) -> Result<CheckedSet, CheckError> {
     let read_error = |source| CheckError::ReadDir {
         path: dir.to_path_buf(),
         source,
     };
     let folder = source::read_dir(dir, display_dir).map_err(read_error)?;
-    let sources = folder.files;
-    let mut inputs: Vec<PathBuf> = sources.iter().map(|s| dir.join(&s.file_name)).collect();
+    let mut inputs: Vec<PathBuf> = folder
+        .files
+        .iter()
+        .chain(&folder.nested)
+        .chain(&folder.script_configs)
+        .map(|s| dir.join(&s.file_name))
+        .collect();
     let mut diagnostics = folder.diagnostics;
+    let entries = Entries {
+        files: folder.files,
+        nested: folder.nested,
+        script_configs: folder.script_configs,
+    };
     let config_path = dir.join(CONFIG_FILE_NAME);
     let config = match std::fs::read_to_string(&config_path) {
         Ok(text) => {
@@ -103,15 +126,36 @@ pub fn check_dir(dir: &Path, display_dir: &str) -> Result<CheckedSet, CheckError
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => Config::default(),
         Err(error) => return Err(read_error(error)),
     };
-    let loaded = source::load_files(&sources, &|id| lint::rule(id).is_some());
+    let (layout, sources) = match source::detect(&entries, layout.or(config.layout)) {
+        Ok(layout) => {
+            let (sources, problems) = source::assemble(&entries, layout, &config.phases);
+            diagnostics.extend(problems);
+            (layout, sources)
+        }
+        Err(problems) => {
+            diagnostics.extend(problems);
+            (Layout::Migrate, Vec::new())
+        }
+    };
+    let loaded = source::load_sources(&sources, &|id| lint::rule(id).is_some());
     diagnostics.extend(loaded.diagnostics);
     let linted = lint::lint_set(&loaded.files, &config);
-    diagnostics.extend(linted.diagnostics);
+    let mut findings = linted.diagnostics;
+    for finding in &mut findings {
+        let down_file = loaded
+            .files
+            .iter()
+            .find(|f| f.display_path == finding.file)
+            .and_then(|f| f.down_file.as_ref());
+        source::relocate(finding, down_file);
+    }
+    diagnostics.extend(findings);
     diagnostic::sort(&mut diagnostics);
     Ok(CheckedSet {
         files: loaded.files,
         diagnostics,
         coverage: linted.coverage,
         inputs,
+        layout,
     })
 }

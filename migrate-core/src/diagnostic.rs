@@ -55,6 +55,8 @@ pub mod codes {
     pub const CONFIG: &str = "config";
     /// A backfill statement the runtime cannot run in keyed batches.
     pub const BAD_BACKFILL: &str = "bad-backfill";
+    /// A folder that mixes other tools' layouts, or fits two that would read it differently.
+    pub const LAYOUT: &str = "layout";
 }
 
 /// One finding: a lint rule violation or a file-level error.

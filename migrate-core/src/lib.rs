@@ -91,7 +91,7 @@ pub mod checked_set;
 #[cfg(feature = "runtime")]
 pub mod runtime;
 
-pub use checked_set::{CheckedSet, check_dir};
+pub use checked_set::{CheckedSet, check_dir, check_dir_as};
 pub use checksum::Checksum;
 pub use diagnostic::{Diagnostic, Severity};
 pub use migration::{

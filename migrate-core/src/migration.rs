@@ -12,9 +12,10 @@ use crate::checksum::Checksum;
 
 /// The phase of an expand/contract change, taken from the file name
 /// (`0002_email.expand.sql`); `expand` when the name has none.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub enum Phase {
     /// Adds columns, tables, indexes. Old application code keeps working.
+    #[default]
     Expand,
     /// Moves existing rows in keyed batches.
     Backfill,

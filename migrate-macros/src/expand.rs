@@ -2,7 +2,8 @@
 
 use std::path::PathBuf;
 
-use migrate_core::{CheckedSet, Migration, Section, Statement, TransactionMode, check_dir};
+use migrate_core::source::Layout;
+use migrate_core::{CheckedSet, Migration, Section, Statement, TransactionMode, check_dir_as};
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
 use syn::LitStr;
@@ -11,14 +12,45 @@ use syn::LitStr;
 /// tests point the macro back at the real manifest directory with this variable.
 const MANIFEST_DIR_OVERRIDE: &str = "MIGRATE_MACROS_MANIFEST_DIR";
 
+/// `"dir"` or `"dir", layout = "<name>"`: the layout is passed through to `check_dir_as`.
+struct Input {
+    literal: LitStr,
+    layout: Option<Layout>,
+}
+
+impl syn::parse::Parse for Input {
+    fn parse(input: syn::parse::ParseStream) -> syn::Result<Self> {
+        let literal: LitStr = input.parse()?;
+        let mut layout = None;
+        if input.parse::<Option<syn::Token![,]>>()?.is_some() && !input.is_empty() {
+            let key: syn::Ident = input.parse()?;
+            if key != "layout" {
+                return Err(syn::Error::new(key.span(), "the only option is `layout`"));
+            }
+            input.parse::<syn::Token![=]>()?;
+            let value: LitStr = input.parse()?;
+            layout = Some(Layout::parse(&value.value()).ok_or_else(|| {
+                syn::Error::new(
+                    value.span(),
+                    format!("unknown layout (known: {})", Layout::names()),
+                )
+            })?);
+            input.parse::<Option<syn::Token![,]>>()?;
+        }
+        Ok(Input { literal, layout })
+    }
+}
+
 /// The expansion of `migrations!(input)`: the `Migrations` literal, or every diagnostic of the
 /// folder as compile errors (warnings as `#[deprecated]` uses) spanned on the path literal.
 /// `Err` only when the input is not a path literal or the folder cannot be found or read.
 pub fn expand(input: TokenStream) -> syn::Result<TokenStream> {
-    let literal: LitStr = syn::parse2(input).map_err(|error| {
+    let Input { literal, layout } = syn::parse2(input).map_err(|error| {
         syn::Error::new(
             error.span(),
-            "expected a folder path literal: migrations!(\"migrations\")",
+            format!(
+                "expected a folder path literal: migrations!(\"migrations\") or migrations!(\"migrations\", layout = \"sqlx\"): {error}"
+            ),
         )
     })?;
     let relative = literal.value();
@@ -32,7 +64,7 @@ pub fn expand(input: TokenStream) -> syn::Result<TokenStream> {
             )
         })?;
     let dir = manifest_dir.join(&relative);
-    let checked = check_dir(&dir, &relative).map_err(|error| {
+    let checked = check_dir_as(&dir, &relative, layout).map_err(|error| {
         syn::Error::new(
             literal.span(),
             format!("migrations!(\"{relative}\"): {error}"),

@@ -14,7 +14,7 @@ use crate::output::{self, Style};
 
 pub fn run(context: &Context, path: Option<&Path>) -> anyhow::Result<Outcome> {
     let (dir, display) = context.folder(path);
-    let checked = migrate_core::check_dir(&dir, &display)?;
+    let checked = context.check(&dir, &display)?;
     let errors = checked.errors().count();
     let warnings = checked.warnings().count();
     match context.config.format {

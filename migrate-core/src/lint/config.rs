@@ -6,10 +6,20 @@
 //! volatile-default = "warn"    # error (default) | warn | off
 //! blocking-statement = "off"
 //! ```
+//!
+//! and, for a folder in another tool's layout:
+//!
+//! ```toml
+//! layout = "sqlx"              # read the folder as sqlx's (detected when absent)
+//! [phases]                     # the phase of a version whose file name cannot say it
+//! 20240102000000 = "backfill"
+//! ```
 
 use std::collections::BTreeMap;
 
 use crate::diagnostic::{Diagnostic, codes};
+use crate::migration::Phase;
+use crate::source::Layout;
 
 /// The configuration file's name, looked for inside the migrations folder (not beside it: the
 /// macro and the CLI both know the folder, so neither needs a second path).
@@ -32,6 +42,10 @@ pub enum Level {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Config {
     levels: BTreeMap<String, Level>,
+    /// `layout = "..."`: the folder's layout, instead of detecting it.
+    pub layout: Option<Layout>,
+    /// `[phases]`: version -> phase, for files of another tool's layout.
+    pub phases: BTreeMap<u64, Phase>,
 }
 
 #[derive(serde::Deserialize)]
@@ -39,6 +53,9 @@ pub struct Config {
 struct ConfigFile {
     #[serde(default)]
     rules: BTreeMap<String, Level>,
+    layout: Option<String>,
+    #[serde(default)]
+    phases: BTreeMap<String, String>,
 }
 
 impl Config {
@@ -95,7 +112,39 @@ impl Config {
         if !unknown.is_empty() {
             return Err(unknown);
         }
-        Ok(Config { levels: file.rules })
+        let problem = |what: String, needle: &str| {
+            let (line, column) = line_column(text, text.find(needle).unwrap_or(0));
+            vec![Diagnostic::error(display_path, line, column, codes::CONFIG, what).with_help(
+                "`layout = \"<name>\"` and `[phases]` with `<version> = \"expand\" | \"backfill\" | \"contract\"`",
+            )]
+        };
+        let layout = match file.layout.as_deref() {
+            None => None,
+            Some(name) => Some(Layout::parse(name).ok_or_else(|| {
+                problem(
+                    format!("unknown layout `{name}` (known: {})", Layout::names()),
+                    name,
+                )
+            })?),
+        };
+        let mut phases = BTreeMap::new();
+        for (version, phase) in &file.phases {
+            let number = version
+                .parse::<u64>()
+                .ok()
+                .filter(|_| version.bytes().all(|b| b.is_ascii_digit()))
+                .ok_or_else(|| {
+                    problem(format!("[phases]: `{version}` is not a version"), version)
+                })?;
+            let phase = Phase::parse(phase)
+                .ok_or_else(|| problem(format!("[phases]: `{phase}` is not a phase"), phase))?;
+            phases.insert(number, phase);
+        }
+        Ok(Config {
+            levels: file.rules,
+            layout,
+            phases,
+        })
     }
 }
 

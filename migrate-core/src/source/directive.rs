@@ -22,8 +22,12 @@ pub struct Allow {
 
 /// A parsed `-- migrate:` line.
 pub(super) enum Directive {
-    Up,
-    Down,
+    /// `up`, with dbmate's options after it when there are any (`transaction:false`).
+    Up(String),
+    /// `down`, likewise.
+    Down(String),
+    /// `phase <expand|backfill|contract>`: another tool's file has no phase in its name.
+    Phase(Phase),
     Allow(Allow),
     Requires(u64),
     Backfill(BackfillSpec),
@@ -57,8 +61,15 @@ pub(super) fn parse_directive(
         }
     };
     match name {
-        "up" => no_arguments(Directive::Up),
-        "down" => no_arguments(Directive::Down),
+        "up" => Ok(Directive::Up(rest.to_owned())),
+        "down" => Ok(Directive::Down(rest.to_owned())),
+        "phase" => Phase::parse(rest).map(Directive::Phase).ok_or_else(|| {
+            (
+                codes::BAD_DIRECTIVE,
+                format!("`-- migrate:phase {rest}`: expected expand, backfill or contract"),
+                "-- migrate:phase backfill",
+            )
+        }),
         "no-transaction" => no_arguments(Directive::NoTransaction),
         "compare" => {
             if phase != Phase::Backfill {

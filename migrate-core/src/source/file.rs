@@ -4,8 +4,8 @@
 use std::borrow::Cow;
 
 use super::directive::{Allow, Directive, parse_directive};
-use super::file_name::{file_name_help, parse_file_name};
 use super::folder::SourceFile;
+use super::layout::{DownFile, Layout, MigrationSource};
 use crate::checksum::Checksum;
 use crate::classify::{self, Words};
 use crate::diagnostic::{Diagnostic, codes};
@@ -44,6 +44,8 @@ pub struct ParsedFile {
     pub migration: Migration,
     /// Up statements first, then down statements, in file order.
     pub statements: Vec<StatementSource>,
+    /// The down part's own file, in layouts that keep it apart (sqlx's `.down.sql`, ...).
+    pub down_file: Option<DownFile>,
 }
 
 impl ParsedFile {
@@ -62,64 +64,105 @@ impl ParsedFile {
 pub const NEW_FILE_PLACEHOLDER: &str =
     "-- Write the up part's statements here: `migrate lint` refuses this file until it has one.";
 
-/// Parses one file. `Err` when the file cannot become a migration; `Ok` may still carry
-/// diagnostics (bad allows) that do not prevent building the model.
+/// Parses one file of our layout. `Err` when the file cannot become a migration; `Ok` may
+/// still carry diagnostics (bad allows) that do not prevent building the model.
 pub fn parse_file(
     source: &SourceFile,
+    known_rules: &dyn Fn(&str) -> bool,
+) -> Result<(ParsedFile, Vec<Diagnostic>), Vec<Diagnostic>> {
+    parse_source(
+        &MigrationSource::ours(source).map_err(|d| vec![d])?,
+        known_rules,
+    )
+}
+
+/// Parses one migration of any layout ([`MigrationSource`]); diagnostics in a separate down
+/// file name that file and its lines.
+pub fn parse_source(
+    source: &MigrationSource,
     known_rules: &dyn Fn(&str) -> bool,
 ) -> Result<(ParsedFile, Vec<Diagnostic>), Vec<Diagnostic>> {
     let mut parser = FileParser {
         source,
         diagnostics: Vec::new(),
     };
-    let Some((version, name, phase)) = parser.read_name() else {
-        return Err(parser.diagnostics);
+    let result = parser.parse(known_rules);
+    let locate = |mut diagnostics: Vec<Diagnostic>| {
+        for diagnostic in &mut diagnostics {
+            relocate(diagnostic, source.down_file.as_ref());
+        }
+        diagnostics
     };
-    let Some(text) = parser.decode() else {
-        return Err(parser.diagnostics);
-    };
-    let Some(tokens) = parser.tokenize(&text) else {
-        return Err(parser.diagnostics);
-    };
-    let body = parser.walk(&text, &tokens, phase, known_rules);
-    parser.check_body(&body, phase, &text);
-    if parser.prevents_the_migration() {
-        return Err(parser.diagnostics);
+    match result {
+        Some((parsed, diagnostics)) => Ok((parsed, locate(diagnostics))),
+        None => Err(locate(parser.diagnostics)),
     }
-    let migration = Migration {
-        version,
-        name: Cow::Owned(name),
-        phase,
-        file_name: Cow::Owned(source.file_name.clone()),
-        checksum: Checksum::of_file(&source.bytes),
-        up: body.section(SectionKind::Up, &text, &tokens),
-        down: body
-            .saw_down_marker
-            .then(|| body.section(SectionKind::Down, &text, &tokens)),
-        requires: body.requires,
-        backfill: body.backfill,
-        compare: body.compare.map(Cow::Owned),
-        requires_compare: body.requires_compare,
-    };
-    Ok((
-        ParsedFile {
-            display_path: source.display_path.clone(),
-            source: text,
-            tokens,
-            migration,
-            statements: body.statements,
-        },
-        parser.diagnostics,
-    ))
+}
+
+/// Points a diagnostic about a combined text's down part at the down file.
+pub fn relocate(diagnostic: &mut Diagnostic, down_file: Option<&DownFile>) {
+    let (file, line) = DownFile::locate(down_file, &diagnostic.file, diagnostic.line);
+    if file != diagnostic.file {
+        diagnostic.file = file.to_owned();
+        diagnostic.line = line;
+    }
 }
 
 /// A file being parsed, and the problems found in it so far.
 struct FileParser<'a> {
-    source: &'a SourceFile,
+    source: &'a MigrationSource,
     diagnostics: Vec<Diagnostic>,
 }
 
 impl FileParser<'_> {
+    fn parse(
+        &mut self,
+        known_rules: &dyn Fn(&str) -> bool,
+    ) -> Option<(ParsedFile, Vec<Diagnostic>)> {
+        let source = self.source;
+        let text = self.decode()?;
+        let tokens = self.tokenize(&text)?;
+        let body = self.walk(&text, &tokens, source.phase, known_rules);
+        let phase = body.phase;
+        self.check_body(&body, phase, &text);
+        if self.prevents_the_migration() {
+            return None;
+        }
+        let mut down = body
+            .saw_down_marker
+            .then(|| body.section(SectionKind::Down, &text, &tokens));
+        if let (Some(down), Some(down_file)) = (&mut down, &source.down_file) {
+            // The model's lines are the down file's own, as the user sees it.
+            for statement in down.statements.to_mut() {
+                statement.line = statement.line + 1 - down_file.first_line;
+            }
+        }
+        let migration = Migration {
+            version: source.version,
+            name: Cow::Owned(source.name.clone()),
+            phase,
+            file_name: Cow::Owned(source.file.file_name.clone()),
+            checksum: Checksum::of_file(&source.file.bytes),
+            up: body.section(SectionKind::Up, &text, &tokens),
+            down,
+            requires: body.requires,
+            backfill: body.backfill,
+            compare: body.compare.map(Cow::Owned),
+            requires_compare: body.requires_compare,
+        };
+        Some((
+            ParsedFile {
+                display_path: source.file.display_path.clone(),
+                source: text,
+                tokens,
+                migration,
+                statements: body.statements,
+                down_file: source.down_file.clone(),
+            },
+            std::mem::take(&mut self.diagnostics),
+        ))
+    }
+
     fn error(
         &mut self,
         line: u32,
@@ -129,32 +172,14 @@ impl FileParser<'_> {
         help: Option<&str>,
     ) {
         let mut diagnostic =
-            Diagnostic::error(&self.source.display_path, line, column, code, message);
+            Diagnostic::error(&self.source.file.display_path, line, column, code, message);
         diagnostic.help = help.map(str::to_owned);
         self.diagnostics.push(diagnostic);
     }
 
-    /// The version, name and phase the file name gives.
-    fn read_name(&mut self) -> Option<(u64, String, Phase)> {
-        let file_name = &self.source.file_name;
-        match parse_file_name(file_name) {
-            Ok(parts) => Some(parts),
-            Err(problem) => {
-                self.error(
-                    1,
-                    1,
-                    codes::BAD_FILE_NAME,
-                    format!("`{file_name}` is not a migration file name: {problem}"),
-                    Some(file_name_help(file_name)),
-                );
-                None
-            }
-        }
-    }
-
     /// The file's text, which must be UTF-8.
     fn decode(&mut self) -> Option<String> {
-        let bytes = &self.source.bytes;
+        let bytes = &self.source.file.bytes;
         match std::str::from_utf8(bytes) {
             Ok(text) => Some(text.to_owned()),
             Err(error) => {
@@ -204,6 +229,7 @@ impl FileParser<'_> {
         phase: Phase,
         known_rules: &dyn Fn(&str) -> bool,
     ) -> Body {
+        let part_no_transaction = self.source.no_transaction;
         let mut walk = Walk {
             parser: self,
             known_rules,
@@ -212,7 +238,10 @@ impl FileParser<'_> {
             saw_up_marker: false,
             saw_statement: false,
             pending_allows: Vec::new(),
-            body: Body::default(),
+            body: Body {
+                part_no_transaction,
+                ..Body::default()
+            },
         };
         for item in splitter::split(text, tokens) {
             match item {
@@ -225,6 +254,7 @@ impl FileParser<'_> {
             }
         }
         walk.flush_unused_allows();
+        walk.body.phase = walk.phase;
         walk.body
     }
 
@@ -288,7 +318,15 @@ struct Body {
     requires_compare: bool,
     /// A malformed backfill directive is reported once, not again as a missing one.
     saw_backfill_directive: bool,
+    /// `-- migrate:no-transaction`: both parts.
     no_transaction: bool,
+    /// Another tool's switch for one part (sqlx's `-- no-transaction` in one of its files,
+    /// dbmate's `transaction:false` on one marker): `[up, down]`.
+    part_no_transaction: [bool; 2],
+    /// The phase: the source's, or a `-- migrate:phase` line's.
+    phase: Phase,
+    /// A directive other than `up` was read: `phase` must come before it.
+    saw_other_directive: bool,
 }
 
 impl Body {
@@ -308,7 +346,8 @@ impl Body {
                 )),
             })
             .collect();
-        let mode = if self.no_transaction || list.iter().any(|s| s.non_transactional) {
+        let part = self.part_no_transaction[usize::from(kind == SectionKind::Down)];
+        let mode = if self.no_transaction || part || list.iter().any(|s| s.non_transactional) {
             TransactionMode::Autocommit
         } else {
             TransactionMode::Transactional
@@ -377,14 +416,18 @@ impl Walk<'_, '_> {
     }
 
     fn directive(&mut self, directive: Directive, line: u32, column: u32) {
+        if !matches!(directive, Directive::Up(_) | Directive::Phase(_)) {
+            self.body.saw_other_directive = true;
+        }
         match directive {
-            Directive::Up => {
+            Directive::Up(options) => {
                 if self.saw_up_marker || self.body.saw_down_marker || self.saw_statement {
                     self.parser.error(line, column, codes::BAD_DIRECTIVE, "`-- migrate:up` must come once, before any statement and before `-- migrate:down`", Some("start the file with `-- migrate:up` or leave it out"));
                 }
                 self.saw_up_marker = true;
+                self.marker_options("up", &options, 0, line, column);
             }
-            Directive::Down => {
+            Directive::Down(options) => {
                 if self.body.saw_down_marker {
                     self.parser.error(
                         line,
@@ -397,7 +440,9 @@ impl Walk<'_, '_> {
                 self.flush_unused_allows();
                 self.body.saw_down_marker = true;
                 self.section = SectionKind::Down;
+                self.marker_options("down", &options, 1, line, column);
             }
+            Directive::Phase(phase) => self.set_phase(phase, line, column),
             Directive::Allow(allow) => {
                 if !(self.known_rules)(&allow.rule) {
                     self.parser.error(
@@ -446,6 +491,60 @@ impl Walk<'_, '_> {
                 }
             }
             Directive::RequiresCompare => self.body.requires_compare = true,
+        }
+    }
+
+    /// dbmate's options after `-- migrate:up` / `-- migrate:down`: `transaction:false` is our
+    /// autocommit for that part; anything else is refused, never ignored.
+    fn marker_options(&mut self, marker: &str, options: &str, part: usize, line: u32, column: u32) {
+        if options.is_empty() {
+            return;
+        }
+        let dbmate = self.parser.source.layout == Layout::Dbmate;
+        for option in options.split_whitespace() {
+            match option {
+                "transaction:false" if dbmate => self.body.part_no_transaction[part] = true,
+                "transaction:true" if dbmate => {}
+                _ => self.parser.error(
+                    line,
+                    column,
+                    codes::BAD_DIRECTIVE,
+                    if dbmate {
+                        format!("`{option}` after `-- migrate:{marker}` is a dbmate option migrate cannot honour")
+                    } else {
+                        format!("`-- migrate:{marker}` takes no arguments")
+                    },
+                    Some(if dbmate {
+                        "dbmate's `transaction:false` is read (the part runs without a transaction); remove other options"
+                    } else {
+                        "`-- migrate:no-transaction` runs a file without a transaction"
+                    }),
+                ),
+            }
+        }
+    }
+
+    /// `-- migrate:phase`: the phase of another tool's file, which its name cannot say.
+    fn set_phase(&mut self, phase: Phase, line: u32, column: u32) {
+        let source = self.parser.source;
+        let problem = if source.phase_from_name {
+            Some(format!(
+                "the phase of `{}` comes from its name",
+                source.file.file_name
+            ))
+        } else if self.saw_statement || self.body.saw_other_directive || self.body.saw_down_marker {
+            Some("`-- migrate:phase` must come before any statement and any other directive but `-- migrate:up`".to_owned())
+        } else if source.phase_from_config && source.phase != phase {
+            Some(format!(
+                "migrate.toml's [phases] says {} for version {}, this file says {phase}",
+                source.phase, source.version
+            ))
+        } else {
+            None
+        };
+        match problem {
+            Some(problem) => self.parser.error(line, column, codes::BAD_DIRECTIVE, problem, Some("name our files `<version>_<name>.<phase>.sql`; in another tool's layout, put `-- migrate:phase <phase>` first, or set it in migrate.toml's [phases] (not both)")),
+            None => self.phase = phase,
         }
     }
 

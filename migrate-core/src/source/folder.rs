@@ -22,12 +22,21 @@ pub struct SourceFile {
 pub struct FolderContents {
     /// Sorted by file name.
     pub files: Vec<SourceFile>,
+    /// diesel's migrations, one folder each: its `up.sql`, `down.sql` and `metadata.toml`
+    /// named `<folder>/<file>`; sorted.
+    pub nested: Vec<SourceFile>,
+    /// Flyway's script configurations, `<script>.sql.conf`; sorted.
+    pub script_configs: Vec<SourceFile>,
     pub diagnostics: Vec<Diagnostic>,
 }
 
+/// The files of a diesel migration folder that are read; others in it are its own business.
+const NESTED_FILES: [&str; 3] = ["up.sql", "down.sql", "metadata.toml"];
+
 /// Reads every `.sql` file of `dir` (not recursively), whatever the case of the extension
 /// (see [`is_sql_like`]). `display_dir` prefixes the paths shown in diagnostics. Other files
-/// are ignored.
+/// are ignored, except a subfolder with an `up.sql` (diesel's layout) and `*.sql.conf`
+/// (Flyway's), which [`super::assemble`] reads or refuses.
 ///
 /// Symlinks are followed: a link to a file is read as that file (its bytes are what is
 /// linted, checksummed and applied, as `include_bytes!` reads them in the macro). A `.sql`
@@ -39,7 +48,30 @@ pub fn read_dir(dir: &Path, display_dir: &str) -> Result<FolderContents, std::io
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let file_name = entry.file_name().to_string_lossy().into_owned();
+        if file_name.ends_with(".sql.conf") {
+            let path = entry.path();
+            contents.script_configs.push(SourceFile {
+                display_path: display_join(display_dir, &file_name),
+                file_name,
+                bytes: std::fs::read(path)?,
+            });
+            continue;
+        }
         if !is_sql_like(&file_name) {
+            let path = entry.path();
+            if !file_name.starts_with('.') && path.join("up.sql").is_file() {
+                for nested in NESTED_FILES {
+                    let inner = path.join(nested);
+                    if inner.is_file() {
+                        let name = format!("{file_name}/{nested}");
+                        contents.nested.push(SourceFile {
+                            display_path: display_join(display_dir, &name),
+                            file_name: name,
+                            bytes: std::fs::read(inner)?,
+                        });
+                    }
+                }
+            }
             continue;
         }
         let display_path = display_join(display_dir, &file_name);
@@ -69,7 +101,13 @@ pub fn read_dir(dir: &Path, display_dir: &str) -> Result<FolderContents, std::io
             ),
         );
     }
-    contents.files.sort_by(|a, b| a.file_name.cmp(&b.file_name));
+    for list in [
+        &mut contents.files,
+        &mut contents.nested,
+        &mut contents.script_configs,
+    ] {
+        list.sort_by(|a, b| a.file_name.cmp(&b.file_name));
+    }
     Ok(contents)
 }
 

@@ -2,6 +2,8 @@
 //!
 //! - `folder`: the `.sql` files of a folder, as bytes ([`read_dir`]);
 //! - `file_name`: the grammar `<version>_<name>[.<phase>].sql` ([`parse_file_name`]);
+//! - `layout`: other tools' layouts (sqlx, golang-migrate, dbmate, refinery, Flyway, diesel):
+//!   which one a folder uses ([`detect`]) and its migrations in our format ([`assemble`]);
 //! - `directive`: the `-- migrate:` lines ([`Allow`] and the others);
 //! - `compare_directive`: `-- migrate:compare` and `-- migrate:requires-compare` ([`parse_compare`]);
 //! - `file`: one file split into up and down statements, and its migration ([`parse_file`]);
@@ -15,13 +17,18 @@ mod directive;
 mod file;
 mod file_name;
 mod folder;
+mod layout;
 mod set;
 #[cfg(test)]
 mod testing;
 
 pub use compare_directive::parse_compare;
 pub use directive::Allow;
-pub use file::{NEW_FILE_PLACEHOLDER, ParsedFile, SectionKind, StatementSource, parse_file};
+pub use file::{
+    NEW_FILE_PLACEHOLDER, ParsedFile, SectionKind, StatementSource, parse_file, parse_source,
+    relocate,
+};
 pub use file_name::{is_sql_like, parse_file_name};
 pub use folder::{FolderContents, SourceFile, display_join, read_dir};
-pub use set::{LoadedSet, load_files};
+pub use layout::{DownFile, Entries, Layout, MigrationSource, assemble, detect};
+pub use set::{LoadedSet, load_files, load_sources};

@@ -4,9 +4,9 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-use super::file::{ParsedFile, parse_file};
-use super::file_name::parse_file_name;
+use super::file::{ParsedFile, parse_source};
 use super::folder::SourceFile;
+use super::layout::MigrationSource;
 use crate::diagnostic::{Diagnostic, codes};
 use crate::migration::{Migrations, Phase};
 use crate::parallel;
@@ -31,15 +31,35 @@ impl LoadedSet {
     }
 }
 
-/// Parses files into a set: each file on its own (on every core), then the checks across
-/// files (duplicate versions, `requires`). Files with errors are left out of `files`.
+/// Parses files of our layout into a set: each file on its own (on every core), then the
+/// checks across files (duplicate versions, `requires`). Files with errors are left out of
+/// `files`.
 pub fn load_files(
     sources: &[SourceFile],
     known_rules: &(dyn Fn(&str) -> bool + Sync),
 ) -> LoadedSet {
+    let mut migrations = Vec::new();
+    let mut diagnostics = Vec::new();
+    for source in sources {
+        match MigrationSource::ours(source) {
+            Ok(migration) => migrations.push(migration),
+            Err(diagnostic) => diagnostics.push(diagnostic),
+        }
+    }
+    let mut set = load_sources(&migrations, known_rules);
+    set.diagnostics.extend(diagnostics);
+    set
+}
+
+/// [`load_files`] over migrations of any layout ([`super::assemble`]).
+pub fn load_sources(
+    sources: &[MigrationSource],
+    known_rules: &(dyn Fn(&str) -> bool + Sync),
+) -> LoadedSet {
     let mut set = LoadedSet::default();
     let threads = parallel::threads_for(sources.len());
-    let parsed = parallel::map_in_order(sources, threads, |source| parse_file(source, known_rules));
+    let parsed =
+        parallel::map_in_order(sources, threads, |source| parse_source(source, known_rules));
     for result in parsed {
         match result {
             Ok((parsed, diagnostics)) => {
@@ -55,12 +75,13 @@ pub fn load_files(
     set
 }
 
-fn check_versions(sources: &[SourceFile], set: &mut LoadedSet) {
+fn check_versions(sources: &[MigrationSource], set: &mut LoadedSet) {
     let mut by_version: BTreeMap<u64, Vec<&SourceFile>> = BTreeMap::new();
     for source in sources {
-        if let Ok((version, _, _)) = parse_file_name(&source.file_name) {
-            by_version.entry(version).or_default().push(source);
-        }
+        by_version
+            .entry(source.version)
+            .or_default()
+            .push(&source.file);
     }
     for (version, files) in by_version {
         if files.len() < 2 {

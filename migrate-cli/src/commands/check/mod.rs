@@ -96,7 +96,7 @@ pub fn run(
     source: &CheckSource,
 ) -> anyhow::Result<Outcome> {
     let (dir, display) = context.folder(path);
-    let checked = migrate_core::check_dir(&dir, &display)?;
+    let checked = context.check(&dir, &display)?;
     if checked.has_errors() {
         for diagnostic in &checked.diagnostics {
             eprintln!("{diagnostic}");
