@@ -544,7 +544,7 @@ mod tests {
         // The global ones everywhere; the others hidden at the top.
         for name in ["new", "up", "check"] {
             let options = shown(name);
-            for global in ["dir", "format", "verbose"] {
+            for global in ["dir", "layout", "format", "verbose"] {
                 assert!(options.contains(&global.to_owned()), "{name}: {global}");
             }
         }
@@ -553,7 +553,10 @@ mod tests {
             .filter(|arg| !arg.is_hide_set())
             .filter_map(|arg| arg.get_long())
             .collect();
-        assert_eq!(top, ["dir", "format", "verbose", "help", "version"]);
+        assert_eq!(
+            top,
+            ["dir", "layout", "format", "verbose", "help", "version"]
+        );
     }
 
     #[test]
