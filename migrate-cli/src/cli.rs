@@ -211,6 +211,7 @@ pub(crate) const GROUPS: &[(&str, &[Group])] = &[
     ("verify", &[Group::Database, Group::Timeouts]),
     ("flag", &[Group::Database, Group::Timeouts]),
     ("repair", &[Group::Database, Group::Timeouts, Group::Lock]),
+    ("import", &[Group::Database, Group::Timeouts, Group::Lock]),
     ("down", &[Group::Database, Group::Timeouts, Group::Lock]),
     (
         "up",
@@ -501,6 +502,25 @@ pub(crate) enum Command {
     Repair {
         #[arg(long, value_name = "VERSION")]
         version: Option<u64>,
+    },
+
+    /// Adopt a database another tool migrated: copy its history into ours.
+    ///
+    /// Reads the other tool's history table (_sqlx_migrations, refinery_schema_history,
+    /// flyway_schema_history, __diesel_schema_migrations, schema_migrations of golang-migrate
+    /// or dbmate) and writes one row per applied version into our empty history table, with
+    /// our checksums, in one transaction under the migration lock. Refuses, writing nothing,
+    /// when an applied version has no file or its file changed since the tool recorded its
+    /// checksum (sqlx, refinery, Flyway), listing them. Never changes the other tool's table.
+    /// With --dry-run, shows the rows it would write and writes nothing.
+    Import {
+        /// The tool whose history to read: sqlx, refinery, flyway, diesel, golang-migrate,
+        /// dbmate.
+        #[arg(long, value_name = "TOOL", value_parser = parse_layout)]
+        from: migrate_core::source::Layout,
+        /// Show what would be written; write nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
 
     /// Show every backfill statement's progress (rows done, rows/s, batch size, the

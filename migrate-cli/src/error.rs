@@ -2,6 +2,7 @@
 
 use std::process::ExitCode;
 
+use migrate_core::runtime::import::ImportError;
 use migrate_core::runtime::repair::RepairError;
 use migrate_core::runtime::{DownReport, Failed, Plan, RuntimeError, UpReport};
 
@@ -138,6 +139,14 @@ pub fn exit_code(error: &anyhow::Error) -> u8 {
         }
         if let Some(RepairError::Runtime(error)) = cause.downcast_ref::<RepairError>() {
             return runtime_code(error);
+        }
+        if let Some(error) = cause.downcast_ref::<ImportError>() {
+            return match error {
+                ImportError::Runtime(error) => runtime_code(error),
+                ImportError::Disagree { .. } | ImportError::HistoryNotEmpty { .. } => EXIT_REFUSED,
+                ImportError::NotAnotherTool { .. } | ImportError::SameTable { .. } => EXIT_USAGE,
+                _ => EXIT_FAILURE,
+            };
         }
     }
     EXIT_FAILURE

@@ -261,6 +261,7 @@ fn run(cli: Cli, source: Source) -> anyhow::Result<Outcome> {
             requires,
         } => commands::new::run(&context, &name, phase, requires),
         Command::Repair { version } => commands::repair::run(&context, version),
+        Command::Import { from, dry_run } => commands::import::run(&context, from, dry_run),
         Command::Backfill { action: None } => commands::backfill::status(&context),
         Command::Backfill {
             action: Some(action),

@@ -7,6 +7,7 @@ pub mod check;
 pub mod compare;
 pub mod explain;
 pub mod flag;
+pub mod import;
 pub mod lint;
 pub mod new;
 pub mod plan;

@@ -34,6 +34,7 @@ pub mod dual_write;
 pub mod error;
 mod executor;
 pub mod gates;
+pub mod import;
 pub mod lock;
 pub mod observe;
 mod pending;
