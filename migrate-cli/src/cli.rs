@@ -212,6 +212,7 @@ pub(crate) const GROUPS: &[(&str, &[Group])] = &[
     ("flag", &[Group::Database, Group::Timeouts]),
     ("repair", &[Group::Database, Group::Timeouts, Group::Lock]),
     ("import", &[Group::Database, Group::Timeouts, Group::Lock]),
+    ("baseline", &[Group::Database, Group::Timeouts, Group::Lock]),
     ("down", &[Group::Database, Group::Timeouts, Group::Lock]),
     (
         "up",
@@ -521,6 +522,23 @@ pub(crate) enum Command {
         /// Show what would be written; write nothing.
         #[arg(long)]
         dry_run: bool,
+    },
+
+    /// Adopt a database whose schema was built by other means: record VERSION and every
+    /// earlier migration as applied (marked baselined), so `up` starts after them.
+    ///
+    /// Safety: first builds a scratch PostgreSQL from the files up to VERSION and compares
+    /// its `pg_dump --schema-only` with this database's (owners, privileges, our state tables
+    /// and other tools' history tables left out); any difference is shown and nothing is
+    /// recorded (exit 4). Refuses a history that already has rows and a VERSION not in the
+    /// set. Writes in one transaction under the migration lock.
+    Baseline {
+        /// The last migration the database already has.
+        #[arg(long, value_name = "VERSION")]
+        version: u64,
+        /// Skip the schema comparison (said loudly): record without checking.
+        #[arg(long)]
+        trust: bool,
     },
 
     /// Show every backfill statement's progress (rows done, rows/s, batch size, the

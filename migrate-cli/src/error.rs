@@ -2,6 +2,7 @@
 
 use std::process::ExitCode;
 
+use migrate_core::runtime::baseline::BaselineError;
 use migrate_core::runtime::import::ImportError;
 use migrate_core::runtime::repair::RepairError;
 use migrate_core::runtime::{DownReport, Failed, Plan, RuntimeError, UpReport};
@@ -139,6 +140,13 @@ pub fn exit_code(error: &anyhow::Error) -> u8 {
         }
         if let Some(RepairError::Runtime(error)) = cause.downcast_ref::<RepairError>() {
             return runtime_code(error);
+        }
+        if let Some(error) = cause.downcast_ref::<BaselineError>() {
+            return match error {
+                BaselineError::Runtime(error) => runtime_code(error),
+                BaselineError::HistoryNotEmpty { .. } => EXIT_REFUSED,
+                _ => EXIT_USAGE,
+            };
         }
         if let Some(error) = cause.downcast_ref::<ImportError>() {
             return match error {

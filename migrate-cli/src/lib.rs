@@ -25,6 +25,8 @@ mod diff;
 mod duration;
 mod error;
 mod output;
+#[cfg(feature = "check")]
+mod schema;
 mod size;
 
 use anyhow::Context as _;
@@ -262,6 +264,7 @@ fn run(cli: Cli, source: Source) -> anyhow::Result<Outcome> {
         } => commands::new::run(&context, &name, phase, requires),
         Command::Repair { version } => commands::repair::run(&context, version),
         Command::Import { from, dry_run } => commands::import::run(&context, from, dry_run),
+        Command::Baseline { version, trust } => commands::baseline::run(&context, version, trust),
         Command::Backfill { action: None } => commands::backfill::status(&context),
         Command::Backfill {
             action: Some(action),

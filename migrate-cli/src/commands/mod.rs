@@ -2,6 +2,7 @@
 
 pub mod apply;
 pub mod backfill;
+pub mod baseline;
 #[cfg(feature = "check")]
 pub mod check;
 pub mod compare;

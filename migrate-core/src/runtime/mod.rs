@@ -26,6 +26,7 @@ pub mod backfill;
 mod backfill_controller;
 mod backfill_pace;
 mod backfill_signals;
+pub mod baseline;
 pub mod compare;
 mod config;
 pub mod connect;
@@ -375,7 +376,15 @@ impl<'m> Migrator<'m> {
                     }
                 }
                 Some(row) if row.checksum != m.checksum.to_hex() => MigrationState::Drifted,
-                Some(_) => MigrationState::Applied,
+                Some(row) => {
+                    if row.baselined {
+                        detail = Some(
+                            "baselined: recorded by `migrate baseline`, not run by migrate"
+                                .to_owned(),
+                        );
+                    }
+                    MigrationState::Applied
+                }
             };
             entries.insert(
                 m.version,

@@ -181,6 +181,7 @@ mod tests {
             executed_at: SystemTime::UNIX_EPOCH,
             duration_ms: 1,
             executed_by: "test".into(),
+            baselined: false,
         }
     }
 

@@ -127,13 +127,18 @@ impl MigrationSource {
     /// A file of our own layout, or why its name is not one.
     pub fn ours(file: &SourceFile) -> Result<MigrationSource, Diagnostic> {
         let (version, name, phase) = parse_file_name(&file.file_name).map_err(|problem| {
+            let help = if has_foreign_name(&file.file_name) {
+                FOREIGN_NAME_HELP
+            } else {
+                file_name_help(&file.file_name)
+            };
             bad_name(
                 file,
                 format!(
                     "`{}` is not a migration file name: {problem}",
                     file.file_name
                 ),
-                file_name_help(&file.file_name),
+                help,
             )
         })?;
         Ok(MigrationSource {
@@ -149,6 +154,10 @@ impl MigrationSource {
         })
     }
 }
+
+const FOREIGN_NAME_HELP: &str = "name files `<version>_<name>[.<phase>].sql` with a name of [a-z0-9_]; \
+if this folder is sqlx's or dbmate's, read it as such with --layout sqlx or --layout dbmate \
+(`layout = \"...\"` in migrate.toml)";
 
 fn bad_name(file: &SourceFile, message: String, help: &str) -> Diagnostic {
     Diagnostic::error(&file.display_path, 1, 1, codes::BAD_FILE_NAME, message).with_help(help)
@@ -324,8 +333,10 @@ fn names(files: &[&SourceFile]) -> String {
 
 /// One file per migration: ours, sqlx's simple files and dbmate's read the same way, except
 /// for sqlx's `-- no-transaction` first line and dbmate's `-- migrate:up transaction:false`,
-/// which decide the layout when present; names ours does not accept make it sqlx's or
-/// dbmate's (dbmate when every file has `-- migrate:up`, which dbmate requires).
+/// which decide the layout when present. Without them a folder is ours, and a name ours
+/// refuses is reported as such (with a hint at `--layout`), except that a folder where every
+/// file starts with `-- migrate:up` (which dbmate requires) and some name is not ours is
+/// dbmate's.
 fn detect_single(files: &[SourceFile]) -> Result<Layout, Vec<Diagnostic>> {
     let sqlx: Vec<&SourceFile> = files
         .iter()
@@ -353,11 +364,13 @@ fn detect_single(files: &[SourceFile]) -> Result<Layout, Vec<Diagnostic>> {
         }
         (false, true) => Ok(Layout::Sqlx),
         (true, false) => Ok(Layout::Dbmate),
-        (true, true) if files.iter().all(|f| parse_file_name(&f.file_name).is_ok()) => {
-            Ok(Layout::Migrate)
+        (true, true)
+            if files.iter().any(|f| has_foreign_name(&f.file_name))
+                && files.iter().all(|f| starts_with_up_marker(&f.bytes)) =>
+        {
+            Ok(Layout::Dbmate)
         }
-        (true, true) if files.iter().all(|f| starts_with_up_marker(&f.bytes)) => Ok(Layout::Dbmate),
-        (true, true) => Ok(Layout::Sqlx),
+        (true, true) => Ok(Layout::Migrate),
     }
 }
 
@@ -390,6 +403,21 @@ fn detect_prefixed(files: &[SourceFile]) -> Result<Layout, Vec<Diagnostic>> {
                 .with_help("pass --layout refinery (or `layout = \"refinery\"` in migrate.toml) to read `U` files as refinery's, or add the `V` file each Flyway undo belongs to")
         })
         .collect())
+}
+
+/// A name our grammar refuses for its characters (capitals, dashes, spaces), not for a
+/// mistake ours would report (a version past `bigint`, an unknown phase after a dot): the
+/// kind of name sqlx and dbmate accept.
+fn has_foreign_name(file_name: &str) -> bool {
+    let Some(stem) = file_name.strip_suffix(".sql") else {
+        return false;
+    };
+    let rest = stem.trim_start_matches(|c: char| c.is_ascii_digit());
+    rest.strip_prefix('_').is_some_and(|name| {
+        !name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.')
+    })
 }
 
 /// sqlx runs a file without a transaction when its text starts with `-- no-transaction`.
@@ -865,7 +893,7 @@ mod tests {
         );
         assert_eq!(
             detected(&[("1_Add-Users.sql", "SELECT 1;")]),
-            Ok(Layout::Sqlx)
+            Ok(Layout::Migrate)
         );
         assert_eq!(
             detected(&[("1_Add-Users.sql", "-- migrate:up\nSELECT 1;")]),

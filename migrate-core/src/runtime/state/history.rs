@@ -9,9 +9,13 @@
 //!     executed_at timestamptz NOT NULL DEFAULT now(),
 //!     duration_ms bigint NOT NULL,
 //!     executed_by text NOT NULL DEFAULT current_user,
-//!     repaired_at timestamptz
+//!     repaired_at timestamptz,
+//!     baselined   boolean NOT NULL DEFAULT false
 //! )
 //! ```
+//!
+//! `baselined` (added later: `History::ensure` adds it to an older table, once) marks rows
+//! `migrate baseline` recorded for migrations that ran by other means.
 //!
 //! Names are configurable; every part is validated as a plain identifier and always written
 //! double-quoted, never interpolated raw.
@@ -104,6 +108,8 @@ pub(crate) struct HistoryRow {
     pub executed_at: SystemTime,
     pub duration_ms: i64,
     pub executed_by: String,
+    /// Recorded by `migrate baseline`, not run by migrate.
+    pub baselined: bool,
 }
 
 /// SQL texts for one history table, built once.
@@ -152,7 +158,7 @@ impl History {
     /// unique index.
     pub(crate) async fn ensure(&self, client: &Client) -> Result<(), RuntimeError> {
         if self.exists(client).await? {
-            return Ok(());
+            return self.upgrade(client).await;
         }
         let mut sql = String::new();
         if let Some(schema) = &self.table.schema {
@@ -179,7 +185,8 @@ impl History {
              \x20   executed_at timestamptz NOT NULL DEFAULT now(),\n\
              \x20   duration_ms bigint NOT NULL,\n\
              \x20   executed_by text NOT NULL DEFAULT current_user,\n\
-             \x20   repaired_at timestamptz\n\
+             \x20   repaired_at timestamptz,\n\
+             \x20   baselined boolean NOT NULL DEFAULT false\n\
              )",
             self.quoted
         ));
@@ -187,6 +194,36 @@ impl History {
             .batch_execute(&sql)
             .await
             .map_err(RuntimeError::database("creating the history table"))
+    }
+
+    /// Adds what later versions added to an existing table (`baselined`), only when it is
+    /// missing: an `ALTER TABLE` takes an exclusive lock, which a run that changes nothing
+    /// should not. Under the advisory lock, like [`History::ensure`]; `ADD COLUMN` with a
+    /// constant default rewrites nothing (PostgreSQL 11+).
+    async fn upgrade(&self, client: &Client) -> Result<(), RuntimeError> {
+        let present: bool = client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass($1) \
+                 AND attname = 'baselined' AND NOT attisdropped)",
+                &[&self.quoted],
+            )
+            .await
+            .map_err(RuntimeError::database(
+                "reading the history table's columns",
+            ))?
+            .get(0);
+        if present {
+            return Ok(());
+        }
+        client
+            .batch_execute(&format!(
+                "ALTER TABLE {} ADD COLUMN IF NOT EXISTS baselined boolean NOT NULL DEFAULT false",
+                self.quoted
+            ))
+            .await
+            .map_err(RuntimeError::database(
+                "adding `baselined` to the history table",
+            ))
     }
 
     /// Whether the table exists (without creating it: `status` and `plan` only read).
@@ -238,8 +275,11 @@ impl History {
         let rows = client
             .query(
                 &format!(
-                    "SELECT version, name, phase, checksum, executed_at, duration_ms, executed_by \
-                     FROM {} ORDER BY version",
+                    // `baselined` through the row's JSON: a table not upgraded yet (read-only
+                    // commands never upgrade it) has no such column, and reads as false.
+                    "SELECT version, name, phase, checksum, executed_at, duration_ms, executed_by, \
+                     coalesce((to_jsonb(h) ->> 'baselined')::boolean, false) \
+                     FROM {} h ORDER BY version",
                     self.quoted
                 ),
                 &[],
@@ -258,6 +298,7 @@ impl History {
                 executed_at: row.get(4),
                 duration_ms: row.get(5),
                 executed_by: row.get(6),
+                baselined: row.get(7),
             })
             .collect())
     }
