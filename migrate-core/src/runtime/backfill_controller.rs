@@ -116,7 +116,7 @@ pub enum Pressure {
     BatchSlowing {
         /// This batch's duration.
         took: Duration,
-        /// The average at this size.
+        /// The average at this size, or the target before there is one.
         usual: Duration,
     },
 }
@@ -321,6 +321,7 @@ impl Controller {
 
     /// The first sign of pressure in `seen`, against `baselines`.
     fn pressure(&self, seen: &BatchObservation, baselines: &Baselines) -> Option<Pressure> {
+        let target = self.settings.target;
         if seen.blocked_sessions > 0 {
             return Some(Pressure::BlockedSessions(seen.blocked_sessions));
         }
@@ -343,6 +344,14 @@ impl Controller {
             return Some(Pressure::BatchSlowing {
                 took: seen.took,
                 usual,
+            });
+        }
+        // No average at this size yet (right after a resize or a pause): a batch held past
+        // twice the target still held its row locks too long, whatever the rate says.
+        if self.usual.is_none() && seen.took.as_secs_f64() > target.as_secs_f64() * BATCH_SLOWDOWN {
+            return Some(Pressure::BatchSlowing {
+                took: seen.took,
+                usual: target,
             });
         }
         None
@@ -514,6 +523,39 @@ mod tests {
             controller.batch_size() <= 1_100,
             "{}",
             controller.batch_size()
+        );
+    }
+
+    #[test]
+    fn a_batch_held_long_right_after_a_pause_backs_off() {
+        let mut controller = Controller::new(ControllerSettings {
+            target: Duration::from_millis(10),
+            ..settings()
+        });
+        for _ in 0..20 {
+            let seen = batch(controller.batch_size(), 100_000.0);
+            controller.observe(&seen, &Baselines::default());
+        }
+        assert_eq!(controller.batch_size(), 1000);
+        controller.pause(PauseReason::Operator);
+        controller.resume();
+        // The first batch after the pause waits 300 ms for a lock: no average to compare
+        // with, but it held its rows thirty times the target.
+        let seen = BatchObservation {
+            took: Duration::from_millis(300),
+            ..batch(1000, 100_000.0)
+        };
+        let decision = controller.observe(&seen, &Baselines::default());
+        assert!(
+            matches!(
+                decision,
+                Decision::BackOff {
+                    pressure: Pressure::BatchSlowing { .. },
+                    size: 500,
+                    ..
+                }
+            ),
+            "{decision:?}"
         );
     }
 
