@@ -87,7 +87,7 @@ impl Migrator<'_> {
                         .iter()
                         .filter(|m| recorded.contains(&m.version))
                     {
-                        let version = i64::try_from(m.version).unwrap_or(i64::MAX);
+                        let version = super::sql_version(m.version);
                         client
                             .execute(
                                 insert.as_str(),

@@ -90,7 +90,7 @@ impl Migrator<'_> {
                     if row.checksum == found {
                         continue;
                     }
-                    let version = i64::try_from(row.version).unwrap_or(i64::MAX);
+                    let version = super::sql_version(row.version);
                     client
                         .execute(sql.as_str(), &[&version, &found, &row.checksum])
                         .await

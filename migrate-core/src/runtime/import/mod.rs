@@ -259,7 +259,7 @@ impl Migrator<'_> {
                     client.batch_execute("BEGIN").await?;
                     for row in recorded {
                         let m = self.migrations.get(row.version).expect("checked above");
-                        let version = i64::try_from(row.version).unwrap_or(i64::MAX);
+                        let version = super::sql_version(row.version);
                         client
                             .execute(
                                 insert.as_str(),
