@@ -17,6 +17,9 @@ pub struct Run {
     pub zero_seconds: u32,
     pub change_max_ms: f64,
     pub change_p99_ms: f64,
+    /// p99 of the transactions completed while the rows were filled (the backfill alone,
+    /// without the expand and the index build around it).
+    pub fill_p99_ms: f64,
     pub tps_drop_percent: f64,
     pub duration_s: f64,
     pub rows_per_second: f64,
@@ -32,17 +35,28 @@ fn percentile(sorted: &[i64], p: f64) -> f64 {
     sorted[index.min(sorted.len() - 1)] as f64 / 1000.0
 }
 
+/// When the rows were filled, in epoch µs.
+#[derive(Debug, Clone, Copy)]
+pub struct Fill {
+    pub start_us: i64,
+    pub end_us: i64,
+}
+
+impl Fill {
+    fn seconds(&self) -> f64 {
+        (self.end_us - self.start_us) as f64 / 1e6
+    }
+}
+
 /// The figures of a run whose change ran from `start_us` to `end_us` (epoch µs), with a
-/// baseline of `baseline_s` seconds before it, `rows` rows changed in `fill_s` seconds.
-#[allow(clippy::too_many_arguments)]
+/// baseline of `baseline_s` seconds before it, `rows` rows changed during `fill`.
 pub fn measure(
     name: &str,
     log: &[Transaction],
-    start_us: i64,
-    end_us: i64,
+    (start_us, end_us): (i64, i64),
     baseline_s: u32,
     rows: u64,
-    fill_s: f64,
+    fill: Fill,
 ) -> Run {
     // The first second of the load warms up its connections.
     let baseline_from = start_us - i64::from(baseline_s.saturating_sub(1)) * 1_000_000;
@@ -64,6 +78,11 @@ pub fn measure(
         .map(|t| t.latency_us)
         .collect();
     change.sort_unstable();
+    let mut during_fill: Vec<i64> = completed(fill.start_us, fill.end_us)
+        .map(|t| t.latency_us)
+        .collect();
+    during_fill.sort_unstable();
+    let fill_s = fill.seconds();
     let duration_s = (end_us - start_us) as f64 / 1e6;
     let change_tps = completed(start_us, end_us).count() as f64 / duration_s.max(1e-9);
     // Whole seconds of the change window without one completed transaction.
@@ -96,6 +115,7 @@ pub fn measure(
         zero_seconds,
         change_max_ms: change.last().map_or(0.0, |&us| us as f64 / 1000.0),
         change_p99_ms: percentile(&change, 0.99),
+        fill_p99_ms: percentile(&during_fill, 0.99),
         tps_drop_percent: if baseline_tps > 0.0 {
             (baseline_tps - change_tps) / baseline_tps * 100.0
         } else {
@@ -146,11 +166,11 @@ pub fn markdown(setup: &Setup, runs: &[Run], svg_name: &str) -> String {
     );
     let _ = writeln!(
         text,
-        "| run | baseline TPS | baseline p99 ms | s with 0 tx | max ms during | p99 ms during | mean TPS drop % | duration s | rows/s | rows/s vs bulk |"
+        "| run | baseline TPS | baseline p99 ms | s with 0 tx | max ms during | p99 ms during | p99 ms during fill | mean TPS drop % | duration s | rows/s | rows/s vs bulk |"
     );
     let _ = writeln!(
         text,
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     );
     for run in runs {
         let share = if setup.bulk_update_rows_per_second > 0.0 {
@@ -160,13 +180,14 @@ pub fn markdown(setup: &Setup, runs: &[Run], svg_name: &str) -> String {
         };
         let _ = writeln!(
             text,
-            "| {} | {:.0} | {:.1} | {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.0} | {:.0}% |",
+            "| {} | {:.0} | {:.1} | {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} | {:.0}% |",
             run.name,
             run.baseline_tps,
             run.baseline_p99_ms,
             run.zero_seconds,
             run.change_max_ms,
             run.change_p99_ms,
+            run.fill_p99_ms,
             run.tps_drop_percent,
             run.duration_s,
             run.rows_per_second,
@@ -177,7 +198,8 @@ pub fn markdown(setup: &Setup, runs: &[Run], svg_name: &str) -> String {
         text,
         "\nDuring = from the change's start to its end (for the runner: expand, backfill, index); \
          the latencies during also count the transactions completed in the baseline's length \
-         after it (those queued behind the change). Latency is pgbench's with `--rate`: from \
+         after it (those queued behind the change); during fill = only the transactions completed \
+         while the rows were filled (the backfill alone, without the index build). Latency is pgbench's with `--rate`: from \
          the scheduled start, so queueing counts. rows/s: rows filled over the fill's duration \
          (the backfill's, or the big bang's whole transaction). TPS over time: \
          [{svg_name}]({svg_name})."

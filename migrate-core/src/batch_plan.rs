@@ -26,9 +26,12 @@
 //! once instead of sweeping them again and again. The cursor travels as text and is cast to
 //! the key column's type, so any ordered key type works (`uuid` too: the last key is taken by
 //! `ORDER BY ... DESC LIMIT 1`, as `max()` does not exist for every type). `$3` is the
-//! pass's upper bound, the largest key when the pass started ([`BatchedUpdate::upper_bound_sql`]):
-//! rows inserted after that are left to the next sweep, so a writer inserting faster than
-//! the batches cannot keep a pass running forever. The CTE's only column is `migrate_key`,
+//! end of the batch's key range, the `$2`-th key after `$1` ([`BatchedUpdate::range_end_sql`],
+//! read just before: with both ends constant the planner keeps to the key's index whatever it
+//! guesses of `<pending>`), and for the last batch of a pass the pass's upper bound, the
+//! largest key when the pass started ([`BatchedUpdate::upper_bound_sql`]): rows inserted
+//! after that are left to the next sweep, so a writer inserting faster than the batches
+//! cannot keep a pass running forever. The next batch starts after the range's end. The CTE's only column is `migrate_key`,
 //! so unqualified names in the user's SET and WHERE still resolve to the target table.
 //! `<pending>` is repeated in the UPDATE so a row changed between the SELECT and the UPDATE
 //! is not overwritten, and it is what makes the backfill idempotent: rows already done no
@@ -57,6 +60,14 @@ pub struct BatchedUpdate {
     pub batch_sql: String,
     /// [`BatchedUpdate::batch_sql`] without `SKIP LOCKED`, for the final sweeps.
     pub sweep_sql: String,
+    /// The `$2`-th key after `$1` (up to `$3`), as text, or no row when fewer keys are left:
+    /// the end of the next batch's key range, passed to the batch as its `$3`. With both
+    /// ends of the range constant, the planner reads the batch by the key's index whatever
+    /// it guesses of the WHERE: on a column just added, with no statistics yet, it guesses
+    /// `IS NULL` matches 0.5% of the rows, and without the range end it sorted a sequential
+    /// scan of the whole table for every batch (measured: 1,000 rows of a 200,000-row table
+    /// in 190 ms instead of 5 ms).
+    pub range_end_sql: String,
     /// The table's largest key, as text (NULL for an empty table): a pass's upper bound.
     pub upper_bound_sql: String,
     /// Counts the rows still pending: zero when the backfill is complete.
@@ -224,6 +235,12 @@ SELECT (SELECT count(*) FROM migrate_updated), \
     Ok(BatchedUpdate {
         batch_sql: batch("FOR UPDATE SKIP LOCKED"),
         sweep_sql: batch("FOR UPDATE"),
+        range_end_sql: format!(
+            "SELECT {table}.{key}::text FROM {table} \
+WHERE ($1::text IS NULL OR {key} > $1::text::{key_type}) \
+AND ($3::text IS NULL OR {key} <= $3::text::{key_type}) \
+ORDER BY {table}.{key} OFFSET $2::bigint - 1 LIMIT 1"
+        ),
         // Qualified, so ORDER BY sorts the key, not the text output column of the same name.
         upper_bound_sql: format!(
             "SELECT {table}.{key}::text FROM {table} ORDER BY {table}.{key} DESC LIMIT 1"

@@ -119,10 +119,10 @@ pub enum BackfillPace {
         /// `target=<ms>`: the batch duration aimed at.
         target_ms: Option<u32>,
     },
-    /// `batch=` and/or `delay=`: an explicit override, batches of `batch_size` rows each its
+    /// `batch=` and/or `delay=`: an explicit override, batches of `batch_size` keys each its
     /// own short transaction, `delay_ms` between them, whatever the server's load.
     Fixed {
-        /// Rows per batch (`batch=`, 1000 when only `delay=` is written).
+        /// Keys per batch (`batch=`, 1000 when only `delay=` is written).
         batch_size: u32,
         /// Pause between batches in milliseconds (`delay=`, 0 when only `batch=` is written).
         delay_ms: u32,

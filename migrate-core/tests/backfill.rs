@@ -85,7 +85,8 @@ async fn backfill_runs_in_keyed_batches_and_is_verified() {
         .await
         .unwrap();
     migrator.up(&client, UpTo::All).await.unwrap();
-    assert_eq!(progress(&client).await, (Some("10".into()), 10, true));
+    // Batches cover key ranges of 1,000: the cursor is where the last full range ended.
+    assert_eq!(progress(&client).await, (Some("2000".into()), 10, true));
 }
 
 #[tokio::test]
@@ -250,6 +251,12 @@ async fn progress_events_follow_the_run() {
             "pace 1000 fixed (batch=/delay=)",
             "batch 2000",
             "pace 2000 fixed (batch=/delay=)",
+            "batch 2500",
+            "pace 2500 fixed (batch=/delay=)",
+            // The sweep walks the key ranges again and finds nothing: two full ranges, then
+            // an empty last batch, which ends it.
+            "batch 2500",
+            "pace 2500 fixed (batch=/delay=)",
             "batch 2500",
             "pace 2500 fixed (batch=/delay=)",
             "done 2",
@@ -507,9 +514,14 @@ async fn a_delete_backfill_purges_exactly_the_matching_rows_in_batches_and_resum
         }));
     migrator.up(&client, UpTo::All).await.unwrap();
 
-    // The keyed pass resumed after 1500: five batches of 100 expired rows (the sweep finds
-    // none left), counted on top of the 500 done before the kill.
-    assert_eq!(*batches.lock().unwrap(), [600, 700, 800, 900, 1000]);
+    // The keyed pass resumed after 1500: fifteen batches of 100 keys, each purging the
+    // expired rows among them, counted on top of the 500 done before the kill; then the
+    // sweep walks the 2,000 live rows' keys in twenty batches and finds none left.
+    let pass: Vec<i64> = (1..=15)
+        .map(|k| 500 + (1501..=1500 + 100 * k).filter(|g| g % 3 == 0).count() as i64)
+        .collect();
+    let sweep = vec![1000; 20];
+    assert_eq!(*batches.lock().unwrap(), [pass, sweep].concat());
     assert_eq!(progress(&client).await, (Some("3000".into()), 1000, true));
     assert_eq!(
         scalar_i64(&client, "SELECT count(*) FROM sessions WHERE expired").await,
@@ -524,4 +536,56 @@ async fn a_delete_backfill_purges_exactly_the_matching_rows_in_batches_and_resum
         .await,
         2000
     );
+}
+
+/// A column just added has no statistics: PostgreSQL guesses `IS NULL` matches 0.5% of the
+/// rows. Without a constant key range it then sorted a sequential scan of the whole table for
+/// every batch; with the range end read first, each batch stays on the key's index.
+#[tokio::test]
+async fn a_batch_on_a_column_without_statistics_reads_the_key_index_only() {
+    use std::borrow::Cow;
+    let db = database();
+    let client = client(db.url()).await;
+    client
+        .batch_execute(
+            "CREATE TABLE users (id bigint PRIMARY KEY, created_at timestamptz NOT NULL);\n\
+             INSERT INTO users SELECT g, now() FROM generate_series(1, 100000) g;\n\
+             ANALYZE users;\n\
+             ALTER TABLE users ADD COLUMN verified_at timestamptz;",
+        )
+        .await
+        .unwrap();
+    let spec = migrate_core::migration::BackfillSpec {
+        schema: None,
+        table: Cow::Borrowed("users"),
+        key: Cow::Borrowed("id"),
+        pace: migrate_core::BackfillPace::Adaptive { target_ms: None },
+    };
+    let batches = migrate_core::batch_plan::plan(
+        "UPDATE users SET verified_at = created_at WHERE verified_at IS NULL",
+        &spec,
+        "bigint",
+    )
+    .unwrap();
+    let (after, size) = (Some("50000"), 1000_i64);
+    let end: String = client
+        .query_one(&batches.range_end_sql, &[&after, &size, &None::<&str>])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(end, "51000");
+    for sql in [&batches.batch_sql, &batches.sweep_sql] {
+        let plan: String = client
+            .query(
+                &format!("EXPLAIN {sql}"),
+                &[&after, &size, &Some(end.as_str())],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.get::<_, String>(0) + "\n")
+            .collect();
+        assert!(!plan.contains("Seq Scan"), "{plan}");
+        assert!(plan.contains("Index Scan using users_pkey"), "{plan}");
+    }
 }

@@ -127,11 +127,12 @@ pub(crate) async fn run(
                     size,
                     runner.run(
                         &batches.batch_sql,
+                        &batches.range_end_sql,
                         progress.last_key.as_deref(),
                         bound.as_deref(),
                         size,
                     ),
-                    |batch| batch.updated,
+                    |batch| batch.keys_covered,
                 )
                 .await?;
             most_attempts = most_attempts.max(batch.attempts);
@@ -178,11 +179,12 @@ pub(crate) async fn run(
                         size,
                         runner.run(
                             &batches.sweep_sql,
+                            &batches.range_end_sql,
                             cursor.as_deref(),
                             bound.as_deref(),
                             size,
                         ),
-                        |batch| batch.updated,
+                        |batch| batch.keys_covered,
                     )
                     .await?;
                 most_attempts = most_attempts.max(batch.attempts);
@@ -308,7 +310,11 @@ struct BatchRunner<'a> {
 /// What one batch did.
 struct BatchOutcome {
     updated: i64,
-    /// The batch's last key; `None` when the batch was empty (the pass is done).
+    /// Keys the batch covered: its size when it had a full key range, else the rows it
+    /// updated (the end of the pass). The controller's rate is measured in these.
+    keys_covered: i64,
+    /// Where the next batch starts: the end of the batch's key range, or at the end of the
+    /// pass its last key; `None` when the batch was empty (the pass is done).
     last_key: Option<String>,
     /// Rows updated by the batch that still match the WHERE.
     still_pending: i64,
@@ -328,30 +334,53 @@ impl BatchRunner<'_> {
         .and_then(|row| row.get(0)))
     }
 
-    /// One batch of `sql` after key `after` up to `bound`, in its own implicit transaction,
-    /// retried on `lock_timeout` (55P03).
+    /// One batch of `sql` over the next `batch_size` keys after `after` (up to `bound`), in
+    /// its own implicit transaction, retried on `lock_timeout` (55P03).
     async fn run(
         &self,
         sql: &str,
+        range_end_sql: &str,
         after: Option<&str>,
         bound: Option<&str>,
         batch_size: i64,
     ) -> Result<BatchOutcome, RuntimeError> {
         let (migration, statement, settings) = (self.migration, self.statement, self.settings);
+        // The range's end first (it takes no lock): a constant range keeps the batch on the
+        // key's index (see `BatchedUpdate::range_end_sql`).
+        let range_end: Option<String> = super::deadline::within(
+            settings.limits.statement,
+            "finding the end of a backfill batch's key range",
+            self.client
+                .query_opt(range_end_sql, &[&after, &batch_size, &bound]),
+        )
+        .await?
+        .map_err(|e| statement_error(migration, Some(statement), 1, e))?
+        .map(|row| row.get(0));
+        let batch_bound = range_end.as_deref().or(bound);
         let mut attempt = 0;
         loop {
             attempt += 1;
             let answer = super::deadline::within(
                 settings.limits.statement,
                 "running a backfill batch",
-                self.client.query_one(sql, &[&after, &batch_size, &bound]),
+                self.client
+                    .query_one(sql, &[&after, &batch_size, &batch_bound]),
             )
             .await?;
             match answer {
                 Ok(row) => {
+                    let updated: i64 = row.get(0);
+                    let (keys_covered, last_key) = match &range_end {
+                        // A full range: the next batch starts after it, also when none of
+                        // its rows were pending (done already, or locked: the sweeps catch
+                        // those).
+                        Some(end) => (batch_size, Some(end.clone())),
+                        None => (updated, row.get(1)),
+                    };
                     return Ok(BatchOutcome {
-                        updated: row.get(0),
-                        last_key: row.get(1),
+                        updated,
+                        keys_covered,
+                        last_key,
                         still_pending: row.get(2),
                         attempts: attempt,
                     });
