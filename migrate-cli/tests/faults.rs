@@ -207,8 +207,13 @@ fn a_terminated_session_and_a_stalled_server_mid_run() {
     );
     let output = finish(child, Duration::from_secs(30), "terminated");
     let stderr = String::from_utf8_lossy(&output.stderr);
+    // The server sends 57P01 and closes; when the termination lands between two statements
+    // the client may see only the closed socket (its next write fails before it reads the
+    // message), so "connection closed" is what it can honestly say then.
     assert!(
-        stderr.contains("57P01") || stderr.contains("terminating connection"),
+        stderr.contains("57P01")
+            || stderr.contains("terminating connection")
+            || stderr.contains("connection closed"),
         "{stderr}"
     );
     history_matches_schema(&cluster, &db, "terminated");

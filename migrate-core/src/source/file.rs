@@ -291,7 +291,9 @@ impl FileParser<'_> {
                 1,
                 codes::BAD_DIRECTIVE,
                 "a backfill file needs `-- migrate:backfill table=<table> key=<column>`",
-                Some("-- migrate:backfill table=users key=id batch=1000 delay=0"),
+                Some(
+                    "-- migrate:backfill table=users key=id   (batches sized to 100 ms each, backing off under load)",
+                ),
             );
         }
     }

@@ -34,7 +34,7 @@ keyed batches, resumable, and the WHERE makes it idempotent (rows done no longer
 table created earlier in the same file is exempt; a small lookup table takes an allow with \
 its reason.",
     rewrite: "-- in <version>_<name>.backfill.sql\n\
--- migrate:backfill table=<table> key=<primary key> batch=1000\n\
+-- migrate:backfill table=<table> key=<primary key>\n\
 UPDATE <table> SET <col> = <expr> WHERE <col> IS NULL;   -- or: DELETE FROM <table> WHERE <rows to purge>;",
     bad: &[
         Example {
@@ -71,7 +71,7 @@ UPDATE users SET email_normalized = lower(email) WHERE email_normalized IS NULL;
         Example {
             // A purge runs in the same keyed batches.
             file_name: "0006_purge_sessions.backfill.sql",
-            sql: "-- migrate:backfill table=sessions key=id batch=1000\n\
+            sql: "-- migrate:backfill table=sessions key=id\n\
 DELETE FROM sessions WHERE expires_at < '2024-01-01';",
         },
         Example {
