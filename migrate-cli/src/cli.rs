@@ -225,6 +225,7 @@ pub(crate) const GROUPS: &[(&str, &[Group])] = &[
         ],
     ),
     ("check", &[Group::Timeouts, Group::Backfill]),
+    ("squash", &[Group::Timeouts]),
 ];
 
 fn groups_of(subcommand: &str) -> &'static [Group] {
@@ -539,6 +540,33 @@ pub(crate) enum Command {
         /// Skip the schema comparison (said loudly): record without checking.
         #[arg(long)]
         trust: bool,
+    },
+
+    /// Replace the migrations up to VERSION with one file that creates the schema they make.
+    ///
+    /// Builds a scratch PostgreSQL from the files up to VERSION and writes its
+    /// `pg_dump --schema-only` (owners, privileges, session settings and our state tables left
+    /// out) as `<VERSION>_squashed.sql` with a `-- migrate:replaces` line, then removes the
+    /// files it replaces (your version control keeps them).
+    ///
+    /// Safety: proven before anything is written. The folder as it will be lints clean (the
+    /// allows the squash carries say why each is honest) and a fresh scratch database built
+    /// from it has the same schema as one built from the files; a difference is shown and
+    /// nothing is written (exit 4). Databases that applied all the replaced versions read the
+    /// squash as applied (nothing runs again); one that applied only some is refused, naming
+    /// the missing ones (exit 4); a fresh one runs the squash. The squash has no down part:
+    /// reverting it would drop the whole schema. Refused, writing nothing (exit 2): a VERSION
+    /// not in the set; migrations up to it that write rows (backfills, INSERT, UPDATE, DELETE,
+    /// MERGE, COPY FROM, CREATE TABLE AS, materialized views with data, DO) or change roles,
+    /// owners or privileges, which a schema dump of a scratch database would lose; another
+    /// tool's layout. A set with lint errors exits 3.
+    Squash {
+        /// The last migration to squash.
+        #[arg(long, value_name = "VERSION")]
+        to: u64,
+        /// Print the squash and the files it would remove; write nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
 
     /// Show every backfill statement's progress (rows done, rows/s, batch size, the

@@ -110,7 +110,8 @@ fn runtime_code(error: &RuntimeError) -> u8 {
         RuntimeError::ChecksumMismatch { .. }
         | RuntimeError::UnknownApplied { .. }
         | RuntimeError::OtherHistoryTable { .. }
-        | RuntimeError::OutOfOrder { .. } => EXIT_REFUSED,
+        | RuntimeError::OutOfOrder { .. }
+        | RuntimeError::PartlySquashed { .. } => EXIT_REFUSED,
         RuntimeError::InvalidIdentifier { .. } => EXIT_USAGE,
         _ => EXIT_FAILURE,
     }

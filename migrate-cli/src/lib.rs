@@ -27,6 +27,8 @@ mod error;
 mod output;
 #[cfg(feature = "check")]
 mod schema;
+#[cfg(feature = "check")]
+mod scratch_schema;
 mod size;
 
 use anyhow::Context as _;
@@ -265,6 +267,15 @@ fn run(cli: Cli, source: Source) -> anyhow::Result<Outcome> {
         Command::Repair { version } => commands::repair::run(&context, version),
         Command::Import { from, dry_run } => commands::import::run(&context, from, dry_run),
         Command::Baseline { version, trust } => commands::baseline::run(&context, version, trust),
+        #[cfg(feature = "check")]
+        Command::Squash { to, dry_run } => commands::squash::run(&context, to, dry_run),
+        #[cfg(not(feature = "check"))]
+        Command::Squash { .. } => Err(CliError::Usage(
+            "this binary was built without `check` (scratch clusters), which squash needs to \
+             dump and prove the schema; run `migrate squash` from the migrate binary instead"
+                .into(),
+        )
+        .into()),
         Command::Backfill { action: None } => commands::backfill::status(&context),
         Command::Backfill {
             action: Some(action),

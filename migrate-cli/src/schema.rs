@@ -1,6 +1,7 @@
 //! Comparing schemas with `pg_dump --schema-only`: where a real database is dumped from, and
 //! the dump cleaned of what differs between two databases with the same objects (owners,
-//! privileges, comments, session settings). Used by `baseline` and `squash`.
+//! privileges, comments, session settings). Used by `baseline` and `squash`; `squash` also
+//! takes a dump apart into the statements of its migration.
 
 use migrate_core::runtime::connect::{ConnectOptions, SslMode};
 use migrate_scratch::DumpSource;
@@ -57,19 +58,42 @@ pub fn clean(dump: &str) -> String {
     let mut kept: Vec<&str> = Vec::new();
     for line in dump.lines() {
         let trimmed = line.trim_start();
-        let noise = trimmed.is_empty()
-            || trimmed.starts_with("--")
-            || trimmed.starts_with("SET ")
-            || trimmed.starts_with("SELECT pg_catalog.set_config(")
-            || trimmed.starts_with("GRANT ")
-            || trimmed.starts_with("REVOKE ")
-            || trimmed.starts_with("ALTER DEFAULT PRIVILEGES ")
-            || (trimmed.starts_with("ALTER ") && trimmed.contains(" OWNER TO "));
+        let noise = trimmed.is_empty() || trimmed.starts_with("--") || is_session_or_owner(trimmed);
         if !noise {
             kept.push(line);
         }
     }
     kept.join("\n")
+}
+
+/// The statements of a schema dump that make objects, in the dump's order and as it wrote
+/// them (function bodies untouched): without comments between statements, session settings,
+/// owners and privileges ([`clean`]'s noise, read statement by statement here so that a
+/// line inside a function body is never taken for it).
+pub fn object_statements(dump: &str) -> anyhow::Result<Vec<&str>> {
+    let statements = migrate_core::splitter::statement_texts(dump).map_err(|e| {
+        anyhow::anyhow!(
+            "pg_dump's output could not be read at line {}, column {}: {}",
+            e.line,
+            e.column,
+            e.what
+        )
+    })?;
+    Ok(statements
+        .into_iter()
+        .filter(|s| !s.is_empty() && !is_session_or_owner(s))
+        .collect())
+}
+
+/// A session setting, `set_config` call, owner or privilege: what [`clean`] and
+/// [`object_statements`] leave out, for a line or a statement.
+fn is_session_or_owner(text: &str) -> bool {
+    text.starts_with("SET ")
+        || text.starts_with("SELECT pg_catalog.set_config(")
+        || text.starts_with("GRANT ")
+        || text.starts_with("REVOKE ")
+        || text.starts_with("ALTER DEFAULT PRIVILEGES ")
+        || (text.starts_with("ALTER ") && text.contains(" OWNER TO "))
 }
 
 #[cfg(test)]
@@ -83,5 +107,22 @@ mod tests {
                     CREATE TABLE public.t (\n    id bigint\n);\n\nALTER TABLE public.t OWNER TO app;\n\
                     GRANT SELECT ON TABLE public.t TO reader;\n";
         assert_eq!(clean(dump), "CREATE TABLE public.t (\n    id bigint\n);");
+    }
+
+    #[test]
+    fn object_statements_keep_function_bodies_whole() {
+        let dump = "--\n-- Name: f; Type: FUNCTION\n--\n\nSET check_function_bodies = false;\n\
+                    CREATE FUNCTION public.f() RETURNS trigger\n    LANGUAGE plpgsql\n    AS $$\n\
+                    BEGIN\n-- a comment inside\n\n  SET LOCAL x = 1;\n  RETURN NEW;\nEND $$;\n\n\
+                    ALTER FUNCTION public.f() OWNER TO app;\n\
+                    COMMENT ON TABLE public.t IS 'kept';\nREVOKE ALL ON TABLE public.t FROM x;\n";
+        assert_eq!(
+            object_statements(dump).unwrap(),
+            [
+                "CREATE FUNCTION public.f() RETURNS trigger\n    LANGUAGE plpgsql\n    AS $$\n\
+                 BEGIN\n-- a comment inside\n\n  SET LOCAL x = 1;\n  RETURN NEW;\nEND $$",
+                "COMMENT ON TABLE public.t IS 'kept'",
+            ]
+        );
     }
 }

@@ -287,6 +287,7 @@ fn every_command_has_help_that_explains_its_safety() {
         ("repair", "Safety"),
         ("check", "scratch"),
         ("flag", "dual-write"),
+        ("squash", "nothing is written"),
     ] {
         migrate()
             .args([command, "--help"])

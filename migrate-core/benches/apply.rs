@@ -49,6 +49,7 @@ fn migrations(count: usize) -> Migrations {
                 backfill: None,
                 compare: None,
                 requires_compare: false,
+                replaces: Default::default(),
             }
         })
         .collect();

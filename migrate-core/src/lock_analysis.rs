@@ -764,6 +764,105 @@ fn from_tokens(words: &Words<'_>) -> LockAnalysis {
     }
 }
 
+/// What kind of statement writes rows, when `sql` (one statement, without its `;`) does:
+/// `INSERT`, `UPDATE`, `DELETE`, `MERGE`, `COPY ... FROM`, `CREATE TABLE ... AS` and
+/// `CREATE MATERIALIZED VIEW` (with data), `REFRESH MATERIALIZED VIEW`, `SELECT ... INTO`, or
+/// a `DO` block (it can run anything). `migrate squash` refuses these: a schema-only dump
+/// does not carry the rows they wrote. Read from sqlparser's tree, from the leading keywords
+/// only for a statement it could not parse.
+pub fn writes_rows(sql: &str) -> Option<&'static str> {
+    let tokens = splitter::tokenize(sql).ok()?;
+    let words = Words::new(sql, &tokens);
+    match read_statement(sql, &words).ast {
+        Some(Statement::Insert(_)) => Some("INSERT"),
+        Some(Statement::Update(_)) => Some("UPDATE"),
+        Some(Statement::Delete(_)) => Some("DELETE"),
+        Some(Statement::Merge(_)) => Some("MERGE"),
+        Some(Statement::Copy { to: false, .. }) => Some("COPY ... FROM"),
+        Some(Statement::CreateTable(create))
+            if create.query.is_some() && !words.contains_pair("NO", "DATA") =>
+        {
+            Some("CREATE TABLE ... AS")
+        }
+        Some(Statement::CreateView(view))
+            if view.materialized && !words.contains_pair("NO", "DATA") =>
+        {
+            Some("CREATE MATERIALIZED VIEW")
+        }
+        Some(Statement::RefreshMaterializedView(_)) if !words.contains_pair("NO", "DATA") => {
+            Some("REFRESH MATERIALIZED VIEW")
+        }
+        Some(Statement::Query(query)) if selects_into(&query.body) => Some("SELECT ... INTO"),
+        Some(_) => None,
+        None => [
+            ("INSERT", "INSERT"),
+            ("UPDATE", "UPDATE"),
+            ("DELETE", "DELETE"),
+            ("MERGE", "MERGE"),
+            ("DO", "DO block"),
+            ("REFRESH", "REFRESH MATERIALIZED VIEW"),
+        ]
+        .into_iter()
+        .find(|(keyword, _)| words.starts_with(&[keyword]))
+        .map(|(_, kind)| kind)
+        .or_else(|| {
+            (words.starts_with(&["COPY"]) && words.contains("FROM")).then_some("COPY ... FROM")
+        }),
+    }
+}
+
+/// `SELECT ... INTO new_table`: creates a table and fills it.
+fn selects_into(body: &sqlparser::ast::SetExpr) -> bool {
+    matches!(body, sqlparser::ast::SetExpr::Select(select) if select.into.is_some())
+}
+
+/// What kind of statement changes roles, privileges, owners or the cluster, when `sql` does:
+/// a schema-only dump of a scratch database cannot carry these (roles and databases are the
+/// cluster's, and owners and privileges there are the scratch cluster's, not yours), so
+/// `migrate squash` refuses to replace them.
+pub fn roles_or_privileges(sql: &str) -> Option<&'static str> {
+    let tokens = splitter::tokenize(sql).ok()?;
+    let words = Words::new(sql, &tokens);
+    match read_statement(sql, &words).ast {
+        Some(Statement::Grant(_) | Statement::GrantRole(_)) => return Some("GRANT"),
+        Some(Statement::Revoke(_) | Statement::RevokeRole(_)) => return Some("REVOKE"),
+        Some(Statement::CreateRole(_)) => return Some("CREATE ROLE"),
+        Some(Statement::AlterRole { .. }) => return Some("ALTER ROLE"),
+        Some(Statement::CreateDatabase { .. }) => return Some("CREATE DATABASE"),
+        _ => {}
+    }
+    let leading: [(&[&str], &'static str); 10] = [
+        (&["GRANT"], "GRANT"),
+        (&["REVOKE"], "REVOKE"),
+        (
+            &["ALTER", "DEFAULT", "PRIVILEGES"],
+            "ALTER DEFAULT PRIVILEGES",
+        ),
+        (&["REASSIGN", "OWNED"], "REASSIGN OWNED"),
+        (&["SECURITY", "LABEL"], "SECURITY LABEL"),
+        (&["CREATE", "DATABASE"], "CREATE DATABASE"),
+        (&["CREATE", "TABLESPACE"], "CREATE TABLESPACE"),
+        (&["SET", "ROLE"], "SET ROLE"),
+        (
+            &["SET", "SESSION", "AUTHORIZATION"],
+            "SET SESSION AUTHORIZATION",
+        ),
+        (&["COMMENT", "ON", "ROLE"], "COMMENT ON ROLE"),
+    ];
+    if let Some((_, kind)) = leading.iter().find(|(k, _)| words.starts_with(k)) {
+        return Some(kind);
+    }
+    let role_statement = ["CREATE", "ALTER", "DROP"].iter().any(|verb| {
+        ["ROLE", "USER", "GROUP"]
+            .iter()
+            .any(|noun| words.starts_with(&[verb, noun]))
+    });
+    if role_statement {
+        return Some("a role statement");
+    }
+    (words.starts_with(&["ALTER"]) && words.contains_pair("OWNER", "TO")).then_some("OWNER TO")
+}
+
 #[cfg(test)]
 mod tests {
     use super::LockMode::*;
@@ -1130,5 +1229,68 @@ mod tests {
         );
         assert!(!analysis("DO $$ BEGIN END $$").known);
         assert!(!analysis("FROBNICATE t").known);
+    }
+
+    #[test]
+    fn statements_that_write_rows_are_named_by_their_kind() {
+        for (sql, kind) in [
+            ("INSERT INTO t (a) VALUES (1)", "INSERT"),
+            ("insert into t select * from s", "INSERT"),
+            ("UPDATE t SET a = 1 WHERE id = 2", "UPDATE"),
+            ("DELETE FROM t", "DELETE"),
+            (
+                "MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN UPDATE SET a = s.a",
+                "MERGE",
+            ),
+            ("COPY t (a) FROM STDIN", "COPY ... FROM"),
+            ("CREATE TABLE c AS SELECT * FROM t", "CREATE TABLE ... AS"),
+            ("SELECT * INTO c FROM t", "SELECT ... INTO"),
+            ("DO $$ BEGIN INSERT INTO t VALUES (1); END $$", "DO block"),
+            (
+                "CREATE MATERIALIZED VIEW m AS SELECT * FROM t",
+                "CREATE MATERIALIZED VIEW",
+            ),
+            ("REFRESH MATERIALIZED VIEW m", "REFRESH MATERIALIZED VIEW"),
+        ] {
+            assert_eq!(writes_rows(sql), Some(kind), "{sql}");
+        }
+        for sql in [
+            "CREATE TABLE t (id bigint)",
+            "CREATE TABLE c AS SELECT * FROM t WITH NO DATA",
+            "COPY t TO STDOUT",
+            "SELECT 1",
+            "CREATE INDEX CONCURRENTLY i ON t (a)",
+            "ALTER TABLE t ADD COLUMN inserted_at timestamptz",
+            "-- INSERT in a comment\nCREATE VIEW v AS SELECT 1 AS update",
+            "CREATE MATERIALIZED VIEW m AS SELECT * FROM t WITH NO DATA",
+        ] {
+            assert_eq!(writes_rows(sql), None, "{sql}");
+        }
+    }
+
+    #[test]
+    fn statements_on_roles_privileges_and_owners_are_named() {
+        for (sql, kind) in [
+            ("GRANT SELECT ON t TO reporting", "GRANT"),
+            ("REVOKE ALL ON t FROM PUBLIC", "REVOKE"),
+            ("GRANT reporting TO app", "GRANT"),
+            ("CREATE ROLE reporting", "CREATE ROLE"),
+            ("CREATE USER app WITH PASSWORD 'x'", "a role statement"),
+            ("DROP ROLE IF EXISTS reporting", "a role statement"),
+            ("ALTER TABLE t OWNER TO app", "OWNER TO"),
+            (
+                "ALTER DEFAULT PRIVILEGES GRANT SELECT ON TABLES TO reporting",
+                "ALTER DEFAULT PRIVILEGES",
+            ),
+        ] {
+            assert_eq!(roles_or_privileges(sql), Some(kind), "{sql}");
+        }
+        for sql in [
+            "CREATE TABLE t (owner text, role text)",
+            "ALTER TABLE t ADD COLUMN grant_id bigint",
+            "CREATE INDEX t_owner ON t (owner)",
+        ] {
+            assert_eq!(roles_or_privileges(sql), None, "{sql}");
+        }
     }
 }

@@ -271,6 +271,10 @@ pub struct Migration {
     /// `-- migrate:requires-compare` in a contract file: every backfill between its expand and
     /// it that declares a compare must have passed it before the contract runs.
     pub requires_compare: bool,
+    /// `-- migrate:replaces <v>,<v>,...` of a squash (`migrate squash`): the versions whose
+    /// files it replaces, its own included, ascending; empty for every other migration. A
+    /// database that applied all of them has applied the squash.
+    pub replaces: Cow<'static, [u64]>,
 }
 
 impl Migration {

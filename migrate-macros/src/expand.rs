@@ -181,6 +181,7 @@ fn migration_tokens(migration: &Migration) -> TokenStream {
         None => quote!(::std::option::Option::None),
     };
     let requires_compare = migration.requires_compare;
+    let replaces = migration.replaces.iter();
     quote! {
         ::migrate_core::Migration {
             version: #version,
@@ -194,6 +195,7 @@ fn migration_tokens(migration: &Migration) -> TokenStream {
             backfill: #backfill,
             compare: #compare,
             requires_compare: #requires_compare,
+            replaces: ::std::borrow::Cow::Borrowed(&[#(#replaces),*]),
         }
     }
 }

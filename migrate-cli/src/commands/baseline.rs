@@ -83,17 +83,14 @@ pub fn run(context: &Context, version: u64, trust: bool) -> anyhow::Result<Outco
 
 #[cfg(feature = "check")]
 mod verify {
-    use std::time::Duration;
-
     use migrate_core::Migrations;
-    use migrate_core::runtime::{Migrator, MigratorConfig, TableName, UpTo};
-    use migrate_scratch::{PgDump, ScratchCluster};
+    use migrate_scratch::PgDump;
 
-    use crate::commands::check::state_tables;
+    use crate::Context;
     use crate::config::DatabaseUrl;
     use crate::diff::line_diff;
-    use crate::schema::{OTHER_TOOLS_TABLES, clean, dump_source};
-    use crate::{Context, block_on};
+    use crate::schema::{clean, dump_source};
+    use crate::scratch_schema::ScratchSchemas;
 
     /// `- scratch / + database` lines where the database's schema differs from the one
     /// migrations up to `version` make on a scratch database; empty when they agree.
@@ -103,31 +100,11 @@ mod verify {
         version: u64,
         database: &DatabaseUrl,
     ) -> anyhow::Result<Vec<String>> {
-        let history = TableName::parse(&context.config.migrator.history_table)?;
-        let excluded: Vec<String> = state_tables(&history)?
-            .into_iter()
-            .chain(OTHER_TOOLS_TABLES.iter().map(|t| (*t).to_owned()))
-            .collect();
-        let cluster = ScratchCluster::start()?;
-        let scratch = cluster.create_database()?;
-        let config = MigratorConfig {
-            contract_stabilisation: Duration::ZERO,
-            max_replica_lag: None,
-            ..context.config.migrator.clone()
-        };
-        let migrator = Migrator::new(migrations, config)?;
-        block_on(async {
-            let url = format!("{}?sslmode=disable", scratch.url());
-            let client = migrate_core::runtime::connect(&url, &context.config.migrator).await?;
-            migrator
-                .up(&client, UpTo::Version(version))
-                .await
-                .map_err(anyhow::Error::new)?;
-            anyhow::Ok(())
-        })??;
-        let expected = cluster.schema_of(&scratch, &excluded)?;
-        let mut dump = PgDump::new(cluster.binaries(), dump_source(database)?).schema_only();
-        for table in &excluded {
+        let scratch = ScratchSchemas::start(context)?;
+        let expected = scratch.schema_at(context, migrations, version)?;
+        let mut dump =
+            PgDump::new(scratch.cluster().binaries(), dump_source(database)?).schema_only();
+        for table in scratch.excluded() {
             dump = dump.exclude_table(table);
         }
         let found = dump.run()?;

@@ -14,4 +14,6 @@ pub mod new;
 pub mod plan;
 pub mod reconcile;
 pub mod repair;
+#[cfg(feature = "check")]
+pub mod squash;
 pub mod status;

@@ -190,6 +190,20 @@ pub enum RuntimeError {
         versions: Vec<u64>,
     },
 
+    /// The database applied some of the versions a squash replaces but not all: the squash
+    /// would create again what those created, and cannot stand for the rest.
+    #[error(
+        "migration {squash} squashes versions this database applied only in part (missing: \
+         {missing:?}): apply them with the release that still has their files, then run this \
+         one; nothing was done"
+    )]
+    PartlySquashed {
+        /// The squash migration.
+        squash: u64,
+        /// Replaced versions with no history row.
+        missing: Vec<u64>,
+    },
+
     /// A statement of a migration failed.
     #[error("{location}: migration {} failed after {attempts} attempt(s): {}", location.version, db_error_text(.error))]
     Statement {

@@ -756,13 +756,17 @@ impl<'m> Migrator<'m> {
     }
 
     /// The history rows, within the bound of the runtime's own queries.
+    ///
+    /// A squash whose replaced versions were all applied reads as applied
+    /// ([`pending::with_squashes_applied`]).
     async fn read_history(&self, client: &Client) -> Result<Vec<HistoryRow>, RuntimeError> {
-        deadline::within(
+        let rows = deadline::within(
             Some(self.config.limits().own),
             "reading the history table",
             self.history.read(client),
         )
-        .await?
+        .await??;
+        pending::with_squashes_applied(self.migrations, rows).map_err(|r| self.refusal(r))
     }
 
     /// The gates of `contract` (see [`gates`]), bounded: they wait for replicas up to
@@ -861,6 +865,9 @@ impl<'m> Migrator<'m> {
                 newest_applied,
             },
             pending::Refusal::NoDownPart(versions) => RuntimeError::NoDownPart { versions },
+            pending::Refusal::PartlySquashed { squash, missing } => {
+                RuntimeError::PartlySquashed { squash, missing }
+            }
         }
     }
 

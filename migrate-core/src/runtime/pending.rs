@@ -27,6 +27,63 @@ pub(crate) enum Refusal {
     },
     /// Migrations to revert without a down part.
     NoDownPart(Vec<u64>),
+    /// The database applied some of the versions a squash replaces, not all.
+    PartlySquashed { squash: u64, missing: Vec<u64> },
+}
+
+/// The history as the set sees it: a squash whose replaced versions were all applied (by
+/// the files it replaced) counts as applied, with its own checksum, in place of their rows;
+/// none applied leaves it pending; some is refused, since the squash would create again
+/// what those did (docs/design.md, "Squash").
+///
+/// Replaced versions older than the oldest one the history has count as applied: an earlier
+/// squash stood for them, and a database that ran that squash recorded only its version (a
+/// squash of a set holding an older squash lists the older one's versions too).
+pub(crate) fn with_squashes_applied(
+    migrations: &Migrations,
+    mut rows: Vec<HistoryRow>,
+) -> Result<Vec<HistoryRow>, Refusal> {
+    for squash in migrations.iter().filter(|m| !m.replaces.is_empty()) {
+        let own = squash.checksum.to_hex();
+        if rows
+            .iter()
+            .any(|r| r.version == squash.version && r.checksum == own)
+        {
+            continue; // applied as the squash itself
+        }
+        let replaced: Vec<&HistoryRow> = rows
+            .iter()
+            .filter(|r| squash.replaces.contains(&r.version))
+            .collect();
+        let Some(oldest) = replaced.iter().map(|r| r.version).min() else {
+            continue; // none applied: the squash is pending
+        };
+        let missing: Vec<u64> = squash
+            .replaces
+            .iter()
+            .copied()
+            .filter(|v| *v > oldest && !replaced.iter().any(|r| r.version == *v))
+            .collect();
+        if !missing.is_empty() {
+            return Err(Refusal::PartlySquashed {
+                squash: squash.version,
+                missing,
+            });
+        }
+        let mut merged = replaced
+            .iter()
+            .max_by_key(|r| r.executed_at)
+            .map(|r| (*r).clone())
+            .unwrap_or_else(|| unreachable!("`oldest` came from a replaced row"));
+        merged.duration_ms = replaced.iter().map(|r| r.duration_ms).sum();
+        merged.version = squash.version;
+        merged.name = squash.name.to_string();
+        merged.checksum = own;
+        rows.retain(|r| !squash.replaces.contains(&r.version));
+        rows.push(merged);
+    }
+    rows.sort_by_key(|r| r.version);
+    Ok(rows)
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -162,6 +219,7 @@ mod tests {
             backfill: None,
             compare: None,
             requires_compare: false,
+            replaces: Default::default(),
         }
     }
 
@@ -290,6 +348,93 @@ mod tests {
         assert_eq!(
             to_revert(&partial, &rows, 0).unwrap_err(),
             Refusal::UnknownApplied(vec![9])
+        );
+    }
+
+    fn squash(version: u64, replaces: &[u64]) -> Migration {
+        Migration {
+            name: Cow::Borrowed("squashed"),
+            checksum: Checksum::of_file(format!("squash {version}").as_bytes()),
+            replaces: Cow::Owned(replaces.to_vec()),
+            ..migration(version, false)
+        }
+    }
+
+    fn squashed_set(squash: Migration, later: &[u64]) -> Migrations {
+        let mut migrations = vec![squash];
+        migrations.extend(later.iter().map(|&v| migration(v, true)));
+        Migrations {
+            dir: Cow::Borrowed("/nonexistent"),
+            migrations: Cow::Owned(migrations),
+        }
+    }
+
+    #[test]
+    fn a_history_of_every_replaced_version_reads_as_the_squash_applied() {
+        let old = set(&[(1, true), (2, true), (3, true), (4, true)]);
+        let rows: Vec<HistoryRow> = old.iter().map(row).collect();
+        let new = squashed_set(squash(3, &[1, 2, 3]), &[4]);
+        let seen = with_squashes_applied(&new, rows).unwrap();
+        assert_eq!(seen.iter().map(|r| r.version).collect::<Vec<_>>(), [3, 4]);
+        assert_eq!(seen[0].checksum, new.get(3).unwrap().checksum.to_hex());
+        assert_eq!(seen[0].duration_ms, 3);
+        assert!(
+            to_apply(&new, &seen, UpTo::All, Options::default())
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_fresh_history_leaves_the_squash_pending_and_its_own_row_counts() {
+        let new = squashed_set(squash(3, &[1, 2, 3]), &[4]);
+        let fresh = with_squashes_applied(&new, Vec::new()).unwrap();
+        assert_eq!(
+            versions(&to_apply(&new, &fresh, UpTo::All, Options::default()).unwrap()),
+            [3, 4]
+        );
+        let own = vec![row(new.get(3).unwrap())];
+        assert_eq!(with_squashes_applied(&new, own.clone()).unwrap(), own);
+    }
+
+    #[test]
+    fn a_history_of_some_replaced_versions_is_refused_naming_the_missing() {
+        let old = set(&[(1, true), (2, true), (3, true)]);
+        let rows = vec![row(old.get(1).unwrap())];
+        let new = squashed_set(squash(3, &[1, 2, 3]), &[]);
+        assert_eq!(
+            with_squashes_applied(&new, rows).unwrap_err(),
+            Refusal::PartlySquashed {
+                squash: 3,
+                missing: vec![2, 3]
+            }
+        );
+    }
+
+    #[test]
+    fn a_squash_of_a_squash_accepts_either_history() {
+        let first = squash(3, &[1, 2, 3]);
+        let old = set(&[(1, true), (2, true), (3, true), (4, true), (5, true)]);
+        let second = squashed_set(squash(5, &[1, 2, 3, 4, 5]), &[]);
+        // Applied the original files.
+        let originals: Vec<HistoryRow> = old.iter().map(row).collect();
+        let seen = with_squashes_applied(&second, originals).unwrap();
+        assert_eq!(seen.iter().map(|r| r.version).collect::<Vec<_>>(), [5]);
+        // Applied the first squash, then 4 and 5.
+        let after_first = vec![
+            row(&first),
+            row(old.get(4).unwrap()),
+            row(old.get(5).unwrap()),
+        ];
+        let seen = with_squashes_applied(&second, after_first).unwrap();
+        assert_eq!(seen.iter().map(|r| r.version).collect::<Vec<_>>(), [5]);
+        // Applied the first squash only: 4 and 5 are missing, not 1 and 2.
+        assert_eq!(
+            with_squashes_applied(&second, vec![row(&first)]).unwrap_err(),
+            Refusal::PartlySquashed {
+                squash: 5,
+                missing: vec![4, 5]
+            }
         );
     }
 }

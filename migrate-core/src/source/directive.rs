@@ -28,6 +28,8 @@ pub(super) enum Directive {
     Down(String),
     /// `phase <expand|backfill|contract>`: another tool's file has no phase in its name.
     Phase(Phase),
+    /// `replaces <v>,<v>,...`: the versions a squash stands for.
+    Replaces(Vec<u64>),
     Allow(Allow),
     Requires(u64),
     Backfill(BackfillSpec),
@@ -63,6 +65,24 @@ pub(super) fn parse_directive(
     match name {
         "up" => Ok(Directive::Up(rest.to_owned())),
         "down" => Ok(Directive::Down(rest.to_owned())),
+        "replaces" => {
+            let versions: Option<Vec<u64>> = rest
+                .split(',')
+                .map(|v| v.trim().parse::<u64>().ok())
+                .collect();
+            match versions {
+                Some(mut versions) if !versions.is_empty() => {
+                    versions.sort_unstable();
+                    versions.dedup();
+                    Ok(Directive::Replaces(versions))
+                }
+                _ => Err((
+                    codes::BAD_DIRECTIVE,
+                    format!("`-- migrate:replaces {rest}`: expected versions separated by commas"),
+                    "-- migrate:replaces 1,2,3 (written by `migrate squash`)",
+                )),
+            }
+        }
         "phase" => Phase::parse(rest).map(Directive::Phase).ok_or_else(|| {
             (
                 codes::BAD_DIRECTIVE,
@@ -380,6 +400,48 @@ mod tests {
         let mut found = codes_of(&set);
         found.sort();
         assert_eq!(found, ["bad-directive", "unknown-rule", "unused-allow"]);
+    }
+
+    #[test]
+    fn replaces_lists_versions_ending_with_its_own_and_the_files_are_gone() {
+        let messages = |files: &[(&str, &str)]| {
+            let sources: Vec<_> = files.iter().map(|(n, t)| file(n, t)).collect();
+            let set = load_files(&sources, &any_rule);
+            set.diagnostics
+                .iter()
+                .map(|d| format!("{}:{}: {}", d.file, d.code, d.message))
+                .collect::<Vec<_>>()
+        };
+        let squash = "-- migrate:replaces 1, 2,3\nCREATE TABLE IF NOT EXISTS t (id bigint);";
+        assert!(messages(&[("0003_squashed.sql", squash)]).is_empty());
+        let set = load_files(&[file("0003_squashed.sql", squash)], &any_rule);
+        assert_eq!(set.files[0].migration.replaces.as_ref(), [1, 2, 3]);
+        let found = messages(&[
+            ("0002_b.sql", "SELECT 1;"),
+            ("0003_squashed.sql", squash),
+            ("0004_c.sql", "-- migrate:replaces 1,two,4\nSELECT 1;"),
+            ("0005_d.sql", "-- migrate:replaces 1,4\nSELECT 1;"),
+            ("0006_e.sql", "-- migrate:replaces\nSELECT 1;"),
+            (
+                "0007_f.sql",
+                "-- migrate:replaces 6,7\n-- migrate:replaces 6,7\nSELECT 1;",
+            ),
+        ]);
+        assert_eq!(found.len(), 5, "{found:#?}");
+        assert!(found.iter().any(|m| m.contains("0003_squashed.sql:bad-directive: this squash replaces versions 2, whose files are still in the set")), "{found:#?}");
+        assert!(found.iter().any(|m| m.contains("0004_c.sql:bad-directive: `-- migrate:replaces 1,two,4`: expected versions separated by commas")), "{found:#?}");
+        assert!(found.iter().any(|m| m.contains("0005_d.sql:bad-directive: a squash replaces versions up to its own, 5, which it must list last")), "{found:#?}");
+        assert!(
+            found.iter().any(|m| m
+                .contains("0006_e.sql:bad-directive: `-- migrate:replaces `: expected versions")),
+            "{found:#?}"
+        );
+        assert!(
+            found.iter().any(
+                |m| m.contains("0007_f.sql:bad-directive: `-- migrate:replaces` appears twice")
+            ),
+            "{found:#?}"
+        );
     }
 
     #[test]

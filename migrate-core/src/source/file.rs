@@ -149,6 +149,7 @@ impl FileParser<'_> {
             backfill: body.backfill,
             compare: body.compare.map(Cow::Owned),
             requires_compare: body.requires_compare,
+            replaces: Cow::Owned(body.replaces),
         };
         Some((
             ParsedFile {
@@ -329,6 +330,8 @@ struct Body {
     phase: Phase,
     /// A directive other than `up` was read: `phase` must come before it.
     saw_other_directive: bool,
+    /// `-- migrate:replaces`.
+    replaces: Vec<u64>,
 }
 
 impl Body {
@@ -445,6 +448,28 @@ impl Walk<'_, '_> {
                 self.marker_options("down", &options, 1, line, column);
             }
             Directive::Phase(phase) => self.set_phase(phase, line, column),
+            Directive::Replaces(versions) => {
+                let own = self.parser.source.version;
+                let problem = if !self.body.replaces.is_empty() {
+                    Some("`-- migrate:replaces` appears twice".to_owned())
+                } else if versions.last() != Some(&own) {
+                    Some(format!(
+                        "a squash replaces versions up to its own, {own}, which it must list last"
+                    ))
+                } else {
+                    None
+                };
+                match problem {
+                    Some(problem) => self.parser.error(
+                        line,
+                        column,
+                        codes::BAD_DIRECTIVE,
+                        problem,
+                        Some("`migrate squash` writes this line; keep it as written"),
+                    ),
+                    None => self.body.replaces = versions,
+                }
+            }
             Directive::Allow(allow) => {
                 if !(self.known_rules)(&allow.rule) {
                     self.parser.error(

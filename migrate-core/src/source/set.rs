@@ -72,7 +72,40 @@ pub fn load_sources(
     check_versions(sources, &mut set);
     set.files.sort_by_key(|f| f.migration.version);
     check_requires(&mut set);
+    check_replaces(&mut set);
     set
+}
+
+/// A squash replaces files that are gone: one still in the set would run twice on a fresh
+/// database (its own statements, then the squash's).
+fn check_replaces(set: &mut LoadedSet) {
+    let versions: Vec<u64> = set.files.iter().map(|f| f.migration.version).collect();
+    for file in &set.files {
+        let m = &file.migration;
+        let still: Vec<String> = m
+            .replaces
+            .iter()
+            .filter(|v| **v != m.version && versions.contains(v))
+            .map(u64::to_string)
+            .collect();
+        if !still.is_empty() {
+            set.diagnostics.push(
+                Diagnostic::error(
+                    &file.display_path,
+                    1,
+                    1,
+                    codes::BAD_DIRECTIVE,
+                    format!(
+                        "this squash replaces versions {}, whose files are still in the set",
+                        still.join(", ")
+                    ),
+                )
+                .with_help(
+                    "remove the files a squash replaces; databases that applied them keep working",
+                ),
+            );
+        }
+    }
 }
 
 fn check_versions(sources: &[MigrationSource], set: &mut LoadedSet) {

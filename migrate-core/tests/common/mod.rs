@@ -96,6 +96,7 @@ pub fn migration(
         backfill: None,
         compare: None,
         requires_compare: false,
+        replaces: Default::default(),
     }
 }
 

@@ -1,0 +1,3 @@
+ALTER TABLE accounts ADD COLUMN IF NOT EXISTS nickname text;
+-- migrate:down
+ALTER TABLE accounts DROP COLUMN IF EXISTS nickname;
