@@ -55,7 +55,14 @@ pub(crate) fn with_squashes_applied(
             .iter()
             .filter(|r| squash.replaces.contains(&r.version))
             .collect();
-        let Some(oldest) = replaced.iter().map(|r| r.version).min() else {
+        // Only a row of the squash's own version, with another checksum: the squash ran and
+        // its file changed since, which the drift check reports.
+        let Some(oldest) = replaced
+            .iter()
+            .map(|r| r.version)
+            .filter(|v| *v != squash.version)
+            .min()
+        else {
             continue; // none applied: the squash is pending
         };
         let missing: Vec<u64> = squash
@@ -409,6 +416,19 @@ mod tests {
                 missing: vec![2, 3]
             }
         );
+    }
+
+    #[test]
+    fn an_edited_squash_that_ran_itself_is_drift() {
+        let new = squashed_set(squash(3, &[1, 2, 3]), &[]);
+        let mut ran = row(new.get(3).unwrap());
+        ran.checksum = "0".repeat(64);
+        let seen = with_squashes_applied(&new, vec![ran.clone()]).unwrap();
+        assert_eq!(seen, [ran]);
+        assert!(matches!(
+            to_apply(&new, &seen, UpTo::All, Options::default()),
+            Err(Refusal::Drifted { version: 3, .. })
+        ));
     }
 
     #[test]
