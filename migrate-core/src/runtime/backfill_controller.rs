@@ -109,7 +109,7 @@ pub enum Pressure {
     },
     /// The probe query ran slower than its baseline.
     ProbeSlow {
-        /// Its median latency during the batch.
+        /// Its latency during the cycle (75th percentile).
         latency: Duration,
         /// Its median latency before the backfill.
         baseline: Duration,
@@ -210,7 +210,7 @@ pub(crate) struct BatchObservation {
     pub blocked_sessions: u32,
     /// Most active sessions seen (ours excluded); `None` when not read.
     pub active_sessions: Option<u32>,
-    /// Median probe latency during the batch; `None` when no probe ran.
+    /// Probe latency during the cycle (75th percentile); `None` when no probe ran.
     pub probe: Option<Duration>,
 }
 

@@ -7,9 +7,10 @@
 //! rest after it, on a second connection (the monitor), the signs that the application
 //! suffers: sessions waiting on a lock our batch holds (`pg_blocking_pids`), the count of
 //! active sessions, and the latency of a probe query, compared with its baseline measured
-//! before the backfill. The probe's median over a whole cycle (rest and batch) is what the
-//! application sees on average: a backfill that rests longer shows less of itself there, so
-//! the controller's rest settles where the probe is back near its baseline.
+//! before the backfill. The probe's 75th percentile over a whole cycle (rest and batch) is
+//! what the application sees in its slower quarter: a backfill that rests longer shows less
+//! of itself there, so the controller's rest settles where the batches take at most about a
+//! quarter of the cycle's time at a slowed probe.
 //!
 //! Replica lag is measured as the contract gate measures it, by replay position, never by
 //! `pg_stat_replication.replay_lag` alone (it keeps a stale small value while replay is
@@ -75,10 +76,21 @@ struct Monitor<'a> {
     probe: Option<&'a str>,
 }
 
-fn median(mut values: Vec<Duration>) -> Option<Duration> {
-    values.sort();
-    values.get(values.len() / 2).copied()
+fn median(values: Vec<Duration>) -> Option<Duration> {
+    quantile(values, 0.5)
 }
+
+/// The value `q` of the way up the sorted `values` (nearest rank).
+fn quantile(mut values: Vec<Duration>, q: f64) -> Option<Duration> {
+    values.sort();
+    let index = ((values.len() as f64 * q) as usize).min(values.len().saturating_sub(1));
+    values.get(index).copied()
+}
+
+/// The share of a cycle's probes that decides whether it was slow: past the median, so a
+/// cycle whose batch slows the application for a third of its time counts even though its
+/// rest (the other two thirds) looks clean.
+const CYCLE_PROBE_QUANTILE: f64 = 0.75;
 
 impl<'a> Signals<'a> {
     /// Prepares the readers and measures the baselines (about a second with a monitor).
@@ -285,11 +297,11 @@ impl<'a> Signals<'a> {
             }))
     }
 
-    /// What was seen since the last call: the most blocked and active sessions, the median
-    /// probe latency.
+    /// What was seen since the last call: the most blocked and active sessions, the probe
+    /// latency at [`CYCLE_PROBE_QUANTILE`].
     pub(crate) fn take_watched(&mut self) -> Watched {
         let mut watched = std::mem::take(&mut self.watched);
-        watched.probe = median(std::mem::take(&mut self.probes));
+        watched.probe = quantile(std::mem::take(&mut self.probes), CYCLE_PROBE_QUANTILE);
         watched
     }
 
@@ -406,5 +418,11 @@ mod tests {
         let ms = Duration::from_millis;
         assert_eq!(median(vec![]), None);
         assert_eq!(median(vec![ms(3), ms(1), ms(9)]), Some(ms(3)));
+        // Three clean probes of the rest and one slowed by the batch: the median hides the
+        // batch, the cycle's quantile does not.
+        let cycle = vec![ms(1), ms(1), ms(1), ms(6)];
+        assert_eq!(median(cycle.clone()), Some(ms(1)));
+        assert_eq!(quantile(cycle, CYCLE_PROBE_QUANTILE), Some(ms(6)));
+        assert_eq!(quantile(vec![ms(2)], CYCLE_PROBE_QUANTILE), Some(ms(2)));
     }
 }
