@@ -1,8 +1,14 @@
 #!/usr/bin/env bash
 # Build-time cost of migrations!(): wall time of rebuilding a crate whose migrations!() embeds
 # 1,000 generated migration files, against the same crate embedding the same files with 1,000
-# include_str!s. Dependencies are built first; each figure is the median of 5 rebuilds of the
-# crate itself (src/main.rs touched). Prints both figures and the difference.
+# include_str!s. Both crates use migrate-core (print the set's size through it), so both link
+# it and the difference is the macro's alone; the include_str! crate without migrate-core is
+# printed too. Dependencies are built first; each figure is the median of 5 rebuilds of the
+# crate itself (src/main.rs touched): wall time and CPU time (user + system, rustc's threads
+# and the macro's included). The macro's rebuilds use its build cache (nothing changed); the
+# "cache miss" line removes the cache before each rebuild, which is what the first build and
+# a build after a migration file changed cost. The machine's load is printed before and
+# after: figures from a busy machine are not comparable with a quiet one's.
 #
 # usage: scripts/bench-build.sh [--release-macros]
 #   --release-macros  also measure with `[profile.dev.build-override] opt-level = 3`, the
@@ -10,8 +16,8 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 work="$root/target/bench-build"
-rm -rf "$work/macro" "$work/include"
-mkdir -p "$work/macro/src" "$work/include/src" "$work/migrations"
+rm -rf "$work/macro" "$work/include" "$work/plain"
+mkdir -p "$work/macro/src" "$work/include/src" "$work/plain/src" "$work/migrations"
 
 python3 - "$work/migrations" <<'PY'
 import sys, pathlib
@@ -61,44 +67,74 @@ $2
 TOML
 }
 
-{
+files() {
     echo 'static FILES: &[&str] = &['
     for f in "$work"/migrations/*.sql; do echo "    include_str!(\"$f\"),"; done
     echo '];'
-    echo 'fn main() { println!("{}", FILES.len()); }'
+}
+{
+    files
+    echo 'static EMPTY: migrate_core::Migrations = migrate_core::Migrations {'
+    echo '    dir: std::borrow::Cow::Borrowed(""),'
+    echo '    migrations: std::borrow::Cow::Borrowed(&[]),'
+    echo '};'
+    echo 'fn main() { println!("{}", FILES.len() + EMPTY.len()); }'
 } > "$work/include/src/main.rs"
+{
+    files
+    echo 'fn main() { println!("{}", FILES.len()); }'
+} > "$work/plain/src/main.rs"
 echo 'static MIGRATIONS: migrate_core::Migrations = migrate_macros::migrations!("../migrations");
 fn main() { println!("{}", MIGRATIONS.len()); }' > "$work/macro/src/main.rs"
 
-median_rebuild() { # dir
-    local times=()
+cache="$work/target/debug/migrate-build-cache"
+
+median() { sort -n | sed -n 3p; }
+
+median_rebuild() { # dir, "cold" to remove the macro's cache before each rebuild
+    local walls=() cpus=() TIMEFORMAT='%R %U %S' figures
     for _ in 1 2 3 4 5; do
         touch "$1/src/main.rs"
-        local start end
-        start=$(date +%s.%N)
-        (cd "$1" && CARGO_TARGET_DIR="$work/target" cargo build -q --offline)
-        end=$(date +%s.%N)
-        times+=("$(echo "$end - $start" | bc)")
+        if [ "${2:-}" = cold ]; then rm -rf "$cache"; fi
+        figures=$( { time (cd "$1" && CARGO_TARGET_DIR="$work/target" cargo build -q --offline); } 2>&1 | tail -1)
+        read -r wall user sys <<<"$figures"
+        walls+=("$wall")
+        cpus+=("$(echo "$user + $sys" | bc)")
     done
-    printf '%s\n' "${times[@]}" | sort -n | sed -n 3p
+    echo "$(printf '%s\n' "${walls[@]}" | median) $(printf '%s\n' "${cpus[@]}" | median)"
+}
+
+line() { # label, macro figures, baseline figures
+    read -r mw mc <<<"$2"
+    read -r bw bc_ <<<"$3"
+    printf '%-34s %6.2f s (cpu %5.2f s)   vs %6.2f s (cpu %5.2f s)   difference: %+.2f s (cpu %+.2f s)\n' \
+        "$1" "$mw" "$mc" "$bw" "$bc_" "$(echo "$mw - $bw" | bc)" "$(echo "$mc - $bc_" | bc)"
 }
 
 measure() { # label, extra manifest text
-    for kind in macro include; do
+    for kind in macro include plain; do
         manifest "$kind" "$2" > "$work/$kind/Cargo.toml"
         cp "$root/Cargo.lock" "$work/$kind/Cargo.lock"
         (cd "$work/$kind" && CARGO_TARGET_DIR="$work/target" cargo build -q --offline)
         test "$(CARGO_TARGET_DIR="$work/target" cargo run -q --offline --manifest-path "$work/$kind/Cargo.toml")" = 1000
     done
-    local with_macro with_include
-    with_macro=$(median_rebuild "$work/macro")
-    with_include=$(median_rebuild "$work/include")
-    printf '%-28s migrations!(): %6.2f s   include_str!: %6.2f s   difference: %+.2f s\n' \
-        "$1" "$with_macro" "$with_include" "$(echo "$with_macro - $with_include" | bc)"
+    local warm cold include plain
+    warm=$(median_rebuild "$work/macro")
+    cold=$(median_rebuild "$work/macro" cold)
+    include=$(median_rebuild "$work/include")
+    plain=$(median_rebuild "$work/plain")
+    echo "$1: migrations!() vs include_str! (both linking migrate-core), wall (cpu):"
+    line "  migrations!(), cache hit" "$warm" "$include"
+    line "  migrations!(), cache miss" "$cold" "$include"
+    read -r pw pc <<<"$plain"
+    printf '  include_str! without migrate-core: %.2f s (cpu %.2f s)\n' "$pw" "$pc"
 }
 
+echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, $(rustc --version)"
+echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "1,000 files, $(cat "$work"/migrations/*.sql | wc -c) bytes; median of 5 rebuilds each"
 measure "debug (default profile)" ""
 if [ "${1:-}" = "--release-macros" ]; then
     measure "debug, proc macros opt=3" $'[profile.dev.build-override]\nopt-level = 3'
 fi
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use crate::diagnostic::{self, Diagnostic, Severity};
 use crate::lint::{self, Config, config::CONFIG_FILE_NAME, coverage::Coverage};
 use crate::migration::Migrations;
-use crate::source::{self, Entries, Layout, ParsedFile, display_join};
+use crate::source::{self, Entries, FolderContents, Layout, ParsedFile, display_join};
 
 /// Why [`check_dir`] could not check a folder at all. Problems of the files themselves are not
 /// errors here but [`Diagnostic`]s of the [`CheckedSet`], so every one of them is reported.
@@ -93,11 +93,82 @@ pub fn check_dir_as(
     display_dir: &str,
     layout: Option<Layout>,
 ) -> Result<CheckedSet, CheckError> {
+    Ok(check_folder(read_folder(dir, display_dir)?, layout))
+}
+
+/// Everything [`check_folder`] reads of a folder, read once: its files' bytes and its
+/// `migrate.toml`. The build cache keys on exactly these bytes ([`FolderSnapshot::hash_into`]),
+/// so a cached result always belongs to the content that was checked.
+#[derive(Debug, Clone)]
+pub struct FolderSnapshot {
+    dir: PathBuf,
+    display_dir: String,
+    folder: FolderContents,
+    /// `migrate.toml`'s text, when the folder has one.
+    config: Option<String>,
+}
+
+impl FolderSnapshot {
+    /// Feeds every byte a check depends on into `hasher`: each file's name and content, each
+    /// problem met while reading, the configuration, and how paths are displayed. Lengths
+    /// go first, so no two different snapshots feed the same bytes.
+    pub fn hash_into(&self, hasher: &mut impl FnMut(&[u8])) {
+        let mut field = |bytes: &[u8]| {
+            hasher(&(bytes.len() as u64).to_le_bytes());
+            hasher(bytes);
+        };
+        field(self.display_dir.as_bytes());
+        for (kind, files) in [
+            ("files", &self.folder.files),
+            ("nested", &self.folder.nested),
+            ("script_configs", &self.folder.script_configs),
+        ] {
+            field(kind.as_bytes());
+            field(&(files.len() as u64).to_le_bytes());
+            for file in files {
+                field(file.file_name.as_bytes());
+                field(file.display_path.as_bytes());
+                field(&file.bytes);
+            }
+        }
+        field(format!("{:?}", self.folder.diagnostics).as_bytes());
+        match &self.config {
+            Some(text) => field(text.as_bytes()),
+            None => field(b"no config file"),
+        }
+    }
+}
+
+/// Reads `dir` (its migration files and `migrate.toml` when present) for [`check_folder`].
+pub fn read_folder(dir: &Path, display_dir: &str) -> Result<FolderSnapshot, CheckError> {
     let read_error = |source| CheckError::ReadDir {
         path: dir.to_path_buf(),
         source,
     };
     let folder = source::read_dir(dir, display_dir).map_err(read_error)?;
+    let config = match std::fs::read_to_string(dir.join(CONFIG_FILE_NAME)) {
+        Ok(text) => Some(text),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
+        Err(error) => return Err(read_error(error)),
+    };
+    Ok(FolderSnapshot {
+        dir: dir.to_path_buf(),
+        display_dir: display_dir.to_owned(),
+        folder,
+        config,
+    })
+}
+
+/// Parses every migration file of a folder read by [`read_folder`] and lints the set, in
+/// `layout` when given, else `migrate.toml`'s, else the one detected.
+pub fn check_folder(snapshot: FolderSnapshot, layout: Option<Layout>) -> CheckedSet {
+    let FolderSnapshot {
+        dir,
+        display_dir,
+        folder,
+        config,
+    } = snapshot;
+    let display_dir = display_dir.as_str();
     let mut inputs: Vec<PathBuf> = folder
         .files
         .iter()
@@ -111,10 +182,9 @@ pub fn check_dir_as(
         nested: folder.nested,
         script_configs: folder.script_configs,
     };
-    let config_path = dir.join(CONFIG_FILE_NAME);
-    let config = match std::fs::read_to_string(&config_path) {
-        Ok(text) => {
-            inputs.push(config_path);
+    let config = match config {
+        Some(text) => {
+            inputs.push(dir.join(CONFIG_FILE_NAME));
             match Config::parse(&text, &display_join(display_dir, CONFIG_FILE_NAME)) {
                 Ok(config) => config,
                 Err(problems) => {
@@ -123,8 +193,7 @@ pub fn check_dir_as(
                 }
             }
         }
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Config::default(),
-        Err(error) => return Err(read_error(error)),
+        None => Config::default(),
     };
     let (layout, sources) = match source::detect(&entries, layout.or(config.layout)) {
         Ok(layout) => {
@@ -151,11 +220,11 @@ pub fn check_dir_as(
     }
     diagnostics.extend(findings);
     diagnostic::sort(&mut diagnostics);
-    Ok(CheckedSet {
+    CheckedSet {
         files: loaded.files,
         diagnostics,
         coverage: linted.coverage,
         inputs,
         layout,
-    })
+    }
 }

@@ -52,7 +52,8 @@
 //!    rewrite of a backfill `UPDATE`);
 //! 4. [`lint`]: the engine, the registry and one file per rule;
 //! 5. [`checked_set`]: [`check_dir`], the one entry point of the macro and the CLI;
-//! 6. `runtime` (feature `runtime`): applying a set to PostgreSQL.
+//! 6. [`build_cache`]: what the macro made of a folder, kept between builds;
+//! 7. `runtime` (feature `runtime`): applying a set to PostgreSQL.
 //!
 //! The modules named without a link are implementation, not API: reading SQL is private to
 //! this crate, and `source` and `batch_plan` are public only for this workspace's CLI, tests
@@ -88,10 +89,14 @@ pub mod lint;
 
 pub mod checked_set;
 
+pub mod build_cache;
+
 #[cfg(feature = "runtime")]
 pub mod runtime;
 
-pub use checked_set::{CheckedSet, check_dir, check_dir_as};
+pub use checked_set::{
+    CheckedSet, FolderSnapshot, check_dir, check_dir_as, check_folder, read_folder,
+};
 pub use checksum::Checksum;
 pub use diagnostic::{Diagnostic, Severity};
 pub use migration::{

@@ -27,6 +27,8 @@ const LAYERS: &[&[&str]] = &[
     &["lint"],
     // `check_dir`: read, parse and lint a folder (the macro's and the CLI's entry point).
     &["checked_set"],
+    // The macro's cache between builds, keyed by what `check_dir` reads.
+    &["build_cache"],
     // Applying a set to PostgreSQL.
     &["runtime"],
 ];

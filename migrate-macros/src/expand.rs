@@ -2,8 +2,11 @@
 
 use std::path::PathBuf;
 
+use migrate_core::build_cache::{BuildCache, Expansion};
 use migrate_core::source::Layout;
-use migrate_core::{CheckedSet, Migration, Section, Statement, TransactionMode, check_dir_as};
+use migrate_core::{
+    CheckedSet, Migration, Section, Statement, TransactionMode, check_folder, read_folder,
+};
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
 use syn::LitStr;
@@ -41,10 +44,56 @@ impl syn::parse::Parse for Input {
     }
 }
 
-/// The expansion of `migrations!(input)`: the `Migrations` literal, or every diagnostic of the
-/// folder as compile errors (warnings as `#[deprecated]` uses) spanned on the path literal.
-/// `Err` only when the input is not a path literal or the folder cannot be found or read.
-pub fn expand(input: TokenStream) -> syn::Result<TokenStream> {
+/// What `migrations!(input)` expands to.
+pub enum Expanded {
+    /// Checked now.
+    Fresh(TokenStream),
+    /// From the build cache: the warnings (spanned on the path literal, as when fresh) and
+    /// the rest of the expansion as source text, which the caller hands to rustc's lexer (a
+    /// proc-macro2 parse of megabytes is slow in an unoptimised macro).
+    Cached { warnings: TokenStream, code: String },
+}
+
+impl Expanded {
+    /// The whole expansion as tokens (a cached one parsed by proc-macro2).
+    pub fn into_tokens(self) -> syn::Result<TokenStream> {
+        match self {
+            Expanded::Fresh(tokens) => Ok(tokens),
+            Expanded::Cached { warnings, code } => {
+                let code: TokenStream = code.parse().map_err(|error| {
+                    syn::Error::new(
+                        proc_macro2::Span::call_site(),
+                        format!("the build cache entry does not lex: {error}"),
+                    )
+                })?;
+                Ok(quote! {{ #warnings #code }})
+            }
+        }
+    }
+}
+
+/// The expansion of `migrations!(input)`, using the build cache of the rustc running the
+/// macro when `use_cache` and it has one ([`BuildCache::in_rustc`]).
+pub fn expand(input: TokenStream, use_cache: bool) -> syn::Result<Expanded> {
+    let manifest_dir = std::env::var_os(MANIFEST_DIR_OVERRIDE)
+        .or_else(|| std::env::var_os("CARGO_MANIFEST_DIR"))
+        .map(PathBuf::from);
+    let cache = use_cache
+        .then(|| BuildCache::in_rustc("migrate_macros"))
+        .flatten();
+    expand_in(input, manifest_dir, cache)
+}
+
+/// The expansion of `migrations!(input)` for the crate in `manifest_dir`: the `Migrations`
+/// literal, or every diagnostic of the folder as compile errors (warnings as `#[deprecated]`
+/// uses) spanned on the path literal. `Err` only when the input is not a path literal or the
+/// folder cannot be found or read. A set without errors is stored in `cache`, and taken
+/// from it while its inputs are unchanged.
+pub fn expand_in(
+    input: TokenStream,
+    manifest_dir: Option<PathBuf>,
+    cache: Option<BuildCache>,
+) -> syn::Result<Expanded> {
     let Input { literal, layout } = syn::parse2(input).map_err(|error| {
         syn::Error::new(
             error.span(),
@@ -54,65 +103,112 @@ pub fn expand(input: TokenStream) -> syn::Result<TokenStream> {
         )
     })?;
     let relative = literal.value();
-    let manifest_dir = std::env::var_os(MANIFEST_DIR_OVERRIDE)
-        .or_else(|| std::env::var_os("CARGO_MANIFEST_DIR"))
-        .map(PathBuf::from)
-        .ok_or_else(|| {
-            syn::Error::new(
-                literal.span(),
-                "CARGO_MANIFEST_DIR is not set: build with cargo",
-            )
-        })?;
+    let manifest_dir = manifest_dir.ok_or_else(|| {
+        syn::Error::new(
+            literal.span(),
+            "CARGO_MANIFEST_DIR is not set: build with cargo",
+        )
+    })?;
     let dir = manifest_dir.join(&relative);
-    let checked = check_dir_as(&dir, &relative, layout).map_err(|error| {
+    let snapshot = read_folder(&dir, &relative).map_err(|error| {
         syn::Error::new(
             literal.span(),
             format!("migrations!(\"{relative}\"): {error}"),
         )
     })?;
+    let dir_text = dir
+        .canonicalize()
+        .unwrap_or_else(|_| dir.clone())
+        .to_string_lossy()
+        .into_owned();
 
+    let layout_name = layout.map_or("detected", Layout::as_str);
+    let call = [
+        manifest_dir.to_string_lossy().into_owned(),
+        relative.clone(),
+        layout_name.to_owned(),
+        dir_text.clone(),
+    ];
+    let call: Vec<&str> = call.iter().map(String::as_str).collect();
+    let cached = cache.map(|cache| {
+        let key = cache.key(&call, &snapshot);
+        (cache, key)
+    });
+    if let Some((cache, key)) = &cached
+        && let Some(Expansion { warnings, code }) = cache.load(key)
+    {
+        return Ok(Expanded::Cached {
+            warnings: warning_tokens(&warnings, &literal),
+            code,
+        });
+    }
+
+    let checked = check_folder(snapshot, layout);
     let tracking = track_inputs(&checked);
     // Warnings are reported alongside errors, so one build shows everything.
-    let warnings: Vec<TokenStream> = checked
-        .warnings()
-        .enumerate()
-        .map(|(index, diagnostic)| {
-            let name = format_ident!("MigrateWarning{}", index, span = literal.span());
-            let note = diagnostic.to_string();
-            quote! {
-                #[deprecated(note = #note)]
-                #[allow(non_camel_case_types, dead_code)]
-                struct #name;
-                let _ = #name;
-            }
-        })
-        .collect();
+    let warnings: Vec<String> = checked.warnings().map(ToString::to_string).collect();
+    let warning_uses = warning_tokens(&warnings, &literal);
     let mut errors = checked
         .errors()
         .map(|d| syn::Error::new(literal.span(), d.to_string()));
     if let Some(mut first) = errors.next() {
         first.extend(errors);
         let compile_errors = first.into_compile_error();
-        return Ok(quote! {{ #tracking #(#warnings)* #compile_errors }});
+        return Ok(Expanded::Fresh(
+            quote! {{ #tracking #warning_uses #compile_errors }},
+        ));
     }
 
-    let dir_text = dir
-        .canonicalize()
-        .unwrap_or(dir)
-        .to_string_lossy()
-        .into_owned();
     let migrations = checked
         .files
         .iter()
         .map(|file| migration_tokens(&file.migration));
-    Ok(quote! {{
+    let imports = imports();
+    let code = quote! {
         #tracking
-        #(#warnings)*
-        ::migrate_core::Migrations {
-            dir: ::std::borrow::Cow::Borrowed(#dir_text),
-            migrations: ::std::borrow::Cow::Borrowed(&[#(#migrations),*]),
+        #imports
+        Migrations {
+            dir: Borrowed(#dir_text),
+            migrations: Borrowed(&[#(#migrations),*]),
         }
-    }})
+    };
+    if let Some((cache, key)) = cached {
+        let code = code.to_string();
+        cache.store(&key, &Expansion { warnings, code });
+    }
+    Ok(Expanded::Fresh(quote! {{ #warning_uses #code }}))
+}
+
+/// Each warning as the use of a `#[deprecated]` item whose note is the diagnostic: rustc
+/// then prints it as a warning on the path literal.
+fn warning_tokens(warnings: &[String], literal: &LitStr) -> TokenStream {
+    let uses = warnings.iter().enumerate().map(|(index, note)| {
+        let name = format_ident!("MigrateWarning{}", index, span = literal.span());
+        quote! {
+            #[deprecated(note = #note)]
+            #[allow(non_camel_case_types, dead_code)]
+            struct #name;
+            let _ = #name;
+        }
+    });
+    quote! { #(#uses)* }
+}
+
+/// Short names for the generated code: the same paths spelt out in full in each of
+/// thousands of statements made rustc's parsing and name resolution of the expansion cost
+/// more than the include_str!s of the same files.
+fn imports() -> TokenStream {
+    quote! {
+        #[allow(unused_imports)]
+        use ::migrate_core::{
+            BackfillPace, BackfillSpec, Checksum, Migration, Migrations, Phase, Section,
+            Statement, TransactionMode,
+        };
+        #[allow(unused_imports)]
+        use ::std::borrow::Cow::Borrowed;
+        #[allow(unused_imports)]
+        use ::std::option::Option::{None, Some};
+    }
 }
 
 /// `include_bytes!` of every input makes cargo rebuild the crate when one changes.
@@ -125,22 +221,29 @@ fn track_inputs(checked: &CheckedSet) -> TokenStream {
 }
 
 fn migration_tokens(migration: &Migration) -> TokenStream {
-    let version = migration.version;
+    let version = proc_macro2::Literal::u64_unsuffixed(migration.version);
     let name = migration.name.as_ref();
     let file_name = migration.file_name.as_ref();
     let phase = format_ident!("{}", format!("{:?}", migration.phase));
-    let checksum = migration.checksum.0;
+    // An array, not `*b"..."`: a deref is not promoted to 'static in a `let`.
+    let checksum = migration
+        .checksum
+        .0
+        .map(proc_macro2::Literal::u8_unsuffixed);
     let up = section_tokens(&migration.up);
     let down = match &migration.down {
         Some(section) => {
             let section = section_tokens(section);
-            quote!(::std::option::Option::Some(#section))
+            quote!(Some(#section))
         }
-        None => quote!(::std::option::Option::None),
+        None => quote!(None),
     };
     let requires = match migration.requires {
-        Some(version) => quote!(::std::option::Option::Some(#version)),
-        None => quote!(::std::option::Option::None),
+        Some(version) => {
+            let version = proc_macro2::Literal::u64_unsuffixed(version);
+            quote!(Some(#version))
+        }
+        None => quote!(None),
     };
     let backfill = match &migration.backfill {
         Some(spec) => {
@@ -148,47 +251,47 @@ fn migration_tokens(migration: &Migration) -> TokenStream {
             let pace = match spec.pace {
                 ::migrate_core::BackfillPace::Adaptive { target_ms } => {
                     let target = match target_ms {
-                        Some(ms) => quote!(::std::option::Option::Some(#ms)),
-                        None => quote!(::std::option::Option::None),
+                        Some(ms) => quote!(Some(#ms)),
+                        None => quote!(None),
                     };
-                    quote!(::migrate_core::BackfillPace::Adaptive { target_ms: #target })
+                    quote!(BackfillPace::Adaptive { target_ms: #target })
                 }
                 ::migrate_core::BackfillPace::Fixed {
                     batch_size,
                     delay_ms,
-                } => quote!(::migrate_core::BackfillPace::Fixed {
+                } => quote!(BackfillPace::Fixed {
                     batch_size: #batch_size,
                     delay_ms: #delay_ms,
                 }),
             };
             let schema = match spec.schema.as_deref() {
                 Some(schema) => {
-                    quote!(::std::option::Option::Some(::std::borrow::Cow::Borrowed(#schema)))
+                    quote!(Some(Borrowed(#schema)))
                 }
-                None => quote!(::std::option::Option::None),
+                None => quote!(None),
             };
-            quote!(::std::option::Option::Some(::migrate_core::BackfillSpec {
+            quote!(Some(BackfillSpec {
                 schema: #schema,
-                table: ::std::borrow::Cow::Borrowed(#table),
-                key: ::std::borrow::Cow::Borrowed(#key),
+                table: Borrowed(#table),
+                key: Borrowed(#key),
                 pace: #pace,
             }))
         }
-        None => quote!(::std::option::Option::None),
+        None => quote!(None),
     };
     let compare = match migration.compare.as_deref() {
-        Some(text) => quote!(::std::option::Option::Some(::std::borrow::Cow::Borrowed(#text))),
-        None => quote!(::std::option::Option::None),
+        Some(text) => quote!(Some(Borrowed(#text))),
+        None => quote!(None),
     };
     let requires_compare = migration.requires_compare;
     let replaces = migration.replaces.iter();
     quote! {
-        ::migrate_core::Migration {
+        Migration {
             version: #version,
-            name: ::std::borrow::Cow::Borrowed(#name),
-            phase: ::migrate_core::Phase::#phase,
-            file_name: ::std::borrow::Cow::Borrowed(#file_name),
-            checksum: ::migrate_core::Checksum([#(#checksum),*]),
+            name: Borrowed(#name),
+            phase: Phase::#phase,
+            file_name: Borrowed(#file_name),
+            checksum: Checksum([#(#checksum),*]),
             up: #up,
             down: #down,
             requires: #requires,
@@ -203,12 +306,12 @@ fn migration_tokens(migration: &Migration) -> TokenStream {
 fn section_tokens(section: &Section) -> TokenStream {
     let statements = section.statements.iter().map(statement_tokens);
     let mode = match section.mode {
-        TransactionMode::Transactional => quote!(::migrate_core::TransactionMode::Transactional),
-        TransactionMode::Autocommit => quote!(::migrate_core::TransactionMode::Autocommit),
+        TransactionMode::Transactional => quote!(TransactionMode::Transactional),
+        TransactionMode::Autocommit => quote!(TransactionMode::Autocommit),
     };
     quote! {
-        ::migrate_core::Section {
-            statements: ::std::borrow::Cow::Borrowed(&[#(#statements),*]),
+        Section {
+            statements: Borrowed(&[#(#statements),*]),
             mode: #mode,
         }
     }
@@ -222,12 +325,135 @@ fn statement_tokens(statement: &Statement) -> TokenStream {
         non_transactional,
     } = statement;
     let sql = sql.as_ref();
+    // Unsuffixed: the field types say what they are, and thousands of statements are parsed.
+    let (line, column) = (
+        proc_macro2::Literal::u32_unsuffixed(*line),
+        proc_macro2::Literal::u32_unsuffixed(*column),
+    );
     quote! {
-        ::migrate_core::Statement {
-            sql: ::std::borrow::Cow::Borrowed(#sql),
+        Statement {
+            sql: Borrowed(#sql),
             line: #line,
             column: #column,
             non_transactional: #non_transactional,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use migrate_core::build_cache::BuildCache;
+    use quote::quote;
+
+    use super::{Expanded, expand_in};
+
+    /// A crate folder whose `migrations/` lints with a warning (a `timestamp` column) and
+    /// no error.
+    fn crate_dir() -> tempfile::TempDir {
+        let root = tempfile::tempdir().expect("temp dir");
+        let migrations = root.path().join("migrations");
+        std::fs::create_dir(&migrations).expect("mkdir");
+        let files = [
+            (
+                "0001_users.expand.sql",
+                "CREATE TABLE IF NOT EXISTS users (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, seen timestamp);\n-- migrate:down\nDROP TABLE IF EXISTS users;\n",
+            ),
+            (
+                "0002_email.expand.sql",
+                "ALTER TABLE users ADD COLUMN IF NOT EXISTS email text;\n",
+            ),
+        ];
+        for (name, sql) in files {
+            std::fs::write(migrations.join(name), sql).expect("write");
+        }
+        root
+    }
+
+    fn expand(root: &Path, cache: Option<BuildCache>) -> Expanded {
+        expand_in(quote!("migrations"), Some(root.to_path_buf()), cache).expect("expands")
+    }
+
+    fn text(expanded: Expanded) -> String {
+        expanded.into_tokens().expect("lexes").to_string()
+    }
+
+    fn is_cached(expanded: &Expanded) -> bool {
+        matches!(expanded, Expanded::Cached { .. })
+    }
+
+    #[test]
+    fn a_cold_a_warm_and_a_refreshed_cache_expand_exactly_as_no_cache() {
+        let root = crate_dir();
+        let target = tempfile::tempdir().expect("temp dir");
+        let cache = || BuildCache::at(target.path().join("cache"), b"test build".to_vec());
+        let uncached = text(expand(root.path(), None));
+        assert!(
+            uncached.contains("deprecated"),
+            "the fixture has a warning: {uncached}"
+        );
+
+        let cold = expand(root.path(), cache());
+        assert!(!is_cached(&cold));
+        assert_eq!(text(cold), uncached, "cold");
+        let warm = expand(root.path(), cache());
+        assert!(
+            is_cached(&warm),
+            "the second expansion comes from the cache"
+        );
+        assert_eq!(text(warm), uncached, "warm");
+
+        // One file changed: checked again, and the result is that of the new content.
+        std::fs::write(
+            root.path().join("migrations/0002_email.expand.sql"),
+            "ALTER TABLE users ADD COLUMN IF NOT EXISTS email_address text;\n",
+        )
+        .expect("edit");
+        let changed_uncached = text(expand(root.path(), None));
+        assert_ne!(changed_uncached, uncached);
+        let changed = expand(root.path(), cache());
+        assert!(!is_cached(&changed), "a changed file misses");
+        assert_eq!(text(changed), changed_uncached, "after a change");
+        let changed_warm = expand(root.path(), cache());
+        assert!(is_cached(&changed_warm));
+        assert_eq!(text(changed_warm), changed_uncached, "warm after a change");
+    }
+
+    #[test]
+    fn a_damaged_entry_is_checked_again() {
+        let root = crate_dir();
+        let target = tempfile::tempdir().expect("temp dir");
+        let dir = target.path().join("cache");
+        let cache = || BuildCache::at(dir.clone(), b"test build".to_vec());
+        let uncached = text(expand(root.path(), None));
+        assert!(!is_cached(&expand(root.path(), cache())));
+        for entry in std::fs::read_dir(&dir).expect("cache dir") {
+            let path = entry.expect("entry").path();
+            let bytes = std::fs::read(&path).expect("read entry");
+            std::fs::write(&path, &bytes[..bytes.len() / 2]).expect("truncate");
+        }
+        let after = expand(root.path(), cache());
+        assert!(!is_cached(&after), "a truncated entry is a miss");
+        assert_eq!(text(after), uncached);
+    }
+
+    #[test]
+    fn a_set_with_errors_is_never_cached() {
+        let root = crate_dir();
+        std::fs::write(
+            root.path().join("migrations/0003_index.expand.sql"),
+            "CREATE INDEX IF NOT EXISTS users_email ON users (email);\n",
+        )
+        .expect("write");
+        let target = tempfile::tempdir().expect("temp dir");
+        let cache = || BuildCache::at(target.path().join("cache"), b"test build".to_vec());
+        let uncached = text(expand(root.path(), None));
+        assert!(uncached.contains("require-concurrent-index"), "{uncached}");
+        for _ in 0..2 {
+            let expanded = expand(root.path(), cache());
+            assert!(!is_cached(&expanded));
+            assert_eq!(text(expanded), uncached);
         }
     }
 }

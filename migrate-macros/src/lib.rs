@@ -14,7 +14,8 @@
 
 mod expand;
 
-use proc_macro::TokenStream;
+use expand::Expanded;
+use proc_macro::{Delimiter, Group, TokenStream, TokenTree};
 
 /// Embeds every migration of a folder (relative to the crate's `Cargo.toml`) as a
 /// `migrate_core::Migrations` value, usable in a `static` or a `let`:
@@ -28,7 +29,22 @@ use proc_macro::TokenStream;
 /// (`migrate.toml`) are compiler warnings.
 #[proc_macro]
 pub fn migrations(input: TokenStream) -> TokenStream {
-    expand::expand(input.into())
-        .unwrap_or_else(syn::Error::into_compile_error)
-        .into()
+    let input = proc_macro2::TokenStream::from(input);
+    match expand::expand(input.clone(), true) {
+        Ok(Expanded::Fresh(tokens)) => tokens.into(),
+        Ok(Expanded::Cached { warnings, code }) => match code.parse::<TokenStream>() {
+            // rustc's own lexer: proc-macro2 would parse megabytes unoptimised.
+            Ok(code) => {
+                let mut block = TokenStream::from(warnings);
+                block.extend(code);
+                TokenTree::Group(Group::new(Delimiter::Brace, block)).into()
+            }
+            // Entries are checked before use, so this is not expected; never fail for it.
+            Err(_) => expand::expand(input, false)
+                .and_then(Expanded::into_tokens)
+                .unwrap_or_else(syn::Error::into_compile_error)
+                .into(),
+        },
+        Err(error) => error.into_compile_error().into(),
+    }
 }
