@@ -3,7 +3,8 @@
 //!
 //! This crate is a doorway: reading, parsing and linting are `migrate_core::check_dir`, the
 //! same function the `migrate` CLI runs, so `cargo build` and `migrate lint` always agree.
-//! `expand` only turns its result into tokens.
+//! `expand` only turns its result into tokens, kept between builds by
+//! `migrate_core::build_cache` (under the target directory, keyed by every input).
 //!
 //! Cargo rebuilds when an embedded file or `migrate.toml` changes (the expansion references
 //! each with `include_bytes!`). A file added to or removed from the folder is not seen by
