@@ -298,7 +298,7 @@ fn migration_tokens(migration: &Migration) -> TokenStream {
             backfill: #backfill,
             compare: #compare,
             requires_compare: #requires_compare,
-            replaces: ::std::borrow::Cow::Borrowed(&[#(#replaces),*]),
+            replaces: Borrowed(&[#(#replaces),*]),
         }
     }
 }
