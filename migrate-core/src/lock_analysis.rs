@@ -793,6 +793,9 @@ pub fn writes_rows(sql: &str) -> Option<&'static str> {
             Some("REFRESH MATERIALIZED VIEW")
         }
         Some(Statement::Query(query)) if selects_into(&query.body) => Some("SELECT ... INTO"),
+        Some(Statement::Query(query)) if query_writes(&query) => {
+            Some("WITH ... (a data-modifying WITH)")
+        }
         Some(_) => None,
         None => [
             ("INSERT", "INSERT"),
@@ -809,6 +812,22 @@ pub fn writes_rows(sql: &str) -> Option<&'static str> {
             (words.starts_with(&["COPY"]) && words.contains("FROM")).then_some("COPY ... FROM")
         }),
     }
+}
+
+/// A query whose body or one of whose `WITH` queries is an `INSERT`, `UPDATE`, `DELETE` or
+/// `MERGE` (`WITH gone AS (DELETE FROM t RETURNING *) SELECT count(*) FROM gone`).
+fn query_writes(query: &sqlparser::ast::Query) -> bool {
+    use sqlparser::ast::SetExpr;
+    let body_writes = match query.body.as_ref() {
+        SetExpr::Insert(_) | SetExpr::Update(_) | SetExpr::Delete(_) | SetExpr::Merge(_) => true,
+        SetExpr::Query(inner) => query_writes(inner),
+        _ => false,
+    };
+    body_writes
+        || query
+            .with
+            .as_ref()
+            .is_some_and(|with| with.cte_tables.iter().any(|cte| query_writes(&cte.query)))
 }
 
 /// `SELECT ... INTO new_table`: creates a table and fills it.
@@ -1251,6 +1270,14 @@ mod tests {
                 "CREATE MATERIALIZED VIEW",
             ),
             ("REFRESH MATERIALIZED VIEW m", "REFRESH MATERIALIZED VIEW"),
+            (
+                "WITH gone AS (DELETE FROM t WHERE a < 0 RETURNING *) SELECT count(*) FROM gone",
+                "WITH ... (a data-modifying WITH)",
+            ),
+            (
+                "WITH s AS (SELECT 1), n AS (INSERT INTO t (a) SELECT * FROM s RETURNING a) SELECT * FROM n",
+                "WITH ... (a data-modifying WITH)",
+            ),
         ] {
             assert_eq!(writes_rows(sql), Some(kind), "{sql}");
         }
@@ -1259,6 +1286,7 @@ mod tests {
             "CREATE TABLE c AS SELECT * FROM t WITH NO DATA",
             "COPY t TO STDOUT",
             "SELECT 1",
+            "WITH s AS (SELECT 1) SELECT * FROM s",
             "CREATE INDEX CONCURRENTLY i ON t (a)",
             "ALTER TABLE t ADD COLUMN inserted_at timestamptz",
             "-- INSERT in a comment\nCREATE VIEW v AS SELECT 1 AS update",
