@@ -13,12 +13,20 @@ use crate::splitter::{Token, TokenKind};
 pub struct Words<'a> {
     source: &'a str,
     tokens: &'a [Token],
+    /// Whether `tokens` holds a comment; without one, the `index`-th word is `tokens[index]`
+    /// (rules index words in loops, and a walk per lookup made those quadratic).
+    has_comments: bool,
 }
 
 impl<'a> Words<'a> {
     /// `tokens` may contain comments; they are skipped by every accessor.
     pub fn new(source: &'a str, tokens: &'a [Token]) -> Words<'a> {
-        Words { source, tokens }
+        let has_comments = tokens.iter().any(Token::is_comment);
+        Words {
+            source,
+            tokens,
+            has_comments,
+        }
     }
 
     /// The whole file's text, which the tokens' ranges index.
@@ -31,9 +39,18 @@ impl<'a> Words<'a> {
         self.tokens.iter().filter(|t| !t.is_comment())
     }
 
+    /// The `index`-th token, comments skipped.
+    fn nth(&self, index: usize) -> Option<&'a Token> {
+        if self.has_comments {
+            self.iter().nth(index)
+        } else {
+            self.tokens.get(index)
+        }
+    }
+
     /// The `index`-th token's text if it is an unquoted word, upper-cased.
     pub fn keyword(&self, index: usize) -> Option<String> {
-        let token = self.iter().nth(index)?;
+        let token = self.nth(index)?;
         (token.kind == TokenKind::Word).then(|| token.text(self.source).to_ascii_uppercase())
     }
 
@@ -81,12 +98,16 @@ impl<'a> Words<'a> {
 
     /// The `index`-th token's text, as written.
     pub fn text(&self, index: usize) -> Option<&'a str> {
-        Some(self.iter().nth(index)?.text(self.source))
+        Some(self.nth(index)?.text(self.source))
     }
 
     /// How many tokens, comments skipped.
     pub fn len(&self) -> usize {
-        self.iter().count()
+        if self.has_comments {
+            self.iter().count()
+        } else {
+            self.tokens.len()
+        }
     }
 
     /// True when there is no token but comments.
@@ -316,6 +337,26 @@ mod tests {
     fn with_words<T>(sql: &str, f: impl FnOnce(&Words<'_>) -> T) -> T {
         let tokens = tokenize(sql).unwrap();
         f(&Words::new(sql, &tokens))
+    }
+
+    #[test]
+    fn words_are_looked_up_alike_with_and_without_comments() {
+        let plain = "ALTER TABLE t ADD COLUMN c int";
+        let commented = "ALTER /* why */ TABLE t -- note\n ADD COLUMN c int";
+        with_words(plain, |without| {
+            with_words(commented, |with| {
+                assert_eq!(with.len(), without.len());
+                for index in 0..=without.len() {
+                    assert_eq!(with.keyword(index), without.keyword(index), "{index}");
+                    assert_eq!(with.text(index), without.text(index), "{index}");
+                }
+            })
+        });
+        with_words(plain, |words| {
+            assert_eq!(words.len(), 7);
+            assert_eq!(words.keyword(5).as_deref(), Some("C"));
+            assert_eq!(words.text(7), None);
+        });
     }
 
     #[test]

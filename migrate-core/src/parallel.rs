@@ -9,6 +9,9 @@ use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 
+/// How many results per thread [`for_each_in_order`] lets wait for the consumer.
+const RESULTS_IN_FLIGHT_PER_THREAD: usize = 8;
+
 /// The threads used for `jobs` jobs: one per core, at most one per job.
 pub fn threads_for(jobs: usize) -> usize {
     std::thread::available_parallelism()
@@ -17,41 +20,85 @@ pub fn threads_for(jobs: usize) -> usize {
         .max(1)
 }
 
-/// `items.iter().map(job).collect()`, run on `threads` threads; see [`for_each_in_order`].
+/// `items.iter().map(job).collect()`, run on `threads` threads: each thread takes the next
+/// item not yet taken and keeps its results, which are put in the items' order at the end
+/// (no channel: nothing is consumed before the last job ends anyway).
 pub fn map_in_order<T, R, F>(items: &[T], threads: usize, job: F) -> Vec<R>
 where
     T: Sync,
     R: Send,
     F: Fn(&T) -> R + Sync,
 {
-    let mut results = Vec::with_capacity(items.len());
-    for_each_in_order(items, threads, job, |_, result| results.push(result));
-    results
+    if threads <= 1 || items.len() <= 1 {
+        return items.iter().map(job).collect();
+    }
+    let next = AtomicUsize::new(0);
+    let (next, job) = (&next, &job);
+    let per_thread: Vec<Vec<(usize, R)>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(move || {
+                    let mut done = Vec::new();
+                    loop {
+                        let index = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(item) = items.get(index) else {
+                            return done;
+                        };
+                        done.push((index, job(item)));
+                    }
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            // A job that panicked: re-raised here, as a panic of the caller.
+            .map(|handle| {
+                handle
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    });
+    let mut slots: Vec<Option<R>> = std::iter::repeat_with(|| None).take(items.len()).collect();
+    for (index, result) in per_thread.into_iter().flatten() {
+        slots[index] = Some(result);
+    }
+    // Every index below `items.len()` was taken by exactly one thread.
+    slots.into_iter().flatten().collect()
 }
 
 /// Runs `job` on every item on `threads` threads, and `consume` on the caller's thread with
 /// each item's index and result, in the items' order, as soon as the results before it are
 /// in: a result is consumed (and can be dropped) long before the last job ends. Each thread
 /// takes the next item not yet taken (items differ in size, so a fixed split would leave a
-/// core idle).
-pub fn for_each_in_order<T, R, F, C>(items: &[T], threads: usize, job: F, mut consume: C)
-where
+/// core idle). `prepare` runs on the caller's thread while the first jobs run; what it
+/// returns is handed to every `consume`.
+pub fn for_each_in_order<T, R, S, F, P, C>(
+    items: &[T],
+    threads: usize,
+    job: F,
+    prepare: P,
+    mut consume: C,
+) where
     T: Sync,
     R: Send,
     F: Fn(&T) -> R + Sync,
-    C: FnMut(usize, R),
+    P: FnOnce() -> S,
+    C: FnMut(&mut S, usize, R),
 {
     if threads <= 1 || items.len() <= 1 {
+        let mut state = prepare();
         for (index, item) in items.iter().enumerate() {
-            consume(index, job(item));
+            consume(&mut state, index, job(item));
         }
         return;
     }
     let next = AtomicUsize::new(0);
     let (next, job) = (&next, &job);
     // Bounded: when the caller's thread falls behind, the jobs wait instead of piling up
-    // results (each holds a file's syntax trees).
-    let (sender, receiver) = mpsc::sync_channel(threads);
+    // results (each holds a file's syntax trees). Not too tight: a job that waits for room
+    // sleeps and is woken again, which cost more than the consumer's work at two places.
+    let (sender, receiver) = mpsc::sync_channel(threads * RESULTS_IN_FLIGHT_PER_THREAD);
     std::thread::scope(|scope| {
         for _ in 0..threads {
             let sender = sender.clone();
@@ -68,6 +115,7 @@ where
             });
         }
         drop(sender);
+        let mut state = prepare();
         // Results that arrived before one of an earlier item; a job that panicked ends the
         // loop (its sender is dropped) and the scope re-raises the panic.
         let mut waiting = BTreeMap::new();
@@ -75,7 +123,7 @@ where
         for (index, result) in receiver {
             waiting.insert(index, result);
             while let Some(result) = waiting.remove(&expected) {
-                consume(expected, result);
+                consume(&mut state, expected, result);
                 expected += 1;
             }
         }
@@ -107,7 +155,9 @@ mod tests {
         let job = |n: &u64| (0..(n % 5) * 20_000).fold(*n, |a, b| a.wrapping_add(b));
         for threads in [1, 2, 4] {
             let mut seen = Vec::new();
-            for_each_in_order(&items, threads, job, |index, result| {
+            let prepare = || threads * 10;
+            for_each_in_order(&items, threads, job, prepare, |state, index, result| {
+                assert_eq!(*state, threads * 10, "prepare's state reaches consume");
                 assert_eq!(result, job(&items[index]));
                 seen.push(index);
             });

@@ -53,22 +53,27 @@ pub fn lint_set(files: &[ParsedFile], config: &Config) -> LintedSet {
 pub(crate) fn lint_set_on(files: &[ParsedFile], config: &Config, threads: usize) -> LintedSet {
     let mut ordered: Vec<&ParsedFile> = files.iter().collect();
     ordered.sort_by_key(|f| f.migration.version);
-    let mut set_wide = Checker::of_reach(Reach::Set, config);
-    for (_, checker) in &mut set_wide {
-        if let Checker::WithMemory(memory) = checker {
-            memory.start_set(&ordered);
-        }
-    }
     let mut set = LintedSet::default();
     parallel::for_each_in_order(
         &ordered,
         threads,
         |file| lint_file(file, config),
+        // The rules whose memory spans files read what they need of the whole set while the
+        // first files are linted.
+        || {
+            let mut set_wide = Checker::of_reach(Reach::Set, config);
+            for (_, checker) in &mut set_wide {
+                if let Checker::WithMemory(memory) = checker {
+                    memory.start_set(&ordered);
+                }
+            }
+            set_wide
+        },
         // In version order, each file as soon as the files before it are done; its syntax
         // trees are dropped here, so they never all live at once.
-        |index, mut linted| {
+        |set_wide, index, mut linted| {
             let file = ordered[index];
-            run_checkers(file, &mut linted.statements, &mut set_wide);
+            run_checkers(file, &mut linted.statements, set_wide);
             apply_allows_and_levels(file, linted, config, &mut set);
         },
     );

@@ -433,6 +433,10 @@ fn lines(bytes: &[u8]) -> impl Iterator<Item = &str> {
 }
 
 fn has_dbmate_options(bytes: &[u8]) -> bool {
+    // One search of the bytes first: the line walk is what costs, and few files have options.
+    if !std::str::from_utf8(bytes).is_ok_and(|text| text.contains("transaction:")) {
+        return false;
+    }
     lines(bytes).any(|line| {
         ["-- migrate:up ", "-- migrate:down "]
             .iter()

@@ -15,7 +15,7 @@ mod volatility;
 #[cfg(feature = "runtime")]
 pub use names::is_identifier;
 pub use names::{ident_key, table_key, table_key_of};
-pub use parse::parse_statement;
+pub use parse::{parse_statement, parse_statement_of};
 pub use statement::{ActionKind, ReadStatement, SplitAlter, read_statement};
 pub use type_change::rewrite_free_change;
 pub use volatility::volatile_function;

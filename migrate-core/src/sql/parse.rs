@@ -3,6 +3,7 @@
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 
+use crate::classify::Words;
 use crate::splitter::{self, TokenKind};
 
 /// The deepest expression [`parse_statement`] hands to sqlparser, as counted by
@@ -15,7 +16,29 @@ const MAX_EXPRESSION_DEPTH: usize = 1000;
 /// statement's expressions nest deeper than 1,000 levels (see `nesting_bound`): such a tree
 /// overflows the stack when dropped or walked.
 pub fn parse_statement(sql: &str) -> Result<sqlparser::ast::Statement, String> {
-    if let Some(depth) = nesting_bound(sql).filter(|&depth| depth > MAX_EXPRESSION_DEPTH) {
+    let tokens = splitter::tokenize(sql).ok();
+    let depth = tokens.map(|tokens| nesting_bound(tokens.iter().map(|t| (t.kind, t.text(sql)))));
+    parse_within_depth(sql, depth)
+}
+
+/// [`parse_statement`] of a statement already split into `words` (its tokens, which are not
+/// read again).
+pub fn parse_statement_of(
+    sql: &str,
+    words: &Words<'_>,
+) -> Result<sqlparser::ast::Statement, String> {
+    let source = words.source();
+    let depth = nesting_bound(words.iter().map(|t| (t.kind, t.text(source))));
+    parse_within_depth(sql, Some(depth))
+}
+
+/// `depth` is [`nesting_bound`]'s, `None` when the statement does not lex (sqlparser then
+/// reports the error itself).
+fn parse_within_depth(
+    sql: &str,
+    depth: Option<usize>,
+) -> Result<sqlparser::ast::Statement, String> {
+    if let Some(depth) = depth.filter(|&depth| depth > MAX_EXPRESSION_DEPTH) {
         return Err(format!(
             "its expressions nest about {depth} levels deep, more than the {MAX_EXPRESSION_DEPTH} \
              the linter reads"
@@ -29,24 +52,23 @@ pub fn parse_statement(sql: &str) -> Result<sqlparser::ast::Statement, String> {
     }
 }
 
-/// An upper bound of how deep sqlparser's tree of `sql` would be; `None` when it does not
-/// lex (sqlparser then reports the error itself).
+/// An upper bound of how deep sqlparser's tree of a statement of these tokens (kind and
+/// text) would be.
 ///
 /// sqlparser bounds its own recursion, but builds a chain of infix operators (`a - b - c`,
 /// `x AND y AND z`, `v::int::text`) in a loop, one level deeper per operator, and dropping or
 /// walking that tree recurses once per level: `SELECT 1-1-...-1` with 100,000 terms overflowed
 /// the main thread's stack. So: the operators of one comma-separated item, plus those of the
 /// items it sits in, one level per bracket.
-fn nesting_bound(sql: &str) -> Option<usize> {
-    let tokens = splitter::tokenize(sql).ok()?;
+fn nesting_bound<'t>(tokens: impl Iterator<Item = (TokenKind, &'t str)>) -> usize {
     // Per open bracket: the depth it starts at, and the operators seen in its current item.
     let mut levels: Vec<(usize, usize)> = vec![(0, 0)];
     let mut deepest = 0;
-    for token in &tokens {
+    for token in tokens {
         let Some(&(base, operators)) = levels.last() else {
             break;
         };
-        match (token.kind, token.text(sql)) {
+        match token {
             (TokenKind::Punct, "(" | "[") => levels.push((base + operators + 1, 0)),
             (TokenKind::Punct, ")" | "]") if levels.len() > 1 => {
                 levels.pop();
@@ -71,7 +93,7 @@ fn nesting_bound(sql: &str) -> Option<usize> {
         let (base, operators) = levels.last().copied().unwrap_or_default();
         deepest = deepest.max(base + operators);
     }
-    Some(deepest)
+    deepest
 }
 
 /// Keywords sqlparser reads as infix operators, each nesting the tree one level.
@@ -86,6 +108,12 @@ mod tests {
 
     #[test]
     fn nesting_counts_operators_per_item_and_brackets() {
+        let nesting_bound = |sql: &str| {
+            let tokens = splitter::tokenize(sql).ok()?;
+            Some(super::nesting_bound(
+                tokens.iter().map(|t| (t.kind, t.text(sql))),
+            ))
+        };
         assert_eq!(nesting_bound("SELECT 1"), Some(0));
         assert_eq!(nesting_bound("SELECT a - b AND c"), Some(2));
         // Commas end an item: a long VALUES list or IN list is flat.
@@ -112,6 +140,13 @@ mod tests {
             let chain = vec!["a"; 100_000].join(separator);
             let sql = statement.replace("{}", &chain);
             let error = parse_statement(&sql).unwrap_err();
+            assert!(
+                error.contains("more than the 1000 the linter reads"),
+                "{error}"
+            );
+            // The linter's path, from the tokens the splitter already made.
+            let tokens = splitter::tokenize(&sql).unwrap();
+            let error = parse_statement_of(&sql, &Words::new(&sql, &tokens)).unwrap_err();
             assert!(
                 error.contains("more than the 1000 the linter reads"),
                 "{error}"

@@ -11,7 +11,7 @@
 
 use sqlparser::ast::Statement;
 
-use super::parse::parse_statement;
+use super::parse::{parse_statement, parse_statement_of};
 use crate::classify::{Words, normalize_identifier};
 
 /// One statement as the passes read it.
@@ -73,7 +73,7 @@ pub enum ActionKind {
 
 /// Reads one statement: `sql` is its text, `words` its tokens.
 pub fn read_statement(sql: &str, words: &Words<'_>) -> ReadStatement {
-    match parse_statement(sql) {
+    match parse_statement_of(sql, words) {
         Ok(ast) => ReadStatement {
             ast: Some(ast),
             parse_error: None,

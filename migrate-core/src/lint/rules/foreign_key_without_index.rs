@@ -5,9 +5,10 @@ use sqlparser::ast::{
 };
 
 use super::declared_indexes::declared_indexes;
+use crate::classify::Words;
 use crate::lint::{Check, Example, Finding, Level, Rule, RuleMemory, StatementContext};
-use crate::source::{ParsedFile, SectionKind};
-use crate::sql::{ident_key, parse_statement, table_key};
+use crate::source::{ParsedFile, SectionKind, StatementSource};
+use crate::sql::{ident_key, parse_statement_of, table_key};
 
 /// The `foreign-key-without-index` rule: its documentation, examples and check.
 /// `migrate explain foreign-key-without-index` prints it.
@@ -74,33 +75,42 @@ impl SetIndexes {
     }
 }
 
+/// A file's up statements with their words.
+fn up_statements(file: &ParsedFile) -> impl Iterator<Item = (Words<'_>, &StatementSource)> {
+    file.statements
+        .iter()
+        .filter(|s| s.section == SectionKind::Up)
+        .map(move |s| (file.words(s), s))
+}
+
 impl RuleMemory for SetIndexes {
     /// The indexes of the whole set, before the first statement. Only when some statement
     /// declares a foreign key (`REFERENCES`, from the tokens), and only index-making
     /// statements are parsed, so sets without foreign keys pay nothing.
     fn start_set(&mut self, files: &[&ParsedFile]) {
-        let up_statements = || {
-            files.iter().flat_map(|file| {
-                file.statements
-                    .iter()
-                    .filter(|s| s.section == SectionKind::Up)
-                    .map(move |s| (*file, s))
-            })
-        };
-        if !up_statements().any(|(file, s)| file.words(s).contains("REFERENCES")) {
+        if !files
+            .iter()
+            .any(|file| up_statements(file).any(|(words, _)| words.contains("REFERENCES")))
+        {
             return;
         }
-        for (file, statement) in up_statements() {
-            let words = file.words(statement);
-            let makes_index = words.starts_with(&["CREATE", "INDEX"])
-                || words.starts_with(&["CREATE", "UNIQUE", "INDEX"])
-                || words.starts_with(&["CREATE", "TABLE"])
-                || (words.starts_with(&["ALTER", "TABLE"])
-                    && (words.contains("PRIMARY") || words.contains("UNIQUE")));
-            if makes_index && let Ok(ast) = parse_statement(file.text(statement)) {
-                self.record_indexes(&ast);
+        // Parsing is most of the cost: each file on any core, the indexes kept in file order.
+        let threads = crate::parallel::threads_for(files.len());
+        let per_file = crate::parallel::map_in_order(files, threads, |file| {
+            let mut indexes = SetIndexes::default();
+            for (words, statement) in up_statements(file) {
+                let makes_index = words.starts_with(&["CREATE", "INDEX"])
+                    || words.starts_with(&["CREATE", "UNIQUE", "INDEX"])
+                    || words.starts_with(&["CREATE", "TABLE"])
+                    || (words.starts_with(&["ALTER", "TABLE"])
+                        && (words.contains("PRIMARY") || words.contains("UNIQUE")));
+                if makes_index && let Ok(ast) = parse_statement_of(file.text(statement), &words) {
+                    indexes.record_indexes(&ast);
+                }
             }
-        }
+            indexes.indexes
+        });
+        self.indexes.extend(per_file.into_iter().flatten());
     }
 
     fn check(&self, context: &StatementContext<'_>, findings: &mut Vec<Finding>) {

@@ -10,6 +10,7 @@ use crate::lint::{Check, Example, Finding, Level, Rule, RuleMemory, StatementCon
 use crate::lock_analysis::{LockMode, TableWork};
 use crate::migration::TransactionMode;
 use crate::source::ParsedFile;
+use crate::splitter::TokenKind;
 use crate::sql::{ident_key, table_key, table_key_of};
 
 /// The `lock-held-across-statements` rule: its documentation, examples and check.
@@ -238,9 +239,24 @@ fn locks_an_index(words: &Words<'_>) -> bool {
 /// `<table>_pkey` PostgreSQL names an unnamed primary key's index, and `ALTER INDEX a RENAME
 /// TO b`.
 fn record_index_tables(words: &Words<'_>, index_tables: &mut HashMap<String, String>) {
-    let keyword = |index: usize| words.keyword(index).unwrap_or_default();
     let creates_index = words.starts_with(&["CREATE", "INDEX"])
         || words.starts_with(&["CREATE", "UNIQUE", "INDEX"]);
+    let relevant = creates_index
+        || words.starts_with(&["ALTER", "INDEX"])
+        || words.starts_with(&["CREATE", "TABLE"])
+        || words.starts_with(&["ALTER", "TABLE"]);
+    if !relevant {
+        return;
+    }
+    // Upper-cased once: the loops below look words up by position.
+    let keywords: Vec<String> = words
+        .iter()
+        .map(|token| match token.kind {
+            TokenKind::Word => token.text(words.source()).to_ascii_uppercase(),
+            _ => String::new(),
+        })
+        .collect();
+    let keyword = |index: usize| keywords.get(index).map_or("", String::as_str);
     if creates_index {
         let Some(on) = (0..words.len()).find(|&i| keyword(i) == "ON") else {
             return;
@@ -251,10 +267,7 @@ fn record_index_tables(words: &Words<'_>, index_tables: &mut HashMap<String, Str
             on + 1
         };
         let name_at = on.saturating_sub(1);
-        let named = !matches!(
-            keyword(name_at).as_str(),
-            "INDEX" | "CONCURRENTLY" | "EXISTS"
-        );
+        let named = !matches!(keyword(name_at), "INDEX" | "CONCURRENTLY" | "EXISTS");
         if let (true, Some(name)) = (named, qualified_name(words, name_at)) {
             // `schema.name`: the index lives in its table's schema; the key drops it.
             index_tables.insert(
@@ -277,18 +290,17 @@ fn record_index_tables(words: &Words<'_>, index_tables: &mut HashMap<String, Str
         }
         return;
     }
-    let table_at = if words.starts_with(&["CREATE", "TABLE"])
-        || words.starts_with(&["ALTER", "TABLE"])
-    {
-        (2..words.len()).find(|&i| !matches!(keyword(i).as_str(), "IF" | "NOT" | "EXISTS" | "ONLY"))
-    } else {
-        None
-    };
+    let table_at =
+        if words.starts_with(&["CREATE", "TABLE"]) || words.starts_with(&["ALTER", "TABLE"]) {
+            (2..words.len()).find(|&i| !matches!(keyword(i), "IF" | "NOT" | "EXISTS" | "ONLY"))
+        } else {
+            None
+        };
     let Some(table) = table_at.and_then(|at| qualified_name(words, at)) else {
         return;
     };
     for i in 0..words.len() {
-        if keyword(i) == "CONSTRAINT" && matches!(keyword(i + 2).as_str(), "PRIMARY" | "UNIQUE") {
+        if keyword(i) == "CONSTRAINT" && matches!(keyword(i + 2), "PRIMARY" | "UNIQUE") {
             if let Some(name) = words.text(i + 1) {
                 index_tables.insert(table_key_of(name), table.clone());
             }
