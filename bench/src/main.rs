@@ -42,9 +42,10 @@ struct Args {
     /// Where the markdown table and the SVG go.
     #[arg(long, default_value = "docs/benchmarks")]
     out: PathBuf,
-    /// Which runs to make, of big-bang, dual-write, defaults, targets (the `--targets` runs).
-    #[arg(long, value_delimiter = ',', default_value = "big-bang,dual-write,defaults,targets",
-          value_parser = ["big-bang", "dual-write", "defaults", "targets"])]
+    /// Which runs to make, of control (the load alone, no change, for as long as a change
+    /// lasts), big-bang, dual-write, defaults, targets (the `--targets` runs).
+    #[arg(long, value_delimiter = ',', default_value = "control,big-bang,dual-write,defaults,targets",
+          value_parser = ["control", "big-bang", "dual-write", "defaults", "targets"])]
     runs: Vec<String>,
     /// Prints the runner's pacing decisions (resize, back off, recover, pause) to stderr.
     #[arg(long)]
@@ -52,6 +53,10 @@ struct Args {
 }
 
 const SEGMENT_S: u32 = 2;
+
+/// How long the control run's window lasts: about as long as the runner's changes at the
+/// default size on the 2-core machine (53-77 s).
+const CONTROL_S: u64 = 60;
 
 fn now_us() -> i64 {
     SystemTime::now()
@@ -75,9 +80,14 @@ fn fail<E: std::error::Error>(what: &str) -> impl Fn(E) -> String + '_ {
 /// The change as each run makes it.
 #[derive(Debug, Clone)]
 enum Change {
+    /// No change: the load alone for as long as a change lasts here, measured as one. Its
+    /// "drop" and "p99 during" are the machine's own noise, the floor under every other run.
+    Control,
     BigBang,
     DualWrite,
-    Runner { target_ms: Option<u32> },
+    Runner {
+        target_ms: Option<u32>,
+    },
 }
 
 #[tokio::main]
@@ -192,6 +202,12 @@ async fn run(args: Args) -> Result<(), String> {
 
     let wanted = |run: &str| args.runs.iter().any(|r| r == run);
     let mut changes = Vec::new();
+    if wanted("control") {
+        changes.push((
+            format!("control: no change, {CONTROL_S} s"),
+            Change::Control,
+        ));
+    }
     if wanted("big-bang") {
         changes.push(("big bang".to_owned(), Change::BigBang));
     }
@@ -237,7 +253,13 @@ async fn run(args: Args) -> Result<(), String> {
         load.join()
             .map_err(|_| "the load thread panicked".to_owned())??;
         let log = load::read_logs(&log_dir)?;
-        let measured = report::measure(&name, &log, (start, end), args.baseline, args.rows, fill);
+        // The control fills no row.
+        let rows = if matches!(change, Change::Control) {
+            0
+        } else {
+            args.rows
+        };
+        let measured = report::measure(&name, &log, (start, end), args.baseline, rows, fill);
         println!(
             "{name}: baseline {:.0} TPS p99 {:.1} ms; during: {} s at 0 TPS, max {:.0} ms, p99 {:.1} ms \
              (fill alone {:.1} ms), TPS drop {:.1}%; {:.1} s; {:.0} rows/s ({:.0}% of bulk)",
@@ -332,6 +354,15 @@ async fn vacuum(client: &Client) -> Result<(), String> {
 async fn perform(change: &Change, url: &str, work: &Path) -> Result<report::Fill, String> {
     let client = open(url).await?;
     match change {
+        Change::Control => {
+            let start_us = now_us();
+            // The window measured, not synchronisation: nothing happens in it on purpose.
+            tokio::time::sleep(Duration::from_secs(CONTROL_S)).await;
+            Ok(report::Fill {
+                start_us,
+                end_us: now_us(),
+            })
+        }
         Change::BigBang => {
             let start_us = now_us();
             client

@@ -201,8 +201,10 @@ pub fn markdown(setup: &Setup, runs: &[Run], svg_name: &str) -> String {
          after it (those queued behind the change); during fill = only the transactions completed \
          while the rows were filled (the backfill alone, without the index build). Latency is pgbench's with `--rate`: from \
          the scheduled start, so queueing counts. rows/s: rows filled over the fill's duration \
-         (the backfill's, or the big bang's whole transaction). TPS over time: \
-         [{svg_name}]({svg_name})."
+         (the backfill's, or the big bang's whole transaction). The control run changes \
+         nothing: the load alone, measured like a change over the same kind of window, so its \
+         TPS drop and its p99 during against its baseline are what the machine does by itself. \
+         TPS over time: [{svg_name}]({svg_name})."
     );
     text
 }
