@@ -147,7 +147,8 @@ impl fmt::Display for LockMode {
 /// A lock on one relation, as written in the statement (`public.users`, `users`).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct TableLock {
-    /// The relation's name as the statement writes it, not resolved against `search_path`.
+    /// The relation's name as PostgreSQL reads what the statement writes (unquoted parts in
+    /// lower case, quoted ones with their quotes), not resolved against `search_path`.
     pub table: String,
     /// The strongest mode the statement takes on it.
     pub mode: LockMode,
@@ -315,8 +316,19 @@ fn unparsed_actions(split: &SplitAlter, analysis: &mut LockAnalysis) {
         .sort_by_key(|lock| (lock.table != table, lock.table.clone()));
 }
 
+/// The object's name as PostgreSQL reads it, for messages and for matching: unquoted parts
+/// folded to lower case (`REFERENCES COMMENT` locks `comment`), quoted ones kept with their
+/// quotes (`"Orders"`), so that folding it again gives the same table.
 fn name(object: &ObjectName) -> String {
-    object.to_string()
+    object
+        .0
+        .iter()
+        .map(|part| match part.as_ident() {
+            Some(ident) if ident.quote_style.is_none() => ident.value.to_lowercase(),
+            _ => part.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(".")
 }
 
 fn from_ast(statement: &Statement, words: &Words<'_>) -> LockAnalysis {
@@ -965,6 +977,25 @@ mod tests {
             ShareUpdateExclusive
         );
         assert_eq!(single("REINDEX TABLE t").1, Share);
+    }
+
+    #[test]
+    fn names_are_folded_like_postgresql_folds_them() {
+        let locked = |sql: &str| -> Vec<String> {
+            analysis(sql).locks.into_iter().map(|l| l.table).collect()
+        };
+        assert_eq!(
+            locked("CREATE TABLE c (id int REFERENCES COMMENT ON DELETE CASCADE)"),
+            ["comment"]
+        );
+        assert_eq!(
+            single("CREATE INDEX i ON Public.Users (email)").0,
+            "public.users"
+        );
+        assert_eq!(
+            single(r#"CREATE INDEX i ON "Orders" (email)"#).0,
+            r#""Orders""#
+        );
     }
 
     #[test]
