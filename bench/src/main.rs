@@ -361,6 +361,8 @@ async fn perform(change: &Change, url: &str, work: &Path) -> Result<report::Fill
             Ok(report::Fill {
                 start_us,
                 end_us: now_us(),
+                monitor_cpu_s: None,
+                up_s: 0.0,
             })
         }
         Change::BigBang => {
@@ -376,6 +378,8 @@ async fn perform(change: &Change, url: &str, work: &Path) -> Result<report::Fill
             Ok(report::Fill {
                 start_us,
                 end_us: now_us(),
+                monitor_cpu_s: None,
+                up_s: 0.0,
             })
         }
         Change::DualWrite | Change::Runner { .. } => {
@@ -421,14 +425,25 @@ async fn perform(change: &Change, url: &str, work: &Path) -> Result<report::Fill
                 ));
             }
             let migrations = checked.migrations(&dir.to_string_lossy());
+            let monitor = open(url).await?;
+            let monitor_pid: i32 = monitor
+                .query_one("SELECT pg_backend_pid()", &[])
+                .await
+                .map_err(fail("reading the monitor's backend"))?
+                .get(0);
             let migrator = Migrator::new(&migrations, MigratorConfig::default())
                 .map_err(|e| e.to_string())?
-                .with_monitor(open(url).await?);
+                .with_monitor(monitor);
+            let monitor_cpu_before = backend_cpu_s(monitor_pid);
             let up_start_us = now_us();
             let report = migrator
                 .up(&client, UpTo::All)
                 .await
                 .map_err(|e| format!("the runner: {e}"))?;
+            let up_s = (now_us() - up_start_us) as f64 / 1e6;
+            let monitor_cpu_s = backend_cpu_s(monitor_pid)
+                .zip(monitor_cpu_before)
+                .map(|(after, before)| after - before);
             // The fill starts when the expand ends (the history write between them is
             // well under a millisecond) and lasts as long as the runner says it did.
             let took_us = |version: u64| {
@@ -442,9 +457,24 @@ async fn perform(change: &Change, url: &str, work: &Path) -> Result<report::Fill
             Ok(report::Fill {
                 start_us,
                 end_us: start_us + took_us(2),
+                monitor_cpu_s,
+                up_s,
             })
         }
     }
+}
+
+/// CPU seconds (user + system) a server backend has used, from `/proc/<pid>/stat` (the
+/// scratch server runs on this machine); `None` when it cannot be read. Linux reports them in
+/// ticks of 1/100 s (`USER_HZ`).
+fn backend_cpu_s(pid: i32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line; after the name, field 3 (the state)
+    // is index 0.
+    let ticks = |index: usize| fields.get(index)?.parse::<f64>().ok();
+    Some((ticks(11)? + ticks(12)?) / 100.0)
 }
 
 /// `MemTotal` of /proc/meminfo, e.g. `7.8 GiB`.

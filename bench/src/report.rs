@@ -23,6 +23,8 @@ pub struct Run {
     pub tps_drop_percent: f64,
     pub duration_s: f64,
     pub rows_per_second: f64,
+    /// The monitor's server backend CPU, in % of one core over the runner's `up`.
+    pub monitor_cpu_percent: Option<f64>,
     /// (seconds from the change's start, completed transactions in that second).
     pub tps_series: Vec<(i64, u32)>,
 }
@@ -40,6 +42,11 @@ fn percentile(sorted: &[i64], p: f64) -> f64 {
 pub struct Fill {
     pub start_us: i64,
     pub end_us: i64,
+    /// CPU seconds the server spent on the runner's monitor connection (its two queries
+    /// every 20 ms) during the whole `up`; `None` for runs without a monitor.
+    pub monitor_cpu_s: Option<f64>,
+    /// How long that `up` took, in seconds (the monitor's share is over it).
+    pub up_s: f64,
 }
 
 impl Fill {
@@ -127,6 +134,10 @@ pub fn measure(
         } else {
             0.0
         },
+        monitor_cpu_percent: fill
+            .monitor_cpu_s
+            .filter(|_| fill.up_s > 0.0)
+            .map(|cpu| cpu / fill.up_s * 100.0),
         tps_series,
     }
 }
@@ -166,11 +177,11 @@ pub fn markdown(setup: &Setup, runs: &[Run], svg_name: &str) -> String {
     );
     let _ = writeln!(
         text,
-        "| run | baseline TPS | baseline p99 ms | s with 0 tx | max ms during | p99 ms during | p99 ms during fill | mean TPS drop % | duration s | rows/s | rows/s vs bulk |"
+        "| run | baseline TPS | baseline p99 ms | s with 0 tx | max ms during | p99 ms during | p99 ms during fill | mean TPS drop % | duration s | rows/s | rows/s vs bulk | monitor CPU |"
     );
     let _ = writeln!(
         text,
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     );
     for run in runs {
         let share = if setup.bulk_update_rows_per_second > 0.0 {
@@ -180,7 +191,7 @@ pub fn markdown(setup: &Setup, runs: &[Run], svg_name: &str) -> String {
         };
         let _ = writeln!(
             text,
-            "| {} | {:.0} | {:.1} | {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} | {:.0}% |",
+            "| {} | {:.0} | {:.1} | {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} | {:.0}% | {} |",
             run.name,
             run.baseline_tps,
             run.baseline_p99_ms,
@@ -191,7 +202,9 @@ pub fn markdown(setup: &Setup, runs: &[Run], svg_name: &str) -> String {
             run.tps_drop_percent,
             run.duration_s,
             run.rows_per_second,
-            share
+            share,
+            run.monitor_cpu_percent
+                .map_or_else(|| "-".to_owned(), |p| format!("{p:.1}%"))
         );
     }
     let _ = writeln!(
@@ -204,6 +217,8 @@ pub fn markdown(setup: &Setup, runs: &[Run], svg_name: &str) -> String {
          (the backfill's, or the big bang's whole transaction). The control run changes \
          nothing: the load alone, measured like a change over the same kind of window, so its \
          TPS drop and its p99 during against its baseline are what the machine does by itself. \
+         Monitor CPU: the server's CPU time on the runner's monitor connection (the lock, \
+         session and probe readings every 20 ms), in % of one core over the whole `up`. \
          TPS over time: [{svg_name}]({svg_name})."
     );
     text

@@ -50,7 +50,7 @@ pub(super) fn parse_directive(
     let body = body.trim();
     let (name, rest) = body.split_once(char::is_whitespace).unwrap_or((body, ""));
     let rest = rest.trim();
-    let known = "known directives: up, down, allow <rule> <reason>, requires <version>, backfill table=<t> key=<col> [target=<ms> | batch=<n> delay=<ms>], no-transaction, compare source=<t> target=<t> key=<col> columns=<c,...> [map=<exprs>], requires-compare";
+    let known = "known directives: up, down, allow <rule> <reason>, requires <version>, backfill table=<t> key=<col> [target=<ms> | batch=<n> delay=<ms>], no-transaction, compare source=<t> target=<t> key=<col> columns=<c,...> [map=<exprs>], requires-compare, replaces <v>,<v>,... (written by `migrate squash`)";
     let no_arguments = |directive: Directive| {
         if rest.is_empty() {
             Ok(directive)
