@@ -2,12 +2,13 @@
 //! macro calls it at compile time and the CLI at run time, so `cargo build` and
 //! `migrate lint` report the same findings from the same code.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use crate::diagnostic::{self, Diagnostic, Severity};
 use crate::lint::{self, Config, config::CONFIG_FILE_NAME, coverage::Coverage};
 use crate::migration::Migrations;
-use crate::source::{self, Entries, FolderContents, Layout, ParsedFile, display_join};
+use crate::source::{self, DownFile, Entries, FolderContents, Layout, ParsedFile, display_join};
 
 /// Why [`check_dir`] could not check a folder at all. Problems of the files themselves are not
 /// errors here but [`Diagnostic`]s of the [`CheckedSet`], so every one of them is reported.
@@ -206,17 +207,21 @@ pub fn check_folder(snapshot: FolderSnapshot, layout: Option<Layout>) -> Checked
             (Layout::Migrate, Vec::new())
         }
     };
+    // The folder's bytes are in `sources` now, and their text in the parsed files next: each
+    // copy goes as soon as the next exists, so a large folder is not held three times.
+    drop(entries);
     let loaded = source::load_sources(&sources, &|id| lint::rule(id).is_some());
+    drop(sources);
     diagnostics.extend(loaded.diagnostics);
     let linted = lint::lint_set(&loaded.files, &config);
     let mut findings = linted.diagnostics;
+    let down_files: HashMap<&str, &DownFile> = loaded
+        .files
+        .iter()
+        .filter_map(|f| Some((f.display_path.as_str(), f.down_file.as_ref()?)))
+        .collect();
     for finding in &mut findings {
-        let down_file = loaded
-            .files
-            .iter()
-            .find(|f| f.display_path == finding.file)
-            .and_then(|f| f.down_file.as_ref());
-        source::relocate(finding, down_file);
+        source::relocate(finding, down_files.get(finding.file.as_str()).copied());
     }
     diagnostics.extend(findings);
     diagnostic::sort(&mut diagnostics);
