@@ -4,9 +4,10 @@
 //!
 //! Each file on its own first, the files spread over every core: its statements parsed,
 //! classified and lock-analysed once, then judged by every rule whose memory lasts at most
-//! one part of one file. Then, on the calling thread and in version order, each file as soon
-//! as the files before it are done: the rules whose memory spans files judge the statements
-//! already analysed (nothing is parsed twice), and the findings are filtered by allows and
+//! one part of one file. Meanwhile the calling thread lets the rules whose memory spans files
+//! read what they need of the whole set ([`RuleMemory::start_set`]). Then, on that thread and
+//! in version order, each file as soon as the files before it are done: those rules judge the
+//! statements already analysed, and the findings are filtered by allows and
 //! levels. So the result never depends on how the threads ran, and the syntax trees of a
 //! file are dropped once it is done.
 
