@@ -45,8 +45,9 @@ const NESTED_FILES: [&str; 3] = ["up.sql", "down.sql", "metadata.toml"];
 /// reading a pipe or a device could wait or grow forever.
 pub fn read_dir(dir: &Path, display_dir: &str) -> Result<FolderContents, std::io::Error> {
     let mut contents = FolderContents::default();
-    // The entries to read, found first and then read on every core: a corpus of hundreds of
-    // files spends most of this in system calls.
+    // The files to read, found first (only regular files: a pipe or a device is never
+    // opened) and then read on every core: a corpus of hundreds of files spends most of
+    // this in system calls.
     let mut to_read: Vec<(Entry, PathBuf, SourceFile)> = Vec::new();
     let source = |display_path: String, file_name: String| SourceFile {
         display_path,
@@ -79,58 +80,40 @@ pub fn read_dir(dir: &Path, display_dir: &str) -> Result<FolderContents, std::io
             }
             continue;
         }
-        to_read.push((
-            Entry::Migration,
-            entry.path(),
-            source(display_path, file_name),
-        ));
+        let path = entry.path();
+        let problem = match std::fs::metadata(&path) {
+            Ok(metadata) if metadata.is_file() => {
+                to_read.push((Entry::Migration, path, source(display_path, file_name)));
+                continue;
+            }
+            Ok(metadata) if metadata.is_dir() => {
+                format!("`{file_name}` is a directory, not a migration file")
+            }
+            Ok(_) => format!("`{file_name}` is not a regular file (a device, a pipe or a socket)"),
+            Err(error) => format!("cannot read `{file_name}`: {error}"),
+        };
+        contents
+            .diagnostics
+            .push(not_a_migration(display_path, problem));
     }
     let threads = crate::parallel::threads_for(to_read.len());
-    let read = crate::parallel::map_in_order(&to_read, threads, |(entry, path, _)| match entry {
-        Entry::Migration => match std::fs::metadata(path) {
-            Ok(metadata) if metadata.is_file() => std::fs::read(path).map_err(NotRead::Io),
-            Ok(metadata) if metadata.is_dir() => {
-                Err(NotRead::NotAFile("is a directory, not a migration file"))
-            }
-            Ok(_) => Err(NotRead::NotAFile(
-                "is not a regular file (a device, a pipe or a socket)",
-            )),
-            Err(error) => Err(NotRead::Io(error)),
-        },
-        Entry::Nested | Entry::ScriptConfig => std::fs::read(path).map_err(NotRead::Io),
-    });
+    let read = crate::parallel::map_in_order(&to_read, threads, |(_, path, _)| std::fs::read(path));
     for ((entry, _, mut file), bytes) in to_read.into_iter().zip(read) {
         match (entry, bytes) {
-            (Entry::Migration, Ok(bytes)) => {
+            (Entry::Migration, Err(error)) => {
+                let problem = format!("cannot read `{}`: {error}", file.file_name);
+                contents
+                    .diagnostics
+                    .push(not_a_migration(file.display_path, problem));
+            }
+            (Entry::Nested | Entry::ScriptConfig, Err(error)) => return Err(error),
+            (entry, Ok(bytes)) => {
                 file.bytes = bytes;
-                contents.files.push(file);
-            }
-            (Entry::Migration, Err(not_read)) => {
-                let problem = match not_read {
-                    NotRead::NotAFile(what) => format!("`{}` {what}", file.file_name),
-                    NotRead::Io(error) => format!("cannot read `{}`: {error}", file.file_name),
-                };
-                contents.diagnostics.push(
-                    Diagnostic::error(file.display_path, 1, 1, codes::IO, problem).with_help(
-                        "a migration is a regular file (or a symlink to one) named \
-                         `<version>_<name>[.<phase>].sql`; rename or remove this entry",
-                    ),
-                );
-            }
-            (Entry::Nested | Entry::ScriptConfig, Err(NotRead::Io(error))) => return Err(error),
-            (Entry::Nested | Entry::ScriptConfig, Err(NotRead::NotAFile(what))) => {
-                return Err(std::io::Error::other(format!(
-                    "`{}` {what}",
-                    file.file_name
-                )));
-            }
-            (Entry::Nested, Ok(bytes)) => {
-                file.bytes = bytes;
-                contents.nested.push(file);
-            }
-            (Entry::ScriptConfig, Ok(bytes)) => {
-                file.bytes = bytes;
-                contents.script_configs.push(file);
+                match entry {
+                    Entry::Migration => contents.files.push(file),
+                    Entry::Nested => contents.nested.push(file),
+                    Entry::ScriptConfig => contents.script_configs.push(file),
+                }
             }
         }
     }
@@ -144,11 +127,12 @@ pub fn read_dir(dir: &Path, display_dir: &str) -> Result<FolderContents, std::io
     Ok(contents)
 }
 
-/// Why an entry was not read.
-enum NotRead {
-    Io(std::io::Error),
-    /// What the entry is instead of a file.
-    NotAFile(&'static str),
+/// The error for a `.sql` entry that could not be read as a migration.
+fn not_a_migration(display_path: String, problem: String) -> Diagnostic {
+    Diagnostic::error(display_path, 1, 1, codes::IO, problem).with_help(
+        "a migration is a regular file (or a symlink to one) named \
+         `<version>_<name>[.<phase>].sql`; rename or remove this entry",
+    )
 }
 
 /// What a folder entry to read is.
