@@ -16,9 +16,11 @@ const MAX_EXPRESSION_DEPTH: usize = 1000;
 /// statement's expressions nest deeper than 1,000 levels (see `nesting_bound`): such a tree
 /// overflows the stack when dropped or walked.
 pub fn parse_statement(sql: &str) -> Result<sqlparser::ast::Statement, String> {
-    let tokens = splitter::tokenize(sql).ok();
-    let depth = tokens.map(|tokens| nesting_bound(tokens.iter().map(|t| (t.kind, t.text(sql)))));
-    parse_within_depth(sql, depth)
+    match splitter::tokenize(sql) {
+        Ok(tokens) => parse_statement_of(sql, &Words::new(sql, &tokens)),
+        // It does not lex: sqlparser reports the error itself.
+        Err(_) => parse_within_depth(sql, None),
+    }
 }
 
 /// [`parse_statement`] of a statement already split into `words` (its tokens, which are not
