@@ -210,6 +210,7 @@ pub(crate) const GROUPS: &[(&str, &[Group])] = &[
     ("backfill", &[Group::Database, Group::Timeouts]),
     ("verify", &[Group::Database, Group::Timeouts]),
     ("flag", &[Group::Database, Group::Timeouts]),
+    ("reconcile", &[Group::Database, Group::Timeouts]),
     ("repair", &[Group::Database, Group::Timeouts, Group::Lock]),
     ("import", &[Group::Database, Group::Timeouts, Group::Lock]),
     ("baseline", &[Group::Database, Group::Timeouts, Group::Lock]),
@@ -717,4 +718,119 @@ pub(crate) enum BackfillAction {
 pub(crate) enum OnOff {
     On,
     Off,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Commands that never connect to the database given by `--database-url` (`check` and
+    /// `squash` start scratch clusters of their own).
+    const OFFLINE: &[&str] = &["lint", "explain", "new", "check", "squash"];
+
+    /// A value for each required argument of the command tree, by id.
+    fn sample_value(id: &str) -> &'static str {
+        match id {
+            "name" => "my_flag",
+            "state" => "on",
+            "to" | "version" => "3",
+            "from" => "sqlx",
+            "phase" => "expand",
+            other => {
+                panic!("no sample value for the required argument `{other}`: add one to this table")
+            }
+        }
+    }
+
+    /// Every runnable command line of the tree (`flag get NAME`, `backfill pause`, `up`, ...)
+    /// whose top-level command is not `OFFLINE`.
+    fn database_commands() -> Vec<Vec<String>> {
+        fn walk(command: &clap::Command, path: Vec<String>, out: &mut Vec<Vec<String>>) {
+            let mut line = path.clone();
+            for arg in command.get_positionals().filter(|a| a.is_required_set()) {
+                line.push(sample_value(arg.get_id().as_str()).to_owned());
+            }
+            for arg in command
+                .get_arguments()
+                .filter(|a| a.is_required_set() && !a.is_positional())
+            {
+                line.push(format!("--{}", arg.get_long().expect("long option")));
+                line.push(sample_value(arg.get_id().as_str()).to_owned());
+            }
+            if !command.is_subcommand_required_set() {
+                out.push(line);
+            }
+            for sub in command.get_subcommands() {
+                let mut next = path.clone();
+                next.push(sub.get_name().to_owned());
+                walk(sub, next, out);
+            }
+        }
+        let mut out = Vec::new();
+        for sub in Cli::command().get_subcommands() {
+            if OFFLINE.contains(&sub.get_name()) || sub.get_name() == "help" {
+                continue;
+            }
+            walk(sub, vec![sub.get_name().to_owned()], &mut out);
+        }
+        out
+    }
+
+    #[test]
+    fn every_database_command_takes_the_database_options_after_it() {
+        let commands = database_commands();
+        for expected in ["reconcile", "status", "flag get my_flag", "backfill pause"] {
+            assert!(
+                commands.iter().any(|c| c.join(" ") == expected),
+                "{expected} not walked: {commands:?}"
+            );
+        }
+        for line in commands {
+            let mut args = vec!["migrate".to_owned()];
+            args.extend(line.iter().cloned());
+            args.extend(
+                [
+                    "--database-url",
+                    "postgres://u@h/db",
+                    "--history-table",
+                    "ops.hist",
+                    "--network-timeout",
+                    "7s",
+                    "--lock-timeout",
+                    "2s",
+                    "--statement-timeout",
+                    "9s",
+                ]
+                .map(str::to_owned),
+            );
+            let cli = Cli::try_parse_from(&args)
+                .unwrap_or_else(|error| panic!("`{}`: {error}", line.join(" ")));
+            assert_eq!(
+                cli.database.database_url.as_deref(),
+                Some("postgres://u@h/db"),
+                "{line:?}"
+            );
+            assert_eq!(cli.database.history_table.as_deref(), Some("ops.hist"));
+            assert_eq!(cli.database.network_timeout, Some(Duration::from_secs(7)));
+            assert_eq!(cli.timeouts.lock_timeout, Some(Duration::from_secs(2)));
+            assert_eq!(cli.timeouts.statement_timeout, Some(Duration::from_secs(9)));
+        }
+    }
+
+    #[test]
+    fn commands_that_take_the_lock_take_lock_wait_after_them() {
+        for line in [
+            ["up"].as_slice(),
+            &["down", "--to", "1"],
+            &["repair"],
+            &["import", "--from", "sqlx"],
+            &["baseline", "--version", "1"],
+        ] {
+            let mut args = vec!["migrate"];
+            args.extend_from_slice(line);
+            args.extend(["--lock-wait", "3s"]);
+            let cli = Cli::try_parse_from(&args).unwrap_or_else(|e| panic!("{line:?}: {e}"));
+            assert_eq!(cli.lock.lock_wait, Some(Duration::from_secs(3)), "{line:?}");
+        }
+    }
 }

@@ -112,7 +112,11 @@ fn runtime_code(error: &RuntimeError) -> u8 {
         | RuntimeError::OtherHistoryTable { .. }
         | RuntimeError::OutOfOrder { .. }
         | RuntimeError::PartlySquashed { .. } => EXIT_REFUSED,
-        RuntimeError::InvalidIdentifier { .. } => EXIT_USAGE,
+        // The configuration names another tool's table: fixed by a flag, like import's
+        // `SameTable`.
+        RuntimeError::InvalidIdentifier { .. } | RuntimeError::NotOurHistoryTable { .. } => {
+            EXIT_USAGE
+        }
         _ => EXIT_FAILURE,
     }
 }

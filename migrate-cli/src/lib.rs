@@ -37,7 +37,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use migrate_core::Migrations;
-use migrate_core::runtime::{ConnectOptions, connect_with};
+use migrate_core::runtime::{ConnectOptions, TableName, check_history_table, connect_with};
 use tokio_postgres::Client;
 
 use cli::{Cli, Command, Format};
@@ -394,14 +394,19 @@ impl Context {
 
     /// Opens the dedicated connection (the core's `connect_with`: `PGPASSWORD` for a URL
     /// without a password, a 10 s connect timeout bounding TCP, TLS and startup unless the
-    /// URL sets one). Errors name where the URL came from, never the URL.
+    /// URL sets one), then runs the history-table guard ([`check_history_table`]) before the
+    /// command touches anything: every database command connects here, so none can skip it.
+    /// Errors name where the URL came from, never the URL.
     pub async fn connect(&self, database: &DatabaseUrl) -> anyhow::Result<Client> {
         let from = || format!("the connection string from {}", database.source.describe());
         let mut options = ConnectOptions::parse(&database.url).with_context(from)?;
         options
             .config
             .application_name(&self.config.migrator.application_name);
-        Ok(connect_with(options).await?)
+        let client = connect_with(options).await?;
+        let table = TableName::parse(&self.config.migrator.history_table)?;
+        check_history_table(&client, &table).await?;
+        Ok(client)
     }
 
     /// A second connection for the backfill controller's monitor, named

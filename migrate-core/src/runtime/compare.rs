@@ -290,6 +290,7 @@ impl Migrator<'_> {
                 problem: "the migration declares no `-- migrate:compare`".into(),
             });
         };
+        self.check_history_table(client).await?;
         let before = self.configure_session(client).await?;
         let result = self
             .compare_configured(client, migration, spec, options)

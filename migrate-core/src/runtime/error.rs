@@ -167,6 +167,27 @@ pub enum RuntimeError {
         found: Vec<String>,
     },
 
+    /// The configured history table exists without our columns: another tool's history
+    /// (golang-migrate's and dbmate's are also called `schema_migrations`) or another table.
+    #[error(
+        "history table {configured} is not ours: it has the columns ({}){}, not migrate's \
+         (version, name, phase, checksum, ...), so nothing was done; configure another one \
+         (`--history-table migrate_history`, MigratorConfig::history_table){}",
+        columns.join(", "),
+        tool.map_or_else(String::new, |tool| format!(" of {tool}'s history table")),
+        tool.map_or_else(String::new, |tool| format!(
+            ", then adopt {tool}'s history with `migrate import --from {tool}`"
+        ))
+    )]
+    NotOurHistoryTable {
+        /// The configured table, quoted.
+        configured: String,
+        /// Its columns, in order.
+        columns: Vec<String>,
+        /// The tool whose history table has these columns, when recognised.
+        tool: Option<&'static str>,
+    },
+
     /// Pending migrations are older than the newest applied one.
     #[error(
         "pending migrations {pending:?} are older than the newest applied migration \

@@ -69,7 +69,7 @@ pub use report::{
     AppliedMigration, DownReport, MigrationState, Plan, PlannedMigration, StatusEntry,
     StatusReport, UpReport, UpTo,
 };
-pub use state::history::TableName;
+pub use state::history::{TableName, check_history_table};
 pub use verify::BackfillState;
 
 use crate::migration::{Migration, Migrations, Phase, Section};
@@ -198,10 +198,24 @@ impl<'m> Migrator<'m> {
         self
     }
 
+    /// The guard every operation on the runtime's tables runs first (see
+    /// [`check_history_table`]): refuses a configured history table that is probably a typo
+    /// or another tool's, before anything named after it is read or created.
+    pub async fn check_history_table(&self, client: &Client) -> Result<(), RuntimeError> {
+        deadline::within(
+            Some(self.config.limits().own),
+            "checking the history table",
+            self.history.check(client),
+        )
+        .await??;
+        Ok(())
+    }
+
     /// Sets or clears the operator's pause of every backfill of this database (the
     /// [`PAUSE_FLAG`] flag): running backfills stop before their next batch and wait, and
     /// start again when it is cleared. Takes no migration lock.
     pub async fn pause_backfills(&self, client: &Client, paused: bool) -> Result<(), RuntimeError> {
+        self.check_history_table(client).await?;
         let flags = state::flags::FlagStore::for_history_table(self.history.table())?;
         match flags.set(client, PAUSE_FLAG, paused).await {
             Ok(_) => Ok(()),
@@ -216,6 +230,7 @@ impl<'m> Migrator<'m> {
 
     /// Whether the operator's pause of backfills is set. Read only.
     pub async fn backfills_paused(&self, client: &Client) -> Result<bool, RuntimeError> {
+        self.check_history_table(client).await?;
         let flags = state::flags::FlagStore::for_history_table(self.history.table())?;
         match flags.get(client, PAUSE_FLAG).await {
             Ok(flag) => Ok(flag.enabled),

@@ -83,6 +83,7 @@ impl Migrator<'_> {
     /// Keys waiting in the reconcile queue, per backfill version; empty when there is no
     /// queue. Read only.
     pub async fn reconcile_queue(&self, client: &Client) -> Result<Vec<(u64, i64)>, RuntimeError> {
+        self.check_history_table(client).await?;
         let queue = ReconcileQueue::for_history(self.history_table())?;
         deadline::within(
             Some(self.config.limits().own),
@@ -100,6 +101,7 @@ impl Migrator<'_> {
         version: Option<u64>,
     ) -> Result<Vec<ReconcileReport>, RuntimeError> {
         let queue = ReconcileQueue::for_history(self.history_table())?;
+        self.check_history_table(client).await?;
         let own = Some(self.config.limits().own);
         deadline::within(own, "creating the reconcile queue", queue.ensure(client)).await??;
         let mut reports = Vec::new();

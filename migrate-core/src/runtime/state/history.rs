@@ -98,6 +98,37 @@ pub(crate) fn is_identifier(text: &str) -> bool {
     crate::sql::is_identifier(text)
 }
 
+/// The columns a table must have to be read as our history table (`baselined` may be
+/// missing from an older one).
+const HISTORY_COLUMNS: [&str; 7] = [
+    "version",
+    "name",
+    "phase",
+    "checksum",
+    "executed_at",
+    "duration_ms",
+    "executed_by",
+];
+
+/// The tool whose history table has exactly these columns, for the message.
+fn other_tool_of(columns: &[String]) -> Option<&'static str> {
+    let names: Vec<&str> = columns.iter().map(String::as_str).collect();
+    match names.as_slice() {
+        ["version", "dirty"] => Some("golang-migrate"),
+        ["version"] => Some("dbmate"),
+        _ => None,
+    }
+}
+
+/// The guard of every command that reads or writes the runtime's tables (history, backfill
+/// progress, flags, reconcile queue, compare progress), run before it touches any: refuses a
+/// configured history table that is probably a typo (missing while another history table of
+/// ours exists) or another tool's (golang-migrate's and dbmate's `schema_migrations`).
+/// Read only; creates nothing.
+pub async fn check_history_table(client: &Client, table: &TableName) -> Result<(), RuntimeError> {
+    History::new(table.clone()).check(client).await.map(|_| ())
+}
+
 /// One row of the history table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct HistoryRow {
@@ -247,29 +278,63 @@ impl History {
                    AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
                    AND (SELECT count(*) FROM pg_attribute a \
                         WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
-                          AND a.attname IN ('version', 'name', 'phase', 'checksum', \
-                                            'executed_at', 'duration_ms', 'executed_by')) = 7 \
+                          AND a.attname = ANY($1)) = 7 \
                  ORDER BY 1",
-                &[],
+                &[&HISTORY_COLUMNS.as_slice()],
             )
             .await
             .map_err(RuntimeError::database("looking for other history tables"))?;
         Ok(rows.iter().map(|row| row.get(0)).collect())
     }
 
-    /// All rows in version order; empty when the table does not exist.
+    /// The guard every reader and writer of the runtime's tables goes through before
+    /// touching any of them ([`check_history_table`]); returns whether the table exists.
     ///
-    /// A missing table while another history table of ours exists is refused
-    /// ([`RuntimeError::OtherHistoryTable`]): most likely the configured name has a typo.
-    pub(crate) async fn read(&self, client: &Client) -> Result<Vec<HistoryRow>, RuntimeError> {
-        if !self.exists(client).await? {
-            let found = self.others(client).await?;
-            if !found.is_empty() {
-                return Err(RuntimeError::OtherHistoryTable {
-                    configured: self.quoted.clone(),
-                    found,
-                });
+    /// Refused: a missing table while another history table of ours exists
+    /// ([`RuntimeError::OtherHistoryTable`]: most likely the configured name has a typo, and
+    /// going on would create `<typo>_flags` or an empty history), and a table of that name
+    /// without our columns ([`RuntimeError::NotOurHistoryTable`]: golang-migrate's and
+    /// dbmate's are also called `schema_migrations`).
+    pub(crate) async fn check(&self, client: &Client) -> Result<bool, RuntimeError> {
+        let row = client
+            .query_one(
+                "SELECT to_regclass($1) IS NOT NULL, \
+                        ARRAY(SELECT attname::text FROM pg_attribute \
+                              WHERE attrelid = to_regclass($1) AND attnum > 0 \
+                                AND NOT attisdropped ORDER BY attnum)",
+                &[&self.quoted],
+            )
+            .await
+            .map_err(RuntimeError::database("looking up the history table"))?;
+        let exists: bool = row.get(0);
+        if exists {
+            let columns: Vec<String> = row.get(1);
+            if HISTORY_COLUMNS
+                .iter()
+                .all(|wanted| columns.iter().any(|c| c == wanted))
+            {
+                return Ok(true);
             }
+            return Err(RuntimeError::NotOurHistoryTable {
+                configured: self.quoted.clone(),
+                tool: other_tool_of(&columns),
+                columns,
+            });
+        }
+        let found = self.others(client).await?;
+        if !found.is_empty() {
+            return Err(RuntimeError::OtherHistoryTable {
+                configured: self.quoted.clone(),
+                found,
+            });
+        }
+        Ok(false)
+    }
+
+    /// All rows in version order; empty when the table does not exist. Goes through
+    /// [`History::check`] first.
+    pub(crate) async fn read(&self, client: &Client) -> Result<Vec<HistoryRow>, RuntimeError> {
+        if !self.check(client).await? {
             return Ok(Vec::new());
         }
         let rows = client
