@@ -118,7 +118,7 @@ async fn a_wrong_password_fails_without_showing_the_password() {
     );
     let error = connect(&url, &config()).await.expect_err("wrong password");
     match &error {
-        ConnectError::Connect { error } => {
+        ConnectError::Connect { error, .. } => {
             assert_eq!(error.code(), Some(&SqlState::INVALID_PASSWORD));
         }
         other => panic!("expected Connect, got {other:?}"),

@@ -350,20 +350,29 @@ pub async fn connect_with(mut options: ConnectOptions) -> Result<Client, Connect
     let overall = limit.saturating_mul(hosts);
     let client = tokio::time::timeout(overall, open(&options))
         .await
-        .map_err(|_| ConnectError::Timeout { limit: overall })??;
+        .map_err(|_| ConnectError::Timeout {
+            limit: overall,
+            target: target_of(&options.config),
+        })??;
     // The pooler probe opens one more connection, under the same bound.
     tokio::time::timeout(
         overall,
         super::pooler::refuse_transaction_pooling(&client, &options),
     )
     .await
-    .map_err(|_| ConnectError::Timeout { limit: overall })??;
+    .map_err(|_| ConnectError::Timeout {
+        limit: overall,
+        target: target_of(&options.config),
+    })??;
     Ok(client)
 }
 
 pub(crate) async fn open(options: &ConnectOptions) -> Result<Client, ConnectError> {
     let options = options.clone();
-    let to_error = |error| ConnectError::Connect { error };
+    let to_error = |error| ConnectError::Connect {
+        target: target_of(&options.config),
+        error,
+    };
     if options.ssl_mode == SslMode::Disable {
         let (client, connection) = options
             .config
@@ -377,6 +386,44 @@ pub(crate) async fn open(options: &ConnectOptions) -> Result<Client, ConnectErro
     let (client, connection) = options.config.connect(tls).await.map_err(to_error)?;
     spawn_connection(connection);
     Ok(client)
+}
+
+/// Where `config` connects, for messages: `host:port` of each host (IPv6 in brackets), or
+/// the Unix socket's path, as libpq names them; comma-separated when there are several
+/// (tokio-postgres tries them in order). Never the user or the password.
+pub(crate) fn target_of(config: &tokio_postgres::Config) -> String {
+    use tokio_postgres::config::Host;
+    let ports = config.get_ports();
+    let port_of = |index: usize| match ports {
+        [] => 5432,
+        [port] => *port,
+        ports => ports.get(index).copied().unwrap_or(5432),
+    };
+    let mut targets: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(index, host)| match host {
+            Host::Tcp(name) if name.contains(':') => format!("[{name}]:{}", port_of(index)),
+            Host::Tcp(name) => format!("{name}:{}", port_of(index)),
+            Host::Unix(dir) => format!("{}/.s.PGSQL.{}", dir.display(), port_of(index)),
+        })
+        .collect();
+    if targets.is_empty() {
+        targets = config
+            .get_hostaddrs()
+            .iter()
+            .enumerate()
+            .map(|(index, addr)| match addr {
+                std::net::IpAddr::V4(v4) => format!("{v4}:{}", port_of(index)),
+                std::net::IpAddr::V6(v6) => format!("[{v6}]:{}", port_of(index)),
+            })
+            .collect();
+    }
+    if targets.is_empty() {
+        return "no host (the connection string names none)".to_owned();
+    }
+    targets.join(", ")
 }
 
 fn spawn_connection<F>(connection: F)

@@ -387,7 +387,7 @@ impl RuntimeError {
             RuntimeError::Statement { error, .. } | RuntimeError::Database { error, .. } => {
                 error.is_closed() || error.code().is_some_and(transient_state)
             }
-            RuntimeError::Connect(ConnectError::Connect { error }) => {
+            RuntimeError::Connect(ConnectError::Connect { error, .. }) => {
                 error.as_db_error().is_none() || error.code().is_some_and(transient_state)
             }
             RuntimeError::Connect(ConnectError::Timeout { .. }) => true,
@@ -401,7 +401,7 @@ impl RuntimeError {
             RuntimeError::Statement { error, .. }
             | RuntimeError::LockRetriesExhausted { error, .. }
             | RuntimeError::Database { error, .. }
-            | RuntimeError::Connect(ConnectError::Connect { error }) => Some(error),
+            | RuntimeError::Connect(ConnectError::Connect { error, .. }) => Some(error),
             _ => None,
         }
     }
@@ -412,7 +412,7 @@ impl RuntimeError {
             RuntimeError::Statement { error, .. }
             | RuntimeError::LockRetriesExhausted { error, .. }
             | RuntimeError::Database { error, .. } => error.code(),
-            RuntimeError::Connect(ConnectError::Connect { error }) => error.code(),
+            RuntimeError::Connect(ConnectError::Connect { error, .. }) => error.code(),
             _ => None,
         }
     }
@@ -435,6 +435,41 @@ fn db_error_text(error: &tokio_postgres::Error) -> String {
         }
         None => error.to_string(),
     }
+}
+
+/// Why a connection could not be opened: the driver's words, then every cause under them
+/// (tokio-postgres's `Display` is only "error connecting to server"; the `io::Error` with
+/// "Connection refused" or the resolver's message is its source), then what to do for the
+/// failures a user meets first.
+fn connect_failure_text(error: &tokio_postgres::Error) -> String {
+    if error.as_db_error().is_some() {
+        return db_error_text(error);
+    }
+    let mut text = error.to_string();
+    let mut causes = Vec::new();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        causes.push(cause_text);
+        source = cause.source();
+    }
+    let said = |words: &str| causes.iter().any(|c| c.contains(words));
+    if said("password missing") {
+        text.push_str(
+            " (the server asks for a password and none was given: put it in the connection \
+             string, PGPASSWORD or DB_PASSWORD)",
+        );
+    } else if said("server does not support TLS") {
+        text.push_str(
+            " (sslmode require, verify-ca and verify-full insist on TLS; this server has TLS \
+             off: enable ssl on it, or connect with sslmode=prefer or disable)",
+        );
+    }
+    text
 }
 
 fn blockers_text(blockers: &[LockHolder]) -> String {
@@ -494,8 +529,15 @@ pub enum ConnectError {
     Tls(#[from] rustls::Error),
     /// The server could not be reached, refused the connection, or rejected the TLS
     /// handshake or the startup (authentication, unknown database, too many connections).
-    #[error("connecting to PostgreSQL: {}", db_error_text(.error))]
+    ///
+    /// `Display` says where (`target`) and why, the OS's or resolver's cause included
+    /// (`Connection refused`, `failed to lookup address information`), since `source()` is
+    /// empty like every variant's.
+    #[error("connecting to PostgreSQL at {target}: {}", connect_failure_text(.error))]
     Connect {
+        /// Where it tried: `host:port` of each host (`[::1]:5432`), or the Unix socket's
+        /// path (`/run/postgresql/.s.PGSQL.5432`); never the user or the password.
+        target: String,
         /// The driver's error; a server's rejection has its SQLSTATE.
         error: tokio_postgres::Error,
     },
@@ -517,12 +559,14 @@ pub enum ConnectError {
     },
     /// The connection, TLS handshake and startup did not finish within the connect timeout.
     #[error(
-        "connecting to PostgreSQL: no complete answer within {}s (connect_timeout; the TCP \
-         connection, the TLS handshake and the startup exchange together): is it a PostgreSQL \
-         server, and is it responding?",
+        "connecting to PostgreSQL at {target}: no complete answer within {}s (connect_timeout; \
+         the TCP connection, the TLS handshake and the startup exchange together): is it a \
+         PostgreSQL server, and is it responding?",
         limit.as_secs_f64()
     )]
     Timeout {
+        /// Where it tried, as in [`ConnectError::Connect`].
+        target: String,
         /// The bound that passed: `connect_timeout` times the number of hosts.
         limit: Duration,
     },

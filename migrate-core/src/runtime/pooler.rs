@@ -46,7 +46,10 @@ pub(crate) async fn refuse_transaction_pooling(
     client: &Client,
     options: &ConnectOptions,
 ) -> Result<(), ConnectError> {
-    let to_error = |error| ConnectError::Connect { error };
+    let to_error = |error| ConnectError::Connect {
+        target: super::connect::target_of(&options.config),
+        error,
+    };
     let (_, first) = read(client, "SELECT NULL, pg_backend_pid()")
         .await
         .map_err(to_error)?;
