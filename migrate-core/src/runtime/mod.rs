@@ -43,6 +43,7 @@ mod pooler;
 pub mod reconcile;
 pub mod repair;
 mod report;
+mod session;
 pub mod state;
 pub mod verify;
 
@@ -75,6 +76,7 @@ pub use verify::BackfillState;
 use crate::migration::{Migration, Migrations, Phase, Section};
 use executor::{Backoff, ExecutionSettings, HistoryChange};
 use lock::AdvisoryLock;
+use session::SessionState;
 use state::history::{History, HistoryRow};
 
 /// Longest single pause between two retries of a statement, whatever the attempt number.
@@ -324,6 +326,38 @@ impl<'m> Migrator<'m> {
         }
     }
 
+    /// Puts the client's session back as it came (settings, role, SQL prepared statements,
+    /// channels, temporary tables: see `session`); when that fails, at least the three
+    /// parameters the run set.
+    async fn give_back(&self, client: &Client, caller: &SessionState, before: &[String; 3]) {
+        let restored = deadline::within(
+            Some(self.config.limits().own),
+            "restoring the session state",
+            caller.restore(client),
+        )
+        .await;
+        if let Err(error) | Ok(Err(error)) = restored {
+            tracing::warn!(%error, "could not restore the session state; do not reuse this connection");
+            self.restore_session(client, before).await;
+        }
+    }
+
+    /// Puts the session back to the state the run's migrations each start from, after one
+    /// ran: a `SET search_path` (or role, timeout, ...) in one must not change where the next
+    /// creates its tables.
+    async fn reset_between_migrations(
+        &self,
+        client: &Client,
+        start: &SessionState,
+    ) -> Result<(), RuntimeError> {
+        deadline::within(
+            Some(self.config.limits().own),
+            "restoring the session state between migrations",
+            start.restore(client),
+        )
+        .await?
+    }
+
     async fn acquire_lock<'c>(&self, client: &'c Client) -> Result<AdvisoryLock<'c>, RuntimeError> {
         AdvisoryLock::acquire(
             client,
@@ -487,9 +521,13 @@ impl<'m> Migrator<'m> {
     /// a statement-by-statement migration need one server session for the whole run.
     ///
     /// For the run, `up` sets the session's `application_name`, `lock_timeout` and
-    /// `statement_timeout` from the [`MigratorConfig`]. Before it returns, also on error, it
-    /// releases the advisory lock and restores the three values the client had, so a
-    /// connection taken from a pool goes back with its own settings. The exception is
+    /// `statement_timeout` from the [`MigratorConfig`]. Each migration starts from the same
+    /// session state: what one changed (`SET search_path`, `SET ROLE`, a SQL `PREPARE`,
+    /// `LISTEN`, a temporary table) is undone before the next. Before it returns, also on
+    /// error, it releases the advisory lock and gives the session back as it came (settings,
+    /// role, none of what the migrations added; the client's protocol-level prepared
+    /// statements untouched), so a connection taken from a pool goes back with its own
+    /// settings. The exception is
     /// [`RuntimeError::NoAnswer`]: the server stopped answering, the runtime sends nothing
     /// more, and the connection must be discarded (as after a logged warning that the
     /// settings could not be restored).
@@ -521,9 +559,13 @@ impl<'m> Migrator<'m> {
     /// a statement-by-statement migration need one server session for the whole run.
     ///
     /// For the run, `down` sets the session's `application_name`, `lock_timeout` and
-    /// `statement_timeout` from the [`MigratorConfig`]. Before it returns, also on error, it
-    /// releases the advisory lock and restores the three values the client had, so a
-    /// connection taken from a pool goes back with its own settings. The exception is
+    /// `statement_timeout` from the [`MigratorConfig`]. Each migration starts from the same
+    /// session state: what one changed (`SET search_path`, `SET ROLE`, a SQL `PREPARE`,
+    /// `LISTEN`, a temporary table) is undone before the next. Before it returns, also on
+    /// error, it releases the advisory lock and gives the session back as it came (settings,
+    /// role, none of what the migrations added; the client's protocol-level prepared
+    /// statements untouched), so a connection taken from a pool goes back with its own
+    /// settings. The exception is
     /// [`RuntimeError::NoAnswer`]: the server stopped answering, the runtime sends nothing
     /// more, and the connection must be discarded (as after a logged warning that the
     /// settings could not be restored).
@@ -549,6 +591,13 @@ impl<'m> Migrator<'m> {
         Fut: Future<Output = Result<(), RuntimeError>>,
     {
         let own = Some(self.config.limits().own);
+        // What the client came with, to give it back that way (see `session`).
+        let caller = deadline::within(
+            own,
+            "reading the session state",
+            SessionState::capture(client),
+        )
+        .await??;
         let before = deadline::within(
             own,
             "setting the session parameters",
@@ -564,7 +613,7 @@ impl<'m> Migrator<'m> {
             Ok(Ok(lock)) => lock,
             Ok(Err(error)) | Err(error) => {
                 if !matches!(error, RuntimeError::NoAnswer { .. }) {
-                    self.restore_session(client, &before).await;
+                    self.give_back(client, &caller, &before).await;
                 }
                 return Err(error);
             }
@@ -584,7 +633,7 @@ impl<'m> Migrator<'m> {
                 // the server drops a session's advisory locks when it ends.
                 tracing::warn!(%error, "could not release the migration lock explicitly");
             }
-            self.restore_session(client, &before).await;
+            self.give_back(client, &caller, &before).await;
         }
         result
     }
@@ -608,6 +657,7 @@ impl<'m> Migrator<'m> {
         if pending.is_empty() {
             return Ok(());
         }
+        let start = self.session_state(client).await?;
         let in_transaction = self
             .prepare(client, self.history.insert_in_transaction_sql())
             .await?;
@@ -687,6 +737,7 @@ impl<'m> Migrator<'m> {
             };
             let outcome = finish_span(run.instrument(span.clone()).await, &span)?;
             report.applied.push(applied(m, &m.up, outcome));
+            self.reset_between_migrations(client, &start).await?;
             self.report_progress(ProgressEvent::Finished {
                 migration: m,
                 index,
@@ -707,6 +758,7 @@ impl<'m> Migrator<'m> {
         if plan.is_empty() {
             return Ok(());
         }
+        let start = self.session_state(client).await?;
         let delete = self.prepare(client, self.history.delete_sql()).await?;
         let settings = self.settings();
         let total = plan.len();
@@ -734,6 +786,7 @@ impl<'m> Migrator<'m> {
                 executor::run_section(client, m, down, &settings, history, None).await
             };
             let outcome = finish_span(run.instrument(span.clone()).await, &span)?;
+            self.reset_between_migrations(client, &start).await?;
             if m.phase == Phase::Backfill {
                 // A later up must run the backfill again from the start.
                 let progress = state::backfill_progress::BackfillProgressTable::for_history(
@@ -754,6 +807,16 @@ impl<'m> Migrator<'m> {
             });
         }
         Ok(())
+    }
+
+    /// The session state every migration of this run starts from.
+    async fn session_state(&self, client: &Client) -> Result<SessionState, RuntimeError> {
+        deadline::within(
+            Some(self.config.limits().own),
+            "reading the session state",
+            SessionState::capture(client),
+        )
+        .await?
     }
 
     async fn prepare(

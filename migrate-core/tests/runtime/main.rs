@@ -10,5 +10,6 @@ mod autocommit;
 mod down;
 mod history;
 mod locking;
+mod session;
 mod status;
 mod timeouts;
