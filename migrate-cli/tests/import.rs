@@ -482,3 +482,96 @@ fn refinery_cli_applies_then_import_takes_over() {
         stderr(&output)
     );
 }
+
+/// The time each tool recorded (sqlx and Flyway `installed_on`, refinery `applied_on`, diesel
+/// `run_on`) becomes our `executed_at`, which `status` shows as APPLIED AT; dbmate and
+/// golang-migrate record none, and the import says so.
+#[test]
+fn each_tools_own_time_of_application_is_carried_over() {
+    for (tool, set_time, expected) in [
+        (
+            "sqlx",
+            Some("UPDATE _sqlx_migrations SET installed_on = '2023-05-06 07:08:09.5+00'"),
+            Some("'2023-05-06 07:08:09.5+00'::timestamptz"),
+        ),
+        (
+            "refinery",
+            Some("UPDATE refinery_schema_history SET applied_on = '2023-05-06T07:08:09.5Z'"),
+            Some("'2023-05-06 07:08:09.5+00'::timestamptz"),
+        ),
+        (
+            "flyway",
+            Some("UPDATE flyway_schema_history SET installed_on = '2023-05-06 07:08:09'"),
+            Some("'2023-05-06 07:08:09'::timestamp::timestamptz"),
+        ),
+        (
+            "diesel",
+            Some("UPDATE __diesel_schema_migrations SET run_on = '2023-05-06 07:08:09'"),
+            Some("'2023-05-06 07:08:09'::timestamp::timestamptz"),
+        ),
+        ("dbmate", None, None),
+        ("golang-migrate", None, None),
+    ] {
+        let db = database();
+        schema_as_the_tool_left_it(&db, tool);
+        sql(&db, &documented_history(tool).1);
+        if let Some(update) = set_time {
+            sql(&db, update);
+        }
+        let dry = migrate_as(&db, &folder(tool))
+            .args(["import", "--from", tool, "--dry-run", "--format", "json"])
+            .output()
+            .unwrap();
+        assert!(dry.status.success(), "{tool}: {}", stderr(&dry));
+        let applied_at: Vec<serde_json::Value> = json(&dry)["imported"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|row| row["applied_at"].clone())
+            .collect();
+        assert_eq!(applied_at.len(), 3, "{tool}");
+        assert_eq!(
+            applied_at.iter().all(serde_json::Value::is_null),
+            expected.is_none(),
+            "{tool}: {applied_at:?}"
+        );
+        let output = migrate_as(&db, &folder(tool))
+            .args(["import", "--from", tool])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{tool}: {}", stderr(&output));
+        match expected {
+            Some(time) => {
+                assert_eq!(
+                    sql(
+                        &db,
+                        &format!("SELECT count(*) FROM migrate_history WHERE executed_at = {time}")
+                    ),
+                    "3",
+                    "{tool}: {}",
+                    sql(
+                        &db,
+                        "SELECT string_agg(executed_at::text, ', ') FROM migrate_history"
+                    )
+                );
+                assert!(
+                    !stdout(&output).contains("records no time"),
+                    "{tool}: {}",
+                    stdout(&output)
+                );
+            }
+            None => {
+                assert!(
+                    stdout(&output).contains(&format!("{tool} records no time of application")),
+                    "{tool}: {}",
+                    stdout(&output)
+                );
+                assert!(
+                    stdout(&output).contains("not recorded"),
+                    "{}",
+                    stdout(&output)
+                );
+            }
+        }
+    }
+}

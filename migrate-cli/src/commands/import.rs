@@ -26,6 +26,7 @@ pub fn run(context: &Context, from: Layout, dry_run: bool) -> anyhow::Result<Out
                     "file": r.file_name,
                     "checksum": r.checksum,
                     "checksum_compared": r.checksum_compared,
+                    "applied_at": r.applied_at.map(output::timestamp),
                 })
             })
             .collect();
@@ -60,6 +61,10 @@ pub fn run(context: &Context, from: Layout, dry_run: bool) -> anyhow::Result<Out
                     "not recorded"
                 }),
                 Cell::new(r.checksum.clone()),
+                Cell::new(
+                    r.applied_at
+                        .map_or_else(|| "not recorded".to_owned(), output::timestamp),
+                ),
             ]
         })
         .collect();
@@ -67,10 +72,22 @@ pub fn run(context: &Context, from: Layout, dry_run: bool) -> anyhow::Result<Out
         print!(
             "{}",
             output::table(
-                &["VERSION", "FILE", "THEIR CHECKSUM", "OUR CHECKSUM"],
+                &[
+                    "VERSION",
+                    "FILE",
+                    "THEIR CHECKSUM",
+                    "OUR CHECKSUM",
+                    "APPLIED AT",
+                ],
                 &rows,
                 context.config.color
             )
+        );
+    }
+    if report.imported.iter().any(|r| r.applied_at.is_none()) {
+        println!(
+            "{from} records no time of application: `migrate status` shows the import's time as \
+             APPLIED AT for those"
         );
     }
     if !report.pending.is_empty() {

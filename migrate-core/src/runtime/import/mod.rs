@@ -130,6 +130,9 @@ pub struct Imported {
     pub checksum: String,
     /// Whether the other tool recorded a checksum that was compared.
     pub checksum_compared: bool,
+    /// When the other tool applied it, carried into our history's `executed_at`; `None` when
+    /// the tool records no time (dbmate, golang-migrate), and the import's time is written.
+    pub applied_at: Option<SystemTime>,
 }
 
 /// What [`Migrator::import`] wrote, or would write with `dry_run`.
@@ -203,6 +206,7 @@ impl Migrator<'_> {
                 file_name: migration.file_name.to_string(),
                 checksum: migration.checksum.to_hex(),
                 checksum_compared: row.checksum.is_some(),
+                applied_at: row.executed_at,
             });
         }
         if !missing.is_empty() || !differs.is_empty() {

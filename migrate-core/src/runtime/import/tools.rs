@@ -1,14 +1,14 @@
 //! Each tool's history table, as its documentation and code define it, and the checksum it
 //! records:
 //!
-//! | tool | table | a row is | checksum |
-//! | --- | --- | --- | --- |
-//! | sqlx | `_sqlx_migrations` | an applied version (`success`) | SHA-384 of the up file's text |
-//! | refinery | `refinery_schema_history` | an applied version | SipHash-1-3 (zero keys) of name, version (`i32`), text, as `Hash` writes them, in decimal |
-//! | Flyway | `flyway_schema_history` | an event (`SQL`, `UNDO_SQL`, `BASELINE`, ...) | CRC-32 of the file's lines without their line breaks (a first-line BOM dropped), as a signed `int` |
-//! | diesel | `__diesel_schema_migrations` | an applied version (text, no dashes) | none |
-//! | dbmate | `schema_migrations` (`version` text) | an applied version | none |
-//! | golang-migrate | `schema_migrations` (`version bigint`, `dirty`) | one row: the current version; every file up to it is applied | none |
+//! | tool | table | a row is | checksum | applied at |
+//! | --- | --- | --- | --- | --- |
+//! | sqlx | `_sqlx_migrations` | an applied version (`success`) | SHA-384 of the up file's text | `installed_on` |
+//! | refinery | `refinery_schema_history` | an applied version | SipHash-1-3 (zero keys) of name, version (`i32`), text, as `Hash` writes them, in decimal | `applied_on` (RFC 3339 text) |
+//! | Flyway | `flyway_schema_history` | an event (`SQL`, `UNDO_SQL`, `BASELINE`, ...) | CRC-32 of the file's lines without their line breaks (a first-line BOM dropped), as a signed `int` | `installed_on` |
+//! | diesel | `__diesel_schema_migrations` | an applied version (text, no dashes) | none | `run_on` |
+//! | dbmate | `schema_migrations` (`version` text) | an applied version | none | none |
+//! | golang-migrate | `schema_migrations` (`version bigint`, `dirty`) | one row: the current version; every file up to it is applied | none | none |
 
 use std::hash::{Hash, Hasher};
 use std::time::SystemTime;
@@ -180,18 +180,22 @@ pub(super) async fn read(
             }
         }
         Layout::Refinery => {
-            for row in query("SELECT version, checksum FROM \"refinery_schema_history\" ORDER BY version").await? {
+            // `applied_on` is text (RFC 3339, as refinery writes it); one that does not look
+            // like a timestamp is read as not recorded rather than failing the cast.
+            for row in query("SELECT version, checksum, CASE WHEN applied_on ~ '^\\d{4}-\\d{2}-\\d{2}[T ]\\d{2}:\\d{2}:\\d{2}(\\.\\d+)?(Z|z|[+-]\\d{2}(:?\\d{2})?)?$' THEN applied_on::timestamptz END FROM \"refinery_schema_history\" ORDER BY version").await? {
                 let version: i32 = row.get(0);
                 recorded.push(Recorded {
                     version: version_of(tool, &version.to_string())?,
                     checksum: Some(RecordedChecksum::Refinery(row.get(1))),
-                    executed_at: None,
+                    executed_at: row.get::<_, Option<SystemTime>>(2),
                     duration_ms: None,
                 });
             }
         }
         Layout::Flyway => {
-            for row in query("SELECT version, type, checksum, success, installed_on, execution_time FROM \"flyway_schema_history\" ORDER BY installed_rank").await? {
+            // `installed_on` is a timestamp without time zone written by now(): read in this
+            // session's TimeZone, as it was written (not as UTC).
+            for row in query("SELECT version, type, checksum, success, installed_on::timestamptz, execution_time FROM \"flyway_schema_history\" ORDER BY installed_rank").await? {
                 let version: Option<String> = row.get(0);
                 let kind: String = row.get(1);
                 let success: bool = row.get(3);
@@ -219,12 +223,14 @@ pub(super) async fn read(
             }
         }
         Layout::Diesel => {
-            for row in query("SELECT version FROM \"__diesel_schema_migrations\" ORDER BY version").await? {
+            // `run_on` is a timestamp without time zone, written by CURRENT_TIMESTAMP in the
+            // session's TimeZone: read in this session's, the server's default like diesel's.
+            for row in query("SELECT version, run_on::timestamptz FROM \"__diesel_schema_migrations\" ORDER BY version").await? {
                 let version: String = row.get(0);
                 recorded.push(Recorded {
                     version: version_of(tool, &version)?,
                     checksum: None,
-                    executed_at: None,
+                    executed_at: Some(row.get::<_, SystemTime>(1)),
                     duration_ms: None,
                 });
             }
