@@ -463,8 +463,9 @@ pub(crate) enum Command {
     /// pg_class.reltuples as the row estimate), and a statement whose lock blocks the
     /// application while a table over --large-table is scanned or rewritten is flagged LARGE.
     Plan {
-        /// The table size above which a blocking scan or rewrite is flagged (kB, MB, GB, TB
-        /// of 1024; plain numbers are bytes).
+        /// The table size above which a blocking scan or rewrite is flagged: kB, MB, GB, TB
+        /// (PostgreSQL's units, of 1024) or KiB, MiB, GiB, TiB (the same); plain numbers are
+        /// bytes.
         #[arg(long, value_name = "SIZE", default_value = "1GB", value_parser = crate::size::parse_size)]
         large_table: u64,
     },

@@ -25,13 +25,23 @@ pub fn up(context: &Context, to: Option<u64>, dry_run: bool) -> anyhow::Result<O
     let target = to.map_or(UpTo::All, UpTo::Version);
     if dry_run {
         // Every check and gate of the real run, so a dry run that passes means `up` would.
-        let result = block_on(async {
+        let (result, later) = block_on(async {
             let client = context.connect(database).await?;
-            anyhow::Ok(migrator.dry_run_up(&client, target).await)
+            let result = migrator.dry_run_up(&client, target).await;
+            let later = match (&result, to) {
+                (Ok(_), Some(to)) => pending_after(&migrator, &client, to).await?,
+                _ => Vec::new(),
+            };
+            anyhow::Ok((result, later))
         })??;
         return match result {
             Ok(plan) => {
-                print_up_plan(context, &plan, None);
+                if !(plan.migrations.is_empty() && !later.is_empty() && !context.json()) {
+                    print_up_plan(context, &plan, None);
+                } else {
+                    print!("dry run: ");
+                }
+                print_later_pending(context, to, &later, plan.migrations.is_empty());
                 Ok(Outcome::Success)
             }
             Err(failed) => {
@@ -56,12 +66,22 @@ pub fn up(context: &Context, to: Option<u64>, dry_run: bool) -> anyhow::Result<O
         } else {
             migrator
         };
-        anyhow::Ok(migrator.up(&client, target).await)
+        let result = migrator.up(&client, target).await;
+        let later = match (&result, to) {
+            (Ok(_), Some(to)) => pending_after(&migrator, &client, to).await?,
+            _ => Vec::new(),
+        };
+        anyhow::Ok((result, later))
     })?;
     bar.finish_and_clear();
-    match result? {
+    let (result, later) = result?;
+    match result {
         Ok(report) => {
-            print_applied(context, "applied", &report.applied);
+            // "up to date" would be wrong with later migrations pending: said below instead.
+            if !(report.applied.is_empty() && !later.is_empty() && !context.json()) {
+                print_applied(context, "applied", &report.applied);
+            }
+            print_later_pending(context, to, &later, report.applied.is_empty());
             Ok(Outcome::Success)
         }
         Err(failed) => {
@@ -75,6 +95,37 @@ pub fn up(context: &Context, to: Option<u64>, dry_run: bool) -> anyhow::Result<O
             Err(failed.into())
         }
     }
+}
+
+/// Versions of the set above `to` still pending: what `up --to` left for later.
+async fn pending_after(
+    migrator: &Migrator<'_>,
+    client: &tokio_postgres::Client,
+    to: u64,
+) -> anyhow::Result<Vec<u64>> {
+    Ok(migrator
+        .plan(client, UpTo::All)
+        .await?
+        .migrations
+        .iter()
+        .map(|m| m.version)
+        .filter(|v| *v > to)
+        .collect())
+}
+
+/// After `up --to V`: the database is up to date at V, not up to date, when later migrations
+/// are pending. (In JSON, `up`'s document says nothing of them: `status` lists them.)
+fn print_later_pending(context: &Context, to: Option<u64>, later: &[u64], nothing_done: bool) {
+    let (Some(to), false, false) = (to, later.is_empty(), context.json()) else {
+        return;
+    };
+    let versions: Vec<String> = later.iter().map(u64::to_string).collect();
+    println!(
+        "{}up to date at {to}; {} later migration(s) pending ({}): `migrate up` applies them",
+        if nothing_done { "nothing to do: " } else { "" },
+        later.len(),
+        versions.join(", ")
+    );
 }
 
 pub fn down(context: &Context, to: u64, dry_run: bool) -> anyhow::Result<Outcome> {

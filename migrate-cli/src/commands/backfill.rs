@@ -58,6 +58,18 @@ pub fn verify(context: &Context, version: Option<u64>) -> anyhow::Result<Outcome
         let client = context.connect(database).await?;
         anyhow::Ok(migrator.verify_backfills(&client, version).await?)
     })??;
+    // Asked for one backfill that is not applied: nothing was verified, which is no pass.
+    if let Some(version) = version
+        && states.is_empty()
+    {
+        let file = migrations
+            .get(version)
+            .map_or_else(String::new, |m| format!(" ({})", m.file_name));
+        anyhow::bail!(
+            "backfill migration {version}{file} is not applied, so there is nothing to verify \
+             yet: `migrate up --to {version}` applies it (`migrate status` shows what is pending)"
+        );
+    }
     print(context, &states, true, false);
     let left: i64 = states.iter().filter_map(|s| s.remaining).sum();
     if left > 0 {

@@ -102,6 +102,36 @@ impl Default for BackfillControl {
     }
 }
 
+/// A setting's duration as a person writes it and the CLI reads it back: `0`, `300ms`, `2s`,
+/// `1m30s`, `2h`; below a millisecond `500us` or `250ns` (not `0ns` or `300.5ms`).
+pub fn duration_text(duration: Duration) -> String {
+    if duration.is_zero() {
+        return "0".to_owned();
+    }
+    let nanos = duration.subsec_nanos();
+    if !nanos.is_multiple_of(1_000_000) {
+        let total = duration.as_nanos();
+        return if total.is_multiple_of(1_000) {
+            format!("{}us", total / 1_000)
+        } else {
+            format!("{total}ns")
+        };
+    }
+    let secs = duration.as_secs();
+    let mut text = String::new();
+    for (unit, size) in [("h", 3600), ("m", 60), ("s", 1)] {
+        let count = secs / size % if size == 3600 { u64::MAX } else { 60 };
+        if count > 0 {
+            text.push_str(&format!("{count}{unit}"));
+        }
+    }
+    let millis = nanos / 1_000_000;
+    if millis > 0 {
+        text.push_str(&format!("{millis}ms"));
+    }
+    text
+}
+
 /// Longest `lock_timeout` accepted: the application's queries queue behind a migration's
 /// lock request for up to that long.
 pub const MAX_LOCK_TIMEOUT: Duration = Duration::from_secs(10 * 60);
@@ -113,7 +143,7 @@ impl MigratorConfig {
     pub fn validate(&self) -> Result<(), RuntimeError> {
         let invalid = |setting, value: Duration, reason| RuntimeError::InvalidSetting {
             setting,
-            value: format!("{value:?}"),
+            value: duration_text(value),
             reason,
         };
         if self.lock_timeout < Duration::from_millis(1) {
@@ -208,6 +238,28 @@ impl Default for MigratorConfig {
             max_replica_lag: Some(Duration::from_secs(30)),
             network_timeout: Duration::from_secs(30),
             backfill: BackfillControl::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod duration_text_tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_as_they_are_written() {
+        for (duration, text) in [
+            (Duration::ZERO, "0"),
+            (Duration::from_millis(300), "300ms"),
+            (Duration::from_secs(2), "2s"),
+            (Duration::from_secs(90), "1m30s"),
+            (Duration::from_secs(15 * 60), "15m"),
+            (Duration::from_secs(7200), "2h"),
+            (Duration::from_millis(1500), "1s500ms"),
+            (Duration::from_micros(500), "500us"),
+            (Duration::from_nanos(250), "250ns"),
+        ] {
+            assert_eq!(duration_text(duration), text);
         }
     }
 }

@@ -109,7 +109,8 @@ pub enum RuntimeError {
     /// Another migrator kept the advisory lock for longer than `lock_wait`.
     #[error(
         "another migration run holds the migration lock (advisory lock {key}); gave up after \
-         {waited:?}; holder: {}",
+         {}; holder: {}",
+        super::gates::human(*waited),
         holder.as_ref().map_or_else(|| "unknown (it may just have released it)".to_owned(), ToString::to_string)
     )]
     LockTimeout {

@@ -59,7 +59,7 @@ pub use backfill_controller::{PaceState, PauseReason, Pressure};
 pub use backfill_pace::BackfillStatus;
 pub use backfill_signals::PAUSE_FLAG;
 pub use compare::{CompareOptions, CompareReport, Difference, DifferingKey};
-pub use config::{BackfillControl, MAX_LOCK_TIMEOUT, MigratorConfig};
+pub use config::{BackfillControl, MAX_LOCK_TIMEOUT, MigratorConfig, duration_text};
 pub use connect::{ConnectOptions, SslMode, connect, connect_with};
 pub use dual_write::{DualWrite, DualWriteConfig, ModernWrite};
 pub use error::{ConnectError, Failed, LockHolder, PartialReport, RuntimeError, StatementLocation};
