@@ -139,3 +139,78 @@ fn sizes_take_postgresql_units_and_their_iec_names() {
         stderr(&output)
     );
 }
+
+#[test]
+fn lock_retry_warnings_name_the_blocking_session() {
+    use std::io::{BufRead, BufReader};
+
+    let db = database();
+    sql(&db, "CREATE TABLE t (id int PRIMARY KEY)");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("0001_t_note.expand.sql"),
+        "ALTER TABLE t ADD COLUMN IF NOT EXISTS note text;\n-- migrate:down\nALTER TABLE t DROP COLUMN IF EXISTS note;\n",
+    )
+    .unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let blocker = runtime.block_on(async {
+        let (client, connection) = tokio_postgres::connect(
+            &format!("{}&application_name=report-job", url(&db)),
+            tokio_postgres::NoTls,
+        )
+        .await
+        .expect("blocker");
+        tokio::spawn(connection);
+        client
+    });
+    let blocker_pid: i32 = runtime
+        .block_on(blocker.query_one("SELECT pg_backend_pid()", &[]))
+        .unwrap()
+        .get(0);
+    runtime
+        .block_on(blocker.batch_execute("BEGIN; LOCK TABLE t IN ACCESS SHARE MODE"))
+        .expect("lock");
+
+    let mut command = std::process::Command::new(assert_cmd::cargo::cargo_bin("migrate"));
+    for (key, _) in std::env::vars_os() {
+        let Some(key) = key.to_str() else { continue };
+        if key == "DATABASE_URL" || key.starts_with("PG") || key.starts_with("DB_") {
+            command.env_remove(key);
+        }
+    }
+    let mut child = command
+        .args(["up", "--dir"])
+        .arg(dir.path())
+        .args(["--database-url", &url(&db), "--lock-timeout", "100ms"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr_lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut before = Vec::new();
+    let warning = stderr_lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find(|line| {
+            before.push(line.clone());
+            line.contains("lock_timeout (55P03)")
+        })
+        .unwrap_or_else(|| panic!("no retry warning: {}", before.join("\n")));
+    // The warning came while the blocker holds its lock: let the retry succeed.
+    runtime.block_on(blocker.batch_execute("COMMIT")).unwrap();
+    let status = child.wait().unwrap();
+    let rest: Vec<String> = stderr_lines.map_while(Result::ok).collect();
+    assert!(status.success(), "{warning}\n{}", rest.join("\n"));
+    for part in [
+        format!("pid {blocker_pid}"),
+        "\"report-job\"".to_owned(),
+        "idle in transaction".to_owned(),
+        "last query started".to_owned(),
+        " ago: BEGIN; LOCK TABLE t IN ACCESS SHARE MODE".to_owned(),
+    ] {
+        assert!(warning.contains(&part), "{part} missing: {warning}");
+    }
+}

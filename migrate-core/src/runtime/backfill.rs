@@ -386,7 +386,8 @@ impl BatchRunner<'_> {
                     });
                 }
                 Err(error) if is_lock_timeout(&error) && attempt <= settings.lock_retries => {
-                    wait_before_retry(migration, Some(statement), attempt, settings).await;
+                    wait_before_retry(self.client, migration, Some(statement), attempt, settings)
+                        .await;
                 }
                 Err(error) => {
                     let error = statement_error(migration, Some(statement), attempt, error);

@@ -20,18 +20,39 @@ pub struct LockHolder {
     pub xact_start: Option<String>,
     /// `pg_stat_activity.state` (`active`, `idle`, `idle in transaction`, ...).
     pub state: Option<String>,
+    /// `pg_stat_activity.query_start`: when its current (or, idle, its last) query started.
+    pub query_start: Option<String>,
+    /// How long ago that was, on the server's clock.
+    pub query_age: Option<Duration>,
+    /// That query, whitespace collapsed, cut at [`HOLDER_QUERY_CHARS`] characters
+    /// (`<insufficient privilege>` for another role's session without `pg_read_all_stats`).
+    pub query: Option<String>,
 }
 
+/// How much of a lock holder's query is shown.
+pub const HOLDER_QUERY_CHARS: i32 = 120;
+
+/// The `pg_stat_activity a` columns [`LockHolder::from_row`] reads, in its order.
+pub(crate) const HOLDER_COLUMNS: &str = "a.pid, coalesce(a.application_name, ''), \
+    a.backend_start::text, a.xact_start::text, a.state, a.query_start::text, \
+    (extract(epoch FROM clock_timestamp() - a.query_start) * 1000)::bigint, \
+    left(regexp_replace(a.query, '\\s+', ' ', 'g'), 120)";
+
 impl LockHolder {
-    /// From a row of `pid, application_name, backend_start::text, xact_start::text, state`
-    /// (`pg_stat_activity`), the columns both holder queries select.
+    /// From a row of [`HOLDER_COLUMNS`], which every holder query selects.
     pub(crate) fn from_row(row: &tokio_postgres::Row) -> LockHolder {
+        let query: Option<String> = row.get(7);
         LockHolder {
             pid: row.get(0),
             application_name: row.get(1),
             backend_start: row.get(2),
             xact_start: row.get(3),
             state: row.get(4),
+            query_start: row.get(5),
+            query_age: row
+                .get::<_, Option<i64>>(6)
+                .map(|ms| Duration::from_millis(u64::try_from(ms).unwrap_or(0))),
+            query: query.filter(|q| !q.is_empty()),
         }
     }
 }
@@ -50,6 +71,25 @@ impl fmt::Display for LockHolder {
         }
         if let Some(state) = &self.state {
             write!(f, ", {state}")?;
+        }
+        if let Some(start) = &self.query_start {
+            let age = self.query_age.map_or_else(String::new, |age| {
+                format!(", {} ago", super::gates::human(age))
+            });
+            let last = if self.state.as_deref() == Some("active") {
+                "query"
+            } else {
+                "last query"
+            };
+            write!(f, ", {last} started {start}{age}")?;
+            if let Some(query) = &self.query {
+                let more = if query.chars().count() >= HOLDER_QUERY_CHARS as usize {
+                    "..."
+                } else {
+                    ""
+                };
+                write!(f, ": {query}{more}")?;
+            }
         }
         f.write_str(")")
     }

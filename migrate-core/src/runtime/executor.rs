@@ -12,7 +12,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 
 use super::deadline::within;
-use super::error::{LockHolder, RuntimeError, StatementLocation};
+use super::error::{HOLDER_COLUMNS, LockHolder, RuntimeError, StatementLocation};
 use super::gates::RowsGuard;
 use super::state::partial::PartialRunTable;
 use crate::migration::{Migration, Section, Statement, TransactionMode};
@@ -255,36 +255,44 @@ pub(crate) async fn name_blockers(
     else {
         return error;
     };
-    let tables: Vec<String> = statements
-        .iter()
-        .flat_map(|statement| crate::lock_analysis::analyze_sql(&statement.sql).locks)
-        .map(|lock| lock.table)
-        .collect();
-    if !tables.is_empty() {
-        // Oldest transaction first: the likeliest culprit.
-        let rows = client
-            .query(
-                "SELECT a.pid, coalesce(a.application_name, ''), a.backend_start::text, \
-                        a.xact_start::text, a.state \
-                 FROM pg_stat_activity a \
-                 WHERE a.pid <> pg_backend_pid() AND a.pid IN ( \
-                     SELECT l.pid FROM pg_locks l \
-                     WHERE l.locktype = 'relation' AND l.granted \
-                       AND l.relation IN (SELECT to_regclass(t) FROM unnest($1::text[]) t)) \
-                 ORDER BY a.xact_start NULLS LAST LIMIT 3",
-                &[&tables],
-            )
-            .await;
-        if let Ok(rows) = rows {
-            blockers.extend(rows.iter().map(LockHolder::from_row));
-        }
-    }
+    blockers.extend(blocking_sessions(client, statements).await);
     RuntimeError::LockRetriesExhausted {
         location,
         attempts,
         error,
         blockers,
     }
+}
+
+/// The sessions holding locks on the tables `statements` lock (from the static lock
+/// analysis), oldest transaction first (the likeliest culprit), at most 3; read after a
+/// statement gave up on `lock_timeout`, when `pg_blocking_pids()` of this session no longer
+/// names them because it waits no more. Best effort: a failed query names none.
+async fn blocking_sessions(client: &Client, statements: &[&Statement]) -> Vec<LockHolder> {
+    let tables: Vec<String> = statements
+        .iter()
+        .flat_map(|statement| crate::lock_analysis::analyze_sql(&statement.sql).locks)
+        .map(|lock| lock.table)
+        .collect();
+    if tables.is_empty() {
+        return Vec::new();
+    }
+    let rows = client
+        .query(
+            &format!(
+                "SELECT {HOLDER_COLUMNS} \
+                 FROM pg_stat_activity a \
+                 WHERE a.pid <> pg_backend_pid() AND a.pid IN ( \
+                     SELECT l.pid FROM pg_locks l \
+                     WHERE l.locktype = 'relation' AND l.granted \
+                       AND l.relation IN (SELECT to_regclass(t) FROM unnest($1::text[]) t)) \
+                 ORDER BY a.xact_start NULLS LAST LIMIT 3"
+            ),
+            &[&tables],
+        )
+        .await;
+    rows.map(|rows| rows.iter().map(LockHolder::from_row).collect())
+        .unwrap_or_default()
 }
 
 type Request<'a> = std::pin::Pin<
@@ -370,7 +378,7 @@ async fn run_transactional(
         // in COMMIT's own round trip. If the connection is gone, the server rolled back.
         let _ = rollback(client, settings).await;
         if is_lock_timeout(&error) && attempt <= settings.lock_retries {
-            wait_before_retry(migration, statement, attempt, settings).await;
+            wait_before_retry(client, migration, statement, attempt, settings).await;
             continue;
         }
         let failing: Vec<&Statement> = match statement {
@@ -414,19 +422,41 @@ async fn rollback(client: &Client, settings: &ExecutionSettings) -> Result<(), R
     .map_err(RuntimeError::database("rolling back"))
 }
 
+/// After a `lock_timeout`: warns, naming the sessions in the way (see [`blocking_sessions`];
+/// for a failure outside any statement, those of every statement of `section`), then pauses
+/// so the application's queued queries proceed.
 pub(crate) async fn wait_before_retry(
+    client: &Client,
     migration: &Migration,
     statement: Option<&Statement>,
     attempt: u32,
     settings: &ExecutionSettings,
 ) {
     let delay = settings.backoff.delay(attempt - 1);
+    let statements: Vec<&Statement> = match statement {
+        Some(statement) => vec![statement],
+        None => migration.up.statements.iter().collect(),
+    };
+    let blockers = within(
+        Some(settings.limits.own),
+        "naming the sessions holding the locks",
+        blocking_sessions(client, &statements),
+    )
+    .await
+    .unwrap_or_default();
+    let blocked_by = if blockers.is_empty() {
+        "no session holding a lock on its tables seen (it may have finished)".to_owned()
+    } else {
+        let list: Vec<String> = blockers.iter().map(ToString::to_string).collect();
+        format!("held by {}", list.join("; "))
+    };
     tracing::warn!(
         version = migration.version,
         file = %migration.file_name,
         line = statement.map(|s| s.line),
         attempt,
-        ?delay,
+        delay = %super::gates::human(delay),
+        blocked_by = %blocked_by,
         "lock_timeout (55P03): retrying after a pause so the application's queries proceed"
     );
     tokio::time::sleep(delay).await;
@@ -472,7 +502,7 @@ async fn run_autocommit(
             match result {
                 Ok(()) => break,
                 Err(error) if is_lock_timeout(&error) && attempt <= settings.lock_retries => {
-                    wait_before_retry(migration, Some(statement), attempt, settings).await;
+                    wait_before_retry(client, migration, Some(statement), attempt, settings).await;
                 }
                 Err(error) => {
                     let error = statement_error(migration, Some(statement), attempt, error);
@@ -510,7 +540,7 @@ async fn run_autocommit(
         match recorded {
             Ok(()) => break,
             Err(error) if is_lock_timeout(&error) && attempt <= settings.lock_retries => {
-                wait_before_retry(migration, None, attempt, settings).await;
+                wait_before_retry(client, migration, None, attempt, settings).await;
             }
             Err(error) => return Err(statement_error(migration, None, attempt, error)),
         }

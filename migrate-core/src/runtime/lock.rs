@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use tokio_postgres::Client;
 
-use super::error::{LockHolder, RuntimeError};
+use super::error::{HOLDER_COLUMNS, LockHolder, RuntimeError};
 use super::executor::Backoff;
 
 /// Derives the advisory lock key from the quoted history table name; see the module docs.
@@ -110,13 +110,14 @@ async fn lock_holder(client: &Client, key: i64) -> Result<Option<Box<LockHolder>
     let low = (bits & 0xffff_ffff) as i64;
     let row = client
         .query_opt(
-            "SELECT a.pid, coalesce(a.application_name, ''), a.backend_start::text, \
-                    a.xact_start::text, a.state \
-             FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
-             WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 \
-               AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
-               AND l.classid::bigint = $1 AND l.objid::bigint = $2 \
-             LIMIT 1",
+            &format!(
+                "SELECT {HOLDER_COLUMNS} \
+                 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+                 WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 \
+                   AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+                   AND l.classid::bigint = $1 AND l.objid::bigint = $2 \
+                 LIMIT 1"
+            ),
             &[&high, &low],
         )
         .await
