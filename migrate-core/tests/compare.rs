@@ -916,3 +916,44 @@ async fn reconcile_names_and_sets_aside_a_key_it_cannot_replay_and_replays_the_o
     assert_eq!((again[0].replayed, again[0].unreplayable.len()), (1, 0));
     assert_eq!(migrator.unreplayable_keys(&client, 0).await.unwrap().0, 3);
 }
+
+#[tokio::test]
+async fn the_gate_refuses_while_an_unreplayable_key_failed_after_the_pass() {
+    let db = database();
+    let dir = tempfile::tempdir().unwrap();
+    let migrations = gated_set(dir.path());
+    let client = client(db.url()).await;
+    let migrator = Migrator::new(&migrations, config()).unwrap();
+    migrator.up(&client, UpTo::Version(1)).await.unwrap();
+    client
+        .batch_execute(
+            "INSERT INTO users (id, email) SELECT g, 'A' || g FROM generate_series(1, 100) g",
+        )
+        .await
+        .unwrap();
+    migrator.up(&client, UpTo::Version(2)).await.unwrap();
+    assert!(
+        migrator
+            .compare(&client, 2, &CompareOptions::default())
+            .await
+            .unwrap()
+            .passed()
+    );
+    // A dual write failed after the pass under a key reconcile cannot read.
+    queue_keys(&client, &["not-a-number"]).await;
+    let reports = migrator.reconcile(&client, Some(2)).await.unwrap();
+    assert_eq!(reports[0].unreplayable.len(), 1);
+    let refused = migrator.up(&client, UpTo::All).await.unwrap_err();
+    let reason = compare_refusal(refused.error()).expect("a compare refusal");
+    assert!(reason.contains("key not-a-number"), "{reason}");
+    // A compare after it covers it.
+    assert!(
+        migrator
+            .compare(&client, 2, &CompareOptions::default())
+            .await
+            .unwrap()
+            .passed()
+    );
+    let applied = migrator.up(&client, UpTo::All).await.unwrap();
+    assert_eq!(applied.versions(), vec![3]);
+}

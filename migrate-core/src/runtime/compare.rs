@@ -679,8 +679,8 @@ pub(crate) async fn gate(
                 keys.first().map(|key| {
                     format!(
                         "{count} failed dual write(s) since it passed could not be replayed by \
-                         `migrate reconcile` (key {}: {}): fix those rows, delete their queue \
-                         rows, then compare again",
+                         `migrate reconcile` (key {}: {}): fix those rows, then compare again \
+                         (a pass after them covers them)",
                         key.key, key.failure
                     )
                 })
