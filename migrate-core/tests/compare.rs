@@ -664,6 +664,12 @@ async fn differing_keys_come_in_key_order_lowest_first_in_every_mode() {
     };
     let report = migrator.compare(&client, 2, &one_chunk).await.unwrap();
     assert_eq!(key_list(&report), ["9", "10"]);
+    let count_only = CompareOptions {
+        max_keys: 0,
+        ..CompareOptions::default()
+    };
+    let report = migrator.compare(&client, 2, &count_only).await.unwrap();
+    assert_eq!((report.differing, report.differing_keys.len()), (4297, 0));
 
     // Resumed: a killed run stored 100 keys (the lowest, with its cursor at 99999); the
     // resumed run honours its own --max-keys.
@@ -956,4 +962,42 @@ async fn the_gate_refuses_while_an_unreplayable_key_failed_after_the_pass() {
     );
     let applied = migrator.up(&client, UpTo::All).await.unwrap();
     assert_eq!(applied.versions(), vec![3]);
+}
+
+#[tokio::test]
+async fn a_value_too_long_for_a_varchar_target_is_no_match_for_its_truncation() {
+    let db = database();
+    let dir = tempfile::tempdir().unwrap();
+    let migrations = compare_set(
+        dir.path(),
+        "CREATE TABLE IF NOT EXISTS src (id bigint PRIMARY KEY, v text, note text);\n\
+         -- migrate:allow prefer-robust-types a bounded target is what is tested\n\
+         CREATE TABLE IF NOT EXISTS dst (id bigint PRIMARY KEY, v varchar(3));",
+        "source=src target=dst key=id columns=v",
+    );
+    let client = prepared(
+        db.url(),
+        &migrations,
+        "INSERT INTO src VALUES (1, 'abcdef'), (2, 'ab'); INSERT INTO dst VALUES (1, 'abc'), (2, 'ab');",
+    )
+    .await;
+    let migrator = Migrator::new(&migrations, config()).unwrap();
+    let report = migrator
+        .compare(&client, 2, &CompareOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(key_list(&report), ["1"], "{report:?}");
+    // The write a reconcile would do fails (22001): the key is set aside, named.
+    queue_keys(&client, &["1", "2"]).await;
+    let reports = migrator.reconcile(&client, Some(2)).await.unwrap();
+    let failed: Vec<&str> = reports[0]
+        .unreplayable
+        .iter()
+        .map(|k| k.key.as_str())
+        .collect();
+    assert_eq!(failed, ["1"]);
+    assert!(
+        reports[0].unreplayable[0].failure.contains("22001"),
+        "{reports:?}"
+    );
 }

@@ -2,16 +2,22 @@
 //! (docs/design.md, "Compare"), for the copies a recount cannot judge: a transformed value
 //! can be wrong, a trigger can have skipped rows, a dual write can have failed on one side.
 //!
-//! The key range is walked in chunks. Each chunk is one `REPEATABLE READ READ ONLY`
+//! First the catalog ([`super::compare_tables`]): both tables and every column exist, and the
+//! key is unique and NOT NULL on both sides (a duplicate would hide behind its twin in the
+//! keyed diff, a NULL key is in no chunk), else the compare fails naming them.
+//!
+//! Then the key range is walked in chunks, ordered in the source key's collation on both
+//! sides. Each chunk is one `REPEATABLE READ READ ONLY`
 //! transaction (both sides read at one snapshot, and nothing in a `map=` expression can
 //! write):
 //!
 //! 1. its upper bound: the `n`th source key after the previous chunk's (`OFFSET n - 1`), none
 //!    for the last chunk, which then also covers every target key above the source's last;
-//! 2. per side, `count(*)` and `sum(hashtextextended(ROW(key, values)::text, 0))`, computed in
+//! 2. per side, `count(*)` and `sum(hashtextextended(ROW(key, values)::text, 0))` over the
+//!    row texts [`super::row_equality`] defines (reconcile's definition too), computed in
 //!    the server: only four numbers leave it;
 //! 3. only when they differ, a keyed diff of the chunk (a `FULL JOIN` on the key, comparing
-//!    the row texts exactly), sending the first differing keys and their count.
+//!    the same row texts exactly), sending the lowest differing keys and their count.
 //!
 //! Why this checksum: the row's text form (`ROW(..)::text`) tells NULL (`()`) from an empty
 //! string (`("")`) and includes the key, so a value moved to another key changes it too;
@@ -563,7 +569,8 @@ impl Migrator<'_> {
                 elapsed,
             };
             if source_rows != target_rows || source_sum != target_sum {
-                let max_keys = i64::try_from(options.max_keys).unwrap_or(i64::MAX);
+                // At least one row: it carries the count (`--max-keys 0` still counts).
+                let max_keys = i64::try_from(options.max_keys.max(1)).unwrap_or(i64::MAX);
                 let rows = deadline::within(
                     limit,
                     "listing the differing keys of a compare chunk",
