@@ -146,7 +146,7 @@ impl fmt::Display for KeyProblem {
                 .collect();
             write!(
                 f,
-                " {} key(s) on more than one row: {}",
+                " {} duplicated key(s) (on more than one row): {}",
                 self.duplicated_keys,
                 listed.join(", ")
             )?;
@@ -666,5 +666,38 @@ fn partial_suffix(report: &impl PartialReport) -> String {
         String::new()
     } else {
         format!(" ({}: {report})", report.label())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_problem_names_the_compare_the_side_the_keys_and_the_counts() {
+        let error = RuntimeError::CompareKey {
+            at: CompareLocation {
+                version: 2,
+                file: "0002_copy.backfill.sql".into(),
+                line: Some(2),
+            },
+            key: "k".into(),
+            problems: vec![KeyProblem {
+                side: CompareSide::Target,
+                table: "modern".into(),
+                null_rows: 2,
+                duplicated_keys: 11,
+                duplicates: vec![("5".into(), 2), ("7".into(), 3)],
+            }],
+        };
+        let message = error.to_string();
+        assert!(
+            message.starts_with(
+                "compare declared at 0002_copy.backfill.sql:2 (migration 2): key k must be \
+                 unique and NOT NULL on both sides; target modern: 2 row(s) with a NULL key, \
+                 11 duplicated key(s) (on more than one row): 5 (2 rows), 7 (3 rows), ...."
+            ),
+            "{message}"
+        );
     }
 }
