@@ -48,6 +48,7 @@ fn migrations(count: usize) -> Migrations {
                 requires: None,
                 backfill: None,
                 compare: None,
+                compare_line: None,
                 requires_compare: false,
                 replaces: Default::default(),
             }

@@ -268,6 +268,8 @@ pub struct Migration {
     /// the file was read; [`crate::source::parse_compare`] turns them into a [`CompareSpec`]).
     /// Kept as text so an embedded set stays a plain literal.
     pub compare: Option<Cow<'static, str>>,
+    /// The line of `-- migrate:compare` in the file, for messages about the compare.
+    pub compare_line: Option<u32>,
     /// `-- migrate:requires-compare` in a contract file: every backfill between its expand and
     /// it that declares a compare must have passed it before the contract runs.
     pub requires_compare: bool,

@@ -283,6 +283,10 @@ fn migration_tokens(migration: &Migration) -> TokenStream {
         Some(text) => quote!(Some(Borrowed(#text))),
         None => quote!(None),
     };
+    let compare_line = match migration.compare_line {
+        Some(line) => quote!(Some(#line)),
+        None => quote!(None),
+    };
     let requires_compare = migration.requires_compare;
     let replaces = migration.replaces.iter();
     quote! {
@@ -297,6 +301,7 @@ fn migration_tokens(migration: &Migration) -> TokenStream {
             requires: #requires,
             backfill: #backfill,
             compare: #compare,
+            compare_line: #compare_line,
             requires_compare: #requires_compare,
             replaces: Borrowed(&[#(#replaces),*]),
         }

@@ -1,6 +1,6 @@
 //! `migrate verify --compare [--version V]`
 
-use migrate_core::runtime::{CompareOptions, CompareReport, Migrator};
+use migrate_core::runtime::{CompareOptions, CompareReport, Migrator, RuntimeError};
 use serde_json::json;
 
 use crate::cli::CompareArgs;
@@ -31,8 +31,8 @@ pub fn run(context: &Context, version: Option<u64>, args: &CompareArgs) -> anyho
         ..CompareOptions::default()
     };
     let migrator = Migrator::new(&migrations, context.config.migrator.clone())?;
-    let reports = block_on(async {
-        let client = context.connect(database).await?;
+    let (reports, failures) = block_on(async {
+        let mut client = context.connect(database).await?;
         // Without --version, the applied backfills: a pending one has not filled its target.
         let applied: Vec<u64> = migrator
             .backfills(&client)
@@ -41,16 +41,39 @@ pub fn run(context: &Context, version: Option<u64>, args: &CompareArgs) -> anyho
             .filter(|b| b.applied)
             .map(|b| b.version)
             .collect();
+        // One compare failing does not stop the others: each is reported.
         let mut reports = Vec::new();
+        let mut failures = Vec::new();
         for candidate in declared {
-            if version.is_some() || applied.contains(&candidate) {
-                reports.push(migrator.compare(&client, candidate, &options).await?);
+            if version.is_none() && !applied.contains(&candidate) {
+                continue;
+            }
+            match migrator.compare(&client, candidate, &options).await {
+                Ok(report) => reports.push(report),
+                Err(error) => {
+                    failures.push((candidate, error));
+                    // The failure may have left the session unusable (a lost or abandoned
+                    // connection): the next compare starts on a fresh one.
+                    client = context.connect(database).await?;
+                }
             }
         }
-        anyhow::Ok(reports)
+        anyhow::Ok((reports, failures))
     })??;
-    print(context, &reports);
+    print(context, &reports, &failures);
     let differing: i64 = reports.iter().map(|r| r.differing).sum();
+    if !failures.is_empty() {
+        if !context.json() {
+            for (_, error) in &failures {
+                eprintln!("error: {error}");
+            }
+            eprintln!(
+                "{} compare(s) could not run; the others are reported above",
+                failures.len()
+            );
+        }
+        return Ok(Outcome::Failure);
+    }
     if differing > 0 {
         if !context.json() {
             eprintln!(
@@ -62,7 +85,7 @@ pub fn run(context: &Context, version: Option<u64>, args: &CompareArgs) -> anyho
     Ok(Outcome::Success)
 }
 
-fn print(context: &Context, reports: &[CompareReport]) {
+fn print(context: &Context, reports: &[CompareReport], failures: &[(u64, RuntimeError)]) {
     if context.json() {
         let items: Vec<_> = reports
             .iter()
@@ -86,10 +109,14 @@ fn print(context: &Context, reports: &[CompareReport]) {
                 })
             })
             .collect();
-        output::print_json(&json!({ "compares": items }));
+        let errors: Vec<_> = failures
+            .iter()
+            .map(|(version, error)| json!({ "version": version, "error": error.to_string() }))
+            .collect();
+        output::print_json(&json!({ "compares": items, "errors": errors }));
         return;
     }
-    if reports.is_empty() {
+    if reports.is_empty() && failures.is_empty() {
         println!("nothing to compare: no applied backfill migration declares `-- migrate:compare`");
         return;
     }

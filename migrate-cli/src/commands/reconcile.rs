@@ -20,10 +20,14 @@ pub fn run(context: &Context, version: Option<u64>) -> anyhow::Result<Outcome> {
         );
     }
     let migrator = Migrator::new(&migrations, context.config.migrator.clone())?;
-    let (reports, left) = block_on(async {
+    let (reports, left, (unreplayable, first_unreplayable)) = block_on(async {
         let client = context.connect(database).await?;
         let reports = migrator.reconcile(&client, version).await?;
-        anyhow::Ok((reports, migrator.reconcile_queue(&client).await?))
+        anyhow::Ok((
+            reports,
+            migrator.reconcile_queue(&client).await?,
+            migrator.unreplayable_keys(&client, 20).await?,
+        ))
     })??;
     let declared: Vec<u64> = reports.iter().map(|r| r.version).collect();
     // Keys queued under a version without a compare cannot be replayed: say so.
@@ -40,6 +44,10 @@ pub fn run(context: &Context, version: Option<u64>) -> anyhow::Result<Outcome> {
                     "replayed": r.replayed,
                     "keys": r.keys,
                     "changed": r.changed,
+                    "unreplayable": r.unreplayable.iter().map(|k| json!({
+                        "key": k.key,
+                        "failure": k.failure,
+                    })).collect::<Vec<_>>(),
                 })
             })
             .collect();
@@ -47,7 +55,15 @@ pub fn run(context: &Context, version: Option<u64>) -> anyhow::Result<Outcome> {
             .iter()
             .map(|(version, keys)| json!({ "version": version, "keys": keys }))
             .collect();
-        output::print_json(&json!({ "reconciled": items, "not_replayable": orphaned }));
+        let kept: Vec<_> = first_unreplayable
+            .iter()
+            .map(|k| json!({ "version": k.version, "key": k.key, "failure": k.failure }))
+            .collect();
+        output::print_json(&json!({
+            "reconciled": items,
+            "not_replayable": orphaned,
+            "unreplayable_in_queue": { "keys": unreplayable, "first": kept },
+        }));
     } else {
         let rows: Vec<Vec<Cell>> = reports
             .iter()
@@ -72,13 +88,24 @@ pub fn run(context: &Context, version: Option<u64>) -> anyhow::Result<Outcome> {
                 )
             );
         }
+        for key in reports.iter().flat_map(|r| &r.unreplayable) {
+            eprintln!(
+                "key {} of version {} cannot be replayed, skipped and marked so in the queue: {}",
+                key.key, key.version, key.failure
+            );
+        }
+        if unreplayable > 0 {
+            eprintln!(
+                "{unreplayable} queued key(s) could not be replayed and are kept in the queue, not retried: fix those rows, then delete their queue rows (failed_at IS NOT NULL) and compare again"
+            );
+        }
         for (version, keys) in &orphaned {
             eprintln!(
                 "{keys} queued key(s) of version {version} cannot be replayed: the set has no `-- migrate:compare` for it"
             );
         }
     }
-    Ok(if orphaned.is_empty() {
+    Ok(if orphaned.is_empty() && unreplayable == 0 {
         Outcome::Success
     } else {
         Outcome::Failure

@@ -11,12 +11,14 @@ pub fn run(context: &Context) -> anyhow::Result<Outcome> {
     let database = context.database("status")?;
     let migrations = context.migrations()?;
     let migrator = Migrator::new(&migrations, context.config.migrator.clone())?;
-    let (report, queue) = block_on(async {
+    let (report, queue, unreplayable) = block_on(async {
         let client = context.connect(database).await?;
         let report = migrator.status(&client).await?;
-        anyhow::Ok((report, migrator.reconcile_queue(&client).await?))
+        let queue = migrator.reconcile_queue(&client).await?;
+        let (unreplayable, _) = migrator.unreplayable_keys(&client, 0).await?;
+        anyhow::Ok((report, queue, unreplayable))
     })??;
-    print_with_queue(context, &report, &queue);
+    print_with_queue(context, &report, &queue, unreplayable);
     if !context.json() {
         let missing: Vec<u64> = report
             .entries
@@ -56,10 +58,15 @@ pub fn state_key(state: MigrationState) -> &'static str {
 }
 
 pub(crate) fn print(context: &Context, report: &StatusReport) {
-    print_with_queue(context, report, &[]);
+    print_with_queue(context, report, &[], 0);
 }
 
-fn print_with_queue(context: &Context, report: &StatusReport, queue: &[(u64, i64)]) {
+fn print_with_queue(
+    context: &Context,
+    report: &StatusReport,
+    queue: &[(u64, i64)],
+    unreplayable: i64,
+) {
     let queued: i64 = queue.iter().map(|(_, n)| n).sum();
     if context.json() {
         let entries: Vec<_> = report
@@ -83,13 +90,18 @@ fn print_with_queue(context: &Context, report: &StatusReport, queue: &[(u64, i64
             .collect();
         output::print_json(&json!({
             "migrations": entries,
-            "reconcile_queue": { "keys": queued, "by_version": queue },
+            "reconcile_queue": { "keys": queued, "by_version": queue, "unreplayable": unreplayable },
         }));
         return;
     }
     if queued > 0 {
         eprintln!(
             "reconcile queue: {queued} key(s) whose modern write failed wait for `migrate reconcile`"
+        );
+    }
+    if unreplayable > 0 {
+        eprintln!(
+            "reconcile queue: {unreplayable} key(s) `migrate reconcile` could not replay are kept there, not retried (`migrate reconcile` names them)"
         );
     }
     if report.entries.is_empty() {

@@ -2,16 +2,22 @@
 //! (docs/design.md, "Compare"), for the copies a recount cannot judge: a transformed value
 //! can be wrong, a trigger can have skipped rows, a dual write can have failed on one side.
 //!
-//! The key range is walked in chunks. Each chunk is one `REPEATABLE READ READ ONLY`
+//! First the catalog ([`super::compare_tables`]): both tables and every column exist, and the
+//! key is unique and NOT NULL on both sides (a duplicate would hide behind its twin in the
+//! keyed diff, a NULL key is in no chunk), else the compare fails naming them.
+//!
+//! Then the key range is walked in chunks, ordered in the source key's collation on both
+//! sides. Each chunk is one `REPEATABLE READ READ ONLY`
 //! transaction (both sides read at one snapshot, and nothing in a `map=` expression can
 //! write):
 //!
 //! 1. its upper bound: the `n`th source key after the previous chunk's (`OFFSET n - 1`), none
 //!    for the last chunk, which then also covers every target key above the source's last;
-//! 2. per side, `count(*)` and `sum(hashtextextended(ROW(key, values)::text, 0))`, computed in
+//! 2. per side, `count(*)` and `sum(hashtextextended(ROW(key, values)::text, 0))` over the
+//!    row texts [`super::row_equality`] defines (reconcile's definition too), computed in
 //!    the server: only four numbers leave it;
 //! 3. only when they differ, a keyed diff of the chunk (a `FULL JOIN` on the key, comparing
-//!    the row texts exactly), sending the first differing keys and their count.
+//!    the same row texts exactly), sending the lowest differing keys and their count.
 //!
 //! Why this checksum: the row's text form (`ROW(..)::text`) tells NULL (`()`) from an empty
 //! string (`("")`) and includes the key, so a value moved to another key changes it too;
@@ -36,9 +42,11 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio_postgres::Client;
 
 use super::Migrator;
+use super::compare_tables::CompareTables;
 use super::deadline;
-use super::error::RuntimeError;
+use super::error::{CompareLocation, RuntimeError};
 use super::gates::GateFailure;
+use super::row_equality::{self, RowEquality, aliases};
 use super::sql_version;
 use super::state::compare_progress::{CompareProgress, CompareProgressTable};
 use super::state::history::History;
@@ -152,17 +160,27 @@ impl CompareReport {
     }
 }
 
-/// The SQL of one compare, built once from its spec and the key's type.
+/// The SQL of one compare, built once from its spec and what the catalog says of its tables.
 struct CompareSql {
     spec: CompareSpec,
-    key_type: String,
+    tables: CompareTables,
 }
 
 impl CompareSql {
+    /// `table.key`, in the source key's collation on both sides: chunk bounds, order and
+    /// join then agree whatever collation the target's key column has.
+    fn key_of(&self, table: &str) -> String {
+        let key = format!("{table}.{}", self.spec.quoted_key());
+        match &self.tables.key_collation {
+            Some(collation) => format!("{key} COLLATE {collation}"),
+            None => key,
+        }
+    }
+
     /// `$1 < key <= $2`; a NULL end is open. The parameters are text, cast to the key's type
     /// (the statements are planned with their values, so the key's index serves the range).
-    fn range(&self) -> String {
-        let (key, key_type) = (self.spec.quoted_key(), &self.key_type);
+    fn range(&self, table: &str) -> String {
+        let (key, key_type) = (self.key_of(table), &self.tables.key_type);
         format!(
             "($1::text IS NULL OR {key} > $1::text::{key_type}) \
              AND ($2::text IS NULL OR {key} <= $2::text::{key_type})"
@@ -171,67 +189,110 @@ impl CompareSql {
 
     /// The key `$2` rows after `$1` (the `$2 + 1`th), as text: a chunk's upper bound.
     fn upper_bound(&self) -> String {
-        let (key, key_type) = (self.spec.quoted_key(), &self.key_type);
         let source = self.spec.source.quoted();
+        let (key, key_type) = (self.key_of(&source), &self.tables.key_type);
         format!(
-            "SELECT {source}.{key}::text FROM {source} \
+            "SELECT {source}.{}::text AS migrate_bound FROM {source} \
              WHERE ($1::text IS NULL OR {key} > $1::text::{key_type}) \
-             ORDER BY {source}.{key} OFFSET $2 LIMIT 1"
+             ORDER BY {key} OFFSET $2 LIMIT 1",
+            self.spec.quoted_key()
+        )
+    }
+
+    /// The chunk's rows of one table (two-table compare) as a derived table `alias(k,
+    /// prefix1..n)`: the source's mapped values or the target's columns.
+    fn side(&self, table: &str, list: &str, alias: &str, prefix: &str) -> String {
+        format!(
+            "(SELECT {}, {list} FROM {table} WHERE {}) AS {alias}(k, {})",
+            self.key_of(table),
+            self.range(table),
+            aliases(prefix, self.tables.equality.len()).join(", ")
+        )
+    }
+
+    fn source_row(&self, alias: &str, prefix: &str) -> String {
+        let values = aliases(&format!("{alias}.{prefix}"), self.tables.equality.len());
+        self.tables
+            .equality
+            .source_row(&format!("{alias}.k"), &values)
+    }
+
+    fn target_row(&self, alias: &str, prefix: &str) -> String {
+        let columns = aliases(&format!("{alias}.{prefix}"), self.tables.equality.len());
+        self.tables
+            .equality
+            .target_row(&format!("{alias}.k"), &columns)
+    }
+
+    /// One table: both sides of the chunk's rows in one scan, `migrate_row(k, v1..n, c1..n)`.
+    fn same_table_rows(&self) -> String {
+        let source = self.spec.source.quoted();
+        let count = self.tables.equality.len();
+        let mut names = aliases("v", count);
+        names.extend(aliases("c", count));
+        format!(
+            "(SELECT {}, {}, {} FROM {source} WHERE {}) AS migrate_row(k, {})",
+            self.key_of(&source),
+            self.spec.source_values(),
+            self.spec.quoted_columns(),
+            self.range(&source),
+            names.join(", ")
         )
     }
 
     /// Count and checksum of each side: source count, source sum, target count, target sum.
+    /// The rows hashed are those [`RowEquality`] defines.
     fn checksums(&self) -> String {
-        let key = self.spec.quoted_key();
-        let condition = self.range();
-        let (source, target) = (self.spec.source.quoted(), self.spec.target.quoted());
-        let (values, columns) = (self.spec.source_values(), self.spec.quoted_columns());
-        let hash = |values: &str| {
-            format!("coalesce(sum(hashtextextended(ROW({key}, {values})::text, 0)), 0)::text")
-        };
+        let hash = |row: String| format!("coalesce(sum(hashtextextended({row}, 0)), 0)::text");
         if self.spec.same_table() {
-            // One scan reads both sides of each row.
-            format!(
-                "SELECT count(*), {}, count(*), {} FROM {source} WHERE {condition}",
-                hash(&values),
-                hash(&columns)
-            )
-        } else {
-            format!(
-                "SELECT s.n, s.h, t.n, t.h FROM \
-                 (SELECT count(*) AS n, {} AS h FROM {source} WHERE {condition}) AS s, \
-                 (SELECT count(*) AS n, {} AS h FROM {target} WHERE {condition}) AS t",
-                hash(&values),
-                hash(&columns)
-            )
+            return format!(
+                "SELECT count(*), {}, count(*), {} FROM {}",
+                hash(self.source_row("migrate_row", "v")),
+                hash(self.target_row("migrate_row", "c")),
+                self.same_table_rows()
+            );
         }
+        let (source, target) = (self.spec.source.quoted(), self.spec.target.quoted());
+        format!(
+            "SELECT s.n, s.h, t.n, t.h FROM \
+             (SELECT count(*) AS n, {} AS h FROM {}) AS s, \
+             (SELECT count(*) AS n, {} AS h FROM {}) AS t",
+            hash(self.source_row("migrate_source", "v")),
+            self.side(&source, &self.spec.source_values(), "migrate_source", "v"),
+            hash(self.target_row("migrate_target", "c")),
+            self.side(&target, &self.spec.quoted_columns(), "migrate_target", "c"),
+        )
     }
 
     /// The chunk's differing keys in key order (`$3` rows at most), their kind, and the count
-    /// of all of them. Values are compared as text, exactly.
+    /// of all of them. Rows differ as [`RowEquality`] defines it.
     fn diff(&self) -> String {
-        let key = self.spec.quoted_key();
-        let condition = self.range();
-        let (source, target) = (self.spec.source.quoted(), self.spec.target.quoted());
-        let (values, columns) = (self.spec.source_values(), self.spec.quoted_columns());
         if self.spec.same_table() {
-            format!(
-                "SELECT {key}::text, 'differs', count(*) OVER () FROM {source} \
-                 WHERE {condition} AND ROW({values})::text IS DISTINCT FROM ROW({columns})::text \
-                 ORDER BY {key} LIMIT $3"
-            )
-        } else {
-            format!(
-                "SELECT coalesce(s.k, t.k)::text, \
-                        CASE WHEN t.k IS NULL THEN 'missing' WHEN s.k IS NULL THEN 'extra' ELSE 'differs' END, \
-                        count(*) OVER () \
-                 FROM (SELECT {key} AS k, ROW({values})::text AS v FROM {source} WHERE {condition}) AS s \
-                 FULL JOIN (SELECT {key} AS k, ROW({columns})::text AS v FROM {target} WHERE {condition}) AS t \
-                   ON s.k = t.k \
-                 WHERE s.k IS NULL OR t.k IS NULL OR s.v IS DISTINCT FROM t.v \
-                 ORDER BY coalesce(s.k, t.k) LIMIT $3"
-            )
+            return format!(
+                "SELECT migrate_row.k::text AS migrate_key, 'differs', count(*) OVER () FROM {} \
+                 WHERE {} ORDER BY migrate_row.k LIMIT $3",
+                self.same_table_rows(),
+                RowEquality::differ(
+                    &self.source_row("migrate_row", "v"),
+                    &self.target_row("migrate_row", "c")
+                )
+            );
         }
+        let (source, target) = (self.spec.source.quoted(), self.spec.target.quoted());
+        format!(
+            "SELECT coalesce(s.k, t.k)::text AS migrate_key, \
+                    CASE WHEN t.k IS NULL THEN 'missing' WHEN s.k IS NULL THEN 'extra' ELSE 'differs' END, \
+                    count(*) OVER () \
+             FROM (SELECT migrate_source.k, {} AS v FROM {}) AS s \
+             FULL JOIN (SELECT migrate_target.k, {} AS v FROM {}) AS t ON s.k = t.k \
+             WHERE s.k IS NULL OR t.k IS NULL OR {} \
+             ORDER BY coalesce(s.k, t.k) LIMIT $3",
+            self.source_row("migrate_source", "v"),
+            self.side(&source, &self.spec.source_values(), "migrate_source", "v"),
+            self.target_row("migrate_target", "c"),
+            self.side(&target, &self.spec.quoted_columns(), "migrate_target", "c"),
+            RowEquality::differ("s.v", "t.v"),
+        )
     }
 }
 
@@ -253,6 +314,15 @@ pub(crate) fn backfill_delay(migration: &Migration) -> Duration {
     }
 }
 
+/// Where `migration` declares its compare, for messages.
+pub(crate) fn compare_location(migration: &Migration) -> CompareLocation {
+    CompareLocation {
+        version: migration.version,
+        file: migration.file_name.to_string(),
+        line: migration.compare_line,
+    }
+}
+
 /// The declared compare of `migration`, parsed.
 pub(crate) fn compare_spec(migration: &Migration) -> Result<Option<CompareSpec>, RuntimeError> {
     let Some(text) = migration.compare.as_deref() else {
@@ -261,10 +331,22 @@ pub(crate) fn compare_spec(migration: &Migration) -> Result<Option<CompareSpec>,
     parse_compare(text)
         .map(Some)
         .map_err(|problem| RuntimeError::Compare {
-            version: migration.version,
-            file: migration.file_name.to_string(),
+            at: compare_location(migration),
             problem,
         })
+}
+
+/// `error`, with the compare's location when it does not name it already.
+pub(crate) fn located(at: &CompareLocation, error: RuntimeError) -> RuntimeError {
+    match error {
+        RuntimeError::Compare { .. }
+        | RuntimeError::CompareKey { .. }
+        | RuntimeError::CompareFailed { .. } => error,
+        error => RuntimeError::CompareFailed {
+            at: at.clone(),
+            error: Box::new(error),
+        },
+    }
 }
 
 impl Migrator<'_> {
@@ -285,26 +367,37 @@ impl Migrator<'_> {
         };
         let (Some(migration), Some(spec)) = (migration, spec) else {
             return Err(RuntimeError::Compare {
-                version,
-                file: migration.map_or_else(String::new, |m| m.file_name.to_string()),
+                at: match migration {
+                    Some(migration) => compare_location(migration),
+                    None => CompareLocation {
+                        version,
+                        file: "(no such migration in the set)".into(),
+                        line: None,
+                    },
+                },
                 problem: "the migration declares no `-- migrate:compare`".into(),
             });
         };
         self.check_history_table(client).await?;
-        let before = self.configure_session(client).await?;
+        let at = compare_location(migration);
+        let before = self
+            .configure_session(client)
+            .await
+            .map_err(|error| located(&at, error))?;
         let result = self
-            .compare_configured(client, migration, spec, options)
+            .compare_configured(client, migration, &at, spec, options)
             .await;
         if !matches!(result, Err(RuntimeError::NoAnswer { .. })) {
             self.restore_session(client, &before).await;
         }
-        result
+        result.map_err(|error| located(&at, error))
     }
 
     async fn compare_configured(
         &self,
         client: &Client,
         migration: &Migration,
+        at: &CompareLocation,
         spec: CompareSpec,
         options: &CompareOptions,
     ) -> Result<CompareReport, RuntimeError> {
@@ -318,12 +411,28 @@ impl Migrator<'_> {
             table.ensure(client),
         )
         .await??;
+        let tables = self.compare_tables(client, at, &spec).await?;
+        if let Err(key_problem) = self.check_compare_key(client, at, &spec).await {
+            // The data is not what an earlier pass saw: forget it, so no gate trusts it.
+            deadline::within(
+                own,
+                "recording a compare's start",
+                table.start(client, version, definition),
+            )
+            .await??;
+            return Err(key_problem);
+        }
         let stored = deadline::within(own, "reading compare progress", table.read(client, version))
             .await??;
         let resumable = stored
             .filter(|s| !options.restart && s.definition == definition && s.finished_at.is_none());
         let mut progress = match resumable {
-            Some(stored) => stored.progress,
+            Some(stored) => {
+                let mut progress = stored.progress;
+                // Kept in key order: the first `max_keys` are the lowest.
+                progress.differing_keys.truncate(options.max_keys);
+                progress
+            }
             None => {
                 deadline::within(
                     own,
@@ -335,10 +444,7 @@ impl Migrator<'_> {
             }
         };
         let resumed_from = progress.last_key.clone();
-        let sql = CompareSql {
-            key_type: self.compare_key_type(client, migration, &spec).await?,
-            spec,
-        };
+        let sql = CompareSql { spec, tables };
         let delay = options.delay.unwrap_or_else(|| backfill_delay(migration));
         let mut chunk_size = options
             .initial_chunk
@@ -348,6 +454,7 @@ impl Migrator<'_> {
             let chunk = self
                 .compare_chunk(
                     client,
+                    at,
                     &sql,
                     progress.last_key.as_deref(),
                     chunk_size,
@@ -416,36 +523,11 @@ impl Migrator<'_> {
         })
     }
 
-    /// The source key column's type as PostgreSQL spells it, which the text cursor is cast to.
-    pub(crate) async fn compare_key_type(
-        &self,
-        client: &Client,
-        migration: &Migration,
-        spec: &CompareSpec,
-    ) -> Result<String, RuntimeError> {
-        let row = deadline::within(
-            Some(self.config.limits().own),
-            "reading the compare key's type",
-            client.query_opt(
-                "SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a \
-                 WHERE a.attrelid = to_regclass($1) AND a.attname = $2 AND NOT a.attisdropped",
-                &[&spec.source.quoted(), &spec.key],
-            ),
-        )
-        .await?
-        .map_err(RuntimeError::database("reading the compare key's type"))?;
-        row.map(|row| row.get(0))
-            .ok_or_else(|| RuntimeError::Compare {
-                version: migration.version,
-                file: migration.file_name.to_string(),
-                problem: format!("table {} has no column {:?}", spec.source, spec.key),
-            })
-    }
-
     /// One chunk in its own `REPEATABLE READ READ ONLY` transaction.
     async fn compare_chunk(
         &self,
         client: &Client,
+        at: &CompareLocation,
         sql: &CompareSql,
         lower: Option<&str>,
         size: i64,
@@ -455,7 +537,10 @@ impl Migrator<'_> {
         deadline::within(
             Some(self.config.limits().own),
             "starting a compare chunk",
-            client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"),
+            client.batch_execute(&format!(
+                "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; {}",
+                row_equality::SESSION
+            )),
         )
         .await?
         .map_err(RuntimeError::database("starting a compare chunk"))?;
@@ -485,7 +570,8 @@ impl Migrator<'_> {
                 elapsed,
             };
             if source_rows != target_rows || source_sum != target_sum {
-                let max_keys = i64::try_from(options.max_keys).unwrap_or(i64::MAX);
+                // At least one row: it carries the count (`--max-keys 0` still counts).
+                let max_keys = i64::try_from(options.max_keys.max(1)).unwrap_or(i64::MAX);
                 let rows = deadline::within(
                     limit,
                     "listing the differing keys of a compare chunk",
@@ -497,6 +583,19 @@ impl Migrator<'_> {
                 ))?;
                 chunk.differing = rows.first().map_or(0, |row| row.get(2));
                 chunk.keys = rows.iter().map(|row| (row.get(0), row.get(1))).collect();
+                if chunk.differing == 0 {
+                    // The checksums and the diff hash and compare the same row texts, so
+                    // this is a bug, never a pass.
+                    return Err(RuntimeError::Compare {
+                        at: at.clone(),
+                        problem: format!(
+                            "the checksums of the keys after {} up to {} differ but no key \
+                             differs: the compare cannot judge this chunk",
+                            lower.unwrap_or("the first"),
+                            upper.as_deref().unwrap_or("the last")
+                        ),
+                    });
+                }
             }
             Ok(chunk)
         }
@@ -532,9 +631,8 @@ pub(crate) async fn gate(
     } else {
         Vec::new()
     };
-    let queued = ReconcileQueue::for_history(history.table())?
-        .lengths(client)
-        .await?;
+    let queue = ReconcileQueue::for_history(history.table())?;
+    let queued = queue.lengths(client).await?;
     let mut declared = false;
     for backfill in migrations
         .iter()
@@ -551,6 +649,7 @@ pub(crate) async fn gate(
             .find(|row| row.version == backfill.version)
             .map(|row| row.executed_at);
         let definition = backfill.compare.as_deref().unwrap_or_default();
+        let passed_at = stored.as_ref().and_then(|s| s.passed_at);
         let reason = match stored {
             None => Some("it never ran".to_owned()),
             Some(s) if s.definition != definition => {
@@ -578,6 +677,23 @@ pub(crate) async fn gate(
             (waiting > 0)
                 .then(|| format!("{waiting} failed dual write(s) wait in the reconcile queue"))
         });
+        // Keys reconcile could not replay since the pass: their rows may be wrong.
+        let reason = match reason {
+            Some(reason) => Some(reason),
+            None => {
+                let (count, keys) = queue
+                    .unreplayable(client, Some(version), passed_at, 1)
+                    .await?;
+                keys.first().map(|key| {
+                    format!(
+                        "{count} failed dual write(s) since it passed could not be replayed by \
+                         `migrate reconcile` (key {}: {}): fix those rows, then compare again \
+                         (a pass after them covers them)",
+                        key.key, key.failure
+                    )
+                })
+            }
+        };
         if let Some(reason) = reason {
             return Ok(Some(GateFailure::CompareNotPassed {
                 version: backfill.version,

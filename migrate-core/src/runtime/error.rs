@@ -114,6 +114,90 @@ impl fmt::Display for StatementLocation {
     }
 }
 
+/// Where a compare is declared: `0002_copy.backfill.sql:2 (migration 2)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompareLocation {
+    /// The backfill migration declaring the compare.
+    pub version: u64,
+    /// Its file name.
+    pub file: String,
+    /// The line of its `-- migrate:compare`, when the set recorded it.
+    pub line: Option<u32>,
+}
+
+impl fmt::Display for CompareLocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.file)?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        write!(f, " (migration {})", self.version)
+    }
+}
+
+/// Which table of a compare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompareSide {
+    /// `source=`, where the values come from.
+    Source,
+    /// `target=`, where they must be.
+    Target,
+}
+
+impl fmt::Display for CompareSide {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CompareSide::Source => "source",
+            CompareSide::Target => "target",
+        })
+    }
+}
+
+/// A compare's key column that does not name one row per key on one side: the compare
+/// pairs rows by key, so a duplicate hides behind its twin and a NULL key is never read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyProblem {
+    /// Which side.
+    pub side: CompareSide,
+    /// That side's table.
+    pub table: String,
+    /// Rows whose key is NULL.
+    pub null_rows: i64,
+    /// Keys held by more than one row.
+    pub duplicated_keys: i64,
+    /// The lowest duplicated keys (as text) and their row counts.
+    pub duplicates: Vec<(String, i64)>,
+}
+
+impl fmt::Display for KeyProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}:", self.side, self.table)?;
+        if self.null_rows > 0 {
+            write!(f, " {} row(s) with a NULL key", self.null_rows)?;
+            if self.duplicated_keys > 0 {
+                f.write_str(",")?;
+            }
+        }
+        if self.duplicated_keys > 0 {
+            let listed: Vec<String> = self
+                .duplicates
+                .iter()
+                .map(|(key, rows)| format!("{key} ({rows} rows)"))
+                .collect();
+            write!(
+                f,
+                " {} duplicated key(s) (on more than one row): {}",
+                self.duplicated_keys,
+                listed.join(", ")
+            )?;
+            if self.duplicated_keys > self.duplicates.len() as i64 {
+                f.write_str(", ...")?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Everything the runtime can fail with. `Display` is one complete message (a server
 /// error's text, SQLSTATE and detail included) and `source()` is empty, so a reporter that
 /// walks the chain prints it once; `Debug` is the same text, so `?` in `main` reads well.
@@ -322,14 +406,38 @@ pub enum RuntimeError {
 
     /// A compare (`migrate verify --compare`) cannot run: no compare declared, or its
     /// definition does not fit the tables.
-    #[error("compare of migration {version} ({file}): {problem}")]
+    #[error("compare declared at {at}: {problem}")]
     Compare {
-        /// The backfill migration declaring the compare.
-        version: u64,
-        /// Its file name.
-        file: String,
+        /// The compare's directive.
+        at: CompareLocation,
         /// What is wrong, and what to do about it.
         problem: String,
+    },
+
+    /// A compare's key does not name one row per key on a side: the compare cannot judge
+    /// the copy (a duplicate hides behind its twin, a NULL key is never read).
+    #[error(
+        "compare declared at {at}: key {key} must be unique and NOT NULL on both sides; {}. \
+         Declare a key that is (a primary key, or NOT NULL with a unique index), or remove \
+         the duplicate and NULL-key rows, then compare again",
+        problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+    )]
+    CompareKey {
+        /// The compare's directive.
+        at: CompareLocation,
+        /// The key column.
+        key: String,
+        /// One entry per side with a problem.
+        problems: Vec<KeyProblem>,
+    },
+
+    /// A compare (or a reconcile with its mapping) failed while it ran: `error` says how.
+    #[error("compare declared at {at}: {error}")]
+    CompareFailed {
+        /// The compare's directive.
+        at: CompareLocation,
+        /// What failed.
+        error: Box<RuntimeError>,
     },
 
     /// A contract gate refused a contract migration before any of its statements ran.
@@ -432,6 +540,7 @@ impl RuntimeError {
                 error.as_db_error().is_none() || error.code().is_some_and(transient_state)
             }
             RuntimeError::Connect(ConnectError::Timeout { .. }) => true,
+            RuntimeError::CompareFailed { error, .. } => error.is_transient(),
             _ => false,
         }
     }
@@ -443,6 +552,7 @@ impl RuntimeError {
             | RuntimeError::LockRetriesExhausted { error, .. }
             | RuntimeError::Database { error, .. }
             | RuntimeError::Connect(ConnectError::Connect { error, .. }) => Some(error),
+            RuntimeError::CompareFailed { error, .. } => error.db_error(),
             _ => None,
         }
     }
@@ -454,6 +564,7 @@ impl RuntimeError {
             | RuntimeError::LockRetriesExhausted { error, .. }
             | RuntimeError::Database { error, .. } => error.code(),
             RuntimeError::Connect(ConnectError::Connect { error, .. }) => error.code(),
+            RuntimeError::CompareFailed { error, .. } => error.sql_state(),
             _ => None,
         }
     }
@@ -661,5 +772,38 @@ fn partial_suffix(report: &impl PartialReport) -> String {
         String::new()
     } else {
         format!(" ({}: {report})", report.label())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_problem_names_the_compare_the_side_the_keys_and_the_counts() {
+        let error = RuntimeError::CompareKey {
+            at: CompareLocation {
+                version: 2,
+                file: "0002_copy.backfill.sql".into(),
+                line: Some(2),
+            },
+            key: "k".into(),
+            problems: vec![KeyProblem {
+                side: CompareSide::Target,
+                table: "modern".into(),
+                null_rows: 2,
+                duplicated_keys: 11,
+                duplicates: vec![("5".into(), 2), ("7".into(), 3)],
+            }],
+        };
+        let message = error.to_string();
+        assert!(
+            message.starts_with(
+                "compare declared at 0002_copy.backfill.sql:2 (migration 2): key k must be \
+                 unique and NOT NULL on both sides; target modern: 2 row(s) with a NULL key, \
+                 11 duplicated key(s) (on more than one row): 5 (2 rows), 7 (3 rows), ...."
+            ),
+            "{message}"
+        );
     }
 }

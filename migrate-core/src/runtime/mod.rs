@@ -28,6 +28,7 @@ mod backfill_pace;
 mod backfill_signals;
 pub mod baseline;
 pub mod compare;
+mod compare_tables;
 mod config;
 pub mod connect;
 mod deadline;
@@ -43,6 +44,7 @@ mod pooler;
 pub mod reconcile;
 pub mod repair;
 mod report;
+mod row_equality;
 mod session;
 pub mod state;
 pub mod verify;
@@ -62,7 +64,10 @@ pub use compare::{CompareOptions, CompareReport, Difference, DifferingKey};
 pub use config::{BackfillControl, MAX_LOCK_TIMEOUT, MigratorConfig, duration_text};
 pub use connect::{ConnectOptions, SslMode, connect, connect_with};
 pub use dual_write::{DualWrite, DualWriteConfig, ModernWrite};
-pub use error::{ConnectError, Failed, LockHolder, PartialReport, RuntimeError, StatementLocation};
+pub use error::{
+    CompareLocation, CompareSide, ConnectError, Failed, KeyProblem, LockHolder, PartialReport,
+    RuntimeError, StatementLocation,
+};
 pub use gates::{GateFailure, Replica};
 pub use lock::lock_key;
 pub use reconcile::ReconcileReport;
@@ -71,6 +76,7 @@ pub use report::{
     StatusReport, UpReport, UpTo,
 };
 pub use state::history::{TableName, check_history_table};
+pub use state::reconcile_queue::UnreplayableKey;
 pub use verify::BackfillState;
 
 use crate::migration::{Migration, Migrations, Phase, Section};

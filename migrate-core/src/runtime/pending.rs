@@ -225,6 +225,7 @@ mod tests {
             requires: None,
             backfill: None,
             compare: None,
+            compare_line: None,
             requires_compare: false,
             replaces: Default::default(),
         }

@@ -13,16 +13,26 @@
 //! - two tables: an upsert of the source rows into the target (`ON CONFLICT (key)`, so the
 //!   target's key needs a unique index), and a delete of target rows whose source row is gone.
 //!
-//! Rows whose value is already right are not updated (no dead tuple, no trigger).
+//! Rows whose value is already right are not updated (no dead tuple, no trigger); "right"
+//! is the compare's own definition ([`super::row_equality`]), so what reconcile leaves
+//! alone the compare passes.
+//!
+//! A key that cannot be replayed (its text is not a value of the key's type, or its
+//! re-derived row breaks a constraint: SQLSTATE classes 22, 23 and trigger exceptions)
+//! must not fail its batch forever: the batch is replayed again key by key, each in a
+//! savepoint, and the failing keys are marked unreplayable in the queue with their error,
+//! named in the report, and never taken again; the others are replayed.
 
 use tokio_postgres::Client;
 
 use super::Migrator;
-use super::compare::{backfill_delay, compare_spec};
+use super::compare::{backfill_delay, compare_location, compare_spec, located};
+use super::compare_tables::CompareTables;
 use super::deadline;
 use super::error::RuntimeError;
+use super::row_equality::{self, RowEquality, aliases};
 use super::sql_version;
-use super::state::reconcile_queue::ReconcileQueue;
+use super::state::reconcile_queue::{ReconcileQueue, UnreplayableKey};
 use crate::migration::{CompareSpec, Migration};
 
 /// Keys replayed per transaction.
@@ -39,37 +49,82 @@ pub struct ReconcileReport {
     pub keys: i64,
     /// Target rows the re-derivation changed (the others were right already).
     pub changed: i64,
+    /// Keys this run could not replay, marked so in the queue and skipped.
+    pub unreplayable: Vec<UnreplayableKey>,
 }
 
-/// The statements re-deriving a batch of keys (`$1`: the keys, as `text[]`), in order.
-fn rederive_sql(spec: &CompareSpec, key_type: &str) -> Vec<String> {
+/// What one batch did.
+struct Batch {
+    replayed: i64,
+    keys: i64,
+    changed: i64,
+    unreplayable: Vec<UnreplayableKey>,
+}
+
+/// An error that belongs to the keys replayed rather than to the replay: a value that is not
+/// one of the key's type, or bad for the mapping (class 22, data exception), a constraint
+/// the re-derived row breaks (23), an exception raised by a trigger (P0).
+fn caused_by_keys(error: &tokio_postgres::Error) -> bool {
+    error
+        .code()
+        .is_some_and(|code| matches!(&code.code()[..2], "22" | "23" | "P0"))
+}
+
+/// The server's message and SQLSTATE.
+fn describe(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
+        None => error.to_string(),
+    }
+}
+
+/// The statements re-deriving a batch of keys (`$1`: the keys, as `text[]`), in order. A
+/// row is rewritten only when it differs as [`RowEquality`] defines it.
+fn rederive_sql(spec: &CompareSpec, tables: &CompareTables) -> Vec<String> {
     let key = spec.quoted_key();
     let (source, target) = (spec.source.quoted(), spec.target.quoted());
     let (values, columns) = (spec.source_values(), spec.quoted_columns());
-    let keys = format!("$1::text[]::{key_type}[]");
+    let keys = format!("$1::text[]::{}[]", tables.key_type);
+    let equality = &tables.equality;
+    let qualified = |table: &str| -> Vec<String> {
+        spec.columns
+            .iter()
+            .map(|c| format!("{table}.\"{}\"", c.replace('"', "\"\"")))
+            .collect()
+    };
     if spec.same_table() {
+        // The source row's text, computed from the row being updated (a correlated
+        // subquery over no table: the map's names are the target's columns).
+        let source_row = format!(
+            "(SELECT {} FROM (SELECT {target}.{key}, {values}) AS migrate_source(k, {}))",
+            equality.source_row(
+                "migrate_source.k",
+                &aliases("migrate_source.v", equality.len())
+            ),
+            aliases("v", equality.len()).join(", ")
+        );
+        let target_row = equality.target_row(&format!("{target}.{key}"), &qualified(&target));
         return vec![format!(
-            "UPDATE {target} SET ({columns}) = ROW({values}) WHERE {key} = ANY({keys}) \
-             AND ROW({columns})::text IS DISTINCT FROM ROW({values})::text"
+            "UPDATE {target} SET ({columns}) = ROW({values}) WHERE {target}.{key} = ANY({keys}) \
+             AND {}",
+            RowEquality::differ(&source_row, &target_row)
         )];
     }
-    let excluded: Vec<String> = spec
-        .columns
-        .iter()
-        .map(|c| format!("excluded.\"{}\"", c.replace('"', "\"\"")))
-        .collect();
-    let excluded = excluded.join(", ");
+    let excluded = qualified("excluded");
     vec![
         format!(
             "INSERT INTO {target} AS migrate_target ({key}, {columns}) \
              SELECT {key}, {values} FROM {source} WHERE {key} = ANY({keys}) \
-             ON CONFLICT ({key}) DO UPDATE SET ({columns}) = ROW({excluded}) \
-             WHERE ROW({}) IS DISTINCT FROM ROW({excluded})",
-            spec.columns
-                .iter()
-                .map(|c| format!("migrate_target.\"{}\"", c.replace('"', "\"\"")))
-                .collect::<Vec<_>>()
-                .join(", ")
+             ON CONFLICT ({key}) DO UPDATE SET ({columns}) = ROW({}) WHERE {}",
+            excluded.join(", "),
+            // The excluded row is the source row written into the target's types.
+            RowEquality::differ(
+                &equality.target_row(&format!("excluded.{key}"), &excluded),
+                &equality.target_row(
+                    &format!("migrate_target.{key}"),
+                    &qualified("migrate_target")
+                )
+            )
         ),
         format!(
             "DELETE FROM {target} AS migrate_target WHERE migrate_target.{key} = ANY({keys}) \
@@ -93,6 +148,22 @@ impl Migrator<'_> {
         .await?
     }
 
+    /// Keys `migrate reconcile` could not replay, kept in the queue: how many, and the first
+    /// `limit` (oldest first). Read only.
+    pub async fn unreplayable_keys(
+        &self,
+        client: &Client,
+        limit: i64,
+    ) -> Result<(i64, Vec<UnreplayableKey>), RuntimeError> {
+        let queue = ReconcileQueue::for_history(self.history_table())?;
+        deadline::within(
+            Some(self.config.limits().own),
+            "reading the reconcile queue",
+            queue.unreplayable(client, None, None, limit),
+        )
+        .await?
+    }
+
     /// Replays the reconcile queue of every backfill declaring a compare (or only
     /// `version`), until it is empty of what was queued when each batch started.
     pub async fn reconcile(
@@ -112,7 +183,12 @@ impl Migrator<'_> {
             let Some(spec) = compare_spec(migration)? else {
                 continue;
             };
-            reports.push(self.reconcile_one(client, &queue, migration, &spec).await?);
+            let at = compare_location(migration);
+            let report = self
+                .reconcile_one(client, &queue, migration, &spec)
+                .await
+                .map_err(|error| located(&at, error))?;
+            reports.push(report);
         }
         Ok(reports)
     }
@@ -124,15 +200,20 @@ impl Migrator<'_> {
         migration: &Migration,
         spec: &CompareSpec,
     ) -> Result<ReconcileReport, RuntimeError> {
-        let key_type = self.compare_key_type(client, migration, spec).await?;
-        let statements = rederive_sql(spec, &key_type);
+        let tables = self
+            .compare_tables(client, &compare_location(migration), spec)
+            .await?;
+        let statements = rederive_sql(spec, &tables);
         let mut report = ReconcileReport {
             version: migration.version,
             replayed: 0,
             keys: 0,
             changed: 0,
+            unreplayable: Vec::new(),
         };
-        let limit = self.config.limits().statements(statements.len() + 2);
+        // A batch replayed key by key runs its statements once per key.
+        let per_batch = (statements.len() + 2) * (usize::try_from(BATCH).unwrap_or(500) + 1);
+        let limit = self.config.limits().statements(per_batch);
         loop {
             let batch = deadline::within(
                 limit,
@@ -140,16 +221,20 @@ impl Migrator<'_> {
                 self.reconcile_batch(client, queue, migration, &statements),
             )
             .await??;
-            let Some((replayed, keys, changed)) = batch else {
+            let Some(batch) = batch else {
                 break;
             };
-            report.replayed += replayed;
-            report.keys += keys;
-            report.changed += changed;
+            report.replayed += batch.replayed;
+            report.keys += batch.keys;
+            report.changed += batch.changed;
+            for key in &batch.unreplayable {
+                tracing::warn!(version = migration.version, key = %key.key, failure = %key.failure, "reconcile key cannot be replayed; marked in the queue and skipped");
+            }
+            report.unreplayable.extend(batch.unreplayable);
             tracing::debug!(
                 version = migration.version,
-                replayed,
-                changed,
+                replayed = batch.replayed,
+                changed = batch.changed,
                 "reconcile batch"
             );
             let delay = backfill_delay(migration);
@@ -167,12 +252,12 @@ impl Migrator<'_> {
         queue: &ReconcileQueue,
         migration: &Migration,
         statements: &[String],
-    ) -> Result<Option<(i64, i64, i64)>, RuntimeError> {
+    ) -> Result<Option<Batch>, RuntimeError> {
         client
-            .batch_execute("BEGIN")
+            .batch_execute(&format!("BEGIN; {}", row_equality::SESSION))
             .await
             .map_err(RuntimeError::database("starting a reconcile batch"))?;
-        let result: Result<Option<(i64, i64, i64)>, RuntimeError> = async {
+        let result: Result<Option<Batch>, RuntimeError> = async {
             let taken = queue
                 .take(client, sql_version(migration.version), BATCH)
                 .await?;
@@ -182,20 +267,38 @@ impl Migrator<'_> {
             let mut keys: Vec<&str> = taken.iter().map(|q| q.key.as_str()).collect();
             keys.sort_unstable();
             keys.dedup();
-            let mut changed = 0;
-            for statement in statements {
-                changed += client
-                    .execute(statement, &[&keys])
-                    .await
-                    .map_err(RuntimeError::database("re-deriving queued keys"))?;
-            }
-            let ids: Vec<i64> = taken.iter().map(|q| q.id).collect();
-            queue.remove(client, &ids).await?;
-            Ok(Some((
-                i64::try_from(ids.len()).unwrap_or(i64::MAX),
-                i64::try_from(keys.len()).unwrap_or(i64::MAX),
-                i64::try_from(changed).unwrap_or(i64::MAX),
-            )))
+            let (changed, failed) = match replay(client, statements, &keys).await? {
+                Ok(changed) => (changed, Vec::new()),
+                Err(_) => replay_one_by_one(client, statements, &keys).await?,
+            };
+            let (bad, good): (Vec<_>, Vec<_>) = taken
+                .iter()
+                .partition(|q| failed.iter().any(|(key, _)| *key == q.key));
+            let failure_of = |key: &str| {
+                failed
+                    .iter()
+                    .find(|(failed_key, _)| *failed_key == key)
+                    .map_or_else(String::new, |(_, failure)| failure.clone())
+            };
+            let good_ids: Vec<i64> = good.iter().map(|q| q.id).collect();
+            queue.remove(client, &good_ids).await?;
+            let bad_ids: Vec<i64> = bad.iter().map(|q| q.id).collect();
+            let failures: Vec<String> = bad.iter().map(|q| failure_of(&q.key)).collect();
+            queue.mark_unreplayable(client, &bad_ids, &failures).await?;
+            let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+            Ok(Some(Batch {
+                replayed: count(good_ids.len()),
+                keys: count(keys.len() - failed.len()),
+                changed: i64::try_from(changed).unwrap_or(i64::MAX),
+                unreplayable: failed
+                    .into_iter()
+                    .map(|(key, failure)| UnreplayableKey {
+                        version: migration.version,
+                        key: key.to_owned(),
+                        failure,
+                    })
+                    .collect(),
+            }))
         }
         .await;
         let end = if matches!(result, Ok(Some(_))) {
@@ -208,4 +311,55 @@ impl Migrator<'_> {
         ended.map_err(RuntimeError::database("ending a reconcile batch"))?;
         Ok(batch)
     }
+}
+
+/// Runs `statements` for `keys` in a savepoint: the rows changed, or (savepoint rolled back)
+/// the error when the keys caused it ([`caused_by_keys`]); any other error fails the batch.
+async fn replay(
+    client: &Client,
+    statements: &[String],
+    keys: &[&str],
+) -> Result<Result<u64, tokio_postgres::Error>, RuntimeError> {
+    const SAVEPOINT: &str = "migrate_reconcile_keys";
+    client
+        .batch_execute(&format!("SAVEPOINT {SAVEPOINT}"))
+        .await
+        .map_err(RuntimeError::database("re-deriving queued keys"))?;
+    let mut changed = 0;
+    for statement in statements {
+        match client.execute(statement, &[&keys]).await {
+            Ok(rows) => changed += rows,
+            Err(error) if caused_by_keys(&error) => {
+                client
+                    .batch_execute(&format!("ROLLBACK TO SAVEPOINT {SAVEPOINT}"))
+                    .await
+                    .map_err(RuntimeError::database("re-deriving queued keys"))?;
+                return Ok(Err(error));
+            }
+            Err(error) => return Err(RuntimeError::database("re-deriving queued keys")(error)),
+        }
+    }
+    client
+        .batch_execute(&format!("RELEASE SAVEPOINT {SAVEPOINT}"))
+        .await
+        .map_err(RuntimeError::database("re-deriving queued keys"))?;
+    Ok(Ok(changed))
+}
+
+/// After a batch failed because of some key: each key alone, so the others are replayed and
+/// the failing ones named. Returns the rows changed and the failing keys with their errors.
+async fn replay_one_by_one<'k>(
+    client: &Client,
+    statements: &[String],
+    keys: &[&'k str],
+) -> Result<(u64, Vec<(&'k str, String)>), RuntimeError> {
+    let mut changed = 0;
+    let mut failed = Vec::new();
+    for key in keys {
+        match replay(client, statements, &[key]).await? {
+            Ok(rows) => changed += rows,
+            Err(error) => failed.push((*key, describe(&error))),
+        }
+    }
+    Ok((changed, failed))
 }

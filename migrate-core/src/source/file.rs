@@ -147,7 +147,8 @@ impl FileParser<'_> {
             down,
             requires: body.requires,
             backfill: body.backfill,
-            compare: body.compare.map(Cow::Owned),
+            compare_line: body.compare.as_ref().map(|(_, line)| *line),
+            compare: body.compare.map(|(arguments, _)| Cow::Owned(arguments)),
             requires_compare: body.requires_compare,
             replaces: Cow::Owned(body.replaces),
         };
@@ -316,8 +317,8 @@ struct Body {
     saw_down_marker: bool,
     requires: Option<u64>,
     backfill: Option<BackfillSpec>,
-    /// The arguments of `-- migrate:compare`, checked.
-    compare: Option<String>,
+    /// The arguments of `-- migrate:compare`, checked, and the directive's line.
+    compare: Option<(String, u32)>,
     requires_compare: bool,
     /// A malformed backfill directive is reported once, not again as a missing one.
     saw_backfill_directive: bool,
@@ -507,7 +508,7 @@ impl Walk<'_, '_> {
             }
             Directive::NoTransaction => self.body.no_transaction = true,
             Directive::Compare(arguments) => {
-                if self.body.compare.replace(arguments).is_some() {
+                if self.body.compare.replace((arguments, line)).is_some() {
                     self.parser.error(
                         line,
                         column,

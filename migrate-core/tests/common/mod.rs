@@ -95,6 +95,7 @@ pub fn migration(
         requires: None,
         backfill: None,
         compare: None,
+        compare_line: None,
         requires_compare: false,
         replaces: Default::default(),
     }

@@ -8,14 +8,18 @@
 //!     key       text NOT NULL,
 //!     flag      text NOT NULL,
 //!     error     text,
-//!     queued_at timestamptz NOT NULL DEFAULT now()
+//!     queued_at timestamptz NOT NULL DEFAULT now(),
+//!     failed_at timestamptz,  -- set by reconcile when the key cannot be replayed
+//!     failure   text          -- why: the key does not parse for the key's type, ...
 //! )
 //! ```
 //!
 //! Append-only on the application's side: an insert takes no lock another session holds (no
 //! unique key to wait on), so queueing never waits behind `migrate reconcile`, which takes
 //! its batches with `FOR UPDATE SKIP LOCKED` and deletes exactly the rows it replayed. A key
-//! queued twice is replayed once per batch.
+//! queued twice is replayed once per batch. A key reconcile cannot replay (its text is not
+//! a value of the key's type, its re-derived row breaks a constraint) is marked failed and
+//! kept, out of the way of the others: never retried, reported until someone deletes it.
 
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, GenericClient};
@@ -35,6 +39,24 @@ pub struct ReconcileQueue {
 pub(crate) struct QueuedKey {
     pub id: i64,
     pub key: String,
+}
+
+/// A queued key `migrate reconcile` could not replay, kept in the queue and not retried.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnreplayableKey {
+    /// The backfill migration whose mapping was to re-derive it.
+    pub version: u64,
+    /// The key as queued.
+    pub key: String,
+    /// Why it could not be replayed.
+    pub failure: String,
+}
+
+/// Columns added after the table's first version, added to an older table by `ensure`.
+const LATER_COLUMNS: &str = "failed_at timestamptz, failure text";
+
+fn missing_column(error: &tokio_postgres::Error) -> bool {
+    error.code() == Some(&SqlState::UNDEFINED_COLUMN)
 }
 
 fn missing_table(error: &tokio_postgres::Error) -> bool {
@@ -71,11 +93,12 @@ impl ReconcileQueue {
                 key text NOT NULL, \
                 flag text NOT NULL, \
                 error text, \
-                queued_at timestamptz NOT NULL DEFAULT now())",
+                queued_at timestamptz NOT NULL DEFAULT now(), \
+                {LATER_COLUMNS})",
             self.quoted
         );
         match client.batch_execute(&sql).await {
-            Ok(()) => Ok(()),
+            Ok(()) => self.add_later_columns(client).await,
             // Two instances creating it at once: the other's table is just as good.
             Err(error)
                 if error.code() == Some(&SqlState::UNIQUE_VIOLATION)
@@ -87,6 +110,35 @@ impl ReconcileQueue {
                 error,
             )),
         }
+    }
+
+    /// A queue made before `failed_at` existed gets it (checked first: `ALTER TABLE` takes
+    /// an ACCESS EXCLUSIVE lock even when it has nothing to add).
+    async fn add_later_columns(&self, client: &impl GenericClient) -> Result<(), RuntimeError> {
+        let present: i64 = client
+            .query_one(
+                "SELECT count(*) FROM pg_attribute WHERE attrelid = to_regclass($1) \
+                 AND attname IN ('failed_at', 'failure') AND NOT attisdropped",
+                &[&self.quoted],
+            )
+            .await
+            .map_err(RuntimeError::database(
+                "reading the reconcile queue's columns",
+            ))?
+            .get(0);
+        if present == 2 {
+            return Ok(());
+        }
+        let add: Vec<String> = LATER_COLUMNS
+            .split(", ")
+            .map(|column| format!("ADD COLUMN IF NOT EXISTS {column}"))
+            .collect();
+        client
+            .batch_execute(&format!("ALTER TABLE {} {}", self.quoted, add.join(", ")))
+            .await
+            .map_err(RuntimeError::database(
+                "adding columns to the reconcile queue",
+            ))
     }
 
     /// Queues `key` of `version` (in the caller's transaction, when `client` is one).
@@ -104,17 +156,20 @@ impl ReconcileQueue {
             .map(drop)
     }
 
-    /// Keys waiting, per version, ascending; empty when the table does not exist.
+    /// Keys waiting, per version, ascending (not those marked unreplayable); empty when the
+    /// table does not exist.
     pub async fn lengths(&self, client: &Client) -> Result<Vec<(u64, i64)>, RuntimeError> {
-        let rows = client
-            .query(
-                &format!(
-                    "SELECT version, count(*) FROM {} GROUP BY version ORDER BY version",
-                    self.quoted
-                ),
-                &[],
+        let query = |waiting: &'static str| {
+            format!(
+                "SELECT version, count(*) FROM {} {waiting} GROUP BY version ORDER BY version",
+                self.quoted
             )
-            .await;
+        };
+        let rows = match client.query(&query("WHERE failed_at IS NULL"), &[]).await {
+            // A queue older than `failed_at` has no failed key.
+            Err(error) if missing_column(&error) => client.query(&query(""), &[]).await,
+            rows => rows,
+        };
         match rows {
             Ok(rows) => Ok(rows
                 .iter()
@@ -130,8 +185,80 @@ impl ReconcileQueue {
         }
     }
 
-    /// The oldest `limit` keys of `version` nobody else is replaying, locked until the
-    /// caller's transaction ends.
+    /// The keys marked unreplayable (the first `limit`, oldest first) and how many there
+    /// are; `since`: only those queued at or after it. Empty when the table (or its
+    /// `failed_at`) does not exist.
+    pub async fn unreplayable(
+        &self,
+        client: &Client,
+        version: Option<i64>,
+        since: Option<std::time::SystemTime>,
+        limit: i64,
+    ) -> Result<(i64, Vec<UnreplayableKey>), RuntimeError> {
+        let filter = "WHERE failed_at IS NOT NULL AND ($1::bigint IS NULL OR version = $1) \
+                      AND ($2::timestamptz IS NULL OR queued_at >= $2)";
+        let count = client
+            .query_one(
+                &format!("SELECT count(*) FROM {} {filter}", self.quoted),
+                &[&version, &since],
+            )
+            .await;
+        let rows = match count {
+            Ok(count) => client
+                .query(
+                    &format!(
+                        "SELECT version, key, coalesce(failure, '') FROM {} {filter} \
+                         ORDER BY id LIMIT $3",
+                        self.quoted
+                    ),
+                    &[&version, &since, &limit],
+                )
+                .await
+                .map(|rows| (count.get::<_, i64>(0), rows)),
+            Err(error) => Err(error),
+        };
+        match rows {
+            Ok((count, rows)) => Ok((
+                count,
+                rows.iter()
+                    .map(|row| UnreplayableKey {
+                        version: u64::try_from(row.get::<_, i64>(0)).unwrap_or(0),
+                        key: row.get(1),
+                        failure: row.get(2),
+                    })
+                    .collect(),
+            )),
+            Err(error) if missing_table(&error) || missing_column(&error) => Ok((0, Vec::new())),
+            Err(error) => Err(RuntimeError::database("reading the reconcile queue")(error)),
+        }
+    }
+
+    /// Marks queue rows `ids` unreplayable, each with its `failures` entry: kept, never
+    /// taken again.
+    pub(crate) async fn mark_unreplayable(
+        &self,
+        client: &Client,
+        ids: &[i64],
+        failures: &[String],
+    ) -> Result<(), RuntimeError> {
+        client
+            .execute(
+                &format!(
+                    "UPDATE {} AS q SET failed_at = now(), failure = f.failure \
+                     FROM unnest($1::bigint[], $2::text[]) AS f(id, failure) WHERE q.id = f.id",
+                    self.quoted
+                ),
+                &[&ids, &failures],
+            )
+            .await
+            .map_err(RuntimeError::database(
+                "marking unreplayable reconcile keys",
+            ))?;
+        Ok(())
+    }
+
+    /// The oldest `limit` keys of `version` nobody else is replaying and not marked
+    /// unreplayable, locked until the caller's transaction ends.
     pub(crate) async fn take(
         &self,
         client: &Client,
@@ -141,7 +268,8 @@ impl ReconcileQueue {
         let rows = client
             .query(
                 &format!(
-                    "SELECT id, key FROM {} WHERE version = $1 ORDER BY id LIMIT $2 \
+                    "SELECT id, key FROM {} WHERE version = $1 AND failed_at IS NULL \
+                     ORDER BY id LIMIT $2 \
                      FOR UPDATE SKIP LOCKED",
                     self.quoted
                 ),
