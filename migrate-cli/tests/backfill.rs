@@ -252,3 +252,42 @@ fn pause_resume_and_the_pace_shown() {
         "{text}"
     );
 }
+
+/// A dry run refused at a contract's gate lists what a real run would apply before it: the
+/// backfill under the mode it runs in (`batched`), in the table and in the refusal alike.
+#[test]
+fn a_dry_run_refusal_labels_a_backfill_batched() {
+    let db = database();
+    let dir = tempfile::tempdir().unwrap();
+    write_set(dir.path());
+    std::fs::rename(
+        dir.path().join("0001_items.sql"),
+        dir.path().join("0001_items.expand.sql"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("0003_items_drop_v.contract.sql"),
+        "-- migrate:requires 1\nALTER TABLE items DROP COLUMN IF EXISTS v;\n-- migrate:down\n\
+         ALTER TABLE items ADD COLUMN IF NOT EXISTS v integer;\n",
+    )
+    .unwrap();
+    let output = migrate_on(&db, dir.path())
+        .args(["up", "--dry-run", "--contract-stabilisation", "1h"])
+        .output()
+        .unwrap();
+    let (out, err) = (stdout(&output), stderr(&output));
+    assert_eq!(output.status.code(), Some(1), "{out}\n{err}");
+    assert!(err.contains("stabilisation"), "{err}");
+    let backfill_rows: Vec<&str> = out
+        .lines()
+        .chain(err.lines())
+        .filter(|line| line.contains("0002_items_v2.backfill.sql"))
+        .collect();
+    assert_eq!(backfill_rows.len(), 2, "{out}\n{err}");
+    for line in backfill_rows {
+        assert!(
+            line.contains("batched") && !line.contains("transaction"),
+            "{line}"
+        );
+    }
+}

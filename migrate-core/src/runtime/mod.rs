@@ -622,11 +622,7 @@ impl<'m> Migrator<'m> {
                 phase: m.phase.as_str(),
                 checksum: &checksum,
             };
-            let mode = if m.phase == Phase::Backfill && m.backfill.is_some() {
-                "batched"
-            } else {
-                m.up.mode.as_str()
-            };
+            let mode = planned_migration(m).mode_label();
             // One span per migration: its events (retries, batches, sweeps) carry its
             // version, file, phase and mode; one event closes it with outcome and duration.
             let span = tracing::info_span!(
@@ -671,7 +667,7 @@ impl<'m> Migrator<'m> {
                 }
             };
             let outcome = finish_span(run.instrument(span.clone()).await, &span)?;
-            report.applied.push(applied(m, &m.up, outcome));
+            report.applied.push(applied(m, None, outcome));
             self.report_progress(ProgressEvent::Finished {
                 migration: m,
                 index,
@@ -731,7 +727,7 @@ impl<'m> Migrator<'m> {
                 )
                 .await??;
             }
-            report.reverted.push(applied(m, down, outcome));
+            report.reverted.push(applied(m, Some(down), outcome));
             self.report_progress(ProgressEvent::Finished {
                 migration: m,
                 index,
@@ -823,6 +819,7 @@ impl<'m> Migrator<'m> {
                 .into_iter()
                 .map(|(m, down)| PlannedMigration {
                     mode: down.mode,
+                    batched: false,
                     statements: down.statements.len(),
                     ..planned_migration(m)
                 })
@@ -919,8 +916,15 @@ fn planned_migration(m: &Migration) -> PlannedMigration {
         phase: m.phase,
         file_name: m.file_name.to_string(),
         mode: m.up.mode,
+        batched: up_runs_in_batches(m),
         statements: m.up.statements.len(),
     }
+}
+
+/// A backfill's up part runs in keyed batches ([`backfill::run`]); every other part, a
+/// backfill's down part included, runs as its mode says.
+fn up_runs_in_batches(m: &Migration) -> bool {
+    m.phase == Phase::Backfill && m.backfill.is_some()
 }
 
 /// The closing event of a migration's span: its outcome and duration.
@@ -946,17 +950,20 @@ pub(crate) fn sql_version(version: u64) -> i64 {
     i64::try_from(version).unwrap_or(i64::MAX)
 }
 
+/// `reverting`: the down part that ran, else the up part did.
 fn applied(
     m: &Migration,
-    section: &Section,
+    reverting: Option<&Section>,
     outcome: executor::SectionOutcome,
 ) -> AppliedMigration {
+    let section = reverting.unwrap_or(&m.up);
     AppliedMigration {
         version: m.version,
         name: m.name.to_string(),
         file_name: m.file_name.to_string(),
         phase: m.phase,
         mode: section.mode,
+        batched: reverting.is_none() && up_runs_in_batches(m),
         duration: outcome.duration,
         attempts: outcome.attempts,
     }
