@@ -1,6 +1,6 @@
 //! `migrate backfill`, `migrate backfill pause|resume` and `migrate verify [--version V]`
 
-use migrate_core::runtime::{BackfillState, Migrator};
+use migrate_core::runtime::{BackfillRun, BackfillState, Migrator};
 use serde_json::json;
 
 use crate::cli::BackfillAction;
@@ -94,7 +94,9 @@ fn print(context: &Context, states: &[BackfillState], verified: bool, paused: bo
                     "remaining": s.remaining,
                     "rows_per_second": s.rows_per_second,
                     "batch_size": s.batch_size,
-                    "pace": s.pace_state,
+                    "pace": pace(s),
+                    "run": s.run.as_ref().map(BackfillRun::as_str),
+                    "error": failure(s),
                 })
             })
             .collect();
@@ -139,7 +141,7 @@ fn print(context: &Context, states: &[BackfillState], verified: bool, paused: bo
                     s.batch_size
                         .map_or_else(|| "-".to_owned(), |size| size.to_string()),
                 ),
-                Cell::new(s.pace_state.clone().unwrap_or_else(|| "-".to_owned())),
+                Cell::new(pace(s).unwrap_or_else(|| "-".to_owned())),
                 Cell::new(s.last_key.clone().unwrap_or_else(|| "-".to_owned())),
                 Cell::new(time(s.finished_at)),
                 Cell::new(time(s.verified_at)),
@@ -174,4 +176,27 @@ fn print(context: &Context, states: &[BackfillState], verified: bool, paused: bo
         headers.push("REMAINING");
     }
     print!("{}", output::table(&headers, &rows, color));
+    for s in states {
+        if let Some(error) = failure(s) {
+            eprintln!("{}:{}: its last run failed: {error}", s.file_name, s.line);
+        }
+    }
+}
+
+/// The PACE column: the stored pace while the run is alive; `stopped` or `failed` once its
+/// process is gone, whatever the pace it last stored.
+fn pace(s: &BackfillState) -> Option<String> {
+    match &s.run {
+        Some(run @ (BackfillRun::Stopped | BackfillRun::Failed { .. })) => {
+            Some(run.as_str().to_owned())
+        }
+        _ => s.pace_state.clone(),
+    }
+}
+
+fn failure(s: &BackfillState) -> Option<&str> {
+    match &s.run {
+        Some(BackfillRun::Failed { error }) => Some(error),
+        _ => None,
+    }
 }

@@ -61,7 +61,9 @@ pub use compare::{CompareOptions, CompareReport, Difference, DifferingKey};
 pub use config::{BackfillControl, MAX_LOCK_TIMEOUT, MigratorConfig};
 pub use connect::{ConnectOptions, SslMode, connect, connect_with};
 pub use dual_write::{DualWrite, DualWriteConfig, ModernWrite};
-pub use error::{ConnectError, Failed, LockHolder, PartialReport, RuntimeError, StatementLocation};
+pub use error::{
+    ConnectError, Failed, LockHolder, PartialReport, RuntimeError, StatementLocation, StuckCause,
+};
 pub use gates::{GateFailure, Replica};
 pub use lock::lock_key;
 pub use reconcile::ReconcileReport;
@@ -70,7 +72,7 @@ pub use report::{
     StatusReport, UpReport, UpTo,
 };
 pub use state::history::TableName;
-pub use verify::BackfillState;
+pub use verify::{BackfillRun, BackfillState};
 
 use crate::migration::{Migration, Migrations, Phase, Section};
 use executor::{Backoff, ExecutionSettings, HistoryChange};
@@ -367,9 +369,7 @@ impl<'m> Migrator<'m> {
                         MigrationState::PartlyApplied
                     } else if !started.is_empty() {
                         let rows_done: i64 = started.iter().filter_map(|b| b.rows_done).sum();
-                        detail = Some(format!(
-                            "{rows_done} row(s) done; the next `up` resumes from the last key"
-                        ));
+                        detail = Some(backfill_detail(rows_done, &started));
                         MigrationState::BackfillInProgress
                     } else {
                         MigrationState::Pending
@@ -907,6 +907,27 @@ impl Migrator<'_> {
         files.sort();
         files
     }
+}
+
+/// `status`'s detail of a started, unapplied backfill: a resume is promised only where it can
+/// help; a failed run's own error says what to change first.
+fn backfill_detail(rows_done: i64, started: &[&verify::BackfillState]) -> String {
+    let runs: Vec<&BackfillRun> = started.iter().filter_map(|b| b.run.as_ref()).collect();
+    if let Some(error) = runs.iter().find_map(|run| match run {
+        BackfillRun::Failed { error } => Some(error),
+        _ => None,
+    }) {
+        return format!("{rows_done} row(s) done; the last run failed: {error}");
+    }
+    if runs.contains(&&BackfillRun::Running) {
+        return format!("{rows_done} row(s) done; running now (`migrate backfill` shows its pace)");
+    }
+    let how = if runs.contains(&&BackfillRun::Stopped) {
+        "its run stopped (its process exited); "
+    } else {
+        ""
+    };
+    format!("{rows_done} row(s) done; {how}the next `up` resumes from the last key")
 }
 
 fn planned_migration(m: &Migration) -> PlannedMigration {
