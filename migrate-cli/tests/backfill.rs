@@ -291,3 +291,153 @@ fn a_dry_run_refusal_labels_a_backfill_batched() {
         );
     }
 }
+
+/// Polls `done` until it holds or `limit` passes: waits for the server to see a change,
+/// never stands in for one.
+fn eventually(limit: std::time::Duration, mut done: impl FnMut() -> bool) -> bool {
+    let started = std::time::Instant::now();
+    while started.elapsed() < limit {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    done()
+}
+
+/// A backfill whose `migrate up` was killed (SIGKILL) shows `stopped`, not the `running` it
+/// last stored: its session is gone from `pg_stat_activity`.
+#[test]
+fn a_killed_backfill_shows_stopped() {
+    let db = database();
+    let dir = tempfile::tempdir().unwrap();
+    write_set(dir.path());
+    // Slow on purpose: 10 rows every 100 ms, so the kill lands mid-run.
+    std::fs::write(
+        dir.path().join("0002_items_v2.backfill.sql"),
+        "-- migrate:backfill table=items key=id batch=10 delay=100\n\
+         UPDATE items SET v2 = v * 2 WHERE v2 IS NULL;\n-- migrate:down\n",
+    )
+    .unwrap();
+    migrate_on(&db, dir.path())
+        .args(["up", "--to", "1"])
+        .assert()
+        .success();
+    sql(
+        &db,
+        "INSERT INTO items (id, v) SELECT g, g FROM generate_series(1, 600) g",
+    );
+    let backfill = || {
+        json(
+            &migrate_on(&db, dir.path())
+                .args(["--format", "json", "backfill"])
+                .output()
+                .unwrap(),
+        )["backfills"][0]
+            .clone()
+    };
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("migrate"))
+        .arg("--dir")
+        .arg(dir.path())
+        .args(["up", "--database-url", &url(&db)])
+        .env_remove("DATABASE_URL")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = eventually(std::time::Duration::from_secs(60), || {
+        backfill()["rows_done"]
+            .as_i64()
+            .is_some_and(|rows| rows > 0)
+    });
+    let running = backfill();
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert!(started, "the backfill never stored progress: {running}");
+    assert_eq!(running["run"], "running", "{running}");
+    assert_eq!(running["pace"], "fixed (batch=/delay=)", "{running}");
+
+    // The server ends the killed client's session as soon as it sees the socket closed.
+    let stopped = eventually(std::time::Duration::from_secs(30), || {
+        backfill()["run"] == "stopped"
+    });
+    let shown = backfill();
+    assert!(stopped, "{shown}");
+    assert_eq!(shown["pace"], "stopped", "{shown}");
+    assert!(shown["error"].is_null(), "{shown}");
+    let human = migrate_on(&db, dir.path())
+        .arg("backfill")
+        .output()
+        .unwrap();
+    let table = stdout(&human);
+    assert!(
+        table.contains("stopped") && !table.contains("fixed"),
+        "{table}"
+    );
+    let status = migrate_on(&db, dir.path()).arg("status").output().unwrap();
+    assert!(
+        stderr(&status).contains("its run stopped"),
+        "{}",
+        stderr(&status)
+    );
+
+    // The next `up` resumes and finishes it.
+    migrate_on(&db, dir.path()).arg("up").assert().success();
+    assert_eq!(backfill()["run"], "finished");
+    assert_eq!(sql(&db, "SELECT count(*) FROM items WHERE v2 IS NULL"), "0");
+}
+
+/// A backfill that failed shows `failed` and its error, in the table and in JSON.
+#[test]
+fn a_failed_backfill_shows_failed_and_why() {
+    let db = database();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("0001_items.sql"),
+        "CREATE TABLE IF NOT EXISTS items (id bigint PRIMARY KEY, a integer, b integer);\n\
+         -- migrate:down\nDROP TABLE IF EXISTS items;\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("0002_items_b.backfill.sql"),
+        "-- migrate:backfill table=items key=id batch=100\n\
+         UPDATE items SET b = a WHERE b IS NULL;\n-- migrate:down\n",
+    )
+    .unwrap();
+    migrate_on(&db, dir.path())
+        .args(["up", "--to", "1"])
+        .assert()
+        .success();
+    sql(
+        &db,
+        "INSERT INTO items (id, a) SELECT g, NULLIF(g, 7) FROM generate_series(1, 20) g",
+    );
+    migrate_on(&db, dir.path())
+        .arg("up")
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains("(id = 7)"));
+    let output = migrate_on(&db, dir.path())
+        .args(["--format", "json", "backfill"])
+        .output()
+        .unwrap();
+    let shown = &json(&output)["backfills"][0];
+    assert_eq!(shown["run"], "failed", "{shown}");
+    assert_eq!(shown["pace"], "failed", "{shown}");
+    assert!(
+        shown["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("(id = 7)")),
+        "{shown}"
+    );
+    let human = migrate_on(&db, dir.path())
+        .arg("backfill")
+        .output()
+        .unwrap();
+    assert!(stdout(&human).contains("failed"), "{}", stdout(&human));
+    assert!(
+        stderr(&human).contains("its last run failed") && stderr(&human).contains("(id = 7)"),
+        "{}",
+        stderr(&human)
+    );
+}
