@@ -441,3 +441,68 @@ fn a_failed_backfill_shows_failed_and_why() {
         stderr(&human)
     );
 }
+
+/// After a failed `verify`, the recipe it prints works: `migrate backfill rerun V` fills the
+/// rows written in the old shape and verifies; `verify` then passes.
+#[test]
+fn verify_names_the_rerun_that_fills_the_rows_left() {
+    let db = database();
+    let dir = tempfile::tempdir().unwrap();
+    write_set(dir.path());
+    let url = url(&db);
+    migrate_on(&db, dir.path())
+        .args(["up", "--to", "1"])
+        .assert()
+        .success();
+    // Before it is applied, a re-run points to `up`, and changes nothing.
+    migrate_on(&db, dir.path())
+        .args(["backfill", "rerun", "2"])
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains("`migrate up --to 2`"));
+    sql(
+        &db,
+        "INSERT INTO items (id, v) SELECT g, g FROM generate_series(1, 250) g",
+    );
+    migrate_on(&db, dir.path()).arg("up").assert().success();
+    sql(&db, "INSERT INTO items (id, v) VALUES (300, 1), (301, 2)");
+
+    migrate_on(&db, dir.path())
+        .arg("verify")
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains("`migrate backfill rerun 2`"));
+    migrate_on(&db, dir.path())
+        .args(["up", "--to", "2"])
+        .assert()
+        .success()
+        .stdout(predicates::str::contains("nothing to do"));
+
+    // Options after the version too, as for `backfill pause`.
+    let output = migrate()
+        .args(["--dir", dir.path().to_str().unwrap(), "--format", "json"])
+        .args(["backfill", "rerun", "2", "--database-url", &url])
+        .args(["--lock-wait", "10s"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let report = json(&output);
+    assert_eq!(report["version"], 2);
+    assert_eq!(report["rows_done"], 2);
+    assert_eq!(report["verified"], true);
+    assert_eq!(sql(&db, "SELECT count(*) FROM items WHERE v2 IS NULL"), "0");
+    assert_eq!(
+        sql(
+            &db,
+            "SELECT count(*) FROM schema_migrations WHERE version = 2"
+        ),
+        "1"
+    );
+    migrate_on(&db, dir.path()).arg("verify").assert().success();
+
+    migrate_on(&db, dir.path())
+        .args(["backfill", "rerun", "1"])
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains("not a backfill migration"));
+}

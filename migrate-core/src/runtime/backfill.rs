@@ -48,7 +48,7 @@ pub(crate) struct PaceContext<'a> {
 }
 
 /// Runs every up statement of a backfill migration in batches, verifies, then records
-/// `history`. A failure is recorded with the statement's progress, so `migrate backfill`
+/// `history` (`None` when re-running an applied backfill: its history row stays). A failure is recorded with the statement's progress, so `migrate backfill`
 /// and `migrate status` say why the backfill stopped rather than that it is running.
 pub(crate) async fn run(
     client: &Client,
@@ -56,7 +56,7 @@ pub(crate) async fn run(
     spec: &BackfillSpec,
     table: &BackfillProgressTable,
     settings: &ExecutionSettings,
-    history: HistoryChange<'_>,
+    history: Option<HistoryChange<'_>>,
     pace: &PaceContext<'_>,
 ) -> Result<SectionOutcome, RuntimeError> {
     let mut claimed = None;
@@ -100,7 +100,7 @@ async fn run_statements(
     spec: &BackfillSpec,
     table: &BackfillProgressTable,
     settings: &ExecutionSettings,
-    history: HistoryChange<'_>,
+    history: Option<HistoryChange<'_>>,
     pace: &PaceContext<'_>,
     claimed: &mut Option<i32>,
 ) -> Result<SectionOutcome, RuntimeError> {
@@ -309,13 +309,15 @@ async fn run_statements(
         .await??;
     }
     let duration = started.elapsed();
-    within(
-        own,
-        "recording the backfill in the history",
-        history.execute_after(client, duration),
-    )
-    .await?
-    .map_err(|e| statement_error(migration, None, 1, e))?;
+    if let Some(history) = history {
+        within(
+            own,
+            "recording the backfill in the history",
+            history.execute_after(client, duration),
+        )
+        .await?
+        .map_err(|e| statement_error(migration, None, 1, e))?;
+    }
     Ok(SectionOutcome {
         duration,
         attempts: most_attempts,
@@ -429,10 +431,12 @@ impl BatchRunner<'_> {
                 "verification failed: {remaining} row(s) still match the WHERE ({} = {}) after \
                  the keyed pass and a sweep that found none: they were written (or changed back) \
                  in the old shape since the last sweep passed them; is a release without dual \
-                 writes still running? Deploy code that writes the new shape, then run `up` \
-                 again (the backfill resumes and sweeps them)",
+                 writes still running? Deploy code that writes the new shape, then run \
+                 `migrate up` again (the backfill resumes and sweeps them; for a backfill \
+                 already applied, `migrate backfill rerun {}`)",
                 spec.key,
-                super::error::key_list(&keys)
+                super::error::key_list(&keys),
+                self.migration.version
             ),
         }
     }

@@ -79,7 +79,17 @@ pub enum StuckCause {
     NullKey,
 }
 
-fn stuck_rows_problem(cause: StuckCause, rows: i64, keys: &[String], key: &str) -> String {
+fn stuck_rows_problem(
+    cause: StuckCause,
+    rows: i64,
+    keys: &[String],
+    key: &str,
+    version: u64,
+) -> String {
+    let run_again = format!(
+        "then run `migrate up` (or, for a backfill already applied, `migrate backfill rerun \
+         {version}`)"
+    );
     match cause {
         StuckCause::SetKeepsMatching => format!(
             "{rows} row(s) still match the WHERE right after this UPDATE set them ({key} = {}), \
@@ -89,7 +99,7 @@ fn stuck_rows_problem(cause: StuckCause, rows: i64, keys: &[String], key: &str) 
              make the SET give every matching row a value that leaves the WHERE (e.g. \
              `COALESCE(a, <default>)`), or exclude such rows in the WHERE (e.g. \
              `AND a IS NOT NULL`), or write a WHERE that excludes rows already done (`WHERE \
-             <column set> IS DISTINCT FROM <new value>`); then run `up` (rows done stay done)",
+             <column set> IS DISTINCT FROM <new value>`); {run_again}: rows done stay done",
             key_list(keys)
         ),
         StuckCause::NullKey => format!(
@@ -97,7 +107,7 @@ fn stuck_rows_problem(cause: StuckCause, rows: i64, keys: &[String], key: &str) 
              order and never reach them, so no run of this backfill can finish. Running `up` \
              again fails the same way: give those rows a {key} (SELECT * FROM <table> WHERE \
              {key} IS NULL), or leave them out (`AND {key} IS NOT NULL`) and fill them by other \
-             means, or batch by a NOT NULL key (`key=` a primary key); then run `up`"
+             means, or batch by a NOT NULL key (`key=` a primary key); {run_again}"
         ),
     }
 }
@@ -307,7 +317,7 @@ pub enum RuntimeError {
     #[error(
         "{location}: backfill of migration {}: {}",
         location.version,
-        stuck_rows_problem(*cause, *rows, keys, key_column)
+        stuck_rows_problem(*cause, *rows, keys, key_column, location.version)
     )]
     BackfillRowsStuck {
         /// The backfill statement.
@@ -321,6 +331,27 @@ pub enum RuntimeError {
         keys: Vec<String>,
         /// The directive's `key=` column.
         key_column: String,
+    },
+
+    /// A re-run ([`Migrator::rerun_backfill`](super::Migrator::rerun_backfill)) names a
+    /// version that is not a backfill migration of the set.
+    #[error("version {version} is not a backfill migration of this set")]
+    NotABackfill {
+        /// The version asked for.
+        version: u64,
+    },
+
+    /// A re-run names a backfill that is not applied: `up` runs it, a re-run is for an
+    /// applied one.
+    #[error(
+        "backfill {file} is not applied, so there is nothing to re-run: `migrate up --to \
+         {version}` runs it (and resumes it, if a run stopped)"
+    )]
+    BackfillNotApplied {
+        /// The backfill migration.
+        version: u64,
+        /// Its file name.
+        file: String,
     },
 
     /// A compare (`migrate verify --compare`) cannot run: no compare declared, or its

@@ -25,6 +25,7 @@
 pub mod backfill;
 mod backfill_controller;
 mod backfill_pace;
+mod backfill_rerun;
 mod backfill_signals;
 pub mod baseline;
 pub mod compare;
@@ -56,6 +57,7 @@ use tracing::Instrument;
 
 pub use backfill_controller::{PaceState, PauseReason, Pressure};
 pub use backfill_pace::BackfillStatus;
+pub use backfill_rerun::BackfillRerun;
 pub use backfill_signals::PAUSE_FLAG;
 pub use compare::{CompareOptions, CompareReport, Difference, DifferingKey};
 pub use config::{BackfillControl, MAX_LOCK_TIMEOUT, MigratorConfig};
@@ -74,7 +76,7 @@ pub use report::{
 pub use state::history::TableName;
 pub use verify::{BackfillRun, BackfillState};
 
-use crate::migration::{Migration, Migrations, Phase, Section};
+use crate::migration::{BackfillSpec, Migration, Migrations, Phase, Section};
 use executor::{Backoff, ExecutionSettings, HistoryChange};
 use lock::AdvisoryLock;
 use state::history::{History, HistoryRow};
@@ -528,10 +530,10 @@ impl<'m> Migrator<'m> {
 
     /// Session settings, then `work` under the advisory lock. The lock is released
     /// explicitly whatever `work` returns: `work` cannot skip the release with `?`.
-    async fn locked<'c, F, Fut>(&self, client: &'c Client, work: F) -> Result<(), RuntimeError>
+    async fn locked<'c, T, F, Fut>(&self, client: &'c Client, work: F) -> Result<T, RuntimeError>
     where
         F: FnOnce(&'c Client) -> Fut,
-        Fut: Future<Output = Result<(), RuntimeError>>,
+        Fut: Future<Output = Result<T, RuntimeError>>,
     {
         let own = Some(self.config.limits().own);
         let before = deadline::within(
@@ -636,29 +638,8 @@ impl<'m> Migrator<'m> {
                 tracing::info!("applying");
                 match &m.backfill {
                     Some(spec) if m.phase == Phase::Backfill => {
-                        let progress =
-                            state::backfill_progress::BackfillProgressTable::for_history(
-                                self.history.table(),
-                            )?;
-                        let report = |status: &BackfillStatus| {
-                            self.report_progress(ProgressEvent::BackfillBatch {
-                                migration: m,
-                                rows_done: status.rows_done,
-                            });
-                            self.report_progress(ProgressEvent::BackfillPace {
-                                migration: m,
-                                status,
-                            });
-                        };
-                        let pace = backfill::PaceContext {
-                            monitor: self.monitor.as_ref(),
-                            control: &self.config.backfill,
-                            flags: state::flags::FlagStore::for_history_table(
-                                self.history.table(),
-                            )?,
-                            report: &report,
-                        };
-                        backfill::run(client, m, spec, &progress, &settings, history, &pace).await
+                        self.run_backfill(client, m, spec, &settings, Some(history))
+                            .await
                     }
                     _ => {
                         executor::run_section(client, m, &m.up, &settings, history, guard.as_ref())
@@ -675,6 +656,37 @@ impl<'m> Migrator<'m> {
             });
         }
         Ok(())
+    }
+
+    /// A backfill's up statements in keyed batches, paced, reporting its progress; then
+    /// `history` (none when re-running an applied backfill).
+    async fn run_backfill(
+        &self,
+        client: &Client,
+        m: &Migration,
+        spec: &BackfillSpec,
+        settings: &ExecutionSettings,
+        history: Option<HistoryChange<'_>>,
+    ) -> Result<executor::SectionOutcome, RuntimeError> {
+        let progress =
+            state::backfill_progress::BackfillProgressTable::for_history(self.history.table())?;
+        let report = |status: &BackfillStatus| {
+            self.report_progress(ProgressEvent::BackfillBatch {
+                migration: m,
+                rows_done: status.rows_done,
+            });
+            self.report_progress(ProgressEvent::BackfillPace {
+                migration: m,
+                status,
+            });
+        };
+        let pace = backfill::PaceContext {
+            monitor: self.monitor.as_ref(),
+            control: &self.config.backfill,
+            flags: state::flags::FlagStore::for_history_table(self.history.table())?,
+            report: &report,
+        };
+        backfill::run(client, m, spec, &progress, settings, history, &pace).await
     }
 
     async fn down_locked(

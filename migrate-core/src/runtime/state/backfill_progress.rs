@@ -180,6 +180,29 @@ impl BackfillProgressTable {
         })
     }
 
+    /// Makes a finished statement of `version` start over (a re-run of an applied backfill):
+    /// cursor, count, finish and verification cleared. An unfinished one (a re-run that was
+    /// stopped) keeps its cursor and resumes.
+    pub(crate) async fn restart_finished(
+        &self,
+        client: &Client,
+        version: i64,
+    ) -> Result<(), RuntimeError> {
+        client
+            .execute(
+                &format!(
+                    "UPDATE {} SET last_key = NULL, rows_done = 0, started_at = now(), \
+                     updated_at = now(), finished_at = NULL, verified_at = NULL, error = NULL, \
+                     state = NULL WHERE version = $1 AND finished_at IS NOT NULL",
+                    self.quoted
+                ),
+                &[&version],
+            )
+            .await
+            .map_err(RuntimeError::database("restarting the backfill's progress"))?;
+        Ok(())
+    }
+
     /// Records `client`'s session as the one running the statement, and clears the error of
     /// an earlier run: `migrate backfill` then tells a run still going from one whose process
     /// is gone (SIGKILL, SIGINT, a lost connection) by looking the session up in
