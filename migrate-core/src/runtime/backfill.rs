@@ -48,8 +48,9 @@ pub(crate) struct PaceContext<'a> {
 }
 
 /// Runs every up statement of a backfill migration in batches, verifies, then records
-/// `history` (`None` when re-running an applied backfill: its history row stays). A failure is recorded with the statement's progress, so `migrate backfill`
-/// and `migrate status` say why the backfill stopped rather than that it is running.
+/// `history` (`None` when re-running an applied backfill: its history row stays). A failure
+/// is recorded with the statement's progress, so `migrate backfill` and `migrate status` say
+/// why the backfill stopped rather than that it is running.
 pub(crate) async fn run(
     client: &Client,
     migration: &Migration,
