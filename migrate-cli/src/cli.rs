@@ -207,7 +207,16 @@ pub(crate) enum Group {
 pub(crate) const GROUPS: &[(&str, &[Group])] = &[
     ("status", &[Group::Database, Group::Timeouts]),
     ("plan", &[Group::Database, Group::Timeouts]),
-    ("backfill", &[Group::Database, Group::Timeouts]),
+    // The lock and controller options are for `backfill rerun`, which runs batches.
+    (
+        "backfill",
+        &[
+            Group::Database,
+            Group::Timeouts,
+            Group::Lock,
+            Group::Backfill,
+        ],
+    ),
     ("verify", &[Group::Database, Group::Timeouts]),
     ("flag", &[Group::Database, Group::Timeouts]),
     ("reconcile", &[Group::Database, Group::Timeouts]),
@@ -572,7 +581,8 @@ pub(crate) enum Command {
     },
 
     /// Show every backfill statement's progress (rows done, rows/s, batch size, the
-    /// controller's state, last key, finished, verified), or pause and resume backfills.
+    /// controller's state, last key, finished, verified), pause and resume backfills, or
+    /// re-run an applied one.
     ///
     /// Without an action: read only. A backfill runs in keyed batches during `up`, sized to
     /// a target duration and backing off or pausing when the application or a replica
@@ -712,6 +722,18 @@ pub(crate) enum BackfillAction {
     Pause,
     /// Let paused backfills go on.
     Resume,
+    /// Run an applied backfill's statements again, to fill rows written in the old shape
+    /// after it ran (a failed `migrate verify` or contract gate names them).
+    ///
+    /// In keyed batches as `up` runs them, under the migration lock, paced the same way
+    /// (controller, `backfill pause`, throttle query, replica lag), progress recorded, then
+    /// verified. Its history row stays as it is. Idempotent: the statement's WHERE skips
+    /// rows already done. A re-run that was stopped resumes when run again.
+    Rerun {
+        /// The applied backfill migration.
+        #[arg(value_name = "VERSION")]
+        version: u64,
+    },
 }
 
 /// `flag set NAME on|off`.

@@ -40,7 +40,7 @@ use migrate_core::Migrations;
 use migrate_core::runtime::{ConnectOptions, TableName, check_history_table, connect_with};
 use tokio_postgres::Client;
 
-use cli::{Cli, Command, Format};
+use cli::{BackfillAction, Cli, Command, Format};
 use config::{Config, DatabaseUrl};
 use error::{CliError, Outcome};
 
@@ -277,6 +277,9 @@ fn run(cli: Cli, source: Source) -> anyhow::Result<Outcome> {
         )
         .into()),
         Command::Backfill { action: None } => commands::backfill::status(&context),
+        Command::Backfill {
+            action: Some(BackfillAction::Rerun { version }),
+        } => commands::backfill::rerun(&context, version),
         Command::Backfill {
             action: Some(action),
         } => commands::backfill::pause(&context, action),

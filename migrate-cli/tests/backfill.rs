@@ -252,3 +252,257 @@ fn pause_resume_and_the_pace_shown() {
         "{text}"
     );
 }
+
+/// A dry run refused at a contract's gate lists what a real run would apply before it: the
+/// backfill under the mode it runs in (`batched`), in the table and in the refusal alike.
+#[test]
+fn a_dry_run_refusal_labels_a_backfill_batched() {
+    let db = database();
+    let dir = tempfile::tempdir().unwrap();
+    write_set(dir.path());
+    std::fs::rename(
+        dir.path().join("0001_items.sql"),
+        dir.path().join("0001_items.expand.sql"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("0003_items_drop_v.contract.sql"),
+        "-- migrate:requires 1\nALTER TABLE items DROP COLUMN IF EXISTS v;\n-- migrate:down\n\
+         ALTER TABLE items ADD COLUMN IF NOT EXISTS v integer;\n",
+    )
+    .unwrap();
+    let output = migrate_on(&db, dir.path())
+        .args(["up", "--dry-run", "--contract-stabilisation", "1h"])
+        .output()
+        .unwrap();
+    let (out, err) = (stdout(&output), stderr(&output));
+    assert_eq!(output.status.code(), Some(1), "{out}\n{err}");
+    assert!(err.contains("stabilisation"), "{err}");
+    let backfill_rows: Vec<&str> = out
+        .lines()
+        .chain(err.lines())
+        .filter(|line| line.contains("0002_items_v2.backfill.sql"))
+        .collect();
+    assert_eq!(backfill_rows.len(), 2, "{out}\n{err}");
+    for line in backfill_rows {
+        assert!(
+            line.contains("batched") && !line.contains("transaction"),
+            "{line}"
+        );
+    }
+}
+
+/// Polls `done` until it holds or `limit` passes: waits for the server to see a change,
+/// never stands in for one.
+fn eventually(limit: std::time::Duration, mut done: impl FnMut() -> bool) -> bool {
+    let started = std::time::Instant::now();
+    while started.elapsed() < limit {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    done()
+}
+
+/// A backfill whose `migrate up` was killed (SIGKILL) shows `stopped`, not the `running` it
+/// last stored: its session is gone from `pg_stat_activity`.
+#[test]
+fn a_killed_backfill_shows_stopped() {
+    let db = database();
+    let dir = tempfile::tempdir().unwrap();
+    write_set(dir.path());
+    // Slow on purpose: 10 rows every 100 ms, so the kill lands mid-run.
+    std::fs::write(
+        dir.path().join("0002_items_v2.backfill.sql"),
+        "-- migrate:backfill table=items key=id batch=10 delay=100\n\
+         UPDATE items SET v2 = v * 2 WHERE v2 IS NULL;\n-- migrate:down\n",
+    )
+    .unwrap();
+    migrate_on(&db, dir.path())
+        .args(["up", "--to", "1"])
+        .assert()
+        .success();
+    sql(
+        &db,
+        "INSERT INTO items (id, v) SELECT g, g FROM generate_series(1, 600) g",
+    );
+    let backfill = || {
+        json(
+            &migrate_on(&db, dir.path())
+                .args(["--format", "json", "backfill"])
+                .output()
+                .unwrap(),
+        )["backfills"][0]
+            .clone()
+    };
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("migrate"))
+        .arg("--dir")
+        .arg(dir.path())
+        .args(["up", "--database-url", &url(&db)])
+        .env_remove("DATABASE_URL")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = eventually(std::time::Duration::from_secs(60), || {
+        backfill()["rows_done"]
+            .as_i64()
+            .is_some_and(|rows| rows > 0)
+    });
+    let running = backfill();
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert!(started, "the backfill never stored progress: {running}");
+    assert_eq!(running["run"], "running", "{running}");
+    assert_eq!(running["pace"], "fixed (batch=/delay=)", "{running}");
+
+    // The server ends the killed client's session as soon as it sees the socket closed.
+    let stopped = eventually(std::time::Duration::from_secs(30), || {
+        backfill()["run"] == "stopped"
+    });
+    let shown = backfill();
+    assert!(stopped, "{shown}");
+    assert_eq!(shown["pace"], "stopped", "{shown}");
+    assert!(shown["error"].is_null(), "{shown}");
+    let human = migrate_on(&db, dir.path())
+        .arg("backfill")
+        .output()
+        .unwrap();
+    let table = stdout(&human);
+    assert!(
+        table.contains("stopped") && !table.contains("fixed"),
+        "{table}"
+    );
+    let status = migrate_on(&db, dir.path()).arg("status").output().unwrap();
+    assert!(
+        stderr(&status).contains("its run stopped"),
+        "{}",
+        stderr(&status)
+    );
+
+    // The next `up` resumes and finishes it.
+    migrate_on(&db, dir.path()).arg("up").assert().success();
+    assert_eq!(backfill()["run"], "finished");
+    assert_eq!(sql(&db, "SELECT count(*) FROM items WHERE v2 IS NULL"), "0");
+}
+
+/// A backfill that failed shows `failed` and its error, in the table and in JSON.
+#[test]
+fn a_failed_backfill_shows_failed_and_why() {
+    let db = database();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("0001_items.sql"),
+        "CREATE TABLE IF NOT EXISTS items (id bigint PRIMARY KEY, a integer, b integer);\n\
+         -- migrate:down\nDROP TABLE IF EXISTS items;\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("0002_items_b.backfill.sql"),
+        "-- migrate:backfill table=items key=id batch=100\n\
+         UPDATE items SET b = a WHERE b IS NULL;\n-- migrate:down\n",
+    )
+    .unwrap();
+    migrate_on(&db, dir.path())
+        .args(["up", "--to", "1"])
+        .assert()
+        .success();
+    sql(
+        &db,
+        "INSERT INTO items (id, a) SELECT g, NULLIF(g, 7) FROM generate_series(1, 20) g",
+    );
+    migrate_on(&db, dir.path())
+        .arg("up")
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains("(id = 7)"));
+    let output = migrate_on(&db, dir.path())
+        .args(["--format", "json", "backfill"])
+        .output()
+        .unwrap();
+    let shown = &json(&output)["backfills"][0];
+    assert_eq!(shown["run"], "failed", "{shown}");
+    assert_eq!(shown["pace"], "failed", "{shown}");
+    assert!(
+        shown["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("(id = 7)")),
+        "{shown}"
+    );
+    let human = migrate_on(&db, dir.path())
+        .arg("backfill")
+        .output()
+        .unwrap();
+    assert!(stdout(&human).contains("failed"), "{}", stdout(&human));
+    assert!(
+        stderr(&human).contains("its last run failed") && stderr(&human).contains("(id = 7)"),
+        "{}",
+        stderr(&human)
+    );
+}
+
+/// After a failed `verify`, the recipe it prints works: `migrate backfill rerun V` fills the
+/// rows written in the old shape and verifies; `verify` then passes.
+#[test]
+fn verify_names_the_rerun_that_fills_the_rows_left() {
+    let db = database();
+    let dir = tempfile::tempdir().unwrap();
+    write_set(dir.path());
+    let url = url(&db);
+    migrate_on(&db, dir.path())
+        .args(["up", "--to", "1"])
+        .assert()
+        .success();
+    // Before it is applied, a re-run points to `up`, and changes nothing.
+    migrate_on(&db, dir.path())
+        .args(["backfill", "rerun", "2"])
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains("`migrate up --to 2`"));
+    sql(
+        &db,
+        "INSERT INTO items (id, v) SELECT g, g FROM generate_series(1, 250) g",
+    );
+    migrate_on(&db, dir.path()).arg("up").assert().success();
+    sql(&db, "INSERT INTO items (id, v) VALUES (300, 1), (301, 2)");
+
+    migrate_on(&db, dir.path())
+        .arg("verify")
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains("`migrate backfill rerun 2`"));
+    migrate_on(&db, dir.path())
+        .args(["up", "--to", "2"])
+        .assert()
+        .success()
+        .stdout(predicates::str::contains("nothing to do"));
+
+    // Options after the version too, as for `backfill pause`.
+    let output = migrate()
+        .args(["--dir", dir.path().to_str().unwrap(), "--format", "json"])
+        .args(["backfill", "rerun", "2", "--database-url", &url])
+        .args(["--lock-wait", "10s"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let report = json(&output);
+    assert_eq!(report["version"], 2);
+    assert_eq!(report["rows_done"], 2);
+    assert_eq!(report["verified"], true);
+    assert_eq!(sql(&db, "SELECT count(*) FROM items WHERE v2 IS NULL"), "0");
+    assert_eq!(
+        sql(
+            &db,
+            "SELECT count(*) FROM schema_migrations WHERE version = 2"
+        ),
+        "1"
+    );
+    migrate_on(&db, dir.path()).arg("verify").assert().success();
+
+    migrate_on(&db, dir.path())
+        .args(["backfill", "rerun", "1"])
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains("not a backfill migration"));
+}

@@ -77,6 +77,12 @@ pub struct BatchedUpdate {
     /// PostgreSQL's estimate of the table's rows (`pg_class.reltuples`, -1 before the first
     /// ANALYZE), for the progress display's time left.
     pub estimated_rows_sql: String,
+    /// The first five keys (as text, in key order) after `$1` and up to `$2` (NULL: no
+    /// bound) of rows still pending: after a batch whose rows still match, the rows it could
+    /// not fill, to name in the error.
+    pub pending_keys_sql: String,
+    /// Counts the pending rows whose key is NULL: batches go by key and never reach them.
+    pub null_key_rows_sql: String,
 }
 
 /// Why a backfill statement cannot be run in keyed batches. The build reports these
@@ -235,21 +241,33 @@ SELECT (SELECT count(*) FROM migrate_updated), \
     Ok(BatchedUpdate {
         batch_sql: batch("FOR UPDATE SKIP LOCKED"),
         sweep_sql: batch("FOR UPDATE"),
+        // NULL keys are left out of both bounds: `DESC` sorts them first, and a NULL bound
+        // would read as "no bound". Batches never reach such rows; the verification names them.
         range_end_sql: format!(
             "SELECT {table}.{key}::text FROM {table} \
-WHERE ($1::text IS NULL OR {key} > $1::text::{key_type}) \
+WHERE {key} IS NOT NULL AND ($1::text IS NULL OR {key} > $1::text::{key_type}) \
 AND ($3::text IS NULL OR {key} <= $3::text::{key_type}) \
 ORDER BY {table}.{key} OFFSET $2::bigint - 1 LIMIT 1"
         ),
         // Qualified, so ORDER BY sorts the key, not the text output column of the same name.
         upper_bound_sql: format!(
-            "SELECT {table}.{key}::text FROM {table} ORDER BY {table}.{key} DESC LIMIT 1"
+            "SELECT {table}.{key}::text FROM {table} WHERE {key} IS NOT NULL \
+ORDER BY {table}.{key} DESC LIMIT 1"
         ),
         remaining_sql: format!("SELECT count(*) FROM {table} WHERE ({pending})"),
         pending_rows_sql: format!("SELECT 1 FROM {table} WHERE ({pending})"),
         estimated_rows_sql: format!(
             "SELECT reltuples::bigint FROM pg_class WHERE oid = '{}'::regclass",
             table.replace('\'', "''")
+        ),
+        pending_keys_sql: format!(
+            "SELECT {table}.{key}::text FROM {table} \
+WHERE {key} IS NOT NULL AND ($1::text IS NULL OR {key} > $1::text::{key_type}) \
+AND ($2::text IS NULL OR {key} <= $2::text::{key_type}) AND ({pending}) \
+ORDER BY {table}.{key} LIMIT 5"
+        ),
+        null_key_rows_sql: format!(
+            "SELECT count(*) FROM {table} WHERE {key} IS NULL AND ({pending})"
         ),
     })
 }
@@ -319,7 +337,8 @@ SELECT (SELECT count(*) FROM migrate_updated), \
         );
         assert_eq!(
             plan.upper_bound_sql,
-            "SELECT \"users\".\"id\"::text FROM \"users\" ORDER BY \"users\".\"id\" DESC LIMIT 1"
+            "SELECT \"users\".\"id\"::text FROM \"users\" WHERE \"id\" IS NOT NULL \
+ORDER BY \"users\".\"id\" DESC LIMIT 1"
         );
         assert!(plan.sweep_sql.contains("LIMIT $2 FOR UPDATE)"));
         assert_eq!(

@@ -589,3 +589,141 @@ async fn a_batch_on_a_column_without_statistics_reads_the_key_index_only() {
         assert!(plan.contains("Index Scan using users_pkey"), "{plan}");
     }
 }
+
+/// The backfill statement's state as `migrate backfill` reads it, and `status`'s detail.
+async fn stopped_backfill(
+    migrator: &Migrator<'_>,
+    client: &tokio_postgres::Client,
+) -> (Option<migrate_core::runtime::BackfillRun>, String) {
+    let state = migrator.backfills(client).await.unwrap().remove(0);
+    let status = migrator.status(client).await.unwrap();
+    let detail = status.entries[1].detail.clone().unwrap_or_default();
+    (state.run, detail)
+}
+
+/// `SET b = a WHERE b IS NULL` where `a` is NULL in some rows: the UPDATE leaves those rows
+/// in its WHERE. The run stops naming the first of them and the cause, and neither the error
+/// nor `status` promises that the next `up` helps.
+#[tokio::test]
+async fn rows_the_set_leaves_in_the_where_are_named_and_no_resume_is_promised() {
+    use migrate_core::runtime::{BackfillRun, RuntimeError, StuckCause};
+    let db = database();
+    let migrations = backfill_set(
+        "CREATE TABLE items (id bigint PRIMARY KEY, a integer, b integer)",
+        ("items", "id", 30, 0),
+        "UPDATE items SET b = a WHERE b IS NULL",
+    );
+    let client = client(db.url()).await;
+    let migrator = Migrator::new(&migrations, config()).unwrap();
+    migrator.up(&client, UpTo::Version(1)).await.unwrap();
+    client
+        .batch_execute(
+            "INSERT INTO items (id, a) SELECT g, CASE WHEN g % 10 <> 0 THEN g END \
+             FROM generate_series(1, 100) g",
+        )
+        .await
+        .unwrap();
+    for attempt in 0..2 {
+        let failed = migrator.up(&client, UpTo::All).await.expect_err("stuck");
+        match failed.error() {
+            RuntimeError::BackfillRowsStuck {
+                cause,
+                keys,
+                rows,
+                key_column,
+                location,
+            } => {
+                assert_eq!(*cause, StuckCause::SetKeepsMatching, "attempt {attempt}");
+                // The first batch (keys 1..30) holds three of them, named lowest first.
+                assert_eq!(keys, &["10", "20", "30"], "attempt {attempt}");
+                assert_eq!(*rows, 3);
+                assert_eq!(key_column, "id");
+                assert_eq!(location.file, "0002_fill.backfill.sql");
+            }
+            other => panic!("attempt {attempt}: {other}"),
+        }
+        let message = failed.to_string();
+        assert!(message.contains("id = 10, 20, 30"), "{message}");
+        assert!(message.contains("fails the same way"), "{message}");
+        let (run, detail) = stopped_backfill(&migrator, &client).await;
+        assert!(
+            matches!(&run, Some(BackfillRun::Failed { error }) if error.contains("id = 10, 20, 30")),
+            "{run:?}"
+        );
+        assert!(detail.contains("the last run failed"), "{detail}");
+        assert!(!detail.contains("resumes"), "{detail}");
+    }
+    assert_eq!(history_versions(&client).await, vec![1]);
+
+    // Fixed as the error says: the statement now leaves the WHERE for every row.
+    let fixed = backfill_set(
+        "CREATE TABLE items (id bigint PRIMARY KEY, a integer, b integer)",
+        ("items", "id", 30, 0),
+        "UPDATE items SET b = COALESCE(a, 0) WHERE b IS NULL",
+    );
+    Migrator::new(&fixed, config())
+        .unwrap()
+        .up(&client, UpTo::All)
+        .await
+        .unwrap();
+    assert_eq!(
+        scalar_i64(&client, "SELECT count(*) FROM items WHERE b IS NULL").await,
+        0
+    );
+}
+
+/// Rows whose key is NULL are never reached by batches walking the key: the run fills every
+/// other row, then stops naming the NULL key as the cause (not "verification failed", not
+/// "something keeps writing rows"), whether the table is smaller or larger than a batch.
+#[tokio::test]
+async fn rows_with_a_null_key_are_named_as_the_cause() {
+    use migrate_core::runtime::{BackfillRun, RuntimeError, StuckCause};
+    for batch in [10, 1000] {
+        let db = database();
+        let migrations = backfill_set(
+            "CREATE TABLE items (k integer UNIQUE, v integer NOT NULL, v2 integer)",
+            ("items", "k", batch, 0),
+            "UPDATE items SET v2 = v WHERE v2 IS NULL",
+        );
+        let client = client(db.url()).await;
+        let migrator = Migrator::new(&migrations, config()).unwrap();
+        migrator.up(&client, UpTo::Version(1)).await.unwrap();
+        client
+            .batch_execute(
+                "INSERT INTO items (k, v) SELECT g, g FROM generate_series(1, 95) g;
+                 INSERT INTO items (k, v) VALUES (NULL, 1), (NULL, 2), (NULL, 3);",
+            )
+            .await
+            .unwrap();
+        let failed = migrator.up(&client, UpTo::All).await.expect_err("stuck");
+        match failed.error() {
+            RuntimeError::BackfillRowsStuck {
+                cause, rows, keys, ..
+            } => {
+                assert_eq!(*cause, StuckCause::NullKey, "batch={batch}");
+                assert_eq!(*rows, 3, "batch={batch}");
+                assert!(keys.is_empty());
+            }
+            other => panic!("batch={batch}: {other}"),
+        }
+        assert!(
+            failed.to_string().contains("have a NULL k"),
+            "batch={batch}: {failed}"
+        );
+        assert_eq!(
+            scalar_i64(
+                &client,
+                "SELECT count(*) FROM items WHERE k IS NOT NULL AND v2 IS NULL"
+            )
+            .await,
+            0,
+            "batch={batch}"
+        );
+        let (run, detail) = stopped_backfill(&migrator, &client).await;
+        assert!(
+            matches!(&run, Some(BackfillRun::Failed { error }) if error.contains("NULL k")),
+            "{run:?}"
+        );
+        assert!(!detail.contains("resumes"), "{detail}");
+    }
+}

@@ -190,6 +190,7 @@ async fn a_contract_after_a_backfill_marked_applied_by_hand_is_refused_naming_it
         &GateFailure::BackfillsNotVerified {
             versions: vec![3],
             files: vec!["0003_items_v2.backfill.sql".into()],
+            applied: vec![3],
         }
     );
     assert!(
@@ -492,4 +493,129 @@ async fn a_paused_replica_with_a_stale_small_lag_refuses_the_contract() {
         .unwrap();
     let report = migrator.up(&client, UpTo::All).await.expect("replayed");
     assert_eq!(report.versions(), vec![4]);
+}
+
+/// The recipe the refusals give works: after rows in the old shape appear, the gate and a
+/// failed verify name `migrate backfill rerun 3` (not `up --to 3`, which has nothing to do
+/// for an applied backfill); the re-run fills exactly those rows in batches, verifies, keeps
+/// the history row, and the contract then applies.
+#[tokio::test]
+async fn rerunning_an_applied_backfill_fills_the_rows_the_gate_names() {
+    let db = database();
+    let dir = tempfile::tempdir().unwrap();
+    let migrations = write_set(dir.path());
+    let client = client(db.url()).await;
+    let migrator = Migrator::new(&migrations, config()).unwrap();
+    migrator.up(&client, UpTo::Version(1)).await.unwrap();
+    client
+        .batch_execute("INSERT INTO items (id, v) SELECT g, g FROM generate_series(1, 250) g")
+        .await
+        .unwrap();
+    migrator.up(&client, UpTo::Version(3)).await.unwrap();
+    let applied_at = "SELECT executed_at::text FROM schema_migrations WHERE version = 3";
+    let history_before: String = client.query_one(applied_at, &[]).await.unwrap().get(0);
+    // The old release writes rows in the old shape, one of them past the largest key.
+    client
+        .batch_execute("INSERT INTO items (id, v) VALUES (1000, 1), (1001, 2), (1002, 3)")
+        .await
+        .unwrap();
+
+    let failed = migrator
+        .up(&client, UpTo::All)
+        .await
+        .expect_err("rows left");
+    assert!(matches!(
+        gate_failure(failed.error()).2,
+        GateFailure::BackfillRowsRemain { remaining: 3, .. }
+    ));
+    assert!(
+        failed.to_string().contains("`migrate backfill rerun 3`"),
+        "{failed}"
+    );
+    assert!(!failed.to_string().contains("up --to"), "{failed}");
+
+    // A failed verify clears verified_at: the gate then says "not verified", and for an
+    // applied backfill it gives the re-run, not `up --to`, which has nothing to do.
+    assert_eq!(
+        migrator.verify_backfills(&client, None).await.unwrap()[0].remaining,
+        Some(3)
+    );
+    let failed = migrator
+        .up(&client, UpTo::All)
+        .await
+        .expect_err("unverified");
+    assert_eq!(
+        gate_failure(failed.error()).2,
+        &GateFailure::BackfillsNotVerified {
+            versions: vec![3],
+            files: vec!["0003_items_v2.backfill.sql".into()],
+            applied: vec![3],
+        }
+    );
+    let message = failed.to_string();
+    assert!(message.contains("`migrate backfill rerun 3`"), "{message}");
+    assert!(!message.contains("up --to"), "{message}");
+    assert!(
+        migrator
+            .up(&client, UpTo::Version(3))
+            .await
+            .unwrap()
+            .nothing_to_do()
+    );
+
+    let rerun = migrator.rerun_backfill(&client, 3).await.unwrap();
+    assert_eq!((rerun.version, rerun.rows_done), (3, 3));
+    assert_eq!(
+        scalar_i64(
+            &client,
+            "SELECT count(*) FROM items WHERE v2 IS DISTINCT FROM v"
+        )
+        .await,
+        0
+    );
+    let state = migrator.backfills(&client).await.unwrap().remove(0);
+    assert!(state.verified_at.is_some() && state.finished_at.is_some());
+    assert_eq!(state.rows_done, Some(3));
+    let history_after: String = client.query_one(applied_at, &[]).await.unwrap().get(0);
+    assert_eq!(history_after, history_before);
+    assert_eq!(history_versions(&client).await, vec![1, 2, 3]);
+
+    // The lock is released: the contract runs now.
+    let report = migrator.up(&client, UpTo::All).await.expect("filled");
+    assert_eq!(report.versions(), vec![4]);
+    assert!(!old_column_exists(&client).await);
+}
+
+/// A re-run refuses what it cannot re-run, changing nothing: a version that is not a
+/// backfill, and a backfill not applied yet (whose recipe is `up`).
+#[tokio::test]
+async fn a_rerun_refuses_a_pending_backfill_and_a_non_backfill() {
+    let db = database();
+    let dir = tempfile::tempdir().unwrap();
+    let migrations = write_set(dir.path());
+    let client = client(db.url()).await;
+    let migrator = Migrator::new(&migrations, config()).unwrap();
+    migrator.up(&client, UpTo::Version(2)).await.unwrap();
+    client
+        .batch_execute("INSERT INTO items (id, v) SELECT g, g FROM generate_series(1, 20) g")
+        .await
+        .unwrap();
+    for version in [2, 4, 99] {
+        let error = migrator.rerun_backfill(&client, version).await.unwrap_err();
+        assert!(
+            matches!(error, RuntimeError::NotABackfill { version: v } if v == version),
+            "{error}"
+        );
+    }
+    let error = migrator.rerun_backfill(&client, 3).await.unwrap_err();
+    assert!(
+        matches!(&error, RuntimeError::BackfillNotApplied { version: 3, .. }),
+        "{error}"
+    );
+    assert!(error.to_string().contains("`migrate up --to 3`"), "{error}");
+    assert_eq!(
+        scalar_i64(&client, "SELECT count(*) FROM items WHERE v2 IS NOT NULL").await,
+        0
+    );
+    assert_eq!(history_versions(&client).await, vec![1, 2]);
 }

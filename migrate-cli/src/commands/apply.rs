@@ -7,7 +7,6 @@ use migrate_core::runtime::{
     AppliedMigration, DownReport, Failed, Migrator, Plan, ProgressEvent, ProgressHook,
     RuntimeError, UpReport, UpTo,
 };
-use migrate_core::{Phase, TransactionMode};
 use serde_json::json;
 
 use crate::error::Outcome;
@@ -225,26 +224,12 @@ fn human_duration(duration: Duration) -> String {
     }
 }
 
-/// How a migration ran: a backfill's up part runs in keyed batches, each its own transaction.
-fn mode_label(m: &AppliedMigration, reverting: bool) -> &'static str {
-    mode_text(m.phase, m.mode, reverting)
-}
-
-/// The mode as every command shows it (`plan`, `up`, `up --dry-run`, `-v` logs).
-pub(crate) fn mode_text(phase: Phase, mode: TransactionMode, reverting: bool) -> &'static str {
-    if phase == Phase::Backfill && !reverting {
-        "batched"
-    } else {
-        mode.as_str()
-    }
-}
-
-fn migration_json(m: &AppliedMigration, reverting: bool) -> serde_json::Value {
+fn migration_json(m: &AppliedMigration) -> serde_json::Value {
     json!({
         "version": m.version,
         "name": m.name,
         "phase": m.phase.as_str(),
-        "mode": mode_label(m, reverting),
+        "mode": m.mode_label(),
         "duration_ms": m.duration.as_millis() as u64,
         "attempts": m.attempts,
     })
@@ -254,7 +239,7 @@ fn print_applied(context: &Context, verb: &str, list: &[AppliedMigration]) {
     let reverting = verb.starts_with("reverted");
     if context.json() {
         let key = if reverting { "reverted" } else { "applied" };
-        let items: Vec<_> = list.iter().map(|m| migration_json(m, reverting)).collect();
+        let items: Vec<_> = list.iter().map(migration_json).collect();
         output::print_json(&json!({ "dry_run": false, key: items }));
         return;
     }
@@ -277,7 +262,7 @@ fn print_applied(context: &Context, verb: &str, list: &[AppliedMigration]) {
                 Cell::new(m.version.to_string()),
                 Cell::new(m.name.clone()),
                 Cell::new(m.phase.as_str()),
-                Cell::new(mode_label(m, reverting)),
+                Cell::new(m.mode_label()),
                 Cell::new(format!("{} ms", m.duration.as_millis())),
                 Cell::new(m.attempts.to_string()),
             ]
@@ -293,7 +278,7 @@ fn print_applied(context: &Context, verb: &str, list: &[AppliedMigration]) {
     );
 }
 
-fn plan_json(plan: &Plan, reverting: bool) -> Vec<serde_json::Value> {
+fn plan_json(plan: &Plan) -> Vec<serde_json::Value> {
     plan.migrations
         .iter()
         .map(|m| {
@@ -302,21 +287,21 @@ fn plan_json(plan: &Plan, reverting: bool) -> Vec<serde_json::Value> {
                 "name": m.name,
                 "phase": m.phase.as_str(),
                 "file": m.file_name,
-                "mode": mode_text(m.phase, m.mode, reverting),
+                "mode": m.mode_label(),
                 "statements": m.statements,
             })
         })
         .collect()
 }
 
-fn plan_rows(plan: &Plan, reverting: bool) -> Vec<Vec<Cell>> {
+fn plan_rows(plan: &Plan) -> Vec<Vec<Cell>> {
     plan.migrations
         .iter()
         .map(|m| {
             vec![
                 Cell::new(m.version.to_string()),
                 Cell::new(m.file_name.clone()),
-                Cell::new(mode_text(m.phase, m.mode, reverting)),
+                Cell::new(m.mode_label()),
                 Cell::new(m.statements.to_string()),
             ]
         })
@@ -328,25 +313,15 @@ fn plan_rows(plan: &Plan, reverting: bool) -> Vec<Vec<Cell>> {
 pub(crate) fn partial_json(error: &anyhow::Error) -> Option<(&'static str, serde_json::Value)> {
     for cause in error.chain() {
         if let Some(failed) = cause.downcast_ref::<Failed<UpReport>>() {
-            let items: Vec<_> = failed
-                .report
-                .applied
-                .iter()
-                .map(|m| migration_json(m, false))
-                .collect();
+            let items: Vec<_> = failed.report.applied.iter().map(migration_json).collect();
             return Some(("applied", json!(items)));
         }
         if let Some(failed) = cause.downcast_ref::<Failed<DownReport>>() {
-            let items: Vec<_> = failed
-                .report
-                .reverted
-                .iter()
-                .map(|m| migration_json(m, true))
-                .collect();
+            let items: Vec<_> = failed.report.reverted.iter().map(migration_json).collect();
             return Some(("reverted", json!(items)));
         }
         if let Some(failed) = cause.downcast_ref::<Failed<Plan>>() {
-            return Some(("pending", json!(plan_json(&failed.report, false))));
+            return Some(("pending", json!(plan_json(&failed.report))));
         }
     }
     None
@@ -356,7 +331,7 @@ pub(crate) fn partial_json(error: &anyhow::Error) -> Option<(&'static str, serde
 /// itself is printed by the caller's error path).
 fn print_up_plan(context: &Context, plan: &Plan, refused: Option<&RuntimeError>) {
     if context.json() {
-        output::print_json(&json!({ "dry_run": true, "pending": plan_json(plan, false) }));
+        output::print_json(&json!({ "dry_run": true, "pending": plan_json(plan) }));
         return;
     }
     if plan.migrations.is_empty() && refused.is_none() {
@@ -375,7 +350,7 @@ fn print_up_plan(context: &Context, plan: &Plan, refused: Option<&RuntimeError>)
             "{}",
             output::table(
                 &["VERSION", "FILE", "MODE", "STATEMENTS"],
-                &plan_rows(plan, false),
+                &plan_rows(plan),
                 context.config.color
             )
         );
@@ -384,7 +359,7 @@ fn print_up_plan(context: &Context, plan: &Plan, refused: Option<&RuntimeError>)
 
 fn print_down_plan(context: &Context, plan: &Plan, to: u64) {
     if context.json() {
-        output::print_json(&json!({ "dry_run": true, "to_revert": plan_json(plan, true) }));
+        output::print_json(&json!({ "dry_run": true, "to_revert": plan_json(plan) }));
         return;
     }
     if plan.migrations.is_empty() {
@@ -399,7 +374,7 @@ fn print_down_plan(context: &Context, plan: &Plan, to: u64) {
         "{}",
         output::table(
             &["VERSION", "FILE", "MODE", "STATEMENTS"],
-            &plan_rows(plan, true),
+            &plan_rows(plan),
             context.config.color
         )
     );

@@ -1,6 +1,7 @@
-//! `migrate backfill`, `migrate backfill pause|resume` and `migrate verify [--version V]`
+//! `migrate backfill`, `migrate backfill pause|resume`, `migrate backfill rerun V` and
+//! `migrate verify [--version V]`
 
-use migrate_core::runtime::{BackfillState, Migrator};
+use migrate_core::runtime::{BackfillRun, BackfillState, Migrator};
 use serde_json::json;
 
 use crate::cli::BackfillAction;
@@ -43,6 +44,46 @@ pub fn pause(context: &Context, action: BackfillAction) -> anyhow::Result<Outcom
     Ok(Outcome::Success)
 }
 
+/// `migrate backfill rerun V`: an applied backfill's statements again, batched and verified.
+pub fn rerun(context: &Context, version: u64) -> anyhow::Result<Outcome> {
+    let database = context.database("backfill rerun")?;
+    let migrations = context.migrations()?;
+    let adaptive = migrations.get(version).is_some_and(|m| {
+        m.backfill
+            .as_ref()
+            .is_some_and(|spec| matches!(spec.pace, migrate_core::BackfillPace::Adaptive { .. }))
+    });
+    let migrator = Migrator::new(&migrations, context.config.migrator.clone())?;
+    let rerun = block_on(async {
+        let client = context.connect(database).await?;
+        // The controller watches the server on a second connection while each batch runs.
+        let migrator = if adaptive {
+            migrator.with_monitor(context.connect_monitor(database).await?)
+        } else {
+            migrator
+        };
+        anyhow::Ok(migrator.rerun_backfill(&client, version).await?)
+    })??;
+    if context.json() {
+        output::print_json(&json!({
+            "version": rerun.version,
+            "file": rerun.file_name,
+            "rows_done": rerun.rows_done,
+            "duration_ms": u64::try_from(rerun.duration.as_millis()).unwrap_or(u64::MAX),
+            "attempts": rerun.attempts,
+            "verified": true,
+        }));
+    } else {
+        println!(
+            "re-ran {}: {} row(s) filled in {} ms; verified: no row matches its WHERE",
+            rerun.file_name,
+            rerun.rows_done,
+            rerun.duration.as_millis()
+        );
+    }
+    Ok(Outcome::Success)
+}
+
 pub fn verify(context: &Context, version: Option<u64>) -> anyhow::Result<Outcome> {
     let database = context.database("verify")?;
     let migrations = context.migrations()?;
@@ -74,8 +115,19 @@ pub fn verify(context: &Context, version: Option<u64>) -> anyhow::Result<Outcome
     let left: i64 = states.iter().filter_map(|s| s.remaining).sum();
     if left > 0 {
         if !context.json() {
+            let mut versions: Vec<u64> = states
+                .iter()
+                .filter(|s| s.remaining.is_some_and(|n| n > 0))
+                .map(|s| s.version)
+                .collect();
+            versions.dedup();
+            let reruns: Vec<String> = versions
+                .iter()
+                .map(|v| format!("`migrate backfill rerun {v}`"))
+                .collect();
             eprintln!(
-                "verification failed: {left} row(s) still match a backfill's WHERE: rows were written in the old shape after it ran (is a release without dual writes still running?). Do not deploy the contract yet; the backfill's UPDATE is idempotent and can be run again"
+                "verification failed: {left} row(s) still match a backfill's WHERE: rows were written in the old shape after it ran (is a release without dual writes still running?). Do not deploy the contract yet: deploy code that writes the new shape, then fill those rows with {} (it runs the backfill's UPDATE again in batches, idempotent, and verifies)",
+                reruns.join(", then ")
             );
         }
         return Ok(Outcome::Failure);
@@ -106,7 +158,9 @@ fn print(context: &Context, states: &[BackfillState], verified: bool, paused: bo
                     "remaining": s.remaining,
                     "rows_per_second": s.rows_per_second,
                     "batch_size": s.batch_size,
-                    "pace": s.pace_state,
+                    "pace": pace(s),
+                    "run": s.run.as_ref().map(BackfillRun::as_str),
+                    "error": failure(s),
                 })
             })
             .collect();
@@ -151,7 +205,7 @@ fn print(context: &Context, states: &[BackfillState], verified: bool, paused: bo
                     s.batch_size
                         .map_or_else(|| "-".to_owned(), |size| size.to_string()),
                 ),
-                Cell::new(s.pace_state.clone().unwrap_or_else(|| "-".to_owned())),
+                Cell::new(pace(s).unwrap_or_else(|| "-".to_owned())),
                 Cell::new(s.last_key.clone().unwrap_or_else(|| "-".to_owned())),
                 Cell::new(time(s.finished_at)),
                 Cell::new(time(s.verified_at)),
@@ -186,4 +240,27 @@ fn print(context: &Context, states: &[BackfillState], verified: bool, paused: bo
         headers.push("REMAINING");
     }
     print!("{}", output::table(&headers, &rows, color));
+    for s in states {
+        if let Some(error) = failure(s) {
+            eprintln!("{}:{}: its last run failed: {error}", s.file_name, s.line);
+        }
+    }
+}
+
+/// The PACE column: the stored pace while the run is alive; `stopped` or `failed` once its
+/// process is gone, whatever the pace it last stored.
+fn pace(s: &BackfillState) -> Option<String> {
+    match &s.run {
+        Some(run @ (BackfillRun::Stopped | BackfillRun::Failed { .. })) => {
+            Some(run.as_str().to_owned())
+        }
+        _ => s.pace_state.clone(),
+    }
+}
+
+fn failure(s: &BackfillState) -> Option<&str> {
+    match &s.run {
+        Some(BackfillRun::Failed { error }) => Some(error),
+        _ => None,
+    }
 }

@@ -25,7 +25,7 @@ use super::config::BackfillControl;
 use super::state::flags::FlagStore;
 
 use super::deadline::within;
-use super::error::RuntimeError;
+use super::error::{RuntimeError, StuckCause};
 use super::executor::{
     ExecutionSettings, HistoryChange, SectionOutcome, is_lock_timeout, location, name_blockers,
     statement_error, wait_before_retry,
@@ -48,15 +48,62 @@ pub(crate) struct PaceContext<'a> {
 }
 
 /// Runs every up statement of a backfill migration in batches, verifies, then records
-/// `history`.
+/// `history` (`None` when re-running an applied backfill: its history row stays). A failure
+/// is recorded with the statement's progress, so `migrate backfill` and `migrate status` say
+/// why the backfill stopped rather than that it is running.
 pub(crate) async fn run(
     client: &Client,
     migration: &Migration,
     spec: &BackfillSpec,
     table: &BackfillProgressTable,
     settings: &ExecutionSettings,
-    history: HistoryChange<'_>,
+    history: Option<HistoryChange<'_>>,
     pace: &PaceContext<'_>,
+) -> Result<SectionOutcome, RuntimeError> {
+    let mut claimed = None;
+    let result = run_statements(
+        client,
+        migration,
+        spec,
+        table,
+        settings,
+        history,
+        pace,
+        &mut claimed,
+    )
+    .await;
+    match (&result, claimed) {
+        // A server that stopped answering would not answer this either; `migrate backfill`
+        // then finds the session gone and says `stopped`.
+        (Err(RuntimeError::NoAnswer { .. }), _) | (Ok(_), _) | (Err(_), None) => {}
+        (Err(error), Some(statement)) => {
+            let version = super::sql_version(migration.version);
+            let recorded = within(
+                Some(settings.limits.own),
+                "recording the backfill's failure",
+                table.record_failure(client, version, statement, &error.to_string()),
+            )
+            .await
+            .and_then(|recorded| recorded);
+            if let Err(record_error) = recorded {
+                tracing::warn!(%record_error, "could not record the backfill's failure");
+            }
+        }
+    }
+    result
+}
+
+/// [`run`]; `claimed` is the statement whose progress row this run holds, once it does.
+#[allow(clippy::too_many_arguments)]
+async fn run_statements(
+    client: &Client,
+    migration: &Migration,
+    spec: &BackfillSpec,
+    table: &BackfillProgressTable,
+    settings: &ExecutionSettings,
+    history: Option<HistoryChange<'_>>,
+    pace: &PaceContext<'_>,
+    claimed: &mut Option<i32>,
 ) -> Result<SectionOutcome, RuntimeError> {
     let started = Instant::now();
     let own = Some(settings.limits.own);
@@ -86,17 +133,23 @@ pub(crate) async fn run(
         if progress.finished {
             continue;
         }
-        let never_done = |still: i64| RuntimeError::Backfill {
+        within(
+            own,
+            "recording the backfill's session",
+            table.claim(client, version, statement_index),
+        )
+        .await??;
+        *claimed = Some(statement_index);
+        let never_done = |batch: BatchOutcome| RuntimeError::BackfillRowsStuck {
             location: location(migration, Some(statement)),
-            problem: format!(
-                "{still} row(s) still match the WHERE right after this UPDATE set them, so the \
-                 backfill would never finish: the SET does not make rows stop matching the WHERE; \
-                 write a WHERE that excludes rows already done, e.g. `WHERE <column set> IS NULL` \
-                 or `WHERE <column set> IS DISTINCT FROM <new value>`"
-            ),
+            cause: StuckCause::SetKeepsMatching,
+            rows: batch.still_pending,
+            keys: batch.stuck_keys,
+            key_column: spec.key.to_string(),
         };
         let runner = BatchRunner {
             client,
+            batches: &batches,
             migration,
             statement,
             settings,
@@ -137,7 +190,7 @@ pub(crate) async fn run(
                 .await?;
             most_attempts = most_attempts.max(batch.attempts);
             if batch.still_pending > 0 {
-                return Err(never_done(batch.still_pending));
+                return Err(never_done(batch));
             }
             let (updated, last_key) = (batch.updated, batch.last_key);
             let Some(last_key) = last_key else {
@@ -189,7 +242,7 @@ pub(crate) async fn run(
                     .await?;
                 most_attempts = most_attempts.max(batch.attempts);
                 if batch.still_pending > 0 {
-                    return Err(never_done(batch.still_pending));
+                    return Err(never_done(batch));
                 }
                 changed += batch.updated;
                 progress.rows_done += batch.updated;
@@ -247,10 +300,7 @@ pub(crate) async fn run(
         .map_err(|e| statement_error(migration, Some(statement), 1, e))?
         .get(0);
         if remaining > 0 {
-            return Err(RuntimeError::Backfill {
-                location: location(migration, Some(statement)),
-                problem: format!("verification failed: {remaining} row(s) still match the WHERE"),
-            });
+            return Err(runner.left_behind(spec, remaining).await);
         }
         within(
             own,
@@ -260,13 +310,15 @@ pub(crate) async fn run(
         .await??;
     }
     let duration = started.elapsed();
-    within(
-        own,
-        "recording the backfill in the history",
-        history.execute_after(client, duration),
-    )
-    .await?
-    .map_err(|e| statement_error(migration, None, 1, e))?;
+    if let Some(history) = history {
+        within(
+            own,
+            "recording the backfill in the history",
+            history.execute_after(client, duration),
+        )
+        .await?
+        .map_err(|e| statement_error(migration, None, 1, e))?;
+    }
     Ok(SectionOutcome {
         duration,
         attempts: most_attempts,
@@ -302,6 +354,7 @@ pub(crate) async fn plan_statement(
 /// Runs the batches of one backfill statement.
 struct BatchRunner<'a> {
     client: &'a Client,
+    batches: &'a BatchedUpdate,
     migration: &'a Migration,
     statement: &'a Statement,
     settings: &'a ExecutionSettings,
@@ -318,10 +371,77 @@ struct BatchOutcome {
     last_key: Option<String>,
     /// Rows updated by the batch that still match the WHERE.
     still_pending: i64,
+    /// When `still_pending` is not zero, the first few keys of the batch's range still
+    /// pending: the rows to name.
+    stuck_keys: Vec<String>,
     attempts: u32,
 }
 
 impl BatchRunner<'_> {
+    /// The first keys after `after` and up to `upper` of rows still pending.
+    async fn pending_keys(
+        &self,
+        after: Option<&str>,
+        upper: Option<&str>,
+    ) -> Result<Vec<String>, RuntimeError> {
+        let rows = within(
+            self.settings.limits.statement,
+            "reading the keys of rows a backfill left",
+            self.client
+                .query(&self.batches.pending_keys_sql, &[&after, &upper]),
+        )
+        .await?
+        .map_err(|e| statement_error(self.migration, Some(self.statement), 1, e))?;
+        Ok(rows.iter().map(|row| row.get(0)).collect())
+    }
+
+    /// The error for `remaining` rows still pending after the keyed pass and the sweeps:
+    /// rows with a NULL key (never reached by batches), else rows written in the old shape
+    /// after the last sweep passed them, named by their first keys.
+    async fn left_behind(&self, spec: &BackfillSpec, remaining: i64) -> RuntimeError {
+        let null_keys = within(
+            self.settings.limits.statement,
+            "counting rows of a backfill with a NULL key",
+            self.client.query_one(&self.batches.null_key_rows_sql, &[]),
+        )
+        .await;
+        let null_keys: i64 = match null_keys {
+            Ok(Ok(row)) => row.get(0),
+            Ok(Err(error)) => {
+                return statement_error(self.migration, Some(self.statement), 1, error);
+            }
+            Err(error) => return error,
+        };
+        let location = location(self.migration, Some(self.statement));
+        if null_keys > 0 {
+            return RuntimeError::BackfillRowsStuck {
+                location,
+                cause: StuckCause::NullKey,
+                rows: null_keys,
+                keys: Vec::new(),
+                key_column: spec.key.to_string(),
+            };
+        }
+        let keys = match self.pending_keys(None, None).await {
+            Ok(keys) => keys,
+            Err(error) => return error,
+        };
+        RuntimeError::Backfill {
+            location,
+            problem: format!(
+                "verification failed: {remaining} row(s) still match the WHERE ({} = {}) after \
+                 the keyed pass and a sweep that found none: they were written (or changed back) \
+                 in the old shape since the last sweep passed them; is a release without dual \
+                 writes still running? Deploy code that writes the new shape, then run \
+                 `migrate up` again (the backfill resumes and sweeps them; for a backfill \
+                 already applied, `migrate backfill rerun {}`)",
+                spec.key,
+                super::error::key_list(&keys),
+                self.migration.version
+            ),
+        }
+    }
+
     /// The table's largest key now, the upper bound of a pass.
     async fn upper_bound(&self, sql: &str) -> Result<Option<String>, RuntimeError> {
         Ok(within(
@@ -370,18 +490,27 @@ impl BatchRunner<'_> {
             match answer {
                 Ok(row) => {
                     let updated: i64 = row.get(0);
+                    let batch_last_key: Option<String> = row.get(1);
+                    let still_pending: i64 = row.get(2);
+                    let stuck_keys = if still_pending > 0 {
+                        let upper = range_end.as_deref().or(batch_last_key.as_deref());
+                        self.pending_keys(after, upper).await?
+                    } else {
+                        Vec::new()
+                    };
                     let (keys_covered, last_key) = match &range_end {
                         // A full range: the next batch starts after it, also when none of
                         // its rows were pending (done already, or locked: the sweeps catch
                         // those).
                         Some(end) => (batch_size, Some(end.clone())),
-                        None => (updated, row.get(1)),
+                        None => (updated, batch_last_key),
                     };
                     return Ok(BatchOutcome {
                         updated,
                         keys_covered,
                         last_key,
-                        still_pending: row.get(2),
+                        still_pending,
+                        stuck_keys,
                         attempts: attempt,
                     });
                 }

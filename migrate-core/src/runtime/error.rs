@@ -108,6 +108,59 @@ pub struct StatementLocation {
     pub column: u32,
 }
 
+/// Why a backfill's rows cannot be filled by running it again ([`RuntimeError::BackfillRowsStuck`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StuckCause {
+    /// The UPDATE ran on the rows and they still match its WHERE: the SET does not make them
+    /// leave it (e.g. `SET b = a WHERE b IS NULL` where `a` is NULL, or a trigger undoing it).
+    SetKeepsMatching,
+    /// Their key is NULL: batches walk the key in order and never reach them.
+    NullKey,
+}
+
+fn stuck_rows_problem(
+    cause: StuckCause,
+    rows: i64,
+    keys: &[String],
+    key: &str,
+    version: u64,
+) -> String {
+    let run_again = format!(
+        "then run `migrate up` (or, for a backfill already applied, `migrate backfill rerun \
+         {version}`)"
+    );
+    match cause {
+        StuckCause::SetKeepsMatching => format!(
+            "{rows} row(s) still match the WHERE right after this UPDATE set them ({key} = {}), \
+             so no run of this backfill can finish: the SET does not make those rows leave the \
+             WHERE (a SET from a column that is NULL in them, e.g. `SET b = a` with `a` NULL, \
+             leaves `b IS NULL`; or a trigger undoes it). Running `up` again fails the same way: \
+             make the SET give every matching row a value that leaves the WHERE (e.g. \
+             `COALESCE(a, <default>)`), or exclude such rows in the WHERE (e.g. \
+             `AND a IS NOT NULL`), or write a WHERE that excludes rows already done (`WHERE \
+             <column set> IS DISTINCT FROM <new value>`); {run_again}: rows done stay done",
+            key_list(keys)
+        ),
+        StuckCause::NullKey => format!(
+            "{rows} row(s) still match the WHERE and have a NULL {key}: batches walk {key} in \
+             order and never reach them, so no run of this backfill can finish. Running `up` \
+             again fails the same way: give those rows a {key} (SELECT * FROM <table> WHERE \
+             {key} IS NULL), or leave them out (`AND {key} IS NOT NULL`) and fill them by other \
+             means, or batch by a NOT NULL key (`key=` a primary key); {run_again}"
+        ),
+    }
+}
+
+/// `3, 7, 12`, or `3, 7, 12, 15, 20, ...` when there may be more.
+pub(crate) fn key_list(keys: &[String]) -> String {
+    let mut list = keys.join(", ");
+    if keys.len() >= 5 {
+        list.push_str(", ...");
+    }
+    list
+}
+
 impl fmt::Display for StatementLocation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}:{}", self.file, self.line, self.column)
@@ -402,6 +455,49 @@ pub enum RuntimeError {
         location: StatementLocation,
         /// What is wrong, and what to do about it.
         problem: String,
+    },
+
+    /// Rows no run of the backfill can fill as the statement is written: the UPDATE ran on
+    /// them and they still match its WHERE, or their key is NULL. Running `up` again would
+    /// fail the same way; the statement (or the rows) must change first.
+    #[error(
+        "{location}: backfill of migration {}: {}",
+        location.version,
+        stuck_rows_problem(*cause, *rows, keys, key_column, location.version)
+    )]
+    BackfillRowsStuck {
+        /// The backfill statement.
+        location: StatementLocation,
+        /// Why batches cannot fill them.
+        cause: StuckCause,
+        /// How many were found: the rows of the batch that found them, or every row with a
+        /// NULL key.
+        rows: i64,
+        /// The first few of their keys, in key order (empty for NULL keys).
+        keys: Vec<String>,
+        /// The directive's `key=` column.
+        key_column: String,
+    },
+
+    /// A re-run ([`Migrator::rerun_backfill`](super::Migrator::rerun_backfill)) names a
+    /// version that is not a backfill migration of the set.
+    #[error("version {version} is not a backfill migration of this set")]
+    NotABackfill {
+        /// The version asked for.
+        version: u64,
+    },
+
+    /// A re-run names a backfill that is not applied: `up` runs it, a re-run is for an
+    /// applied one.
+    #[error(
+        "backfill {file} is not applied, so there is nothing to re-run: `migrate up --to \
+         {version}` runs it (and resumes it, if a run stopped)"
+    )]
+    BackfillNotApplied {
+        /// The backfill migration.
+        version: u64,
+        /// Its file name.
+        file: String,
     },
 
     /// A compare (`migrate verify --compare`) cannot run: no compare declared, or its

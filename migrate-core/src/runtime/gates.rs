@@ -101,19 +101,20 @@ pub enum GateFailure {
     },
 
     /// Backfill migrations between the expand and the contract are not applied, or have a
-    /// history row but progress rows without `verified_at` (a killed backfill marked applied
-    /// by hand).
+    /// history row but progress rows without `verified_at` (a `migrate verify` that found
+    /// rows left, or a killed backfill marked applied by hand).
     #[error(
-        "backfill migration(s) {} between its expand and it are not applied and verified; \
-         apply them first (`up --to` their version; a history row inserted by hand for an \
-         unfinished backfill must be deleted so it runs), then run again",
-        files.join(", ")
+        "backfill migration(s) {} between its expand and it are not applied and verified; {}",
+        files.join(", "),
+        not_verified_recipe(versions, files, applied)
     )]
     BackfillsNotVerified {
         /// The backfill migrations, ascending.
         versions: Vec<u64>,
         /// Their file names, in the same order.
         files: Vec<String>,
+        /// Those of `versions` that have a history row (`up` would not run them again).
+        applied: Vec<u64>,
     },
 
     /// The stabilisation period since the expand was applied has not passed yet.
@@ -160,9 +161,9 @@ pub enum GateFailure {
         "{} row(s) of {table} still match the WHERE of backfill {file}:{line}: something (an \
          old release without dual writes?) wrote them in the old shape after the backfill ran, \
          and the contract would lose what they hold; deploy code that writes the new shape, \
-         fill those rows (re-run the backfill: `migrate down --to <the version before it>`, \
-         then `migrate up --to {version}`; its WHERE makes it idempotent), check with `migrate \
-         verify`, then run again",
+         fill those rows with `migrate backfill rerun {version}` (it runs the backfill's \
+         UPDATE again in batches, which its WHERE makes idempotent, and verifies), then run \
+         again",
         if *remaining >= REMAINING_ROWS_CAP { format!("at least {remaining}") } else { remaining.to_string() }
     )]
     BackfillRowsRemain {
@@ -259,6 +260,35 @@ pub(crate) async fn check(
         return Err(refuse(failure));
     }
     Ok(guard)
+}
+
+/// What to run for each backfill the gate waits for: `up` applies one without a history
+/// row; one with a history row (`up` says "nothing to do" for it) is filled by a re-run, or
+/// was verified by a `migrate verify` once its rows were filled otherwise.
+fn not_verified_recipe(versions: &[u64], files: &[String], applied: &[u64]) -> String {
+    let mut steps = Vec::new();
+    let pending: Vec<u64> = versions
+        .iter()
+        .copied()
+        .filter(|v| !applied.contains(v))
+        .collect();
+    if let Some(last) = pending.last() {
+        steps.push(format!(
+            "apply {} with `migrate up --to {last}`",
+            if pending.len() == 1 { "it" } else { "them" }
+        ));
+    }
+    for (version, file) in versions.iter().zip(files) {
+        if applied.contains(version) {
+            steps.push(format!(
+                "{file} is applied but not verified (a `migrate verify` found rows left, or \
+                 its history row was written by hand before it finished): fill its rows with \
+                 `migrate backfill rerun {version}`, or run `migrate verify --version \
+                 {version}` if they were filled otherwise"
+            ));
+        }
+    }
+    format!("{}; then run again", steps.join("; "))
 }
 
 fn refusal(contract: &Migration, failure: GateFailure) -> RuntimeError {
@@ -471,6 +501,11 @@ async fn check_history(
         return Ok(Some(GateFailure::BackfillsNotVerified {
             versions: missing.iter().map(|m| m.version).collect(),
             files: missing.iter().map(|m| m.file_name.to_string()).collect(),
+            applied: missing
+                .iter()
+                .map(|m| m.version)
+                .filter(|version| applied.contains_key(version))
+                .collect(),
         }));
     }
 

@@ -25,6 +25,7 @@
 pub mod backfill;
 mod backfill_controller;
 mod backfill_pace;
+mod backfill_rerun;
 mod backfill_signals;
 pub mod baseline;
 pub mod compare;
@@ -59,6 +60,7 @@ use tracing::Instrument;
 
 pub use backfill_controller::{PaceState, PauseReason, Pressure};
 pub use backfill_pace::BackfillStatus;
+pub use backfill_rerun::BackfillRerun;
 pub use backfill_signals::PAUSE_FLAG;
 pub use compare::{CompareOptions, CompareReport, Difference, DifferingKey};
 pub use config::{BackfillControl, MAX_LOCK_TIMEOUT, MigratorConfig, duration_text};
@@ -66,7 +68,7 @@ pub use connect::{ConnectOptions, SslMode, connect, connect_with};
 pub use dual_write::{DualWrite, DualWriteConfig, ModernWrite};
 pub use error::{
     CompareLocation, CompareSide, ConnectError, Failed, KeyProblem, LockHolder, PartialReport,
-    RuntimeError, StatementLocation,
+    RuntimeError, StatementLocation, StuckCause,
 };
 pub use gates::{GateFailure, Replica};
 pub use lock::lock_key;
@@ -77,9 +79,9 @@ pub use report::{
 };
 pub use state::history::{TableName, check_history_table};
 pub use state::reconcile_queue::UnreplayableKey;
-pub use verify::BackfillState;
+pub use verify::{BackfillRun, BackfillState};
 
-use crate::migration::{Migration, Migrations, Phase, Section};
+use crate::migration::{BackfillSpec, Migration, Migrations, Phase, Section};
 use executor::{Backoff, ExecutionSettings, HistoryChange};
 use lock::AdvisoryLock;
 use session::SessionState;
@@ -422,9 +424,7 @@ impl<'m> Migrator<'m> {
                         MigrationState::PartlyApplied
                     } else if !started.is_empty() {
                         let rows_done: i64 = started.iter().filter_map(|b| b.rows_done).sum();
-                        detail = Some(format!(
-                            "{rows_done} row(s) done; the next `up` resumes from the last key"
-                        ));
+                        detail = Some(backfill_detail(rows_done, &started));
                         MigrationState::BackfillInProgress
                     } else {
                         MigrationState::Pending
@@ -591,10 +591,10 @@ impl<'m> Migrator<'m> {
 
     /// Session settings, then `work` under the advisory lock. The lock is released
     /// explicitly whatever `work` returns: `work` cannot skip the release with `?`.
-    async fn locked<'c, F, Fut>(&self, client: &'c Client, work: F) -> Result<(), RuntimeError>
+    async fn locked<'c, T, F, Fut>(&self, client: &'c Client, work: F) -> Result<T, RuntimeError>
     where
         F: FnOnce(&'c Client) -> Fut,
-        Fut: Future<Output = Result<(), RuntimeError>>,
+        Fut: Future<Output = Result<T, RuntimeError>>,
     {
         let own = Some(self.config.limits().own);
         // What the client came with, to give it back that way (see `session`).
@@ -693,11 +693,7 @@ impl<'m> Migrator<'m> {
                 phase: m.phase.as_str(),
                 checksum: &checksum,
             };
-            let mode = if m.phase == Phase::Backfill && m.backfill.is_some() {
-                "batched"
-            } else {
-                m.up.mode.as_str()
-            };
+            let mode = planned_migration(m).mode_label();
             // One span per migration: its events (retries, batches, sweeps) carry its
             // version, file, phase and mode; one event closes it with outcome and duration.
             let span = tracing::info_span!(
@@ -711,29 +707,8 @@ impl<'m> Migrator<'m> {
                 tracing::info!("applying");
                 match &m.backfill {
                     Some(spec) if m.phase == Phase::Backfill => {
-                        let progress =
-                            state::backfill_progress::BackfillProgressTable::for_history(
-                                self.history.table(),
-                            )?;
-                        let report = |status: &BackfillStatus| {
-                            self.report_progress(ProgressEvent::BackfillBatch {
-                                migration: m,
-                                rows_done: status.rows_done,
-                            });
-                            self.report_progress(ProgressEvent::BackfillPace {
-                                migration: m,
-                                status,
-                            });
-                        };
-                        let pace = backfill::PaceContext {
-                            monitor: self.monitor.as_ref(),
-                            control: &self.config.backfill,
-                            flags: state::flags::FlagStore::for_history_table(
-                                self.history.table(),
-                            )?,
-                            report: &report,
-                        };
-                        backfill::run(client, m, spec, &progress, &settings, history, &pace).await
+                        self.run_backfill(client, m, spec, &settings, Some(history))
+                            .await
                     }
                     _ => {
                         executor::run_section(client, m, &m.up, &settings, history, guard.as_ref())
@@ -742,7 +717,7 @@ impl<'m> Migrator<'m> {
                 }
             };
             let outcome = finish_span(run.instrument(span.clone()).await, &span)?;
-            report.applied.push(applied(m, &m.up, outcome));
+            report.applied.push(applied(m, None, outcome));
             self.reset_between_migrations(client, &start).await?;
             self.report_progress(ProgressEvent::Finished {
                 migration: m,
@@ -751,6 +726,37 @@ impl<'m> Migrator<'m> {
             });
         }
         Ok(())
+    }
+
+    /// A backfill's up statements in keyed batches, paced, reporting its progress; then
+    /// `history` (none when re-running an applied backfill).
+    async fn run_backfill(
+        &self,
+        client: &Client,
+        m: &Migration,
+        spec: &BackfillSpec,
+        settings: &ExecutionSettings,
+        history: Option<HistoryChange<'_>>,
+    ) -> Result<executor::SectionOutcome, RuntimeError> {
+        let progress =
+            state::backfill_progress::BackfillProgressTable::for_history(self.history.table())?;
+        let report = |status: &BackfillStatus| {
+            self.report_progress(ProgressEvent::BackfillBatch {
+                migration: m,
+                rows_done: status.rows_done,
+            });
+            self.report_progress(ProgressEvent::BackfillPace {
+                migration: m,
+                status,
+            });
+        };
+        let pace = backfill::PaceContext {
+            monitor: self.monitor.as_ref(),
+            control: &self.config.backfill,
+            flags: state::flags::FlagStore::for_history_table(self.history.table())?,
+            report: &report,
+        };
+        backfill::run(client, m, spec, &progress, settings, history, &pace).await
     }
 
     async fn down_locked(
@@ -805,7 +811,7 @@ impl<'m> Migrator<'m> {
                 )
                 .await??;
             }
-            report.reverted.push(applied(m, down, outcome));
+            report.reverted.push(applied(m, Some(down), outcome));
             self.report_progress(ProgressEvent::Finished {
                 migration: m,
                 index,
@@ -907,6 +913,7 @@ impl<'m> Migrator<'m> {
                 .into_iter()
                 .map(|(m, down)| PlannedMigration {
                     mode: down.mode,
+                    batched: false,
                     statements: down.statements.len(),
                     ..planned_migration(m)
                 })
@@ -996,6 +1003,27 @@ impl Migrator<'_> {
     }
 }
 
+/// `status`'s detail of a started, unapplied backfill: a resume is promised only where it can
+/// help; a failed run's own error says what to change first.
+fn backfill_detail(rows_done: i64, started: &[&verify::BackfillState]) -> String {
+    let runs: Vec<&BackfillRun> = started.iter().filter_map(|b| b.run.as_ref()).collect();
+    if let Some(error) = runs.iter().find_map(|run| match run {
+        BackfillRun::Failed { error } => Some(error),
+        _ => None,
+    }) {
+        return format!("{rows_done} row(s) done; the last run failed: {error}");
+    }
+    if runs.contains(&&BackfillRun::Running) {
+        return format!("{rows_done} row(s) done; running now (`migrate backfill` shows its pace)");
+    }
+    let how = if runs.contains(&&BackfillRun::Stopped) {
+        "its run stopped (its process exited); "
+    } else {
+        ""
+    };
+    format!("{rows_done} row(s) done; {how}the next `up` resumes from the last key")
+}
+
 fn planned_migration(m: &Migration) -> PlannedMigration {
     PlannedMigration {
         version: m.version,
@@ -1003,8 +1031,15 @@ fn planned_migration(m: &Migration) -> PlannedMigration {
         phase: m.phase,
         file_name: m.file_name.to_string(),
         mode: m.up.mode,
+        batched: up_runs_in_batches(m),
         statements: m.up.statements.len(),
     }
+}
+
+/// A backfill's up part runs in keyed batches ([`backfill::run`]); every other part, a
+/// backfill's down part included, runs as its mode says.
+fn up_runs_in_batches(m: &Migration) -> bool {
+    m.phase == Phase::Backfill && m.backfill.is_some()
 }
 
 /// The closing event of a migration's span: its outcome and duration.
@@ -1030,17 +1065,20 @@ pub(crate) fn sql_version(version: u64) -> i64 {
     i64::try_from(version).unwrap_or(i64::MAX)
 }
 
+/// `reverting`: the down part that ran, else the up part did.
 fn applied(
     m: &Migration,
-    section: &Section,
+    reverting: Option<&Section>,
     outcome: executor::SectionOutcome,
 ) -> AppliedMigration {
+    let section = reverting.unwrap_or(&m.up);
     AppliedMigration {
         version: m.version,
         name: m.name.to_string(),
         file_name: m.file_name.to_string(),
         phase: m.phase,
         mode: section.mode,
+        batched: reverting.is_none() && up_runs_in_batches(m),
         duration: outcome.duration,
         attempts: outcome.attempts,
     }

@@ -120,8 +120,23 @@ pub struct PlannedMigration {
     pub file_name: String,
     /// Whether the part would run in one transaction or statement by statement.
     pub mode: TransactionMode,
+    /// The part would run in keyed batches (a backfill's up part), each its own transaction,
+    /// whatever `mode` says.
+    pub batched: bool,
     /// How many statements the part has.
     pub statements: usize,
+}
+
+impl PlannedMigration {
+    /// How the part would run, as every report shows it: `batched`, `transaction` or
+    /// `no-transaction`.
+    pub fn mode_label(&self) -> &'static str {
+        mode_label(self.batched, self.mode)
+    }
+}
+
+fn mode_label(batched: bool, mode: TransactionMode) -> &'static str {
+    if batched { "batched" } else { mode.as_str() }
 }
 
 /// What a run would do, in order, without doing it: the migrations `up` would apply, or
@@ -154,7 +169,7 @@ impl fmt::Display for Plan {
                 "{} ({}, {}, {} statement(s))",
                 m.file_name,
                 m.phase,
-                m.mode.as_str(),
+                m.mode_label(),
                 m.statements
             )?;
         }
@@ -174,8 +189,10 @@ pub struct AppliedMigration {
     /// Expand, backfill or contract.
     pub phase: Phase,
     /// How the part ran: in one transaction, or statement by statement. A backfill reports
-    /// its up part's mode, although it ran in keyed batches.
+    /// its up part's mode, although it ran in keyed batches (see `batched`).
     pub mode: TransactionMode,
+    /// The part ran in keyed batches (a backfill's up part), each its own transaction.
+    pub batched: bool,
     /// How long it took in this run, pauses between retries included.
     pub duration: Duration,
     /// 1 unless `lock_timeout` failures were retried.
@@ -211,6 +228,14 @@ fn write_list(
         f.write_str(")")?;
     }
     Ok(())
+}
+
+impl AppliedMigration {
+    /// How the part ran, as every report shows it: `batched`, `transaction` or
+    /// `no-transaction`.
+    pub fn mode_label(&self) -> &'static str {
+        mode_label(self.batched, self.mode)
+    }
 }
 
 /// What `up` applied, in order. Inside [`super::Failed`], what it applied before failing.

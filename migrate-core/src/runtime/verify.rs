@@ -49,8 +49,43 @@ pub struct BackfillState {
     /// The size of the next batch the last run would have taken.
     pub batch_size: Option<u32>,
     /// The controller's state as last stored (`running`, `backing off: ...`, `paused: ...`,
-    /// `done`); `None` before the first batch, or in a table of an earlier release.
+    /// `done`, `failed`); `None` before the first batch, or in a table of an earlier release.
+    /// Only meaningful while [`BackfillState::run`] is [`BackfillRun::Running`].
     pub pace_state: Option<String>,
+    /// Whether the run that last worked on the statement is still going; `None` before any
+    /// run, or when no run recorded its session (a table of an earlier release).
+    pub run: Option<BackfillRun>,
+}
+
+/// Where the last run of a backfill statement is: the stored pace says how a run went while
+/// it was alive, this says whether it still is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BackfillRun {
+    /// Its session is still connected: the run is going (or paused, as `pace_state` says).
+    Running,
+    /// Its session is gone and it recorded no error: its process was killed (SIGKILL,
+    /// SIGINT) or lost its connection. The next `up` resumes from `last_key`.
+    Stopped,
+    /// It stopped on this error (the message the run failed with).
+    Failed {
+        /// The error's message.
+        error: String,
+    },
+    /// A run finished the statement.
+    Finished,
+}
+
+impl BackfillRun {
+    /// One word for tables and JSON: `running`, `stopped`, `failed`, `finished`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            BackfillRun::Running => "running",
+            BackfillRun::Stopped => "stopped",
+            BackfillRun::Failed { .. } => "failed",
+            BackfillRun::Finished => "finished",
+        }
+    }
 }
 
 impl Migrator<'_> {
@@ -85,6 +120,7 @@ impl Migrator<'_> {
                     rows_per_second: None,
                     batch_size: None,
                     pace_state: None,
+                    run: None,
                 };
                 let stored = table
                     .read(
@@ -99,6 +135,13 @@ impl Migrator<'_> {
                     state.updated_at = Some(stored.updated_at);
                     state.finished_at = stored.finished_at;
                     state.verified_at = stored.verified_at;
+                    state.run = match (&stored.finished_at, stored.error, stored.session_alive) {
+                        (Some(_), _, _) => Some(BackfillRun::Finished),
+                        (None, Some(error), _) => Some(BackfillRun::Failed { error }),
+                        (None, None, Some(true)) => Some(BackfillRun::Running),
+                        (None, None, Some(false)) => Some(BackfillRun::Stopped),
+                        (None, None, None) => None,
+                    };
                     if let Some(pace) = stored.pace {
                         state.rows_per_second = pace.rows_per_second;
                         state.batch_size =

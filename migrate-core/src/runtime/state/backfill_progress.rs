@@ -47,10 +47,21 @@ pub(crate) struct StoredProgress {
     pub verified_at: Option<SystemTime>,
     /// `None` in a table written by a release without the controller.
     pub pace: Option<StoredPace>,
+    /// The session of the run that claimed the statement last is still connected; `None`
+    /// when no run recorded its session (a table of an earlier release).
+    pub session_alive: Option<bool>,
+    /// The error that run stopped on, when it could record it.
+    pub error: Option<String>,
 }
 
-/// Columns added after the table's first release: `ensure` adds them to older tables.
-const PACE_COLUMNS: &str = "batch_size integer, rows_per_second double precision, state text";
+/// Columns added after the table's first release: `ensure` adds them to older tables. The
+/// session (`backend_pid`, `backend_start`) of the run working on a statement tells a reader
+/// whether that run is still going; `error` is what it failed on.
+const LATER_COLUMNS: &str = "batch_size integer, rows_per_second double precision, state text, \
+                             backend_pid integer, backend_start timestamptz, error text";
+
+/// The column `LATER_COLUMNS` added last: a table that has it has them all.
+const LAST_ADDED_COLUMN: &str = "error";
 
 /// A statement's index as stored in the table's `statement integer` column.
 pub(crate) fn statement_index(index: usize) -> i32 {
@@ -91,7 +102,7 @@ impl BackfillProgressTable {
                     updated_at timestamptz NOT NULL DEFAULT now(), \
                     finished_at timestamptz, \
                     verified_at timestamptz, \
-                    {PACE_COLUMNS}, \
+                    {LATER_COLUMNS}, \
                     PRIMARY KEY (version, statement))",
                 self.quoted
             ))
@@ -99,13 +110,13 @@ impl BackfillProgressTable {
             .map_err(RuntimeError::database(
                 "creating the backfill progress table",
             ))?;
-        // A table created by an earlier release lacks the pace columns. Checked first, so
+        // A table created by an earlier release lacks the later columns. Checked first, so
         // the usual case takes no ACCESS EXCLUSIVE lock on the table.
         let has_pace: bool = client
             .query_one(
                 "SELECT EXISTS (SELECT FROM pg_attribute \
-                 WHERE attrelid = $1::text::regclass AND attname = 'state' AND NOT attisdropped)",
-                &[&self.quoted],
+                 WHERE attrelid = $1::text::regclass AND attname = $2 AND NOT attisdropped)",
+                &[&self.quoted, &LAST_ADDED_COLUMN],
             )
             .await
             .map_err(RuntimeError::database(
@@ -113,7 +124,7 @@ impl BackfillProgressTable {
             ))?
             .get(0);
         if !has_pace {
-            let add: Vec<String> = PACE_COLUMNS
+            let add: Vec<String> = LATER_COLUMNS
                 .split(", ")
                 .map(|column| format!("ADD COLUMN IF NOT EXISTS {column}"))
                 .collect();
@@ -121,7 +132,7 @@ impl BackfillProgressTable {
                 .batch_execute(&format!("ALTER TABLE {} {}", self.quoted, add.join(", ")))
                 .await
                 .map_err(RuntimeError::database(
-                    "adding the pace columns to the backfill progress table",
+                    "adding the later columns to the backfill progress table",
                 ))?;
         }
         Ok(())
@@ -167,6 +178,76 @@ impl BackfillProgressTable {
             rows_done: 0,
             finished: false,
         })
+    }
+
+    /// Makes a finished statement of `version` start over (a re-run of an applied backfill):
+    /// cursor, count, finish and verification cleared. An unfinished one (a re-run that was
+    /// stopped) keeps its cursor and resumes.
+    pub(crate) async fn restart_finished(
+        &self,
+        client: &Client,
+        version: i64,
+    ) -> Result<(), RuntimeError> {
+        client
+            .execute(
+                &format!(
+                    "UPDATE {} SET last_key = NULL, rows_done = 0, started_at = now(), \
+                     updated_at = now(), finished_at = NULL, verified_at = NULL, error = NULL, \
+                     state = NULL WHERE version = $1 AND finished_at IS NOT NULL",
+                    self.quoted
+                ),
+                &[&version],
+            )
+            .await
+            .map_err(RuntimeError::database("restarting the backfill's progress"))?;
+        Ok(())
+    }
+
+    /// Records `client`'s session as the one running the statement, and clears the error of
+    /// an earlier run: `migrate backfill` then tells a run still going from one whose process
+    /// is gone (SIGKILL, SIGINT, a lost connection) by looking the session up in
+    /// `pg_stat_activity`. `backend_start` with the pid, as PostgreSQL reuses pids.
+    pub(crate) async fn claim(
+        &self,
+        client: &Client,
+        version: i64,
+        statement: i32,
+    ) -> Result<(), RuntimeError> {
+        client
+            .execute(
+                &format!(
+                    "UPDATE {} SET backend_pid = pg_backend_pid(), backend_start = \
+                     (SELECT backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()), \
+                     error = NULL, updated_at = now() WHERE version = $1 AND statement = $2",
+                    self.quoted
+                ),
+                &[&version, &statement],
+            )
+            .await
+            .map_err(RuntimeError::database("recording the backfill's session"))?;
+        Ok(())
+    }
+
+    /// Records the error a run stopped on, for `migrate backfill` and `migrate status`.
+    pub(crate) async fn record_failure(
+        &self,
+        client: &Client,
+        version: i64,
+        statement: i32,
+        error: &str,
+    ) -> Result<(), RuntimeError> {
+        client
+            .execute(
+                &format!(
+                    "UPDATE {} SET error = $3, state = 'failed', updated_at = now() \
+                     WHERE version = $1 AND statement = $2",
+                    self.quoted
+                ),
+                &[&version, &statement, &error],
+            )
+            .await
+            .map_err(RuntimeError::database("recording the backfill's failure"))?;
+        Ok(())
     }
 
     /// After each committed batch, and while paused (the write also advances the WAL, so a
@@ -237,9 +318,19 @@ impl BackfillProgressTable {
                 &format!(
                     // Through to_jsonb, so a table without the pace columns (an earlier
                     // release's, not yet upgraded by a run) reads them as NULL.
+                    // The session counts as gone only when no session has its pid, or one
+                    // does with another start time (a reused pid); a role without
+                    // pg_read_all_stats sees other roles' backend_start as NULL.
                     "SELECT rows_done, last_key, updated_at, finished_at, verified_at, \
                      (to_jsonb(p) ->> 'batch_size')::integer, \
-                     (to_jsonb(p) ->> 'rows_per_second')::float8, to_jsonb(p) ->> 'state' \
+                     (to_jsonb(p) ->> 'rows_per_second')::float8, to_jsonb(p) ->> 'state', \
+                     CASE WHEN to_jsonb(p) ->> 'backend_pid' IS NOT NULL THEN EXISTS (\
+                       SELECT FROM pg_stat_activity a \
+                       WHERE a.pid = (to_jsonb(p) ->> 'backend_pid')::integer \
+                       AND (a.backend_start IS NULL \
+                         OR a.backend_start = (to_jsonb(p) ->> 'backend_start')::timestamptz)) \
+                     END, \
+                     to_jsonb(p) ->> 'error' \
                      FROM {} p WHERE version = $1 AND statement = $2",
                     self.quoted
                 ),
@@ -258,6 +349,8 @@ impl BackfillProgressTable {
                     rows_per_second: row.get(6),
                     state,
                 }),
+                session_alive: row.get(8),
+                error: row.get(9),
             })),
             Err(error) if missing_table(&error) => Ok(None),
             Err(error) => Err(RuntimeError::database("reading backfill progress")(error)),
