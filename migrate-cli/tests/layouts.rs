@@ -223,3 +223,101 @@ fn every_layout_is_checked_and_applied() {
         assert_eq!(states, ["applied"; 3], "{layout}");
     }
 }
+
+/// Writes `files` (path under the folder, text) into a new temporary folder.
+fn folder_of(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (path, text) in files {
+        let path = dir.path().join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+    dir
+}
+
+fn table_exists(db: &migrate_scratch::ScratchDatabase, table: &str) -> bool {
+    sql(db, &format!("SELECT to_regclass('{table}') IS NOT NULL")) == "t"
+}
+
+/// A misspelled `-- migrate:down` must not turn the down part into more of the up part: it is
+/// refused by lint and by `up`, naming the file and line, and nothing runs.
+#[test]
+fn a_misspelled_directive_is_refused_and_nothing_runs() {
+    for (layout, name, up_marker) in [
+        ("migrate", "0001_t.sql", "-- migrate:up\n"),
+        ("dbmate", "20240101000001_t.sql", "-- migrate:up\n"),
+        ("migrate", "0001_t.sql", ""),
+    ] {
+        for near_miss in ["-- Migrate:down", "--migrate:down", "-- migrate: down"] {
+            let text = format!(
+                "{up_marker}CREATE TABLE IF NOT EXISTS t (id int);\n{near_miss}\nDROP TABLE IF EXISTS t;\n"
+            );
+            let dir = folder_of(&[(name, &text)]);
+            let line = if up_marker.is_empty() { 2 } else { 3 };
+            let place = format!("{name}:{line}:1");
+            let (code, found) = findings(dir.path(), &["--layout", layout]);
+            assert_eq!(code, 3, "{layout} {near_miss:?}: {found:?}");
+            assert!(
+                found.iter().any(|(file, code, message)| file == name
+                    && code == "bad-directive"
+                    && message.contains(near_miss)),
+                "{layout} {near_miss:?}: {found:?}"
+            );
+            let db = database();
+            let output = migrate_on(&db, dir.path())
+                .args(["up", "--layout", layout])
+                .output()
+                .unwrap();
+            assert!(!output.status.success(), "{layout} {near_miss:?}");
+            assert!(
+                stderr(&output).contains(&place),
+                "{layout} {near_miss:?}: {}",
+                stderr(&output)
+            );
+            assert!(!table_exists(&db, "t"), "{layout} {near_miss:?}: up ran");
+        }
+    }
+}
+
+/// In a layout with the down part in a file of its own, a failing down statement is reported
+/// in that file at its own line; an up file whose last statement has no `;` (valid for
+/// diesel) is read and applied.
+#[test]
+fn two_file_layouts_name_the_down_file_and_take_an_up_file_without_a_final_semicolon() {
+    let up = "CREATE TABLE IF NOT EXISTS t (id int);\nCREATE OR REPLACE FUNCTION f() RETURNS int LANGUAGE sql AS $$ SELECT 1 $$";
+    let down = "-- undo\nDROP TABLE IF EXISTS t;\nSELECT * FROM no_such_table;\n";
+    for (layout, up_name, down_name) in [
+        (
+            "diesel",
+            "2024-01-01-000001_t/up.sql",
+            "2024-01-01-000001_t/down.sql",
+        ),
+        ("golang-migrate", "000001_t.up.sql", "000001_t.down.sql"),
+        ("sqlx", "1_t.up.sql", "1_t.down.sql"),
+    ] {
+        let dir = folder_of(&[(up_name, up), (down_name, down)]);
+        let db = database();
+        let output = migrate_on(&db, dir.path())
+            .args(["up", "--layout", layout])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{layout}: {}", stderr(&output));
+        assert!(table_exists(&db, "t"), "{layout}");
+        let output = migrate_on(&db, dir.path())
+            .args(["down", "--to", "0", "--layout", layout])
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{layout}");
+        let message = stderr(&output);
+        assert!(
+            message.contains(&format!("{down_name}:3:1")) && message.contains("42P01"),
+            "{layout}: {message}"
+        );
+        assert!(
+            !message.contains(&format!("{up_name}:")),
+            "{layout}: {message}"
+        );
+        // The down part's transaction rolled back: the table is still there.
+        assert!(table_exists(&db, "t"), "{layout}");
+    }
+}

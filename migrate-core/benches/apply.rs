@@ -43,6 +43,7 @@ fn migrations(count: usize) -> Migrations {
                         non_transactional: false,
                     }]),
                     mode: TransactionMode::Transactional,
+                    file_name: None,
                 },
                 down: None,
                 requires: None,

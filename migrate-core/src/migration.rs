@@ -89,6 +89,10 @@ pub struct Section {
     pub statements: Cow<'static, [Statement]>,
     /// How the runtime runs them, detected from the statements and `-- migrate:no-transaction`.
     pub mode: TransactionMode,
+    /// The part's own file when it is not the migration's `file_name`: the down file of a
+    /// layout that keeps the down part apart (diesel's `down.sql`, sqlx's `.down.sql`, ...).
+    /// The statements' lines are that file's.
+    pub file_name: Option<Cow<'static, str>>,
 }
 
 /// Parameters of `-- migrate:backfill table=<t> key=<col> [target=<ms> | batch=<n> delay=<ms>]`.

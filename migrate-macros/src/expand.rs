@@ -314,10 +314,15 @@ fn section_tokens(section: &Section) -> TokenStream {
         TransactionMode::Transactional => quote!(TransactionMode::Transactional),
         TransactionMode::Autocommit => quote!(TransactionMode::Autocommit),
     };
+    let file_name = match section.file_name.as_deref() {
+        Some(name) => quote!(Some(Borrowed(#name))),
+        None => quote!(None),
+    };
     quote! {
         Section {
             statements: Borrowed(&[#(#statements),*]),
             mode: #mode,
+            file_name: #file_name,
         }
     }
 }

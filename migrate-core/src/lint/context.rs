@@ -4,13 +4,15 @@
 
 use std::collections::HashSet;
 
-use sqlparser::ast::{CopySource, ObjectName, SetExpr, Statement, TableObject};
+use sqlparser::ast::{
+    AlterTableOperation, CopySource, ObjectName, SetExpr, Statement, TableObject,
+};
 
 use crate::classify::{Fallback, Words};
 use crate::lock_analysis::LockAnalysis;
 use crate::migration::{Phase, TransactionMode};
 use crate::source::SectionKind;
-use crate::sql::{SplitAlter, table_key};
+use crate::sql::{SplitAlter, UnparsedAction, alter_table_action_starts, table_key};
 
 /// One statement, parsed or not, with its file context.
 pub struct StatementContext<'a> {
@@ -47,6 +49,48 @@ pub struct StatementContext<'a> {
 }
 
 impl StatementContext<'_> {
+    /// Where `operation`, an action of this `ALTER TABLE`, starts in the file, when that is on
+    /// a later line than the statement's start (a finding about the third action of a
+    /// multi-line `ALTER TABLE` points at its line); `None` otherwise, or when the actions as
+    /// written cannot be matched one to one with the parsed ones.
+    pub fn action_position(&self, operation: &AlterTableOperation) -> Option<(u32, u32)> {
+        let Some(Statement::AlterTable(alter)) = self.ast else {
+            return None;
+        };
+        let index = alter
+            .operations
+            .iter()
+            .position(|candidate| std::ptr::eq(candidate, operation))?;
+        let mut starts = alter_table_action_starts(&self.words);
+        if let Some(split) = self.split_alter {
+            // Read action by action: the tree holds the actions that parsed, in order.
+            let mut unparsed = split.unparsed.iter().map(|a| a.text.as_str()).peekable();
+            starts.retain(|(text, _)| {
+                let skip = unparsed.peek() == Some(text);
+                if skip {
+                    unparsed.next();
+                }
+                !skip
+            });
+        }
+        if starts.len() != alter.operations.len() {
+            return None;
+        }
+        starts
+            .get(index)
+            .map(|&(_, position)| position)
+            .filter(|&(line, _)| line > self.line)
+    }
+
+    /// [`Self::action_position`] of an action sqlparser could not parse, by its text.
+    pub fn unparsed_action_position(&self, action: &UnparsedAction) -> Option<(u32, u32)> {
+        alter_table_action_starts(&self.words)
+            .into_iter()
+            .find(|(text, _)| *text == action.text)
+            .map(|(_, position)| position)
+            .filter(|&(line, _)| line > self.line)
+    }
+
     /// The phase the rules judge by: down parts are contracts.
     pub fn effective_phase(&self) -> Phase {
         super::effective_phase(self.phase, self.section)

@@ -291,10 +291,13 @@ fn apply_allows_and_levels(
                 used_allows[index] = true;
                 continue;
             }
+            let (line, column) = finding
+                .at
+                .unwrap_or((statement.raw.line, statement.raw.column));
             diagnostics.push(Diagnostic {
                 file: file.display_path.clone(),
-                line: statement.raw.line,
-                column: statement.raw.column,
+                line,
+                column,
                 code: rule.id,
                 severity: if config.level(rule.id) == Level::Warn {
                     Severity::Warning
@@ -481,6 +484,76 @@ CREATE INDEX IF NOT EXISTS i1 ON orders (a);\nCREATE INDEX IF NOT EXISTS i2 ON o
         let found = lint_example("0002_x.expand.sql", sql);
         let lines: Vec<(u32, &str)> = found.iter().map(|d| (d.line, d.code)).collect();
         assert_eq!(lines, [(4, "require-concurrent-index")]);
+    }
+
+    /// A name written quoted (every Prisma migration) is shown once quoted, in messages and
+    /// in the rewrites, and a finding about one action of a multi-line `ALTER TABLE` points at
+    /// that action's line and column.
+    #[test]
+    fn quoted_names_are_quoted_once_and_findings_point_at_their_action() {
+        let sql = "CREATE TABLE IF NOT EXISTS \"Team\" (id bigint PRIMARY KEY);\n\
+-- file: 0002_prisma.expand.sql\n\
+CREATE INDEX \"Envelope_teamId_idx\" ON \"Envelope\"(\"teamId\");\n\
+-- file: 0003_prisma.expand.sql\n\
+ALTER TABLE \"Document\"\n  ADD COLUMN IF NOT EXISTS \"x\" text,\n  ALTER COLUMN \"y\" TYPE bigint,\n    ADD CONSTRAINT \"fk\" FOREIGN KEY (\"teamId\") REFERENCES \"Team\"(id);\n\
+-- file: 0004_prisma.expand.sql\n\
+ALTER TABLE app.\"Document\" ALTER COLUMN \"x\" SET NOT NULL;\n\
+-- file: 0005_prisma.expand.sql\n\
+ALTER TABLE \"Doc2\" DROP COLUMN IF EXISTS \"a\";\n";
+        let found = lint_example("0001_team.expand.sql", sql);
+        for diagnostic in &found {
+            let text = format!(
+                "{} {}",
+                diagnostic.message,
+                diagnostic.help.as_deref().unwrap_or("")
+            );
+            assert!(!text.contains("\"\""), "quoted twice: {diagnostic:?}");
+            assert!(
+                !text.contains("\"_"),
+                "a name built from quoted parts: {diagnostic:?}"
+            );
+        }
+        let place = |code: &str, file: &str| {
+            found
+                .iter()
+                .filter(|d| d.code == code && d.file.ends_with(file))
+                .map(|d| (d.line, d.column))
+                .collect::<Vec<_>>()
+        };
+        let at_3 = "0003_prisma.expand.sql";
+        assert_eq!(place("column-type-change", at_3), [(3, 3)]);
+        assert_eq!(place("drop-in-expand", at_3), [(3, 3)]);
+        assert_eq!(place("constraint-not-valid", at_3), [(4, 5)]);
+        assert_eq!(place("foreign-key-without-index", at_3), [(4, 5)]);
+        // A statement-level finding stays at the statement.
+        assert_eq!(
+            place("require-concurrent-index", "0002_prisma.expand.sql"),
+            [(1, 1)]
+        );
+        let message = |code: &str| {
+            found
+                .iter()
+                .find(|d| d.code == code)
+                .map(|d| format!("{} | {}", d.message, d.help.as_deref().unwrap_or("")))
+                .unwrap_or_default()
+        };
+        assert!(
+            message("require-concurrent-index").contains("writes to \"Envelope\" for"),
+            "{found:#?}"
+        );
+        assert!(
+            message("set-not-null-scan").contains("all of app.\"Document\" under"),
+            "{found:#?}"
+        );
+        assert!(
+            message("set-not-null-scan").contains("ADD CONSTRAINT \"Document_x_not_null\" CHECK"),
+            "{found:#?}"
+        );
+        assert!(
+            message("foreign-key-without-index")
+                .contains("IF NOT EXISTS \"Document_teamId_idx\" ON \"Document\" (\"teamId\")"),
+            "{found:#?}"
+        );
     }
 }
 

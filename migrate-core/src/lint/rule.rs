@@ -111,6 +111,9 @@ pub struct Finding {
     pub message: String,
     /// Overrides the rule's generic rewrite when the rule can be specific.
     pub help: Option<String>,
+    /// Where in the file the finding is, `(line, column)`, when not at the statement's start:
+    /// the action of a multi-line `ALTER TABLE` it is about.
+    pub at: Option<(u32, u32)>,
 }
 
 impl Finding {
@@ -118,11 +121,26 @@ impl Finding {
         Finding {
             message: message.into(),
             help: None,
+            at: None,
         }
     }
 
     pub fn help(mut self, help: impl Into<String>) -> Finding {
         self.help = Some(help.into());
+        self
+    }
+
+    /// [`Finding::new`] placed at `position`, an action's (see [`Finding::at`]).
+    pub fn at_action(position: Option<(u32, u32)>, message: impl Into<String>) -> Finding {
+        Finding::new(message).at(position)
+    }
+
+    /// Places the finding at `position` (from [`StatementContext::action_position`]) instead
+    /// of the statement's start.
+    ///
+    /// [`StatementContext::action_position`]: super::StatementContext::action_position
+    pub fn at(mut self, position: Option<(u32, u32)>) -> Finding {
+        self.at = position;
         self
     }
 }

@@ -203,9 +203,22 @@ pub(crate) async fn run_section(
 }
 
 pub(crate) fn location(migration: &Migration, statement: Option<&Statement>) -> StatementLocation {
+    location_in(migration, None, statement)
+}
+
+/// Where `statement` of `section` is: in the section's own file when it has one (a two-file
+/// layout's down file, whose lines the statements carry), else in the migration's file.
+pub(crate) fn location_in(
+    migration: &Migration,
+    section: Option<&Section>,
+    statement: Option<&Statement>,
+) -> StatementLocation {
+    let file = section
+        .and_then(|section| section.file_name.as_deref())
+        .unwrap_or(&migration.file_name);
     StatementLocation {
         version: migration.version,
-        file: migration.file_name.to_string(),
+        file: file.to_owned(),
         line: statement.map_or(1, |s| s.line),
         column: statement.map_or(1, |s| s.column),
     }
@@ -221,7 +234,18 @@ pub(crate) fn statement_error(
     attempts: u32,
     error: tokio_postgres::Error,
 ) -> RuntimeError {
-    let location = location(migration, statement);
+    statement_error_in(migration, None, statement, attempts, error)
+}
+
+/// [`statement_error`] of a statement of `section`, located in the section's own file.
+pub(crate) fn statement_error_in(
+    migration: &Migration,
+    section: Option<&Section>,
+    statement: Option<&Statement>,
+    attempts: u32,
+    error: tokio_postgres::Error,
+) -> RuntimeError {
+    let location = location_in(migration, section, statement);
     if is_lock_timeout(&error) {
         RuntimeError::LockRetriesExhausted {
             location,
@@ -331,7 +355,7 @@ async fn run_transactional(
                 client.batch_execute(&begin),
             )
             .await?
-            .map_err(|e| statement_error(migration, None, attempt, e))?;
+            .map_err(|e| statement_error_in(migration, Some(section), None, attempt, e))?;
             let checked = within(
                 settings.limits.statements(guard.len()),
                 "counting rows a backfill has not done, before the contract",
@@ -385,7 +409,7 @@ async fn run_transactional(
             Some(statement) => vec![statement],
             None => section.statements.iter().collect(),
         };
-        let error = statement_error(migration, statement, attempt, error);
+        let error = statement_error_in(migration, Some(section), statement, attempt, error);
         return Err(name_blockers(client, error, &failing).await);
     }
 }
@@ -505,7 +529,13 @@ async fn run_autocommit(
                     wait_before_retry(client, migration, Some(statement), attempt, settings).await;
                 }
                 Err(error) => {
-                    let error = statement_error(migration, Some(statement), attempt, error);
+                    let error = statement_error_in(
+                        migration,
+                        Some(section),
+                        Some(statement),
+                        attempt,
+                        error,
+                    );
                     return Err(name_blockers(client, error, &[statement]).await);
                 }
             }
@@ -518,10 +548,12 @@ async fn run_autocommit(
                 index.is_valid(client),
             )
             .await?
-            .map_err(|e| statement_error(migration, Some(statement), attempt, e))?;
+            .map_err(|e| {
+                statement_error_in(migration, Some(section), Some(statement), attempt, e)
+            })?;
             if valid == Some(false) {
                 return Err(RuntimeError::InvalidIndex {
-                    location: location(migration, Some(statement)),
+                    location: location_in(migration, Some(section), Some(statement)),
                     index: index.name.clone(),
                 });
             }
@@ -542,7 +574,15 @@ async fn run_autocommit(
             Err(error) if is_lock_timeout(&error) && attempt <= settings.lock_retries => {
                 wait_before_retry(client, migration, None, attempt, settings).await;
             }
-            Err(error) => return Err(statement_error(migration, None, attempt, error)),
+            Err(error) => {
+                return Err(statement_error_in(
+                    migration,
+                    Some(section),
+                    None,
+                    attempt,
+                    error,
+                ));
+            }
         }
     }
     Ok(SectionOutcome {

@@ -213,6 +213,7 @@ mod tests {
                 non_transactional: false,
             }]),
             mode: TransactionMode::Transactional,
+            file_name: None,
         };
         Migration {
             version,

@@ -136,6 +136,7 @@ impl FileParser<'_> {
             for statement in down.statements.to_mut() {
                 statement.line = statement.line + 1 - down_file.first_line;
             }
+            down.file_name = Some(Cow::Owned(down_file.file_name.clone()));
         }
         let migration = Migration {
             version: source.version,
@@ -361,6 +362,7 @@ impl Body {
         Section {
             statements: Cow::Owned(list),
             mode,
+            file_name: None,
         }
     }
 }
@@ -392,10 +394,28 @@ impl Walk<'_, '_> {
     /// own line between statements.
     fn line_comment(&mut self, token: &Token, text: &str, own_line: bool, inside_statement: bool) {
         let comment = token.text(text);
-        let Some(directive_text) = comment[2..].trim_start().strip_prefix("migrate:") else {
-            return;
-        };
         let (line, column) = (token.line, token.column);
+        let directive_text = match read_directive_comment(comment) {
+            DirectiveComment::Directive(directive_text) => directive_text,
+            DirectiveComment::NotADirective => return,
+            DirectiveComment::NearMiss { written } => {
+                // Read as a plain comment, a misspelled `-- migrate:down` would run the down
+                // part as part of up; read leniently, a comment could become a directive.
+                self.parser.error(
+                    line,
+                    column,
+                    codes::BAD_DIRECTIVE,
+                    format!(
+                        "`{}` looks like a `-- migrate:` directive but is not written as one",
+                        comment.trim_end()
+                    ),
+                    Some(&format!(
+                        "write it exactly `-- migrate:{written}` (two dashes, one space, lower-case `migrate:` and no space after the colon), or reword the comment"
+                    )),
+                );
+                return;
+            }
+        };
         if !own_line || inside_statement {
             self.parser.error(
                 line,
@@ -593,6 +613,80 @@ impl Walk<'_, '_> {
     }
 }
 
+/// What a `--` comment is to the directive reader.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum DirectiveComment<'a> {
+    /// `-- migrate:<text>`, exactly: the text after the colon.
+    Directive(&'a str),
+    /// An ordinary comment.
+    NotADirective,
+    /// A comment that looks like a directive and is not exactly one (`-- Migrate:down`,
+    /// `--migrate:down`, `-- migrate: down`, `-- migrations:down`, `-- migrate down`): what it
+    /// was probably meant to be, after `migrate:`.
+    NearMiss { written: String },
+}
+
+/// The directive names, for recognising `-- migrate down` as a near miss.
+const DIRECTIVE_NAMES: &[&str] = &[
+    "up",
+    "down",
+    "allow",
+    "requires",
+    "backfill",
+    "no-transaction",
+    "compare",
+    "requires-compare",
+    "phase",
+    "replaces",
+];
+
+/// Reads a `--` comment's text. A directive is exactly `-- migrate:` followed by its name; a
+/// comment whose text, ignoring case and spaces, starts with `migrate:` (or `migration:`,
+/// `migrations:`), or that is `migrate` followed by nothing but a directive name, is a near
+/// miss, refused rather than read as a plain comment.
+pub(super) fn read_directive_comment(comment: &str) -> DirectiveComment<'_> {
+    if let Some(directive_text) = comment.strip_prefix("-- migrate:")
+        && !directive_text.starts_with(char::is_whitespace)
+    {
+        return DirectiveComment::Directive(directive_text);
+    }
+    let body = comment
+        .get(2..)
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    let Some((word, rest)) = ["migrations", "migration", "migrate"]
+        .into_iter()
+        .find_map(|word| Some((word, body.strip_prefix(word)?)))
+    else {
+        return DirectiveComment::NotADirective;
+    };
+    let rest = rest.trim_start();
+    let guess = |text: &str| text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if let Some(after_colon) = rest.strip_prefix(':') {
+        let written = guess(after_colon);
+        let first_word = written.split(' ').next().unwrap_or_default();
+        // `-- Migration: add users` is a title; `-- migrate: ...` is our prefix misspelled.
+        return if word == "migrate" || DIRECTIVE_NAMES.contains(&first_word) {
+            DirectiveComment::NearMiss { written }
+        } else {
+            DirectiveComment::NotADirective
+        };
+    }
+    // `-- migrate down`, `-- migrate-down`, `--migrate`: no colon, nothing but a name.
+    let name = rest.trim_start_matches(['-', '_', '.']).trim();
+    if name.is_empty() || DIRECTIVE_NAMES.contains(&name) {
+        return DirectiveComment::NearMiss {
+            written: if name.is_empty() {
+                "<directive>".to_owned()
+            } else {
+                name.to_owned()
+            },
+        };
+    }
+    DirectiveComment::NotADirective
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -693,5 +787,52 @@ mod tests {
             &any_rule,
         );
         assert_eq!(codes_of(&set), ["bad-directive", "bad-directive"]);
+    }
+
+    #[test]
+    fn a_near_miss_directive_is_an_error_at_its_line() {
+        for near_miss in [
+            "-- Migrate:down",
+            "-- MIGRATE:DOWN",
+            "--migrate:down",
+            "--  migrate:down",
+            "--\tmigrate:down",
+            "-- migrate: down",
+            "-- migrate :down",
+            "-- migrations:down",
+            "-- migration:down",
+            "-- migrate down",
+            "-- migrate-down",
+            "--migrate",
+        ] {
+            let body = format!(
+                "ALTER TABLE t ADD COLUMN IF NOT EXISTS b int;\n{near_miss}\nALTER TABLE t DROP COLUMN IF EXISTS b;\n"
+            );
+            let set = load_files(&[file("0001_a.sql", &body)], &any_rule);
+            assert_eq!(codes_of(&set), ["bad-directive"], "{near_miss:?}");
+            let diagnostic = &set.diagnostics[0];
+            assert_eq!(
+                (diagnostic.file.as_str(), diagnostic.line, diagnostic.column),
+                ("migrations/0001_a.sql", 2, 1),
+                "{near_miss:?}"
+            );
+            assert!(set.files.is_empty(), "{near_miss:?}: no migration is made");
+        }
+        // Ordinary comments that mention the word stay comments.
+        for comment in [
+            "-- migrate the users table to the new schema",
+            "-- Migrated from the old system",
+            "-- migrates: nothing here",
+            "-- Migration: add the users table",
+            "--- separator",
+        ] {
+            let body = format!("{comment}\nSELECT 1;\n");
+            let set = load_files(&[file("0001_a.sql", &body)], &any_rule);
+            assert!(
+                set.diagnostics.is_empty(),
+                "{comment:?}: {:?}",
+                set.diagnostics
+            );
+        }
     }
 }

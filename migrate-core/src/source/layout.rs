@@ -10,10 +10,12 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use super::file::{DirectiveComment, read_directive_comment};
 use super::file_name::{file_name_help, parse_file_name};
 use super::folder::SourceFile;
 use crate::diagnostic::{Diagnostic, codes};
 use crate::migration::Phase;
+use crate::splitter::{self, TokenKind};
 
 /// A folder layout: ours, or another tool's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -83,6 +85,8 @@ impl fmt::Display for Layout {
 pub struct DownFile {
     /// The down file's path as diagnostics show it.
     pub display_path: String,
+    /// Its name as the runtime's messages show it (`2024-01-31-120000_users/down.sql`).
+    pub file_name: String,
     /// The line of the combined text where the down file's first line is.
     pub first_line: u32,
 }
@@ -444,10 +448,16 @@ fn has_dbmate_options(bytes: &[u8]) -> bool {
     })
 }
 
+/// The first line is `-- migrate:up`, or a misspelling of it, which the file parser then
+/// reports at its line rather than the whole file being refused for a missing marker.
 fn starts_with_up_marker(bytes: &[u8]) -> bool {
     lines(bytes)
         .find(|line| !line.is_empty())
-        .is_some_and(|line| line.starts_with("-- migrate:up"))
+        .is_some_and(|line| match read_directive_comment(line) {
+            DirectiveComment::Directive(text) => text.split_whitespace().next() == Some("up"),
+            DirectiveComment::NearMiss { written } => written.starts_with("up"),
+            DirectiveComment::NotADirective => false,
+        })
 }
 
 /// The folder's migrations in `layout`, each with its phase from `phases` (`migrate.toml`)
@@ -571,6 +581,7 @@ impl Assembly {
         let mut combined = bytes;
         let mut down_file = None;
         if let Some((down, _)) = down {
+            close_last_statement(&mut combined);
             if !combined.is_empty() && !combined.ends_with(b"\n") {
                 combined.push(b'\n');
             }
@@ -583,6 +594,7 @@ impl Assembly {
             combined.extend_from_slice(body);
             down_file = Some(DownFile {
                 display_path: down.display_path.clone(),
+                file_name: down.file_name.clone(),
                 first_line,
             });
         }
@@ -825,6 +837,28 @@ impl Assembly {
     }
 }
 
+/// Ends the up file's last statement with a `;` when it has none (diesel runs `up.sql` whole,
+/// so a final `DO $$ ... $$` needs none there): the file is joined to its down part by us, and
+/// without it the down marker would land inside that statement. The `;` goes right after the
+/// statement's last token, on its line, so every line keeps its number. A text that does not
+/// lex is left as it is, for the parser to report.
+fn close_last_statement(text: &mut Vec<u8>) {
+    let Ok(source) = std::str::from_utf8(text) else {
+        return;
+    };
+    let Ok(tokens) = splitter::tokenize(source) else {
+        return;
+    };
+    let last = tokens
+        .iter()
+        .rev()
+        .find(|token| !matches!(token.kind, TokenKind::LineComment | TokenKind::BlockComment));
+    if let Some(last) = last.filter(|token| token.kind != TokenKind::Semicolon) {
+        let end = last.range.end;
+        text.insert(end, b';');
+    }
+}
+
 /// Flyway replaces `${name}` placeholders in every script by default.
 fn has_flyway_placeholder(bytes: &[u8]) -> bool {
     bytes.windows(2).any(|w| w == b"${")
@@ -1026,5 +1060,48 @@ mod tests {
             &[],
         );
         assert!(late[0].contains("must come before"), "{late:?}");
+    }
+
+    #[test]
+    fn an_up_file_without_a_final_semicolon_is_closed_and_down_lines_are_the_down_files() {
+        use crate::source::load_sources;
+        let nested = |files: &[(&str, &str)]| Entries {
+            nested: files.iter().map(|(n, b)| file(n, b)).collect(),
+            ..Entries::default()
+        };
+        for (up, down) in [
+            ("DO $$ BEGIN PERFORM 1; END $$", "DROP TABLE IF EXISTS t"),
+            (
+                "CREATE TABLE IF NOT EXISTS t (id int);\nDO $$ BEGIN PERFORM 1; END $$ -- done\n\n",
+                "\nSELECT 1;\nDROP TABLE IF EXISTS t\n",
+            ),
+        ] {
+            let (sources, diagnostics) = assemble(
+                &nested(&[
+                    ("2024-01-01-000001_a/up.sql", up),
+                    ("2024-01-01-000001_a/down.sql", down),
+                ]),
+                Layout::Diesel,
+                &BTreeMap::new(),
+            );
+            assert!(diagnostics.is_empty(), "{diagnostics:?}");
+            let set = load_sources(&sources, &|_| true);
+            assert!(set.diagnostics.is_empty(), "{up:?}: {:?}", set.diagnostics);
+            let migration = &set.files[0].migration;
+            assert_eq!(
+                migration.up.statements.last().unwrap().sql,
+                "DO $$ BEGIN PERFORM 1; END $$"
+            );
+            let down_part = migration.down.as_ref().unwrap();
+            assert_eq!(
+                down_part.file_name.as_deref(),
+                Some("2024-01-01-000001_a/down.sql")
+            );
+            let last = down_part.statements.last().unwrap();
+            assert_eq!(
+                (last.sql.as_ref(), last.line),
+                ("DROP TABLE IF EXISTS t", down.lines().count() as u32)
+            );
+        }
     }
 }

@@ -16,6 +16,9 @@ mod volatility;
 pub use names::is_identifier;
 pub use names::{ident_key, table_key, table_key_of};
 pub use parse::{parse_statement, parse_statement_of};
-pub use statement::{ActionKind, ReadStatement, SplitAlter, read_statement};
+pub use statement::{
+    ActionKind, ReadStatement, SplitAlter, UnparsedAction, alter_table_action_starts,
+    read_statement,
+};
 pub use type_change::rewrite_free_change;
 pub use volatility::volatile_function;

@@ -133,6 +133,25 @@ fn read_by_action(words: &Words<'_>, parse_error: String) -> ReadStatement {
     }
 }
 
+/// Each action of an `ALTER TABLE` as written, with where it starts (`(line, column)` in the
+/// file), in statement order; empty for another statement.
+pub fn alter_table_action_starts<'a>(words: &Words<'a>) -> Vec<(&'a str, (u32, u32))> {
+    if !words.starts_with(&["ALTER", "TABLE"]) {
+        return Vec::new();
+    }
+    let Some((_, actions_at)) = alter_table_prefix(words) else {
+        return Vec::new();
+    };
+    words
+        .split_commas(actions_at)
+        .iter()
+        .filter_map(|action| {
+            let first = action.iter().next()?;
+            Some((action.span_text(), (first.line, first.column)))
+        })
+        .collect()
+}
+
 /// `ALTER TABLE [IF EXISTS] [ONLY] name [*]`: the token index of the name and of the first
 /// action. `None` when no name follows.
 fn alter_table_prefix(words: &Words<'_>) -> Option<(usize, usize)> {

@@ -80,6 +80,7 @@ pub fn migration(
         Section {
             statements: Cow::Owned(parsed),
             mode,
+            file_name: None,
         }
     };
     let up = section(&mut text, "-- migrate:up", up);

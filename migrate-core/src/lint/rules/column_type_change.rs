@@ -80,6 +80,7 @@ impl RuleMemory for ColumnTypes {
         };
         let table = table_key(&alter.name);
         for operation in operations {
+            let at = context.action_position(operation);
             let AlterTableOperation::AlterColumn {
                 column_name,
                 op:
@@ -111,7 +112,7 @@ but it still takes an ACCESS EXCLUSIVE lock, waiting behind every open transacti
                     }
                 ),
             };
-            findings.push(Finding::new(message));
+            findings.push(Finding::new(message).at(at));
         }
     }
 

@@ -80,6 +80,7 @@ fn check(context: &StatementContext<'_>, findings: &mut Vec<Finding>) {
     }
     let new_table = context.is_new_table(&alter.name);
     for operation in &alter.operations {
+        let at = context.action_position(operation);
         if new_table
             && !matches!(
                 operation,
@@ -126,6 +127,7 @@ fn check(context: &StatementContext<'_>, findings: &mut Vec<Finding>) {
         };
         findings.push(
             Finding::new(format!("adding a {kind} constraint checks every existing row {consequence}"))
+            .at(at)
             .help(format!(
                 "ALTER TABLE {} ADD CONSTRAINT ... {kind} (...) NOT VALID;\nthen in a later migration: ALTER TABLE {} VALIDATE CONSTRAINT <name>;",
                 alter.name, alter.name

@@ -1,8 +1,8 @@
 //! `drop-in-expand`
 
-use sqlparser::ast::{AlterColumnOperation, AlterTableOperation, Statement};
+use sqlparser::ast::{AlterColumnOperation, AlterTable, AlterTableOperation, Statement};
 
-use super::existing_table_operations;
+use super::{existing_table_operations, quoted};
 use crate::lint::{Check, Example, Finding, Level, Rule, StatementContext};
 use crate::migration::Phase;
 
@@ -75,30 +75,14 @@ fn check(context: &StatementContext<'_>, findings: &mut Vec<Finding>) {
         )
     } else if let Some((alter, operations)) = existing_table_operations(context) {
         // A table created earlier in this file is unknown to the running release.
-        operations.iter().find_map(|operation| match operation {
-            AlterTableOperation::DropColumn { column_names, .. } => Some(format!(
-                "dropping column {} of \"{}\" breaks the running release that still reads it",
-                column_names.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
-                alter.name
-            )),
-            AlterTableOperation::DropConstraint { name, .. } => {
-                Some(format!("dropping constraint {name} in an expand migration removes a guarantee the running release relies on"))
-            }
-            AlterTableOperation::DropPrimaryKey { .. } | AlterTableOperation::DropForeignKey { .. } => {
-                Some("dropping a key in an expand migration removes a guarantee the running release relies on".to_owned())
-            }
-            AlterTableOperation::RenameColumn { old_column_name, new_column_name } => Some(format!(
-                "renaming {old_column_name} to {new_column_name} breaks every query of the running release that names {old_column_name}"
-            )),
-            AlterTableOperation::RenameTable { .. } => {
-                Some(format!("renaming table \"{}\" breaks every query of the running release", alter.name))
-            }
-            AlterTableOperation::RenameConstraint { .. } => Some("renaming a constraint in an expand migration".to_owned()),
-            AlterTableOperation::AlterColumn { column_name, op: AlterColumnOperation::SetDataType { .. } } => Some(format!(
-                "changing the type of {column_name} in an expand migration breaks the running release and rewrites the table"
-            )),
-            _ => None,
-        })
+        let found = operations.iter().find_map(|operation| {
+            drop_action(alter, operation)
+                .map(|problem| (problem, context.action_position(operation)))
+        });
+        if let Some((problem, at)) = found {
+            findings.push(Finding::at_action(at, problem));
+        }
+        return;
     } else if matches!(context.ast, Some(Statement::AlterTable(_))) {
         None
     } else if words.starts_with(&["ALTER"]) && words.find_top_level("RENAME").is_some() {
@@ -111,6 +95,34 @@ fn check(context: &StatementContext<'_>, findings: &mut Vec<Finding>) {
     };
     if let Some(problem) = problem {
         findings.push(Finding::new(problem));
+    }
+}
+
+/// What dropping or renaming `operation` of `alter` breaks, when it does.
+fn drop_action(alter: &AlterTable, operation: &AlterTableOperation) -> Option<String> {
+    match operation {
+            AlterTableOperation::DropColumn { column_names, .. } => Some(format!(
+                "dropping column {} of {} breaks the running release that still reads it",
+                column_names.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+                quoted(&alter.name)
+            )),
+            AlterTableOperation::DropConstraint { name, .. } => {
+                Some(format!("dropping constraint {name} in an expand migration removes a guarantee the running release relies on"))
+            }
+            AlterTableOperation::DropPrimaryKey { .. } | AlterTableOperation::DropForeignKey { .. } => {
+                Some("dropping a key in an expand migration removes a guarantee the running release relies on".to_owned())
+            }
+            AlterTableOperation::RenameColumn { old_column_name, new_column_name } => Some(format!(
+                "renaming {old_column_name} to {new_column_name} breaks every query of the running release that names {old_column_name}"
+            )),
+            AlterTableOperation::RenameTable { .. } => {
+                Some(format!("renaming table {} breaks every query of the running release", quoted(&alter.name)))
+            }
+            AlterTableOperation::RenameConstraint { .. } => Some("renaming a constraint in an expand migration".to_owned()),
+            AlterTableOperation::AlterColumn { column_name, op: AlterColumnOperation::SetDataType { .. } } => Some(format!(
+                "changing the type of {column_name} in an expand migration breaks the running release and rewrites the table"
+            )),
+            _ => None,
     }
 }
 

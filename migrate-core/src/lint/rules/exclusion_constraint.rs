@@ -44,12 +44,13 @@ fn check(context: &StatementContext<'_>, findings: &mut Vec<Finding>) {
         return;
     };
     for operation in operations {
+        let at = context.action_position(operation);
         if let AlterTableOperation::AddConstraint {
             constraint: TableConstraint::Exclude(_),
             ..
         } = operation
         {
-            findings.push(Finding::new(format!(
+            findings.push(Finding::at_action(at, format!(
                 "adding an EXCLUDE constraint builds its index under an ACCESS EXCLUSIVE lock on {}: reads and writes wait for the whole build, and there is no CONCURRENTLY form",
                 quoted(&alter.name)
             )));

@@ -5,8 +5,10 @@ use sqlparser::ast::{
 };
 
 use super::declared_indexes::declared_indexes;
+use super::quoted;
 use crate::classify::Words;
 use crate::lint::{Check, Example, Finding, Level, Rule, RuleMemory, StatementContext};
+use crate::migration::display_identifier;
 use crate::source::{ParsedFile, SectionKind, StatementSource};
 use crate::sql::{ident_key, parse_statement_of, table_key};
 
@@ -116,11 +118,14 @@ impl RuleMemory for SetIndexes {
     fn check(&self, context: &StatementContext<'_>, findings: &mut Vec<Finding>) {
         let (table, foreign_keys) = match context.ast {
             Some(Statement::CreateTable(create)) => {
-                let mut keys: Vec<(Vec<String>, String)> = create
+                let mut keys: Vec<ForeignKeyColumns> = create
                     .constraints
                     .iter()
                     .filter_map(|c| match c {
-                        TableConstraint::ForeignKey(fk) => Some(columns_of(fk)),
+                        TableConstraint::ForeignKey(fk) => {
+                            let (columns, parent) = columns_of(fk);
+                            Some((columns, parent, None))
+                        }
                         _ => None,
                     })
                     .collect();
@@ -130,6 +135,7 @@ impl RuleMemory for SetIndexes {
                             keys.push((
                                 vec![ident_key(&column.name)],
                                 fk.foreign_table.to_string(),
+                                None,
                             ));
                         }
                     }
@@ -144,7 +150,10 @@ impl RuleMemory for SetIndexes {
                         AlterTableOperation::AddConstraint {
                             constraint: TableConstraint::ForeignKey(fk),
                             ..
-                        } => Some(columns_of(fk)),
+                        } => {
+                            let (columns, parent) = columns_of(fk);
+                            Some((columns, parent, context.action_position(operation)))
+                        }
                         _ => None,
                     })
                     .collect();
@@ -153,23 +162,34 @@ impl RuleMemory for SetIndexes {
             _ => return,
         };
         let key = table_key(&table);
-        for (columns, parent) in foreign_keys {
+        for (columns, parent, at) in foreign_keys {
             if columns.is_empty() || self.has_index_leading_with(&key, &columns) {
                 continue;
             }
-            let list = columns.join(", ");
+            // The columns are exact names: shown as a statement would write them.
+            let list = columns
+                .iter()
+                .map(|column| display_identifier(column))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let index = display_identifier(&format!("{key}_{}_idx", columns.join("_")));
             findings.push(
-                Finding::new(format!(
-                    "no index on {table} ({list}): every DELETE from \"{parent}\" (and every key UPDATE) scans \"{table}\" to check the foreign key"
+                Finding::at_action(at, format!(
+                    "no index on {table} ({list}): every DELETE from {} (and every key UPDATE) scans {} to check the foreign key",
+                    quoted(&parent),
+                    quoted(&table)
                 ))
                 .help(format!(
-                    "CREATE INDEX CONCURRENTLY IF NOT EXISTS {key}_{}_idx ON {table} ({list}); (in its own migration)",
-                    columns.join("_")
+                    "CREATE INDEX CONCURRENTLY IF NOT EXISTS {index} ON {table} ({list}); (in its own migration)"
                 )),
             );
         }
     }
 }
+
+/// A foreign key's columns (exact names), the table it references as written, and where the
+/// action adding it starts when not at its statement's start.
+type ForeignKeyColumns = (Vec<String>, String, Option<(u32, u32)>);
 
 /// The columns of a PRIMARY KEY or UNIQUE constraint (each builds an index).
 fn columns_of(fk: &ForeignKeyConstraint) -> (Vec<String>, String) {

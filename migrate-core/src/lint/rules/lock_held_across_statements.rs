@@ -6,6 +6,7 @@ use sqlparser::ast::{Query, SetExpr, Statement, TableFactor};
 
 use crate::classify::Words;
 
+use super::quoted;
 use crate::lint::{Check, Example, Finding, Level, Rule, RuleMemory, StatementContext};
 use crate::lock_analysis::{LockMode, TableWork};
 use crate::migration::TransactionMode;
@@ -208,11 +209,11 @@ impl RuleMemory for HeldLocks {
         for taken in &context.lock.locks {
             let (table, named) =
                 match on_index.then(|| self.index_tables.get(&table_key_of(&taken.table))) {
-                    None => (taken.table.clone(), format!("\"{}\"", taken.table)),
-                    Some(Some(table)) => (table.clone(), format!("\"{table}\"")),
+                    None => (taken.table.clone(), quoted(&taken.table)),
+                    Some(Some(table)) => (table.clone(), quoted(table)),
                     Some(None) => (
                         taken.table.clone(),
-                        format!("the table of index \"{}\"", taken.table),
+                        format!("the table of index {}", quoted(&taken.table)),
                     ),
                 };
             if taken.mode.blocks_writes()

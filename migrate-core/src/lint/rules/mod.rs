@@ -44,7 +44,14 @@ pub(crate) fn existing_table_operations<'a>(
     }
 }
 
-/// `"name"` quoted for messages.
+/// A name for messages, between double quotes: `"users"`, `"public.users"`. A name written
+/// with quoted parts (`"Envelope"`, `app."Orders"`) is shown as written, never quoted twice
+/// (`""Envelope""`).
 pub(crate) fn quoted(name: impl std::fmt::Display) -> String {
-    format!("\"{name}\"")
+    let written = name.to_string();
+    if written.contains('"') {
+        written
+    } else {
+        format!("\"{written}\"")
+    }
 }

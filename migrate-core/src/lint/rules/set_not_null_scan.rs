@@ -8,6 +8,7 @@ use sqlparser::ast::{
 
 use super::{existing_table_operations, quoted};
 use crate::lint::{Check, Example, Finding, Level, Rule, RuleMemory, StatementContext};
+use crate::migration::display_identifier;
 use crate::sql::{ActionKind, ident_key, table_key, table_key_of};
 
 /// The `set-not-null-scan` rule: its documentation, examples and check.
@@ -108,6 +109,7 @@ impl RuleMemory for NotNullChecks {
         };
         let table = table_key(&alter.name);
         for operation in operations {
+            let at = context.action_position(operation);
             let AlterTableOperation::AlterColumn {
                 column_name,
                 op: AlterColumnOperation::SetNotNull,
@@ -123,12 +125,14 @@ impl RuleMemory for NotNullChecks {
                     "SET NOT NULL on {column_name} scans all of {} under an ACCESS EXCLUSIVE lock: reads and writes wait for the whole scan",
                     quoted(&alter.name)
                 ))
+                .at(at)
                 .help(format!(
-                    "first: ALTER TABLE {t} ADD CONSTRAINT {t}_{c}_not_null CHECK ({c} IS NOT NULL) NOT VALID;\n\
-    then, in a later migration: ALTER TABLE {t} VALIDATE CONSTRAINT {t}_{c}_not_null;\n\
+                    "first: ALTER TABLE {t} ADD CONSTRAINT {check} CHECK ({c} IS NOT NULL) NOT VALID;\n\
+    then, in a later migration: ALTER TABLE {t} VALIDATE CONSTRAINT {check};\n\
     then SET NOT NULL is instant",
                     t = alter.name,
-                    c = column_name
+                    c = column_name,
+                    check = display_identifier(&format!("{table}_{}_not_null", ident_key(column_name))),
                 )),
             );
         }
@@ -217,15 +221,18 @@ fn not_null_constraints(context: &StatementContext<'_>, findings: &mut Vec<Findi
         };
         findings.push(
             Finding::new(format!(
-                "`{}` scans all of {} under an ACCESS EXCLUSIVE lock to prove {column} has no NULL: reads and writes wait for the whole scan",
+                "`{}` scans all of {} under an ACCESS EXCLUSIVE lock to prove {} has no NULL: reads and writes wait for the whole scan",
                 action.text,
-                quoted(&split.table)
+                quoted(&split.table),
+                display_identifier(column)
             ))
+            .at(context.unparsed_action_position(action))
             .help(format!(
-                "on PostgreSQL 18: ALTER TABLE {t} ADD CONSTRAINT {name}_{column}_not_null NOT NULL {column} NOT VALID;\n\
-    then, in a later migration: ALTER TABLE {t} VALIDATE CONSTRAINT {name}_{column}_not_null; (scans without blocking reads or writes)",
+                "on PostgreSQL 18: ALTER TABLE {t} ADD CONSTRAINT {check} NOT NULL {shown} NOT VALID;\n\
+    then, in a later migration: ALTER TABLE {t} VALIDATE CONSTRAINT {check}; (scans without blocking reads or writes)",
                 t = split.table,
-                name = table_key_of(&split.table),
+                check = display_identifier(&format!("{}_{column}_not_null", table_key_of(&split.table))),
+                shown = display_identifier(column),
             )),
         );
     }

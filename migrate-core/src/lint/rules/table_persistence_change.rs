@@ -44,12 +44,13 @@ fn check(context: &StatementContext<'_>, findings: &mut Vec<Finding>) {
         return;
     };
     for operation in operations {
+        let at = context.action_position(operation);
         let kind = match operation {
             AlterTableOperation::SetLogged => "SET LOGGED",
             AlterTableOperation::SetUnlogged => "SET UNLOGGED",
             _ => continue,
         };
-        findings.push(Finding::new(format!(
+        findings.push(Finding::at_action(at, format!(
             "{kind} rewrites the whole of {} and its indexes under an ACCESS EXCLUSIVE lock: reads and writes wait for the copy",
             quoted(&alter.name)
         )));

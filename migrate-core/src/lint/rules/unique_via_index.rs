@@ -57,6 +57,7 @@ fn check(context: &StatementContext<'_>, findings: &mut Vec<Finding>) {
     };
     let table = quoted(&alter.name);
     for operation in operations {
+        let at = context.action_position(operation);
         let kind = match operation {
             AlterTableOperation::AddConstraint {
                 constraint: TableConstraint::Unique(_),
@@ -80,7 +81,7 @@ fn check(context: &StatementContext<'_>, findings: &mut Vec<Finding>) {
             }
             _ => continue,
         };
-        findings.push(Finding::new(format!(
+        findings.push(Finding::at_action(at, format!(
             "adding a {kind} constraint builds its index under an ACCESS EXCLUSIVE lock on {table}: reads and writes wait for the whole build"
         )));
     }

@@ -77,6 +77,7 @@ fn check(context: &StatementContext<'_>, findings: &mut Vec<Finding>) {
     };
     let table = quoted(&alter.name);
     for operation in operations {
+        let at = context.action_position(operation);
         let AlterTableOperation::AddColumn { column_def, .. } = operation else {
             continue;
         };
@@ -89,14 +90,14 @@ fn check(context: &StatementContext<'_>, findings: &mut Vec<Finding>) {
                 ColumnOption::Default(expr) => {
                     has_default = true;
                     if let Some(function) = volatile_function(expr) {
-                        findings.push(Finding::new(format!(
+                        findings.push(Finding::at_action(at, format!(
                             "ADD COLUMN {column} with the volatile default {function}() rewrites every row of {table} under an ACCESS EXCLUSIVE lock"
                         )));
                     }
                 }
                 ColumnOption::NotNull => not_null = true,
                 ColumnOption::Generated { .. } => {
-                    findings.push(Finding::new(format!(
+                    findings.push(Finding::at_action(at, format!(
                         "ADD COLUMN {column} as an identity or stored generated column rewrites every row of {table} under an ACCESS EXCLUSIVE lock"
                     )));
                 }
@@ -107,13 +108,13 @@ fn check(context: &StatementContext<'_>, findings: &mut Vec<Finding>) {
             type_name.as_str(),
             "serial" | "bigserial" | "smallserial" | "serial2" | "serial4" | "serial8"
         ) {
-            findings.push(Finding::new(format!(
+            findings.push(Finding::at_action(at, format!(
                 "ADD COLUMN {column} {type_name} fills every existing row from a sequence: a rewrite of {table} under an ACCESS EXCLUSIVE lock"
             )));
         }
         if not_null && !has_default {
             findings.push(
-                Finding::new(format!(
+                Finding::at_action(at, format!(
                     "ADD COLUMN {column} NOT NULL without a default fails as soon as {table} has a row"
                 ))
                 .help("add the column nullable (or with a constant default), backfill it, then add NOT NULL via a validated CHECK"),

@@ -1,0 +1,3 @@
+CREATE TABLE IF NOT EXISTS pets (id bigint);
+--migrate:down
+DROP TABLE IF EXISTS pets;
