@@ -40,7 +40,7 @@ use tokio_postgres::Client;
 use tokio_postgres::error::SqlState;
 
 use crate::classify;
-use crate::lock_analysis::{self, LockAnalysis, LockMode, TableWork};
+use crate::lock_analysis::{DeclaredSchema, LockAnalysis, LockMode, TableWork};
 use crate::migration::{Section, Statement, TransactionMode};
 
 /// How long the observer waits for a statement to start waiting or to finish.
@@ -388,6 +388,18 @@ pub async fn observe_section(
     observer: &Client,
     section: &Section,
 ) -> Result<SectionEffects, ObserveError> {
+    observe_section_in(client, observer, section, &mut DeclaredSchema::new()).await
+}
+
+/// [`observe_section`] of one part of a set whose earlier statements declared `schema`: the
+/// prediction each statement is compared with includes the locks on other tables its foreign
+/// keys, views and triggers imply. Records what the section declares in `schema`.
+pub async fn observe_section_in(
+    client: &Client,
+    observer: &Client,
+    section: &Section,
+    schema: &mut DeclaredSchema,
+) -> Result<SectionEffects, ObserveError> {
     let pid = backend_pid(client).await?;
     let mut statements = Vec::new();
     let transactional = section.mode == TransactionMode::Transactional;
@@ -398,10 +410,11 @@ pub async fn observe_section(
             .map_err(query("BEGIN"))?;
     }
     for statement in section.statements.iter() {
+        let predicted = schema.analyze_sql(&statement.sql);
         let result = if statement.non_transactional {
-            observe_waiting(client, observer, pid, statement).await?
+            observe_waiting(client, observer, pid, statement, predicted).await?
         } else {
-            observe_in_transaction(client, pid, statement, !transactional).await?
+            observe_in_transaction(client, pid, statement, !transactional, predicted).await?
         };
         match result {
             Ok(effects) => statements.push(effects),
@@ -441,6 +454,7 @@ async fn observe_in_transaction(
     pid: i32,
     statement: &Statement,
     own_transaction: bool,
+    predicted: LockAnalysis,
 ) -> Result<Result<StatementEffects, String>, ObserveError> {
     if own_transaction {
         client
@@ -482,6 +496,7 @@ async fn observe_in_transaction(
         &held,
         &scans_before,
         &scans_after,
+        predicted,
     )))
 }
 
@@ -491,6 +506,7 @@ async fn observe_waiting(
     observer: &Client,
     pid: i32,
     statement: &Statement,
+    predicted: LockAnalysis,
 ) -> Result<Result<StatementEffects, String>, ObserveError> {
     let before = catalog(client).await?;
     flush_stats(client).await?;
@@ -566,6 +582,7 @@ async fn observe_waiting(
         &[],
         &scans_before,
         &scans_after,
+        predicted,
     )))
 }
 
@@ -579,6 +596,7 @@ fn effects(
     held: &[(u32, LockMode, bool)],
     scans_before: &BTreeMap<u32, i64>,
     scans_after: &BTreeMap<u32, i64>,
+    predicted: LockAnalysis,
 ) -> StatementEffects {
     let observed = |list: &[(u32, LockMode, bool)]| -> Vec<ObservedLock> {
         let mut locks: Vec<ObservedLock> = list
@@ -627,7 +645,6 @@ fn effects(
     } else {
         TableWork::None
     };
-    let predicted = lock_analysis::analyze_sql(&statement.sql);
     let mut effects = StatementEffects {
         line: statement.line,
         column: statement.column,
@@ -769,6 +786,8 @@ fn compare(effects: &mut StatementEffects, before: &Catalog) {
                     observed: *observed,
                 }),
                 None if held => {}
+                // A foreign key's ON DELETE action or a trigger's body: only when rows change.
+                None if lock.when_rows_change => {}
                 // `CREATE TABLE IF NOT EXISTS` that finds the table does nothing, locks
                 // included.
                 None if if_exists(&effects.sql) => {
@@ -881,6 +900,7 @@ mod tests {
             &[],
             &BTreeMap::new(),
             &scans_after,
+            crate::lock_analysis::analyze_sql(sql),
         )
     }
 

@@ -3,9 +3,9 @@
 //! shown beside `plan`'s prediction with every disagreement flagged.
 
 use migrate_core::Migration;
-use migrate_core::lock_analysis::TableWork;
+use migrate_core::lock_analysis::{DeclaredSchema, TableWork};
 use migrate_core::runtime::observe::{
-    LockObservation, ObservedLock, SectionEffects, StatementEffects, observe_section,
+    LockObservation, ObservedLock, SectionEffects, StatementEffects, observe_section_in,
 };
 use serde_json::json;
 use tokio_postgres::Client;
@@ -37,9 +37,12 @@ pub(super) async fn observe_all(
     progress: &indicatif::ProgressBar,
 ) -> anyhow::Result<Vec<Observed>> {
     let mut observed = Vec::new();
+    // The prediction of each statement knows the foreign keys, views and triggers the
+    // statements before it declared.
+    let mut schema = DeclaredSchema::new();
     for m in migrations {
         progress.set_message(format!("observing {}", m.file_name));
-        let effects = observe_section(client, observer, &m.up).await?;
+        let effects = observe_section_in(client, observer, &m.up, &mut schema).await?;
         let failed = effects.error.is_some();
         observed.push(Observed {
             version: m.version,
