@@ -570,9 +570,19 @@ fn alter_table(table: &str, operations: &[AlterTableOperation]) -> LockAnalysis 
                     has(|o| matches!(o, ColumnOption::Unique(_) | ColumnOption::PrimaryKey(_)));
                 let checks_rows = has(|o| matches!(o, ColumnOption::NotNull))
                     && !has(|o| matches!(o, ColumnOption::Default(_)));
+                // A foreign key on the new column takes SHARE ROW EXCLUSIVE on the referenced
+                // table and checks the existing rows with a query (a scan, even when the
+                // column is all NULL: observed on PostgreSQL 15).
+                let mut references = false;
+                for option in &column_def.options {
+                    if let ColumnOption::ForeignKey(fk) = &option.option {
+                        analysis.add(name(&fk.foreign_table), ShareRowExclusive);
+                        references = true;
+                    }
+                }
                 let work = if rewrites {
                     TableWork::Rewrite
-                } else if builds_index || checks_rows {
+                } else if builds_index || checks_rows || references {
                     TableWork::Scan
                 } else {
                     TableWork::None

@@ -40,7 +40,7 @@ use tokio_postgres::Client;
 use tokio_postgres::error::SqlState;
 
 use crate::classify;
-use crate::lock_analysis::{DeclaredSchema, LockAnalysis, LockMode, TableWork};
+use crate::lock_analysis::{self, DeclaredSchema, LockAnalysis, LockMode, TableWork};
 use crate::migration::{Section, Statement, TransactionMode};
 
 /// How long the observer waits for a statement to start waiting or to finish.
@@ -441,9 +441,16 @@ pub async fn observe_section_in(
     })
 }
 
+/// The server's message with its SQLSTATE, as the runtime's errors carry it: a caller can
+/// tell a syntax error (42601) from the rest.
 fn error_text(error: &tokio_postgres::Error) -> String {
     match error.as_db_error() {
-        Some(db) => format!("{}: {}", db.severity(), db.message()),
+        Some(db) => format!(
+            "{}: {} (SQLSTATE {})",
+            db.severity(),
+            db.message(),
+            db.code().code()
+        ),
         None => error.to_string(),
     }
 }
@@ -619,13 +626,23 @@ fn effects(
     let held = observed(held);
 
     let mut rewritten = BTreeSet::new();
+    let reindex = statement
+        .sql
+        .split_whitespace()
+        .next()
+        .is_some_and(|w| w.eq_ignore_ascii_case("REINDEX"));
     for (oid, old) in before {
         let replaced = match after.get(oid) {
             Some(new) => new.file != old.file && old.file != 0,
-            // Same name and kind, another relation: swapped in (REINDEX CONCURRENTLY).
-            None => after
-                .values()
-                .any(|r| r.name == old.name && r.kind == old.kind),
+            // Same name and kind, another relation: swapped in by REINDEX CONCURRENTLY. After
+            // any other statement it is a new index built under the same name (`DROP COLUMN
+            // id, ADD PRIMARY KEY (uuid)` replaces `t_pkey`): a scan, seen as one.
+            None => {
+                reindex
+                    && after
+                        .values()
+                        .any(|r| r.name == old.name && r.kind == old.kind)
+            }
         };
         if replaced {
             rewritten.insert(old.name.clone());
@@ -741,6 +758,12 @@ fn is_data_change(sql: &str) -> bool {
     )
 }
 
+/// `CREATE [TEMP] TABLE ... AS` or `CREATE MATERIALIZED VIEW`: a query fills the new relation.
+fn fills_from_query(sql: &str) -> bool {
+    lock_analysis::writes_rows(sql)
+        .is_some_and(|kind| kind == "CREATE TABLE ... AS" || kind == "CREATE MATERIALIZED VIEW")
+}
+
 /// Fills `effects.disagreements`: each predicted lock must be the strongest mode observed on
 /// its relation (or already held by the transaction), each observed lock that blocks writes
 /// on a table must be predicted, and the work must match. A predicted lock on an index
@@ -780,13 +803,17 @@ fn compare(effects: &mut StatementEffects, before: &Catalog) {
             match strongest.get(relation.name.as_str()) {
                 Some(observed) if *observed == lock.mode => {}
                 Some(observed) if *observed < lock.mode && held => {}
+                // A foreign key's ON DELETE action or a trigger's body: when no row changes,
+                // the trigger may only read the table.
+                Some(observed) if *observed < lock.mode && lock.when_rows_change => {}
                 Some(observed) => disagreements.push(Disagreement::Mode {
                     relation: relation.name.clone(),
                     predicted: lock.mode,
                     observed: *observed,
                 }),
                 None if held => {}
-                // A foreign key's ON DELETE action or a trigger's body: only when rows change.
+                // A foreign key's ON DELETE action or a trigger's body: only when rows change
+                // (and a trigger's body may only read the table when none do).
                 None if lock.when_rows_change => {}
                 // `CREATE TABLE IF NOT EXISTS` that finds the table does nothing, locks
                 // included.
@@ -829,6 +856,11 @@ fn compare(effects: &mut StatementEffects, before: &Catalog) {
             // A new, empty file per table and index: instant whatever the size, not a copy.
             effects.not_compared =
                 Some("TRUNCATE swaps in empty files: a new file, not a copy".to_owned());
+        } else if fills_from_query(&effects.sql) && observed < expected {
+            // CREATE TABLE AS / CREATE MATERIALIZED VIEW run their query: an index or an
+            // empty source may spare the full reads.
+            effects.not_compared =
+                Some("the query's plan decides whether its sources are read in full".to_owned());
         } else if is_data_change(&effects.sql) && observed == TableWork::Scan {
             effects.not_compared =
                 Some("a query's full scan is the planner's choice: not compared".to_owned());

@@ -57,13 +57,13 @@ pub(super) async fn observe_all(
 }
 
 /// The JSON of one migration's observation (`check --format json`, `migrations[].observed`).
-pub(super) fn json_of(observed: Option<&Observed>, m: &Migration) -> serde_json::Value {
+pub(super) fn json_of(observed: Option<&Observed>, m: &Migration, major: u32) -> serde_json::Value {
     match observed {
         None => serde_json::Value::Null,
         Some(observed) => json!({
             "batched": m.backfill.is_some(),
             "statements": observed.effects.statements,
-            "error": observed.effects.error,
+            "error": observed.effects.error.clone().map(|error| super::with_hint(error, major)),
         }),
     }
 }
@@ -141,6 +141,7 @@ pub(super) fn print_human(
     observed: &[Observed],
     color: bool,
     limit_note: usize,
+    major: u32,
 ) -> usize {
     let mut disagreements = 0;
     println!(
@@ -192,8 +193,9 @@ pub(super) fn print_human(
         }
         if let Some(error) = &o.effects.error {
             println!(
-                "      {} {error}",
-                output::paint("failed:", Style::Red, color)
+                "      {} {}",
+                output::paint("failed:", Style::Red, color),
+                super::with_hint(error.clone(), major)
             );
         }
     }
