@@ -163,3 +163,68 @@ fn check_reports_what_postgresql_did_beside_the_plan() {
         ))
         .stdout(predicate::str::contains("DISAGREES").not());
 }
+
+/// The major `check` ran on, read from the scratch server the way the test harness starts it.
+fn scratch_major() -> u64 {
+    let number = cluster()
+        .psql("postgres", "SHOW server_version_num")
+        .expect("server_version_num");
+    number.trim().parse::<u64>().expect("a number") / 10_000
+}
+
+#[test]
+fn check_says_which_major_ran_and_that_a_syntax_error_may_need_a_newer_one() {
+    let major = scratch_major();
+    let output = migrate()
+        .args(["--format", "json", "check", "migrations"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(json(&output)["postgres_major"], major);
+    migrate()
+        .args(["check", "migrations"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(format!(
+            "checked on PostgreSQL {major} (the scratch cluster's server)"
+        )));
+
+    // A statement sqlparser reads but this server refuses as a syntax error (42601): the
+    // linter's own unparseable rule is off, as when a set targets a newer major.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("migrate.toml"),
+        "[rules]\nunparseable = \"off\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("0001_newer_syntax.expand.sql"),
+        "CREATE TABLE IF NOT EXISTS gadgets (id bigint PRIMARY KEY) WITH SOME FUTURE SYNTAX;\n",
+    )
+    .unwrap();
+    let output = migrate().arg("check").arg(dir.path()).output().unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let text = stderr(&output);
+    assert!(
+        text.contains(&format!(
+            "0001_newer_syntax.expand.sql on the scratch database, PostgreSQL {major} (a syntax error on PostgreSQL {major}, the major check ran: the statement may need a newer major"
+        )) && text.contains("SQLSTATE 42601"),
+        "{text}"
+    );
+
+    // Any other error names the major, without the hint.
+    std::fs::write(
+        dir.path().join("0001_newer_syntax.expand.sql"),
+        "CREATE TABLE IF NOT EXISTS gadgets (id bigint PRIMARY KEY REFERENCES nowhere (id));\n",
+    )
+    .unwrap();
+    let output = migrate().arg("check").arg(dir.path()).output().unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let text = stderr(&output);
+    assert!(
+        text.contains(&format!("on the scratch database, PostgreSQL {major}:"))
+            && text.contains("SQLSTATE 42P01")
+            && !text.contains("newer major"),
+        "{text}"
+    );
+}

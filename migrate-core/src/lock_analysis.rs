@@ -10,6 +10,8 @@
 //! is taken). No database is consulted: facts that depend on the data (a binary-coercible type
 //! change, an existing validated `CHECK (c IS NOT NULL)`) are given as notes, never guessed.
 
+mod declared;
+
 use std::fmt;
 
 use sqlparser::ast::{
@@ -20,6 +22,8 @@ use sqlparser::ast::{
 use crate::classify::{self, Fallback, Words};
 use crate::splitter;
 use crate::sql::{ActionKind, ReadStatement, SplitAlter, read_statement, volatile_function};
+
+pub use declared::DeclaredSchema;
 
 /// PostgreSQL's table-level lock modes, weakest first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
@@ -152,6 +156,26 @@ pub struct TableLock {
     pub table: String,
     /// The strongest mode the statement takes on it.
     pub mode: LockMode,
+    /// Why a table the statement does not name is locked: what the set declares (a foreign
+    /// key, a view, a trigger) that makes PostgreSQL lock it. `None` for the tables named.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub because: Option<String>,
+    /// Taken only when the statement changes rows (an `ON DELETE CASCADE` action, a
+    /// trigger's body): a statement that changes none takes no lock there.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub when_rows_change: bool,
+}
+
+impl TableLock {
+    /// A lock on a table the statement names.
+    pub fn named(table: impl Into<String>, mode: LockMode) -> TableLock {
+        TableLock {
+            table: table.into(),
+            mode,
+            because: None,
+            when_rows_change: false,
+        }
+    }
 }
 
 /// Work done on the whole table while the statement's lock is held.
@@ -220,7 +244,7 @@ impl LockAnalysis {
     fn add(&mut self, table: String, mode: LockMode) {
         match self.locks.iter_mut().find(|l| l.table == table) {
             Some(existing) => existing.mode = existing.mode.max(mode),
-            None => self.locks.push(TableLock { table, mode }),
+            None => self.locks.push(TableLock::named(table, mode)),
         }
     }
 
@@ -392,7 +416,7 @@ fn from_ast(statement: &Statement, words: &Words<'_>) -> LockAnalysis {
                 }
             }
             if create.query.is_some() {
-                analysis.add_note("CREATE TABLE AS reads its query's tables");
+                reads_its_query(&mut analysis, words, "CREATE TABLE AS");
             }
             analysis
         }
@@ -465,6 +489,12 @@ fn from_ast(statement: &Statement, words: &Words<'_>) -> LockAnalysis {
             }
         }
         Statement::Lock(_) => lock_table(words),
+        Statement::CreateView(view) if view.materialized => {
+            let mut analysis = LockAnalysis::new();
+            analysis.creates = Some(name(&view.name));
+            reads_its_query(&mut analysis, words, "CREATE MATERIALIZED VIEW");
+            analysis
+        }
         Statement::CreateView(view) => {
             if view.or_replace {
                 LockAnalysis::new().lock(name(&view.name), AccessExclusive)
@@ -488,6 +518,27 @@ fn from_ast(statement: &Statement, words: &Words<'_>) -> LockAnalysis {
         | Statement::Set(_) => LockAnalysis::new().note("no lock on existing tables"),
         _ => from_tokens(words),
     }
+}
+
+/// `CREATE TABLE ... AS` and `CREATE MATERIALIZED VIEW` run their query to fill the new
+/// relation: every table it reads is read in full under ACCESS SHARE, which blocks nothing but
+/// lasts as long as the query (observed on PostgreSQL 15: sequential scans of each source).
+/// `WITH NO DATA` runs nothing.
+fn reads_its_query(analysis: &mut LockAnalysis, words: &Words<'_>, what: &str) {
+    if words.contains_pair("NO", "DATA") {
+        analysis.add_note(format!("{what} WITH NO DATA: the query is not run"));
+        return;
+    }
+    analysis.work = analysis.work.max(TableWork::Scan);
+    let sources = declared::query_sources(words);
+    analysis.add_note(if sources.is_empty() {
+        format!("{what} runs its query: reads its tables under ACCESS SHARE (blocks no reads or writes)")
+    } else {
+        format!(
+            "{what} runs its query: reads {} in full under ACCESS SHARE (blocks no reads or writes)",
+            sources.join(", ")
+        )
+    });
 }
 
 fn alter_table(table: &str, operations: &[AlterTableOperation]) -> LockAnalysis {
@@ -519,9 +570,19 @@ fn alter_table(table: &str, operations: &[AlterTableOperation]) -> LockAnalysis 
                     has(|o| matches!(o, ColumnOption::Unique(_) | ColumnOption::PrimaryKey(_)));
                 let checks_rows = has(|o| matches!(o, ColumnOption::NotNull))
                     && !has(|o| matches!(o, ColumnOption::Default(_)));
+                // A foreign key on the new column takes SHARE ROW EXCLUSIVE on the referenced
+                // table and checks the existing rows with a query (a scan, even when the
+                // column is all NULL: observed on PostgreSQL 15).
+                let mut references = false;
+                for option in &column_def.options {
+                    if let ColumnOption::ForeignKey(fk) = &option.option {
+                        analysis.add(name(&fk.foreign_table), ShareRowExclusive);
+                        references = true;
+                    }
+                }
                 let work = if rewrites {
                     TableWork::Rewrite
-                } else if builds_index || checks_rows {
+                } else if builds_index || checks_rows || references {
                     TableWork::Scan
                 } else {
                     TableWork::None
@@ -1061,14 +1122,8 @@ mod tests {
         assert_eq!(
             fk.locks,
             vec![
-                TableLock {
-                    table: "orders".into(),
-                    mode: ShareRowExclusive
-                },
-                TableLock {
-                    table: "users".into(),
-                    mode: ShareRowExclusive
-                },
+                TableLock::named("orders", ShareRowExclusive),
+                TableLock::named("users", ShareRowExclusive),
             ]
         );
         assert_eq!(fk.work, TableWork::Scan);
@@ -1105,10 +1160,7 @@ mod tests {
         assert_eq!(
             (exclude.locks.clone(), exclude.work),
             (
-                vec![TableLock {
-                    table: "bookings".into(),
-                    mode: AccessExclusive
-                }],
+                vec![TableLock::named("bookings", AccessExclusive)],
                 TableWork::Scan
             )
         );
@@ -1189,10 +1241,7 @@ mod tests {
         assert_eq!(
             (hidden.locks.clone(), hidden.work),
             (
-                vec![TableLock {
-                    table: "public.t".into(),
-                    mode: AccessExclusive
-                }],
+                vec![TableLock::named("public.t", AccessExclusive)],
                 TableWork::Scan
             )
         );
@@ -1267,10 +1316,7 @@ mod tests {
         );
         assert_eq!(
             create.locks,
-            vec![TableLock {
-                table: "users".into(),
-                mode: ShareRowExclusive
-            }]
+            vec![TableLock::named("users", ShareRowExclusive)]
         );
         assert!(
             analysis("CREATE EXTENSION IF NOT EXISTS pg_trgm")

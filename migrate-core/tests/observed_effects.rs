@@ -13,7 +13,8 @@ mod common;
 use common::{cluster, plain_client};
 use migrate_core::Migration;
 use migrate_core::lint::RULES;
-use migrate_core::runtime::observe::{SectionEffects, observe_section};
+use migrate_core::lock_analysis::{DeclaredSchema, LockMode};
+use migrate_core::runtime::observe::{SectionEffects, observe_section_in};
 use migrate_core::source::{SourceFile, load_files};
 
 /// The tables, types and objects the rule examples use, as they would exist in production.
@@ -178,8 +179,10 @@ async fn run_files(
         set.diagnostics
     );
     let mut outcomes = Vec::new();
+    // As `migrate check` does: each statement predicted with what the files before declared.
+    let mut schema = DeclaredSchema::new();
     for migration in migrations {
-        let effects = observe_section(&client, &observer, &migration.up)
+        let effects = observe_section_in(&client, &observer, &migration.up, &mut schema)
             .await
             .expect("observation");
         outcomes.push((migration.file_name.to_string(), effects));
@@ -291,4 +294,184 @@ async fn plan_agrees_with_postgresql_on_every_rule_example_and_the_example_set()
         problems.join("\n")
     );
     assert!(compared > 150, "only {compared} statements compared");
+}
+
+/// A set whose statements lock tables they do not name, through what earlier files declared:
+/// foreign keys (dropping one, its column or its table; changing its column's type; the
+/// `ON DELETE` actions of a `DELETE`), views and materialized views dropped with `CASCADE`, a
+/// trigger's body run by a `DELETE` and dropped with its function, a query filling a new
+/// relation. Each file runs after the ones before it, as `migrate check` runs a set.
+const DECLARED_SET: &[(&str, &str)] = &[
+    (
+        "0001_schema.expand.sql",
+        "CREATE TABLE p (id bigint PRIMARY KEY);
+CREATE TABLE c (id bigint PRIMARY KEY, p_id bigint REFERENCES p ON DELETE CASCADE, note text);
+CREATE TABLE d (id bigint PRIMARY KEY, c_id bigint,
+    CONSTRAINT d_c_fk FOREIGN KEY (c_id) REFERENCES c (id) ON DELETE SET NULL);
+CREATE TABLE e (id bigint, p_id bigint REFERENCES p);
+CREATE TABLE f (id bigint, p_id bigint REFERENCES p);
+CREATE TABLE g (id bigint, p_id bigint REFERENCES p);
+CREATE VIEW v AS SELECT p.id, c.note FROM p JOIN c ON c.p_id = p.id;
+CREATE MATERIALIZED VIEW mv AS SELECT * FROM v;
+CREATE MATERIALIZED VIEW counts AS SELECT count(*) AS n FROM c;
+CREATE UNIQUE INDEX counts_n ON counts (n);
+CREATE FUNCTION refresh_counts() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    REFRESH MATERIALIZED VIEW CONCURRENTLY counts;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER c_counts AFTER DELETE ON c FOR EACH STATEMENT EXECUTE FUNCTION refresh_counts();
+",
+    ),
+    (
+        "0002_rows.expand.sql",
+        "INSERT INTO p VALUES (1), (2);
+INSERT INTO c VALUES (1, 1, 'a'), (2, 2, 'b');
+INSERT INTO d VALUES (1, 1), (2, 2);
+INSERT INTO e VALUES (1, 2);
+ALTER TABLE p RENAME TO parent;
+",
+    ),
+    (
+        "0003_delete.expand.sql",
+        "DELETE FROM parent WHERE id = 1;\n",
+    ),
+    (
+        "0004_drop_column.expand.sql",
+        "ALTER TABLE e DROP COLUMN p_id;\n",
+    ),
+    (
+        "0005_drop_constraint.expand.sql",
+        "ALTER TABLE f DROP CONSTRAINT f_p_id_fkey;\n",
+    ),
+    (
+        "0006_retype.expand.sql",
+        "ALTER TABLE g ALTER COLUMN p_id TYPE integer;\n",
+    ),
+    ("0007_drop_view.expand.sql", "DROP VIEW v CASCADE;\n"),
+    (
+        "0008_fill.expand.sql",
+        "CREATE TABLE c_copy AS SELECT * FROM c;
+CREATE MATERIALIZED VIEW c_ids AS SELECT id FROM c;
+",
+    ),
+    (
+        "0009_drop_function.expand.sql",
+        "DROP FUNCTION refresh_counts() CASCADE;\n",
+    ),
+    ("0010_drop_table.expand.sql", "DROP TABLE c CASCADE;\n"),
+    ("0011_truncate.expand.sql", "TRUNCATE parent CASCADE;\n"),
+];
+
+#[tokio::test(flavor = "multi_thread")]
+async fn locks_on_tables_a_statement_does_not_name_are_predicted_from_the_set() {
+    let files: Vec<(String, String)> = DECLARED_SET
+        .iter()
+        .map(|(name, sql)| ((*name).to_owned(), (*sql).to_owned()))
+        .collect();
+    let outcomes = run_files(&files, None).await;
+    assert_eq!(outcomes.len(), DECLARED_SET.len());
+    let mut problems = Vec::new();
+    for (file, effects) in &outcomes {
+        assert!(effects.error.is_none(), "{file}: {:?}", effects.error);
+        for statement in &effects.statements {
+            for disagreement in &statement.disagreements {
+                problems.push(format!("{file} `{}`: {disagreement}", statement.sql));
+            }
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "plan and PostgreSQL disagree:\n{}",
+        problems.join("\n")
+    );
+    // Each of these was predicted, for the reason the set declares, and taken.
+    let expected: &[(&str, &str, LockMode)] = &[
+        ("0003_delete.expand.sql", "public.c", LockMode::RowExclusive),
+        ("0003_delete.expand.sql", "public.d", LockMode::RowExclusive),
+        (
+            "0003_delete.expand.sql",
+            "public.counts",
+            LockMode::Exclusive,
+        ),
+        (
+            "0004_drop_column.expand.sql",
+            "public.parent",
+            LockMode::AccessExclusive,
+        ),
+        (
+            "0005_drop_constraint.expand.sql",
+            "public.parent",
+            LockMode::AccessExclusive,
+        ),
+        (
+            "0006_retype.expand.sql",
+            "public.parent",
+            LockMode::AccessExclusive,
+        ),
+        (
+            "0007_drop_view.expand.sql",
+            "public.mv",
+            LockMode::AccessExclusive,
+        ),
+        (
+            "0009_drop_function.expand.sql",
+            "public.c",
+            LockMode::AccessExclusive,
+        ),
+        (
+            "0010_drop_table.expand.sql",
+            "public.parent",
+            LockMode::AccessExclusive,
+        ),
+        (
+            "0010_drop_table.expand.sql",
+            "public.d",
+            LockMode::AccessExclusive,
+        ),
+        (
+            "0010_drop_table.expand.sql",
+            "public.c_ids",
+            LockMode::AccessExclusive,
+        ),
+        (
+            "0011_truncate.expand.sql",
+            "public.g",
+            LockMode::AccessExclusive,
+        ),
+    ];
+    for (file, relation, mode) in expected {
+        let (_, effects) = outcomes
+            .iter()
+            .find(|(name, _)| name == file)
+            .expect("observed");
+        let table = relation.trim_start_matches("public.");
+        let statement = &effects.statements[0];
+        assert!(
+            statement
+                .predicted
+                .locks
+                .iter()
+                .any(|l| l.table == table && l.mode == *mode && l.because.is_some()),
+            "{file}: {mode} on {table} not predicted: {:?}",
+            statement.predicted
+        );
+        assert!(
+            statement
+                .locks
+                .iter()
+                .any(|l| l.relation == *relation && l.mode == *mode),
+            "{file}: PostgreSQL took no {mode} on {relation}: {:?}",
+            statement.locks
+        );
+    }
+    // Filling a new relation reads its sources in full.
+    let (_, fill) = outcomes
+        .iter()
+        .find(|(name, _)| name == "0008_fill.expand.sql")
+        .expect("observed");
+    for statement in &fill.statements {
+        assert_eq!(statement.work, migrate_core::lock_analysis::TableWork::Scan);
+        assert_eq!(statement.predicted.work, statement.work);
+    }
 }

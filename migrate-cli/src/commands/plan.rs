@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use migrate_core::Migration;
-use migrate_core::lock_analysis::{self, LockAnalysis, TableWork};
+use migrate_core::lock_analysis::{DeclaredSchema, LockAnalysis, TableWork};
 use migrate_core::runtime::{Migrator, UpTo};
 use serde_json::json;
 
@@ -14,6 +14,7 @@ use crate::{Context, block_on};
 pub fn run(context: &Context, large_table: u64) -> anyhow::Result<Outcome> {
     let migrations = context.migrations()?;
     let migrator = Migrator::new(&migrations, context.config.migrator.clone())?;
+    let analyses = analyse_set(&migrations);
     // Offline, every migration is "pending": useful in CI before any database exists.
     let (pending, sizes): (Vec<&Migration>, Option<Sizes>) = match &context.config.database {
         Some(database) => block_on(async {
@@ -24,16 +25,16 @@ pub fn run(context: &Context, large_table: u64) -> anyhow::Result<Outcome> {
                 .iter()
                 .filter_map(|p| migrations.get(p.version))
                 .collect();
-            let sizes = table_sizes(&client, &pending).await;
+            let sizes = table_sizes(&client, &pending, &analyses).await;
             anyhow::Ok((pending, Some(sizes)))
         })??,
         None => (migrations.iter().collect(), None),
     };
     let sizes = sizes.map(|sizes| (sizes, large_table));
     if context.json() {
-        print_json(&pending, sizes.as_ref());
+        print_json(&pending, &analyses, sizes.as_ref());
     } else {
-        print_human(context, &pending, sizes.as_ref());
+        print_human(context, &pending, &analyses, sizes.as_ref());
     }
     Ok(Outcome::Success)
 }
@@ -53,10 +54,14 @@ type Sizes = BTreeMap<String, TableSize>;
 
 /// The sizes of every table the pending statements lock. An index's name counts as its table
 /// (`DROP INDEX` names the index). A name the server cannot read is left out.
-async fn table_sizes(client: &tokio_postgres::Client, pending: &[&Migration]) -> Sizes {
+async fn table_sizes(
+    client: &tokio_postgres::Client,
+    pending: &[&Migration],
+    analyses: &Analyses,
+) -> Sizes {
     let mut sizes = Sizes::new();
     for m in pending {
-        for analysis in analyse(m) {
+        for analysis in analyses.of(m) {
             for lock in analysis.locks {
                 if sizes.contains_key(&lock.table) {
                     continue;
@@ -123,16 +128,38 @@ fn work_text(analysis: &LockAnalysis) -> &'static str {
     }
 }
 
+/// The lock analysis of every migration's up statements, by version.
+struct Analyses(BTreeMap<u64, Vec<LockAnalysis>>);
+
+impl Analyses {
+    fn of(&self, m: &Migration) -> Vec<LockAnalysis> {
+        self.0.get(&m.version).cloned().unwrap_or_default()
+    }
+}
+
+/// Analyses every up part in version order, applied ones included: a statement's locks on
+/// other tables come from the foreign keys, views and triggers the statements before it
+/// declared, wherever they are in the set.
+fn analyse_set(migrations: &migrate_core::Migrations) -> Analyses {
+    let mut schema = DeclaredSchema::new();
+    Analyses(
+        migrations
+            .iter()
+            .map(|m| (m.version, analyse(m, &mut schema)))
+            .collect(),
+    )
+}
+
 /// Analyses a migration's up statements in order. A table created earlier in the same
 /// transaction is empty and invisible to other sessions, so locking or scanning it blocks
 /// nobody; such statements are marked instead of flagged.
-fn analyse(m: &Migration) -> Vec<LockAnalysis> {
+fn analyse(m: &Migration, schema: &mut DeclaredSchema) -> Vec<LockAnalysis> {
     let transactional = m.up.mode == migrate_core::TransactionMode::Transactional;
     let mut created: Vec<String> = Vec::new();
     m.up.statements
         .iter()
         .map(|s| {
-            let mut analysis = lock_analysis::analyze_sql(&s.sql);
+            let mut analysis = schema.analyze_sql(&s.sql);
             if let Some(table) = analysis.creates.clone() {
                 let earlier: &[String] = if transactional { &created } else { &[] };
                 analysis.note = Some(new_table_note(&table, &analysis, earlier));
@@ -195,7 +222,7 @@ fn new_table_note(table: &str, analysis: &LockAnalysis, created: &[String]) -> S
     note
 }
 
-fn print_json(pending: &[&Migration], sizes: Option<&(Sizes, u64)>) {
+fn print_json(pending: &[&Migration], analyses: &Analyses, sizes: Option<&(Sizes, u64)>) {
     let items: Vec<_> = pending
         .iter()
         .map(|m| {
@@ -203,7 +230,7 @@ fn print_json(pending: &[&Migration], sizes: Option<&(Sizes, u64)>) {
                 .up
                 .statements
                 .iter()
-                .zip(analyse(m))
+                .zip(analyses.of(m))
                 .map(|(s, analysis)| {
                     let tables: Vec<_> = sizes.map_or_else(Vec::new, |(sizes, _)| {
                         analysis
@@ -256,7 +283,12 @@ fn print_json(pending: &[&Migration], sizes: Option<&(Sizes, u64)>) {
     }));
 }
 
-fn print_human(context: &Context, pending: &[&Migration], sizes: Option<&(Sizes, u64)>) {
+fn print_human(
+    context: &Context,
+    pending: &[&Migration],
+    analyses: &Analyses,
+    sizes: Option<&(Sizes, u64)>,
+) {
     let color = context.config.color;
     if sizes.is_none() {
         println!("no database configured: every migration is shown as pending\n");
@@ -277,7 +309,7 @@ fn print_human(context: &Context, pending: &[&Migration], sizes: Option<&(Sizes,
             execution_label(m)
         );
         let mut rows = Vec::new();
-        for (statement, analysis) in m.up.statements.iter().zip(analyse(m)) {
+        for (statement, analysis) in m.up.statements.iter().zip(analyses.of(m)) {
             let (lock, style) = match analysis.strongest() {
                 Some(mode) if mode.blocks_reads() => (mode.as_str(), Style::Red),
                 Some(mode) if mode.blocks_writes() => (mode.as_str(), Style::Yellow),
@@ -428,7 +460,7 @@ mod tests {
     use super::*;
 
     fn note(sql: &str, created: &[&str]) -> String {
-        let analysis = lock_analysis::analyze_sql(sql);
+        let analysis = migrate_core::lock_analysis::analyze_sql(sql);
         let table = analysis.creates.clone().expect("a CREATE TABLE");
         let created: Vec<String> = created.iter().map(|t| (*t).to_owned()).collect();
         new_table_note(&table, &analysis, &created)

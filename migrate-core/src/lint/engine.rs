@@ -21,7 +21,7 @@ use super::registry::RULES;
 use super::rule::{Check, Finding, Rule, RuleMemory};
 use crate::classify::{self, Fallback};
 use crate::diagnostic::{Diagnostic, Severity, codes};
-use crate::lock_analysis::LockAnalysis;
+use crate::lock_analysis::{DeclaredSchema, LockAnalysis};
 use crate::migration::{Phase, TransactionMode};
 use crate::parallel;
 use crate::source::{ParsedFile, SectionKind};
@@ -68,18 +68,36 @@ pub(crate) fn lint_set_on(files: &[ParsedFile], config: &Config, threads: usize)
                     memory.start_set(&ordered);
                 }
             }
-            set_wide
+            (DeclaredSchema::new(), set_wide)
         },
         // In version order, each file as soon as the files before it are done; its syntax
         // trees are dropped here, so they never all live at once.
-        |set_wide, index, mut linted| {
+        |(schema, set_wide), index, mut linted| {
             let file = ordered[index];
+            add_declared_locks(file, &mut linted.statements, schema);
             run_checkers(file, &mut linted.statements, set_wide);
             apply_allows_and_levels(file, linted, config, &mut set);
         },
     );
     crate::diagnostic::sort(&mut set.diagnostics);
     set
+}
+
+/// Adds to each statement's lock analysis the locks on other tables that the foreign keys,
+/// views and triggers declared before it imply (only the rules of set reach read them), and
+/// records what the file's up part declares. A down part is analysed with what the set has
+/// declared up to its own up part, and declares nothing for later files.
+fn add_declared_locks(
+    file: &ParsedFile,
+    statements: &mut [AnalysedStatement],
+    schema: &mut DeclaredSchema,
+) {
+    for (statement, analysed) in file.statements.iter().zip(statements) {
+        schema.extend(&analysed.read, &mut analysed.lock);
+        if statement.section == SectionKind::Up {
+            schema.record(&analysed.read, &file.words(statement));
+        }
+    }
 }
 
 /// One statement as every rule sees it: parsed once, classified, lock-analysed, and what the

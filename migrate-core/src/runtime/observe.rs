@@ -40,7 +40,7 @@ use tokio_postgres::Client;
 use tokio_postgres::error::SqlState;
 
 use crate::classify;
-use crate::lock_analysis::{self, LockAnalysis, LockMode, TableWork};
+use crate::lock_analysis::{self, DeclaredSchema, LockAnalysis, LockMode, TableWork};
 use crate::migration::{Section, Statement, TransactionMode};
 
 /// How long the observer waits for a statement to start waiting or to finish.
@@ -388,6 +388,18 @@ pub async fn observe_section(
     observer: &Client,
     section: &Section,
 ) -> Result<SectionEffects, ObserveError> {
+    observe_section_in(client, observer, section, &mut DeclaredSchema::new()).await
+}
+
+/// [`observe_section`] of one part of a set whose earlier statements declared `schema`: the
+/// prediction each statement is compared with includes the locks on other tables its foreign
+/// keys, views and triggers imply. Records what the section declares in `schema`.
+pub async fn observe_section_in(
+    client: &Client,
+    observer: &Client,
+    section: &Section,
+    schema: &mut DeclaredSchema,
+) -> Result<SectionEffects, ObserveError> {
     let pid = backend_pid(client).await?;
     let mut statements = Vec::new();
     let transactional = section.mode == TransactionMode::Transactional;
@@ -398,10 +410,11 @@ pub async fn observe_section(
             .map_err(query("BEGIN"))?;
     }
     for statement in section.statements.iter() {
+        let predicted = schema.analyze_sql(&statement.sql);
         let result = if statement.non_transactional {
-            observe_waiting(client, observer, pid, statement).await?
+            observe_waiting(client, observer, pid, statement, predicted).await?
         } else {
-            observe_in_transaction(client, pid, statement, !transactional).await?
+            observe_in_transaction(client, pid, statement, !transactional, predicted).await?
         };
         match result {
             Ok(effects) => statements.push(effects),
@@ -428,9 +441,16 @@ pub async fn observe_section(
     })
 }
 
+/// The server's message with its SQLSTATE, as the runtime's errors carry it: a caller can
+/// tell a syntax error (42601) from the rest.
 fn error_text(error: &tokio_postgres::Error) -> String {
     match error.as_db_error() {
-        Some(db) => format!("{}: {}", db.severity(), db.message()),
+        Some(db) => format!(
+            "{}: {} (SQLSTATE {})",
+            db.severity(),
+            db.message(),
+            db.code().code()
+        ),
         None => error.to_string(),
     }
 }
@@ -441,6 +461,7 @@ async fn observe_in_transaction(
     pid: i32,
     statement: &Statement,
     own_transaction: bool,
+    predicted: LockAnalysis,
 ) -> Result<Result<StatementEffects, String>, ObserveError> {
     if own_transaction {
         client
@@ -482,6 +503,7 @@ async fn observe_in_transaction(
         &held,
         &scans_before,
         &scans_after,
+        predicted,
     )))
 }
 
@@ -491,6 +513,7 @@ async fn observe_waiting(
     observer: &Client,
     pid: i32,
     statement: &Statement,
+    predicted: LockAnalysis,
 ) -> Result<Result<StatementEffects, String>, ObserveError> {
     let before = catalog(client).await?;
     flush_stats(client).await?;
@@ -566,6 +589,7 @@ async fn observe_waiting(
         &[],
         &scans_before,
         &scans_after,
+        predicted,
     )))
 }
 
@@ -579,6 +603,7 @@ fn effects(
     held: &[(u32, LockMode, bool)],
     scans_before: &BTreeMap<u32, i64>,
     scans_after: &BTreeMap<u32, i64>,
+    predicted: LockAnalysis,
 ) -> StatementEffects {
     let observed = |list: &[(u32, LockMode, bool)]| -> Vec<ObservedLock> {
         let mut locks: Vec<ObservedLock> = list
@@ -601,13 +626,23 @@ fn effects(
     let held = observed(held);
 
     let mut rewritten = BTreeSet::new();
+    let reindex = statement
+        .sql
+        .split_whitespace()
+        .next()
+        .is_some_and(|w| w.eq_ignore_ascii_case("REINDEX"));
     for (oid, old) in before {
         let replaced = match after.get(oid) {
             Some(new) => new.file != old.file && old.file != 0,
-            // Same name and kind, another relation: swapped in (REINDEX CONCURRENTLY).
-            None => after
-                .values()
-                .any(|r| r.name == old.name && r.kind == old.kind),
+            // Same name and kind, another relation: swapped in by REINDEX CONCURRENTLY. After
+            // any other statement it is a new index built under the same name (`DROP COLUMN
+            // id, ADD PRIMARY KEY (uuid)` replaces `t_pkey`): a scan, seen as one.
+            None => {
+                reindex
+                    && after
+                        .values()
+                        .any(|r| r.name == old.name && r.kind == old.kind)
+            }
         };
         if replaced {
             rewritten.insert(old.name.clone());
@@ -627,7 +662,6 @@ fn effects(
     } else {
         TableWork::None
     };
-    let predicted = lock_analysis::analyze_sql(&statement.sql);
     let mut effects = StatementEffects {
         line: statement.line,
         column: statement.column,
@@ -724,6 +758,12 @@ fn is_data_change(sql: &str) -> bool {
     )
 }
 
+/// `CREATE [TEMP] TABLE ... AS` or `CREATE MATERIALIZED VIEW`: a query fills the new relation.
+fn fills_from_query(sql: &str) -> bool {
+    lock_analysis::writes_rows(sql)
+        .is_some_and(|kind| kind == "CREATE TABLE ... AS" || kind == "CREATE MATERIALIZED VIEW")
+}
+
 /// Fills `effects.disagreements`: each predicted lock must be the strongest mode observed on
 /// its relation (or already held by the transaction), each observed lock that blocks writes
 /// on a table must be predicted, and the work must match. A predicted lock on an index
@@ -763,12 +803,18 @@ fn compare(effects: &mut StatementEffects, before: &Catalog) {
             match strongest.get(relation.name.as_str()) {
                 Some(observed) if *observed == lock.mode => {}
                 Some(observed) if *observed < lock.mode && held => {}
+                // A foreign key's ON DELETE action or a trigger's body: when no row changes,
+                // the trigger may only read the table.
+                Some(observed) if *observed < lock.mode && lock.when_rows_change => {}
                 Some(observed) => disagreements.push(Disagreement::Mode {
                     relation: relation.name.clone(),
                     predicted: lock.mode,
                     observed: *observed,
                 }),
                 None if held => {}
+                // A foreign key's ON DELETE action or a trigger's body: only when rows change
+                // (and a trigger's body may only read the table when none do).
+                None if lock.when_rows_change => {}
                 // `CREATE TABLE IF NOT EXISTS` that finds the table does nothing, locks
                 // included.
                 None if if_exists(&effects.sql) => {
@@ -810,6 +856,11 @@ fn compare(effects: &mut StatementEffects, before: &Catalog) {
             // A new, empty file per table and index: instant whatever the size, not a copy.
             effects.not_compared =
                 Some("TRUNCATE swaps in empty files: a new file, not a copy".to_owned());
+        } else if fills_from_query(&effects.sql) && observed < expected {
+            // CREATE TABLE AS / CREATE MATERIALIZED VIEW run their query: an index or an
+            // empty source may spare the full reads.
+            effects.not_compared =
+                Some("the query's plan decides whether its sources are read in full".to_owned());
         } else if is_data_change(&effects.sql) && observed == TableWork::Scan {
             effects.not_compared =
                 Some("a query's full scan is the planner's choice: not compared".to_owned());
@@ -881,6 +932,7 @@ mod tests {
             &[],
             &BTreeMap::new(),
             &scans_after,
+            crate::lock_analysis::analyze_sql(sql),
         )
     }
 

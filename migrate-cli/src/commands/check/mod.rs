@@ -132,6 +132,7 @@ pub fn run(
     let progress = progress_bar(context, migrations.len() as u64 * 4 + 1);
     progress.set_message("starting a scratch PostgreSQL");
     let cluster = ScratchCluster::start()?;
+    let major = server_major(&cluster)?;
     let pending: Vec<&Migration> = if base.is_empty() {
         migrations.iter().collect()
     } else {
@@ -182,6 +183,7 @@ pub fn run(
         &base,
         &history,
         &progress,
+        major,
     )?;
     let observation = base.fresh_database(&cluster)?;
     report.observed = block_on(async {
@@ -190,7 +192,14 @@ pub fn run(
         observed::observe_all(&client, &observer, &pending, &progress).await
     })??;
     progress.finish_and_clear();
-    print(context, &pending, &base, &report, &checked.diagnostics);
+    print(
+        context,
+        &pending,
+        &base,
+        &report,
+        &checked.diagnostics,
+        major,
+    );
     if report.ok() {
         Ok(Outcome::Success)
     } else {
@@ -227,6 +236,40 @@ fn progress_bar(context: &Context, steps: u64) -> ProgressBar {
     bar
 }
 
+/// The major version of the scratch cluster's server (`15` for 15.18): what `check` proves
+/// is proven on that major only.
+fn server_major(cluster: &ScratchCluster) -> anyhow::Result<u32> {
+    let number = cluster.psql("postgres", "SHOW server_version_num")?;
+    let number: u32 = number.trim().parse().map_err(|_| {
+        anyhow::anyhow!(
+            "the scratch server reported server_version_num {:?}",
+            number.trim()
+        )
+    })?;
+    Ok(number / 10_000)
+}
+
+/// What a syntax error (SQLSTATE 42601) on the scratch server may mean: the statement is
+/// valid only on a newer major (a subquery in FROM without an alias needs 16, `ADD
+/// CONSTRAINT ... NOT NULL col` 18). `None` for any other error.
+fn newer_major_hint(error: &str, major: u32) -> Option<String> {
+    error.contains("SQLSTATE 42601").then(|| {
+        format!(
+            "a syntax error on PostgreSQL {major}, the major check ran: the statement may need a \
+             newer major (point $MIGRATE_PG_BIN at a newer server's bin folder)"
+        )
+    })
+}
+
+/// `error`, then the hint of [`newer_major_hint`] when it applies.
+fn with_hint(error: String, major: u32) -> String {
+    match newer_major_hint(&error, major) {
+        Some(hint) => format!("{error}; {hint}"),
+        None => error,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 fn walk(
     context: &Context,
     migrations: &Migrations,
@@ -235,6 +278,7 @@ fn walk(
     base: &Base,
     history: &TableName,
     progress: &ProgressBar,
+    major: u32,
 ) -> anyhow::Result<Report> {
     // The scratch cluster has no replicas, and the walk applies each contract right after
     // its expand: the time-based gates would only refuse there.
@@ -257,8 +301,12 @@ fn walk(
                 .up(&client, UpTo::Version(m.version))
                 .await
                 .map_err(|failed| {
-                    anyhow::Error::new(failed)
-                        .context(format!("applying {} on the scratch database", m.file_name))
+                    let hint = newer_major_hint(&failed.to_string(), major)
+                        .map_or_else(String::new, |hint| format!(" ({hint})"));
+                    anyhow::Error::new(failed).context(format!(
+                        "applying {} on the scratch database, PostgreSQL {major}{hint}",
+                        m.file_name
+                    ))
                 })?;
             schemas.push(schema_dump(cluster, &database, history)?);
             progress.inc(1);
@@ -275,7 +323,9 @@ fn walk(
                 break;
             };
             down[index] = match migrator.down(&client, to).await {
-                Err(failed) => DownResult::Failed(crate::error::render(&failed.into())),
+                Err(failed) => {
+                    DownResult::Failed(with_hint(crate::error::render(&failed.into()), major))
+                }
                 Ok(_) => {
                     let after = schema_dump(cluster, &database, history)?;
                     if after == schemas[index] {
@@ -304,7 +354,7 @@ fn walk(
 
         progress.set_message("up again");
         let reapply = match migrator.up(&client, UpTo::All).await {
-            Err(failed) => Reapply::Failed(crate::error::render(&failed.into())),
+            Err(failed) => Reapply::Failed(with_hint(crate::error::render(&failed.into()), major)),
             Ok(_) => {
                 let after = schema_dump(cluster, &database, history)?;
                 let last = schemas.last().map(String::as_str).unwrap_or_default();
@@ -362,6 +412,7 @@ fn print(
     base: &Base,
     report: &Report,
     diagnostics: &[migrate_core::Diagnostic],
+    major: u32,
 ) {
     if context.json() {
         let items: Vec<_> = pending
@@ -378,6 +429,7 @@ fn print(
                     "observed": observed::json_of(
                         report.observed.iter().find(|o| o.version == m.version),
                         m,
+                        major,
                     ),
                 })
             })
@@ -389,6 +441,7 @@ fn print(
         };
         output::print_json(&json!({
             "ok": report.ok(),
+            "postgres_major": major,
             "diagnostics": diagnostics,
             "migrations": items,
             "reapply": reapply,
@@ -403,6 +456,7 @@ fn print(
     for diagnostic in diagnostics {
         println!("{diagnostic}");
     }
+    println!("checked on PostgreSQL {major} (the scratch cluster's server)");
     if let Some(text) = base.describe() {
         println!("{text}");
     }
@@ -465,7 +519,7 @@ fn print(
         ),
     }
     println!();
-    let disagreements = observed::print_human(pending, &report.observed, color, 60);
+    let disagreements = observed::print_human(pending, &report.observed, color, 60, major);
     if disagreements > 0 {
         println!(
             "{}",

@@ -3,9 +3,9 @@
 //! shown beside `plan`'s prediction with every disagreement flagged.
 
 use migrate_core::Migration;
-use migrate_core::lock_analysis::TableWork;
+use migrate_core::lock_analysis::{DeclaredSchema, TableWork};
 use migrate_core::runtime::observe::{
-    LockObservation, ObservedLock, SectionEffects, StatementEffects, observe_section,
+    LockObservation, ObservedLock, SectionEffects, StatementEffects, observe_section_in,
 };
 use serde_json::json;
 use tokio_postgres::Client;
@@ -37,9 +37,12 @@ pub(super) async fn observe_all(
     progress: &indicatif::ProgressBar,
 ) -> anyhow::Result<Vec<Observed>> {
     let mut observed = Vec::new();
+    // The prediction of each statement knows the foreign keys, views and triggers the
+    // statements before it declared.
+    let mut schema = DeclaredSchema::new();
     for m in migrations {
         progress.set_message(format!("observing {}", m.file_name));
-        let effects = observe_section(client, observer, &m.up).await?;
+        let effects = observe_section_in(client, observer, &m.up, &mut schema).await?;
         let failed = effects.error.is_some();
         observed.push(Observed {
             version: m.version,
@@ -54,13 +57,13 @@ pub(super) async fn observe_all(
 }
 
 /// The JSON of one migration's observation (`check --format json`, `migrations[].observed`).
-pub(super) fn json_of(observed: Option<&Observed>, m: &Migration) -> serde_json::Value {
+pub(super) fn json_of(observed: Option<&Observed>, m: &Migration, major: u32) -> serde_json::Value {
     match observed {
         None => serde_json::Value::Null,
         Some(observed) => json!({
             "batched": m.backfill.is_some(),
             "statements": observed.effects.statements,
-            "error": observed.effects.error,
+            "error": observed.effects.error.clone().map(|error| super::with_hint(error, major)),
         }),
     }
 }
@@ -138,6 +141,7 @@ pub(super) fn print_human(
     observed: &[Observed],
     color: bool,
     limit_note: usize,
+    major: u32,
 ) -> usize {
     let mut disagreements = 0;
     println!(
@@ -189,8 +193,9 @@ pub(super) fn print_human(
         }
         if let Some(error) = &o.effects.error {
             println!(
-                "      {} {error}",
-                output::paint("failed:", Style::Red, color)
+                "      {} {}",
+                output::paint("failed:", Style::Red, color),
+                super::with_hint(error.clone(), major)
             );
         }
     }
