@@ -207,16 +207,7 @@ pub(crate) enum Group {
 pub(crate) const GROUPS: &[(&str, &[Group])] = &[
     ("status", &[Group::Database, Group::Timeouts]),
     ("plan", &[Group::Database, Group::Timeouts]),
-    // The lock and controller options are for `backfill rerun`, which runs batches.
-    (
-        "backfill",
-        &[
-            Group::Database,
-            Group::Timeouts,
-            Group::Lock,
-            Group::Backfill,
-        ],
-    ),
+    ("backfill", &[Group::Database, Group::Timeouts]),
     ("verify", &[Group::Database, Group::Timeouts]),
     ("flag", &[Group::Database, Group::Timeouts]),
     ("reconcile", &[Group::Database, Group::Timeouts]),
@@ -237,6 +228,10 @@ pub(crate) const GROUPS: &[(&str, &[Group])] = &[
     ("check", &[Group::Timeouts, Group::Backfill]),
     ("squash", &[Group::Timeouts]),
 ];
+
+/// `backfill rerun` runs batches under the migration lock, as `up` does: it takes these
+/// besides `backfill`'s groups, which pause, resume and the read-only view do not show.
+const BACKFILL_RERUN_GROUPS: &[Group] = &[Group::Lock, Group::Backfill];
 
 fn groups_of(subcommand: &str) -> &'static [Group] {
     GROUPS
@@ -280,6 +275,14 @@ impl CommandFactory for Cli {
                 sub
             });
         }
+        command = command.mut_subcommand("backfill", |backfill| {
+            backfill.mut_subcommand("rerun", |mut rerun| {
+                for &group in BACKFILL_RERUN_GROUPS {
+                    rerun = augment(rerun, group);
+                }
+                rerun
+            })
+        });
         // Before the subcommand, as earlier releases took them (`migrate --database-url URL
         // up`): still accepted, not shown, and ignored by commands that do not use them.
         for group in [
@@ -333,13 +336,12 @@ impl FromArgMatches for Cli {
         };
         // Written after the subcommand, an option wins over the same one before it.
         if let Some((name, sub)) = matches.subcommand() {
-            for group in groups_of(name) {
-                match group {
-                    Group::Database => cli.database.prefer(DatabaseArgs::from_arg_matches(sub)?),
-                    Group::Timeouts => cli.timeouts.prefer(TimeoutArgs::from_arg_matches(sub)?),
-                    Group::Lock => cli.lock.prefer(LockArgs::from_arg_matches(sub)?),
-                    Group::Gates => cli.gates.prefer(GateArgs::from_arg_matches(sub)?),
-                    Group::Backfill => cli.backfill.prefer(BackfillArgs::from_arg_matches(sub)?),
+            for &group in groups_of(name) {
+                cli.prefer_group(group, sub)?;
+            }
+            if let ("backfill", Some(("rerun", rerun))) = (name, sub.subcommand()) {
+                for &group in BACKFILL_RERUN_GROUPS {
+                    cli.prefer_group(group, rerun)?;
                 }
             }
         }
@@ -348,6 +350,27 @@ impl FromArgMatches for Cli {
 
     fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
         *self = Self::from_arg_matches(matches)?;
+        Ok(())
+    }
+}
+
+impl Cli {
+    /// The options of `group` given in `matches` (a subcommand's) win over the same ones
+    /// given before it.
+    fn prefer_group(&mut self, group: Group, matches: &ArgMatches) -> Result<(), clap::Error> {
+        match group {
+            Group::Database => self
+                .database
+                .prefer(DatabaseArgs::from_arg_matches(matches)?),
+            Group::Timeouts => self
+                .timeouts
+                .prefer(TimeoutArgs::from_arg_matches(matches)?),
+            Group::Lock => self.lock.prefer(LockArgs::from_arg_matches(matches)?),
+            Group::Gates => self.gates.prefer(GateArgs::from_arg_matches(matches)?),
+            Group::Backfill => self
+                .backfill
+                .prefer(BackfillArgs::from_arg_matches(matches)?),
+        }
         Ok(())
     }
 }

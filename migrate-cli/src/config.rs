@@ -503,6 +503,57 @@ mod tests {
         assert_eq!(set.migrator.history_table, "h");
     }
 
+    /// `backfill rerun` takes the lock and controller options `up` takes, after the version
+    /// or before the command; `backfill` itself shows neither (see the test below).
+    #[test]
+    fn backfill_rerun_takes_the_lock_and_controller_options() {
+        for args in [
+            &[
+                "migrate",
+                "backfill",
+                "rerun",
+                "4",
+                "--lock-wait",
+                "7s",
+                "--backfill-target",
+                "40ms",
+                "--database-url",
+                "postgres://u@h/d",
+            ][..],
+            &[
+                "migrate",
+                "--lock-wait",
+                "1s",
+                "--backfill-target",
+                "10ms",
+                "backfill",
+                "rerun",
+                "--lock-wait",
+                "7s",
+                "--backfill-target",
+                "40ms",
+                "4",
+            ],
+        ] {
+            let config = config_of(args);
+            assert_eq!(
+                config.migrator.lock_wait,
+                Duration::from_secs(7),
+                "{args:?}"
+            );
+            assert_eq!(
+                config.migrator.backfill.target,
+                Duration::from_millis(40),
+                "{args:?}"
+            );
+        }
+        let config = config_of(&["migrate", "backfill", "rerun", "4"]);
+        assert_eq!(
+            config.migrator.lock_wait,
+            MigratorConfig::default().lock_wait
+        );
+    }
+
     #[test]
     fn each_subcommand_shows_only_the_options_it_uses() {
         use clap::CommandFactory;

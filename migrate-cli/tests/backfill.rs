@@ -305,10 +305,16 @@ fn eventually(limit: std::time::Duration, mut done: impl FnMut() -> bool) -> boo
     done()
 }
 
-/// A backfill whose `migrate up` was killed (SIGKILL) shows `stopped`, not the `running` it
-/// last stored: its session is gone from `pg_stat_activity`.
+/// A backfill whose `migrate up` was killed (SIGKILL, or interrupted: SIGINT) shows
+/// `stopped`, not the `running` it last stored: its session is gone from `pg_stat_activity`.
 #[test]
 fn a_killed_backfill_shows_stopped() {
+    for signal in [libc::SIGKILL, libc::SIGINT] {
+        a_backfill_stopped_by(signal);
+    }
+}
+
+fn a_backfill_stopped_by(signal: libc::c_int) {
     let db = database();
     let dir = tempfile::tempdir().unwrap();
     write_set(dir.path());
@@ -351,7 +357,9 @@ fn a_killed_backfill_shows_stopped() {
             .is_some_and(|rows| rows > 0)
     });
     let running = backfill();
-    child.kill().unwrap(); // SIGKILL
+    let pid = libc::pid_t::try_from(child.id()).unwrap();
+    // SAFETY: kill(2) on our own child, which has not been waited for, so its pid is its own.
+    assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
     child.wait().unwrap();
     assert!(started, "the backfill never stored progress: {running}");
     assert_eq!(running["run"], "running", "{running}");
