@@ -242,3 +242,83 @@ async fn a_history_table_name_with_a_typo_is_refused_when_ours_exists_elsewhere(
     );
     assert_eq!(history_versions(&client).await, vec![1, 2, 3]);
 }
+
+/// golang-migrate's and dbmate's history tables are also called `schema_migrations`: our
+/// default name finds theirs, which every operation refuses naming the tool, never reading it
+/// as ours (`column "name" does not exist`) nor creating our tables beside it.
+#[tokio::test]
+async fn another_tools_table_under_our_name_is_refused_naming_the_tool() {
+    for (tool, create) in [
+        (
+            "golang-migrate",
+            "CREATE TABLE schema_migrations (version bigint PRIMARY KEY, dirty boolean NOT NULL); \
+             INSERT INTO schema_migrations VALUES (2, false)",
+        ),
+        (
+            "dbmate",
+            "CREATE TABLE schema_migrations (version varchar(128) PRIMARY KEY); \
+             INSERT INTO schema_migrations VALUES ('1')",
+        ),
+    ] {
+        let db = database();
+        let client = client(db.url()).await;
+        client.batch_execute(create).await.expect("their table");
+        let migrations = set(basic_set());
+        let migrator = Migrator::new(&migrations, config()).unwrap();
+        let assert_refused = |error: &RuntimeError| match error {
+            RuntimeError::NotOurHistoryTable {
+                tool: found,
+                columns,
+                ..
+            } => {
+                assert_eq!(*found, Some(tool));
+                assert_eq!(columns[0], "version");
+                assert!(
+                    error
+                        .to_string()
+                        .contains(&format!("migrate import --from {tool}")),
+                    "{error}"
+                );
+            }
+            other => panic!("{tool}: expected NotOurHistoryTable, got {other:?}"),
+        };
+        assert_refused(
+            &migrator
+                .up(&client, UpTo::All)
+                .await
+                .expect_err("up")
+                .into_error(),
+        );
+        assert_refused(&migrator.status(&client).await.expect_err("status"));
+        assert_refused(
+            &migrator
+                .pause_backfills(&client, true)
+                .await
+                .expect_err("pause"),
+        );
+        assert_refused(
+            &migrator
+                .reconcile(&client, None)
+                .await
+                .expect_err("reconcile"),
+        );
+        assert_eq!(
+            scalar_i64(
+                &client,
+                "SELECT count(*) FROM pg_class WHERE relname LIKE 'schema_migrations_%' \
+                 AND relkind = 'r'"
+            )
+            .await,
+            0,
+            "{tool}"
+        );
+        assert_eq!(
+            scalar_i64(
+                &client,
+                "SELECT count(*) FROM pg_class WHERE relname = 'users'"
+            )
+            .await,
+            0
+        );
+    }
+}
