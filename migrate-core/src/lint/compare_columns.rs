@@ -115,7 +115,17 @@ fn declared_columns(files: &[&ParsedFile]) -> DeclaredColumns {
                         && create.partition_of.is_none();
                     let columns = complete
                         .then(|| create.columns.iter().map(|c| ident_key(&c.name)).collect());
-                    declared.insert(table_key(&create.name), columns);
+                    // Tables of one name in two schemas: the columns of either count (a false
+                    // "missing" would block the build; schemas are not tracked).
+                    let merged = match (declared.remove(&table_key(&create.name)), columns) {
+                        (Some(Some(mut known)), Some(columns)) => {
+                            known.extend(columns);
+                            Some(known)
+                        }
+                        (Some(None), _) | (_, None) => None,
+                        (None, Some(columns)) => Some(columns),
+                    };
+                    declared.insert(table_key(&create.name), merged);
                 }
                 Statement::AlterTable(alter) => {
                     let Some(Some(columns)) = declared.get_mut(&table_key(&alter.name)) else {

@@ -719,11 +719,8 @@ pub(super) fn read_directive_comment(comment: &str) -> DirectiveComment<'_> {
     {
         return DirectiveComment::Directive(directive_text);
     }
-    let body = comment
-        .get(2..)
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
+    // `--- migrate:down` too: every leading dash belongs to the comment marker.
+    let body = comment.trim_start_matches('-').trim().to_ascii_lowercase();
     let Some((word, rest)) = ["migrations", "migration", "migrate"]
         .into_iter()
         .find_map(|word| Some((word, body.strip_prefix(word)?)))
@@ -872,6 +869,7 @@ mod tests {
             "-- migration:down",
             "-- migrate down",
             "-- migrate-down",
+            "--- migrate:down",
             "--migrate",
         ] {
             let body = format!(
