@@ -31,7 +31,7 @@ its own transaction, so `SET LOCAL` does nothing there.",
         },
         Example {
             file_name: "0005_session.expand.sql",
-            sql: "SET SESSION statement_timeout TO '1h';\nSET ROLE app_owner;\nSET search_path TO app, public;\nRESET application_name;\nSELECT set_config('lock_timeout', '0', false);",
+            sql: "SET SESSION statement_timeout TO '1h';\nRESET ROLE;\nSET search_path TO app, public;\nRESET application_name;\nSELECT set_config('lock_timeout', '0', false);",
         },
         Example {
             file_name: "0006_autocommit.expand.sql",

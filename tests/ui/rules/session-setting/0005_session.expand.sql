@@ -1,5 +1,5 @@
 SET SESSION statement_timeout TO '1h';
-SET ROLE app_owner;
+RESET ROLE;
 SET search_path TO app, public;
 RESET application_name;
 SELECT set_config('lock_timeout', '0', false);
