@@ -195,6 +195,36 @@ fn files_that_cannot_be_migrations_are_refused_by_lint_and_up() {
             vec!["0002_comment.sql:2:3: error[syntax]: unterminated /* comment"],
         ),
         (
+            "COPY FROM STDIN with its data lines, one of which does not lex",
+            vec![(
+                b"0002_copy.sql",
+                b"SELECT 1;\nCOPY base (id) FROM stdin;\n1\n2'\n\\.\n",
+            )],
+            vec![
+                "0002_copy.sql:2:1: error[client-copy]: COPY ... FROM STDIN copies rows through the client, which the runtime cannot do: it sends statements, never COPY data (the lines after it are not SQL)",
+            ],
+        ),
+        (
+            "a session-level SET of a setting the runtime owns",
+            vec![(
+                b"0002_timeout.sql",
+                b"SET lock_timeout = 0;\nALTER TABLE base ADD COLUMN IF NOT EXISTS note text;\n",
+            )],
+            vec![
+                "0002_timeout.sql:1:1: error[session-setting]: SET changes lock_timeout for the rest of the session, which the runtime owns: the change escapes this migration's bounds and outlives it, into the next migrations and the caller's connection",
+            ],
+        ),
+        (
+            "a misspelled down marker",
+            vec![(
+                b"0002_down.sql",
+                b"ALTER TABLE base ADD COLUMN IF NOT EXISTS b int;\n-- Migrate:down\nALTER TABLE base DROP COLUMN IF EXISTS b;\n",
+            )],
+            vec![
+                "0002_down.sql:2:1: error[bad-directive]: `-- Migrate:down` looks like a `-- migrate:` directive but is not written as one",
+            ],
+        ),
+        (
             "unterminated quoted identifier",
             vec![(
                 b"0002_ident.sql",

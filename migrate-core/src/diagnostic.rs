@@ -55,8 +55,13 @@ pub mod codes {
     pub const CONFIG: &str = "config";
     /// A backfill statement the runtime cannot run in keyed batches.
     pub const BAD_BACKFILL: &str = "bad-backfill";
-    /// A folder that mixes other tools' layouts, or fits two that would read it differently.
+    /// A folder that mixes other tools' layouts, or fits two that would read it differently;
+    /// or a feature of the other tool's files migrate cannot honour (a Flyway placeholder, a
+    /// script setting), at its line.
     pub const LAYOUT: &str = "layout";
+    /// `COPY ... FROM STDIN` or `TO STDOUT`: rows through the client, which the runtime never
+    /// sends or reads.
+    pub const CLIENT_COPY: &str = "client-copy";
 }
 
 /// One finding: a lint rule violation or a file-level error.

@@ -14,6 +14,7 @@
 use std::collections::HashSet;
 
 use super::bad_backfill;
+use super::compare_columns;
 use super::config::{Config, Level};
 use super::context::{self, StatementContext};
 use super::coverage::{self, Coverage, Place};
@@ -79,6 +80,7 @@ pub(crate) fn lint_set_on(files: &[ParsedFile], config: &Config, threads: usize)
             apply_allows_and_levels(file, linted, config, &mut set);
         },
     );
+    set.diagnostics.extend(compare_columns::check(&ordered));
     crate::diagnostic::sort(&mut set.diagnostics);
     set
 }

@@ -15,6 +15,7 @@
 //! [`RULES`] and [`rule`] describe them (what `migrate explain` prints).
 
 mod bad_backfill;
+mod compare_columns;
 pub mod config;
 mod context;
 pub mod coverage;

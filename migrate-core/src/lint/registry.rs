@@ -17,6 +17,7 @@ pub static RULES: &[&Rule] = &[
     &column_type_change::RULE,
     &blocking_statement::RULE,
     &transaction_control::RULE,
+    &session_setting::RULE,
     &unparseable::RULE,
     &identifier_too_long::RULE,
     &lock_held_across_statements::RULE,

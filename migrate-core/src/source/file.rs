@@ -203,6 +203,20 @@ impl FileParser<'_> {
         }
     }
 
+    fn client_copy_error(&mut self, line: u32, column: u32, direction: &str) {
+        self.error(
+            line,
+            column,
+            codes::CLIENT_COPY,
+            format!(
+                "COPY ... {direction} copies rows through the client, which the runtime cannot do: it sends statements, never COPY data (the lines after it are not SQL)"
+            ),
+            Some(
+                "load the rows with INSERT ... VALUES (...), (...); (or in a backfill), or COPY from a file the server reads (`COPY t FROM '/path'`, needs pg_read_server_files)",
+            ),
+        );
+    }
+
     /// The file's tokens: every string, quoted name, comment and dollar quote must be closed.
     fn tokenize(&mut self, text: &str) -> Option<Vec<Token>> {
         match splitter::tokenize(text) {
@@ -210,6 +224,11 @@ impl FileParser<'_> {
                 // Kept for the file's lifetime: without the growth slack (up to half).
                 tokens.shrink_to_fit();
                 Some(tokens)
+            }
+            // COPY's data lines are not SQL (an `O'Brien` opens a string): the COPY is the cause.
+            Err(_) if let Some((line, direction)) = client_copy_line(text) => {
+                self.client_copy_error(line, 1, direction);
+                None
             }
             Err(error) => {
                 self.error(
@@ -248,7 +267,10 @@ impl FileParser<'_> {
         };
         for item in splitter::split(text, tokens) {
             match item {
-                Item::Statement(raw) => walk.statement(raw),
+                Item::Statement(raw) => {
+                    walk.check_client_copy(&Words::new(text, &tokens[raw.tokens.clone()]));
+                    walk.statement(raw)
+                }
                 Item::LineComment {
                     token,
                     own_line,
@@ -381,6 +403,17 @@ struct Walk<'p, 'a> {
 }
 
 impl Walk<'_, '_> {
+    /// `COPY ... FROM STDIN` / `TO STDOUT`: the rows go through the client, which the runtime
+    /// is not (it sends statements, never copy data), so the file cannot run.
+    fn check_client_copy(&mut self, words: &Words<'_>) {
+        if let Some(direction) = client_copy(words)
+            && let Some(first) = words.iter().next()
+        {
+            self.parser
+                .client_copy_error(first.line, first.column, direction);
+        }
+    }
+
     fn statement(&mut self, raw: RawStatement) {
         self.saw_statement = true;
         self.body.statements.push(StatementSource {
@@ -613,6 +646,43 @@ impl Walk<'_, '_> {
     }
 }
 
+/// `Some("FROM STDIN")` / `Some("TO STDOUT")` for a `COPY` through the client.
+fn client_copy(words: &Words<'_>) -> Option<&'static str> {
+    if !words.starts_with(&["COPY"]) {
+        return None;
+    }
+    if words.find_top_level("STDIN").is_some() {
+        Some("FROM STDIN")
+    } else if words.find_top_level("STDOUT").is_some() {
+        Some("TO STDOUT")
+    } else {
+        None
+    }
+}
+
+/// The first line that starts a `COPY` through the client, read from the text alone, for a
+/// file that does not lex.
+fn client_copy_line(text: &str) -> Option<(u32, &'static str)> {
+    text.lines().enumerate().find_map(|(index, line)| {
+        let words: Vec<String> = line
+            .split(|c: char| c.is_whitespace() || c == ';')
+            .filter(|word| !word.is_empty())
+            .map(str::to_ascii_uppercase)
+            .collect();
+        if words.first().map(String::as_str) != Some("COPY") {
+            return None;
+        }
+        let direction = if words.iter().any(|w| w == "STDIN") {
+            "FROM STDIN"
+        } else if words.iter().any(|w| w == "STDOUT") {
+            "TO STDOUT"
+        } else {
+            return None;
+        };
+        Some((index as u32 + 1, direction))
+    })
+}
+
 /// What a `--` comment is to the directive reader.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum DirectiveComment<'a> {
@@ -650,11 +720,8 @@ pub(super) fn read_directive_comment(comment: &str) -> DirectiveComment<'_> {
     {
         return DirectiveComment::Directive(directive_text);
     }
-    let body = comment
-        .get(2..)
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
+    // `--- migrate:down` too: every leading dash belongs to the comment marker.
+    let body = comment.trim_start_matches('-').trim().to_ascii_lowercase();
     let Some((word, rest)) = ["migrations", "migration", "migrate"]
         .into_iter()
         .find_map(|word| Some((word, body.strip_prefix(word)?)))
@@ -803,6 +870,7 @@ mod tests {
             "-- migration:down",
             "-- migrate down",
             "-- migrate-down",
+            "--- migrate:down",
             "--migrate",
         ] {
             let body = format!(
@@ -834,5 +902,37 @@ mod tests {
                 set.diagnostics
             );
         }
+    }
+
+    #[test]
+    fn a_copy_through_the_client_is_an_error_at_the_copy_line() {
+        for (body, line, direction) in [
+            (
+                "CREATE TABLE IF NOT EXISTS t (id int, name text);\nCOPY t (id, name) FROM stdin;\n1\tAda\n2\tO'Brien\n\\.\n",
+                2,
+                "FROM STDIN",
+            ),
+            (
+                "CREATE TABLE IF NOT EXISTS t (id int);\n\ncopy t from STDIN with (format csv);\n1\n2\n\\.\nSELECT 1;\n",
+                3,
+                "FROM STDIN",
+            ),
+            ("SELECT 1;\n  COPY (SELECT 1) TO STDOUT;\n", 2, "TO STDOUT"),
+        ] {
+            let set = load_files(&[file("0001_a.sql", body)], &any_rule);
+            assert_eq!(
+                codes_of(&set),
+                ["client-copy"],
+                "{body:?}: {:?}",
+                set.diagnostics
+            );
+            let diagnostic = &set.diagnostics[0];
+            assert_eq!(diagnostic.line, line, "{body:?}");
+            assert!(diagnostic.message.contains(direction), "{diagnostic:?}");
+        }
+        // A server-side file, and a column that happens to be called stdin, are fine.
+        let body = "COPY t FROM '/tmp/t.csv';\nCOPY t (stdin) FROM '/tmp/u.csv';\n";
+        let set = load_files(&[file("0001_a.sql", body)], &any_rule);
+        assert!(set.diagnostics.is_empty(), "{:?}", set.diagnostics);
     }
 }

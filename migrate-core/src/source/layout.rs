@@ -548,6 +548,18 @@ impl Assembly {
         self.diagnostics.push(bad_name(file, message, help));
     }
 
+    /// A problem with what a file of the other tool says (not with its name), at its place.
+    fn refuse_at(&mut self, file: &SourceFile, (line, column): (u32, u32), problem: String) {
+        let message = format!(
+            "`{}` cannot be read as a {} migration: {problem}",
+            file.file_name, self.layout
+        );
+        self.diagnostics.push(
+            Diagnostic::error(&file.display_path, line, column, codes::LAYOUT, message)
+                .with_help("migrate reads the other tool's scripts as plain SQL, and its per-script settings only where migrate has the same switch (Flyway's `executeInTransaction`, diesel's `run_in_transaction`)"),
+        );
+    }
+
     fn refuse_all(&mut self, files: &[SourceFile], why: &str) {
         for file in files {
             self.refuse(file, why);
@@ -714,11 +726,45 @@ impl Assembly {
                     self.refuse(file, "a repeatable migration runs again whenever its checksum changes, which migrate has no equivalent for: move its statements into a versioned migration");
                     continue;
                 }
+                _ if flyway && is_flyway_callback(&file.file_name) => {
+                    self.refuse(file, "it is a Flyway callback (SQL Flyway runs around its own commands), which migrate does not support: move its statements into a versioned migration, or run them outside migrate");
+                    continue;
+                }
                 _ => {
                     self.refuse(file, "the name does not fit the layout");
                     continue;
                 }
             };
+            // The undo and the configurations belong to this `V` file whatever else is wrong
+            // with it: each problem is reported once, at its cause, never again as an orphan.
+            let undo = undos.remove(&version);
+            let mut no_transaction = [false; 2];
+            let mut refused = false;
+            for (part, script) in [Some(file), undo].into_iter().enumerate() {
+                let Some(script) = script else {
+                    continue;
+                };
+                if let Some(config) = configs.get(script.file_name.as_str()) {
+                    used_configs.push(config.file_name.clone());
+                    match flyway_script_config(&config.bytes) {
+                        Ok(value) => no_transaction[part] = value,
+                        Err((line, problem)) => {
+                            self.refuse_at(config, (line, 1), problem);
+                            refused = true;
+                        }
+                    }
+                }
+                if flyway && let Some((position, placeholder)) = flyway_placeholder(&script.bytes) {
+                    self.refuse_at(
+                        script,
+                        position,
+                        format!(
+                            "`{placeholder}` is a Flyway placeholder, which Flyway replaces before running and migrate would not: write the value in"
+                        ),
+                    );
+                    refused = true;
+                }
+            }
             if version.contains(['.', '_']) {
                 self.refuse(file, format!("version `{version}` has parts; migrate versions are one whole number: rename it, e.g. `V{}__`", version.replace(['.', '_'], "")));
                 continue;
@@ -726,32 +772,7 @@ impl Assembly {
             let Some(number) = self.version(file, &version) else {
                 continue;
             };
-            if flyway && has_flyway_placeholder(&file.bytes) {
-                self.refuse(file, "it uses a Flyway placeholder `${...}`, which Flyway replaces before running and migrate would not: write the value in");
-                continue;
-            }
-            let mut no_transaction = [false; 2];
-            let mut refused = false;
-            let scripts = [Some(file), undos.get(&version).copied()];
-            for (part, script) in scripts.into_iter().enumerate() {
-                let Some(config) = script.and_then(|s| configs.get(s.file_name.as_str())) else {
-                    continue;
-                };
-                used_configs.push(config.file_name.clone());
-                match flyway_script_config(&config.bytes) {
-                    Ok(value) => no_transaction[part] = value,
-                    Err(problem) => {
-                        self.refuse(config, problem);
-                        refused = true;
-                    }
-                }
-            }
             if refused {
-                continue;
-            }
-            let undo = undos.remove(&version);
-            if let Some(undo) = undo.filter(|u| has_flyway_placeholder(&u.bytes)) {
-                self.refuse(undo, "it uses a Flyway placeholder `${...}`, which Flyway replaces before running and migrate would not: write the value in");
                 continue;
             }
             self.push(
@@ -859,17 +880,55 @@ fn close_last_statement(text: &mut Vec<u8>) {
     }
 }
 
-/// Flyway replaces `${name}` placeholders in every script by default.
-fn has_flyway_placeholder(bytes: &[u8]) -> bool {
-    bytes.windows(2).any(|w| w == b"${")
+/// The first `${name}` placeholder of a script, which Flyway replaces in every script by
+/// default: its `(line, column)` and its text.
+fn flyway_placeholder(bytes: &[u8]) -> Option<((u32, u32), String)> {
+    let start = bytes.windows(2).position(|w| w == b"${")?;
+    let before = &bytes[..start];
+    let line = before.iter().filter(|&&b| b == b'\n').count() as u32 + 1;
+    let line_start = before
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |i| i + 1);
+    let column = String::from_utf8_lossy(&before[line_start..])
+        .chars()
+        .count() as u32
+        + 1;
+    let rest = &bytes[start..];
+    let end = rest
+        .iter()
+        .position(|&b| b == b'}' || b == b'\n')
+        .filter(|&i| rest[i] == b'}')
+        .map_or(2, |i| i + 1);
+    Some((
+        (line, column),
+        String::from_utf8_lossy(&rest[..end]).into_owned(),
+    ))
+}
+
+/// Flyway's callback scripts: `beforeMigrate.sql`, `afterEachMigrate__audit.sql`, ...
+/// (<https://documentation.red-gate.com/flyway/flyway-concepts/callbacks>).
+fn is_flyway_callback(file_name: &str) -> bool {
+    let Some(stem) = file_name.strip_suffix(".sql") else {
+        return false;
+    };
+    let event = stem.split("__").next().unwrap_or(stem);
+    let after_prefix = event
+        .strip_prefix("before")
+        .or_else(|| event.strip_prefix("after"));
+    event == "createSchema"
+        || after_prefix.is_some_and(|rest| {
+            rest.starts_with(|c: char| c.is_ascii_uppercase())
+                && rest.bytes().all(|b| b.is_ascii_alphabetic())
+        })
 }
 
 /// A Flyway `.sql.conf`: `executeInTransaction=false` is our `no-transaction`; any other
-/// setting is refused rather than ignored.
-fn flyway_script_config(bytes: &[u8]) -> Result<bool, String> {
-    let text = std::str::from_utf8(bytes).map_err(|_| "the file is not UTF-8".to_owned())?;
+/// setting is refused rather than ignored, with its line.
+fn flyway_script_config(bytes: &[u8]) -> Result<bool, (u32, String)> {
+    let text = std::str::from_utf8(bytes).map_err(|_| (1, "the file is not UTF-8".to_owned()))?;
     let mut no_transaction = false;
-    for line in text.lines().map(str::trim) {
+    for (index, line) in text.lines().map(str::trim).enumerate() {
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
@@ -877,8 +936,11 @@ fn flyway_script_config(bytes: &[u8]) -> Result<bool, String> {
             Some(("executeInTransaction", "false")) => no_transaction = true,
             Some(("executeInTransaction", "true")) => no_transaction = false,
             _ => {
-                return Err(format!(
-                    "`{line}` is a Flyway setting migrate cannot honour (only `executeInTransaction=true|false` is read)"
+                return Err((
+                    index as u32 + 1,
+                    format!(
+                        "`{line}` is a Flyway setting migrate cannot honour (only `executeInTransaction=true|false` is read)"
+                    ),
                 ));
             }
         }
@@ -1103,5 +1165,82 @@ mod tests {
                 ("DROP TABLE IF EXISTS t", down.lines().count() as u32)
             );
         }
+    }
+
+    /// Each Flyway problem is reported once, at its cause: a refused `V` file does not also
+    /// orphan its undo or its configuration, a placeholder is named at its line and column, a
+    /// callback is called one.
+    #[test]
+    fn flyway_problems_are_reported_once_at_their_cause() {
+        let report = |files: &[(&str, &str)], configs: &[(&str, &str)]| {
+            let mut entries = entries(files);
+            entries.script_configs = configs.iter().map(|(n, b)| file(n, b)).collect();
+            let (_, diagnostics) = assemble(&entries, Layout::Flyway, &BTreeMap::new());
+            diagnostics
+                .into_iter()
+                .map(|d| (d.file, d.line, d.column, d.code, d.message))
+                .collect::<Vec<_>>()
+        };
+        let found = report(
+            &[("V1__a.sql", "SELECT 1;"), ("U1__a.sql", "SELECT 2;")],
+            &[(
+                "V1__a.sql.conf",
+                "# settings\nexecuteInTransaction=false\nencoding=UTF-16\n",
+            )],
+        );
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert_eq!(
+            (found[0].0.as_str(), found[0].1, found[0].3),
+            ("migrations/V1__a.sql.conf", 3, "layout")
+        );
+        assert!(found[0].4.contains("`encoding=UTF-16`"), "{found:#?}");
+
+        let found = report(
+            &[
+                (
+                    "V2__b.sql",
+                    "SELECT 1;\nCREATE TABLE t (id int) TABLESPACE ${space};\n",
+                ),
+                ("U2__b.sql", "DROP TABLE t;\n"),
+                ("V3__c.sql", "SELECT 1;"),
+                ("U3__c.sql", "-- undo\n  SELECT '${flyway:user}';\n"),
+            ],
+            &[("V2__b.sql.conf", "executeInTransaction=true\n")],
+        );
+        let places: Vec<_> = found
+            .iter()
+            .map(|(file, line, column, code, _)| (file.as_str(), *line, *column, *code))
+            .collect();
+        assert_eq!(
+            places,
+            [
+                ("migrations/V2__b.sql", 2, 36, "layout"),
+                ("migrations/U3__c.sql", 2, 11, "layout")
+            ],
+            "{found:#?}"
+        );
+        assert!(
+            found[0].4.contains("`${space}` is a Flyway placeholder"),
+            "{found:#?}"
+        );
+        assert!(found[1].4.contains("`${flyway:user}`"), "{found:#?}");
+
+        for callback in [
+            "beforeMigrate.sql",
+            "afterEachMigrate__audit.sql",
+            "afterMigrateError.sql",
+        ] {
+            let found = report(&[("V1__a.sql", "SELECT 1;"), (callback, "SELECT 1;")], &[]);
+            assert_eq!(found.len(), 1, "{found:#?}");
+            assert!(
+                found[0].4.contains("is a Flyway callback"),
+                "{callback}: {found:#?}"
+            );
+        }
+        let found = report(
+            &[("V1__a.sql", "SELECT 1;"), ("notes.sql", "SELECT 1;")],
+            &[],
+        );
+        assert!(found[0].4.contains("does not fit the layout"), "{found:#?}");
     }
 }

@@ -20,7 +20,7 @@ mod folder;
 mod layout;
 mod set;
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;
 
 pub use compare_directive::parse_compare;
 pub use directive::Allow;

@@ -18,6 +18,7 @@ pub mod lock_held_across_statements;
 pub mod prefer_robust_types;
 pub mod require_concurrent_index;
 pub mod require_if_not_exists;
+pub mod session_setting;
 pub mod set_not_null_scan;
 pub mod table_persistence_change;
 pub mod transaction_control;

@@ -62,10 +62,13 @@ fn check(context: &StatementContext<'_>, findings: &mut Vec<Finding>) {
     if let Some(split) = context.split_alter {
         for action in &split.unparsed {
             if action.kind == ActionKind::Unknown {
-                findings.push(Finding::new(format!(
-                    "the linter cannot read the action `{}` of this ALTER TABLE, so no safety rule checked it ({})",
-                    action.text, action.parse_error
-                )));
+                findings.push(
+                    Finding::new(format!(
+                        "the linter cannot read the action `{}` of this ALTER TABLE, so no safety rule checked it ({})",
+                        action.text, action.parse_error
+                    ))
+                    .at(context.unparsed_action_position(action)),
+                );
             }
         }
         return;

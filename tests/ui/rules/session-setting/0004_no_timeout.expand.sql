@@ -1,0 +1,2 @@
+SET lock_timeout = 0;
+ALTER TABLE users ADD COLUMN IF NOT EXISTS nickname text;

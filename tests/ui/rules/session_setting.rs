@@ -1,0 +1,5 @@
+static MIGRATIONS: migrate_core::Migrations = migrate_macros::migrations!("ui/rules/session-setting");
+
+fn main() {
+    let _ = &MIGRATIONS;
+}
