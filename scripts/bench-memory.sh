@@ -53,7 +53,7 @@ with open(f"{work}/one/0001_seed.expand.sql", "w") as f:
 PY
 
 bin=""
-for candidate in "${MIGRATE_PG_BIN:-}" "$(dirname "$(command -v initdb 2>/dev/null || echo /nonexistent/x)")" $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V -r); do
+for candidate in "${MIGRATE_PG_BIN:-}" "$(dirname "$(readlink -f "$(command -v initdb 2>/dev/null || echo /nonexistent/x)")")" $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V -r); do
     if [ -n "$candidate" ] && [ -x "$candidate/initdb" ]; then bin="$candidate"; break; fi
 done
 as_server() {
@@ -74,7 +74,7 @@ if [ "$lint_only" = false ]; then
     as_server "$bin/pg_ctl" -D "$work/pg/data" -o "-p $port -k $work/pg -c listen_addresses=127.0.0.1" \
         -l "$work/pg/log" -w start >/dev/null
     trap 'as_server "$bin/pg_ctl" -D "$work/pg/data" -m immediate stop >/dev/null 2>&1 || true' EXIT
-    url="postgres://postgres@127.0.0.1:$port/postgres?sslmode=disable"
+    url="postgres://postgres@127.0.0.1:$port"
 fi
 
 peak() { # command... -> peak RSS in KiB
@@ -89,9 +89,9 @@ for name in many one; do
     lint=$(peak "$migrate" lint "$work/$name")
     line="$name: $(awk -v b="$bytes" 'BEGIN {printf "%.1f MB", b/1e6}'), lint peak $(awk -v k="$lint" -v b="$bytes" 'BEGIN {printf "%.0f MB (%.1fx)", k*1024/1e6, k*1024/b}')"
     if [ -n "$url" ]; then
-        psql_bin="$bin/psql"
-        "$psql_bin" -q -d "$url" -c "DROP TABLE IF EXISTS seed_rows; DROP TABLE IF EXISTS schema_migrations" >/dev/null 2>&1 || true
-        up=$(peak "$migrate" up --database-url "$url" --dir "$work/$name")
+        # A database of its own for each file.
+        "$bin/psql" -q -d "$url/postgres?sslmode=disable" -c "CREATE DATABASE bench_$name" >/dev/null
+        up=$(peak "$migrate" up --database-url "$url/bench_$name?sslmode=disable" --dir "$work/$name")
         line="$line, up peak $(awk -v k="$up" -v b="$bytes" 'BEGIN {printf "%.0f MB (%.1fx)", k*1024/1e6, k*1024/b}')"
     fi
     echo "$line"
