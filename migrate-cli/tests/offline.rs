@@ -604,3 +604,56 @@ fn new_says_what_to_do_next_and_its_file_lints_once_written() {
             "name the table and its key in the `-- migrate:backfill` line",
         ));
 }
+
+#[test]
+fn plan_names_the_tables_a_statement_locks_through_what_the_set_declares() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("0001_people.expand.sql"),
+        "CREATE TABLE IF NOT EXISTS person (id bigint PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS community (id bigint PRIMARY KEY,
+    creator_id bigint REFERENCES person (id) ON DELETE CASCADE);
+CREATE INDEX IF NOT EXISTS community_creator_id_idx ON community (creator_id);
+",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("0002_drop_creator.contract.sql"),
+        "-- migrate:requires 1
+ALTER TABLE community DROP COLUMN IF EXISTS creator_id;
+",
+    )
+    .unwrap();
+    let output = migrate()
+        .args(["--format", "json", "plan", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let plan = json(&output);
+    let drop = &plan["pending"][1]["statements"][0];
+    let locks = drop["locks"].as_array().unwrap();
+    let person = locks
+        .iter()
+        .find(|l| l["table"] == "person")
+        .unwrap_or_else(|| panic!("person not locked: {drop}"));
+    assert_eq!(person["mode"], "ACCESS_EXCLUSIVE");
+    assert!(
+        person["because"]
+            .as_str()
+            .unwrap()
+            .contains("community_creator_id_fkey"),
+        "{person}"
+    );
+    let output = migrate()
+        .args(["plan", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stdout(&output).contains("community, person"),
+        "{}",
+        stdout(&output)
+    );
+}

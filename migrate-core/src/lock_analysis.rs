@@ -293,7 +293,7 @@ pub fn analyze_sql(sql: &str) -> LockAnalysis {
 pub(crate) fn analyze(read: &ReadStatement, words: &Words<'_>) -> LockAnalysis {
     // sqlparser reads `DROP INDEX CONCURRENTLY idx` as an index named "concurrently".
     let trust_ast = !words.starts_with(&["DROP", "INDEX"]);
-    let mut analysis = match (&read.ast, &read.split_alter) {
+    let mut analysis = match (read.ast.as_deref(), &read.split_alter) {
         (Some(statement), _) if trust_ast => from_ast(statement, words),
         (None, Some(_)) => LockAnalysis::new(),
         _ => from_tokens(words),
@@ -301,6 +301,8 @@ pub(crate) fn analyze(read: &ReadStatement, words: &Words<'_>) -> LockAnalysis {
     if let Some(split) = &read.split_alter {
         unparsed_actions(split, &mut analysis);
     }
+    // Kept for every statement of a file until the set pass: one lock is the usual case.
+    analysis.locks.shrink_to_fit();
     analysis
 }
 
@@ -571,8 +573,8 @@ fn alter_table(table: &str, operations: &[AlterTableOperation]) -> LockAnalysis 
                 let checks_rows = has(|o| matches!(o, ColumnOption::NotNull))
                     && !has(|o| matches!(o, ColumnOption::Default(_)));
                 // A foreign key on the new column takes SHARE ROW EXCLUSIVE on the referenced
-                // table and checks the existing rows with a query (a scan, even when the
-                // column is all NULL: observed on PostgreSQL 15).
+                // table; with a default it checks every existing row's value (a scan), an
+                // all-NULL column has nothing to check (both observed on PostgreSQL 15).
                 let mut references = false;
                 for option in &column_def.options {
                     if let ColumnOption::ForeignKey(fk) = &option.option {
@@ -580,6 +582,7 @@ fn alter_table(table: &str, operations: &[AlterTableOperation]) -> LockAnalysis 
                         references = true;
                     }
                 }
+                let references = references && has(|o| matches!(o, ColumnOption::Default(_)));
                 let work = if rewrites {
                     TableWork::Rewrite
                 } else if builds_index || checks_rows || references {
@@ -846,7 +849,7 @@ fn from_tokens(words: &Words<'_>) -> LockAnalysis {
 pub fn writes_rows(sql: &str) -> Option<&'static str> {
     let tokens = splitter::tokenize(sql).ok()?;
     let words = Words::new(sql, &tokens);
-    match read_statement(sql, &words).ast {
+    match read_statement(sql, &words).ast.map(|ast| *ast) {
         Some(Statement::Insert(_)) => Some("INSERT"),
         Some(Statement::Update(_)) => Some("UPDATE"),
         Some(Statement::Delete(_)) => Some("DELETE"),
@@ -915,7 +918,7 @@ fn selects_into(body: &sqlparser::ast::SetExpr) -> bool {
 pub fn roles_or_privileges(sql: &str) -> Option<&'static str> {
     let tokens = splitter::tokenize(sql).ok()?;
     let words = Words::new(sql, &tokens);
-    match read_statement(sql, &words).ast {
+    match read_statement(sql, &words).ast.map(|ast| *ast) {
         Some(Statement::Grant(_) | Statement::GrantRole(_)) => return Some("GRANT"),
         Some(Statement::Revoke(_) | Statement::RevokeRole(_)) => return Some("REVOKE"),
         Some(Statement::CreateRole(_)) => return Some("CREATE ROLE"),

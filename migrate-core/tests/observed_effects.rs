@@ -361,6 +361,13 @@ CREATE MATERIALIZED VIEW c_ids AS SELECT id FROM c;
     ),
     ("0010_drop_table.expand.sql", "DROP TABLE c CASCADE;\n"),
     ("0011_truncate.expand.sql", "TRUNCATE parent CASCADE;\n"),
+    (
+        "0012_reference.expand.sql",
+        "INSERT INTO parent VALUES (1);
+ALTER TABLE d ADD COLUMN parent_id bigint REFERENCES parent (id);
+ALTER TABLE d ADD COLUMN first_parent_id bigint DEFAULT 1 REFERENCES parent (id);
+",
+    ),
 ];
 
 #[tokio::test(flavor = "multi_thread")]
@@ -462,6 +469,35 @@ async fn locks_on_tables_a_statement_does_not_name_are_predicted_from_the_set() 
                 .iter()
                 .any(|l| l.relation == *relation && l.mode == *mode),
             "{file}: PostgreSQL took no {mode} on {relation}: {:?}",
+            statement.locks
+        );
+    }
+    // A new column's foreign key: SHARE ROW EXCLUSIVE on the referenced table; its rows are
+    // checked (a scan) only when a default gives them a value.
+    let (_, reference) = outcomes
+        .iter()
+        .find(|(name, _)| name == "0012_reference.expand.sql")
+        .expect("observed");
+    let works: Vec<_> = reference.statements[1..]
+        .iter()
+        .map(|s| (s.predicted.work, s.work))
+        .collect();
+    use migrate_core::lock_analysis::TableWork;
+    assert_eq!(
+        works,
+        [
+            (TableWork::None, TableWork::None),
+            (TableWork::Scan, TableWork::Scan)
+        ]
+    );
+    // (The second one finds the lock already held by the first.)
+    for statement in &reference.statements[1..2] {
+        assert!(
+            statement
+                .locks
+                .iter()
+                .any(|l| l.relation == "public.parent" && l.mode == LockMode::ShareRowExclusive),
+            "{:?}",
             statement.locks
         );
     }

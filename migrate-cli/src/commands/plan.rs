@@ -506,7 +506,9 @@ mod tests {
         );
         assert!(
             note("CREATE TABLE c AS SELECT * FROM t", &[])
-                .ends_with("; CREATE TABLE AS reads its query's tables")
+                .ends_with(
+                    "; CREATE TABLE AS runs its query: reads t in full under ACCESS SHARE (blocks no reads or writes)"
+                )
         );
     }
 }

@@ -52,7 +52,7 @@ pub(super) fn check(
     };
     match planned {
         Ok(_) => {
-            if let Some(Statement::Update(update)) = &read.ast
+            if let Some(Statement::Update(update)) = read.ast.as_deref()
                 && let Some(endless) = never_finishes(update)
             {
                 diagnostics.push(diagnostic(endless.message, endless.help));

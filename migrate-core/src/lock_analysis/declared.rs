@@ -14,8 +14,8 @@ use std::collections::HashMap;
 
 use sqlparser::ast::{
     AlterColumnOperation, AlterTableOperation, ColumnOption, CreateFunctionBody, DropBehavior,
-    Expr, ObjectType, ReferentialAction, RenameTableNameKind, Statement, TableConstraint,
-    TableFactor, TriggerEvent, Value,
+    Expr, ObjectName, ObjectType, ReferentialAction, RenameTableNameKind, Statement,
+    TableConstraint, TableFactor, TriggerEvent, Value,
 };
 
 use super::{LockAnalysis, LockMode, TableLock, analyze, name};
@@ -102,7 +102,7 @@ impl DeclaredSchema {
 
     /// Adds to `analysis` the locks on other tables that what is declared implies.
     pub(crate) fn extend(&self, read: &ReadStatement, analysis: &mut LockAnalysis) {
-        let Some(statement) = &read.ast else {
+        let Some(statement) = read.ast.as_deref() else {
             return;
         };
         let mut extra = Vec::new();
@@ -174,6 +174,16 @@ impl DeclaredSchema {
             }
             _ => {}
         }
+        for lock in extra {
+            add_declared(analysis, lock);
+        }
+    }
+
+    /// [`DeclaredSchema::extend`] of an `INSERT` into `table` whose tree is gone: the locks
+    /// its triggers' bodies take.
+    pub(crate) fn extend_insert(&self, table: &ObjectName, analysis: &mut LockAnalysis) {
+        let mut extra = Vec::new();
+        self.trigger_locks(&name(table), Event::Insert, &mut extra);
         for lock in extra {
             add_declared(analysis, lock);
         }
@@ -453,7 +463,7 @@ impl DeclaredSchema {
 
     /// Records what one statement declares or removes.
     pub(crate) fn record(&mut self, read: &ReadStatement, words: &Words<'_>) {
-        let Some(statement) = &read.ast else {
+        let Some(statement) = read.ast.as_deref() else {
             return;
         };
         match statement {
