@@ -114,7 +114,7 @@ fn up_through_the_library_leaves_the_clients_settings_and_errors_read_as_one_mes
     let stderr = text(&refused.stderr);
     assert_eq!(stderr.matches("Error: ").count(), 1, "{stderr}");
     assert!(
-        stderr.starts_with("Error: invalid setting lock_timeout = 0ns: must be at least 1ms"),
+        stderr.starts_with("Error: invalid setting lock_timeout = 0: must be at least 1ms"),
         "{stderr}"
     );
     assert!(!stderr.contains("InvalidSetting {"), "{stderr}");

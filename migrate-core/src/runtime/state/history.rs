@@ -279,8 +279,11 @@ impl History {
                    AND (SELECT count(*) FROM pg_attribute a \
                         WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
                           AND a.attname = ANY($1)) = 7 \
+                   AND c.oid IS DISTINCT FROM to_regclass($2) \
                  ORDER BY 1",
-                &[&HISTORY_COLUMNS.as_slice()],
+                // The configured table itself is never "another" one: a concurrent runner
+                // may have created it since `check` saw it missing.
+                &[&HISTORY_COLUMNS.as_slice(), &self.quoted],
             )
             .await
             .map_err(RuntimeError::database("looking for other history tables"))?;
