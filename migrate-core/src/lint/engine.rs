@@ -20,6 +20,7 @@ use super::context::{self, StatementContext};
 use super::coverage::{self, Coverage, Place};
 use super::registry::RULES;
 use super::rule::{Check, Finding, Rule, RuleMemory};
+use crate::classify::Words;
 use crate::classify::{self, Fallback};
 use crate::diagnostic::{Diagnostic, Severity, codes};
 use crate::lock_analysis::{DeclaredSchema, LockAnalysis};
@@ -100,7 +101,8 @@ fn add_declared_locks(
             None => schema.extend(&analysed.read, &mut analysed.lock),
         }
         if statement.section == SectionKind::Up {
-            schema.record(&analysed.read, &file.words(statement));
+            let tokens = file.tokens(statement);
+            schema.record(&analysed.read, &Words::new(&file.source, &tokens));
         }
     }
 }
@@ -187,7 +189,8 @@ fn lint_file(file: &ParsedFile, config: &Config) -> LintedFile {
     let mut statements = Vec::with_capacity(file.statements.len());
     for (index, statement) in file.statements.iter().enumerate() {
         let sql = file.text(statement);
-        let words = file.words(statement);
+        let tokens = file.tokens(statement);
+        let words = Words::new(&file.source, &tokens);
         let read = read_statement(sql, &words);
         let fallback = if read.parse_error.is_none() && !words.starts_with(&["DROP", "INDEX"]) {
             None
@@ -205,7 +208,7 @@ fn lint_file(file: &ParsedFile, config: &Config) -> LintedFile {
             literal_insert_into: None,
             findings: Vec::new(),
         };
-        walk.step(file, index, &mut analysed, &mut checkers);
+        walk.step(file, index, &words, &mut analysed, &mut checkers);
         forget_literal_rows(&mut analysed);
         statements.push(analysed);
     }
@@ -241,7 +244,9 @@ fn run_checkers(
 ) {
     let mut walk = CheckerWalk::start(checkers);
     for (index, analysed) in statements.iter_mut().enumerate() {
-        walk.step(file, index, analysed, checkers);
+        let tokens = file.tokens(&file.statements[index]);
+        let words = Words::new(&file.source, &tokens);
+        walk.step(file, index, &words, analysed, checkers);
     }
 }
 
@@ -270,6 +275,7 @@ impl CheckerWalk {
         &mut self,
         file: &ParsedFile,
         index: usize,
+        words: &Words<'_>,
         analysed: &mut AnalysedStatement,
         checkers: &mut [(usize, Checker)],
     ) {
@@ -295,7 +301,7 @@ impl CheckerWalk {
                 .as_ref()
                 .map_or(TransactionMode::Transactional, |d| d.mode),
         };
-        let words = file.words(statement);
+        let words = *words;
         let context = StatementContext {
             ast: analysed.read.ast.as_deref(),
             parse_error: analysed.read.parse_error.as_deref(),
