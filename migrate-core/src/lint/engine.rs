@@ -98,11 +98,14 @@ fn add_declared_locks(
     for (statement, analysed) in file.statements.iter().zip(statements) {
         match &analysed.literal_insert_into {
             Some(table) => schema.extend_insert(table, &mut analysed.lock),
-            None => schema.extend(&analysed.read, &mut analysed.lock),
+            None => schema.extend(read_of(&analysed.reading), &mut analysed.lock),
         }
         if statement.section == SectionKind::Up {
             let tokens = file.tokens(statement);
-            schema.record(&analysed.read, &Words::new(&file.source, &tokens));
+            schema.record(
+                read_of(&analysed.reading),
+                &Words::new(&file.source, &tokens),
+            );
         }
     }
 }
@@ -110,13 +113,37 @@ fn add_declared_locks(
 /// One statement as every rule sees it: parsed once, classified, lock-analysed, and what the
 /// rules found in it so far.
 struct AnalysedStatement {
-    read: ReadStatement,
-    fallback: Option<Fallback>,
+    /// How it was read, and what its keywords say when that is needed; `None` once dropped
+    /// ([`forget_literal_rows`]). Boxed: a file's statements are kept until the set pass,
+    /// and most of a big file's are literal INSERTs (issue 21, item 20).
+    reading: Reading,
     lock: LockAnalysis,
-    /// The table of an `INSERT ... VALUES` whose tree was dropped ([`forget_literal_rows`]).
-    literal_insert_into: Option<sqlparser::ast::ObjectName>,
+    /// The table of an `INSERT ... VALUES` whose tree was dropped ([`forget_literal_rows`]),
+    /// as the declared schema names tables.
+    literal_insert_into: Option<Box<str>>,
     /// `(index in RULES, finding)`, before allows and levels.
     findings: Vec<(usize, Finding)>,
+}
+
+/// What a statement whose reading was dropped reads as: not parsed, and nothing to say.
+static NOT_READ: ReadStatement = ReadStatement {
+    ast: None,
+    parse_error: None,
+    split_alter: None,
+};
+
+/// A statement's [`AnalysedStatement::reading`]: how it was read (functions of the field, so
+/// that the statement's other fields can be borrowed beside it).
+type Reading = Option<Box<(ReadStatement, Option<Fallback>)>>;
+
+fn read_of(reading: &Reading) -> &ReadStatement {
+    reading.as_deref().map_or(&NOT_READ, |(read, _)| read)
+}
+
+fn fallback_of(reading: &Reading) -> Option<&Fallback> {
+    reading
+        .as_deref()
+        .and_then(|(_, fallback)| fallback.as_ref())
 }
 
 /// A file after the first pass: its statements, and what the backfill check found.
@@ -202,8 +229,7 @@ fn lint_file(file: &ParsedFile, config: &Config) -> LintedFile {
         // build time what it could not batch, or could not finish.
         bad_backfill::check(file, statement, sql, &read, &mut diagnostics);
         let mut analysed = AnalysedStatement {
-            read,
-            fallback,
+            reading: Some(Box::new((read, fallback))),
             lock,
             literal_insert_into: None,
             findings: Vec::new(),
@@ -224,14 +250,16 @@ fn lint_file(file: &ParsedFile, config: &Config) -> LintedFile {
 /// 6.4 GB for a 50 MB file of 500,000 INSERTs (issue 21, item 20). Its table is kept for the
 /// locks the set's triggers add.
 fn forget_literal_rows(statement: &mut AnalysedStatement) {
-    if let Some(sqlparser::ast::Statement::Insert(insert)) = statement.read.ast.as_deref()
+    if let Some(sqlparser::ast::Statement::Insert(insert)) =
+        read_of(&statement.reading).ast.as_deref()
         && let (sqlparser::ast::TableObject::TableName(table), Some(source)) =
             (&insert.table, &insert.source)
         && matches!(*source.body, sqlparser::ast::SetExpr::Values(_))
         && source.with.is_none()
     {
-        statement.literal_insert_into = Some(table.clone());
-        statement.read.ast = None;
+        // A parsed INSERT has no parse error, split ALTER or fallback: the tree was all.
+        statement.literal_insert_into = Some(crate::lock_analysis::name(table).into());
+        statement.reading = None;
     }
 }
 
@@ -303,11 +331,11 @@ impl CheckerWalk {
         };
         let words = *words;
         let context = StatementContext {
-            ast: analysed.read.ast.as_deref(),
-            parse_error: analysed.read.parse_error.as_deref(),
-            split_alter: analysed.read.split_alter.as_ref(),
+            ast: read_of(&analysed.reading).ast.as_deref(),
+            parse_error: read_of(&analysed.reading).parse_error.as_deref(),
+            split_alter: read_of(&analysed.reading).split_alter.as_ref(),
             words,
-            fallback: analysed.fallback.as_ref(),
+            fallback: fallback_of(&analysed.reading),
             phase: file.migration.phase,
             section,
             line: statement.raw.line,
@@ -328,8 +356,8 @@ impl CheckerWalk {
             checker.record(&context);
         }
         context::record_new_tables(
-            analysed.read.ast.as_deref(),
-            analysed.fallback.as_ref(),
+            read_of(&analysed.reading).ast.as_deref(),
+            fallback_of(&analysed.reading),
             &words,
             &mut self.created_in_section,
             &mut self.filled_in_section,
@@ -351,7 +379,11 @@ fn apply_allows_and_levels(
             .findings
             .iter()
             .any(|(rule, _)| RULES[*rule].id == UNPARSEABLE);
-        let reading = coverage::reading(&analysed.read, analysed.fallback.as_ref(), flagged);
+        let reading = coverage::reading(
+            read_of(&analysed.reading),
+            fallback_of(&analysed.reading),
+            flagged,
+        );
         set.coverage.add(reading, || Place {
             file: file.display_path.clone(),
             line: statement.raw.line,
