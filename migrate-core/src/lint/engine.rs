@@ -12,6 +12,7 @@
 //! file are dropped once it is done.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use super::bad_backfill;
 use super::compare_columns;
@@ -98,7 +99,10 @@ fn add_declared_locks(
     for (statement, analysed) in file.statements.iter().zip(statements) {
         match &analysed.literal_insert_into {
             Some(table) => schema.extend_insert(table, &mut analysed.lock),
-            None => schema.extend(read_of(&analysed.reading), &mut analysed.lock),
+            None => schema.extend(
+                read_of(&analysed.reading),
+                Arc::make_mut(&mut analysed.lock),
+            ),
         }
         if statement.section == SectionKind::Up {
             let tokens = file.tokens(statement);
@@ -117,7 +121,8 @@ struct AnalysedStatement {
     /// ([`forget_literal_rows`]). Boxed: a file's statements are kept until the set pass,
     /// and most of a big file's are literal INSERTs (issue 21, item 20).
     reading: Reading,
-    lock: LockAnalysis,
+    /// Shared by consecutive literal INSERTs that lock alike ([`share_literal_locks`]).
+    lock: Arc<LockAnalysis>,
     /// The table of an `INSERT ... VALUES` whose tree was dropped ([`forget_literal_rows`]),
     /// as the declared schema names tables.
     literal_insert_into: Option<Box<str>>,
@@ -214,6 +219,7 @@ fn lint_file(file: &ParsedFile, config: &Config) -> LintedFile {
     let mut checkers = Checker::of_reach(Reach::File, config);
     let mut walk = CheckerWalk::start(&mut checkers);
     let mut statements = Vec::with_capacity(file.statements.len());
+    let mut literal_locks = None;
     for (index, statement) in file.statements.iter().enumerate() {
         let sql = file.text(statement);
         let tokens = file.tokens(statement);
@@ -230,12 +236,13 @@ fn lint_file(file: &ParsedFile, config: &Config) -> LintedFile {
         bad_backfill::check(file, statement, sql, &read, &mut diagnostics);
         let mut analysed = AnalysedStatement {
             reading: Some(Box::new((read, fallback))),
-            lock,
+            lock: Arc::new(lock),
             literal_insert_into: None,
             findings: Vec::new(),
         };
         walk.step(file, index, &words, &mut analysed, &mut checkers);
         forget_literal_rows(&mut analysed);
+        share_literal_locks(&mut analysed, &mut literal_locks);
         statements.push(analysed);
     }
     LintedFile {
@@ -260,6 +267,22 @@ fn forget_literal_rows(statement: &mut AnalysedStatement) {
         // A parsed INSERT has no parse error, split ALTER or fallback: the tree was all.
         statement.literal_insert_into = Some(crate::lock_analysis::name(table).into());
         statement.reading = None;
+    }
+}
+
+/// Makes a literal INSERT's lock analysis the one of the previous literal INSERT when they
+/// are equal: 500,000 INSERTs into one table lock the same way, and one analysis each took
+/// about a file's size again (issue 21, item 20). The set pass copies one before changing it.
+fn share_literal_locks(
+    statement: &mut AnalysedStatement,
+    previous: &mut Option<Arc<LockAnalysis>>,
+) {
+    if statement.literal_insert_into.is_none() {
+        return;
+    }
+    match previous {
+        Some(shared) if **shared == *statement.lock => statement.lock = Arc::clone(shared),
+        _ => *previous = Some(Arc::clone(&statement.lock)),
     }
 }
 

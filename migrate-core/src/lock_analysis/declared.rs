@@ -181,10 +181,15 @@ impl DeclaredSchema {
 
     /// [`DeclaredSchema::extend`] of an `INSERT` into `table` whose tree is gone: the locks
     /// its triggers' bodies take.
-    /// `table`: the INSERT's table as [`name`] gives it.
-    pub(crate) fn extend_insert(&self, table: &str, analysis: &mut LockAnalysis) {
+    /// `table`: the INSERT's table as [`name`] gives it. `analysis` is copied only when
+    /// something is added (the analyses of literal INSERTs are shared).
+    pub(crate) fn extend_insert(&self, table: &str, analysis: &mut std::sync::Arc<LockAnalysis>) {
         let mut extra = Vec::new();
         self.trigger_locks(table, Event::Insert, &mut extra);
+        if extra.is_empty() {
+            return;
+        }
+        let analysis = std::sync::Arc::make_mut(analysis);
         for lock in extra {
             add_declared(analysis, lock);
         }

@@ -278,7 +278,9 @@ impl FileParser<'_> {
         });
         walk.flush_unused_allows();
         walk.body.phase = walk.phase;
-        let body = std::mem::take(&mut walk.body);
+        let mut body = std::mem::take(&mut walk.body);
+        // Kept for the file's lifetime: without the growth slack (up to half).
+        body.statements.shrink_to_fit();
         if lexed.is_err() {
             // What the walk found before the error is not reported: the file does not lex.
             self.diagnostics.truncate(problems_before);
@@ -365,7 +367,7 @@ struct Body {
 impl Body {
     /// The model of one part: its statements, and how the runtime runs them.
     fn section(&self, kind: SectionKind, text: &str) -> Section {
-        let list: Vec<Statement> = self
+        let mut list: Vec<Statement> = self
             .statements
             .iter()
             .filter(|s| s.section == kind)
@@ -376,6 +378,7 @@ impl Body {
                 non_transactional: s.non_transactional,
             })
             .collect();
+        list.shrink_to_fit();
         let part = self.part_no_transaction[usize::from(kind == SectionKind::Down)];
         let mode = if self.no_transaction || part || list.iter().any(|s| s.non_transactional) {
             TransactionMode::Autocommit
