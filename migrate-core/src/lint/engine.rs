@@ -599,7 +599,7 @@ SELECT \"DROP\" FROM \"TRUNCATE\";";
             &[SourceFile {
                 display_path: "migrations/0002_b.sql".to_owned(),
                 file_name: "0002_b.sql".to_owned(),
-                bytes: "\u{feff}SELECT 1;".as_bytes().to_vec(),
+                bytes: "\u{feff}SELECT 1;".as_bytes().into(),
             }],
             &any_rule,
         );
@@ -710,7 +710,7 @@ mod threads {
                 sources.push(SourceFile {
                     display_path: format!("migrations/{name}"),
                     file_name: name,
-                    bytes: sql.into_bytes(),
+                    bytes: sql.into_bytes().into(),
                 });
             }
         }

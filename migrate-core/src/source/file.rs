@@ -817,7 +817,7 @@ mod tests {
         let source = SourceFile {
             display_path: "m/0001_a.sql".into(),
             file_name: "0001_a.sql".into(),
-            bytes: b"SELECT 1;\nSELECT '\xff';".to_vec(),
+            bytes: b"SELECT 1;\nSELECT '\xff';".to_vec().into(),
         };
         let set = load_files(&[source], &any_rule);
         assert_eq!(codes_of(&set), ["not-utf8"]);
