@@ -707,4 +707,52 @@ mod tests {
             .collect();
         assert_eq!(comments, [(true, false), (false, false), (true, true)]);
     }
+
+    /// The sources the streaming split is compared on: comments inside and between
+    /// statements, a SQL-standard body, dollar quotes, a byte order mark, multi-byte
+    /// characters, no final `;`, a trailing comment.
+    const STREAMED: &[&str] = &[
+        "CREATE TABLE t (id int); -- after\n-- own line\nINSERT INTO t VALUES (1) /* in */ ; SELECT 1",
+        "\u{feff}SELECT 'é';\nSELECT $$ ; $$ -- inside\n, \"ü;\" ;;",
+        "CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; SELECT 2; END;\nDO $tag$ BEGIN PERFORM 1; END $tag$;\n-- last",
+        "SELECT (1;2); SELECT E'\\'' ; /* only a comment */",
+        "",
+    ];
+
+    #[test]
+    fn split_each_gives_split_items_with_their_tokens() {
+        for source in STREAMED {
+            let tokens = tokenize(source).unwrap();
+            let expected: Vec<(Item, Vec<Token>)> = split(source, &tokens)
+                .into_iter()
+                .map(|item| {
+                    let own = match &item {
+                        Item::LineComment { token, .. } => vec![tokens[*token].clone()],
+                        Item::Statement(raw) => tokens[raw.tokens.clone()].to_vec(),
+                    };
+                    (item, own)
+                })
+                .collect();
+            let mut streamed = Vec::new();
+            split_each(source, |item, own| streamed.push((item, own.to_vec()))).unwrap();
+            assert_eq!(streamed, expected, "{source:?}");
+            for (item, own) in &expected {
+                if let Item::Statement(raw) = item {
+                    assert_eq!(&statement_tokens(source, raw), own, "{source:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn split_each_stops_at_what_does_not_lex() {
+        let mut items = 0;
+        let error = split_each("SELECT 1;\nSELECT 'open", |_, _| items += 1).unwrap_err();
+        assert_eq!(
+            (error.line, error.column, error.what),
+            (2, 8, "unterminated string")
+        );
+        assert_eq!(items, 1, "the statement before the error was given");
+        assert_eq!(tokenize("SELECT 1;\nSELECT 'open").unwrap_err(), error);
+    }
 }

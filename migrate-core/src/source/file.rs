@@ -786,6 +786,18 @@ mod tests {
     }
 
     #[test]
+    fn a_file_that_does_not_lex_reports_that_alone() {
+        // The file is walked as it is lexed: what the walk found before the unclosed
+        // string (a misspelled directive, an allow with no statement after it) is not
+        // reported beside it, as when the file was lexed whole first.
+        let body = "-- migrate:dwn\nSELECT 1;\n-- migrate:allow drop-in-expand why\nSELECT 'open\n";
+        let set = load_files(&[file("0001_a.sql", body)], &any_rule);
+        assert_eq!(codes_of(&set), ["syntax"], "{:?}", set.diagnostics);
+        assert_eq!((set.diagnostics[0].line, set.diagnostics[0].column), (4, 8));
+        assert!(set.files.is_empty());
+    }
+
+    #[test]
     fn sections_directives_and_modes() {
         let body = "-- migrate:up\nCREATE TABLE IF NOT EXISTS a (id bigint);\n-- migrate:allow require-concurrent-index table is empty\nCREATE INDEX IF NOT EXISTS i ON a (id);\nCREATE INDEX CONCURRENTLY IF NOT EXISTS j ON a (id);\n-- migrate:down\nDROP TABLE IF EXISTS a;\n";
         let set = load_files(&[file("0001_a.sql", body)], &any_rule);
