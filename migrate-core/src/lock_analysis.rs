@@ -345,7 +345,7 @@ fn unparsed_actions(split: &SplitAlter, analysis: &mut LockAnalysis) {
 /// The object's name as PostgreSQL reads it, for messages and for matching: unquoted parts
 /// folded to lower case (`REFERENCES COMMENT` locks `comment`), quoted ones kept with their
 /// quotes (`"Orders"`), so that folding it again gives the same table.
-fn name(object: &ObjectName) -> String {
+pub(crate) fn name(object: &ObjectName) -> String {
     object
         .0
         .iter()

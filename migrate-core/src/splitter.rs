@@ -141,148 +141,197 @@ fn byte_order_mark_len(source: &str) -> usize {
 /// Tokenizes `source`, keeping comments and dropping whitespace (and a leading byte order
 /// mark).
 pub fn tokenize(source: &str) -> Result<Vec<Token>, LexError> {
-    let mut cursor = Cursor {
-        bytes: source.as_bytes(),
-        source,
-        // Otherwise the mark (bytes >= 0x80 read as identifier characters) would glue itself
-        // to the first word: `\u{feff}CREATE` is not a keyword.
-        pos: byte_order_mark_len(source),
-        line: 1,
-        column: 1,
-    };
-    let mut tokens = Vec::new();
-    while let Some(byte) = cursor.peek(0) {
-        if byte.is_ascii_whitespace() {
-            cursor.bump();
-            continue;
-        }
-        let (start, line, column) = (cursor.pos, cursor.line, cursor.column);
-        let error = |what| LexError { line, column, what };
-        let kind = match byte {
-            b'-' if cursor.peek(1) == Some(b'-') => {
-                while cursor.peek(0).is_some_and(|b| b != b'\n') {
-                    cursor.bump();
-                }
-                TokenKind::LineComment
-            }
-            b'/' if cursor.peek(1) == Some(b'*') => {
-                // PostgreSQL block comments nest.
-                let mut depth = 0usize;
-                loop {
-                    if cursor.starts_with(b"/*") {
-                        depth += 1;
-                        cursor.bump_n(2);
-                    } else if cursor.starts_with(b"*/") {
-                        depth -= 1;
-                        cursor.bump_n(2);
-                        if depth == 0 {
-                            break;
-                        }
-                    } else if cursor.peek(0).is_none() {
-                        return Err(error("unterminated /* comment"));
-                    } else {
-                        cursor.bump();
-                    }
-                }
-                TokenKind::BlockComment
-            }
-            b'\'' => {
-                lex_quoted(&mut cursor, b'\'', false)
-                    .ok_or_else(|| error("unterminated string"))?;
-                TokenKind::String
-            }
-            b'"' => {
-                lex_quoted(&mut cursor, b'"', false)
-                    .ok_or_else(|| error("unterminated quoted identifier"))?;
-                TokenKind::QuotedIdent
-            }
-            b'$' if cursor.peek(1).is_some_and(|b| b.is_ascii_digit()) => {
-                cursor.bump();
-                while cursor.peek(0).is_some_and(|b| b.is_ascii_digit()) {
-                    cursor.bump();
-                }
-                TokenKind::Parameter
-            }
-            b'$' => match dollar_tag(&source[cursor.pos..]) {
-                Some(tag_len) => {
-                    let tag = &source[cursor.pos..cursor.pos + tag_len];
-                    cursor.bump_n(tag.chars().count());
-                    match source[cursor.pos..].find(tag) {
-                        Some(offset) => {
-                            let body_chars =
-                                source[cursor.pos..cursor.pos + offset].chars().count();
-                            cursor.bump_n(body_chars + tag.chars().count());
-                        }
-                        None => return Err(error("unterminated dollar-quoted string")),
-                    }
-                    TokenKind::DollarString
-                }
-                None => {
-                    cursor.bump();
-                    TokenKind::Punct
-                }
+    Lexer::new(source).collect()
+}
+
+/// The tokens of `source` one at a time, as [`tokenize`] reads them; nothing follows an error.
+/// For big files: a file's tokens take several times its size (issue 21, item 20).
+pub struct Lexer<'a> {
+    cursor: Cursor<'a>,
+    failed: bool,
+}
+
+impl<'a> Lexer<'a> {
+    /// Reads `source` from its start.
+    pub fn new(source: &'a str) -> Lexer<'a> {
+        Lexer {
+            cursor: Cursor {
+                bytes: source.as_bytes(),
+                source,
+                // Otherwise the mark (bytes >= 0x80 read as identifier characters) would glue
+                // itself to the first word: `\u{feff}CREATE` is not a keyword.
+                pos: byte_order_mark_len(source),
+                line: 1,
+                column: 1,
             },
-            b'0'..=b'9' => {
-                while cursor
-                    .peek(0)
-                    .is_some_and(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_')
-                {
-                    cursor.bump();
-                }
-                TokenKind::Number
-            }
-            b';' => {
-                cursor.bump();
-                TokenKind::Semicolon
-            }
-            byte if is_ident_start(byte) => {
-                // E'...' strings take backslash escapes; B'', X'', N'' are plain strings.
-                let next = cursor.peek(1);
-                if next == Some(b'\'') && matches!(byte, b'e' | b'E') {
-                    cursor.bump();
-                    lex_quoted(&mut cursor, b'\'', true)
-                        .ok_or_else(|| error("unterminated E'' string"))?;
-                    TokenKind::String
-                } else if next == Some(b'\'')
-                    && matches!(byte, b'b' | b'B' | b'x' | b'X' | b'n' | b'N')
-                {
-                    cursor.bump();
-                    lex_quoted(&mut cursor, b'\'', false)
-                        .ok_or_else(|| error("unterminated string"))?;
-                    TokenKind::String
-                } else if matches!(byte, b'u' | b'U')
-                    && next == Some(b'&')
-                    && matches!(cursor.peek(2), Some(b'\'' | b'"'))
-                {
-                    let quote = cursor.peek(2).unwrap_or(b'\'');
-                    cursor.bump_n(2);
-                    lex_quoted(&mut cursor, quote, false)
-                        .ok_or_else(|| error("unterminated U& string"))?;
-                    if quote == b'"' {
-                        TokenKind::QuotedIdent
-                    } else {
-                        TokenKind::String
-                    }
-                } else {
-                    while cursor.peek(0).is_some_and(is_ident_continue) {
-                        cursor.bump();
-                    }
-                    TokenKind::Word
-                }
-            }
-            _ => {
-                cursor.bump();
-                TokenKind::Punct
-            }
-        };
-        tokens.push(Token {
+            failed: false,
+        }
+    }
+}
+
+impl Iterator for Lexer<'_> {
+    type Item = Result<Token, LexError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        let token = next_token(&mut self.cursor)?;
+        self.failed = token.is_err();
+        Some(token)
+    }
+}
+
+/// The tokens of a statement [`split`] found in `source` (comments inside it included), read
+/// again from its text: the same tokens, ranges and positions as the file's, for passes that
+/// do not keep the file's tokens.
+pub fn statement_tokens(source: &str, statement: &RawStatement) -> Vec<Token> {
+    let end = statement.range.end;
+    let lexer = Lexer {
+        cursor: Cursor {
+            bytes: &source.as_bytes()[..end],
+            source: &source[..end],
+            pos: statement.range.start,
+            line: statement.line,
+            column: statement.column,
+        },
+        failed: false,
+    };
+    // The file was lexed whole before: its statements' tokens lex again.
+    lexer.map_while(Result::ok).collect()
+}
+
+/// The next token at the cursor, whitespace skipped; `None` at the end.
+fn next_token(cursor: &mut Cursor<'_>) -> Option<Result<Token, LexError>> {
+    while cursor.peek(0)?.is_ascii_whitespace() {
+        cursor.bump();
+    }
+    let (start, line, column) = (cursor.pos, cursor.line, cursor.column);
+    Some(match lex_token(cursor) {
+        Ok(kind) => Ok(Token {
             kind,
             range: start..cursor.pos,
             line,
             column,
-        });
-    }
-    Ok(tokens)
+        }),
+        Err(what) => Err(LexError { line, column, what }),
+    })
+}
+
+/// Reads the token that starts at the cursor (not whitespace): its kind, or what is left open.
+fn lex_token(cursor: &mut Cursor<'_>) -> Result<TokenKind, &'static str> {
+    let source = cursor.source;
+    let byte = cursor.peek(0).unwrap_or(b' ');
+    Ok(match byte {
+        b'-' if cursor.peek(1) == Some(b'-') => {
+            while cursor.peek(0).is_some_and(|b| b != b'\n') {
+                cursor.bump();
+            }
+            TokenKind::LineComment
+        }
+        b'/' if cursor.peek(1) == Some(b'*') => {
+            // PostgreSQL block comments nest.
+            let mut depth = 0usize;
+            loop {
+                if cursor.starts_with(b"/*") {
+                    depth += 1;
+                    cursor.bump_n(2);
+                } else if cursor.starts_with(b"*/") {
+                    depth -= 1;
+                    cursor.bump_n(2);
+                    if depth == 0 {
+                        break;
+                    }
+                } else if cursor.peek(0).is_none() {
+                    return Err("unterminated /* comment");
+                } else {
+                    cursor.bump();
+                }
+            }
+            TokenKind::BlockComment
+        }
+        b'\'' => {
+            lex_quoted(cursor, b'\'', false).ok_or("unterminated string")?;
+            TokenKind::String
+        }
+        b'"' => {
+            lex_quoted(cursor, b'"', false).ok_or("unterminated quoted identifier")?;
+            TokenKind::QuotedIdent
+        }
+        b'$' if cursor.peek(1).is_some_and(|b| b.is_ascii_digit()) => {
+            cursor.bump();
+            while cursor.peek(0).is_some_and(|b| b.is_ascii_digit()) {
+                cursor.bump();
+            }
+            TokenKind::Parameter
+        }
+        b'$' => match dollar_tag(&source[cursor.pos..]) {
+            Some(tag_len) => {
+                let tag = &source[cursor.pos..cursor.pos + tag_len];
+                cursor.bump_n(tag.chars().count());
+                match source[cursor.pos..].find(tag) {
+                    Some(offset) => {
+                        let body_chars = source[cursor.pos..cursor.pos + offset].chars().count();
+                        cursor.bump_n(body_chars + tag.chars().count());
+                    }
+                    None => return Err("unterminated dollar-quoted string"),
+                }
+                TokenKind::DollarString
+            }
+            None => {
+                cursor.bump();
+                TokenKind::Punct
+            }
+        },
+        b'0'..=b'9' => {
+            while cursor
+                .peek(0)
+                .is_some_and(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_')
+            {
+                cursor.bump();
+            }
+            TokenKind::Number
+        }
+        b';' => {
+            cursor.bump();
+            TokenKind::Semicolon
+        }
+        byte if is_ident_start(byte) => {
+            // E'...' strings take backslash escapes; B'', X'', N'' are plain strings.
+            let next = cursor.peek(1);
+            if next == Some(b'\'') && matches!(byte, b'e' | b'E') {
+                cursor.bump();
+                lex_quoted(cursor, b'\'', true).ok_or("unterminated E'' string")?;
+                TokenKind::String
+            } else if next == Some(b'\'') && matches!(byte, b'b' | b'B' | b'x' | b'X' | b'n' | b'N')
+            {
+                cursor.bump();
+                lex_quoted(cursor, b'\'', false).ok_or("unterminated string")?;
+                TokenKind::String
+            } else if matches!(byte, b'u' | b'U')
+                && next == Some(b'&')
+                && matches!(cursor.peek(2), Some(b'\'' | b'"'))
+            {
+                let quote = cursor.peek(2).unwrap_or(b'\'');
+                cursor.bump_n(2);
+                lex_quoted(cursor, quote, false).ok_or("unterminated U& string")?;
+                if quote == b'"' {
+                    TokenKind::QuotedIdent
+                } else {
+                    TokenKind::String
+                }
+            } else {
+                while cursor.peek(0).is_some_and(is_ident_continue) {
+                    cursor.bump();
+                }
+                TokenKind::Word
+            }
+        }
+        _ => {
+            cursor.bump();
+            TokenKind::Punct
+        }
+    })
 }
 
 /// Consumes a quoted token starting at the opening quote. A doubled quote is an escaped
@@ -358,86 +407,156 @@ pub enum Item {
 /// Splits tokens into statements at top-level semicolons. Comments between statements are
 /// reported as items in order; a comment inside a statement is reported before that statement.
 pub fn split(source: &str, tokens: &[Token]) -> Vec<Item> {
-    let mut items = Vec::new();
-    let mut current: Option<(usize, usize)> = None; // (first token, last non-comment token)
-    let mut paren_depth = 0i32;
-    let mut atomic_depth = 0i32;
-    let mut routine = false;
-    for (index, token) in tokens.iter().enumerate() {
+    let mut splitter = Splitter::default();
+    let mut items: Vec<Item> = tokens
+        .iter()
+        .enumerate()
+        .filter_map(|(index, token)| splitter.push(source, index, token))
+        .collect();
+    items.extend(splitter.finish());
+    items
+}
+
+/// [`split`] as the file is lexed, without keeping its tokens (a big file's tokens take
+/// several times its size, issue 21, item 20): `each` gets the items in order, each with its
+/// tokens (a line comment's own, a statement's with the comments inside it).
+pub fn split_each(source: &str, mut each: impl FnMut(Item, &[Token])) -> Result<(), LexError> {
+    let mut splitter = Splitter::default();
+    // The tokens of the statement being read, from its first.
+    let mut statement: Vec<Token> = Vec::new();
+    let mut first_index = 0;
+    for (index, token) in Lexer::new(source).enumerate() {
+        let token = token?;
+        match splitter.push(source, index, &token) {
+            Some(item @ Item::LineComment { .. }) => each(item, std::slice::from_ref(&token)),
+            Some(Item::Statement(raw)) => {
+                let tokens = &statement[..raw.tokens.end - first_index];
+                each(Item::Statement(raw), tokens);
+                statement.clear();
+            }
+            None => {}
+        }
+        if splitter.current.is_some() {
+            if statement.is_empty() {
+                first_index = index;
+            }
+            statement.push(token);
+        }
+    }
+    if let Some(item) = splitter.finish() {
+        if let Item::Statement(raw) = &item {
+            statement.truncate(raw.tokens.end - first_index);
+        }
+        each(item, &statement);
+    }
+    Ok(())
+}
+
+/// The statement being read by a [`Splitter`].
+struct OpenStatement {
+    /// Index of its first token.
+    first: usize,
+    /// Index of its last non-comment token.
+    last: usize,
+    /// Byte offset where it starts and where its last token ends.
+    start: usize,
+    end: usize,
+    /// Position of its first token.
+    line: u32,
+    column: u32,
+    /// Its first token is the word `CREATE`.
+    starts_with_create: bool,
+}
+
+/// Where statements end, read one token at a time: psql's rules.
+#[derive(Default)]
+struct Splitter {
+    current: Option<OpenStatement>,
+    paren_depth: i32,
+    atomic_depth: i32,
+    routine: bool,
+}
+
+impl Splitter {
+    /// Reads the `index`-th token: the item it completes, if any.
+    fn push(&mut self, source: &str, index: usize, token: &Token) -> Option<Item> {
         if token.kind == TokenKind::LineComment {
             let line_start = source[..token.range.start]
                 .rfind('\n')
                 .map_or(byte_order_mark_len(source), |i| i + 1);
             let own_line = source[line_start..token.range.start].trim().is_empty();
-            items.push(Item::LineComment {
+            return Some(Item::LineComment {
                 token: index,
                 own_line,
-                inside_statement: current.is_some(),
+                inside_statement: self.current.is_some(),
             });
-            continue;
         }
         if token.kind == TokenKind::BlockComment {
-            continue;
+            return None;
         }
-        if token.kind == TokenKind::Semicolon && paren_depth <= 0 && atomic_depth <= 0 {
-            if let Some((first, last)) = current.take() {
-                items.push(Item::Statement(make_statement(tokens, first, last)));
+        if token.kind == TokenKind::Semicolon && self.paren_depth <= 0 && self.atomic_depth <= 0 {
+            self.paren_depth = 0;
+            self.atomic_depth = 0;
+            self.routine = false;
+            return self.finish();
+        }
+        let current = match &mut self.current {
+            Some(current) => {
+                current.last = index;
+                current.end = token.range.end;
+                current
             }
-            paren_depth = 0;
-            atomic_depth = 0;
-            routine = false;
-            continue;
-        }
+            None => {
+                self.routine = false;
+                self.current.insert(OpenStatement {
+                    first: index,
+                    last: index,
+                    start: token.range.start,
+                    end: token.range.end,
+                    line: token.line,
+                    column: token.column,
+                    starts_with_create: token.is_word(source, "create"),
+                })
+            }
+        };
         if token.kind == TokenKind::Semicolon {
             // A `;` inside BEGIN ATOMIC ... END or parentheses belongs to the statement.
-            if let Some((_, last)) = current.as_mut() {
-                *last = index;
-            }
-            continue;
-        }
-        match current.as_mut() {
-            None => {
-                current = Some((index, index));
-                routine = false;
-            }
-            Some((_, last)) => *last = index,
+            return None;
         }
         match token.kind {
-            TokenKind::Punct if token.text(source) == "(" => paren_depth += 1,
-            TokenKind::Punct if token.text(source) == ")" => paren_depth -= 1,
+            TokenKind::Punct if token.text(source) == "(" => self.paren_depth += 1,
+            TokenKind::Punct if token.text(source) == ")" => self.paren_depth -= 1,
             TokenKind::Word => {
-                let (first, _) = current.unwrap_or((index, index));
-                if index - first <= 4
+                if index - current.first <= 4
                     && (token.is_word(source, "function") || token.is_word(source, "procedure"))
-                    && tokens[first].is_word(source, "create")
+                    && current.starts_with_create
                 {
-                    routine = true;
+                    self.routine = true;
                 }
                 // psql counts BEGIN/CASE against END inside CREATE FUNCTION/PROCEDURE so a
                 // SQL-standard body (BEGIN ATOMIC ...; ...; END) stays one statement.
-                if routine {
+                if self.routine {
                     if token.is_word(source, "begin") || token.is_word(source, "case") {
-                        atomic_depth += 1;
+                        self.atomic_depth += 1;
                     } else if token.is_word(source, "end") {
-                        atomic_depth -= 1;
+                        self.atomic_depth -= 1;
                     }
                 }
             }
             _ => {}
         }
+        None
     }
-    if let Some((first, last)) = current {
-        items.push(Item::Statement(make_statement(tokens, first, last)));
-    }
-    items
-}
 
-fn make_statement(tokens: &[Token], first: usize, last: usize) -> RawStatement {
-    RawStatement {
-        tokens: first..last + 1,
-        range: tokens[first].range.start..tokens[last].range.end,
-        line: tokens[first].line,
-        column: tokens[first].column,
+    /// The statement being read, ended by a top-level `;` or the end of the input.
+    fn finish(&mut self) -> Option<Item> {
+        let current = self.current.take()?;
+        Some(Item::Statement(RawStatement {
+            tokens: current.first..current.last + 1,
+            range: current.start..current.end,
+            line: current.line,
+            column: current.column,
+        }))
     }
 }
 
@@ -587,5 +706,53 @@ mod tests {
             })
             .collect();
         assert_eq!(comments, [(true, false), (false, false), (true, true)]);
+    }
+
+    /// The sources the streaming split is compared on: comments inside and between
+    /// statements, a SQL-standard body, dollar quotes, a byte order mark, multi-byte
+    /// characters, no final `;`, a trailing comment.
+    const STREAMED: &[&str] = &[
+        "CREATE TABLE t (id int); -- after\n-- own line\nINSERT INTO t VALUES (1) /* in */ ; SELECT 1",
+        "\u{feff}SELECT 'é';\nSELECT $$ ; $$ -- inside\n, \"ü;\" ;;",
+        "CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; SELECT 2; END;\nDO $tag$ BEGIN PERFORM 1; END $tag$;\n-- last",
+        "SELECT (1;2); SELECT E'\\'' ; /* only a comment */",
+        "",
+    ];
+
+    #[test]
+    fn split_each_gives_split_items_with_their_tokens() {
+        for source in STREAMED {
+            let tokens = tokenize(source).unwrap();
+            let expected: Vec<(Item, Vec<Token>)> = split(source, &tokens)
+                .into_iter()
+                .map(|item| {
+                    let own = match &item {
+                        Item::LineComment { token, .. } => vec![tokens[*token].clone()],
+                        Item::Statement(raw) => tokens[raw.tokens.clone()].to_vec(),
+                    };
+                    (item, own)
+                })
+                .collect();
+            let mut streamed = Vec::new();
+            split_each(source, |item, own| streamed.push((item, own.to_vec()))).unwrap();
+            assert_eq!(streamed, expected, "{source:?}");
+            for (item, own) in &expected {
+                if let Item::Statement(raw) = item {
+                    assert_eq!(&statement_tokens(source, raw), own, "{source:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn split_each_stops_at_what_does_not_lex() {
+        let mut items = 0;
+        let error = split_each("SELECT 1;\nSELECT 'open", |_, _| items += 1).unwrap_err();
+        assert_eq!(
+            (error.line, error.column, error.what),
+            (2, 8, "unterminated string")
+        );
+        assert_eq!(items, 1, "the statement before the error was given");
+        assert_eq!(tokenize("SELECT 1;\nSELECT 'open").unwrap_err(), error);
     }
 }

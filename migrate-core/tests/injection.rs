@@ -299,7 +299,8 @@ async fn backfill_names_that_look_like_injections_are_quoted_exactly() {
                 bytes: format!(
                     "-- migrate:backfill {directive}\nUPDATE x SET a = 1 WHERE a IS NULL;\n"
                 )
-                .into_bytes(),
+                .into_bytes()
+                .into(),
             }],
             &|_| true,
         );

@@ -100,7 +100,7 @@ fn random_sqlish_files_never_panic() {
         let source = SourceFile {
             display_path: format!("case{case}"),
             file_name: format!("{:04}_case{phase}.sql", case + 1),
-            bytes: text.clone().into_bytes(),
+            bytes: text.clone().into_bytes().into(),
         };
         let set = load_files(&[source], &|id| rule(id).is_some());
         let diagnostics = lint_files(&set.files, &Config::default());

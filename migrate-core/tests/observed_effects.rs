@@ -167,7 +167,7 @@ async fn run_files(
         .map(|(name, sql)| SourceFile {
             display_path: name.clone(),
             file_name: name.clone(),
-            bytes: sql.clone().into_bytes(),
+            bytes: sql.clone().into_bytes().into(),
         })
         .collect();
     let set = load_files(&sources, &|_| true);

@@ -425,7 +425,7 @@ fn source_files(files: Vec<(String, Vec<u8>)>) -> Vec<SourceFile> {
             // Unique even when two generated names are equal.
             display_path: format!("m{index}/{file_name}"),
             file_name,
-            bytes,
+            bytes: bytes.into(),
         })
         .collect()
 }

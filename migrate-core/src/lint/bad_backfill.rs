@@ -378,7 +378,7 @@ UPDATE t SET a = 2 WHERE a IS NULL;\n",
             &[SourceFile {
                 display_path: "migrations/0001_a.backfill.sql".to_owned(),
                 file_name: "0001_a.backfill.sql".to_owned(),
-                bytes: "-- migrate:backfill table=users key=id\nDELETE FROM users USING orders WHERE users.id = orders.user_id;\nUPDATE orders SET a = 1 WHERE a IS NULL;\nUPDATE users SET a = 1 WHERE a IS NULL;".as_bytes().to_vec(),
+                bytes: "-- migrate:backfill table=users key=id\nDELETE FROM users USING orders WHERE users.id = orders.user_id;\nUPDATE orders SET a = 1 WHERE a IS NULL;\nUPDATE users SET a = 1 WHERE a IS NULL;".as_bytes().into(),
             }],
             &known,
         );

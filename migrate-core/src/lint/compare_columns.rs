@@ -99,7 +99,8 @@ fn declared_columns(files: &[&ParsedFile]) -> DeclaredColumns {
             .iter()
             .filter(|s| s.section == SectionKind::Up)
         {
-            let words = file.words(statement);
+            let tokens = file.tokens(statement);
+            let words = crate::classify::Words::new(&file.source, &tokens);
             if !words.starts_with(&["CREATE"]) && !words.starts_with(&["ALTER", "TABLE"]) {
                 continue;
             }

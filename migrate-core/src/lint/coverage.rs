@@ -90,7 +90,7 @@ mod tests {
         let source = SourceFile {
             display_path: "migrations/0002_x.sql".to_owned(),
             file_name: "0002_x.sql".to_owned(),
-            bytes: sql.as_bytes().to_vec(),
+            bytes: sql.as_bytes().into(),
         };
         let set = load_files(&[source], &|id| rule(id).is_some());
         lint_set(&set.files, config).coverage

@@ -12,6 +12,7 @@
 //! file are dropped once it is done.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use super::bad_backfill;
 use super::compare_columns;
@@ -20,6 +21,7 @@ use super::context::{self, StatementContext};
 use super::coverage::{self, Coverage, Place};
 use super::registry::RULES;
 use super::rule::{Check, Finding, Rule, RuleMemory};
+use crate::classify::Words;
 use crate::classify::{self, Fallback};
 use crate::diagnostic::{Diagnostic, Severity, codes};
 use crate::lock_analysis::{DeclaredSchema, LockAnalysis};
@@ -97,10 +99,17 @@ fn add_declared_locks(
     for (statement, analysed) in file.statements.iter().zip(statements) {
         match &analysed.literal_insert_into {
             Some(table) => schema.extend_insert(table, &mut analysed.lock),
-            None => schema.extend(&analysed.read, &mut analysed.lock),
+            None => schema.extend(
+                read_of(&analysed.reading),
+                Arc::make_mut(&mut analysed.lock),
+            ),
         }
         if statement.section == SectionKind::Up {
-            schema.record(&analysed.read, &file.words(statement));
+            let tokens = file.tokens(statement);
+            schema.record(
+                read_of(&analysed.reading),
+                &Words::new(&file.source, &tokens),
+            );
         }
     }
 }
@@ -108,13 +117,38 @@ fn add_declared_locks(
 /// One statement as every rule sees it: parsed once, classified, lock-analysed, and what the
 /// rules found in it so far.
 struct AnalysedStatement {
-    read: ReadStatement,
-    fallback: Option<Fallback>,
-    lock: LockAnalysis,
-    /// The table of an `INSERT ... VALUES` whose tree was dropped ([`forget_literal_rows`]).
-    literal_insert_into: Option<sqlparser::ast::ObjectName>,
+    /// How it was read, and what its keywords say when that is needed; `None` once dropped
+    /// ([`forget_literal_rows`]). Boxed: a file's statements are kept until the set pass,
+    /// and most of a big file's are literal INSERTs (issue 21, item 20).
+    reading: Reading,
+    /// Shared by consecutive literal INSERTs that lock alike ([`share_literal_locks`]).
+    lock: Arc<LockAnalysis>,
+    /// The table of an `INSERT ... VALUES` whose tree was dropped ([`forget_literal_rows`]),
+    /// as the declared schema names tables.
+    literal_insert_into: Option<Box<str>>,
     /// `(index in RULES, finding)`, before allows and levels.
     findings: Vec<(usize, Finding)>,
+}
+
+/// What a statement whose reading was dropped reads as: not parsed, and nothing to say.
+static NOT_READ: ReadStatement = ReadStatement {
+    ast: None,
+    parse_error: None,
+    split_alter: None,
+};
+
+/// A statement's [`AnalysedStatement::reading`]: how it was read (functions of the field, so
+/// that the statement's other fields can be borrowed beside it).
+type Reading = Option<Box<(ReadStatement, Option<Fallback>)>>;
+
+fn read_of(reading: &Reading) -> &ReadStatement {
+    reading.as_deref().map_or(&NOT_READ, |(read, _)| read)
+}
+
+fn fallback_of(reading: &Reading) -> Option<&Fallback> {
+    reading
+        .as_deref()
+        .and_then(|(_, fallback)| fallback.as_ref())
 }
 
 /// A file after the first pass: its statements, and what the backfill check found.
@@ -185,9 +219,11 @@ fn lint_file(file: &ParsedFile, config: &Config) -> LintedFile {
     let mut checkers = Checker::of_reach(Reach::File, config);
     let mut walk = CheckerWalk::start(&mut checkers);
     let mut statements = Vec::with_capacity(file.statements.len());
+    let mut literal_locks = None;
     for (index, statement) in file.statements.iter().enumerate() {
         let sql = file.text(statement);
-        let words = file.words(statement);
+        let tokens = file.tokens(statement);
+        let words = Words::new(&file.source, &tokens);
         let read = read_statement(sql, &words);
         let fallback = if read.parse_error.is_none() && !words.starts_with(&["DROP", "INDEX"]) {
             None
@@ -199,14 +235,14 @@ fn lint_file(file: &ParsedFile, config: &Config) -> LintedFile {
         // build time what it could not batch, or could not finish.
         bad_backfill::check(file, statement, sql, &read, &mut diagnostics);
         let mut analysed = AnalysedStatement {
-            read,
-            fallback,
-            lock,
+            reading: Some(Box::new((read, fallback))),
+            lock: Arc::new(lock),
             literal_insert_into: None,
             findings: Vec::new(),
         };
-        walk.step(file, index, &mut analysed, &mut checkers);
+        walk.step(file, index, &words, &mut analysed, &mut checkers);
         forget_literal_rows(&mut analysed);
+        share_literal_locks(&mut analysed, &mut literal_locks);
         statements.push(analysed);
     }
     LintedFile {
@@ -221,14 +257,32 @@ fn lint_file(file: &ParsedFile, config: &Config) -> LintedFile {
 /// 6.4 GB for a 50 MB file of 500,000 INSERTs (issue 21, item 20). Its table is kept for the
 /// locks the set's triggers add.
 fn forget_literal_rows(statement: &mut AnalysedStatement) {
-    if let Some(sqlparser::ast::Statement::Insert(insert)) = statement.read.ast.as_deref()
+    if let Some(sqlparser::ast::Statement::Insert(insert)) =
+        read_of(&statement.reading).ast.as_deref()
         && let (sqlparser::ast::TableObject::TableName(table), Some(source)) =
             (&insert.table, &insert.source)
         && matches!(*source.body, sqlparser::ast::SetExpr::Values(_))
         && source.with.is_none()
     {
-        statement.literal_insert_into = Some(table.clone());
-        statement.read.ast = None;
+        // A parsed INSERT has no parse error, split ALTER or fallback: the tree was all.
+        statement.literal_insert_into = Some(crate::lock_analysis::name(table).into());
+        statement.reading = None;
+    }
+}
+
+/// Makes a literal INSERT's lock analysis the one of the previous literal INSERT when they
+/// are equal: 500,000 INSERTs into one table lock the same way, and one analysis each took
+/// about a file's size again (issue 21, item 20). The set pass copies one before changing it.
+fn share_literal_locks(
+    statement: &mut AnalysedStatement,
+    previous: &mut Option<Arc<LockAnalysis>>,
+) {
+    if statement.literal_insert_into.is_none() {
+        return;
+    }
+    match previous {
+        Some(shared) if **shared == *statement.lock => statement.lock = Arc::clone(shared),
+        _ => *previous = Some(Arc::clone(&statement.lock)),
     }
 }
 
@@ -241,7 +295,9 @@ fn run_checkers(
 ) {
     let mut walk = CheckerWalk::start(checkers);
     for (index, analysed) in statements.iter_mut().enumerate() {
-        walk.step(file, index, analysed, checkers);
+        let tokens = file.tokens(&file.statements[index]);
+        let words = Words::new(&file.source, &tokens);
+        walk.step(file, index, &words, analysed, checkers);
     }
 }
 
@@ -270,6 +326,7 @@ impl CheckerWalk {
         &mut self,
         file: &ParsedFile,
         index: usize,
+        words: &Words<'_>,
         analysed: &mut AnalysedStatement,
         checkers: &mut [(usize, Checker)],
     ) {
@@ -295,13 +352,13 @@ impl CheckerWalk {
                 .as_ref()
                 .map_or(TransactionMode::Transactional, |d| d.mode),
         };
-        let words = file.words(statement);
+        let words = *words;
         let context = StatementContext {
-            ast: analysed.read.ast.as_deref(),
-            parse_error: analysed.read.parse_error.as_deref(),
-            split_alter: analysed.read.split_alter.as_ref(),
+            ast: read_of(&analysed.reading).ast.as_deref(),
+            parse_error: read_of(&analysed.reading).parse_error.as_deref(),
+            split_alter: read_of(&analysed.reading).split_alter.as_ref(),
             words,
-            fallback: analysed.fallback.as_ref(),
+            fallback: fallback_of(&analysed.reading),
             phase: file.migration.phase,
             section,
             line: statement.raw.line,
@@ -322,8 +379,8 @@ impl CheckerWalk {
             checker.record(&context);
         }
         context::record_new_tables(
-            analysed.read.ast.as_deref(),
-            analysed.fallback.as_ref(),
+            read_of(&analysed.reading).ast.as_deref(),
+            fallback_of(&analysed.reading),
             &words,
             &mut self.created_in_section,
             &mut self.filled_in_section,
@@ -345,7 +402,11 @@ fn apply_allows_and_levels(
             .findings
             .iter()
             .any(|(rule, _)| RULES[*rule].id == UNPARSEABLE);
-        let reading = coverage::reading(&analysed.read, analysed.fallback.as_ref(), flagged);
+        let reading = coverage::reading(
+            read_of(&analysed.reading),
+            fallback_of(&analysed.reading),
+            flagged,
+        );
         set.coverage.add(reading, || Place {
             file: file.display_path.clone(),
             line: statement.raw.line,
@@ -538,7 +599,7 @@ SELECT \"DROP\" FROM \"TRUNCATE\";";
             &[SourceFile {
                 display_path: "migrations/0002_b.sql".to_owned(),
                 file_name: "0002_b.sql".to_owned(),
-                bytes: "\u{feff}SELECT 1;".as_bytes().to_vec(),
+                bytes: "\u{feff}SELECT 1;".as_bytes().into(),
             }],
             &any_rule,
         );
@@ -649,7 +710,7 @@ mod threads {
                 sources.push(SourceFile {
                     display_path: format!("migrations/{name}"),
                     file_name: name,
-                    bytes: sql.into_bytes(),
+                    bytes: sql.into_bytes().into(),
                 });
             }
         }

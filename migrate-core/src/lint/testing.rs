@@ -12,7 +12,7 @@ pub fn lint_example(file_name: &str, sql: &str) -> Vec<Diagnostic> {
         .map(|(name, content)| SourceFile {
             display_path: name.clone(),
             file_name: name,
-            bytes: content.into_bytes(),
+            bytes: content.into_bytes().into(),
         })
         .collect();
     let set = load_files(&sources, &|id| rule(id).is_some());

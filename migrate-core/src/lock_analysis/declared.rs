@@ -14,8 +14,8 @@ use std::collections::HashMap;
 
 use sqlparser::ast::{
     AlterColumnOperation, AlterTableOperation, ColumnOption, CreateFunctionBody, DropBehavior,
-    Expr, ObjectName, ObjectType, ReferentialAction, RenameTableNameKind, Statement,
-    TableConstraint, TableFactor, TriggerEvent, Value,
+    Expr, ObjectType, ReferentialAction, RenameTableNameKind, Statement, TableConstraint,
+    TableFactor, TriggerEvent, Value,
 };
 
 use super::{LockAnalysis, LockMode, TableLock, analyze, name};
@@ -181,9 +181,15 @@ impl DeclaredSchema {
 
     /// [`DeclaredSchema::extend`] of an `INSERT` into `table` whose tree is gone: the locks
     /// its triggers' bodies take.
-    pub(crate) fn extend_insert(&self, table: &ObjectName, analysis: &mut LockAnalysis) {
+    /// `table`: the INSERT's table as [`name`] gives it. `analysis` is copied only when
+    /// something is added (the analyses of literal INSERTs are shared).
+    pub(crate) fn extend_insert(&self, table: &str, analysis: &mut std::sync::Arc<LockAnalysis>) {
         let mut extra = Vec::new();
-        self.trigger_locks(&name(table), Event::Insert, &mut extra);
+        self.trigger_locks(table, Event::Insert, &mut extra);
+        if extra.is_empty() {
+            return;
+        }
+        let analysis = std::sync::Arc::make_mut(analysis);
         for lock in extra {
             add_declared(analysis, lock);
         }

@@ -27,6 +27,8 @@ pub struct StatementSource {
     /// The part it belongs to.
     pub section: SectionKind,
     pub(crate) raw: RawStatement,
+    /// PostgreSQL refuses to run it inside a transaction block (read with its tokens).
+    pub(crate) non_transactional: bool,
     /// The `-- migrate:allow` lines between the previous statement and this one: they apply
     /// to this statement alone.
     pub allows: Vec<Allow>,
@@ -39,7 +41,6 @@ pub struct ParsedFile {
     pub display_path: String,
     /// The file's text (valid UTF-8, as read).
     pub source: String,
-    pub(crate) tokens: Vec<Token>,
     /// The migration the file makes, as it is embedded and applied.
     pub migration: Migration,
     /// Up statements first, then down statements, in file order.
@@ -49,8 +50,10 @@ pub struct ParsedFile {
 }
 
 impl ParsedFile {
-    pub(crate) fn words(&self, statement: &StatementSource) -> Words<'_> {
-        Words::new(&self.source, &self.tokens[statement.raw.tokens.clone()])
+    /// The statement's tokens, read again from its text: a file's tokens are not kept (they
+    /// take several times its size, issue 21, item 20). `Words::new(&file.source, &tokens)`.
+    pub(crate) fn tokens(&self, statement: &StatementSource) -> Vec<Token> {
+        splitter::statement_tokens(&self.source, &statement.raw)
     }
 
     /// The statement's text in this file, without its `;`.
@@ -121,8 +124,7 @@ impl FileParser<'_> {
     ) -> Option<(ParsedFile, Vec<Diagnostic>)> {
         let source = self.source;
         let text = self.decode()?;
-        let tokens = self.tokenize(&text)?;
-        let body = self.walk(&text, &tokens, source.phase, known_rules);
+        let body = self.walk(&text, source.phase, known_rules)?;
         let phase = body.phase;
         self.check_body(&body, phase, &text);
         if self.prevents_the_migration() {
@@ -130,7 +132,7 @@ impl FileParser<'_> {
         }
         let mut down = body
             .saw_down_marker
-            .then(|| body.section(SectionKind::Down, &text, &tokens));
+            .then(|| body.section(SectionKind::Down, &text));
         if let (Some(down), Some(down_file)) = (&mut down, &source.down_file) {
             // The model's lines are the down file's own, as the user sees it.
             for statement in down.statements.to_mut() {
@@ -144,7 +146,7 @@ impl FileParser<'_> {
             phase,
             file_name: Cow::Owned(source.file.file_name.clone()),
             checksum: Checksum::of_file(&source.file.bytes),
-            up: body.section(SectionKind::Up, &text, &tokens),
+            up: body.section(SectionKind::Up, &text),
             down,
             requires: body.requires,
             backfill: body.backfill,
@@ -157,7 +159,6 @@ impl FileParser<'_> {
             ParsedFile {
                 display_path: source.file.display_path.clone(),
                 source: text,
-                tokens,
                 migration,
                 statements: body.statements,
                 down_file: source.down_file.clone(),
@@ -217,14 +218,11 @@ impl FileParser<'_> {
         );
     }
 
-    /// The file's tokens: every string, quoted name, comment and dollar quote must be closed.
-    fn tokenize(&mut self, text: &str) -> Option<Vec<Token>> {
-        match splitter::tokenize(text) {
-            Ok(mut tokens) => {
-                // Kept for the file's lifetime: without the growth slack (up to half).
-                tokens.shrink_to_fit();
-                Some(tokens)
-            }
+    /// A file whose tokens do not lex: every string, quoted name, comment and dollar quote
+    /// must be closed. `None`, with the error, when `lexed` is one.
+    fn lex_error(&mut self, text: &str, lexed: Result<(), splitter::LexError>) -> Option<()> {
+        match lexed {
+            Ok(()) => Some(()),
             // COPY's data lines are not SQL (an `O'Brien` opens a string): the COPY is the cause.
             Err(_) if let Some((line, direction)) = client_copy_line(text) => {
                 self.client_copy_error(line, 1, direction);
@@ -243,14 +241,15 @@ impl FileParser<'_> {
         }
     }
 
-    /// Walks the file's statements and directives, in order, into up and down parts.
+    /// Walks the file's statements and directives, in order, into up and down parts, as the
+    /// file is lexed. `None` when it does not lex: then that is the file's one problem.
     fn walk(
         &mut self,
         text: &str,
-        tokens: &[Token],
         phase: Phase,
         known_rules: &dyn Fn(&str) -> bool,
-    ) -> Body {
+    ) -> Option<Body> {
+        let problems_before = self.diagnostics.len();
         let part_no_transaction = self.source.no_transaction;
         let mut walk = Walk {
             parser: self,
@@ -265,22 +264,29 @@ impl FileParser<'_> {
                 ..Body::default()
             },
         };
-        for item in splitter::split(text, tokens) {
-            match item {
-                Item::Statement(raw) => {
-                    walk.check_client_copy(&Words::new(text, &tokens[raw.tokens.clone()]));
-                    walk.statement(raw)
-                }
-                Item::LineComment {
-                    token,
-                    own_line,
-                    inside_statement,
-                } => walk.line_comment(&tokens[token], text, own_line, inside_statement),
+        let lexed = splitter::split_each(text, |item, tokens| match item {
+            Item::Statement(raw) => {
+                let words = Words::new(text, tokens);
+                walk.check_client_copy(&words);
+                walk.statement(raw, classify::is_non_transactional(&words))
             }
-        }
+            Item::LineComment {
+                own_line,
+                inside_statement,
+                ..
+            } => walk.line_comment(&tokens[0], text, own_line, inside_statement),
+        });
         walk.flush_unused_allows();
         walk.body.phase = walk.phase;
-        walk.body
+        let mut body = std::mem::take(&mut walk.body);
+        // Kept for the file's lifetime: without the growth slack (up to half).
+        body.statements.shrink_to_fit();
+        if lexed.is_err() {
+            // What the walk found before the error is not reported: the file does not lex.
+            self.diagnostics.truncate(problems_before);
+        }
+        self.lex_error(text, lexed)?;
+        Some(body)
     }
 
     /// What only the whole file can tell: it has a statement to apply, and a backfill file
@@ -360,8 +366,8 @@ struct Body {
 
 impl Body {
     /// The model of one part: its statements, and how the runtime runs them.
-    fn section(&self, kind: SectionKind, text: &str, tokens: &[Token]) -> Section {
-        let list: Vec<Statement> = self
+    fn section(&self, kind: SectionKind, text: &str) -> Section {
+        let mut list: Vec<Statement> = self
             .statements
             .iter()
             .filter(|s| s.section == kind)
@@ -369,12 +375,10 @@ impl Body {
                 sql: Cow::Owned(text[s.raw.range.clone()].to_owned()),
                 line: s.raw.line,
                 column: s.raw.column,
-                non_transactional: classify::is_non_transactional(&Words::new(
-                    text,
-                    &tokens[s.raw.tokens.clone()],
-                )),
+                non_transactional: s.non_transactional,
             })
             .collect();
+        list.shrink_to_fit();
         let part = self.part_no_transaction[usize::from(kind == SectionKind::Down)];
         let mode = if self.no_transaction || part || list.iter().any(|s| s.non_transactional) {
             TransactionMode::Autocommit
@@ -414,11 +418,12 @@ impl Walk<'_, '_> {
         }
     }
 
-    fn statement(&mut self, raw: RawStatement) {
+    fn statement(&mut self, raw: RawStatement, non_transactional: bool) {
         self.saw_statement = true;
         self.body.statements.push(StatementSource {
             section: self.section,
             raw,
+            non_transactional,
             allows: std::mem::take(&mut self.pending_allows),
         });
     }
@@ -781,6 +786,18 @@ mod tests {
     }
 
     #[test]
+    fn a_file_that_does_not_lex_reports_that_alone() {
+        // The file is walked as it is lexed: what the walk found before the unclosed
+        // string (a misspelled directive, an allow with no statement after it) is not
+        // reported beside it, as when the file was lexed whole first.
+        let body = "-- migrate:dwn\nSELECT 1;\n-- migrate:allow drop-in-expand why\nSELECT 'open\n";
+        let set = load_files(&[file("0001_a.sql", body)], &any_rule);
+        assert_eq!(codes_of(&set), ["syntax"], "{:?}", set.diagnostics);
+        assert_eq!((set.diagnostics[0].line, set.diagnostics[0].column), (4, 8));
+        assert!(set.files.is_empty());
+    }
+
+    #[test]
     fn sections_directives_and_modes() {
         let body = "-- migrate:up\nCREATE TABLE IF NOT EXISTS a (id bigint);\n-- migrate:allow require-concurrent-index table is empty\nCREATE INDEX IF NOT EXISTS i ON a (id);\nCREATE INDEX CONCURRENTLY IF NOT EXISTS j ON a (id);\n-- migrate:down\nDROP TABLE IF EXISTS a;\n";
         let set = load_files(&[file("0001_a.sql", body)], &any_rule);
@@ -812,7 +829,7 @@ mod tests {
         let source = SourceFile {
             display_path: "m/0001_a.sql".into(),
             file_name: "0001_a.sql".into(),
-            bytes: b"SELECT 1;\nSELECT '\xff';".to_vec(),
+            bytes: b"SELECT 1;\nSELECT '\xff';".to_vec().into(),
         };
         let set = load_files(&[source], &any_rule);
         assert_eq!(codes_of(&set), ["not-utf8"]);

@@ -12,8 +12,9 @@ pub struct SourceFile {
     pub display_path: String,
     /// The bare file name, which gives version, name and phase.
     pub file_name: String,
-    /// The content, unchanged: the checksum covers these bytes.
-    pub bytes: Vec<u8>,
+    /// The content, unchanged: the checksum covers these bytes. Shared, not copied, by the
+    /// migration a file becomes (a big file held twice took its size again, issue 21, item 20).
+    pub bytes: std::sync::Arc<[u8]>,
 }
 
 /// What [`read_dir`] found: the files it read, and an error for every `.sql` entry that is
@@ -52,7 +53,7 @@ pub fn read_dir(dir: &Path, display_dir: &str) -> Result<FolderContents, std::io
     let source = |display_path: String, file_name: String| SourceFile {
         display_path,
         file_name,
-        bytes: Vec::new(),
+        bytes: std::sync::Arc::from([]),
     };
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
@@ -108,7 +109,7 @@ pub fn read_dir(dir: &Path, display_dir: &str) -> Result<FolderContents, std::io
             }
             (Entry::Nested | Entry::ScriptConfig, Err(error)) => return Err(error),
             (entry, Ok(bytes)) => {
-                file.bytes = bytes;
+                file.bytes = bytes.into();
                 match entry {
                     Entry::Migration => contents.files.push(file),
                     Entry::Nested => contents.nested.push(file),

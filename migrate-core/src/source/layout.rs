@@ -587,28 +587,30 @@ impl Assembly {
         file: &SourceFile,
         version: u64,
         name: String,
-        bytes: Vec<u8>,
+        bytes: std::sync::Arc<[u8]>,
         down: Option<(&SourceFile, bool)>,
     ) {
         let mut combined = bytes;
         let mut down_file = None;
         if let Some((down, _)) = down {
-            close_last_statement(&mut combined);
-            if !combined.is_empty() && !combined.ends_with(b"\n") {
-                combined.push(b'\n');
+            let mut joined = combined.to_vec();
+            close_last_statement(&mut joined);
+            if !joined.is_empty() && !joined.ends_with(b"\n") {
+                joined.push(b'\n');
             }
-            combined.extend_from_slice(b"-- migrate:down\n");
-            let first_line = combined.iter().filter(|&&b| b == b'\n').count() as u32 + 1;
+            joined.extend_from_slice(b"-- migrate:down\n");
+            let first_line = joined.iter().filter(|&&b| b == b'\n').count() as u32 + 1;
             let body = down
                 .bytes
                 .strip_prefix("\u{feff}".as_bytes())
                 .unwrap_or(&down.bytes);
-            combined.extend_from_slice(body);
+            joined.extend_from_slice(body);
             down_file = Some(DownFile {
                 display_path: down.display_path.clone(),
                 file_name: down.file_name.clone(),
                 first_line,
             });
+            combined = joined.into();
         }
         let no_transaction = [
             self.layout == Layout::Sqlx && has_sqlx_no_transaction(&file.bytes),

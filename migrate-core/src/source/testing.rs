@@ -6,7 +6,7 @@ pub(crate) fn file(name: &str, body: &str) -> SourceFile {
     SourceFile {
         display_path: format!("migrations/{name}"),
         file_name: name.to_owned(),
-        bytes: body.as_bytes().to_vec(),
+        bytes: body.as_bytes().into(),
     }
 }
 

@@ -10,6 +10,7 @@ use crate::classify::Words;
 use crate::lint::{Check, Example, Finding, Level, Rule, RuleMemory, StatementContext};
 use crate::migration::display_identifier;
 use crate::source::{ParsedFile, SectionKind, StatementSource};
+use crate::splitter::Token;
 use crate::sql::{ident_key, parse_statement_of, table_key};
 
 /// The `foreign-key-without-index` rule: its documentation, examples and check.
@@ -77,12 +78,12 @@ impl SetIndexes {
     }
 }
 
-/// A file's up statements with their words.
-fn up_statements(file: &ParsedFile) -> impl Iterator<Item = (Words<'_>, &StatementSource)> {
+/// A file's up statements with their tokens (`Words::new(&file.source, &tokens)`).
+fn up_statements(file: &ParsedFile) -> impl Iterator<Item = (Vec<Token>, &StatementSource)> {
     file.statements
         .iter()
         .filter(|s| s.section == SectionKind::Up)
-        .map(move |s| (file.words(s), s))
+        .map(move |s| (file.tokens(s), s))
 }
 
 impl RuleMemory for SetIndexes {
@@ -90,17 +91,18 @@ impl RuleMemory for SetIndexes {
     /// declares a foreign key (`REFERENCES`, from the tokens), and only index-making
     /// statements are parsed, so sets without foreign keys pay nothing.
     fn start_set(&mut self, files: &[&ParsedFile]) {
-        if !files
-            .iter()
-            .any(|file| up_statements(file).any(|(words, _)| words.contains("REFERENCES")))
-        {
+        if !files.iter().any(|file| {
+            up_statements(file)
+                .any(|(tokens, _)| Words::new(&file.source, &tokens).contains("REFERENCES"))
+        }) {
             return;
         }
         // Parsing is most of the cost: each file on any core, the indexes kept in file order.
         let threads = crate::parallel::threads_for(files.len());
         let per_file = crate::parallel::map_in_order(files, threads, |file| {
             let mut indexes = SetIndexes::default();
-            for (words, statement) in up_statements(file) {
+            for (tokens, statement) in up_statements(file) {
+                let words = Words::new(&file.source, &tokens);
                 let makes_index = words.starts_with(&["CREATE", "INDEX"])
                     || words.starts_with(&["CREATE", "UNIQUE", "INDEX"])
                     || words.starts_with(&["CREATE", "TABLE"])

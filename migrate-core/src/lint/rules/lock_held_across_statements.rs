@@ -118,15 +118,17 @@ impl RuleMemory for HeldLocks {
     /// locks an index by name.
     fn start_set(&mut self, files: &[&ParsedFile]) {
         let statements = || {
-            files
-                .iter()
-                .flat_map(|file| file.statements.iter().map(move |s| file.words(s)))
+            files.iter().flat_map(|file| {
+                file.statements
+                    .iter()
+                    .map(move |s| (file.source.as_str(), file.tokens(s)))
+            })
         };
-        if !statements().any(|words| locks_an_index(&words)) {
+        if !statements().any(|(source, tokens)| locks_an_index(&Words::new(source, &tokens))) {
             return;
         }
-        for words in statements() {
-            record_index_tables(&words, &mut self.index_tables);
+        for (source, tokens) in statements() {
+            record_index_tables(&Words::new(source, &tokens), &mut self.index_tables);
         }
     }
 
