@@ -27,6 +27,6 @@ pub use files::read_path;
 #[cfg(feature = "runtime")]
 pub use prepare::{QueryProblem, check_query};
 pub use query::{Query, QueryOrigin, ResultColumn};
-pub use removed::{Removal, RemovedObject, removed_by};
+pub use removed::{Removal, RemovedObject, names_relation, removed_by};
 #[cfg(feature = "runtime")]
 pub use stat_statements::{StatementCalls, called_between, read_calls};

@@ -14,7 +14,7 @@ use sqlparser::ast::{AlterColumnOperation, AlterTableOperation, ObjectType, Stat
 use crate::classify::normalize_identifier;
 use crate::migration::Migration;
 use crate::splitter::{self, TokenKind};
-use crate::sql::{ident_key, parse_statement, table_key};
+use crate::sql::{ident_key, parse_statement, table_key, table_key_of};
 
 /// What a contract statement does to an object a query may name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -222,6 +222,13 @@ fn mentions(query: &str) -> Mentions {
     mentions
 }
 
+/// Whether `query` names the relation written `relation` (`public."Orders"`; folded, schema
+/// ignored), e.g. to leave out the runtime's own statements on its history table.
+pub fn names_relation(query: &str, relation: &str) -> bool {
+    let name = table_key_of(relation);
+    mentions(query).names.contains(&name)
+}
+
 impl RemovedObject {
     /// Whether `query` names this object (see the module docs for the conservative reading).
     pub fn used_by(&self, query: &str) -> bool {
@@ -233,9 +240,7 @@ impl RemovedObject {
         match &self.column {
             None => true,
             Some(column) => {
-                names(column)
-                    || mentions.star
-                    || mentions.whole_row_inserts.iter().any(|t| *t == self.name)
+                names(column) || mentions.star || mentions.whole_row_inserts.contains(&self.name)
             }
         }
     }

@@ -124,7 +124,7 @@ pub fn run(
     let query_set = if source.queries.is_empty() {
         None
     } else {
-        Some(queries::load(context, &source.queries)?)
+        Some(queries::load(context, &source.queries, &state_tables)?)
     };
 
     let base = match (&source.schema_from, &source.schema_file) {

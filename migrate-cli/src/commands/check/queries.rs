@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use indicatif::ProgressBar;
-use migrate_core::queries::{self, Query, QueryProblem};
+use migrate_core::queries::{self, Query, QueryOrigin, QueryProblem};
 use migrate_core::runtime::{ConnectOptions, Migrator, MigratorConfig, UpTo, connect_with};
 use migrate_core::{Migration, Migrations, Phase};
 use migrate_scratch::ScratchCluster;
@@ -60,7 +60,13 @@ pub(super) struct QuerySet {
 }
 
 /// Reads every source before anything starts: bad input stops the check with nothing run.
-pub(super) fn load(context: &Context, options: &QueryOptions) -> anyhow::Result<QuerySet> {
+/// `state_tables`: the runtime's own tables (quoted), whose statements in pg_stat_statements
+/// are the migrator's, not the application's.
+pub(super) fn load(
+    context: &Context,
+    options: &QueryOptions,
+    state_tables: &[String],
+) -> anyhow::Result<QuerySet> {
     let read_all = |paths: &[PathBuf]| -> anyhow::Result<Vec<Query>> {
         let mut all = Vec::new();
         for path in paths {
@@ -71,7 +77,15 @@ pub(super) fn load(context: &Context, options: &QueryOptions) -> anyhow::Result<
     let mut running = read_all(&options.running)?;
     let next = read_all(&options.next)?;
     if let Some(url) = &options.from {
-        running.extend(from_stat_statements(context, url, options.window)?);
+        running.extend(
+            from_stat_statements(context, url, options.window)?
+                .into_iter()
+                .filter(|query| {
+                    !state_tables
+                        .iter()
+                        .any(|table| queries::names_relation(&query.text, table))
+                }),
+        );
     }
     Ok(QuerySet { running, next })
 }
@@ -113,6 +127,11 @@ enum Verdict {
     Fails,
     /// A contract breaks a running-release query: it must be gone from production first.
     MustBeGoneBefore,
+    /// A statement of pg_stat_statements that works at no point of the walk: an entry kept
+    /// from long ago (a dropped table, a temporary one), reported and not failed, since the
+    /// statistics keep what the running release no longer sends (`--queries-window` keeps
+    /// only recent ones).
+    NeverWorkedStatistic,
 }
 
 /// One query a migration breaks (or that never worked).
@@ -231,13 +250,18 @@ pub(super) fn walk(
             let migration = last_worked[i]
                 .and_then(|step| pending.get(step))
                 .map(|m| (m.file_name.to_string(), m.phase));
+            let from_statistics = matches!(query.origin, QueryOrigin::StatStatements { .. });
             findings.push(Finding {
                 migration,
                 release,
                 origin: query.origin.to_string(),
                 query: query.shortened(),
                 problems: problems.clone(),
-                verdict: Verdict::Fails,
+                verdict: if never_worked && from_statistics {
+                    Verdict::NeverWorkedStatistic
+                } else {
+                    Verdict::Fails
+                },
             });
         }
         anyhow::Ok(QueryReport {
@@ -273,6 +297,7 @@ pub(super) fn json_of(report: &QueryReport) -> serde_json::Value {
                 "verdict": match f.verdict {
                     Verdict::Fails => "fails",
                     Verdict::MustBeGoneBefore => "must_be_gone_before",
+                    Verdict::NeverWorkedStatistic => "never_worked_statistic",
                 },
             })
         })
@@ -301,6 +326,12 @@ pub(super) fn print_human(report: &QueryReport, color: bool) {
                     "{file} breaks a running-release query: it must be gone from production \
                      before {file} runs"
                 ),
+            ),
+            (Verdict::NeverWorkedStatistic, _, _) => (
+                "note",
+                Style::Yellow,
+                "a statement of pg_stat_statements works at no point (an old entry?): not checked"
+                    .to_owned(),
             ),
             (_, Release::Running, Some((file, phase))) => (
                 "FAIL",
