@@ -215,7 +215,13 @@ fn mentions(query: &str) -> Mentions {
                     }
                 }
             }
-            TokenKind::Punct if text == "*" => mentions.star = true,
+            // `count(*)` reads no column; `*`, `t.*`, `RETURNING *` read them all.
+            TokenKind::Punct if text == "*" => {
+                let in_call = index > 0 && significant[index - 1].text(query) == "(";
+                if !in_call {
+                    mentions.star = true;
+                }
+            }
             _ => {}
         }
     }
@@ -316,6 +322,8 @@ mod tests {
             "SELECT legacy_name FROM users WHERE id = $1",
             "SELECT u.\"legacy_name\" FROM public.users u",
             "SELECT * FROM users",
+            "SELECT u.* FROM users u",
+            "DELETE FROM users WHERE id = $1 RETURNING *",
             "INSERT INTO archive SELECT * FROM users",
             "INSERT INTO users VALUES ($1, $2, $3)",
             "UPDATE users SET legacy_name = $1 WHERE id = $2",
@@ -328,6 +336,7 @@ mod tests {
             "SELECT legacy_name FROM customers",
             "INSERT INTO users (id, email) VALUES ($1, $2)",
             "SELECT 1 -- users legacy_name",
+            "SELECT count(*) FROM users WHERE email = $1",
         ] {
             assert!(!dropped.used_by(query), "{query}");
         }
