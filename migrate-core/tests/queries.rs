@@ -324,3 +324,53 @@ async fn without_pg_stat_statements_the_gate_refuses() {
         "the expand ran, the contract did not"
     );
 }
+
+#[tokio::test]
+async fn a_query_on_a_view_over_a_dropped_column_refuses_the_contract() {
+    let db = stats_database();
+    let dir = tempfile::tempdir().unwrap();
+    let migrations = write_set(dir.path());
+    let client = client(db.url()).await;
+    Migrator::new(&migrations, config())
+        .unwrap()
+        .up(&client, UpTo::Version(1))
+        .await
+        .unwrap();
+    // Made outside the migrations (by hand, by another service): only the catalog knows.
+    client
+        .batch_execute(
+            "CREATE VIEW item_labels AS SELECT id, legacy AS label FROM items; \
+             CREATE VIEW item_label_count AS SELECT count(label) FROM item_labels",
+        )
+        .await
+        .unwrap();
+    let app = plain_client(db.url()).await;
+    let statement = app.prepare("SELECT * FROM item_label_count").await.unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let old_release = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            while !stop.load(Ordering::SeqCst) {
+                app.query(&statement, &[]).await.unwrap();
+            }
+        })
+    };
+    let failed = Migrator::new(&migrations, gated(Duration::from_millis(300)))
+        .unwrap()
+        .up(&client, UpTo::All)
+        .await
+        .expect_err("the view's query is still called");
+    stop.store(true, Ordering::SeqCst);
+    old_release.await.unwrap();
+    match failed.error() {
+        RuntimeError::ContractGate { failure, .. } => match failure.as_ref() {
+            GateFailure::RunningQueryBreaks { object, .. } => assert_eq!(
+                object,
+                "view item_label_count (depends on view item_labels)"
+            ),
+            other => panic!("{other:?}"),
+        },
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(applied(&client).await, 1);
+}

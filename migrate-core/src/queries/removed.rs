@@ -28,6 +28,12 @@ pub enum Removal {
     },
     /// `ALTER TABLE ... ALTER COLUMN ... TYPE`: queries built for the old type may fail.
     Retyped,
+    /// A view that depends on a removed object (from the catalog's `pg_depend`): `CASCADE`
+    /// drops it, and without `CASCADE` the contract fails.
+    Dependent {
+        /// The removed object it depends on, e.g. `column users.legacy`.
+        on: String,
+    },
 }
 
 /// One object a contract removes, names folded like PostgreSQL folds them (schemas ignored,
@@ -46,16 +52,24 @@ pub struct RemovedObject {
     pub line: u32,
 }
 
+impl RemovedObject {
+    /// `column users.legacy` or `table carts`: the object, without what happens to it.
+    pub fn object(&self) -> String {
+        match &self.column {
+            Some(column) => format!("column {}.{column}", self.name),
+            None => format!("{} {}", self.kind, self.name),
+        }
+    }
+}
+
 impl fmt::Display for RemovedObject {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.column {
-            Some(column) => write!(f, "column {}.{column}", self.name)?,
-            None => write!(f, "{} {}", self.kind, self.name)?,
-        }
+        write!(f, "{}", self.object())?;
         match &self.removal {
             Removal::Dropped => write!(f, " (dropped)"),
             Removal::Renamed { to } => write!(f, " (renamed to {to})"),
             Removal::Retyped => write!(f, " (type changed)"),
+            Removal::Dependent { on } => write!(f, " (depends on {on})"),
         }
     }
 }

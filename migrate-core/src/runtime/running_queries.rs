@@ -3,8 +3,9 @@
 //! between that names what the contract drops, renames or retypes refuses the contract.
 //!
 //! Nothing of the contract is tried on production to find out: what it removes is read from
-//! its statements ([`crate::queries::removed_by`]), and what a query uses from its text
-//! ([`crate::queries::RemovedObject::used_by`], conservative). Both readings only read.
+//! its statements ([`crate::queries::removed_by`]), with the views the catalog says depend on
+//! what it drops (`pg_depend`: `CASCADE` drops them too), and what a query uses from its text
+//! ([`crate::queries::RemovedObject::used_by`], conservative). Every query here only reads.
 
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use tokio_postgres::Client;
 use super::error::RuntimeError;
 use super::gates::GateFailure;
 use crate::migration::Migration;
-use crate::queries::{self, QuerySourceError};
+use crate::queries::{self, QuerySourceError, Removal, RemovedObject};
 
 /// `None`: the contract may run as far as this gate goes.
 pub(crate) async fn check(
@@ -21,7 +22,8 @@ pub(crate) async fn check(
     contract: &Migration,
     window: Duration,
 ) -> Result<Option<GateFailure>, RuntimeError> {
-    let removed = queries::removed_by(contract);
+    let mut removed = queries::removed_by(contract);
+    removed.extend(dependent_views(client, &removed).await?);
     let read = |client| async move {
         match queries::read_calls(client).await {
             Ok(calls) => Ok(Ok(calls)),
@@ -57,4 +59,68 @@ pub(crate) async fn check(
         }
     }
     Ok(None)
+}
+
+/// Views over the dropped tables and columns, and views over those, from `pg_depend` (a view
+/// depends on its source through its `pg_rewrite` rule). Names resolve through the session's
+/// `search_path`, as the contract's own statements do.
+async fn dependent_views(
+    client: &Client,
+    removed: &[RemovedObject],
+) -> Result<Vec<RemovedObject>, RuntimeError> {
+    let mut found: Vec<RemovedObject> = Vec::new();
+    let mut queue: Vec<RemovedObject> = removed
+        .iter()
+        .filter(|object| {
+            object.removal == Removal::Dropped && matches!(object.kind, "table" | "view" | "column")
+        })
+        .cloned()
+        .collect();
+    while let Some(object) = queue.pop() {
+        let rows = client
+            .query(
+                "SELECT DISTINCT view.relname::text FROM pg_depend d \
+                 JOIN pg_rewrite r ON r.oid = d.objid \
+                 JOIN pg_class view ON view.oid = r.ev_class \
+                 WHERE d.classid = 'pg_rewrite'::regclass \
+                   AND d.refclassid = 'pg_class'::regclass \
+                   AND d.refobjid = to_regclass(quote_ident($1)) \
+                   AND view.oid <> d.refobjid \
+                   AND ($2::text IS NULL OR d.refobjsubid = \
+                        (SELECT attnum FROM pg_attribute \
+                         WHERE attrelid = d.refobjid AND attname = $2)) \
+                 ORDER BY 1",
+                &[&object.name, &object.column],
+            )
+            .await
+            .map_err(|error| RuntimeError::Database {
+                action: "reading the views that depend on what a contract drops",
+                error,
+            })?;
+        for row in rows {
+            let view: String = row.get(0);
+            let known = removed
+                .iter()
+                .chain(&found)
+                .any(|o| o.column.is_none() && o.name == view);
+            if known {
+                continue;
+            }
+            let dependent = RemovedObject {
+                kind: "view",
+                name: view,
+                column: None,
+                removal: Removal::Dependent {
+                    on: object.object(),
+                },
+                line: object.line,
+            };
+            queue.push(RemovedObject {
+                removal: Removal::Dropped,
+                ..dependent.clone()
+            });
+            found.push(dependent);
+        }
+    }
+    Ok(found)
 }
