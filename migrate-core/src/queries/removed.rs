@@ -279,7 +279,7 @@ mod tests {
             name: Cow::Borrowed("drop_old"),
             phase: Phase::Contract,
             file_name: Cow::Borrowed("0003_drop_old.contract.sql"),
-            checksum: crate::Checksum::of_file(b""),
+            checksum: crate::checksum::Checksum::of_file(b""),
             up: Section {
                 statements: sql
                     .iter()
