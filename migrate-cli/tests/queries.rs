@@ -681,3 +681,25 @@ fn without_pg_stat_statements_the_gate_refuses_unless_turned_off() {
     );
     let _ = cluster();
 }
+
+#[test]
+fn a_running_release_query_that_never_works_fails_the_check() {
+    let migrations = set(&[TEAM_NAME]);
+    let queries = tempfile::tempdir().unwrap();
+    write(queries.path(), "typo.sql", "SELECT nmae FROM accounts;\n");
+    let output = migrate()
+        .args(["--format", "json", "check"])
+        .arg(migrations.path())
+        .arg("--queries")
+        .arg(queries.path())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let document = json_of(&output.stdout);
+    let found = findings(&document);
+    assert_eq!(found.len(), 1, "{document}");
+    assert_eq!(found[0]["migration"], Value::Null);
+    assert_eq!(found[0]["release"], "running");
+    assert_eq!(found[0]["verdict"], "fails");
+    assert_eq!(found[0]["code"], "42703");
+}
