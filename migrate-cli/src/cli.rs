@@ -470,6 +470,12 @@ pub(crate) enum Command {
         /// newer release).
         #[arg(long)]
         ignore_missing: bool,
+        /// Before each contract, read pg_stat_statements twice this far apart (e.g. 5m); a
+        /// query called in between that uses what the contract drops, renames or retypes
+        /// refuses it (exit 1). Without a readable pg_stat_statements every contract is
+        /// refused. `off` disables it [default: off].
+        #[arg(long, value_name = "DURATION|off", value_parser = parse_replica_lag_limit)]
+        running_queries_window: Option<ReplicaLagLimit>,
     },
 
     /// Revert applied migrations newer than --to, newest first, with their down parts.
@@ -687,6 +693,25 @@ pub(crate) enum Command {
         /// version) [default: the scratch cluster's].
         #[arg(long, value_name = "PATH")]
         pg_dump: Option<PathBuf>,
+        /// The queries of the release running now: a .sql file (one query per statement,
+        /// $1 parameters allowed), a folder of them, or a sqlx offline folder (.sqlx). Each
+        /// is prepared after every pending migration: one an expand or backfill breaks fails
+        /// the check; one a contract breaks is reported as what must be gone from production
+        /// before that contract runs. Repeatable.
+        #[arg(long, value_name = "PATH")]
+        queries: Vec<PathBuf>,
+        /// The queries of the release deployed after the pending set (same forms): each
+        /// must work after the last pending migration, else the check fails. Repeatable.
+        #[arg(long, value_name = "PATH")]
+        next_queries: Vec<PathBuf>,
+        /// Add the running release's queries from this database's pg_stat_statements (read
+        /// in a read-only session).
+        #[arg(long, value_name = "DATABASE_URL")]
+        queries_from: Option<String>,
+        /// With --queries-from: only the statements called during this long (two readings
+        /// that far apart), e.g. 1m.
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "queries_from")]
+        queries_window: Option<Duration>,
     },
 
     /// Read and set dual-write flags (table `<history table>_flags`).

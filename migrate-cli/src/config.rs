@@ -126,11 +126,15 @@ impl Config {
         if let Command::Up {
             allow_out_of_order,
             ignore_missing,
+            running_queries_window,
             ..
         } = cli.command
         {
             migrator.allow_out_of_order = allow_out_of_order;
             migrator.ignore_missing = ignore_missing;
+            if let Some(window) = running_queries_window {
+                migrator.running_queries_window = window.0;
+            }
         }
         if let Some(timeout) = cli.database.network_timeout {
             migrator.network_timeout = timeout;

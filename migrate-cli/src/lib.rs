@@ -295,6 +295,10 @@ fn run(cli: Cli, source: Source) -> anyhow::Result<Outcome> {
             schema_file,
             sample_rows,
             pg_dump,
+            queries,
+            next_queries,
+            queries_from,
+            queries_window,
         } => commands::check::run(
             &context,
             path.as_deref(),
@@ -303,6 +307,12 @@ fn run(cli: Cli, source: Source) -> anyhow::Result<Outcome> {
                 schema_file,
                 sample_rows,
                 pg_dump,
+                queries: commands::check::QueryOptions {
+                    running: queries,
+                    next: next_queries,
+                    from: queries_from,
+                    window: queries_window,
+                },
             },
         ),
         #[cfg(not(feature = "check"))]

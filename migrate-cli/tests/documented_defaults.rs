@@ -70,6 +70,7 @@ fn the_readme_states_the_runtime_defaults() {
         ignore_missing,
         contract_stabilisation,
         max_replica_lag,
+        running_queries_window,
         network_timeout,
         backfill,
     } = MigratorConfig::default();
@@ -106,6 +107,9 @@ fn the_readme_states_the_runtime_defaults() {
                         .map(duration);
                     assert_eq!(limit, max_replica_lag, "{stale}");
                 }
+                "running_queries_window" => {
+                    assert_eq!(value, format!("`{running_queries_window:?}`"), "{stale}")
+                }
                 "network_timeout" => assert_eq!(duration(value), network_timeout, "{stale}"),
                 "backfill" => {
                     assert_eq!(value, "`BackfillControl::default()`", "{stale}");
@@ -116,7 +120,7 @@ fn the_readme_states_the_runtime_defaults() {
             documented.push(field.to_owned());
         }
     }
-    assert_eq!(documented.len(), 13, "every field once: {documented:?}");
+    assert_eq!(documented.len(), 14, "every field once: {documented:?}");
 }
 
 #[test]

@@ -87,6 +87,9 @@ pub mod source;
 
 pub mod lint;
 
+// The application's queries: read from files or pg_stat_statements, checked against a schema.
+pub mod queries;
+
 pub mod checked_set;
 
 pub mod build_cache;

@@ -22,7 +22,7 @@ const LAYERS: &[&[&str]] = &[
     &["sql"],
     // Passes over the SQL, independent of each other: files and directives, the locks a
     // statement takes, the keyed-batch rewrite of a backfill UPDATE.
-    &["source", "lock_analysis", "batch_plan"],
+    &["source", "lock_analysis", "batch_plan", "queries"],
     // The lint engine and its rules.
     &["lint"],
     // `check_dir`: read, parse and lint a folder (the macro's and the CLI's entry point).

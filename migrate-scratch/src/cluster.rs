@@ -57,17 +57,26 @@ impl fmt::Debug for ScratchCluster {
 impl ScratchCluster {
     /// Starts a cluster without TLS.
     pub fn start() -> Result<ScratchCluster, ScratchError> {
-        ScratchCluster::start_inner(false)
+        ScratchCluster::start_inner(false, &[])
     }
 
     /// Starts a cluster with `ssl=on` and a server certificate signed by a fresh CA, whose PEM
     /// is at [`TlsFiles::ca_cert`], so clients can test `sslmode=require`, `verify-ca` and
     /// `verify-full`. Plain connections are still accepted.
     pub fn start_with_tls() -> Result<ScratchCluster, ScratchError> {
-        ScratchCluster::start_inner(true)
+        ScratchCluster::start_inner(true, &[])
     }
 
-    fn start_inner(tls: bool) -> Result<ScratchCluster, ScratchError> {
+    /// Starts a cluster without TLS whose server loads `libraries` at start
+    /// (`shared_preload_libraries`), e.g. `pg_stat_statements`, which must be loaded that way
+    /// before `CREATE EXTENSION` can read its statistics
+    /// (<https://www.postgresql.org/docs/15/pgstatstatements.html>). Each name must be a
+    /// plain identifier.
+    pub fn start_with_preloaded(libraries: &[&str]) -> Result<ScratchCluster, ScratchError> {
+        ScratchCluster::start_inner(false, libraries)
+    }
+
+    fn start_inner(tls: bool, preload: &[&str]) -> Result<ScratchCluster, ScratchError> {
         let binaries = PgBinaries::locate()?;
         let run_as = RunAs::for_current_process()?;
         let (root, data_dir, socket_dir) = cluster_folder("migrate-scratch-", run_as.as_ref())?;
@@ -89,7 +98,7 @@ impl ScratchCluster {
         } else {
             None
         };
-        write_settings(&data_dir, &socket_dir, tls.is_some())?;
+        write_settings(&data_dir, &socket_dir, tls.is_some(), preload)?;
 
         let mut cluster = ScratchCluster {
             binaries,

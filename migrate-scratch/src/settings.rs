@@ -16,7 +16,16 @@ pub(crate) fn write_settings(
     data_dir: &Path,
     socket_dir: &Path,
     tls: bool,
+    preload: &[&str],
 ) -> Result<(), ScratchError> {
+    if let Some(bad) = preload.iter().find(|name| {
+        name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    }) {
+        return Err(ScratchError::Io {
+            what: "shared_preload_libraries".into(),
+            source: std::io::Error::other(format!("{bad:?} is not a library name")),
+        });
+    }
     let quote = |path: &Path| path.display().to_string().replace('\'', "''");
     let mut settings = format!(
         "\n# migrate-scratch\n\
@@ -31,6 +40,12 @@ pub(crate) fn write_settings(
          max_wal_senders = 10\n",
         quote(socket_dir)
     );
+    if !preload.is_empty() {
+        settings.push_str(&format!(
+            "shared_preload_libraries = '{}'\n",
+            preload.join(",")
+        ));
+    }
     if tls {
         settings.push_str("ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n");
     }

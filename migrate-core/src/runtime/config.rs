@@ -45,6 +45,13 @@ pub struct MigratorConfig {
     /// `pg_monitor` (or `pg_read_all_stats`) to see the lag, else [`GateFailure::ReplicaLagUnknown`](super::GateFailure::ReplicaLagUnknown).
     /// `None` turns the replica gate off. Default: 30 s.
     pub max_replica_lag: Option<Duration>,
+    /// Before each contract, read `pg_stat_statements` twice this far apart; a statement
+    /// called in between that names what the contract drops, renames or retypes refuses it
+    /// with [`GateFailure::RunningQueryBreaks`](super::GateFailure::RunningQueryBreaks), and
+    /// a database without a readable `pg_stat_statements` refuses every contract with
+    /// [`GateFailure::RunningQueriesUnknown`](super::GateFailure::RunningQueriesUnknown).
+    /// `None` turns the gate off. Default: `None`.
+    pub running_queries_window: Option<Duration>,
     /// Client-side allowance for the server's answer, on top of the server's own bounds:
     /// a query of the runtime's own waits at most `lock_timeout` + this, a migration
     /// statement `statement_timeout` + this (no client bound when `statement_timeout` is
@@ -236,6 +243,7 @@ impl Default for MigratorConfig {
             ignore_missing: false,
             contract_stabilisation: Duration::ZERO,
             max_replica_lag: Some(Duration::from_secs(30)),
+            running_queries_window: None,
             network_timeout: Duration::from_secs(30),
             backfill: BackfillControl::default(),
         }

@@ -627,7 +627,9 @@ impl RuntimeError {
             | RuntimeError::NoAnswer { .. } => true,
             RuntimeError::ContractGate { failure, .. } => matches!(
                 failure.as_ref(),
-                GateFailure::Stabilising { .. } | GateFailure::ReplicaLag { .. }
+                GateFailure::Stabilising { .. }
+                    | GateFailure::ReplicaLag { .. }
+                    | GateFailure::RunningQueryBreaks { .. }
             ),
             RuntimeError::Statement { error, .. } | RuntimeError::Database { error, .. } => {
                 error.is_closed() || error.code().is_some_and(transient_state)

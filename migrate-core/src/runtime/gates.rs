@@ -18,7 +18,10 @@
 //!    row written in the old shape up to that moment refuses the contract instead of being
 //!    dropped with it.
 //!
-//! 6. with `-- migrate:requires-compare`, every compare declared by those backfills passed
+//! 6. with [`MigratorConfig::running_queries_window`], no statement called during the window
+//!    (two readings of `pg_stat_statements`) names what the contract drops, renames or
+//!    retypes (`running_queries`);
+//! 7. with `-- migrate:requires-compare`, every compare declared by those backfills passed
 //!    after the backfill was applied ([`super::compare`]).
 //!
 //! A failing gate refuses the contract with [`RuntimeError::ContractGate`]; migrations applied
@@ -26,6 +29,7 @@
 //!
 //! [`MigratorConfig::contract_stabilisation`]: super::MigratorConfig::contract_stabilisation
 //! [`MigratorConfig::max_replica_lag`]: super::MigratorConfig::max_replica_lag
+//! [`MigratorConfig::running_queries_window`]: super::MigratorConfig::running_queries_window
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -58,6 +62,8 @@ pub(crate) struct GateSettings {
     pub stabilisation: Duration,
     /// Longest acceptable replay lag of any replica; `None` disables the replica gate.
     pub max_replica_lag: Option<Duration>,
+    /// The window between the two readings of `pg_stat_statements`; `None` disables it.
+    pub running_queries_window: Option<Duration>,
 }
 
 /// A replica as `pg_stat_replication` names it.
@@ -202,6 +208,40 @@ pub enum GateFailure {
     )]
     NoCompareDeclared,
 
+    /// A statement the running release sent during the window names what the contract
+    /// removes: the old release still uses it.
+    #[error(
+        "the running release still uses what it removes: {query:?} (pg_stat_statements \
+         queryid {queryid}) was called {calls} time(s) in the last {} and uses {object}; \
+         deploy the release that no longer sends it, wait until it stops, then run again (the \
+         window is `running_queries_window`, `--running-queries-window` in the CLI)",
+        human(*window)
+    )]
+    RunningQueryBreaks {
+        /// The statement, shortened.
+        query: String,
+        /// Its `queryid`.
+        queryid: i64,
+        /// Its calls during the window.
+        calls: i64,
+        /// The window.
+        window: Duration,
+        /// What the contract removes that it uses, e.g. `column users.name (dropped)`.
+        object: String,
+    },
+
+    /// `pg_stat_statements` cannot be read, so the gate cannot tell whether the running
+    /// release still uses what the contract removes.
+    #[error(
+        "the running-queries gate cannot tell what the running release sends: {reason}; set \
+         it up, or turn the gate off with running_queries_window = None \
+         (`--running-queries-window off` in the CLI)"
+    )]
+    RunningQueriesUnknown {
+        /// Why.
+        reason: String,
+    },
+
     /// The session cannot see the replication columns of `pg_stat_replication`.
     #[error(
         "cannot read the replay lag of replica {replica}: role {role:?} lacks the privileges \
@@ -250,6 +290,11 @@ pub(crate) async fn check(
         None => None,
     };
     if let Some(failure) = replica_failure {
+        return Err(refuse(failure));
+    }
+    if let Some(window) = settings.running_queries_window
+        && let Some(failure) = super::running_queries::check(client, contract, window).await?
+    {
         return Err(refuse(failure));
     }
     let guard = RowsGuard::for_contract(client, migrations, contract, planned).await?;

@@ -46,6 +46,7 @@ pub mod reconcile;
 pub mod repair;
 mod report;
 mod row_equality;
+mod running_queries;
 mod session;
 pub mod state;
 pub mod verify;
@@ -871,12 +872,14 @@ impl<'m> Migrator<'m> {
         let settings = gates::GateSettings {
             stabilisation: self.config.contract_stabilisation,
             max_replica_lag: self.config.max_replica_lag,
+            running_queries_window: self.config.running_queries_window,
         };
         let limits = self.config.limits();
         let replicas = self.config.max_replica_lag.unwrap_or(Duration::ZERO);
-        let limit = limits
-            .statement
-            .map(|statement| statement.saturating_mul(4) + replicas + limits.own);
+        let window = self.config.running_queries_window.unwrap_or(Duration::ZERO);
+        let limit = limits.statement.map(|statement| {
+            statement.saturating_mul(6) + replicas + window + limits.own.saturating_mul(2)
+        });
         deadline::within(
             limit,
             "checking the contract gates",

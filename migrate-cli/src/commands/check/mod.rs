@@ -1,10 +1,14 @@
 //! `migrate check`: lint, then prove on a scratch PostgreSQL that every down part restores
 //! the schema the migration found, and that the set applies again after the down walk; then
 //! apply the set once more on a database of its own, observing what PostgreSQL does for each
-//! statement ([`observed`]).
+//! statement ([`observed`]). With `--queries`/`--next-queries`/`--queries-from`, the
+//! application's queries are prepared after each pending migration ([`queries`]).
 
 mod base;
 mod observed;
+mod queries;
+
+pub use self::queries::QueryOptions;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -88,6 +92,8 @@ pub struct CheckSource {
     pub sample_rows: Option<u64>,
     /// `--pg-dump`: the pg_dump binary to read `schema_from` with.
     pub pg_dump: Option<PathBuf>,
+    /// The application's queries to prepare after each migration.
+    pub queries: QueryOptions,
 }
 
 pub fn run(
@@ -114,6 +120,12 @@ pub fn run(
     let migrations = checked.migrations(&absolute.to_string_lossy());
     let history = TableName::parse(&context.config.migrator.history_table)?;
     let state_tables = state_tables(&history)?;
+    // Before anything starts: a bad query file stops the check with nothing run.
+    let query_set = if source.queries.is_empty() {
+        None
+    } else {
+        Some(queries::load(context, &source.queries, &state_tables)?)
+    };
 
     let base = match (&source.schema_from, &source.schema_file) {
         (Some(url), _) => base::from_database(
@@ -191,6 +203,18 @@ pub fn run(
         let observer = connect_scratch(context, observation.clone()).await?;
         observed::observe_all(&client, &observer, &pending, &progress).await
     })??;
+    let query_report = match &query_set {
+        Some(set) => Some(queries::walk(
+            context,
+            &migrations,
+            &pending,
+            &cluster,
+            &base,
+            set,
+            &progress,
+        )?),
+        None => None,
+    };
     progress.finish_and_clear();
     print(
         context,
@@ -199,8 +223,20 @@ pub fn run(
         &report,
         &checked.diagnostics,
         major,
+        query_report.as_ref(),
     );
-    if report.ok() {
+    let queries_ok = query_report.as_ref().is_none_or(queries::QueryReport::ok);
+    if report.ok() && !queries_ok {
+        if !context.json() {
+            let failures = query_report
+                .as_ref()
+                .map_or(0, queries::QueryReport::failures);
+            eprintln!(
+                "error: check failed: {failures} query finding(s) above break the application"
+            );
+        }
+        Ok(Outcome::Failure)
+    } else if report.ok() {
         Ok(Outcome::Success)
     } else {
         let broken: Vec<String> = pending
@@ -375,7 +411,7 @@ fn walk(
 }
 
 /// A connection to a scratch database (no TLS there).
-async fn connect_scratch(
+pub(super) async fn connect_scratch(
     context: &Context,
     database: ScratchDatabase,
 ) -> anyhow::Result<tokio_postgres::Client> {
@@ -413,6 +449,7 @@ fn print(
     report: &Report,
     diagnostics: &[migrate_core::Diagnostic],
     major: u32,
+    query_report: Option<&queries::QueryReport>,
 ) {
     if context.json() {
         let items: Vec<_> = pending
@@ -440,10 +477,11 @@ fn print(
             Reapply::Failed(error) => ("failed", Vec::new(), Some(error.clone())),
         };
         output::print_json(&json!({
-            "ok": report.ok(),
+            "ok": report.ok() && query_report.is_none_or(queries::QueryReport::ok),
             "postgres_major": major,
             "diagnostics": diagnostics,
             "migrations": items,
+            "queries": query_report.map(queries::json_of),
             "reapply": reapply,
             "reapply_diff": reapply_diff,
             "reapply_error": reapply_error,
@@ -519,6 +557,10 @@ fn print(
         ),
     }
     println!();
+    if let Some(query_report) = query_report {
+        queries::print_human(query_report, color);
+        println!();
+    }
     let disagreements = observed::print_human(pending, &report.observed, color, 60, major);
     if disagreements > 0 {
         println!(
@@ -533,7 +575,7 @@ fn print(
             )
         );
     }
-    if report.ok() {
+    if report.ok() && query_report.is_none_or(queries::QueryReport::ok) {
         println!(
             "check passed: {} {}migration(s) apply, revert and apply again on PostgreSQL",
             pending.len(),
