@@ -127,6 +127,15 @@ impl Config {
             allow_out_of_order,
             ignore_missing,
             ..
+        }
+        | Command::Fleet {
+            action:
+                crate::cli::FleetAction::Up {
+                    allow_out_of_order,
+                    ignore_missing,
+                    ..
+                },
+            ..
         } = cli.command
         {
             migrator.allow_out_of_order = allow_out_of_order;

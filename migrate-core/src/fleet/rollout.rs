@@ -18,7 +18,9 @@ use futures_util::stream::FuturesUnordered;
 use super::error::{FleetError, TargetError, TargetFailure};
 use super::event::FleetEvent;
 use super::report::{FleetFailed, FleetUpReport, TargetRun, TargetState};
-use super::session::{backend_pid, base_search_path, cancel, enter_schema};
+use super::session::{
+    backend_pid, base_search_path, cancel, create_history, enter_schema, history_exists,
+};
 use super::survey::Read;
 use super::{Fleet, Target};
 use crate::runtime::{AppliedMigration, UpTo};
@@ -164,6 +166,9 @@ impl Fleet<'_> {
             enter_schema(&client, schema, &base).await?;
         }
         let migrator = self.migrator(target.schema.as_deref())?;
+        if target.schema.is_some() && !history_exists(&client, migrator.history_table()).await? {
+            create_history(&client, &migrator, self.config.lock_wait).await?;
+        }
         let mut previous: Option<(u64, usize)> = None;
         loop {
             let plan = migrator.plan(&client, UpTo::All).await?;

@@ -1,12 +1,15 @@
 //! A target's dedicated connection: opening it, finding the database's schemas, putting a
 //! schema first on `search_path`, and cancelling its statement when the target times out.
 
+use std::time::{Duration, Instant};
+
 use tokio_postgres::Client;
 
 use super::error::TargetError;
 use super::targets::DatabaseTarget;
 use super::{Fleet, Target};
-use crate::runtime::{ConnectError, connect_with};
+use crate::runtime::state::history::History;
+use crate::runtime::{ConnectError, Migrator, RuntimeError, TableName, connect_with};
 
 impl Fleet<'_> {
     /// A dedicated connection to `database`, named as the migrator's sessions are.
@@ -124,4 +127,68 @@ pub(crate) async fn cancel(fleet: &Fleet<'_>, database: &DatabaseTarget, pid: i3
     if let Err(error) = result {
         tracing::warn!(%error, "could not cancel a timed-out target's statement");
     }
+}
+
+/// Whether a schema target's history table exists yet.
+pub(crate) async fn history_exists(
+    client: &Client,
+    table: &TableName,
+) -> Result<bool, TargetError> {
+    let row = client
+        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table.quoted()])
+        .await
+        .map_err(|error| {
+            TargetError::Runtime(RuntimeError::Database {
+                action: "looking for the history table",
+                error,
+            })
+        })?;
+    Ok(row.get(0))
+}
+
+/// Creates a schema target's history table, under its migration lock as the runtime does
+/// (concurrent `CREATE TABLE IF NOT EXISTS` can fail on the catalog's unique index).
+///
+/// Needed because the runtime refuses to start a new history table while another of ours
+/// exists in the database (a typo in `--history-table` would otherwise apply everything
+/// again): for schema targets, one history per schema is the point, so the fleet creates
+/// each one deliberately.
+pub(crate) async fn create_history(
+    client: &Client,
+    migrator: &Migrator<'_>,
+    lock_wait: Duration,
+) -> Result<(), TargetError> {
+    let database = |action: &'static str| {
+        move |error| TargetError::Runtime(RuntimeError::Database { action, error })
+    };
+    let key = migrator.lock_key();
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(50);
+    loop {
+        let taken: bool = client
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
+            .await
+            .map_err(database("taking the migration lock"))?
+            .get(0);
+        if taken {
+            break;
+        }
+        if started.elapsed() >= lock_wait {
+            return Err(TargetError::Runtime(RuntimeError::LockTimeout {
+                key,
+                waited: started.elapsed(),
+                holder: None,
+            }));
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(2));
+    }
+    let created = History::new(migrator.history_table().clone())
+        .ensure(client)
+        .await;
+    client
+        .query_one("SELECT pg_advisory_unlock($1)", &[&key])
+        .await
+        .map_err(database("releasing the migration lock"))?;
+    created.map_err(TargetError::Runtime)
 }

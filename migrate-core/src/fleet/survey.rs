@@ -7,9 +7,9 @@ use tokio_postgres::Client;
 
 use super::error::TargetError;
 use super::report::{FleetBackfillReport, FleetStatusReport, TargetBackfills, TargetStatus};
-use super::session::{base_search_path, enter_schema};
+use super::session::{base_search_path, enter_schema, history_exists};
 use super::{Fleet, Target};
-use crate::runtime::{BackfillState, Plan, StatusReport, UpTo};
+use crate::runtime::{BackfillState, MigrationState, Plan, StatusEntry, StatusReport, UpTo};
 
 /// What is read from each target.
 #[derive(Debug, Clone, Copy)]
@@ -77,6 +77,19 @@ impl Fleet<'_> {
             // Backfill plans and verification name the application's tables unqualified.
             enter_schema(client, schema, base).await?;
         }
+        if target.schema.is_some()
+            && !matches!(read, Read::Pause(_))
+            && !history_exists(client, migrator.history_table()).await?
+        {
+            // A schema never rolled: everything pending, nothing to verify. (The runtime
+            // would refuse to read a missing history table while other schemas have theirs,
+            // see `session::create_history`.)
+            return Ok(match read {
+                Read::Plan => ReadOutput::Plan(Plan::default()),
+                Read::Status => ReadOutput::Status(self.all_pending()),
+                _ => ReadOutput::Backfills(Vec::new(), Some(false)),
+            });
+        }
         Ok(match read {
             Read::Plan => ReadOutput::Plan(migrator.plan(client, UpTo::All).await?),
             Read::Status => ReadOutput::Status(migrator.status(client).await?),
@@ -92,6 +105,25 @@ impl Fleet<'_> {
                 ReadOutput::Backfills(Vec::new(), Some(paused))
             }
         })
+    }
+
+    /// The status of a target with no history yet: every migration pending.
+    fn all_pending(&self) -> StatusReport {
+        StatusReport {
+            entries: self
+                .migrations
+                .iter()
+                .map(|m| StatusEntry {
+                    version: m.version,
+                    name: m.name.to_string(),
+                    phase: Some(m.phase),
+                    state: MigrationState::Pending,
+                    applied_at: None,
+                    duration_ms: None,
+                    detail: None,
+                })
+                .collect(),
+        }
     }
 
     fn database_of(&self, target: &Target) -> String {
