@@ -216,6 +216,15 @@ fn done_when_two_clusters_forty_databases_and_twelve_tenant_schemas() {
     }
     second.psql(tenants.name(), &create).unwrap();
     let tenant_targets = fixture.targets("tenants.txt", &[format!("tenants {}", url_in(&tenants))]);
+    // Before the rollout: every schema reads as all pending, none as an error.
+    let before = fixture.fleet(&tenant_targets, &["status", "--schemas", "tenant_*"]);
+    assert!(
+        before.status.success(),
+        "{}{}",
+        stdout(&before),
+        stderr(&before)
+    );
+    assert_eq!(json(&before)["summary"]["by_state"]["pending"], 12);
     let args = [
         "up",
         "--schemas",
@@ -605,4 +614,204 @@ fn verify_and_backfill_read_every_target_and_migrate_toml_names_the_targets() {
     let document = json(&backfill);
     assert_eq!(document["targets"][0]["backfills"][0]["rows_done"], 120);
     assert_eq!(document["targets"][0]["paused"], false);
+}
+
+static EXAMPLES: migrate_core::Migrations = migrate_macros::migrations!("../migrations");
+
+#[test]
+fn run_embedded_exposes_the_fleet_commands_and_gates_run_on_each_target() {
+    let fixture = Fixture::new();
+    let (databases, targets) = shards(&fixture, 2);
+    let run = |args: &[&str]| {
+        let mut argv: Vec<String> = vec!["service".into(), "fleet".into()];
+        argv.extend(args.iter().map(|a| (*a).to_owned()));
+        argv.extend(["--targets".into(), targets.display().to_string()]);
+        migrate_cli::run_with(migrate_cli::Source::Embedded(&EXAMPLES), argv)
+    };
+    // The example set ends with a contract: its gates (expand applied, backfill verified)
+    // are evaluated on each target.
+    assert_eq!(run(&["up"]), std::process::ExitCode::SUCCESS);
+    for db in &databases {
+        assert_eq!(
+            query(cluster(), db, "SELECT max(version) FROM schema_migrations"),
+            "7"
+        );
+    }
+    assert_eq!(run(&["status"]), std::process::ExitCode::SUCCESS);
+}
+
+mod library {
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use migrate_core::fleet::{
+        Fleet, FleetError, FleetEvent, TargetError, TargetList, TargetState,
+    };
+    use migrate_core::runtime::MigratorConfig;
+
+    use super::*;
+
+    fn set(dir: &Path, files: &[(&str, &str)]) -> migrate_core::Migrations {
+        for (name, text) in files {
+            std::fs::write(dir.join(name), text).unwrap();
+        }
+        let checked = migrate_core::check_dir(dir, "migrations").unwrap();
+        assert!(
+            !checked.has_errors(),
+            "{:?}",
+            checked.errors().collect::<Vec<_>>()
+        );
+        checked.migrations(&dir.to_string_lossy())
+    }
+
+    fn config() -> MigratorConfig {
+        MigratorConfig {
+            lock_timeout: Duration::from_secs(5),
+            ..MigratorConfig::default()
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_target_in_flight_finishes_its_current_migration_and_stops() {
+        let dir = tempfile::tempdir().unwrap();
+        // The first migration waits for an advisory lock named after its database, which the
+        // test holds for the slow target only.
+        let migrations = set(
+            dir.path(),
+            &[
+                (
+                    "0001_gate.expand.sql",
+                    "SELECT pg_advisory_xact_lock(hashtext(current_database()));\n\
+                     CREATE TABLE IF NOT EXISTS accounts (id bigint PRIMARY KEY, email text NOT NULL);\n\
+                     INSERT INTO accounts (id, email) VALUES (1, 'a') ON CONFLICT DO NOTHING;\n\
+                     -- migrate:down\nDROP TABLE IF EXISTS accounts;\n",
+                ),
+                (
+                    "0002_second.expand.sql",
+                    "CREATE TABLE IF NOT EXISTS second (id bigint PRIMARY KEY);\n\
+                     -- migrate:down\nDROP TABLE IF EXISTS second;\n",
+                ),
+            ],
+        );
+        let slow = cluster().create_database().unwrap();
+        let failing = cluster().create_database().unwrap();
+        query(cluster(), &failing, "CREATE TABLE accounts (id integer)");
+        // Both targets wait in their first migration until the test lets them go: the
+        // failing one once the slow one has started its first migration, the slow one once
+        // the failure is in.
+        let hold = |db: &ScratchDatabase| {
+            let url = url_in(db);
+            async move {
+                let (holder, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                    .await
+                    .unwrap();
+                tokio::spawn(connection);
+                holder
+                    .execute("SELECT pg_advisory_lock(hashtext(current_database()))", &[])
+                    .await
+                    .unwrap();
+                holder
+            }
+        };
+        let (slow_holder, failing_holder) = (hold(&slow).await, hold(&failing).await);
+        let targets = TargetList::from_urls([
+            (Some("slow"), url_in(&slow).as_str()),
+            (Some("failing"), url_in(&failing).as_str()),
+        ])
+        .unwrap();
+        let slow_started = Arc::new(tokio::sync::Notify::new());
+        let failed = Arc::new(tokio::sync::Notify::new());
+        let (on_start, on_failure) = (Arc::clone(&slow_started), Arc::clone(&failed));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::clone(&seen);
+        let fleet = Fleet::new(&migrations, config(), targets)
+            .unwrap()
+            .parallel(2)
+            .unwrap()
+            .with_events(Box::new(move |event| match event {
+                FleetEvent::MigrationStarted {
+                    target, version, ..
+                } => {
+                    log.lock().unwrap().push(format!("{target} {version}"));
+                    if *target == "slow" && *version == 1 {
+                        on_start.notify_one();
+                    }
+                }
+                FleetEvent::TargetFinished { run } if run.state == TargetState::Failed => {
+                    on_failure.notify_one();
+                }
+                _ => {}
+            }));
+        let unlock = "SELECT pg_advisory_unlock(hashtext(current_database()))";
+        let release = tokio::spawn(async move {
+            slow_started.notified().await;
+            failing_holder.execute(unlock, &[]).await.unwrap();
+            failed.notified().await;
+            slow_holder.execute(unlock, &[]).await.unwrap();
+        });
+        let failed = fleet.up().await.unwrap_err();
+        release.await.unwrap();
+        let FleetError::RolloutStopped { failure } = &failed.error else {
+            panic!("{}", failed.error);
+        };
+        assert_eq!(failure.target, "failing");
+        assert_eq!(
+            failure
+                .error
+                .runtime()
+                .and_then(|e| e.sql_state())
+                .map(|s| s.code().to_owned()),
+            Some("42703".to_owned())
+        );
+        let slow_run = &failed.report.targets[0];
+        assert_eq!(slow_run.state, TargetState::Stopped);
+        assert_eq!(slow_run.applied.len(), 1);
+        assert_eq!(history(cluster(), &slow, "schema_migrations"), "1");
+        assert!(seen.lock().unwrap().contains(&"slow 1".to_owned()));
+        assert!(!seen.lock().unwrap().contains(&"slow 2".to_owned()));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_target_past_its_timeout_fails_and_its_statement_is_cancelled() {
+        let dir = tempfile::tempdir().unwrap();
+        let migrations = set(
+            dir.path(),
+            &[(
+                "0001_slow.expand.sql",
+                "SELECT pg_sleep(60);\n-- migrate:down\n",
+            )],
+        );
+        let db = cluster().create_database().unwrap();
+        let targets = TargetList::from_urls([(Some("sleepy"), url_in(&db).as_str())]).unwrap();
+        let fleet = Fleet::new(&migrations, config(), targets)
+            .unwrap()
+            .target_timeout(Duration::from_secs(2));
+        let failed = fleet.up().await.unwrap_err();
+        let FleetError::RolloutStopped { failure } = &failed.error else {
+            panic!("{}", failed.error);
+        };
+        assert!(
+            matches!(failure.error, TargetError::TimedOut { .. }),
+            "{}",
+            failure.error
+        );
+        // Without the cancel the server would sleep on for a minute.
+        let sleeping = || {
+            query(
+                cluster(),
+                &db,
+                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(60)%' \
+                 AND state = 'active'",
+            )
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while sleeping() != "0" {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the statement still runs"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(history(cluster(), &db, "schema_migrations"), "");
+    }
 }
