@@ -815,3 +815,53 @@ mod library {
         assert_eq!(history(cluster(), &db, "schema_migrations"), "");
     }
 }
+
+/// `script` gives the command a terminal; skipped where it is not installed.
+#[test]
+fn the_live_view_shows_on_a_terminal_and_not_in_a_pipe() {
+    if StdCommand::new("script").arg("--version").output().is_err() {
+        eprintln!("skipped: no `script` to give the command a terminal");
+        return;
+    }
+    let fixture = Fixture::new();
+    let (databases, targets) = shards(&fixture, 3);
+    let command = format!(
+        "{} --dir {} fleet up --parallel 2 --targets {}",
+        assert_cmd::cargo::cargo_bin("migrate").display(),
+        fixture.migrations().display(),
+        targets.display()
+    );
+    let output = StdCommand::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env_remove("DATABASE_URL")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stdout(&output));
+    let terminal = stdout(&output);
+    assert!(terminal.contains("targets done"), "{terminal}");
+    for db in &databases {
+        assert_eq!(history(cluster(), db, "public.schema_migrations"), VERSIONS);
+    }
+    // In a pipe: the table and the summary only.
+    let piped = fixture.fleet(&targets, &["up"]);
+    let mut human = migrate();
+    let human = human
+        .arg("--dir")
+        .arg(fixture.migrations())
+        .args(["fleet", "up", "--targets"])
+        .arg(&targets)
+        .output()
+        .unwrap();
+    assert!(piped.status.success() && human.status.success());
+    assert!(
+        !stderr(&human).contains("targets done"),
+        "{}",
+        stderr(&human)
+    );
+    assert!(
+        stdout(&human).contains("3 target(s): 3 done"),
+        "{}",
+        stdout(&human)
+    );
+}
