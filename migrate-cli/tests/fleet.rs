@@ -865,3 +865,43 @@ fn the_live_view_shows_on_a_terminal_and_not_in_a_pipe() {
         stdout(&human)
     );
 }
+
+#[test]
+fn migrate_toml_fleet_table_is_checked_and_the_linter_accepts_it() {
+    let fixture = Fixture::new();
+    let toml = fixture.migrations().join("migrate.toml");
+    std::fs::write(&toml, "[fleet]\ntargets = \"fleet.txt\"\nparalel = 4\n").unwrap();
+    let mut status = migrate();
+    let status = status
+        .arg("--dir")
+        .arg(fixture.migrations())
+        .args(["fleet", "status"])
+        .output()
+        .unwrap();
+    assert_eq!(status.status.code(), Some(2));
+    assert!(
+        stderr(&status).contains("migrate.toml: [fleet]: unknown key `paralel`"),
+        "{}",
+        stderr(&status)
+    );
+    let mut lint = migrate();
+    lint.arg("lint")
+        .arg(fixture.migrations())
+        .assert()
+        .success();
+    // No targets anywhere: a usage error saying where they come from.
+    std::fs::write(&toml, "[fleet]\nparallel = 4\n").unwrap();
+    let mut none = migrate();
+    let none = none
+        .arg("--dir")
+        .arg(fixture.migrations())
+        .args(["fleet", "up"])
+        .output()
+        .unwrap();
+    assert_eq!(none.status.code(), Some(2));
+    assert!(
+        stderr(&none).contains("--targets FILE"),
+        "{}",
+        stderr(&none)
+    );
+}
