@@ -48,7 +48,7 @@ pub use report::{
 pub use schema_glob::SchemaGlob;
 pub use targets::{DatabaseTarget, TargetList};
 
-use crate::Migrations;
+use crate::migration::Migrations;
 use crate::runtime::{Migrator, MigratorConfig, TableName};
 
 /// The default of [`Fleet::parallel`].
