@@ -339,6 +339,7 @@ fn a_failure_stops_the_rollout_leaves_later_targets_untouched_and_up_resumes_aft
     );
     let failure = &document["error"]["failures"][0];
     assert_eq!(failure["target"], "db3");
+    assert_eq!(document["targets"][2]["error"], failure["error"]);
     assert!(
         failure["error"].as_str().unwrap().contains("42703"),
         "{failure}"

@@ -259,9 +259,26 @@ fn error_kind(error: &TargetError) -> &'static str {
     }
 }
 
+/// A run's error; the first failure's moved into the rollout's error, so it is found there.
+fn run_error(run: &TargetRun, failed: Option<&FleetFailed>) -> Option<String> {
+    if let Some(error) = &run.error {
+        return Some(error.to_string());
+    }
+    match failed.map(|f| &f.error) {
+        Some(FleetError::RolloutStopped { failure }) if failure.target == run.target => {
+            Some(failure.error.to_string())
+        }
+        _ => None,
+    }
+}
+
 fn print_up(context: &Context, report: &FleetUpReport, failed: Option<&FleetFailed>) {
     if context.json() {
-        let targets: Vec<Value> = report.targets.iter().map(run_json).collect();
+        let targets: Vec<Value> = report
+            .targets
+            .iter()
+            .map(|run| run_json(run, run_error(run, failed)))
+            .collect();
         let error = failed.map(|failed| {
             let mut error = json!({ "message": failed.error.to_string() });
             match &failed.error {
@@ -303,12 +320,7 @@ fn print_up(context: &Context, report: &FleetUpReport, failed: Option<&FleetFail
                         applied.join(",")
                     }),
                     Cell::new(format!("{:.1}s", run.duration.as_secs_f64())),
-                    Cell::new(
-                        run.error
-                            .as_ref()
-                            .map(ToString::to_string)
-                            .unwrap_or_default(),
-                    ),
+                    Cell::new(run_error(run, failed).unwrap_or_default()),
                 ]
             })
             .collect();
@@ -335,7 +347,7 @@ fn print_up(context: &Context, report: &FleetUpReport, failed: Option<&FleetFail
     }
 }
 
-fn run_json(run: &TargetRun) -> Value {
+fn run_json(run: &TargetRun, error: Option<String>) -> Value {
     json!({
         "target": run.target,
         "database": run.database,
@@ -346,7 +358,7 @@ fn run_json(run: &TargetRun) -> Value {
             "name": m.name,
             "duration_ms": u64::try_from(m.duration.as_millis()).unwrap_or(u64::MAX),
         })).collect::<Vec<_>>(),
-        "error": run.error.as_ref().map(ToString::to_string),
+        "error": error,
         "duration_ms": u64::try_from(run.duration.as_millis()).unwrap_or(u64::MAX),
     })
 }
