@@ -225,6 +225,16 @@ pub(crate) const GROUPS: &[(&str, &[Group])] = &[
             Group::Backfill,
         ],
     ),
+    (
+        "fleet",
+        &[
+            Group::Database,
+            Group::Timeouts,
+            Group::Lock,
+            Group::Gates,
+            Group::Backfill,
+        ],
+    ),
     ("check", &[Group::Timeouts, Group::Backfill]),
     ("squash", &[Group::Timeouts]),
 ];
@@ -265,7 +275,7 @@ impl CommandFactory for Cli {
             command = command.mut_subcommand(name, |mut sub| {
                 for &group in groups {
                     sub = augment(sub, group);
-                    if name == "flag" || name == "backfill" {
+                    if matches!(name, "flag" | "backfill" | "fleet") {
                         // Also after the action: `migrate flag get NAME --database-url URL`.
                         for id in ids_of(group) {
                             sub = sub.mut_arg(id, |arg| arg.global(true));
@@ -718,6 +728,82 @@ pub(crate) enum Command {
     Flag {
         #[command(subcommand)]
         action: FlagCommand,
+    },
+
+    /// Roll the set over a fleet: many databases (--targets FILE), or every tenant schema
+    /// matching --schemas GLOB in each.
+    ///
+    /// Each target keeps its own advisory lock, history table and contract gates, so two
+    /// fleet runs at once apply every migration exactly once everywhere. A schema target's
+    /// history is `<schema>.schema_migrations` and the set runs with that schema first on
+    /// search_path; other schemas are never touched. Settings may also come from the
+    /// `[fleet]` table of migrate.toml (targets, schemas, parallel, canary, target_timeout);
+    /// flags win. Passwords are never printed: a target is shown by its NAME, else as
+    /// user@host:port/db.
+    Fleet {
+        #[command(flatten)]
+        fleet: FleetArgs,
+        #[command(subcommand)]
+        action: FleetAction,
+    },
+}
+
+/// Where the fleet is and how it is rolled (any `fleet` action).
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Fleet")]
+pub(crate) struct FleetArgs {
+    /// The targets: one `URL` or `NAME URL` a line, blank lines and `#` comments ignored,
+    /// rolled in file order; a database named twice is refused [default: `targets` of
+    /// migrate.toml's [fleet], relative to the migrations folder].
+    #[arg(long, value_name = "FILE", global = true)]
+    pub targets: Option<PathBuf>,
+    /// Every schema matching GLOB (`*` any run, `?` one character; e.g. 'tenant_*') in each
+    /// database is a target of its own, instead of the database; a database where none
+    /// matches is an error naming it.
+    #[arg(long, value_name = "GLOB", global = true)]
+    pub schemas: Option<String>,
+    /// At most N targets at once, one connection each [default: 8 for up, 32 for reads].
+    #[arg(long, value_name = "N", global = true)]
+    pub parallel: Option<usize>,
+    /// The longest one target may take; past it its statement is cancelled and it fails
+    /// (for up: the rollout stops) [default: none].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, global = true)]
+    pub target_timeout: Option<Duration>,
+}
+
+// `fleet up|status|verify|backfill`. (A plain comment, as on `Command`.)
+#[derive(Debug, Clone, Subcommand)]
+pub(crate) enum FleetAction {
+    /// Apply the pending migrations on every target: every target is checked first
+    /// (reachable, schemas found, history agreeing with the files) and nothing runs if one
+    /// fails; then the canaries, then the rest in file order. The first failure stops the
+    /// rollout: no target starts after it, the ones in flight finish their current
+    /// migration. Run it again to resume.
+    Up {
+        /// The first K targets are canaries: all must succeed before any other starts.
+        /// [default: `canary` of migrate.toml's [fleet], else 0]
+        #[arg(long, value_name = "K")]
+        canary: Option<usize>,
+        /// As `up --allow-out-of-order`, on every target.
+        #[arg(long)]
+        allow_out_of_order: bool,
+        /// As `up --ignore-missing`, on every target.
+        #[arg(long)]
+        ignore_missing: bool,
+    },
+    /// Every target by state (up to date, pending, drifted, failed, unreachable), read in
+    /// parallel; exits 1 when a target is unreachable or failed, 4 when one drifted.
+    Status,
+    /// As `verify` on every target: exits 1 when rows remain anywhere.
+    Verify {
+        /// Only this backfill migration.
+        #[arg(long, value_name = "VERSION")]
+        version: Option<u64>,
+    },
+    /// Every target's backfill progress, or pause/resume the backfills of every target.
+    Backfill {
+        #[command(subcommand)]
+        action: Option<BackfillAction>,
     },
 }
 

@@ -128,6 +128,15 @@ impl Config {
             ignore_missing,
             running_queries_window,
             ..
+        }
+        | Command::Fleet {
+            action:
+                crate::cli::FleetAction::Up {
+                    allow_out_of_order,
+                    ignore_missing,
+                    ..
+                },
+            ..
         } = cli.command
         {
             migrator.allow_out_of_order = allow_out_of_order;

@@ -324,6 +324,7 @@ fn run(cli: Cli, source: Source) -> anyhow::Result<Outcome> {
         )
         .into()),
         Command::Flag { action } => commands::flag::run(&context, action),
+        Command::Fleet { fleet, action } => commands::fleet::run(&context, &fleet, &action),
     }
 }
 
@@ -439,6 +440,21 @@ impl Context {
 /// Runs a future on a single-threaded runtime: the CLI drives one connection at a time.
 pub(crate) fn block_on<F: std::future::Future>(future: F) -> anyhow::Result<F::Output> {
     let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| CliError::Io {
+            what: "starting the async runtime".into(),
+            source,
+        })?;
+    Ok(runtime.block_on(future))
+}
+
+/// Runs a future on a runtime with worker threads: `fleet` drives many connections at once,
+/// and their TLS and protocol work spreads over the cores.
+pub(crate) fn block_on_multi_thread<F: std::future::Future>(
+    future: F,
+) -> anyhow::Result<F::Output> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|source| CliError::Io {

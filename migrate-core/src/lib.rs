@@ -97,6 +97,10 @@ pub mod build_cache;
 #[cfg(feature = "runtime")]
 pub mod runtime;
 
+// One set over many databases and tenant schemas, on top of the runtime.
+#[cfg(feature = "runtime")]
+pub mod fleet;
+
 pub use checked_set::{
     CheckedSet, FolderSnapshot, check_dir, check_dir_as, check_folder, read_folder,
 };

@@ -31,6 +31,8 @@ const LAYERS: &[&[&str]] = &[
     &["build_cache"],
     // Applying a set to PostgreSQL.
     &["runtime"],
+    // One set over many databases and tenant schemas, each through the runtime.
+    &["fleet"],
 ];
 
 fn layer_of(module: &str) -> Option<usize> {

@@ -8,6 +8,7 @@ pub mod check;
 pub mod compare;
 pub mod explain;
 pub mod flag;
+pub mod fleet;
 pub mod import;
 pub mod lint;
 pub mod new;

@@ -56,6 +56,10 @@ struct ConfigFile {
     layout: Option<String>,
     #[serde(default)]
     phases: BTreeMap<String, String>,
+    /// `[fleet]`: read by the CLI's `fleet` commands (targets file, schemas, parallelism),
+    /// accepted and ignored here.
+    #[serde(default, rename = "fleet")]
+    _fleet: Option<toml::Table>,
 }
 
 impl Config {
