@@ -124,9 +124,15 @@ impl Config {
             migrator.backfill.max_replica_lag = limit.0;
         }
         if let Command::Up {
+            running_queries_window: Some(window),
+            ..
+        } = cli.command
+        {
+            migrator.running_queries_window = window.0;
+        }
+        if let Command::Up {
             allow_out_of_order,
             ignore_missing,
-            running_queries_window,
             ..
         }
         | Command::Fleet {
@@ -141,9 +147,6 @@ impl Config {
         {
             migrator.allow_out_of_order = allow_out_of_order;
             migrator.ignore_missing = ignore_missing;
-            if let Some(window) = running_queries_window {
-                migrator.running_queries_window = window.0;
-            }
         }
         if let Some(timeout) = cli.database.network_timeout {
             migrator.network_timeout = timeout;

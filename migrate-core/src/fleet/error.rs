@@ -79,8 +79,9 @@ pub enum FleetError {
     /// finished their current migration.
     #[error("rollout stopped: {failure}")]
     RolloutStopped {
-        /// The first failure (the report lists any other).
-        failure: TargetFailure,
+        /// The first failure (the report lists any other); boxed, as it holds a whole
+        /// runtime error.
+        failure: Box<TargetFailure>,
     },
 }
 

@@ -104,7 +104,7 @@ impl Fleet<'_> {
             Some((target, error)) => Err(FleetFailed {
                 report,
                 error: FleetError::RolloutStopped {
-                    failure: TargetFailure { target, error },
+                    failure: Box::new(TargetFailure { target, error }),
                 },
             }),
             None => Ok(report),

@@ -292,11 +292,13 @@ mod tests {
                     })
                     .collect(),
                 mode: TransactionMode::Transactional,
+                file_name: None,
             },
             down: None,
             requires: None,
             backfill: None,
             compare: None,
+            compare_line: None,
             requires_compare: false,
             replaces: Cow::Borrowed(&[]),
         }
