@@ -183,6 +183,56 @@ pub(crate) struct BackfillArgs {
     /// `off` disables it [default: 5s].
     #[arg(long, value_name = "DURATION|off", value_parser = parse_replica_lag_limit)]
     pub backfill_max_replica_lag: Option<ReplicaLagLimit>,
+
+    /// Abort backfills (progress kept, the next up resumes) while a replica lags more than
+    /// this, on two readings a poll apart [default: off].
+    #[arg(long, value_name = "DURATION|off", value_parser = parse_replica_lag_limit)]
+    pub backfill_critical_replica_lag: Option<ReplicaLagLimit>,
+
+    /// Abort a backfill paused longer than this, for any reason (progress kept)
+    /// [default: off].
+    #[arg(long, value_name = "DURATION|off", value_parser = parse_replica_lag_limit)]
+    pub backfill_max_pause: Option<ReplicaLagLimit>,
+
+    /// Pause backfills while more WAL segments than this wait for the archiver
+    /// (pg_wal/archive_status; needs pg_monitor). `off` disables it [default: 64].
+    #[arg(long, value_name = "SEGMENTS|off", value_parser = parse_count_or_off)]
+    pub backfill_max_wal_backlog: Option<CountLimit>,
+
+    /// Which autovacuum runs on the backfill's table pause it [default: wraparound].
+    #[arg(long, value_name = "WHICH")]
+    pub backfill_autovacuum: Option<AutovacuumArg>,
+
+    /// Pause backfills while a transaction holding back the xmin horizon (or a prepared
+    /// one) is older than this: every dead row a batch leaves stays until it ends. `off`
+    /// disables it [default: 10m].
+    #[arg(long, value_name = "DURATION|off", value_parser = parse_replica_lag_limit)]
+    pub backfill_max_xact_age: Option<ReplicaLagLimit>,
+}
+
+/// `--backfill-autovacuum`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum AutovacuumArg {
+    /// No autovacuum pauses a backfill.
+    Off,
+    /// Autovacuums that prevent transaction ID wraparound.
+    Wraparound,
+    /// Every autovacuum of the table.
+    Any,
+}
+
+/// A count, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CountLimit(pub Option<u64>);
+
+fn parse_count_or_off(text: &str) -> Result<CountLimit, String> {
+    if text.trim().eq_ignore_ascii_case("off") {
+        return Ok(CountLimit(None));
+    }
+    text.trim()
+        .parse()
+        .map(|count| CountLimit(Some(count)))
+        .map_err(|_| format!("invalid count `{text}`: expected a whole number, or `off`"))
 }
 
 /// An option group of [`GROUPS`].
@@ -383,6 +433,15 @@ impl BackfillArgs {
         self.backfill_max_replica_lag = later
             .backfill_max_replica_lag
             .or(self.backfill_max_replica_lag);
+        self.backfill_critical_replica_lag = later
+            .backfill_critical_replica_lag
+            .or(self.backfill_critical_replica_lag);
+        self.backfill_max_pause = later.backfill_max_pause.or(self.backfill_max_pause);
+        self.backfill_max_wal_backlog = later
+            .backfill_max_wal_backlog
+            .or(self.backfill_max_wal_backlog);
+        self.backfill_autovacuum = later.backfill_autovacuum.or(self.backfill_autovacuum);
+        self.backfill_max_xact_age = later.backfill_max_xact_age.or(self.backfill_max_xact_age);
     }
 }
 

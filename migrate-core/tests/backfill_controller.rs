@@ -240,9 +240,20 @@ async fn grows_when_idle_pauses_for_the_operator_and_shrinks_when_a_batch_is_slo
 async fn pauses_while_a_replica_does_not_replay_and_resumes_after() {
     let primary = migrate_scratch::ScratchCluster::start().expect("primary");
     let replica = primary.start_replica().expect("replica");
+    // The controller's pace, and a fixed one (issue 21 item 1: it read no stop signal).
+    for pace in ["", " batch=500 delay=0"] {
+        replica_lag_pauses(&primary, &replica, pace).await;
+    }
+}
+
+async fn replica_lag_pauses(
+    primary: &migrate_scratch::ScratchCluster,
+    replica: &migrate_scratch::ScratchCluster,
+    pace: &str,
+) {
     let db = primary.create_database().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let migrations = write_set(dir.path(), "bigint", "");
+    let migrations = write_set(dir.path(), "bigint", pace);
     let client = client(db.url()).await;
     let (migrator, mut paces) = migrator_with_paces(
         &migrations,
@@ -354,4 +365,218 @@ async fn an_earlier_progress_table_is_read_then_upgraded() {
     let after = migrator.backfills(&client).await.unwrap();
     assert_eq!(after[0].rows_done, Some(2500));
     assert_eq!(after[0].pace_state.as_deref(), Some("done"));
+}
+
+/// The progress row of version 2 as `migrate backfill` reads it: (rows done, state, updated).
+async fn stored_progress(client: &Client) -> (i64, String, std::time::SystemTime) {
+    let row = client
+        .query_one(
+            "SELECT rows_done, coalesce(state, ''), updated_at FROM schema_migrations_backfill \
+             WHERE version = 2",
+            &[],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1), row.get(2))
+}
+
+/// Polls the progress table (bounded) until `wanted` holds; it has no notification.
+async fn progress_until(
+    client: &Client,
+    what: &str,
+    wanted: impl Fn(&(i64, String, std::time::SystemTime)) -> bool,
+) -> (i64, String, std::time::SystemTime) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let exists: bool = client
+            .query_one(
+                "SELECT EXISTS (SELECT FROM pg_class WHERE relname = 'schema_migrations_backfill') \
+                 AND EXISTS (SELECT FROM schema_migrations_backfill WHERE version = 2)",
+                &[],
+            )
+            .await
+            .map(|row| row.get(0))
+            .unwrap_or(false);
+        if exists {
+            let stored = stored_progress(client).await;
+            if wanted(&stored) {
+                return stored;
+            }
+        }
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A stop signal holds: the stored state says so, and a later check (a newer `updated_at`)
+/// still shows the same rows done, so no batch ran in between.
+async fn assert_held(client: &Client, what: &str, state: &str) -> i64 {
+    let held = progress_until(client, what, |(_, s, _)| s == state).await;
+    let later = progress_until(client, "a later check while held", |(_, _, at)| {
+        *at > held.2
+    })
+    .await;
+    assert_eq!(later.1, state, "{what}");
+    assert_eq!(later.0, held.0, "{what}: a batch ran while held");
+    held.0
+}
+
+/// Issue 21 item 1: a fixed-pace backfill (`batch=`/`delay=`) honours the operator's pause and
+/// the throttle query before every batch, as the controller does, and resumes after each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fixed_pace_backfill_honours_the_pause_and_the_throttle_query() {
+    let db = database();
+    let dir = tempfile::tempdir().unwrap();
+    let migrations = write_set(dir.path(), "bigint", " batch=200 delay=10");
+    let client = client(db.url()).await;
+    let operator = plain_client(db.url()).await;
+    operator
+        .batch_execute("CREATE TABLE hold (held boolean NOT NULL); INSERT INTO hold VALUES (false)")
+        .await
+        .unwrap();
+    let migrator = Migrator::new(
+        &migrations,
+        MigratorConfig {
+            backfill: BackfillControl {
+                throttle_query: Some("SELECT held FROM hold".into()),
+                ..quiet_control(Duration::from_millis(50))
+            },
+            ..config()
+        },
+    )
+    .unwrap();
+    migrator.up(&client, UpTo::Version(1)).await.unwrap();
+    let rows = 200_000;
+    fill(&client, "g", rows).await;
+
+    let run = migrator.up(&client, UpTo::All);
+    let drive = async {
+        let fixed = PaceState::Fixed.to_string();
+        let started = progress_until(&operator, "a first batch", |(done, s, _)| {
+            *done > 0 && *s == fixed
+        })
+        .await;
+        assert!(started.0 < i64::from(rows), "{started:?}");
+        migrator.pause_backfills(&operator, true).await.unwrap();
+        let paused = assert_held(
+            &operator,
+            "paused by the operator",
+            &PaceState::Paused(PauseReason::Operator).to_string(),
+        )
+        .await;
+        migrator.pause_backfills(&operator, false).await.unwrap();
+        progress_until(&operator, "running after the pause", |(done, _, _)| {
+            *done > paused
+        })
+        .await;
+        operator
+            .batch_execute("UPDATE hold SET held = true")
+            .await
+            .unwrap();
+        let throttled = assert_held(
+            &operator,
+            "held by the throttle query",
+            &PaceState::Paused(PauseReason::ThrottleQuery).to_string(),
+        )
+        .await;
+        assert!(throttled < i64::from(rows), "{throttled}");
+        operator
+            .batch_execute("UPDATE hold SET held = false")
+            .await
+            .unwrap();
+        progress_until(&operator, "running after the throttle", |(done, _, _)| {
+            *done > throttled
+        })
+        .await;
+    };
+    let (outcome, ()) = tokio::join!(run, drive);
+    outcome.unwrap();
+    assert_done_once(&client, i64::from(rows)).await;
+}
+
+/// Issue 22 item 3: a transaction holding back the xmin horizon longer than the limit pauses
+/// the backfill (fixed pace here, adaptive alike); a pause longer than `max_pause` aborts it
+/// with its progress kept, after reading the signals again; the next `up` resumes and ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_transaction_pauses_and_a_pause_past_its_limit_aborts_resumably() {
+    let db = database();
+    let dir = tempfile::tempdir().unwrap();
+    let migrations = write_set(dir.path(), "bigint", " batch=200 delay=10");
+    let client = client(db.url()).await;
+    let operator = plain_client(db.url()).await;
+    let reader = plain_client(db.url()).await;
+    let control = BackfillControl {
+        max_transaction_age: Some(Duration::from_millis(300)),
+        ..quiet_control(Duration::from_millis(50))
+    };
+    let migrator = Migrator::new(
+        &migrations,
+        MigratorConfig {
+            backfill: control.clone(),
+            ..config()
+        },
+    )
+    .unwrap();
+    migrator.up(&client, UpTo::Version(1)).await.unwrap();
+    let rows = 200_000;
+    fill(&client, "g", rows).await;
+
+    let run = migrator.up(&client, UpTo::All);
+    let drive = async {
+        let started = progress_until(&operator, "a first batch", |(done, _, _)| *done > 0).await;
+        assert!(started.0 < i64::from(rows), "{started:?}");
+        // A snapshot held open: the horizon stays behind while it lives.
+        reader
+            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM items")
+            .await
+            .unwrap();
+        let held = progress_until(&operator, "paused for the old transaction", |(_, s, _)| {
+            s.starts_with("paused: the transaction of backend")
+        })
+        .await;
+        let later = progress_until(&operator, "a later check", |(_, _, at)| *at > held.2).await;
+        assert_eq!(later.0, held.0, "a batch ran while paused");
+        reader.batch_execute("COMMIT").await.unwrap();
+        progress_until(&operator, "running again", |(done, _, _)| *done > held.0).await;
+    };
+    let (outcome, ()) = tokio::join!(run, drive);
+    outcome.unwrap();
+    assert_done_once(&client, i64::from(rows)).await;
+
+    // The same table again, with a pause limit: the operator's pause outlives it.
+    let db = database();
+    let client = self::client(db.url()).await;
+    let operator = plain_client(db.url()).await;
+    let migrator = Migrator::new(
+        &migrations,
+        MigratorConfig {
+            backfill: BackfillControl {
+                max_pause: Some(Duration::from_millis(500)),
+                ..control
+            },
+            ..config()
+        },
+    )
+    .unwrap();
+    migrator.up(&client, UpTo::Version(1)).await.unwrap();
+    fill(&client, "g", 5_000).await;
+    migrator.pause_backfills(&operator, true).await.unwrap();
+    let failed = migrator.up(&client, UpTo::All).await.unwrap_err();
+    let error = failed.error();
+    assert!(
+        matches!(
+            error,
+            migrate_core::runtime::RuntimeError::BackfillAborted { reason, .. }
+                if matches!(**reason, migrate_core::runtime::AbortReason::PausedTooLong {
+                    reason: PauseReason::Operator, .. })
+        ),
+        "{error:?}"
+    );
+    assert!(error.is_transient(), "{error}");
+    let (done, state, _) = stored_progress(&operator).await;
+    assert_eq!(done, 0);
+    assert!(state.starts_with("aborted: paused for"), "{state}");
+    migrator.pause_backfills(&operator, false).await.unwrap();
+    migrator.up(&client, UpTo::All).await.unwrap();
+    assert_done_once(&client, 5_000).await;
 }

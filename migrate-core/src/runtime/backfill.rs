@@ -95,6 +95,10 @@ pub(crate) async fn run(
                  or `WHERE <column set> IS DISTINCT FROM <new value>`"
             ),
         };
+        let aborted = |reason| RuntimeError::BackfillAborted {
+            location: location(migration, Some(statement)),
+            reason: Box::new(reason),
+        };
         let runner = BatchRunner {
             client,
             migration,
@@ -112,6 +116,7 @@ pub(crate) async fn run(
             spec.pace,
             pace.control,
             pace.flags.clone(),
+            spec.table_name(),
             &batches.estimated_rows_sql,
             progress.rows_done,
             settings.limits,
@@ -121,7 +126,10 @@ pub(crate) async fn run(
         // now (a writer inserting faster than the batches cannot keep it running).
         let bound = runner.upper_bound(&batches.upper_bound_sql).await?;
         loop {
-            let size = pacer.ready(client, &row, &progress, pace.report).await?;
+            let size = pacer
+                .ready(client, &row, &progress, pace.report)
+                .await?
+                .map_err(aborted)?;
             let batch = pacer
                 .run(
                     size,
@@ -173,7 +181,10 @@ pub(crate) async fn run(
             let mut cursor: Option<String> = None;
             let bound = runner.upper_bound(&batches.upper_bound_sql).await?;
             loop {
-                let size = pacer.ready(client, &row, &progress, pace.report).await?;
+                let size = pacer
+                    .ready(client, &row, &progress, pace.report)
+                    .await?
+                    .map_err(aborted)?;
                 let batch = pacer
                     .run(
                         size,

@@ -25,6 +25,8 @@
 use std::fmt;
 use std::time::Duration;
 
+use super::backfill_stops::PauseReason;
+
 /// Weight of the newest batch in the moving average of rows/s.
 const RATE_SMOOTHING: f64 = 0.3;
 /// Longest rest between two batches while backing off.
@@ -54,44 +56,6 @@ pub(crate) struct ControllerSettings {
     pub min_batch: u32,
     /// Largest batch.
     pub max_batch: u32,
-}
-
-/// Why no batch runs now.
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub enum PauseReason {
-    /// `migrate backfill pause` (the `migrate.backfill_paused` flag) is set.
-    Operator,
-    /// The configured throttle query returned true.
-    ThrottleQuery,
-    /// A replica has not replayed WAL written longer ago than the limit.
-    ReplicaLag {
-        /// The replica, as the contract gate names it.
-        replica: String,
-        /// How long ago the oldest WAL it has not replayed was written (a lower bound).
-        lag: Duration,
-        /// The configured limit.
-        limit: Duration,
-    },
-}
-
-impl fmt::Display for PauseReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            PauseReason::Operator => f.write_str("paused by an operator (migrate backfill resume)"),
-            PauseReason::ThrottleQuery => f.write_str("paused: the throttle query returned true"),
-            PauseReason::ReplicaLag {
-                replica,
-                lag,
-                limit,
-            } => write!(
-                f,
-                "paused: replica {replica} lags {} (limit {})",
-                super::gates::human(*lag),
-                super::gates::human(*limit)
-            ),
-        }
-    }
 }
 
 /// A sign that the application suffers from the backfill.

@@ -1,6 +1,7 @@
 //! Pacing one backfill statement: the controller's decisions (`backfill_controller`) on the
 //! signals read from the server (`backfill_signals`), or the fixed `batch=`/`delay=` of the
-//! directive. Every decision is a `tracing` event; the state is stored with the progress
+//! directive. Either way the stop signals (`backfill_stops`: the operator's pause, the
+//! throttle query, replica lag, ...) are read before every batch. Every decision is a `tracing` event; the state is stored with the progress
 //! (so `migrate backfill` and other runners see it) and reported to the progress hook.
 
 use std::future::Future;
@@ -12,6 +13,7 @@ use super::backfill_controller::{
     Baselines, BatchObservation, Controller, ControllerSettings, Decision, PaceState,
 };
 use super::backfill_signals::Signals;
+use super::backfill_stops::{AbortReason, PauseReason, Stop, StopSignals};
 use super::config::BackfillControl;
 use super::deadline::{Limits, within};
 use super::error::RuntimeError;
@@ -51,13 +53,16 @@ enum Mode<'a> {
         controller: Controller,
         signals: Box<Signals<'a>>,
         baselines: Baselines,
-        poll: Duration,
     },
 }
 
 /// The pace of one statement's batches.
 pub(crate) struct Pacer<'a> {
     mode: Mode<'a>,
+    stops: StopSignals<'a>,
+    /// Why no batch runs now, while a stop signal holds.
+    paused: Option<PauseReason>,
+    poll: Duration,
     started: Instant,
     rows_at_start: i64,
     estimated_rows: Option<i64>,
@@ -74,6 +79,7 @@ impl<'a> Pacer<'a> {
         pace: BackfillPace,
         control: &'a BackfillControl,
         flags: FlagStore,
+        table: String,
         estimate_sql: &str,
         rows_done: i64,
         limits: Limits,
@@ -102,8 +108,7 @@ impl<'a> Pacer<'a> {
                     min_batch: control.min_batch,
                     max_batch: control.max_batch,
                 };
-                let (signals, baselines) =
-                    Signals::start(client, monitor, flags, control, limits).await?;
+                let (signals, baselines) = Signals::start(client, monitor, control, limits).await?;
                 tracing::info!(
                     target_ms = settings.target.as_millis() as u64,
                     min_batch = settings.min_batch,
@@ -116,12 +121,14 @@ impl<'a> Pacer<'a> {
                     controller: Controller::new(settings),
                     signals: Box::new(signals),
                     baselines,
-                    poll: control.pause_poll,
                 }
             }
         };
         Ok(Pacer {
             mode,
+            stops: StopSignals::new(client, flags, control, limits, table),
+            paused: None,
+            poll: control.pause_poll,
             started: Instant::now(),
             rows_at_start: rows_done,
             estimated_rows,
@@ -153,9 +160,10 @@ impl<'a> Pacer<'a> {
             rows_done,
             rows_per_second,
             batch_size: self.batch_size(),
-            state: match &self.mode {
-                Mode::Fixed { .. } => PaceState::Fixed,
-                Mode::Adaptive { controller, .. } => controller.state().clone(),
+            state: match (&self.paused, &self.mode) {
+                (Some(reason), _) => PaceState::Paused(reason.clone()),
+                (None, Mode::Fixed { .. }) => PaceState::Fixed,
+                (None, Mode::Adaptive { controller, .. }) => controller.state().clone(),
             },
             eta,
         }
@@ -186,41 +194,57 @@ impl<'a> Pacer<'a> {
         Ok(())
     }
 
-    /// Waits while a pause reason holds (recording the state at each check, which also
-    /// writes WAL a resumed replica reports back), then returns the next batch's size.
+    /// Waits while a stop signal says pause (recording the state at each check, which also
+    /// writes WAL a resumed replica reports back), then returns the next batch's size; in
+    /// fixed mode as in adaptive. An abort is returned as `Err(reason)` in `Ok`, for the
+    /// caller to name the statement.
     pub(crate) async fn ready(
         &mut self,
         client: &Client,
         row: &ProgressRow<'_>,
         progress: &BackfillProgress,
         report: &(dyn Fn(&BackfillStatus) + Sync),
-    ) -> Result<i64, RuntimeError> {
+    ) -> Result<Result<i64, AbortReason>, RuntimeError> {
         loop {
-            let Mode::Adaptive {
-                controller,
-                signals,
-                poll,
-                ..
-            } = &mut self.mode
-            else {
-                return Ok(i64::from(self.batch_size()));
-            };
-            let poll = *poll;
-            match signals.pause_reason().await? {
+            match self.stops.check().await? {
                 None => {
-                    if let Some(reason) = controller.resume() {
+                    if let Some(reason) = self.paused.take() {
                         tracing::info!(was = %reason, "backfill resumed");
+                        if let Mode::Adaptive { controller, .. } = &mut self.mode {
+                            controller.resume();
+                        }
                     }
-                    return Ok(i64::from(controller.batch_size()));
+                    return Ok(Ok(i64::from(self.batch_size())));
                 }
-                Some(reason) => {
-                    if controller.pause(reason.clone()) {
+                Some(Stop::Pause(reason)) => {
+                    if self.paused.as_ref() != Some(&reason) {
                         tracing::info!(reason = %reason, "backfill paused");
                     }
+                    if let Mode::Adaptive { controller, .. } = &mut self.mode {
+                        controller.pause(reason.clone());
+                    }
+                    self.paused = Some(reason);
                     self.record(client, row, progress, report).await?;
                     // Polling: a replica's replay, a flag set in another terminal or the
                     // throttle query's answer have no notification to wait on.
-                    tokio::time::sleep(poll).await;
+                    tokio::time::sleep(self.poll).await;
+                }
+                Some(Stop::Abort(reason)) => {
+                    tracing::warn!(reason = %reason, "backfill aborted");
+                    self.paused = None;
+                    let stored = StoredPace {
+                        batch_size: i32::try_from(self.batch_size()).ok(),
+                        rows_per_second: Some(self.status(progress.rows_done).rows_per_second),
+                        state: format!("aborted: {reason}"),
+                    };
+                    within(
+                        Some(self.limits.own),
+                        "recording backfill progress",
+                        row.table
+                            .save(client, row.version, row.statement, progress, &stored),
+                    )
+                    .await??;
+                    return Ok(Err(reason));
                 }
             }
         }

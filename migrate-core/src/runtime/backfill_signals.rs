@@ -1,38 +1,26 @@
 //! What the backfill controller reads from PostgreSQL (its decisions are in
 //! `backfill_controller`).
 //!
-//! Before each batch, on the migration's connection, the reasons to pause: the operator's
-//! pause (the `migrate.backfill_paused` flag, in the flags table every runner reads), the
-//! configured throttle query, and replica replay lag. While each batch runs and during the
-//! rest after it, on a second connection (the monitor), the signs that the application
-//! suffers: sessions waiting on a lock our batch holds (`pg_blocking_pids`), the count of
-//! active sessions, and the latency of a probe query, compared with its baseline measured
-//! before the backfill. The probe's 75th percentile over a whole cycle (rest and batch) is
-//! what the application sees in its slower quarter: a backfill that rests longer shows less
-//! of itself there, so the controller's rest settles where the batches take at most about a
-//! quarter of the cycle's time at a slowed probe.
-//!
-//! Replica lag is measured as the contract gate measures it, by replay position, never by
-//! `pg_stat_replication.replay_lag` alone (it keeps a stale small value while replay is
-//! paused, see `gates::check_replicas`): each check notes the primary's WAL position and
-//! when it was first seen; a replica's lag is how long ago the oldest noted position it
-//! has not replayed was first seen.
+//! The stop signals (pause, abort) are read before every batch by `backfill_stops`; this
+//! module watches, on a second connection (the monitor), while each batch runs and during the
+//! rest after it, the signs that the application suffers: sessions waiting on a lock our
+//! batch holds (`pg_blocking_pids`), the count of active sessions, and the latency of a probe
+//! query, compared with its baseline measured before the backfill. The probe's 75th
+//! percentile over a whole cycle (rest and batch) is what the application sees in its slower
+//! quarter: a backfill that rests longer shows less of itself there, so the controller's rest
+//! settles where the batches take at most about a quarter of the cycle's time at a slowed
+//! probe.
 
-use std::collections::VecDeque;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
 use tokio_postgres::Client;
 
-use super::backfill_controller::{Baselines, PauseReason};
+use super::backfill_controller::Baselines;
 use super::config::BackfillControl;
 use super::deadline::{Limits, within};
 use super::error::RuntimeError;
-use super::gates::read_replication;
-use super::state::flags::{FlagError, FlagStore};
 
-/// The flag `migrate backfill pause` sets: every runner reads it before each batch.
-pub const PAUSE_FLAG: &str = "migrate.backfill_paused";
 /// How often the monitor probes and looks at the server while a batch runs.
 const WATCH_INTERVAL: Duration = Duration::from_millis(20);
 /// What the monitor reads every [`WATCH_INTERVAL`]: sessions waiting longer than `$3` ms on
@@ -47,8 +35,6 @@ const OBSERVE_SQL: &str = "SELECT count(*) FILTER (WHERE CASE WHEN wait_event_ty
 const BASELINE_ROUNDS: u32 = 20;
 /// ... this far apart (the baseline spans about a second of the application's load).
 const BASELINE_INTERVAL: Duration = Duration::from_millis(50);
-/// WAL positions remembered for the replica lag; the oldest go first past this many.
-const MAX_WAL_SAMPLES: usize = 10_000;
 
 /// What the monitor saw while one batch ran.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -61,14 +47,8 @@ pub(crate) struct Watched {
 
 /// The signal readers of one backfill statement.
 pub(crate) struct Signals<'a> {
-    client: &'a Client,
     monitor: Option<Monitor<'a>>,
-    flags: FlagStore,
-    control: &'a BackfillControl,
     limits: Limits,
-    /// (first seen, WAL position in bytes), oldest first.
-    wal_samples: VecDeque<(Instant, f64)>,
-    warned_lag_unknown: bool,
     /// What the monitor saw since the last [`Signals::take_watched`].
     watched: Watched,
     probes: Vec<Duration>,
@@ -108,7 +88,6 @@ impl<'a> Signals<'a> {
     pub(crate) async fn start(
         client: &'a Client,
         monitor: Option<&'a Client>,
-        flags: FlagStore,
         control: &'a BackfillControl,
         limits: Limits,
     ) -> Result<(Signals<'a>, Baselines), RuntimeError> {
@@ -179,143 +158,13 @@ impl<'a> Signals<'a> {
         }
         Ok((
             Signals {
-                client,
                 monitor,
-                flags,
-                control,
                 limits,
-                wal_samples: VecDeque::new(),
-                warned_lag_unknown: false,
                 watched: Watched::default(),
                 probes: Vec::new(),
             },
             baselines,
         ))
-    }
-
-    /// The first reason not to run a batch now: the operator's pause, the throttle query,
-    /// a lagging replica.
-    pub(crate) async fn pause_reason(&mut self) -> Result<Option<PauseReason>, RuntimeError> {
-        let own = Some(self.limits.own);
-        let paused = match within(
-            own,
-            "reading the backfill pause flag",
-            self.flags.get(self.client, PAUSE_FLAG),
-        )
-        .await?
-        {
-            Ok(flag) => flag.enabled,
-            Err(FlagError::NotFound { .. }) => false,
-            Err(FlagError::Runtime(error)) => return Err(error),
-            // PAUSE_FLAG is a valid name (see the test below): never reached.
-            Err(FlagError::InvalidName { .. }) => false,
-        };
-        if paused {
-            return Ok(Some(PauseReason::Operator));
-        }
-        if let Some(query) = &self.control.throttle_query {
-            let answer = within(
-                own,
-                "running the backfill throttle query",
-                self.client.query_opt(query.as_str(), &[]),
-            )
-            .await?
-            .map_err(RuntimeError::database(
-                "running the backfill throttle query",
-            ))?;
-            let throttled = match answer {
-                None => false,
-                Some(row) => row
-                    .try_get::<_, Option<bool>>(0)
-                    .map_err(RuntimeError::database(
-                        "reading the backfill throttle query's answer (one boolean column)",
-                    ))?
-                    .unwrap_or(false),
-            };
-            if throttled {
-                return Ok(Some(PauseReason::ThrottleQuery));
-            }
-        }
-        if let Some(limit) = self.control.max_replica_lag {
-            return self.replica_lag(limit).await;
-        }
-        Ok(None)
-    }
-
-    /// The most lagging replica, when it lags more than `limit`.
-    async fn replica_lag(&mut self, limit: Duration) -> Result<Option<PauseReason>, RuntimeError> {
-        let row = within(
-            Some(self.limits.own),
-            "reading the current WAL position",
-            self.client.query_one(
-                "SELECT pg_current_wal_lsn()::text, (pg_current_wal_lsn() - '0/0'::pg_lsn)::float8",
-                &[],
-            ),
-        )
-        .await?
-        .map_err(RuntimeError::database("reading the current WAL position"))?;
-        let (current_text, current): (String, f64) = (row.get(0), row.get(1));
-        let now = Instant::now();
-        if self
-            .wal_samples
-            .back()
-            .is_none_or(|&(_, lsn)| lsn < current)
-        {
-            self.wal_samples.push_back((now, current));
-            if self.wal_samples.len() > MAX_WAL_SAMPLES {
-                self.wal_samples.pop_front();
-            }
-        }
-        let rows = within(
-            Some(self.limits.own),
-            "reading pg_stat_replication",
-            read_replication(self.client, &current_text),
-        )
-        .await??;
-        let mut worst: Option<(Duration, String)> = None;
-        let mut least_replayed = current;
-        for row in rows {
-            let Some(state) = &row.state else {
-                if !self.warned_lag_unknown {
-                    self.warned_lag_unknown = true;
-                    tracing::warn!(
-                        replica = %row.replica,
-                        "cannot read this replica's replay position (the role needs pg_monitor): \
-                         the backfill does not pause for its lag"
-                    );
-                }
-                continue;
-            };
-            if row.serves_no_queries(state) || row.caught_up {
-                continue;
-            }
-            let replayed = current - row.bytes_behind as f64;
-            least_replayed = least_replayed.min(replayed);
-            let lag = self
-                .wal_samples
-                .iter()
-                .find(|&&(_, lsn)| lsn > replayed)
-                .map_or(Duration::ZERO, |&(seen, _)| now - seen);
-            if worst.as_ref().is_none_or(|(most, _)| lag > *most) {
-                worst = Some((lag, row.replica.to_string()));
-            }
-        }
-        // Positions every replica has replayed are not needed any more (the newest stays).
-        while self.wal_samples.len() > 1
-            && self
-                .wal_samples
-                .get(1)
-                .is_some_and(|&(_, lsn)| lsn <= least_replayed)
-        {
-            self.wal_samples.pop_front();
-        }
-        Ok(worst
-            .filter(|(lag, _)| *lag > limit)
-            .map(|(lag, replica)| PauseReason::ReplicaLag {
-                replica,
-                lag,
-                limit,
-            }))
     }
 
     /// What was seen since the last call: the most blocked and active sessions, the probe
@@ -423,11 +272,6 @@ impl Monitor<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_pause_flag_is_a_valid_flag_name() {
-        assert!(super::super::state::flags::validate_flag_name(PAUSE_FLAG).is_ok());
-    }
 
     #[test]
     fn median_of_probes() {

@@ -85,6 +85,35 @@ pub struct BackfillControl {
     pub throttle_query: Option<String>,
     /// How often a paused backfill checks whether it may resume. Default: 500 ms.
     pub pause_poll: Duration,
+    /// Abort (rather than pause) while a replica lags more than this, on two readings a
+    /// `pause_poll` apart. `None`: never. Default: none.
+    pub critical_replica_lag: Option<Duration>,
+    /// Abort a backfill that stayed paused longer than this (for any reason), after reading
+    /// the signals once more. `None`: wait as long as it takes. Default: none.
+    pub max_pause: Option<Duration>,
+    /// Pause while more WAL segments than this wait for the archiver (`pg_wal/archive_status`,
+    /// which needs `pg_monitor`); `None` turns it off. Default: 64 (1 GB of 16 MB segments).
+    pub max_wal_archive_backlog: Option<u64>,
+    /// Which autovacuum runs on the backfill's table pause it. Default: wraparound.
+    pub autovacuum: AutovacuumPause,
+    /// Pause while a transaction holding back the xmin horizon (or a prepared one) is older
+    /// than this: the dead rows every batch leaves cannot be vacuumed until it ends. `None`
+    /// turns it off. Default: 10 min.
+    pub max_transaction_age: Option<Duration>,
+}
+
+/// Which autovacuum runs on a backfill's table pause the backfill.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum AutovacuumPause {
+    /// None.
+    Off,
+    /// Those that prevent transaction ID wraparound: they must finish, and a backfill
+    /// writing the table makes them longer.
+    #[default]
+    Wraparound,
+    /// Every one.
+    Any,
 }
 
 impl Default for BackfillControl {
@@ -98,6 +127,11 @@ impl Default for BackfillControl {
             max_replica_lag: Some(Duration::from_secs(5)),
             throttle_query: None,
             pause_poll: Duration::from_millis(500),
+            critical_replica_lag: None,
+            max_pause: None,
+            max_wal_archive_backlog: Some(64),
+            autovacuum: AutovacuumPause::Wraparound,
+            max_transaction_age: Some(Duration::from_secs(10 * 60)),
         }
     }
 }
