@@ -171,13 +171,27 @@ pub(crate) struct BackfillArgs {
 
     /// A cheap query the application really runs (e.g. a primary-key read), timed on a
     /// second connection during each batch; the backfill backs off when it is twice as slow
-    /// as before the backfill. `off` disables it [default: SELECT 1].
+    /// as before the backfill. `off` disables it [default: SELECT count(*) FROM
+    /// generate_series(1, 1000), a tenth of a millisecond of work that waits for a CPU as the
+    /// application's queries do].
     #[arg(long, value_name = "SQL|off")]
     pub backfill_probe: Option<String>,
 
     /// Pause backfills while this query returns true (one row, one boolean column).
     #[arg(long, value_name = "SQL")]
     pub backfill_throttle_query: Option<String>,
+
+    /// Most batches a backfill runs at once, over disjoint key ranges, each on its own
+    /// connection: a ceiling, the controller adds one only while the server has room
+    /// [default: 4].
+    #[arg(long, value_name = "N")]
+    pub backfill_workers: Option<u32>,
+
+    /// The database server's CPUs, against which the sessions running there are counted
+    /// [default: read from the server's /proc/cpuinfo, which needs pg_read_server_files;
+    /// without it that signal is off].
+    #[arg(long, value_name = "N")]
+    pub backfill_server_cpus: Option<u32>,
 
     /// Pause backfills while a replica has not replayed WAL written longer ago than this;
     /// `off` disables it [default: 5s].
@@ -442,6 +456,8 @@ impl BackfillArgs {
             .or(self.backfill_max_wal_backlog);
         self.backfill_autovacuum = later.backfill_autovacuum.or(self.backfill_autovacuum);
         self.backfill_max_xact_age = later.backfill_max_xact_age.or(self.backfill_max_xact_age);
+        self.backfill_workers = later.backfill_workers.or(self.backfill_workers);
+        self.backfill_server_cpus = later.backfill_server_cpus.or(self.backfill_server_cpus);
     }
 }
 

@@ -142,6 +142,12 @@ impl Config {
         if let Some(limit) = backfill.backfill_max_xact_age {
             migrator.backfill.max_transaction_age = limit.0;
         }
+        if let Some(workers) = backfill.backfill_workers {
+            migrator.backfill.max_workers = workers;
+        }
+        if let Some(cpus) = backfill.backfill_server_cpus {
+            migrator.backfill.server_cpus = Some(cpus);
+        }
         if let Command::Up {
             allow_out_of_order,
             ignore_missing,

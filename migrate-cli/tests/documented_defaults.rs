@@ -136,6 +136,8 @@ fn the_readme_states_the_backfill_controller_defaults() {
         max_wal_archive_backlog,
         autovacuum,
         max_transaction_age,
+        server_cpus,
+        max_workers,
     } = BackfillControl::default();
     let readme = read("README.md");
     let mut documented = Vec::new();
@@ -185,12 +187,14 @@ fn the_readme_states_the_backfill_controller_defaults() {
                     assert_eq!(value, format!("`{max_wal_archive_backlog:?}`"), "{stale}")
                 }
                 "autovacuum" => assert_eq!(value, format!("`{autovacuum:?}`"), "{stale}"),
+                "server_cpus" => assert_eq!(value, format!("`{server_cpus:?}`"), "{stale}"),
+                "max_workers" => assert_eq!(value, max_workers.to_string(), "{stale}"),
                 other => panic!("README documents `{other}`, which BackfillControl lacks"),
             }
             documented.push(field.to_owned());
         }
     }
-    assert_eq!(documented.len(), 13, "every field once: {documented:?}");
+    assert_eq!(documented.len(), 15, "every field once: {documented:?}");
 }
 
 /// A default as the CLI documents it.

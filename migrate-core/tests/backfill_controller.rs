@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use migrate_core::Migrations;
 use migrate_core::runtime::{
-    BackfillControl, BackfillStatus, Migrator, MigratorConfig, PaceState, PauseReason,
+    BackfillControl, BackfillStatus, Migrator, MigratorConfig, PaceState, PauseReason, Pressure,
     ProgressEvent, UpTo,
 };
 use tokio::sync::mpsc;
@@ -579,4 +579,159 @@ async fn an_old_transaction_pauses_and_a_pause_past_its_limit_aborts_resumably()
     migrator.pause_backfills(&operator, false).await.unwrap();
     migrator.up(&client, UpTo::All).await.unwrap();
     assert_done_once(&client, 5_000).await;
+}
+
+/// `clients` sessions running point reads of `items` in a tight loop until `stop`: a
+/// CPU-bound application from few connections, whose queueing happens outside the server.
+fn cpu_load(
+    url: &str,
+    clients: usize,
+    rows: i64,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<u64>> {
+    (0..clients)
+        .map(|index| {
+            let (url, stop) = (url.to_owned(), stop.clone());
+            tokio::spawn(async move {
+                let client = plain_client(&url).await;
+                let read = client
+                    .prepare("SELECT n FROM items WHERE id = $1")
+                    .await
+                    .unwrap();
+                let mut done = 0u64;
+                let mut key = index as i64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    key = (key * 7919 + 13) % rows + 1;
+                    client.query_opt(&read, &[&key]).await.unwrap();
+                    done += 1;
+                }
+                done
+            })
+        })
+        .collect()
+}
+
+fn machine_cpus() -> u32 {
+    std::thread::available_parallelism().map_or(2, |n| n.get() as u32)
+}
+
+/// Issue 22: a CPU-saturating load from few connections (twice as many tight loops as the
+/// machine has CPUs, at least 4) makes the controller back off on a signal of the load it
+/// measures (server CPU, the application's throughput or server time, the probe doing real
+/// work); the defaults' session threshold and a `SELECT 1` probe saw nothing of it. Once the
+/// load stops, the backfill ends, every row updated once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cpu_saturating_load_from_few_connections_makes_it_back_off() {
+    let db = database();
+    let dir = tempfile::tempdir().unwrap();
+    let migrations = write_set(dir.path(), "bigint", "");
+    let client = client(db.url()).await;
+    let cpus = machine_cpus();
+    let (migrator, mut paces) = migrator_with_paces(
+        &migrations,
+        MigratorConfig {
+            backfill: BackfillControl {
+                server_cpus: Some(cpus),
+                max_replica_lag: None,
+                pause_poll: Duration::from_millis(50),
+                ..BackfillControl::default()
+            },
+            ..config()
+        },
+    );
+    let migrator = migrator.with_monitor(plain_client(db.url()).await);
+    migrator.up(&client, UpTo::Version(1)).await.unwrap();
+    let rows = 300_000;
+    fill(&client, "g", rows).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients = (2 * cpus as usize).clamp(4, 32);
+    let load = cpu_load(db.url(), clients, i64::from(rows), stop.clone());
+
+    let run = migrator.up(&client, UpTo::All);
+    let drive = async {
+        let backing_off = paces
+            .until("backing off on the load", |s| {
+                matches!(
+                    &s.state,
+                    PaceState::BackingOff(
+                        Pressure::ServerCpu { .. }
+                            | Pressure::ThroughputDrop { .. }
+                            | Pressure::ServerTimeUp { .. }
+                            | Pressure::ProbeSlow { .. }
+                    )
+                )
+            })
+            .await;
+        assert!(backing_off.rows_done < i64::from(rows), "{backing_off:?}");
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    };
+    let (outcome, ()) = tokio::join!(run, drive);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut transactions = 0;
+    for task in load {
+        transactions += task.await.unwrap();
+    }
+    assert!(transactions > 0);
+    outcome.unwrap();
+    assert_done_once(&client, i64::from(rows)).await;
+    let states = migrator.backfills(&client).await.unwrap();
+    let impact = states[0].impact.clone().unwrap_or_default();
+    assert!(impact.starts_with("held by "), "{impact:?}");
+}
+
+/// Issue 22: on a quiet server the defaults grow the batch (no load signal fires: no other
+/// session runs, no application rate to lose), and up to 4 workers over disjoint key ranges
+/// never update a row twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_server_lets_it_grow_and_workers_never_update_a_row_twice() {
+    let db = database();
+    let dir = tempfile::tempdir().unwrap();
+    let migrations = write_set(dir.path(), "bigint", "");
+    let client = client(db.url()).await;
+    let (migrator, mut paces) = migrator_with_paces(
+        &migrations,
+        MigratorConfig {
+            backfill: BackfillControl {
+                // Room for every worker: the test is about their ranges, not the CPU rule.
+                server_cpus: Some(64),
+                max_workers: 4,
+                ..quiet_control(Duration::from_millis(50))
+            },
+            ..config()
+        },
+    );
+    let mut workers = Vec::new();
+    for _ in 0..3 {
+        workers.push(plain_client(db.url()).await);
+    }
+    let migrator = migrator
+        .with_monitor(plain_client(db.url()).await)
+        .with_workers(workers);
+    migrator.up(&client, UpTo::Version(1)).await.unwrap();
+    let rows = 400_000;
+    fill(&client, "g", rows).await;
+
+    let run = migrator.up(&client, UpTo::All);
+    let drive = async {
+        let grown = paces
+            .until("the batch grew and a second worker joined", |s| {
+                assert!(
+                    !matches!(
+                        &s.state,
+                        PaceState::BackingOff(
+                            Pressure::ServerCpu { .. }
+                                | Pressure::ThroughputDrop { .. }
+                                | Pressure::ServerTimeUp { .. }
+                        )
+                    ),
+                    "a quiet server is no load: {s:?}"
+                );
+                s.batch_size >= 1600 && s.workers >= 2
+            })
+            .await;
+        assert!(grown.rows_done < i64::from(rows), "{grown:?}");
+    };
+    let (outcome, ()) = tokio::join!(run, drive);
+    outcome.unwrap();
+    assert_done_once(&client, i64::from(rows)).await;
 }

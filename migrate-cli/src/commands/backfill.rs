@@ -95,6 +95,7 @@ fn print(context: &Context, states: &[BackfillState], verified: bool, paused: bo
                     "rows_per_second": s.rows_per_second,
                     "batch_size": s.batch_size,
                     "pace": s.pace_state,
+                    "impact": s.impact,
                 })
             })
             .collect();
@@ -174,4 +175,10 @@ fn print(context: &Context, states: &[BackfillState], verified: bool, paused: bo
         headers.push("REMAINING");
     }
     print!("{}", output::table(&headers, &rows, color));
+    // Which signals held each backfill and the application's measured change.
+    for s in states {
+        if let Some(impact) = &s.impact {
+            println!("{} {}:{}: {impact}", s.version, s.file_name, s.line);
+        }
+    }
 }

@@ -211,6 +211,9 @@ pub(crate) struct StopSignals<'a> {
     paused_since: Option<Instant>,
     warned_lag_unknown: bool,
     warned_archive_unreadable: bool,
+    /// Queries run so far: transactions of ours the controller does not count as the
+    /// application's.
+    pub(crate) queries_run: u64,
 }
 
 impl<'a> StopSignals<'a> {
@@ -231,6 +234,7 @@ impl<'a> StopSignals<'a> {
             paused_since: None,
             warned_lag_unknown: false,
             warned_archive_unreadable: false,
+            queries_run: 0,
         }
     }
 
@@ -285,6 +289,7 @@ impl<'a> StopSignals<'a> {
     /// The first reason to pause now, cheapest reading first.
     async fn pause_reason(&mut self) -> Result<Option<PauseReason>, RuntimeError> {
         let own = Some(self.limits.own);
+        self.queries_run += 1;
         let paused = match within(
             own,
             "reading the backfill pause flag",
@@ -302,6 +307,7 @@ impl<'a> StopSignals<'a> {
             return Ok(Some(PauseReason::Operator));
         }
         if let Some(query) = &self.control.throttle_query {
+            self.queries_run += 1;
             let answer = within(
                 own,
                 "running the backfill throttle query",
@@ -345,6 +351,7 @@ impl<'a> StopSignals<'a> {
             // ("autovacuum: VACUUM public.t (to prevent wraparound)"); `relid` of
             // pg_stat_progress_vacuum says which table. Both need pg_read_all_stats (or the
             // same role) to be seen: without it, no pause.
+            self.queries_run += 1;
             let row = within(
                 Some(self.limits.own),
                 "reading autovacuum and transaction ages",
@@ -404,6 +411,7 @@ impl<'a> StopSignals<'a> {
     /// (none are made while `archive_mode` is off). Listing them needs `pg_monitor` or a
     /// superuser; without it the signal is off, said once.
     async fn archive_backlog(&mut self, limit: u64) -> Result<Option<PauseReason>, RuntimeError> {
+        self.queries_run += 1;
         let answer = within(
             Some(self.limits.own),
             "reading the WAL archiver's backlog",
@@ -434,6 +442,7 @@ impl<'a> StopSignals<'a> {
 
     /// The most lagging replica, when it lags more than `limit`.
     async fn replica_lag(&mut self, limit: Duration) -> Result<Option<PauseReason>, RuntimeError> {
+        self.queries_run += 2;
         let row = within(
             Some(self.limits.own),
             "reading the current WAL position",

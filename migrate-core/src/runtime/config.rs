@@ -73,14 +73,24 @@ pub struct BackfillControl {
     /// roles' sessions.
     pub max_active_sessions: Option<u32>,
     /// A cheap query the application really runs (e.g. a primary-key read), timed on a
-    /// second connection while each batch runs; the backfill backs off when its median is
-    /// twice its baseline before the backfill (and 2 ms more). `None` turns it off.
-    /// Default: `SELECT 1`, which shows CPU saturation. Needs a second connection
+    /// second connection every 100 ms of each batch and rest; the backfill backs off when its
+    /// 75th percentile over a cycle is twice its baseline before the backfill (and 2 ms
+    /// more). `None` turns it off. Default: a tenth of a millisecond of executor work
+    /// ([`DEFAULT_PROBE`]): unlike `SELECT 1`, which is scheduled at once even on a saturated
+    /// server, it waits for a CPU like the application's queries. Needs a second connection
     /// ([`Migrator::with_monitor`](super::Migrator::with_monitor)).
     pub probe_query: Option<String>,
     /// Pause while a replica has not replayed WAL written longer ago than this; `None` turns
     /// it off. Default: 5 s.
     pub max_replica_lag: Option<Duration>,
+    /// The server's CPUs, against which the sessions running (active, no wait event) are
+    /// counted. `None`: read from the server's `/proc/cpuinfo` (needs a superuser or
+    /// `pg_read_server_files`), else that signal is off. Default: none.
+    pub server_cpus: Option<u32>,
+    /// Most batches at once, over disjoint key ranges, each on its own connection
+    /// ([`Migrator::with_workers`](super::Migrator::with_workers)): a ceiling, the controller
+    /// adds one only while the cycles are clean and the server's CPUs have room. Default: 4.
+    pub max_workers: u32,
     /// Pause while this query returns true (one row, one boolean column). Default: none.
     pub throttle_query: Option<String>,
     /// How often a paused backfill checks whether it may resume. Default: 500 ms.
@@ -123,7 +133,9 @@ impl Default for BackfillControl {
             min_batch: 100,
             max_batch: 50_000,
             max_active_sessions: None,
-            probe_query: Some("SELECT 1".to_owned()),
+            probe_query: Some(DEFAULT_PROBE.to_owned()),
+            server_cpus: None,
+            max_workers: 4,
             max_replica_lag: Some(Duration::from_secs(5)),
             throttle_query: None,
             pause_poll: Duration::from_millis(500),
@@ -135,6 +147,10 @@ impl Default for BackfillControl {
         }
     }
 }
+
+/// The default probe query: about a tenth of a millisecond of executor work, so that it
+/// queues for a CPU as the application's queries do.
+pub const DEFAULT_PROBE: &str = "SELECT count(*) FROM generate_series(1, 1000)";
 
 /// Longest `lock_timeout` accepted: the application's queries queue behind a migration's
 /// lock request for up to that long.
@@ -193,6 +209,20 @@ impl MigratorConfig {
                 setting: "backfill_min_batch",
                 value: format!("{}..{}", backfill.min_batch, backfill.max_batch),
                 reason: "the smallest batch must be at least 1 row and at most the largest",
+            });
+        }
+        if backfill.max_workers == 0 || backfill.max_workers > 64 {
+            return Err(RuntimeError::InvalidSetting {
+                setting: "backfill_workers",
+                value: backfill.max_workers.to_string(),
+                reason: "must be between 1 and 64",
+            });
+        }
+        if backfill.server_cpus == Some(0) {
+            return Err(RuntimeError::InvalidSetting {
+                setting: "backfill_server_cpus",
+                value: "0".to_owned(),
+                reason: "must be at least 1, or unset to read it from the server",
             });
         }
         if backfill.pause_poll.is_zero() {

@@ -55,11 +55,13 @@ use std::time::Duration;
 use tokio_postgres::Client;
 use tracing::Instrument;
 
-pub use backfill_controller::{PaceState, Pressure};
+pub use backfill_controller::{ApplicationRates, PaceState, Pressure};
 pub use backfill_pace::BackfillStatus;
 pub use backfill_stops::{AbortReason, PAUSE_FLAG, PauseReason};
 pub use compare::{CompareOptions, CompareReport, Difference, DifferingKey};
-pub use config::{AutovacuumPause, BackfillControl, MAX_LOCK_TIMEOUT, MigratorConfig};
+pub use config::{
+    AutovacuumPause, BackfillControl, DEFAULT_PROBE, MAX_LOCK_TIMEOUT, MigratorConfig,
+};
 pub use connect::{ConnectOptions, SslMode, connect, connect_with};
 pub use dual_write::{DualWrite, DualWriteConfig, ModernWrite};
 pub use error::{ConnectError, Failed, LockHolder, PartialReport, RuntimeError, StatementLocation};
@@ -93,6 +95,7 @@ pub struct Migrator<'m> {
     lock_key: i64,
     progress: Option<ProgressHook>,
     monitor: Option<Client>,
+    workers: Vec<Client>,
 }
 
 /// What `up` and `down` are doing, for progress displays (see [`Migrator::with_progress`]).
@@ -179,6 +182,7 @@ impl<'m> Migrator<'m> {
             lock_key,
             progress: None,
             monitor: None,
+            workers: Vec::new(),
         })
     }
 
@@ -196,6 +200,15 @@ impl<'m> Migrator<'m> {
     /// what finds the migration session by name does not find it.
     pub fn with_monitor(mut self, monitor: Client) -> Self {
         self.monitor = Some(monitor);
+        self
+    }
+
+    /// More connections to the same database on which a backfill under the controller runs
+    /// batches at once, over disjoint key ranges, when the server has room
+    /// ([`BackfillControl::max_workers`] is the ceiling, counting the migration's own
+    /// connection). They get the migration session's `lock_timeout` and `statement_timeout`.
+    pub fn with_workers(mut self, workers: Vec<Client>) -> Self {
+        self.workers = workers;
         self
     }
 
@@ -657,6 +670,7 @@ impl<'m> Migrator<'m> {
                         };
                         let pace = backfill::PaceContext {
                             monitor: self.monitor.as_ref(),
+                            workers: &self.workers,
                             control: &self.config.backfill,
                             flags: state::flags::FlagStore::for_history_table(
                                 self.history.table(),

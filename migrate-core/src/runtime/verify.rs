@@ -51,6 +51,10 @@ pub struct BackfillState {
     /// The controller's state as last stored (`running`, `backing off: ...`, `paused: ...`,
     /// `done`); `None` before the first batch, or in a table of an earlier release.
     pub pace_state: Option<String>,
+    /// Which signals held the last run, for how long, and the application's measured
+    /// throughput and server-time change (`BackfillStatus::impact`); `None` when nothing
+    /// held it or no rest window measured the application.
+    pub impact: Option<String>,
 }
 
 impl Migrator<'_> {
@@ -85,6 +89,7 @@ impl Migrator<'_> {
                     rows_per_second: None,
                     batch_size: None,
                     pace_state: None,
+                    impact: None,
                 };
                 let stored = table
                     .read(
@@ -104,6 +109,7 @@ impl Migrator<'_> {
                         state.batch_size =
                             pace.batch_size.and_then(|size| u32::try_from(size).ok());
                         state.pace_state = Some(pace.state);
+                        state.impact = pace.report;
                     }
                 }
                 states.push(state);

@@ -35,6 +35,9 @@ pub(crate) struct StoredPace {
     pub rows_per_second: Option<f64>,
     /// The controller's state, as it reads (`running`, `paused: ...`).
     pub state: String,
+    /// Which signals held the backfill and the application's measured change
+    /// (`BackfillStatus::impact`).
+    pub report: Option<String>,
 }
 
 /// Everything stored about one backfill statement, for `migrate backfill`.
@@ -50,7 +53,8 @@ pub(crate) struct StoredProgress {
 }
 
 /// Columns added after the table's first release: `ensure` adds them to older tables.
-const PACE_COLUMNS: &str = "batch_size integer, rows_per_second double precision, state text";
+const PACE_COLUMNS: &str =
+    "batch_size integer, rows_per_second double precision, state text, report text";
 
 /// A statement's index as stored in the table's `statement integer` column.
 pub(crate) fn statement_index(index: usize) -> i32 {
@@ -104,7 +108,7 @@ impl BackfillProgressTable {
         let has_pace: bool = client
             .query_one(
                 "SELECT EXISTS (SELECT FROM pg_attribute \
-                 WHERE attrelid = $1::text::regclass AND attname = 'state' AND NOT attisdropped)",
+                 WHERE attrelid = $1::text::regclass AND attname = 'report' AND NOT attisdropped)",
                 &[&self.quoted],
             )
             .await
@@ -183,8 +187,8 @@ impl BackfillProgressTable {
             .execute(
                 &format!(
                     "UPDATE {} SET last_key = $3, rows_done = $4, batch_size = $5, \
-                     rows_per_second = $6, state = $7, updated_at = now() \
-                     WHERE version = $1 AND statement = $2",
+                     rows_per_second = $6, state = $7, report = coalesce($8, report), \
+                     updated_at = now() WHERE version = $1 AND statement = $2",
                     self.quoted
                 ),
                 &[
@@ -195,6 +199,7 @@ impl BackfillProgressTable {
                     &pace.batch_size,
                     &pace.rows_per_second,
                     &pace.state,
+                    &pace.report,
                 ],
             )
             .await
@@ -239,7 +244,8 @@ impl BackfillProgressTable {
                     // release's, not yet upgraded by a run) reads them as NULL.
                     "SELECT rows_done, last_key, updated_at, finished_at, verified_at, \
                      (to_jsonb(p) ->> 'batch_size')::integer, \
-                     (to_jsonb(p) ->> 'rows_per_second')::float8, to_jsonb(p) ->> 'state' \
+                     (to_jsonb(p) ->> 'rows_per_second')::float8, to_jsonb(p) ->> 'state', \
+                     to_jsonb(p) ->> 'report' \
                      FROM {} p WHERE version = $1 AND statement = $2",
                     self.quoted
                 ),
@@ -257,6 +263,7 @@ impl BackfillProgressTable {
                     batch_size: row.get(5),
                     rows_per_second: row.get(6),
                     state,
+                    report: row.get(8),
                 }),
             })),
             Err(error) if missing_table(&error) => Ok(None),
