@@ -735,3 +735,64 @@ async fn a_quiet_server_lets_it_grow_and_workers_never_update_a_row_twice() {
     outcome.unwrap();
     assert_done_once(&client, i64::from(rows)).await;
 }
+
+/// Issue 22 item 3: WAL segments waiting for a failing archiver past the limit pause the
+/// backfill; once the archiver catches up (its command fixed and reloaded), it goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wal_archive_backlog_pauses_until_the_archiver_catches_up() {
+    let cluster = migrate_scratch::ScratchCluster::start().expect("cluster");
+    for setting in ["archive_mode = on", "archive_command = 'false'"] {
+        cluster
+            .psql("postgres", &format!("ALTER SYSTEM SET {setting}"))
+            .unwrap();
+    }
+    cluster.stop_server(false).unwrap();
+    cluster.start_server_again().unwrap();
+    let db = cluster.create_database().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let migrations = write_set(dir.path(), "bigint", " batch=500 delay=0");
+    let client = client(db.url()).await;
+    let operator = plain_client(db.url()).await;
+    let migrator = Migrator::new(
+        &migrations,
+        MigratorConfig {
+            backfill: BackfillControl {
+                max_wal_archive_backlog: Some(1),
+                ..quiet_control(Duration::from_millis(50))
+            },
+            ..config()
+        },
+    )
+    .unwrap();
+    migrator.up(&client, UpTo::Version(1)).await.unwrap();
+    fill(&client, "g", 20_000).await;
+    // Two finished segments the failing archiver cannot take.
+    for _ in 0..2 {
+        operator
+            .batch_execute(
+                "CREATE TABLE IF NOT EXISTS wal_filler (n int); INSERT INTO wal_filler VALUES (1)",
+            )
+            .await
+            .unwrap();
+        operator
+            .batch_execute("SELECT pg_switch_wal()")
+            .await
+            .unwrap();
+    }
+
+    let run = migrator.up(&client, UpTo::All);
+    let drive = async {
+        let held = progress_until(&operator, "paused for the archive backlog", |(_, s, _)| {
+            s.starts_with("paused:") && s.contains("wait for the archiver")
+        })
+        .await;
+        assert_eq!(held.0, 0, "no batch before the pause: {held:?}");
+        cluster
+            .psql("postgres", "ALTER SYSTEM SET archive_command = 'true'")
+            .unwrap();
+        cluster.psql("postgres", "SELECT pg_reload_conf()").unwrap();
+    };
+    let (outcome, ()) = tokio::join!(run, drive);
+    outcome.unwrap();
+    assert_done_once(&client, 20_000).await;
+}

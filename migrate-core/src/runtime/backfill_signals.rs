@@ -304,14 +304,17 @@ impl<'a> Signals<'a> {
         to: Instant,
     ) -> Option<(f64, Option<f64>)> {
         let lag = self.flush_lag;
-        let at = |when: Instant| self.samples.iter().find(|s| s.at >= when).copied();
-        let own_at = |when: Instant| self.samples.iter().rev().find(|s| s.at <= when).copied();
-        let (start, end) = (at(from + lag)?, at(to + lag)?);
-        let (own_start, own_end) = (own_at(from)?, own_at(to)?);
-        let seconds = to.checked_duration_since(from)?.as_secs_f64();
-        if seconds <= 0.0 || end.at <= start.at {
+        let first_after = |when: Instant| self.samples.iter().find(|s| s.at >= when).copied();
+        let last_before = |when: Instant| self.samples.iter().rev().find(|s| s.at <= when).copied();
+        let (start, end) = (first_after(from + lag)?, last_before(to + lag)?);
+        let span = end.at.checked_duration_since(start.at)?;
+        // Readings must cover most of the window (the monitor reads only while it watches).
+        if span < to.checked_duration_since(from)? / 2 {
             return None;
         }
+        // Our own transactions as they ran, the counters as they were flushed.
+        let own_start = last_before(start.at.checked_sub(lag)?).unwrap_or(start);
+        let own_end = last_before(end.at.checked_sub(lag)?).unwrap_or(end);
         let own = own_end.own_xacts.saturating_sub(own_start.own_xacts) as f64;
         let xacts = ((end.xacts - start.xacts) as f64 - own).max(0.0);
         let server_ms = match (start.active_ms, end.active_ms) {
@@ -321,7 +324,7 @@ impl<'a> Signals<'a> {
             }
             _ => None,
         };
-        Some((xacts / seconds, server_ms))
+        Some((xacts / span.as_secs_f64(), server_ms))
     }
 
     /// Runs `batch` (or a rest) while the monitor watches the server, adding what it sees
@@ -463,5 +466,59 @@ mod tests {
         assert_eq!(median(cycle.clone()), Some(ms(1)));
         assert_eq!(quantile(cycle, CYCLE_PROBE_QUANTILE), Some(ms(6)));
         assert_eq!(quantile(vec![ms(2)], CYCLE_PROBE_QUANTILE), Some(ms(2)));
+    }
+
+    /// Readings every 20 ms for `seconds`: the application commits `app` tx/s, we `own`
+    /// tx/s, and the counters show both `lag` late.
+    fn signals_with(
+        seconds: f64,
+        app: f64,
+        own: f64,
+        lag: Duration,
+    ) -> (Signals<'static>, Instant) {
+        let start = Instant::now();
+        let mut signals = Signals {
+            monitor: None,
+            limits: Limits::new(
+                Duration::from_secs(1),
+                Duration::from_secs(1),
+                Duration::from_secs(1),
+            ),
+            watched: Watched::default(),
+            probes: Vec::new(),
+            active_sum: 0,
+            running_sum: 0,
+            readings: 0,
+            samples: VecDeque::new(),
+            own_xacts: 0,
+            own_active_ms: 0.0,
+            flush_lag: lag,
+        };
+        let mut t = 0.0;
+        while t <= seconds {
+            let flushed = (t - lag.as_secs_f64()).max(0.0);
+            signals.samples.push_back(Sample {
+                at: start + Duration::from_secs_f64(t),
+                xacts: ((app + own) * flushed) as i64,
+                active_ms: Some(0.2 * app * flushed),
+                own_xacts: (own * t) as u64,
+                own_active_ms: 0.0,
+            });
+            t += 0.02;
+        }
+        (signals, start)
+    }
+
+    #[test]
+    fn the_application_rate_leaves_ours_out_and_reads_the_counters_a_lag_later() {
+        let lag = Duration::from_secs(1);
+        let (signals, start) = signals_with(6.0, 1000.0, 60.0, lag);
+        let at = |s: f64| start + Duration::from_secs_f64(s);
+        let (tps, server_ms) = signals.application_rate(at(1.0), at(4.0)).unwrap();
+        assert!((tps - 1000.0).abs() < 30.0, "{tps}");
+        let server_ms = server_ms.unwrap();
+        assert!((server_ms - 0.2).abs() < 0.02, "{server_ms}");
+        // No readings that late yet: nothing to say.
+        assert_eq!(signals.application_rate(at(5.0), at(8.0)), None);
     }
 }

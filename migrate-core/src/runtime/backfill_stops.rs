@@ -423,12 +423,18 @@ impl<'a> StopSignals<'a> {
         .await?;
         let segments = match answer {
             Ok(row) => u64::try_from(row.get::<_, i64>(0)).unwrap_or(0),
-            Err(error) if error.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) => {
+            // Without pg_monitor, or before PostgreSQL 12 (no pg_ls_archive_statusdir).
+            Err(error)
+                if error.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE)
+                    || error.code() == Some(&SqlState::UNDEFINED_FUNCTION) =>
+            {
                 if !self.warned_archive_unreadable {
                     self.warned_archive_unreadable = true;
                     tracing::warn!(
-                        "cannot list pg_wal/archive_status (the role needs pg_monitor): the \
-                         backfill does not pause for the WAL archiver's backlog"
+                        %error,
+                        "cannot list pg_wal/archive_status (the role needs pg_monitor, the \
+                         server 12 or later): the backfill does not pause for the WAL \
+                         archiver's backlog"
                     );
                 }
                 0
