@@ -372,7 +372,12 @@ fn markdown(args: &Args, results: &[ShapeResult]) -> String {
             .map(|r| r.shape.id)
             .collect::<Vec<_>>()
             .join(","),
-        args.runs.join(","),
+        args.runs
+            .iter()
+            .filter(|run| ["control", "big-bang", "defaults"].contains(&run.as_str()))
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(","),
         args.baseline,
         args.control_seconds,
         std::thread::available_parallelism().map_or(0, |n| n.get()),

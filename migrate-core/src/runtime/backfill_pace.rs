@@ -294,9 +294,11 @@ impl<'a> Pacer<'a> {
             eta,
             workers: self.workers(),
             throttled: {
+                // Rests of a few milliseconds say nothing to a reader.
                 let mut throttled: Vec<(String, Duration)> = self
                     .throttled
                     .iter()
+                    .filter(|(_, time)| **time >= Duration::from_millis(50))
                     .map(|(signal, time)| ((*signal).to_owned(), *time))
                     .collect();
                 throttled.sort_by_key(|entry| std::cmp::Reverse(entry.1));
