@@ -480,9 +480,15 @@ async fn perform(
                 .await
                 .map_err(fail("reading the monitor's backend"))?
                 .get(0);
+            // As the CLI: a worker connection for each batch the controller may add.
+            let mut workers = Vec::new();
+            for _ in 1..MigratorConfig::default().backfill.max_workers {
+                workers.push(open(url).await?);
+            }
             let migrator = Migrator::new(&migrations, MigratorConfig::default())
                 .map_err(|e| e.to_string())?
-                .with_monitor(monitor);
+                .with_monitor(monitor)
+                .with_workers(workers);
             let monitor_cpu_before = backend_cpu_s(monitor_pid);
             let up_start_us = now_us();
             let report = migrator

@@ -164,7 +164,8 @@ pub(crate) struct BackfillArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub backfill_target: Option<Duration>,
 
-    /// Back off while more sessions than this are active in pg_stat_activity [default:
+    /// Back off while more sessions than this are active in pg_stat_activity, on average
+    /// over a batch and the rest before it [default:
     /// twice the most seen in the second before the backfill, and at least 8 more].
     #[arg(long, value_name = "SESSIONS")]
     pub backfill_max_active: Option<u32>,

@@ -347,6 +347,8 @@ impl<'a> StopSignals<'a> {
             .max_transaction_age
             .map(|limit| limit.as_secs_f64() * 1000.0);
         if control.autovacuum != AutovacuumPause::Off || max_age_ms.is_some() {
+            // Transactions of this database only: since PostgreSQL 14 the horizon of an
+            // ordinary table ignores other databases' backends.
             // Autovacuum workers name their table and its wraparound purpose in `query`
             // ("autovacuum: VACUUM public.t (to prevent wraparound)"); `relid` of
             // pg_stat_progress_vacuum says which table. Both need pg_read_all_stats (or the
@@ -367,11 +369,12 @@ impl<'a> StopSignals<'a> {
                               AS age_ms \
                          FROM pg_stat_activity \
                         WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() \
+                          AND datname = current_database() \
                           AND (backend_xid IS NOT NULL OR backend_xmin IS NOT NULL) \
                           AND xact_start IS NOT NULL \
                        UNION ALL \
                        SELECT 0, (extract(epoch FROM clock_timestamp() - prepared) * 1000)::float8 \
-                         FROM pg_prepared_xacts \
+                         FROM pg_prepared_xacts WHERE database = current_database() \
                         ORDER BY 2 DESC LIMIT 1) o ON true",
                     &[&self.table],
                 ),

@@ -67,8 +67,9 @@ pub struct BackfillControl {
     pub min_batch: u32,
     /// Largest batch. Default: 50,000 rows.
     pub max_batch: u32,
-    /// Back off while more sessions than this are active (`pg_stat_activity`, the
-    /// backfill's own excluded). `None`: twice the most seen during the second before the
+    /// Back off while more sessions than this are active on average over a cycle
+    /// (`pg_stat_activity`, the backfill's own excluded; the mean, so a pool's burst of a few
+    /// milliseconds is not a load). `None`: twice the most seen during the second before the
     /// backfill, and at least 8 more. Needs `pg_read_all_stats` (e.g. through `pg_monitor`) to see other
     /// roles' sessions.
     pub max_active_sessions: Option<u32>,
