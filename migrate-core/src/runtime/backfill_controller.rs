@@ -325,6 +325,9 @@ pub(crate) struct Controller {
     workers: u32,
     /// Clean cycles since the last pressure or worker added.
     clean_cycles: u32,
+    /// The least rest multiple until the next rate window: a window's verdict covers
+    /// seconds of cycles, so clean cycles alone do not undo it.
+    window_floor: f64,
 }
 
 impl Controller {
@@ -344,6 +347,7 @@ impl Controller {
             state: PaceState::Running,
             workers: 1,
             clean_cycles: 0,
+            window_floor: 0.0,
         }
     }
 
@@ -365,6 +369,7 @@ impl Controller {
     /// of its throughput or a rise of its server time per transaction is pressure.
     pub(crate) fn observe_window(&mut self, rates: &ApplicationRates) -> Option<Decision> {
         if rates.resting_tps < MIN_APPLICATION_TPS {
+            self.window_floor = 0.0;
             return None;
         }
         let pressure = if rates.working_tps < rates.resting_tps * THROUGHPUT_KEPT {
@@ -380,9 +385,16 @@ impl Controller {
                 working_ms,
             }
         } else {
+            // Unharmed: the floor the last windows set shrinks as a clean cycle's rest does.
+            self.window_floor *= REST_RECOVERY;
+            if self.window_floor < MIN_REST_RATIO {
+                self.window_floor = 0.0;
+            }
             return None;
         };
-        Some(self.back_off(pressure))
+        let decision = self.back_off(pressure);
+        self.window_floor = self.rest_ratio;
+        Some(decision)
     }
 
     /// Smaller batches (lock pressure), fewer workers, a longer rest.
@@ -541,7 +553,7 @@ impl Controller {
         let recovered = if self.rest_ratio == 0.0 {
             None
         } else {
-            self.rest_ratio *= REST_RECOVERY;
+            self.rest_ratio = (self.rest_ratio * REST_RECOVERY).max(self.window_floor);
             if self.rest_ratio < MIN_REST_RATIO {
                 self.rest_ratio = 0.0;
                 self.state = PaceState::Running;
@@ -952,6 +964,21 @@ mod tests {
                 ..
             })
         ));
+        // A window's verdict holds for the cycles after it: clean ones do not undo it ...
+        let floor = controller.rest_ratio;
+        assert!(floor > 0.0);
+        for _ in 0..30 {
+            let seen = batch(controller.batch_size(), 100_000.0);
+            controller.observe(&seen, &Baselines::default());
+        }
+        assert_eq!(controller.rest_ratio, floor);
+        // ... an unharmed window lowers it.
+        assert_eq!(controller.observe_window(&unharmed), None);
+        for _ in 0..30 {
+            let seen = batch(controller.batch_size(), 100_000.0);
+            controller.observe(&seen, &Baselines::default());
+        }
+        assert!(controller.rest_ratio < floor, "{}", controller.rest_ratio);
         // No application to speak of: a few transactions more or less are noise.
         let idle = ApplicationRates {
             resting_tps: 10.0,
