@@ -1,13 +1,21 @@
 #!/usr/bin/env bash
 # The online-impact benchmark: a schema change (add email_verified_at, fill it, index it) on a
-# 2,000,000-row table under pgbench at 60% of the machine's maximum, as a big bang, with dual
-# writes + our backfill, through our runner with its defaults and with several target= values.
-# Starts its own scratch PostgreSQL (the server binaries and pgbench must be installed);
-# writes docs/benchmarks/online-impact.md and online-impact.svg. Run it on a quiet machine:
-# anything else running distorts the figures. About 10-15 minutes at the default size.
+# 2,000,000-row table under pgbench at 60% of each load's own maximum. By default the workload
+# matrix of issue 22, each shape with a control run (the load alone), the big bang and the
+# runner's defaults, and the CPU the server, pgbench and the runner each took:
+#   (a) point UPDATE + point SELECT by key, 4 clients   (b) the same, 16 clients
+#   (c) the former default mix, 8 clients                (d) I/O-bound, shared_buffers 16MB
+#   (e) hot rows the backfill writes too                 (f) with a streaming replica
+# writes docs/benchmarks/online-matrix.md. `--shapes custom` runs the former single shape
+# (--clients, --app-writes) with dual writes and several target= values, writing
+# docs/benchmarks/online-impact.md and online-impact.svg. Starts its own scratch PostgreSQL
+# clusters (the server binaries and pgbench must be installed). Run it on a quiet machine:
+# anything else running distorts the figures. About 25 minutes for the matrix at the default
+# size.
 #
-#   scripts/bench-online.sh                     # the default run
-#   scripts/bench-online.sh --rows 200000 --targets 50 --out /tmp/bench   # a quick check
+#   scripts/bench-online.sh                                  # the matrix, 2,000,000 rows
+#   scripts/bench-online.sh --rows 200000 --shapes a,c --control-seconds 20 --out /tmp/bench
+#   scripts/bench-online.sh --shapes custom --rows 200000 --targets 50 --out /tmp/bench
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -p migrate-bench --bin bench-online

@@ -3,9 +3,13 @@
 //! `created_at`, index it) under pgbench at 60% of the machine's measured maximum, as a big
 //! bang, with the application dual-writing while our backfill fills the old rows, through
 //! the runner with its defaults, and with several `target=` values. Prints the figures and
-//! writes a markdown table and an SVG chart. Not part of `cargo test`.
+//! writes a markdown table and an SVG chart. By default it runs issue 22's workload matrix
+//! (`matrix`: six shapes of load, each with a control run, the big bang and the defaults);
+//! `--shapes custom` runs the single shape set by `--clients`/`--app-writes`, with dual
+//! writes and `--targets`. Not part of `cargo test`.
 
 mod load;
+mod matrix;
 mod report;
 
 use std::path::{Path, PathBuf};
@@ -57,6 +61,18 @@ struct Args {
     /// application into lock waits and the rest (CPU, WAL).
     #[arg(long, default_value = "users", value_parser = ["users", "accounts"])]
     app_writes: String,
+    /// The workload shapes of issue 22 to run (each with the runs of `--runs` among control,
+    /// big-bang, defaults): (a) point UPDATE + SELECT by key, 4 clients; (b) the same, 16
+    /// clients; (c) the former default mix; (d) I/O-bound, the table 4x shared_buffers or
+    /// more; (e) hot rows the backfill writes too; (f) with a streaming replica. `custom`:
+    /// the single shape of `--clients`/`--app-writes`, with every run of `--runs`.
+    #[arg(long, value_delimiter = ',', default_value = "a,b,c,d,e,f",
+          value_parser = matrix::parse_shape)]
+    shapes: Vec<String>,
+    /// How long the control run's window lasts, in seconds: about as long as the runner's
+    /// changes take.
+    #[arg(long, default_value_t = CONTROL_S)]
+    control_seconds: u64,
 }
 
 const SEGMENT_S: u32 = 2;
@@ -119,6 +135,10 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn run(args: Args) -> Result<(), String> {
+    if !args.shapes.iter().any(|shape| shape == "custom") {
+        let shapes = args.shapes.clone();
+        return matrix::run(&args, &shapes).await;
+    }
     let cluster = ScratchCluster::start().map_err(|e| format!("starting PostgreSQL: {e}"))?;
     // A server configured as in production, not as the test harness's throwaway one
     // (fsync off, 32 MB shared_buffers): durability costs are part of the impact.
@@ -262,7 +282,7 @@ async fn run(args: Args) -> Result<(), String> {
         // The baseline: load alone (a pause of the benchmark, not synchronisation).
         tokio::time::sleep(Duration::from_secs(u64::from(args.baseline))).await;
         let start = now_us();
-        let fill = perform(&change, database.url(), work.path()).await?;
+        let fill = perform(&change, database.url(), work.path(), args.control_seconds).await?;
         let end = now_us();
         tokio::time::sleep(Duration::from_secs(u64::from(args.baseline))).await;
         stop.store(true, Ordering::SeqCst);
@@ -373,18 +393,24 @@ async fn vacuum(client: &Client) -> Result<(), String> {
 }
 
 /// Makes the change; returns when the rows were filled (for rows/s and the fill's latency).
-async fn perform(change: &Change, url: &str, work: &Path) -> Result<report::Fill, String> {
+async fn perform(
+    change: &Change,
+    url: &str,
+    work: &Path,
+    control_seconds: u64,
+) -> Result<report::Fill, String> {
     let client = open(url).await?;
     match change {
         Change::Control => {
             let start_us = now_us();
             // The window measured, not synchronisation: nothing happens in it on purpose.
-            tokio::time::sleep(Duration::from_secs(CONTROL_S)).await;
+            tokio::time::sleep(Duration::from_secs(control_seconds)).await;
             Ok(report::Fill {
                 start_us,
                 end_us: now_us(),
                 monitor_cpu_s: None,
                 up_s: 0.0,
+                impact: None,
             })
         }
         Change::BigBang => {
@@ -402,6 +428,7 @@ async fn perform(change: &Change, url: &str, work: &Path) -> Result<report::Fill
                 end_us: now_us(),
                 monitor_cpu_s: None,
                 up_s: 0.0,
+                impact: None,
             })
         }
         Change::DualWrite | Change::Runner { .. } => {
@@ -453,9 +480,15 @@ async fn perform(change: &Change, url: &str, work: &Path) -> Result<report::Fill
                 .await
                 .map_err(fail("reading the monitor's backend"))?
                 .get(0);
+            // As the CLI: a worker connection for each batch the controller may add.
+            let mut workers = Vec::new();
+            for _ in 1..MigratorConfig::default().backfill.max_workers {
+                workers.push(open(url).await?);
+            }
             let migrator = Migrator::new(&migrations, MigratorConfig::default())
                 .map_err(|e| e.to_string())?
-                .with_monitor(monitor);
+                .with_monitor(monitor)
+                .with_workers(workers);
             let monitor_cpu_before = backend_cpu_s(monitor_pid);
             let up_start_us = now_us();
             let report = migrator
@@ -476,11 +509,18 @@ async fn perform(change: &Change, url: &str, work: &Path) -> Result<report::Fill
                     .map_or(0, |m| m.duration.as_micros() as i64)
             };
             let start_us = up_start_us + took_us(1);
+            // Which signals held the backfill, and the application's change it measured.
+            let impact = migrator
+                .backfills(&client)
+                .await
+                .ok()
+                .and_then(|states| states.into_iter().find_map(|s| s.impact));
             Ok(report::Fill {
                 start_us,
                 end_us: start_us + took_us(2),
                 monitor_cpu_s,
                 up_s,
+                impact,
             })
         }
     }

@@ -38,7 +38,7 @@ fn percentile(sorted: &[i64], p: f64) -> f64 {
 }
 
 /// When the rows were filled, in epoch µs.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Fill {
     pub start_us: i64,
     pub end_us: i64,
@@ -47,6 +47,9 @@ pub struct Fill {
     pub monitor_cpu_s: Option<f64>,
     /// How long that `up` took, in seconds (the monitor's share is over it).
     pub up_s: f64,
+    /// The runner's own report: which signals held the backfill, the application's measured
+    /// change.
+    pub impact: Option<String>,
 }
 
 impl Fill {

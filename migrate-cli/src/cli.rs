@@ -164,14 +164,17 @@ pub(crate) struct BackfillArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub backfill_target: Option<Duration>,
 
-    /// Back off while more sessions than this are active in pg_stat_activity [default:
+    /// Back off while more sessions than this are active in pg_stat_activity, on average
+    /// over a batch and the rest before it [default:
     /// twice the most seen in the second before the backfill, and at least 8 more].
     #[arg(long, value_name = "SESSIONS")]
     pub backfill_max_active: Option<u32>,
 
     /// A cheap query the application really runs (e.g. a primary-key read), timed on a
     /// second connection during each batch; the backfill backs off when it is twice as slow
-    /// as before the backfill. `off` disables it [default: SELECT 1].
+    /// as before the backfill. `off` disables it [default: SELECT count(*) FROM
+    /// generate_series(1, 1000), a tenth of a millisecond of work that waits for a CPU as the
+    /// application's queries do].
     #[arg(long, value_name = "SQL|off")]
     pub backfill_probe: Option<String>,
 
@@ -179,10 +182,72 @@ pub(crate) struct BackfillArgs {
     #[arg(long, value_name = "SQL")]
     pub backfill_throttle_query: Option<String>,
 
+    /// Most batches a backfill runs at once, over disjoint key ranges, each on its own
+    /// connection: a ceiling, the controller adds one only while the server has room
+    /// [default: 4].
+    #[arg(long, value_name = "N")]
+    pub backfill_workers: Option<u32>,
+
+    /// The database server's CPUs, against which the sessions running there are counted
+    /// [default: read from the server's /proc/cpuinfo, which needs pg_read_server_files;
+    /// without it that signal is off].
+    #[arg(long, value_name = "N")]
+    pub backfill_server_cpus: Option<u32>,
+
     /// Pause backfills while a replica has not replayed WAL written longer ago than this;
     /// `off` disables it [default: 5s].
     #[arg(long, value_name = "DURATION|off", value_parser = parse_replica_lag_limit)]
     pub backfill_max_replica_lag: Option<ReplicaLagLimit>,
+
+    /// Abort backfills (progress kept, the next up resumes) while a replica lags more than
+    /// this, on two readings a poll apart [default: off].
+    #[arg(long, value_name = "DURATION|off", value_parser = parse_replica_lag_limit)]
+    pub backfill_critical_replica_lag: Option<ReplicaLagLimit>,
+
+    /// Abort a backfill paused longer than this, for any reason (progress kept)
+    /// [default: off].
+    #[arg(long, value_name = "DURATION|off", value_parser = parse_replica_lag_limit)]
+    pub backfill_max_pause: Option<ReplicaLagLimit>,
+
+    /// Pause backfills while more WAL segments than this wait for the archiver
+    /// (pg_wal/archive_status; needs pg_monitor). `off` disables it [default: 64].
+    #[arg(long, value_name = "SEGMENTS|off", value_parser = parse_count_or_off)]
+    pub backfill_max_wal_backlog: Option<CountLimit>,
+
+    /// Which autovacuum runs on the backfill's table pause it [default: wraparound].
+    #[arg(long, value_name = "WHICH")]
+    pub backfill_autovacuum: Option<AutovacuumArg>,
+
+    /// Pause backfills while a transaction holding back the xmin horizon (or a prepared
+    /// one) is older than this: every dead row a batch leaves stays until it ends. `off`
+    /// disables it [default: 10m].
+    #[arg(long, value_name = "DURATION|off", value_parser = parse_replica_lag_limit)]
+    pub backfill_max_xact_age: Option<ReplicaLagLimit>,
+}
+
+/// `--backfill-autovacuum`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum AutovacuumArg {
+    /// No autovacuum pauses a backfill.
+    Off,
+    /// Autovacuums that prevent transaction ID wraparound.
+    Wraparound,
+    /// Every autovacuum of the table.
+    Any,
+}
+
+/// A count, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CountLimit(pub Option<u64>);
+
+fn parse_count_or_off(text: &str) -> Result<CountLimit, String> {
+    if text.trim().eq_ignore_ascii_case("off") {
+        return Ok(CountLimit(None));
+    }
+    text.trim()
+        .parse()
+        .map(|count| CountLimit(Some(count)))
+        .map_err(|_| format!("invalid count `{text}`: expected a whole number, or `off`"))
 }
 
 /// An option group of [`GROUPS`].
@@ -426,6 +491,17 @@ impl BackfillArgs {
         self.backfill_max_replica_lag = later
             .backfill_max_replica_lag
             .or(self.backfill_max_replica_lag);
+        self.backfill_critical_replica_lag = later
+            .backfill_critical_replica_lag
+            .or(self.backfill_critical_replica_lag);
+        self.backfill_max_pause = later.backfill_max_pause.or(self.backfill_max_pause);
+        self.backfill_max_wal_backlog = later
+            .backfill_max_wal_backlog
+            .or(self.backfill_max_wal_backlog);
+        self.backfill_autovacuum = later.backfill_autovacuum.or(self.backfill_autovacuum);
+        self.backfill_max_xact_age = later.backfill_max_xact_age.or(self.backfill_max_xact_age);
+        self.backfill_workers = later.backfill_workers.or(self.backfill_workers);
+        self.backfill_server_cpus = later.backfill_server_cpus.or(self.backfill_server_cpus);
     }
 }
 

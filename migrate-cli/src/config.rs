@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use migrate_core::runtime::MigratorConfig;
+use migrate_core::runtime::{AutovacuumPause, MigratorConfig};
 
 use crate::cli::{Cli, Command, Format};
 use crate::error::CliError;
@@ -122,6 +122,31 @@ impl Config {
         }
         if let Some(limit) = backfill.backfill_max_replica_lag {
             migrator.backfill.max_replica_lag = limit.0;
+        }
+        if let Some(limit) = backfill.backfill_critical_replica_lag {
+            migrator.backfill.critical_replica_lag = limit.0;
+        }
+        if let Some(limit) = backfill.backfill_max_pause {
+            migrator.backfill.max_pause = limit.0;
+        }
+        if let Some(limit) = backfill.backfill_max_wal_backlog {
+            migrator.backfill.max_wal_archive_backlog = limit.0;
+        }
+        if let Some(which) = backfill.backfill_autovacuum {
+            migrator.backfill.autovacuum = match which {
+                crate::cli::AutovacuumArg::Off => AutovacuumPause::Off,
+                crate::cli::AutovacuumArg::Wraparound => AutovacuumPause::Wraparound,
+                crate::cli::AutovacuumArg::Any => AutovacuumPause::Any,
+            };
+        }
+        if let Some(limit) = backfill.backfill_max_xact_age {
+            migrator.backfill.max_transaction_age = limit.0;
+        }
+        if let Some(workers) = backfill.backfill_workers {
+            migrator.backfill.max_workers = workers;
+        }
+        if let Some(cpus) = backfill.backfill_server_cpus {
+            migrator.backfill.server_cpus = Some(cpus);
         }
         if let Command::Up {
             running_queries_window: Some(window),

@@ -435,6 +435,26 @@ impl Context {
         ));
         Ok(connect_with(options).await?)
     }
+
+    /// The connections a backfill's workers run batches on (the migration's own is the
+    /// first worker), named `<application_name> backfill worker`.
+    pub async fn connect_workers(
+        &self,
+        database: &DatabaseUrl,
+        count: u32,
+    ) -> anyhow::Result<Vec<Client>> {
+        let mut workers = Vec::new();
+        for _ in 1..count {
+            let from = || format!("the connection string from {}", database.source.describe());
+            let mut options = ConnectOptions::parse(&database.url).with_context(from)?;
+            options.config.application_name(format!(
+                "{} backfill worker",
+                self.config.migrator.application_name
+            ));
+            workers.push(connect_with(options).await?);
+        }
+        Ok(workers)
+    }
 }
 
 /// Runs a future on a single-threaded runtime: the CLI drives one connection at a time.

@@ -135,6 +135,13 @@ fn the_readme_states_the_backfill_controller_defaults() {
         max_replica_lag,
         throttle_query,
         pause_poll,
+        critical_replica_lag,
+        max_pause,
+        max_wal_archive_backlog,
+        autovacuum,
+        max_transaction_age,
+        server_cpus,
+        max_workers,
     } = BackfillControl::default();
     let readme = read("README.md");
     let mut documented = Vec::new();
@@ -164,12 +171,34 @@ fn the_readme_states_the_backfill_controller_defaults() {
                     assert_eq!(value, format!("`{throttle_query:?}`"), "{stale}")
                 }
                 "pause_poll" => assert_eq!(duration(value), pause_poll, "{stale}"),
+                "critical_replica_lag" | "max_pause" | "max_transaction_age" => {
+                    let stated = match value.trim_matches('`') {
+                        "None" => None,
+                        some => Some(duration(
+                            some.strip_prefix("Some(")
+                                .and_then(|v| v.strip_suffix(')'))
+                                .unwrap_or_else(|| panic!("{stale}")),
+                        )),
+                    };
+                    let actual = match field {
+                        "critical_replica_lag" => critical_replica_lag,
+                        "max_pause" => max_pause,
+                        _ => max_transaction_age,
+                    };
+                    assert_eq!(stated, actual, "{stale}");
+                }
+                "max_wal_archive_backlog" => {
+                    assert_eq!(value, format!("`{max_wal_archive_backlog:?}`"), "{stale}")
+                }
+                "autovacuum" => assert_eq!(value, format!("`{autovacuum:?}`"), "{stale}"),
+                "server_cpus" => assert_eq!(value, format!("`{server_cpus:?}`"), "{stale}"),
+                "max_workers" => assert_eq!(value, max_workers.to_string(), "{stale}"),
                 other => panic!("README documents `{other}`, which BackfillControl lacks"),
             }
             documented.push(field.to_owned());
         }
     }
-    assert_eq!(documented.len(), 8, "every field once: {documented:?}");
+    assert_eq!(documented.len(), 15, "every field once: {documented:?}");
 }
 
 /// A default as the CLI documents it.

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use migrate_core::Migrations;
 use migrate_core::runtime::{
-    BackfillControl, BackfillStatus, Migrator, MigratorConfig, PaceState, PauseReason,
+    BackfillControl, BackfillStatus, Migrator, MigratorConfig, PaceState, PauseReason, Pressure,
     ProgressEvent, UpTo,
 };
 use tokio::sync::mpsc;
@@ -240,9 +240,20 @@ async fn grows_when_idle_pauses_for_the_operator_and_shrinks_when_a_batch_is_slo
 async fn pauses_while_a_replica_does_not_replay_and_resumes_after() {
     let primary = migrate_scratch::ScratchCluster::start().expect("primary");
     let replica = primary.start_replica().expect("replica");
+    // The controller's pace, and a fixed one (issue 21 item 1: it read no stop signal).
+    for pace in ["", " batch=500 delay=0"] {
+        replica_lag_pauses(&primary, &replica, pace).await;
+    }
+}
+
+async fn replica_lag_pauses(
+    primary: &migrate_scratch::ScratchCluster,
+    replica: &migrate_scratch::ScratchCluster,
+    pace: &str,
+) {
     let db = primary.create_database().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let migrations = write_set(dir.path(), "bigint", "");
+    let migrations = write_set(dir.path(), "bigint", pace);
     let client = client(db.url()).await;
     let (migrator, mut paces) = migrator_with_paces(
         &migrations,
@@ -354,4 +365,434 @@ async fn an_earlier_progress_table_is_read_then_upgraded() {
     let after = migrator.backfills(&client).await.unwrap();
     assert_eq!(after[0].rows_done, Some(2500));
     assert_eq!(after[0].pace_state.as_deref(), Some("done"));
+}
+
+/// The progress row of version 2 as `migrate backfill` reads it: (rows done, state, updated).
+async fn stored_progress(client: &Client) -> (i64, String, std::time::SystemTime) {
+    let row = client
+        .query_one(
+            "SELECT rows_done, coalesce(state, ''), updated_at FROM schema_migrations_backfill \
+             WHERE version = 2",
+            &[],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1), row.get(2))
+}
+
+/// Polls the progress table (bounded) until `wanted` holds; it has no notification.
+async fn progress_until(
+    client: &Client,
+    what: &str,
+    wanted: impl Fn(&(i64, String, std::time::SystemTime)) -> bool,
+) -> (i64, String, std::time::SystemTime) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let exists: bool = client
+            .query_one(
+                "SELECT EXISTS (SELECT FROM pg_class WHERE relname = 'schema_migrations_backfill') \
+                 AND EXISTS (SELECT FROM schema_migrations_backfill WHERE version = 2)",
+                &[],
+            )
+            .await
+            .map(|row| row.get(0))
+            .unwrap_or(false);
+        if exists {
+            let stored = stored_progress(client).await;
+            if wanted(&stored) {
+                return stored;
+            }
+        }
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A stop signal holds: the stored state says so, and a later check (a newer `updated_at`)
+/// still shows the same rows done, so no batch ran in between.
+async fn assert_held(client: &Client, what: &str, state: &str) -> i64 {
+    let held = progress_until(client, what, |(_, s, _)| s == state).await;
+    let later = progress_until(client, "a later check while held", |(_, _, at)| {
+        *at > held.2
+    })
+    .await;
+    assert_eq!(later.1, state, "{what}");
+    assert_eq!(later.0, held.0, "{what}: a batch ran while held");
+    held.0
+}
+
+/// Issue 21 item 1: a fixed-pace backfill (`batch=`/`delay=`) honours the operator's pause and
+/// the throttle query before every batch, as the controller does, and resumes after each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fixed_pace_backfill_honours_the_pause_and_the_throttle_query() {
+    let db = database();
+    let dir = tempfile::tempdir().unwrap();
+    let migrations = write_set(dir.path(), "bigint", " batch=200 delay=10");
+    let client = client(db.url()).await;
+    let operator = plain_client(db.url()).await;
+    operator
+        .batch_execute("CREATE TABLE hold (held boolean NOT NULL); INSERT INTO hold VALUES (false)")
+        .await
+        .unwrap();
+    let migrator = Migrator::new(
+        &migrations,
+        MigratorConfig {
+            backfill: BackfillControl {
+                throttle_query: Some("SELECT held FROM hold".into()),
+                ..quiet_control(Duration::from_millis(50))
+            },
+            ..config()
+        },
+    )
+    .unwrap();
+    migrator.up(&client, UpTo::Version(1)).await.unwrap();
+    let rows = 200_000;
+    fill(&client, "g", rows).await;
+
+    let run = migrator.up(&client, UpTo::All);
+    let drive = async {
+        let fixed = PaceState::Fixed.to_string();
+        let started = progress_until(&operator, "a first batch", |(done, s, _)| {
+            *done > 0 && *s == fixed
+        })
+        .await;
+        assert!(started.0 < i64::from(rows), "{started:?}");
+        migrator.pause_backfills(&operator, true).await.unwrap();
+        let paused = assert_held(
+            &operator,
+            "paused by the operator",
+            &PaceState::Paused(PauseReason::Operator).to_string(),
+        )
+        .await;
+        migrator.pause_backfills(&operator, false).await.unwrap();
+        progress_until(&operator, "running after the pause", |(done, _, _)| {
+            *done > paused
+        })
+        .await;
+        operator
+            .batch_execute("UPDATE hold SET held = true")
+            .await
+            .unwrap();
+        let throttled = assert_held(
+            &operator,
+            "held by the throttle query",
+            &PaceState::Paused(PauseReason::ThrottleQuery).to_string(),
+        )
+        .await;
+        assert!(throttled < i64::from(rows), "{throttled}");
+        operator
+            .batch_execute("UPDATE hold SET held = false")
+            .await
+            .unwrap();
+        progress_until(&operator, "running after the throttle", |(done, _, _)| {
+            *done > throttled
+        })
+        .await;
+    };
+    let (outcome, ()) = tokio::join!(run, drive);
+    outcome.unwrap();
+    assert_done_once(&client, i64::from(rows)).await;
+}
+
+/// Issue 22 item 3: a transaction holding back the xmin horizon longer than the limit pauses
+/// the backfill (fixed pace here, adaptive alike); a pause longer than `max_pause` aborts it
+/// with its progress kept, after reading the signals again; the next `up` resumes and ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_transaction_pauses_and_a_pause_past_its_limit_aborts_resumably() {
+    let db = database();
+    let dir = tempfile::tempdir().unwrap();
+    let migrations = write_set(dir.path(), "bigint", " batch=200 delay=10");
+    let client = client(db.url()).await;
+    let operator = plain_client(db.url()).await;
+    let reader = plain_client(db.url()).await;
+    let control = BackfillControl {
+        max_transaction_age: Some(Duration::from_millis(300)),
+        ..quiet_control(Duration::from_millis(50))
+    };
+    let migrator = Migrator::new(
+        &migrations,
+        MigratorConfig {
+            backfill: control.clone(),
+            ..config()
+        },
+    )
+    .unwrap();
+    migrator.up(&client, UpTo::Version(1)).await.unwrap();
+    let rows = 200_000;
+    fill(&client, "g", rows).await;
+
+    let run = migrator.up(&client, UpTo::All);
+    let drive = async {
+        let started = progress_until(&operator, "a first batch", |(done, _, _)| *done > 0).await;
+        assert!(started.0 < i64::from(rows), "{started:?}");
+        // A snapshot held open: the horizon stays behind while it lives.
+        reader
+            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM items")
+            .await
+            .unwrap();
+        let held = progress_until(&operator, "paused for the old transaction", |(_, s, _)| {
+            s.starts_with("paused: the transaction of backend")
+        })
+        .await;
+        let later = progress_until(&operator, "a later check", |(_, _, at)| *at > held.2).await;
+        assert_eq!(later.0, held.0, "a batch ran while paused");
+        reader.batch_execute("COMMIT").await.unwrap();
+        progress_until(&operator, "running again", |(done, _, _)| *done > held.0).await;
+    };
+    let (outcome, ()) = tokio::join!(run, drive);
+    outcome.unwrap();
+    assert_done_once(&client, i64::from(rows)).await;
+
+    // The same table again, with a pause limit: the operator's pause outlives it.
+    let db = database();
+    let client = self::client(db.url()).await;
+    let operator = plain_client(db.url()).await;
+    let migrator = Migrator::new(
+        &migrations,
+        MigratorConfig {
+            backfill: BackfillControl {
+                max_pause: Some(Duration::from_millis(500)),
+                ..control
+            },
+            ..config()
+        },
+    )
+    .unwrap();
+    migrator.up(&client, UpTo::Version(1)).await.unwrap();
+    fill(&client, "g", 5_000).await;
+    migrator.pause_backfills(&operator, true).await.unwrap();
+    let failed = migrator.up(&client, UpTo::All).await.unwrap_err();
+    let error = failed.error();
+    assert!(
+        matches!(
+            error,
+            migrate_core::runtime::RuntimeError::BackfillAborted { reason, .. }
+                if matches!(**reason, migrate_core::runtime::AbortReason::PausedTooLong {
+                    reason: PauseReason::Operator, .. })
+        ),
+        "{error:?}"
+    );
+    assert!(error.is_transient(), "{error}");
+    let (done, state, _) = stored_progress(&operator).await;
+    assert_eq!(done, 0);
+    assert!(state.starts_with("aborted: paused for"), "{state}");
+    migrator.pause_backfills(&operator, false).await.unwrap();
+    migrator.up(&client, UpTo::All).await.unwrap();
+    assert_done_once(&client, 5_000).await;
+}
+
+/// `clients` sessions running point reads of `items` in a tight loop until `stop`: a
+/// CPU-bound application from few connections, whose queueing happens outside the server.
+fn cpu_load(
+    url: &str,
+    clients: usize,
+    rows: i64,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<u64>> {
+    (0..clients)
+        .map(|index| {
+            let (url, stop) = (url.to_owned(), stop.clone());
+            tokio::spawn(async move {
+                let client = plain_client(&url).await;
+                let read = client
+                    .prepare("SELECT n FROM items WHERE id = $1")
+                    .await
+                    .unwrap();
+                let mut done = 0u64;
+                let mut key = index as i64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    key = (key * 7919 + 13) % rows + 1;
+                    client.query_opt(&read, &[&key]).await.unwrap();
+                    done += 1;
+                }
+                done
+            })
+        })
+        .collect()
+}
+
+fn machine_cpus() -> u32 {
+    std::thread::available_parallelism().map_or(2, |n| n.get() as u32)
+}
+
+/// Issue 22: a CPU-saturating load from few connections (twice as many tight loops as the
+/// machine has CPUs, at least 4) makes the controller back off on a signal of the load it
+/// measures (server CPU, the application's throughput or server time, the probe doing real
+/// work); the defaults' session threshold and a `SELECT 1` probe saw nothing of it. Once the
+/// load stops, the backfill ends, every row updated once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cpu_saturating_load_from_few_connections_makes_it_back_off() {
+    let db = database();
+    let dir = tempfile::tempdir().unwrap();
+    let migrations = write_set(dir.path(), "bigint", "");
+    let client = client(db.url()).await;
+    let cpus = machine_cpus();
+    let (migrator, mut paces) = migrator_with_paces(
+        &migrations,
+        MigratorConfig {
+            backfill: BackfillControl {
+                server_cpus: Some(cpus),
+                max_replica_lag: None,
+                pause_poll: Duration::from_millis(50),
+                ..BackfillControl::default()
+            },
+            ..config()
+        },
+    );
+    let migrator = migrator.with_monitor(plain_client(db.url()).await);
+    migrator.up(&client, UpTo::Version(1)).await.unwrap();
+    let rows = 300_000;
+    fill(&client, "g", rows).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients = (2 * cpus as usize).clamp(4, 32);
+    let load = cpu_load(db.url(), clients, i64::from(rows), stop.clone());
+
+    let run = migrator.up(&client, UpTo::All);
+    let drive = async {
+        let backing_off = paces
+            .until("backing off on the load", |s| {
+                matches!(
+                    &s.state,
+                    PaceState::BackingOff(
+                        Pressure::ServerCpu { .. }
+                            | Pressure::ThroughputDrop { .. }
+                            | Pressure::ServerTimeUp { .. }
+                            | Pressure::ProbeSlow { .. }
+                    )
+                )
+            })
+            .await;
+        assert!(backing_off.rows_done < i64::from(rows), "{backing_off:?}");
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    };
+    let (outcome, ()) = tokio::join!(run, drive);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut transactions = 0;
+    for task in load {
+        transactions += task.await.unwrap();
+    }
+    assert!(transactions > 0);
+    outcome.unwrap();
+    assert_done_once(&client, i64::from(rows)).await;
+    let states = migrator.backfills(&client).await.unwrap();
+    let impact = states[0].impact.clone().unwrap_or_default();
+    assert!(impact.starts_with("held by "), "{impact:?}");
+}
+
+/// Issue 22: on a quiet server the defaults grow the batch (no load signal fires: no other
+/// session runs, no application rate to lose), and up to 4 workers over disjoint key ranges
+/// never update a row twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_server_lets_it_grow_and_workers_never_update_a_row_twice() {
+    let db = database();
+    let dir = tempfile::tempdir().unwrap();
+    let migrations = write_set(dir.path(), "bigint", "");
+    let client = client(db.url()).await;
+    let (migrator, mut paces) = migrator_with_paces(
+        &migrations,
+        MigratorConfig {
+            backfill: BackfillControl {
+                // Room for every worker: the test is about their ranges, not the CPU rule.
+                server_cpus: Some(64),
+                max_workers: 4,
+                ..quiet_control(Duration::from_millis(50))
+            },
+            ..config()
+        },
+    );
+    let mut workers = Vec::new();
+    for _ in 0..3 {
+        workers.push(plain_client(db.url()).await);
+    }
+    let migrator = migrator
+        .with_monitor(plain_client(db.url()).await)
+        .with_workers(workers);
+    migrator.up(&client, UpTo::Version(1)).await.unwrap();
+    let rows = 400_000;
+    fill(&client, "g", rows).await;
+
+    let run = migrator.up(&client, UpTo::All);
+    let drive = async {
+        let grown = paces
+            .until("the batch grew and a second worker joined", |s| {
+                assert!(
+                    !matches!(
+                        &s.state,
+                        PaceState::BackingOff(
+                            Pressure::ServerCpu { .. }
+                                | Pressure::ThroughputDrop { .. }
+                                | Pressure::ServerTimeUp { .. }
+                        )
+                    ),
+                    "a quiet server is no load: {s:?}"
+                );
+                s.batch_size >= 1600 && s.workers >= 2
+            })
+            .await;
+        assert!(grown.rows_done < i64::from(rows), "{grown:?}");
+    };
+    let (outcome, ()) = tokio::join!(run, drive);
+    outcome.unwrap();
+    assert_done_once(&client, i64::from(rows)).await;
+}
+
+/// Issue 22 item 3: WAL segments waiting for a failing archiver past the limit pause the
+/// backfill; once the archiver catches up (its command fixed and reloaded), it goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wal_archive_backlog_pauses_until_the_archiver_catches_up() {
+    let cluster = migrate_scratch::ScratchCluster::start().expect("cluster");
+    for setting in ["archive_mode = on", "archive_command = 'false'"] {
+        cluster
+            .psql("postgres", &format!("ALTER SYSTEM SET {setting}"))
+            .unwrap();
+    }
+    cluster.stop_server(false).unwrap();
+    cluster.start_server_again().unwrap();
+    let db = cluster.create_database().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let migrations = write_set(dir.path(), "bigint", " batch=500 delay=0");
+    let client = client(db.url()).await;
+    let operator = plain_client(db.url()).await;
+    let migrator = Migrator::new(
+        &migrations,
+        MigratorConfig {
+            backfill: BackfillControl {
+                max_wal_archive_backlog: Some(1),
+                ..quiet_control(Duration::from_millis(50))
+            },
+            ..config()
+        },
+    )
+    .unwrap();
+    migrator.up(&client, UpTo::Version(1)).await.unwrap();
+    fill(&client, "g", 20_000).await;
+    // Two finished segments the failing archiver cannot take.
+    for _ in 0..2 {
+        operator
+            .batch_execute(
+                "CREATE TABLE IF NOT EXISTS wal_filler (n int); INSERT INTO wal_filler VALUES (1)",
+            )
+            .await
+            .unwrap();
+        operator
+            .batch_execute("SELECT pg_switch_wal()")
+            .await
+            .unwrap();
+    }
+
+    let run = migrator.up(&client, UpTo::All);
+    let drive = async {
+        let held = progress_until(&operator, "paused for the archive backlog", |(_, s, _)| {
+            s.starts_with("paused:") && s.contains("wait for the archiver")
+        })
+        .await;
+        assert_eq!(held.0, 0, "no batch before the pause: {held:?}");
+        cluster
+            .psql("postgres", "ALTER SYSTEM SET archive_command = 'true'")
+            .unwrap();
+        cluster.psql("postgres", "SELECT pg_reload_conf()").unwrap();
+    };
+    let (outcome, ()) = tokio::join!(run, drive);
+    outcome.unwrap();
+    assert_done_once(&client, 20_000).await;
 }

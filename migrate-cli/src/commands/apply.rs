@@ -1,5 +1,7 @@
 //! `migrate up` and `migrate down`.
 
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -19,8 +21,9 @@ pub fn up(context: &Context, to: Option<u64>, dry_run: bool) -> anyhow::Result<O
     let database = context.database("up")?;
     let migrations = context.migrations()?;
     let bar = progress_bar(context);
+    let impacts = BackfillImpacts::default();
     let migrator = Migrator::new(&migrations, context.config.migrator.clone())?
-        .with_progress(progress_hook(&bar));
+        .with_progress(progress_hook(&bar, Some(impacts.clone())));
     let target = to.map_or(UpTo::All, UpTo::Version);
     if dry_run {
         // Every check and gate of the real run, so a dry run that passes means `up` would.
@@ -61,7 +64,13 @@ pub fn up(context: &Context, to: Option<u64>, dry_run: bool) -> anyhow::Result<O
         let client = context.connect(database).await?;
         // A backfill watches the server on a second connection while each batch runs.
         let migrator = if needs_monitor {
-            migrator.with_monitor(context.connect_monitor(database).await?)
+            migrator
+                .with_monitor(context.connect_monitor(database).await?)
+                .with_workers(
+                    context
+                        .connect_workers(database, context.config.migrator.backfill.max_workers)
+                        .await?,
+                )
         } else {
             migrator
         };
@@ -74,6 +83,9 @@ pub fn up(context: &Context, to: Option<u64>, dry_run: bool) -> anyhow::Result<O
     })?;
     bar.finish_and_clear();
     let (result, later) = result?;
+    if !context.json() {
+        impacts.print();
+    }
     match result {
         Ok(report) => {
             // "up to date" would be wrong with later migrations pending: said below instead.
@@ -132,7 +144,7 @@ pub fn down(context: &Context, to: u64, dry_run: bool) -> anyhow::Result<Outcome
     let migrations = context.migrations()?;
     let bar = progress_bar(context);
     let migrator = Migrator::new(&migrations, context.config.migrator.clone())?
-        .with_progress(progress_hook(&bar));
+        .with_progress(progress_hook(&bar, None));
     if dry_run {
         // Refuses exactly as the real `down` does (drift, missing files, no down part).
         let plan = block_on(async {
@@ -181,7 +193,23 @@ fn progress_bar(context: &Context) -> ProgressBar {
 
 /// Moves `bar` with the runtime's events: the file being applied or reverted, and the rows a
 /// backfill has done so far.
-fn progress_hook(bar: &ProgressBar) -> ProgressHook {
+/// What held each backfill of the run and the application's measured change, from the last
+/// pace it reported: the end-of-backfill report.
+#[derive(Clone, Default)]
+struct BackfillImpacts(Arc<Mutex<BTreeMap<u64, (String, String)>>>);
+
+impl BackfillImpacts {
+    fn print(&self) {
+        let impacts = self.0.lock().map(|map| map.clone()).unwrap_or_default();
+        for (version, (file, impact)) in impacts {
+            if !impact.is_empty() {
+                println!("backfill {version} ({file}): {impact}");
+            }
+        }
+    }
+}
+
+fn progress_hook(bar: &ProgressBar, impacts: Option<BackfillImpacts>) -> ProgressHook {
     let bar = bar.clone();
     Box::new(move |event| match *event {
         ProgressEvent::Starting {
@@ -196,16 +224,29 @@ fn progress_hook(bar: &ProgressBar) -> ProgressHook {
             bar.set_message(format!("{verb} {}", migration.file_name));
         }
         ProgressEvent::BackfillPace { migration, status } => {
+            if let Some(BackfillImpacts(impacts)) = &impacts
+                && let Ok(mut impacts) = impacts.lock()
+            {
+                impacts.insert(
+                    migration.version,
+                    (migration.file_name.to_string(), status.impact()),
+                );
+            }
             let eta = status
                 .eta
                 .map(|eta| format!(", ETA {}", human_duration(eta)))
                 .unwrap_or_default();
             bar.set_message(format!(
-                "backfilling {}: {} rows, {:.0} rows/s, batch {}{eta}, {}",
+                "backfilling {}: {} rows, {:.0} rows/s, batch {}{}{eta}, {}",
                 migration.file_name,
                 status.rows_done,
                 status.rows_per_second,
                 status.batch_size,
+                if status.workers > 1 {
+                    format!(" x {} workers", status.workers)
+                } else {
+                    String::new()
+                },
                 status.state
             ));
         }

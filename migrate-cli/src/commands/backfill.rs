@@ -161,6 +161,7 @@ fn print(context: &Context, states: &[BackfillState], verified: bool, paused: bo
                     "pace": pace(s),
                     "run": s.run.as_ref().map(BackfillRun::as_str),
                     "error": failure(s),
+                    "impact": s.impact,
                 })
             })
             .collect();
@@ -240,6 +241,12 @@ fn print(context: &Context, states: &[BackfillState], verified: bool, paused: bo
         headers.push("REMAINING");
     }
     print!("{}", output::table(&headers, &rows, color));
+    // Which signals held each backfill and the application's measured change.
+    for s in states {
+        if let Some(impact) = &s.impact {
+            println!("{} {}:{}: {impact}", s.version, s.file_name, s.line);
+        }
+    }
     for s in states {
         if let Some(error) = failure(s) {
             eprintln!("{}:{}: its last run failed: {error}", s.file_name, s.line);

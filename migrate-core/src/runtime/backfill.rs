@@ -42,6 +42,8 @@ const MAX_SWEEPS: u32 = 10;
 /// server on, the flags table holding the operator's pause, and where it reports.
 pub(crate) struct PaceContext<'a> {
     pub monitor: Option<&'a Client>,
+    /// More connections for batches at once (the controller's workers).
+    pub workers: &'a [Client],
     pub control: &'a BackfillControl,
     pub flags: FlagStore,
     pub report: &'a (dyn Fn(&BackfillStatus) + Sync),
@@ -115,6 +117,45 @@ async fn run_statements(
     .await??;
     // Versions are checked to fit a bigint in Migrator::new.
     let version = super::sql_version(migration.version);
+    // Workers only under the controller: fixed batches are the operator's pace.
+    let workers: &[Client] = match spec.pace {
+        crate::migration::BackfillPace::Adaptive { .. } => pace.workers,
+        crate::migration::BackfillPace::Fixed { .. } => &[],
+    };
+    let mut backfill_pids = vec![backend_pid(client, settings).await?];
+    if !workers.is_empty() {
+        // The migration session's bounds, as `up` set them: a worker's batch waits no
+        // longer for a lock, and runs no longer.
+        let session = within(
+            own,
+            "configuring the backfill worker connections",
+            client.query_one(
+                "SELECT current_setting('lock_timeout'), current_setting('statement_timeout')",
+                &[],
+            ),
+        )
+        .await?
+        .map_err(RuntimeError::database(
+            "configuring the backfill worker connections",
+        ))?;
+        let (lock_timeout, statement_timeout): (String, String) = (session.get(0), session.get(1));
+        for worker in workers {
+            within(
+                own,
+                "configuring a backfill worker connection",
+                worker.query_one(
+                    "SELECT set_config('lock_timeout', $1, false), \
+                            set_config('statement_timeout', $2, false)",
+                    &[&lock_timeout, &statement_timeout],
+                ),
+            )
+            .await?
+            .map_err(RuntimeError::database(
+                "configuring a backfill worker connection",
+            ))?;
+            backfill_pids.push(backend_pid(worker, settings).await?);
+        }
+    }
     let mut most_attempts = 1;
     for (index, statement) in migration.up.statements.iter().enumerate() {
         let statement_index = statement_index(index);
@@ -147,6 +188,10 @@ async fn run_statements(
             keys: batch.stuck_keys,
             key_column: spec.key.to_string(),
         };
+        let aborted = |reason| RuntimeError::BackfillAborted {
+            location: location(migration, Some(statement)),
+            reason: Box::new(reason),
+        };
         let runner = BatchRunner {
             client,
             batches: &batches,
@@ -162,9 +207,11 @@ async fn run_statements(
         let mut pacer = Pacer::start(
             client,
             pace.monitor,
+            backfill_pids.clone(),
             spec.pace,
             pace.control,
             pace.flags.clone(),
+            spec.table_name(),
             &batches.estimated_rows_sql,
             progress.rows_done,
             settings.limits,
@@ -174,37 +221,71 @@ async fn run_statements(
         // now (a writer inserting faster than the batches cannot keep it running).
         let bound = runner.upper_bound(&batches.upper_bound_sql).await?;
         loop {
-            let size = pacer.ready(client, &row, &progress, pace.report).await?;
+            let size = pacer
+                .ready(client, &row, &progress, pace.report)
+                .await?
+                .map_err(aborted)?;
+            // The round's key ranges, one per batch at once, each starting where the one
+            // before ends: disjoint, so no row is updated twice; the round's last range may
+            // end at the pass's bound (the end of the table).
+            let connections: Vec<&Client> = std::iter::once(client)
+                .chain(workers.iter())
+                .take(pacer.workers() as usize)
+                .collect();
+            let mut ranges = Vec::with_capacity(connections.len());
+            let mut after = progress.last_key.clone();
+            for _ in &connections {
+                let end = runner
+                    .range_end(
+                        &batches.range_end_sql,
+                        after.as_deref(),
+                        bound.as_deref(),
+                        size,
+                    )
+                    .await?;
+                let last = end.is_none();
+                ranges.push((after.clone(), end.clone()));
+                after = end;
+                if last {
+                    break;
+                }
+            }
+            let round = ranges.len() as u32;
             let batch = pacer
                 .run(
                     size,
-                    runner.run(
+                    round,
+                    runner.run_round(
                         &batches.batch_sql,
-                        &batches.range_end_sql,
-                        progress.last_key.as_deref(),
+                        &connections,
+                        &ranges,
                         bound.as_deref(),
                         size,
                     ),
-                    |batch| batch.keys_covered,
+                    |round: &RoundOutcome| round.keys_covered / i64::from(round.batches.max(1)),
                 )
                 .await?;
             most_attempts = most_attempts.max(batch.attempts);
             if batch.still_pending > 0 {
                 return Err(never_done(batch));
             }
-            let (updated, last_key) = (batch.updated, batch.last_key);
-            let Some(last_key) = last_key else {
-                break;
-            };
-            progress.rows_done += updated;
-            progress.last_key = Some(last_key);
+            progress.rows_done += batch.updated;
+            match batch.last_key {
+                Some(last_key) => progress.last_key = Some(last_key),
+                // No batch reached a key: nothing changed since the last record.
+                None => break,
+            }
             pacer.record(client, &row, &progress, pace.report).await?;
             tracing::debug!(
                 version = migration.version,
                 rows_done = progress.rows_done,
                 last_key = progress.last_key.as_deref(),
+                batches = round,
                 "backfill batch"
             );
+            if batch.finished {
+                break;
+            }
             pacer.rest().await;
         }
         tracing::info!(
@@ -226,10 +307,14 @@ async fn run_statements(
             let mut cursor: Option<String> = None;
             let bound = runner.upper_bound(&batches.upper_bound_sql).await?;
             loop {
-                let size = pacer.ready(client, &row, &progress, pace.report).await?;
+                let size = pacer
+                    .ready(client, &row, &progress, pace.report)
+                    .await?
+                    .map_err(aborted)?;
                 let batch = pacer
                     .run(
                         size,
+                        1,
                         runner.run(
                             &batches.sweep_sql,
                             &batches.range_end_sql,
@@ -360,6 +445,34 @@ struct BatchRunner<'a> {
     settings: &'a ExecutionSettings,
 }
 
+/// What the batches of a round did together.
+#[derive(Debug, Default)]
+struct RoundOutcome {
+    batches: u32,
+    updated: i64,
+    keys_covered: i64,
+    /// Where the next round starts; `None` when no batch reached a key.
+    last_key: Option<String>,
+    /// A batch found no key left: the pass is done.
+    finished: bool,
+    still_pending: i64,
+    attempts: u32,
+}
+
+/// The backend of `client`: its batches' lock waits are the application's, not ours.
+async fn backend_pid(client: &Client, settings: &ExecutionSettings) -> Result<i32, RuntimeError> {
+    Ok(within(
+        Some(settings.limits.own),
+        "reading a backfill connection's backend pid",
+        client.query_one("SELECT pg_backend_pid()", &[]),
+    )
+    .await?
+    .map_err(RuntimeError::database(
+        "reading a backfill connection's backend pid",
+    ))?
+    .get(0))
+}
+
 /// What one batch did.
 struct BatchOutcome {
     updated: i64,
@@ -454,6 +567,27 @@ impl BatchRunner<'_> {
         .and_then(|row| row.get(0)))
     }
 
+    /// The end of the key range of the next `batch_size` keys after `after` (up to `bound`):
+    /// `None` when fewer keys are left (the batch then runs to `bound`). It takes no lock: a
+    /// constant range keeps the batch on the key's index (see `BatchedUpdate::range_end_sql`).
+    async fn range_end(
+        &self,
+        range_end_sql: &str,
+        after: Option<&str>,
+        bound: Option<&str>,
+        batch_size: i64,
+    ) -> Result<Option<String>, RuntimeError> {
+        Ok(super::deadline::within(
+            self.settings.limits.statement,
+            "finding the end of a backfill batch's key range",
+            self.client
+                .query_opt(range_end_sql, &[&after, &batch_size, &bound]),
+        )
+        .await?
+        .map_err(|e| statement_error(self.migration, Some(self.statement), 1, e))?
+        .map(|row| row.get(0)))
+    }
+
     /// One batch of `sql` over the next `batch_size` keys after `after` (up to `bound`), in
     /// its own implicit transaction, retried on `lock_timeout` (55P03).
     async fn run(
@@ -464,18 +598,67 @@ impl BatchRunner<'_> {
         bound: Option<&str>,
         batch_size: i64,
     ) -> Result<BatchOutcome, RuntimeError> {
+        let range_end = self
+            .range_end(range_end_sql, after, bound, batch_size)
+            .await?;
+        self.run_range(self.client, sql, after, range_end, bound, batch_size)
+            .await
+    }
+
+    /// The batches of a round at once, batch `i` over `ranges[i]` on `connections[i]`.
+    async fn run_round(
+        &self,
+        sql: &str,
+        connections: &[&Client],
+        ranges: &[(Option<String>, Option<String>)],
+        bound: Option<&str>,
+        batch_size: i64,
+    ) -> Result<RoundOutcome, RuntimeError> {
+        let outcomes = futures_util::future::join_all(ranges.iter().zip(connections).map(
+            |((after, end), connection)| {
+                self.run_range(
+                    connection,
+                    sql,
+                    after.as_deref(),
+                    end.clone(),
+                    bound,
+                    batch_size,
+                )
+            },
+        ))
+        .await;
+        let mut round = RoundOutcome {
+            batches: u32::try_from(ranges.len()).unwrap_or(u32::MAX),
+            ..RoundOutcome::default()
+        };
+        for outcome in outcomes {
+            let outcome = outcome?;
+            round.updated += outcome.updated;
+            round.keys_covered += outcome.keys_covered;
+            round.still_pending += outcome.still_pending;
+            round.attempts = round.attempts.max(outcome.attempts);
+            // Ranges are in key order: the last one that reached a key is where the next
+            // round starts; one that found nothing (no range end, no row) ends the pass.
+            match outcome.last_key {
+                Some(key) => round.last_key = Some(key),
+                None => round.finished = true,
+            }
+        }
+        Ok(round)
+    }
+
+    /// One batch over `after..range_end` (or `after..bound`, at most `batch_size` keys,
+    /// when `range_end` is `None`) on `connection`.
+    async fn run_range(
+        &self,
+        connection: &Client,
+        sql: &str,
+        after: Option<&str>,
+        range_end: Option<String>,
+        bound: Option<&str>,
+        batch_size: i64,
+    ) -> Result<BatchOutcome, RuntimeError> {
         let (migration, statement, settings) = (self.migration, self.statement, self.settings);
-        // The range's end first (it takes no lock): a constant range keeps the batch on the
-        // key's index (see `BatchedUpdate::range_end_sql`).
-        let range_end: Option<String> = super::deadline::within(
-            settings.limits.statement,
-            "finding the end of a backfill batch's key range",
-            self.client
-                .query_opt(range_end_sql, &[&after, &batch_size, &bound]),
-        )
-        .await?
-        .map_err(|e| statement_error(migration, Some(statement), 1, e))?
-        .map(|row| row.get(0));
         let batch_bound = range_end.as_deref().or(bound);
         let mut attempt = 0;
         loop {
@@ -483,8 +666,7 @@ impl BatchRunner<'_> {
             let answer = super::deadline::within(
                 settings.limits.statement,
                 "running a backfill batch",
-                self.client
-                    .query_one(sql, &[&after, &batch_size, &batch_bound]),
+                connection.query_one(sql, &[&after, &batch_size, &batch_bound]),
             )
             .await?;
             match answer {
@@ -520,7 +702,7 @@ impl BatchRunner<'_> {
                 }
                 Err(error) => {
                     let error = statement_error(migration, Some(statement), attempt, error);
-                    return Err(name_blockers(self.client, error, &[statement]).await);
+                    return Err(name_blockers(connection, error, &[statement]).await);
                 }
             }
         }

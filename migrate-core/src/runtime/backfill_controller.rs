@@ -25,6 +25,8 @@
 use std::fmt;
 use std::time::Duration;
 
+use super::backfill_stops::PauseReason;
+
 /// Weight of the newest batch in the moving average of rows/s.
 const RATE_SMOOTHING: f64 = 0.3;
 /// Longest rest between two batches while backing off.
@@ -44,6 +46,21 @@ const PROBE_MIN_EXCESS: Duration = Duration::from_millis(2);
 /// A batch at the same size as the one before counts as slowing past this multiple of the
 /// average duration at that size.
 const BATCH_SLOWDOWN: f64 = 2.0;
+/// The share of the server's CPUs the controller leaves the rest under: past it, sessions
+/// queue for a CPU often enough to show in the application's p99.
+const CPU_SHARE: f64 = 0.75;
+/// Other sessions running less than this on average is no application to protect: the
+/// backfill may use the CPUs.
+const CPU_OTHERS_FLOOR: f64 = 0.25;
+/// The application's rate counts as dropped below this share of its rate in the rests ...
+const THROUGHPUT_KEPT: f64 = 0.95;
+/// ... and its server time per transaction as risen past this multiple ...
+const SERVER_TIME_RISE: f64 = 1.5;
+/// ... once it runs at least this many transactions per second: below, one transaction more
+/// or less is noise.
+const MIN_APPLICATION_TPS: f64 = 50.0;
+/// Clean cycles in a row before the controller adds a worker.
+const CLEAN_CYCLES_PER_WORKER: u32 = 10;
 
 /// The controller's bounds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,44 +71,8 @@ pub(crate) struct ControllerSettings {
     pub min_batch: u32,
     /// Largest batch.
     pub max_batch: u32,
-}
-
-/// Why no batch runs now.
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub enum PauseReason {
-    /// `migrate backfill pause` (the `migrate.backfill_paused` flag) is set.
-    Operator,
-    /// The configured throttle query returned true.
-    ThrottleQuery,
-    /// A replica has not replayed WAL written longer ago than the limit.
-    ReplicaLag {
-        /// The replica, as the contract gate names it.
-        replica: String,
-        /// How long ago the oldest WAL it has not replayed was written (a lower bound).
-        lag: Duration,
-        /// The configured limit.
-        limit: Duration,
-    },
-}
-
-impl fmt::Display for PauseReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            PauseReason::Operator => f.write_str("paused by an operator (migrate backfill resume)"),
-            PauseReason::ThrottleQuery => f.write_str("paused: the throttle query returned true"),
-            PauseReason::ReplicaLag {
-                replica,
-                lag,
-                limit,
-            } => write!(
-                f,
-                "paused: replica {replica} lags {} (limit {})",
-                super::gates::human(*lag),
-                super::gates::human(*limit)
-            ),
-        }
-    }
+    /// Most batches at once, over disjoint key ranges (each on its own connection).
+    pub max_workers: u32,
 }
 
 /// A sign that the application suffers from the backfill.
@@ -121,9 +102,47 @@ pub enum Pressure {
         /// The average at this size, or the target before there is one.
         usual: Duration,
     },
+    /// The server's CPUs are busy: client sessions running (active, no wait event) over the
+    /// cycle, ours included, past the share of the server's CPUs the controller leaves room
+    /// under.
+    ServerCpu {
+        /// Mean sessions on (or queued for) a CPU over the cycle, ours included.
+        running: f64,
+        /// The server's CPUs.
+        cpus: u32,
+    },
+    /// The application's transactions per second (other sessions', from
+    /// `pg_stat_database`) while batches ran fell below their rate in the backfill's rests.
+    ThroughputDrop {
+        /// Transactions per second in the rest windows.
+        resting: f64,
+        /// Transactions per second while batches ran.
+        working: f64,
+    },
+    /// The server time per application transaction (`pg_stat_database.active_time`, 14+)
+    /// while batches ran rose above its value in the rests.
+    ServerTimeUp {
+        /// Milliseconds per transaction in the rest windows.
+        resting_ms: f64,
+        /// Milliseconds per transaction while batches ran.
+        working_ms: f64,
+    },
 }
 
 impl Pressure {
+    /// A short name of the signal, as the throttle report counts it.
+    pub fn signal(&self) -> &'static str {
+        match self {
+            Pressure::BlockedSessions(_) => "lock waits",
+            Pressure::ActiveSessions { .. } => "active sessions",
+            Pressure::ProbeSlow { .. } => "probe latency",
+            Pressure::BatchSlowing { .. } => "slow batch",
+            Pressure::ServerCpu { .. } => "server CPU",
+            Pressure::ThroughputDrop { .. } => "application throughput",
+            Pressure::ServerTimeUp { .. } => "server time per transaction",
+        }
+    }
+
     /// Pressure from our row locks (not from the server's load): smaller batches help.
     fn is_lock_pressure(&self) -> bool {
         matches!(
@@ -167,6 +186,22 @@ impl fmt::Display for Pressure {
                 "batch took {} at a size that usually takes {}",
                 ms(took),
                 ms(usual)
+            ),
+            Pressure::ServerCpu { running, cpus } => write!(
+                f,
+                "{running:.1} sessions running on {cpus} server CPU(s), ours included"
+            ),
+            Pressure::ThroughputDrop { resting, working } => write!(
+                f,
+                "application throughput {working:.0} tx/s during batches, {resting:.0} tx/s in rests ({:+.1}%)",
+                (working / resting - 1.0) * 100.0
+            ),
+            Pressure::ServerTimeUp {
+                resting_ms,
+                working_ms,
+            } => write!(
+                f,
+                "server time per transaction {working_ms:.2}ms during batches, {resting_ms:.2}ms in rests"
             ),
         }
     }
@@ -212,6 +247,11 @@ pub(crate) struct BatchObservation {
     pub active_sessions: Option<u32>,
     /// Probe latency during the cycle (75th percentile); `None` when no probe ran.
     pub probe: Option<Duration>,
+    /// Other client sessions on (or queued for) a CPU, mean over the cycle (rest and
+    /// batch); `None` when not read.
+    pub running: Option<f64>,
+    /// Batches that ran at once (workers).
+    pub workers: u32,
 }
 
 /// The thresholds measured before the backfill.
@@ -221,6 +261,22 @@ pub(crate) struct Baselines {
     pub active_sessions: Option<u32>,
     /// The probe's median latency before the backfill.
     pub probe: Option<Duration>,
+    /// The server's CPUs, when known.
+    pub cpus: Option<u32>,
+}
+
+/// The application's rate and server time in the backfill's rest windows and while its
+/// batches ran, from `pg_stat_database`, other sessions only.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ApplicationRates {
+    /// Transactions per second in rests.
+    pub resting_tps: f64,
+    /// Transactions per second while batches ran.
+    pub working_tps: f64,
+    /// Server milliseconds per transaction in rests (`active_time`, 14+).
+    pub resting_ms: Option<f64>,
+    /// Server milliseconds per transaction while batches ran.
+    pub working_ms: Option<f64>,
 }
 
 /// A change the controller made, for its `tracing` event.
@@ -265,6 +321,13 @@ pub(crate) struct Controller {
     /// Moving average of the batch duration at `size`, reset when the size changes much.
     usual: Option<Duration>,
     state: PaceState,
+    /// Batches run at once, `1..=max_workers`.
+    workers: u32,
+    /// Clean cycles since the last pressure or worker added.
+    clean_cycles: u32,
+    /// The least rest multiple until the next rate window: a window's verdict covers
+    /// seconds of cycles, so clean cycles alone do not undo it.
+    window_floor: f64,
 }
 
 impl Controller {
@@ -282,6 +345,83 @@ impl Controller {
             rate: None,
             usual: None,
             state: PaceState::Running,
+            workers: 1,
+            clean_cycles: 0,
+            window_floor: 0.0,
+        }
+    }
+
+    /// Batches to run at once.
+    pub(crate) fn workers(&self) -> u32 {
+        self.workers
+    }
+
+    /// The share of the last cycle its batches took (1 without a rest).
+    fn duty(&self) -> f64 {
+        let took = self.last_took.as_secs_f64();
+        if took <= 0.0 {
+            return 1.0;
+        }
+        took / (took + self.rest().as_secs_f64())
+    }
+
+    /// The application's rates in the rest windows against those while batches ran: a drop
+    /// of its throughput or a rise of its server time per transaction is pressure.
+    pub(crate) fn observe_window(&mut self, rates: &ApplicationRates) -> Option<Decision> {
+        if rates.resting_tps < MIN_APPLICATION_TPS {
+            self.window_floor = 0.0;
+            return None;
+        }
+        let pressure = if rates.working_tps < rates.resting_tps * THROUGHPUT_KEPT {
+            Pressure::ThroughputDrop {
+                resting: rates.resting_tps,
+                working: rates.working_tps,
+            }
+        } else if let (Some(resting_ms), Some(working_ms)) = (rates.resting_ms, rates.working_ms)
+            && working_ms > resting_ms * SERVER_TIME_RISE
+        {
+            Pressure::ServerTimeUp {
+                resting_ms,
+                working_ms,
+            }
+        } else {
+            // Unharmed: the floor the last windows set shrinks as a clean cycle's rest does.
+            self.window_floor *= REST_RECOVERY;
+            if self.window_floor < MIN_REST_RATIO {
+                self.window_floor = 0.0;
+            }
+            return None;
+        };
+        let decision = self.back_off(pressure);
+        self.window_floor = self.rest_ratio;
+        Some(decision)
+    }
+
+    /// Smaller batches (lock pressure), fewer workers, a longer rest.
+    fn back_off(&mut self, pressure: Pressure) -> Decision {
+        let min = self.settings.min_batch;
+        if pressure.is_lock_pressure() {
+            self.size = (self.size / 2).max(min);
+            self.usual = None;
+        }
+        self.clean_cycles = 0;
+        if pressure.calls_for_rest() {
+            // Fewer batches at once first; resting once a single one is left.
+            if self.workers > 1 {
+                self.workers -= 1;
+            } else {
+                self.rest_ratio = if self.rest_ratio == 0.0 {
+                    FIRST_REST_RATIO
+                } else {
+                    (self.rest_ratio * 2.0).min(MAX_REST_RATIO)
+                };
+            }
+        }
+        self.state = PaceState::BackingOff(pressure.clone());
+        Decision::BackOff {
+            pressure,
+            size: self.size,
+            rest: self.rest(),
         }
     }
 
@@ -348,6 +488,12 @@ impl Controller {
         {
             return Some(Pressure::ProbeSlow { latency, baseline });
         }
+        if let (Some(others), Some(cpus)) = (seen.running, baselines.cpus) {
+            let running = others + f64::from(seen.workers.max(1)) * self.duty();
+            if others >= CPU_OTHERS_FLOOR && running > f64::from(cpus) * CPU_SHARE {
+                return Some(Pressure::ServerCpu { running, cpus });
+            }
+        }
         if let Some(usual) = self.usual
             && seen.size == self.size
             && seen.took.as_secs_f64() > usual.as_secs_f64() * BATCH_SLOWDOWN
@@ -390,28 +536,24 @@ impl Controller {
         self.last_took = seen.took;
         let (min, max) = (self.settings.min_batch, self.settings.max_batch);
         if let Some(pressure) = pressure {
-            if pressure.is_lock_pressure() {
-                self.size = (self.size / 2).max(min);
-                self.usual = None;
-            }
-            if pressure.calls_for_rest() {
-                self.rest_ratio = if self.rest_ratio == 0.0 {
-                    FIRST_REST_RATIO
-                } else {
-                    (self.rest_ratio * 2.0).min(MAX_REST_RATIO)
-                };
-            }
-            self.state = PaceState::BackingOff(pressure.clone());
-            return Decision::BackOff {
-                pressure,
-                size: self.size,
-                rest: self.rest(),
-            };
+            return self.back_off(pressure);
+        }
+        self.clean_cycles += 1;
+        // Another batch at once when the cycles are clean, nothing rests, and the server's
+        // CPUs have room for one more running session besides the application's.
+        if self.workers < self.settings.max_workers
+            && self.rest_ratio == 0.0
+            && self.clean_cycles >= CLEAN_CYCLES_PER_WORKER
+            && let (Some(others), Some(cpus)) = (seen.running, baselines.cpus)
+            && others + f64::from(self.workers + 1) <= f64::from(cpus) * CPU_SHARE
+        {
+            self.workers += 1;
+            self.clean_cycles = 0;
         }
         let recovered = if self.rest_ratio == 0.0 {
             None
         } else {
-            self.rest_ratio *= REST_RECOVERY;
+            self.rest_ratio = (self.rest_ratio * REST_RECOVERY).max(self.window_floor);
             if self.rest_ratio < MIN_REST_RATIO {
                 self.rest_ratio = 0.0;
                 self.state = PaceState::Running;
@@ -459,6 +601,7 @@ mod tests {
             target: Duration::from_millis(100),
             min_batch: 100,
             max_batch: 50_000,
+            max_workers: 1,
         }
     }
 
@@ -611,6 +754,7 @@ mod tests {
         let baselines = Baselines {
             active_sessions: Some(10),
             probe: Some(Duration::from_millis(1)),
+            cpus: None,
         };
         // (what was seen, whether it halves the size: only lock pressure does)
         let signals = [
@@ -694,6 +838,7 @@ mod tests {
         let baselines = Baselines {
             active_sessions: None,
             probe: Some(Duration::from_micros(100)),
+            cpus: None,
         };
         let mut controller = Controller::new(settings());
         let seen = BatchObservation {
@@ -744,5 +889,153 @@ mod tests {
         };
         controller.observe(&seen, &Baselines::default());
         assert_eq!(controller.batch_size(), 10_000);
+    }
+
+    #[test]
+    fn a_busy_server_cpu_backs_off_an_idle_one_does_not() {
+        let baselines = Baselines {
+            cpus: Some(2),
+            ..Baselines::default()
+        };
+        // Four sessions of a tight loop keep 2.4 CPUs busy: no room for a batch.
+        let mut busy = Controller::new(settings());
+        let seen = BatchObservation {
+            running: Some(2.4),
+            workers: 1,
+            ..batch(100, 100_000.0)
+        };
+        let decision = busy.observe(&seen, &baselines);
+        assert!(
+            matches!(
+                decision,
+                Decision::BackOff {
+                    pressure: Pressure::ServerCpu { cpus: 2, .. },
+                    ..
+                }
+            ),
+            "{decision:?}"
+        );
+        assert!(!busy.rest().is_zero());
+        // Nothing else runs: the backfill may take a whole CPU and grows.
+        let mut idle = Controller::new(settings());
+        for _ in 0..6 {
+            let seen = BatchObservation {
+                running: Some(0.0),
+                workers: 1,
+                ..batch(idle.batch_size(), 100_000.0)
+            };
+            assert!(!matches!(
+                idle.observe(&seen, &baselines),
+                Decision::BackOff { .. }
+            ));
+        }
+        assert_eq!(idle.batch_size(), 6400);
+    }
+
+    #[test]
+    fn the_application_rate_falling_while_batches_run_backs_off() {
+        let mut controller = Controller::new(settings());
+        let unharmed = ApplicationRates {
+            resting_tps: 20_000.0,
+            working_tps: 19_700.0,
+            resting_ms: Some(0.2),
+            working_ms: Some(0.22),
+        };
+        assert_eq!(controller.observe_window(&unharmed), None);
+        let dropped = ApplicationRates {
+            working_tps: 14_000.0,
+            ..unharmed
+        };
+        assert!(matches!(
+            controller.observe_window(&dropped),
+            Some(Decision::BackOff {
+                pressure: Pressure::ThroughputDrop { .. },
+                ..
+            })
+        ));
+        let slower = ApplicationRates {
+            working_ms: Some(0.5),
+            ..unharmed
+        };
+        assert!(matches!(
+            controller.observe_window(&slower),
+            Some(Decision::BackOff {
+                pressure: Pressure::ServerTimeUp { .. },
+                ..
+            })
+        ));
+        // A window's verdict holds for the cycles after it: clean ones do not undo it ...
+        let floor = controller.rest_ratio;
+        assert!(floor > 0.0);
+        for _ in 0..30 {
+            let seen = batch(controller.batch_size(), 100_000.0);
+            controller.observe(&seen, &Baselines::default());
+        }
+        assert_eq!(controller.rest_ratio, floor);
+        // ... an unharmed window lowers it.
+        assert_eq!(controller.observe_window(&unharmed), None);
+        for _ in 0..30 {
+            let seen = batch(controller.batch_size(), 100_000.0);
+            controller.observe(&seen, &Baselines::default());
+        }
+        assert!(controller.rest_ratio < floor, "{}", controller.rest_ratio);
+        // No application to speak of: a few transactions more or less are noise.
+        let idle = ApplicationRates {
+            resting_tps: 10.0,
+            working_tps: 2.0,
+            resting_ms: None,
+            working_ms: None,
+        };
+        assert_eq!(controller.observe_window(&idle), None);
+    }
+
+    #[test]
+    fn workers_are_added_while_clean_with_room_and_dropped_first_under_pressure() {
+        let mut controller = Controller::new(ControllerSettings {
+            max_workers: 3,
+            ..settings()
+        });
+        let baselines = Baselines {
+            cpus: Some(8),
+            ..Baselines::default()
+        };
+        let clean = |size| BatchObservation {
+            running: Some(0.5),
+            workers: 1,
+            ..batch(size, 100_000.0)
+        };
+        for _ in 0..40 {
+            let seen = clean(controller.batch_size());
+            controller.observe(&seen, &baselines);
+        }
+        assert_eq!(controller.workers(), 3, "at most the ceiling");
+        // Pressure takes a worker away before any rest.
+        let seen = BatchObservation {
+            probe: Some(Duration::from_millis(50)),
+            ..clean(controller.batch_size())
+        };
+        let probe = Baselines {
+            probe: Some(Duration::from_millis(1)),
+            ..baselines
+        };
+        controller.observe(&seen, &probe);
+        assert_eq!(
+            (controller.workers(), controller.rest()),
+            (2, Duration::ZERO)
+        );
+        // Without room on the server's CPUs, no worker is added.
+        let mut cramped = Controller::new(ControllerSettings {
+            max_workers: 3,
+            ..settings()
+        });
+        let two = Baselines {
+            cpus: Some(2),
+            ..Baselines::default()
+        };
+        for _ in 0..40 {
+            let seen = clean(cramped.batch_size());
+            cramped.observe(&seen, &two);
+        }
+        assert_eq!(cramped.workers(), 1);
     }
 }

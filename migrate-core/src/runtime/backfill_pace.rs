@@ -1,17 +1,22 @@
 //! Pacing one backfill statement: the controller's decisions (`backfill_controller`) on the
 //! signals read from the server (`backfill_signals`), or the fixed `batch=`/`delay=` of the
-//! directive. Every decision is a `tracing` event; the state is stored with the progress
+//! directive. Either way the stop signals (`backfill_stops`: the operator's pause, the
+//! throttle query, replica lag, ...) are read before every batch. Every decision is a `tracing` event; the state is stored with the progress
 //! (so `migrate backfill` and other runners see it) and reported to the progress hook.
 
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
 use tokio_postgres::Client;
 
 use super::backfill_controller::{
-    Baselines, BatchObservation, Controller, ControllerSettings, Decision, PaceState,
+    ApplicationRates, Baselines, BatchObservation, Controller, ControllerSettings, Decision,
+    PaceState,
 };
 use super::backfill_signals::Signals;
+use super::backfill_stops::{AbortReason, PauseReason, Stop, StopSignals};
 use super::config::BackfillControl;
 use super::deadline::{Limits, within};
 use super::error::RuntimeError;
@@ -33,6 +38,94 @@ pub struct BackfillStatus {
     /// Time left at the current rate, from PostgreSQL's estimate of the table's rows
     /// (`pg_class.reltuples`); `None` when there is no estimate or no rate yet.
     pub eta: Option<Duration>,
+    /// Batches running at once (workers over disjoint key ranges).
+    pub workers: u32,
+    /// Time spent not running batches, per signal that held the backfill (pauses, back-off
+    /// rests, the rest windows that measure the application), longest first.
+    pub throttled: Vec<(String, Duration)>,
+    /// The application's measured throughput and server time in the backfill's rests and
+    /// while its batches ran, over the whole run; `None` before the first rest window.
+    pub application: Option<ApplicationRates>,
+}
+
+impl BackfillStatus {
+    /// One line for reports: which signals held the backfill and for how long, and the
+    /// application's measured change; empty when there is nothing to say.
+    pub fn impact(&self) -> String {
+        let mut text = String::new();
+        if !self.throttled.is_empty() {
+            text.push_str("held by ");
+            for (index, (signal, time)) in self.throttled.iter().enumerate() {
+                if index > 0 {
+                    text.push_str(", ");
+                }
+                let _ = write!(text, "{signal} {:.1}s", time.as_secs_f64());
+            }
+        }
+        if let Some(rates) = &self.application {
+            if !text.is_empty() {
+                text.push_str("; ");
+            }
+            let change = if rates.resting_tps > 0.0 {
+                format!(
+                    " ({:+.1}%)",
+                    (rates.working_tps / rates.resting_tps - 1.0) * 100.0
+                )
+            } else {
+                String::new()
+            };
+            let _ = write!(
+                text,
+                "application {:.0} tx/s during batches vs {:.0} in rests{change}",
+                rates.working_tps, rates.resting_tps
+            );
+            if let (Some(resting), Some(working)) = (rates.resting_ms, rates.working_ms) {
+                let _ = write!(
+                    text,
+                    ", server time per transaction {working:.3} ms vs {resting:.3} ms"
+                );
+            }
+        }
+        text
+    }
+}
+
+/// How long the backfill works before a rest window measures the application alone ...
+const FIRST_WORK_WINDOW: Duration = Duration::from_secs(8);
+/// ... at most, after rest windows that found the application unharmed.
+const MAX_WORK_WINDOW: Duration = Duration::from_secs(32);
+/// The part of a rest window whose counters are read (after the flush lag).
+const REST_WINDOW_MEASURED: Duration = Duration::from_secs(1);
+
+/// The duty cycle's windows: the backfill works, then rests while the application's rate is
+/// measured alone, since its load drifts and only a comparison close in time says what the
+/// backfill costs it.
+struct RateWindows {
+    work_since: Instant,
+    every: Duration,
+    /// The last rest window's (tx/s, server ms per tx).
+    last_resting: Option<(f64, Option<f64>)>,
+    /// Totals over the run: (transactions, seconds, server ms).
+    resting: (f64, f64, f64),
+    working: (f64, f64, f64),
+    /// Server time was measured in every window.
+    server_time: bool,
+}
+
+impl RateWindows {
+    fn totals(&self) -> Option<ApplicationRates> {
+        let ((rx, rs, rm), (wx, ws, wm)) = (self.resting, self.working);
+        if rs <= 0.0 || ws <= 0.0 {
+            return None;
+        }
+        let per = |ms: f64, xacts: f64| (self.server_time && xacts >= 1.0).then(|| ms / xacts);
+        Some(ApplicationRates {
+            resting_tps: rx / rs,
+            working_tps: wx / ws,
+            resting_ms: per(rm, rx),
+            working_ms: per(wm, wx),
+        })
+    }
 }
 
 /// Where a statement's progress is stored.
@@ -48,16 +141,24 @@ enum Mode<'a> {
         delay: Duration,
     },
     Adaptive {
-        controller: Controller,
+        controller: Box<Controller>,
         signals: Box<Signals<'a>>,
         baselines: Baselines,
-        poll: Duration,
+        windows: Box<RateWindows>,
     },
 }
 
 /// The pace of one statement's batches.
 pub(crate) struct Pacer<'a> {
     mode: Mode<'a>,
+    stops: StopSignals<'a>,
+    /// Why no batch runs now, while a stop signal holds.
+    paused: Option<PauseReason>,
+    poll: Duration,
+    /// Time not running batches, per signal.
+    throttled: BTreeMap<&'static str, Duration>,
+    /// Transactions the stop signals had run when last counted as ours.
+    stop_queries_counted: u64,
     started: Instant,
     rows_at_start: i64,
     estimated_rows: Option<i64>,
@@ -71,9 +172,11 @@ impl<'a> Pacer<'a> {
     pub(crate) async fn start(
         client: &'a Client,
         monitor: Option<&'a Client>,
+        backfill_pids: Vec<i32>,
         pace: BackfillPace,
         control: &'a BackfillControl,
         flags: FlagStore,
+        table: String,
         estimate_sql: &str,
         rows_done: i64,
         limits: Limits,
@@ -101,32 +204,62 @@ impl<'a> Pacer<'a> {
                         .map_or(control.target, |ms| Duration::from_millis(u64::from(ms))),
                     min_batch: control.min_batch,
                     max_batch: control.max_batch,
+                    max_workers: control
+                        .max_workers
+                        .min(u32::try_from(backfill_pids.len()).unwrap_or(1))
+                        .max(1),
                 };
                 let (signals, baselines) =
-                    Signals::start(client, monitor, flags, control, limits).await?;
+                    Signals::start(monitor, backfill_pids, control, limits).await?;
                 tracing::info!(
                     target_ms = settings.target.as_millis() as u64,
                     min_batch = settings.min_batch,
                     max_batch = settings.max_batch,
                     probe_baseline_us = baselines.probe.map(|d| d.as_micros() as u64),
                     max_active_sessions = baselines.active_sessions,
+                    server_cpus = baselines.cpus,
+                    max_workers = settings.max_workers,
                     "backfill controller starting"
                 );
                 Mode::Adaptive {
-                    controller: Controller::new(settings),
+                    controller: Box::new(Controller::new(settings)),
                     signals: Box::new(signals),
                     baselines,
-                    poll: control.pause_poll,
+                    windows: Box::new(RateWindows {
+                        work_since: Instant::now(),
+                        every: FIRST_WORK_WINDOW,
+                        last_resting: None,
+                        resting: (0.0, 0.0, 0.0),
+                        working: (0.0, 0.0, 0.0),
+                        server_time: true,
+                    }),
                 }
             }
         };
         Ok(Pacer {
             mode,
+            stops: StopSignals::new(client, flags, control, limits, table),
+            paused: None,
+            poll: control.pause_poll,
+            throttled: BTreeMap::new(),
+            stop_queries_counted: 0,
             started: Instant::now(),
             rows_at_start: rows_done,
             estimated_rows,
             limits,
         })
+    }
+
+    /// Batches to run at once: the controller's choice; one in fixed mode.
+    pub(crate) fn workers(&self) -> u32 {
+        match &self.mode {
+            Mode::Fixed { .. } => 1,
+            Mode::Adaptive { controller, .. } => controller.workers(),
+        }
+    }
+
+    fn throttle(&mut self, signal: &'static str, time: Duration) {
+        *self.throttled.entry(signal).or_default() += time;
     }
 
     fn batch_size(&self) -> u32 {
@@ -153,11 +286,28 @@ impl<'a> Pacer<'a> {
             rows_done,
             rows_per_second,
             batch_size: self.batch_size(),
-            state: match &self.mode {
-                Mode::Fixed { .. } => PaceState::Fixed,
-                Mode::Adaptive { controller, .. } => controller.state().clone(),
+            state: match (&self.paused, &self.mode) {
+                (Some(reason), _) => PaceState::Paused(reason.clone()),
+                (None, Mode::Fixed { .. }) => PaceState::Fixed,
+                (None, Mode::Adaptive { controller, .. }) => controller.state().clone(),
             },
             eta,
+            workers: self.workers(),
+            throttled: {
+                // Rests of a few milliseconds say nothing to a reader.
+                let mut throttled: Vec<(String, Duration)> = self
+                    .throttled
+                    .iter()
+                    .filter(|(_, time)| **time >= Duration::from_millis(50))
+                    .map(|(signal, time)| ((*signal).to_owned(), *time))
+                    .collect();
+                throttled.sort_by_key(|entry| std::cmp::Reverse(entry.1));
+                throttled
+            },
+            application: match &self.mode {
+                Mode::Adaptive { windows, .. } => windows.totals(),
+                Mode::Fixed { .. } => None,
+            },
         }
     }
 
@@ -170,10 +320,12 @@ impl<'a> Pacer<'a> {
         report: &(dyn Fn(&BackfillStatus) + Sync),
     ) -> Result<(), RuntimeError> {
         let status = self.status(progress.rows_done);
+        let impact = status.impact();
         let stored = StoredPace {
             batch_size: i32::try_from(status.batch_size).ok(),
             rows_per_second: Some(status.rows_per_second),
             state: status.state.to_string(),
+            report: (!impact.is_empty()).then_some(impact),
         };
         within(
             Some(self.limits.own),
@@ -186,41 +338,61 @@ impl<'a> Pacer<'a> {
         Ok(())
     }
 
-    /// Waits while a pause reason holds (recording the state at each check, which also
-    /// writes WAL a resumed replica reports back), then returns the next batch's size.
+    /// Waits while a stop signal says pause (recording the state at each check, which also
+    /// writes WAL a resumed replica reports back), then returns the next batch's size; in
+    /// fixed mode as in adaptive. An abort is returned as `Err(reason)` in `Ok`, for the
+    /// caller to name the statement.
     pub(crate) async fn ready(
         &mut self,
         client: &Client,
         row: &ProgressRow<'_>,
         progress: &BackfillProgress,
         report: &(dyn Fn(&BackfillStatus) + Sync),
-    ) -> Result<i64, RuntimeError> {
+    ) -> Result<Result<i64, AbortReason>, RuntimeError> {
         loop {
-            let Mode::Adaptive {
-                controller,
-                signals,
-                poll,
-                ..
-            } = &mut self.mode
-            else {
-                return Ok(i64::from(self.batch_size()));
-            };
-            let poll = *poll;
-            match signals.pause_reason().await? {
+            match self.stops.check().await? {
                 None => {
-                    if let Some(reason) = controller.resume() {
+                    if let Some(reason) = self.paused.take() {
                         tracing::info!(was = %reason, "backfill resumed");
+                        if let Mode::Adaptive { controller, .. } = &mut self.mode {
+                            controller.resume();
+                        }
                     }
-                    return Ok(i64::from(controller.batch_size()));
+                    return Ok(Ok(i64::from(self.batch_size())));
                 }
-                Some(reason) => {
-                    if controller.pause(reason.clone()) {
+                Some(Stop::Pause(reason)) => {
+                    if self.paused.as_ref() != Some(&reason) {
                         tracing::info!(reason = %reason, "backfill paused");
                     }
+                    if let Mode::Adaptive { controller, .. } = &mut self.mode {
+                        controller.pause(reason.clone());
+                    }
+                    let signal = reason.signal();
+                    self.paused = Some(reason);
                     self.record(client, row, progress, report).await?;
                     // Polling: a replica's replay, a flag set in another terminal or the
                     // throttle query's answer have no notification to wait on.
-                    tokio::time::sleep(poll).await;
+                    tokio::time::sleep(self.poll).await;
+                    self.throttle(signal, self.poll);
+                }
+                Some(Stop::Abort(reason)) => {
+                    tracing::warn!(reason = %reason, "backfill aborted");
+                    self.paused = None;
+                    let stored = StoredPace {
+                        batch_size: i32::try_from(self.batch_size()).ok(),
+                        rows_per_second: Some(self.status(progress.rows_done).rows_per_second),
+                        state: format!("aborted: {reason}"),
+                        report: Some(self.status(progress.rows_done).impact())
+                            .filter(|impact| !impact.is_empty()),
+                    };
+                    within(
+                        Some(self.limits.own),
+                        "recording backfill progress",
+                        row.table
+                            .save(client, row.version, row.statement, progress, &stored),
+                    )
+                    .await??;
+                    return Ok(Err(reason));
                 }
             }
         }
@@ -228,15 +400,19 @@ impl<'a> Pacer<'a> {
 
     /// Runs one batch of `size` rows (`batch`) while the signals are watched, and lets the
     /// controller decide the next one from what it did (`rows` of it).
+    ///
+    /// `workers` batches run at once; `rows` is the keys they covered, each.
     pub(crate) async fn run<F, T>(
         &mut self,
         size: i64,
+        workers: u32,
         batch: F,
         rows: impl Fn(&T) -> i64,
     ) -> Result<T, RuntimeError>
     where
         F: Future<Output = Result<T, RuntimeError>>,
     {
+        let stop_queries = self.stops.queries_run;
         let Mode::Adaptive {
             controller,
             signals,
@@ -250,6 +426,13 @@ impl<'a> Pacer<'a> {
         let output = signals.watch(batch, controller.target()).await;
         let took = started.elapsed();
         let output = output?;
+        // Ours, not the application's: per batch its range's end, the batch, the progress
+        // row; and the stop signals' readings since the last batch.
+        signals.count_own(
+            u64::from(workers) * 2 + 1 + stop_queries.saturating_sub(self.stop_queries_counted),
+            took * workers,
+        );
+        self.stop_queries_counted = stop_queries;
         let watched = signals.take_watched();
         let seen = BatchObservation {
             size: u32::try_from(size).unwrap_or(u32::MAX),
@@ -258,6 +441,8 @@ impl<'a> Pacer<'a> {
             blocked_sessions: watched.blocked_sessions,
             active_sessions: watched.active_sessions,
             probe: watched.probe,
+            running: watched.running,
+            workers,
         };
         let decision = controller.observe(&seen, baselines);
         let took_ms = took.as_secs_f64() * 1000.0;
@@ -291,28 +476,124 @@ impl<'a> Pacer<'a> {
     }
 
     /// The rest before the next batch: `delay=` in fixed mode; the controller's otherwise,
-    /// watched like a batch (the probe's median covers the whole cycle).
+    /// watched like a batch (the probe's percentile covers the whole cycle), and now and
+    /// then a rest window that measures the application alone.
     pub(crate) async fn rest(&mut self) {
         // Throttling between batches, not synchronisation: gives replicas and the
         // application's own work room.
-        match &mut self.mode {
+        let held = match &mut self.mode {
             Mode::Fixed { delay, .. } => {
                 if !delay.is_zero() {
                     tokio::time::sleep(*delay).await;
                 }
+                None
             }
             Mode::Adaptive {
                 controller,
                 signals,
+                windows,
                 ..
             } => {
                 let rest = controller.rest();
+                let mut held = Vec::new();
                 if !rest.is_zero() {
                     signals
                         .watch(tokio::time::sleep(rest), controller.target())
                         .await;
+                    if let PaceState::BackingOff(pressure) = controller.state() {
+                        held.push((pressure.signal(), rest));
+                    }
                 }
+                if signals.watching() && windows.work_since.elapsed() >= windows.every {
+                    let window = rest_window(controller, signals, windows).await;
+                    held.push(("rest windows (measuring the application)", window));
+                }
+                Some(held)
             }
+        };
+        for (signal, time) in held.into_iter().flatten() {
+            self.throttle(signal, time);
         }
     }
+}
+
+/// Rests while the application's rate is measured alone, then compares it with its rate
+/// while the batches ran since the last window; returns how long it rested.
+async fn rest_window(
+    controller: &mut Controller,
+    signals: &mut Signals<'_>,
+    windows: &mut RateWindows,
+) -> Duration {
+    let lag = signals.flush_lag;
+    let from = Instant::now();
+    // Measuring the application without the backfill: pacing, not synchronisation.
+    signals
+        .watch(
+            tokio::time::sleep(lag + REST_WINDOW_MEASURED),
+            controller.target(),
+        )
+        .await;
+    let rested = from.elapsed();
+    // The rest's readings are of no batch: they do not count as the next batch's cycle.
+    signals.take_watched();
+    let work_since = windows.work_since;
+    let working = signals.application_rate(work_since, from);
+    let resting = signals.application_rate(from, from + REST_WINDOW_MEASURED);
+    windows.work_since = Instant::now();
+    let (Some(working), Some(resting)) = (working, resting) else {
+        return rested;
+    };
+    // The application's load drifts: the rest before the work and the one after it.
+    let reference = match windows.last_resting {
+        Some((tps, ms)) => (
+            (tps + resting.0) / 2.0,
+            ms.zip(resting.1).map(|(a, b)| (a + b) / 2.0),
+        ),
+        None => resting,
+    };
+    windows.last_resting = Some(resting);
+    let work_seconds = from.saturating_duration_since(work_since).as_secs_f64();
+    let add = |total: &mut (f64, f64, f64), (tps, ms): (f64, Option<f64>), seconds: f64| {
+        total.0 += tps * seconds;
+        total.1 += seconds;
+        total.2 += ms.unwrap_or(0.0) * tps * seconds;
+    };
+    add(
+        &mut windows.resting,
+        resting,
+        REST_WINDOW_MEASURED.as_secs_f64(),
+    );
+    add(&mut windows.working, working, work_seconds);
+    windows.server_time &= working.1.is_some() && resting.1.is_some();
+    let rates = ApplicationRates {
+        resting_tps: reference.0,
+        working_tps: working.0,
+        resting_ms: reference.1,
+        working_ms: working.1,
+    };
+    tracing::debug!(
+        resting_tps = rates.resting_tps,
+        working_tps = rates.working_tps,
+        resting_ms = rates.resting_ms,
+        working_ms = rates.working_ms,
+        "backfill rest window"
+    );
+    match controller.observe_window(&rates) {
+        Some(Decision::BackOff {
+            pressure,
+            size,
+            rest,
+        }) => {
+            tracing::info!(
+                reason = %pressure,
+                size,
+                rest_ms = rest.as_millis() as u64,
+                workers = controller.workers(),
+                "backfill backing off"
+            );
+            windows.every = FIRST_WORK_WINDOW;
+        }
+        _ => windows.every = (windows.every * 2).min(MAX_WORK_WINDOW),
+    }
+    rested
 }

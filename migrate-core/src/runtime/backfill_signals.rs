@@ -1,22 +1,15 @@
 //! What the backfill controller reads from PostgreSQL (its decisions are in
 //! `backfill_controller`).
 //!
-//! Before each batch, on the migration's connection, the reasons to pause: the operator's
-//! pause (the `migrate.backfill_paused` flag, in the flags table every runner reads), the
-//! configured throttle query, and replica replay lag. While each batch runs and during the
-//! rest after it, on a second connection (the monitor), the signs that the application
-//! suffers: sessions waiting on a lock our batch holds (`pg_blocking_pids`), the count of
-//! active sessions, and the latency of a probe query, compared with its baseline measured
-//! before the backfill. The probe's 75th percentile over a whole cycle (rest and batch) is
-//! what the application sees in its slower quarter: a backfill that rests longer shows less
-//! of itself there, so the controller's rest settles where the batches take at most about a
-//! quarter of the cycle's time at a slowed probe.
-//!
-//! Replica lag is measured as the contract gate measures it, by replay position, never by
-//! `pg_stat_replication.replay_lag` alone (it keeps a stale small value while replay is
-//! paused, see `gates::check_replicas`): each check notes the primary's WAL position and
-//! when it was first seen; a replica's lag is how long ago the oldest noted position it
-//! has not replayed was first seen.
+//! The stop signals (pause, abort) are read before every batch by `backfill_stops`; this
+//! module watches, on a second connection (the monitor), while each batch runs and during the
+//! rest after it, the signs that the application suffers: sessions waiting on a lock our
+//! batch holds (`pg_blocking_pids`), the count of active sessions, and the latency of a probe
+//! query, compared with its baseline measured before the backfill. The probe's 75th
+//! percentile over a whole cycle (rest and batch) is what the application sees in its slower
+//! quarter: a backfill that rests longer shows less of itself there, so the controller's rest
+//! settles where the batches take at most about a quarter of the cycle's time at a slowed
+//! probe.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -24,67 +17,112 @@ use std::time::{Duration, Instant};
 
 use tokio_postgres::Client;
 
-use super::backfill_controller::{Baselines, PauseReason};
+use super::backfill_controller::Baselines;
 use super::config::BackfillControl;
 use super::deadline::{Limits, within};
 use super::error::RuntimeError;
-use super::gates::read_replication;
-use super::state::flags::{FlagError, FlagStore};
 
-/// The flag `migrate backfill pause` sets: every runner reads it before each batch.
-pub const PAUSE_FLAG: &str = "migrate.backfill_paused";
-/// How often the monitor probes and looks at the server while a batch runs.
+/// How often the monitor looks at the server while a batch or a rest runs ...
 const WATCH_INTERVAL: Duration = Duration::from_millis(20);
+/// ... and runs the probe query (a probe doing real work costs the server CPU).
+const PROBE_EVERY: u32 = 5;
 /// What the monitor reads every [`WATCH_INTERVAL`]: sessions waiting longer than `$3` ms on
-/// a lock the backfill's backend `$1` holds, and the active client sessions other than `$2`.
-const OBSERVE_SQL: &str = "SELECT count(*) FILTER (WHERE CASE WHEN wait_event_type = 'Lock' \
-        AND clock_timestamp() - query_start > $3 * interval '1 millisecond' \
-        THEN $1 = ANY(pg_blocking_pids(pid)) ELSE false END), \
-        count(*) FILTER (WHERE state = 'active' AND backend_type = 'client backend' \
-        AND pid <> ALL($2)) \
- FROM pg_stat_activity";
+/// a lock one of the backfill's backends `$1` holds, the active client sessions other than
+/// ours (`$2`), those of them running (active with no wait event: on a CPU or queued for
+/// one), and the database's transaction count and (14+) active time, which backends flush to
+/// shared statistics about once a second (500 ms on 13-14).
+fn observe_sql(active_time: bool) -> String {
+    format!(
+        "SELECT count(*) FILTER (WHERE CASE WHEN wait_event_type = 'Lock' \
+            AND clock_timestamp() - query_start > $3 * interval '1 millisecond' \
+            THEN pg_blocking_pids(pid) && $1::int4[] ELSE false END), \
+            count(*) FILTER (WHERE state = 'active' AND backend_type = 'client backend' \
+            AND pid <> ALL($2)), \
+            count(*) FILTER (WHERE state = 'active' AND wait_event IS NULL \
+            AND backend_type = 'client backend' AND pid <> ALL($2)), \
+            (SELECT (xact_commit + xact_rollback)::int8 FROM pg_stat_database \
+              WHERE datname = current_database()), \
+            {} \
+         FROM pg_stat_activity",
+        if active_time {
+            "(SELECT active_time::float8 FROM pg_stat_database WHERE datname = current_database())"
+        } else {
+            "NULL::float8"
+        }
+    )
+}
 /// Probes before the backfill, for the baselines ...
-const BASELINE_ROUNDS: u32 = 20;
-/// ... this far apart (the baseline spans about a second of the application's load).
-const BASELINE_INTERVAL: Duration = Duration::from_millis(50);
-/// WAL positions remembered for the replica lag; the oldest go first past this many.
-const MAX_WAL_SAMPLES: usize = 10_000;
+const BASELINE_ROUNDS: u32 = 5;
+/// ... this far apart: a tenth of a second, so a backfill of a small table starts at once.
+const BASELINE_INTERVAL: Duration = Duration::from_millis(20);
+/// Readings of the server kept for the rate windows (a minute at 20 ms).
+const MAX_SAMPLES: usize = 3_000;
 
 /// What the monitor saw while one batch ran.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct Watched {
     pub blocked_sessions: u32,
+    /// Active sessions (ours excluded), mean over the cycle rounded up: a pool's burst of a
+    /// few milliseconds is not a load.
     pub active_sessions: Option<u32>,
-    /// Median probe latency.
+    /// Probe latency at [`CYCLE_PROBE_QUANTILE`].
     pub probe: Option<Duration>,
+    /// Other sessions running, mean over the cycle.
+    pub running: Option<f64>,
+}
+
+/// One reading of the server's counters.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    at: Instant,
+    /// `xact_commit + xact_rollback` of the database.
+    xacts: i64,
+    /// `active_time` of the database, ms (14+).
+    active_ms: Option<f64>,
+    /// Our own transactions so far (the migration's and workers' connections, the monitor's).
+    own_xacts: u64,
+    /// Time our batches spent on the server so far, ms.
+    own_active_ms: f64,
 }
 
 /// The signal readers of one backfill statement.
 pub(crate) struct Signals<'a> {
-    client: &'a Client,
     monitor: Option<Monitor<'a>>,
-    flags: FlagStore,
-    control: &'a BackfillControl,
     limits: Limits,
-    /// (first seen, WAL position in bytes), oldest first.
-    wal_samples: VecDeque<(Instant, f64)>,
-    warned_lag_unknown: bool,
     /// What the monitor saw since the last [`Signals::take_watched`].
     watched: Watched,
     probes: Vec<Duration>,
+    active_sum: u64,
+    running_sum: u64,
+    readings: u64,
+    samples: VecDeque<Sample>,
+    own_xacts: u64,
+    own_active_ms: f64,
+    /// How long after a transaction its counts reach `pg_stat_database`.
+    pub(crate) flush_lag: Duration,
 }
 
 /// The second connection and what it knows.
 struct Monitor<'a> {
     client: &'a Client,
-    /// [`OBSERVE_SQL`], prepared once: sent every 20 ms, its parsing and planning were most
+    /// [`observe_sql`], prepared once: sent every 20 ms, its parsing and planning were most
     /// of the monitor's cost on the server.
     observe: tokio_postgres::Statement,
-    /// The backfill's backend, whose blocked sessions are counted.
-    backfill_pid: i32,
-    /// Pids left out of the active-session count: the backfill's and the monitor's.
+    /// The backfill's backends (the migration's and the workers'), whose blocked sessions
+    /// are counted.
+    backfill_pids: Vec<i32>,
+    /// Pids left out of the session counts: the backfill's and the monitor's.
     own_pids: Vec<i32>,
     probe: Option<&'a str>,
+}
+
+/// One reading of `pg_stat_activity` and `pg_stat_database`.
+struct Reading {
+    blocked: u32,
+    active: u32,
+    running: u32,
+    xacts: i64,
+    active_ms: Option<f64>,
 }
 
 fn median(values: Vec<Duration>) -> Option<Duration> {
@@ -103,58 +141,93 @@ fn quantile(mut values: Vec<Duration>, q: f64) -> Option<Duration> {
 /// rest (the other two thirds) looks clean.
 const CYCLE_PROBE_QUANTILE: f64 = 0.75;
 
+/// The server's CPUs, as the server's own `/proc/cpuinfo` lists them; needs a superuser or
+/// `pg_read_server_files`. `None` when it cannot be read.
+async fn server_cpus(client: &Client, limits: Limits) -> Option<u32> {
+    let answer = within(
+        Some(limits.own),
+        "reading the server's CPU count",
+        client.query_one(
+            "SELECT count(*) FROM regexp_split_to_table(pg_read_file('/proc/cpuinfo'), '\n') l \
+             WHERE l ~ '^processor\\s*:'",
+            &[],
+        ),
+    )
+    .await
+    .ok()?
+    .ok()?;
+    u32::try_from(answer.get::<_, i64>(0))
+        .ok()
+        .filter(|&cpus| cpus > 0)
+}
+
 impl<'a> Signals<'a> {
-    /// Prepares the readers and measures the baselines (about a second with a monitor).
+    /// Prepares the readers and measures the baselines (a tenth of a second with a monitor).
+    /// `backfill_pids`: the backends that run batches.
     pub(crate) async fn start(
-        client: &'a Client,
         monitor: Option<&'a Client>,
-        flags: FlagStore,
+        backfill_pids: Vec<i32>,
         control: &'a BackfillControl,
         limits: Limits,
     ) -> Result<(Signals<'a>, Baselines), RuntimeError> {
         let mut baselines = Baselines {
             active_sessions: control.max_active_sessions,
             probe: None,
+            cpus: control.server_cpus,
         };
+        let mut flush_lag = Duration::from_secs(1);
         let monitor = match monitor {
             None => None,
             Some(monitor_client) => {
-                let backfill_pid: i32 = within(
-                    Some(limits.own),
-                    "reading the backfill's backend pid",
-                    client.query_one("SELECT pg_backend_pid()", &[]),
-                )
-                .await?
-                .map_err(RuntimeError::database("reading the backfill's backend pid"))?
-                .get(0);
-                let monitor_pid: i32 = within(
+                let row = within(
                     Some(limits.own),
                     "preparing the backfill monitor connection",
-                    monitor_client.query_one("SELECT pg_backend_pid()", &[]),
-                )
-                .await?
-                .map_err(RuntimeError::database(
-                    "preparing the backfill monitor connection",
-                ))?
-                .get(0);
-                let observe = within(
-                    Some(limits.own),
-                    "preparing the backfill monitor connection",
-                    monitor_client.prepare(OBSERVE_SQL),
+                    monitor_client.query_one(
+                        "SELECT pg_backend_pid(), current_setting('server_version_num')::int4",
+                        &[],
+                    ),
                 )
                 .await?
                 .map_err(RuntimeError::database(
                     "preparing the backfill monitor connection",
                 ))?;
+                let (monitor_pid, version): (i32, i32) = (row.get(0), row.get(1));
+                // PostgreSQL 15 flushes backends' counts at most once a second
+                // (PGSTAT_MIN_INTERVAL), 13-14 every 500 ms; `active_time` is 14+.
+                if version < 150_000 {
+                    flush_lag = Duration::from_millis(750);
+                }
+                let observe = within(
+                    Some(limits.own),
+                    "preparing the backfill monitor connection",
+                    monitor_client.prepare(&observe_sql(version >= 140_000)),
+                )
+                .await?
+                .map_err(RuntimeError::database(
+                    "preparing the backfill monitor connection",
+                ))?;
+                if baselines.cpus.is_none() {
+                    baselines.cpus = server_cpus(monitor_client, limits).await;
+                    if baselines.cpus.is_none() {
+                        tracing::warn!(
+                            "cannot read the server's CPU count (pg_read_file needs \
+                             pg_read_server_files): the backfill does not watch the server's \
+                             CPUs; set --backfill-server-cpus"
+                        );
+                    }
+                }
+                let mut own_pids = backfill_pids.clone();
+                own_pids.push(monitor_pid);
                 Some(Monitor {
                     client: monitor_client,
                     observe,
-                    backfill_pid,
-                    own_pids: vec![backfill_pid, monitor_pid],
+                    backfill_pids,
+                    own_pids,
                     probe: control.probe_query.as_deref(),
                 })
             }
         };
+        let mut own_xacts = 0;
         if let Some(monitor) = &monitor {
             let mut probes = Vec::new();
             let mut most_active = 0;
@@ -165,9 +238,11 @@ impl<'a> Signals<'a> {
                 }
                 if let Some(took) = monitor.time_probe(limits).await? {
                     probes.push(took);
+                    own_xacts += 1;
                 }
-                let (_, active) = monitor.observe(limits, Duration::ZERO).await?;
-                most_active = most_active.max(active);
+                let reading = monitor.observe(limits, Duration::ZERO).await?;
+                own_xacts += 1;
+                most_active = most_active.max(reading.active);
             }
             baselines.probe = median(probes);
             // Twice the usual, and at least 8 more: a pool's normal jitter is not pressure.
@@ -179,151 +254,77 @@ impl<'a> Signals<'a> {
         }
         Ok((
             Signals {
-                client,
                 monitor,
-                flags,
-                control,
                 limits,
-                wal_samples: VecDeque::new(),
-                warned_lag_unknown: false,
                 watched: Watched::default(),
                 probes: Vec::new(),
+                active_sum: 0,
+                running_sum: 0,
+                readings: 0,
+                samples: VecDeque::new(),
+                own_xacts,
+                own_active_ms: 0.0,
+                flush_lag,
             },
             baselines,
         ))
     }
 
-    /// The first reason not to run a batch now: the operator's pause, the throttle query,
-    /// a lagging replica.
-    pub(crate) async fn pause_reason(&mut self) -> Result<Option<PauseReason>, RuntimeError> {
-        let own = Some(self.limits.own);
-        let paused = match within(
-            own,
-            "reading the backfill pause flag",
-            self.flags.get(self.client, PAUSE_FLAG),
-        )
-        .await?
-        {
-            Ok(flag) => flag.enabled,
-            Err(FlagError::NotFound { .. }) => false,
-            Err(FlagError::Runtime(error)) => return Err(error),
-            // PAUSE_FLAG is a valid name (see the test below): never reached.
-            Err(FlagError::InvalidName { .. }) => false,
-        };
-        if paused {
-            return Ok(Some(PauseReason::Operator));
-        }
-        if let Some(query) = &self.control.throttle_query {
-            let answer = within(
-                own,
-                "running the backfill throttle query",
-                self.client.query_opt(query.as_str(), &[]),
-            )
-            .await?
-            .map_err(RuntimeError::database(
-                "running the backfill throttle query",
-            ))?;
-            let throttled = match answer {
-                None => false,
-                Some(row) => row
-                    .try_get::<_, Option<bool>>(0)
-                    .map_err(RuntimeError::database(
-                        "reading the backfill throttle query's answer (one boolean column)",
-                    ))?
-                    .unwrap_or(false),
-            };
-            if throttled {
-                return Ok(Some(PauseReason::ThrottleQuery));
-            }
-        }
-        if let Some(limit) = self.control.max_replica_lag {
-            return self.replica_lag(limit).await;
-        }
-        Ok(None)
+    /// Whether the monitor still watches (it is dropped when it fails).
+    pub(crate) fn watching(&self) -> bool {
+        self.monitor.is_some()
     }
 
-    /// The most lagging replica, when it lags more than `limit`.
-    async fn replica_lag(&mut self, limit: Duration) -> Result<Option<PauseReason>, RuntimeError> {
-        let row = within(
-            Some(self.limits.own),
-            "reading the current WAL position",
-            self.client.query_one(
-                "SELECT pg_current_wal_lsn()::text, (pg_current_wal_lsn() - '0/0'::pg_lsn)::float8",
-                &[],
-            ),
-        )
-        .await?
-        .map_err(RuntimeError::database("reading the current WAL position"))?;
-        let (current_text, current): (String, f64) = (row.get(0), row.get(1));
-        let now = Instant::now();
-        if self
-            .wal_samples
-            .back()
-            .is_none_or(|&(_, lsn)| lsn < current)
-        {
-            self.wal_samples.push_back((now, current));
-            if self.wal_samples.len() > MAX_WAL_SAMPLES {
-                self.wal_samples.pop_front();
-            }
-        }
-        let rows = within(
-            Some(self.limits.own),
-            "reading pg_stat_replication",
-            read_replication(self.client, &current_text),
-        )
-        .await??;
-        let mut worst: Option<(Duration, String)> = None;
-        let mut least_replayed = current;
-        for row in rows {
-            let Some(state) = &row.state else {
-                if !self.warned_lag_unknown {
-                    self.warned_lag_unknown = true;
-                    tracing::warn!(
-                        replica = %row.replica,
-                        "cannot read this replica's replay position (the role needs pg_monitor): \
-                         the backfill does not pause for its lag"
-                    );
-                }
-                continue;
-            };
-            if row.serves_no_queries(state) || row.caught_up {
-                continue;
-            }
-            let replayed = current - row.bytes_behind as f64;
-            least_replayed = least_replayed.min(replayed);
-            let lag = self
-                .wal_samples
-                .iter()
-                .find(|&&(_, lsn)| lsn > replayed)
-                .map_or(Duration::ZERO, |&(seen, _)| now - seen);
-            if worst.as_ref().is_none_or(|(most, _)| lag > *most) {
-                worst = Some((lag, row.replica.to_string()));
-            }
-        }
-        // Positions every replica has replayed are not needed any more (the newest stays).
-        while self.wal_samples.len() > 1
-            && self
-                .wal_samples
-                .get(1)
-                .is_some_and(|&(_, lsn)| lsn <= least_replayed)
-        {
-            self.wal_samples.pop_front();
-        }
-        Ok(worst
-            .filter(|(lag, _)| *lag > limit)
-            .map(|(lag, replica)| PauseReason::ReplicaLag {
-                replica,
-                lag,
-                limit,
-            }))
+    /// Our connections ran `xacts` transactions that spent `active` on the server: they are
+    /// not the application's.
+    pub(crate) fn count_own(&mut self, xacts: u64, active: Duration) {
+        self.own_xacts += xacts;
+        self.own_active_ms += active.as_secs_f64() * 1000.0;
     }
 
-    /// What was seen since the last call: the most blocked and active sessions, the probe
-    /// latency at [`CYCLE_PROBE_QUANTILE`].
+    /// What was seen since the last call: the most blocked sessions, the mean active and
+    /// running ones, the probe latency at [`CYCLE_PROBE_QUANTILE`].
     pub(crate) fn take_watched(&mut self) -> Watched {
         let mut watched = std::mem::take(&mut self.watched);
         watched.probe = quantile(std::mem::take(&mut self.probes), CYCLE_PROBE_QUANTILE);
+        if self.readings > 0 {
+            watched.active_sessions = Some(self.active_sum.div_ceil(self.readings) as u32);
+            watched.running = Some(self.running_sum as f64 / self.readings as f64);
+        }
+        (self.active_sum, self.running_sum, self.readings) = (0, 0, 0);
         watched
+    }
+
+    /// The application's transactions per second and server milliseconds per transaction
+    /// over the real time `from..to`: the counters read `flush_lag` later, our own
+    /// transactions and batch time taken out. `None` without readings that far.
+    pub(crate) fn application_rate(
+        &self,
+        from: Instant,
+        to: Instant,
+    ) -> Option<(f64, Option<f64>)> {
+        let lag = self.flush_lag;
+        let first_after = |when: Instant| self.samples.iter().find(|s| s.at >= when).copied();
+        let last_before = |when: Instant| self.samples.iter().rev().find(|s| s.at <= when).copied();
+        let (start, end) = (first_after(from + lag)?, last_before(to + lag)?);
+        let span = end.at.checked_duration_since(start.at)?;
+        // Readings must cover most of the window (the monitor reads only while it watches).
+        if span < to.checked_duration_since(from)? / 2 {
+            return None;
+        }
+        // Our own transactions as they ran, the counters as they were flushed.
+        let own_start = last_before(start.at.checked_sub(lag)?).unwrap_or(start);
+        let own_end = last_before(end.at.checked_sub(lag)?).unwrap_or(end);
+        let own = own_end.own_xacts.saturating_sub(own_start.own_xacts) as f64;
+        let xacts = ((end.xacts - start.xacts) as f64 - own).max(0.0);
+        let server_ms = match (start.active_ms, end.active_ms) {
+            (Some(a), Some(b)) if xacts >= 1.0 => {
+                let own_ms = own_end.own_active_ms - own_start.own_active_ms;
+                Some(((b - a) - own_ms).max(0.0) / xacts)
+            }
+            _ => None,
+        };
+        Some((xacts / span.as_secs_f64(), server_ms))
     }
 
     /// Runs `batch` (or a rest) while the monitor watches the server, adding what it sees
@@ -335,22 +336,49 @@ impl<'a> Signals<'a> {
         let limits = self.limits;
         let probes = &mut self.probes;
         let watched = &mut self.watched;
+        let (active_sum, running_sum, readings) = (
+            &mut self.active_sum,
+            &mut self.running_sum,
+            &mut self.readings,
+        );
+        let samples = &mut self.samples;
+        let own_xacts = &mut self.own_xacts;
+        let own_active_ms = self.own_active_ms;
         let mut failure = None;
         let watching = async {
+            let mut round = 0u32;
             loop {
-                match monitor.time_probe(limits).await {
-                    Ok(Some(took)) => probes.push(took),
-                    Ok(None) => {}
-                    Err(error) => {
-                        failure = Some(error);
-                        break;
+                if round.is_multiple_of(PROBE_EVERY) {
+                    match monitor.time_probe(limits).await {
+                        Ok(Some(took)) => {
+                            probes.push(took);
+                            *own_xacts += 1;
+                        }
+                        Ok(None) => {}
+                        Err(error) => {
+                            failure = Some(error);
+                            break;
+                        }
                     }
                 }
+                round = round.wrapping_add(1);
                 match monitor.observe(limits, patience).await {
-                    Ok((blocked, active)) => {
-                        watched.blocked_sessions = watched.blocked_sessions.max(blocked);
-                        watched.active_sessions =
-                            Some(watched.active_sessions.unwrap_or(0).max(active));
+                    Ok(reading) => {
+                        *own_xacts += 1;
+                        watched.blocked_sessions = watched.blocked_sessions.max(reading.blocked);
+                        *active_sum += u64::from(reading.active);
+                        *running_sum += u64::from(reading.running);
+                        *readings += 1;
+                        samples.push_back(Sample {
+                            at: Instant::now(),
+                            xacts: reading.xacts,
+                            active_ms: reading.active_ms,
+                            own_xacts: *own_xacts,
+                            own_active_ms,
+                        });
+                        if samples.len() > MAX_SAMPLES {
+                            samples.pop_front();
+                        }
                     }
                     Err(error) => {
                         failure = Some(error);
@@ -394,40 +422,38 @@ impl Monitor<'_> {
         Ok(Some(started.elapsed()))
     }
 
-    /// Sessions that have waited longer than `patience` on a lock the backfill holds, and
-    /// active sessions other than ours. A wait shorter than the target batch duration is the
-    /// one the target allows: a write meeting a batch's row lock waits for the batch.
-    /// `pg_blocking_pids` is only called for sessions waiting on a lock that long: the docs
-    /// warn that frequent calls cost (it takes the lock manager's locks).
-    async fn observe(
-        &self,
-        limits: Limits,
-        patience: Duration,
-    ) -> Result<(u32, u32), RuntimeError> {
+    /// Sessions that have waited longer than `patience` on a lock the backfill holds, active
+    /// and running sessions other than ours, the database's counters. A wait shorter than
+    /// the target batch duration is the one the target allows: a write meeting a batch's
+    /// row lock waits for the batch. `pg_blocking_pids` is only called for sessions waiting
+    /// on a lock that long: the docs warn that frequent calls cost (it takes the lock
+    /// manager's locks).
+    async fn observe(&self, limits: Limits, patience: Duration) -> Result<Reading, RuntimeError> {
         let patience_ms = patience.as_secs_f64() * 1000.0;
         let row = within(
             Some(limits.own),
             "reading pg_stat_activity",
             self.client.query_one(
                 &self.observe,
-                &[&self.backfill_pid, &self.own_pids, &patience_ms],
+                &[&self.backfill_pids, &self.own_pids, &patience_ms],
             ),
         )
         .await?
         .map_err(RuntimeError::database("reading pg_stat_activity"))?;
         let count = |index: usize| u32::try_from(row.get::<_, i64>(index)).unwrap_or(u32::MAX);
-        Ok((count(0), count(1)))
+        Ok(Reading {
+            blocked: count(0),
+            active: count(1),
+            running: count(2),
+            xacts: row.get::<_, Option<i64>>(3).unwrap_or(0),
+            active_ms: row.get(4),
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_pause_flag_is_a_valid_flag_name() {
-        assert!(super::super::state::flags::validate_flag_name(PAUSE_FLAG).is_ok());
-    }
 
     #[test]
     fn median_of_probes() {
@@ -440,5 +466,59 @@ mod tests {
         assert_eq!(median(cycle.clone()), Some(ms(1)));
         assert_eq!(quantile(cycle, CYCLE_PROBE_QUANTILE), Some(ms(6)));
         assert_eq!(quantile(vec![ms(2)], CYCLE_PROBE_QUANTILE), Some(ms(2)));
+    }
+
+    /// Readings every 20 ms for `seconds`: the application commits `app` tx/s, we `own`
+    /// tx/s, and the counters show both `lag` late.
+    fn signals_with(
+        seconds: f64,
+        app: f64,
+        own: f64,
+        lag: Duration,
+    ) -> (Signals<'static>, Instant) {
+        let start = Instant::now();
+        let mut signals = Signals {
+            monitor: None,
+            limits: Limits::new(
+                Duration::from_secs(1),
+                Duration::from_secs(1),
+                Duration::from_secs(1),
+            ),
+            watched: Watched::default(),
+            probes: Vec::new(),
+            active_sum: 0,
+            running_sum: 0,
+            readings: 0,
+            samples: VecDeque::new(),
+            own_xacts: 0,
+            own_active_ms: 0.0,
+            flush_lag: lag,
+        };
+        let mut t = 0.0;
+        while t <= seconds {
+            let flushed = (t - lag.as_secs_f64()).max(0.0);
+            signals.samples.push_back(Sample {
+                at: start + Duration::from_secs_f64(t),
+                xacts: ((app + own) * flushed) as i64,
+                active_ms: Some(0.2 * app * flushed),
+                own_xacts: (own * t) as u64,
+                own_active_ms: 0.0,
+            });
+            t += 0.02;
+        }
+        (signals, start)
+    }
+
+    #[test]
+    fn the_application_rate_leaves_ours_out_and_reads_the_counters_a_lag_later() {
+        let lag = Duration::from_secs(1);
+        let (signals, start) = signals_with(6.0, 1000.0, 60.0, lag);
+        let at = |s: f64| start + Duration::from_secs_f64(s);
+        let (tps, server_ms) = signals.application_rate(at(1.0), at(4.0)).unwrap();
+        assert!((tps - 1000.0).abs() < 30.0, "{tps}");
+        let server_ms = server_ms.unwrap();
+        assert!((server_ms - 0.2).abs() < 0.02, "{server_ms}");
+        // No readings that late yet: nothing to say.
+        assert_eq!(signals.application_rate(at(5.0), at(8.0)), None);
     }
 }

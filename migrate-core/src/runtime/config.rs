@@ -74,24 +74,64 @@ pub struct BackfillControl {
     pub min_batch: u32,
     /// Largest batch. Default: 50,000 rows.
     pub max_batch: u32,
-    /// Back off while more sessions than this are active (`pg_stat_activity`, the
-    /// backfill's own excluded). `None`: twice the most seen during the second before the
+    /// Back off while more sessions than this are active on average over a cycle
+    /// (`pg_stat_activity`, the backfill's own excluded; the mean, so a pool's burst of a few
+    /// milliseconds is not a load). `None`: twice the most seen during the second before the
     /// backfill, and at least 8 more. Needs `pg_read_all_stats` (e.g. through `pg_monitor`) to see other
     /// roles' sessions.
     pub max_active_sessions: Option<u32>,
     /// A cheap query the application really runs (e.g. a primary-key read), timed on a
-    /// second connection while each batch runs; the backfill backs off when its median is
-    /// twice its baseline before the backfill (and 2 ms more). `None` turns it off.
-    /// Default: `SELECT 1`, which shows CPU saturation. Needs a second connection
+    /// second connection every 100 ms of each batch and rest; the backfill backs off when its
+    /// 75th percentile over a cycle is twice its baseline before the backfill (and 2 ms
+    /// more). `None` turns it off. Default: a tenth of a millisecond of executor work
+    /// ([`DEFAULT_PROBE`]): unlike `SELECT 1`, which is scheduled at once even on a saturated
+    /// server, it waits for a CPU like the application's queries. Needs a second connection
     /// ([`Migrator::with_monitor`](super::Migrator::with_monitor)).
     pub probe_query: Option<String>,
     /// Pause while a replica has not replayed WAL written longer ago than this; `None` turns
     /// it off. Default: 5 s.
     pub max_replica_lag: Option<Duration>,
+    /// The server's CPUs, against which the sessions running (active, no wait event) are
+    /// counted. `None`: read from the server's `/proc/cpuinfo` (needs a superuser or
+    /// `pg_read_server_files`), else that signal is off. Default: none.
+    pub server_cpus: Option<u32>,
+    /// Most batches at once, over disjoint key ranges, each on its own connection
+    /// ([`Migrator::with_workers`](super::Migrator::with_workers)): a ceiling, the controller
+    /// adds one only while the cycles are clean and the server's CPUs have room. Default: 4.
+    pub max_workers: u32,
     /// Pause while this query returns true (one row, one boolean column). Default: none.
     pub throttle_query: Option<String>,
     /// How often a paused backfill checks whether it may resume. Default: 500 ms.
     pub pause_poll: Duration,
+    /// Abort (rather than pause) while a replica lags more than this, on two readings a
+    /// `pause_poll` apart. `None`: never. Default: none.
+    pub critical_replica_lag: Option<Duration>,
+    /// Abort a backfill that stayed paused longer than this (for any reason), after reading
+    /// the signals once more. `None`: wait as long as it takes. Default: none.
+    pub max_pause: Option<Duration>,
+    /// Pause while more WAL segments than this wait for the archiver (`pg_wal/archive_status`,
+    /// which needs `pg_monitor`); `None` turns it off. Default: 64 (1 GB of 16 MB segments).
+    pub max_wal_archive_backlog: Option<u64>,
+    /// Which autovacuum runs on the backfill's table pause it. Default: wraparound.
+    pub autovacuum: AutovacuumPause,
+    /// Pause while a transaction holding back the xmin horizon (or a prepared one) is older
+    /// than this: the dead rows every batch leaves cannot be vacuumed until it ends. `None`
+    /// turns it off. Default: 10 min.
+    pub max_transaction_age: Option<Duration>,
+}
+
+/// Which autovacuum runs on a backfill's table pause the backfill.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum AutovacuumPause {
+    /// None.
+    Off,
+    /// Those that prevent transaction ID wraparound: they must finish, and a backfill
+    /// writing the table makes them longer.
+    #[default]
+    Wraparound,
+    /// Every one.
+    Any,
 }
 
 impl Default for BackfillControl {
@@ -101,10 +141,17 @@ impl Default for BackfillControl {
             min_batch: 100,
             max_batch: 50_000,
             max_active_sessions: None,
-            probe_query: Some("SELECT 1".to_owned()),
+            probe_query: Some(DEFAULT_PROBE.to_owned()),
+            server_cpus: None,
+            max_workers: 4,
             max_replica_lag: Some(Duration::from_secs(5)),
             throttle_query: None,
             pause_poll: Duration::from_millis(500),
+            critical_replica_lag: None,
+            max_pause: None,
+            max_wal_archive_backlog: Some(64),
+            autovacuum: AutovacuumPause::Wraparound,
+            max_transaction_age: Some(Duration::from_secs(10 * 60)),
         }
     }
 }
@@ -138,6 +185,10 @@ pub fn duration_text(duration: Duration) -> String {
     }
     text
 }
+
+/// The default probe query: about a tenth of a millisecond of executor work, so that it
+/// queues for a CPU as the application's queries do.
+pub const DEFAULT_PROBE: &str = "SELECT count(*) FROM generate_series(1, 1000)";
 
 /// Longest `lock_timeout` accepted: the application's queries queue behind a migration's
 /// lock request for up to that long.
@@ -196,6 +247,20 @@ impl MigratorConfig {
                 setting: "backfill_min_batch",
                 value: format!("{}..{}", backfill.min_batch, backfill.max_batch),
                 reason: "the smallest batch must be at least 1 row and at most the largest",
+            });
+        }
+        if backfill.max_workers == 0 || backfill.max_workers > 64 {
+            return Err(RuntimeError::InvalidSetting {
+                setting: "backfill_workers",
+                value: backfill.max_workers.to_string(),
+                reason: "must be between 1 and 64",
+            });
+        }
+        if backfill.server_cpus == Some(0) {
+            return Err(RuntimeError::InvalidSetting {
+                setting: "backfill_server_cpus",
+                value: "0".to_owned(),
+                reason: "must be at least 1, or unset to read it from the server",
             });
         }
         if backfill.pause_poll.is_zero() {

@@ -500,6 +500,19 @@ pub enum RuntimeError {
         file: String,
     },
 
+    /// A stop signal aborted a backfill (a critical replica lag, a pause past its limit); its
+    /// progress is stored: the next `up` resumes it.
+    #[error(
+        "{location}: backfill of migration {} aborted, its progress kept (the next up resumes it): {reason}",
+        location.version
+    )]
+    BackfillAborted {
+        /// The backfill statement.
+        location: StatementLocation,
+        /// Which signal, at what reading.
+        reason: Box<super::backfill_stops::AbortReason>,
+    },
+
     /// A compare (`migrate verify --compare`) cannot run: no compare declared, or its
     /// definition does not fit the tables.
     #[error("compare declared at {at}: {problem}")]
@@ -624,7 +637,8 @@ impl RuntimeError {
         match self {
             RuntimeError::LockTimeout { .. }
             | RuntimeError::LockRetriesExhausted { .. }
-            | RuntimeError::NoAnswer { .. } => true,
+            | RuntimeError::NoAnswer { .. }
+            | RuntimeError::BackfillAborted { .. } => true,
             RuntimeError::ContractGate { failure, .. } => matches!(
                 failure.as_ref(),
                 GateFailure::Stabilising { .. }

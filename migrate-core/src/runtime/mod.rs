@@ -27,6 +27,7 @@ mod backfill_controller;
 mod backfill_pace;
 mod backfill_rerun;
 mod backfill_signals;
+mod backfill_stops;
 pub mod baseline;
 pub mod compare;
 mod compare_tables;
@@ -59,12 +60,15 @@ use std::time::Duration;
 use tokio_postgres::Client;
 use tracing::Instrument;
 
-pub use backfill_controller::{PaceState, PauseReason, Pressure};
+pub use backfill_controller::{ApplicationRates, PaceState, Pressure};
 pub use backfill_pace::BackfillStatus;
 pub use backfill_rerun::BackfillRerun;
-pub use backfill_signals::PAUSE_FLAG;
+pub use backfill_stops::{AbortReason, PAUSE_FLAG, PauseReason};
 pub use compare::{CompareOptions, CompareReport, Difference, DifferingKey};
-pub use config::{BackfillControl, MAX_LOCK_TIMEOUT, MigratorConfig, duration_text};
+pub use config::{
+    AutovacuumPause, BackfillControl, DEFAULT_PROBE, MAX_LOCK_TIMEOUT, MigratorConfig,
+    duration_text,
+};
 pub use connect::{ConnectOptions, SslMode, connect, connect_with};
 pub use dual_write::{DualWrite, DualWriteConfig, ModernWrite};
 pub use error::{
@@ -103,6 +107,7 @@ pub struct Migrator<'m> {
     lock_key: i64,
     progress: Option<ProgressHook>,
     monitor: Option<Client>,
+    workers: Vec<Client>,
 }
 
 /// What `up` and `down` are doing, for progress displays (see [`Migrator::with_progress`]).
@@ -189,6 +194,7 @@ impl<'m> Migrator<'m> {
             lock_key,
             progress: None,
             monitor: None,
+            workers: Vec::new(),
         })
     }
 
@@ -220,6 +226,15 @@ impl<'m> Migrator<'m> {
         )
         .await??;
         Ok(())
+    }
+
+    /// More connections to the same database on which a backfill under the controller runs
+    /// batches at once, over disjoint key ranges, when the server has room
+    /// ([`BackfillControl::max_workers`] is the ceiling, counting the migration's own
+    /// connection). They get the migration session's `lock_timeout` and `statement_timeout`.
+    pub fn with_workers(mut self, workers: Vec<Client>) -> Self {
+        self.workers = workers;
+        self
     }
 
     /// Sets or clears the operator's pause of every backfill of this database (the
@@ -753,6 +768,7 @@ impl<'m> Migrator<'m> {
         };
         let pace = backfill::PaceContext {
             monitor: self.monitor.as_ref(),
+            workers: &self.workers,
             control: &self.config.backfill,
             flags: state::flags::FlagStore::for_history_table(self.history.table())?,
             report: &report,

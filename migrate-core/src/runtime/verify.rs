@@ -52,6 +52,10 @@ pub struct BackfillState {
     /// `done`, `failed`); `None` before the first batch, or in a table of an earlier release.
     /// Only meaningful while [`BackfillState::run`] is [`BackfillRun::Running`].
     pub pace_state: Option<String>,
+    /// Which signals held the last run, for how long, and the application's measured
+    /// throughput and server-time change (`BackfillStatus::impact`); `None` when nothing
+    /// held it or no rest window measured the application.
+    pub impact: Option<String>,
     /// Whether the run that last worked on the statement is still going; `None` before any
     /// run, or when no run recorded its session (a table of an earlier release).
     pub run: Option<BackfillRun>,
@@ -120,6 +124,7 @@ impl Migrator<'_> {
                     rows_per_second: None,
                     batch_size: None,
                     pace_state: None,
+                    impact: None,
                     run: None,
                 };
                 let stored = table
@@ -147,6 +152,7 @@ impl Migrator<'_> {
                         state.batch_size =
                             pace.batch_size.and_then(|size| u32::try_from(size).ok());
                         state.pace_state = Some(pace.state);
+                        state.impact = pace.report;
                     }
                 }
                 states.push(state);

@@ -35,6 +35,9 @@ pub(crate) struct StoredPace {
     pub rows_per_second: Option<f64>,
     /// The controller's state, as it reads (`running`, `paused: ...`).
     pub state: String,
+    /// Which signals held the backfill and the application's measured change
+    /// (`BackfillStatus::impact`).
+    pub report: Option<String>,
 }
 
 /// Everything stored about one backfill statement, for `migrate backfill`.
@@ -56,12 +59,14 @@ pub(crate) struct StoredProgress {
 
 /// Columns added after the table's first release: `ensure` adds them to older tables. The
 /// session (`backend_pid`, `backend_start`) of the run working on a statement tells a reader
-/// whether that run is still going; `error` is what it failed on.
+/// whether that run is still going; `error` is what it failed on; `report` what held the run
+/// and the application's measured change.
 const LATER_COLUMNS: &str = "batch_size integer, rows_per_second double precision, state text, \
-                             backend_pid integer, backend_start timestamptz, error text";
+                             backend_pid integer, backend_start timestamptz, error text, \
+                             report text";
 
 /// The column `LATER_COLUMNS` added last: a table that has it has them all.
-const LAST_ADDED_COLUMN: &str = "error";
+const LAST_ADDED_COLUMN: &str = "report";
 
 /// A statement's index as stored in the table's `statement integer` column.
 pub(crate) fn statement_index(index: usize) -> i32 {
@@ -264,8 +269,8 @@ impl BackfillProgressTable {
             .execute(
                 &format!(
                     "UPDATE {} SET last_key = $3, rows_done = $4, batch_size = $5, \
-                     rows_per_second = $6, state = $7, updated_at = now() \
-                     WHERE version = $1 AND statement = $2",
+                     rows_per_second = $6, state = $7, report = coalesce($8, report), \
+                     updated_at = now() WHERE version = $1 AND statement = $2",
                     self.quoted
                 ),
                 &[
@@ -276,6 +281,7 @@ impl BackfillProgressTable {
                     &pace.batch_size,
                     &pace.rows_per_second,
                     &pace.state,
+                    &pace.report,
                 ],
             )
             .await
@@ -330,7 +336,8 @@ impl BackfillProgressTable {
                        AND (a.backend_start IS NULL \
                          OR a.backend_start = (to_jsonb(p) ->> 'backend_start')::timestamptz)) \
                      END, \
-                     to_jsonb(p) ->> 'error' \
+                     to_jsonb(p) ->> 'error', \
+                     to_jsonb(p) ->> 'report' \
                      FROM {} p WHERE version = $1 AND statement = $2",
                     self.quoted
                 ),
@@ -348,6 +355,7 @@ impl BackfillProgressTable {
                     batch_size: row.get(5),
                     rows_per_second: row.get(6),
                     state,
+                    report: row.get(10),
                 }),
                 session_alive: row.get(8),
                 error: row.get(9),

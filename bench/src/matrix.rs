@@ -1,0 +1,454 @@
+//! The workload matrix of issue 22: the same change under six shapes of application load,
+//! each at 60% of its own measured maximum, each with a control run (the load alone), the big
+//! bang and the runner's defaults. Every shape gets its own scratch cluster (its settings, its
+//! replica), and each run says how much CPU the server, pgbench and the runner took: they
+//! share the machine.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use migrate_scratch::ScratchCluster;
+
+use crate::load::{self, Pgbench};
+use crate::report::{self, Run};
+use crate::{Args, Change, fail, now_us, open, perform, reset, vacuum};
+
+/// One shape of application load.
+#[derive(Debug, Clone, Copy)]
+pub struct Shape {
+    pub id: &'static str,
+    pub what: &'static str,
+    clients: u32,
+    script: Script,
+    /// `shared_buffers`: the I/O-bound shape keeps the table at least 4x larger.
+    shared_buffers: &'static str,
+    replica: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Script {
+    /// A point SELECT and a point UPDATE by key, each its own transaction.
+    PointPair,
+    /// The former default: a SELECT and an UPDATE in one transaction.
+    Mix,
+    /// Point UPDATEs of a hot 1% of the rows, spread over the whole key range, so every batch
+    /// of the backfill meets rows the application is writing.
+    HotRows,
+}
+
+pub const SHAPES: [Shape; 6] = [
+    Shape {
+        id: "a",
+        what: "point UPDATE + point SELECT by key, 4 clients",
+        clients: 4,
+        script: Script::PointPair,
+        shared_buffers: "256MB",
+        replica: false,
+    },
+    Shape {
+        id: "b",
+        what: "point UPDATE + point SELECT by key, 16 clients",
+        clients: 16,
+        script: Script::PointPair,
+        shared_buffers: "256MB",
+        replica: false,
+    },
+    Shape {
+        id: "c",
+        what: "the former default mix (SELECT + UPDATE in one transaction), 8 clients",
+        clients: 8,
+        script: Script::Mix,
+        shared_buffers: "256MB",
+        replica: false,
+    },
+    Shape {
+        id: "d",
+        what: "I/O-bound: point pair, 8 clients, shared_buffers 16MB (table >= 4x)",
+        clients: 8,
+        script: Script::PointPair,
+        shared_buffers: "16MB",
+        replica: false,
+    },
+    Shape {
+        id: "e",
+        what: "hot rows: the application updates 1% of the rows, spread over the keys, 8 clients",
+        clients: 8,
+        script: Script::HotRows,
+        shared_buffers: "256MB",
+        replica: false,
+    },
+    Shape {
+        id: "f",
+        what: "with a streaming replica: point pair, 4 clients",
+        clients: 4,
+        script: Script::PointPair,
+        shared_buffers: "256MB",
+        replica: true,
+    },
+];
+
+/// CPU seconds (user + system) of a process, with its reaped children's when asked, from
+/// `/proc/<pid>/stat` (ticks of 1/100 s, `USER_HZ`).
+fn process_cpu_s(pid: &str, with_children: bool) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = |index: usize| fields.get(index)?.parse::<f64>().ok();
+    let mut total = ticks(11)? + ticks(12)?;
+    if with_children {
+        total += ticks(13)? + ticks(14)?;
+    }
+    Some(total / 100.0)
+}
+
+fn parent_of(pid: &str) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)
+        .map(str::to_owned)
+}
+
+/// CPU seconds of a cluster's processes: the postmaster (with the backends it reaped) and
+/// its live children.
+fn cluster_cpu_s(cluster: &ScratchCluster) -> f64 {
+    let Some(postmaster) = std::fs::read_to_string(cluster.data_dir().join("postmaster.pid"))
+        .ok()
+        .and_then(|text| text.lines().next().map(|line| line.trim().to_owned()))
+    else {
+        return 0.0;
+    };
+    let mut total = process_cpu_s(&postmaster, true).unwrap_or(0.0);
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.bytes().all(|b| b.is_ascii_digit())
+                && parent_of(&name).as_deref() == Some(postmaster.as_str())
+            {
+                total += process_cpu_s(&name, false).unwrap_or(0.0);
+            }
+        }
+    }
+    total
+}
+
+/// (this process, its reaped children: pgbench), CPU seconds.
+fn own_cpu_s() -> (f64, f64) {
+    let stat = process_cpu_s("self", false).unwrap_or(0.0);
+    let all = process_cpu_s("self", true).unwrap_or(0.0);
+    (stat, all - stat)
+}
+
+/// CPU each process took during one run, in seconds.
+#[derive(Debug, Clone, Copy, Default)]
+struct CpuUse {
+    server: f64,
+    pgbench: f64,
+    runner: f64,
+    seconds: f64,
+}
+
+struct ShapeResult {
+    shape: Shape,
+    max_tps: f64,
+    rate: u32,
+    bulk: f64,
+    runs: Vec<(Run, CpuUse, Option<String>)>,
+}
+
+/// Runs the shapes `ids` and writes `online-matrix.md` under `args.out`.
+pub async fn run(args: &Args, ids: &[String]) -> Result<(), String> {
+    let mut results = Vec::new();
+    for shape in SHAPES.iter().filter(|s| ids.iter().any(|id| id == s.id)) {
+        println!("shape ({}): {}", shape.id, shape.what);
+        results.push(run_shape(args, *shape).await?);
+    }
+    let text = markdown(args, &results);
+    std::fs::create_dir_all(&args.out).map_err(fail("creating the output folder"))?;
+    std::fs::write(args.out.join("online-matrix.md"), &text).map_err(|e| e.to_string())?;
+    println!("\n{text}");
+    Ok(())
+}
+
+async fn run_shape(args: &Args, shape: Shape) -> Result<ShapeResult, String> {
+    let cluster = ScratchCluster::start().map_err(|e| format!("starting PostgreSQL: {e}"))?;
+    for setting in [
+        "fsync = on".to_owned(),
+        "synchronous_commit = on".to_owned(),
+        "full_page_writes = on".to_owned(),
+        format!("shared_buffers = '{}'", shape.shared_buffers),
+        // Bounded: the machine's disk is shared; checkpoints come sooner than with 4GB.
+        "max_wal_size = '1GB'".to_owned(),
+        "checkpoint_timeout = '15min'".to_owned(),
+    ] {
+        cluster
+            .psql("postgres", &format!("ALTER SYSTEM SET {setting}"))
+            .map_err(|e| e.to_string())?;
+    }
+    cluster.stop_server(false).map_err(|e| e.to_string())?;
+    cluster.start_server_again().map_err(|e| e.to_string())?;
+    // Before the table: the base backup is small, the table streams to it.
+    let replica = if shape.replica {
+        Some(cluster.start_replica().map_err(|e| e.to_string())?)
+    } else {
+        None
+    };
+    let database = cluster.create_database().map_err(|e| e.to_string())?;
+    let client = open(database.url()).await?;
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE users (id bigint PRIMARY KEY, email text NOT NULL, \
+             created_at timestamptz NOT NULL, balance bigint NOT NULL DEFAULT 0); \
+             INSERT INTO users (id, email, created_at) SELECT g, 'user' || g || '@example.com', \
+             now() - g * interval '1 second' FROM generate_series(1, {}) g",
+            args.rows
+        ))
+        .await
+        .map_err(fail("building the table"))?;
+    vacuum(&client).await?;
+
+    let work = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let script_path = work.path().join("app.sql");
+    let rows = args.rows;
+    let text = match shape.script {
+        Script::PointPair => format!(
+            "\\set id random(1, {rows})\nSELECT email, balance FROM users WHERE id = :id;\n\
+             UPDATE users SET balance = balance + 1 WHERE id = :id;\n"
+        ),
+        Script::Mix => format!(
+            "\\set id random(1, {rows})\nBEGIN;\nSELECT email, balance FROM users WHERE id = :id;\n\
+             UPDATE users SET balance = balance + 1 WHERE id = :id;\nEND;\n"
+        ),
+        Script::HotRows => format!(
+            "\\set id 100 * random(1, {})\nSELECT email, balance FROM users WHERE id = :id;\n\
+             UPDATE users SET balance = balance + 1 WHERE id = :id;\n",
+            (rows / 100).max(1)
+        ),
+    };
+    std::fs::write(&script_path, text).map_err(|e| e.to_string())?;
+    let pgbench = Pgbench {
+        program: cluster.binaries().program("pgbench"),
+        host: cluster.host().to_owned(),
+        port: cluster.port(),
+        user: "postgres".to_owned(),
+        database: database.name().to_owned(),
+        clients: shape.clients,
+        threads: 2,
+    };
+    let max_dir = work.path().join("max");
+    std::fs::create_dir_all(&max_dir).map_err(|e| e.to_string())?;
+    pgbench.run(&script_path, 10, None, &max_dir, "segment")?;
+    let max_tps = load::read_logs(&max_dir)?.len() as f64 / 10.0;
+    let rate = ((max_tps * f64::from(args.load_percent) / 100.0) as u32).max(1);
+    println!("  max {max_tps:.0} TPS; runs at {rate} TPS");
+
+    reset(&client, false).await?;
+    client
+        .batch_execute("ALTER TABLE users ADD COLUMN email_verified_at timestamptz")
+        .await
+        .map_err(fail("adding the column"))?;
+    let started = std::time::Instant::now();
+    let updated = client
+        .execute("UPDATE users SET email_verified_at = created_at", &[])
+        .await
+        .map_err(fail("the bulk UPDATE"))?;
+    let bulk = updated as f64 / started.elapsed().as_secs_f64();
+    println!("  no-load bulk UPDATE: {bulk:.0} rows/s");
+
+    let wanted = |run: &str| args.runs.iter().any(|r| r == run);
+    let mut changes = Vec::new();
+    if wanted("control") {
+        changes.push(("control (load alone)".to_owned(), Change::Control));
+    }
+    if wanted("big-bang") {
+        changes.push(("big bang".to_owned(), Change::BigBang));
+    }
+    if wanted("defaults") {
+        changes.push((
+            "runner, defaults".to_owned(),
+            Change::Runner { target_ms: None },
+        ));
+    }
+    let mut runs = Vec::new();
+    for (name, change) in changes {
+        reset(&client, false).await?;
+        let log_dir: PathBuf = work.path().join(format!("run{}", runs.len()));
+        std::fs::create_dir_all(&log_dir).map_err(|e| e.to_string())?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let cpu_before = (
+            cluster_cpu_s(&cluster) + replica.as_ref().map_or(0.0, cluster_cpu_s),
+            own_cpu_s(),
+            now_us(),
+        );
+        let load = pgbench.clone().run_until(
+            script_path.clone(),
+            rate,
+            crate::SEGMENT_S,
+            log_dir.clone(),
+            Arc::clone(&stop),
+        );
+        // The baseline: load alone (a pause of the benchmark, not synchronisation).
+        tokio::time::sleep(Duration::from_secs(u64::from(args.baseline))).await;
+        let start = now_us();
+        let runner_before = own_cpu_s().0;
+        let fill = perform(&change, database.url(), work.path(), args.control_seconds).await?;
+        let runner_cpu = own_cpu_s().0 - runner_before;
+        let end = now_us();
+        tokio::time::sleep(Duration::from_secs(u64::from(args.baseline))).await;
+        stop.store(true, Ordering::SeqCst);
+        load.join()
+            .map_err(|_| "the load thread panicked".to_owned())??;
+        let cpu = CpuUse {
+            server: cluster_cpu_s(&cluster) + replica.as_ref().map_or(0.0, cluster_cpu_s)
+                - cpu_before.0,
+            pgbench: own_cpu_s().1 - (cpu_before.1).1,
+            runner: if matches!(change, Change::Runner { .. }) {
+                runner_cpu
+            } else {
+                0.0
+            },
+            seconds: (now_us() - cpu_before.2) as f64 / 1e6,
+        };
+        let log = load::read_logs(&log_dir)?;
+        let filled = if matches!(change, Change::Control) {
+            0
+        } else {
+            args.rows
+        };
+        let impact = fill.impact.clone();
+        let measured = report::measure(&name, &log, (start, end), args.baseline, filled, fill);
+        println!(
+            "  {name}: baseline {:.0} TPS p99 {:.1} ms; during: {} s at 0 TPS, p99 {:.1} ms, \
+             TPS drop {:.1}%; {:.1} s; {:.0} rows/s ({:.0}% of bulk); CPU over {:.0} s: server \
+             {:.1} s, pgbench {:.1} s, runner {:.1} s{}",
+            measured.baseline_tps,
+            measured.baseline_p99_ms,
+            measured.zero_seconds,
+            measured.change_p99_ms,
+            measured.tps_drop_percent,
+            measured.duration_s,
+            measured.rows_per_second,
+            measured.rows_per_second / bulk * 100.0,
+            cpu.seconds,
+            cpu.server,
+            cpu.pgbench,
+            cpu.runner,
+            impact
+                .as_deref()
+                .map(|i| format!("; {i}"))
+                .unwrap_or_default()
+        );
+        runs.push((measured, cpu, impact));
+    }
+    drop(replica);
+    Ok(ShapeResult {
+        shape,
+        max_tps,
+        rate,
+        bulk,
+        runs,
+    })
+}
+
+fn markdown(args: &Args, results: &[ShapeResult]) -> String {
+    let mut text = String::new();
+    let _ = writeln!(text, "# Online impact: the workload matrix (issue 22)\n");
+    let _ = writeln!(
+        text,
+        "Produced by `scripts/bench-online.sh --rows {} --shapes {} --runs {} --baseline {} \
+         --control-seconds {}`. Machine: {} cores, {} memory; server, pgbench and runner share \
+         it. Table `users` of {} rows; each shape's load runs at {}% of its own maximum \
+         (pgbench `--rate`, per-transaction logs). The change: add `email_verified_at`, fill it \
+         from `created_at` (the runner: `-- migrate:backfill table=users key=id`, defaults), \
+         index it. CPU: seconds each took over the whole run (baseline, change, the seconds \
+         after), the server's summed over its processes (the replica's included), pgbench's \
+         as the benchmark's reaped children, the runner's as the benchmark process during the \
+         change.\n",
+        args.rows,
+        results
+            .iter()
+            .map(|r| r.shape.id)
+            .collect::<Vec<_>>()
+            .join(","),
+        args.runs
+            .iter()
+            .filter(|run| ["control", "big-bang", "defaults"].contains(&run.as_str()))
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(","),
+        args.baseline,
+        args.control_seconds,
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        crate::memory(),
+        args.rows,
+        args.load_percent,
+    );
+    let _ = writeln!(
+        text,
+        "| shape | run | baseline TPS | baseline p99 ms | s at 0 TPS | p99 ms during | TPS drop % | duration s | rows/s | vs bulk | CPU s: server / pgbench / runner (over s) |"
+    );
+    let _ = writeln!(
+        text,
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+    );
+    for result in results {
+        for (run, cpu, _) in &result.runs {
+            let _ = writeln!(
+                text,
+                "| ({}) | {} | {:.0} | {:.1} | {} | {:.1} | {:.1} | {:.1} | {:.0} | {:.0}% | {:.1} / {:.1} / {:.1} ({:.0}) |",
+                result.shape.id,
+                run.name,
+                run.baseline_tps,
+                run.baseline_p99_ms,
+                run.zero_seconds,
+                run.change_p99_ms,
+                run.tps_drop_percent,
+                run.duration_s,
+                run.rows_per_second,
+                run.rows_per_second / result.bulk.max(1.0) * 100.0,
+                cpu.server,
+                cpu.pgbench,
+                cpu.runner,
+                cpu.seconds
+            );
+        }
+    }
+    let _ = writeln!(
+        text,
+        "\nShapes, their maxima and the bulk UPDATE ceiling:\n"
+    );
+    for result in results {
+        let _ = writeln!(
+            text,
+            "- ({}) {}: max {:.0} TPS, runs at {} TPS; no-load bulk UPDATE {:.0} rows/s.",
+            result.shape.id, result.shape.what, result.max_tps, result.rate, result.bulk
+        );
+        for (run, _, impact) in &result.runs {
+            if let Some(impact) = impact {
+                let _ = writeln!(text, "  - {}: {impact}", run.name);
+            }
+        }
+    }
+    let _ = writeln!(
+        text,
+        "\nDuring = from the change's start to its end; p99 during also counts the transactions \
+         completed in the baseline's length after it. Latency is pgbench's with `--rate`: from \
+         the scheduled start, so queueing counts. The control run is the load alone measured \
+         like a change: its drop and p99 are the machine's own noise."
+    );
+    text
+}
+
+/// The shape ids, checked.
+pub fn parse_shape(text: &str) -> Result<String, String> {
+    if text == "custom" || SHAPES.iter().any(|s| s.id == text) {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "unknown shape `{text}`: a, b, c, d, e, f, or custom"
+        ))
+    }
+}
