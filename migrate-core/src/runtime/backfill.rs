@@ -181,11 +181,11 @@ async fn run_statements(
         )
         .await??;
         *claimed = Some(statement_index);
-        let never_done = |batch: BatchOutcome| RuntimeError::BackfillRowsStuck {
+        let never_done = |rows: i64, keys: Vec<String>| RuntimeError::BackfillRowsStuck {
             location: location(migration, Some(statement)),
             cause: StuckCause::SetKeepsMatching,
-            rows: batch.still_pending,
-            keys: batch.stuck_keys,
+            rows,
+            keys,
             key_column: spec.key.to_string(),
         };
         let aborted = |reason| RuntimeError::BackfillAborted {
@@ -267,7 +267,7 @@ async fn run_statements(
                 .await?;
             most_attempts = most_attempts.max(batch.attempts);
             if batch.still_pending > 0 {
-                return Err(never_done(batch));
+                return Err(never_done(batch.still_pending, batch.stuck_keys));
             }
             progress.rows_done += batch.updated;
             match batch.last_key {
@@ -327,7 +327,7 @@ async fn run_statements(
                     .await?;
                 most_attempts = most_attempts.max(batch.attempts);
                 if batch.still_pending > 0 {
-                    return Err(never_done(batch));
+                    return Err(never_done(batch.still_pending, batch.stuck_keys));
                 }
                 changed += batch.updated;
                 progress.rows_done += batch.updated;
@@ -456,6 +456,8 @@ struct RoundOutcome {
     /// A batch found no key left: the pass is done.
     finished: bool,
     still_pending: i64,
+    /// The first few keys still pending, over the round's batches in key order.
+    stuck_keys: Vec<String>,
     attempts: u32,
 }
 
@@ -636,6 +638,11 @@ impl BatchRunner<'_> {
             round.updated += outcome.updated;
             round.keys_covered += outcome.keys_covered;
             round.still_pending += outcome.still_pending;
+            // Each batch names at most five (`pending_keys_sql`); so does the round.
+            let room = 5usize.saturating_sub(round.stuck_keys.len());
+            round
+                .stuck_keys
+                .extend(outcome.stuck_keys.into_iter().take(room));
             round.attempts = round.attempts.max(outcome.attempts);
             // Ranges are in key order: the last one that reached a key is where the next
             // round starts; one that found nothing (no range end, no row) ends the pass.
