@@ -255,8 +255,12 @@ fn print(context: &Context, states: &[BackfillState], verified: bool, paused: bo
 }
 
 /// The PACE column: the stored pace while the run is alive; `stopped` or `failed` once its
-/// process is gone, whatever the pace it last stored.
+/// process is gone, whatever the pace it last stored, but for an abort by a stop signal
+/// (`aborted: <why>`), which says why it stopped.
 fn pace(s: &BackfillState) -> Option<String> {
+    if let Some(aborted) = s.pace_state.as_ref().filter(|p| p.starts_with("aborted")) {
+        return Some(aborted.clone());
+    }
     match &s.run {
         Some(run @ (BackfillRun::Stopped | BackfillRun::Failed { .. })) => {
             Some(run.as_str().to_owned())

@@ -77,7 +77,11 @@ pub(crate) async fn run(
     match (&result, claimed) {
         // A server that stopped answering would not answer this either; `migrate backfill`
         // then finds the session gone and says `stopped`.
-        (Err(RuntimeError::NoAnswer { .. }), _) | (Ok(_), _) | (Err(_), None) => {}
+        // An abort already stored its state (`aborted: <why>`, progress kept): more precise
+        // than `failed`, and the next `up` resumes it.
+        (Err(RuntimeError::NoAnswer { .. } | RuntimeError::BackfillAborted { .. }), _)
+        | (Ok(_), _)
+        | (Err(_), None) => {}
         (Err(error), Some(statement)) => {
             let version = super::sql_version(migration.version);
             let recorded = within(
