@@ -396,7 +396,7 @@ impl Context {
             .into());
         }
         let absolute = std::fs::canonicalize(&dir).unwrap_or(dir);
-        Ok(checked.migrations(&absolute.to_string_lossy()))
+        Ok(checked.into_migrations(&absolute.to_string_lossy()))
     }
 
     pub fn database(&self, command: &'static str) -> Result<&DatabaseUrl, CliError> {

@@ -78,6 +78,21 @@ impl CheckedSet {
                 .into(),
         }
     }
+
+    /// [`CheckedSet::migrations`] without a copy: each file's migration is moved out and the
+    /// rest (the file's text, its statements' lint state) dropped, so a big file's statements
+    /// are not held twice while they are applied.
+    pub fn into_migrations(self, dir: &str) -> Migrations {
+        Migrations {
+            dir: dir.to_owned().into(),
+            migrations: self
+                .files
+                .into_iter()
+                .map(|f| f.migration)
+                .collect::<Vec<_>>()
+                .into(),
+        }
+    }
 }
 
 /// Reads `dir` (and `dir/migrate.toml` when present), parses every migration file and lints

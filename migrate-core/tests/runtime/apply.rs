@@ -3,7 +3,8 @@
 
 use crate::common::*;
 use crate::fixtures::*;
-use migrate_core::runtime::{MigrationState, Migrator, UpTo};
+use migrate_core::runtime::{MigrationState, Migrator, RuntimeError, UpTo};
+use tokio_postgres::error::SqlState;
 
 #[tokio::test]
 async fn applies_a_set_and_a_second_run_has_nothing_to_do() {
@@ -142,4 +143,91 @@ async fn errors_read_as_one_message_through_debug_display_and_the_chain() {
         failed.report.to_string(),
         "nothing was done before the failure"
     );
+}
+
+/// A migration of more statements than are pipelined at once (the executor keeps a bounded
+/// window in flight so a big file is not held twice): all of them run, in order, in one
+/// transaction.
+#[tokio::test]
+async fn a_migration_of_many_statements_runs_them_all_in_order() {
+    let db = database();
+    let client = client(db.url()).await;
+    let mut up = vec!["CREATE TABLE seq_rows (n int PRIMARY KEY, after int)".to_owned()];
+    // Each row records the row count before it: out-of-order execution would show.
+    up.extend(
+        (0..1500)
+            .map(|n| format!("INSERT INTO seq_rows (n, after) SELECT {n}, count(*) FROM seq_rows")),
+    );
+    let up: Vec<&str> = up.iter().map(String::as_str).collect();
+    let migrations = set(vec![tx(1, "many", &up, &["DROP TABLE seq_rows"])]);
+    let migrator = Migrator::new(&migrations, config()).expect("config");
+    migrator.up(&client, UpTo::All).await.expect("up");
+    let out_of_order: i64 = client
+        .query_one("SELECT count(*) FROM seq_rows WHERE n <> after", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let rows: i64 = client
+        .query_one("SELECT count(*) FROM seq_rows", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!((rows, out_of_order), (1500, 0));
+    assert_eq!(history_versions(&client).await, vec![1]);
+}
+
+/// A statement that fails far past the first pipelined window is the one named, and nothing
+/// of the migration, before or after it, stays: the statements after it are not sent, the
+/// transaction is rolled back.
+#[tokio::test]
+async fn a_failure_deep_in_a_long_migration_names_its_statement_and_keeps_nothing() {
+    let db = database();
+    let client = client(db.url()).await;
+    let mut up = vec!["CREATE TABLE deep_rows (n int PRIMARY KEY)".to_owned()];
+    up.extend((0..1500).map(|n| format!("INSERT INTO deep_rows VALUES ({n})")));
+    // Statement 1,001 of the up part (file line 1,002: line 1 is `-- migrate:up`).
+    up[1000] = "INSERT INTO deep_rows VALUES (1 / 0)".to_owned();
+    let up: Vec<&str> = up.iter().map(String::as_str).collect();
+    let migrations = set(vec![
+        tx(1, "deep", &up, &["DROP TABLE deep_rows"]),
+        tx(
+            2,
+            "after",
+            &["CREATE TABLE after_deep (id int)"],
+            &["DROP TABLE after_deep"],
+        ),
+    ]);
+    let migrator = Migrator::new(&migrations, config()).expect("config");
+    let error = migrator
+        .up(&client, UpTo::All)
+        .await
+        .expect_err("division by zero");
+    assert_eq!(error.error().sql_state(), Some(&SqlState::DIVISION_BY_ZERO));
+    match error.error() {
+        RuntimeError::Statement {
+            location, attempts, ..
+        } => {
+            assert_eq!(
+                (location.version, location.line, location.column),
+                (1, 1002, 1)
+            );
+            assert_eq!(*attempts, 1);
+        }
+        other => panic!("expected Statement, got {other:?}"),
+    }
+    assert!(error.report.versions().is_empty());
+    let tables: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_class WHERE relname IN ('deep_rows', 'after_deep')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(tables, 0);
+    assert!(history_versions(&client).await.is_empty());
+    // The session is usable: no transaction left open, no reply of an unsent statement
+    // pending.
+    let one: i32 = client.query_one("SELECT 1", &[]).await.unwrap().get(0);
+    assert_eq!(one, 1);
 }
