@@ -15,7 +15,7 @@ fuzz_target!(|data: &[u8]| {
         SourceFile {
             display_path: format!("fuzz/{file_name}"),
             file_name: file_name.to_owned(),
-            bytes,
+            bytes: bytes.into(),
         }
     };
     let sources = [

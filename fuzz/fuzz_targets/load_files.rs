@@ -12,7 +12,7 @@ fuzz_target!(|input: (String, Vec<u8>)| {
     let source = SourceFile {
         display_path: format!("fuzz/{file_name}"),
         file_name,
-        bytes,
+        bytes: bytes.into(),
     };
     let known_rules = |id: &str| rule(id).is_some();
     let _ = parse_file(&source, &known_rules);

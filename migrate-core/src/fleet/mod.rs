@@ -1,7 +1,7 @@
 //! Fleets: one migration set rolled over many databases, or over many tenant schemas of
 //! each, with bounded concurrency, canaries first and a stop at the first failure.
 //!
-//! Each target is migrated by an ordinary [`Migrator`](crate::runtime::Migrator) over a
+//! Each target is migrated by an ordinary [`Migrator`] over a
 //! dedicated connection of its own, so it keeps its own advisory lock, history table and
 //! contract gates: two fleet runs at once apply every migration exactly once everywhere.
 //! A schema target (`--schemas GLOB`) has its history in `<schema>.schema_migrations` and

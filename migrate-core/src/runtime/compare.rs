@@ -2,7 +2,7 @@
 //! (docs/design.md, "Compare"), for the copies a recount cannot judge: a transformed value
 //! can be wrong, a trigger can have skipped rows, a dual write can have failed on one side.
 //!
-//! First the catalog ([`super::compare_tables`]): both tables and every column exist, and the
+//! First the catalog (`compare_tables`): both tables and every column exist, and the
 //! key is unique and NOT NULL on both sides (a duplicate would hide behind its twin in the
 //! keyed diff, a NULL key is in no chunk), else the compare fails naming them.
 //!
@@ -14,7 +14,7 @@
 //! 1. its upper bound: the `n`th source key after the previous chunk's (`OFFSET n - 1`), none
 //!    for the last chunk, which then also covers every target key above the source's last;
 //! 2. per side, `count(*)` and `sum(hashtextextended(ROW(key, values)::text, 0))` over the
-//!    row texts [`super::row_equality`] defines (reconcile's definition too), computed in
+//!    row texts `row_equality` defines (reconcile's definition too), computed in
 //!    the server: only four numbers leave it;
 //! 3. only when they differ, a keyed diff of the chunk (a `FULL JOIN` on the key, comparing
 //!    the same row texts exactly), sending the lowest differing keys and their count.

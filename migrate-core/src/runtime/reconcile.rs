@@ -14,7 +14,7 @@
 //!   target's key needs a unique index), and a delete of target rows whose source row is gone.
 //!
 //! Rows whose value is already right are not updated (no dead tuple, no trigger); "right"
-//! is the compare's own definition ([`super::row_equality`]), so what reconcile leaves
+//! is the compare's own definition (`row_equality`), so what reconcile leaves
 //! alone the compare passes.
 //!
 //! A key that cannot be replayed (its text is not a value of the key's type, or its
