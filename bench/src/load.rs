@@ -29,6 +29,31 @@ pub struct Pgbench {
 }
 
 impl Pgbench {
+    /// pgbench against `database` of the scratch `cluster`, as its superuser, two threads.
+    pub fn on(
+        cluster: &migrate_scratch::ScratchCluster,
+        database: &migrate_scratch::ScratchDatabase,
+        clients: u32,
+    ) -> Pgbench {
+        Pgbench {
+            program: cluster.binaries().program("pgbench"),
+            host: cluster.host().to_owned(),
+            port: cluster.port(),
+            user: "postgres".to_owned(),
+            database: database.name().to_owned(),
+            clients,
+            threads: 2,
+        }
+    }
+
+    /// The most transactions per second `script` reaches in 10 s, with the same
+    /// per-transaction logging (under `dir`) as the measured runs.
+    pub fn max_tps(&self, script: &Path, dir: &Path) -> Result<f64, String> {
+        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+        self.run(script, 10, None, dir, "segment")?;
+        Ok(read_logs(dir)?.len() as f64 / 10.0)
+    }
+
     /// Runs `script` for `seconds` (at `rate` tx/s, or as fast as it can), logging every
     /// transaction under `log_dir` with `prefix`.
     pub fn run(

@@ -203,22 +203,8 @@ async fn run(args: Args) -> Result<(), String> {
     };
     let plain = script("plain.sql", &args.app_writes, "")?;
     let dual = script("dual.sql", "users", ", email_verified_at = created_at")?;
-    let pgbench = Pgbench {
-        program: cluster.binaries().program("pgbench"),
-        host: cluster.host().to_owned(),
-        port: cluster.port(),
-        user: "postgres".to_owned(),
-        database: database.name().to_owned(),
-        clients: args.clients,
-        threads: 2,
-    };
-
-    // The maximum, with the same per-transaction logging as the runs.
-    let max_dir = work.path().join("max");
-    std::fs::create_dir_all(&max_dir).map_err(|e| e.to_string())?;
-    pgbench.run(&plain, 10, None, &max_dir, "segment")?;
-    let max_log = load::read_logs(&max_dir)?;
-    let max_tps = max_log.len() as f64 / 10.0;
+    let pgbench = Pgbench::on(&cluster, &database, args.clients);
+    let max_tps = pgbench.max_tps(&plain, &work.path().join("max"))?;
     let rate = ((max_tps * f64::from(args.load_percent) / 100.0) as u32).max(1);
     println!("max {max_tps:.0} TPS; runs at {rate} TPS");
 

@@ -229,19 +229,8 @@ async fn run_shape(args: &Args, shape: Shape) -> Result<ShapeResult, String> {
         ),
     };
     std::fs::write(&script_path, text).map_err(|e| e.to_string())?;
-    let pgbench = Pgbench {
-        program: cluster.binaries().program("pgbench"),
-        host: cluster.host().to_owned(),
-        port: cluster.port(),
-        user: "postgres".to_owned(),
-        database: database.name().to_owned(),
-        clients: shape.clients,
-        threads: 2,
-    };
-    let max_dir = work.path().join("max");
-    std::fs::create_dir_all(&max_dir).map_err(|e| e.to_string())?;
-    pgbench.run(&script_path, 10, None, &max_dir, "segment")?;
-    let max_tps = load::read_logs(&max_dir)?.len() as f64 / 10.0;
+    let pgbench = Pgbench::on(&cluster, &database, shape.clients);
+    let max_tps = pgbench.max_tps(&script_path, &work.path().join("max"))?;
     let rate = ((max_tps * f64::from(args.load_percent) / 100.0) as u32).max(1);
     println!("  max {max_tps:.0} TPS; runs at {rate} TPS");
 
