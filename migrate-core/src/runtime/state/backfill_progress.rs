@@ -65,9 +65,6 @@ const LATER_COLUMNS: &str = "batch_size integer, rows_per_second double precisio
                              backend_pid integer, backend_start timestamptz, error text, \
                              report text";
 
-/// The column `LATER_COLUMNS` added last: a table that has it has them all.
-const LAST_ADDED_COLUMN: &str = "report";
-
 /// A statement's index as stored in the table's `statement integer` column.
 pub(crate) fn statement_index(index: usize) -> i32 {
     i32::try_from(index).unwrap_or(i32::MAX)
@@ -115,32 +112,14 @@ impl BackfillProgressTable {
             .map_err(RuntimeError::database(
                 "creating the backfill progress table",
             ))?;
-        // A table created by an earlier release lacks the later columns. Checked first, so
-        // the usual case takes no ACCESS EXCLUSIVE lock on the table.
-        let has_pace: bool = client
-            .query_one(
-                "SELECT EXISTS (SELECT FROM pg_attribute \
-                 WHERE attrelid = $1::text::regclass AND attname = $2 AND NOT attisdropped)",
-                &[&self.quoted, &LAST_ADDED_COLUMN],
-            )
-            .await
-            .map_err(RuntimeError::database(
-                "reading the backfill progress table",
-            ))?
-            .get(0);
-        if !has_pace {
-            let add: Vec<String> = LATER_COLUMNS
-                .split(", ")
-                .map(|column| format!("ADD COLUMN IF NOT EXISTS {column}"))
-                .collect();
-            client
-                .batch_execute(&format!("ALTER TABLE {} {}", self.quoted, add.join(", ")))
-                .await
-                .map_err(RuntimeError::database(
-                    "adding the later columns to the backfill progress table",
-                ))?;
-        }
-        Ok(())
+        // A table created by an earlier release lacks the later columns.
+        super::add_later_columns(
+            client,
+            &self.quoted,
+            LATER_COLUMNS,
+            "adding the later columns to the backfill progress table",
+        )
+        .await
     }
 
     /// The stored progress of a statement, recording its start when there is none.

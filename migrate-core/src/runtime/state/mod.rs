@@ -17,3 +17,40 @@ pub mod flags;
 pub mod history;
 pub mod partial;
 pub mod reconcile_queue;
+
+use crate::runtime::error::RuntimeError;
+
+/// Adds to the table `quoted` (made by an earlier release) those of `columns` (`name type,
+/// name type, ...`) it lacks. Checked first: `ALTER TABLE` takes an ACCESS EXCLUSIVE lock
+/// even when it has nothing to add, and the usual table has them all.
+pub(crate) async fn add_later_columns(
+    client: &impl tokio_postgres::GenericClient,
+    quoted: &str,
+    columns: &str,
+    action: &'static str,
+) -> Result<(), RuntimeError> {
+    let names: Vec<&str> = columns
+        .split(", ")
+        .filter_map(|column| column.split_whitespace().next())
+        .collect();
+    let present: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_attribute WHERE attrelid = to_regclass($1) \
+             AND attname = ANY($2) AND NOT attisdropped",
+            &[&quoted, &names],
+        )
+        .await
+        .map_err(RuntimeError::database(action))?
+        .get(0);
+    if usize::try_from(present).is_ok_and(|present| present == names.len()) {
+        return Ok(());
+    }
+    let add: Vec<String> = columns
+        .split(", ")
+        .map(|column| format!("ADD COLUMN IF NOT EXISTS {column}"))
+        .collect();
+    client
+        .batch_execute(&format!("ALTER TABLE {quoted} {}", add.join(", ")))
+        .await
+        .map_err(RuntimeError::database(action))
+}

@@ -112,33 +112,15 @@ impl ReconcileQueue {
         }
     }
 
-    /// A queue made before `failed_at` existed gets it (checked first: `ALTER TABLE` takes
-    /// an ACCESS EXCLUSIVE lock even when it has nothing to add).
+    /// A queue made before `failed_at` existed gets it.
     async fn add_later_columns(&self, client: &impl GenericClient) -> Result<(), RuntimeError> {
-        let present: i64 = client
-            .query_one(
-                "SELECT count(*) FROM pg_attribute WHERE attrelid = to_regclass($1) \
-                 AND attname IN ('failed_at', 'failure') AND NOT attisdropped",
-                &[&self.quoted],
-            )
-            .await
-            .map_err(RuntimeError::database(
-                "reading the reconcile queue's columns",
-            ))?
-            .get(0);
-        if present == 2 {
-            return Ok(());
-        }
-        let add: Vec<String> = LATER_COLUMNS
-            .split(", ")
-            .map(|column| format!("ADD COLUMN IF NOT EXISTS {column}"))
-            .collect();
-        client
-            .batch_execute(&format!("ALTER TABLE {} {}", self.quoted, add.join(", ")))
-            .await
-            .map_err(RuntimeError::database(
-                "adding columns to the reconcile queue",
-            ))
+        super::add_later_columns(
+            client,
+            &self.quoted,
+            LATER_COLUMNS,
+            "adding columns to the reconcile queue",
+        )
+        .await
     }
 
     /// Queues `key` of `version` (in the caller's transaction, when `client` is one).
