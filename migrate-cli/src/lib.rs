@@ -423,37 +423,13 @@ impl Context {
         Ok(client)
     }
 
-    /// A second connection for the backfill controller's monitor, named
-    /// `<application_name> backfill monitor` so that nothing taking the migration session by
-    /// its name (an operator's `pg_terminate_backend`, a lock-holder report) takes it too.
-    pub async fn connect_monitor(&self, database: &DatabaseUrl) -> anyhow::Result<Client> {
+    /// Where a backfill under the controller opens its monitor and workers (see
+    /// `Migrator::with_backfill_sessions`), named after the migration session's
+    /// application_name, so that nothing taking the migration session by its name (an
+    /// operator's `pg_terminate_backend`, a lock-holder report) takes them too.
+    pub fn backfill_sessions(&self, database: &DatabaseUrl) -> anyhow::Result<ConnectOptions> {
         let from = || format!("the connection string from {}", database.source.describe());
-        let mut options = ConnectOptions::parse(&database.url).with_context(from)?;
-        options.config.application_name(format!(
-            "{} backfill monitor",
-            self.config.migrator.application_name
-        ));
-        Ok(connect_with(options).await?)
-    }
-
-    /// The connections a backfill's workers run batches on (the migration's own is the
-    /// first worker), named `<application_name> backfill worker`.
-    pub async fn connect_workers(
-        &self,
-        database: &DatabaseUrl,
-        count: u32,
-    ) -> anyhow::Result<Vec<Client>> {
-        let mut workers = Vec::new();
-        for _ in 1..count {
-            let from = || format!("the connection string from {}", database.source.describe());
-            let mut options = ConnectOptions::parse(&database.url).with_context(from)?;
-            options.config.application_name(format!(
-                "{} backfill worker",
-                self.config.migrator.application_name
-            ));
-            workers.push(connect_with(options).await?);
-        }
-        Ok(workers)
+        ConnectOptions::parse(&database.url).with_context(from)
     }
 }
 

@@ -62,15 +62,10 @@ pub fn up(context: &Context, to: Option<u64>, dry_run: bool) -> anyhow::Result<O
     });
     let result = block_on(async {
         let client = context.connect(database).await?;
-        // A backfill watches the server on a second connection while each batch runs.
+        // A backfill under the controller watches the server on a second connection and may
+        // run batches on more: opened by the runtime under the migration lock, when it runs.
         let migrator = if needs_monitor {
-            migrator
-                .with_monitor(context.connect_monitor(database).await?)
-                .with_workers(
-                    context
-                        .connect_workers(database, context.config.migrator.backfill.max_workers)
-                        .await?,
-                )
+            migrator.with_backfill_sessions(context.backfill_sessions(database)?)
         } else {
             migrator
         };

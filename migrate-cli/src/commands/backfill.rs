@@ -56,9 +56,10 @@ pub fn rerun(context: &Context, version: u64) -> anyhow::Result<Outcome> {
     let migrator = Migrator::new(&migrations, context.config.migrator.clone())?;
     let rerun = block_on(async {
         let client = context.connect(database).await?;
-        // The controller watches the server on a second connection while each batch runs.
+        // The controller watches the server on a second connection while each batch runs
+        // (opened by the runtime under the migration lock).
         let migrator = if adaptive {
-            migrator.with_monitor(context.connect_monitor(database).await?)
+            migrator.with_backfill_sessions(context.backfill_sessions(database)?)
         } else {
             migrator
         };

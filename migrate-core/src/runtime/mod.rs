@@ -108,6 +108,7 @@ pub struct Migrator<'m> {
     progress: Option<ProgressHook>,
     monitor: Option<Client>,
     workers: Vec<Client>,
+    backfill_sessions: Option<ConnectOptions>,
 }
 
 /// What `up` and `down` are doing, for progress displays (see [`Migrator::with_progress`]).
@@ -195,6 +196,7 @@ impl<'m> Migrator<'m> {
             progress: None,
             monitor: None,
             workers: Vec::new(),
+            backfill_sessions: None,
         })
     }
 
@@ -234,6 +236,19 @@ impl<'m> Migrator<'m> {
     /// connection). They get the migration session's `lock_timeout` and `statement_timeout`.
     pub fn with_workers(mut self, workers: Vec<Client>) -> Self {
         self.workers = workers;
+        self
+    }
+
+    /// Where a backfill under the controller opens its monitor and worker connections when
+    /// none were given ([`Migrator::with_monitor`], [`Migrator::with_workers`]): just before
+    /// it runs, under the migration lock, and closed when it ends. Opened earlier, every
+    /// runner waiting for the lock would hold them too, and a session pooler's small pool
+    /// would be spent before the runner holding the lock got its own. The monitor must
+    /// open (the backfill fails otherwise: its lock-wait and latency signals need it); a
+    /// worker that cannot open is left out with a warning. They are named
+    /// `<application_name> backfill monitor` and `<application_name> backfill worker`.
+    pub fn with_backfill_sessions(mut self, options: ConnectOptions) -> Self {
+        self.backfill_sessions = Some(options);
         self
     }
 
@@ -766,14 +781,50 @@ impl<'m> Migrator<'m> {
                 status,
             });
         };
+        let opened;
+        let (monitor, workers) = match (&self.backfill_sessions, &self.monitor, spec.pace) {
+            (Some(options), None, crate::migration::BackfillPace::Adaptive { .. }) => {
+                opened = self.open_backfill_sessions(options).await?;
+                (Some(&opened.0), opened.1.as_slice())
+            }
+            _ => (self.monitor.as_ref(), self.workers.as_slice()),
+        };
         let pace = backfill::PaceContext {
-            monitor: self.monitor.as_ref(),
-            workers: &self.workers,
+            monitor,
+            workers,
             control: &self.config.backfill,
             flags: state::flags::FlagStore::for_history_table(self.history.table())?,
             report: &report,
         };
         backfill::run(client, m, spec, &progress, settings, history, &pace).await
+    }
+
+    /// The monitor and up to `max_workers - 1` workers for one backfill (see
+    /// [`Migrator::with_backfill_sessions`]); the workers open at once, so a pool with no
+    /// room costs one connect timeout, not one per worker.
+    async fn open_backfill_sessions(
+        &self,
+        options: &ConnectOptions,
+    ) -> Result<(Client, Vec<Client>), RuntimeError> {
+        let named = |role: &str| {
+            let mut options = options.clone();
+            let name = format!("{} backfill {role}", self.config.application_name);
+            options.config.application_name(&name);
+            options
+        };
+        let monitor = connect::connect_with(named("monitor")).await?;
+        let opening =
+            (1..self.config.backfill.max_workers).map(|_| connect::connect_with(named("worker")));
+        let mut workers = Vec::new();
+        for opened in futures_util::future::join_all(opening).await {
+            match opened {
+                Ok(worker) => workers.push(worker),
+                Err(error) => {
+                    tracing::warn!(%error, "a backfill worker connection did not open: the backfill runs with fewer batches at once")
+                }
+            }
+        }
+        Ok((monitor, workers))
     }
 
     async fn down_locked(
