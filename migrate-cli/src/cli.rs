@@ -372,12 +372,93 @@ impl CommandFactory for Cli {
                 command = command.mut_arg(id, |arg| arg.hide(true));
             }
         }
+        // Commands this build lacks are not offered (they still parse, to say why).
+        #[cfg(not(feature = "check"))]
+        for name in ["check", "squash"] {
+            command = command.mut_subcommand(name, |sub| sub.hide(true));
+        }
         command.after_help(format!("{EXIT_CODES}\n\n{OPTIONS_MOVED}"))
     }
 
     fn command_for_update() -> clap::Command {
         Self::command()
     }
+}
+
+/// `command` (a service's subcommand, e.g. `migrate` of `orders-service`) given the
+/// options and subcommands of [`Cli`], with hints naming `program`.
+pub(crate) fn mount_into(command: clap::Command, program: &str) -> clap::Command {
+    let full = Cli::command();
+    let mut mounted = command
+        .subcommand_required(true)
+        .arg_required_else_help(true)
+        .max_term_width(100)
+        .args(
+            full.get_arguments()
+                .filter(|arg| !arg.is_positional())
+                .cloned(),
+        )
+        .subcommands(full.get_subcommands().cloned());
+    if let Some(after) = full.get_after_help() {
+        mounted = mounted.after_help(after.clone());
+    }
+    // Mounted, it always runs over an embedded set (`MigrateCommand::run`).
+    for_program(for_embedded_set(mounted, None), program)
+}
+
+/// `text` with each hint's `` `migrate `` (`` `migrate up` ``) naming `program` instead.
+pub(crate) fn name_commands(text: &str, program: &str) -> String {
+    if program == "migrate" {
+        return text.to_owned();
+    }
+    text.replace("`migrate ", &format!("`{program} "))
+}
+
+/// `command` with its help texts naming `program` in hints (`` `orders-service up --help` ``).
+pub(crate) fn for_program(command: clap::Command, program: &str) -> clap::Command {
+    use clap::builder::{Resettable, StyledStr};
+    let rename = |text: Option<&StyledStr>| match text {
+        Some(text) => Resettable::Value(StyledStr::from(name_commands(&text.to_string(), program))),
+        None => Resettable::Reset,
+    };
+    let about = rename(command.get_about());
+    let long_about = rename(command.get_long_about());
+    let after_help = rename(command.get_after_help());
+    let after_long_help = rename(command.get_after_long_help());
+    command
+        .about(about)
+        .long_about(long_about)
+        .after_help(after_help)
+        .after_long_help(after_long_help)
+        .mut_args(|arg| {
+            let help = rename(arg.get_help());
+            let long_help = rename(arg.get_long_help());
+            arg.help(help).long_help(long_help)
+        })
+        .mut_subcommands(|sub| for_program(sub, program))
+}
+
+/// `command` of a binary that embeds its set (`versions`, e.g. `versions 1-5`, when known):
+/// `--dir` and `--layout` say that only the folder commands take them.
+pub(crate) fn for_embedded_set(command: clap::Command, versions: Option<&str>) -> clap::Command {
+    let embeds = match versions {
+        Some(versions) => format!("this binary embeds its migrations ({versions})"),
+        None => "this binary embeds its migrations".to_owned(),
+    };
+    command
+        .mut_arg("dir", |arg| {
+            arg.help(format!(
+                "Folder of migration files, for the folder commands (lint, check, new, squash), \
+                 which need it: {embeds}, which the database commands always use (they refuse \
+                 --dir)"
+            ))
+        })
+        .mut_arg("layout", |arg| {
+            arg.help(
+                "Read the --dir folder in another tool's layout: migrate, sqlx, golang-migrate, \
+                 dbmate, refinery, flyway, diesel (folder commands only)",
+            )
+        })
 }
 
 fn parse_layout(text: &str) -> Result<migrate_core::source::Layout, String> {
@@ -502,6 +583,51 @@ impl BackfillArgs {
         self.backfill_max_xact_age = later.backfill_max_xact_age.or(self.backfill_max_xact_age);
         self.backfill_workers = later.backfill_workers.or(self.backfill_workers);
         self.backfill_server_cpus = later.backfill_server_cpus.or(self.backfill_server_cpus);
+    }
+}
+
+impl Command {
+    /// The subcommand's name, as typed.
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Command::Status => "status",
+            Command::Up { .. } => "up",
+            Command::Down { .. } => "down",
+            Command::Plan { .. } => "plan",
+            Command::Lint { .. } => "lint",
+            Command::Explain { .. } => "explain",
+            Command::New { .. } => "new",
+            Command::Repair { .. } => "repair",
+            Command::Import { .. } => "import",
+            Command::Baseline { .. } => "baseline",
+            Command::Squash { .. } => "squash",
+            Command::Backfill { .. } => "backfill",
+            Command::Verify { .. } => "verify",
+            Command::Reconcile { .. } => "reconcile",
+            Command::Check { .. } => "check",
+            Command::Flag { .. } => "flag",
+            Command::Fleet { .. } => "fleet",
+        }
+    }
+
+    /// Whether it reads or writes a migration folder (`--dir`) rather than applying or
+    /// checking a set against a database.
+    pub(crate) fn works_on_folder(&self) -> bool {
+        matches!(
+            self,
+            Command::Lint { .. }
+                | Command::Check { .. }
+                | Command::New { .. }
+                | Command::Squash { .. }
+        )
+    }
+
+    /// Whether it was given its folder as an argument (`lint DIR`, `check DIR`).
+    pub(crate) fn has_folder_argument(&self) -> bool {
+        matches!(
+            self,
+            Command::Lint { path: Some(_) } | Command::Check { path: Some(_), .. }
+        )
     }
 }
 

@@ -77,13 +77,25 @@ pub struct Config {
 impl Config {
     /// Checks the parsed flags and reads the environment through `env` (tests pass a map):
     /// every usage error surfaces here, before anything connects.
+    #[cfg(test)]
     pub fn from_cli(cli: &Cli, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, CliError> {
+        Config::from_cli_over(cli, MigratorConfig::default(), env)
+    }
+
+    /// [`Config::from_cli`] over `base`, the settings a service gave in code
+    /// (`Embedded::config`): an option given on the command line replaces its setting, one
+    /// not given leaves the base's value, never the CLI's default.
+    pub fn from_cli_over(
+        cli: &Cli,
+        base: MigratorConfig,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, CliError> {
         if cli.format == Format::Github && !matches!(cli.command, Command::Lint { .. }) {
             return Err(CliError::Usage(
                 "--format github is only for `lint`; use human or json".into(),
             ));
         }
-        let mut migrator = MigratorConfig::default();
+        let mut migrator = base;
         if let Some(table) = &cli.database.history_table {
             // Validated (and later always quoted) by the runtime; checked here so a typo is a
             // usage error before any connection.
@@ -170,8 +182,9 @@ impl Config {
             ..
         } = cli.command
         {
-            migrator.allow_out_of_order = allow_out_of_order;
-            migrator.ignore_missing = ignore_missing;
+            // Switches that only turn a refusal off: absent, they leave the base's choice.
+            migrator.allow_out_of_order |= allow_out_of_order;
+            migrator.ignore_missing |= ignore_missing;
         }
         if let Some(timeout) = cli.database.network_timeout {
             migrator.network_timeout = timeout;

@@ -75,6 +75,37 @@ pub enum CliError {
     /// `new` would overwrite this file.
     #[error("{0} already exists; `new` never overwrites a file")]
     FileExists(String),
+
+    /// A folder command (`new`, `lint`, `check`, `squash`) in a binary that embeds its
+    /// migrations, without a folder: the one the set was built from is a path on the build
+    /// machine.
+    #[error(
+        "`{command}` works on a migration folder, and this binary embeds its migrations: the \
+         folder they were built from ({built_from}) is a path of the build machine, not of \
+         this one; pass --dir <the service's migrations folder>"
+    )]
+    FolderNeeded {
+        /// The subcommand, e.g. `new`.
+        command: &'static str,
+        /// The folder the embedded set was built from.
+        built_from: String,
+    },
+
+    /// `--dir` or `--layout` given to a database command of a binary that embeds its
+    /// migrations: the embedded set is the one it applies and checks.
+    #[error(
+        "this binary embeds its migrations ({versions}); {option} applies to the folder \
+         commands only (lint, check, new, squash): `{command}` always uses the embedded set, \
+         so that it never applies, or records checksums of, files the binary does not have"
+    )]
+    FolderOnDatabaseCommand {
+        /// The subcommand, e.g. `repair`.
+        command: &'static str,
+        /// `--dir` or `--layout`.
+        option: &'static str,
+        /// The embedded versions, e.g. `versions 1-5`.
+        versions: String,
+    },
 }
 
 fn suggestion_text(suggestion: &Option<&'static str>) -> String {
@@ -126,7 +157,10 @@ pub fn exit_code(error: &anyhow::Error) -> u8 {
     for cause in error.chain() {
         if let Some(error) = cause.downcast_ref::<CliError>() {
             return match error {
-                CliError::Usage(_) | CliError::UnknownRule { .. } => EXIT_USAGE,
+                CliError::Usage(_)
+                | CliError::UnknownRule { .. }
+                | CliError::FolderNeeded { .. }
+                | CliError::FolderOnDatabaseCommand { .. } => EXIT_USAGE,
                 CliError::InvalidSet { .. } => EXIT_LINT,
                 _ => EXIT_FAILURE,
             };

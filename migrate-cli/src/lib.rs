@@ -37,7 +37,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use migrate_core::Migrations;
-use migrate_core::runtime::{ConnectOptions, TableName, check_history_table, connect_with};
+use migrate_core::runtime::{
+    ConnectOptions, MigratorConfig, TableName, check_history_table, connect_with,
+};
 use tokio_postgres::Client;
 
 use cli::{BackfillAction, Cli, Command, Format};
@@ -47,8 +49,14 @@ use error::{CliError, Outcome};
 /// Where the migration set comes from.
 #[derive(Debug, Clone)]
 pub enum Source {
-    /// A set embedded with `migrations!()`: database commands use it; folder commands (lint,
-    /// check, new) use `--dir`, else the folder the set was built from.
+    /// A set embedded with `migrations!()`.
+    ///
+    /// Database commands (`up`, `status`, `repair`, ...) always use it: `--dir` or
+    /// `--layout` given to them is refused (exit 2), so that no command applies, or records
+    /// the checksums of, files the binary does not have. The folder commands (`new`, `lint`,
+    /// `check`, `squash`) need `--dir` (or their folder argument): the folder the set was
+    /// built from is a path of the build machine. `new` numbers after the highest version of
+    /// the embedded set and of that folder.
     Embedded(&'static Migrations),
     /// Read at run time from `--dir`, else this folder.
     Dir(PathBuf),
@@ -62,49 +70,84 @@ pub fn run_embedded(migrations: &'static Migrations) -> ExitCode {
     Embedded::new(migrations).run()
 }
 
-/// A service's embedded CLI: its migration set, and the name, version and description its
-/// `--help` and `--version` show.
+/// A service's embedded CLI: its migration set, the settings it runs with, and the name,
+/// version and description its `--help`, `--version`, errors and hints show.
+///
+/// The service's own binary as `orders-service migrate status` (the service reads its first
+/// argument, and hands the rest to [`Embedded::run_from`]):
 ///
 /// ```no_run
 /// static MIGRATIONS: migrate_core::Migrations = migrate_macros::migrations!("../migrations");
 ///
 /// #[tokio::main]
 /// async fn main() -> std::process::ExitCode {
-///     migrate_cli::Embedded::new(&MIGRATIONS)
-///         .name(env!("CARGO_PKG_NAME"))
-///         .version(env!("CARGO_PKG_VERSION"))
-///         .about("Orders service: database migrations")
-///         .run_async()
-///         .await
+///     let mut args = std::env::args_os().skip(1);
+///     match args.next() {
+///         Some(word) if word == "migrate" => {
+///             migrate_cli::Embedded::new(&MIGRATIONS)
+///                 .name("orders-service migrate")
+///                 .version(env!("CARGO_PKG_VERSION"))
+///                 .config(migrate_core::runtime::MigratorConfig {
+///                     contract_stabilisation: std::time::Duration::from_secs(3600),
+///                     ..Default::default()
+///                 })
+///                 .run_from(args)
+///                 .await
+///         }
+///         _ => std::process::ExitCode::SUCCESS, // serve
+///     }
 /// }
 /// ```
+///
+/// A service with a clap command line of its own mounts [`MigrateCommand`] instead.
 #[derive(Debug, Clone)]
 pub struct Embedded {
     migrations: &'static Migrations,
     identity: Identity,
+    config: MigratorConfig,
 }
 
-/// What `--help` and `--version` call the program.
+/// What `--help`, `--version`, errors and hints call the program.
 #[derive(Debug, Clone, Default)]
 struct Identity {
-    name: Option<&'static str>,
+    name: Option<String>,
     version: Option<&'static str>,
     about: Option<&'static str>,
 }
 
+impl Identity {
+    /// The command line that runs the subcommands, as hints name it (`migrate`,
+    /// `orders-service migrate`).
+    fn program(&self) -> &str {
+        self.name.as_deref().unwrap_or(DEFAULT_PROGRAM)
+    }
+}
+
+/// The program name of the `migrate` binary, and of an embedded CLI not given one.
+const DEFAULT_PROGRAM: &str = "migrate";
+
+impl From<&'static Migrations> for Embedded {
+    fn from(migrations: &'static Migrations) -> Embedded {
+        Embedded::new(migrations)
+    }
+}
+
 impl Embedded {
-    /// The CLI over `migrations`, called `migrate` in `--help` and `--version` until
+    /// The CLI over `migrations`, with [`MigratorConfig::default`], called `migrate` until
     /// [`Embedded::name`] says otherwise.
     pub fn new(migrations: &'static Migrations) -> Embedded {
         Embedded {
             migrations,
             identity: Identity::default(),
+            config: MigratorConfig::default(),
         }
     }
 
-    /// The program name in `--help` and `--version` (e.g. `env!("CARGO_PKG_NAME")`).
-    pub fn name(mut self, name: &'static str) -> Embedded {
-        self.identity.name = Some(name);
+    /// The command line that runs the subcommands, as `--help`, `--version`, errors and hints
+    /// show it: `env!("CARGO_PKG_NAME")`, or `"orders-service migrate"` when the service runs
+    /// them under a subcommand of its own.
+    pub fn name(mut self, name: impl Into<String>) -> Embedded {
+        self.identity.name = Some(name.into());
         self
     }
 
@@ -120,64 +163,236 @@ impl Embedded {
         self
     }
 
-    /// Runs the command line of the process ([`std::env::args_os`]).
+    /// The service's settings (the ones its start-up `Migrator` uses, e.g. a contract
+    /// stabilisation of an hour): every command runs with them, and a command-line option
+    /// replaces only its own setting, when given. `--allow-out-of-order` and
+    /// `--ignore-missing` can turn a refusal off, not back on.
+    pub fn config(mut self, config: MigratorConfig) -> Embedded {
+        self.config = config;
+        self
+    }
+
+    /// Runs the command line of the process ([`std::env::args_os`]; the first is the program).
     pub fn run(self) -> ExitCode {
         self.run_args(std::env::args_os().collect())
     }
 
-    /// Runs `args` (the first is the program name).
+    /// Runs `args`, whose first is the program (as in [`std::env::args_os`]).
     pub fn run_args(self, args: Vec<OsString>) -> ExitCode {
-        run_outside_runtime(Source::Embedded(self.migrations), self.identity, args)
+        run_outside_runtime(self.into_program(), Invocation::Args(args))
     }
 
     /// [`Embedded::run`] for async code: the command runs on a thread of its own (it drives
     /// its one connection on a runtime of its own) and this future waits for it.
     pub async fn run_async(self) -> ExitCode {
-        let (done, result) = tokio::sync::oneshot::channel();
         let args: Vec<OsString> = std::env::args_os().collect();
-        let spawned = std::thread::Builder::new()
-            .name("migrate".into())
-            .spawn(move || {
-                let _ = done.send(run_identified(
-                    Source::Embedded(self.migrations),
-                    &self.identity,
-                    args,
-                ));
-            });
-        if spawned.is_err() {
-            eprintln!("error: could not start the migration thread");
-            return ExitCode::from(error::EXIT_FAILURE);
+        run_on_own_thread(self.into_program(), Invocation::Args(args)).await
+    }
+
+    /// Runs the subcommand in `args`, which holds no program name: its first item is the
+    /// subcommand (`["status"]`, `["up", "--to", "4"]`). For a service that reads its own
+    /// words first: `orders-service migrate status` hands over what follows `migrate`, and
+    /// names the program with [`Embedded::name`]`("orders-service migrate")`. Async as
+    /// [`Embedded::run_async`].
+    pub async fn run_from<I, T>(self, args: I) -> ExitCode
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString>,
+    {
+        let program = self.into_program();
+        let mut argv = vec![OsString::from(program.identity.program())];
+        argv.extend(args.into_iter().map(Into::into));
+        run_on_own_thread(program, Invocation::Args(argv)).await
+    }
+
+    fn into_program(self) -> Program {
+        Program {
+            source: Source::Embedded(self.migrations),
+            identity: self.identity,
+            config: self.config,
         }
-        result
-            .await
-            .unwrap_or_else(|_| ExitCode::from(error::EXIT_FAILURE))
+    }
+}
+
+/// The migration subcommands as clap arguments, for a service with a clap command line of
+/// its own: mount it as a subcommand, then run it over the embedded set.
+///
+/// ```no_run
+/// use clap::{Parser, Subcommand};
+///
+/// static MIGRATIONS: migrate_core::Migrations = migrate_macros::migrations!("../migrations");
+///
+/// #[derive(Parser)]
+/// #[command(name = "orders-service")]
+/// struct Cli {
+///     #[command(subcommand)]
+///     command: Command,
+/// }
+///
+/// #[derive(Subcommand)]
+/// enum Command {
+///     /// Serve requests.
+///     Serve,
+///     /// The database migrations: `orders-service migrate status`, ...
+///     Migrate(migrate_cli::MigrateCommand),
+/// }
+///
+/// #[tokio::main]
+/// async fn main() -> std::process::ExitCode {
+///     match Cli::parse().command {
+///         Command::Serve => std::process::ExitCode::SUCCESS,
+///         Command::Migrate(migrate) => migrate.run_async(&MIGRATIONS).await,
+///     }
+/// }
+/// ```
+///
+/// Help and usage are the parent's (`orders-service migrate up --help`), and hints in
+/// messages name the parent's command path (the program's file name and the subcommand's
+/// name), unless [`Embedded::name`] gives one: run it with
+/// `migrate.run(Embedded::new(&MIGRATIONS).config(...))` for the service's settings.
+#[derive(Debug)]
+pub struct MigrateCommand {
+    cli: Cli,
+}
+
+/// The name under which [`MigrateCommand`] was mounted (`migrate` in `orders-service
+/// migrate`), seen when clap builds the parent's command.
+static MOUNTED_AS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+impl MigrateCommand {
+    /// Runs the parsed subcommand over `embedded` (an [`Embedded`], or the `&'static
+    /// Migrations` alone). Callable from plain and async code, as [`run_embedded`].
+    pub fn run(self, embedded: impl Into<Embedded>) -> ExitCode {
+        run_outside_runtime(
+            self.program(embedded.into()),
+            Invocation::Parsed(Box::new(self.cli)),
+        )
+    }
+
+    /// [`MigrateCommand::run`] for async code: the command runs on a thread of its own.
+    pub async fn run_async(self, embedded: impl Into<Embedded>) -> ExitCode {
+        run_on_own_thread(
+            self.program(embedded.into()),
+            Invocation::Parsed(Box::new(self.cli)),
+        )
+        .await
+    }
+
+    fn program(&self, embedded: Embedded) -> Program {
+        let mut program = embedded.into_program();
+        if program.identity.name.is_none() {
+            program.identity.name = Some(mounted_path());
+        }
+        program
+    }
+}
+
+/// `<program file name> <mounted name>`, e.g. `orders-service migrate`.
+fn mounted_path() -> String {
+    let binary = std::env::args_os()
+        .next()
+        .map(PathBuf::from)
+        .and_then(|path| {
+            path.file_name()
+                .map(|name| name.to_string_lossy().into_owned())
+        })
+        .unwrap_or_else(|| DEFAULT_PROGRAM.to_owned());
+    match MOUNTED_AS.get() {
+        Some(name) => format!("{binary} {name}"),
+        None => binary,
+    }
+}
+
+impl clap::FromArgMatches for MigrateCommand {
+    fn from_arg_matches(matches: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        Ok(MigrateCommand {
+            cli: Cli::from_arg_matches(matches)?,
+        })
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &clap::ArgMatches) -> Result<(), clap::Error> {
+        self.cli = Cli::from_arg_matches(matches)?;
+        Ok(())
+    }
+}
+
+impl clap::Args for MigrateCommand {
+    fn augment_args(command: clap::Command) -> clap::Command {
+        let _ = MOUNTED_AS.set(command.get_name().to_owned());
+        let program = mounted_path();
+        cli::mount_into(command, &program)
+    }
+
+    fn augment_args_for_update(command: clap::Command) -> clap::Command {
+        Self::augment_args(command)
     }
 }
 
 /// `main` of the `migrate` binary: migrations are read from `--dir`, else `default_dir`.
 pub fn run_dir(default_dir: impl Into<PathBuf>) -> ExitCode {
     run_outside_runtime(
-        Source::Dir(default_dir.into()),
-        Identity::default(),
-        std::env::args_os().collect(),
+        Program::plain(Source::Dir(default_dir.into())),
+        Invocation::Args(std::env::args_os().collect()),
     )
+}
+
+/// What runs: the set, how the program is called, the settings under the options.
+struct Program {
+    source: Source,
+    identity: Identity,
+    config: MigratorConfig,
+}
+
+impl Program {
+    fn plain(source: Source) -> Program {
+        Program {
+            source,
+            identity: Identity::default(),
+            config: MigratorConfig::default(),
+        }
+    }
+}
+
+/// The command line: still to parse, or parsed by a service's own clap command.
+enum Invocation {
+    /// The first is the program.
+    Args(Vec<OsString>),
+    Parsed(Box<Cli>),
 }
 
 /// Runs the CLI on this thread, or, when called from inside a tokio runtime, on a thread of
 /// its own: the CLI starts a runtime for its connection, and tokio forbids starting one
 /// within another.
-fn run_outside_runtime(source: Source, identity: Identity, args: Vec<OsString>) -> ExitCode {
+fn run_outside_runtime(program: Program, invocation: Invocation) -> ExitCode {
     if tokio::runtime::Handle::try_current().is_err() {
         die_quietly_on_closed_pipe();
-        return run_identified(source, &identity, args);
+        return run_program(&program, invocation);
     }
     // Inside a service's runtime other threads exist: leave its SIGPIPE handling alone.
     std::thread::scope(|scope| {
         scope
-            .spawn(|| run_identified(source, &identity, args))
+            .spawn(|| run_program(&program, invocation))
             .join()
             .unwrap_or_else(|_| ExitCode::from(error::EXIT_FAILURE))
     })
+}
+
+/// Runs the CLI on a thread of its own (it drives its connection on a runtime of its own)
+/// and waits for it without blocking the caller's runtime.
+async fn run_on_own_thread(program: Program, invocation: Invocation) -> ExitCode {
+    let (done, result) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new()
+        .name("migrate".into())
+        .spawn(move || {
+            let _ = done.send(run_program(&program, invocation));
+        });
+    if spawned.is_err() {
+        eprintln!("error: could not start the migration thread");
+        return ExitCode::from(error::EXIT_FAILURE);
+    }
+    result
+        .await
+        .unwrap_or_else(|_| ExitCode::from(error::EXIT_FAILURE))
 }
 
 /// Rust ignores SIGPIPE, so `migrate plan | head` would make `println!` panic on the closed
@@ -196,42 +411,33 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
-    run_identified(
-        source,
-        &Identity::default(),
-        args.into_iter().map(Into::into).collect(),
+    run_program(
+        &Program::plain(source),
+        Invocation::Args(args.into_iter().map(Into::into).collect()),
     )
 }
 
-fn run_identified(source: Source, identity: &Identity, args: Vec<OsString>) -> ExitCode {
-    use clap::{CommandFactory, FromArgMatches};
-    let mut command = Cli::command();
-    if let Some(name) = identity.name {
-        command = command.name(name).bin_name(name);
-    }
-    if let Some(version) = identity.version {
-        command = command.version(version);
-    }
-    if let Some(about) = identity.about {
-        command = command.about(about);
-    }
-    let parsed = command
-        .try_get_matches_from(args)
-        .and_then(|matches| Cli::from_arg_matches(&matches));
-    let cli = match parsed {
-        Ok(cli) => cli,
-        Err(error) => {
-            // --help and --version also arrive here, with exit code 0.
-            let _ = error.print();
-            return ExitCode::from(u8::try_from(error.exit_code()).unwrap_or(error::EXIT_USAGE));
-        }
+fn run_program(program: &Program, invocation: Invocation) -> ExitCode {
+    let cli = match invocation {
+        Invocation::Parsed(cli) => *cli,
+        Invocation::Args(args) => match parse(program, args) {
+            Ok(cli) => cli,
+            Err(error) => {
+                // --help and --version also arrive here, with exit code 0.
+                let _ = error.print();
+                return ExitCode::from(
+                    u8::try_from(error.exit_code()).unwrap_or(error::EXIT_USAGE),
+                );
+            }
+        },
     };
     let format = cli.format;
-    match run(cli, source) {
+    let name = program.identity.program();
+    match run(cli, program) {
         Ok(outcome) => outcome.exit_code(),
         Err(error) => {
             let code = error::exit_code(&error);
-            let message = error::render(&error);
+            let message = cli::name_commands(&error::render(&error), name);
             if format == Format::Json {
                 let mut document = serde_json::json!({
                     "error": { "message": message, "exit_code": code }
@@ -248,10 +454,89 @@ fn run_identified(source: Source, identity: &Identity, args: Vec<OsString>) -> E
     }
 }
 
-fn run(cli: Cli, source: Source) -> anyhow::Result<Outcome> {
-    let config = Config::from_cli(&cli, &|key| std::env::var(key).ok())?;
+/// The clap command of `program` (its name, version, description, and for an embedded set
+/// what `--dir` means there) parsing `args`.
+fn parse(program: &Program, args: Vec<OsString>) -> Result<Cli, clap::Error> {
+    use clap::{CommandFactory, FromArgMatches};
+    let mut command = Cli::command();
+    let identity = &program.identity;
+    if let Some(name) = &identity.name {
+        command = cli::for_program(command.name(name.clone()).bin_name(name.clone()), name);
+    }
+    if let Some(version) = identity.version {
+        command = command.version(version);
+    }
+    if let Some(about) = identity.about {
+        command = command.about(about);
+    }
+    if let Source::Embedded(set) = &program.source {
+        command = cli::for_embedded_set(command, Some(&versions_of(set)));
+    }
+    command
+        .try_get_matches_from(args)
+        .and_then(|matches| Cli::from_arg_matches(&matches))
+}
+
+/// `versions 1-5`, `version 3`, `no versions` (an empty set).
+fn versions_of(set: &Migrations) -> String {
+    let mut versions = set.iter().map(|migration| migration.version);
+    match (versions.next(), versions.next_back()) {
+        (None, _) => "no versions".to_owned(),
+        (Some(only), None) => format!("version {only}"),
+        (Some(first), Some(last)) => format!("versions {first}-{last}"),
+    }
+}
+
+/// In a binary that embeds its set: refuses a folder command without a folder, and a folder
+/// option given to a database command (see [`Source::Embedded`]).
+fn check_embedded_options(
+    command: &Command,
+    set: &Migrations,
+    config: &Config,
+) -> Result<(), CliError> {
+    let name = command.name();
+    if command.works_on_folder() {
+        if config.dir.is_none() && !command.has_folder_argument() {
+            return Err(CliError::FolderNeeded {
+                command: name,
+                built_from: set.dir.to_string(),
+            });
+        }
+        return Ok(());
+    }
+    let option = if config.dir.is_some() {
+        "--dir"
+    } else if config.layout.is_some() {
+        "--layout"
+    } else {
+        return Ok(());
+    };
+    if matches!(command, Command::Explain { .. }) {
+        return Ok(());
+    }
+    Err(CliError::FolderOnDatabaseCommand {
+        command: name,
+        option,
+        versions: versions_of(set),
+    })
+}
+
+fn run(cli: Cli, program: &Program) -> anyhow::Result<Outcome> {
+    let config =
+        Config::from_cli_over(&cli, program.config.clone(), &|key| std::env::var(key).ok())?;
+    #[cfg(not(feature = "check"))]
+    if let Command::Check { .. } | Command::Squash { .. } = cli.command {
+        return Err(compiled_out(cli.command.name()).into());
+    }
+    if let Source::Embedded(set) = &program.source {
+        check_embedded_options(&cli.command, set, &config)?;
+    }
     init_tracing(config.verbose, config.stderr_color);
-    let context = Context { config, source };
+    let context = Context {
+        config,
+        source: program.source.clone(),
+        program: program.identity.program().to_owned(),
+    };
     match cli.command {
         Command::Status => commands::status::run(&context),
         Command::Up { to, dry_run, .. } => commands::apply::up(&context, to, dry_run),
@@ -270,12 +555,7 @@ fn run(cli: Cli, source: Source) -> anyhow::Result<Outcome> {
         #[cfg(feature = "check")]
         Command::Squash { to, dry_run } => commands::squash::run(&context, to, dry_run),
         #[cfg(not(feature = "check"))]
-        Command::Squash { .. } => Err(CliError::Usage(
-            "this binary was built without `check` (scratch clusters), which squash needs to \
-             dump and prove the schema; run `migrate squash` from the migrate binary instead"
-                .into(),
-        )
-        .into()),
+        Command::Squash { .. } => Err(compiled_out("squash").into()),
         Command::Backfill { action: None } => commands::backfill::status(&context),
         Command::Backfill {
             action: Some(BackfillAction::Rerun { version }),
@@ -316,16 +596,20 @@ fn run(cli: Cli, source: Source) -> anyhow::Result<Outcome> {
             },
         ),
         #[cfg(not(feature = "check"))]
-        Command::Check { .. } => Err(CliError::Usage(
-            "this binary was built without `check` (migrate-cli's `check` feature, which \
-             brings the scratch PostgreSQL clusters); run `migrate check` from the migrate \
-             binary instead"
-                .into(),
-        )
-        .into()),
+        Command::Check { .. } => Err(compiled_out("check").into()),
         Command::Flag { action } => commands::flag::run(&context, action),
         Command::Fleet { fleet, action } => commands::fleet::run(&context, &fleet, &action),
     }
+}
+
+/// A command this binary was built without (hidden from its help): `check` and `squash`
+/// need migrate-cli's `check` feature, which brings the scratch PostgreSQL clusters.
+#[cfg(not(feature = "check"))]
+fn compiled_out(command: &str) -> CliError {
+    CliError::Usage(format!(
+        "this binary was built without `{command}`: it needs migrate-cli's `check` feature \
+         (scratch PostgreSQL clusters); run `{command}` from the `migrate` binary instead"
+    ))
 }
 
 fn init_tracing(verbose: u8, color: bool) {
@@ -347,15 +631,24 @@ fn init_tracing(verbose: u8, color: bool) {
 pub(crate) struct Context {
     pub config: Config,
     pub source: Source,
+    /// The command line that runs the subcommands (`migrate`, `orders-service migrate`), as
+    /// hints name it.
+    pub program: String,
 }
 
 impl Context {
+    /// `text` with its hints (`` `migrate up` ``) naming this program's command line.
+    pub fn name_commands(&self, text: &str) -> String {
+        cli::name_commands(text, &self.program)
+    }
+
     pub fn json(&self) -> bool {
         self.config.format == Format::Json
     }
 
     /// A folder command's folder and how to show it: the positional argument, else `--dir`,
-    /// else the source's folder.
+    /// else the source's folder (for an embedded set, only `fleet` gets here without a
+    /// folder given: it reads the build machine's `migrate.toml` there when it exists).
     pub fn folder(&self, positional: Option<&Path>) -> (PathBuf, String) {
         let dir = positional
             .map(Path::to_path_buf)
@@ -380,7 +673,8 @@ impl Context {
     /// The migration set of database commands. A folder is checked exactly as the macro
     /// checks it: a set the build would refuse is refused here too.
     pub fn migrations(&self) -> anyhow::Result<Migrations> {
-        if let (Source::Embedded(set), None) = (&self.source, &self.config.dir) {
+        // An embedded set is the only one (`--dir` is refused before: see `Source::Embedded`).
+        if let Source::Embedded(set) = &self.source {
             return Ok((*set).clone());
         }
         let (dir, display) = self.folder(None);

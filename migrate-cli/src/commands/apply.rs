@@ -127,10 +127,13 @@ fn print_later_pending(context: &Context, to: Option<u64>, later: &[u64], nothin
     };
     let versions: Vec<String> = later.iter().map(u64::to_string).collect();
     println!(
-        "{}up to date at {to}; {} later migration(s) pending ({}): `migrate up` applies them",
-        if nothing_done { "nothing to do: " } else { "" },
-        later.len(),
-        versions.join(", ")
+        "{}",
+        context.name_commands(&format!(
+            "{}up to date at {to}; {} later migration(s) pending ({}): `migrate up` applies them",
+            if nothing_done { "nothing to do: " } else { "" },
+            later.len(),
+            versions.join(", ")
+        ))
     );
 }
 

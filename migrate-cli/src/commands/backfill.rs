@@ -35,9 +35,7 @@ pub fn pause(context: &Context, action: BackfillAction) -> anyhow::Result<Outcom
     if context.json() {
         output::print_json(&json!({ "paused": paused }));
     } else if paused {
-        println!(
-            "backfills paused: running ones stop before their next batch and wait (`migrate backfill resume` lets them go on)"
-        );
+        println!("{}", context.name_commands("backfills paused: running ones stop before their next batch and wait (`migrate backfill resume` lets them go on)"));
     } else {
         println!("backfills resumed: paused ones go on before their next check");
     }
@@ -126,10 +124,10 @@ pub fn verify(context: &Context, version: Option<u64>) -> anyhow::Result<Outcome
                 .iter()
                 .map(|v| format!("`migrate backfill rerun {v}`"))
                 .collect();
-            eprintln!(
+            eprintln!("{}", context.name_commands(&format!(
                 "verification failed: {left} row(s) still match a backfill's WHERE: rows were written in the old shape after it ran (is a release without dual writes still running?). Do not deploy the contract yet: deploy code that writes the new shape, then fill those rows with {} (it runs the backfill's UPDATE again in batches, idempotent, and verifies)",
                 reruns.join(", then ")
-            );
+            )));
         }
         return Ok(Outcome::Failure);
     }
@@ -174,7 +172,12 @@ fn print(context: &Context, states: &[BackfillState], verified: bool, paused: bo
         return;
     }
     if paused {
-        println!("backfills are paused by an operator (`migrate backfill resume` lets them go on)");
+        println!(
+            "{}",
+            context.name_commands(
+                "backfills are paused by an operator (`migrate backfill resume` lets them go on)"
+            )
+        );
     }
     if states.is_empty() {
         println!(

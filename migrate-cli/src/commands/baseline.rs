@@ -68,7 +68,7 @@ pub fn run(context: &Context, version: u64, trust: bool) -> anyhow::Result<Outco
     if context.json() {
         output::print_json(&json!({ "baselined": report.recorded, "trusted": trust, "diff": [] }));
     } else {
-        println!(
+        println!("{}", context.name_commands(&format!(
             "baselined {} migration(s) up to {version}{}: recorded as applied, marked baselined; `migrate up` starts after them",
             report.recorded.len(),
             if trust {
@@ -76,7 +76,7 @@ pub fn run(context: &Context, version: u64, trust: bool) -> anyhow::Result<Outco
             } else {
                 " (the schema matches the files)"
             }
-        );
+        )));
     }
     Ok(Outcome::Success)
 }
@@ -128,7 +128,7 @@ mod verify {
     ) -> anyhow::Result<Vec<String>> {
         Err(CliError::Usage(
             "this binary was built without `check` (scratch clusters), which baseline needs to \
-             compare schemas: run `migrate baseline` from the migrate binary, or pass --trust"
+             compare schemas: run `baseline` from the `migrate` binary, or pass --trust"
                 .into(),
         )
         .into())

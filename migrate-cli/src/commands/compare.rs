@@ -76,9 +76,9 @@ pub fn run(context: &Context, version: Option<u64>, args: &CompareArgs) -> anyho
     }
     if differing > 0 {
         if !context.json() {
-            eprintln!(
+            eprintln!("{}", context.name_commands(&format!(
                 "compare failed: {differing} key(s) differ between source and target. Do not switch reads or deploy the contract yet: fix the mapping or the writer, `migrate reconcile` queued dual writes, then compare again"
-            );
+            )));
         }
         return Ok(Outcome::Failure);
     }

@@ -54,7 +54,11 @@ fn list(context: &Context) {
             context.config.color
         )
     );
-    println!("\n`migrate explain <rule>` prints why, the safe rewrite and examples.");
+    println!(
+        "{}",
+        context
+            .name_commands("\n`migrate explain <rule>` prints why, the safe rewrite and examples.")
+    );
 }
 
 fn rule_json(rule: &Rule) -> serde_json::Value {

@@ -338,10 +338,13 @@ fn print_up(context: &Context, report: &FleetUpReport, failed: Option<&FleetFail
         eprintln!("error: {}", failed.error);
         if let FleetError::RolloutStopped { .. } = failed.error {
             eprintln!(
-                "{} target(s) not started and {} stopped after their current migration; fix \
+                "{}",
+                context.name_commands(&format!(
+                    "{} target(s) not started and {} stopped after their current migration; fix \
                  the cause and run `migrate fleet up` again: finished targets have nothing to do",
-                report.count(TargetState::NotStarted),
-                report.count(TargetState::Stopped)
+                    report.count(TargetState::NotStarted),
+                    report.count(TargetState::Stopped)
+                ))
             );
         }
     }

@@ -85,16 +85,19 @@ pub fn run(context: &Context, from: Layout, dry_run: bool) -> anyhow::Result<Out
         );
     }
     if report.imported.iter().any(|r| r.applied_at.is_none()) {
-        println!(
+        println!("{}", context.name_commands(&format!(
             "{from} records no time of application: `migrate status` shows the import's time as \
              APPLIED AT for those"
-        );
+        )));
     }
     if !report.pending.is_empty() {
         let versions: Vec<String> = report.pending.iter().map(u64::to_string).collect();
         println!(
-            "pending (not applied by {from}; `migrate up` runs them): {}",
-            versions.join(", ")
+            "{}",
+            context.name_commands(&format!(
+                "pending (not applied by {from}; `migrate up` runs them): {}",
+                versions.join(", ")
+            ))
         );
     }
     Ok(Outcome::Success)

@@ -9,7 +9,7 @@ use serde_json::json;
 
 use crate::cli::PhaseArg;
 use crate::error::{CliError, Outcome};
-use crate::{Context, output};
+use crate::{Context, Source, output};
 
 /// Padding when the folder has no migration yet.
 const DEFAULT_WIDTH: usize = 4;
@@ -47,7 +47,15 @@ pub fn run(
         PhaseArg::Contract => Phase::Contract,
     };
     let (dir, display) = context.folder(None);
-    let existing = existing_versions(&dir)?;
+    let mut existing = existing_versions(&dir)?;
+    if let Source::Embedded(set) = &context.source {
+        // The binary's own versions count too: a file numbered below them would be a
+        // pending migration older than applied ones, refused by every database.
+        existing.extend(set.iter().map(|migration| {
+            let width = digits_of(&migration.file_name);
+            (migration.version, migration.phase, width)
+        }));
+    }
     match (phase, requires) {
         (Phase::Contract, None) => {
             return Err(CliError::Usage(
@@ -128,7 +136,7 @@ pub fn run(
         }));
     } else {
         println!("created {shown}");
-        eprintln!("{}", next_steps(phase, &shown));
+        eprintln!("{}", context.name_commands(&next_steps(phase, &shown)));
     }
     Ok(Outcome::Success)
 }
@@ -168,11 +176,15 @@ fn existing_versions(dir: &Path) -> anyhow::Result<Vec<(u64, Phase, usize)>> {
     for entry in entries.flatten() {
         let file_name = entry.file_name().to_string_lossy().into_owned();
         if let Ok((version, _, phase)) = parse_file_name(&file_name) {
-            let width = file_name.bytes().take_while(u8::is_ascii_digit).count();
-            found.push((version, phase, width));
+            found.push((version, phase, digits_of(&file_name)));
         }
     }
     Ok(found)
+}
+
+/// How many digits a file name's version is written with (`0007_...`: 4).
+fn digits_of(file_name: &str) -> usize {
+    file_name.bytes().take_while(u8::is_ascii_digit).count()
 }
 
 /// Where the up part's statements go, in the expand and contract templates. It says why

@@ -57,6 +57,7 @@ pub fn state_key(state: MigrationState) -> &'static str {
     }
 }
 
+#[cfg(feature = "check")]
 pub(crate) fn print(context: &Context, report: &StatusReport) {
     print_with_queue(context, report, &[], 0);
 }
@@ -95,14 +96,14 @@ fn print_with_queue(
         return;
     }
     if queued > 0 {
-        eprintln!(
+        eprintln!("{}", context.name_commands(&format!(
             "reconcile queue: {queued} key(s) whose modern write failed wait for `migrate reconcile`"
-        );
+        )));
     }
     if unreplayable > 0 {
-        eprintln!(
+        eprintln!("{}", context.name_commands(&format!(
             "reconcile queue: {unreplayable} key(s) `migrate reconcile` could not replay are kept there, not retried (`migrate reconcile` names them)"
-        );
+        )));
     }
     if report.entries.is_empty() {
         println!("no migrations in the folder and none applied");
@@ -148,10 +149,10 @@ fn print_with_queue(
     );
     let drifted = report.count(MigrationState::Drifted);
     if drifted > 0 {
-        eprintln!(
+        eprintln!("{}", context.name_commands(&format!(
             "{drifted} applied migration(s) changed since they were applied: restore the files, \
              or accept the edits with `migrate repair`"
-        );
+        )));
     }
     let missing = report.count(MigrationState::MissingFromFiles);
     if missing > 0 {
