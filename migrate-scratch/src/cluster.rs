@@ -55,6 +55,24 @@ impl fmt::Debug for ScratchCluster {
 }
 
 impl ScratchCluster {
+    /// The cluster this process shares among its callers (a test binary's tests, each with
+    /// databases of its own): started on first use, stopped when the process exits (by the
+    /// watchdog, as a `static` is never dropped). A start that fails is tried again by the
+    /// next call.
+    pub fn shared() -> Result<&'static ScratchCluster, ScratchError> {
+        static SHARED: std::sync::Mutex<Option<&'static ScratchCluster>> =
+            std::sync::Mutex::new(None);
+        let mut shared = SHARED
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(cluster) = *shared {
+            return Ok(cluster);
+        }
+        let cluster: &'static ScratchCluster = Box::leak(Box::new(ScratchCluster::start()?));
+        *shared = Some(cluster);
+        Ok(cluster)
+    }
+
     /// Starts a cluster without TLS.
     pub fn start() -> Result<ScratchCluster, ScratchError> {
         ScratchCluster::start_inner(false, &[])

@@ -8,6 +8,10 @@
 //! and removes the folder, and a watchdog child does the same when the process dies without
 //! running destructors (a `static` cluster, `SIGKILL`, `std::process::exit`).
 //!
+//! With the `migrated` feature, [`TestDatabase`] gives each test of a service a fresh
+//! database with its embedded migration set applied (what `#[sqlx::test(migrations = ...)]`
+//! gives sqlx users), on the cluster the test binary shares ([`ScratchCluster::shared`]).
+//!
 //! Speed over durability: `initdb -N`, `fsync=off`, `full_page_writes=off`,
 //! `synchronous_commit=off`. Never point this at data you want to keep.
 
@@ -18,6 +22,8 @@ mod cluster;
 mod database;
 mod dump;
 mod error;
+#[cfg(feature = "migrated")]
+mod migrated;
 mod pooler;
 mod process;
 mod settings;
@@ -28,6 +34,8 @@ pub use cluster::{SUPERUSER, ScratchCluster};
 pub use database::ScratchDatabase;
 pub use dump::{DumpSource, PgDump, without_restrict_lines};
 pub use error::ScratchError;
+#[cfg(feature = "migrated")]
+pub use migrated::{TestDatabase, TestDatabaseError};
 pub use pooler::{PoolMode, ScratchPooler};
 pub use process::PG_USER_ENV;
 pub use settings::PASSWORD_GROUP;
