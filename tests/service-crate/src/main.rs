@@ -1,14 +1,27 @@
-//! The service's migration commands: `orders-service status`, `orders-service up`, ...
-//! (the README's "Embedding migrations" section).
+//! `orders-service migrate status`, `orders-service migrate up`, ...: the service reads its
+//! own first word and hands what follows `migrate` to the embedded CLI (the README's
+//! "Embedding migrations" section).
 
-static MIGRATIONS: migrate_core::Migrations = migrate_macros::migrations!("../../migrations");
+use std::process::ExitCode;
+
+use orders_service::{MIGRATIONS, migrator_config};
 
 #[tokio::main]
-async fn main() -> std::process::ExitCode {
-    migrate_cli::Embedded::new(&MIGRATIONS)
-        .name("orders-service")
-        .version(env!("CARGO_PKG_VERSION"))
-        .about("Orders service: its database migrations")
-        .run_async()
-        .await
+async fn main() -> ExitCode {
+    let mut args = std::env::args_os().skip(1);
+    match args.next() {
+        Some(word) if word == "migrate" => {
+            migrate_cli::Embedded::new(&MIGRATIONS)
+                .name("orders-service migrate")
+                .version(env!("CARGO_PKG_VERSION"))
+                .about("Orders service: its database migrations")
+                .config(migrator_config())
+                .run_from(args)
+                .await
+        }
+        _ => {
+            eprintln!("usage: orders-service migrate <COMMAND>");
+            ExitCode::from(2)
+        }
+    }
 }

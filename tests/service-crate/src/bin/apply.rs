@@ -5,7 +5,7 @@ use std::error::Error;
 
 use migrate_core::runtime::{Migrator, MigratorConfig, UpTo, connect};
 
-static MIGRATIONS: migrate_core::Migrations = migrate_macros::migrations!("../../migrations");
+use orders_service::MIGRATIONS;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error>> {
@@ -19,7 +19,10 @@ async fn main() -> Result<(), Box<dyn Error>> {
         ..MigratorConfig::default()
     };
     let client = connect(&url, &config).await?;
-    match Migrator::new(&MIGRATIONS, config)?.up(&client, UpTo::All).await {
+    match Migrator::new(&MIGRATIONS, config)?
+        .up(&client, UpTo::All)
+        .await
+    {
         Ok(report) => println!("{report}"),
         Err(failed) if failed.error().is_transient() => {
             eprintln!("will retry: {failed}");
@@ -36,6 +39,8 @@ async fn main() -> Result<(), Box<dyn Error>> {
         )
         .await?;
     let (name, lock, statement): (String, String, String) = (row.get(0), row.get(1), row.get(2));
-    println!("settings after up: application_name={name:?} lock_timeout={lock} statement_timeout={statement}");
+    println!(
+        "settings after up: application_name={name:?} lock_timeout={lock} statement_timeout={statement}"
+    );
     Ok(())
 }
