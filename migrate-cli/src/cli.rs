@@ -66,7 +66,7 @@ pub struct Cli {
 #[derive(Debug, Parser)]
 #[command(name = "migrate", version, max_term_width = 100)]
 struct TopLevel {
-    /// Folder of migration files [default: migrations, or the embedded set's folder].
+    /// Folder of migration files [default: migrations].
     #[arg(long, global = true, value_name = "DIR")]
     dir: Option<PathBuf>,
 
@@ -1174,6 +1174,48 @@ mod tests {
             assert_eq!(cli.timeouts.lock_timeout, Some(Duration::from_secs(2)));
             assert_eq!(cli.timeouts.statement_timeout, Some(Duration::from_secs(9)));
         }
+    }
+
+    #[test]
+    fn hints_name_the_programs_command_line() {
+        let text = "restore the files, or accept the edits with `migrate repair`; see `migrate`";
+        assert_eq!(name_commands(text, "migrate"), text);
+        assert_eq!(
+            name_commands(text, "orders-service migrate"),
+            "restore the files, or accept the edits with `orders-service migrate repair`; see \
+             `migrate`"
+        );
+        // In help too, at every depth: `up`'s long help names `plan`, `backfill rerun`'s
+        // options too.
+        let mut command = for_program(Cli::command(), "orders");
+        let up = command
+            .find_subcommand_mut("up")
+            .expect("up")
+            .render_long_help()
+            .to_string();
+        assert!(up.contains("`orders plan` shows"), "{up}");
+        assert!(!up.contains("`migrate "), "{up}");
+        let after = command.render_long_help().to_string();
+        assert!(
+            after.contains("`orders up --help` lists them all"),
+            "{after}"
+        );
+    }
+
+    #[test]
+    fn the_mounted_command_parses_as_the_migrate_binary_does() {
+        let mounted = mount_into(clap::Command::new("migrate"), "svc migrate");
+        let parent = clap::Command::new("svc")
+            .subcommand(mounted)
+            .subcommand(clap::Command::new("serve"));
+        parent.clone().debug_assert();
+        let matches = parent
+            .try_get_matches_from(["svc", "migrate", "up", "--to", "3", "--lock-timeout", "2s"])
+            .expect("parses");
+        let (_, sub) = matches.subcommand().expect("subcommand");
+        let cli = Cli::from_arg_matches(sub).expect("a Cli");
+        assert!(matches!(cli.command, Command::Up { to: Some(3), .. }));
+        assert_eq!(cli.timeouts.lock_timeout, Some(Duration::from_secs(2)));
     }
 
     #[test]

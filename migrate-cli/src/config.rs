@@ -690,6 +690,62 @@ mod tests {
         }
     }
 
+    /// `Embedded::config`: the service's settings stay where no option is given, for every
+    /// command; an option replaces its own setting only.
+    #[test]
+    fn a_services_config_is_kept_where_no_option_replaces_it() {
+        use clap::Parser;
+        let mut base = MigratorConfig {
+            history_table: "service.history".into(),
+            lock_timeout: Duration::from_secs(3),
+            statement_timeout: Duration::from_secs(120),
+            lock_wait: Duration::from_secs(5),
+            contract_stabilisation: Duration::from_secs(3600),
+            max_replica_lag: None,
+            allow_out_of_order: true,
+            network_timeout: Duration::from_secs(9),
+            ..MigratorConfig::default()
+        };
+        base.backfill.target = Duration::from_millis(40);
+        base.backfill.max_workers = 2;
+        let over_base = |args: &[&str]| {
+            let cli = Cli::try_parse_from(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+            Config::from_cli_over(&cli, base.clone(), &env_of(&[]))
+                .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+                .migrator
+        };
+        for args in [
+            &["migrate", "up"][..],
+            &["migrate", "status"],
+            &["migrate", "backfill", "rerun", "4"],
+            &["migrate", "fleet", "--targets", "t", "up"],
+        ] {
+            assert_eq!(over_base(args), base, "{args:?}");
+        }
+        let replaced = over_base(&[
+            "migrate",
+            "up",
+            "--lock-timeout",
+            "2s",
+            "--backfill-workers",
+            "6",
+        ]);
+        assert_eq!(replaced.lock_timeout, Duration::from_secs(2));
+        assert_eq!(replaced.backfill.max_workers, 6);
+        let mut expected = base.clone();
+        expected.lock_timeout = Duration::from_secs(2);
+        expected.backfill.max_workers = 6;
+        assert_eq!(replaced, expected);
+        // A base the runtime refuses is a usage error, as the same flag would be.
+        let cli = Cli::try_parse_from(["migrate", "status"]).unwrap();
+        let refused = MigratorConfig {
+            lock_timeout: Duration::ZERO,
+            ..MigratorConfig::default()
+        };
+        let error = Config::from_cli_over(&cli, refused, &env_of(&[])).expect_err("refused");
+        assert!(matches!(error, CliError::Usage(_)), "{error}");
+    }
+
     #[test]
     fn debug_never_shows_the_url() {
         let url = DatabaseUrl {

@@ -252,7 +252,8 @@ impl Embedded {
 /// `migrate.run(Embedded::new(&MIGRATIONS).config(...))` for the service's settings.
 #[derive(Debug)]
 pub struct MigrateCommand {
-    cli: Cli,
+    // Boxed: a service's command enum stays small beside it (clippy's large_enum_variant).
+    cli: Box<Cli>,
 }
 
 /// The name under which [`MigrateCommand`] was mounted (`migrate` in `orders-service
@@ -263,19 +264,12 @@ impl MigrateCommand {
     /// Runs the parsed subcommand over `embedded` (an [`Embedded`], or the `&'static
     /// Migrations` alone). Callable from plain and async code, as [`run_embedded`].
     pub fn run(self, embedded: impl Into<Embedded>) -> ExitCode {
-        run_outside_runtime(
-            self.program(embedded.into()),
-            Invocation::Parsed(Box::new(self.cli)),
-        )
+        run_outside_runtime(self.program(embedded.into()), Invocation::Parsed(self.cli))
     }
 
     /// [`MigrateCommand::run`] for async code: the command runs on a thread of its own.
     pub async fn run_async(self, embedded: impl Into<Embedded>) -> ExitCode {
-        run_on_own_thread(
-            self.program(embedded.into()),
-            Invocation::Parsed(Box::new(self.cli)),
-        )
-        .await
+        run_on_own_thread(self.program(embedded.into()), Invocation::Parsed(self.cli)).await
     }
 
     fn program(&self, embedded: Embedded) -> Program {
@@ -306,12 +300,12 @@ fn mounted_path() -> String {
 impl clap::FromArgMatches for MigrateCommand {
     fn from_arg_matches(matches: &clap::ArgMatches) -> Result<Self, clap::Error> {
         Ok(MigrateCommand {
-            cli: Cli::from_arg_matches(matches)?,
+            cli: Box::new(Cli::from_arg_matches(matches)?),
         })
     }
 
     fn update_from_arg_matches(&mut self, matches: &clap::ArgMatches) -> Result<(), clap::Error> {
-        self.cli = Cli::from_arg_matches(matches)?;
+        *self.cli = Cli::from_arg_matches(matches)?;
         Ok(())
     }
 }

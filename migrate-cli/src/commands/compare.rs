@@ -65,7 +65,7 @@ pub fn run(context: &Context, version: Option<u64>, args: &CompareArgs) -> anyho
     if !failures.is_empty() {
         if !context.json() {
             for (_, error) in &failures {
-                eprintln!("error: {error}");
+                eprintln!("error: {}", context.name_commands(&error.to_string()));
             }
             eprintln!(
                 "{} compare(s) could not run; the others are reported above",

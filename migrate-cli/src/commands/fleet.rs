@@ -332,10 +332,13 @@ fn print_up(context: &Context, report: &FleetUpReport, failed: Option<&FleetFail
                 context.config.color
             )
         );
-        println!("{report}");
+        println!("{}", context.name_commands(&report.to_string()));
     }
     if let Some(failed) = failed {
-        eprintln!("error: {}", failed.error);
+        eprintln!(
+            "error: {}",
+            context.name_commands(&failed.error.to_string())
+        );
         if let FleetError::RolloutStopped { .. } = failed.error {
             eprintln!(
                 "{}",

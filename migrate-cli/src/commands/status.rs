@@ -160,11 +160,13 @@ fn print_with_queue(
     }
     for entry in &report.entries {
         if let Some(detail) = &entry.detail {
+            // The runtime's detail may hint at a command: name this program's.
             eprintln!(
-                "{} {}: {}: {detail}",
+                "{} {}: {}: {}",
                 entry.version,
                 entry.name,
-                entry.state.as_str()
+                entry.state.as_str(),
+                context.name_commands(detail)
             );
         }
     }
