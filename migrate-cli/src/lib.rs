@@ -285,16 +285,20 @@ impl MigrateCommand {
 fn mounted_path() -> String {
     let binary = std::env::args_os()
         .next()
-        .map(PathBuf::from)
-        .and_then(|path| {
-            path.file_name()
-                .map(|name| name.to_string_lossy().into_owned())
-        })
+        .and_then(|first| file_name_of(&first))
         .unwrap_or_else(|| DEFAULT_PROGRAM.to_owned());
     match MOUNTED_AS.get() {
         Some(name) => format!("{binary} {name}"),
         None => binary,
     }
+}
+
+/// The file name of a program path (`/usr/bin/orders-service`: `orders-service`).
+fn file_name_of(program: &std::ffi::OsStr) -> Option<String> {
+    Path::new(program)
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .filter(|name| !name.is_empty())
 }
 
 impl clap::FromArgMatches for MigrateCommand {
@@ -331,6 +335,7 @@ pub fn run_dir(default_dir: impl Into<PathBuf>) -> ExitCode {
 }
 
 /// What runs: the set, how the program is called, the settings under the options.
+#[derive(Clone)]
 struct Program {
     source: Source,
     identity: Identity,
@@ -412,6 +417,27 @@ where
 }
 
 fn run_program(program: &Program, invocation: Invocation) -> ExitCode {
+    // An embedded CLI not given a name is called as its binary is (clap's usage line does
+    // the same), never `migrate`, which is another program on the machine.
+    let named;
+    let program = match (&invocation, &program.identity.name, &program.source) {
+        (Invocation::Args(args), None, Source::Embedded(_)) => {
+            match args.first().and_then(|first| file_name_of(first)) {
+                Some(name) => {
+                    named = Program {
+                        identity: Identity {
+                            name: Some(name),
+                            ..program.identity.clone()
+                        },
+                        ..program.clone()
+                    };
+                    &named
+                }
+                None => program,
+            }
+        }
+        _ => program,
+    };
     let cli = match invocation {
         Invocation::Parsed(cli) => *cli,
         Invocation::Args(args) => match parse(program, args) {

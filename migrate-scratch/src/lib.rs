@@ -8,7 +8,7 @@
 //! and removes the folder, and a watchdog child does the same when the process dies without
 //! running destructors (a `static` cluster, `SIGKILL`, `std::process::exit`).
 //!
-//! With the `migrated` feature, [`TestDatabase`] gives each test of a service a fresh
+//! With the `migrated` feature, `TestDatabase` gives each test of a service a fresh
 //! database with its embedded migration set applied (what `#[sqlx::test(migrations = ...)]`
 //! gives sqlx users), on the cluster the test binary shares ([`ScratchCluster::shared`]).
 //!
