@@ -134,6 +134,15 @@ fn the_embedded_cli_runs_under_the_services_command_path_without_what_it_lacks()
     );
     assert!(!up_help.contains("`migrate "), "{up_help}");
 
+    // What is left of `baseline` without scratch clusters says so.
+    let baseline = text(&run("orders-service", &["migrate", "baseline", "--help"], &[]).stdout);
+    assert!(baseline.contains("Required here"), "{baseline}");
+    // The service's own words still work.
+    assert_eq!(
+        text(&run("orders-service", &[], &[]).stdout).trim(),
+        "serving orders"
+    );
+
     // Asked for anyway: a clear usage error, not a listed command that exits 2.
     let check = run("orders-service", &["migrate", "check"], &[]);
     assert_eq!(check.status.code(), Some(2));
@@ -170,6 +179,40 @@ fn the_embedded_cli_runs_under_the_services_command_path_without_what_it_lacks()
         stdout.contains("`orders-service migrate up` applies them"),
         "{stdout}"
     );
+}
+
+#[test]
+fn hints_in_errors_name_the_services_command_path() {
+    let db = cluster().create_database().unwrap();
+    let url = database_url(&db);
+    let env = [("DATABASE_URL", url.as_str())];
+    let up = run("orders-service", &["migrate", "up", "--to", "2"], &env);
+    assert!(up.status.success(), "{}", text(&up.stderr));
+    // Version 1 drifted: as if its file had been edited after it ran.
+    cluster()
+        .psql(
+            db.name(),
+            "UPDATE orders_schema_history SET checksum = md5(checksum::text) WHERE version = 1",
+        )
+        .unwrap();
+    let status = run("orders-service", &["migrate", "status"], &env);
+    assert_eq!(status.status.code(), Some(4));
+    let stderr = text(&status.stderr);
+    assert!(
+        stderr.contains("`orders-service migrate repair`"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("`migrate "), "{stderr}");
+    // The runtime's own errors, through the CLI, too.
+    let rerun = run(
+        "orders-service",
+        &["migrate", "backfill", "rerun", "4"],
+        &env,
+    );
+    let stderr = text(&rerun.stderr);
+    assert!(!rerun.status.success());
+    assert!(stderr.contains("`orders-service migrate "), "{stderr}");
+    assert!(!stderr.contains("`migrate "), "{stderr}");
 }
 
 #[test]

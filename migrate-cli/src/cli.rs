@@ -374,8 +374,20 @@ impl CommandFactory for Cli {
         }
         // Commands this build lacks are not offered (they still parse, to say why).
         #[cfg(not(feature = "check"))]
-        for name in ["check", "squash"] {
-            command = command.mut_subcommand(name, |sub| sub.hide(true));
+        {
+            for name in ["check", "squash"] {
+                command = command.mut_subcommand(name, |sub| sub.hide(true));
+            }
+            // Its schema comparison needs a scratch cluster too: only --trust is left.
+            command = command.mut_subcommand("baseline", |baseline| {
+                baseline.mut_arg("trust", |trust| {
+                    trust.help(
+                        "Skip the schema comparison (said loudly): record without checking. \
+                         Required here: this binary was built without `check`, which the \
+                         comparison needs (scratch clusters)",
+                    )
+                })
+            });
         }
         command.after_help(format!("{EXIT_CODES}\n\n{OPTIONS_MOVED}"))
     }
