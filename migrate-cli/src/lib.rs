@@ -10,6 +10,11 @@
 //! }
 //! ```
 //!
+//! [`Embedded`] gives the service's name, version and settings (`MigratorConfig`), and
+//! [`Embedded::run_from`] runs the words after the service's own (`orders-service migrate
+//! status`); [`MigrateCommand`] mounts the subcommands in a service's own clap command line.
+//! [`Source::Embedded`] says which commands use the embedded set and which need `--dir`.
+//!
 //! Flow (ripgrep style): clap parses the raw flags ([`cli::Cli`]), `config::Config` checks
 //! them and resolves the environment, then one command runs and returns an
 //! `error::Outcome` or an error; only this edge turns errors into messages and documented

@@ -31,7 +31,10 @@ pub fn run(context: &Context, path: Option<&Path>) -> anyhow::Result<Outcome> {
         }
         Format::Human => {
             for diagnostic in &checked.diagnostics {
-                println!("{}", human(diagnostic, context.config.color));
+                println!(
+                    "{}",
+                    context.name_commands(&human(diagnostic, context.config.color))
+                );
             }
             // Every migration file read, also those left out of the set by a file-level error.
             let files = checked
