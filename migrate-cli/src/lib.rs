@@ -529,6 +529,10 @@ fn check_embedded_options(
         }
         return Ok(());
     }
+    // `explain` reads no set at all: the options change nothing there.
+    if matches!(command, Command::Explain { .. }) {
+        return Ok(());
+    }
     let option = if config.dir.is_some() {
         "--dir"
     } else if config.layout.is_some() {
@@ -536,9 +540,6 @@ fn check_embedded_options(
     } else {
         return Ok(());
     };
-    if matches!(command, Command::Explain { .. }) {
-        return Ok(());
-    }
     Err(CliError::FolderOnDatabaseCommand {
         command: name,
         option,
