@@ -514,3 +514,68 @@ fn verify_names_the_rerun_that_fills_the_rows_left() {
         .code(1)
         .stderr(predicates::str::contains("not a backfill migration"));
 }
+
+/// Issue 22, "say what happened": after a backfill under the controller, `up` prints which
+/// signal held it and for how long, and `migrate backfill` reports the same line. The throttle
+/// query answers true three times (a sequence counts its readings), so the backfill is held
+/// by it for a few polls and then finishes.
+#[test]
+fn up_and_backfill_report_what_held_a_backfill_under_the_controller() {
+    let db = database();
+    let dir = tempfile::tempdir().unwrap();
+    write_set(dir.path());
+    std::fs::write(
+        dir.path().join("0002_items_v2.backfill.sql"),
+        "-- migrate:backfill table=items key=id\n\
+         UPDATE items SET v2 = v * 2 WHERE v2 IS NULL;\n-- migrate:down\n",
+    )
+    .unwrap();
+    let url = url(&db);
+    migrate_on(&db, dir.path())
+        .args(["up", "--to", "1"])
+        .assert()
+        .success();
+    sql(
+        &db,
+        "INSERT INTO items (id, v) SELECT g, g FROM generate_series(1, 2000) g",
+    );
+    sql(&db, "CREATE SEQUENCE throttle_readings");
+
+    let up = migrate_on(&db, dir.path())
+        .args([
+            "--backfill-throttle-query",
+            "SELECT nextval('throttle_readings') <= 3",
+            "up",
+        ])
+        .output()
+        .unwrap();
+    assert!(up.status.success(), "{}", stderr(&up));
+    let printed = stdout(&up);
+    let line = printed
+        .lines()
+        .find(|l| l.starts_with("backfill 2 (0002_items_v2.backfill.sql): "))
+        .unwrap_or_else(|| panic!("no impact line in:\n{printed}"));
+    assert!(line.contains("held by throttle query "), "{line}");
+    assert_eq!(
+        sql(&db, "SELECT count(*) FROM items WHERE v2 = v * 2"),
+        "2000"
+    );
+
+    let report = json(
+        &migrate()
+            .args(["--database-url", &url, "--dir"])
+            .arg(dir.path())
+            .args(["--format", "json", "backfill"])
+            .output()
+            .unwrap(),
+    );
+    let impact = report["backfills"][0]["impact"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(impact.starts_with("held by throttle query "), "{report}");
+    assert_eq!(
+        line.split_once(": ").map(|(_, impact)| impact),
+        Some(impact),
+        "up and backfill say the same"
+    );
+}

@@ -380,6 +380,9 @@ async fn run_statements(
             }
             previous = Some(changed);
         }
+        // The sweeps' rows and rests too: the stored report is the whole run's, as `up`
+        // prints it from the last event.
+        pacer.record(client, &row, &progress, pace.report).await?;
         let remaining: i64 = within(
             settings.limits.statement,
             "verifying a backfill",

@@ -59,7 +59,11 @@ impl BackfillStatus {
                 if index > 0 {
                     text.push_str(", ");
                 }
-                let _ = write!(text, "{signal} {:.1}s", time.as_secs_f64());
+                if *time < Duration::from_secs(1) {
+                    let _ = write!(text, "{signal} {}ms", time.as_millis().max(1));
+                } else {
+                    let _ = write!(text, "{signal} {:.1}s", time.as_secs_f64());
+                }
             }
         }
         if let Some(rates) = &self.application {
@@ -294,11 +298,12 @@ impl<'a> Pacer<'a> {
             eta,
             workers: self.workers(),
             throttled: {
-                // Rests of a few milliseconds say nothing to a reader.
+                // Every signal that held it, however briefly: a back-off that rested a few
+                // milliseconds still says what the backfill saw.
                 let mut throttled: Vec<(String, Duration)> = self
                     .throttled
                     .iter()
-                    .filter(|(_, time)| **time >= Duration::from_millis(50))
+                    .filter(|(_, time)| !time.is_zero())
                     .map(|(signal, time)| ((*signal).to_owned(), *time))
                     .collect();
                 throttled.sort_by_key(|entry| std::cmp::Reverse(entry.1));
@@ -596,4 +601,40 @@ async fn rest_window(
         _ => windows.every = (windows.every * 2).min(MAX_WORK_WINDOW),
     }
     rested
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(throttled: Vec<(&str, Duration)>) -> BackfillStatus {
+        BackfillStatus {
+            rows_done: 0,
+            rows_per_second: 0.0,
+            batch_size: 100,
+            state: PaceState::Running,
+            eta: None,
+            workers: 1,
+            throttled: throttled
+                .into_iter()
+                .map(|(signal, time)| (signal.to_owned(), time))
+                .collect(),
+            application: None,
+        }
+    }
+
+    #[test]
+    fn the_impact_names_every_signal_that_held_the_backfill_however_briefly() {
+        let impact = status(vec![
+            ("server CPU", Duration::from_millis(3_240)),
+            ("probe latency", Duration::from_millis(12)),
+            ("lock waits", Duration::from_micros(300)),
+        ])
+        .impact();
+        assert_eq!(
+            impact,
+            "held by server CPU 3.2s, probe latency 12ms, lock waits 1ms"
+        );
+        assert_eq!(status(Vec::new()).impact(), "");
+    }
 }
