@@ -532,3 +532,19 @@ async fn reconcile_of_a_version_without_a_queue_mapping_is_refused() {
     assert_eq!(reports.len(), 1);
     assert_eq!(reports[0].replayed, 0);
 }
+
+#[tokio::test]
+async fn a_dual_write_runs_on_a_spawned_task() {
+    let db = database();
+    let (_migrations, _dir, _admin) = setup(db.url(), 1).await;
+    // A web handler's future must be Send: this does not compile otherwise.
+    let dual = std::sync::Arc::new(dual(Duration::ZERO));
+    let url = db.url().to_owned();
+    let outcome = tokio::spawn(async move {
+        let mut app = plain_client(&url).await;
+        write(&mut app, &dual, 1, "Spawned@X").await
+    })
+    .await
+    .unwrap();
+    assert_eq!(outcome, ModernWrite::FlagOff);
+}

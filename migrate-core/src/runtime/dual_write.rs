@@ -33,6 +33,7 @@
 //! (`CallerTransaction`); tokio-postgres's `Transaction` is one, and with the `sqlx` feature
 //! sqlx's `Transaction<'_, Postgres>` is another (`DualWrite::modern_sqlx`).
 
+use std::future::Future;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -135,25 +136,39 @@ impl From<tokio_postgres::Error> for WriteFailure {
 /// What the dual-write protocol needs from the caller's transaction, one implementation per
 /// driver: the savepoints, bounds, flag and queue logic of [`DualWrite`] is written once
 /// over it.
-pub(crate) trait CallerTransaction {
+///
+/// The futures are `Send` in the signatures (not left to `async fn`), so that a dual write
+/// can run on a spawned task (a web handler's): an `async fn` in a trait only promises that
+/// for each concrete lifetime, which a spawned future cannot use.
+pub(crate) trait CallerTransaction: Send {
     /// Runs `sql` (several statements, no parameters, simple protocol) and returns the
     /// first two columns of the first row it returned, as text.
-    async fn simple(&mut self, sql: &str) -> Result<Option<(String, String)>, WriteFailure>;
+    fn simple(
+        &mut self,
+        sql: &str,
+    ) -> impl Future<Output = Result<Option<(String, String)>, WriteFailure>> + Send;
     /// Whether the relation `quoted` exists.
-    async fn relation_exists(&mut self, quoted: &str) -> Result<bool, WriteFailure>;
+    fn relation_exists(
+        &mut self,
+        quoted: &str,
+    ) -> impl Future<Output = Result<bool, WriteFailure>> + Send;
     /// Runs `select` (`SELECT enabled ... WHERE name = $1`) for `flag`.
-    async fn read_flag(&mut self, select: &str, flag: &str) -> Result<Option<bool>, WriteFailure>;
+    fn read_flag(
+        &mut self,
+        select: &str,
+        flag: &str,
+    ) -> impl Future<Output = Result<Option<bool>, WriteFailure>> + Send;
     /// Runs the caller's modern statement; its row count.
-    async fn modern_statement(&mut self) -> Result<u64, WriteFailure>;
+    fn modern_statement(&mut self) -> impl Future<Output = Result<u64, WriteFailure>> + Send;
     /// Runs `insert` (`$1` version, `$2` key, `$3` flag, `$4` error).
-    async fn queue(
+    fn queue(
         &mut self,
         insert: &str,
         version: i64,
         key: &str,
         flag: &str,
         error: &str,
-    ) -> Result<(), WriteFailure>;
+    ) -> impl Future<Output = Result<(), WriteFailure>> + Send;
 }
 
 /// A tokio-postgres transaction with the caller's modern statement.

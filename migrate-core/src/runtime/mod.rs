@@ -49,6 +49,8 @@ mod report;
 mod row_equality;
 mod running_queries;
 mod session;
+#[cfg(feature = "sqlx")]
+pub mod sqlx;
 pub mod state;
 pub mod verify;
 
