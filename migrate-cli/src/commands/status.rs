@@ -45,6 +45,14 @@ pub fn run(context: &Context) -> anyhow::Result<Outcome> {
     })
 }
 
+/// Keys waiting per backfill version, as the printers take them.
+pub(super) fn queue_lengths(backlog: Vec<ReconcileBacklog>) -> Vec<(u64, i64)> {
+    backlog
+        .into_iter()
+        .map(|b| (b.version, i64::try_from(b.waiting).unwrap_or(i64::MAX)))
+        .collect()
+}
+
 pub fn state_key(state: MigrationState) -> &'static str {
     match state {
         MigrationState::Applied => "applied",
@@ -59,14 +67,6 @@ pub fn state_key(state: MigrationState) -> &'static str {
 
 pub(crate) fn print(context: &Context, report: &StatusReport) {
     print_with_queue(context, report, &[], 0);
-}
-
-/// Keys waiting per backfill version, as the printers take them.
-pub(super) fn queue_lengths(backlog: Vec<ReconcileBacklog>) -> Vec<(u64, i64)> {
-    backlog
-        .into_iter()
-        .map(|b| (b.version, i64::try_from(b.waiting).unwrap_or(i64::MAX)))
-        .collect()
 }
 
 fn print_with_queue(

@@ -3,7 +3,8 @@
 //!
 //! 1. session settings: `application_name`, `lock_timeout`, `statement_timeout`;
 //! 2. a session advisory lock keyed on the history table name ([`lock`]), so concurrent
-//!    deploys run one at a time;
+//!    deploys run one at a time (`up` returns without it when nothing is pending for its
+//!    target: see [`UpTo::LeadingExpands`] for start-up apply);
 //! 3. the history table is created if missing and checked: checksum drift, applied versions
 //!    this binary lacks, and pending versions older than the newest applied are refused;
 //! 4. each pending migration in order, transactional or statement by statement (`executor.rs`);
