@@ -11,9 +11,11 @@ use std::time::Duration;
 use common::*;
 use migrate_core::Migrations;
 use migrate_core::runtime::{
-    CompareOptions, DualWrite, DualWriteConfig, Migrator, ModernWrite, UpTo,
+    CompareOptions, DualWrite, DualWriteConfig, Migrator, MigratorConfig, ModernWrite,
+    ReconcileBacklog, RuntimeError, UpTo,
 };
 use tokio_postgres::Client;
+use tokio_postgres::error::SqlState;
 
 /// users(id, email, email_normalized), and a backfill declaring the compare (and so the
 /// reconcile mapping) `email_normalized = lower(email)`.
@@ -111,7 +113,8 @@ async fn failed_modern_writes_are_undone_alone_queued_and_reconciled() {
         let outcome = write(&mut app, &dual, id, &format!("New{id}@X")).await;
         if id % 3 == 0 {
             assert!(
-                matches!(&outcome, ModernWrite::Queued { error } if error.contains("modern side down")),
+                matches!(&outcome, ModernWrite::Queued { error, sql_state: Some(state) }
+                    if error.contains("modern side down") && *state == SqlState::RAISE_EXCEPTION),
                 "{id}: {outcome:?}"
             );
         } else {
@@ -133,7 +136,10 @@ async fn failed_modern_writes_are_undone_alone_queued_and_reconciled() {
     );
     assert_eq!(
         migrator.reconcile_queue(&admin).await.unwrap(),
-        vec![(2, 10)]
+        vec![ReconcileBacklog {
+            version: 2,
+            waiting: 10
+        }]
     );
 
     // The compare sees exactly those; reconcile replays them (the modern side is back).
@@ -271,7 +277,8 @@ async fn a_modern_write_waiting_on_a_lock_gives_up_and_the_caller_keeps_its_sett
         )
         .await;
     assert!(
-        matches!(&outcome, ModernWrite::Queued { error } if error.contains("55P03")),
+        matches!(&outcome, ModernWrite::Queued { error, sql_state: Some(state) }
+            if error.contains("55P03") && *state == SqlState::LOCK_NOT_AVAILABLE),
         "{outcome:?}"
     );
     let settings = transaction
@@ -382,4 +389,162 @@ async fn without_a_transaction_the_modern_write_runs_alone_and_a_failure_is_queu
         .await,
         1
     );
+}
+
+#[tokio::test]
+async fn the_migrator_gives_its_history_table_to_the_dual_write_and_checks_the_version() {
+    let db = database();
+    let dir = tempfile::tempdir().unwrap();
+    let migrations = one_table_set(dir.path());
+    let config = MigratorConfig {
+        history_table: "ops.deploy_history".into(),
+        ..config()
+    };
+    let migrator = Migrator::new(&migrations, config).unwrap();
+    let admin = client(db.url()).await;
+    migrator.up(&admin, UpTo::All).await.unwrap();
+    admin
+        .batch_execute("INSERT INTO users (id, email) VALUES (1, 'A@X')")
+        .await
+        .unwrap();
+    migrator
+        .flags()
+        .unwrap()
+        .set(&admin, "users.email_normalized", true)
+        .await
+        .unwrap();
+
+    // The config's history table (the default, `public.schema_migrations`) is not used.
+    let dual = migrator
+        .dual_write("users.email_normalized", 2, DualWriteConfig::default())
+        .unwrap();
+    let mut app = plain_client(db.url()).await;
+    assert_eq!(
+        write(&mut app, &dual, 1, "B@X").await,
+        ModernWrite::Written { rows: 1 }
+    );
+
+    // Versions whose failures reconcile could never replay are refused at construction.
+    for version in [42, 1] {
+        let error = migrator
+            .dual_write(
+                "users.email_normalized",
+                version,
+                DualWriteConfig::default(),
+            )
+            .expect_err("no compare to replay with");
+        assert!(
+            matches!(&error, RuntimeError::Compare { at, .. } if at.version == version),
+            "{error}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_missing_flags_table_is_said_once_not_read_as_off_silently() {
+    let db = database();
+    let (migrations, _dir, admin) = setup(db.url(), 3).await;
+    Migrator::new(&migrations, config())
+        .unwrap()
+        .flags()
+        .unwrap()
+        .set(&admin, "users.email_normalized", true)
+        .await
+        .unwrap();
+    // A typo in the history table: its flags table does not exist.
+    let typo = DualWrite::new(
+        "users.email_normalized",
+        2,
+        DualWriteConfig {
+            history_table: "public.schema_migration".into(),
+            flag_refresh: Duration::ZERO,
+            ..DualWriteConfig::default()
+        },
+    )
+    .unwrap();
+    let mut app = plain_client(db.url()).await;
+    let (log, guard) = log::capture(tracing::Level::WARN);
+    for id in 1..=3 {
+        assert_eq!(
+            write(&mut app, &typo, id, "T@X").await,
+            ModernWrite::FlagOff
+        );
+    }
+    drop(guard);
+    assert_eq!(
+        log.lines_with("the flags table does not exist"),
+        1,
+        "{}",
+        log.text()
+    );
+    assert_eq!(log.lines_with("schema_migration_flags"), 1);
+}
+
+#[tokio::test]
+async fn a_flip_by_this_process_is_read_at_once_after_expiring_the_cache() {
+    let db = database();
+    let (migrations, _dir, admin) = setup(db.url(), 2).await;
+    let flags = Migrator::new(&migrations, config())
+        .unwrap()
+        .flags()
+        .unwrap();
+    let dual = dual(Duration::from_secs(3600));
+    let mut app = plain_client(db.url()).await;
+    assert_eq!(write(&mut app, &dual, 1, "A@X").await, ModernWrite::FlagOff);
+    flags
+        .set(&admin, "users.email_normalized", true)
+        .await
+        .unwrap();
+    // Cached for an hour ...
+    assert_eq!(write(&mut app, &dual, 1, "B@X").await, ModernWrite::FlagOff);
+    // ... unless this process says it flipped it.
+    dual.expire_cached_flag();
+    assert_eq!(
+        write(&mut app, &dual, 1, "C@X").await,
+        ModernWrite::Written { rows: 1 }
+    );
+    flags
+        .set(&admin, "users.email_normalized", false)
+        .await
+        .unwrap();
+    dual.expire_cached_flag();
+    assert_eq!(write(&mut app, &dual, 2, "D@X").await, ModernWrite::FlagOff);
+}
+
+#[tokio::test]
+async fn reconcile_of_a_version_without_a_queue_mapping_is_refused() {
+    let db = database();
+    let (migrations, _dir, admin) = setup(db.url(), 1).await;
+    let migrator = Migrator::new(&migrations, config()).unwrap();
+    // Not in the set; in the set without a compare.
+    for version in [42, 1] {
+        let error = migrator
+            .reconcile(&admin, Some(version))
+            .await
+            .expect_err("nothing to replay with");
+        assert!(
+            matches!(&error, RuntimeError::Compare { at, .. } if at.version == version),
+            "{error}"
+        );
+    }
+    // The one with a compare is replayed (an empty queue).
+    let reports = migrator.reconcile(&admin, Some(2)).await.unwrap();
+    assert_eq!(reports.len(), 1);
+    assert_eq!(reports[0].replayed, 0);
+}
+
+#[tokio::test]
+async fn a_dual_write_runs_on_a_spawned_task() {
+    let db = database();
+    let (_migrations, _dir, _admin) = setup(db.url(), 1).await;
+    // A web handler's future must be Send: this does not compile otherwise.
+    let dual = std::sync::Arc::new(dual(Duration::ZERO));
+    let url = db.url().to_owned();
+    let outcome = tokio::spawn(async move {
+        let mut app = plain_client(&url).await;
+        write(&mut app, &dual, 1, "Spawned@X").await
+    })
+    .await
+    .unwrap();
+    assert_eq!(outcome, ModernWrite::FlagOff);
 }

@@ -25,7 +25,7 @@ pub fn run(context: &Context, version: Option<u64>) -> anyhow::Result<Outcome> {
         let reports = migrator.reconcile(&client, version).await?;
         anyhow::Ok((
             reports,
-            migrator.reconcile_queue(&client).await?,
+            super::status::queue_lengths(migrator.reconcile_queue(&client).await?),
             migrator.unreplayable_keys(&client, 20).await?,
         ))
     })??;

@@ -1,6 +1,6 @@
 //! `migrate status`
 
-use migrate_core::runtime::{MigrationState, Migrator, StatusReport};
+use migrate_core::runtime::{MigrationState, Migrator, ReconcileBacklog, StatusReport};
 use serde_json::json;
 
 use crate::error::Outcome;
@@ -14,7 +14,7 @@ pub fn run(context: &Context) -> anyhow::Result<Outcome> {
     let (report, queue, unreplayable) = block_on(async {
         let client = context.connect(database).await?;
         let report = migrator.status(&client).await?;
-        let queue = migrator.reconcile_queue(&client).await?;
+        let queue = queue_lengths(migrator.reconcile_queue(&client).await?);
         let (unreplayable, _) = migrator.unreplayable_keys(&client, 0).await?;
         anyhow::Ok((report, queue, unreplayable))
     })??;
@@ -43,6 +43,14 @@ pub fn run(context: &Context) -> anyhow::Result<Outcome> {
     } else {
         Outcome::Success
     })
+}
+
+/// Keys waiting per backfill version, as the printers take them.
+pub(super) fn queue_lengths(backlog: Vec<ReconcileBacklog>) -> Vec<(u64, i64)> {
+    backlog
+        .into_iter()
+        .map(|b| (b.version, i64::try_from(b.waiting).unwrap_or(i64::MAX)))
+        .collect()
 }
 
 pub fn state_key(state: MigrationState) -> &'static str {

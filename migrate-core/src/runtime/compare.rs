@@ -349,7 +349,36 @@ pub(crate) fn located(at: &CompareLocation, error: RuntimeError) -> RuntimeError
     }
 }
 
-impl Migrator<'_> {
+impl<'m> Migrator<'m> {
+    /// The migration `version` of the set and the compare it declares; refuses a version
+    /// that is not in the set or declares none. What compares, reconciles and dual writes
+    /// of `version` need: its mapping.
+    pub(crate) fn declared_compare(
+        &self,
+        version: u64,
+    ) -> Result<(&'m Migration, CompareSpec), RuntimeError> {
+        let migration = self.migrations.get(version);
+        let spec = match migration {
+            Some(migration) => compare_spec(migration)?,
+            None => None,
+        };
+        match (migration, spec) {
+            (Some(migration), Some(spec)) => Ok((migration, spec)),
+            (migration, _) => Err(RuntimeError::Compare {
+                at: match migration {
+                    Some(migration) => compare_location(migration),
+                    None => CompareLocation {
+                        version,
+                        file: "(no such migration in the set)".into(),
+                        line: None,
+                    },
+                },
+                problem: "the migration declares no `-- migrate:compare` (its mapping is what \
+                          a compare checks and a reconcile replays)"
+                    .into(),
+            }),
+        }
+    }
     /// Compares the source and target declared by `-- migrate:compare` in backfill migration
     /// `version`, resuming an interrupted run of the same definition unless
     /// [`CompareOptions::restart`]. Records the result; a compare that finds a difference
@@ -360,24 +389,7 @@ impl Migrator<'_> {
         version: u64,
         options: &CompareOptions,
     ) -> Result<CompareReport, RuntimeError> {
-        let migration = self.migrations.get(version);
-        let spec = match migration {
-            Some(migration) => compare_spec(migration)?,
-            None => None,
-        };
-        let (Some(migration), Some(spec)) = (migration, spec) else {
-            return Err(RuntimeError::Compare {
-                at: match migration {
-                    Some(migration) => compare_location(migration),
-                    None => CompareLocation {
-                        version,
-                        file: "(no such migration in the set)".into(),
-                        line: None,
-                    },
-                },
-                problem: "the migration declares no `-- migrate:compare`".into(),
-            });
-        };
+        let (migration, spec) = self.declared_compare(version)?;
         self.check_history_table(client).await?;
         let at = compare_location(migration);
         let before = self

@@ -28,11 +28,17 @@
 //! already; the modern write then runs in a transaction of its own and the queue row is
 //! written after it fails, so a process killed in between loses the queue row (the compare
 //! still finds the key).
+//!
+//! The protocol is written once, over what it needs from the caller's transaction
+//! (`CallerTransaction`); tokio-postgres's `Transaction` is one, and with the `sqlx` feature
+//! sqlx's `Transaction<'_, Postgres>` is another (`DualWrite::modern_sqlx`).
 
 use std::future::Future;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, SimpleQueryMessage, Transaction};
 
@@ -47,10 +53,12 @@ const QUEUE_SAVEPOINT: &str = "migrate_dual_write_queue";
 /// Settings of a [`DualWrite`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DualWriteConfig {
-    /// The history table the migrator uses: the flags and reconcile tables are named after it.
+    /// The history table the migrator uses: the flags and reconcile tables are named after
+    /// it. [`Migrator::dual_write`](super::Migrator::dual_write) sets it from the migrator;
+    /// only [`DualWrite::new`] reads it from here.
     pub history_table: String,
     /// How long a flag read from the database is trusted: a flip reaches every instance
-    /// within this time.
+    /// within this time ([`DualWrite::expire_cached_flag`] makes this one read it at once).
     pub flag_refresh: Duration,
     /// Longest wait of the modern write for a lock (keep it under `deadlock_timeout`, 1 s by
     /// default).
@@ -83,15 +91,138 @@ pub enum ModernWrite {
     FlagOff,
     /// The modern write failed and was undone; the key is queued for `migrate reconcile`.
     Queued {
-        /// Why it failed.
+        /// Why it failed: the server's message and SQLSTATE, or the driver's error.
         error: String,
+        /// The server's SQLSTATE, when the server answered (e.g.
+        /// [`SqlState::LOCK_NOT_AVAILABLE`] for a lock wait past `lock_timeout`).
+        sql_state: Option<SqlState>,
     },
     /// The modern write failed (or the flag could not be read) and the key could not be
     /// queued either: only a compare will find it. Logged at error level.
     NotQueued {
         /// Why it failed.
         error: String,
+        /// The server's SQLSTATE of the modern write's failure, when the server answered.
+        sql_state: Option<SqlState>,
     },
+}
+
+/// Why a step of a dual write failed: the text for logs and the queue row, and the
+/// SQLSTATE when the server answered.
+#[derive(Debug, Clone)]
+pub(crate) struct WriteFailure {
+    pub(crate) text: String,
+    pub(crate) sql_state: Option<SqlState>,
+}
+
+impl WriteFailure {
+    pub(crate) fn other(text: impl Into<String>) -> WriteFailure {
+        WriteFailure {
+            text: text.into(),
+            sql_state: None,
+        }
+    }
+}
+
+impl From<tokio_postgres::Error> for WriteFailure {
+    fn from(error: tokio_postgres::Error) -> WriteFailure {
+        WriteFailure {
+            text: describe(&error),
+            sql_state: error.code().cloned(),
+        }
+    }
+}
+
+/// What the dual-write protocol needs from the caller's transaction, one implementation per
+/// driver: the savepoints, bounds, flag and queue logic of [`DualWrite`] is written once
+/// over it.
+///
+/// The futures are `Send` in the signatures (not left to `async fn`), so that a dual write
+/// can run on a spawned task (a web handler's): an `async fn` in a trait only promises that
+/// for each concrete lifetime, which a spawned future cannot use.
+pub(crate) trait CallerTransaction: Send {
+    /// Runs `sql` (several statements, no parameters, simple protocol) and returns the
+    /// first two columns of the first row it returned, as text.
+    fn simple(
+        &mut self,
+        sql: &str,
+    ) -> impl Future<Output = Result<Option<(String, String)>, WriteFailure>> + Send;
+    /// Whether the relation `quoted` exists.
+    fn relation_exists(
+        &mut self,
+        quoted: &str,
+    ) -> impl Future<Output = Result<bool, WriteFailure>> + Send;
+    /// Runs `select` (`SELECT enabled ... WHERE name = $1`) for `flag`.
+    fn read_flag(
+        &mut self,
+        select: &str,
+        flag: &str,
+    ) -> impl Future<Output = Result<Option<bool>, WriteFailure>> + Send;
+    /// Runs the caller's modern statement; its row count.
+    fn modern_statement(&mut self) -> impl Future<Output = Result<u64, WriteFailure>> + Send;
+    /// Runs `insert` (`$1` version, `$2` key, `$3` flag, `$4` error).
+    fn queue(
+        &mut self,
+        insert: &str,
+        version: i64,
+        key: &str,
+        flag: &str,
+        error: &str,
+    ) -> impl Future<Output = Result<(), WriteFailure>> + Send;
+}
+
+/// A tokio-postgres transaction with the caller's modern statement.
+struct TokioTransaction<'t, 'c, 'a> {
+    transaction: &'t Transaction<'c>,
+    statement: &'a str,
+    params: &'a [&'a (dyn ToSql + Sync)],
+}
+
+impl CallerTransaction for TokioTransaction<'_, '_, '_> {
+    async fn simple(&mut self, sql: &str) -> Result<Option<(String, String)>, WriteFailure> {
+        let messages = self.transaction.simple_query(sql).await?;
+        Ok(messages.iter().find_map(|message| match message {
+            SimpleQueryMessage::Row(row) => Some((row.get(0)?.to_owned(), row.get(1)?.to_owned())),
+            _ => None,
+        }))
+    }
+
+    async fn relation_exists(&mut self, quoted: &str) -> Result<bool, WriteFailure> {
+        Ok(self
+            .transaction
+            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&quoted])
+            .await?
+            .get(0))
+    }
+
+    async fn read_flag(&mut self, select: &str, flag: &str) -> Result<Option<bool>, WriteFailure> {
+        Ok(self
+            .transaction
+            .query_opt(select, &[&flag])
+            .await?
+            .map(|row| row.get::<_, bool>(0)))
+    }
+
+    async fn modern_statement(&mut self) -> Result<u64, WriteFailure> {
+        Ok(self
+            .transaction
+            .execute(self.statement, self.params)
+            .await?)
+    }
+
+    async fn queue(
+        &mut self,
+        insert: &str,
+        version: i64,
+        key: &str,
+        flag: &str,
+        error: &str,
+    ) -> Result<(), WriteFailure> {
+        self.transaction
+            .execute(insert, &[&version, &key, &flag, &error])
+            .await?;
+        Ok(())
+    }
 }
 
 /// The last flag value read, and when.
@@ -112,11 +243,17 @@ pub struct DualWrite {
     flags_table: String,
     queue: ReconcileQueue,
     cached: Mutex<Option<CachedFlag>>,
+    /// The flags table was found missing and the log said so (once: a typo in the history
+    /// table name would otherwise read every flag as off, silently, forever).
+    said_no_flags_table: AtomicBool,
 }
 
 impl DualWrite {
     /// The dual write guarded by flag `flag`, whose failures `migrate reconcile` replays with
-    /// the `-- migrate:compare` mapping of backfill migration `version`. No I/O.
+    /// the `-- migrate:compare` mapping of backfill migration `version`, on the state tables
+    /// of `config.history_table`. No I/O. With a [`Migrator`](super::Migrator) at hand,
+    /// [`Migrator::dual_write`](super::Migrator::dual_write) takes the history table from it
+    /// and checks `version`.
     pub fn new(
         flag: &str,
         version: u64,
@@ -140,6 +277,7 @@ impl DualWrite {
             flags_table: flags.table().quoted(),
             queue: ReconcileQueue::for_history(&history)?,
             cached: Mutex::new(None),
+            said_no_flags_table: AtomicBool::new(false),
             config,
         })
     }
@@ -147,6 +285,13 @@ impl DualWrite {
     /// The flag's name.
     pub fn flag(&self) -> &str {
         &self.flag
+    }
+
+    /// Forgets the cached flag value: the next modern write reads the flag from the
+    /// database. Call it after flipping the flag from this process, which otherwise sees
+    /// the flip only after [`DualWriteConfig::flag_refresh`]. No I/O.
+    pub fn expire_cached_flag(&self) {
+        *self.cached.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
     /// Creates the reconcile queue if missing: call once at start-up (`migrate reconcile`
@@ -165,14 +310,31 @@ impl DualWrite {
         statement: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> ModernWrite {
-        let failure = match self.try_modern(transaction, statement, params).await {
+        let mut caller = TokioTransaction {
+            transaction,
+            statement,
+            params,
+        };
+        self.modern_in(&mut caller, key).await
+    }
+
+    /// [`DualWrite::modern`] over any driver's transaction.
+    pub(crate) async fn modern_in(
+        &self,
+        transaction: &mut impl CallerTransaction,
+        key: &str,
+    ) -> ModernWrite {
+        let failure = match self.try_modern(transaction).await {
             Ok(outcome) => return outcome,
             Err(error) => error,
         };
-        tracing::warn!(flag = %self.flag, key, error = %failure, "modern write failed and undone; queueing its key for reconcile");
+        tracing::warn!(flag = %self.flag, key, error = %failure.text, "modern write failed and undone; queueing its key for reconcile");
         match self.push_in_savepoint(transaction, key, &failure).await {
-            Ok(()) => ModernWrite::Queued { error: failure },
-            Err(queue_error) => self.not_queued(key, failure, queue_error),
+            Ok(()) => ModernWrite::Queued {
+                error: failure.text,
+                sql_state: failure.sql_state,
+            },
+            Err(queue_error) => self.not_queued(key, failure, queue_error.text),
         }
     }
 
@@ -188,52 +350,64 @@ impl DualWrite {
     ) -> ModernWrite {
         let result = match client.transaction().await {
             Ok(transaction) => {
-                let outcome = self.try_modern(&transaction, statement, params).await;
+                let mut caller = TokioTransaction {
+                    transaction: &transaction,
+                    statement,
+                    params,
+                };
+                let outcome = self.try_modern(&mut caller).await;
                 match transaction.commit().await {
                     Ok(()) => outcome,
-                    Err(error) => Err(error.to_string()),
+                    Err(error) => Err(error.into()),
                 }
             }
-            Err(error) => Err(error.to_string()),
+            Err(error) => Err(error.into()),
         };
         let failure = match result {
             Ok(outcome) => return outcome,
             Err(error) => error,
         };
-        tracing::warn!(flag = %self.flag, key, error = %failure, "modern write failed and undone; queueing its key for reconcile");
+        tracing::warn!(flag = %self.flag, key, error = %failure.text, "modern write failed and undone; queueing its key for reconcile");
         match self
             .queue
-            .push(client, self.version, key, &self.flag, &failure)
+            .push(client, self.version, key, &self.flag, &failure.text)
             .await
         {
-            Ok(()) => ModernWrite::Queued { error: failure },
+            Ok(()) => ModernWrite::Queued {
+                error: failure.text,
+                sql_state: failure.sql_state,
+            },
             Err(queue_error) => self.not_queued(key, failure, queue_error.to_string()),
         }
     }
 
-    fn not_queued(&self, key: &str, failure: String, queue_error: String) -> ModernWrite {
+    fn not_queued(&self, key: &str, failure: WriteFailure, queue_error: String) -> ModernWrite {
         tracing::error!(
-            flag = %self.flag, key, error = %failure, queue_error = %queue_error,
+            flag = %self.flag, key, error = %failure.text, queue_error = %queue_error,
             "modern write failed and its key could not be queued: run `migrate verify --compare` to find it"
         );
-        ModernWrite::NotQueued { error: failure }
+        ModernWrite::NotQueued {
+            error: failure.text,
+            sql_state: failure.sql_state,
+        }
     }
 
     /// Steps 1 to 3 of the module docs; `Err` after the savepoint was rolled back.
     async fn try_modern(
         &self,
-        transaction: &Transaction<'_>,
-        statement: &str,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<ModernWrite, String> {
-        self.bounded(transaction, SAVEPOINT, || async {
+        transaction: &mut impl CallerTransaction,
+    ) -> Result<ModernWrite, WriteFailure> {
+        let caller = self.begin_bounded(transaction, SAVEPOINT).await?;
+        let result = async {
             if !self.enabled(transaction).await? {
                 return Ok(ModernWrite::FlagOff);
             }
-            let rows = transaction.execute(statement, params).await?;
+            let rows = transaction.modern_statement().await?;
             Ok(ModernWrite::Written { rows })
-        })
-        .await
+        }
+        .await;
+        self.end_bounded(transaction, SAVEPOINT, caller, result)
+            .await
     }
 
     /// Queues `key` the same way, in a savepoint of its own with the same bounds, so a
@@ -241,30 +415,31 @@ impl DualWrite {
     /// transaction either.
     async fn push_in_savepoint(
         &self,
-        transaction: &Transaction<'_>,
+        transaction: &mut impl CallerTransaction,
         key: &str,
-        failure: &str,
-    ) -> Result<(), String> {
-        self.bounded(transaction, QUEUE_SAVEPOINT, || {
-            self.queue
-                .push(transaction, self.version, key, &self.flag, failure)
-        })
-        .await
+        failure: &WriteFailure,
+    ) -> Result<(), WriteFailure> {
+        let caller = self.begin_bounded(transaction, QUEUE_SAVEPOINT).await?;
+        let result = transaction
+            .queue(
+                self.queue.insert_sql(),
+                self.version,
+                key,
+                &self.flag,
+                &failure.text,
+            )
+            .await;
+        self.end_bounded(transaction, QUEUE_SAVEPOINT, caller, result)
+            .await
     }
 
-    /// Runs `operation` in savepoint `savepoint` under this write's timeouts: on success
-    /// the caller's timeouts are put back and the savepoint released; on error the savepoint
-    /// is rolled back (which restores the timeouts too) and the error returned as text.
-    async fn bounded<T, F, Fut>(
+    /// Opens `savepoint` and sets this write's timeouts locally, in one round trip; returns
+    /// the caller's timeouts, to put back.
+    async fn begin_bounded(
         &self,
-        transaction: &Transaction<'_>,
+        transaction: &mut impl CallerTransaction,
         savepoint: &str,
-        operation: F,
-    ) -> Result<T, String>
-    where
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<T, tokio_postgres::Error>>,
-    {
+    ) -> Result<Option<(String, String)>, WriteFailure> {
         let millis = |d: Duration| d.as_millis().max(1);
         // Our own values, from Durations and constants: nothing from outside is spliced.
         let start = format!(
@@ -275,19 +450,26 @@ impl DualWrite {
             millis(self.config.lock_timeout),
             millis(self.config.statement_timeout)
         );
-        let before = transaction
-            .simple_query(&start)
-            .await
-            .map_err(|error| describe(&error))?;
-        let result = operation().await;
-        let (value, caller) = match (result, caller_timeouts(&before)) {
+        transaction.simple(&start).await
+    }
+
+    /// After the operation run since [`DualWrite::begin_bounded`]: on success the caller's
+    /// timeouts are put back and the savepoint released; on error the savepoint is rolled
+    /// back (which restores the timeouts too) and the error returned.
+    async fn end_bounded<T>(
+        &self,
+        transaction: &mut impl CallerTransaction,
+        savepoint: &str,
+        caller: Option<(String, String)>,
+        result: Result<T, WriteFailure>,
+    ) -> Result<T, WriteFailure> {
+        let (value, caller) = match (result, caller) {
             (Ok(value), Some(caller)) => (value, caller),
             (Ok(_), None) => {
-                return Err(roll_back(transaction, savepoint, "no timeouts read".into()).await);
+                let failure = WriteFailure::other("no timeouts read");
+                return Err(roll_back(transaction, savepoint, failure).await);
             }
-            (Err(error), _) => {
-                return Err(roll_back(transaction, savepoint, describe(&error)).await);
-            }
+            (Err(error), _) => return Err(roll_back(transaction, savepoint, error).await),
         };
         let restore = format!(
             "SELECT set_config('lock_timeout', {}, true), \
@@ -296,15 +478,18 @@ impl DualWrite {
             quote_literal(&caller.0),
             quote_literal(&caller.1)
         );
-        match transaction.batch_execute(&restore).await {
-            Ok(()) => Ok(value),
-            Err(error) => Err(roll_back(transaction, savepoint, describe(&error)).await),
+        match transaction.simple(&restore).await {
+            Ok(_) => Ok(value),
+            Err(error) => Err(roll_back(transaction, savepoint, error).await),
         }
     }
 
     /// The flag, from the cache when fresh, else read in the caller's transaction (inside
     /// the savepoint: a missing flags table only rolls the savepoint back).
-    async fn enabled(&self, transaction: &Transaction<'_>) -> Result<bool, tokio_postgres::Error> {
+    async fn enabled(
+        &self,
+        transaction: &mut impl CallerTransaction,
+    ) -> Result<bool, WriteFailure> {
         let cached = *self.cached.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(flag) = cached
             && flag.read_at.elapsed() < self.config.flag_refresh
@@ -313,15 +498,21 @@ impl DualWrite {
         }
         // A flag never set is off, and so is every flag before the flags table exists
         // (looked up first: a query on a missing table would abort the savepoint).
-        let exists: bool = transaction
-            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&self.flags_table])
-            .await?
-            .get(0);
+        let exists = transaction.relation_exists(&self.flags_table).await?;
+        if !exists && !self.said_no_flags_table.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                flag = %self.flag,
+                flags_table = %self.flags_table,
+                "the flags table does not exist, so the flag reads as off and nothing modern \
+                 is written: check that the dual write's history table is the migrator's \
+                 (Migrator::dual_write takes it from the migrator); `flag set` creates the table"
+            );
+        }
         let enabled = exists
             && transaction
-                .query_opt(&self.read_flag, &[&self.flag])
+                .read_flag(&self.read_flag, &self.flag)
                 .await?
-                .is_some_and(|row| row.get::<_, bool>(0));
+                .unwrap_or(false);
         *self.cached.lock().unwrap_or_else(|p| p.into_inner()) = Some(CachedFlag {
             enabled,
             read_at: Instant::now(),
@@ -330,23 +521,20 @@ impl DualWrite {
     }
 }
 
-/// Undoes everything since `savepoint` (the write and the timeouts); returns `error`.
-async fn roll_back(transaction: &Transaction<'_>, savepoint: &str, error: String) -> String {
+/// Undoes everything since `savepoint` (the write and the timeouts); returns `failure`.
+async fn roll_back(
+    transaction: &mut impl CallerTransaction,
+    savepoint: &str,
+    mut failure: WriteFailure,
+) -> WriteFailure {
     let undo = format!("ROLLBACK TO SAVEPOINT {savepoint}; RELEASE SAVEPOINT {savepoint}");
-    match transaction.batch_execute(&undo).await {
-        Ok(()) => error,
-        Err(undo_error) => {
-            format!("{error}; then rolling back to the savepoint failed: {undo_error}")
-        }
+    if let Err(undo_error) = transaction.simple(&undo).await {
+        failure.text = format!(
+            "{}; then rolling back to the savepoint failed: {}",
+            failure.text, undo_error.text
+        );
     }
-}
-
-/// The caller's `lock_timeout` and `statement_timeout`, from the answer to `set_bounds`.
-fn caller_timeouts(messages: &[SimpleQueryMessage]) -> Option<(String, String)> {
-    messages.iter().find_map(|message| match message {
-        SimpleQueryMessage::Row(row) => Some((row.get(0)?.to_owned(), row.get(1)?.to_owned())),
-        _ => None,
-    })
+    failure
 }
 
 /// `'text'` with embedded quotes doubled (`standard_conforming_strings` is on since

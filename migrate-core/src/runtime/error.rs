@@ -596,6 +596,36 @@ pub enum RuntimeError {
         /// The server's (or driver's) error.
         error: tokio_postgres::Error,
     },
+
+    /// A run (`up`, `down`, a dry run) that had completed part of its work stopped on
+    /// `error`: a [`Failed`] passed through `?` into a `RuntimeError`. A run that had done
+    /// nothing converts to its `error` alone, so this variant always has something in
+    /// `completed`. [`RuntimeError::stopped_by`] is `error`, for matching on why it stopped;
+    /// `is_transient`, `sql_state` and `db_error` answer for it.
+    #[error("{error} ({}: {completed})", completed.label())]
+    AfterPartialRun {
+        /// Why the run stopped.
+        error: Box<RuntimeError>,
+        /// What it completed before (committed and recorded in the history table): an
+        /// [`UpReport`](super::UpReport), a [`DownReport`](super::DownReport) or a
+        /// [`Plan`](super::Plan).
+        completed: Box<dyn PartialReport + Send + Sync>,
+    },
+}
+
+impl<R: PartialReport + Send + Sync + 'static> From<Failed<R>> for RuntimeError {
+    /// `failed.error` when nothing was completed, else [`RuntimeError::AfterPartialRun`]
+    /// keeping the report.
+    fn from(failed: Failed<R>) -> RuntimeError {
+        if failed.report.nothing_done() {
+            failed.error
+        } else {
+            RuntimeError::AfterPartialRun {
+                error: Box::new(failed.error),
+                completed: Box::new(failed.report),
+            }
+        }
+    }
 }
 
 impl fmt::Debug for RuntimeError {
@@ -634,7 +664,7 @@ impl RuntimeError {
     /// statement the server rejects, a backfill or gate that needs data fixed.
     pub fn is_transient(&self) -> bool {
         use super::gates::GateFailure;
-        match self {
+        match self.stopped_by() {
             RuntimeError::LockTimeout { .. }
             | RuntimeError::LockRetriesExhausted { .. }
             | RuntimeError::NoAnswer { .. }
@@ -659,7 +689,7 @@ impl RuntimeError {
 
     /// The server's (or driver's) error behind this one, if any.
     pub fn db_error(&self) -> Option<&tokio_postgres::Error> {
-        match self {
+        match self.stopped_by() {
             RuntimeError::Statement { error, .. }
             | RuntimeError::LockRetriesExhausted { error, .. }
             | RuntimeError::Database { error, .. }
@@ -671,12 +701,30 @@ impl RuntimeError {
 
     /// The SQLSTATE of the underlying server error, if any.
     pub fn sql_state(&self) -> Option<&SqlState> {
-        match self {
+        match self.stopped_by() {
             RuntimeError::Statement { error, .. }
             | RuntimeError::LockRetriesExhausted { error, .. }
             | RuntimeError::Database { error, .. } => error.code(),
             RuntimeError::Connect(ConnectError::Connect { error, .. }) => error.code(),
             RuntimeError::CompareFailed { error, .. } => error.sql_state(),
+            _ => None,
+        }
+    }
+
+    /// The error that stopped the run: the inner `error` of
+    /// [`RuntimeError::AfterPartialRun`], else this one. Match on it to decide.
+    pub fn stopped_by(&self) -> &RuntimeError {
+        match self {
+            RuntimeError::AfterPartialRun { error, .. } => error.stopped_by(),
+            error => error,
+        }
+    }
+
+    /// What the run had completed before it stopped, when it had completed something
+    /// ([`RuntimeError::AfterPartialRun`]).
+    pub fn completed(&self) -> Option<&(dyn PartialReport + Send + Sync)> {
+        match self {
+            RuntimeError::AfterPartialRun { completed, .. } => Some(completed.as_ref()),
             _ => None,
         }
     }

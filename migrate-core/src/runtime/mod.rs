@@ -3,7 +3,8 @@
 //!
 //! 1. session settings: `application_name`, `lock_timeout`, `statement_timeout`;
 //! 2. a session advisory lock keyed on the history table name ([`lock`]), so concurrent
-//!    deploys run one at a time;
+//!    deploys run one at a time (`up` returns without it when nothing is pending for its
+//!    target: see [`UpTo::LeadingExpands`] for start-up apply);
 //! 3. the history table is created if missing and checked: checksum drift, applied versions
 //!    this binary lacks, and pending versions older than the newest applied are refused;
 //! 4. each pending migration in order, transactional or statement by statement (`executor.rs`);
@@ -49,6 +50,8 @@ mod report;
 mod row_equality;
 mod running_queries;
 mod session;
+#[cfg(feature = "sqlx")]
+pub mod sqlx;
 pub mod state;
 pub mod verify;
 
@@ -77,10 +80,10 @@ pub use error::{
 };
 pub use gates::{GateFailure, Replica};
 pub use lock::lock_key;
-pub use reconcile::ReconcileReport;
+pub use reconcile::{ReconcileBacklog, ReconcileReport};
 pub use report::{
-    AppliedMigration, DownReport, MigrationState, Plan, PlannedMigration, StatusEntry,
-    StatusReport, UpReport, UpTo,
+    AppliedMigration, DownReport, HeldBack, HeldBackReason, MigrationState, Plan, PlannedMigration,
+    StatusEntry, StatusReport, UpReport, UpTo,
 };
 pub use state::history::{TableName, check_history_table};
 pub use state::reconcile_queue::UnreplayableKey;
@@ -109,6 +112,9 @@ pub struct Migrator<'m> {
     monitor: Option<Client>,
     workers: Vec<Client>,
     backfill_sessions: Option<ConnectOptions>,
+    /// A backfill under the controller ran without its monitor, and the log said so: once
+    /// per migrator is enough to tell the operator what is off.
+    said_monitor_off: std::sync::atomic::AtomicBool,
 }
 
 /// What `up` and `down` are doing, for progress displays (see [`Migrator::with_progress`]).
@@ -197,6 +203,7 @@ impl<'m> Migrator<'m> {
             monitor: None,
             workers: Vec::new(),
             backfill_sessions: None,
+            said_monitor_off: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -568,11 +575,34 @@ impl<'m> Migrator<'m> {
     /// [`RuntimeError::NoAnswer`]: the server stopped answering, the runtime sends nothing
     /// more, and the connection must be discarded (as after a logged warning that the
     /// settings could not be restored).
+    ///
+    /// # Start-up apply
+    ///
+    /// Before taking the lock, `up` reads the history: when the table exists and nothing is
+    /// pending for `target`, it returns at once without the lock. Replicas starting
+    /// together then wait on the lock only while one of them applies, and a replica that
+    /// starts while operations hold the lock (a long backfill) does not wait at all once its
+    /// expands are applied. [`UpTo::LeadingExpands`] is the target for that: see it, and
+    /// [`UpReport::held_back`].
+    ///
+    /// # Backfills
+    ///
+    /// A backfill under the controller ([`BackfillControl`]) reads lock waits, active
+    /// sessions and the probe's latency on a second connection. Without one
+    /// ([`Migrator::with_backfill_sessions`] opens it under the lock, or
+    /// [`Migrator::with_monitor`]) those signals are off: the backfill still sizes its
+    /// batches and pauses on replica lag, the throttle query and the operator's pause, and
+    /// the first such backfill of this migrator says so in the log at info level.
     pub async fn up(&self, client: &Client, target: UpTo) -> Result<UpReport, Failed<UpReport>> {
         let mut report = UpReport::default();
-        let result = self
-            .locked(client, |client| self.up_locked(client, target, &mut report))
-            .await;
+        let result = match self.nothing_to_apply(client, target, &mut report).await {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                self.locked(client, |client| self.up_locked(client, target, &mut report))
+                    .await
+            }
+            Err(error) => Err(error),
+        };
         match result {
             Ok(()) => Ok(report),
             Err(error) => {
@@ -618,6 +648,33 @@ impl<'m> Migrator<'m> {
                 Err(Failed { report, error })
             }
         }
+    }
+
+    /// Without the lock: whether the history table exists and nothing is pending for
+    /// `target`, refusing as `up` would (drift, unknown versions). Then `report` gets what
+    /// `target` holds back.
+    async fn nothing_to_apply(
+        &self,
+        client: &Client,
+        target: UpTo,
+        report: &mut UpReport,
+    ) -> Result<bool, RuntimeError> {
+        let exists = deadline::within(
+            Some(self.config.limits().own),
+            "looking up the history table",
+            self.history.exists(client),
+        )
+        .await??;
+        if !exists {
+            // The first run creates it, under the lock.
+            return Ok(false);
+        }
+        let rows = self.read_history(client).await?;
+        if !self.pending(&rows, target)?.is_empty() {
+            return Ok(false);
+        }
+        report.held_back = pending::held_back(self.migrations, &rows, target);
+        Ok(true)
     }
 
     /// Session settings, then `work` under the advisory lock. The lock is released
@@ -691,6 +748,7 @@ impl<'m> Migrator<'m> {
         .await??;
         let rows = self.read_history(client).await?;
         let pending = self.pending(&rows, target)?;
+        report.held_back = pending::held_back(self.migrations, &rows, target);
         if pending.is_empty() {
             return Ok(());
         }
@@ -789,6 +847,20 @@ impl<'m> Migrator<'m> {
             }
             _ => (self.monitor.as_ref(), self.workers.as_slice()),
         };
+        if monitor.is_none()
+            && matches!(spec.pace, crate::migration::BackfillPace::Adaptive { .. })
+            && !self
+                .said_monitor_off
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            tracing::info!(
+                version = m.version,
+                "backfill runs without a monitor connection: lock waits on its batches, \
+                 active sessions and the probe query's latency are not read (replica lag, the \
+                 throttle query and the pause flag still are); \
+                 Migrator::with_backfill_sessions (or with_monitor) turns them on"
+            );
+        }
         let pace = backfill::PaceContext {
             monitor,
             workers,
@@ -1044,6 +1116,28 @@ impl<'m> Migrator<'m> {
 }
 
 impl Migrator<'_> {
+    /// The dual write guarded by flag `flag` whose failures are queued for backfill
+    /// `version`'s reconcile, on this migrator's state tables: `config.history_table` is
+    /// replaced by the migrator's, so the two cannot disagree. Refuses a `version` that is
+    /// not in the set or declares no `-- migrate:compare` (its mapping is what reconcile
+    /// replays the queued keys with). No I/O.
+    pub fn dual_write(
+        &self,
+        flag: &str,
+        version: u64,
+        config: DualWriteConfig,
+    ) -> Result<DualWrite, RuntimeError> {
+        self.declared_compare(version)?;
+        DualWrite::new(
+            flag,
+            version,
+            DualWriteConfig {
+                history_table: self.config.history_table.clone(),
+                ..config
+            },
+        )
+    }
+
     /// The flags table beside this migrator's history table.
     pub fn flags(&self) -> Result<state::flags::FlagStore, RuntimeError> {
         state::flags::FlagStore::for_history_table(self.history_table())

@@ -4,9 +4,9 @@
 
 use std::collections::BTreeSet;
 
-use super::report::UpTo;
+use super::report::{HeldBack, HeldBackReason, UpTo};
 use super::state::history::HistoryRow;
-use crate::migration::{Migration, Migrations, Section};
+use crate::migration::{Migration, Migrations, Phase, Section};
 
 /// Why the history and the set cannot go on together.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,10 +139,14 @@ pub(crate) fn to_apply<'m>(
         .iter()
         .filter(|m| !applied.contains(&m.version))
         .filter(|m| match target {
-            UpTo::All => true,
+            UpTo::All | UpTo::LeadingExpands => true,
             UpTo::Version(v) => m.version <= v,
         })
         .collect();
+    let pending = match target {
+        UpTo::LeadingExpands => leading_expands(pending).0,
+        UpTo::All | UpTo::Version(_) => pending,
+    };
     if let Some(&newest_applied) = applied.last() {
         let older: Vec<u64> = pending
             .iter()
@@ -157,6 +161,52 @@ pub(crate) fn to_apply<'m>(
         }
     }
     Ok(pending)
+}
+
+/// Splits the pending migrations, ascending, into the expands before the first backfill or
+/// contract, and the rest with the reason each is held back ([`UpTo::LeadingExpands`]).
+pub(crate) fn leading_expands(pending: Vec<&Migration>) -> (Vec<&Migration>, Vec<HeldBack>) {
+    let first_other = pending
+        .iter()
+        .position(|m| m.phase != Phase::Expand)
+        .unwrap_or(pending.len());
+    let mut apply = pending;
+    let rest = apply.split_off(first_other);
+    let blocked_by = rest.first().map(|m| m.version);
+    let held = rest
+        .iter()
+        .map(|m| HeldBack {
+            version: m.version,
+            file_name: m.file_name.to_string(),
+            phase: m.phase,
+            reason: match (m.phase, blocked_by) {
+                (_, Some(first)) if first != m.version => {
+                    HeldBackReason::AfterHeldBack { blocked_by: first }
+                }
+                (Phase::Backfill, _) => HeldBackReason::Backfill,
+                _ => HeldBackReason::Contract,
+            },
+        })
+        .collect();
+    (apply, held)
+}
+
+/// What `up(target)` leaves pending on purpose: with [`UpTo::LeadingExpands`], every
+/// unapplied migration from the first backfill or contract on; nothing for other targets.
+pub(crate) fn held_back(
+    migrations: &Migrations,
+    rows: &[HistoryRow],
+    target: UpTo,
+) -> Vec<HeldBack> {
+    if target != UpTo::LeadingExpands {
+        return Vec::new();
+    }
+    let applied: BTreeSet<u64> = rows.iter().map(|r| r.version).collect();
+    let unapplied = migrations
+        .iter()
+        .filter(|m| !applied.contains(&m.version))
+        .collect();
+    leading_expands(unapplied).1
 }
 
 /// The migrations `down(to)` reverts, newest first, with their down parts. Refuses before
@@ -458,5 +508,57 @@ mod tests {
                 missing: vec![4, 5]
             }
         );
+    }
+
+    #[test]
+    fn leading_expands_stop_at_the_first_backfill_or_contract() {
+        let phases = [
+            (1, Phase::Expand),
+            (2, Phase::Expand),
+            (3, Phase::Backfill),
+            (4, Phase::Expand),
+            (5, Phase::Contract),
+        ];
+        let with_phases = |phases: &[(u64, Phase)]| Migrations {
+            dir: Cow::Borrowed("/nonexistent"),
+            migrations: Cow::Owned(
+                phases
+                    .iter()
+                    .map(|&(version, phase)| Migration {
+                        phase,
+                        ..migration(version, true)
+                    })
+                    .collect(),
+            ),
+        };
+        let set = with_phases(&phases);
+        let rows = [row(set.get(1).unwrap())];
+        let startup = to_apply(&set, &rows, UpTo::LeadingExpands, Options::default()).unwrap();
+        assert_eq!(versions(&startup), [2]);
+        let pending = to_apply(&set, &rows, UpTo::All, Options::default()).unwrap();
+        let (apply, held) = leading_expands(pending);
+        assert_eq!(versions(&apply), [2]);
+        let reasons: Vec<(u64, HeldBackReason)> =
+            held.iter().map(|h| (h.version, h.reason)).collect();
+        assert_eq!(
+            reasons,
+            [
+                (3, HeldBackReason::Backfill),
+                (4, HeldBackReason::AfterHeldBack { blocked_by: 3 }),
+                (5, HeldBackReason::AfterHeldBack { blocked_by: 3 }),
+            ]
+        );
+
+        // A contract first is held back as a contract; nothing pending holds nothing back.
+        let set = with_phases(&[(1, Phase::Contract), (2, Phase::Expand)]);
+        let (apply, held) = leading_expands(set.iter().collect());
+        assert!(apply.is_empty());
+        assert_eq!(held[0].reason, HeldBackReason::Contract);
+        assert_eq!(
+            held[1].reason,
+            HeldBackReason::AfterHeldBack { blocked_by: 1 }
+        );
+        let (apply, held) = leading_expands(Vec::new());
+        assert!(apply.is_empty() && held.is_empty());
     }
 }

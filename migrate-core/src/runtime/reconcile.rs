@@ -53,6 +53,16 @@ pub struct ReconcileReport {
     pub unreplayable: Vec<UnreplayableKey>,
 }
 
+/// Keys waiting in the reconcile queue of one backfill ([`Migrator::reconcile_queue`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReconcileBacklog {
+    /// The backfill migration whose mapping replays them.
+    pub version: u64,
+    /// Queue rows waiting (a key queued twice counts twice), not counting those marked
+    /// unreplayable.
+    pub waiting: u64,
+}
+
 /// What one batch did.
 struct Batch {
     replayed: i64,
@@ -135,17 +145,27 @@ fn rederive_sql(spec: &CompareSpec, tables: &CompareTables) -> Vec<String> {
 }
 
 impl Migrator<'_> {
-    /// Keys waiting in the reconcile queue, per backfill version; empty when there is no
-    /// queue. Read only.
-    pub async fn reconcile_queue(&self, client: &Client) -> Result<Vec<(u64, i64)>, RuntimeError> {
+    /// Keys waiting in the reconcile queue, per backfill version, ascending; empty when
+    /// there is no queue. Read only.
+    pub async fn reconcile_queue(
+        &self,
+        client: &Client,
+    ) -> Result<Vec<ReconcileBacklog>, RuntimeError> {
         self.check_history_table(client).await?;
         let queue = ReconcileQueue::for_history(self.history_table())?;
-        deadline::within(
+        let lengths = deadline::within(
             Some(self.config.limits().own),
             "reading the reconcile queue",
             queue.lengths(client),
         )
-        .await?
+        .await??;
+        Ok(lengths
+            .into_iter()
+            .map(|(version, waiting)| ReconcileBacklog {
+                version,
+                waiting: u64::try_from(waiting).unwrap_or(0),
+            })
+            .collect())
     }
 
     /// Keys `migrate reconcile` could not replay, kept in the queue: how many, and the first
@@ -165,12 +185,17 @@ impl Migrator<'_> {
     }
 
     /// Replays the reconcile queue of every backfill declaring a compare (or only
-    /// `version`), until it is empty of what was queued when each batch started.
+    /// `version`), until it is empty of what was queued when each batch started. A
+    /// `version` that is not in the set, or declares no compare (so has no mapping to
+    /// replay with), is refused ([`RuntimeError::Compare`]) before anything is read.
     pub async fn reconcile(
         &self,
         client: &Client,
         version: Option<u64>,
     ) -> Result<Vec<ReconcileReport>, RuntimeError> {
+        if let Some(version) = version {
+            self.declared_compare(version)?;
+        }
         let queue = ReconcileQueue::for_history(self.history_table())?;
         self.check_history_table(client).await?;
         let own = Some(self.config.limits().own);

@@ -13,6 +13,12 @@ pub enum UpTo {
     All,
     /// Every pending migration with a version up to and including this one.
     Version(u64),
+    /// The pending expands that come before the first pending backfill or contract: what a
+    /// service can apply as it starts. Backfills (batches for as long as the table takes)
+    /// and contracts (gates that wait on stabilisation, verification and replicas) are left
+    /// pending for operations, and so is every migration after the first of them, which
+    /// would otherwise run out of order. [`UpReport::held_back`] lists what was left and why.
+    LeadingExpands,
 }
 
 /// The state of one version, for [`StatusReport`].
@@ -238,11 +244,59 @@ impl AppliedMigration {
     }
 }
 
+/// Why [`UpTo::LeadingExpands`] left a pending migration for operations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HeldBackReason {
+    /// A backfill: it runs in batches for as long as its table takes, which a service's
+    /// start must not wait for (nor make its other replicas wait for, on the lock).
+    Backfill,
+    /// A contract: its gates wait on the expand's stabilisation time, verified backfills
+    /// and replicas, and it removes what running code may still use.
+    Contract,
+    /// It comes after `blocked_by`, held back itself: applying it first would apply the set
+    /// out of order.
+    AfterHeldBack {
+        /// The first held-back migration, a backfill or a contract.
+        blocked_by: u64,
+    },
+}
+
+impl fmt::Display for HeldBackReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HeldBackReason::Backfill => f.write_str("a backfill, for operations to run"),
+            HeldBackReason::Contract => {
+                f.write_str("a contract, for operations to run once its gates pass")
+            }
+            HeldBackReason::AfterHeldBack { blocked_by } => {
+                write!(f, "after {blocked_by}, which is held back")
+            }
+        }
+    }
+}
+
+/// A pending migration [`UpTo::LeadingExpands`] did not apply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldBack {
+    /// The migration's version.
+    pub version: u64,
+    /// The file it comes from, e.g. `0003_users_email_lower.backfill.sql`.
+    pub file_name: String,
+    /// Its phase.
+    pub phase: Phase,
+    /// Why it was left pending.
+    pub reason: HeldBackReason,
+}
+
 /// What `up` applied, in order. Inside [`super::Failed`], what it applied before failing.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct UpReport {
     /// In the order they were applied (ascending versions).
     pub applied: Vec<AppliedMigration>,
+    /// With [`UpTo::LeadingExpands`]: the pending migrations left for operations, ascending,
+    /// each with the reason. Empty for the other targets.
+    pub held_back: Vec<HeldBack>,
     /// Set when the run stopped on an error: an empty report then reads "nothing was done
     /// before the failure", not "nothing to do".
     pub(crate) failed: bool,
@@ -268,7 +322,15 @@ impl PartialReport for UpReport {
 
 impl fmt::Display for UpReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write_list(f, "applied", &self.applied, self.failed)
+        write_list(f, "applied", &self.applied, self.failed)?;
+        if !self.held_back.is_empty() {
+            write!(f, "; left pending:")?;
+            for (index, held) in self.held_back.iter().enumerate() {
+                let separator = if index == 0 { " " } else { ", " };
+                write!(f, "{separator}{} ({})", held.file_name, held.reason)?;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)] // Each test binary uses its own subset.
 
+pub mod log;
+
 use std::borrow::Cow;
 use std::sync::OnceLock;
 use std::time::Duration;

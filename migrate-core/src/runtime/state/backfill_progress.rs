@@ -93,9 +93,8 @@ impl BackfillProgressTable {
 
     /// Creates the table if missing (run under the migration lock).
     pub(crate) async fn ensure(&self, client: &Client) -> Result<(), RuntimeError> {
-        client
-            .batch_execute(&format!(
-                "CREATE TABLE IF NOT EXISTS {} (\
+        let create = format!(
+            "CREATE TABLE IF NOT EXISTS {} (\
                     version bigint NOT NULL, \
                     statement integer NOT NULL, \
                     last_key text, \
@@ -106,12 +105,15 @@ impl BackfillProgressTable {
                     verified_at timestamptz, \
                     {LATER_COLUMNS}, \
                     PRIMARY KEY (version, statement))",
-                self.quoted
-            ))
-            .await
-            .map_err(RuntimeError::database(
-                "creating the backfill progress table",
-            ))?;
+            self.quoted
+        );
+        super::create_table_if_missing(
+            client,
+            &self.quoted,
+            &create,
+            "creating the backfill progress table",
+        )
+        .await?;
         // A table created by an earlier release lacks the later columns.
         super::add_later_columns(
             client,

@@ -102,19 +102,13 @@ impl CompareProgressTable {
                 passed_at timestamptz)",
             self.quoted
         );
-        match client.batch_execute(&sql).await {
-            Ok(()) => Ok(()),
-            // Two sessions creating it at once: the other's table is just as good.
-            Err(error)
-                if error.code() == Some(&SqlState::UNIQUE_VIOLATION)
-                    || error.code() == Some(&SqlState::DUPLICATE_TABLE) =>
-            {
-                Ok(())
-            }
-            Err(error) => Err(RuntimeError::database(
-                "creating the compare progress table",
-            )(error)),
-        }
+        super::create_table_if_missing(
+            client,
+            &self.quoted,
+            &sql,
+            "creating the compare progress table",
+        )
+        .await
     }
 
     /// The stored compare of `version`; `None` when none ran (or no table exists).

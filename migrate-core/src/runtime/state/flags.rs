@@ -16,7 +16,6 @@
 use std::time::SystemTime;
 
 use tokio_postgres::Client;
-use tokio_postgres::error::SqlState;
 
 use super::history::TableName;
 use crate::runtime::error::RuntimeError;
@@ -114,10 +113,7 @@ impl FlagStore {
 
     /// Creates the table if missing.
     pub(crate) async fn ensure(&self, client: &Client) -> Result<(), RuntimeError> {
-        if self.exists(client).await? {
-            return Ok(());
-        }
-        let sql = format!(
+        let create = format!(
             "CREATE TABLE IF NOT EXISTS {} (\n\
              \x20   name text PRIMARY KEY,\n\
              \x20   enabled boolean NOT NULL,\n\
@@ -125,21 +121,8 @@ impl FlagStore {
              )",
             self.quoted
         );
-        match client.batch_execute(&sql).await {
-            Ok(()) => Ok(()),
-            // Two sessions creating it at once: IF NOT EXISTS does not cover the race on the
-            // catalog's unique index, and the other session's table is just as good.
-            Err(error)
-                if error.code() == Some(&SqlState::UNIQUE_VIOLATION)
-                    || error.code() == Some(&SqlState::DUPLICATE_TABLE) =>
-            {
-                Ok(())
-            }
-            Err(error) => Err(RuntimeError::Database {
-                action: "creating the flags table",
-                error,
-            }),
-        }
+        super::create_table_if_missing(client, &self.quoted, &create, "creating the flags table")
+            .await
     }
 
     /// The flag called `name`; [`FlagError::NotFound`] when it was never set. Read only.

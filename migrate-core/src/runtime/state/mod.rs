@@ -18,7 +18,42 @@ pub mod history;
 pub mod partial;
 pub mod reconcile_queue;
 
+use tokio_postgres::error::SqlState;
+
 use crate::runtime::error::RuntimeError;
+
+/// Runs `create` (a `CREATE TABLE IF NOT EXISTS` of the table `quoted`) only when the table
+/// is missing. Looked up first because on an existing table the server answers `IF NOT
+/// EXISTS` with a NOTICE ("relation ... already exists, skipping"), which drivers log at
+/// info: every run would log one per state table. The migrations' own notices are theirs
+/// and still reach the log. Two sessions creating it at once: `IF NOT EXISTS` does not
+/// cover the race on the catalog's unique index, and the other session's table is just as
+/// good.
+pub(crate) async fn create_table_if_missing(
+    client: &impl tokio_postgres::GenericClient,
+    quoted: &str,
+    create: &str,
+    action: &'static str,
+) -> Result<(), RuntimeError> {
+    let exists: bool = client
+        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&quoted])
+        .await
+        .map_err(RuntimeError::database(action))?
+        .get(0);
+    if exists {
+        return Ok(());
+    }
+    match client.batch_execute(create).await {
+        Ok(()) => Ok(()),
+        Err(error)
+            if error.code() == Some(&SqlState::UNIQUE_VIOLATION)
+                || error.code() == Some(&SqlState::DUPLICATE_TABLE) =>
+        {
+            Ok(())
+        }
+        Err(error) => Err(RuntimeError::database(action)(error)),
+    }
+}
 
 /// Adds to the table `quoted` (made by an earlier release) those of `columns` (`name type,
 /// name type, ...`) it lacks. Checked first: `ALTER TABLE` takes an ACCESS EXCLUSIVE lock

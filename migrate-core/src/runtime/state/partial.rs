@@ -49,18 +49,22 @@ impl PartialRunTable {
 
     /// Records the start of `version` (creating the table if needed; run under the lock).
     pub(crate) async fn start(&self, client: &Client, version: i64) -> Result<(), RuntimeError> {
-        client
-            .batch_execute(&format!(
-                "CREATE TABLE IF NOT EXISTS {} (\
-                    version bigint PRIMARY KEY, \
-                    statements_done integer NOT NULL DEFAULT 0, \
-                    started_at timestamptz NOT NULL DEFAULT now(), \
-                    failed_at timestamptz, \
-                    error text)",
-                self.quoted
-            ))
-            .await
-            .map_err(RuntimeError::database("creating the partial-run table"))?;
+        let create = format!(
+            "CREATE TABLE IF NOT EXISTS {} (\
+                version bigint PRIMARY KEY, \
+                statements_done integer NOT NULL DEFAULT 0, \
+                started_at timestamptz NOT NULL DEFAULT now(), \
+                failed_at timestamptz, \
+                error text)",
+            self.quoted
+        );
+        super::create_table_if_missing(
+            client,
+            &self.quoted,
+            &create,
+            "creating the partial-run table",
+        )
+        .await?;
         client
             .execute(
                 &format!(

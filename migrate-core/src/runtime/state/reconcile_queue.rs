@@ -84,9 +84,14 @@ impl ReconcileQueue {
         &self.quoted
     }
 
-    /// Creates the table if missing.
-    pub async fn ensure(&self, client: &impl GenericClient) -> Result<(), RuntimeError> {
-        let sql = format!(
+    /// The insert of one key: `$1` version, `$2` key, `$3` flag, `$4` error.
+    pub(crate) fn insert_sql(&self) -> &str {
+        &self.insert
+    }
+
+    /// `CREATE TABLE IF NOT EXISTS` of the queue, with every column.
+    pub(crate) fn create_sql(&self) -> String {
+        format!(
             "CREATE TABLE IF NOT EXISTS {} (\
                 id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, \
                 version bigint NOT NULL, \
@@ -96,20 +101,19 @@ impl ReconcileQueue {
                 queued_at timestamptz NOT NULL DEFAULT now(), \
                 {LATER_COLUMNS})",
             self.quoted
-        );
-        match client.batch_execute(&sql).await {
-            Ok(()) => self.add_later_columns(client).await,
-            // Two instances creating it at once: the other's table is just as good.
-            Err(error)
-                if error.code() == Some(&SqlState::UNIQUE_VIOLATION)
-                    || error.code() == Some(&SqlState::DUPLICATE_TABLE) =>
-            {
-                Ok(())
-            }
-            Err(error) => Err(RuntimeError::database("creating the reconcile queue")(
-                error,
-            )),
-        }
+        )
+    }
+
+    /// Creates the table if missing.
+    pub async fn ensure(&self, client: &impl GenericClient) -> Result<(), RuntimeError> {
+        super::create_table_if_missing(
+            client,
+            &self.quoted,
+            &self.create_sql(),
+            "creating the reconcile queue",
+        )
+        .await?;
+        self.add_later_columns(client).await
     }
 
     /// A queue made before `failed_at` existed gets it.
