@@ -353,7 +353,9 @@ async fn run_statements(
                     Some(key) => cursor = Some(key),
                     None => break,
                 }
-                (pace.report)(&pacer.status(progress.rows_done));
+                // Stored as well as reported: the stored report (`migrate backfill`) is then
+                // the one `up` prints from the last event, sweeps included.
+                pacer.record(client, &row, &progress, pace.report).await?;
                 pacer.rest().await;
             }
             if changed == 0 {
@@ -380,9 +382,6 @@ async fn run_statements(
             }
             previous = Some(changed);
         }
-        // The sweeps' rows and rests too: the stored report is the whole run's, as `up`
-        // prints it from the last event.
-        pacer.record(client, &row, &progress, pace.report).await?;
         let remaining: i64 = within(
             settings.limits.statement,
             "verifying a backfill",
