@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use common::*;
 use migrate_core::Migrations;
 use migrate_core::runtime::{
-    BackfillControl, BackfillStatus, Migrator, MigratorConfig, PaceState, PauseReason, Pressure,
-    ProgressEvent, UpTo,
+    AutovacuumPause, BackfillControl, BackfillStatus, Migrator, MigratorConfig, PaceState,
+    PauseReason, Pressure, ProgressEvent, UpTo,
 };
 use tokio::sync::mpsc;
 use tokio_postgres::Client;
@@ -799,4 +799,103 @@ async fn a_wal_archive_backlog_pauses_until_the_archiver_catches_up() {
     let (outcome, ()) = tokio::join!(run, drive);
     outcome.unwrap();
     assert_done_once(&client, 20_000).await;
+}
+
+/// Issue 22 item 3: an autovacuum that starts on the backfill's table while the backfill runs
+/// pauses it (`autovacuum = any`), with the reason the progress hook reports, and no batch
+/// runs while it works; once it is gone, the backfill ends with every row updated once.
+/// The vacuum is made slow (a cost limit of 1 with the longest cost delay: it sleeps after
+/// every page) so it is still running when looked at; it is ended by turning autovacuum
+/// off for the table, whose lock request cancels it (PostgreSQL cancels a non-wraparound
+/// autovacuum that blocks a lock request after `deadlock_timeout`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_autovacuum_of_the_table_pauses_it_until_the_vacuum_is_gone() {
+    // Its own cluster: autovacuum wakes every second here.
+    let cluster = migrate_scratch::ScratchCluster::start().expect("cluster");
+    cluster
+        .psql("postgres", "ALTER SYSTEM SET autovacuum_naptime = '1s'")
+        .unwrap();
+    cluster.psql("postgres", "SELECT pg_reload_conf()").unwrap();
+    let db = cluster.create_database().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let migrations = write_set(dir.path(), "bigint", "");
+    let client = client(db.url()).await;
+    let operator = plain_client(db.url()).await;
+    let (migrator, mut paces) = migrator_with_paces(
+        &migrations,
+        MigratorConfig {
+            backfill: BackfillControl {
+                autovacuum: AutovacuumPause::Any,
+                ..quiet_control(Duration::from_millis(50))
+            },
+            ..config()
+        },
+    );
+    migrator.up(&client, UpTo::Version(1)).await.unwrap();
+    // No autovacuum before the test asks for one.
+    client
+        .batch_execute("ALTER TABLE items SET (autovacuum_enabled = false)")
+        .await
+        .unwrap();
+    let rows = 200_000;
+    fill(&client, "g", rows).await;
+
+    let run = migrator.up(&client, UpTo::All);
+    let drive = async {
+        // Batches run; the operator holds them while the vacuum is started, so that the
+        // backfill does not end first.
+        paces.until("a first batch", |s| s.rows_done > 0).await;
+        migrator.pause_backfills(&operator, true).await.unwrap();
+        paces
+            .until("paused by the operator", |s| {
+                s.state == PaceState::Paused(PauseReason::Operator)
+            })
+            .await;
+        operator
+            .batch_execute(
+                "ALTER TABLE items SET (autovacuum_enabled = true, \
+                 autovacuum_vacuum_threshold = 0, autovacuum_vacuum_scale_factor = 0, \
+                 autovacuum_vacuum_cost_limit = 1, autovacuum_vacuum_cost_delay = 100)",
+            )
+            .await
+            .unwrap();
+        wait_until(
+            &operator,
+            "an autovacuum works on items",
+            "SELECT EXISTS (SELECT FROM pg_stat_progress_vacuum v JOIN pg_stat_activity a \
+             USING (pid) WHERE v.relid = 'items'::regclass \
+             AND a.backend_type = 'autovacuum worker')",
+        )
+        .await;
+        migrator.pause_backfills(&operator, false).await.unwrap();
+        let paused = paces
+            .until("paused by the autovacuum", |s| {
+                matches!(&s.state, PaceState::Paused(PauseReason::Autovacuum { .. }))
+            })
+            .await;
+        let PaceState::Paused(PauseReason::Autovacuum { table, wraparound }) = &paused.state else {
+            unreachable!()
+        };
+        assert_eq!(
+            (table.as_str(), *wraparound),
+            ("items", false),
+            "{paused:?}"
+        );
+        assert!(paused.rows_done < i64::from(rows), "{paused:?}");
+        // It stays paused while the vacuum works: the next check reports the same rows.
+        let still = paces.until("a second check while paused", |_| true).await;
+        assert_eq!(still.state, paused.state);
+        assert_eq!(still.rows_done, paused.rows_done);
+        // The lock request cancels the vacuum; none starts again.
+        operator
+            .batch_execute("ALTER TABLE items SET (autovacuum_enabled = false)")
+            .await
+            .unwrap();
+    };
+    let (outcome, ()) = tokio::join!(run, drive);
+    outcome.unwrap();
+    assert_done_once(&client, i64::from(rows)).await;
+    let states = migrator.backfills(&client).await.unwrap();
+    let impact = states[0].impact.clone().unwrap_or_default();
+    assert!(impact.contains("autovacuum"), "{impact:?}");
 }
