@@ -958,7 +958,7 @@ fn scheduled_reads(
                     // The application's schedule: pacing, not synchronisation.
                     tokio::time::sleep_until(started + interval * calls as u32).await;
                     key = (key * 7919 + 13) % rows + 1;
-                    let target = if calls % HOT_EVERY == 0 {
+                    let target = if calls.is_multiple_of(HOT_EVERY) {
                         let batch = front.batch_size.load(Relaxed).max(1);
                         (front.next_key.load(Relaxed) + key % batch).min(rows)
                     } else {

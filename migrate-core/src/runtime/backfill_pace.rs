@@ -232,7 +232,7 @@ impl<'a> Pacer<'a> {
                 };
                 let (mut signals, baselines) =
                     Signals::start(monitor, backfill_pids, control, limits).await?;
-                let statements_since = signals.statements().await;
+                let statements_since = signals.first_statements.take();
                 tracing::info!(
                     target_ms = settings.target.as_millis() as u64,
                     min_batch = settings.min_batch,

@@ -189,6 +189,8 @@ pub(crate) struct Signals<'a> {
     own_queryids: HashSet<i64>,
     /// Why the statement latency signal is off, when it is.
     pub(crate) statements_off: Option<String>,
+    /// The reading of `pg_stat_statements` that found it readable, the first window's start.
+    pub(crate) first_statements: Option<StatementSnapshot>,
 }
 
 /// The second connection and what it knows.
@@ -255,12 +257,12 @@ async fn server_cpus(client: &Client, limits: Limits) -> Option<u32> {
 }
 
 /// Prepares the reading of `pg_stat_statements` when it is installed in this database and
-/// readable (its library in `shared_preload_libraries`), reading it once; otherwise says why
-/// the statement latency signal is off.
+/// readable (its library in `shared_preload_libraries`), and reads it once (the first
+/// snapshot); otherwise says why the statement latency signal is off.
 async fn statements_reader(
     client: &Client,
     limits: Limits,
-) -> Result<tokio_postgres::Statement, String> {
+) -> Result<(tokio_postgres::Statement, Vec<tokio_postgres::Row>), String> {
     let schema = within(
         Some(limits.own),
         "looking for pg_stat_statements",
@@ -285,7 +287,7 @@ async fn statements_reader(
     .map_err(|error| error.to_string())?
     .map_err(|error| format!("cannot read pg_stat_statements: {error}"))?;
     // Installed is not readable: without the library preloaded its function fails.
-    within(
+    let rows = within(
         Some(limits.own),
         "reading pg_stat_statements",
         client.query(&statement, &[]),
@@ -293,7 +295,20 @@ async fn statements_reader(
     .await
     .map_err(|error| error.to_string())?
     .map_err(|error| format!("cannot read pg_stat_statements: {error}"))?;
-    Ok(statement)
+    Ok((statement, rows))
+}
+
+/// A snapshot from [`statements_sql`]'s rows; the `query_id` of the reading itself is added
+/// to `own`.
+fn snapshot_of(rows: Vec<tokio_postgres::Row>, own: &mut HashSet<i64>) -> StatementSnapshot {
+    let mut snapshot = HashMap::with_capacity(rows.len());
+    for row in rows {
+        if let Some(queryid) = row.get::<_, Option<i64>>(3) {
+            own.insert(queryid);
+        }
+        snapshot.insert(row.get::<_, i64>(0), (row.get(1), row.get(2)));
+    }
+    StatementSnapshot(snapshot)
 }
 
 /// The `queryid` of the probe query, which the monitor runs in the rests as in the work:
@@ -335,6 +350,7 @@ impl<'a> Signals<'a> {
         };
         let mut flush_lag = Duration::from_secs(1);
         let mut statements_off = Some("no monitor connection".to_owned());
+        let mut first_statements = None;
         let monitor = match monitor {
             None => None,
             Some(monitor_client) => {
@@ -380,7 +396,10 @@ impl<'a> Signals<'a> {
                 statements_off = None;
                 let statements = if version >= 140_000 {
                     match statements_reader(monitor_client, limits).await {
-                        Ok(statement) => Some(statement),
+                        Ok((statement, rows)) => {
+                            first_statements = Some(rows);
+                            Some(statement)
+                        }
                         Err(why) => {
                             statements_off = Some(why);
                             None
@@ -403,6 +422,7 @@ impl<'a> Signals<'a> {
         };
         let mut own_xacts = 0;
         let mut own_queryids = HashSet::new();
+        let first_statements = first_statements.map(|rows| snapshot_of(rows, &mut own_queryids));
         if let Some(monitor) = &monitor
             && monitor.statements.is_some()
             && let Some(probe) = monitor.probe
@@ -450,6 +470,7 @@ impl<'a> Signals<'a> {
                 flush_lag,
                 own_queryids,
                 statements_off,
+                first_statements,
             },
             baselines,
         ))
@@ -473,16 +494,7 @@ impl<'a> Signals<'a> {
         .await;
         self.own_xacts += 1;
         let error = match answer {
-            Ok(Ok(rows)) => {
-                let mut snapshot = HashMap::with_capacity(rows.len());
-                for row in rows {
-                    if let Some(own) = row.get::<_, Option<i64>>(3) {
-                        self.own_queryids.insert(own);
-                    }
-                    snapshot.insert(row.get::<_, i64>(0), (row.get(1), row.get(2)));
-                }
-                return Some(StatementSnapshot(snapshot));
-            }
+            Ok(Ok(rows)) => return Some(snapshot_of(rows, &mut self.own_queryids)),
             Ok(Err(error)) => error.to_string(),
             Err(error) => error.to_string(),
         };
@@ -722,6 +734,7 @@ mod tests {
             flush_lag: lag,
             own_queryids: HashSet::new(),
             statements_off: None,
+            first_statements: None,
         };
         let mut t = 0.0;
         while t <= seconds {
