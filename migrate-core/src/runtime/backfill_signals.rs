@@ -72,7 +72,7 @@ const MIN_COMPARED_CALLS: i64 = 50;
 /// The snapshot of `pg_stat_statements` (its function, without the query texts, which it
 /// would read from a file): per `queryid` of this database's top-level statements, the calls
 /// and the milliseconds spent executing, for the [`TOP_STATEMENTS`] most called; and the
-/// `query_id` of this very query, which is ours. `$schema` is the extension's schema, quoted.
+/// `query_id` of this very query, which is ours. `schema`: the extension's schema, quoted.
 fn statements_sql(schema: &str) -> String {
     format!(
         "SELECT top.queryid, sum(top.calls)::int8, sum(top.total_exec_time)::float8, \
@@ -372,27 +372,6 @@ impl<'a> Signals<'a> {
                 if version < 150_000 {
                     flush_lag = Duration::from_millis(750);
                 }
-                let observe = within(
-                    Some(limits.own),
-                    "preparing the backfill monitor connection",
-                    monitor_client.prepare(&observe_sql(version >= 140_000, version >= 140_000)),
-                )
-                .await?
-                .map_err(RuntimeError::database(
-                    "preparing the backfill monitor connection",
-                ))?;
-                if baselines.cpus.is_none() {
-                    baselines.cpus = server_cpus(monitor_client, limits).await;
-                    if baselines.cpus.is_none() {
-                        tracing::warn!(
-                            "cannot read the server's CPU count (pg_read_file needs \
-                             pg_read_server_files): the backfill does not watch the server's \
-                             CPUs; set --backfill-server-cpus"
-                        );
-                    }
-                }
-                let mut own_pids = backfill_pids.clone();
-                own_pids.push(monitor_pid);
                 statements_off = None;
                 let statements = if version >= 140_000 {
                     match statements_reader(monitor_client, limits).await {
@@ -410,6 +389,27 @@ impl<'a> Signals<'a> {
                         Some("needs PostgreSQL 14+ (pg_stat_activity.query_id)".into());
                     None
                 };
+                let observe = within(
+                    Some(limits.own),
+                    "preparing the backfill monitor connection",
+                    monitor_client.prepare(&observe_sql(version >= 140_000, statements.is_some())),
+                )
+                .await?
+                .map_err(RuntimeError::database(
+                    "preparing the backfill monitor connection",
+                ))?;
+                if baselines.cpus.is_none() {
+                    baselines.cpus = server_cpus(monitor_client, limits).await;
+                    if baselines.cpus.is_none() {
+                        tracing::warn!(
+                            "cannot read the server's CPU count (pg_read_file needs \
+                             pg_read_server_files): the backfill does not watch the server's \
+                             CPUs; set --backfill-server-cpus"
+                        );
+                    }
+                }
+                let mut own_pids = backfill_pids.clone();
+                own_pids.push(monitor_pid);
                 Some(Monitor {
                     client: monitor_client,
                     observe,
