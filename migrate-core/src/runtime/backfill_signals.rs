@@ -323,10 +323,16 @@ async fn probe_queryid(client: &Client, probe: &str, limits: Limits) -> Option<i
     .await
     .ok()?
     .ok()?;
-    rows.iter().find_map(|row| {
-        row.try_get::<_, String>(0)
-            .ok()?
-            .trim()
+    query_identifier(
+        rows.iter()
+            .filter_map(|row| row.try_get::<_, String>(0).ok()),
+    )
+}
+
+/// The "Query Identifier: N" line of an `EXPLAIN (VERBOSE)` in text format.
+fn query_identifier(lines: impl IntoIterator<Item = String>) -> Option<i64> {
+    lines.into_iter().find_map(|line| {
+        line.trim()
             .strip_prefix("Query Identifier:")?
             .trim()
             .parse()
@@ -803,5 +809,24 @@ mod tests {
         let (resting, working) =
             statement_latency((&began, &work_ended), (&work_ended, &reset), &none).unwrap();
         assert_eq!((resting, working), (1.0, 1.0));
+    }
+
+    #[test]
+    fn the_probe_queryid_is_read_from_its_explain() {
+        // As PostgreSQL 15 prints it with query ids computed.
+        let plan = [
+            "Aggregate  (cost=4.29..4.30 rows=1 width=8)",
+            "  Output: count(*)",
+            "Query Identifier: -225799082207542138",
+        ];
+        assert_eq!(
+            query_identifier(plan.map(String::from)),
+            Some(-225_799_082_207_542_138)
+        );
+        // Query ids not computed (compute_query_id = off): no such line.
+        assert_eq!(
+            query_identifier(plan[..2].iter().map(|l| l.to_string())),
+            None
+        );
     }
 }
