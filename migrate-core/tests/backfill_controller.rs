@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use common::*;
 use migrate_core::Migrations;
 use migrate_core::runtime::{
-    BackfillControl, BackfillStatus, Migrator, MigratorConfig, PaceState, PauseReason, Pressure,
-    ProgressEvent, UpTo,
+    AutovacuumPause, BackfillControl, BackfillStatus, Migrator, MigratorConfig, PaceState,
+    PauseReason, Pressure, ProgressEvent, UpTo,
 };
 use tokio::sync::mpsc;
 use tokio_postgres::Client;
@@ -799,4 +799,297 @@ async fn a_wal_archive_backlog_pauses_until_the_archiver_catches_up() {
     let (outcome, ()) = tokio::join!(run, drive);
     outcome.unwrap();
     assert_done_once(&client, 20_000).await;
+}
+
+/// Issue 22 item 3: an autovacuum that starts on the backfill's table while the backfill runs
+/// pauses it (`autovacuum = any`), with the reason the progress hook reports, and no batch
+/// runs while it works; once it is gone, the backfill ends with every row updated once.
+/// The vacuum is made slow (a cost limit of 1 with the longest cost delay: it sleeps after
+/// every page) so it is still running when looked at; it is ended by turning autovacuum
+/// off for the table, whose lock request cancels it (PostgreSQL cancels a non-wraparound
+/// autovacuum that blocks a lock request after `deadlock_timeout`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_autovacuum_of_the_table_pauses_it_until_the_vacuum_is_gone() {
+    // Its own cluster: autovacuum wakes every second here.
+    let cluster = migrate_scratch::ScratchCluster::start().expect("cluster");
+    cluster
+        .psql("postgres", "ALTER SYSTEM SET autovacuum_naptime = '1s'")
+        .unwrap();
+    cluster.psql("postgres", "SELECT pg_reload_conf()").unwrap();
+    let db = cluster.create_database().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let migrations = write_set(dir.path(), "bigint", "");
+    let client = client(db.url()).await;
+    let operator = plain_client(db.url()).await;
+    let (migrator, mut paces) = migrator_with_paces(
+        &migrations,
+        MigratorConfig {
+            backfill: BackfillControl {
+                autovacuum: AutovacuumPause::Any,
+                ..quiet_control(Duration::from_millis(50))
+            },
+            ..config()
+        },
+    );
+    migrator.up(&client, UpTo::Version(1)).await.unwrap();
+    // No autovacuum before the test asks for one.
+    client
+        .batch_execute("ALTER TABLE items SET (autovacuum_enabled = false)")
+        .await
+        .unwrap();
+    let rows = 200_000;
+    fill(&client, "g", rows).await;
+
+    let run = migrator.up(&client, UpTo::All);
+    let drive = async {
+        // Batches run; the operator holds them while the vacuum is started, so that the
+        // backfill does not end first.
+        paces.until("a first batch", |s| s.rows_done > 0).await;
+        migrator.pause_backfills(&operator, true).await.unwrap();
+        paces
+            .until("paused by the operator", |s| {
+                s.state == PaceState::Paused(PauseReason::Operator)
+            })
+            .await;
+        operator
+            .batch_execute(
+                "ALTER TABLE items SET (autovacuum_enabled = true, \
+                 autovacuum_vacuum_threshold = 0, autovacuum_vacuum_scale_factor = 0, \
+                 autovacuum_vacuum_cost_limit = 1, autovacuum_vacuum_cost_delay = 100)",
+            )
+            .await
+            .unwrap();
+        wait_until(
+            &operator,
+            "an autovacuum works on items",
+            "SELECT EXISTS (SELECT FROM pg_stat_progress_vacuum v JOIN pg_stat_activity a \
+             USING (pid) WHERE v.relid = 'items'::regclass \
+             AND a.backend_type = 'autovacuum worker')",
+        )
+        .await;
+        migrator.pause_backfills(&operator, false).await.unwrap();
+        let paused = paces
+            .until("paused by the autovacuum", |s| {
+                matches!(&s.state, PaceState::Paused(PauseReason::Autovacuum { .. }))
+            })
+            .await;
+        let PaceState::Paused(PauseReason::Autovacuum { table, wraparound }) = &paused.state else {
+            unreachable!()
+        };
+        assert_eq!(
+            (table.as_str(), *wraparound),
+            ("items", false),
+            "{paused:?}"
+        );
+        assert!(paused.rows_done < i64::from(rows), "{paused:?}");
+        // It stays paused while the vacuum works: the next check reports the same rows.
+        let still = paces.until("a second check while paused", |_| true).await;
+        assert_eq!(still.state, paused.state);
+        assert_eq!(still.rows_done, paused.rows_done);
+        // The lock request cancels the vacuum; none starts again.
+        operator
+            .batch_execute("ALTER TABLE items SET (autovacuum_enabled = false)")
+            .await
+            .unwrap();
+    };
+    let (outcome, ()) = tokio::join!(run, drive);
+    outcome.unwrap();
+    assert_done_once(&client, i64::from(rows)).await;
+    let states = migrator.backfills(&client).await.unwrap();
+    let impact = states[0].impact.clone().unwrap_or_default();
+    assert!(impact.contains("autovacuum"), "{impact:?}");
+}
+
+/// A cluster whose server preloads pg_stat_statements, for the tests of that signal.
+fn stats_cluster() -> &'static migrate_scratch::ScratchCluster {
+    static CLUSTER: std::sync::OnceLock<migrate_scratch::ScratchCluster> =
+        std::sync::OnceLock::new();
+    CLUSTER.get_or_init(|| {
+        migrate_scratch::ScratchCluster::start_with_preloaded(&["pg_stat_statements"])
+            .expect("scratch cluster")
+    })
+}
+
+/// Where the backfill works: the first key of its next batch and the batch's size, as the
+/// progress hook last reported them (keys are `1..=rows`, filled in order).
+#[derive(Clone, Default)]
+struct BackfillFront {
+    next_key: std::sync::Arc<std::sync::atomic::AtomicI64>,
+    batch_size: std::sync::Arc<std::sync::atomic::AtomicI64>,
+}
+
+impl BackfillFront {
+    fn follow(&self, status: &BackfillStatus) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.next_key.store(status.rows_done + 1, Relaxed);
+        self.batch_size.store(i64::from(status.batch_size), Relaxed);
+    }
+}
+
+/// `clients` application sessions, each reading a row `FOR SHARE` every `interval` on a
+/// fixed schedule (a late call is caught up at once, so its rate holds while its latency
+/// rises): one read in `hot_every` is of a row of the batch the backfill runs, and waits
+/// for that batch's row lock (never longer than the batch: no lock wait the controller
+/// counts), the others of any row. Their statement gets slower while batches run, not in
+/// the backfill's rests. Returns each session's calls.
+fn scheduled_reads(
+    url: &str,
+    clients: usize,
+    interval: Duration,
+    rows: i64,
+    front: BackfillFront,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<u64>> {
+    use std::sync::atomic::Ordering::Relaxed;
+    const HOT_EVERY: u64 = 4;
+    (0..clients)
+        .map(|index| {
+            let (url, stop, front) = (url.to_owned(), stop.clone(), front.clone());
+            tokio::spawn(async move {
+                let client = plain_client(&url).await;
+                let read = client
+                    .prepare("SELECT n FROM items WHERE id = $1 FOR SHARE")
+                    .await
+                    .unwrap();
+                let started = tokio::time::Instant::now();
+                let mut calls = 0u64;
+                let mut key = index as i64 + 1;
+                while !stop.load(Relaxed) {
+                    // The application's schedule: pacing, not synchronisation.
+                    tokio::time::sleep_until(started + interval * calls as u32).await;
+                    key = (key * 7919 + 13) % rows + 1;
+                    let target = if calls.is_multiple_of(HOT_EVERY) {
+                        let batch = front.batch_size.load(Relaxed).max(1);
+                        (front.next_key.load(Relaxed) + key % batch).min(rows)
+                    } else {
+                        key
+                    };
+                    client.query_opt(&read, &[&target]).await.unwrap();
+                    calls += 1;
+                }
+                calls
+            })
+        })
+        .collect()
+}
+
+/// Issue 22 item 2: with pg_stat_statements installed, an application whose statements
+/// get slower while the batches run (they wait for the batch's row locks, briefly: no
+/// lock-wait signal, its throughput held by its schedule) makes the backfill back off on
+/// its statement latency, and the impact line says how much slower they were. Once the
+/// load stops, the backfill ends, every row updated once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_slower_while_batches_run_make_it_back_off_on_statement_latency() {
+    let db = stats_cluster().create_database().expect("database");
+    stats_cluster()
+        .psql(db.name(), "CREATE EXTENSION pg_stat_statements")
+        .expect("extension");
+    let dir = tempfile::tempdir().unwrap();
+    let migrations = write_set(dir.path(), "bigint", "");
+    let client = client(db.url()).await;
+    let (migrator, mut paces) = migrator_with_paces(
+        &migrations,
+        MigratorConfig {
+            backfill: BackfillControl {
+                // Batches far shorter than the target: an application read waits for one
+                // for less than the target, which the lock-wait signal allows.
+                max_batch: 1_000,
+                max_workers: 1,
+                ..quiet_control(Duration::from_millis(500))
+            },
+            ..config()
+        },
+    );
+    let migrator = migrator.with_monitor(plain_client(db.url()).await);
+    migrator.up(&client, UpTo::Version(1)).await.unwrap();
+    let rows = 600_000;
+    fill(&client, "g", rows).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let front = BackfillFront::default();
+    let load = scheduled_reads(
+        db.url(),
+        4,
+        Duration::from_millis(5),
+        i64::from(rows),
+        front.clone(),
+        stop.clone(),
+    );
+
+    let run = migrator.up(&client, UpTo::All);
+    let drive = async {
+        let backing_off = paces
+            .until("backing off on the statement latency", |s| {
+                front.follow(s);
+                matches!(
+                    &s.state,
+                    PaceState::BackingOff(Pressure::StatementLatencyUp { .. })
+                )
+            })
+            .await;
+        assert!(backing_off.rows_done < i64::from(rows), "{backing_off:?}");
+        let PaceState::BackingOff(Pressure::StatementLatencyUp {
+            resting_ms,
+            working_ms,
+        }) = backing_off.state
+        else {
+            unreachable!()
+        };
+        assert!(working_ms > resting_ms * 1.5, "{backing_off:?}");
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    };
+    let (outcome, ()) = tokio::join!(run, drive);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut calls = 0;
+    for task in load {
+        calls += task.await.unwrap();
+    }
+    assert!(calls > 0);
+    outcome.unwrap();
+    assert_done_once(&client, i64::from(rows)).await;
+    let states = migrator.backfills(&client).await.unwrap();
+    let impact = states[0].impact.clone().unwrap_or_default();
+    assert!(impact.contains("statement latency"), "{impact:?}");
+    assert!(impact.contains("statement time per call"), "{impact:?}");
+}
+
+/// Issue 22 item 2: without a readable pg_stat_statements the statement latency signal is
+/// off and nothing else changes: installed but its library not preloaded (reading it fails
+/// with 55000), or preloaded but not installed in the database; either way the backfill
+/// under the controller ends, every row updated once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_readable_pg_stat_statements_the_backfill_runs_as_before() {
+    let not_preloaded = database();
+    cluster()
+        .psql(not_preloaded.name(), "CREATE EXTENSION pg_stat_statements")
+        .expect("extension");
+    let not_installed = stats_cluster().create_database().expect("database");
+    for db in [&not_preloaded, &not_installed] {
+        let client = client(db.url()).await;
+        if std::ptr::eq(db, &not_preloaded) {
+            let error = client
+                .query_one("SELECT count(*) FROM pg_stat_statements", &[])
+                .await
+                .unwrap_err();
+            assert_eq!(
+                error.code(),
+                Some(&tokio_postgres::error::SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE),
+                "{error}"
+            );
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let migrations = write_set(dir.path(), "bigint", "");
+        let migrator = Migrator::new(
+            &migrations,
+            MigratorConfig {
+                backfill: quiet_control(Duration::from_millis(50)),
+                ..config()
+            },
+        )
+        .unwrap()
+        .with_monitor(plain_client(db.url()).await);
+        migrator.up(&client, UpTo::Version(1)).await.unwrap();
+        fill(&client, "g", 20_000).await;
+        migrator.up(&client, UpTo::All).await.unwrap();
+        assert_done_once(&client, 20_000).await;
+    }
 }

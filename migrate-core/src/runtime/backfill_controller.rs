@@ -54,7 +54,8 @@ const CPU_SHARE: f64 = 0.75;
 const CPU_OTHERS_FLOOR: f64 = 0.25;
 /// The application's rate counts as dropped below this share of its rate in the rests ...
 const THROUGHPUT_KEPT: f64 = 0.95;
-/// ... and its server time per transaction as risen past this multiple ...
+/// ... and its server time per transaction (or its statements' time per call) as risen past
+/// this multiple ...
 const SERVER_TIME_RISE: f64 = 1.5;
 /// ... once it runs at least this many transactions per second: below, one transaction more
 /// or less is noise.
@@ -119,6 +120,14 @@ pub enum Pressure {
         /// Transactions per second while batches ran.
         working: f64,
     },
+    /// The application's statements (`pg_stat_statements`, when installed) took longer per
+    /// call while batches ran than the same statements in the rests.
+    StatementLatencyUp {
+        /// Mean milliseconds per call at the rests' speed, for the calls made during batches.
+        resting_ms: f64,
+        /// Mean milliseconds per call while batches ran.
+        working_ms: f64,
+    },
     /// The server time per application transaction (`pg_stat_database.active_time`, 14+)
     /// while batches ran rose above its value in the rests.
     ServerTimeUp {
@@ -139,6 +148,7 @@ impl Pressure {
             Pressure::BatchSlowing { .. } => "slow batch",
             Pressure::ServerCpu { .. } => "server CPU",
             Pressure::ThroughputDrop { .. } => "application throughput",
+            Pressure::StatementLatencyUp { .. } => "statement latency",
             Pressure::ServerTimeUp { .. } => "server time per transaction",
         }
     }
@@ -195,6 +205,14 @@ impl fmt::Display for Pressure {
                 f,
                 "application throughput {working:.0} tx/s during batches, {resting:.0} tx/s in rests ({:+.1}%)",
                 (working / resting - 1.0) * 100.0
+            ),
+            Pressure::StatementLatencyUp {
+                resting_ms,
+                working_ms,
+            } => write!(
+                f,
+                "application statements took {working_ms:.3}ms per call during batches, \
+                 {resting_ms:.3}ms in rests (pg_stat_statements)"
             ),
             Pressure::ServerTimeUp {
                 resting_ms,
@@ -277,6 +295,12 @@ pub struct ApplicationRates {
     pub resting_ms: Option<f64>,
     /// Server milliseconds per transaction while batches ran.
     pub working_ms: Option<f64>,
+    /// The application's statements' execution time per call at the rests' speed
+    /// (`pg_stat_statements`, when installed; mix-adjusted: the calls made while batches ran,
+    /// each at its statement's mean in the rests).
+    pub resting_statement_ms: Option<f64>,
+    /// The same calls' execution time per call while batches ran.
+    pub working_statement_ms: Option<f64>,
 }
 
 /// A change the controller made, for its `tracing` event.
@@ -376,6 +400,16 @@ impl Controller {
             Pressure::ThroughputDrop {
                 resting: rates.resting_tps,
                 working: rates.working_tps,
+            }
+        } else if let (Some(resting_ms), Some(working_ms)) =
+            (rates.resting_statement_ms, rates.working_statement_ms)
+            && working_ms > resting_ms * SERVER_TIME_RISE
+        {
+            // Before the server time per transaction: per statement and mix-adjusted, it
+            // names what the application's own statements feel.
+            Pressure::StatementLatencyUp {
+                resting_ms,
+                working_ms,
             }
         } else if let (Some(resting_ms), Some(working_ms)) = (rates.resting_ms, rates.working_ms)
             && working_ms > resting_ms * SERVER_TIME_RISE
@@ -940,6 +974,8 @@ mod tests {
             working_tps: 19_700.0,
             resting_ms: Some(0.2),
             working_ms: Some(0.22),
+            resting_statement_ms: Some(0.05),
+            working_statement_ms: Some(0.06),
         };
         assert_eq!(controller.observe_window(&unharmed), None);
         let dropped = ApplicationRates {
@@ -964,6 +1000,19 @@ mod tests {
                 ..
             })
         ));
+        // The application's statements slower per call (pg_stat_statements), its
+        // transactions' server time not (yet) past the limit: named as such.
+        let statements_slower = ApplicationRates {
+            working_statement_ms: Some(0.2),
+            ..unharmed
+        };
+        assert!(matches!(
+            controller.observe_window(&statements_slower),
+            Some(Decision::BackOff {
+                pressure: Pressure::StatementLatencyUp { .. },
+                ..
+            })
+        ));
         // A window's verdict holds for the cycles after it: clean ones do not undo it ...
         let floor = controller.rest_ratio;
         assert!(floor > 0.0);
@@ -985,6 +1034,8 @@ mod tests {
             working_tps: 2.0,
             resting_ms: None,
             working_ms: None,
+            resting_statement_ms: None,
+            working_statement_ms: None,
         };
         assert_eq!(controller.observe_window(&idle), None);
     }

@@ -15,7 +15,7 @@ use super::backfill_controller::{
     ApplicationRates, Baselines, BatchObservation, Controller, ControllerSettings, Decision,
     PaceState,
 };
-use super::backfill_signals::Signals;
+use super::backfill_signals::{Signals, StatementSnapshot, statement_latency};
 use super::backfill_stops::{AbortReason, PauseReason, Stop, StopSignals};
 use super::config::BackfillControl;
 use super::deadline::{Limits, within};
@@ -89,6 +89,14 @@ impl BackfillStatus {
                     ", server time per transaction {working:.3} ms vs {resting:.3} ms"
                 );
             }
+            if let (Some(resting), Some(working)) =
+                (rates.resting_statement_ms, rates.working_statement_ms)
+            {
+                let _ = write!(
+                    text,
+                    ", statement time per call {working:.3} ms vs {resting:.3} ms"
+                );
+            }
         }
         text
     }
@@ -114,6 +122,11 @@ struct RateWindows {
     working: (f64, f64, f64),
     /// Server time was measured in every window.
     server_time: bool,
+    /// `pg_stat_statements` when the work window began; `None` when it is not read.
+    statements_since: Option<StatementSnapshot>,
+    /// Totals of the windows that compared statements: (seconds of work, ms per call at the
+    /// rests' speed times seconds, ms per call during the work times seconds).
+    statements: (f64, f64, f64),
 }
 
 impl RateWindows {
@@ -123,11 +136,15 @@ impl RateWindows {
             return None;
         }
         let per = |ms: f64, xacts: f64| (self.server_time && xacts >= 1.0).then(|| ms / xacts);
+        let (calls, resting_ms, working_ms) = self.statements;
+        let statement = |ms: f64| (calls > 0.0).then(|| ms / calls);
         Some(ApplicationRates {
             resting_tps: rx / rs,
             working_tps: wx / ws,
             resting_ms: per(rm, rx),
             working_ms: per(wm, wx),
+            resting_statement_ms: statement(resting_ms),
+            working_statement_ms: statement(working_ms),
         })
     }
 }
@@ -213,8 +230,9 @@ impl<'a> Pacer<'a> {
                         .min(u32::try_from(backfill_pids.len()).unwrap_or(1))
                         .max(1),
                 };
-                let (signals, baselines) =
+                let (mut signals, baselines) =
                     Signals::start(monitor, backfill_pids, control, limits).await?;
+                let statements_since = signals.first_statements.take();
                 tracing::info!(
                     target_ms = settings.target.as_millis() as u64,
                     min_batch = settings.min_batch,
@@ -223,6 +241,11 @@ impl<'a> Pacer<'a> {
                     max_active_sessions = baselines.active_sessions,
                     server_cpus = baselines.cpus,
                     max_workers = settings.max_workers,
+                    statement_latency = match &signals.statements_off {
+                        None => "pg_stat_statements",
+                        Some(_) => "off",
+                    },
+                    statement_latency_off = signals.statements_off.as_deref(),
                     "backfill controller starting"
                 );
                 Mode::Adaptive {
@@ -236,6 +259,8 @@ impl<'a> Pacer<'a> {
                         resting: (0.0, 0.0, 0.0),
                         working: (0.0, 0.0, 0.0),
                         server_time: true,
+                        statements_since,
+                        statements: (0.0, 0.0, 0.0),
                     }),
                 }
             }
@@ -530,6 +555,9 @@ async fn rest_window(
     windows: &mut RateWindows,
 ) -> Duration {
     let lag = signals.flush_lag;
+    // pg_stat_statements counts a statement when it ends, with no flush lag: read at the
+    // window's edges themselves.
+    let work_ended = signals.statements().await;
     let from = Instant::now();
     // Measuring the application without the backfill: pacing, not synchronisation.
     signals
@@ -538,7 +566,17 @@ async fn rest_window(
             controller.target(),
         )
         .await;
+    let rest_ended = signals.statements().await;
     let rested = from.elapsed();
+    let statements = match (windows.statements_since.take(), &work_ended, &rest_ended) {
+        (Some(work_began), Some(work_ended), Some(rest_ended)) => statement_latency(
+            (&work_began, work_ended),
+            (work_ended, rest_ended),
+            signals.own_queryids(),
+        ),
+        _ => None,
+    };
+    windows.statements_since = rest_ended;
     // The rest's readings are of no batch: they do not count as the next batch's cycle.
     signals.take_watched();
     let work_since = windows.work_since;
@@ -569,18 +607,28 @@ async fn rest_window(
         REST_WINDOW_MEASURED.as_secs_f64(),
     );
     add(&mut windows.working, working, work_seconds);
+    if let Some((resting_ms, working_ms)) = statements {
+        // Weighted by the work window's length, as the rates are.
+        windows.statements.0 += work_seconds;
+        windows.statements.1 += resting_ms * work_seconds;
+        windows.statements.2 += working_ms * work_seconds;
+    }
     windows.server_time &= working.1.is_some() && resting.1.is_some();
     let rates = ApplicationRates {
         resting_tps: reference.0,
         working_tps: working.0,
         resting_ms: reference.1,
         working_ms: working.1,
+        resting_statement_ms: statements.map(|(resting, _)| resting),
+        working_statement_ms: statements.map(|(_, working)| working),
     };
     tracing::debug!(
         resting_tps = rates.resting_tps,
         working_tps = rates.working_tps,
         resting_ms = rates.resting_ms,
         working_ms = rates.working_ms,
+        resting_statement_ms = rates.resting_statement_ms,
+        working_statement_ms = rates.working_statement_ms,
         "backfill rest window"
     );
     match controller.observe_window(&rates) {

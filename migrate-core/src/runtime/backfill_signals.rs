@@ -11,7 +11,7 @@
 //! settles where the batches take at most about a quarter of the cycle's time at a slowed
 //! probe.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::time::{Duration, Instant};
 
@@ -21,6 +21,7 @@ use super::backfill_controller::Baselines;
 use super::config::BackfillControl;
 use super::deadline::{Limits, within};
 use super::error::RuntimeError;
+use super::executor::quote_identifier;
 
 /// How often the monitor looks at the server while a batch or a rest runs ...
 const WATCH_INTERVAL: Duration = Duration::from_millis(20);
@@ -30,8 +31,10 @@ const PROBE_EVERY: u32 = 5;
 /// a lock one of the backfill's backends `$1` holds, the active client sessions other than
 /// ours (`$2`), those of them running (active with no wait event: on a CPU or queued for
 /// one), and the database's transaction count and (14+) active time, which backends flush to
-/// shared statistics about once a second (500 ms on 13-14).
-fn observe_sql(active_time: bool) -> String {
+/// shared statistics about once a second (500 ms on 13-14); with `query_ids` (14+), the
+/// `query_id` of the last statement of each of our sessions, so that `pg_stat_statements`'
+/// rows of our own statements are left out of the application's.
+fn observe_sql(active_time: bool, query_ids: bool) -> String {
     format!(
         "SELECT count(*) FILTER (WHERE CASE WHEN wait_event_type = 'Lock' \
             AND clock_timestamp() - query_start > $3 * interval '1 millisecond' \
@@ -42,14 +45,96 @@ fn observe_sql(active_time: bool) -> String {
             AND backend_type = 'client backend' AND pid <> ALL($2)), \
             (SELECT (xact_commit + xact_rollback)::int8 FROM pg_stat_database \
               WHERE datname = current_database()), \
-            {} \
+            {}, {} \
          FROM pg_stat_activity",
         if active_time {
             "(SELECT active_time::float8 FROM pg_stat_database WHERE datname = current_database())"
         } else {
             "NULL::float8"
+        },
+        if query_ids {
+            "array_agg(DISTINCT query_id) FILTER (WHERE pid = ANY($2) AND query_id IS NOT NULL)"
+        } else {
+            "NULL::int8[]"
         }
     )
+}
+
+/// The most-called statements read per snapshot of `pg_stat_statements`: the cost stays one
+/// bounded query per window however many statements the server keeps (up to
+/// `pg_stat_statements.max`, 5,000 by default).
+const TOP_STATEMENTS: i64 = 200;
+/// A statement's mean time in a rest counts once it was called this often there ...
+const MIN_STATEMENT_CALLS: i64 = 5;
+/// ... and the comparison once this many calls in all, in the rest and in the work.
+const MIN_COMPARED_CALLS: i64 = 50;
+
+/// The snapshot of `pg_stat_statements` (its function, without the query texts, which it
+/// would read from a file): per `queryid` of this database's top-level statements, the calls
+/// and the milliseconds spent executing, for the [`TOP_STATEMENTS`] most called; and the
+/// `query_id` of this very query, which is ours. `schema`: the extension's schema, quoted.
+fn statements_sql(schema: &str) -> String {
+    format!(
+        "SELECT top.queryid, sum(top.calls)::int8, sum(top.total_exec_time)::float8, \
+            (SELECT query_id FROM pg_stat_activity WHERE pid = pg_backend_pid()) \
+         FROM (SELECT queryid, calls, total_exec_time FROM {schema}.pg_stat_statements(false) \
+               WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+                 AND toplevel AND queryid IS NOT NULL \
+               ORDER BY calls DESC LIMIT {TOP_STATEMENTS}) top \
+         GROUP BY top.queryid"
+    )
+}
+
+/// One reading of `pg_stat_statements`: per `queryid`, (calls, milliseconds executing).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct StatementSnapshot(HashMap<i64, (i64, f64)>);
+
+impl StatementSnapshot {
+    /// What each statement did from `earlier` to this snapshot; statements whose calls went
+    /// down (a `pg_stat_statements_reset()` in between) or that one of the two readings did
+    /// not list are left out.
+    fn since(&self, earlier: &StatementSnapshot) -> HashMap<i64, (i64, f64)> {
+        self.0
+            .iter()
+            .filter_map(|(queryid, &(calls, ms))| {
+                let &(before_calls, before_ms) = earlier.0.get(queryid)?;
+                (calls > before_calls)
+                    .then(|| (*queryid, (calls - before_calls, (ms - before_ms).max(0.0))))
+            })
+            .collect()
+    }
+}
+
+/// The application's statements' mean execution time per call while the batches ran and
+/// in a rest, mix-adjusted: the statements that ran in both windows (ours left out), their
+/// calls during the work at their mean in the rest against at their mean during the work,
+/// so an application running other statements in the work than in the rest does not count
+/// as slower. `(resting_ms, working_ms)` per call; `None` with too few calls to compare.
+pub(crate) fn statement_latency(
+    work: (&StatementSnapshot, &StatementSnapshot),
+    rest: (&StatementSnapshot, &StatementSnapshot),
+    own: &HashSet<i64>,
+) -> Option<(f64, f64)> {
+    let working = work.1.since(work.0);
+    let resting = rest.1.since(rest.0);
+    let (mut calls, mut working_ms, mut at_rest_ms, mut rest_calls) = (0i64, 0.0, 0.0, 0i64);
+    for (queryid, &(work_calls, work_ms)) in &working {
+        if own.contains(queryid) {
+            continue;
+        }
+        let Some(&(calls_resting, ms_resting)) = resting.get(queryid) else {
+            continue;
+        };
+        if calls_resting < MIN_STATEMENT_CALLS {
+            continue;
+        }
+        calls += work_calls;
+        working_ms += work_ms;
+        at_rest_ms += work_calls as f64 * ms_resting / calls_resting as f64;
+        rest_calls += calls_resting;
+    }
+    (calls >= MIN_COMPARED_CALLS && rest_calls >= MIN_COMPARED_CALLS)
+        .then(|| (at_rest_ms / calls as f64, working_ms / calls as f64))
 }
 /// Probes before the backfill, for the baselines ...
 const BASELINE_ROUNDS: u32 = 5;
@@ -100,6 +185,12 @@ pub(crate) struct Signals<'a> {
     own_active_ms: f64,
     /// How long after a transaction its counts reach `pg_stat_database`.
     pub(crate) flush_lag: Duration,
+    /// `query_id`s our sessions ran, left out of `pg_stat_statements`' comparison.
+    own_queryids: HashSet<i64>,
+    /// Why the statement latency signal is off, when it is.
+    pub(crate) statements_off: Option<String>,
+    /// The reading of `pg_stat_statements` that found it readable, the first window's start.
+    pub(crate) first_statements: Option<StatementSnapshot>,
 }
 
 /// The second connection and what it knows.
@@ -114,6 +205,8 @@ struct Monitor<'a> {
     /// Pids left out of the session counts: the backfill's and the monitor's.
     own_pids: Vec<i32>,
     probe: Option<&'a str>,
+    /// [`statements_sql`], prepared; `None` when `pg_stat_statements` cannot be read here.
+    statements: Option<tokio_postgres::Statement>,
 }
 
 /// One reading of `pg_stat_activity` and `pg_stat_database`.
@@ -123,6 +216,8 @@ struct Reading {
     running: u32,
     xacts: i64,
     active_ms: Option<f64>,
+    /// `query_id`s of our sessions' last statements (14+).
+    own_queryids: Vec<i64>,
 }
 
 fn median(values: Vec<Duration>) -> Option<Duration> {
@@ -161,6 +256,90 @@ async fn server_cpus(client: &Client, limits: Limits) -> Option<u32> {
         .filter(|&cpus| cpus > 0)
 }
 
+/// Prepares the reading of `pg_stat_statements` when it is installed in this database and
+/// readable (its library in `shared_preload_libraries`), and reads it once (the first
+/// snapshot); otherwise says why the statement latency signal is off.
+async fn statements_reader(
+    client: &Client,
+    limits: Limits,
+) -> Result<(tokio_postgres::Statement, Vec<tokio_postgres::Row>), String> {
+    let schema = within(
+        Some(limits.own),
+        "looking for pg_stat_statements",
+        client.query_opt(
+            "SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace \
+             WHERE e.extname = 'pg_stat_statements'",
+            &[],
+        ),
+    )
+    .await
+    .map_err(|error| error.to_string())?
+    .map_err(|error| error.to_string())?
+    .ok_or_else(|| "pg_stat_statements is not installed in this database".to_owned())?
+    .get::<_, String>(0);
+    let sql = statements_sql(&quote_identifier(&schema));
+    let statement = within(
+        Some(limits.own),
+        "reading pg_stat_statements",
+        client.prepare(&sql),
+    )
+    .await
+    .map_err(|error| error.to_string())?
+    .map_err(|error| format!("cannot read pg_stat_statements: {error}"))?;
+    // Installed is not readable: without the library preloaded its function fails.
+    let rows = within(
+        Some(limits.own),
+        "reading pg_stat_statements",
+        client.query(&statement, &[]),
+    )
+    .await
+    .map_err(|error| error.to_string())?
+    .map_err(|error| format!("cannot read pg_stat_statements: {error}"))?;
+    Ok((statement, rows))
+}
+
+/// A snapshot from [`statements_sql`]'s rows; the `query_id` of the reading itself is added
+/// to `own`.
+fn snapshot_of(rows: Vec<tokio_postgres::Row>, own: &mut HashSet<i64>) -> StatementSnapshot {
+    let mut snapshot = HashMap::with_capacity(rows.len());
+    for row in rows {
+        if let Some(queryid) = row.get::<_, Option<i64>>(3) {
+            own.insert(queryid);
+        }
+        snapshot.insert(row.get::<_, i64>(0), (row.get(1), row.get(2)));
+    }
+    StatementSnapshot(snapshot)
+}
+
+/// The `queryid` of the probe query, which the monitor runs in the rests as in the work:
+/// `EXPLAIN (VERBOSE)` shows it ("Query Identifier: N") when query ids are computed. Sent
+/// with the extended protocol, so a probe of several statements is refused rather than run.
+async fn probe_queryid(client: &Client, probe: &str, limits: Limits) -> Option<i64> {
+    let rows = within(
+        Some(limits.own),
+        "explaining the backfill probe query",
+        client.query(&format!("EXPLAIN (VERBOSE) {probe}"), &[]),
+    )
+    .await
+    .ok()?
+    .ok()?;
+    query_identifier(
+        rows.iter()
+            .filter_map(|row| row.try_get::<_, String>(0).ok()),
+    )
+}
+
+/// The "Query Identifier: N" line of an `EXPLAIN (VERBOSE)` in text format.
+fn query_identifier(lines: impl IntoIterator<Item = String>) -> Option<i64> {
+    lines.into_iter().find_map(|line| {
+        line.trim()
+            .strip_prefix("Query Identifier:")?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
 impl<'a> Signals<'a> {
     /// Prepares the readers and measures the baselines (a tenth of a second with a monitor).
     /// `backfill_pids`: the backends that run batches.
@@ -176,6 +355,8 @@ impl<'a> Signals<'a> {
             cpus: control.server_cpus,
         };
         let mut flush_lag = Duration::from_secs(1);
+        let mut statements_off = Some("no monitor connection".to_owned());
+        let mut first_statements = None;
         let monitor = match monitor {
             None => None,
             Some(monitor_client) => {
@@ -197,10 +378,27 @@ impl<'a> Signals<'a> {
                 if version < 150_000 {
                     flush_lag = Duration::from_millis(750);
                 }
+                statements_off = None;
+                let statements = if version >= 140_000 {
+                    match statements_reader(monitor_client, limits).await {
+                        Ok((statement, rows)) => {
+                            first_statements = Some(rows);
+                            Some(statement)
+                        }
+                        Err(why) => {
+                            statements_off = Some(why);
+                            None
+                        }
+                    }
+                } else {
+                    statements_off =
+                        Some("needs PostgreSQL 14+ (pg_stat_activity.query_id)".into());
+                    None
+                };
                 let observe = within(
                     Some(limits.own),
                     "preparing the backfill monitor connection",
-                    monitor_client.prepare(&observe_sql(version >= 140_000)),
+                    monitor_client.prepare(&observe_sql(version >= 140_000, statements.is_some())),
                 )
                 .await?
                 .map_err(RuntimeError::database(
@@ -224,10 +422,20 @@ impl<'a> Signals<'a> {
                     backfill_pids,
                     own_pids,
                     probe: control.probe_query.as_deref(),
+                    statements,
                 })
             }
         };
         let mut own_xacts = 0;
+        let mut own_queryids = HashSet::new();
+        let first_statements = first_statements.map(|rows| snapshot_of(rows, &mut own_queryids));
+        if let Some(monitor) = &monitor
+            && monitor.statements.is_some()
+            && let Some(probe) = monitor.probe
+            && let Some(queryid) = probe_queryid(monitor.client, probe, limits).await
+        {
+            own_queryids.insert(queryid);
+        }
         if let Some(monitor) = &monitor {
             let mut probes = Vec::new();
             let mut most_active = 0;
@@ -242,6 +450,7 @@ impl<'a> Signals<'a> {
                 }
                 let reading = monitor.observe(limits, Duration::ZERO).await?;
                 own_xacts += 1;
+                own_queryids.extend(reading.own_queryids);
                 most_active = most_active.max(reading.active);
             }
             baselines.probe = median(probes);
@@ -265,6 +474,9 @@ impl<'a> Signals<'a> {
                 own_xacts,
                 own_active_ms: 0.0,
                 flush_lag,
+                own_queryids,
+                statements_off,
+                first_statements,
             },
             baselines,
         ))
@@ -273,6 +485,36 @@ impl<'a> Signals<'a> {
     /// Whether the monitor still watches (it is dropped when it fails).
     pub(crate) fn watching(&self) -> bool {
         self.monitor.is_some()
+    }
+
+    /// A reading of `pg_stat_statements`; `None` when it is not read (not installed, not
+    /// readable, or its reading failed once: the signal is advice, it is then off).
+    pub(crate) async fn statements(&mut self) -> Option<StatementSnapshot> {
+        let monitor = self.monitor.as_mut()?;
+        let statement = monitor.statements.as_ref()?;
+        let answer = within(
+            Some(self.limits.own),
+            "reading pg_stat_statements",
+            monitor.client.query(statement, &[]),
+        )
+        .await;
+        self.own_xacts += 1;
+        let error = match answer {
+            Ok(Ok(rows)) => return Some(snapshot_of(rows, &mut self.own_queryids)),
+            Ok(Err(error)) => error.to_string(),
+            Err(error) => error.to_string(),
+        };
+        tracing::warn!(
+            %error,
+            "reading pg_stat_statements failed; the backfill does not watch statement latency any more"
+        );
+        monitor.statements = None;
+        None
+    }
+
+    /// `query_id`s of our own statements seen so far.
+    pub(crate) fn own_queryids(&self) -> &HashSet<i64> {
+        &self.own_queryids
     }
 
     /// Our connections ran `xacts` transactions that spent `active` on the server: they are
@@ -343,6 +585,7 @@ impl<'a> Signals<'a> {
         );
         let samples = &mut self.samples;
         let own_xacts = &mut self.own_xacts;
+        let own_queryids = &mut self.own_queryids;
         let own_active_ms = self.own_active_ms;
         let mut failure = None;
         let watching = async {
@@ -369,6 +612,7 @@ impl<'a> Signals<'a> {
                         *active_sum += u64::from(reading.active);
                         *running_sum += u64::from(reading.running);
                         *readings += 1;
+                        own_queryids.extend(reading.own_queryids);
                         samples.push_back(Sample {
                             at: Instant::now(),
                             xacts: reading.xacts,
@@ -447,6 +691,7 @@ impl Monitor<'_> {
             running: count(2),
             xacts: row.get::<_, Option<i64>>(3).unwrap_or(0),
             active_ms: row.get(4),
+            own_queryids: row.get::<_, Option<Vec<i64>>>(5).unwrap_or_default(),
         })
     }
 }
@@ -493,6 +738,9 @@ mod tests {
             own_xacts: 0,
             own_active_ms: 0.0,
             flush_lag: lag,
+            own_queryids: HashSet::new(),
+            statements_off: None,
+            first_statements: None,
         };
         let mut t = 0.0;
         while t <= seconds {
@@ -520,5 +768,65 @@ mod tests {
         assert!((server_ms - 0.2).abs() < 0.02, "{server_ms}");
         // No readings that late yet: nothing to say.
         assert_eq!(signals.application_rate(at(5.0), at(8.0)), None);
+    }
+
+    fn snapshot(rows: &[(i64, i64, f64)]) -> StatementSnapshot {
+        StatementSnapshot(
+            rows.iter()
+                .map(|&(queryid, calls, ms)| (queryid, (calls, ms)))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn statement_latency_compares_the_same_statements_leaving_ours_out() {
+        let none = HashSet::new();
+        // Statement 1: 0.1 ms per call in the rest, 0.3 ms during the work. Statement 2,
+        // 1 ms per call, is called far more during the work: the mix changed, its speed did
+        // not. Statement 9 (ours, the batch) runs only during the work.
+        let began = snapshot(&[(1, 1_000, 100.0), (2, 100, 100.0), (9, 10, 500.0)]);
+        let work_ended = snapshot(&[(1, 2_000, 400.0), (2, 1_100, 1_100.0), (9, 90, 4_500.0)]);
+        let rest_ended = snapshot(&[(1, 2_100, 410.0), (2, 1_200, 1_200.0), (9, 90, 4_500.0)]);
+        let (resting, working) =
+            statement_latency((&began, &work_ended), (&work_ended, &rest_ended), &none).unwrap();
+        // 1,000 calls of each during the work: at the rests' speed 0.1 + 1 ms, during it
+        // 0.3 + 1 ms.
+        assert!((resting - 0.55).abs() < 1e-9, "{resting}");
+        assert!((working - 0.65).abs() < 1e-9, "{working}");
+        // Our own statement, had it run in the rest too, is left out by its queryid.
+        let ours = HashSet::from([1]);
+        let (resting, working) =
+            statement_latency((&began, &work_ended), (&work_ended, &rest_ended), &ours).unwrap();
+        assert_eq!((resting, working), (1.0, 1.0));
+        // Too few calls in the rest to say anything; a reset in between leaves a statement
+        // out.
+        let quiet_rest = snapshot(&[(1, 2_004, 400.4), (2, 1_102, 1_102.0)]);
+        assert_eq!(
+            statement_latency((&began, &work_ended), (&work_ended, &quiet_rest), &none),
+            None
+        );
+        let reset = snapshot(&[(1, 50, 5.0), (2, 1_200, 1_200.0)]);
+        let (resting, working) =
+            statement_latency((&began, &work_ended), (&work_ended, &reset), &none).unwrap();
+        assert_eq!((resting, working), (1.0, 1.0));
+    }
+
+    #[test]
+    fn the_probe_queryid_is_read_from_its_explain() {
+        // As PostgreSQL 15 prints it with query ids computed.
+        let plan = [
+            "Aggregate  (cost=4.29..4.30 rows=1 width=8)",
+            "  Output: count(*)",
+            "Query Identifier: -225799082207542138",
+        ];
+        assert_eq!(
+            query_identifier(plan.map(String::from)),
+            Some(-225_799_082_207_542_138)
+        );
+        // Query ids not computed (compute_query_id = off): no such line.
+        assert_eq!(
+            query_identifier(plan[..2].iter().map(|l| l.to_string())),
+            None
+        );
     }
 }
