@@ -41,6 +41,7 @@ fn migrations(count: usize) -> Migrations {
                         line: 1,
                         column: 1,
                         non_transactional: false,
+                        locked_tables: std::borrow::Cow::Borrowed(&[]),
                     }]),
                     mode: TransactionMode::Transactional,
                     file_name: None,
@@ -52,6 +53,7 @@ fn migrations(count: usize) -> Migrations {
                 compare_line: None,
                 requires_compare: false,
                 replaces: Default::default(),
+                analysis: None,
             }
         })
         .collect();

@@ -288,6 +288,15 @@ pub(crate) async fn name_blockers(
     }
 }
 
+/// The tables `statement` locks: stored by the check ([`Statement::locked_tables`]), or for a
+/// set built by hand read from its text where the `lint` feature is on (none where it is off).
+fn locked_tables(statement: &Statement) -> std::borrow::Cow<'_, [std::borrow::Cow<'static, str>]> {
+    #[cfg(feature = "lint")]
+    return crate::analysis::statement_locks(statement);
+    #[cfg(not(feature = "lint"))]
+    return std::borrow::Cow::Borrowed(&statement.locked_tables);
+}
+
 /// The sessions holding locks on the tables `statements` lock (from the static lock
 /// analysis), oldest transaction first (the likeliest culprit), at most 3; read after a
 /// statement gave up on `lock_timeout`, when `pg_blocking_pids()` of this session no longer
@@ -295,8 +304,8 @@ pub(crate) async fn name_blockers(
 async fn blocking_sessions(client: &Client, statements: &[&Statement]) -> Vec<LockHolder> {
     let tables: Vec<String> = statements
         .iter()
-        .flat_map(|statement| crate::lock_analysis::analyze_sql(&statement.sql).locks)
-        .map(|lock| lock.table)
+        .flat_map(|statement| locked_tables(statement).into_owned())
+        .map(String::from)
         .collect();
     if tables.is_empty() {
         return Vec::new();

@@ -154,6 +154,7 @@ impl FileParser<'_> {
             compare: body.compare.map(|(arguments, _)| Cow::Owned(arguments)),
             requires_compare: body.requires_compare,
             replaces: Cow::Owned(body.replaces),
+            analysis: None,
         };
         Some((
             ParsedFile {
@@ -376,6 +377,8 @@ impl Body {
                 line: s.raw.line,
                 column: s.raw.column,
                 non_transactional: s.non_transactional,
+                // Read by the analysis once the set is checked.
+                locked_tables: Cow::Borrowed(&[]),
             })
             .collect();
         list.shrink_to_fit();

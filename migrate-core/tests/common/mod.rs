@@ -72,6 +72,8 @@ pub fn migration(
                 column: 1,
                 non_transactional: mode == TransactionMode::Autocommit
                     && sql.to_ascii_uppercase().contains("CONCURRENTLY"),
+                // A set built by hand: the runtime reads what it needs from the text.
+                locked_tables: Cow::Borrowed(&[]),
             });
             text.push_str(sql);
             text.push_str(";\n");
@@ -99,6 +101,7 @@ pub fn migration(
         compare_line: None,
         requires_compare: false,
         replaces: Default::default(),
+        analysis: None,
     }
 }
 
