@@ -1,9 +1,9 @@
 //! Batched execution of backfill migrations.
 //!
-//! Each up statement of a `.backfill.sql` file runs as keyed batches (see
-//! `batch_plan`; the pieces were read from the statement when the set was checked, see
-//! [`crate::StatementAnalysis`]), each batch its own short transaction, so the application's writes
-//! never queue behind one long UPDATE. Progress is stored after every batch in
+//! Each up statement of a `.backfill.sql` file runs as keyed batches (see `batch_plan`; the
+//! pieces were read from the statement when the set was checked, see
+//! [`crate::StatementAnalysis`]), each batch its own short transaction, so the application's
+//! writes never queue behind one long UPDATE. Progress is stored after every batch in
 //! `<history table>_backfill`, so a killed backfill resumes where it stopped. After the keyed
 //! pass, sweeps (waiting for row locks, bounded by `lock_timeout`) repeat until a pass changes
 //! nothing; then the backfill is verified (no row still matches its WHERE) and only then is

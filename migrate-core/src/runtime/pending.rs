@@ -1,6 +1,7 @@
 //! What `up` applies and what `down` reverts, decided from the set and the history rows
 //! alone: pure functions, unit-tested without a database (step 3 of the runtime protocol,
-//! see [`crate::runtime`]). The migrator only reads the rows and turns a [`Refusal`] into its error.
+//! see [`crate::runtime`]). The migrator only reads the rows and turns a [`Refusal`] into
+//! its error.
 
 use std::collections::BTreeSet;
 

@@ -3,9 +3,10 @@
 //! between that names what the contract drops, renames or retypes refuses the contract.
 //!
 //! Nothing of the contract is tried on production to find out: what it removes was read from
-//! its statements when the set was checked ([`crate::StatementAnalysis::removes`]), with the views the catalog says depend on
-//! what it drops (`pg_depend`: `CASCADE` drops them too), and what a query uses from its text
-//! ([`crate::queries::RemovedObject::used_by`], conservative). Every query here only reads.
+//! its statements when the set was checked ([`crate::StatementAnalysis::removes`]), with the
+//! views the catalog says depend on what it drops (`pg_depend`: `CASCADE` drops them too),
+//! and what a query uses from its text ([`crate::queries::RemovedObject::used_by`],
+//! conservative). Every query here only reads.
 
 use std::time::Duration;
 
