@@ -28,6 +28,7 @@ configurations=("runtime-only")
 [ "${1:-}" = "--runtime-only" ] || configurations+=("with-lint")
 
 echo "start-up apply binary (tests/startup-size), release, stripped; $(rustc --version)"
+echo "$(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git -C "$root" rev-parse --short HEAD)$(git -C "$root" diff --quiet HEAD -- migrate-core migrate-macros tests/startup-size || echo ' (with uncommitted changes)')"
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 for configuration in "${configurations[@]}"; do
     features=()
