@@ -70,7 +70,8 @@
 //!   [`Statement::locked_tables`]), so a service that applies an embedded set builds
 //!   with `default-features = false, features = ["runtime"]` and links no SQL parser. A set
 //!   built by hand, without that analysis, is read at run time where `lint` is on; where it is
-//!   off its backfills and contracts are refused, saying why.
+//!   off its backfills are refused, and its contracts by the running-queries gate when that
+//!   is configured, saying why.
 
 #![warn(missing_docs)]
 

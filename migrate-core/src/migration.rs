@@ -380,8 +380,9 @@ pub struct Migration {
     /// database that applied all of them has applied the squash.
     pub replaces: Cow<'static, [u64]>,
     /// What the runtime needs from the statements, read when the set was checked; `None` for
-    /// a set built by hand (the runtime then reads the statements itself where the `lint`
-    /// feature is on, and refuses a backfill or names no removed object where it is off).
+    /// a set built by hand. The runtime then reads the statements itself where the `lint`
+    /// feature is on; where it is off it refuses the set's backfills, and the running-queries
+    /// gate (when configured) its contracts, saying why.
     pub analysis: Option<StatementAnalysis>,
 }
 
