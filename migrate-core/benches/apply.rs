@@ -41,7 +41,6 @@ fn migrations(count: usize) -> Migrations {
                         line: 1,
                         column: 1,
                         non_transactional: false,
-                        locked_tables: std::borrow::Cow::Borrowed(&[]),
                     }]),
                     mode: TransactionMode::Transactional,
                     file_name: None,

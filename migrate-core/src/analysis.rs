@@ -1,55 +1,34 @@
 //! What the runtime needs from a migration's statements, read once when the set is checked
-//! and stored in the set: each statement's locked tables ([`Statement::locked_tables`]), a
-//! backfill's batch pieces and what a contract removes ([`StatementAnalysis`]). The macro
-//! does it at build time and emits the result, so applying an embedded set never parses SQL
-//! and a service built without the `lint` feature links no SQL parser.
+//! and stored in the set ([`StatementAnalysis`]): a backfill's batch pieces, what a contract
+//! removes, the tables the statements lock. The macro does it at build time and emits the
+//! result, so applying an embedded set never parses SQL and a service built without the
+//! `lint` feature links no SQL parser.
 
 use std::borrow::Cow;
 
 use crate::batch_plan;
 use crate::lock_analysis;
-use crate::migration::{Migration, Phase, Statement, StatementAnalysis};
+use crate::migration::{Migration, Phase, StatementAnalysis};
 use crate::queries;
-use crate::source::{ParsedFile, SectionKind};
+use crate::source::ParsedFile;
 
-/// Fills the file's migration analysis, and each statement's locked tables from `locks`: the
-/// linter's lock analysis of each of [`ParsedFile::statements`], in order (the statements
-/// were parsed once for it; reading them again would double the macro's work). Without
-/// `locks`, each statement's tables are read from its text.
+/// Fills the file's migration analysis. `locks` is the linter's lock analysis of each of
+/// [`ParsedFile::statements`] (the statements were parsed once for it; reading them again
+/// would double the macro's work); without it the tables are read from the statements.
 pub fn analyse(file: &mut ParsedFile, locks: Option<Vec<Vec<String>>>) {
     let migration = &mut file.migration;
-    match locks {
-        Some(locks) if locks.len() == file.statements.len() => {
-            let (mut up, mut down) = (0, 0);
-            for (source, tables) in file.statements.iter().zip(locks) {
-                let (section, index) = match source.section {
-                    SectionKind::Up => (Some(&mut migration.up), &mut up),
-                    SectionKind::Down => (migration.down.as_mut(), &mut down),
-                };
-                if let Some(statement) = section.and_then(|s| s.statements.to_mut().get_mut(*index))
-                {
-                    statement.locked_tables = tables
-                        .into_iter()
-                        .map(Cow::Owned)
-                        .collect::<Vec<_>>()
-                        .into();
-                }
-                *index += 1;
-            }
-        }
-        _ => {
-            let sections = std::iter::once(&mut migration.up).chain(migration.down.as_mut());
-            for section in sections {
-                for statement in section.statements.to_mut() {
-                    statement.locked_tables = locked_tables(&statement.sql);
-                }
-            }
-        }
-    }
-    migration.analysis = Some(analysis_of(migration));
+    let tables = match locks {
+        Some(locks) => distinct(locks.into_iter().flatten()),
+        None => locked_tables(migration),
+    };
+    migration.analysis = Some(StatementAnalysis {
+        locked_tables: tables.into_iter().map(Cow::Owned).collect(),
+        ..analysis_of(migration)
+    });
 }
 
-/// The analysis of `migration`'s statements, without changing it.
+/// The analysis of `migration`'s statements, without changing it: the batch pieces and what
+/// a contract removes (the locked tables are left empty: see [`locked_tables`]).
 pub fn analysis_of(migration: &Migration) -> StatementAnalysis {
     let batches = match &migration.backfill {
         Some(spec) => migration
@@ -68,28 +47,31 @@ pub fn analysis_of(migration: &Migration) -> StatementAnalysis {
     StatementAnalysis {
         batches: batches.into(),
         removes: removes.into(),
+        locked_tables: Cow::Borrowed(&[]),
     }
 }
 
-/// The tables `sql` locks (the static lock analysis), each once, in the analysis' order.
-pub fn locked_tables(sql: &str) -> Cow<'static, [Cow<'static, str>]> {
-    let mut tables: Vec<Cow<'static, str>> = Vec::new();
-    for lock in lock_analysis::analyze_sql(sql).locks {
-        if !tables.iter().any(|table| *table == lock.table) {
-            tables.push(lock.table.into());
+/// The tables the migration's statements (up and down) lock, each once, from the static lock
+/// analysis of each statement on its own.
+pub fn locked_tables(migration: &Migration) -> Vec<String> {
+    let sections = std::iter::once(&migration.up).chain(&migration.down);
+    distinct(
+        sections
+            .flat_map(|section| section.statements.iter())
+            .flat_map(|statement| lock_analysis::analyze_sql(&statement.sql).locks)
+            .map(|lock| lock.table),
+    )
+}
+
+/// Each of `tables` once, in order of first appearance.
+fn distinct(tables: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut seen: Vec<String> = Vec::new();
+    for table in tables {
+        if !seen.contains(&table) {
+            seen.push(table);
         }
     }
-    tables.into()
-}
-
-/// The tables `statement` locks: its stored list, or (for a set built by hand, which has
-/// none stored) read from its text.
-pub fn statement_locks(statement: &Statement) -> Cow<'_, [Cow<'static, str>]> {
-    if statement.locked_tables.is_empty() {
-        locked_tables(&statement.sql)
-    } else {
-        Cow::Borrowed(&statement.locked_tables)
-    }
+    seen
 }
 
 #[cfg(test)]

@@ -66,8 +66,7 @@
 //! - `lint` (default): reading SQL, layers 2 to 6 (the loader and [`check_dir`], the linter,
 //!   the lock analysis, `migrate.toml`, the macro's build cache), with sqlparser and toml.
 //!   `migrations!()` and the CLI need it. The runtime does not: the check stores in the set
-//!   what applying needs of the statements ([`StatementAnalysis`],
-//!   [`Statement::locked_tables`]), so a service that applies an embedded set builds
+//!   what applying needs of the statements ([`StatementAnalysis`]), so a service that applies an embedded set builds
 //!   with `default-features = false, features = ["runtime"]` and links no SQL parser. A set
 //!   built by hand, without that analysis, is read at run time where `lint` is on; where it is
 //!   off its backfills are refused, and its contracts by the running-queries gate when that

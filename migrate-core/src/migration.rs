@@ -80,11 +80,6 @@ pub struct Statement {
     pub column: u32,
     /// PostgreSQL refuses to run this statement inside a transaction block.
     pub non_transactional: bool,
-    /// The tables the statement locks, as written (unquoted parts folded to lower case),
-    /// from the lock analysis when the set was checked: after a `lock_timeout` the runtime
-    /// names the sessions holding them. Empty when it locks none, or the set was built by
-    /// hand.
-    pub locked_tables: Cow<'static, [Cow<'static, str>]>,
 }
 
 /// The up or down part of a migration file.
@@ -326,6 +321,13 @@ pub struct StatementAnalysis {
     /// What a contract's up part drops, renames or retypes, for the running-queries gate;
     /// empty for other phases.
     pub removes: Cow<'static, [RemovedObject]>,
+    /// The tables the migration's statements (up and down) lock, each once, as the lock
+    /// analysis writes them (unquoted parts folded to lower case): after a `lock_timeout` the
+    /// runtime names the sessions holding locks on those the failing statement names (on all
+    /// of them when it names none, e.g. a foreign key's parent). Per migration rather than
+    /// per statement: a list on each of thousands of embedded statements doubled the time
+    /// rustc takes over the macro's expansion.
+    pub locked_tables: Cow<'static, [Cow<'static, str>]>,
 }
 
 /// An exact name as a statement would write it: `name` when writing it unquoted gives back

@@ -345,9 +345,7 @@ fn statement_tokens(statement: &Statement) -> TokenStream {
         line,
         column,
         non_transactional,
-        locked_tables,
     } = statement;
-    let locked_tables = locked_tables.iter().map(AsRef::<str>::as_ref);
     let sql = sql.as_ref();
     // Unsuffixed: the field types say what they are, and thousands of statements are parsed.
     let (line, column) = (
@@ -360,7 +358,6 @@ fn statement_tokens(statement: &Statement) -> TokenStream {
             line: #line,
             column: #column,
             non_transactional: #non_transactional,
-            locked_tables: Borrowed(&[#(Borrowed(#locked_tables)),*]),
         }
     }
 }
@@ -390,10 +387,12 @@ fn analysis_tokens(analysis: &StatementAnalysis) -> TokenStream {
         }
     });
     let removes = analysis.removes.iter().map(removed_tokens);
+    let locked_tables = analysis.locked_tables.iter().map(AsRef::<str>::as_ref);
     quote! {
         StatementAnalysis {
             batches: Borrowed(&[#(#batches),*]),
             removes: Borrowed(&[#(#removes),*]),
+            locked_tables: Borrowed(&[#(Borrowed(#locked_tables)),*]),
         }
     }
 }

@@ -84,8 +84,8 @@ use proc_macro::{Delimiter, Group, TokenStream, TokenTree};
 /// # What the service links
 ///
 /// The macro reads every statement at build time and stores in the set what applying it
-/// needs (a backfill's batch pieces, what a contract removes, the tables each statement
-/// locks), so a service that only applies can depend on `migrate-core` with
+/// needs (a backfill's batch pieces, what a contract removes, the tables its statements
+/// lock), so a service that only applies can depend on `migrate-core` with
 /// `default-features = false, features = ["runtime"]`: no SQL parser in its binary.
 #[proc_macro]
 pub fn migrations(input: TokenStream) -> TokenStream {

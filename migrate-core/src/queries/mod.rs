@@ -31,8 +31,8 @@ pub use files::read_path;
 #[cfg(all(feature = "runtime", feature = "lint"))]
 pub use prepare::{QueryProblem, check_query};
 pub use query::{Query, QueryOrigin, ResultColumn};
-pub use removed::{Removal, RemovedObject};
 #[cfg(feature = "lint")]
-pub use removed::{names_relation, removed_by};
+pub use removed::removed_by;
+pub use removed::{Removal, RemovedObject, names_relation};
 #[cfg(feature = "runtime")]
 pub use stat_statements::{StatementCalls, called_between, read_calls};

@@ -16,7 +16,7 @@ use crate::migration::Migration;
 pub use crate::migration::{Removal, RemovedObject};
 use crate::splitter::{self, TokenKind};
 #[cfg(feature = "lint")]
-use crate::sql::{ident_key, parse_statement, table_key, table_key_of};
+use crate::sql::{ident_key, parse_statement, table_key};
 
 /// Everything `migration`'s up part drops, renames or retypes. A statement sqlparser cannot
 /// read contributes nothing.
@@ -190,10 +190,14 @@ fn mentions(query: &str) -> Mentions {
 
 /// Whether `query` names the relation written `relation` (`public."Orders"`; folded, schema
 /// ignored), e.g. to leave out the runtime's own statements on its history table.
-#[cfg(feature = "lint")]
 pub fn names_relation(query: &str, relation: &str) -> bool {
-    let name = table_key_of(relation);
-    mentions(query).names.contains(&name)
+    // The table part, folded as PostgreSQL folds it.
+    let folded = normalize_identifier(relation);
+    let name = folded.rsplit('.').next().unwrap_or_default();
+    mentions(query)
+        .names
+        .iter()
+        .any(|mentioned| mentioned == name)
 }
 
 impl RemovedObject {
@@ -238,7 +242,6 @@ mod tests {
                         line: i as u32 + 1,
                         column: 1,
                         non_transactional: false,
-                        locked_tables: std::borrow::Cow::Borrowed(&[]),
                     })
                     .collect(),
                 mode: TransactionMode::Transactional,

@@ -748,7 +748,7 @@ impl BatchRunner<'_> {
                 }
                 Err(error) => {
                     let error = statement_error(migration, Some(statement), attempt, error);
-                    return Err(name_blockers(connection, error, &[statement]).await);
+                    return Err(name_blockers(connection, error, migration, &[statement]).await);
                 }
             }
         }

@@ -909,7 +909,6 @@ mod tests {
             line: 1,
             column: 1,
             non_transactional: false,
-            locked_tables: std::borrow::Cow::Borrowed(&[]),
         };
         let new: Vec<(u32, LockMode, bool)> = locks.iter().map(|(o, m)| (*o, *m, true)).collect();
         let mut scans_after = BTreeMap::new();

@@ -212,7 +212,6 @@ mod tests {
                 line: 1,
                 column: 1,
                 non_transactional: false,
-                locked_tables: std::borrow::Cow::Borrowed(&[]),
             }]),
             mode: TransactionMode::Transactional,
             file_name: None,

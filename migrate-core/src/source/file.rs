@@ -377,8 +377,6 @@ impl Body {
                 line: s.raw.line,
                 column: s.raw.column,
                 non_transactional: s.non_transactional,
-                // Read by the analysis once the set is checked.
-                locked_tables: Cow::Borrowed(&[]),
             })
             .collect();
         list.shrink_to_fit();

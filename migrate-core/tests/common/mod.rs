@@ -72,8 +72,6 @@ pub fn migration(
                 column: 1,
                 non_transactional: mode == TransactionMode::Autocommit
                     && sql.to_ascii_uppercase().contains("CONCURRENTLY"),
-                // A set built by hand: the runtime reads what it needs from the text.
-                locked_tables: Cow::Borrowed(&[]),
             });
             text.push_str(sql);
             text.push_str(";\n");
