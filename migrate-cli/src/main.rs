@@ -1,4 +1,4 @@
-//! `migrate`: see `migrate --help` and docs/cli.md.
+//! `migrate`: see `migrate --help` and `migrate <command> --help`.
 
 use std::process::ExitCode;
 

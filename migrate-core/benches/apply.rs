@@ -52,6 +52,7 @@ fn migrations(count: usize) -> Migrations {
                 compare_line: None,
                 requires_compare: false,
                 replaces: Default::default(),
+                analysis: None,
             }
         })
         .collect();

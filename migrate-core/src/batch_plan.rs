@@ -44,9 +44,13 @@
 //! migrate_batch.migrate_key AND (<pending>) RETURNING false AS migrate_still_pending)`: a
 //! deleted row never matches again, and the runtime drives both alike.
 
+#[cfg(feature = "lint")]
 use sqlparser::ast::{FromTable, Statement, TableFactor};
 
-use crate::migration::{BackfillSpec, display_identifier};
+#[cfg(feature = "lint")]
+use crate::migration::display_identifier;
+use crate::migration::{BackfillSpec, BatchSource};
+#[cfg(feature = "lint")]
 use crate::sql::{ident_key, parse_statement};
 
 /// A backfill statement rewritten for batching.
@@ -130,6 +134,7 @@ WHERE a.attrelid = '{}'::regclass AND a.attname = '{}' AND NOT a.attisdropped",
 
 /// Plans the batches of one backfill statement. `key_type` is the key column's type, e.g.
 /// `bigint`, read from the catalog at run time (see [`key_type_sql`]).
+#[cfg(feature = "lint")]
 pub fn plan(
     sql: &str,
     spec: &BackfillSpec,
@@ -140,12 +145,38 @@ pub fn plan(
 }
 
 /// [`plan`] for a statement already parsed from `sql`.
+#[cfg(feature = "lint")]
 pub fn plan_parsed(
     statement: &Statement,
     sql: &str,
     spec: &BackfillSpec,
     key_type: &str,
 ) -> Result<BatchedUpdate, BackfillPlanError> {
+    let source = source_parsed(statement, sql, spec)?;
+    // `source_parsed` gives no `Refused`: its problems are the `Err` above.
+    plan_source(&source, spec, key_type)
+        .map_err(|problem| BackfillPlanError::NotAnUpdate(problem.to_owned()))
+}
+
+/// What the batches of one backfill statement are made of, read from its text when the set
+/// is checked ([`crate::migration::StatementAnalysis`]): the runtime plans from it without
+/// parsing ([`plan_source`]). A statement that cannot be batched gives
+/// [`BatchSource::Refused`] with the reason.
+#[cfg(feature = "lint")]
+pub fn source_of(sql: &str, spec: &BackfillSpec) -> BatchSource {
+    parse_statement(sql)
+        .map_err(BackfillPlanError::NotAnUpdate)
+        .and_then(|statement| source_parsed(&statement, sql, spec))
+        .unwrap_or_else(|problem| BatchSource::Refused(problem.to_string().into()))
+}
+
+/// [`source_of`] for a statement already parsed from `sql`, its problem typed.
+#[cfg(feature = "lint")]
+fn source_parsed(
+    statement: &Statement,
+    sql: &str,
+    spec: &BackfillSpec,
+) -> Result<BatchSource, BackfillPlanError> {
     let (name, selection, change) = match statement {
         Statement::Update(update) => {
             if update.from.is_some() || update.returning.is_some() || !update.table.joins.is_empty()
@@ -211,7 +242,36 @@ pub fn plan_parsed(
             found,
         });
     }
-    let pending = selection.as_ref().ok_or(BackfillPlanError::MissingWhere)?;
+    let pending = selection
+        .as_ref()
+        .ok_or(BackfillPlanError::MissingWhere)?
+        .to_string()
+        .into();
+    Ok(match change {
+        Change::Update(assignments) => BatchSource::Update {
+            assignments: assignments.into(),
+            pending,
+        },
+        Change::Delete => BatchSource::Delete { pending },
+    })
+}
+
+/// The batch SQL of one backfill statement from what the check read of it ([`source_of`])
+/// and the key column's type, e.g. `bigint`, read from the catalog at run time (see
+/// [`key_type_sql`]). `Err` holds why a [`BatchSource::Refused`] statement cannot be batched.
+pub fn plan_source<'s>(
+    source: &'s BatchSource,
+    spec: &BackfillSpec,
+    key_type: &str,
+) -> Result<BatchedUpdate, &'s str> {
+    let (change, pending) = match source {
+        BatchSource::Update {
+            assignments,
+            pending,
+        } => (Change::Update(assignments.to_string()), pending),
+        BatchSource::Delete { pending } => (Change::Delete, pending),
+        BatchSource::Refused(problem) => return Err(problem),
+    };
     let table = quote_qualified(spec);
     let key = quote_identifier(&spec.key);
     let matched = format!("{table}.{key} = migrate_batch.migrate_key AND ({pending})");
@@ -280,6 +340,7 @@ enum Change {
     Delete,
 }
 
+#[cfg(feature = "lint")]
 fn first_words(sql: &str) -> String {
     sql.split_whitespace().take(4).collect::<Vec<_>>().join(" ")
 }

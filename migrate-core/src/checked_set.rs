@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use crate::analysis;
 use crate::diagnostic::{self, Diagnostic, Severity};
 use crate::lint::{self, Config, config::CONFIG_FILE_NAME, coverage::Coverage};
 use crate::migration::Migrations;
@@ -229,6 +230,7 @@ pub fn check_folder(snapshot: FolderSnapshot, layout: Option<Layout>) -> Checked
     drop(sources);
     diagnostics.extend(loaded.diagnostics);
     let linted = lint::lint_set(&loaded.files, &config);
+    let mut locked_tables = linted.locked_tables;
     let mut findings = linted.diagnostics;
     let down_files: HashMap<&str, &DownFile> = loaded
         .files
@@ -240,11 +242,93 @@ pub fn check_folder(snapshot: FolderSnapshot, layout: Option<Layout>) -> Checked
     }
     diagnostics.extend(findings);
     diagnostic::sort(&mut diagnostics);
+    let mut files = loaded.files;
+    // A set with errors is neither embedded nor applied.
+    if !diagnostics.iter().any(|d| d.severity == Severity::Error) {
+        for file in &mut files {
+            let locks = locked_tables.remove(&file.display_path);
+            analysis::analyse(file, locks);
+        }
+    }
     CheckedSet {
-        files: loaded.files,
+        files,
         diagnostics,
         coverage: linted.coverage,
         inputs,
         layout,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+
+    use super::*;
+    use crate::batch_plan;
+
+    fn checked(files: &[(&str, &str)]) -> Migrations {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, text) in files {
+            std::fs::write(dir.path().join(name), text).unwrap();
+        }
+        let checked = check_dir(dir.path(), "migrations").unwrap();
+        // The linter's tables are those of the statements read one by one.
+        for file in &checked.files {
+            let analysis = file.migration.analysis.as_ref().unwrap();
+            let stored: Vec<&str> = analysis.locked_tables.iter().map(AsRef::as_ref).collect();
+            assert_eq!(stored, analysis::locked_tables(&file.migration));
+        }
+        assert!(!checked.has_errors(), "{:?}", checked.diagnostics);
+        checked.into_migrations("migrations")
+    }
+
+    #[test]
+    fn a_checked_set_carries_what_the_runtime_would_have_parsed() {
+        let set = checked(&[
+            (
+                "0001_users.expand.sql",
+                "CREATE TABLE IF NOT EXISTS users (id bigint PRIMARY KEY, email text, legacy text);\nALTER TABLE users ADD COLUMN IF NOT EXISTS email_lower text;",
+            ),
+            (
+                "0002_fill.backfill.sql",
+                "-- migrate:backfill table=users key=id\nUPDATE users SET email_lower = lower(email) WHERE email_lower IS NULL;\nDELETE FROM users WHERE email IS NULL AND id < 0;",
+            ),
+            (
+                "0003_drop.contract.sql",
+                "-- migrate:requires 1\nALTER TABLE users DROP COLUMN IF EXISTS legacy;",
+            ),
+        ]);
+        let expand = set.get(1).unwrap();
+        let analysis = expand.analysis.as_ref().unwrap();
+        assert_eq!(analysis.locked_tables.as_ref(), [Cow::Borrowed("users")]);
+        assert!(analysis.batches.is_empty() && analysis.removes.is_empty());
+
+        let backfill = set.get(2).unwrap();
+        let spec = backfill.backfill.as_ref().unwrap();
+        let batches = &backfill.analysis.as_ref().unwrap().batches;
+        assert_eq!(
+            batches.as_ref(),
+            [
+                crate::migration::BatchSource::Update {
+                    assignments: "email_lower = lower(email)".into(),
+                    pending: "email_lower IS NULL".into(),
+                },
+                crate::migration::BatchSource::Delete {
+                    pending: "email IS NULL AND id < 0".into(),
+                },
+            ]
+        );
+        // The runtime's plan from the stored pieces is the plan of the statement's text.
+        for (source, statement) in batches.iter().zip(backfill.up.statements.iter()) {
+            assert_eq!(
+                batch_plan::plan_source(source, spec, "bigint"),
+                Ok(batch_plan::plan(&statement.sql, spec, "bigint").unwrap())
+            );
+        }
+
+        let contract = set.get(3).unwrap();
+        let removes = &contract.analysis.as_ref().unwrap().removes;
+        assert_eq!(removes.len(), 1);
+        assert_eq!(removes[0].to_string(), "column users.legacy (dropped)");
     }
 }

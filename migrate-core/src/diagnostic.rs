@@ -5,8 +5,12 @@ use std::fmt;
 
 /// How bad a [`Diagnostic`] is: errors fail the build (and `migrate lint`), warnings are
 /// reported and let it pass. A rule's level in `migrate.toml` decides which one it gives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(
+    feature = "lint",
+    derive(serde::Serialize),
+    serde(rename_all = "lowercase")
+)]
 pub enum Severity {
     /// Fails the build: the set must not be applied as it is.
     Error,
@@ -65,7 +69,8 @@ pub mod codes {
 }
 
 /// One finding: a lint rule violation or a file-level error.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "lint", derive(serde::Serialize))]
 pub struct Diagnostic {
     /// Path as the user knows it, e.g. `migrations/0002_add_index.expand.sql`.
     pub file: String,

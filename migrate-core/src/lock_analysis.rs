@@ -1178,8 +1178,8 @@ mod tests {
         }
     }
 
-    /// Each of these was a disagreement with PostgreSQL 15 found by
-    /// `tests/observed_effects.rs` (docs/design.md, "Observed effects").
+    /// Each of these was a disagreement with PostgreSQL 15 found by observing the statements
+    /// on a real server (`runtime::observe`).
     #[test]
     fn corrections_from_the_observed_effects() {
         // A UNIQUE column builds its index; NOT NULL without a default checks every row.

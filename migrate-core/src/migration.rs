@@ -118,7 +118,7 @@ pub struct BackfillSpec {
 pub enum BackfillPace {
     /// The runtime's controller sizes each batch to take about `target_ms` (`target=`; `None`
     /// takes the runner's configured target), from the rows/s it measures, and backs off or
-    /// pauses when the application or a replica suffers (docs/design.md, "Backfills").
+    /// pauses when the application or a replica suffers.
     Adaptive {
         /// `target=<ms>`: the batch duration aimed at.
         target_ms: Option<u32>,
@@ -230,6 +230,106 @@ impl CompareSpec {
     }
 }
 
+/// One statement of a backfill file as its keyed batches need it, read from the statement
+/// when the set was checked; the runtime adds the key column's type, from the catalog, and
+/// builds the batch SQL from these pieces and the directive (`batch_plan`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BatchSource {
+    /// `UPDATE <table> SET <assignments> WHERE <pending>`.
+    Update {
+        /// The `SET` list, as SQL.
+        assignments: Cow<'static, str>,
+        /// The `WHERE` condition: the rows not done yet.
+        pending: Cow<'static, str>,
+    },
+    /// `DELETE FROM <table> WHERE <pending>`: a purge.
+    Delete {
+        /// The `WHERE` condition: the rows still to delete.
+        pending: Cow<'static, str>,
+    },
+    /// The statement cannot run in keyed batches, and why. The build refuses such a file
+    /// (`bad-backfill`, `unbounded-update`); only a set made otherwise meets it at run time.
+    Refused(Cow<'static, str>),
+}
+
+/// What a contract statement does to an object a query may name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Removal {
+    /// `DROP TABLE`/`VIEW`/`SEQUENCE`/`FUNCTION`/`TYPE`, `ALTER TABLE ... DROP COLUMN`.
+    Dropped,
+    /// `ALTER TABLE ... RENAME [COLUMN]`: the old name is gone.
+    Renamed {
+        /// The new name.
+        to: Cow<'static, str>,
+    },
+    /// `ALTER TABLE ... ALTER COLUMN ... TYPE`: queries built for the old type may fail.
+    Retyped,
+    /// A view that depends on a removed object (from the catalog's `pg_depend`): `CASCADE`
+    /// drops it, and without `CASCADE` the contract fails.
+    Dependent {
+        /// The removed object it depends on, e.g. `column users.legacy`.
+        on: Cow<'static, str>,
+    },
+}
+
+/// One object a contract removes, names folded like PostgreSQL folds them (schemas ignored,
+/// as the linter does).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemovedObject {
+    /// `table`, `view`, `sequence`, `function`, `type` or `column`.
+    pub kind: &'static str,
+    /// The relation (for a column, its table), function or type.
+    pub name: Cow<'static, str>,
+    /// The column, for `kind == "column"`.
+    pub column: Option<Cow<'static, str>>,
+    /// What happens to it.
+    pub removal: Removal,
+    /// Line of the statement in the migration file.
+    pub line: u32,
+}
+
+impl RemovedObject {
+    /// `column users.legacy` or `table carts`: the object, without what happens to it.
+    pub fn object(&self) -> String {
+        match &self.column {
+            Some(column) => format!("column {}.{column}", self.name),
+            None => format!("{} {}", self.kind, self.name),
+        }
+    }
+}
+
+impl fmt::Display for RemovedObject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.object())?;
+        match &self.removal {
+            Removal::Dropped => write!(f, " (dropped)"),
+            Removal::Renamed { to } => write!(f, " (renamed to {to})"),
+            Removal::Retyped => write!(f, " (type changed)"),
+            Removal::Dependent { on } => write!(f, " (depends on {on})"),
+        }
+    }
+}
+
+/// What applying a migration needs to know of its statements beyond their text, read from
+/// them when the set was checked (by `migrations!()` at build time, by `check_dir` at run
+/// time): applying a set never parses SQL, so a service that only applies links no parser.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StatementAnalysis {
+    /// A backfill's up statements as its batches need them, one per statement, in order;
+    /// empty for other phases.
+    pub batches: Cow<'static, [BatchSource]>,
+    /// What a contract's up part drops, renames or retypes, for the running-queries gate;
+    /// empty for other phases.
+    pub removes: Cow<'static, [RemovedObject]>,
+    /// The tables the migration's statements (up and down) lock, each once, as the lock
+    /// analysis writes them (unquoted parts folded to lower case): after a `lock_timeout` the
+    /// runtime names the sessions holding locks on those the failing statement names (on all
+    /// of them when it names none, e.g. a foreign key's parent). Per migration rather than
+    /// per statement: a list on each of thousands of embedded statements doubled the time
+    /// rustc takes over the macro's expansion.
+    pub locked_tables: Cow<'static, [Cow<'static, str>]>,
+}
+
 /// An exact name as a statement would write it: `name` when writing it unquoted gives back
 /// exactly `name`, else `"name"`. For messages.
 pub fn display_identifier(name: &str) -> String {
@@ -281,6 +381,11 @@ pub struct Migration {
     /// files it replaces, its own included, ascending; empty for every other migration. A
     /// database that applied all of them has applied the squash.
     pub replaces: Cow<'static, [u64]>,
+    /// What the runtime needs from the statements, read when the set was checked; `None` for
+    /// a set built by hand. The runtime then reads the statements itself where the `lint`
+    /// feature is on; where it is off it refuses the set's backfills, and the running-queries
+    /// gate (when configured) its contracts, saying why.
+    pub analysis: Option<StatementAnalysis>,
 }
 
 impl Migration {

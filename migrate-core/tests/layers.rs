@@ -23,8 +23,8 @@ const LAYERS: &[&[&str]] = &[
     // Passes over the SQL, independent of each other: files and directives, the locks a
     // statement takes, the keyed-batch rewrite of a backfill UPDATE.
     &["source", "lock_analysis", "batch_plan", "queries"],
-    // The lint engine and its rules.
-    &["lint"],
+    // The lint engine and its rules; what the runtime needs from the statements.
+    &["lint", "analysis"],
     // `check_dir`: read, parse and lint a folder (the macro's and the CLI's entry point).
     &["checked_set"],
     // The macro's cache between builds, keyed by what `check_dir` reads.

@@ -3,9 +3,11 @@
 use std::path::PathBuf;
 
 use migrate_core::build_cache::{BuildCache, Expansion};
+use migrate_core::migration::{Removal, RemovedObject};
 use migrate_core::source::Layout;
 use migrate_core::{
-    CheckedSet, Migration, Section, Statement, TransactionMode, check_folder, read_folder,
+    BatchSource, CheckedSet, Migration, Section, Statement, StatementAnalysis, TransactionMode,
+    check_folder, read_folder,
 };
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
@@ -201,9 +203,11 @@ fn imports() -> TokenStream {
     quote! {
         #[allow(unused_imports)]
         use ::migrate_core::{
-            BackfillPace, BackfillSpec, Checksum, Migration, Migrations, Phase, Section,
-            Statement, TransactionMode,
+            BackfillPace, BackfillSpec, BatchSource, Checksum, Migration, Migrations, Phase,
+            Section, Statement, StatementAnalysis, TransactionMode,
         };
+        #[allow(unused_imports)]
+        use ::migrate_core::migration::{Removal, RemovedObject};
         #[allow(unused_imports)]
         use ::std::borrow::Cow::Borrowed;
         #[allow(unused_imports)]
@@ -289,6 +293,13 @@ fn migration_tokens(migration: &Migration) -> TokenStream {
     };
     let requires_compare = migration.requires_compare;
     let replaces = migration.replaces.iter();
+    let analysis = match &migration.analysis {
+        Some(analysis) => {
+            let analysis = analysis_tokens(analysis);
+            quote!(Some(#analysis))
+        }
+        None => quote!(None),
+    };
     quote! {
         Migration {
             version: #version,
@@ -304,6 +315,7 @@ fn migration_tokens(migration: &Migration) -> TokenStream {
             compare_line: #compare_line,
             requires_compare: #requires_compare,
             replaces: Borrowed(&[#(#replaces),*]),
+            analysis: #analysis,
         }
     }
 }
@@ -346,6 +358,77 @@ fn statement_tokens(statement: &Statement) -> TokenStream {
             line: #line,
             column: #column,
             non_transactional: #non_transactional,
+        }
+    }
+}
+
+/// What the check read of the statements, so the runtime does not parse them again.
+fn analysis_tokens(analysis: &StatementAnalysis) -> TokenStream {
+    let batches = analysis.batches.iter().map(|source| match source {
+        BatchSource::Update {
+            assignments,
+            pending,
+        } => {
+            let (assignments, pending) = (assignments.as_ref(), pending.as_ref());
+            quote!(BatchSource::Update {
+                assignments: Borrowed(#assignments),
+                pending: Borrowed(#pending),
+            })
+        }
+        BatchSource::Delete { pending } => {
+            let pending = pending.as_ref();
+            quote!(BatchSource::Delete {
+                pending: Borrowed(#pending),
+            })
+        }
+        BatchSource::Refused(problem) => {
+            let problem = problem.as_ref();
+            quote!(BatchSource::Refused(Borrowed(#problem)))
+        }
+    });
+    let removes = analysis.removes.iter().map(removed_tokens);
+    let locked_tables = analysis.locked_tables.iter().map(AsRef::<str>::as_ref);
+    quote! {
+        StatementAnalysis {
+            batches: Borrowed(&[#(#batches),*]),
+            removes: Borrowed(&[#(#removes),*]),
+            locked_tables: Borrowed(&[#(Borrowed(#locked_tables)),*]),
+        }
+    }
+}
+
+fn removed_tokens(removed: &RemovedObject) -> TokenStream {
+    let RemovedObject {
+        kind,
+        name,
+        column,
+        removal,
+        line,
+    } = removed;
+    let name = name.as_ref();
+    let column = match column.as_deref() {
+        Some(column) => quote!(Some(Borrowed(#column))),
+        None => quote!(None),
+    };
+    let removal = match removal {
+        Removal::Dropped => quote!(Removal::Dropped),
+        Removal::Renamed { to } => {
+            let to = to.as_ref();
+            quote!(Removal::Renamed { to: Borrowed(#to) })
+        }
+        Removal::Retyped => quote!(Removal::Retyped),
+        Removal::Dependent { on } => {
+            let on = on.as_ref();
+            quote!(Removal::Dependent { on: Borrowed(#on) })
+        }
+    };
+    quote! {
+        RemovedObject {
+            kind: #kind,
+            name: Borrowed(#name),
+            column: #column,
+            removal: #removal,
+            line: #line,
         }
     }
 }

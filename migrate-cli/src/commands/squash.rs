@@ -8,7 +8,7 @@
 //! built from it up to V has the same schema as one built from the original files (compared
 //! as `baseline` compares). Databases that applied the replaced files keep working: its
 //! `-- migrate:replaces` line lists them, and the runtime reads a history that has them all
-//! as having applied the squash (docs/design.md, "Squash").
+//! as having applied the squash.
 
 use std::path::{Path, PathBuf};
 
@@ -309,8 +309,8 @@ fn squash_text(
 }
 
 /// Adds an allow for each error finding in the squash that the squash may honestly allow
-/// (see docs/design.md, "Squash"); false when a finding is left that it may not, or none was
-/// added (the loop would not end).
+/// (a `FRESH_DATABASE_RULES` rule, `unparseable`, or a rule the replaced files allowed);
+/// false when a finding is left that it may not, or none was added (the loop would not end).
 fn allow_findings(
     linted: &CheckedSet,
     original: &CheckedSet,

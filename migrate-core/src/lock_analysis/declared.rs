@@ -6,7 +6,8 @@
 //!
 //! [`DeclaredSchema`] is read from the set's statements in order, as PostgreSQL would build
 //! the schema; each lock it adds says which declaration causes it. Every lock here was read in
-//! `pg_locks` on PostgreSQL 15 (`migrate-core/tests/observed_effects.rs` keeps them checked).
+//! `pg_locks` on PostgreSQL 15, and a test that observes them on a real server keeps them
+//! checked.
 //! What the set does not declare (objects made by hand, by a `DO` block, by an extension) is
 //! unknown here: `migrate check` shows what PostgreSQL does.
 

@@ -1,5 +1,5 @@
-//! The application's own queries, and what a migration does to them (docs/cli.md, "Checking
-//! the application's queries").
+//! The application's own queries, and what a migration does to them (`migrate check
+//! --queries`).
 //!
 //! - [`Query`]: one query and where it came from: a `.sql` file or folder, a sqlx offline
 //!   folder (`.sqlx/query-<hash>.json`, with sqlx's `describe` of its result), or a
@@ -14,8 +14,11 @@
 //! `running_queries_window` reads `pg_stat_statements` before a contract.
 
 mod error;
+// Reading query files (sqlx's offline JSON among them) and preparing queries are the CLI's:
+// they come with the loader.
+#[cfg(feature = "lint")]
 mod files;
-#[cfg(feature = "runtime")]
+#[cfg(all(feature = "runtime", feature = "lint"))]
 mod prepare;
 mod query;
 mod removed;
@@ -23,10 +26,13 @@ mod removed;
 mod stat_statements;
 
 pub use error::QuerySourceError;
+#[cfg(feature = "lint")]
 pub use files::read_path;
-#[cfg(feature = "runtime")]
+#[cfg(all(feature = "runtime", feature = "lint"))]
 pub use prepare::{QueryProblem, check_query};
 pub use query::{Query, QueryOrigin, ResultColumn};
-pub use removed::{Removal, RemovedObject, names_relation, removed_by};
+#[cfg(feature = "lint")]
+pub use removed::removed_by;
+pub use removed::{Removal, RemovedObject, names_relation};
 #[cfg(feature = "runtime")]
 pub use stat_statements::{StatementCalls, called_between, read_calls};

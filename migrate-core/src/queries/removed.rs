@@ -7,75 +7,20 @@
 //! where an alias would have told PostgreSQL it is another table's. Refusing a contract a
 //! little too often costs a wait; running one that breaks the old release costs an outage.
 
-use std::fmt;
-
+#[cfg(feature = "lint")]
 use sqlparser::ast::{AlterColumnOperation, AlterTableOperation, ObjectType, Statement};
 
 use crate::classify::normalize_identifier;
+#[cfg(feature = "lint")]
 use crate::migration::Migration;
+pub use crate::migration::{Removal, RemovedObject};
 use crate::splitter::{self, TokenKind};
-use crate::sql::{ident_key, parse_statement, table_key, table_key_of};
-
-/// What a contract statement does to an object a query may name.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Removal {
-    /// `DROP TABLE`/`VIEW`/`SEQUENCE`/`FUNCTION`/`TYPE`, `ALTER TABLE ... DROP COLUMN`.
-    Dropped,
-    /// `ALTER TABLE ... RENAME [COLUMN]`: the old name is gone.
-    Renamed {
-        /// The new name.
-        to: String,
-    },
-    /// `ALTER TABLE ... ALTER COLUMN ... TYPE`: queries built for the old type may fail.
-    Retyped,
-    /// A view that depends on a removed object (from the catalog's `pg_depend`): `CASCADE`
-    /// drops it, and without `CASCADE` the contract fails.
-    Dependent {
-        /// The removed object it depends on, e.g. `column users.legacy`.
-        on: String,
-    },
-}
-
-/// One object a contract removes, names folded like PostgreSQL folds them (schemas ignored,
-/// as the linter does).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RemovedObject {
-    /// `table`, `view`, `sequence`, `function`, `type` or `column`.
-    pub kind: &'static str,
-    /// The relation (for a column, its table), function or type.
-    pub name: String,
-    /// The column, for `kind == "column"`.
-    pub column: Option<String>,
-    /// What happens to it.
-    pub removal: Removal,
-    /// Line of the statement in the migration file.
-    pub line: u32,
-}
-
-impl RemovedObject {
-    /// `column users.legacy` or `table carts`: the object, without what happens to it.
-    pub fn object(&self) -> String {
-        match &self.column {
-            Some(column) => format!("column {}.{column}", self.name),
-            None => format!("{} {}", self.kind, self.name),
-        }
-    }
-}
-
-impl fmt::Display for RemovedObject {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.object())?;
-        match &self.removal {
-            Removal::Dropped => write!(f, " (dropped)"),
-            Removal::Renamed { to } => write!(f, " (renamed to {to})"),
-            Removal::Retyped => write!(f, " (type changed)"),
-            Removal::Dependent { on } => write!(f, " (depends on {on})"),
-        }
-    }
-}
+#[cfg(feature = "lint")]
+use crate::sql::{ident_key, parse_statement, table_key};
 
 /// Everything `migration`'s up part drops, renames or retypes. A statement sqlparser cannot
 /// read contributes nothing.
+#[cfg(feature = "lint")]
 pub fn removed_by(migration: &Migration) -> Vec<RemovedObject> {
     let mut removed = Vec::new();
     for statement in migration.up.statements.iter() {
@@ -85,8 +30,8 @@ pub fn removed_by(migration: &Migration) -> Vec<RemovedObject> {
         let mut push = |kind, name: String, column: Option<String>, removal| {
             removed.push(RemovedObject {
                 kind,
-                name,
-                column,
+                name: name.into(),
+                column: column.map(Into::into),
                 removal,
                 line: statement.line,
             })
@@ -138,7 +83,7 @@ pub fn removed_by(migration: &Migration) -> Vec<RemovedObject> {
                             table.clone(),
                             Some(ident_key(old_column_name)),
                             Removal::Renamed {
-                                to: ident_key(new_column_name),
+                                to: ident_key(new_column_name).into(),
                             },
                         ),
                         AlterTableOperation::RenameTable { table_name } => push(
@@ -146,7 +91,7 @@ pub fn removed_by(migration: &Migration) -> Vec<RemovedObject> {
                             table.clone(),
                             None,
                             Removal::Renamed {
-                                to: new_table_name(&table_name.to_string()),
+                                to: new_table_name(&table_name.to_string()).into(),
                             },
                         ),
                         AlterTableOperation::AlterColumn {
@@ -169,6 +114,7 @@ pub fn removed_by(migration: &Migration) -> Vec<RemovedObject> {
 }
 
 /// `TO new_name` as sqlparser prints it, folded.
+#[cfg(feature = "lint")]
 fn new_table_name(printed: &str) -> String {
     let name = printed.trim();
     let name = name
@@ -245,8 +191,13 @@ fn mentions(query: &str) -> Mentions {
 /// Whether `query` names the relation written `relation` (`public."Orders"`; folded, schema
 /// ignored), e.g. to leave out the runtime's own statements on its history table.
 pub fn names_relation(query: &str, relation: &str) -> bool {
-    let name = table_key_of(relation);
-    mentions(query).names.contains(&name)
+    // The table part, folded as PostgreSQL folds it.
+    let folded = normalize_identifier(relation);
+    let name = folded.rsplit('.').next().unwrap_or_default();
+    mentions(query)
+        .names
+        .iter()
+        .any(|mentioned| mentioned == name)
 }
 
 impl RemovedObject {
@@ -260,7 +211,9 @@ impl RemovedObject {
         match &self.column {
             None => true,
             Some(column) => {
-                names(column) || mentions.star || mentions.whole_row_inserts.contains(&self.name)
+                names(column)
+                    || mentions.star
+                    || mentions.whole_row_inserts.iter().any(|t| *t == self.name)
             }
         }
     }
@@ -301,6 +254,7 @@ mod tests {
             compare_line: None,
             requires_compare: false,
             replaces: Cow::Borrowed(&[]),
+            analysis: None,
         }
     }
 

@@ -1,8 +1,9 @@
-//! Batched execution of backfill migrations (docs/design.md, "Backfills").
+//! Batched execution of backfill migrations.
 //!
-//! Each up statement of a `.backfill.sql` file runs as keyed batches (see
-//! [`crate::batch_plan`]), each batch its own short transaction, so the application's writes
-//! never queue behind one long UPDATE. Progress is stored after every batch in
+//! Each up statement of a `.backfill.sql` file runs as keyed batches (see `batch_plan`; the
+//! pieces were read from the statement when the set was checked, see
+//! [`crate::StatementAnalysis`]), each batch its own short transaction, so the application's
+//! writes never queue behind one long UPDATE. Progress is stored after every batch in
 //! `<history table>_backfill`, so a killed backfill resumes where it stopped. After the keyed
 //! pass, sweeps (waiting for row locks, bounded by `lock_timeout`) repeat until a pass changes
 //! nothing; then the backfill is verified (no row still matches its WHERE) and only then is
@@ -31,8 +32,8 @@ use super::executor::{
     statement_error, wait_before_retry,
 };
 use super::state::backfill_progress::{BackfillProgressTable, statement_index};
-use crate::batch_plan::{BatchedUpdate, key_type_sql, plan};
-use crate::migration::{BackfillSpec, Migration, Statement};
+use crate::batch_plan::{BatchedUpdate, key_type_sql, plan_source};
+use crate::migration::{BackfillSpec, BatchSource, Migration, Statement};
 
 /// Sweeps after the keyed pass before giving up: rows that keep matching the WHERE mean
 /// something (an old release without dual writes) keeps writing rows in the old shape.
@@ -166,7 +167,7 @@ async fn run_statements(
         let batches = within(
             own,
             "reading the backfill key's type",
-            plan_statement(client, migration, spec, statement),
+            plan_statement(client, migration, spec, index),
         )
         .await??;
         let mut progress = within(
@@ -416,16 +417,20 @@ async fn run_statements(
     })
 }
 
+/// The batches of the `index`-th up statement of a backfill, from the pieces the check read
+/// of it and the key column's type in the catalog.
 pub(crate) async fn plan_statement(
     client: &Client,
     migration: &Migration,
     spec: &BackfillSpec,
-    statement: &Statement,
+    index: usize,
 ) -> Result<BatchedUpdate, RuntimeError> {
+    let statement = &migration.up.statements[index];
     let backfill_error = |problem: String| RuntimeError::Backfill {
         location: location(migration, Some(statement)),
         problem,
     };
+    let source = batch_source(migration, spec, index).map_err(backfill_error)?;
     // The key type is read from the catalog: the cursor is cast to it.
     let key_type: Option<String> = client
         .query_opt(&key_type_sql(spec), &[])
@@ -439,7 +444,37 @@ pub(crate) async fn plan_statement(
             spec.key
         ))
     })?;
-    plan(&statement.sql, spec, &key_type).map_err(|e| backfill_error(e.to_string()))
+    plan_source(&source, spec, &key_type).map_err(|problem| backfill_error(problem.to_owned()))
+}
+
+/// The `index`-th statement's batch pieces: stored by the check, or, for a set built by hand,
+/// read from the statement (with the `lint` feature; without it, such a set is refused).
+fn batch_source<'m>(
+    migration: &'m Migration,
+    spec: &BackfillSpec,
+    index: usize,
+) -> Result<std::borrow::Cow<'m, BatchSource>, String> {
+    let stored = migration
+        .analysis
+        .as_ref()
+        .and_then(|analysis| analysis.batches.get(index));
+    match stored {
+        Some(source) => Ok(std::borrow::Cow::Borrowed(source)),
+        #[cfg(feature = "lint")]
+        None => Ok(std::borrow::Cow::Owned(crate::batch_plan::source_of(
+            &migration.up.statements[index].sql,
+            spec,
+        ))),
+        #[cfg(not(feature = "lint"))]
+        None => {
+            let _ = spec;
+            Err(
+                "the set holds no batch plan for this statement: build it with \
+                 `migrations!()` or `check_dir`, or enable migrate-core's `lint` feature"
+                    .to_owned(),
+            )
+        }
+    }
 }
 
 /// Runs the batches of one backfill statement.
@@ -715,7 +750,7 @@ impl BatchRunner<'_> {
                 }
                 Err(error) => {
                     let error = statement_error(migration, Some(statement), attempt, error);
-                    return Err(name_blockers(connection, error, &[statement]).await);
+                    return Err(name_blockers(connection, error, migration, &[statement]).await);
                 }
             }
         }

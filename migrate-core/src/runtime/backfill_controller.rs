@@ -1,5 +1,5 @@
 //! The backfill controller's decisions, without I/O: how many rows the next batch takes, how
-//! long to rest before it, and whether to run at all (docs/design.md, "Backfills").
+//! long to rest before it, and whether to run at all.
 //!
 //! - **Size.** Each batch should take about the target duration: a batch holds its rows'
 //!   locks for as long as it runs, so the target bounds how long an application write can
@@ -164,7 +164,7 @@ impl Pressure {
     /// Pressure the application is seen to feel, which a rest relieves. A slow batch alone
     /// is not: on a busy server batch durations vary several-fold from one batch to the
     /// next, and resting on each slow one kept a quiet-machine benchmark at 3% of the bulk
-    /// rate while the probe showed the application unharmed (docs/benchmarks/). A slow
+    /// rate while the probe showed the application unharmed. A slow
     /// batch shrinks the next one (it held its rows too long); whether to rest is the
     /// probe's, the session count's and the lock waits' call.
     fn calls_for_rest(&self) -> bool {

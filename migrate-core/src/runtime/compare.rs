@@ -1,5 +1,5 @@
-//! `migrate verify --compare`: proves that a target holds what its source says it should
-//! (docs/design.md, "Compare"), for the copies a recount cannot judge: a transformed value
+//! `migrate verify --compare`: proves that a target holds what its source says it should,
+//! for the copies a recount cannot judge: a transformed value
 //! can be wrong, a trigger can have skipped rows, a dual write can have failed on one side.
 //!
 //! First the catalog (`compare_tables`): both tables and every column exist, and the

@@ -62,7 +62,8 @@ pub struct MigratorConfig {
     pub backfill: BackfillControl,
 }
 
-/// The backfill controller's settings (docs/design.md, "Backfills"). A backfill directive's
+/// The backfill controller's settings (how it sizes, paces and stops batches: see
+/// [`crate::runtime::backfill`] and the fields below). A backfill directive's
 /// `target=` overrides [`BackfillControl::target`]; `batch=`/`delay=` turn the controller
 /// off for that file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,9 +82,10 @@ pub struct BackfillControl {
     /// roles' sessions.
     pub max_active_sessions: Option<u32>,
     /// A cheap query the application really runs (e.g. a primary-key read), timed on a
-    /// second connection every 100 ms of each batch and rest; the backfill backs off when its
-    /// 75th percentile over a cycle is twice its baseline before the backfill (and 2 ms
-    /// more). `None` turns it off. Default: a tenth of a millisecond of executor work
+    /// second connection every 100 ms of each batch and rest; the backfill backs off when the
+    /// 75th percentile of its latencies over a cycle (the rest and the batch) is more than
+    /// twice its median latency measured just before the backfill, and more than 2 ms above
+    /// it. `None` turns it off. Default: a tenth of a millisecond of executor work
     /// ([`DEFAULT_PROBE`]): unlike `SELECT 1`, which is scheduled at once even on a saturated
     /// server, it waits for a CPU like the application's queries. Needs a second connection
     /// ([`Migrator::with_monitor`](super::Migrator::with_monitor)).

@@ -1,4 +1,4 @@
-//! Dual writes that never cost the legacy write (docs/design.md, "Dual writes").
+//! Dual writes that never cost the legacy write.
 //!
 //! Between an expand and its contract the application writes the legacy shape, which must
 //! succeed, and the modern shape, which must not get in its way. [`DualWrite::modern`] runs

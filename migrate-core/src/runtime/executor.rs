@@ -268,6 +268,7 @@ pub(crate) fn statement_error_in(
 pub(crate) async fn name_blockers(
     client: &Client,
     error: RuntimeError,
+    migration: &Migration,
     statements: &[&Statement],
 ) -> RuntimeError {
     let RuntimeError::LockRetriesExhausted {
@@ -279,7 +280,7 @@ pub(crate) async fn name_blockers(
     else {
         return error;
     };
-    blockers.extend(blocking_sessions(client, statements).await);
+    blockers.extend(blocking_sessions(client, migration, statements).await);
     RuntimeError::LockRetriesExhausted {
         location,
         attempts,
@@ -288,16 +289,51 @@ pub(crate) async fn name_blockers(
     }
 }
 
+/// The tables `statements` of `migration` lock: of the tables the check found the migration
+/// locks ([`crate::StatementAnalysis::locked_tables`]), those the statements name, or all of
+/// them when they name none (a foreign key's parent is locked without being named). For a
+/// set built by hand, read from the statements where the `lint` feature is on (none where it
+/// is off).
+fn locked_tables(migration: &Migration, statements: &[&Statement]) -> Vec<String> {
+    let all: Vec<String> = match &migration.analysis {
+        Some(analysis) => analysis
+            .locked_tables
+            .iter()
+            .map(|t| t.to_string())
+            .collect(),
+        #[cfg(feature = "lint")]
+        None => {
+            return statements
+                .iter()
+                .flat_map(|statement| crate::lock_analysis::analyze_sql(&statement.sql).locks)
+                .map(|lock| lock.table)
+                .collect();
+        }
+        #[cfg(not(feature = "lint"))]
+        None => Vec::new(),
+    };
+    let named: Vec<String> = all
+        .iter()
+        .filter(|table| {
+            statements
+                .iter()
+                .any(|statement| crate::queries::names_relation(&statement.sql, table))
+        })
+        .cloned()
+        .collect();
+    if named.is_empty() { all } else { named }
+}
+
 /// The sessions holding locks on the tables `statements` lock (from the static lock
 /// analysis), oldest transaction first (the likeliest culprit), at most 3; read after a
 /// statement gave up on `lock_timeout`, when `pg_blocking_pids()` of this session no longer
 /// names them because it waits no more. Best effort: a failed query names none.
-async fn blocking_sessions(client: &Client, statements: &[&Statement]) -> Vec<LockHolder> {
-    let tables: Vec<String> = statements
-        .iter()
-        .flat_map(|statement| crate::lock_analysis::analyze_sql(&statement.sql).locks)
-        .map(|lock| lock.table)
-        .collect();
+async fn blocking_sessions(
+    client: &Client,
+    migration: &Migration,
+    statements: &[&Statement],
+) -> Vec<LockHolder> {
+    let tables = locked_tables(migration, statements);
     if tables.is_empty() {
         return Vec::new();
     }
@@ -444,7 +480,7 @@ async fn run_transactional(
             None => section.statements.iter().collect(),
         };
         let error = statement_error_in(migration, Some(section), statement, attempt, error);
-        return Err(name_blockers(client, error, &failing).await);
+        return Err(name_blockers(client, error, migration, &failing).await);
     }
 }
 
@@ -498,7 +534,7 @@ pub(crate) async fn wait_before_retry(
     let blockers = within(
         Some(settings.limits.own),
         "naming the sessions holding the locks",
-        blocking_sessions(client, &statements),
+        blocking_sessions(client, migration, &statements),
     )
     .await
     .unwrap_or_default();
@@ -570,7 +606,7 @@ async fn run_autocommit(
                         attempt,
                         error,
                     );
-                    return Err(name_blockers(client, error, &[statement]).await);
+                    return Err(name_blockers(client, error, migration, &[statement]).await);
                 }
             }
         }

@@ -1,4 +1,4 @@
-//! Contract gates (docs/design.md, "Contract gates"): a contract migration drops what its
+//! Contract gates: a contract migration drops what its
 //! expand made obsolete, so before any of its statements runs, the runtime checks that
 //!
 //! 1. the expand named by `-- migrate:requires` is applied (in the history table, which also
@@ -395,8 +395,8 @@ impl RowsGuard {
             let Some(spec) = &backfill.backfill else {
                 continue;
             };
-            for statement in backfill.up.statements.iter() {
-                let plan = match plan_statement(client, backfill, spec, statement).await {
+            for (index, statement) in backfill.up.statements.iter().enumerate() {
+                let plan = match plan_statement(client, backfill, spec, index).await {
                     Ok(plan) => plan,
                     Err(error) if no_longer_evaluates(&error) => continue,
                     Err(error) => return Err(error),

@@ -1,5 +1,5 @@
 //! The PostgreSQL runtime: applies and reverts a [`Migrations`] set over one dedicated
-//! connection, following the runtime protocol (docs/design.md, "Runtime protocol"):
+//! connection, following this protocol:
 //!
 //! 1. session settings: `application_name`, `lock_timeout`, `statement_timeout`;
 //! 2. a session advisory lock keyed on the history table name ([`lock`]), so concurrent
@@ -39,8 +39,11 @@ pub mod dual_write;
 pub mod error;
 mod executor;
 pub mod gates;
+// `migrate import` and `migrate plan --observe`: the CLI's, and they read SQL.
+#[cfg(feature = "lint")]
 pub mod import;
 pub mod lock;
+#[cfg(feature = "lint")]
 pub mod observe;
 mod pending;
 mod pooler;

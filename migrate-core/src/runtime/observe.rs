@@ -2,7 +2,8 @@
 //! locks the statement's backend was granted on each relation, the relations it rewrote
 //! (their file changed), the tables it read in full (`seq_scan` grew), next to what
 //! [`crate::lock_analysis`] predicted, with every disagreement named.
-//! `migrate check` and the comparison test use it (docs/design.md, "Observed effects").
+//! `migrate check` uses it, and a test compares it with the lock analysis on every kind
+//! of statement.
 //!
 //! How each fact is read, deterministically:
 //!

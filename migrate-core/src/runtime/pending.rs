@@ -1,6 +1,7 @@
 //! What `up` applies and what `down` reverts, decided from the set and the history rows
-//! alone: pure functions, unit-tested without a database (protocol step 3 in
-//! docs/design.md). The migrator only reads the rows and turns a [`Refusal`] into its error.
+//! alone: pure functions, unit-tested without a database (step 3 of the runtime protocol,
+//! see [`crate::runtime`]). The migrator only reads the rows and turns a [`Refusal`] into
+//! its error.
 
 use std::collections::BTreeSet;
 
@@ -34,7 +35,7 @@ pub(crate) enum Refusal {
 /// The history as the set sees it: a squash whose replaced versions were all applied (by
 /// the files it replaced) counts as applied, with its own checksum, in place of their rows;
 /// none applied leaves it pending; some is refused, since the squash would create again
-/// what those did (docs/design.md, "Squash").
+/// what those did.
 ///
 /// Replaced versions older than the oldest one the history has count as applied: an earlier
 /// squash stood for them, and a database that ran that squash recorded only its version (a
@@ -279,6 +280,7 @@ mod tests {
             compare_line: None,
             requires_compare: false,
             replaces: Default::default(),
+            analysis: None,
         }
     }
 

@@ -1,11 +1,12 @@
-//! The contract gate that watches the old release (docs/design.md, "Contract gates"): before a
+//! The contract gate that watches the old release (see [`super::gates`]): before a
 //! contract, two readings of `pg_stat_statements` a window apart; a statement called in
 //! between that names what the contract drops, renames or retypes refuses the contract.
 //!
-//! Nothing of the contract is tried on production to find out: what it removes is read from
-//! its statements ([`crate::queries::removed_by`]), with the views the catalog says depend on
-//! what it drops (`pg_depend`: `CASCADE` drops them too), and what a query uses from its text
-//! ([`crate::queries::RemovedObject::used_by`], conservative). Every query here only reads.
+//! Nothing of the contract is tried on production to find out: what it removes was read from
+//! its statements when the set was checked ([`crate::StatementAnalysis::removes`]), with the
+//! views the catalog says depend on what it drops (`pg_depend`: `CASCADE` drops them too),
+//! and what a query uses from its text ([`crate::queries::RemovedObject::used_by`],
+//! conservative). Every query here only reads.
 
 use std::time::Duration;
 
@@ -22,7 +23,17 @@ pub(crate) async fn check(
     contract: &Migration,
     window: Duration,
 ) -> Result<Option<GateFailure>, RuntimeError> {
-    let mut removed = queries::removed_by(contract);
+    let mut removed = match removed_by(contract) {
+        Some(removed) => removed,
+        None => {
+            return Ok(Some(GateFailure::RunningQueriesUnknown {
+                reason: "the set holds no analysis of what this contract removes: build it \
+                         with `migrations!()` or `check_dir`, or enable migrate-core's `lint` \
+                         feature"
+                    .to_owned(),
+            }));
+        }
+    };
     removed.extend(dependent_views(client, &removed).await?);
     let read = |client| async move {
         match queries::read_calls(client).await {
@@ -61,6 +72,18 @@ pub(crate) async fn check(
     Ok(None)
 }
 
+/// What `contract` removes: stored by the check, or for a set built by hand read from its
+/// statements where the `lint` feature is on; `None` where it is off.
+fn removed_by(contract: &Migration) -> Option<Vec<RemovedObject>> {
+    match &contract.analysis {
+        Some(analysis) => Some(analysis.removes.to_vec()),
+        #[cfg(feature = "lint")]
+        None => Some(queries::removed_by(contract)),
+        #[cfg(not(feature = "lint"))]
+        None => None,
+    }
+}
+
 /// Views over the dropped tables and columns, and views over those, from `pg_depend` (a view
 /// depends on its source through its `pg_rewrite` rule). Names resolve through the session's
 /// `search_path`, as the contract's own statements do.
@@ -90,7 +113,7 @@ async fn dependent_views(
                         (SELECT attnum FROM pg_attribute \
                          WHERE attrelid = d.refobjid AND attname = $2)) \
                  ORDER BY 1",
-                &[&object.name, &object.column],
+                &[&object.name.as_ref(), &object.column.as_deref()],
             )
             .await
             .map_err(|error| RuntimeError::Database {
@@ -102,16 +125,16 @@ async fn dependent_views(
             let known = removed
                 .iter()
                 .chain(&found)
-                .any(|o| o.column.is_none() && o.name == view);
+                .any(|o| o.column.is_none() && *o.name == *view);
             if known {
                 continue;
             }
             let dependent = RemovedObject {
                 kind: "view",
-                name: view,
+                name: view.into(),
                 column: None,
                 removal: Removal::Dependent {
-                    on: object.object(),
+                    on: object.object().into(),
                 },
                 line: object.line,
             };

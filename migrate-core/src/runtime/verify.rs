@@ -176,13 +176,13 @@ impl Migrator<'_> {
             let Some(migration) = self.migrations.get(state.version) else {
                 continue;
             };
-            let (Some(spec), Some(statement)) = (
+            let (Some(spec), Some(_)) = (
                 &migration.backfill,
                 migration.up.statements.get(state.statement),
             ) else {
                 continue;
             };
-            let plan = plan_statement(client, migration, spec, statement).await?;
+            let plan = plan_statement(client, migration, spec, state.statement).await?;
             let remaining: i64 = client
                 .query_one(&plan.remaining_sql, &[])
                 .await

@@ -154,6 +154,7 @@ impl FileParser<'_> {
             compare: body.compare.map(|(arguments, _)| Cow::Owned(arguments)),
             requires_compare: body.requires_compare,
             replaces: Cow::Owned(body.replaces),
+            analysis: None,
         };
         Some((
             ParsedFile {

@@ -5,7 +5,7 @@
 //! `.up.sql`/`.down.sql`, diesel's `up.sql`/`down.sql`, Flyway's `V<n>__`/`U<n>__`) becomes one
 //! text: the up file, then `-- migrate:down`, then the down file. Diagnostics in the down part
 //! are shown against the down file and its own lines ([`DownFile`]); the checksum covers that
-//! text (docs/design.md, "Other tools' layouts").
+//! text.
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -12,23 +12,36 @@
 //! The macro and the runtime both go through [`crate::check_dir`], so a set embedded at build
 //! time and a set read at run time are the same.
 
+// Without the `lint` feature only the compare directive's reader is here: the runtime reads
+// a set's stored `-- migrate:compare` text with it. The loader comes with the linter.
 mod compare_directive;
 mod directive;
+#[cfg(feature = "lint")]
 mod file;
+#[cfg(feature = "lint")]
 mod file_name;
+#[cfg(feature = "lint")]
 mod folder;
+#[cfg(feature = "lint")]
 mod layout;
+#[cfg(feature = "lint")]
 mod set;
 #[cfg(test)]
 pub(crate) mod testing;
 
 pub use compare_directive::parse_compare;
+#[cfg(feature = "lint")]
 pub use directive::Allow;
+#[cfg(feature = "lint")]
 pub use file::{
     NEW_FILE_PLACEHOLDER, ParsedFile, SectionKind, StatementSource, parse_file, parse_source,
     relocate,
 };
+#[cfg(feature = "lint")]
 pub use file_name::{is_sql_like, parse_file_name};
+#[cfg(feature = "lint")]
 pub use folder::{FolderContents, SourceFile, display_join, read_dir};
+#[cfg(feature = "lint")]
 pub use layout::{DownFile, Entries, Layout, MigrationSource, assemble, detect};
+#[cfg(feature = "lint")]
 pub use set::{LoadedSet, load_files, load_sources};

@@ -4,7 +4,7 @@
 //!
 //! It sits beneath the passes that use it (the lock analysis, the batch planner, the lint
 //! rules), so those never import each other; it builds only on the splitter and the
-//! classifier (see `tests/layers.rs`).
+//! classifier (a test checks the layers, see the crate docs).
 
 mod names;
 mod parse;
@@ -12,8 +12,6 @@ mod statement;
 mod type_change;
 mod volatility;
 
-#[cfg(feature = "runtime")]
-pub use names::is_identifier;
 pub use names::{ident_key, table_key, table_key_of};
 pub use parse::{parse_statement, parse_statement_of};
 pub use statement::{

@@ -35,16 +35,3 @@ pub fn table_key_of(written: &str) -> String {
         None => normalized,
     }
 }
-
-/// `[A-Za-z_][A-Za-z0-9_]*`, at most 63 bytes (PostgreSQL's NAMEDATALEN - 1). Only the runtime
-/// uses it (for the history table's name), so it exists only with the runtime.
-#[cfg(feature = "runtime")]
-pub fn is_identifier(text: &str) -> bool {
-    let bytes = text.as_bytes();
-    !bytes.is_empty()
-        && bytes.len() <= 63
-        && (bytes[0].is_ascii_alphabetic() || bytes[0] == b'_')
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || *b == b'_')
-}

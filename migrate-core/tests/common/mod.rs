@@ -101,6 +101,7 @@ pub fn migration(
         compare_line: None,
         requires_compare: false,
         replaces: Default::default(),
+        analysis: None,
     }
 }
 

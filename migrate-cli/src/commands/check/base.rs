@@ -3,7 +3,7 @@
 //! database's migration state (history, backfill progress, flags, partial runs) and
 //! optionally a sample of its rows (`--sample-rows`).
 //!
-//! Read-only policy (docs/cli.md, `check`): every session `check` opens on the source runs
+//! Read-only policy: every session `check` opens on the source runs
 //! with `default_transaction_read_only = on` (set at connection start, for pg_dump through
 //! `PGOPTIONS`), and reads in one `REPEATABLE READ, READ ONLY` transaction whose snapshot
 //! pg_dump shares (`pg_export_snapshot()`, `pg_dump --snapshot`), so the schema, the history

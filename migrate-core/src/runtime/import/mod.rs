@@ -2,7 +2,7 @@
 //! with our checksums, so `up` has nothing to do on a database that tool migrated.
 //!
 //! The other tool's table is only read (`SELECT`); nothing in it changes. Each tool's shape and
-//! checksum is in `tools.rs` (docs/design.md, "Down, repair, import, verify, status").
+//! checksum is in `tools.rs`.
 
 mod tools;
 

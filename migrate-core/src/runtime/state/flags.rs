@@ -1,5 +1,5 @@
 //! Dual-write flags: named booleans in the database that the application reads to decide
-//! whether to write the old shape, the new one, or both (docs/design.md, "Dual-write flags").
+//! whether to write the old shape, the new one, or both.
 //!
 //! ```sql
 //! CREATE TABLE "public"."schema_migrations_flags" (

@@ -94,8 +94,16 @@ impl fmt::Display for TableName {
     }
 }
 
+/// `[A-Za-z_][A-Za-z0-9_]*`, at most 63 bytes (PostgreSQL's NAMEDATALEN - 1): a name that
+/// needs no quoting and is never truncated.
 pub(crate) fn is_identifier(text: &str) -> bool {
-    crate::sql::is_identifier(text)
+    let bytes = text.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 63
+        && (bytes[0].is_ascii_alphabetic() || bytes[0] == b'_')
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'_')
 }
 
 /// The columns a table must have to be read as our history table (`baselined` may be
