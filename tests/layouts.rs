@@ -30,17 +30,17 @@ fn the_macro_embeds_what_the_cli_reads() {
         (&REFINERY, "refinery", Some(Layout::Refinery)),
     ] {
         let read = read(layout, forced);
-        assert_eq!(embedded.migrations, read.migrations, "{layout}");
+        assert_eq!(embedded.as_slice(), read.as_slice(), "{layout}");
         let versions: Vec<u64> = embedded.iter().map(|m| m.version).collect();
         assert_eq!(versions.len(), 3);
     }
-    assert_eq!(DIESEL.migrations[0].version, 20240101000001);
+    assert_eq!(DIESEL.as_slice()[0].version, 20240101000001);
     assert_eq!(
-        DIESEL.migrations[0].file_name,
+        DIESEL.as_slice()[0].file_name,
         "2024-01-01-000001_create_users/up.sql"
     );
     assert_eq!(
-        DIESEL.migrations[1].up.mode,
+        DIESEL.as_slice()[1].up.mode,
         migrate_core::TransactionMode::Autocommit
     );
 }

@@ -524,7 +524,7 @@ fn check_embedded_options(
         if config.dir.is_none() && !command.has_folder_argument() {
             return Err(CliError::FolderNeeded {
                 command: name,
-                built_from: set.dir.to_string(),
+                built_from: set.dir().to_string(),
             });
         }
         return Ok(());
@@ -680,7 +680,7 @@ impl Context {
             .map(Path::to_path_buf)
             .or_else(|| self.config.dir.clone())
             .unwrap_or_else(|| match &self.source {
-                Source::Embedded(set) => PathBuf::from(set.dir.as_ref()),
+                Source::Embedded(set) => PathBuf::from(set.dir()),
                 Source::Dir(default) => default.clone(),
             });
         let display = dir.to_string_lossy().trim_end_matches('/').to_owned();

@@ -56,10 +56,7 @@ fn migrations(count: usize) -> Migrations {
             }
         })
         .collect();
-    Migrations {
-        dir: Cow::Borrowed("/nonexistent"),
-        migrations: Cow::Owned(list),
-    }
+    Migrations::new("/nonexistent", list).expect("distinct versions")
 }
 
 fn psql(cluster: &ScratchCluster, db: &ScratchDatabase) -> Command {

@@ -118,7 +118,9 @@ pub mod queries;
 #[cfg(feature = "lint")]
 pub mod checked_set;
 
+// The macro's cache between builds: public for migrate-macros only, not a stable API.
 #[cfg(feature = "lint")]
+#[doc(hidden)]
 pub mod build_cache;
 
 #[cfg(feature = "runtime")]
@@ -135,6 +137,8 @@ pub use checked_set::{
 pub use checksum::Checksum;
 pub use diagnostic::{Diagnostic, Severity};
 pub use migration::{
-    BackfillPace, BackfillSpec, BatchSource, CompareSpec, Migration, Migrations, Phase, Section,
-    Statement, StatementAnalysis, TableRef, TransactionMode,
+    BackfillPace, BackfillSpec, BatchSource, CompareSpec, Migration, Migrations, MigrationsError,
+    Phase, Section, Statement, StatementAnalysis, TableRef, TransactionMode,
 };
+#[cfg(feature = "lint")]
+pub use source::Layout;

@@ -398,14 +398,76 @@ impl Migration {
 /// A whole migration set, in ascending version order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Migrations {
-    /// The folder the set was read from. For an embedded set it is the absolute path at build
-    /// time; the runtime uses it, when it still exists, to name files the binary lacks.
-    pub dir: Cow<'static, str>,
-    /// The migrations, sorted by version with no duplicates ([`Migrations::get`] relies on it).
-    pub migrations: Cow<'static, [Migration]>,
+    /// The folder the set was read from (see [`Migrations::dir`]).
+    pub(crate) dir: Cow<'static, str>,
+    /// The migrations, sorted by version with no duplicates ([`Migrations::get`] relies on it):
+    /// private, so that only the constructors below establish it.
+    pub(crate) migrations: Cow<'static, [Migration]>,
+}
+
+/// Why [`Migrations::new`] refused a list of migrations.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MigrationsError {
+    /// Two migrations carry the same version.
+    #[error("version {version} appears twice ({first} and {second})")]
+    DuplicateVersion {
+        /// The version.
+        version: u64,
+        /// The first migration's file.
+        first: String,
+        /// The second one's.
+        second: String,
+    },
 }
 
 impl Migrations {
+    /// A set built by hand: `migrations` in any order, sorted here; two with the same
+    /// version are refused. `dir` names the folder files would be looked up in (it may not
+    /// exist). Sets from `migrations!()` or `check_dir` need no call to this.
+    pub fn new(
+        dir: impl Into<String>,
+        mut migrations: Vec<Migration>,
+    ) -> Result<Migrations, MigrationsError> {
+        migrations.sort_by_key(|m| m.version);
+        if let Some(pair) = migrations
+            .windows(2)
+            .find(|pair| pair[0].version == pair[1].version)
+        {
+            return Err(MigrationsError::DuplicateVersion {
+                version: pair[0].version,
+                first: pair[0].file_name.to_string(),
+                second: pair[1].file_name.to_string(),
+            });
+        }
+        Ok(Migrations {
+            dir: Cow::Owned(dir.into()),
+            migrations: Cow::Owned(migrations),
+        })
+    }
+
+    /// What `migrations!()` expands to: the macro has checked the order and the versions.
+    /// Not for hand-written code (use [`Migrations::new`]): an unsorted list would make
+    /// [`Migrations::get`] miss migrations.
+    #[doc(hidden)]
+    pub const fn from_checked(dir: &'static str, migrations: &'static [Migration]) -> Migrations {
+        Migrations {
+            dir: Cow::Borrowed(dir),
+            migrations: Cow::Borrowed(migrations),
+        }
+    }
+
+    /// The folder the set was read from. For an embedded set it is the absolute path at build
+    /// time; the runtime uses it, when it still exists, to name files the binary lacks.
+    pub fn dir(&self) -> &str {
+        &self.dir
+    }
+
+    /// The migrations in version order, as a slice.
+    pub fn as_slice(&self) -> &[Migration] {
+        &self.migrations
+    }
+
     /// The migrations in version order.
     pub fn iter(&self) -> std::slice::Iter<'_, Migration> {
         self.migrations.iter()
@@ -427,5 +489,58 @@ impl Migrations {
             .binary_search_by_key(&version, |m| m.version)
             .ok()
             .map(|index| &self.migrations[index])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn migration(version: u64, file: &'static str) -> Migration {
+        Migration {
+            version,
+            name: Cow::Borrowed("m"),
+            phase: Phase::Expand,
+            file_name: Cow::Borrowed(file),
+            checksum: Checksum::of_file(file.as_bytes()),
+            up: Section {
+                statements: Cow::Owned(Vec::new()),
+                mode: TransactionMode::Transactional,
+                file_name: None,
+            },
+            down: None,
+            requires: None,
+            backfill: None,
+            compare: None,
+            compare_line: None,
+            requires_compare: false,
+            replaces: Default::default(),
+            analysis: None,
+        }
+    }
+
+    #[test]
+    fn a_set_built_by_hand_is_sorted_and_refuses_a_duplicate_version() {
+        let set = Migrations::new(
+            "/nowhere",
+            vec![migration(3, "0003_c.sql"), migration(1, "0001_a.sql")],
+        )
+        .unwrap();
+        assert_eq!(set.iter().map(|m| m.version).collect::<Vec<_>>(), [1, 3]);
+        assert_eq!(set.get(3).map(|m| m.file_name.as_ref()), Some("0003_c.sql"));
+        assert_eq!(set.dir(), "/nowhere");
+        let duplicate = Migrations::new(
+            "/nowhere",
+            vec![migration(2, "0002_a.sql"), migration(2, "0002_b.sql")],
+        )
+        .unwrap_err();
+        assert_eq!(
+            duplicate,
+            MigrationsError::DuplicateVersion {
+                version: 2,
+                first: "0002_a.sql".into(),
+                second: "0002_b.sql".into(),
+            }
+        );
     }
 }

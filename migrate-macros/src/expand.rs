@@ -169,10 +169,7 @@ pub fn expand_in(
     let code = quote! {
         #tracking
         #imports
-        Migrations {
-            dir: Borrowed(#dir_text),
-            migrations: Borrowed(&[#(#migrations),*]),
-        }
+        Migrations::from_checked(#dir_text, &[#(#migrations),*])
     };
     if let Some((cache, key)) = cached {
         let code = code.to_string();

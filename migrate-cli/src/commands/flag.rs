@@ -16,10 +16,7 @@ pub fn run(context: &Context, action: FlagCommand) -> anyhow::Result<Outcome> {
     }
     let database = context.database("flag")?;
     // The flags table is named after the history table; the migration files play no part.
-    let empty = migrate_core::Migrations {
-        dir: "".into(),
-        migrations: Vec::new().into(),
-    };
+    let empty = migrate_core::Migrations::from_checked("", &[]);
     let migrator = Migrator::new(&empty, context.config.migrator.clone())?;
     let store = migrator.flags()?;
     block_on(async {

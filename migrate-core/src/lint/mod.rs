@@ -9,7 +9,7 @@
 //! - [`coverage`]: how each statement was read (parsed, classified, flagged, hidden);
 //! - `engine`: runs the rules over a set (each file on its own on every core, then the rules
 //!   that span files in version order) and applies allows and levels;
-//! - [`rules`]: one file per rule, with its documentation, examples and check.
+//! - `rules`: one file per rule, with its documentation, examples and check.
 //!
 //! Outside this crate the rules are read, never added: [`crate::check_dir`] runs them, and
 //! [`RULES`] and [`rule`] describe them (what `migrate explain` prints).
@@ -22,7 +22,8 @@ pub mod coverage;
 mod engine;
 pub mod registry;
 mod rule;
-pub mod rules;
+// Each rule's `RULE` is reached through [`RULES`] and [`rule`]: the files are implementation.
+pub(crate) mod rules;
 #[cfg(test)]
 pub(crate) mod testing;
 

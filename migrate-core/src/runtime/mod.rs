@@ -2,7 +2,7 @@
 //! connection, following this protocol:
 //!
 //! 1. session settings: `application_name`, `lock_timeout`, `statement_timeout`;
-//! 2. a session advisory lock keyed on the history table name ([`lock`]), so concurrent
+//! 2. a session advisory lock keyed on the history table name ([`lock_key`]), so concurrent
 //!    deploys run one at a time (`up` returns without it when nothing is pending for its
 //!    target: see [`UpTo::LeadingExpands`] for start-up apply);
 //! 3. the history table is created if missing and checked: checksum drift, applied versions
@@ -42,8 +42,10 @@ pub mod gates;
 // `migrate import` and `migrate plan --observe`: the CLI's, and they read SQL.
 #[cfg(feature = "lint")]
 pub mod import;
-pub mod lock;
+mod lock;
+// What `migrate check` observes PostgreSQL doing: the CLI's, not a stable API.
 #[cfg(feature = "lint")]
+#[doc(hidden)]
 pub mod observe;
 mod pending;
 mod pooler;
@@ -55,6 +57,9 @@ mod running_queries;
 mod session;
 #[cfg(feature = "sqlx")]
 pub mod sqlx;
+// The runtime's own tables: public for the CLI (`check` names them, `flag` validates flag
+// names), not a stable API; a service uses them through `Migrator`.
+#[doc(hidden)]
 pub mod state;
 pub mod verify;
 

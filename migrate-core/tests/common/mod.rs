@@ -119,12 +119,8 @@ pub fn set(migrations: Vec<Migration>) -> Migrations {
     set_in("/nonexistent/migrate-test-migrations", migrations)
 }
 
-pub fn set_in(dir: &str, mut migrations: Vec<Migration>) -> Migrations {
-    migrations.sort_by_key(|m| m.version);
-    Migrations {
-        dir: Cow::Owned(dir.to_owned()),
-        migrations: Cow::Owned(migrations),
-    }
+pub fn set_in(dir: &str, migrations: Vec<Migration>) -> Migrations {
+    Migrations::new(dir, migrations).expect("versions differ")
 }
 
 pub async fn scalar_i64(client: &Client, sql: &str) -> i64 {

@@ -31,12 +31,23 @@ use crate::runtime::error::RuntimeError;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableName {
     /// The schema, when qualified; unqualified names follow the session's `search_path`.
-    pub schema: Option<String>,
+    /// Private: [`TableName::parse`] validated both parts, and `quoted()` relies on it.
+    pub(crate) schema: Option<String>,
     /// The table.
-    pub name: String,
+    pub(crate) name: String,
 }
 
 impl TableName {
+    /// The schema, when the name is qualified.
+    pub fn schema(&self) -> Option<&str> {
+        self.schema.as_deref()
+    }
+
+    /// The table's own name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// `schema.table` or `table`; each part `[A-Za-z_][A-Za-z0-9_]{0,62}` (63 bytes is
     /// PostgreSQL's NAMEDATALEN - 1; longer names would be silently truncated).
     pub fn parse(text: &str) -> Result<TableName, RuntimeError> {
