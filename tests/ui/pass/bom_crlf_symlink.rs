@@ -5,7 +5,7 @@ static MIGRATIONS: migrate_core::Migrations =
     migrate_macros::migrations!("ui/pass/bom_crlf_symlink");
 
 fn main() {
-    assert_eq!(MIGRATIONS.migrations.len(), 3);
+    assert_eq!(MIGRATIONS.len(), 3);
     let crlf = MIGRATIONS.get(2).unwrap();
     assert_eq!(crlf.down.as_ref().unwrap().statements.len(), 1);
     let lf = b"-- migrate:up\nCREATE TABLE IF NOT EXISTS crlf_t (id bigint PRIMARY KEY);\n-- migrate:down\nDROP TABLE IF EXISTS crlf_t;\n";
