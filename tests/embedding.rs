@@ -435,3 +435,54 @@ fn up_through_the_library_leaves_the_clients_settings_and_errors_read_as_one_mes
     assert!(!stderr.contains("tuplesort.c"), "{stderr}");
     assert_eq!(stderr.matches("SQLSTATE").count(), 1, "{stderr}");
 }
+
+/// Issue 25, start-up apply in the service: four replicas start at once with
+/// `UpTo::LeadingExpands`; each exits 0, the expands before the backfill are applied once, the
+/// backfill and everything after it are left pending and named; operations' `up` then applies
+/// the rest.
+#[test]
+fn four_replicas_starting_at_once_apply_only_the_leading_expands() {
+    let db = cluster().create_database().unwrap();
+    let url = format!("{}?sslmode=disable", db.url());
+    let replicas: Vec<_> = (0..4)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                run("apply", &[], &[("DATABASE_URL", &url), ("START_UP", "1")])
+            })
+        })
+        .collect();
+    let mut applied_in_all = 0;
+    for replica in replicas {
+        let output = replica.join().unwrap();
+        assert!(output.status.success(), "{}", text(&output.stderr));
+        let stdout = text(&output.stdout);
+        assert!(
+            stdout.contains(
+                "left pending: 0004_email_normalized.backfill.sql (a backfill, for operations to run)"
+            ),
+            "{stdout}"
+        );
+        applied_in_all += stdout
+            .split("applied ")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|n| n.parse::<usize>().ok())
+            .unwrap_or(0);
+    }
+    assert_eq!(applied_in_all, 3, "0001-0003 applied once in all");
+    let versions = cluster()
+        .psql(
+            db.name(),
+            "SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_migrations",
+        )
+        .unwrap();
+    assert_eq!(versions.trim(), "1,2,3");
+    let rest = run("apply", &[], &[("DATABASE_URL", &url)]);
+    assert!(rest.status.success(), "{}", text(&rest.stderr));
+    assert!(
+        text(&rest.stdout).contains("applied 4 migration(s)"),
+        "{}",
+        text(&rest.stdout)
+    );
+}

@@ -322,7 +322,12 @@ impl PartialReport for UpReport {
 
 impl fmt::Display for UpReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write_list(f, "applied", &self.applied, self.failed)?;
+        if self.applied.is_empty() && !self.failed && !self.held_back.is_empty() {
+            // Not "up to date": what is held back is pending.
+            f.write_str("nothing to apply before what is held back")?;
+        } else {
+            write_list(f, "applied", &self.applied, self.failed)?;
+        }
         if !self.held_back.is_empty() {
             write!(f, "; left pending:")?;
             for (index, held) in self.held_back.iter().enumerate() {

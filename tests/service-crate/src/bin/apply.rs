@@ -19,10 +19,14 @@ async fn main() -> Result<(), Box<dyn Error>> {
         ..MigratorConfig::default()
     };
     let client = connect(&url, &config).await?;
-    match Migrator::new(&MIGRATIONS, config)?
-        .up(&client, UpTo::All)
-        .await
-    {
+    // `START_UP=1`: what a replica applies as it starts, the expands before the first
+    // backfill or contract; operations run the rest (`orders-service migrate up`).
+    let target = if std::env::var_os("START_UP").is_some() {
+        UpTo::LeadingExpands
+    } else {
+        UpTo::All
+    };
+    match Migrator::new(&MIGRATIONS, config)?.up(&client, target).await {
         Ok(report) => println!("{report}"),
         Err(failed) if failed.error().is_transient() => {
             eprintln!("will retry: {failed}");
