@@ -53,7 +53,13 @@ const CPU_SHARE: f64 = 0.75;
 /// backfill may use the CPUs.
 const CPU_OTHERS_FLOOR: f64 = 0.25;
 /// The application's rate counts as dropped below this share of its rate in the rests ...
-const THROUGHPUT_KEPT: f64 = 0.95;
+const THROUGHPUT_KEPT: f64 = 0.98;
+/// The share of the application's throughput a backfill may cost it on average: after a
+/// throughput drop the rest is sized so that the loss measured while batches ran, spread
+/// over batches and rests, stays under it.
+const THROUGHPUT_LOSS_ALLOWED: f64 = 0.015;
+/// Longest rest after a throughput drop, as a multiple of the batch duration (a duty of 5%).
+const MAX_WINDOW_REST_RATIO: f64 = 19.0;
 /// ... and its server time per transaction (or its statements' time per call) as risen past
 /// this multiple ...
 const SERVER_TIME_RISE: f64 = 1.5;
@@ -426,7 +432,23 @@ impl Controller {
             }
             return None;
         };
-        let decision = self.back_off(pressure);
+        let duty = self.duty();
+        let loss = 1.0 - rates.working_tps / rates.resting_tps;
+        let mut decision = self.back_off(pressure);
+        if loss > 0.0 && self.workers == 1 {
+            // The loss per second of batch work, from the duty that caused it; the duty that
+            // keeps the average loss under the allowance, as a rest ratio. Doubling alone
+            // took several 8 s windows to get there, each costing the application.
+            let per_batch_second = loss / duty.max(0.05);
+            let allowed_duty = (THROUGHPUT_LOSS_ALLOWED / per_batch_second).clamp(0.05, 1.0);
+            let needed = 1.0 / allowed_duty - 1.0;
+            if needed > self.rest_ratio {
+                self.rest_ratio = needed.min(MAX_WINDOW_REST_RATIO);
+                if let Decision::BackOff { rest, .. } = &mut decision {
+                    *rest = self.rest();
+                }
+            }
+        }
         self.window_floor = self.rest_ratio;
         Some(decision)
     }
@@ -447,7 +469,8 @@ impl Controller {
                 self.rest_ratio = if self.rest_ratio == 0.0 {
                     FIRST_REST_RATIO
                 } else {
-                    (self.rest_ratio * 2.0).min(MAX_REST_RATIO)
+                    // Never below a longer rest a throughput drop asked for.
+                    (self.rest_ratio * 2.0).min(MAX_REST_RATIO.max(self.rest_ratio))
                 };
             }
         }
@@ -964,6 +987,28 @@ mod tests {
             ));
         }
         assert_eq!(idle.batch_size(), 6400);
+    }
+
+    #[test]
+    fn a_throughput_drop_sizes_the_rest_to_keep_the_average_loss_under_the_allowance() {
+        let mut controller = Controller::new(settings());
+        controller.last_took = Duration::from_millis(100);
+        // 10% less while batches ran back to back: a duty of 15% keeps the loss at 1.5%.
+        let dropped = ApplicationRates {
+            resting_tps: 8_000.0,
+            working_tps: 7_200.0,
+            resting_ms: None,
+            working_ms: None,
+            resting_statement_ms: None,
+            working_statement_ms: None,
+        };
+        assert!(controller.observe_window(&dropped).is_some());
+        let duty = controller.duty();
+        assert!((duty - 0.15).abs() < 0.001, "{duty}");
+        // Another pressure never shortens it to the usual ceiling (a ratio of 4, a duty of 20%).
+        controller.back_off(Pressure::BlockedSessions(1));
+        let after = controller.duty();
+        assert!(after <= duty + 1e-9, "{after}");
     }
 
     #[test]
