@@ -8,7 +8,9 @@
 
 mod common;
 
+use std::ffi::OsStr;
 use std::path::Path;
+use std::process::Output;
 use std::sync::Arc;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -63,6 +65,16 @@ const DROP_LEGACY: (&str, &str) = (
     "-- migrate:requires 1\nALTER TABLE accounts DROP COLUMN IF EXISTS legacy;\n-- migrate:down\nALTER TABLE accounts ADD COLUMN IF NOT EXISTS legacy text;\n",
 );
 
+/// `migrate --format json check <dir> <flags>`: every JSON check run of these tests.
+fn check_json(dir: &Path, flags: &[&dyn AsRef<OsStr>]) -> Output {
+    migrate()
+        .args(["--format", "json", "check"])
+        .arg(dir)
+        .args(flags.iter().map(|flag| flag.as_ref()))
+        .output()
+        .unwrap()
+}
+
 fn json_of(output: &[u8]) -> Value {
     serde_json::from_slice(output).expect("one JSON document")
 }
@@ -82,13 +94,10 @@ fn an_expand_that_makes_a_running_query_ambiguous_fails_the_check() {
         "app.sql",
         "SELECT id FROM accounts WHERE id = $1;\n\nSELECT name\n  FROM accounts JOIN teams ON teams.id = accounts.id;\n",
     );
-    let output = migrate()
-        .args(["--format", "json", "check"])
-        .arg(migrations.path())
-        .arg("--queries")
-        .arg(queries.path().join("app.sql"))
-        .output()
-        .unwrap();
+    let output = check_json(
+        migrations.path(),
+        &[&"--queries", &queries.path().join("app.sql")],
+    );
     assert_eq!(output.status.code(), Some(1), "{output:?}");
     let document = json_of(&output.stdout);
     assert_eq!(document["ok"], false);
@@ -142,13 +151,7 @@ fn an_added_column_that_breaks_an_insert_select_star_fails_the_check() {
         "archive.sql",
         "INSERT INTO archive SELECT * FROM accounts WHERE id = $1;\n",
     );
-    let output = migrate()
-        .args(["--format", "json", "check"])
-        .arg(migrations.path())
-        .arg("--queries")
-        .arg(queries.path())
-        .output()
-        .unwrap();
+    let output = check_json(migrations.path(), &[&"--queries", &queries.path()]);
     assert_eq!(output.status.code(), Some(1), "{output:?}");
     let document = json_of(&output.stdout);
     let found = findings(&document);
@@ -169,13 +172,7 @@ fn a_contract_that_breaks_a_running_query_is_reported_not_failed() {
         "app.sql",
         "SELECT legacy FROM accounts WHERE id = $1;\nSELECT name FROM accounts;\n",
     );
-    let output = migrate()
-        .args(["--format", "json", "check"])
-        .arg(migrations.path())
-        .arg("--queries")
-        .arg(queries.path())
-        .output()
-        .unwrap();
+    let output = check_json(migrations.path(), &[&"--queries", &queries.path()]);
     assert_eq!(output.status.code(), Some(0), "{output:?}");
     let document = json_of(&output.stdout);
     let found = findings(&document);
@@ -212,13 +209,7 @@ fn a_next_release_query_must_work_after_the_last_migration() {
         "next.sql",
         "SELECT legacy FROM accounts;\nSELECT nickname FROM accounts;\nSELECT name FROM accounts;\n",
     );
-    let output = migrate()
-        .args(["--format", "json", "check"])
-        .arg(migrations.path())
-        .arg("--next-queries")
-        .arg(queries.path())
-        .output()
-        .unwrap();
+    let output = check_json(migrations.path(), &[&"--next-queries", &queries.path()]);
     assert_eq!(output.status.code(), Some(1), "{output:?}");
     let document = json_of(&output.stdout);
     let found = findings(&document);
@@ -276,15 +267,15 @@ fn inserts_that_leave_out_a_not_null_column_without_default_are_found() {
         "next.sql",
         "INSERT INTO accounts (id, name, plan) VALUES ($1, $2, $3);\nINSERT INTO accounts VALUES ($1, $2);\n",
     );
-    let output = migrate()
-        .args(["--format", "json", "check"])
-        .arg(migrations.path())
-        .arg("--queries")
-        .arg(queries.path().join("running.sql"))
-        .arg("--next-queries")
-        .arg(queries.path().join("next.sql"))
-        .output()
-        .unwrap();
+    let output = check_json(
+        migrations.path(),
+        &[
+            &"--queries",
+            &queries.path().join("running.sql"),
+            &"--next-queries",
+            &queries.path().join("next.sql"),
+        ],
+    );
     assert_eq!(output.status.code(), Some(1), "{output:?}");
     let document = json_of(&output.stdout);
     let found = findings(&document);
@@ -344,13 +335,7 @@ fn a_sqlx_result_column_whose_type_or_nullability_changed_is_found() {
     );
     // Unchanged schema: the describe still matches.
     let unchanged = set(&[TEAM_NAME]);
-    let output = migrate()
-        .args(["--format", "json", "check"])
-        .arg(unchanged.path())
-        .arg("--queries")
-        .arg(sqlx.path())
-        .output()
-        .unwrap();
+    let output = check_json(unchanged.path(), &[&"--queries", &sqlx.path()]);
     assert_eq!(output.status.code(), Some(0), "{output:?}");
     assert!(findings(&json_of(&output.stdout)).is_empty());
 
@@ -367,13 +352,7 @@ fn a_sqlx_result_column_whose_type_or_nullability_changed_is_found() {
         ),
     ] {
         let migrations = set(&[(name, change)]);
-        let output = migrate()
-            .args(["--format", "json", "check"])
-            .arg(migrations.path())
-            .arg("--queries")
-            .arg(sqlx.path())
-            .output()
-            .unwrap();
+        let output = check_json(migrations.path(), &[&"--queries", &sqlx.path()]);
         let document = json_of(&output.stdout);
         let found = findings(&document);
         assert_eq!(found.len(), 1, "{name}: {document}");
@@ -467,15 +446,15 @@ fn pg_stat_statements_gives_the_running_release_queries_of_production() {
             )
             .unwrap();
     }
-    let output = migrate()
-        .args(["--format", "json", "check"])
-        .arg(migrations.path())
-        .arg("--schema-from")
-        .arg(url(&production))
-        .arg("--queries-from")
-        .arg(url(&production))
-        .output()
-        .unwrap();
+    let output = check_json(
+        migrations.path(),
+        &[
+            &"--schema-from",
+            &url(&production),
+            &"--queries-from",
+            &url(&production),
+        ],
+    );
     assert_eq!(output.status.code(), Some(1), "{output:?}");
     let document = json_of(&output.stdout);
     let found = findings(&document);
@@ -687,13 +666,7 @@ fn a_running_release_query_that_never_works_fails_the_check() {
     let migrations = set(&[TEAM_NAME]);
     let queries = tempfile::tempdir().unwrap();
     write(queries.path(), "typo.sql", "SELECT nmae FROM accounts;\n");
-    let output = migrate()
-        .args(["--format", "json", "check"])
-        .arg(migrations.path())
-        .arg("--queries")
-        .arg(queries.path())
-        .output()
-        .unwrap();
+    let output = check_json(migrations.path(), &[&"--queries", &queries.path()]);
     assert_eq!(output.status.code(), Some(1), "{output:?}");
     let document = json_of(&output.stdout);
     let found = findings(&document);
