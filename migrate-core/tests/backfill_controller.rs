@@ -615,6 +615,29 @@ fn cpu_load(
         .collect()
 }
 
+/// After a backfill run under a load: stops the load (whose tasks must have done work),
+/// checks the run succeeded with every row updated once, and returns the backfill's stored
+/// impact line.
+async fn after_the_load<T, E: std::fmt::Debug>(
+    stop: &std::sync::atomic::AtomicBool,
+    load: Vec<tokio::task::JoinHandle<u64>>,
+    outcome: Result<T, E>,
+    migrator: &Migrator<'_>,
+    client: &Client,
+    rows: u32,
+) -> String {
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut done = 0;
+    for task in load {
+        done += task.await.unwrap();
+    }
+    assert!(done > 0, "the load ran");
+    outcome.unwrap();
+    assert_done_once(client, i64::from(rows)).await;
+    let states = migrator.backfills(client).await.unwrap();
+    states[0].impact.clone().unwrap_or_default()
+}
+
 fn machine_cpus() -> u32 {
     std::thread::available_parallelism().map_or(2, |n| n.get() as u32)
 }
@@ -670,16 +693,7 @@ async fn a_cpu_saturating_load_from_few_connections_makes_it_back_off() {
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
     };
     let (outcome, ()) = tokio::join!(run, drive);
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let mut transactions = 0;
-    for task in load {
-        transactions += task.await.unwrap();
-    }
-    assert!(transactions > 0);
-    outcome.unwrap();
-    assert_done_once(&client, i64::from(rows)).await;
-    let states = migrator.backfills(&client).await.unwrap();
-    let impact = states[0].impact.clone().unwrap_or_default();
+    let impact = after_the_load(&stop, load, outcome, &migrator, &client, rows).await;
     assert!(impact.starts_with("held by "), "{impact:?}");
 }
 
@@ -1038,16 +1052,7 @@ async fn statements_slower_while_batches_run_make_it_back_off_on_statement_laten
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
     };
     let (outcome, ()) = tokio::join!(run, drive);
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let mut calls = 0;
-    for task in load {
-        calls += task.await.unwrap();
-    }
-    assert!(calls > 0);
-    outcome.unwrap();
-    assert_done_once(&client, i64::from(rows)).await;
-    let states = migrator.backfills(&client).await.unwrap();
-    let impact = states[0].impact.clone().unwrap_or_default();
+    let impact = after_the_load(&stop, load, outcome, &migrator, &client, rows).await;
     assert!(impact.contains("statement latency"), "{impact:?}");
     assert!(impact.contains("statement time per call"), "{impact:?}");
 }
