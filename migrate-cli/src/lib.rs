@@ -732,8 +732,7 @@ impl Context {
     /// command touches anything: every database command connects here, so none can skip it.
     /// Errors name where the URL came from, never the URL.
     pub async fn connect(&self, database: &DatabaseUrl) -> anyhow::Result<Client> {
-        let from = || format!("the connection string from {}", database.source.describe());
-        let mut options = ConnectOptions::parse(&database.url).with_context(from)?;
+        let mut options = self.connect_options(database)?;
         options
             .config
             .application_name(&self.config.migrator.application_name);
@@ -743,11 +742,12 @@ impl Context {
         Ok(client)
     }
 
-    /// Where a backfill under the controller opens its monitor and workers (see
-    /// `Migrator::with_backfill_sessions`), named after the migration session's
-    /// application_name, so that nothing taking the migration session by its name (an
-    /// operator's `pg_terminate_backend`, a lock-holder report) takes them too.
-    pub fn backfill_sessions(&self, database: &DatabaseUrl) -> anyhow::Result<ConnectOptions> {
+    /// The parsed connection string: what [`Context::connect`] opens, and where a backfill
+    /// under the controller opens its monitor and workers (`Migrator::with_backfill_sessions`
+    /// names them after the migration session's application_name, so that nothing taking the
+    /// migration session by its name, such as an operator's `pg_terminate_backend`, takes them
+    /// too). Errors name where the URL came from, never the URL.
+    pub fn connect_options(&self, database: &DatabaseUrl) -> anyhow::Result<ConnectOptions> {
         let from = || format!("the connection string from {}", database.source.describe());
         ConnectOptions::parse(&database.url).with_context(from)
     }

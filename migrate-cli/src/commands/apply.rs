@@ -65,7 +65,7 @@ pub fn up(context: &Context, to: Option<u64>, dry_run: bool) -> anyhow::Result<O
         // A backfill under the controller watches the server on a second connection and may
         // run batches on more: opened by the runtime under the migration lock, when it runs.
         let migrator = if needs_monitor {
-            migrator.with_backfill_sessions(context.backfill_sessions(database)?)
+            migrator.with_backfill_sessions(context.connect_options(database)?)
         } else {
             migrator
         };

@@ -57,7 +57,7 @@ pub fn rerun(context: &Context, version: u64) -> anyhow::Result<Outcome> {
         // The controller watches the server on a second connection while each batch runs
         // (opened by the runtime under the migration lock).
         let migrator = if adaptive {
-            migrator.with_backfill_sessions(context.backfill_sessions(database)?)
+            migrator.with_backfill_sessions(context.connect_options(database)?)
         } else {
             migrator
         };
