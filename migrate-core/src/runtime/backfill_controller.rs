@@ -66,6 +66,10 @@ const SERVER_TIME_RISE: f64 = 1.5;
 /// ... once it runs at least this many transactions per second: below, one transaction more
 /// or less is noise.
 const MIN_APPLICATION_TPS: f64 = 50.0;
+/// The rest, as a multiple of the batch's duration, a backfill starts with when rest windows
+/// will measure the application: half the time until the first window says what the batches
+/// cost it, since a drop found only after a first window at full speed has already been paid.
+const START_REST_RATIO: f64 = 1.0;
 /// Clean cycles in a row before the controller adds a worker.
 const CLEAN_CYCLES_PER_WORKER: u32 = 10;
 
@@ -379,6 +383,13 @@ impl Controller {
             clean_cycles: 0,
             window_floor: 0.0,
         }
+    }
+
+    /// Starts at half speed, held there until a rest window finds the application unharmed
+    /// (or idle): for a controller whose rest windows measure the application.
+    pub(crate) fn start_slowly(&mut self) {
+        self.rest_ratio = START_REST_RATIO;
+        self.window_floor = START_REST_RATIO;
     }
 
     /// Batches to run at once.
@@ -1083,6 +1094,48 @@ mod tests {
             working_statement_ms: None,
         };
         assert_eq!(controller.observe_window(&idle), None);
+    }
+
+    #[test]
+    fn a_slow_start_holds_half_speed_until_a_window_measures_the_application() {
+        let rates = |resting_tps: f64, working_tps: f64| ApplicationRates {
+            resting_tps,
+            working_tps,
+            resting_ms: None,
+            working_ms: None,
+            resting_statement_ms: None,
+            working_statement_ms: None,
+        };
+        let clean_batches = |controller: &mut Controller| {
+            for _ in 0..20 {
+                controller.observe(
+                    &batch(controller.batch_size(), 100_000.0),
+                    &Baselines::default(),
+                );
+            }
+        };
+        let mut controller = Controller::new(settings());
+        controller.start_slowly();
+        clean_batches(&mut controller);
+        assert_eq!(
+            controller.rest_ratio, START_REST_RATIO,
+            "clean batches alone keep it"
+        );
+        // An unharmed application: the floor eases by a clean cycle's share per window.
+        assert_eq!(controller.observe_window(&rates(8_000.0, 7_990.0)), None);
+        clean_batches(&mut controller);
+        assert!(
+            (controller.rest_ratio - START_REST_RATIO * REST_RECOVERY).abs() < 1e-9,
+            "{}",
+            controller.rest_ratio
+        );
+        // An idle one ends it at once.
+        let mut idle = Controller::new(settings());
+        idle.start_slowly();
+        assert_eq!(idle.observe_window(&rates(10.0, 9.0)), None);
+        clean_batches(&mut idle);
+        assert_eq!(idle.rest_ratio, 0.0);
+        assert_eq!(idle.rest(), Duration::ZERO);
     }
 
     #[test]

@@ -102,10 +102,13 @@ impl BackfillStatus {
     }
 }
 
-/// How long the backfill works before a rest window measures the application alone ...
-const FIRST_WORK_WINDOW: Duration = Duration::from_secs(8);
+/// How long the backfill works before a rest window measures the application alone: short,
+/// since a loss found at the window's end has been paid for all of it ...
+const FIRST_WORK_WINDOW: Duration = Duration::from_secs(2);
 /// ... at most, after rest windows that found the application unharmed.
-const MAX_WORK_WINDOW: Duration = Duration::from_secs(32);
+const MAX_WORK_WINDOW: Duration = Duration::from_secs(16);
+/// What the rests before the first rest window found the application unharmed are held by.
+const SLOW_START: &str = "slow start (until the application is measured)";
 /// The part of a rest window whose counters are read (after the flush lag).
 const REST_WINDOW_MEASURED: Duration = Duration::from_secs(1);
 
@@ -248,8 +251,12 @@ impl<'a> Pacer<'a> {
                     statement_latency_off = signals.statements_off.as_deref(),
                     "backfill controller starting"
                 );
+                let mut controller = Controller::new(settings);
+                if signals.watching() {
+                    controller.start_slowly();
+                }
                 Mode::Adaptive {
-                    controller: Box::new(Controller::new(settings)),
+                    controller: Box::new(controller),
                     signals: Box::new(signals),
                     baselines,
                     windows: Box::new(RateWindows {
@@ -530,8 +537,9 @@ impl<'a> Pacer<'a> {
                     signals
                         .watch(tokio::time::sleep(rest), controller.target())
                         .await;
-                    if let PaceState::BackingOff(pressure) = controller.state() {
-                        held.push((pressure.signal(), rest));
+                    match controller.state() {
+                        PaceState::BackingOff(pressure) => held.push((pressure.signal(), rest)),
+                        _ => held.push((SLOW_START, rest)),
                     }
                 }
                 if signals.watching() && windows.work_since.elapsed() >= windows.every {
