@@ -310,13 +310,14 @@ async fn run_shape(args: &Args, shape: Shape) -> Result<ShapeResult, String> {
         let impact = fill.impact.clone();
         let measured = report::measure(&name, &log, (start, end), args.baseline, filled, fill);
         println!(
-            "  {name}: baseline {:.0} TPS p99 {:.1} ms; during: {} s at 0 TPS, p99 {:.1} ms, \
+            "  {name}: baseline {:.0} TPS p99 {:.1} ms; during: {} s at 0 TPS, p99 {:.1} ms (fill alone {:.1} ms), \
              TPS drop {:.1}%; {:.1} s; {:.0} rows/s ({:.0}% of bulk); CPU over {:.0} s: server \
              {:.1} s, pgbench {:.1} s, runner {:.1} s{}",
             measured.baseline_tps,
             measured.baseline_p99_ms,
             measured.zero_seconds,
             measured.change_p99_ms,
+            measured.fill_p99_ms,
             measured.tps_drop_percent,
             measured.duration_s,
             measured.rows_per_second,
@@ -377,23 +378,24 @@ fn markdown(args: &Args, results: &[ShapeResult]) -> String {
     );
     let _ = writeln!(
         text,
-        "| shape | run | baseline TPS | baseline p99 ms | s at 0 TPS | p99 ms during | TPS drop % | duration s | rows/s | vs bulk | CPU s: server / pgbench / runner (over s) |"
+        "| shape | run | baseline TPS | baseline p99 ms | s at 0 TPS | p99 ms during | p99 ms during fill | TPS drop % | duration s | rows/s | vs bulk | CPU s: server / pgbench / runner (over s) |"
     );
     let _ = writeln!(
         text,
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
     );
     for result in results {
         for (run, cpu, _) in &result.runs {
             let _ = writeln!(
                 text,
-                "| ({}) | {} | {:.0} | {:.1} | {} | {:.1} | {:.1} | {:.1} | {:.0} | {:.0}% | {:.1} / {:.1} / {:.1} ({:.0}) |",
+                "| ({}) | {} | {:.0} | {:.1} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} | {:.0}% | {:.1} / {:.1} / {:.1} ({:.0}) |",
                 result.shape.id,
                 run.name,
                 run.baseline_tps,
                 run.baseline_p99_ms,
                 run.zero_seconds,
                 run.change_p99_ms,
+                run.fill_p99_ms,
                 run.tps_drop_percent,
                 run.duration_s,
                 run.rows_per_second,
@@ -424,7 +426,9 @@ fn markdown(args: &Args, results: &[ShapeResult]) -> String {
     let _ = writeln!(
         text,
         "\nDuring = from the change's start to its end; p99 during also counts the transactions \
-         completed in the baseline's length after it. Latency is pgbench's with `--rate`: from \
+         completed in the baseline's length after it (for the runner: the expand, the backfill, \
+         then the `CREATE INDEX CONCURRENTLY`); during fill = only the transactions completed \
+         while the backfill's rows were filled. Latency is pgbench's with `--rate`: from \
          the scheduled start, so queueing counts. The control run is the load alone measured \
          like a change: its drop and p99 are the machine's own noise."
     );

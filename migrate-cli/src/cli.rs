@@ -127,6 +127,30 @@ pub(crate) struct TimeoutArgs {
     /// statements, see --network-timeout) [default: 15m].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub statement_timeout: Option<Duration>,
+
+    /// Parallel workers an index build may add (the session's
+    /// max_parallel_maintenance_workers): 0 keeps each CREATE INDEX [CONCURRENTLY] on one
+    /// core, as a backfill batch, so a build on a large table does not take every core of the
+    /// server from the application; `server` leaves the server's setting [default: 0].
+    #[arg(long, value_name = "N|server", value_parser = parse_index_build_workers)]
+    pub index_build_workers: Option<IndexBuildWorkers>,
+}
+
+/// `--index-build-workers`: a count, or the server's own setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct IndexBuildWorkers(pub Option<u32>);
+
+fn parse_index_build_workers(text: &str) -> Result<IndexBuildWorkers, String> {
+    if text == "server" {
+        return Ok(IndexBuildWorkers(None));
+    }
+    match text.parse::<u32>() {
+        // PostgreSQL's own bound on max_parallel_maintenance_workers.
+        Ok(workers) if workers <= 1024 => Ok(IndexBuildWorkers(Some(workers))),
+        _ => Err(format!(
+            "expected a number of workers from 0 to 1024, or `server`, got `{text}`"
+        )),
+    }
 }
 
 // The advisory lock that lets one run at a time change the database.
@@ -557,6 +581,7 @@ impl TimeoutArgs {
     fn prefer(&mut self, later: TimeoutArgs) {
         self.lock_timeout = later.lock_timeout.or(self.lock_timeout);
         self.statement_timeout = later.statement_timeout.or(self.statement_timeout);
+        self.index_build_workers = later.index_build_workers.or(self.index_build_workers);
     }
 }
 
@@ -1094,6 +1119,22 @@ pub(crate) enum OnOff {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn index_build_workers_are_a_count_or_the_servers_own() {
+        assert_eq!(
+            parse_index_build_workers("server"),
+            Ok(IndexBuildWorkers(None))
+        );
+        assert_eq!(
+            parse_index_build_workers("2"),
+            Ok(IndexBuildWorkers(Some(2)))
+        );
+        for bad in ["-1", "two", "", "2000"] {
+            let error = parse_index_build_workers(bad).expect_err(bad);
+            assert!(error.contains("from 0 to 1024, or `server`"), "{error}");
+        }
+    }
 
     /// Commands that never connect to the database given by `--database-url` (`check` and
     /// `squash` start scratch clusters of their own).

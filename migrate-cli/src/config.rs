@@ -109,6 +109,9 @@ impl Config {
         if let Some(timeout) = cli.timeouts.statement_timeout {
             migrator.statement_timeout = timeout;
         }
+        if let Some(workers) = cli.timeouts.index_build_workers {
+            migrator.index_build_workers = workers.0;
+        }
         if let Some(wait) = cli.lock.lock_wait {
             migrator.lock_wait = wait;
         }

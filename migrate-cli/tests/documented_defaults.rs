@@ -63,6 +63,7 @@ fn the_readme_states_the_runtime_defaults() {
         application_name,
         lock_timeout,
         statement_timeout,
+        index_build_workers,
         lock_wait,
         lock_retries,
         retry_backoff,
@@ -89,6 +90,9 @@ fn the_readme_states_the_runtime_defaults() {
                 }
                 "lock_timeout" => assert_eq!(duration(value), lock_timeout, "{stale}"),
                 "statement_timeout" => assert_eq!(duration(value), statement_timeout, "{stale}"),
+                "index_build_workers" => {
+                    assert_eq!(value, format!("`{index_build_workers:?}`"), "{stale}")
+                }
                 "lock_wait" => assert_eq!(duration(value), lock_wait, "{stale}"),
                 "lock_retries" => assert_eq!(value, lock_retries.to_string(), "{stale}"),
                 "retry_backoff" => assert_eq!(duration(value), retry_backoff, "{stale}"),
@@ -120,7 +124,7 @@ fn the_readme_states_the_runtime_defaults() {
             documented.push(field.to_owned());
         }
     }
-    assert_eq!(documented.len(), 14, "every field once: {documented:?}");
+    assert_eq!(documented.len(), 15, "every field once: {documented:?}");
 }
 
 #[test]

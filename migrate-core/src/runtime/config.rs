@@ -22,6 +22,13 @@ pub struct MigratorConfig {
     /// Session `statement_timeout`; `Duration::ZERO` disables it. Default: 15 min. A
     /// `CREATE INDEX CONCURRENTLY` on a large table may need more: raise it for such runs.
     pub statement_timeout: Duration,
+    /// The session's `max_parallel_maintenance_workers`: the parallel workers an index build
+    /// (`CREATE INDEX [CONCURRENTLY]`, `REINDEX`) may add to its own process. Default: 0,
+    /// one core per build, as a backfill batch takes: PostgreSQL's own default of 2 gives a
+    /// build on a large table three processes, every core of a small server, and the
+    /// application's queries queue behind it for as long as the build runs. `None` leaves
+    /// the server's setting.
+    pub index_build_workers: Option<u32>,
     /// How long to wait for another migrator's advisory lock before failing. Default: 60 s.
     pub lock_wait: Duration,
     /// Retries after a `lock_timeout` failure (55P03): of the whole transaction in
@@ -303,6 +310,7 @@ impl Default for MigratorConfig {
             application_name: "migrate".to_owned(),
             lock_timeout: Duration::from_secs(5),
             statement_timeout: Duration::from_secs(15 * 60),
+            index_build_workers: Some(0),
             lock_wait: Duration::from_secs(60),
             lock_retries: 5,
             retry_backoff: Duration::from_millis(500),

@@ -332,26 +332,33 @@ impl<'m> Migrator<'m> {
 
     /// `SET` for the session, through `set_config` so values are bound, never spliced.
     /// Returns the values it replaced, for [`Migrator::restore_session`].
-    async fn configure_session(&self, client: &Client) -> Result<[String; 3], RuntimeError> {
+    async fn configure_session(&self, client: &Client) -> Result<[String; 4], RuntimeError> {
         let millis = |d: Duration| format!("{}ms", d.as_millis());
         let before = client
             .query_one(
                 "SELECT current_setting('application_name'), current_setting('lock_timeout'), \
-                        current_setting('statement_timeout')",
+                        current_setting('statement_timeout'), \
+                        current_setting('max_parallel_maintenance_workers')",
                 &[],
             )
             .await
             .map_err(RuntimeError::database("reading the session parameters"))?;
-        let before = [before.get(0), before.get(1), before.get(2)];
+        let before: [String; 4] = [before.get(0), before.get(1), before.get(2), before.get(3)];
+        let index_build_workers = self
+            .config
+            .index_build_workers
+            .map_or_else(|| before[3].clone(), |workers| workers.to_string());
         client
             .query_one(
                 "SELECT set_config('application_name', $1, false), \
                         set_config('lock_timeout', $2, false), \
-                        set_config('statement_timeout', $3, false)",
+                        set_config('statement_timeout', $3, false), \
+                        set_config('max_parallel_maintenance_workers', $4, false)",
                 &[
                     &self.config.application_name,
                     &millis(self.config.lock_timeout),
                     &millis(self.config.statement_timeout),
+                    &index_build_workers,
                 ],
             )
             .await
@@ -361,15 +368,16 @@ impl<'m> Migrator<'m> {
 
     /// Puts back the session parameters `up` and `down` changed, so a client handed in from
     /// a pool goes back with its own settings, not a 300 ms lock timeout.
-    async fn restore_session(&self, client: &Client, before: &[String; 3]) {
+    async fn restore_session(&self, client: &Client, before: &[String; 4]) {
         let result = deadline::within(
             Some(self.config.limits().own),
             "restoring the session parameters",
             client.query_one(
                 "SELECT set_config('application_name', $1, false), \
                         set_config('lock_timeout', $2, false), \
-                        set_config('statement_timeout', $3, false)",
-                &[&before[0], &before[1], &before[2]],
+                        set_config('statement_timeout', $3, false), \
+                        set_config('max_parallel_maintenance_workers', $4, false)",
+                &[&before[0], &before[1], &before[2], &before[3]],
             ),
         )
         .await;
@@ -383,7 +391,7 @@ impl<'m> Migrator<'m> {
     /// Puts the client's session back as it came (settings, role, SQL prepared statements,
     /// channels, temporary tables: see `session`); when that fails, at least the three
     /// parameters the run set.
-    async fn give_back(&self, client: &Client, caller: &SessionState, before: &[String; 3]) {
+    async fn give_back(&self, client: &Client, caller: &SessionState, before: &[String; 4]) {
         let restored = deadline::within(
             Some(self.config.limits().own),
             "restoring the session state",

@@ -183,3 +183,41 @@ async fn a_pooled_client_goes_back_as_it_came_after_up_and_after_a_failed_up() {
         .await
         .expect("cached statement");
 }
+
+#[tokio::test]
+async fn index_builds_run_on_one_core_by_default_and_the_callers_setting_comes_back() {
+    const RECORDS_WORKERS: &[&str] = &["CREATE TABLE IF NOT EXISTS seen_workers AS SELECT \
+        current_setting('max_parallel_maintenance_workers') AS workers"];
+    // (the run's setting, what the migration sees); the caller's own is 3.
+    for (index_build_workers, expected) in [(Some(0), "0"), (Some(4), "4"), (None, "3")] {
+        let db = database();
+        let client = client(db.url()).await;
+        client
+            .batch_execute("SET max_parallel_maintenance_workers = 3")
+            .await
+            .expect("caller's setting");
+        let migrations = set(vec![tx(1, "seen_workers", RECORDS_WORKERS, &[])]);
+        let mut config = config();
+        config.index_build_workers = index_build_workers;
+        Migrator::new(&migrations, config)
+            .expect("config")
+            .up(&client, UpTo::All)
+            .await
+            .expect("up");
+        let seen: String = client
+            .query_one("SELECT workers FROM seen_workers", &[])
+            .await
+            .expect("recorded")
+            .get(0);
+        assert_eq!(seen, expected, "{index_build_workers:?}");
+        let after: String = client
+            .query_one(
+                "SELECT current_setting('max_parallel_maintenance_workers')",
+                &[],
+            )
+            .await
+            .expect("setting")
+            .get(0);
+        assert_eq!(after, "3", "the caller's setting is back");
+    }
+}
