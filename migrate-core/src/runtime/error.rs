@@ -510,7 +510,7 @@ pub enum RuntimeError {
         /// The backfill statement.
         location: StatementLocation,
         /// Which signal, at what reading.
-        reason: Box<super::backfill_stops::AbortReason>,
+        reason: Box<super::backfill::stops::AbortReason>,
     },
 
     /// A compare (`migrate verify --compare`) cannot run: no compare declared, or its

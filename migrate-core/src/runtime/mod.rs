@@ -23,25 +23,15 @@
 //! # Ok(()) }
 //! ```
 
+mod adopt;
 pub mod backfill;
-mod backfill_controller;
-mod backfill_pace;
-mod backfill_rerun;
-mod backfill_signals;
-mod backfill_stops;
-pub mod baseline;
 pub mod compare;
-mod compare_tables;
 mod config;
 pub mod connect;
 mod deadline;
-pub mod dual_write;
 pub mod error;
 mod executor;
 pub mod gates;
-// `migrate import` and `migrate plan --observe`: the CLI's, and they read SQL.
-#[cfg(feature = "lint")]
-pub mod import;
 mod lock;
 // What `migrate check` observes PostgreSQL doing: the CLI's, not a stable API.
 #[cfg(feature = "lint")]
@@ -49,19 +39,21 @@ mod lock;
 pub mod observe;
 mod pending;
 mod pooler;
-pub mod reconcile;
-pub mod repair;
 mod report;
-mod row_equality;
-mod running_queries;
 mod session;
-#[cfg(feature = "sqlx")]
-pub mod sqlx;
 // The runtime's own tables: public for the CLI (`check` names them, `flag` validates flag
 // names), not a stable API; a service uses them through `Migrator`.
 #[doc(hidden)]
 pub mod state;
-pub mod verify;
+
+// The rooms' public modules, at the paths they always had.
+#[cfg(feature = "lint")]
+pub use adopt::import;
+pub use adopt::{baseline, repair};
+pub use backfill::verify;
+#[cfg(feature = "sqlx")]
+pub use compare::sqlx;
+pub use compare::{dual_write, reconcile};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -71,10 +63,10 @@ use std::time::Duration;
 use tokio_postgres::Client;
 use tracing::Instrument;
 
-pub use backfill_controller::{ApplicationRates, PaceState, Pressure};
-pub use backfill_pace::BackfillStatus;
-pub use backfill_rerun::BackfillRerun;
-pub use backfill_stops::{AbortReason, PAUSE_FLAG, PauseReason};
+pub use backfill::controller::{ApplicationRates, PaceState, Pressure};
+pub use backfill::pace::BackfillStatus;
+pub use backfill::rerun::BackfillRerun;
+pub use backfill::stops::{AbortReason, PAUSE_FLAG, PauseReason};
 pub use compare::{CompareOptions, CompareReport, Difference, DifferingKey};
 pub use config::{
     AutovacuumPause, BackfillControl, DEFAULT_PROBE, MAX_LOCK_TIMEOUT, MigratorConfig,

@@ -7,8 +7,8 @@
 
 use tokio_postgres::Client;
 
-use super::Migrator;
-use super::error::RuntimeError;
+use crate::runtime::Migrator;
+use crate::runtime::error::RuntimeError;
 
 /// Why [`Migrator::baseline`] recorded nothing.
 #[derive(Debug, thiserror::Error)]
@@ -87,7 +87,7 @@ impl Migrator<'_> {
                         .iter()
                         .filter(|m| recorded.contains(&m.version))
                     {
-                        let version = super::sql_version(m.version);
+                        let version = crate::runtime::sql_version(m.version);
                         client
                             .execute(
                                 insert.as_str(),

@@ -11,9 +11,9 @@ use std::time::SystemTime;
 
 use tokio_postgres::Client;
 
-use super::Migrator;
-use super::error::RuntimeError;
 use crate::migration::Migration;
+use crate::runtime::Migrator;
+use crate::runtime::error::RuntimeError;
 use crate::source::Layout;
 
 pub use tools::{RecordedChecksum, table_of};
@@ -263,7 +263,7 @@ impl Migrator<'_> {
                     client.batch_execute("BEGIN").await?;
                     for row in recorded {
                         let m = self.migrations.get(row.version).expect("checked above");
-                        let version = super::sql_version(row.version);
+                        let version = crate::runtime::sql_version(row.version);
                         client
                             .execute(
                                 insert.as_str(),

@@ -46,6 +46,8 @@ use super::state::backfill_progress::BackfillProgressTable;
 use super::state::history::History;
 use crate::migration::{Migration, Migrations, Phase};
 
+mod running_queries;
+
 /// The guard counts at most this many remaining rows: enough to say how bad it is, without
 /// scanning a whole table that is far from done.
 const REMAINING_ROWS_CAP: i64 = 1000;
@@ -293,7 +295,7 @@ pub(crate) async fn check(
         return Err(refuse(failure));
     }
     if let Some(window) = settings.running_queries_window
-        && let Some(failure) = super::running_queries::check(client, contract, window).await?
+        && let Some(failure) = running_queries::check(client, contract, window).await?
     {
         return Err(refuse(failure));
     }

@@ -2,7 +2,7 @@
 //! connection before every batch, whatever paces the batches (the controller or the fixed
 //! `batch=`/`delay=`). A reason either **pauses** the backfill (it waits, re-reading the
 //! signals every `pause_poll`, and goes on once none holds) or **aborts** it (the run fails
-//! with [`RuntimeError::BackfillAborted`](super::RuntimeError::BackfillAborted); its progress
+//! with [`RuntimeError::BackfillAborted`](crate::runtime::RuntimeError::BackfillAborted); its progress
 //! is stored, so the next `up` resumes it). An abort is decided only on a second reading a
 //! poll later, so one odd sample never stops a deploy.
 //!
@@ -25,11 +25,11 @@ use std::time::{Duration, Instant};
 use tokio_postgres::Client;
 use tokio_postgres::error::SqlState;
 
-use super::config::{AutovacuumPause, BackfillControl};
-use super::deadline::{Limits, within};
-use super::error::RuntimeError;
-use super::gates::{human, read_replication};
-use super::state::flags::{FlagError, FlagStore};
+use crate::runtime::config::{AutovacuumPause, BackfillControl};
+use crate::runtime::deadline::{Limits, within};
+use crate::runtime::error::RuntimeError;
+use crate::runtime::gates::{human, read_replication};
+use crate::runtime::state::flags::{FlagError, FlagStore};
 
 /// The flag `migrate backfill pause` sets: every runner reads it before each batch.
 pub const PAUSE_FLAG: &str = "migrate.backfill_paused";
@@ -533,7 +533,7 @@ mod tests {
 
     #[test]
     fn the_pause_flag_is_a_valid_flag_name() {
-        assert!(super::super::state::flags::validate_flag_name(PAUSE_FLAG).is_ok());
+        assert!(crate::runtime::state::flags::validate_flag_name(PAUSE_FLAG).is_ok());
     }
 
     #[test]
