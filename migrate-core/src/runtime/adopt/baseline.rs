@@ -87,7 +87,7 @@ impl Migrator<'_> {
                         .iter()
                         .filter(|m| recorded.contains(&m.version))
                     {
-                        let version = crate::runtime::sql_version(m.version);
+                        let version = crate::runtime::state::history::sql_version(m.version);
                         client
                             .execute(
                                 insert.as_str(),

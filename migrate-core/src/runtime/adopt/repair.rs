@@ -92,7 +92,7 @@ impl Migrator<'_> {
                     if row.checksum == found {
                         continue;
                     }
-                    let version = crate::runtime::sql_version(row.version);
+                    let version = crate::runtime::state::history::sql_version(row.version);
                     client
                         .execute(sql.as_str(), &[&version, &found, &row.checksum])
                         .await

@@ -84,7 +84,7 @@ pub(crate) async fn run(
         | (Ok(_), _)
         | (Err(_), None) => {}
         (Err(error), Some(statement)) => {
-            let version = crate::runtime::sql_version(migration.version);
+            let version = crate::runtime::state::history::sql_version(migration.version);
             let recorded = within(
                 Some(settings.limits.own),
                 "recording the backfill's failure",
@@ -121,7 +121,7 @@ async fn run_statements(
     )
     .await??;
     // Versions are checked to fit a bigint in Migrator::new.
-    let version = crate::runtime::sql_version(migration.version);
+    let version = crate::runtime::state::history::sql_version(migration.version);
     // Workers only under the controller: fixed batches are the operator's pace.
     let workers: &[Client] = match spec.pace {
         crate::migration::BackfillPace::Adaptive { .. } => pace.workers,

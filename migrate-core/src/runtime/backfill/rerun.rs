@@ -14,8 +14,10 @@ use tracing::Instrument;
 
 use crate::migration::Phase;
 use crate::runtime::error::RuntimeError;
+use crate::runtime::executor::finish_span;
 use crate::runtime::state::backfill_progress::{BackfillProgressTable, statement_index};
-use crate::runtime::{Migrator, deadline, finish_span, sql_version};
+use crate::runtime::state::history::sql_version;
+use crate::runtime::{Migrator, deadline};
 
 /// What a re-run of an applied backfill did.
 #[derive(Debug, Clone, PartialEq, Eq)]

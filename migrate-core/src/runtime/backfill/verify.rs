@@ -14,9 +14,10 @@ use tokio_postgres::Client;
 
 use super::batches::plan_statement;
 use crate::migration::Phase;
+use crate::runtime::Migrator;
 use crate::runtime::error::RuntimeError;
 use crate::runtime::state::backfill_progress::{BackfillProgressTable, statement_index};
-use crate::runtime::{Migrator, sql_version};
+use crate::runtime::state::history::sql_version;
 
 /// One statement of a backfill migration, as the database knows it.
 #[derive(Debug, Clone, PartialEq)]

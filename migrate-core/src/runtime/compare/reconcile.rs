@@ -32,7 +32,7 @@ use crate::runtime::compare::row_equality::{self, RowEquality, aliases};
 use crate::runtime::compare::tables::CompareTables;
 use crate::runtime::deadline;
 use crate::runtime::error::RuntimeError;
-use crate::runtime::sql_version;
+use crate::runtime::state::history::sql_version;
 use crate::runtime::state::reconcile_queue::{ReconcileQueue, UnreplayableKey};
 
 /// Keys replayed per transaction.

@@ -46,11 +46,11 @@ use crate::runtime::Migrator;
 use crate::runtime::compare::row_equality::{self, RowEquality, aliases};
 use crate::runtime::compare::tables::CompareTables;
 use crate::runtime::deadline;
+use crate::runtime::error::GateFailure;
 use crate::runtime::error::{CompareLocation, RuntimeError};
-use crate::runtime::gates::GateFailure;
-use crate::runtime::sql_version;
 use crate::runtime::state::compare_progress::{CompareProgress, CompareProgressTable};
 use crate::runtime::state::history::History;
+use crate::runtime::state::history::sql_version;
 use crate::runtime::state::reconcile_queue::ReconcileQueue;
 use crate::source::parse_compare;
 

@@ -405,6 +405,12 @@ impl History {
     }
 }
 
+/// A version as the history table stores it (`bigint`); checked in
+/// [`Migrator::new`](crate::runtime::Migrator::new).
+pub(crate) fn sql_version(version: u64) -> i64 {
+    i64::try_from(version).unwrap_or(i64::MAX)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -263,7 +263,7 @@ impl Migrator<'_> {
                     client.batch_execute("BEGIN").await?;
                     for row in recorded {
                         let m = self.migrations.get(row.version).expect("checked above");
-                        let version = crate::runtime::sql_version(row.version);
+                        let version = crate::runtime::state::history::sql_version(row.version);
                         client
                             .execute(
                                 insert.as_str(),
