@@ -58,10 +58,11 @@ impl PartialRunTable {
                 error text)",
             self.quoted
         );
-        super::create_table_if_missing(
+        super::ensure_table(
             client,
             &self.quoted,
             &create,
+            "",
             "creating the partial-run table",
         )
         .await?;
