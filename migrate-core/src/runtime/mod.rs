@@ -92,8 +92,7 @@ pub use state::reconcile_queue::UnreplayableKey;
 pub use verify::{BackfillRun, BackfillState};
 
 use crate::migration::{BackfillSpec, Migration, Migrations, Phase, Section};
-use executor::finish_span;
-use executor::{Backoff, ExecutionSettings, HistoryChange};
+use executor::{Backoff, ExecutionSettings, HistoryChange, finish_span};
 use lock::AdvisoryLock;
 use session::SessionState;
 use state::history::{History, HistoryRow, sql_version};

@@ -107,8 +107,11 @@ impl BackfillProgressTable {
             client,
             &self.quoted,
             &create,
-            LATER_COLUMNS,
             "creating the backfill progress table",
+            Some((
+                LATER_COLUMNS,
+                "adding the later columns to the backfill progress table",
+            )),
         )
         .await
     }

@@ -102,8 +102,8 @@ impl CompareProgressTable {
             client,
             &self.quoted,
             &sql,
-            "",
             "creating the compare progress table",
+            None,
         )
         .await
     }

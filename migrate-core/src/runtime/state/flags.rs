@@ -125,8 +125,8 @@ impl FlagStore {
             client,
             &self.quoted,
             &create,
-            "",
             "creating the flags table",
+            None,
         )
         .await
     }

@@ -23,21 +23,22 @@ use tokio_postgres::error::SqlState;
 use crate::runtime::error::RuntimeError;
 
 /// Makes a state table ready: `create` (its `CREATE TABLE IF NOT EXISTS`, with every column)
-/// when the table `quoted` is missing, then the `later_columns` (`name type, ...`, empty for
-/// none) a table made by an earlier release lacks. Every state table but the history (which
-/// also creates its schema) is made here; `doing` names the work in errors.
+/// when the table `quoted` is missing, then the `later_columns` (`name type, ...`) a table
+/// made by an earlier release lacks. Every state table but the history (which also creates
+/// its schema) is made here; `creating` and the second part of `later_columns` name the work
+/// in errors.
 pub(crate) async fn ensure_table(
     client: &impl tokio_postgres::GenericClient,
     quoted: &str,
     create: &str,
-    later_columns: &str,
-    doing: &'static str,
+    creating: &'static str,
+    later_columns: Option<(&str, &'static str)>,
 ) -> Result<(), RuntimeError> {
-    create_table_if_missing(client, quoted, create, doing).await?;
-    if later_columns.is_empty() {
-        return Ok(());
+    create_table_if_missing(client, quoted, create, creating).await?;
+    match later_columns {
+        Some((columns, adding)) => add_later_columns(client, quoted, columns, adding).await,
+        None => Ok(()),
     }
-    add_later_columns(client, quoted, later_columns, doing).await
 }
 
 /// A state table read before any run created it.

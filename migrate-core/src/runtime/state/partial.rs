@@ -62,8 +62,8 @@ impl PartialRunTable {
             client,
             &self.quoted,
             &create,
-            "",
             "creating the partial-run table",
+            None,
         )
         .await?;
         client

@@ -107,8 +107,8 @@ impl ReconcileQueue {
             client,
             &self.quoted,
             &self.create_sql(),
-            LATER_COLUMNS,
             "creating the reconcile queue",
+            Some((LATER_COLUMNS, "adding columns to the reconcile queue")),
         )
         .await
     }
