@@ -412,6 +412,8 @@ pub(crate) enum Adopted<'a> {
     /// `migrate baseline`: the schema was built by other means; `baselined`, no duration.
     Baselined,
     /// `migrate import`: another tool ran it, and recorded when and how long.
+    // `import` reads SQL: without the `lint` feature nothing imports.
+    #[cfg_attr(not(feature = "lint"), allow(dead_code))]
     Imported {
         /// The tool, named in `executed_by`.
         tool: &'a str,
