@@ -16,7 +16,7 @@ use std::fmt;
 
 use sqlparser::ast::{
     AlterColumnOperation, AlterTableOperation, ColumnOption, FromTable, ObjectName, ObjectType,
-    Statement, TableConstraint, TableFactor, TableObject,
+    Statement, TableConstraint, TableFactor, TableObject, TableWithJoins,
 };
 
 use crate::classify::{self, Fallback, Words};
@@ -365,41 +365,27 @@ fn from_ast(statement: &Statement, words: &Words<'_>) -> LockAnalysis {
             TableObject::TableName(table) => LockAnalysis::new().lock(name(table), RowExclusive),
             _ => LockAnalysis::unknown(),
         },
-        Statement::Update(update) => {
-            let mut analysis = LockAnalysis::new();
-            if let TableFactor::Table { name: table, .. } = &update.table.relation {
-                analysis.add(name(table), RowExclusive);
-            }
-            if update.selection.is_none() {
-                analysis.add_note("no WHERE: locks every row until commit");
-            }
-            analysis
-        }
+        Statement::Update(update) => row_writes(
+            std::slice::from_ref(&update.table),
+            update.selection.is_some(),
+        ),
         Statement::Delete(delete) => {
-            let mut analysis = LockAnalysis::new();
             let tables = match &delete.from {
                 FromTable::WithFromKeyword(tables) | FromTable::WithoutKeyword(tables) => tables,
             };
-            for table in tables {
-                if let TableFactor::Table { name: table, .. } = &table.relation {
-                    analysis.add(name(table), RowExclusive);
-                }
-            }
-            if delete.selection.is_none() {
-                analysis.add_note("no WHERE: locks every row until commit");
-            }
-            analysis
+            row_writes(tables, delete.selection.is_some())
         }
         Statement::CreateIndex(index) => {
-            let table = name(&index.table_name);
-            if index.concurrently {
-                // Two table scans, waiting for older transactions between them; writes go on.
-                LockAnalysis::new()
-                    .lock(table, ShareUpdateExclusive)
-                    .work(TableWork::Scan)
+            // CONCURRENTLY: two table scans, waiting for older transactions between them;
+            // writes go on.
+            let mode = if index.concurrently {
+                ShareUpdateExclusive
             } else {
-                LockAnalysis::new().lock(table, Share).work(TableWork::Scan)
-            }
+                Share
+            };
+            LockAnalysis::new()
+                .lock(name(&index.table_name), mode)
+                .work(TableWork::Scan)
         }
         Statement::CreateTable(create) => {
             let mut analysis = LockAnalysis::new().note("new table: no other session sees it");
@@ -431,8 +417,8 @@ fn from_ast(statement: &Statement, words: &Words<'_>) -> LockAnalysis {
                 ObjectType::Table
                 | ObjectType::View
                 | ObjectType::MaterializedView
-                | ObjectType::Sequence => Some(AccessExclusive),
-                ObjectType::Index => Some(AccessExclusive),
+                | ObjectType::Sequence
+                | ObjectType::Index => Some(AccessExclusive),
                 _ => None,
             };
             match mode {
@@ -465,30 +451,26 @@ fn from_ast(statement: &Statement, words: &Words<'_>) -> LockAnalysis {
         Statement::RefreshMaterializedView(refresh) => {
             // CONCURRENTLY runs the query and applies the difference to the view in place:
             // its file stays (observed on PostgreSQL 15); without it, a new file replaces it.
-            if refresh.concurrently {
-                LockAnalysis::new()
-                    .lock(name(&refresh.name), Exclusive)
-                    .work(TableWork::Scan)
+            let (mode, work) = if refresh.concurrently {
+                (Exclusive, TableWork::Scan)
             } else {
-                LockAnalysis::new()
-                    .lock(name(&refresh.name), AccessExclusive)
-                    .work(TableWork::Rewrite)
-            }
+                (AccessExclusive, TableWork::Rewrite)
+            };
+            LockAnalysis::new()
+                .lock(name(&refresh.name), mode)
+                .work(work)
         }
         Statement::Vacuum(vacuum) => {
             let table = vacuum
                 .table_name
                 .as_ref()
                 .map_or_else(|| "every table".to_owned(), name);
-            if vacuum.full {
-                LockAnalysis::new()
-                    .lock(table, AccessExclusive)
-                    .work(TableWork::Rewrite)
+            let (mode, work) = if vacuum.full {
+                (AccessExclusive, TableWork::Rewrite)
             } else {
-                LockAnalysis::new()
-                    .lock(table, ShareUpdateExclusive)
-                    .work(TableWork::Scan)
-            }
+                (ShareUpdateExclusive, TableWork::Scan)
+            };
+            LockAnalysis::new().lock(table, mode).work(work)
         }
         Statement::Lock(_) => lock_table(words),
         Statement::CreateView(view) if view.materialized => {
@@ -520,6 +502,21 @@ fn from_ast(statement: &Statement, words: &Words<'_>) -> LockAnalysis {
         | Statement::Set(_) => LockAnalysis::new().note("no lock on existing tables"),
         _ => from_tokens(words),
     }
+}
+
+/// `UPDATE` and `DELETE`: ROW EXCLUSIVE on each table they write; without a WHERE, every row
+/// stays locked until commit.
+fn row_writes(tables: &[TableWithJoins], has_where: bool) -> LockAnalysis {
+    let mut analysis = LockAnalysis::new();
+    for table in tables {
+        if let TableFactor::Table { name: table, .. } = &table.relation {
+            analysis.add(name(table), LockMode::RowExclusive);
+        }
+    }
+    if !has_where {
+        analysis.add_note("no WHERE: locks every row until commit");
+    }
+    analysis
 }
 
 /// `CREATE TABLE ... AS` and `CREATE MATERIALIZED VIEW` run their query to fill the new
@@ -609,7 +606,6 @@ fn alter_table(table: &str, operations: &[AlterTableOperation]) -> LockAnalysis 
                     );
                     (AccessExclusive, TableWork::Scan)
                 }
-                AlterColumnOperation::AddGenerated { .. } => (AccessExclusive, TableWork::None),
                 _ => (AccessExclusive, TableWork::None),
             },
             AlterTableOperation::AddConstraint {
@@ -751,15 +747,15 @@ fn from_tokens(words: &Words<'_>) -> LockAnalysis {
     match classify::fallback(words) {
         Some(Fallback::DropIndex { concurrently, .. }) => {
             let index = object_after(&["DROP", "INDEX"]);
-            if concurrently {
-                LockAnalysis::new()
-                    .lock(index, ShareUpdateExclusive)
-                    .note("SHARE UPDATE EXCLUSIVE on the index's table: waits for its transactions, blocks nothing")
+            let (mode, note) = if concurrently {
+                (
+                    ShareUpdateExclusive,
+                    "SHARE UPDATE EXCLUSIVE on the index's table: waits for its transactions, blocks nothing",
+                )
             } else {
-                LockAnalysis::new()
-                    .lock(index, AccessExclusive)
-                    .note("and ACCESS EXCLUSIVE on the index's table")
-            }
+                (AccessExclusive, "and ACCESS EXCLUSIVE on the index's table")
+            };
+            LockAnalysis::new().lock(index, mode).note(note)
         }
         Some(Fallback::Reindex { concurrently }) => {
             let kind = words.keyword(1).unwrap_or_default();
@@ -773,24 +769,28 @@ fn from_tokens(words: &Words<'_>) -> LockAnalysis {
                         .unwrap_or_default()
                 })
                 .unwrap_or_default();
-            if concurrently {
-                LockAnalysis::new()
-                    .lock(target, ShareUpdateExclusive)
-                    .work(TableWork::Rewrite)
-                    .note("rebuilds the index beside the old one; reads and writes continue")
+            let (mode, note) = if concurrently {
+                (
+                    ShareUpdateExclusive,
+                    "rebuilds the index beside the old one; reads and writes continue",
+                )
             } else if kind == "INDEX" {
                 // ACCESS EXCLUSIVE on the index (observed on PostgreSQL 15): every query that
                 // plans on the table opens its indexes, so reads wait too.
-                LockAnalysis::new()
-                    .lock(target, AccessExclusive)
-                    .work(TableWork::Rewrite)
-                    .note("and SHARE on its table: blocks writes, and reads that plan on the table wait for the index")
+                (
+                    AccessExclusive,
+                    "and SHARE on its table: blocks writes, and reads that plan on the table wait for the index",
+                )
             } else {
-                LockAnalysis::new()
-                    .lock(target, Share)
-                    .work(TableWork::Rewrite)
-                    .note("SHARE on the table, ACCESS EXCLUSIVE on each index: blocks writes")
-            }
+                (
+                    Share,
+                    "SHARE on the table, ACCESS EXCLUSIVE on each index: blocks writes",
+                )
+            };
+            LockAnalysis::new()
+                .lock(target, mode)
+                .work(TableWork::Rewrite)
+                .note(note)
         }
         Some(Fallback::Cluster) => {
             let table = words

@@ -205,11 +205,7 @@ async fn progress_events_follow_the_run() {
     let dir = tempfile::tempdir().unwrap();
     let migrations = write_set(dir.path(), 1000);
     let client = client(db.url()).await;
-    Migrator::new(&migrations, config())
-        .unwrap()
-        .up(&client, UpTo::Version(1))
-        .await
-        .unwrap();
+    up_to(&client, &migrations, 1).await;
     client
         .batch_execute("INSERT INTO items (id, v) SELECT g, g FROM generate_series(1, 2500) g")
         .await
@@ -292,21 +288,32 @@ fn backfill_set(table_sql: &str, spec: (&str, &str, u32, u32), update: &str) -> 
     set(vec![create, backfill])
 }
 
+/// A fresh database with 0001 of `migrations` (a [`backfill_set`]) applied and `rows` run:
+/// where each backfill test starts.
+async fn before_the_backfill(
+    migrations: &Migrations,
+    rows: &str,
+) -> (migrate_scratch::ScratchDatabase, tokio_postgres::Client) {
+    let db = database();
+    let client = client(db.url()).await;
+    up_to(&client, migrations, 1).await;
+    client.batch_execute(rows).await.unwrap();
+    (db, client)
+}
+
 #[tokio::test]
 async fn a_set_that_does_not_falsify_the_where_stops_at_once_saying_why() {
-    let db = database();
     let migrations = backfill_set(
         "CREATE TABLE items (id bigint PRIMARY KEY, a integer)",
         ("items", "id", 100, 0),
         "UPDATE items SET a = 2 WHERE id > 5",
     );
-    let client = client(db.url()).await;
+    let (_db, client) = before_the_backfill(
+        &migrations,
+        "INSERT INTO items (id) SELECT g FROM generate_series(1, 50) g",
+    )
+    .await;
     let migrator = Migrator::new(&migrations, config()).unwrap();
-    migrator.up(&client, UpTo::Version(1)).await.unwrap();
-    client
-        .batch_execute("INSERT INTO items (id) SELECT g FROM generate_series(1, 50) g")
-        .await
-        .unwrap();
     let failed = migrator
         .up(&client, UpTo::All)
         .await
@@ -329,19 +336,17 @@ async fn a_writer_faster_than_the_backfill_cannot_keep_it_running_forever() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
 
-    let db = database();
     let migrations = backfill_set(
         "CREATE TABLE items (id bigserial PRIMARY KEY, v integer NOT NULL, v2 integer)",
         ("items", "id", 10, 100),
         "UPDATE items SET v2 = v WHERE v2 IS NULL",
     );
-    let client = client(db.url()).await;
+    let (db, client) = before_the_backfill(
+        &migrations,
+        "INSERT INTO items (v) SELECT g FROM generate_series(1, 50) g",
+    )
+    .await;
     let migrator = Migrator::new(&migrations, config()).unwrap();
-    migrator.up(&client, UpTo::Version(1)).await.unwrap();
-    client
-        .batch_execute("INSERT INTO items (v) SELECT g FROM generate_series(1, 50) g")
-        .await
-        .unwrap();
 
     let stop = Arc::new(AtomicBool::new(false));
     let writer = tokio::spawn({
@@ -383,21 +388,17 @@ async fn a_writer_faster_than_the_backfill_cannot_keep_it_running_forever() {
 
 #[tokio::test]
 async fn a_uuid_key_is_batched_like_any_ordered_key() {
-    let db = database();
     let migrations = backfill_set(
         "CREATE TABLE items (id uuid PRIMARY KEY, v integer NOT NULL, v2 integer)",
         ("items", "id", 7, 0),
         "UPDATE items SET v2 = v WHERE v2 IS NULL",
     );
-    let client = client(db.url()).await;
+    let (_db, client) = before_the_backfill(
+        &migrations,
+        "INSERT INTO items (id, v) SELECT gen_random_uuid(), g FROM generate_series(1, 50) g",
+    )
+    .await;
     let migrator = Migrator::new(&migrations, config()).unwrap();
-    migrator.up(&client, UpTo::Version(1)).await.unwrap();
-    client
-        .batch_execute(
-            "INSERT INTO items (id, v) SELECT gen_random_uuid(), g FROM generate_series(1, 50) g",
-        )
-        .await
-        .unwrap();
     let report = migrator.up(&client, UpTo::All).await.expect("uuid key");
     assert_eq!(report.versions(), vec![2]);
     assert_eq!(
@@ -427,26 +428,22 @@ async fn a_uuid_key_is_batched_like_any_ordered_key() {
 #[tokio::test]
 async fn status_shows_a_half_run_backfill_as_in_progress() {
     use migrate_core::runtime::MigrationState;
-    let db = database();
     let migrations = backfill_set(
         "CREATE TABLE items (id bigint PRIMARY KEY, v integer NOT NULL, v2 integer)",
         ("items", "id", 10, 0),
         "UPDATE items SET v2 = v WHERE v2 IS NULL",
     );
-    let client = client(db.url()).await;
-    let migrator = Migrator::new(&migrations, config()).unwrap();
-    migrator.up(&client, UpTo::Version(1)).await.unwrap();
     // One row the backfill cannot fill (v2 is then set to NULL again by a trigger), so it
     // stops after its keyed pass with progress stored and no history row.
-    client
-        .batch_execute(
-            "INSERT INTO items (id, v) SELECT g, g FROM generate_series(1, 30) g;
-             CREATE FUNCTION keep_null() RETURNS trigger LANGUAGE plpgsql AS
-               $$BEGIN IF NEW.id = 30 THEN NEW.v2 := NULL; END IF; RETURN NEW; END$$;
-             CREATE TRIGGER keep_null BEFORE UPDATE ON items FOR EACH ROW EXECUTE FUNCTION keep_null();",
-        )
-        .await
-        .unwrap();
+    let (_db, client) = before_the_backfill(
+        &migrations,
+        "INSERT INTO items (id, v) SELECT g, g FROM generate_series(1, 30) g;
+         CREATE FUNCTION keep_null() RETURNS trigger LANGUAGE plpgsql AS
+           $$BEGIN IF NEW.id = 30 THEN NEW.v2 := NULL; END IF; RETURN NEW; END$$;
+         CREATE TRIGGER keep_null BEFORE UPDATE ON items FOR EACH ROW EXECUTE FUNCTION keep_null();",
+    )
+    .await;
+    let migrator = Migrator::new(&migrations, config()).unwrap();
     migrator
         .up(&client, UpTo::All)
         .await
@@ -485,11 +482,7 @@ async fn a_delete_backfill_purges_exactly_the_matching_rows_in_batches_and_resum
     assert!(checked.diagnostics.is_empty(), "{:?}", checked.diagnostics);
     let migrations = checked.migrations(&dir.path().to_string_lossy());
     let client = client(db.url()).await;
-    Migrator::new(&migrations, config())
-        .unwrap()
-        .up(&client, UpTo::Version(1))
-        .await
-        .unwrap();
+    up_to(&client, &migrations, 1).await;
     // Every third row is expired: 1,000 of 3,000. The state a purge killed after its batches
     // up to key 1500 leaves behind: those expired rows gone, the cursor at 1500.
     client
@@ -607,22 +600,18 @@ async fn stopped_backfill(
 #[tokio::test]
 async fn rows_the_set_leaves_in_the_where_are_named_and_no_resume_is_promised() {
     use migrate_core::runtime::{BackfillRun, RuntimeError, StuckCause};
-    let db = database();
     let migrations = backfill_set(
         "CREATE TABLE items (id bigint PRIMARY KEY, a integer, b integer)",
         ("items", "id", 30, 0),
         "UPDATE items SET b = a WHERE b IS NULL",
     );
-    let client = client(db.url()).await;
+    let (_db, client) = before_the_backfill(
+        &migrations,
+        "INSERT INTO items (id, a) SELECT g, CASE WHEN g % 10 <> 0 THEN g END \
+         FROM generate_series(1, 100) g",
+    )
+    .await;
     let migrator = Migrator::new(&migrations, config()).unwrap();
-    migrator.up(&client, UpTo::Version(1)).await.unwrap();
-    client
-        .batch_execute(
-            "INSERT INTO items (id, a) SELECT g, CASE WHEN g % 10 <> 0 THEN g END \
-             FROM generate_series(1, 100) g",
-        )
-        .await
-        .unwrap();
     for attempt in 0..2 {
         let failed = migrator.up(&client, UpTo::All).await.expect_err("stuck");
         match failed.error() {
@@ -679,22 +668,18 @@ async fn rows_the_set_leaves_in_the_where_are_named_and_no_resume_is_promised() 
 async fn rows_with_a_null_key_are_named_as_the_cause() {
     use migrate_core::runtime::{BackfillRun, RuntimeError, StuckCause};
     for batch in [10, 1000] {
-        let db = database();
         let migrations = backfill_set(
             "CREATE TABLE items (k integer UNIQUE, v integer NOT NULL, v2 integer)",
             ("items", "k", batch, 0),
             "UPDATE items SET v2 = v WHERE v2 IS NULL",
         );
-        let client = client(db.url()).await;
+        let (_db, client) = before_the_backfill(
+            &migrations,
+            "INSERT INTO items (k, v) SELECT g, g FROM generate_series(1, 95) g;
+             INSERT INTO items (k, v) VALUES (NULL, 1), (NULL, 2), (NULL, 3);",
+        )
+        .await;
         let migrator = Migrator::new(&migrations, config()).unwrap();
-        migrator.up(&client, UpTo::Version(1)).await.unwrap();
-        client
-            .batch_execute(
-                "INSERT INTO items (k, v) SELECT g, g FROM generate_series(1, 95) g;
-                 INSERT INTO items (k, v) VALUES (NULL, 1), (NULL, 2), (NULL, 3);",
-            )
-            .await
-            .unwrap();
         let failed = migrator.up(&client, UpTo::All).await.expect_err("stuck");
         match failed.error() {
             RuntimeError::BackfillRowsStuck {

@@ -66,13 +66,9 @@ fn keys(report: &migrate_core::runtime::CompareReport) -> BTreeSet<(String, Diff
 
 #[tokio::test]
 async fn a_million_rows_with_three_corrupted_and_one_missing_name_exactly_those_keys() {
-    let db = database();
-    let dir = tempfile::tempdir().unwrap();
-    let migrations = copy_set(dir.path());
-    let client = client(db.url()).await;
-    let migrator = Migrator::new(&migrations, config()).unwrap();
-    migrator.up(&client, UpTo::Version(1)).await.unwrap();
-    fill_copy(&client, 1_000_000).await;
+    let set = Prepared::new(copy_set, "").await;
+    let (client, migrator) = (&set.client, set.migrator());
+    fill_copy(client, 1_000_000).await;
     // Corrupted: a wrong value, a NULL, a value that differs only in case; missing: a
     // deleted row.
     client
@@ -86,7 +82,7 @@ async fn a_million_rows_with_three_corrupted_and_one_missing_name_exactly_those_
         .unwrap();
 
     let report = migrator
-        .compare(&client, 2, &CompareOptions::default())
+        .compare(client, 2, &CompareOptions::default())
         .await
         .unwrap();
     assert_eq!(report.rows_compared, 1_000_000);
@@ -109,7 +105,7 @@ async fn a_million_rows_with_three_corrupted_and_one_missing_name_exactly_those_
         .await
         .unwrap();
     let report = migrator
-        .compare(&client, 2, &CompareOptions::default())
+        .compare(client, 2, &CompareOptions::default())
         .await
         .unwrap();
     assert_eq!(report.differing, 5);
@@ -123,24 +119,20 @@ async fn a_million_rows_with_three_corrupted_and_one_missing_name_exactly_those_
 
 #[tokio::test]
 async fn a_clean_compare_passes_and_is_recorded() {
-    let db = database();
-    let dir = tempfile::tempdir().unwrap();
-    let migrations = copy_set(dir.path());
-    let client = client(db.url()).await;
-    let migrator = Migrator::new(&migrations, config()).unwrap();
-    migrator.up(&client, UpTo::Version(1)).await.unwrap();
-    fill_copy(&client, 20_000).await;
+    let set = Prepared::new(copy_set, "").await;
+    let (client, migrator) = (&set.client, set.migrator());
+    fill_copy(client, 20_000).await;
     let options = CompareOptions {
         initial_chunk: 1000,
         max_chunk: 1000,
         ..CompareOptions::default()
     };
-    let report = migrator.compare(&client, 2, &options).await.unwrap();
+    let report = migrator.compare(client, 2, &options).await.unwrap();
     assert!(report.passed(), "{report:?}");
     assert_eq!((report.rows_compared, report.chunks), (20_000, 21));
     assert!(report.passed_at.is_some());
     let stored = scalar_i64(
-        &client,
+        client,
         "SELECT count(*) FROM schema_migrations_compare WHERE version = 2 AND passed_at IS NOT NULL",
     )
     .await;
@@ -151,10 +143,10 @@ async fn a_clean_compare_passes_and_is_recorded() {
         .batch_execute("UPDATE users_legacy SET email = 'changed' WHERE id = 20000")
         .await
         .unwrap();
-    let report = migrator.compare(&client, 2, &options).await.unwrap();
+    let report = migrator.compare(client, 2, &options).await.unwrap();
     assert_eq!(report.differing, 1);
     let stored = scalar_i64(
-        &client,
+        client,
         "SELECT count(*) FROM schema_migrations_compare WHERE version = 2 AND passed_at IS NOT NULL",
     )
     .await;
@@ -163,16 +155,9 @@ async fn a_clean_compare_passes_and_is_recorded() {
 
 #[tokio::test]
 async fn a_compare_killed_midway_resumes_after_its_last_chunk() {
-    let db = database();
-    let dir = tempfile::tempdir().unwrap();
-    let migrations = copy_set(dir.path());
-    let setup = client(db.url()).await;
-    Migrator::new(&migrations, config())
-        .unwrap()
-        .up(&setup, UpTo::Version(1))
-        .await
-        .unwrap();
-    fill_copy(&setup, 200_000).await;
+    let set = Prepared::new(copy_set, "").await;
+    let (db, migrations, setup) = (&set.db, &set.migrations, &set.client);
+    fill_copy(setup, 200_000).await;
     setup
         .batch_execute(
             "UPDATE users_modern SET email_normalized = 'first' WHERE id = 5;\n\
@@ -229,7 +214,7 @@ async fn a_compare_killed_midway_resumes_after_its_last_chunk() {
     assert!(killed.is_err(), "{killed:?}");
 
     let client = client(db.url()).await;
-    let report = Migrator::new(&migrations, config())
+    let report = Migrator::new(migrations, config())
         .unwrap()
         .compare(&client, 2, &CompareOptions::default())
         .await
@@ -290,28 +275,24 @@ fn compare_refusal(error: &RuntimeError) -> Option<String> {
 
 #[tokio::test]
 async fn the_gate_refuses_a_contract_until_its_compare_passed() {
-    let db = database();
-    let dir = tempfile::tempdir().unwrap();
-    let migrations = gated_set(dir.path());
-    let client = client(db.url()).await;
-    let migrator = Migrator::new(&migrations, config()).unwrap();
-    migrator.up(&client, UpTo::Version(1)).await.unwrap();
+    let set = Prepared::new(gated_set, "").await;
+    let (client, migrator) = (&set.client, set.migrator());
     client
         .batch_execute(
             "INSERT INTO users (id, email) SELECT g, 'A' || g FROM generate_series(1, 5000) g",
         )
         .await
         .unwrap();
-    migrator.up(&client, UpTo::Version(2)).await.unwrap();
+    migrator.up(client, UpTo::Version(2)).await.unwrap();
 
-    let refused = migrator.up(&client, UpTo::All).await.unwrap_err();
+    let refused = migrator.up(client, UpTo::All).await.unwrap_err();
     assert_eq!(
         compare_refusal(refused.error()).as_deref(),
         Some("it never ran"),
         "{refused}"
     );
     // The dry run refuses the same way.
-    let dry = migrator.dry_run_up(&client, UpTo::All).await.unwrap_err();
+    let dry = migrator.dry_run_up(client, UpTo::All).await.unwrap_err();
     assert!(compare_refusal(dry.error()).is_some(), "{}", dry.error());
 
     // A row written by a release that forgot the new column: the compare fails, and so does
@@ -321,17 +302,17 @@ async fn the_gate_refuses_a_contract_until_its_compare_passed() {
         .await
         .unwrap();
     let report = migrator
-        .compare(&client, 2, &CompareOptions::default())
+        .compare(client, 2, &CompareOptions::default())
         .await
         .unwrap();
     assert_eq!(report.differing, 1);
-    let refused = migrator.up(&client, UpTo::All).await.unwrap_err();
+    let refused = migrator.up(client, UpTo::All).await.unwrap_err();
     assert_eq!(
         compare_refusal(refused.error()).as_deref(),
         Some("it found 1 differing key(s)")
     );
     assert_eq!(
-        scalar_i64(&client, "SELECT count(*) FROM information_schema.columns WHERE table_name = 'users' AND column_name = 'email'").await,
+        scalar_i64(client, "SELECT count(*) FROM information_schema.columns WHERE table_name = 'users' AND column_name = 'email'").await,
         1
     );
 
@@ -340,11 +321,11 @@ async fn the_gate_refuses_a_contract_until_its_compare_passed() {
         .await
         .unwrap();
     let report = migrator
-        .compare(&client, 2, &CompareOptions::default())
+        .compare(client, 2, &CompareOptions::default())
         .await
         .unwrap();
     assert!(report.passed());
-    let applied = migrator.up(&client, UpTo::All).await.unwrap();
+    let applied = migrator.up(client, UpTo::All).await.unwrap();
     assert_eq!(applied.versions(), vec![3]);
 }
 
@@ -369,16 +350,44 @@ fn compare_set(dir: &Path, tables: &str, compare: &str) -> Migrations {
     )
 }
 
-/// Applies 0001 of `migrations`, then runs `data`.
-async fn prepared(db_url: &str, migrations: &Migrations, data: &str) -> tokio_postgres::Client {
-    let client = client(db_url).await;
-    Migrator::new(migrations, config())
-        .unwrap()
-        .up(&client, UpTo::Version(1))
-        .await
-        .unwrap();
-    client.batch_execute(data).await.unwrap();
-    client
+/// A test's own database and folder, holding a set whose 0001 is applied and whose tables
+/// got the test's rows: what every test here starts from.
+/// (Fields drop in this order: the session before its database.)
+struct Prepared {
+    client: tokio_postgres::Client,
+    migrations: Migrations,
+    _dir: tempfile::TempDir,
+    db: migrate_scratch::ScratchDatabase,
+}
+
+impl Prepared {
+    /// Loads the set `set` writes into a fresh folder, applies its 0001 on a fresh
+    /// database, then runs `data` (nothing when empty).
+    async fn new(set: impl FnOnce(&Path) -> Migrations, data: &str) -> Prepared {
+        let db = database();
+        let dir = tempfile::tempdir().unwrap();
+        let migrations = set(dir.path());
+        let client = client(db.url()).await;
+        up_to(&client, &migrations, 1).await;
+        if !data.is_empty() {
+            client.batch_execute(data).await.unwrap();
+        }
+        Prepared {
+            client,
+            migrations,
+            _dir: dir,
+            db,
+        }
+    }
+
+    /// [`compare_set`] with `tables` and `compare`, then `data`.
+    async fn compare(tables: &str, compare: &str, data: &str) -> Prepared {
+        Prepared::new(|dir| compare_set(dir, tables, compare), data).await
+    }
+
+    fn migrator(&self) -> Migrator<'_> {
+        Migrator::new(&self.migrations, config()).unwrap()
+    }
 }
 
 fn key_list(report: &migrate_core::runtime::CompareReport) -> Vec<&str> {
@@ -391,26 +400,20 @@ fn key_list(report: &migrate_core::runtime::CompareReport) -> Vec<&str> {
 
 #[tokio::test]
 async fn a_key_duplicated_or_null_on_a_side_fails_naming_the_side_the_keys_and_the_counts() {
-    let db = database();
-    let dir = tempfile::tempdir().unwrap();
     // No unique index and no NOT NULL on the target's key: the catalog proves nothing, the
     // rows are counted. The source's key is unique by its data alone.
-    let migrations = compare_set(
-        dir.path(),
+    let set = Prepared::compare(
         "CREATE TABLE IF NOT EXISTS src (id bigint, v text, note text);\n\
          CREATE TABLE IF NOT EXISTS dst (id bigint, v text);",
         "source=src target=dst key=id columns=v",
-    );
-    let client = prepared(
-        db.url(),
-        &migrations,
         "INSERT INTO src SELECT g, 'v' || g FROM generate_series(1, 5000) g;\n\
          INSERT INTO dst SELECT id, v FROM src;",
     )
     .await;
-    let migrator = Migrator::new(&migrations, config()).unwrap();
+    let client = &set.client;
+    let migrator = set.migrator();
     let report = migrator
-        .compare(&client, 2, &CompareOptions::default())
+        .compare(client, 2, &CompareOptions::default())
         .await
         .unwrap();
     assert!(report.passed(), "{report:?}");
@@ -423,7 +426,7 @@ async fn a_key_duplicated_or_null_on_a_side_fails_naming_the_side_the_keys_and_t
         .await
         .unwrap();
     let error = migrator
-        .compare(&client, 2, &CompareOptions::default())
+        .compare(client, 2, &CompareOptions::default())
         .await
         .unwrap_err();
     let RuntimeError::CompareKey { at, key, problems } = &error else {
@@ -450,7 +453,7 @@ async fn a_key_duplicated_or_null_on_a_side_fails_naming_the_side_the_keys_and_t
     // The earlier pass no longer holds.
     assert_eq!(
         scalar_i64(
-            &client,
+            client,
             "SELECT count(*) FROM schema_migrations_compare WHERE passed_at IS NOT NULL"
         )
         .await,
@@ -463,7 +466,7 @@ async fn a_key_duplicated_or_null_on_a_side_fails_naming_the_side_the_keys_and_t
         .await
         .unwrap();
     let error = migrator
-        .compare(&client, 2, &CompareOptions::default())
+        .compare(client, 2, &CompareOptions::default())
         .await
         .unwrap_err();
     let RuntimeError::CompareKey { problems, .. } = &error else {
@@ -481,22 +484,16 @@ async fn a_key_duplicated_or_null_on_a_side_fails_naming_the_side_the_keys_and_t
 
 #[tokio::test]
 async fn a_unique_not_null_key_is_proven_by_the_catalog_and_an_invalid_unique_index_is_not() {
-    let db = database();
-    let dir = tempfile::tempdir().unwrap();
-    let migrations = compare_set(
-        dir.path(),
+    // A unique index left INVALID (its build failed on the duplicate) proves nothing.
+    let set = Prepared::compare(
         "CREATE TABLE IF NOT EXISTS src (id bigint PRIMARY KEY, v text, note text);\n\
          CREATE TABLE IF NOT EXISTS dst (id bigint NOT NULL, v text);",
         "source=src target=dst key=id columns=v",
-    );
-    // A unique index left INVALID (its build failed on the duplicate) proves nothing.
-    let client = prepared(
-        db.url(),
-        &migrations,
         "INSERT INTO src SELECT g, 'v' FROM generate_series(1, 100) g;\n\
          INSERT INTO dst SELECT id, v FROM src; INSERT INTO dst VALUES (3, 'v');",
     )
     .await;
+    let client = &set.client;
     let failed = client
         .batch_execute("CREATE UNIQUE INDEX CONCURRENTLY dst_id ON dst (id)")
         .await
@@ -505,9 +502,9 @@ async fn a_unique_not_null_key_is_proven_by_the_catalog_and_an_invalid_unique_in
         failed.code(),
         Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION)
     );
-    let migrator = Migrator::new(&migrations, config()).unwrap();
+    let migrator = set.migrator();
     let error = migrator
-        .compare(&client, 2, &CompareOptions::default())
+        .compare(client, 2, &CompareOptions::default())
         .await
         .unwrap_err();
     assert!(matches!(error, RuntimeError::CompareKey { .. }), "{error}");
@@ -516,7 +513,7 @@ async fn a_unique_not_null_key_is_proven_by_the_catalog_and_an_invalid_unique_in
         .await
         .unwrap();
     let report = migrator
-        .compare(&client, 2, &CompareOptions::default())
+        .compare(client, 2, &CompareOptions::default())
         .await
         .unwrap();
     assert!(report.passed(), "{report:?}");
@@ -544,23 +541,16 @@ async fn queue_keys(client: &tokio_postgres::Client, keys: &[&str]) {
 
 #[tokio::test]
 async fn reconcile_rewrites_exactly_the_rows_the_compare_reports_and_then_it_passes() {
-    let db = database();
-    let dir = tempfile::tempdir().unwrap();
     // Each key tries one way two values can be "equal": a numeric's scale (into an unscaled
     // and into a scaled column), json into jsonb, timestamp into timestamptz, NULL and NULL,
     // -0 and 0, arrays of another element type.
-    let migrations = compare_set(
-        dir.path(),
+    let set = Prepared::compare(
         "-- migrate:allow prefer-robust-types the legacy types are what is tested\n\
          CREATE TABLE IF NOT EXISTS src (id bigint PRIMARY KEY, amount numeric, rounded numeric, \
             doc json, at timestamp, f float8, tags varchar(20)[], note text);\n\
          CREATE TABLE IF NOT EXISTS dst (id bigint PRIMARY KEY, amount numeric, rounded numeric(10,1), \
             doc jsonb, at timestamptz, f float8, tags text[]);",
         "source=src target=dst key=id columns=amount,rounded,doc,at,f,tags",
-    );
-    let client = prepared(
-        db.url(),
-        &migrations,
         "SET TimeZone = 'UTC';\n\
          INSERT INTO src VALUES (1, 1.00, 1.00, '{\"b\": 1,   \"a\": [1, 2]}', '2026-01-02 03:04:05', 0.1, '{x,y}'),\n\
                                 (2, 2.5, 2.5, NULL, NULL, NULL, NULL),\n\
@@ -570,60 +560,55 @@ async fn reconcile_rewrites_exactly_the_rows_the_compare_reports_and_then_it_pas
                                 (3, 3, 3, '{}', '2026-01-02 03:04:05+00', 0.0, '{}');",
     )
     .await;
+    let client = &set.client;
     client.batch_execute("SET TimeZone = 'UTC'").await.unwrap();
-    let migrator = Migrator::new(&migrations, config()).unwrap();
+    let migrator = set.migrator();
     // Key 1: 1.00 and 1.0 in an unscaled numeric (a reader sees both texts); the scaled
     // column, the jsonb and the timestamptz hold what the source's values become. Key 3: -0.
     let report = migrator
-        .compare(&client, 2, &CompareOptions::default())
+        .compare(client, 2, &CompareOptions::default())
         .await
         .unwrap();
     assert_eq!(key_list(&report), ["1", "3"], "{report:?}");
 
-    queue_keys(&client, &["1", "2", "3"]).await;
-    let reconciled = migrator.reconcile(&client, Some(2)).await.unwrap();
+    queue_keys(client, &["1", "2", "3"]).await;
+    let reconciled = migrator.reconcile(client, Some(2)).await.unwrap();
     assert_eq!(
         (reconciled[0].keys, reconciled[0].changed),
         (3, 2),
         "{reconciled:?}"
     );
     let report = migrator
-        .compare(&client, 2, &CompareOptions::default())
+        .compare(client, 2, &CompareOptions::default())
         .await
         .unwrap();
     assert!(report.passed(), "{report:?}");
     // Replayed again, nothing is rewritten: reconcile and compare agree on every row.
-    queue_keys(&client, &["1", "2", "3"]).await;
-    let reconciled = migrator.reconcile(&client, Some(2)).await.unwrap();
+    queue_keys(client, &["1", "2", "3"]).await;
+    let reconciled = migrator.reconcile(client, Some(2)).await.unwrap();
     assert_eq!(reconciled[0].changed, 0, "{reconciled:?}");
 }
 
 #[tokio::test]
 async fn one_table_reconcile_and_compare_agree_on_a_numeric_scale() {
-    let db = database();
-    let dir = tempfile::tempdir().unwrap();
-    let migrations = compare_set(
-        dir.path(),
+    let set = Prepared::compare(
         "CREATE TABLE IF NOT EXISTS src (id bigint PRIMARY KEY, price numeric, price_new numeric, note text);",
         "source=src target=src key=id columns=price_new map=price",
-    );
-    let client = prepared(
-        db.url(),
-        &migrations,
         "INSERT INTO src VALUES (1, 1.00, 1.0), (2, 2, 2), (3, NULL, NULL);",
     )
     .await;
-    let migrator = Migrator::new(&migrations, config()).unwrap();
+    let client = &set.client;
+    let migrator = set.migrator();
     let report = migrator
-        .compare(&client, 2, &CompareOptions::default())
+        .compare(client, 2, &CompareOptions::default())
         .await
         .unwrap();
     assert_eq!(key_list(&report), ["1"], "{report:?}");
-    queue_keys(&client, &["1", "2", "3"]).await;
-    let reconciled = migrator.reconcile(&client, Some(2)).await.unwrap();
+    queue_keys(client, &["1", "2", "3"]).await;
+    let reconciled = migrator.reconcile(client, Some(2)).await.unwrap();
     assert_eq!(reconciled[0].changed, 1, "{reconciled:?}");
     let report = migrator
-        .compare(&client, 2, &CompareOptions::default())
+        .compare(client, 2, &CompareOptions::default())
         .await
         .unwrap();
     assert!(report.passed(), "{report:?}");
@@ -631,28 +616,22 @@ async fn one_table_reconcile_and_compare_agree_on_a_numeric_scale() {
 
 #[tokio::test]
 async fn differing_keys_come_in_key_order_lowest_first_in_every_mode() {
-    let db = database();
-    let dir = tempfile::tempdir().unwrap();
-    let migrations = compare_set(
-        dir.path(),
-        "CREATE TABLE IF NOT EXISTS src (id bigint PRIMARY KEY, a text, b text, note text);",
-        "source=src target=src key=id columns=b map=a",
-    );
     // 9, 10 and 100 differ, and so does every key from 95707 up: in text order 100000
     // would come first.
-    let client = prepared(
-        db.url(),
-        &migrations,
+    let set = Prepared::compare(
+        "CREATE TABLE IF NOT EXISTS src (id bigint PRIMARY KEY, a text, b text, note text);",
+        "source=src target=src key=id columns=b map=a",
         "INSERT INTO src SELECT g, 'x', 'x' FROM generate_series(1, 100000) g;\n\
          UPDATE src SET b = 'y' WHERE id IN (9, 10, 100) OR id >= 95707;",
     )
     .await;
-    let migrator = Migrator::new(&migrations, config()).unwrap();
+    let client = &set.client;
+    let migrator = set.migrator();
     let options = CompareOptions {
         max_keys: 5,
         ..CompareOptions::default()
     };
-    let report = migrator.compare(&client, 2, &options).await.unwrap();
+    let report = migrator.compare(client, 2, &options).await.unwrap();
     assert_eq!(key_list(&report), ["9", "10", "100", "95707", "95708"]);
     assert_eq!(report.differing, 3 + (100000 - 95707 + 1));
 
@@ -662,13 +641,13 @@ async fn differing_keys_come_in_key_order_lowest_first_in_every_mode() {
         initial_chunk: 1_000_000,
         ..CompareOptions::default()
     };
-    let report = migrator.compare(&client, 2, &one_chunk).await.unwrap();
+    let report = migrator.compare(client, 2, &one_chunk).await.unwrap();
     assert_eq!(key_list(&report), ["9", "10"]);
     let count_only = CompareOptions {
         max_keys: 0,
         ..CompareOptions::default()
     };
-    let report = migrator.compare(&client, 2, &count_only).await.unwrap();
+    let report = migrator.compare(client, 2, &count_only).await.unwrap();
     assert_eq!((report.differing, report.differing_keys.len()), (4297, 0));
 
     // Resumed: a killed run stored 100 keys (the lowest, with its cursor at 99999); the
@@ -688,7 +667,7 @@ async fn differing_keys_come_in_key_order_lowest_first_in_every_mode() {
         )
         .await
         .unwrap();
-    let resumed = migrator.compare(&client, 2, &options).await.unwrap();
+    let resumed = migrator.compare(client, 2, &options).await.unwrap();
     assert_eq!(resumed.resumed_from.as_deref(), Some("99999"));
     assert_eq!(resumed.differing, 4297);
     assert_eq!(key_list(&resumed), ["9", "10", "100", "95707", "95708"]);
@@ -696,55 +675,43 @@ async fn differing_keys_come_in_key_order_lowest_first_in_every_mode() {
 
 #[tokio::test]
 async fn text_keys_in_different_collations_and_uuid_keys_compare_in_one_order() {
-    let db = database();
-    let dir = tempfile::tempdir().unwrap();
     // The source orders its keys bytewise, the target by ICU's root collation (a < B < c):
     // chunk bounds taken from the source must select the same keys on both sides.
-    let migrations = compare_set(
-        dir.path(),
+    let set = Prepared::compare(
         "CREATE TABLE IF NOT EXISTS src (id text COLLATE \"C\" PRIMARY KEY, v text, note text);\n\
          CREATE TABLE IF NOT EXISTS dst (id text COLLATE \"und-x-icu\" PRIMARY KEY, v text);",
         "source=src target=dst key=id columns=v",
-    );
-    let client = prepared(
-        db.url(),
-        &migrations,
         "INSERT INTO src SELECT k, 'v' FROM (SELECT chr(65 + g % 26) || g AS k FROM generate_series(1, 200) g \
             UNION ALL SELECT lower(chr(65 + g % 26)) || g FROM generate_series(1, 200) g) AS keys(k);\n\
          INSERT INTO dst SELECT id, v FROM src; UPDATE dst SET v = 'w' WHERE id IN ('B1', 'a26');",
     )
     .await;
-    let migrator = Migrator::new(&migrations, config()).unwrap();
+    let client = &set.client;
+    let migrator = set.migrator();
     let small = CompareOptions {
         initial_chunk: 7,
         min_chunk: 7,
         max_chunk: 7,
         ..CompareOptions::default()
     };
-    let report = migrator.compare(&client, 2, &small).await.unwrap();
+    let report = migrator.compare(client, 2, &small).await.unwrap();
     assert_eq!(report.rows_compared, 400);
     // Bytewise, as the source orders: upper case first.
     assert_eq!(key_list(&report), ["B1", "a26"], "{report:?}");
 
-    let dir = tempfile::tempdir().unwrap();
-    let db = database();
-    let migrations = compare_set(
-        dir.path(),
+    let set = Prepared::compare(
         "CREATE TABLE IF NOT EXISTS src (id uuid PRIMARY KEY, v text, note text);\n\
          CREATE TABLE IF NOT EXISTS dst (id uuid PRIMARY KEY, v text);",
         "source=src target=dst key=id columns=v",
-    );
-    let client = prepared(
-        db.url(),
-        &migrations,
         "INSERT INTO src SELECT gen_random_uuid(), 'v' FROM generate_series(1, 1000);\n\
          INSERT INTO dst SELECT id, v FROM src;\n\
          DELETE FROM dst WHERE id = (SELECT id FROM dst ORDER BY id LIMIT 1);\n\
          INSERT INTO dst VALUES ('ffffffff-ffff-ffff-ffff-ffffffffffff', 'x');",
     )
     .await;
-    let migrator = Migrator::new(&migrations, config()).unwrap();
-    let report = migrator.compare(&client, 2, &small).await.unwrap();
+    let client = &set.client;
+    let migrator = set.migrator();
+    let report = migrator.compare(client, 2, &small).await.unwrap();
     let lowest: String = client
         .query_one("SELECT id::text FROM src ORDER BY id LIMIT 1", &[])
         .await
@@ -766,23 +733,17 @@ async fn text_keys_in_different_collations_and_uuid_keys_compare_in_one_order() 
 
 #[tokio::test]
 async fn an_empty_source_or_an_empty_target_never_passes_a_copy_that_differs() {
-    let db = database();
-    let dir = tempfile::tempdir().unwrap();
-    let migrations = compare_set(
-        dir.path(),
+    let set = Prepared::compare(
         "CREATE TABLE IF NOT EXISTS src (id bigint PRIMARY KEY, v text, note text);\n\
          CREATE TABLE IF NOT EXISTS dst (id bigint PRIMARY KEY, v text);",
         "source=src target=dst key=id columns=v",
-    );
-    let client = prepared(
-        db.url(),
-        &migrations,
         "INSERT INTO dst VALUES (1, 'a'), (2, NULL)",
     )
     .await;
-    let migrator = Migrator::new(&migrations, config()).unwrap();
+    let client = &set.client;
+    let migrator = set.migrator();
     let report = migrator
-        .compare(&client, 2, &CompareOptions::default())
+        .compare(client, 2, &CompareOptions::default())
         .await
         .unwrap();
     assert_eq!(
@@ -801,7 +762,7 @@ async fn an_empty_source_or_an_empty_target_never_passes_a_copy_that_differs() {
         .await
         .unwrap();
     let report = migrator
-        .compare(&client, 2, &CompareOptions::default())
+        .compare(client, 2, &CompareOptions::default())
         .await
         .unwrap();
     assert_eq!((report.differing, report.rows_compared), (3000, 3000));
@@ -815,26 +776,20 @@ async fn an_empty_source_or_an_empty_target_never_passes_a_copy_that_differs() {
 
 #[tokio::test]
 async fn compare_errors_name_the_directive_file_and_line() {
-    let db = database();
-    let dir = tempfile::tempdir().unwrap();
     // The tables exist before the set: `lint` judges `columns=` only against tables the set
     // creates, so this misspelled column reaches the run time.
-    let migrations = compare_set(
-        dir.path(),
+    let set = Prepared::compare(
         "SELECT 1;",
         "source=src target=dst key=id columns=vv",
-    );
-    let client = prepared(
-        db.url(),
-        &migrations,
         "CREATE TABLE src (id bigint PRIMARY KEY, v text, note text);\n\
          CREATE TABLE dst (id bigint PRIMARY KEY, v text);\n\
          INSERT INTO src VALUES (1, 'a')",
     )
     .await;
-    let migrator = Migrator::new(&migrations, config()).unwrap();
+    let client = &set.client;
+    let migrator = set.migrator();
     let error = migrator
-        .compare(&client, 2, &CompareOptions::default())
+        .compare(client, 2, &CompareOptions::default())
         .await
         .unwrap_err();
     let RuntimeError::Compare { at, problem } = &error else {
@@ -858,7 +813,7 @@ async fn compare_errors_name_the_directive_file_and_line() {
     );
     let migrator = Migrator::new(&migrations, config()).unwrap();
     let error = migrator
-        .compare(&client, 2, &CompareOptions::default())
+        .compare(client, 2, &CompareOptions::default())
         .await
         .unwrap_err();
     assert!(
@@ -877,29 +832,23 @@ async fn compare_errors_name_the_directive_file_and_line() {
 
 #[tokio::test]
 async fn reconcile_names_and_sets_aside_a_key_it_cannot_replay_and_replays_the_others() {
-    let db = database();
-    let dir = tempfile::tempdir().unwrap();
-    let migrations = compare_set(
-        dir.path(),
+    let set = Prepared::compare(
         "CREATE TABLE IF NOT EXISTS src (id bigint PRIMARY KEY, v text, note text);\n\
          CREATE TABLE IF NOT EXISTS dst (id bigint PRIMARY KEY, v text CHECK (v <> 'bad'));",
         "source=src target=dst key=id columns=v",
-    );
-    let client = prepared(
-        db.url(),
-        &migrations,
         "INSERT INTO src SELECT g, CASE g WHEN 77 THEN 'bad' ELSE 'v' || g END FROM generate_series(1, 600) g;",
     )
     .await;
+    let client = &set.client;
     // Two keys that are no bigint, one whose row breaks the target's CHECK, and 599 good
     // ones: more than one batch of 500.
     let mut queued: Vec<String> = (1..=600).map(|k| k.to_string()).collect();
     queued.insert(10, "abc".into());
     queued.insert(20, "12x".into());
     let queued: Vec<&str> = queued.iter().map(String::as_str).collect();
-    queue_keys(&client, &queued).await;
-    let migrator = Migrator::new(&migrations, config()).unwrap();
-    let reports = migrator.reconcile(&client, Some(2)).await.unwrap();
+    queue_keys(client, &queued).await;
+    let migrator = set.migrator();
+    let reports = migrator.reconcile(client, Some(2)).await.unwrap();
     let mut unreplayable: Vec<(&str, Option<&str>)> = reports[0]
         .unreplayable
         .iter()
@@ -915,89 +864,79 @@ async fn reconcile_names_and_sets_aside_a_key_it_cannot_replay_and_replays_the_o
         ]
     );
     assert_eq!((reports[0].keys, reports[0].changed), (599, 599));
-    assert_eq!(scalar_i64(&client, "SELECT count(*) FROM dst").await, 599);
+    assert_eq!(scalar_i64(client, "SELECT count(*) FROM dst").await, 599);
     // Kept, out of the way: nothing waits, three are reported, none is taken again.
-    assert!(migrator.reconcile_queue(&client).await.unwrap().is_empty());
-    let (count, kept) = migrator.unreplayable_keys(&client, 10).await.unwrap();
+    assert!(migrator.reconcile_queue(client).await.unwrap().is_empty());
+    let (count, kept) = migrator.unreplayable_keys(client, 10).await.unwrap();
     assert_eq!(count, 3);
     assert!(
         kept.iter()
             .any(|k| k.key == "abc" && k.failure.contains("bigint")),
         "{kept:?}"
     );
-    queue_keys(&client, &["5"]).await;
-    let again = migrator.reconcile(&client, Some(2)).await.unwrap();
+    queue_keys(client, &["5"]).await;
+    let again = migrator.reconcile(client, Some(2)).await.unwrap();
     assert_eq!((again[0].replayed, again[0].unreplayable.len()), (1, 0));
-    assert_eq!(migrator.unreplayable_keys(&client, 0).await.unwrap().0, 3);
+    assert_eq!(migrator.unreplayable_keys(client, 0).await.unwrap().0, 3);
 }
 
 #[tokio::test]
 async fn the_gate_refuses_while_an_unreplayable_key_failed_after_the_pass() {
-    let db = database();
-    let dir = tempfile::tempdir().unwrap();
-    let migrations = gated_set(dir.path());
-    let client = client(db.url()).await;
-    let migrator = Migrator::new(&migrations, config()).unwrap();
-    migrator.up(&client, UpTo::Version(1)).await.unwrap();
+    let set = Prepared::new(gated_set, "").await;
+    let (client, migrator) = (&set.client, set.migrator());
     client
         .batch_execute(
             "INSERT INTO users (id, email) SELECT g, 'A' || g FROM generate_series(1, 100) g",
         )
         .await
         .unwrap();
-    migrator.up(&client, UpTo::Version(2)).await.unwrap();
+    migrator.up(client, UpTo::Version(2)).await.unwrap();
     assert!(
         migrator
-            .compare(&client, 2, &CompareOptions::default())
+            .compare(client, 2, &CompareOptions::default())
             .await
             .unwrap()
             .passed()
     );
     // A dual write failed after the pass under a key reconcile cannot read.
-    queue_keys(&client, &["not-a-number"]).await;
-    let reports = migrator.reconcile(&client, Some(2)).await.unwrap();
+    queue_keys(client, &["not-a-number"]).await;
+    let reports = migrator.reconcile(client, Some(2)).await.unwrap();
     assert_eq!(reports[0].unreplayable.len(), 1);
-    let refused = migrator.up(&client, UpTo::All).await.unwrap_err();
+    let refused = migrator.up(client, UpTo::All).await.unwrap_err();
     let reason = compare_refusal(refused.error()).expect("a compare refusal");
     assert!(reason.contains("key not-a-number"), "{reason}");
     // A compare after it covers it.
     assert!(
         migrator
-            .compare(&client, 2, &CompareOptions::default())
+            .compare(client, 2, &CompareOptions::default())
             .await
             .unwrap()
             .passed()
     );
-    let applied = migrator.up(&client, UpTo::All).await.unwrap();
+    let applied = migrator.up(client, UpTo::All).await.unwrap();
     assert_eq!(applied.versions(), vec![3]);
 }
 
 #[tokio::test]
 async fn a_value_too_long_for_a_varchar_target_is_no_match_for_its_truncation() {
-    let db = database();
-    let dir = tempfile::tempdir().unwrap();
-    let migrations = compare_set(
-        dir.path(),
+    let set = Prepared::compare(
         "CREATE TABLE IF NOT EXISTS src (id bigint PRIMARY KEY, v text, note text);\n\
          -- migrate:allow prefer-robust-types a bounded target is what is tested\n\
          CREATE TABLE IF NOT EXISTS dst (id bigint PRIMARY KEY, v varchar(3));",
         "source=src target=dst key=id columns=v",
-    );
-    let client = prepared(
-        db.url(),
-        &migrations,
         "INSERT INTO src VALUES (1, 'abcdef'), (2, 'ab'); INSERT INTO dst VALUES (1, 'abc'), (2, 'ab');",
     )
     .await;
-    let migrator = Migrator::new(&migrations, config()).unwrap();
+    let client = &set.client;
+    let migrator = set.migrator();
     let report = migrator
-        .compare(&client, 2, &CompareOptions::default())
+        .compare(client, 2, &CompareOptions::default())
         .await
         .unwrap();
     assert_eq!(key_list(&report), ["1"], "{report:?}");
     // The write a reconcile would do fails (22001): the key is set aside, named.
-    queue_keys(&client, &["1", "2"]).await;
-    let reports = migrator.reconcile(&client, Some(2)).await.unwrap();
+    queue_keys(client, &["1", "2"]).await;
+    let reports = migrator.reconcile(client, Some(2)).await.unwrap();
     let failed: Vec<&str> = reports[0]
         .unreplayable
         .iter()

@@ -43,6 +43,27 @@ fn write_set(dir: &Path) -> migrate_core::Migrations {
     checked.migrations(&dir.to_string_lossy())
 }
 
+/// A fresh database with `write_set`'s table (0001) and 250 rows in the old shape: the
+/// database, the set's folder, the set and a session, to keep in this order (the session
+/// drops first).
+async fn items_in_the_old_shape() -> (
+    migrate_scratch::ScratchDatabase,
+    tempfile::TempDir,
+    migrate_core::Migrations,
+    Client,
+) {
+    let db = database();
+    let dir = tempfile::tempdir().unwrap();
+    let migrations = write_set(dir.path());
+    let client = client(db.url()).await;
+    up_to(&client, &migrations, 1).await;
+    client
+        .batch_execute("INSERT INTO items (id, v) SELECT g, g FROM generate_series(1, 250) g")
+        .await
+        .unwrap();
+    (db, dir, migrations, client)
+}
+
 /// Whether the old column, which only the contract drops, is still there.
 async fn old_column_exists(client: &Client) -> bool {
     scalar_i64(
@@ -67,16 +88,8 @@ fn gate_failure(error: &RuntimeError) -> (&u64, &String, &GateFailure) {
 
 #[tokio::test]
 async fn a_contract_after_its_expand_and_backfill_in_the_same_run_applies() {
-    let db = database();
-    let dir = tempfile::tempdir().unwrap();
-    let migrations = write_set(dir.path());
-    let client = client(db.url()).await;
+    let (_db, _dir, migrations, client) = items_in_the_old_shape().await;
     let migrator = Migrator::new(&migrations, config()).unwrap();
-    migrator.up(&client, UpTo::Version(1)).await.unwrap();
-    client
-        .batch_execute("INSERT INTO items (id, v) SELECT g, g FROM generate_series(1, 250) g")
-        .await
-        .unwrap();
 
     let report = migrator.up(&client, UpTo::All).await.expect("gates pass");
     assert_eq!(report.versions(), vec![2, 3, 4]);
@@ -207,16 +220,8 @@ async fn a_contract_after_a_backfill_marked_applied_by_hand_is_refused_naming_it
 /// gate counts the backfill's WHERE again, whatever `verified_at` says.
 #[tokio::test]
 async fn a_row_in_the_old_shape_after_the_backfill_refuses_the_contract() {
-    let db = database();
-    let dir = tempfile::tempdir().unwrap();
-    let migrations = write_set(dir.path());
-    let client = client(db.url()).await;
+    let (_db, _dir, migrations, client) = items_in_the_old_shape().await;
     let migrator = Migrator::new(&migrations, config()).unwrap();
-    migrator.up(&client, UpTo::Version(1)).await.unwrap();
-    client
-        .batch_execute("INSERT INTO items (id, v) SELECT g, g FROM generate_series(1, 250) g")
-        .await
-        .unwrap();
     migrator.up(&client, UpTo::Version(3)).await.unwrap();
     client
         .batch_execute("INSERT INTO items (id, v) VALUES (1000, 1000)")
@@ -288,6 +293,53 @@ fn replicated() -> Replicated {
     Replicated { primary, replica }
 }
 
+/// On a primary with a streaming replica: a database holding `write_set` applied up to its
+/// backfill (the contract left), a watcher session on the primary, and the migrator with
+/// `max_replica_lag`. (Fields drop in this order: sessions, then the database, then the
+/// servers.)
+struct BeforeTheContract {
+    client: Client,
+    watcher: Client,
+    migrations: migrate_core::Migrations,
+    max_replica_lag: Duration,
+    _dir: tempfile::TempDir,
+    _db: migrate_scratch::ScratchDatabase,
+    cluster: Replicated,
+}
+
+impl BeforeTheContract {
+    async fn new(max_replica_lag: Duration) -> BeforeTheContract {
+        let cluster = replicated();
+        let db = cluster.primary.create_database().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let migrations = write_set(dir.path());
+        let client = client(db.url()).await;
+        let watcher = plain_client(&cluster.primary.url()).await;
+        let set = BeforeTheContract {
+            client,
+            watcher,
+            migrations,
+            max_replica_lag,
+            _dir: dir,
+            _db: db,
+            cluster,
+        };
+        set.migrator()
+            .up(&set.client, UpTo::Version(3))
+            .await
+            .unwrap();
+        set
+    }
+
+    fn migrator(&self) -> Migrator<'_> {
+        let config = MigratorConfig {
+            max_replica_lag: Some(self.max_replica_lag),
+            ..config()
+        };
+        Migrator::new(&self.migrations, config).unwrap()
+    }
+}
+
 /// Polls `query` (a boolean) on `client` every 20 ms until it is true; panics after 30 s.
 async fn wait_until(client: &Client, what: &str, query: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -303,22 +355,10 @@ async fn wait_until(client: &Client, what: &str, query: &str) {
 
 #[tokio::test]
 async fn a_contract_waits_for_a_lagging_replica_and_applies_once_it_caught_up() {
-    let cluster = replicated();
-    let db = cluster.primary.create_database().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let migrations = write_set(dir.path());
-    let client = client(db.url()).await;
-    let watcher = plain_client(&cluster.primary.url()).await;
     let limit = Duration::from_millis(200);
-    let migrator = Migrator::new(
-        &migrations,
-        MigratorConfig {
-            max_replica_lag: Some(limit),
-            ..config()
-        },
-    )
-    .unwrap();
-    migrator.up(&client, UpTo::Version(3)).await.unwrap();
+    let set = BeforeTheContract::new(limit).await;
+    let (cluster, client, watcher) = (&set.cluster, &set.client, &set.watcher);
+    let migrator = set.migrator();
 
     cluster
         .replica
@@ -331,7 +371,7 @@ async fn a_contract_waits_for_a_lagging_replica_and_applies_once_it_caught_up() 
     // While replay is paused the primary's replay_lag grows with each status report of the
     // standby (wal_receiver_status_interval = 1s on scratch replicas).
     wait_until(
-        &watcher,
+        watcher,
         "the standby's replay lag exceeds 200 ms",
         "SELECT coalesce(bool_or(replay_lag > interval '200 milliseconds'), false) \
          FROM pg_stat_replication",
@@ -339,7 +379,7 @@ async fn a_contract_waits_for_a_lagging_replica_and_applies_once_it_caught_up() 
     .await;
 
     let failed = migrator
-        .up(&client, UpTo::All)
+        .up(client, UpTo::All)
         .await
         .expect_err("the replica is behind");
     let (version, _, failure) = gate_failure(failed.error());
@@ -364,22 +404,22 @@ async fn a_contract_waits_for_a_lagging_replica_and_applies_once_it_caught_up() 
     }
     let name = cluster.replica.replica_name().unwrap();
     assert!(failed.to_string().contains(name), "{failed}");
-    assert!(old_column_exists(&client).await);
+    assert!(old_column_exists(client).await);
 
     cluster
         .replica
         .psql("postgres", "SELECT pg_wal_replay_resume()")
         .unwrap();
     wait_until(
-        &watcher,
+        watcher,
         "the standby has replayed everything",
         "SELECT coalesce(bool_and(replay_lsn >= pg_current_wal_lsn()), false) \
          FROM pg_stat_replication",
     )
     .await;
-    let report = migrator.up(&client, UpTo::All).await.expect("caught up");
+    let report = migrator.up(client, UpTo::All).await.expect("caught up");
     assert_eq!(report.versions(), vec![4]);
-    assert!(!old_column_exists(&client).await);
+    assert!(!old_column_exists(client).await);
 }
 
 #[tokio::test]
@@ -433,29 +473,17 @@ async fn a_role_that_cannot_see_the_replay_lag_is_refused_not_waved_through() {
 /// a contract through while the replica has not replayed what was written before it.
 #[tokio::test]
 async fn a_paused_replica_with_a_stale_small_lag_refuses_the_contract() {
-    let cluster = replicated();
-    let db = cluster.primary.create_database().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let migrations = write_set(dir.path());
-    let client = client(db.url()).await;
-    let watcher = plain_client(&cluster.primary.url()).await;
     let limit = Duration::from_secs(2);
-    let migrator = Migrator::new(
-        &migrations,
-        MigratorConfig {
-            max_replica_lag: Some(limit),
-            ..config()
-        },
-    )
-    .unwrap();
-    migrator.up(&client, UpTo::Version(3)).await.unwrap();
+    let set = BeforeTheContract::new(limit).await;
+    let (cluster, client, watcher) = (&set.cluster, &set.client, &set.watcher);
+    let migrator = set.migrator();
     // A measured, small lag exists before the pause: the stale value the old gate trusted.
     client
         .batch_execute("INSERT INTO items (id, v, v2) VALUES (1, 1, 1)")
         .await
         .unwrap();
     wait_until(
-        &watcher,
+        watcher,
         "the standby reported a replay lag",
         "SELECT coalesce(bool_and(replay_lag IS NOT NULL AND replay_lag < interval '2 seconds'), false) \
          FROM pg_stat_replication",
@@ -473,7 +501,7 @@ async fn a_paused_replica_with_a_stale_small_lag_refuses_the_contract() {
         .unwrap();
 
     let failed = migrator
-        .up(&client, UpTo::All)
+        .up(client, UpTo::All)
         .await
         .expect_err("replay is paused");
     match gate_failure(failed.error()).2 {
@@ -485,13 +513,13 @@ async fn a_paused_replica_with_a_stale_small_lag_refuses_the_contract() {
         }
         other => panic!("expected ReplicaLag, got {other:?}"),
     }
-    assert!(old_column_exists(&client).await);
+    assert!(old_column_exists(client).await);
 
     cluster
         .replica
         .psql("postgres", "SELECT pg_wal_replay_resume()")
         .unwrap();
-    let report = migrator.up(&client, UpTo::All).await.expect("replayed");
+    let report = migrator.up(client, UpTo::All).await.expect("replayed");
     assert_eq!(report.versions(), vec![4]);
 }
 
@@ -501,16 +529,8 @@ async fn a_paused_replica_with_a_stale_small_lag_refuses_the_contract() {
 /// the history row, and the contract then applies.
 #[tokio::test]
 async fn rerunning_an_applied_backfill_fills_the_rows_the_gate_names() {
-    let db = database();
-    let dir = tempfile::tempdir().unwrap();
-    let migrations = write_set(dir.path());
-    let client = client(db.url()).await;
+    let (_db, _dir, migrations, client) = items_in_the_old_shape().await;
     let migrator = Migrator::new(&migrations, config()).unwrap();
-    migrator.up(&client, UpTo::Version(1)).await.unwrap();
-    client
-        .batch_execute("INSERT INTO items (id, v) SELECT g, g FROM generate_series(1, 250) g")
-        .await
-        .unwrap();
     migrator.up(&client, UpTo::Version(3)).await.unwrap();
     let applied_at = "SELECT executed_at::text FROM schema_migrations WHERE version = 3";
     let history_before: String = client.query_one(applied_at, &[]).await.unwrap().get(0);

@@ -6,6 +6,11 @@
 //! root, in the code of every file under `src/` (comments and string literals are skipped;
 //! `#[cfg(test)]` modules count like any other code), and names each import that goes
 //! sideways or up.
+//!
+//! Inside the runtime the same holds for its rooms and modules (`runtime/<name>.rs` or
+//! `runtime/<name>/`), after [`RUNTIME_LAYERS`]: a file of the runtime uses only rooms below
+//! its own (inside its own room it is free), read from `crate::runtime::` paths and from
+//! `super::` paths that climb to the runtime's root.
 
 use std::path::{Path, PathBuf};
 
@@ -35,8 +40,49 @@ const LAYERS: &[&[&str]] = &[
     &["fleet"],
 ];
 
+/// The runtime's rooms and modules, bottom first, checked like [`LAYERS`]. `runtime/mod.rs`
+/// is the runtime's root, above them all: it declares them, re-exports their public types and
+/// runs the protocol (`up`, `down`) over them.
+const RUNTIME_LAYERS: &[&[&str]] = &[
+    // Independent of the rest: how values are written for people; what `check` observes.
+    &["text", "observe"],
+    // The errors, with the reasons they carry (gate refusals, backfill stops).
+    &["error"],
+    // The runtime's own tables; client-side bounds on waits; what the migrator reports.
+    &["deadline", "report", "state"],
+    // Settings, pure decisions and single probes, each on one connection.
+    &[
+        "config",
+        "pending",
+        "pooler",
+        "replication",
+        "rows_guard",
+        "session",
+    ],
+    // Opening the connection; running one section of one migration.
+    &["connect", "executor"],
+    // The migration lock (it retries with the executor's backoff).
+    &["lock"],
+    // The rooms of the concepts: the backfill, the compare (with dual writes and reconcile),
+    // adopting a database's history.
+    &["adopt", "backfill", "compare"],
+    // The contract gates: they read what the backfill and the compare left.
+    &["gates"],
+];
+
+/// What a room may take from the runtime's root: the one type the rooms extend with their
+/// commands (`impl Migrator { pub async fn verify .. }`). Anything else comes from the module
+/// that defines it.
+const RUNTIME_ROOT_ITEMS_ROOMS_EXTEND: &[&str] = &["Migrator"];
+
 fn layer_of(module: &str) -> Option<usize> {
     LAYERS.iter().position(|layer| layer.contains(&module))
+}
+
+fn runtime_layer_of(module: &str) -> Option<usize> {
+    RUNTIME_LAYERS
+        .iter()
+        .position(|layer| layer.contains(&module))
 }
 
 #[test]
@@ -57,7 +103,8 @@ fn no_module_uses_a_module_of_its_own_layer_or_above() {
     }
     assert!(
         problems.is_empty(),
-        "imports against the layer order (bottom first: {LAYERS:?}):\n{}",
+        "imports against the layer order (bottom first: {LAYERS:?}; in the runtime: \
+         {RUNTIME_LAYERS:?}):\n{}",
         problems.join("\n")
     );
 }
@@ -65,10 +112,19 @@ fn no_module_uses_a_module_of_its_own_layer_or_above() {
 #[test]
 fn every_layer_names_a_module_that_exists() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let exists = |dir: &Path, module: &str| {
+        dir.join(format!("{module}.rs")).is_file() || dir.join(module).join("mod.rs").is_file()
+    };
     for module in LAYERS.iter().copied().flatten() {
         assert!(
-            src.join(format!("{module}.rs")).is_file() || src.join(module).join("mod.rs").is_file(),
+            exists(&src, module),
             "LAYERS names `{module}`, which is not a module of src/"
+        );
+    }
+    for module in RUNTIME_LAYERS.iter().copied().flatten() {
+        assert!(
+            exists(&src.join("runtime"), module),
+            "RUNTIME_LAYERS names `{module}`, which is not a module of src/runtime/"
         );
     }
 }
@@ -105,6 +161,87 @@ fn f<'a>(x: &'a str) -> &'a str { x }\n\
     assert_eq!(found("lock_analysis.rs", top_level_tests), 0);
 }
 
+/// Inside the runtime: a room below another cannot use it, in any form.
+#[test]
+fn the_check_finds_upward_and_sideways_imports_inside_the_runtime() {
+    let found = |file: &str, code: &str| violations(file, code);
+    // Up: the tables below the gates, the errors below the backfill.
+    assert_eq!(
+        found(
+            "runtime/state/history.rs",
+            "use crate::runtime::gates::GateFailure;"
+        ),
+        vec![
+            "runtime/state/history.rs:1: `runtime::state` uses `gates`, a higher layer".to_owned()
+        ]
+    );
+    assert_eq!(
+        found(
+            "runtime/error/mod.rs",
+            "reason: Box<super::backfill::stops::AbortReason>,"
+        )
+        .len(),
+        1
+    );
+    assert_eq!(
+        found("runtime/error/gate.rs", "use super::super::gates::human;").len(),
+        1
+    );
+    assert_eq!(
+        found("runtime/connect.rs", "use super::{pooler, lock::lock_key};").len(),
+        1
+    );
+    // Sideways: two rooms of one layer.
+    assert_eq!(
+        found(
+            "runtime/backfill/pace.rs",
+            "use crate::runtime::compare::run;"
+        )
+        .len(),
+        1
+    );
+    // From the root, only the type the rooms extend.
+    assert_eq!(
+        found(
+            "runtime/compare/run.rs",
+            "use crate::runtime::RuntimeError;"
+        )
+        .len(),
+        1
+    );
+    assert_eq!(
+        found(
+            "runtime/compare/run.rs",
+            "use crate::runtime::{Migrator, sql_version};"
+        )
+        .len(),
+        1
+    );
+    // A new module must be given a layer.
+    assert_eq!(
+        found("runtime/new_room/mod.rs", "use super::error::RuntimeError;").len(),
+        1
+    );
+    // Down, inside the own room, from tests, and the root's `Migrator`: fine.
+    let fine = "use super::batches::plan_statement;\n\
+use crate::runtime::state::history::sql_version;\n\
+use super::super::error::RuntimeError;\n\
+use crate::runtime::Migrator;\n\
+// crate::runtime::gates is documented here\n\
+#[cfg(test)]\nmod tests {\n    use super::*;\n    use super::super::pace::Pacer;\n}\n";
+    assert_eq!(
+        violations("runtime/backfill/verify.rs", fine),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        violations(
+            "runtime/gates/mod.rs",
+            "use super::backfill::plan_statement;"
+        ),
+        Vec::<String>::new()
+    );
+}
+
 fn rust_files(dir: &Path) -> Vec<PathBuf> {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir).expect("readable src directory") {
@@ -119,7 +256,8 @@ fn rust_files(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
-/// Every import of `code` (the file `relative` under `src/`) that goes sideways or up.
+/// Every import of `code` (the file `relative` under `src/`) that goes sideways or up: between
+/// the crate's modules, and inside the runtime between its rooms.
 fn violations(relative: &str, code: &str) -> Vec<String> {
     let module_path = module_path(relative);
     let own = &module_path[0];
@@ -128,12 +266,14 @@ fn violations(relative: &str, code: &str) -> Vec<String> {
             "{relative}: module `{own}` has no layer: add it to LAYERS in tests/layers.rs"
         )];
     };
+    let imports = imported_modules(&module_path, &code_only(code));
     let mut problems = Vec::new();
-    for (line, target) in imported_modules(&module_path, &code_only(code)) {
-        if target == *own {
+    for (line, path) in &imports {
+        let target = &path[0];
+        if target == own {
             continue;
         }
-        let problem = match layer_of(&target) {
+        let problem = match layer_of(target) {
             None => format!(
                 "uses `crate::{target}`, which is not a module (use the module that defines it)"
             ),
@@ -144,6 +284,43 @@ fn violations(relative: &str, code: &str) -> Vec<String> {
             Some(_) => continue,
         };
         problems.push(format!("{relative}:{line}: `{own}` {problem}"));
+    }
+    if own == "runtime" && module_path.len() > 1 {
+        problems.extend(runtime_violations(relative, &module_path[1], &imports));
+    }
+    problems
+}
+
+/// The imports of a file of the runtime's room (or module) `room` that go to a room of its own
+/// layer or above, or to an item of the runtime's root other than the type rooms extend.
+fn runtime_violations(relative: &str, room: &str, imports: &[(usize, Vec<String>)]) -> Vec<String> {
+    let Some(own_layer) = runtime_layer_of(room) else {
+        return vec![format!(
+            "{relative}: runtime module `{room}` has no layer: add it to RUNTIME_LAYERS in \
+             tests/layers.rs"
+        )];
+    };
+    let mut problems = Vec::new();
+    for (line, path) in imports {
+        let [top, target, ..] = path.as_slice() else {
+            continue;
+        };
+        if top != "runtime" || target == room || target.is_empty() {
+            continue;
+        }
+        let problem = match runtime_layer_of(target) {
+            None if RUNTIME_ROOT_ITEMS_ROOMS_EXTEND.contains(&target.as_str()) => continue,
+            None => format!(
+                "uses `runtime::{target}`, which is not a module of the runtime (use the \
+                 module that defines it)"
+            ),
+            Some(layer) if layer == own_layer => {
+                format!("uses `{target}`, a module of its own layer")
+            }
+            Some(layer) if layer > own_layer => format!("uses `{target}`, a higher layer"),
+            Some(_) => continue,
+        };
+        problems.push(format!("{relative}:{line}: `runtime::{room}` {problem}"));
     }
     problems
 }
@@ -264,10 +441,13 @@ fn is_ident_char(chars: &[char], i: usize) -> bool {
     i > 0 && (chars[i - 1].is_alphanumeric() || chars[i - 1] == '_')
 }
 
-/// The top-level modules `code` (comments and literals blanked) refers to, with their line:
-/// `crate::m`, `crate::{m, n::x}`, and `super::` chains that climb to the crate root. Inline
-/// modules (`mod tests { ... }`) are followed, so their `super::` means the file's module.
-fn imported_modules(file_module: &[String], code: &str) -> Vec<(usize, String)> {
+/// The modules `code` (comments and literals blanked) refers to, with their line, as paths
+/// from the crate root: the top-level module (`crate::m`, `crate::{m, n::x}`, and `super::`
+/// chains that climb to the crate root), followed, for the runtime, by the runtime's room
+/// (`crate::runtime::r`, `crate::runtime::{r, s::x}`, `super::` chains that climb to the
+/// runtime's root). Inline modules (`mod tests { ... }`) are followed, so their `super::`
+/// means the file's module.
+fn imported_modules(file_module: &[String], code: &str) -> Vec<(usize, Vec<String>)> {
     let chars: Vec<char> = code.chars().collect();
     let mut found = Vec::new();
     // Brace depths at which inline modules were opened.
@@ -304,7 +484,12 @@ fn imported_modules(file_module: &[String], code: &str) -> Vec<(usize, String)> 
         } else if starts_with(&chars, i, "crate::") {
             let path_start = i + "crate::".len();
             for module in first_segments(&chars, path_start) {
-                found.push((line, module));
+                found.push((line, vec![module]));
+            }
+            if starts_with(&chars, path_start, "runtime::") {
+                for room in first_segments(&chars, path_start + "runtime::".len()) {
+                    found.push((line, vec!["runtime".to_owned(), room]));
+                }
             }
             i = path_start;
             continue;
@@ -318,10 +503,15 @@ fn imported_modules(file_module: &[String], code: &str) -> Vec<(usize, String)> 
             let mut here: Vec<String> = file_module.to_vec();
             here.extend((0..inline_modules.len()).map(|n| format!("inline module {n}")));
             // Only a climb to the crate root can leave the file's top-level module; the next
-            // segment is then a top-level module.
+            // segment is then a top-level module. A climb to the runtime's root leaves the
+            // file's room; the next segment is then a room.
             if climbs >= here.len() {
                 for module in first_segments(&chars, position) {
-                    found.push((line, module));
+                    found.push((line, vec![module]));
+                }
+            } else if here.len() - climbs == 1 && here[0] == "runtime" {
+                for room in first_segments(&chars, position) {
+                    found.push((line, vec!["runtime".to_owned(), room]));
                 }
             }
             i = position;

@@ -6,59 +6,24 @@
 
 mod common;
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::users::{self, FAIL_EVERY_THIRD, LEGACY, MODERN};
 use common::*;
 use migrate_core::Migrations;
-use migrate_core::runtime::{
-    DualWrite, DualWriteConfig, Migrator, ModernWrite, ReconcileBacklog, UpTo,
-};
+use migrate_core::runtime::{DualWrite, DualWriteConfig, Migrator, ModernWrite, ReconcileBacklog};
 use sqlx::PgPool;
 use tokio_postgres::Client;
 use tokio_postgres::error::SqlState;
 
-/// users(id, email, email_normalized) and a backfill whose compare maps the modern column.
-fn one_table_set(dir: &Path) -> Migrations {
-    std::fs::write(
-        dir.join("0001_users.sql"),
-        "CREATE TABLE IF NOT EXISTS users (id bigint PRIMARY KEY, email text NOT NULL, email_normalized text);\n\
-         -- migrate:down\nDROP TABLE IF EXISTS users;\n",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("0002_normalize.backfill.sql"),
-        "-- migrate:backfill table=users key=id\n\
-         -- migrate:compare source=users target=users key=id columns=email_normalized map=lower(email)\n\
-         UPDATE users SET email_normalized = lower(email) WHERE email_normalized IS NULL;\n-- migrate:down\n",
-    )
-    .unwrap();
-    let checked = migrate_core::check_dir(dir, "migrations").unwrap();
-    assert!(checked.diagnostics.is_empty(), "{:?}", checked.diagnostics);
-    checked.migrations(&dir.to_string_lossy())
-}
-
-const LEGACY: &str = "UPDATE users SET email = $2 WHERE id = $1";
-const MODERN: &str = "UPDATE users SET email_normalized = lower($2) WHERE id = $1";
-
 /// The one-URL pattern: the migrator and the queue on a tokio-postgres connection of their
 /// own, the application on a sqlx pool of the same database.
 async fn setup(url: &str, rows: i64, flag_on: bool) -> (Migrations, tempfile::TempDir, Client) {
-    let dir = tempfile::tempdir().unwrap();
-    let migrations = one_table_set(dir.path());
-    let admin = client(url).await;
-    let migrator = Migrator::new(&migrations, config()).unwrap();
-    migrator.up(&admin, UpTo::All).await.unwrap();
-    admin
-        .batch_execute(&format!(
-            "INSERT INTO users (id, email, email_normalized) \
-             SELECT g, 'U' || g || '@X', lower('U' || g || '@X') FROM generate_series(1, {rows}) g"
-        ))
-        .await
-        .unwrap();
+    let (migrations, dir, admin) = users::setup(url, rows).await;
     if flag_on {
-        migrator
+        Migrator::new(&migrations, config())
+            .unwrap()
             .flags()
             .unwrap()
             .set(&admin, "users.email_normalized", true)
@@ -106,15 +71,7 @@ async fn write(pool: &PgPool, dual: &DualWrite, id: i64, email: &str) -> ModernW
 async fn failed_modern_writes_are_undone_alone_and_queued_in_the_sqlx_transaction() {
     let db = database();
     let (migrations, _dir, admin) = setup(db.url(), 12, true).await;
-    admin
-        .batch_execute(
-            "CREATE FUNCTION refuse_modern() RETURNS trigger LANGUAGE plpgsql AS $$ \
-             BEGIN RAISE EXCEPTION 'modern side down for %', NEW.id; END $$; \
-             CREATE TRIGGER refuse_modern BEFORE UPDATE OF email_normalized ON users \
-             FOR EACH ROW WHEN (NEW.id % 3 = 0) EXECUTE FUNCTION refuse_modern();",
-        )
-        .await
-        .unwrap();
+    admin.batch_execute(FAIL_EVERY_THIRD).await.unwrap();
     let dual = Arc::new(dual(&migrations));
     dual.ensure_queue(&admin).await.unwrap();
     let pool = PgPool::connect(db.url()).await.unwrap();

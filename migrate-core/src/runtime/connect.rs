@@ -31,7 +31,7 @@ use tokio_postgres::Client;
 use tokio_postgres::config::SslMode as PgSslMode;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use super::MigratorConfig;
+use super::config::MigratorConfig;
 use super::error::ConnectError;
 
 /// libpq's `sslmode` values; see the module docs for what each checks.
@@ -355,9 +355,17 @@ pub async fn connect_with(mut options: ConnectOptions) -> Result<Client, Connect
             target: target_of(&options.config),
         })??;
     // The pooler probe opens one more connection, under the same bound.
+    let mut probe_options = options.clone();
+    probe_options
+        .config
+        .application_name("migrate-pooler-probe");
     tokio::time::timeout(
         overall,
-        super::pooler::refuse_transaction_pooling(&client, &options),
+        super::pooler::refuse_transaction_pooling(
+            &client,
+            &target_of(&options.config),
+            open(&probe_options),
+        ),
     )
     .await
     .map_err(|_| ConnectError::Timeout {
@@ -367,7 +375,7 @@ pub async fn connect_with(mut options: ConnectOptions) -> Result<Client, Connect
     Ok(client)
 }
 
-pub(crate) async fn open(options: &ConnectOptions) -> Result<Client, ConnectError> {
+async fn open(options: &ConnectOptions) -> Result<Client, ConnectError> {
     let options = options.clone();
     let to_error = |error| ConnectError::Connect {
         target: target_of(&options.config),
@@ -391,7 +399,7 @@ pub(crate) async fn open(options: &ConnectOptions) -> Result<Client, ConnectErro
 /// Where `config` connects, for messages: `host:port` of each host (IPv6 in brackets), or
 /// the Unix socket's path, as libpq names them; comma-separated when there are several
 /// (tokio-postgres tries them in order). Never the user or the password.
-pub(crate) fn target_of(config: &tokio_postgres::Config) -> String {
+fn target_of(config: &tokio_postgres::Config) -> String {
     use tokio_postgres::config::Host;
     let ports = config.get_ports();
     let port_of = |index: usize| match ports {

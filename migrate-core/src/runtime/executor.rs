@@ -13,7 +13,7 @@ use tokio_postgres::types::ToSql;
 
 use super::deadline::within;
 use super::error::{HOLDER_COLUMNS, LockHolder, RuntimeError, StatementLocation};
-use super::gates::RowsGuard;
+use super::rows_guard::RowsGuard;
 use super::state::partial::PartialRunTable;
 use crate::migration::{Migration, Section, Statement, TransactionMode};
 use crate::splitter::{self, TokenKind};
@@ -549,7 +549,7 @@ pub(crate) async fn wait_before_retry(
         file = %migration.file_name,
         line = statement.map(|s| s.line),
         attempt,
-        delay = %super::gates::human(delay),
+        delay = %super::text::human(delay),
         blocked_by = %blocked_by,
         "lock_timeout (55P03): retrying after a pause so the application's queries proceed"
     );
@@ -776,6 +776,24 @@ fn identifier_value(sql: &str, token: &splitter::Token) -> Option<String> {
 
 pub(crate) fn quote_identifier(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// The closing event of a migration's span: its outcome and duration.
+pub(crate) fn finish_span(
+    result: Result<SectionOutcome, RuntimeError>,
+    span: &tracing::Span,
+) -> Result<SectionOutcome, RuntimeError> {
+    let _entered = span.enter();
+    match &result {
+        Ok(outcome) => tracing::info!(
+            outcome = "done",
+            duration_ms = u64::try_from(outcome.duration.as_millis()).unwrap_or(u64::MAX),
+            attempts = outcome.attempts,
+            "migration finished"
+        ),
+        Err(error) => tracing::warn!(outcome = "failed", %error, "migration failed"),
+    }
+    result
 }
 
 #[cfg(test)]

@@ -69,7 +69,7 @@ impl<'c> AdvisoryLock<'c> {
                 });
             }
             let delay = backoff.delay(attempt).min(wait - waited);
-            tracing::info!(key, delay = %super::gates::human(delay), "migration lock busy, waiting");
+            tracing::info!(key, delay = %super::text::human(delay), "migration lock busy, waiting");
             tokio::time::sleep(delay).await;
             attempt = attempt.saturating_add(1);
         }

@@ -23,25 +23,15 @@
 //! # Ok(()) }
 //! ```
 
+mod adopt;
 pub mod backfill;
-mod backfill_controller;
-mod backfill_pace;
-mod backfill_rerun;
-mod backfill_signals;
-mod backfill_stops;
-pub mod baseline;
 pub mod compare;
-mod compare_tables;
 mod config;
 pub mod connect;
 mod deadline;
-pub mod dual_write;
 pub mod error;
 mod executor;
 pub mod gates;
-// `migrate import` and `migrate plan --observe`: the CLI's, and they read SQL.
-#[cfg(feature = "lint")]
-pub mod import;
 mod lock;
 // What `migrate check` observes PostgreSQL doing: the CLI's, not a stable API.
 #[cfg(feature = "lint")]
@@ -49,19 +39,24 @@ mod lock;
 pub mod observe;
 mod pending;
 mod pooler;
-pub mod reconcile;
-pub mod repair;
+mod replication;
 mod report;
-mod row_equality;
-mod running_queries;
+mod rows_guard;
 mod session;
-#[cfg(feature = "sqlx")]
-pub mod sqlx;
+mod text;
 // The runtime's own tables: public for the CLI (`check` names them, `flag` validates flag
 // names), not a stable API; a service uses them through `Migrator`.
 #[doc(hidden)]
 pub mod state;
-pub mod verify;
+
+// The rooms' public modules, at the paths they always had.
+#[cfg(feature = "lint")]
+pub use adopt::import;
+pub use adopt::{baseline, repair};
+pub use backfill::verify;
+#[cfg(feature = "sqlx")]
+pub use compare::sqlx;
+pub use compare::{dual_write, reconcile};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -71,10 +66,10 @@ use std::time::Duration;
 use tokio_postgres::Client;
 use tracing::Instrument;
 
-pub use backfill_controller::{ApplicationRates, PaceState, Pressure};
-pub use backfill_pace::BackfillStatus;
-pub use backfill_rerun::BackfillRerun;
-pub use backfill_stops::{AbortReason, PAUSE_FLAG, PauseReason};
+pub use backfill::controller::{ApplicationRates, PaceState, Pressure};
+pub use backfill::pace::BackfillStatus;
+pub use backfill::rerun::BackfillRerun;
+pub use backfill::stops::PAUSE_FLAG;
 pub use compare::{CompareOptions, CompareReport, Difference, DifferingKey};
 pub use config::{
     AutovacuumPause, BackfillControl, DEFAULT_PROBE, MAX_LOCK_TIMEOUT, MigratorConfig,
@@ -83,10 +78,9 @@ pub use config::{
 pub use connect::{ConnectOptions, SslMode, connect, connect_with};
 pub use dual_write::{DualWrite, DualWriteConfig, ModernWrite};
 pub use error::{
-    CompareLocation, CompareSide, ConnectError, Failed, KeyProblem, LockHolder, PartialReport,
-    RuntimeError, StatementLocation, StuckCause,
+    AbortReason, CompareLocation, CompareSide, ConnectError, Failed, GateFailure, KeyProblem,
+    LockHolder, PartialReport, PauseReason, Replica, RuntimeError, StatementLocation, StuckCause,
 };
-pub use gates::{GateFailure, Replica};
 pub use lock::lock_key;
 pub use reconcile::{ReconcileBacklog, ReconcileReport};
 pub use report::{
@@ -98,10 +92,10 @@ pub use state::reconcile_queue::UnreplayableKey;
 pub use verify::{BackfillRun, BackfillState};
 
 use crate::migration::{BackfillSpec, Migration, Migrations, Phase, Section};
-use executor::{Backoff, ExecutionSettings, HistoryChange};
+use executor::{Backoff, ExecutionSettings, HistoryChange, finish_span};
 use lock::AdvisoryLock;
 use session::SessionState;
-use state::history::{History, HistoryRow};
+use state::history::{History, HistoryRow, sql_version};
 
 /// Longest single pause between two retries of a statement, whatever the attempt number.
 pub const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(30);
@@ -1023,7 +1017,7 @@ impl<'m> Migrator<'m> {
         client: &Client,
         contract: &Migration,
         planned: &BTreeSet<u64>,
-    ) -> Result<gates::RowsGuard, RuntimeError> {
+    ) -> Result<rows_guard::RowsGuard, RuntimeError> {
         let settings = gates::GateSettings {
             stabilisation: self.config.contract_stabilisation,
             max_replica_lag: self.config.max_replica_lag,
@@ -1220,29 +1214,6 @@ fn planned_migration(m: &Migration) -> PlannedMigration {
 /// backfill's down part included, runs as its mode says.
 fn up_runs_in_batches(m: &Migration) -> bool {
     m.phase == Phase::Backfill && m.backfill.is_some()
-}
-
-/// The closing event of a migration's span: its outcome and duration.
-fn finish_span(
-    result: Result<executor::SectionOutcome, RuntimeError>,
-    span: &tracing::Span,
-) -> Result<executor::SectionOutcome, RuntimeError> {
-    let _entered = span.enter();
-    match &result {
-        Ok(outcome) => tracing::info!(
-            outcome = "done",
-            duration_ms = u64::try_from(outcome.duration.as_millis()).unwrap_or(u64::MAX),
-            attempts = outcome.attempts,
-            "migration finished"
-        ),
-        Err(error) => tracing::warn!(outcome = "failed", %error, "migration failed"),
-    }
-    result
-}
-
-/// Checked in [`Migrator::new`].
-pub(crate) fn sql_version(version: u64) -> i64 {
-    i64::try_from(version).unwrap_or(i64::MAX)
 }
 
 /// `reverting`: the down part that ran, else the up part did.

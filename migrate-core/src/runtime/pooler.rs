@@ -32,7 +32,6 @@
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, SimpleQueryMessage};
 
-use super::connect::{ConnectOptions, open};
 use super::error::ConnectError;
 
 const ROUNDS: usize = 10;
@@ -40,24 +39,23 @@ const ROUNDS: usize = 10;
 /// transaction open: a direct server answers in milliseconds.
 const ANSWER_WITHIN: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// See the module docs. A probe connection that cannot be opened (e.g. no connection slot
-/// left) skips the two-client part with a warning; the single-client part still runs.
+/// See the module docs. `client` reaches `target`; `open_probe` opens the second connection
+/// to the same address (the connector's, so this module needs nothing of it). A probe
+/// connection that cannot be opened (e.g. no connection slot left) skips the two-client
+/// part with a warning; the single-client part still runs.
 pub(crate) async fn refuse_transaction_pooling(
     client: &Client,
-    options: &ConnectOptions,
+    target: &str,
+    open_probe: impl Future<Output = Result<Client, ConnectError>>,
 ) -> Result<(), ConnectError> {
     let to_error = |error| ConnectError::Connect {
-        target: super::connect::target_of(&options.config),
+        target: target.to_owned(),
         error,
     };
     let (_, first) = read(client, "SELECT NULL, pg_backend_pid()")
         .await
         .map_err(to_error)?;
-    let mut probe_options = options.clone();
-    probe_options
-        .config
-        .application_name("migrate-pooler-probe");
-    let probe = match open(&probe_options).await {
+    let probe = match open_probe.await {
         Ok(probe) => Some(probe),
         Err(error) => {
             tracing::warn!(%error, "could not open the pooler probe connection; checking with one connection only");

@@ -4,6 +4,7 @@
 #![allow(dead_code)] // Each test binary uses its own subset.
 
 pub mod log;
+pub mod users;
 
 use std::borrow::Cow;
 use std::sync::OnceLock;
@@ -36,6 +37,16 @@ pub fn config() -> MigratorConfig {
 
 pub async fn client(url: &str) -> Client {
     connect(url, &config()).await.expect("connect")
+}
+
+/// Applies `migrations` up to `version` with the tests' [`config`]: where a test that
+/// starts before a migration stands.
+pub async fn up_to(client: &Client, migrations: &Migrations, version: u64) {
+    migrate_core::runtime::Migrator::new(migrations, config())
+        .unwrap()
+        .up(client, migrate_core::runtime::UpTo::Version(version))
+        .await
+        .unwrap();
 }
 
 /// A plain connection for the test's own queries (blockers, readers, assertions).

@@ -5,9 +5,9 @@ use std::collections::BTreeSet;
 use std::time::SystemTime;
 
 use tokio_postgres::Client;
-use tokio_postgres::error::SqlState;
 
 use super::history::TableName;
+use super::missing_table;
 use crate::runtime::error::RuntimeError;
 
 /// The table's validated, quoted name.
@@ -70,10 +70,6 @@ pub(crate) fn statement_index(index: usize) -> i32 {
     i32::try_from(index).unwrap_or(i32::MAX)
 }
 
-fn missing_table(error: &tokio_postgres::Error) -> bool {
-    error.code() == Some(&SqlState::UNDEFINED_TABLE)
-}
-
 impl BackfillProgressTable {
     /// Derived from the history table's validated name, so it needs no quoting care.
     pub fn for_history(history: &TableName) -> Result<BackfillProgressTable, RuntimeError> {
@@ -107,19 +103,15 @@ impl BackfillProgressTable {
                     PRIMARY KEY (version, statement))",
             self.quoted
         );
-        super::create_table_if_missing(
+        super::ensure_table(
             client,
             &self.quoted,
             &create,
             "creating the backfill progress table",
-        )
-        .await?;
-        // A table created by an earlier release lacks the later columns.
-        super::add_later_columns(
-            client,
-            &self.quoted,
-            LATER_COLUMNS,
-            "adding the later columns to the backfill progress table",
+            Some((
+                LATER_COLUMNS,
+                "adding the later columns to the backfill progress table",
+            )),
         )
         .await
     }

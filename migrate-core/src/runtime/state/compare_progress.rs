@@ -22,9 +22,9 @@
 use std::time::SystemTime;
 
 use tokio_postgres::Client;
-use tokio_postgres::error::SqlState;
 
 use super::history::TableName;
+use super::missing_table;
 use crate::runtime::error::RuntimeError;
 
 /// Where a compare stands, as stored after its last chunk.
@@ -64,10 +64,6 @@ pub struct CompareProgressTable {
     quoted: String,
 }
 
-fn missing_table(error: &tokio_postgres::Error) -> bool {
-    error.code() == Some(&SqlState::UNDEFINED_TABLE)
-}
-
 impl CompareProgressTable {
     /// `<history>_compare` beside the history table.
     pub fn for_history(history: &TableName) -> Result<CompareProgressTable, RuntimeError> {
@@ -102,11 +98,12 @@ impl CompareProgressTable {
                 passed_at timestamptz)",
             self.quoted
         );
-        super::create_table_if_missing(
+        super::ensure_table(
             client,
             &self.quoted,
             &sql,
             "creating the compare progress table",
+            None,
         )
         .await
     }

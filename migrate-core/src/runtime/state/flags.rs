@@ -121,8 +121,14 @@ impl FlagStore {
              )",
             self.quoted
         );
-        super::create_table_if_missing(client, &self.quoted, &create, "creating the flags table")
-            .await
+        super::ensure_table(
+            client,
+            &self.quoted,
+            &create,
+            "creating the flags table",
+            None,
+        )
+        .await
     }
 
     /// The flag called `name`; [`FlagError::NotFound`] when it was never set. Read only.

@@ -25,6 +25,7 @@ use std::time::SystemTime;
 
 use tokio_postgres::Client;
 
+use crate::migration::Migration;
 use crate::runtime::error::RuntimeError;
 
 /// A validated, optionally schema-qualified table name.
@@ -403,6 +404,90 @@ impl History {
     pub(crate) fn delete_sql(&self) -> &str {
         &self.delete
     }
+}
+
+/// How a history row came to be when its migration did not run here.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Adopted<'a> {
+    /// `migrate baseline`: the schema was built by other means; `baselined`, no duration.
+    Baselined,
+    /// `migrate import`: another tool ran it, and recorded when and how long.
+    // `import` reads SQL: without the `lint` feature nothing imports.
+    #[cfg_attr(not(feature = "lint"), allow(dead_code))]
+    Imported {
+        /// The tool, named in `executed_by`.
+        tool: &'a str,
+        /// As the tool recorded it; 0 when it kept none.
+        duration_ms: i64,
+        /// `now()` when the tool kept no time.
+        executed_at: Option<SystemTime>,
+    },
+}
+
+impl History {
+    /// Writes a row per `(migration, how)` into this history when it is empty, in one
+    /// transaction (all rows or none), and returns 0; when it is not empty, writes nothing
+    /// and returns how many rows it holds. The caller holds the migration lock; `doing`
+    /// names the work in errors.
+    pub(crate) async fn write_adopted(
+        &self,
+        client: &Client,
+        rows: &[(&Migration, Adopted<'_>)],
+        doing: &'static str,
+    ) -> Result<usize, RuntimeError> {
+        self.ensure(client).await?;
+        let found = self.read(client).await?.len();
+        if found > 0 {
+            return Ok(found);
+        }
+        let insert = format!(
+            "INSERT INTO {} (version, name, phase, checksum, duration_ms, executed_at, \
+                             executed_by, baselined) \
+             VALUES ($1, $2, $3, $4, $5, coalesce($6, now()), \
+                     current_user || coalesce(' (imported from ' || $7::text || ')', ''), $8)",
+            self.quoted
+        );
+        let write = async {
+            client.batch_execute("BEGIN").await?;
+            for (migration, how) in rows {
+                let (duration_ms, executed_at, tool, baselined) = match *how {
+                    Adopted::Baselined => (0, None, None, true),
+                    Adopted::Imported {
+                        tool,
+                        duration_ms,
+                        executed_at,
+                    } => (duration_ms, executed_at, Some(tool), false),
+                };
+                client
+                    .execute(
+                        insert.as_str(),
+                        &[
+                            &sql_version(migration.version),
+                            &migration.name.as_ref(),
+                            &migration.phase.as_str(),
+                            &migration.checksum.to_hex(),
+                            &duration_ms,
+                            &executed_at,
+                            &tool,
+                            &baselined,
+                        ],
+                    )
+                    .await?;
+            }
+            client.batch_execute("COMMIT").await
+        };
+        if let Err(error) = write.await {
+            let _ = client.batch_execute("ROLLBACK").await;
+            return Err(RuntimeError::database(doing)(error));
+        }
+        Ok(0)
+    }
+}
+
+/// A version as the history table stores it (`bigint`); checked in
+/// [`Migrator::new`](crate::runtime::Migrator::new).
+pub(crate) fn sql_version(version: u64) -> i64 {
+    i64::try_from(version).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]

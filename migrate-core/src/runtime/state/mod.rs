@@ -22,6 +22,30 @@ use tokio_postgres::error::SqlState;
 
 use crate::runtime::error::RuntimeError;
 
+/// Makes a state table ready: `create` (its `CREATE TABLE IF NOT EXISTS`, with every column)
+/// when the table `quoted` is missing, then the `later_columns` (`name type, ...`) a table
+/// made by an earlier release lacks. Every state table but the history (which also creates
+/// its schema) is made here; `creating` and the second part of `later_columns` name the work
+/// in errors.
+pub(crate) async fn ensure_table(
+    client: &impl tokio_postgres::GenericClient,
+    quoted: &str,
+    create: &str,
+    creating: &'static str,
+    later_columns: Option<(&str, &'static str)>,
+) -> Result<(), RuntimeError> {
+    create_table_if_missing(client, quoted, create, creating).await?;
+    match later_columns {
+        Some((columns, adding)) => add_later_columns(client, quoted, columns, adding).await,
+        None => Ok(()),
+    }
+}
+
+/// A state table read before any run created it.
+pub(crate) fn missing_table(error: &tokio_postgres::Error) -> bool {
+    error.code() == Some(&SqlState::UNDEFINED_TABLE)
+}
+
 /// Runs `create` (a `CREATE TABLE IF NOT EXISTS` of the table `quoted`) only when the table
 /// is missing. Looked up first because on an existing table the server answers `IF NOT
 /// EXISTS` with a NOTICE ("relation ... already exists, skipping"), which drivers log at
@@ -29,7 +53,7 @@ use crate::runtime::error::RuntimeError;
 /// and still reach the log. Two sessions creating it at once: `IF NOT EXISTS` does not
 /// cover the race on the catalog's unique index, and the other session's table is just as
 /// good.
-pub(crate) async fn create_table_if_missing(
+async fn create_table_if_missing(
     client: &impl tokio_postgres::GenericClient,
     quoted: &str,
     create: &str,
@@ -58,7 +82,7 @@ pub(crate) async fn create_table_if_missing(
 /// Adds to the table `quoted` (made by an earlier release) those of `columns` (`name type,
 /// name type, ...`) it lacks. Checked first: `ALTER TABLE` takes an ACCESS EXCLUSIVE lock
 /// even when it has nothing to add, and the usual table has them all.
-pub(crate) async fn add_later_columns(
+async fn add_later_columns(
     client: &impl tokio_postgres::GenericClient,
     quoted: &str,
     columns: &str,

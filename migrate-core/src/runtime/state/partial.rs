@@ -58,11 +58,12 @@ impl PartialRunTable {
                 error text)",
             self.quoted
         );
-        super::create_table_if_missing(
+        super::ensure_table(
             client,
             &self.quoted,
             &create,
             "creating the partial-run table",
+            None,
         )
         .await?;
         client

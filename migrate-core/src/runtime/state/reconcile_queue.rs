@@ -25,6 +25,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, GenericClient};
 
 use super::history::TableName;
+use super::missing_table;
 use crate::runtime::error::RuntimeError;
 
 /// The table's validated, quoted name and its statements.
@@ -57,10 +58,6 @@ const LATER_COLUMNS: &str = "failed_at timestamptz, failure text";
 
 fn missing_column(error: &tokio_postgres::Error) -> bool {
     error.code() == Some(&SqlState::UNDEFINED_COLUMN)
-}
-
-fn missing_table(error: &tokio_postgres::Error) -> bool {
-    error.code() == Some(&SqlState::UNDEFINED_TABLE)
 }
 
 impl ReconcileQueue {
@@ -106,23 +103,12 @@ impl ReconcileQueue {
 
     /// Creates the table if missing.
     pub async fn ensure(&self, client: &impl GenericClient) -> Result<(), RuntimeError> {
-        super::create_table_if_missing(
+        super::ensure_table(
             client,
             &self.quoted,
             &self.create_sql(),
             "creating the reconcile queue",
-        )
-        .await?;
-        self.add_later_columns(client).await
-    }
-
-    /// A queue made before `failed_at` existed gets it.
-    async fn add_later_columns(&self, client: &impl GenericClient) -> Result<(), RuntimeError> {
-        super::add_later_columns(
-            client,
-            &self.quoted,
-            LATER_COLUMNS,
-            "adding columns to the reconcile queue",
+            Some((LATER_COLUMNS, "adding columns to the reconcile queue")),
         )
         .await
     }

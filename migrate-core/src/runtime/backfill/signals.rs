@@ -17,11 +17,11 @@ use std::time::{Duration, Instant};
 
 use tokio_postgres::Client;
 
-use super::backfill_controller::Baselines;
-use super::config::BackfillControl;
-use super::deadline::{Limits, within};
-use super::error::RuntimeError;
-use super::executor::quote_identifier;
+use crate::runtime::backfill::controller::Baselines;
+use crate::runtime::config::BackfillControl;
+use crate::runtime::deadline::{Limits, within};
+use crate::runtime::error::RuntimeError;
+use crate::runtime::executor::quote_identifier;
 
 /// How often the monitor looks at the server while a batch or a rest runs ...
 const WATCH_INTERVAL: Duration = Duration::from_millis(20);

@@ -25,7 +25,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use super::backfill_stops::PauseReason;
+use crate::runtime::backfill::stops::PauseReason;
 
 /// Weight of the newest batch in the moving average of rows/s.
 const RATE_SMOOTHING: f64 = 0.3;

@@ -21,19 +21,19 @@ use std::time::Instant;
 
 use tokio_postgres::Client;
 
-use super::backfill_pace::{BackfillStatus, Pacer, ProgressRow};
-use super::config::BackfillControl;
-use super::state::flags::FlagStore;
+use crate::runtime::backfill::pace::{BackfillStatus, Pacer, ProgressRow};
+use crate::runtime::config::BackfillControl;
+use crate::runtime::state::flags::FlagStore;
 
-use super::deadline::within;
-use super::error::{RuntimeError, StuckCause};
-use super::executor::{
+use crate::batch_plan::{BatchedUpdate, key_type_sql, plan_source};
+use crate::migration::{BackfillSpec, BatchSource, Migration, Statement};
+use crate::runtime::deadline::within;
+use crate::runtime::error::{RuntimeError, StuckCause};
+use crate::runtime::executor::{
     ExecutionSettings, HistoryChange, SectionOutcome, is_lock_timeout, location, name_blockers,
     statement_error, wait_before_retry,
 };
-use super::state::backfill_progress::{BackfillProgressTable, statement_index};
-use crate::batch_plan::{BatchedUpdate, key_type_sql, plan_source};
-use crate::migration::{BackfillSpec, BatchSource, Migration, Statement};
+use crate::runtime::state::backfill_progress::{BackfillProgressTable, statement_index};
 
 /// Sweeps after the keyed pass before giving up: rows that keep matching the WHERE mean
 /// something (an old release without dual writes) keeps writing rows in the old shape.
@@ -84,7 +84,7 @@ pub(crate) async fn run(
         | (Ok(_), _)
         | (Err(_), None) => {}
         (Err(error), Some(statement)) => {
-            let version = super::sql_version(migration.version);
+            let version = crate::runtime::state::history::sql_version(migration.version);
             let recorded = within(
                 Some(settings.limits.own),
                 "recording the backfill's failure",
@@ -121,7 +121,7 @@ async fn run_statements(
     )
     .await??;
     // Versions are checked to fit a bigint in Migrator::new.
-    let version = super::sql_version(migration.version);
+    let version = crate::runtime::state::history::sql_version(migration.version);
     // Workers only under the controller: fixed batches are the operator's pace.
     let workers: &[Client] = match spec.pace {
         crate::migration::BackfillPace::Adaptive { .. } => pace.workers,
@@ -592,7 +592,7 @@ impl BatchRunner<'_> {
                  `migrate up` again (the backfill resumes and sweeps them; for a backfill \
                  already applied, `migrate backfill rerun {}`)",
                 spec.key,
-                super::error::key_list(&keys),
+                crate::runtime::error::key_list(&keys),
                 self.migration.version
             ),
         }
@@ -620,7 +620,7 @@ impl BatchRunner<'_> {
         bound: Option<&str>,
         batch_size: i64,
     ) -> Result<Option<String>, RuntimeError> {
-        Ok(super::deadline::within(
+        Ok(crate::runtime::deadline::within(
             self.settings.limits.statement,
             "finding the end of a backfill batch's key range",
             self.client
@@ -711,7 +711,7 @@ impl BatchRunner<'_> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let answer = super::deadline::within(
+            let answer = crate::runtime::deadline::within(
                 settings.limits.statement,
                 "running a backfill batch",
                 connection.query_one(sql, &[&after, &batch_size, &batch_bound]),

@@ -11,18 +11,20 @@ use std::time::{Duration, Instant};
 
 use tokio_postgres::Client;
 
-use super::backfill_controller::{
+use crate::migration::BackfillPace;
+use crate::runtime::backfill::controller::{
     ApplicationRates, Baselines, BatchObservation, Controller, ControllerSettings, Decision,
     PaceState,
 };
-use super::backfill_signals::{Signals, StatementSnapshot, statement_latency};
-use super::backfill_stops::{AbortReason, PauseReason, Stop, StopSignals};
-use super::config::BackfillControl;
-use super::deadline::{Limits, within};
-use super::error::RuntimeError;
-use super::state::backfill_progress::{BackfillProgress, BackfillProgressTable, StoredPace};
-use super::state::flags::FlagStore;
-use crate::migration::BackfillPace;
+use crate::runtime::backfill::signals::{Signals, StatementSnapshot, statement_latency};
+use crate::runtime::backfill::stops::{AbortReason, PauseReason, Stop, StopSignals};
+use crate::runtime::config::BackfillControl;
+use crate::runtime::deadline::{Limits, within};
+use crate::runtime::error::RuntimeError;
+use crate::runtime::state::backfill_progress::{
+    BackfillProgress, BackfillProgressTable, StoredPace,
+};
+use crate::runtime::state::flags::FlagStore;
 
 /// A backfill's pace now, for progress displays.
 #[derive(Debug, Clone, PartialEq)]

@@ -7,8 +7,10 @@
 
 use tokio_postgres::Client;
 
-use super::Migrator;
-use super::error::RuntimeError;
+use crate::migration::Migration;
+use crate::runtime::Migrator;
+use crate::runtime::error::RuntimeError;
+use crate::runtime::state::history::Adopted;
 
 /// Why [`Migrator::baseline`] recorded nothing.
 #[derive(Debug, thiserror::Error)]
@@ -64,48 +66,21 @@ impl Migrator<'_> {
             .map(|m| m.version)
             .filter(|v| *v <= version)
             .collect();
-        let insert = format!(
-            "INSERT INTO {} (version, name, phase, checksum, duration_ms, baselined) \
-             VALUES ($1, $2, $3, $4, 0, true)",
-            self.history.quoted()
-        );
+        let rows: Vec<(&Migration, Adopted<'_>)> = self
+            .migrations
+            .iter()
+            .filter(|m| recorded.contains(&m.version))
+            .map(|m| (m, Adopted::Baselined))
+            .collect();
         let mut rows_found = 0;
         self.locked(client, |client| {
             let rows_found = &mut rows_found;
-            let insert = &insert;
-            let recorded = &recorded;
+            let rows = &rows;
             async move {
-                self.history.ensure(client).await?;
-                *rows_found = self.history.read(client).await?.len();
-                if *rows_found > 0 {
-                    return Ok(());
-                }
-                let write = async {
-                    client.batch_execute("BEGIN").await?;
-                    for m in self
-                        .migrations
-                        .iter()
-                        .filter(|m| recorded.contains(&m.version))
-                    {
-                        let version = super::sql_version(m.version);
-                        client
-                            .execute(
-                                insert.as_str(),
-                                &[
-                                    &version,
-                                    &m.name.as_ref(),
-                                    &m.phase.as_str(),
-                                    &m.checksum.to_hex(),
-                                ],
-                            )
-                            .await?;
-                    }
-                    client.batch_execute("COMMIT").await
-                };
-                if let Err(error) = write.await {
-                    let _ = client.batch_execute("ROLLBACK").await;
-                    return Err(RuntimeError::database("writing the baseline")(error));
-                }
+                *rows_found = self
+                    .history
+                    .write_adopted(client, rows, "writing the baseline")
+                    .await?;
                 Ok(())
             }
         })

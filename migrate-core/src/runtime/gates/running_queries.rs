@@ -1,4 +1,4 @@
-//! The contract gate that watches the old release (see [`super::gates`]): before a
+//! The contract gate that watches the old release (see [`crate::runtime::gates`]): before a
 //! contract, two readings of `pg_stat_statements` a window apart; a statement called in
 //! between that names what the contract drops, renames or retypes refuses the contract.
 //!
@@ -12,10 +12,10 @@ use std::time::Duration;
 
 use tokio_postgres::Client;
 
-use super::error::RuntimeError;
-use super::gates::GateFailure;
 use crate::migration::Migration;
 use crate::queries::{self, QuerySourceError, Removal, RemovedObject};
+use crate::runtime::error::RuntimeError;
+use crate::runtime::gates::GateFailure;
 
 /// `None`: the contract may run as far as this gate goes.
 pub(crate) async fn check(

@@ -2,7 +2,7 @@
 //! connection before every batch, whatever paces the batches (the controller or the fixed
 //! `batch=`/`delay=`). A reason either **pauses** the backfill (it waits, re-reading the
 //! signals every `pause_poll`, and goes on once none holds) or **aborts** it (the run fails
-//! with [`RuntimeError::BackfillAborted`](super::RuntimeError::BackfillAborted); its progress
+//! with [`RuntimeError::BackfillAborted`](crate::runtime::RuntimeError::BackfillAborted); its progress
 //! is stored, so the next `up` resumes it). An abort is decided only on a second reading a
 //! poll later, so one odd sample never stops a deploy.
 //!
@@ -19,176 +19,22 @@
 //! has not replayed was first seen.
 
 use std::collections::VecDeque;
-use std::fmt;
 use std::time::{Duration, Instant};
 
 use tokio_postgres::Client;
 use tokio_postgres::error::SqlState;
 
-use super::config::{AutovacuumPause, BackfillControl};
-use super::deadline::{Limits, within};
-use super::error::RuntimeError;
-use super::gates::{human, read_replication};
-use super::state::flags::{FlagError, FlagStore};
+use crate::runtime::config::{AutovacuumPause, BackfillControl};
+use crate::runtime::deadline::{Limits, within};
+use crate::runtime::error::RuntimeError;
+pub use crate::runtime::error::{AbortReason, PauseReason};
+use crate::runtime::replication::read_replication;
+use crate::runtime::state::flags::{FlagError, FlagStore};
 
 /// The flag `migrate backfill pause` sets: every runner reads it before each batch.
 pub const PAUSE_FLAG: &str = "migrate.backfill_paused";
 /// WAL positions remembered for the replica lag; the oldest go first past this many.
 const MAX_WAL_SAMPLES: usize = 10_000;
-
-/// Why no batch runs now; the backfill waits and checks again.
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub enum PauseReason {
-    /// `migrate backfill pause` (the `migrate.backfill_paused` flag) is set.
-    Operator,
-    /// The configured throttle query returned true.
-    ThrottleQuery,
-    /// A replica has not replayed WAL written longer ago than the limit.
-    ReplicaLag {
-        /// The replica, as the contract gate names it.
-        replica: String,
-        /// How long ago the oldest WAL it has not replayed was written (a lower bound).
-        lag: Duration,
-        /// The configured limit.
-        limit: Duration,
-    },
-    /// More WAL segments wait for the archiver (`archive_status/*.ready`) than the limit:
-    /// archiving is behind or failing, and every batch adds WAL to keep.
-    WalArchiveBacklog {
-        /// Segments waiting.
-        segments: u64,
-        /// The configured limit.
-        limit: u64,
-    },
-    /// An autovacuum works on the backfill's table.
-    Autovacuum {
-        /// The table.
-        table: String,
-        /// It runs to prevent transaction ID wraparound.
-        wraparound: bool,
-    },
-    /// A transaction holding back the xmin horizon is older than the limit: no dead row a
-    /// batch leaves can be vacuumed until it ends.
-    OldTransaction {
-        /// Its backend (`pg_stat_activity.pid`), 0 for a prepared transaction.
-        pid: i32,
-        /// Its age.
-        age: Duration,
-        /// The configured limit.
-        limit: Duration,
-    },
-}
-
-impl PauseReason {
-    /// A short name of the signal, as the throttle report counts it.
-    pub fn signal(&self) -> &'static str {
-        match self {
-            PauseReason::Operator => "operator pause",
-            PauseReason::ThrottleQuery => "throttle query",
-            PauseReason::ReplicaLag { .. } => "replica lag",
-            PauseReason::WalArchiveBacklog { .. } => "WAL archive backlog",
-            PauseReason::Autovacuum { .. } => "autovacuum",
-            PauseReason::OldTransaction { .. } => "old transaction",
-        }
-    }
-}
-
-impl fmt::Display for PauseReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            PauseReason::Operator => f.write_str("paused by an operator (migrate backfill resume)"),
-            PauseReason::ThrottleQuery => f.write_str("paused: the throttle query returned true"),
-            PauseReason::ReplicaLag {
-                replica,
-                lag,
-                limit,
-            } => write!(
-                f,
-                "paused: replica {replica} lags {} (limit {})",
-                human(*lag),
-                human(*limit)
-            ),
-            PauseReason::WalArchiveBacklog { segments, limit } => write!(
-                f,
-                "paused: {segments} WAL segment(s) wait for the archiver (limit {limit})"
-            ),
-            PauseReason::Autovacuum { table, wraparound } => write!(
-                f,
-                "paused: autovacuum works on {table}{}",
-                if *wraparound {
-                    " (to prevent wraparound)"
-                } else {
-                    ""
-                }
-            ),
-            PauseReason::OldTransaction { pid, age, limit } => {
-                let who = if *pid == 0 {
-                    "a prepared transaction".to_owned()
-                } else {
-                    format!("the transaction of backend {pid}")
-                };
-                write!(
-                    f,
-                    "paused: {who} is {} old (limit {}): dead rows cannot be vacuumed while it runs",
-                    human(*age),
-                    human(*limit)
-                )
-            }
-        }
-    }
-}
-
-/// Why a backfill stopped for good; its progress is kept, the next `up` resumes it.
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub enum AbortReason {
-    /// A replica lags past the critical limit, on two readings a poll apart.
-    CriticalReplicaLag {
-        /// The replica, as the contract gate names it.
-        replica: String,
-        /// Its lag at the second reading.
-        lag: Duration,
-        /// The configured critical limit.
-        limit: Duration,
-    },
-    /// The backfill stayed paused longer than `max_pause`, and still was when read again.
-    PausedTooLong {
-        /// What paused it at the last reading.
-        reason: PauseReason,
-        /// How long it has been paused.
-        paused: Duration,
-        /// The configured limit.
-        limit: Duration,
-    },
-}
-
-impl fmt::Display for AbortReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            AbortReason::CriticalReplicaLag {
-                replica,
-                lag,
-                limit,
-            } => write!(
-                f,
-                "replica {replica} lags {} (critical limit {})",
-                human(*lag),
-                human(*limit)
-            ),
-            AbortReason::PausedTooLong {
-                reason,
-                paused,
-                limit,
-            } => write!(
-                f,
-                "paused for {} (limit {}), still {reason}",
-                human(*paused),
-                human(*limit)
-            ),
-        }
-    }
-}
 
 /// What the stop signals say about the next batch.
 #[derive(Debug, Clone, PartialEq)]
@@ -533,7 +379,7 @@ mod tests {
 
     #[test]
     fn the_pause_flag_is_a_valid_flag_name() {
-        assert!(super::super::state::flags::validate_flag_name(PAUSE_FLAG).is_ok());
+        assert!(crate::runtime::state::flags::validate_flag_name(PAUSE_FLAG).is_ok());
     }
 
     #[test]

@@ -6,8 +6,8 @@
 
 use tokio_postgres::Client;
 
-use super::Migrator;
-use super::error::RuntimeError;
+use crate::runtime::Migrator;
+use crate::runtime::error::RuntimeError;
 
 /// Why [`Migrator::repair`] changed nothing.
 #[derive(Debug, thiserror::Error)]
@@ -92,7 +92,7 @@ impl Migrator<'_> {
                     if row.checksum == found {
                         continue;
                     }
-                    let version = super::sql_version(row.version);
+                    let version = crate::runtime::state::history::sql_version(row.version);
                     client
                         .execute(sql.as_str(), &[&version, &found, &row.checksum])
                         .await

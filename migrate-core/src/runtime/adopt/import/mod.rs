@@ -11,9 +11,10 @@ use std::time::SystemTime;
 
 use tokio_postgres::Client;
 
-use super::Migrator;
-use super::error::RuntimeError;
 use crate::migration::Migration;
+use crate::runtime::Migrator;
+use crate::runtime::error::RuntimeError;
+use crate::runtime::state::history::Adopted;
 use crate::source::Layout;
 
 pub use tools::{RecordedChecksum, table_of};
@@ -243,49 +244,28 @@ impl Migrator<'_> {
             return Ok(report);
         }
         let mut not_empty = None;
-        let insert = format!(
-            "INSERT INTO {} (version, name, phase, checksum, duration_ms, executed_at, executed_by) \
-             VALUES ($1, $2, $3, $4, $5, coalesce($6, now()), current_user || ' (imported from ' || $7 || ')')",
-            self.history.quoted()
-        );
+        let rows: Vec<(&Migration, Adopted<'_>)> = recorded
+            .iter()
+            .map(|row| {
+                let m = self.migrations.get(row.version).expect("checked above");
+                let how = Adopted::Imported {
+                    tool: tool.as_str(),
+                    duration_ms: row.duration_ms.unwrap_or(0),
+                    executed_at: row.executed_at,
+                };
+                (m, how)
+            })
+            .collect();
         self.locked(client, |client| {
             let not_empty = &mut not_empty;
-            let insert = &insert;
-            let recorded = &recorded;
+            let rows = &rows;
             async move {
-                self.history.ensure(client).await?;
-                let rows = self.history.read(client).await?.len();
-                if rows > 0 {
-                    *not_empty = Some(rows);
-                    return Ok(());
-                }
-                let write = async {
-                    client.batch_execute("BEGIN").await?;
-                    for row in recorded {
-                        let m = self.migrations.get(row.version).expect("checked above");
-                        let version = super::sql_version(row.version);
-                        client
-                            .execute(
-                                insert.as_str(),
-                                &[
-                                    &version,
-                                    &m.name.as_ref(),
-                                    &m.phase.as_str(),
-                                    &m.checksum.to_hex(),
-                                    &row.duration_ms.unwrap_or(0),
-                                    &row.executed_at,
-                                    &tool.as_str(),
-                                ],
-                            )
-                            .await?;
-                    }
-                    client.batch_execute("COMMIT").await
-                };
-                if let Err(error) = write.await {
-                    let _ = client.batch_execute("ROLLBACK").await;
-                    return Err(RuntimeError::database("writing the imported history")(
-                        error,
-                    ));
+                let found = self
+                    .history
+                    .write_adopted(client, rows, "writing the imported history")
+                    .await?;
+                if found > 0 {
+                    *not_empty = Some(found);
                 }
                 Ok(())
             }

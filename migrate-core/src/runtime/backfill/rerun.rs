@@ -12,10 +12,12 @@ use std::time::Duration;
 use tokio_postgres::Client;
 use tracing::Instrument;
 
-use super::error::RuntimeError;
-use super::state::backfill_progress::{BackfillProgressTable, statement_index};
-use super::{Migrator, deadline, finish_span, sql_version};
 use crate::migration::Phase;
+use crate::runtime::error::RuntimeError;
+use crate::runtime::executor::finish_span;
+use crate::runtime::state::backfill_progress::{BackfillProgressTable, statement_index};
+use crate::runtime::state::history::sql_version;
+use crate::runtime::{Migrator, deadline};
 
 /// What a re-run of an applied backfill did.
 #[derive(Debug, Clone, PartialEq, Eq)]

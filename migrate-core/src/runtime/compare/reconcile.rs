@@ -1,5 +1,5 @@
 //! `migrate reconcile`: replays the keys whose modern write failed
-//! ([`super::dual_write`]), re-deriving the modern row from the legacy one with the mapping
+//! ([`crate::runtime::compare::dual_write`]), re-deriving the modern row from the legacy one with the mapping
 //! of the backfill's `-- migrate:compare` (the one the compare checks), then empties the
 //! queue of what it replayed.
 //!
@@ -25,15 +25,15 @@
 
 use tokio_postgres::Client;
 
-use super::Migrator;
-use super::compare::{backfill_delay, compare_location, compare_spec, located};
-use super::compare_tables::CompareTables;
-use super::deadline;
-use super::error::RuntimeError;
-use super::row_equality::{self, RowEquality, aliases};
-use super::sql_version;
-use super::state::reconcile_queue::{ReconcileQueue, UnreplayableKey};
+use super::run::{backfill_delay, compare_location, compare_spec, located};
 use crate::migration::{CompareSpec, Migration};
+use crate::runtime::Migrator;
+use crate::runtime::compare::row_equality::{self, RowEquality, aliases};
+use crate::runtime::compare::tables::CompareTables;
+use crate::runtime::deadline;
+use crate::runtime::error::RuntimeError;
+use crate::runtime::state::history::sql_version;
+use crate::runtime::state::reconcile_queue::{ReconcileQueue, UnreplayableKey};
 
 /// Keys replayed per transaction.
 const BATCH: i64 = 500;

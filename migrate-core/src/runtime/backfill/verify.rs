@@ -6,17 +6,18 @@
 //! a backfill statement's WHERE, and records `verified_at` when none does. When rows match,
 //! it clears `verified_at`: a verification that failed must not leave an older success in
 //! place for the contract gate to read. (The gate also counts again itself, see
-//! [`super::gates`].)
+//! [`crate::runtime::gates`].)
 
 use std::time::SystemTime;
 
 use tokio_postgres::Client;
 
-use super::backfill::plan_statement;
-use super::error::RuntimeError;
-use super::state::backfill_progress::{BackfillProgressTable, statement_index};
-use super::{Migrator, sql_version};
+use super::batches::plan_statement;
 use crate::migration::Phase;
+use crate::runtime::Migrator;
+use crate::runtime::error::RuntimeError;
+use crate::runtime::state::backfill_progress::{BackfillProgressTable, statement_index};
+use crate::runtime::state::history::sql_version;
 
 /// One statement of a backfill migration, as the database knows it.
 #[derive(Debug, Clone, PartialEq)]

@@ -4,11 +4,11 @@
 
 use tokio_postgres::Client;
 
-use super::Migrator;
-use super::deadline;
-use super::error::{CompareLocation, CompareSide, KeyProblem, RuntimeError};
-use super::row_equality::{RowEquality, TARGET_TYPES};
 use crate::migration::{CompareSpec, TableRef};
+use crate::runtime::Migrator;
+use crate::runtime::compare::row_equality::{RowEquality, TARGET_TYPES};
+use crate::runtime::deadline;
+use crate::runtime::error::{CompareLocation, CompareSide, KeyProblem, RuntimeError};
 
 /// Duplicated keys named in a [`KeyProblem`].
 const KEYS_NAMED: i64 = 10;

@@ -6,15 +6,15 @@
 //! # The migrator beside a sqlx pool: one URL, one more connection
 //!
 //! The migrator runs on tokio-postgres. A service on sqlx gives it a connection of its own
-//! from the same `DATABASE_URL` ([`connect()`](super::connect())), for the run only: `up`
+//! from the same `DATABASE_URL` ([`connect()`](crate::runtime::connect())), for the run only: `up`
 //! holds the migration lock, session settings and the history on one server session,
 //! which a pool's connection cannot promise between two `acquire`s. What it costs:
 //!
 //! - one connection while `up` runs, closed when it is dropped, on top of the pool's
 //!   `max_connections`; replicas starting together each open one and, with nothing to
-//!   apply, hold it for a few queries ([`UpTo::LeadingExpands`](super::UpTo) never runs a
+//!   apply, hold it for a few queries ([`UpTo::LeadingExpands`](crate::runtime::UpTo) never runs a
 //!   backfill, so the backfill monitor and workers of
-//!   [`Migrator::with_backfill_sessions`](super::Migrator::with_backfill_sessions) are
+//!   [`Migrator::with_backfill_sessions`](crate::runtime::Migrator::with_backfill_sessions) are
 //!   never opened at start-up);
 //! - the same connection can create the reconcile queue ([`DualWrite::ensure_queue`])
 //!   before it is dropped.
@@ -50,7 +50,9 @@ use ::sqlx::query::Query;
 use ::sqlx::{Executor, Row, Transaction};
 use tokio_postgres::error::SqlState;
 
-use super::dual_write::{CallerTransaction, DualWrite, ModernWrite, WriteFailure};
+use crate::runtime::compare::dual_write::{
+    CallerTransaction, DualWrite, ModernWrite, WriteFailure,
+};
 
 impl From<::sqlx::Error> for WriteFailure {
     fn from(error: ::sqlx::Error) -> WriteFailure {

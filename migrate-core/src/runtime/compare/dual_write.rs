@@ -42,10 +42,10 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, SimpleQueryMessage, Transaction};
 
-use super::error::RuntimeError;
-use super::state::flags::{FlagStore, validate_flag_name};
-use super::state::history::TableName;
-use super::state::reconcile_queue::ReconcileQueue;
+use crate::runtime::error::RuntimeError;
+use crate::runtime::state::flags::{FlagStore, validate_flag_name};
+use crate::runtime::state::history::TableName;
+use crate::runtime::state::reconcile_queue::ReconcileQueue;
 
 const SAVEPOINT: &str = "migrate_dual_write";
 const QUEUE_SAVEPOINT: &str = "migrate_dual_write_queue";
@@ -54,7 +54,7 @@ const QUEUE_SAVEPOINT: &str = "migrate_dual_write_queue";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DualWriteConfig {
     /// The history table the migrator uses: the flags and reconcile tables are named after
-    /// it. [`Migrator::dual_write`](super::Migrator::dual_write) sets it from the migrator;
+    /// it. [`Migrator::dual_write`](crate::runtime::Migrator::dual_write) sets it from the migrator;
     /// only [`DualWrite::new`] reads it from here.
     pub history_table: String,
     /// How long a flag read from the database is trusted: a flip reaches every instance
@@ -251,8 +251,8 @@ pub struct DualWrite {
 impl DualWrite {
     /// The dual write guarded by flag `flag`, whose failures `migrate reconcile` replays with
     /// the `-- migrate:compare` mapping of backfill migration `version`, on the state tables
-    /// of `config.history_table`. No I/O. With a [`Migrator`](super::Migrator) at hand,
-    /// [`Migrator::dual_write`](super::Migrator::dual_write) takes the history table from it
+    /// of `config.history_table`. No I/O. With a [`Migrator`](crate::runtime::Migrator) at hand,
+    /// [`Migrator::dual_write`](crate::runtime::Migrator::dual_write) takes the history table from it
     /// and checks `version`.
     pub fn new(
         flag: &str,

@@ -31,7 +31,7 @@
 //!
 //! The chunk size adapts so each chunk's queries take about [`CompareOptions::chunk_target`]
 //! (halving or doubling at most 4x per step). Progress is stored after every chunk in
-//! `<history>_compare` ([`super::state::compare_progress`]): a killed compare resumes after
+//! `<history>_compare` ([`crate::runtime::state::compare_progress`]): a killed compare resumes after
 //! the last chunk it stored. `delay` pauses between chunks, like a backfill's.
 //!
 //! The contract gate of a contract with `-- migrate:requires-compare` (`gate` below) wants a
@@ -41,17 +41,17 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio_postgres::Client;
 
-use super::Migrator;
-use super::compare_tables::CompareTables;
-use super::deadline;
-use super::error::{CompareLocation, RuntimeError};
-use super::gates::GateFailure;
-use super::row_equality::{self, RowEquality, aliases};
-use super::sql_version;
-use super::state::compare_progress::{CompareProgress, CompareProgressTable};
-use super::state::history::History;
-use super::state::reconcile_queue::ReconcileQueue;
 use crate::migration::{BackfillPace, CompareSpec, Migration, Migrations};
+use crate::runtime::Migrator;
+use crate::runtime::compare::row_equality::{self, RowEquality, aliases};
+use crate::runtime::compare::tables::CompareTables;
+use crate::runtime::deadline;
+use crate::runtime::error::GateFailure;
+use crate::runtime::error::{CompareLocation, RuntimeError};
+use crate::runtime::state::compare_progress::{CompareProgress, CompareProgressTable};
+use crate::runtime::state::history::History;
+use crate::runtime::state::history::sql_version;
+use crate::runtime::state::reconcile_queue::ReconcileQueue;
 use crate::source::parse_compare;
 
 /// How a compare walks the key range.

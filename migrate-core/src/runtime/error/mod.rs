@@ -7,6 +7,13 @@ use std::time::Duration;
 
 use tokio_postgres::error::SqlState;
 
+mod gate;
+mod stop;
+
+pub(crate) use gate::REMAINING_ROWS_CAP;
+pub use gate::{GateFailure, Replica};
+pub use stop::{AbortReason, PauseReason};
+
 /// Who holds the migration advisory lock, read from `pg_locks` joined with `pg_stat_activity`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LockHolder {
@@ -74,7 +81,7 @@ impl fmt::Display for LockHolder {
         }
         if let Some(start) = &self.query_start {
             let age = self.query_age.map_or_else(String::new, |age| {
-                format!(", {} ago", super::gates::human(age))
+                format!(", {} ago", super::text::human(age))
             });
             let last = if self.state.as_deref() == Some("active") {
                 "query"
@@ -287,7 +294,7 @@ pub enum RuntimeError {
     #[error(
         "another migration run holds the migration lock (advisory lock {key}); gave up after \
          {}; holder: {}",
-        super::gates::human(*waited),
+        super::text::human(*waited),
         holder.as_ref().map_or_else(|| "unknown (it may just have released it)".to_owned(), ToString::to_string)
     )]
     LockTimeout {
@@ -510,7 +517,7 @@ pub enum RuntimeError {
         /// The backfill statement.
         location: StatementLocation,
         /// Which signal, at what reading.
-        reason: Box<super::backfill_stops::AbortReason>,
+        reason: Box<AbortReason>,
     },
 
     /// A compare (`migrate verify --compare`) cannot run: no compare declared, or its
@@ -557,7 +564,7 @@ pub enum RuntimeError {
         /// The contract migration's file name.
         file: String,
         /// Boxed: the replica variants would make every `RuntimeError` large.
-        failure: Box<super::gates::GateFailure>,
+        failure: Box<GateFailure>,
     },
 
     /// The server did not answer within the client-side bound (statement_timeout or lock_timeout plus `network_timeout`); the
@@ -568,7 +575,7 @@ pub enum RuntimeError {
          connection was abandoned, nothing more was sent. Check the server, then run again \
          (what completed is recorded in the history table); the bound is statement_timeout \
          or lock_timeout plus network_timeout (`--network-timeout` in the CLI)",
-        super::gates::human(*waited)
+        super::text::human(*waited)
     )]
     NoAnswer {
         /// What the runtime was waiting for, e.g. `reading the history table`.
@@ -663,7 +670,6 @@ impl RuntimeError {
     /// lag). False for what needs a person: drift, missing files, invalid settings, a
     /// statement the server rejects, a backfill or gate that needs data fixed.
     pub fn is_transient(&self) -> bool {
-        use super::gates::GateFailure;
         match self.stopped_by() {
             RuntimeError::LockTimeout { .. }
             | RuntimeError::LockRetriesExhausted { .. }
