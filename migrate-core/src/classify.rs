@@ -317,16 +317,20 @@ pub fn fallback(words: &Words<'_>) -> Option<Fallback> {
 
 /// `"Users"` → `Users`, `Users` → `users`, `public.users` → `public.users` (each part).
 pub fn normalize_identifier(text: &str) -> String {
-    text.split('.')
-        .map(|part| {
-            if let Some(inner) = part.strip_prefix('"').and_then(|p| p.strip_suffix('"')) {
-                inner.replace("\"\"", "\"")
-            } else {
-                part.to_ascii_lowercase()
+    let mut normalized = String::with_capacity(text.len());
+    for (index, part) in text.split('.').enumerate() {
+        if index > 0 {
+            normalized.push('.');
+        }
+        match part.strip_prefix('"').and_then(|p| p.strip_suffix('"')) {
+            Some(inner) if inner.contains("\"\"") => {
+                normalized.push_str(&inner.replace("\"\"", "\""))
             }
-        })
-        .collect::<Vec<_>>()
-        .join(".")
+            Some(inner) => normalized.push_str(inner),
+            None => normalized.extend(part.chars().map(|c| c.to_ascii_lowercase())),
+        }
+    }
+    normalized
 }
 
 #[cfg(test)]
