@@ -38,6 +38,13 @@ pub fn table_key_of(written: &str) -> String {
 /// `table_key_of(written) == key`, without building the key: the lock analysis compares every
 /// declared foreign key, view and trigger with each statement's tables.
 pub fn table_key_is(written: &str, key: &str) -> bool {
+    // Most names compared differ: an unquoted name whose last letter differs from the key's
+    // is told apart without looking for its last part.
+    match (written.as_bytes().last(), key.as_bytes().last()) {
+        (Some(b'"'), _) => {}
+        (Some(written), Some(key)) if written.to_ascii_lowercase() != *key => return false,
+        _ => {}
+    }
     let last = written.rsplit('.').next().unwrap_or(written);
     match last.strip_prefix('"').and_then(|p| p.strip_suffix('"')) {
         Some(inner) if inner.contains("\"\"") => inner.replace("\"\"", "\"") == key,
