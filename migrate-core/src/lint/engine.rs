@@ -600,6 +600,60 @@ mod hard_cases {
         assert_eq!(found.iter().filter(|(c, _)| *c == "unparseable").count(), 1);
     }
 
+    /// A view is not handed to sqlparser; its lock analysis, and what it declares for later
+    /// statements (a `DROP TABLE ... CASCADE` drops the views reading the table), are those
+    /// its tree gave.
+    #[test]
+    fn a_view_read_from_its_keywords_locks_and_declares_as_its_tree_did() {
+        use crate::classify::Words;
+        use crate::lock_analysis::{DeclaredSchema, analyze};
+        use crate::splitter::tokenize;
+        use crate::sql::{ReadStatement, parse_statement, read_statement};
+
+        for sql in [
+            "CREATE VIEW v AS SELECT a FROM t",
+            "CREATE OR REPLACE VIEW public.\"V\" (a) AS SELECT a FROM t JOIN u ON true",
+            "CREATE MATERIALIZED VIEW IF NOT EXISTS App.mv AS SELECT 1 AS x FROM t",
+            "create materialized view mv as select 1 from t with no data",
+            "CREATE OR REPLACE MATERIALIZED VIEW \"Mv\" AS SELECT * FROM t",
+        ] {
+            let tokens = tokenize(sql).unwrap();
+            let words = Words::new(sql, &tokens);
+            let read = read_statement(sql, &words);
+            assert!(read.skipped().is_some(), "{sql}: {read:?}");
+            assert!(
+                read.ast().is_none() && read.parse_error().is_none(),
+                "{sql}"
+            );
+            let parsed = ReadStatement::Parsed(Box::new(parse_statement(sql).unwrap()));
+            assert_eq!(analyze(&read, &words), analyze(&parsed, &words), "{sql}");
+            let (mut from_keywords, mut from_tree) = (DeclaredSchema::new(), DeclaredSchema::new());
+            from_keywords.record(&read, &words);
+            from_tree.record(&parsed, &words);
+            for later in ["DROP TABLE t CASCADE", "DROP TABLE u CASCADE"] {
+                assert_eq!(
+                    from_keywords.analyze_sql(later),
+                    from_tree.analyze_sql(later),
+                    "{sql}; {later}"
+                );
+            }
+        }
+        // Not a view's head: parsed as before.
+        for sql in [
+            "CREATE VIEW v",
+            "CREATE VIEW AS SELECT 1",
+            "CREATE TABLE v AS SELECT 1",
+        ] {
+            let tokens = tokenize(sql).unwrap();
+            let read = read_statement(sql, &Words::new(sql, &tokens));
+            assert!(read.skipped().is_none(), "{sql}");
+        }
+        assert_eq!(
+            codes("0002_x.expand.sql", "CREATE VIEW v AS SELECT FROM WHERE;"),
+            Vec::<&str>::new()
+        );
+    }
+
     #[test]
     fn sql_words_in_strings_comments_and_bodies_are_not_statements() {
         let sql = "-- DROP TABLE users; UPDATE users SET a = 1;\n\

@@ -173,8 +173,8 @@ pub fn read_statement(sql: &str, words: &Words<'_>) -> ReadStatement {
     }
 }
 
-/// `CREATE [OR REPLACE] [MATERIALIZED] VIEW [IF NOT EXISTS] name`, followed somewhere by `AS`
-/// at the top level: the view's head. `None` for another statement, or one whose name cannot
+/// `CREATE [OR REPLACE] [MATERIALIZED] VIEW [IF NOT EXISTS] name`, followed by `AS` at the
+/// top level: the view's head. `None` for another statement, or one whose name cannot
 /// be read from its tokens (it is parsed then, as before).
 fn view_head(words: &Words<'_>) -> Option<ViewHead> {
     if !words.starts_with(&["CREATE"]) {
@@ -215,7 +215,10 @@ fn view_head(words: &Words<'_>) -> Option<ViewHead> {
         }
         index += 2;
     }
-    words.find_top_level("AS")?;
+    // The query follows `AS`, after the name (and its column list or options).
+    if words.find_top_level("AS").is_none_or(|at| at <= index) {
+        return None;
+    }
     Some(ViewHead {
         name: parts.join("."),
         materialized,
