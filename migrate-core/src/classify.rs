@@ -163,6 +163,15 @@ impl<'a> Words<'a> {
     }
 }
 
+/// True when `word` occurs in `text`, ASCII case-insensitively, anywhere (strings and comments
+/// included): a cheap test before lexing a statement to look for a keyword, since a word
+/// among its tokens is always in its text.
+pub fn text_mentions(text: &str, word: &str) -> bool {
+    text.as_bytes()
+        .windows(word.len())
+        .any(|window| window.eq_ignore_ascii_case(word.as_bytes()))
+}
+
 /// True when PostgreSQL refuses to run the statement inside a transaction block, so its
 /// migration must run in autocommit mode.
 /// <https://www.postgresql.org/docs/current/sql-createindex.html#SQL-CREATEINDEX-CONCURRENTLY>

@@ -6,7 +6,7 @@ use sqlparser::ast::{
 
 use super::declared_indexes::declared_indexes;
 use super::quoted;
-use crate::classify::Words;
+use crate::classify::{Words, text_mentions};
 use crate::lint::{Check, Example, Finding, Level, Rule, RuleMemory, StatementContext};
 use crate::migration::display_identifier;
 use crate::source::{ParsedFile, SectionKind, StatementSource};
@@ -87,10 +87,7 @@ fn up_statements(file: &ParsedFile) -> impl Iterator<Item = &StatementSource> {
 /// True when the statement has the word `REFERENCES` (not in a string, comment or body).
 fn has_references(file: &ParsedFile, statement: &StatementSource) -> bool {
     // Lexed only when the word is somewhere in its text.
-    file.text(statement)
-        .as_bytes()
-        .windows("REFERENCES".len())
-        .any(|window| window.eq_ignore_ascii_case(b"REFERENCES"))
+    text_mentions(file.text(statement), "REFERENCES")
         && Words::new(&file.source, &file.tokens(statement)).contains("REFERENCES")
 }
 
@@ -119,7 +116,11 @@ impl RuleMemory for SetIndexes {
                         || head.starts_with(&["CREATE", "TABLE"]),
                     head.starts_with(&["ALTER", "TABLE"]),
                 );
-                if !creates && !alters {
+                let text = file.text(statement);
+                if !creates
+                    && !(alters
+                        && (text_mentions(text, "PRIMARY") || text_mentions(text, "UNIQUE")))
+                {
                     continue;
                 }
                 let tokens = file.tokens(statement);

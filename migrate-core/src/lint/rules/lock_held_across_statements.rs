@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use sqlparser::ast::{Query, SetExpr, Statement, TableFactor};
 
-use crate::classify::Words;
+use crate::classify::{Words, text_mentions};
 
 use super::quoted;
 use crate::lint::{Check, Example, Finding, Level, Rule, RuleMemory, StatementContext};
@@ -125,7 +125,13 @@ impl RuleMemory for HeldLocks {
                 let head = file.head_tokens(statement, 3);
                 let head = Words::new(&file.source, &head);
                 locks_one |= locks_an_index(&head);
-                if may_create_index(&head) {
+                // A table statement records an index only with PRIMARY or UNIQUE.
+                let text = file.text(statement);
+                let table_without_index = (head.starts_with(&["CREATE", "TABLE"])
+                    || head.starts_with(&["ALTER", "TABLE"]))
+                    && !text_mentions(text, "PRIMARY")
+                    && !text_mentions(text, "UNIQUE");
+                if may_create_index(&head) && !table_without_index {
                     let tokens = file.tokens(statement);
                     record_index_tables(&Words::new(&file.source, &tokens), &mut self.index_tables);
                 }
