@@ -6,14 +6,15 @@
 #   - wall time, median of N runs, on all cores and pinned to one core (taskset);
 #   - peak RSS (median of the runs' maxima, from /usr/bin/time);
 #   - our findings per rule and squawk's per rule;
-#   - statements: total, parsed, classified from keywords, flagged unparseable, and hidden
-#     actions (statements neither parsed, nor classified with all their actions linted, nor
+#   - statements: total, parsed, skipped (not parsed: no rule reads their tree), classified
+#     from keywords, flagged unparseable, and hidden actions (statements neither parsed, nor classified with all their actions linted, nor
 #     flagged), from the `statements` object of our JSON output.
 #
 # usage: scripts/bench-lint-corpus.sh [--runs N] <migrations dir> [<migrations dir> ...]
 #
 # Layouts read (the folder given is the one holding the migrations):
 #   - diesel: one sub-folder per migration with up.sql [and down.sql];
+#   - prisma: one sub-folder per migration with migration.sql (up only);
 #   - paired files (golang-migrate, sqlx reversible, gobuffalo/pop):
 #     <version>_<name>[.<dialect>][.autocommit].{up,down}.sql; files of another dialect
 #     (mysql, sqlite3, cockroach, ...) are skipped, a postgres one wins over a generic one, and
@@ -48,7 +49,10 @@ echo "runs: $runs each, ours and squawk alternating; JSON output to a file"
 
 for source in "$@"; do
     source="$(cd "$source" && pwd)"
-    name="$(basename "$(git -C "$source" rev-parse --show-toplevel 2>/dev/null || echo "$source")")"
+    # The repository's name, or for an extracted folder its last two path components
+    # (lemmy/migrations -> lemmy-migrations), so that two corpora never share a work folder.
+    name="$(basename "$(git -C "$source" rev-parse --show-toplevel 2>/dev/null \
+        || echo "$(basename "$(dirname "$source")")-$(basename "$source")")")"
     out="$work/$name"
     rm -rf "$out"
     mkdir -p "$out/migrations"
@@ -84,6 +88,10 @@ for sub in sorted(p for p in source.iterdir() if p.is_dir()):
         add(version, name, "up", sub / "up.sql")
         if (sub / "down.sql").is_file():
             add(version, name, "down", sub / "down.sql")
+    elif (sub / "migration.sql").is_file():
+        layout = "prisma"
+        version, _, name = sub.name.partition("_")
+        add(version, name, "up", sub / "migration.sql")
 paired = re.compile(r"^(\d+)_(.+?)((?:\.[a-z0-9]+)*)\.(up|down)\.sql$")
 single = re.compile(r"^(?:V)?(\d+)_{1,2}(.+)\.sql$")
 for path in sorted(p for p in source.iterdir() if p.is_file()):
@@ -180,9 +188,11 @@ print(f"ours: {ours['errors']} errors, {ours['warnings']} warnings; per rule: "
       + ", ".join(f"{rule} {n}" for rule, n in by_rule.most_common()))
 statements = ours.get("statements")
 if statements:
-    print("statements: {total} total, {parsed} parsed, {classified} classified from keywords, "
-          "{flagged} flagged unparseable, hidden actions: {hidden}".format(
+    print("statements: {total} total, {parsed} parsed, {skipped} skipped (not parsed: no rule "
+          "reads their tree), {classified} classified from keywords, {flagged} flagged "
+          "unparseable, hidden actions: {hidden}".format(
               total=statements["total"], parsed=statements["parsed"],
+              skipped=statements.get("skipped", 0),
               classified=statements["classified"], flagged=statements["flagged"],
               hidden=len(statements["hidden"])))
     for place in statements["hidden"]:

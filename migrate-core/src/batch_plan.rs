@@ -341,7 +341,7 @@ enum Change {
 }
 
 #[cfg(feature = "lint")]
-fn first_words(sql: &str) -> String {
+pub(crate) fn first_words(sql: &str) -> String {
     sql.split_whitespace().take(4).collect::<Vec<_>>().join(" ")
 }
 

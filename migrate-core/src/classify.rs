@@ -163,6 +163,15 @@ impl<'a> Words<'a> {
     }
 }
 
+/// True when `word` occurs in `text`, ASCII case-insensitively, anywhere (strings and comments
+/// included): a cheap test before lexing a statement to look for a keyword, since a word
+/// among its tokens is always in its text.
+pub fn text_mentions(text: &str, word: &str) -> bool {
+    text.as_bytes()
+        .windows(word.len())
+        .any(|window| window.eq_ignore_ascii_case(word.as_bytes()))
+}
+
 /// True when PostgreSQL refuses to run the statement inside a transaction block, so its
 /// migration must run in autocommit mode.
 /// <https://www.postgresql.org/docs/current/sql-createindex.html#SQL-CREATEINDEX-CONCURRENTLY>
@@ -317,16 +326,20 @@ pub fn fallback(words: &Words<'_>) -> Option<Fallback> {
 
 /// `"Users"` → `Users`, `Users` → `users`, `public.users` → `public.users` (each part).
 pub fn normalize_identifier(text: &str) -> String {
-    text.split('.')
-        .map(|part| {
-            if let Some(inner) = part.strip_prefix('"').and_then(|p| p.strip_suffix('"')) {
-                inner.replace("\"\"", "\"")
-            } else {
-                part.to_ascii_lowercase()
+    let mut normalized = String::with_capacity(text.len());
+    for (index, part) in text.split('.').enumerate() {
+        if index > 0 {
+            normalized.push('.');
+        }
+        match part.strip_prefix('"').and_then(|p| p.strip_suffix('"')) {
+            Some(inner) if inner.contains("\"\"") => {
+                normalized.push_str(&inner.replace("\"\"", "\""))
             }
-        })
-        .collect::<Vec<_>>()
-        .join(".")
+            Some(inner) => normalized.push_str(inner),
+            None => normalized.extend(part.chars().map(|c| c.to_ascii_lowercase())),
+        }
+    }
+    normalized
 }
 
 #[cfg(test)]

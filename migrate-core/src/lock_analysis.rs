@@ -21,7 +21,9 @@ use sqlparser::ast::{
 
 use crate::classify::{self, Fallback, Words};
 use crate::splitter;
-use crate::sql::{ActionKind, ReadStatement, SplitAlter, read_statement, volatile_function};
+use crate::sql::{
+    ActionKind, ReadStatement, Skipped, SplitAlter, read_statement, volatile_function,
+};
 
 pub use declared::DeclaredSchema;
 
@@ -293,12 +295,15 @@ pub fn analyze_sql(sql: &str) -> LockAnalysis {
 pub(crate) fn analyze(read: &ReadStatement, words: &Words<'_>) -> LockAnalysis {
     // sqlparser reads `DROP INDEX CONCURRENTLY idx` as an index named "concurrently".
     let trust_ast = !words.starts_with(&["DROP", "INDEX"]);
-    let mut analysis = match (read.ast.as_deref(), &read.split_alter) {
+    let mut analysis = match (read.ast(), read) {
+        (_, ReadStatement::Skipped(Skipped::View(view))) => {
+            create_view(&view.name, view.materialized, view.or_replace, words)
+        }
         (Some(statement), _) if trust_ast => from_ast(statement, words),
-        (None, Some(_)) => LockAnalysis::new(),
+        (None, ReadStatement::SplitAlter { .. }) => LockAnalysis::new(),
         _ => from_tokens(words),
     };
-    if let Some(split) = &read.split_alter {
+    if let Some(split) = read.split_alter() {
         unparsed_actions(split, &mut analysis);
     }
     // Kept for every statement of a file until the set pass: one lock is the usual case.
@@ -473,18 +478,8 @@ fn from_ast(statement: &Statement, words: &Words<'_>) -> LockAnalysis {
             LockAnalysis::new().lock(table, mode).work(work)
         }
         Statement::Lock(_) => lock_table(words),
-        Statement::CreateView(view) if view.materialized => {
-            let mut analysis = LockAnalysis::new();
-            analysis.creates = Some(name(&view.name));
-            reads_its_query(&mut analysis, words, "CREATE MATERIALIZED VIEW");
-            analysis
-        }
         Statement::CreateView(view) => {
-            if view.or_replace {
-                LockAnalysis::new().lock(name(&view.name), AccessExclusive)
-            } else {
-                LockAnalysis::new().note("new view: no lock on existing tables")
-            }
+            create_view(&name(&view.name), view.materialized, view.or_replace, words)
         }
         Statement::Comment { .. } => LockAnalysis::new()
             .note("SHARE UPDATE EXCLUSIVE on the commented object: does not block reads or writes"),
@@ -517,6 +512,26 @@ fn row_writes(tables: &[TableWithJoins], has_where: bool) -> LockAnalysis {
         analysis.add_note("no WHERE: locks every row until commit");
     }
     analysis
+}
+
+/// `CREATE [OR REPLACE] [MATERIALIZED] VIEW name`, from its head (the query is not parsed,
+/// see [`Skipped::View`]) or from sqlparser's tree.
+fn create_view(
+    view: &str,
+    materialized: bool,
+    or_replace: bool,
+    words: &Words<'_>,
+) -> LockAnalysis {
+    if materialized {
+        let mut analysis = LockAnalysis::new();
+        analysis.creates = Some(view.to_owned());
+        reads_its_query(&mut analysis, words, "CREATE MATERIALIZED VIEW");
+        analysis
+    } else if or_replace {
+        LockAnalysis::new().lock(view, LockMode::AccessExclusive)
+    } else {
+        LockAnalysis::new().note("new view: no lock on existing tables")
+    }
 }
 
 /// `CREATE TABLE ... AS` and `CREATE MATERIALIZED VIEW` run their query to fill the new
@@ -849,7 +864,12 @@ fn from_tokens(words: &Words<'_>) -> LockAnalysis {
 pub fn writes_rows(sql: &str) -> Option<&'static str> {
     let tokens = splitter::tokenize(sql).ok()?;
     let words = Words::new(sql, &tokens);
-    match read_statement(sql, &words).ast.map(|ast| *ast) {
+    let read = read_statement(sql, &words);
+    if let ReadStatement::Skipped(Skipped::View(view)) = &read {
+        return (view.materialized && !words.contains_pair("NO", "DATA"))
+            .then_some("CREATE MATERIALIZED VIEW");
+    }
+    match read.into_ast() {
         Some(Statement::Insert(_)) => Some("INSERT"),
         Some(Statement::Update(_)) => Some("UPDATE"),
         Some(Statement::Delete(_)) => Some("DELETE"),
@@ -918,7 +938,7 @@ fn selects_into(body: &sqlparser::ast::SetExpr) -> bool {
 pub fn roles_or_privileges(sql: &str) -> Option<&'static str> {
     let tokens = splitter::tokenize(sql).ok()?;
     let words = Words::new(sql, &tokens);
-    match read_statement(sql, &words).ast.map(|ast| *ast) {
+    match read_statement(sql, &words).into_ast() {
         Some(Statement::Grant(_) | Statement::GrantRole(_)) => return Some("GRANT"),
         Some(Statement::Revoke(_) | Statement::RevokeRole(_)) => return Some("REVOKE"),
         Some(Statement::CreateRole(_)) => return Some("CREATE ROLE"),

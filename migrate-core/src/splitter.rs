@@ -186,8 +186,31 @@ impl Iterator for Lexer<'_> {
 /// again from its text: the same tokens, ranges and positions as the file's, for passes that
 /// do not keep the file's tokens.
 pub fn statement_tokens(source: &str, statement: &RawStatement) -> Vec<Token> {
+    // The file was lexed whole before: its statements' tokens lex again.
+    statement_lexer(source, statement)
+        .map_while(Result::ok)
+        .collect()
+}
+
+/// The first tokens of a statement, up to its `words`-th word (comments are not words): what
+/// a pass needs to tell the statement's kind by its leading keywords without lexing a long
+/// view query or function body to its end.
+pub fn statement_head(source: &str, statement: &RawStatement, words: usize) -> Vec<Token> {
+    let mut seen = 0;
+    statement_lexer(source, statement)
+        .map_while(Result::ok)
+        .take_while(|token| {
+            let more = seen < words;
+            seen += usize::from(!token.is_comment());
+            more
+        })
+        .collect()
+}
+
+/// [`Lexer`] over one statement [`split`] found in `source`.
+fn statement_lexer<'a>(source: &'a str, statement: &RawStatement) -> Lexer<'a> {
     let end = statement.range.end;
-    let lexer = Lexer {
+    Lexer {
         cursor: Cursor {
             bytes: &source.as_bytes()[..end],
             source: &source[..end],
@@ -196,9 +219,7 @@ pub fn statement_tokens(source: &str, statement: &RawStatement) -> Vec<Token> {
             column: statement.column,
         },
         failed: false,
-    };
-    // The file was lexed whole before: its statements' tokens lex again.
-    lexer.map_while(Result::ok).collect()
+    }
 }
 
 /// The next token at the cursor, whitespace skipped; `None` at the end.

@@ -44,15 +44,19 @@ pub(super) fn check(
         )
         .with_help(help)
     };
-    let planned = match (&read.ast, &read.parse_error) {
-        (Some(ast), None) => batch_plan::plan_parsed(ast, sql, spec, "bigint"),
-        (_, error) => Err(BackfillPlanError::NotAnUpdate(
-            error.clone().unwrap_or_default(),
+    let planned = match read {
+        ReadStatement::Parsed(ast) => batch_plan::plan_parsed(ast, sql, spec, "bigint"),
+        // A view, from its keywords: refused as the parsed one was.
+        ReadStatement::Skipped(_) => {
+            Err(BackfillPlanError::NotAnUpdate(batch_plan::first_words(sql)))
+        }
+        _ => Err(BackfillPlanError::NotAnUpdate(
+            read.parse_error().unwrap_or_default().to_owned(),
         )),
     };
     match planned {
         Ok(_) => {
-            if let Some(Statement::Update(update)) = read.ast.as_deref()
+            if let Some(Statement::Update(update)) = read.ast()
                 && let Some(endless) = never_finishes(update)
             {
                 diagnostics.push(diagnostic(endless.message, endless.help));

@@ -12,7 +12,7 @@ use crate::classify::{Fallback, Words};
 use crate::lock_analysis::LockAnalysis;
 use crate::migration::{Phase, TransactionMode};
 use crate::source::SectionKind;
-use crate::sql::{SplitAlter, UnparsedAction, alter_table_action_starts, table_key};
+use crate::sql::{Skipped, SplitAlter, UnparsedAction, alter_table_action_starts, table_key};
 
 /// One statement, parsed or not, with its file context.
 pub struct StatementContext<'a> {
@@ -23,6 +23,9 @@ pub struct StatementContext<'a> {
     /// An `ALTER TABLE` sqlparser could not parse whole: `ast` then holds the actions that
     /// parsed on their own, this the others, classified from their keywords.
     pub split_alter: Option<&'a SplitAlter>,
+    /// A statement not handed to sqlparser because no rule reads its tree (`ast` is `None`):
+    /// what its keywords say it is.
+    pub skipped: Option<&'a Skipped>,
     /// The statement's tokens, for facts the AST gets wrong or lacks.
     pub words: Words<'a>,
     /// Keyword-level classification of statements sqlparser cannot parse (and of every

@@ -1,6 +1,6 @@
-//! How the linter read each statement of a set: parsed by sqlparser, classified from its
-//! keywords, or flagged `unparseable`, and the statements where an action may have gone
-//! unlinted ("hidden actions"). `migrate lint --format json` reports it as `statements`, so
+//! How the linter read each statement of a set: parsed by sqlparser, skipped (not handed to
+//! it: no rule reads its tree), classified from its keywords, or flagged `unparseable`, and
+//! the statements where an action may have gone unlinted ("hidden actions"). `migrate lint --format json` reports it as `statements`, so
 //! a run on a real corpus shows what the rules did not see.
 
 use crate::classify::Fallback;
@@ -13,6 +13,9 @@ pub struct Coverage {
     pub total: usize,
     /// Parsed by sqlparser: every rule judged the syntax tree.
     pub parsed: usize,
+    /// Not handed to sqlparser, because no rule reads their tree: `CREATE [MATERIALIZED]
+    /// VIEW`, read from its leading keywords and its tokens (its query is not parsed).
+    pub skipped: usize,
     /// Not parsed whole, but recognised: from its keywords as a kind the rules judge from
     /// those (`DROP INDEX CONCURRENTLY`, `REINDEX`, a `CREATE TABLE` form sqlparser lacks,
     /// ...), or an `ALTER TABLE` read action by action, each parsed or classified.
@@ -41,18 +44,26 @@ pub struct Place {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Reading {
     Parsed,
+    Skipped,
     Classified,
     Flagged,
     Hidden,
 }
 
-/// How a statement was read: `read` what sqlparser made of it, `fallback` its keyword
-/// classification, `flagged` whether the `unparseable` rule reported it (before allows).
-pub(crate) fn reading(read: &ReadStatement, fallback: Option<&Fallback>, flagged: bool) -> Reading {
-    if read.parse_error.is_none() {
-        return Reading::Parsed;
-    }
-    let recognised = match &read.split_alter {
+/// How a statement was read: `read` what sqlparser made of it (`None`: parsed, and its tree
+/// dropped once the file's rules judged it), `fallback` its keyword classification, `flagged`
+/// whether the `unparseable` rule reported it (before allows).
+pub(crate) fn reading(
+    read: Option<&ReadStatement>,
+    fallback: Option<&Fallback>,
+    flagged: bool,
+) -> Reading {
+    let read = match read {
+        None | Some(ReadStatement::Parsed(_)) => return Reading::Parsed,
+        Some(ReadStatement::Skipped(_)) => return Reading::Skipped,
+        Some(read) => read,
+    };
+    let recognised = match read.split_alter() {
         // Read action by action: each action parsed on its own or classified; an unknown
         // one is the `unparseable` rule's.
         Some(split) => split
@@ -74,6 +85,7 @@ impl Coverage {
         self.total += 1;
         match reading {
             Reading::Parsed => self.parsed += 1,
+            Reading::Skipped => self.skipped += 1,
             Reading::Classified => self.classified += 1,
             Reading::Flagged => self.flagged += 1,
             Reading::Hidden => self.hidden.push(place()),
@@ -116,6 +128,26 @@ FROBNICATE t;\n";
             (5, 1, 3, 1)
         );
         assert!(coverage.hidden.is_empty(), "{:?}", coverage.hidden);
+    }
+
+    #[test]
+    fn views_are_skipped_and_counted_so() {
+        let sql = "CREATE VIEW v AS SELECT a FROM t;
+CREATE OR REPLACE VIEW app.\"V\" (a) AS SELECT a FROM t;
+CREATE MATERIALIZED VIEW IF NOT EXISTS mv AS SELECT 1 AS x WITH NO DATA;
+CREATE VIEW broken AS SELECT FROM WHERE;
+SELECT 1;
+";
+        let coverage = coverage_of(sql, &Config::default());
+        assert_eq!(
+            (
+                coverage.total,
+                coverage.parsed,
+                coverage.skipped,
+                coverage.flagged
+            ),
+            (5, 1, 4, 0)
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! levels. So the result never depends on how the threads ran, and the syntax trees of a
 //! file are dropped once it is done.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
@@ -28,6 +29,7 @@ use crate::lock_analysis::{DeclaredSchema, LockAnalysis};
 use crate::migration::{Phase, TransactionMode};
 use crate::parallel;
 use crate::source::{ParsedFile, SectionKind};
+use crate::splitter::Token;
 use crate::sql::{ReadStatement, read_statement};
 
 /// The rule whose findings mean "the linter could not read this statement".
@@ -119,19 +121,19 @@ fn add_declared_locks(
     schema: &mut DeclaredSchema,
 ) {
     for (statement, analysed) in file.statements.iter().zip(statements) {
-        match &analysed.literal_insert_into {
-            Some(table) => schema.extend_insert(table, &mut analysed.lock),
-            None => schema.extend(
-                read_of(&analysed.reading),
-                Arc::make_mut(&mut analysed.lock),
-            ),
+        match (&analysed.literal_insert_into, read_of(&analysed.reading)) {
+            (Some(table), _) => schema.extend_insert(table, &mut analysed.lock),
+            (None, Some(read)) => schema.extend(read, Arc::make_mut(&mut analysed.lock)),
+            (None, None) => {}
         }
         if statement.section == SectionKind::Up {
-            let tokens = file.tokens(statement);
-            schema.record(
-                read_of(&analysed.reading),
-                &Words::new(&file.source, &tokens),
-            );
+            let tokens = match &analysed.tokens {
+                Some(tokens) => Cow::Borrowed(tokens.as_slice()),
+                None => Cow::Owned(file.tokens(statement)),
+            };
+            if let Some(read) = read_of(&analysed.reading) {
+                schema.record(read, &Words::new(&file.source, &tokens));
+            }
         }
     }
 }
@@ -150,21 +152,23 @@ struct AnalysedStatement {
     literal_insert_into: Option<Box<str>>,
     /// `(index in RULES, finding)`, before allows and levels.
     findings: Vec<(usize, Finding)>,
+    /// Its tokens, kept from the first pass for the set pass (lexing is a fifth of the
+    /// work); `None` once dropped with the reading, the set pass then lexes it again.
+    tokens: Option<Vec<Token>>,
 }
-
-/// What a statement whose reading was dropped reads as: not parsed, and nothing to say.
-static NOT_READ: ReadStatement = ReadStatement {
-    ast: None,
-    parse_error: None,
-    split_alter: None,
-};
 
 /// A statement's [`AnalysedStatement::reading`]: how it was read (functions of the field, so
 /// that the statement's other fields can be borrowed beside it).
 type Reading = Option<Box<(ReadStatement, Option<Fallback>)>>;
 
-fn read_of(reading: &Reading) -> &ReadStatement {
-    reading.as_deref().map_or(&NOT_READ, |(read, _)| read)
+/// `None` once the reading was dropped ([`forget_literal_rows`]): parsed, no tree kept.
+fn read_of(reading: &Reading) -> Option<&ReadStatement> {
+    reading.as_deref().map(|(read, _)| read)
+}
+
+/// The statement's tree, while it is kept.
+fn ast_of(reading: &Reading) -> Option<&sqlparser::ast::Statement> {
+    read_of(reading).and_then(ReadStatement::ast)
 }
 
 fn fallback_of(reading: &Reading) -> Option<&Fallback> {
@@ -247,7 +251,7 @@ fn lint_file(file: &ParsedFile, config: &Config) -> LintedFile {
         let tokens = file.tokens(statement);
         let words = Words::new(&file.source, &tokens);
         let read = read_statement(sql, &words);
-        let fallback = if read.parse_error.is_none() && !words.starts_with(&["DROP", "INDEX"]) {
+        let fallback = if read.parse_error().is_none() && !words.starts_with(&["DROP", "INDEX"]) {
             None
         } else {
             classify::fallback(&words)
@@ -261,8 +265,10 @@ fn lint_file(file: &ParsedFile, config: &Config) -> LintedFile {
             lock: Arc::new(lock),
             literal_insert_into: None,
             findings: Vec::new(),
+            tokens: None,
         };
         walk.step(file, index, &words, &mut analysed, &mut checkers);
+        analysed.tokens = Some(tokens);
         forget_literal_rows(&mut analysed);
         share_literal_locks(&mut analysed, &mut literal_locks);
         statements.push(analysed);
@@ -279,8 +285,7 @@ fn lint_file(file: &ParsedFile, config: &Config) -> LintedFile {
 /// 6.4 GB for a 50 MB file of 500,000 INSERTs (issue 21, item 20). Its table is kept for the
 /// locks the set's triggers add.
 fn forget_literal_rows(statement: &mut AnalysedStatement) {
-    if let Some(sqlparser::ast::Statement::Insert(insert)) =
-        read_of(&statement.reading).ast.as_deref()
+    if let Some(sqlparser::ast::Statement::Insert(insert)) = ast_of(&statement.reading)
         && let (sqlparser::ast::TableObject::TableName(table), Some(source)) =
             (&insert.table, &insert.source)
         && matches!(*source.body, sqlparser::ast::SetExpr::Values(_))
@@ -289,6 +294,7 @@ fn forget_literal_rows(statement: &mut AnalysedStatement) {
         // A parsed INSERT has no parse error, split ALTER or fallback: the tree was all.
         statement.literal_insert_into = Some(crate::lock_analysis::name(table).into());
         statement.reading = None;
+        statement.tokens = None;
     }
 }
 
@@ -317,7 +323,10 @@ fn run_checkers(
 ) {
     let mut walk = CheckerWalk::start(checkers);
     for (index, analysed) in statements.iter_mut().enumerate() {
-        let tokens = file.tokens(&file.statements[index]);
+        let tokens = analysed
+            .tokens
+            .take()
+            .unwrap_or_else(|| file.tokens(&file.statements[index]));
         let words = Words::new(&file.source, &tokens);
         walk.step(file, index, &words, analysed, checkers);
     }
@@ -376,9 +385,10 @@ impl CheckerWalk {
         };
         let words = *words;
         let context = StatementContext {
-            ast: read_of(&analysed.reading).ast.as_deref(),
-            parse_error: read_of(&analysed.reading).parse_error.as_deref(),
-            split_alter: read_of(&analysed.reading).split_alter.as_ref(),
+            ast: ast_of(&analysed.reading),
+            parse_error: read_of(&analysed.reading).and_then(ReadStatement::parse_error),
+            split_alter: read_of(&analysed.reading).and_then(ReadStatement::split_alter),
+            skipped: read_of(&analysed.reading).and_then(ReadStatement::skipped),
             words,
             fallback: fallback_of(&analysed.reading),
             phase: file.migration.phase,
@@ -401,7 +411,7 @@ impl CheckerWalk {
             checker.record(&context);
         }
         context::record_new_tables(
-            read_of(&analysed.reading).ast.as_deref(),
+            ast_of(&analysed.reading),
             fallback_of(&analysed.reading),
             &words,
             &mut self.created_in_section,
@@ -588,6 +598,68 @@ mod hard_cases {
         assert!(has("unparseable", "SET ACCESS METHOD heap2"), "{found:#?}");
         // The deferrability change is read and harmless: the only unparseable action is one.
         assert_eq!(found.iter().filter(|(c, _)| *c == "unparseable").count(), 1);
+    }
+
+    /// A view is not handed to sqlparser; its lock analysis, and what it declares for later
+    /// statements (a `DROP TABLE ... CASCADE` drops the views reading the table), are those
+    /// its tree gave.
+    #[test]
+    fn a_view_read_from_its_keywords_locks_and_declares_as_its_tree_did() {
+        use crate::classify::Words;
+        use crate::lock_analysis::{DeclaredSchema, analyze};
+        use crate::splitter::tokenize;
+        use crate::sql::{ReadStatement, parse_statement, read_statement};
+
+        for sql in [
+            "CREATE VIEW v AS SELECT a FROM t",
+            "CREATE OR REPLACE VIEW public.\"V\" (a) AS SELECT a FROM t JOIN u ON true",
+            "CREATE MATERIALIZED VIEW IF NOT EXISTS App.mv AS SELECT 1 AS x FROM t",
+            "CREATE OR REPLACE MATERIALIZED VIEW \"Mv\" AS SELECT * FROM t",
+        ] {
+            let tokens = tokenize(sql).unwrap();
+            let words = Words::new(sql, &tokens);
+            let read = read_statement(sql, &words);
+            assert!(read.skipped().is_some(), "{sql}: {read:?}");
+            assert!(
+                read.ast().is_none() && read.parse_error().is_none(),
+                "{sql}"
+            );
+            let parsed = ReadStatement::Parsed(Box::new(parse_statement(sql).unwrap()));
+            assert_eq!(analyze(&read, &words), analyze(&parsed, &words), "{sql}");
+            let (mut from_keywords, mut from_tree) = (DeclaredSchema::new(), DeclaredSchema::new());
+            from_keywords.record(&read, &words);
+            from_tree.record(&parsed, &words);
+            for later in ["DROP TABLE t CASCADE", "DROP TABLE u CASCADE"] {
+                assert_eq!(
+                    from_keywords.analyze_sql(later),
+                    from_tree.analyze_sql(later),
+                    "{sql}; {later}"
+                );
+            }
+        }
+        // sqlparser 0.64 cannot parse `WITH NO DATA`: such a view was a benign statement of
+        // unknown kind; read from its head, it creates the view and runs no query.
+        let sql = "create materialized view mv as select 1 from t with no data";
+        let tokens = tokenize(sql).unwrap();
+        let words = Words::new(sql, &tokens);
+        assert!(parse_statement(sql).is_err());
+        let analysis = analyze(&read_statement(sql, &words), &words);
+        assert_eq!(analysis.creates.as_deref(), Some("mv"));
+        assert_eq!(analysis.work, crate::lock_analysis::TableWork::None);
+        // Not a view's head: parsed as before.
+        for sql in [
+            "CREATE VIEW v",
+            "CREATE VIEW AS SELECT 1",
+            "CREATE TABLE v AS SELECT 1",
+        ] {
+            let tokens = tokenize(sql).unwrap();
+            let read = read_statement(sql, &Words::new(sql, &tokens));
+            assert!(read.skipped().is_none(), "{sql}");
+        }
+        assert_eq!(
+            codes("0002_x.expand.sql", "CREATE VIEW v AS SELECT FROM WHERE;"),
+            Vec::<&str>::new()
+        );
     }
 
     #[test]

@@ -22,7 +22,9 @@ use sqlparser::ast::{
 use super::{LockAnalysis, LockMode, TableLock, analyze, name};
 use crate::classify::Words;
 use crate::splitter::{self, TokenKind};
-use crate::sql::{ReadStatement, ident_key, read_statement, table_key, table_key_of};
+use crate::sql::{
+    ReadStatement, Skipped, ident_key, read_statement, table_key, table_key_is, table_key_of,
+};
 
 /// The foreign keys, views, triggers and trigger functions a set has declared so far.
 #[derive(Debug, Clone, Default)]
@@ -103,7 +105,7 @@ impl DeclaredSchema {
 
     /// Adds to `analysis` the locks on other tables that what is declared implies.
     pub(crate) fn extend(&self, read: &ReadStatement, analysis: &mut LockAnalysis) {
-        let Some(statement) = read.ast.as_deref() else {
+        let Some(statement) = read.ast() else {
             return;
         };
         let mut extra = Vec::new();
@@ -282,7 +284,7 @@ impl DeclaredSchema {
     fn drop_table_locks(&self, table: &str, cascade: bool, extra: &mut Vec<TableLock>) {
         let table_key = key(table);
         for fk in self.foreign_keys_of(&table_key) {
-            if key(&fk.references) != table_key {
+            if !table_key_is(&fk.references, &table_key) {
                 extra.push(lock(
                     &fk.references,
                     LockMode::AccessExclusive,
@@ -295,9 +297,9 @@ impl DeclaredSchema {
             for fk in self
                 .foreign_keys
                 .iter()
-                .filter(|fk| key(&fk.references) == table_key)
+                .filter(|fk| table_key_is(&fk.references, &table_key))
             {
-                if key(&fk.table) != table_key {
+                if !table_key_is(&fk.table, &table_key) {
                     extra.push(lock(
                         &fk.table,
                         LockMode::AccessExclusive,
@@ -348,7 +350,7 @@ impl DeclaredSchema {
             for fk in self
                 .foreign_keys
                 .iter()
-                .filter(|fk| key(&fk.references) == truncated)
+                .filter(|fk| table_key_is(&fk.references, &truncated))
             {
                 let referencing = key(&fk.table);
                 if seen.contains(&referencing) {
@@ -383,7 +385,7 @@ impl DeclaredSchema {
         for fk in self
             .foreign_keys
             .iter()
-            .filter(|fk| key(&fk.references) == table_key)
+            .filter(|fk| table_key_is(&fk.references, &table_key))
         {
             let (mode, what) = match fk.on_delete {
                 Some(ReferentialAction::Cascade) => (LockMode::RowExclusive, "ON DELETE CASCADE"),
@@ -415,7 +417,7 @@ impl DeclaredSchema {
         for trigger in self
             .triggers
             .iter()
-            .filter(|t| key(&t.table) == table_key && t.events.contains(&event))
+            .filter(|t| table_key_is(&t.table, &table_key) && t.events.contains(&event))
         {
             for (locked, mode) in self
                 .function_locks
@@ -439,7 +441,7 @@ impl DeclaredSchema {
     fn foreign_keys_of<'a>(&'a self, table_key: &'a str) -> impl Iterator<Item = &'a ForeignKey> {
         self.foreign_keys
             .iter()
-            .filter(move |fk| key(&fk.table) == table_key)
+            .filter(move |fk| table_key_is(&fk.table, table_key))
     }
 
     /// The foreign keys that reference one of `columns` of `table_key`.
@@ -449,7 +451,7 @@ impl DeclaredSchema {
         columns: &'a [String],
     ) -> impl Iterator<Item = &'a ForeignKey> {
         self.foreign_keys.iter().filter(move |fk| {
-            key(&fk.references) == table_key
+            table_key_is(&fk.references, table_key)
                 && self
                     .referenced_columns(fk)
                     .iter()
@@ -470,7 +472,11 @@ impl DeclaredSchema {
 
     /// Records what one statement declares or removes.
     pub(crate) fn record(&mut self, read: &ReadStatement, words: &Words<'_>) {
-        let Some(statement) = read.ast.as_deref() else {
+        if let ReadStatement::Skipped(Skipped::View(view)) = read {
+            self.record_view(view.name.clone(), view.materialized, words);
+            return;
+        }
+        let Some(statement) = read.ast() else {
             return;
         };
         match statement {
@@ -511,14 +517,7 @@ impl DeclaredSchema {
                 }
             }
             Statement::CreateView(view) => {
-                let view_name = name(&view.name);
-                let view_key = key(&view_name);
-                self.views.retain(|v| key(&v.name) != view_key);
-                self.views.push(View {
-                    name: view_name,
-                    materialized: view.materialized,
-                    sources: query_sources(words).iter().map(|s| key(s)).collect(),
-                });
+                self.record_view(name(&view.name), view.materialized, words);
             }
             Statement::AlterTable(alter) => {
                 let table = name(&alter.name);
@@ -534,7 +533,7 @@ impl DeclaredSchema {
                     match object_type {
                         ObjectType::Table => self.forget_table(&dropped),
                         ObjectType::View | ObjectType::MaterializedView => {
-                            self.views.retain(|v| key(&v.name) != dropped);
+                            self.views.retain(|v| !table_key_is(&v.name, &dropped));
                         }
                         _ => {}
                     }
@@ -564,7 +563,7 @@ impl DeclaredSchema {
                 if let Some(table) = &drop.table_name {
                     let (table_key, trigger) = (key(&name(table)), table_key(&drop.trigger_name));
                     self.triggers
-                        .retain(|t| !(key(&t.table) == table_key && t.name == trigger));
+                        .retain(|t| !(table_key_is(&t.table, &table_key) && t.name == trigger));
                 }
             }
             Statement::CreateFunction(function) => {
@@ -589,6 +588,17 @@ impl DeclaredSchema {
             }
             _ => {}
         }
+    }
+
+    /// A view (re)created: it replaces one of the same name; its sources come from its tokens.
+    fn record_view(&mut self, view_name: String, materialized: bool, words: &Words<'_>) {
+        let view_key = key(&view_name);
+        self.views.retain(|v| !table_key_is(&v.name, &view_key));
+        self.views.push(View {
+            name: view_name,
+            materialized,
+            sources: query_sources(words).iter().map(|s| key(s)).collect(),
+        });
     }
 
     fn record_constraint(&mut self, table: &str, constraint: &TableConstraint) {
@@ -653,9 +663,9 @@ impl DeclaredSchema {
                     .iter()
                     .enumerate()
                     .filter(|(_, fk)| {
-                        (key(&fk.table) == table_key
+                        (table_key_is(&fk.table, &table_key)
                             && fk.columns.iter().any(|c| columns.contains(c)))
-                            || (key(&fk.references) == table_key
+                            || (table_key_is(&fk.references, &table_key)
                                 && referenced(fk).iter().any(|c| columns.contains(c)))
                     })
                     .map(|(index, _)| index)
@@ -667,7 +677,7 @@ impl DeclaredSchema {
             AlterTableOperation::DropConstraint { name: dropped, .. } => {
                 let dropped = ident_key(dropped);
                 self.foreign_keys
-                    .retain(|fk| !(key(&fk.table) == table_key && fk.name == dropped));
+                    .retain(|fk| !(table_key_is(&fk.table, &table_key) && fk.name == dropped));
             }
             AlterTableOperation::RenameColumn {
                 old_column_name,
@@ -675,10 +685,10 @@ impl DeclaredSchema {
             } => {
                 let (old, new) = (ident_key(old_column_name), ident_key(new_column_name));
                 for fk in &mut self.foreign_keys {
-                    if key(&fk.table) == table_key {
+                    if table_key_is(&fk.table, &table_key) {
                         rename_in(&mut fk.columns, &old, &new);
                     }
-                    if key(&fk.references) == table_key {
+                    if table_key_is(&fk.references, &table_key) {
                         rename_in(&mut fk.referenced_columns, &old, &new);
                     }
                 }
@@ -689,7 +699,7 @@ impl DeclaredSchema {
             AlterTableOperation::RenameConstraint { old_name, new_name } => {
                 let (old, new) = (ident_key(old_name), ident_key(new_name));
                 for fk in &mut self.foreign_keys {
-                    if key(&fk.table) == table_key && fk.name == old {
+                    if table_key_is(&fk.table, &table_key) && fk.name == old {
                         fk.name = new.clone();
                     }
                 }
@@ -706,10 +716,10 @@ impl DeclaredSchema {
     fn rename_relation(&mut self, old_key: &str, new_name: &str) {
         let new_key = key(new_name);
         for fk in &mut self.foreign_keys {
-            if key(&fk.table) == old_key {
+            if table_key_is(&fk.table, old_key) {
                 fk.table = new_name.to_owned();
             }
-            if key(&fk.references) == old_key {
+            if table_key_is(&fk.references, old_key) {
                 fk.references = new_name.to_owned();
             }
         }
@@ -717,13 +727,13 @@ impl DeclaredSchema {
             self.primary_keys.insert(new_key.clone(), columns);
         }
         for view in &mut self.views {
-            if key(&view.name) == old_key {
+            if table_key_is(&view.name, old_key) {
                 view.name = new_name.to_owned();
             }
             rename_in(&mut view.sources, old_key, &new_key);
         }
         for trigger in &mut self.triggers {
-            if key(&trigger.table) == old_key {
+            if table_key_is(&trigger.table, old_key) {
                 trigger.table = new_name.to_owned();
             }
         }
@@ -731,10 +741,11 @@ impl DeclaredSchema {
 
     /// A table is gone (dropped, or created again): its keys, the keys to it, its triggers.
     fn forget_table(&mut self, table_key: &str) {
-        self.foreign_keys
-            .retain(|fk| key(&fk.table) != table_key && key(&fk.references) != table_key);
+        self.foreign_keys.retain(|fk| {
+            !table_key_is(&fk.table, table_key) && !table_key_is(&fk.references, table_key)
+        });
         self.primary_keys.remove(table_key);
-        self.triggers.retain(|t| key(&t.table) != table_key);
+        self.triggers.retain(|t| !table_key_is(&t.table, table_key));
     }
 }
 
@@ -767,7 +778,7 @@ fn add_declared(analysis: &mut LockAnalysis, lock: TableLock) {
     if let Some(existing) = analysis
         .locks
         .iter_mut()
-        .find(|l| key(&l.table) == lock_key)
+        .find(|l| table_key_is(&l.table, &lock_key))
     {
         if existing.mode >= lock.mode {
             return;

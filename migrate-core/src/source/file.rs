@@ -56,6 +56,12 @@ impl ParsedFile {
         splitter::statement_tokens(&self.source, &statement.raw)
     }
 
+    /// The statement's tokens up to its `words`-th word: enough to tell its kind by the
+    /// leading keywords without lexing a long body to its end.
+    pub(crate) fn head_tokens(&self, statement: &StatementSource, words: usize) -> Vec<Token> {
+        splitter::statement_head(&self.source, &statement.raw, words)
+    }
+
     /// The statement's text in this file, without its `;`.
     pub fn text(&self, statement: &StatementSource) -> &str {
         &self.source[statement.raw.range.clone()]

@@ -12,10 +12,10 @@ mod statement;
 mod type_change;
 mod volatility;
 
-pub use names::{ident_key, table_key, table_key_of};
+pub use names::{ident_key, table_key, table_key_is, table_key_of};
 pub use parse::{parse_statement, parse_statement_of};
 pub use statement::{
-    ActionKind, ReadStatement, SplitAlter, UnparsedAction, alter_table_action_starts,
+    ActionKind, ReadStatement, Skipped, SplitAlter, UnparsedAction, alter_table_action_starts,
     read_statement,
 };
 pub use type_change::rewrite_free_change;

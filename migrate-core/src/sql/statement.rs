@@ -8,6 +8,9 @@
 //! gathered into one `ALTER TABLE` tree every rule reads as usual. An action that does not
 //! parse is classified from its leading keywords ([`ActionKind`]); one that is not recognised
 //! stays [`ActionKind::Unknown`], which the `unparseable` rule reports by its text.
+//!
+//! A statement whose tree no pass reads is not parsed at all ([`Skipped`]: a view, read from
+//! its head); sqlparser's tokenizer and parser were half of the linter's time.
 
 use sqlparser::ast::Statement;
 
@@ -15,18 +18,95 @@ use super::parse::{parse_statement, parse_statement_of};
 use crate::classify::{Words, normalize_identifier};
 use crate::splitter::TokenKind;
 
-/// One statement as the passes read it.
+/// One statement as the passes read it. Only [`ReadStatement::ast`] gives a syntax tree, so
+/// a statement that was not parsed can never be read as if it had been.
 #[derive(Debug)]
-pub struct ReadStatement {
-    /// sqlparser's tree; for an `ALTER TABLE` it could not parse whole, an `ALTER TABLE` with
-    /// the actions that parsed on their own (`None` when none did).
-    /// Boxed: a `Statement` is a few kilobytes inline, and a file's statements are kept
-    /// together until the set pass (issue 21, item 20).
-    pub ast: Option<Box<Statement>>,
+pub enum ReadStatement {
+    /// sqlparser parsed it whole. Boxed: a `Statement` is a few kilobytes inline, and a
+    /// file's statements are kept together until the set pass (issue 21, item 20).
+    Parsed(Box<Statement>),
+    /// Not handed to sqlparser: what the passes read of it comes from its leading keywords
+    /// and its tokens (see [`Skipped`]).
+    Skipped(Skipped),
+    /// An `ALTER TABLE` sqlparser could not parse whole, read action by action.
+    SplitAlter {
+        /// An `ALTER TABLE` with the actions that parsed on their own (`None` when none did).
+        parsed: Option<Box<Statement>>,
+        /// sqlparser's message for the whole statement.
+        parse_error: String,
+        /// The actions that did not parse, classified from their keywords.
+        split: SplitAlter,
+    },
+    /// sqlparser could not parse it: its message.
+    Unparseable(String),
+}
+
+impl ReadStatement {
+    /// sqlparser's tree: the whole statement, or for an `ALTER TABLE` read action by action
+    /// the actions that parsed; `None` for a statement that was not parsed.
+    pub fn ast(&self) -> Option<&Statement> {
+        match self {
+            ReadStatement::Parsed(ast) => Some(ast),
+            ReadStatement::SplitAlter { parsed, .. } => parsed.as_deref(),
+            ReadStatement::Skipped(_) | ReadStatement::Unparseable(_) => None,
+        }
+    }
+
+    /// The tree, owned: see [`ReadStatement::ast`].
+    pub fn into_ast(self) -> Option<Statement> {
+        match self {
+            ReadStatement::Parsed(ast) => Some(*ast),
+            ReadStatement::SplitAlter { parsed, .. } => parsed.map(|ast| *ast),
+            ReadStatement::Skipped(_) | ReadStatement::Unparseable(_) => None,
+        }
+    }
+
     /// sqlparser's message when it could not parse the statement whole.
-    pub parse_error: Option<String>,
+    pub fn parse_error(&self) -> Option<&str> {
+        match self {
+            ReadStatement::SplitAlter { parse_error, .. }
+            | ReadStatement::Unparseable(parse_error) => Some(parse_error),
+            ReadStatement::Parsed(_) | ReadStatement::Skipped(_) => None,
+        }
+    }
+
     /// The `ALTER TABLE` read action by action, when sqlparser could not parse it whole.
-    pub split_alter: Option<SplitAlter>,
+    pub fn split_alter(&self) -> Option<&SplitAlter> {
+        match self {
+            ReadStatement::SplitAlter { split, .. } => Some(split),
+            _ => None,
+        }
+    }
+
+    /// What was read of a statement that was not handed to sqlparser.
+    pub fn skipped(&self) -> Option<&Skipped> {
+        match self {
+            ReadStatement::Skipped(skipped) => Some(skipped),
+            _ => None,
+        }
+    }
+}
+
+/// A statement kind whose tree no pass reads beyond its leading keywords, so it is not handed
+/// to sqlparser (a third of a real corpus's bytes are view queries, issue 26).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Skipped {
+    /// `CREATE [OR REPLACE] [MATERIALIZED] VIEW [IF NOT EXISTS] name ... AS query`: the lock
+    /// analysis needs its name and kind; the relations its query reads are taken from its
+    /// tokens (as they were when it was parsed), and no rule reads the query.
+    View(ViewHead),
+}
+
+/// What the leading keywords of a `CREATE VIEW` say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ViewHead {
+    /// The view, as the lock analysis names objects: unquoted parts folded to lower case,
+    /// quoted ones kept with their quotes (`app."Stats"`).
+    pub name: String,
+    /// `MATERIALIZED` is written.
+    pub materialized: bool,
+    /// `OR REPLACE` is written.
+    pub or_replace: bool,
 }
 
 /// An `ALTER TABLE` sqlparser could not parse whole: what of it was read from keywords.
@@ -79,6 +159,9 @@ const ELIDE_ROWS_ABOVE_BYTES: usize = 16 * 1024;
 
 /// Reads one statement: `sql` is its text, `words` its tokens.
 pub fn read_statement(sql: &str, words: &Words<'_>) -> ReadStatement {
+    if let Some(view) = view_head(words) {
+        return ReadStatement::Skipped(Skipped::View(view));
+    }
     let parsed = match first_row_only(words) {
         Some(short) => match crate::splitter::tokenize(&short) {
             Ok(tokens) => parse_statement_of(&short, &Words::new(&short, &tokens)),
@@ -87,18 +170,63 @@ pub fn read_statement(sql: &str, words: &Words<'_>) -> ReadStatement {
         None => parse_statement_of(sql, words),
     };
     match parsed {
-        Ok(ast) => ReadStatement {
-            ast: Some(Box::new(ast)),
-            parse_error: None,
-            split_alter: None,
-        },
+        Ok(ast) => ReadStatement::Parsed(Box::new(ast)),
         Err(error) if words.starts_with(&["ALTER", "TABLE"]) => read_by_action(words, error),
-        Err(error) => ReadStatement {
-            ast: None,
-            parse_error: Some(error),
-            split_alter: None,
-        },
+        Err(error) => ReadStatement::Unparseable(error),
     }
+}
+
+/// `CREATE [OR REPLACE] [MATERIALIZED] VIEW [IF NOT EXISTS] name`, followed by `AS` at the
+/// top level: the view's head. `None` for another statement, or one whose name cannot
+/// be read from its tokens (it is parsed then, as before).
+fn view_head(words: &Words<'_>) -> Option<ViewHead> {
+    if !words.starts_with(&["CREATE"]) {
+        return None;
+    }
+    let mut index = 1;
+    let or_replace = words.starts_with(&["CREATE", "OR", "REPLACE"]);
+    if or_replace {
+        index += 2;
+    }
+    let materialized = words.keyword(index).as_deref() == Some("MATERIALIZED");
+    if materialized {
+        index += 1;
+    }
+    if words.keyword(index).as_deref() != Some("VIEW") {
+        return None;
+    }
+    index += 1;
+    if words.keyword(index).as_deref() == Some("IF") {
+        if words.keyword(index + 1).as_deref() != Some("NOT")
+            || words.keyword(index + 2).as_deref() != Some("EXISTS")
+        {
+            return None;
+        }
+        index += 3;
+    }
+    let mut parts = Vec::new();
+    loop {
+        let token = words.iter().nth(index)?;
+        let text = token.text(words.source());
+        parts.push(match token.kind {
+            TokenKind::Word => text.to_lowercase(),
+            TokenKind::QuotedIdent => text.to_owned(),
+            _ => return None,
+        });
+        if words.text(index + 1) != Some(".") {
+            break;
+        }
+        index += 2;
+    }
+    // The query follows `AS`, after the name (and its column list or options).
+    if words.find_top_level("AS").is_none_or(|at| at <= index) {
+        return None;
+    }
+    Some(ViewHead {
+        name: parts.join("."),
+        materialized,
+        or_replace,
+    })
 }
 
 /// A long `INSERT ... VALUES (...), (...), ...` without its rows after the first: what
@@ -152,13 +280,8 @@ fn first_row_only(words: &Words<'_>) -> Option<String> {
 }
 
 fn read_by_action(words: &Words<'_>, parse_error: String) -> ReadStatement {
-    let unread = ReadStatement {
-        ast: None,
-        parse_error: Some(parse_error.clone()),
-        split_alter: None,
-    };
     let Some((name_at, actions_at)) = alter_table_prefix(words) else {
-        return unread;
+        return ReadStatement::Unparseable(parse_error);
     };
     let prefix_words = (0..actions_at)
         .filter_map(|index| words.text(index))
@@ -189,10 +312,10 @@ fn read_by_action(words: &Words<'_>, parse_error: String) -> ReadStatement {
             }),
         }
     }
-    ReadStatement {
-        ast: ast.map(Box::new),
-        parse_error: Some(parse_error),
-        split_alter: Some(SplitAlter { table, unparsed }),
+    ReadStatement::SplitAlter {
+        parsed: ast.map(Box::new),
+        parse_error,
+        split: SplitAlter { table, unparsed },
     }
 }
 
@@ -316,7 +439,7 @@ mod tests {
     }
 
     fn operations(read: &ReadStatement) -> Vec<String> {
-        match read.ast.as_deref() {
+        match read.ast() {
             Some(Statement::AlterTable(alter)) => {
                 alter.operations.iter().map(ToString::to_string).collect()
             }
@@ -325,8 +448,8 @@ mod tests {
     }
 
     fn kinds(read: &ReadStatement) -> Vec<ActionKind> {
-        read.split_alter
-            .iter()
+        read.split_alter()
+            .into_iter()
             .flat_map(|split| split.unparsed.iter().map(|a| a.kind.clone()))
             .collect()
     }
@@ -335,7 +458,7 @@ mod tests {
     fn a_parsed_statement_is_read_whole() {
         let read = read("ALTER TABLE t ADD COLUMN a int, DROP COLUMN b");
         assert_eq!(operations(&read), ["ADD COLUMN a INT", "DROP COLUMN b"]);
-        assert!(read.split_alter.is_none() && read.parse_error.is_none());
+        assert!(read.split_alter().is_none() && read.parse_error().is_none());
     }
 
     #[test]
@@ -353,7 +476,7 @@ mod tests {
                 "DROP COLUMN d"
             ]
         );
-        let split = read.split_alter.as_ref().unwrap();
+        let split = read.split_alter().unwrap();
         assert_eq!(split.table, "public.t");
         assert_eq!(
             kinds(&read),
@@ -367,7 +490,7 @@ mod tests {
             ]
         );
         assert_eq!(split.unparsed[2].text, "FROBNICATE e");
-        assert!(read.parse_error.is_some());
+        assert!(read.parse_error().is_some());
     }
 
     #[test]
@@ -433,8 +556,8 @@ mod tests {
     #[test]
     fn alter_table_without_a_name_is_unread() {
         let read = read("ALTER TABLE");
-        assert!(read.ast.is_none() && read.split_alter.is_none());
-        assert!(read.parse_error.is_some());
+        assert!(read.ast().is_none() && read.split_alter().is_none());
+        assert!(read.parse_error().is_some());
     }
 
     #[test]
@@ -446,7 +569,7 @@ mod tests {
         );
         assert!(long.len() > ELIDE_ROWS_ABOVE_BYTES);
         let elided = read(&long);
-        let Some(Statement::Insert(insert)) = elided.ast.as_deref() else {
+        let Some(Statement::Insert(insert)) = elided.ast() else {
             panic!("an INSERT: {elided:?}");
         };
         let Some(source) = &insert.source else {
@@ -468,7 +591,7 @@ mod tests {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-        assert!(read(&select).ast.is_some());
+        assert!(read(&select).ast().is_some());
         assert!(
             first_row_only(&Words::new(
                 &select,
@@ -479,7 +602,7 @@ mod tests {
     }
 
     fn read_statement_rows(sql: &str) -> Option<usize> {
-        match read(sql).ast.as_deref() {
+        match read(sql).ast() {
             Some(Statement::Insert(insert)) => match insert.source.as_deref().map(|s| &*s.body) {
                 Some(sqlparser::ast::SetExpr::Values(values)) => Some(values.rows.len()),
                 _ => None,

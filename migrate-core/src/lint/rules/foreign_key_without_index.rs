@@ -6,11 +6,10 @@ use sqlparser::ast::{
 
 use super::declared_indexes::declared_indexes;
 use super::quoted;
-use crate::classify::Words;
+use crate::classify::{Words, text_mentions};
 use crate::lint::{Check, Example, Finding, Level, Rule, RuleMemory, StatementContext};
 use crate::migration::display_identifier;
 use crate::source::{ParsedFile, SectionKind, StatementSource};
-use crate::splitter::Token;
 use crate::sql::{ident_key, parse_statement_of, table_key};
 
 /// The `foreign-key-without-index` rule: its documentation, examples and check.
@@ -78,12 +77,18 @@ impl SetIndexes {
     }
 }
 
-/// A file's up statements with their tokens (`Words::new(&file.source, &tokens)`).
-fn up_statements(file: &ParsedFile) -> impl Iterator<Item = (Vec<Token>, &StatementSource)> {
+/// A file's up statements.
+fn up_statements(file: &ParsedFile) -> impl Iterator<Item = &StatementSource> {
     file.statements
         .iter()
         .filter(|s| s.section == SectionKind::Up)
-        .map(move |s| (file.tokens(s), s))
+}
+
+/// True when the statement has the word `REFERENCES` (not in a string, comment or body).
+fn has_references(file: &ParsedFile, statement: &StatementSource) -> bool {
+    // Lexed only when the word is somewhere in its text.
+    text_mentions(file.text(statement), "REFERENCES")
+        && Words::new(&file.source, &file.tokens(statement)).contains("REFERENCES")
 }
 
 impl RuleMemory for SetIndexes {
@@ -91,23 +96,36 @@ impl RuleMemory for SetIndexes {
     /// declares a foreign key (`REFERENCES`, from the tokens), and only index-making
     /// statements are parsed, so sets without foreign keys pay nothing.
     fn start_set(&mut self, files: &[&ParsedFile]) {
-        if !files.iter().any(|file| {
-            up_statements(file)
-                .any(|(tokens, _)| Words::new(&file.source, &tokens).contains("REFERENCES"))
-        }) {
+        if !files
+            .iter()
+            .any(|file| up_statements(file).any(|s| has_references(file, s)))
+        {
             return;
         }
         // Parsing is most of the cost: each file on any core, the indexes kept in file order.
         let threads = crate::parallel::threads_for(files.len());
         let per_file = crate::parallel::map_in_order(files, threads, |file| {
             let mut indexes = SetIndexes::default();
-            for (tokens, statement) in up_statements(file) {
+            for statement in up_statements(file) {
+                // Lexed whole only when the leading keywords may make an index.
+                let head = file.head_tokens(statement, 3);
+                let head = Words::new(&file.source, &head);
+                let (creates, alters) = (
+                    head.starts_with(&["CREATE", "INDEX"])
+                        || head.starts_with(&["CREATE", "UNIQUE", "INDEX"])
+                        || head.starts_with(&["CREATE", "TABLE"]),
+                    head.starts_with(&["ALTER", "TABLE"]),
+                );
+                let text = file.text(statement);
+                if !creates
+                    && !(alters
+                        && (text_mentions(text, "PRIMARY") || text_mentions(text, "UNIQUE")))
+                {
+                    continue;
+                }
+                let tokens = file.tokens(statement);
                 let words = Words::new(&file.source, &tokens);
-                let makes_index = words.starts_with(&["CREATE", "INDEX"])
-                    || words.starts_with(&["CREATE", "UNIQUE", "INDEX"])
-                    || words.starts_with(&["CREATE", "TABLE"])
-                    || (words.starts_with(&["ALTER", "TABLE"])
-                        && (words.contains("PRIMARY") || words.contains("UNIQUE")));
+                let makes_index = creates || words.contains("PRIMARY") || words.contains("UNIQUE");
                 if makes_index && let Ok(ast) = parse_statement_of(file.text(statement), &words) {
                     indexes.record_indexes(&ast);
                 }

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use sqlparser::ast::{Query, SetExpr, Statement, TableFactor};
 
-use crate::classify::Words;
+use crate::classify::{Words, text_mentions};
 
 use super::quoted;
 use crate::lint::{Check, Example, Finding, Level, Rule, RuleMemory, StatementContext};
@@ -117,18 +117,28 @@ impl RuleMemory for HeldLocks {
     /// The indexes the set creates, read from keywords (no parse): only when some statement
     /// locks an index by name.
     fn start_set(&mut self, files: &[&ParsedFile]) {
-        let statements = || {
-            files.iter().flat_map(|file| {
-                file.statements
-                    .iter()
-                    .map(move |s| (file.source.as_str(), file.tokens(s)))
-            })
-        };
-        if !statements().any(|(source, tokens)| locks_an_index(&Words::new(source, &tokens))) {
-            return;
+        // One pass over the set, lexing a statement whole only when its leading keywords
+        // say it may name an index (view queries and function bodies are most of the bytes).
+        let mut locks_one = false;
+        for file in files {
+            for statement in &file.statements {
+                let head = file.head_tokens(statement, 3);
+                let head = Words::new(&file.source, &head);
+                locks_one |= locks_an_index(&head);
+                // A table statement records an index only with PRIMARY or UNIQUE.
+                let text = file.text(statement);
+                let table_without_index = (head.starts_with(&["CREATE", "TABLE"])
+                    || head.starts_with(&["ALTER", "TABLE"]))
+                    && !text_mentions(text, "PRIMARY")
+                    && !text_mentions(text, "UNIQUE");
+                if may_create_index(&head) && !table_without_index {
+                    let tokens = file.tokens(statement);
+                    record_index_tables(&Words::new(&file.source, &tokens), &mut self.index_tables);
+                }
+            }
         }
-        for (source, tokens) in statements() {
-            record_index_tables(&Words::new(source, &tokens), &mut self.index_tables);
+        if !locks_one {
+            self.index_tables.clear();
         }
     }
 
@@ -236,21 +246,26 @@ fn locks_an_index(words: &Words<'_>) -> bool {
     words.starts_with(&["DROP", "INDEX"]) || words.starts_with(&["REINDEX", "INDEX"])
 }
 
+/// True for the statements [`record_index_tables`] reads, from the first three words.
+fn may_create_index(words: &Words<'_>) -> bool {
+    words.starts_with(&["CREATE", "INDEX"])
+        || words.starts_with(&["CREATE", "UNIQUE", "INDEX"])
+        || words.starts_with(&["ALTER", "INDEX"])
+        || words.starts_with(&["CREATE", "TABLE"])
+        || words.starts_with(&["ALTER", "TABLE"])
+}
+
 /// Records the index a statement creates, from its keywords: `CREATE [UNIQUE] INDEX
 /// [CONCURRENTLY] [IF NOT EXISTS] name ON [ONLY] table`, `CONSTRAINT name PRIMARY KEY |
 /// UNIQUE` in a `CREATE TABLE` or `ALTER TABLE` (the constraint's index has its name), the
 /// `<table>_pkey` PostgreSQL names an unnamed primary key's index, and `ALTER INDEX a RENAME
 /// TO b`.
 fn record_index_tables(words: &Words<'_>, index_tables: &mut HashMap<String, String>) {
-    let creates_index = words.starts_with(&["CREATE", "INDEX"])
-        || words.starts_with(&["CREATE", "UNIQUE", "INDEX"]);
-    let relevant = creates_index
-        || words.starts_with(&["ALTER", "INDEX"])
-        || words.starts_with(&["CREATE", "TABLE"])
-        || words.starts_with(&["ALTER", "TABLE"]);
-    if !relevant {
+    if !may_create_index(words) {
         return;
     }
+    let creates_index = words.starts_with(&["CREATE", "INDEX"])
+        || words.starts_with(&["CREATE", "UNIQUE", "INDEX"]);
     // Upper-cased once: the loops below look words up by position.
     let keywords: Vec<String> = words
         .iter()
