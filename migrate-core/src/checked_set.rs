@@ -69,30 +69,20 @@ impl CheckedSet {
 
     /// The migration set; `dir` is recorded in it for the runtime's missing-file messages.
     pub fn migrations(&self, dir: &str) -> Migrations {
-        Migrations {
-            dir: dir.to_owned().into(),
-            migrations: self
-                .files
-                .iter()
-                .map(|f| f.migration.clone())
-                .collect::<Vec<_>>()
-                .into(),
-        }
+        Migrations::from_sorted(
+            dir.to_owned(),
+            self.files.iter().map(|f| f.migration.clone()).collect(),
+        )
     }
 
     /// [`CheckedSet::migrations`] without a copy: each file's migration is moved out and the
     /// rest (the file's text, its statements' lint state) dropped, so a big file's statements
     /// are not held twice while they are applied.
     pub fn into_migrations(self, dir: &str) -> Migrations {
-        Migrations {
-            dir: dir.to_owned().into(),
-            migrations: self
-                .files
-                .into_iter()
-                .map(|f| f.migration)
-                .collect::<Vec<_>>()
-                .into(),
-        }
+        Migrations::from_sorted(
+            dir.to_owned(),
+            self.files.into_iter().map(|f| f.migration).collect(),
+        )
     }
 }
 
