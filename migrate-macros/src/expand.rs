@@ -3,7 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use migrate_core::build_cache::{BuildCache, Expansion};
-use migrate_core::migration::packed::{FORMAT, FileTexts, PackError, PackedSet, pack};
+use migrate_core::checked_set::EmbeddedSet;
+use migrate_core::migration::packed::{FORMAT, PackError, PackedSet};
 use migrate_core::source::Layout;
 use migrate_core::{CheckedSet, check_folder, read_folder};
 use proc_macro2::TokenStream;
@@ -207,32 +208,11 @@ fn packed_set_tokens(
     dir: &Path,
     dir_text: &str,
 ) -> Result<(TokenStream, Vec<PathBuf>), PackError> {
-    let mut paths: Vec<PathBuf> = Vec::new();
-    let mut texts: Vec<String> = Vec::new();
-    // A file the folder read whose text include_str! can take (a UTF-8 file, still there).
-    let mut file_text = |file_name: &str| {
-        let path = dir.join(file_name);
-        let text = std::fs::read_to_string(&path).ok()?;
-        paths.push(path);
-        texts.push(text);
-        Some(texts.len() - 1)
-    };
-    let files: Vec<FileTexts> = checked
-        .files
-        .iter()
-        .map(|file| FileTexts {
-            up: file_text(&file.migration.file_name),
-            down: file
-                .down_file
-                .as_ref()
-                .and_then(|down| file_text(&down.file_name)),
-        })
-        .collect();
-    let text_refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-    let PackedSet { blob, pool } = pack(
-        &text_refs,
-        checked.files.iter().map(|file| &file.migration).zip(files),
-    )?;
+    let EmbeddedSet {
+        files,
+        packed: PackedSet { blob, pool },
+    } = checked.pack(dir)?;
+    let paths: Vec<PathBuf> = files.into_iter().map(|(path, _)| path).collect();
     let blob = proc_macro2::Literal::byte_string(&blob);
     let format = proc_macro2::Literal::u8_unsuffixed(FORMAT);
     let path_texts = paths.iter().map(|path| path.to_string_lossy().into_owned());
