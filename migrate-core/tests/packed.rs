@@ -144,7 +144,10 @@ fn a_damaged_blob_is_an_error_that_says_so() {
     other[3] = FORMAT + 1;
     let error = unpack(leak(other), set.texts).expect_err("another format");
     assert_eq!(error, PackError::Format { found: FORMAT + 1 });
-    assert!(error.to_string().contains(&format!("format {FORMAT}")), "{error}");
+    assert!(
+        error.to_string().contains(&format!("format {FORMAT}")),
+        "{error}"
+    );
     // Texts that are not the ones packed with it: a text outside them is refused.
     let error = unpack(set.blob, &set.texts[..1]).expect_err("texts missing");
     assert!(
@@ -172,9 +175,7 @@ fn the_runtime_refuses_a_damaged_embedded_set() {
         damaged.try_as_slice(),
         Err(PackError::Damaged { .. })
     ));
-    let error = Migrator::new(&damaged, MigratorConfig::default())
-        .err()
-        .expect("refused");
+    let error = Migrator::new(&damaged, MigratorConfig::default()).expect_err("refused");
     assert!(
         matches!(error, RuntimeError::EmbeddedSet(PackError::Damaged { .. })),
         "{error}"

@@ -307,6 +307,20 @@ mod tests {
         assert_eq!(text(changed_warm), changed_uncached, "warm after a change");
     }
 
+    /// The expansion's size follows the files: each file's text once, one byte string, and
+    /// no item per statement.
+    #[test]
+    fn the_expansion_is_packed_each_file_once() {
+        let root = crate_dir();
+        let expanded = text(expand(root.path(), None));
+        assert_eq!(expanded.matches("include_str !").count(), 2, "{expanded}");
+        assert!(expanded.contains("from_packed"), "{expanded}");
+        assert!(expanded.contains("expect_format"), "{expanded}");
+        // No statement's text outside the included files.
+        assert!(!expanded.contains("CREATE TABLE"), "{expanded}");
+        assert!(!expanded.contains("Statement"), "{expanded}");
+    }
+
     #[test]
     fn a_damaged_entry_is_checked_again() {
         let root = crate_dir();
