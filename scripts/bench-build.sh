@@ -7,8 +7,11 @@
 # crate itself (src/main.rs touched): wall time and CPU time (user + system, rustc's threads
 # and the macro's included). The macro's rebuilds use its build cache (nothing changed); the
 # "cache miss" line removes the cache before each rebuild, which is what the first build and
-# a build after a migration file changed cost. The machine's load is printed before and
-# after: figures from a busy machine are not comparable with a quiet one's.
+# a build after a migration file changed cost. Each line gives the ratio to the include_str!
+# crate measured in the same run. Last, a fresh release build of each crate (non-incremental,
+# as in CI) with `RUSTC_BOOTSTRAP=1 ... -Z time-passes`: rustc's `type_check_crate` time, the
+# cost of type-checking the expansion. The machine's load is printed before and after:
+# figures from a busy machine are not comparable with a quiet one's.
 #
 # usage: scripts/bench-build.sh [--release-macros]
 #   --release-macros  also measure with `[profile.dev.build-override] opt-level = 3`, the
@@ -74,10 +77,7 @@ files() {
 }
 {
     files
-    echo 'static EMPTY: migrate_core::Migrations = migrate_core::Migrations {'
-    echo '    dir: std::borrow::Cow::Borrowed(""),'
-    echo '    migrations: std::borrow::Cow::Borrowed(&[]),'
-    echo '};'
+    echo 'static EMPTY: migrate_core::Migrations = migrate_core::Migrations::empty();'
     echo 'fn main() { println!("{}", FILES.len() + EMPTY.len()); }'
 } > "$work/include/src/main.rs"
 {
@@ -107,8 +107,28 @@ median_rebuild() { # dir, "cold" to remove the macro's cache before each rebuild
 line() { # label, macro figures, baseline figures
     read -r mw mc <<<"$2"
     read -r bw bc_ <<<"$3"
-    printf '%-34s %6.2f s (cpu %5.2f s)   vs %6.2f s (cpu %5.2f s)   difference: %+.2f s (cpu %+.2f s)\n' \
-        "$1" "$mw" "$mc" "$bw" "$bc_" "$(echo "$mw - $bw" | bc)" "$(echo "$mc - $bc_" | bc)"
+    printf '%-34s %6.2f s (cpu %5.2f s)   vs %6.2f s (cpu %5.2f s)   difference: %+.2f s (cpu %+.2f s)   ratio %.2fx (cpu %.2fx)\n' \
+        "$1" "$mw" "$mc" "$bw" "$bc_" "$(echo "$mw - $bw" | bc)" "$(echo "$mc - $bc_" | bc)" \
+        "$(echo "scale=4; $mw / $bw" | bc)" "$(echo "scale=4; $mc / $bc_" | bc)"
+}
+
+type_check() { # dir: seconds rustc's type_check_crate pass takes in a fresh release build
+    touch "$1/src/main.rs"
+    (cd "$1" && RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR="$work/target" \
+        cargo rustc -q --offline --release -- -Z time-passes 2>&1) |
+        awk '/type_check_crate$/ { print $2 + 0 }' | tail -1
+}
+
+release_type_checking() {
+    for kind in macro include; do # dependencies first, so the figure is the crate's alone
+        (cd "$work/$kind" && RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR="$work/target" cargo build -q --offline --release)
+    done
+    local macro include
+    macro=$(type_check "$work/macro")
+    include=$(type_check "$work/include")
+    echo "fresh release build, rustc -Z time-passes type_check_crate (one build each):"
+    printf '  migrations!() %.3f s   vs include_str! %.3f s   difference: %+.3f s\n' \
+        "$macro" "$include" "$(echo "$macro - $include" | bc)"
 }
 
 measure() { # label, extra manifest text
@@ -137,4 +157,5 @@ measure "debug (default profile)" ""
 if [ "${1:-}" = "--release-macros" ]; then
     measure "debug, proc macros opt=3" $'[profile.dev.build-override]\nopt-level = 3'
 fi
+release_type_checking
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -136,6 +136,6 @@ fn edits_are_seen_even_without_build_rs() {
     let edited = probe.run();
     assert_ne!(
         first, edited,
-        "include_bytes! must make cargo rebuild on an edit"
+        "include_str! must make cargo rebuild on an edit"
     );
 }

@@ -17,6 +17,10 @@ const WITHOUT_SQL: &[(&str, &str)] = &[
         "the macro names a folder that does not exist",
     ),
     ("not_a_literal", "the macro input is not a string literal"),
+    (
+        "format_skew",
+        "the expansion's check of the packed format, no folder",
+    ),
 ];
 
 /// The folder named in `migrations!("...")` of a case file.

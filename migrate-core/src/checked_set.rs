@@ -9,6 +9,7 @@ use crate::analysis;
 use crate::diagnostic::{self, Diagnostic, Severity};
 use crate::lint::{self, Config, config::CONFIG_FILE_NAME, coverage::Coverage};
 use crate::migration::Migrations;
+use crate::migration::packed::{self, FileTexts, PackError, PackedSet};
 use crate::source::{self, DownFile, Entries, FolderContents, Layout, ParsedFile, display_join};
 
 /// Why [`check_dir`] could not check a folder at all. Problems of the files themselves are not
@@ -25,6 +26,16 @@ pub enum CheckError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// What [`CheckedSet::pack`] made of a set.
+#[derive(Debug, Clone)]
+pub struct EmbeddedSet {
+    /// The files whose texts are embedded, in the order the packed set refers to them: each
+    /// file's path and text as read.
+    pub files: Vec<(PathBuf, String)>,
+    /// The pool (embedded after the files' texts) and the packed structure.
+    pub packed: PackedSet,
 }
 
 /// A folder read, parsed and linted.
@@ -67,32 +78,53 @@ impl CheckedSet {
             .filter(|d| d.severity == Severity::Warning)
     }
 
+    /// The set as `migrations!()` embeds it ([`crate::migration::packed`]): the files of
+    /// `dir` its statements are slices of (each migration's file, and its down file where
+    /// the layout has one; a file no longer readable as UTF-8 is left out and its texts go to
+    /// the pool), and the packed rest.
+    pub fn pack(&self, dir: &Path) -> Result<EmbeddedSet, PackError> {
+        let mut files: Vec<(PathBuf, String)> = Vec::new();
+        let mut file_text = |file_name: &str| {
+            let path = dir.join(file_name);
+            let text = std::fs::read_to_string(&path).ok()?;
+            files.push((path, text));
+            Some(files.len() - 1)
+        };
+        let texts: Vec<FileTexts> = self
+            .files
+            .iter()
+            .map(|file| FileTexts {
+                up: file_text(&file.migration.file_name),
+                down: file
+                    .down_file
+                    .as_ref()
+                    .and_then(|down| file_text(&down.file_name)),
+            })
+            .collect();
+        let text_refs: Vec<&str> = files.iter().map(|(_, text)| text.as_str()).collect();
+        let packed = packed::pack(
+            &text_refs,
+            self.files.iter().map(|file| &file.migration).zip(texts),
+        )?;
+        Ok(EmbeddedSet { files, packed })
+    }
+
     /// The migration set; `dir` is recorded in it for the runtime's missing-file messages.
     pub fn migrations(&self, dir: &str) -> Migrations {
-        Migrations {
-            dir: dir.to_owned().into(),
-            migrations: self
-                .files
-                .iter()
-                .map(|f| f.migration.clone())
-                .collect::<Vec<_>>()
-                .into(),
-        }
+        Migrations::from_sorted(
+            dir.to_owned(),
+            self.files.iter().map(|f| f.migration.clone()).collect(),
+        )
     }
 
     /// [`CheckedSet::migrations`] without a copy: each file's migration is moved out and the
     /// rest (the file's text, its statements' lint state) dropped, so a big file's statements
     /// are not held twice while they are applied.
     pub fn into_migrations(self, dir: &str) -> Migrations {
-        Migrations {
-            dir: dir.to_owned().into(),
-            migrations: self
-                .files
-                .into_iter()
-                .map(|f| f.migration)
-                .collect::<Vec<_>>()
-                .into(),
-        }
+        Migrations::from_sorted(
+            dir.to_owned(),
+            self.files.into_iter().map(|f| f.migration).collect(),
+        )
     }
 }
 

@@ -1,12 +1,17 @@
 //! The migration model: what a migration file is once read, split and checked.
 //!
-//! Every type here is usable in a `static`: text is a `Cow<'static, str>` and lists are
-//! `Cow<'static, [T]>`, so the `migrations!()` macro emits borrowed literals while a set read
-//! from a folder at run time owns its data. Both come from the same loader
+//! Text is a `Cow<'static, str>` and lists are `Cow<'static, [T]>`: a set `migrations!()`
+//! embedded borrows its statements from the embedded file texts ([`packed`]), while a set
+//! read from a folder at run time owns its data. Both come from the same loader
 //! ([`crate::check_dir`]).
+
+pub mod packed;
 
 use std::borrow::Cow;
 use std::fmt;
+use std::sync::OnceLock;
+
+use packed::PackError;
 
 use crate::checksum::Checksum;
 
@@ -396,13 +401,26 @@ impl Migration {
 }
 
 /// A whole migration set, in ascending version order.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// A set read at run time holds its migrations; a set `migrations!()` embedded holds them
+/// packed ([`packed`]) and decodes them on first use, once.
+#[derive(Clone)]
 pub struct Migrations {
     /// The folder the set was read from (see [`Migrations::dir`]).
     pub(crate) dir: Cow<'static, str>,
+    /// What `migrations!()` wrote; `None` for a set made at run time.
+    packed: Option<Packed>,
     /// The migrations, sorted by version with no duplicates ([`Migrations::get`] relies on it):
-    /// private, so that only the constructors below establish it.
-    pub(crate) migrations: Cow<'static, [Migration]>,
+    /// private, so that only the constructors below establish it. Decoded from `packed` on
+    /// first use, set at construction otherwise.
+    migrations: OnceLock<Result<Vec<Migration>, PackError>>,
+}
+
+/// An embedded set's texts (its files', then the pool) and its packed structure.
+#[derive(Clone, Copy)]
+struct Packed {
+    texts: &'static [&'static str],
+    blob: &'static [u8],
 }
 
 /// Why [`Migrations::new`] refused a list of migrations.
@@ -440,20 +458,58 @@ impl Migrations {
                 second: pair[1].file_name.to_string(),
             });
         }
-        Ok(Migrations {
-            dir: Cow::Owned(dir.into()),
-            migrations: Cow::Owned(migrations),
-        })
+        Ok(Migrations::from_sorted(dir.into(), migrations))
     }
 
-    /// What `migrations!()` expands to: the macro has checked the order and the versions.
-    /// Not for hand-written code (use [`Migrations::new`]): an unsorted list would make
-    /// [`Migrations::get`] miss migrations.
+    /// A set of migrations already in version order without duplicates (a checked folder's).
+    pub(crate) fn from_sorted(
+        dir: impl Into<Cow<'static, str>>,
+        migrations: Vec<Migration>,
+    ) -> Migrations {
+        Migrations {
+            dir: dir.into(),
+            packed: None,
+            migrations: OnceLock::from(Ok(migrations)),
+        }
+    }
+
+    /// A set with no migration, for commands that need a set and no files (`dir` is empty).
+    pub const fn empty() -> Migrations {
+        Migrations {
+            dir: Cow::Borrowed(""),
+            packed: None,
+            migrations: OnceLock::new(),
+        }
+    }
+
+    /// What `migrations!()` expands to: `texts` are the files' texts (`include_str!`) then
+    /// the pool, `blob` the rest ([`packed::pack`]). Not for hand-written code (use
+    /// [`Migrations::new`]).
     #[doc(hidden)]
-    pub const fn from_checked(dir: &'static str, migrations: &'static [Migration]) -> Migrations {
+    pub const fn from_packed(
+        dir: &'static str,
+        texts: &'static [&'static str],
+        blob: &'static [u8],
+    ) -> Migrations {
         Migrations {
             dir: Cow::Borrowed(dir),
-            migrations: Cow::Borrowed(migrations),
+            packed: Some(Packed { texts, blob }),
+            migrations: OnceLock::new(),
+        }
+    }
+
+    /// The migrations in version order; for an embedded set, decoded now if this is the
+    /// first use. `Err` only when the embedded data does not decode, which a set written by
+    /// the `migrations!()` of the same version never does (another version's is a compile
+    /// error): the runtime checks it before it does anything.
+    pub fn try_as_slice(&self) -> Result<&[Migration], PackError> {
+        let decoded = self.migrations.get_or_init(|| match self.packed {
+            Some(Packed { texts, blob }) => packed::unpack(blob, texts),
+            None => Ok(Vec::new()),
+        });
+        match decoded {
+            Ok(migrations) => Ok(migrations),
+            Err(error) => Err(error.clone()),
         }
     }
 
@@ -464,31 +520,75 @@ impl Migrations {
     }
 
     /// The migrations in version order, as a slice.
+    ///
+    /// # Panics
+    ///
+    /// When [`Migrations::try_as_slice`] fails: embedded data that does not decode, which
+    /// `migrations!()` does not write. The runtime's `Migrator::new` reports it as an error
+    /// instead.
     pub fn as_slice(&self) -> &[Migration] {
-        &self.migrations
+        match self.try_as_slice() {
+            Ok(migrations) => migrations,
+            Err(error) => panic!("{error}"),
+        }
     }
 
     /// The migrations in version order.
     pub fn iter(&self) -> std::slice::Iter<'_, Migration> {
-        self.migrations.iter()
+        self.as_slice().iter()
     }
 
     /// How many migrations the set holds.
     pub fn len(&self) -> usize {
-        self.migrations.len()
+        self.as_slice().len()
     }
 
     /// Whether the set has no migration at all.
     pub fn is_empty(&self) -> bool {
-        self.migrations.is_empty()
+        self.as_slice().is_empty()
     }
 
     /// The migration with this version, if the set has one.
     pub fn get(&self, version: u64) -> Option<&Migration> {
-        self.migrations
+        let migrations = self.as_slice();
+        migrations
             .binary_search_by_key(&version, |m| m.version)
             .ok()
-            .map(|index| &self.migrations[index])
+            .map(|index| &migrations[index])
+    }
+}
+
+impl Default for Migrations {
+    fn default() -> Migrations {
+        Migrations::empty()
+    }
+}
+
+/// Sets are equal when they name the same folder and hold the same migrations, however they
+/// are stored.
+impl PartialEq for Migrations {
+    fn eq(&self, other: &Migrations) -> bool {
+        self.dir == other.dir && self.try_as_slice() == other.try_as_slice()
+    }
+}
+
+impl Eq for Migrations {}
+
+impl fmt::Debug for Migrations {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Migrations")
+            .field("dir", &self.dir)
+            .field("migrations", &self.try_as_slice())
+            .finish()
+    }
+}
+
+impl<'a> IntoIterator for &'a Migrations {
+    type Item = &'a Migration;
+    type IntoIter = std::slice::Iter<'a, Migration>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
     }
 }
 

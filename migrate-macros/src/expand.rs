@@ -1,14 +1,12 @@
 //! Token generation for `migrations!()`. No SQL logic lives here.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use migrate_core::build_cache::{BuildCache, Expansion};
-use migrate_core::migration::{Removal, RemovedObject};
+use migrate_core::checked_set::EmbeddedSet;
+use migrate_core::migration::packed::{FORMAT, PackError, PackedSet};
 use migrate_core::source::Layout;
-use migrate_core::{
-    BatchSource, CheckedSet, Migration, Section, Statement, StatementAnalysis, TransactionMode,
-    check_folder, read_folder,
-};
+use migrate_core::{CheckedSet, check_folder, read_folder};
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
 use syn::LitStr;
@@ -146,7 +144,6 @@ pub fn expand_in(
     }
 
     let checked = check_folder(snapshot, layout);
-    let tracking = track_inputs(&checked);
     // Warnings are reported alongside errors, so one build shows everything.
     let warnings: Vec<String> = checked.warnings().map(ToString::to_string).collect();
     let warning_uses = warning_tokens(&warnings, &literal);
@@ -156,20 +153,18 @@ pub fn expand_in(
     if let Some(mut first) = errors.next() {
         first.extend(errors);
         let compile_errors = first.into_compile_error();
+        let tracking = track_inputs(&checked, &[]);
         return Ok(Expanded::Fresh(
             quote! {{ #tracking #warning_uses #compile_errors }},
         ));
     }
 
-    let migrations = checked
-        .files
-        .iter()
-        .map(|file| migration_tokens(&file.migration));
-    let imports = imports();
+    let (set, included) = packed_set_tokens(&checked, &dir, &dir_text)
+        .map_err(|error| syn::Error::new(literal.span(), error.to_string()))?;
+    let tracking = track_inputs(&checked, &included);
     let code = quote! {
         #tracking
-        #imports
-        Migrations::from_checked(#dir_text, &[#(#migrations),*])
+        #set
     };
     if let Some((cache, key)) = cached {
         let code = code.to_string();
@@ -193,241 +188,43 @@ fn warning_tokens(warnings: &[String], literal: &LitStr) -> TokenStream {
     quote! { #(#uses)* }
 }
 
-/// Short names for the generated code: the same paths spelt out in full in each of
-/// thousands of statements made rustc's parsing and name resolution of the expansion cost
-/// more than the include_str!s of the same files.
-fn imports() -> TokenStream {
-    quote! {
-        #[allow(unused_imports)]
-        use ::migrate_core::{
-            BackfillPace, BackfillSpec, BatchSource, Checksum, Migration, Migrations, Phase,
-            Section, Statement, StatementAnalysis, TransactionMode,
-        };
-        #[allow(unused_imports)]
-        use ::migrate_core::migration::{Removal, RemovedObject};
-        #[allow(unused_imports)]
-        use ::std::borrow::Cow::Borrowed;
-        #[allow(unused_imports)]
-        use ::std::option::Option::{None, Some};
-    }
-}
-
-/// `include_bytes!` of every input makes cargo rebuild the crate when one changes.
-fn track_inputs(checked: &CheckedSet) -> TokenStream {
+/// `include_bytes!` of every input makes cargo rebuild the crate when one changes; those the
+/// set already takes with `include_str!` (`included`) are left out.
+fn track_inputs(checked: &CheckedSet, included: &[PathBuf]) -> TokenStream {
     let paths = checked
         .inputs
         .iter()
+        .filter(|path| !included.contains(path))
         .map(|path| path.to_string_lossy().into_owned());
     quote! { #(const _: &[u8] = include_bytes!(#paths);)* }
 }
 
-fn migration_tokens(migration: &Migration) -> TokenStream {
-    let version = proc_macro2::Literal::u64_unsuffixed(migration.version);
-    let name = migration.name.as_ref();
-    let file_name = migration.file_name.as_ref();
-    let phase = format_ident!("{}", format!("{:?}", migration.phase));
-    // An array, not `*b"..."`: a deref is not promoted to 'static in a `let`.
-    let checksum = migration
-        .checksum
-        .0
-        .map(proc_macro2::Literal::u8_unsuffixed);
-    let up = section_tokens(&migration.up);
-    let down = match &migration.down {
-        Some(section) => {
-            let section = section_tokens(section);
-            quote!(Some(#section))
-        }
-        None => quote!(None),
+/// The set as `Migrations::from_packed`: each file's text once (`include_str!`, which also
+/// makes cargo rebuild when it changes), the pool, and the packed structure in one byte
+/// string, so rustc's work follows the number of files, not of statements. The `const` makes
+/// a migrate-core that reads another format a compile error. Also returns the files taken.
+fn packed_set_tokens(
+    checked: &CheckedSet,
+    dir: &Path,
+    dir_text: &str,
+) -> Result<(TokenStream, Vec<PathBuf>), PackError> {
+    let EmbeddedSet {
+        files,
+        packed: PackedSet { blob, pool },
+    } = checked.pack(dir)?;
+    let paths: Vec<PathBuf> = files.into_iter().map(|(path, _)| path).collect();
+    let blob = proc_macro2::Literal::byte_string(&blob);
+    let format = proc_macro2::Literal::u8_unsuffixed(FORMAT);
+    let path_texts = paths.iter().map(|path| path.to_string_lossy().into_owned());
+    let set = quote! {
+        const _: () = ::migrate_core::migration::packed::expect_format(#format);
+        ::migrate_core::Migrations::from_packed(
+            #dir_text,
+            &[#(include_str!(#path_texts),)* #pool],
+            #blob,
+        )
     };
-    let requires = match migration.requires {
-        Some(version) => {
-            let version = proc_macro2::Literal::u64_unsuffixed(version);
-            quote!(Some(#version))
-        }
-        None => quote!(None),
-    };
-    let backfill = match &migration.backfill {
-        Some(spec) => {
-            let (table, key) = (spec.table.as_ref(), spec.key.as_ref());
-            let pace = match spec.pace {
-                ::migrate_core::BackfillPace::Adaptive { target_ms } => {
-                    let target = match target_ms {
-                        Some(ms) => quote!(Some(#ms)),
-                        None => quote!(None),
-                    };
-                    quote!(BackfillPace::Adaptive { target_ms: #target })
-                }
-                ::migrate_core::BackfillPace::Fixed {
-                    batch_size,
-                    delay_ms,
-                } => quote!(BackfillPace::Fixed {
-                    batch_size: #batch_size,
-                    delay_ms: #delay_ms,
-                }),
-            };
-            let schema = match spec.schema.as_deref() {
-                Some(schema) => {
-                    quote!(Some(Borrowed(#schema)))
-                }
-                None => quote!(None),
-            };
-            quote!(Some(BackfillSpec {
-                schema: #schema,
-                table: Borrowed(#table),
-                key: Borrowed(#key),
-                pace: #pace,
-            }))
-        }
-        None => quote!(None),
-    };
-    let compare = match migration.compare.as_deref() {
-        Some(text) => quote!(Some(Borrowed(#text))),
-        None => quote!(None),
-    };
-    let compare_line = match migration.compare_line {
-        Some(line) => quote!(Some(#line)),
-        None => quote!(None),
-    };
-    let requires_compare = migration.requires_compare;
-    let replaces = migration.replaces.iter();
-    let analysis = match &migration.analysis {
-        Some(analysis) => {
-            let analysis = analysis_tokens(analysis);
-            quote!(Some(#analysis))
-        }
-        None => quote!(None),
-    };
-    quote! {
-        Migration {
-            version: #version,
-            name: Borrowed(#name),
-            phase: Phase::#phase,
-            file_name: Borrowed(#file_name),
-            checksum: Checksum([#(#checksum),*]),
-            up: #up,
-            down: #down,
-            requires: #requires,
-            backfill: #backfill,
-            compare: #compare,
-            compare_line: #compare_line,
-            requires_compare: #requires_compare,
-            replaces: Borrowed(&[#(#replaces),*]),
-            analysis: #analysis,
-        }
-    }
-}
-
-fn section_tokens(section: &Section) -> TokenStream {
-    let statements = section.statements.iter().map(statement_tokens);
-    let mode = match section.mode {
-        TransactionMode::Transactional => quote!(TransactionMode::Transactional),
-        TransactionMode::Autocommit => quote!(TransactionMode::Autocommit),
-    };
-    let file_name = match section.file_name.as_deref() {
-        Some(name) => quote!(Some(Borrowed(#name))),
-        None => quote!(None),
-    };
-    quote! {
-        Section {
-            statements: Borrowed(&[#(#statements),*]),
-            mode: #mode,
-            file_name: #file_name,
-        }
-    }
-}
-
-fn statement_tokens(statement: &Statement) -> TokenStream {
-    let Statement {
-        sql,
-        line,
-        column,
-        non_transactional,
-    } = statement;
-    let sql = sql.as_ref();
-    // Unsuffixed: the field types say what they are, and thousands of statements are parsed.
-    let (line, column) = (
-        proc_macro2::Literal::u32_unsuffixed(*line),
-        proc_macro2::Literal::u32_unsuffixed(*column),
-    );
-    quote! {
-        Statement {
-            sql: Borrowed(#sql),
-            line: #line,
-            column: #column,
-            non_transactional: #non_transactional,
-        }
-    }
-}
-
-/// What the check read of the statements, so the runtime does not parse them again.
-fn analysis_tokens(analysis: &StatementAnalysis) -> TokenStream {
-    let batches = analysis.batches.iter().map(|source| match source {
-        BatchSource::Update {
-            assignments,
-            pending,
-        } => {
-            let (assignments, pending) = (assignments.as_ref(), pending.as_ref());
-            quote!(BatchSource::Update {
-                assignments: Borrowed(#assignments),
-                pending: Borrowed(#pending),
-            })
-        }
-        BatchSource::Delete { pending } => {
-            let pending = pending.as_ref();
-            quote!(BatchSource::Delete {
-                pending: Borrowed(#pending),
-            })
-        }
-        BatchSource::Refused(problem) => {
-            let problem = problem.as_ref();
-            quote!(BatchSource::Refused(Borrowed(#problem)))
-        }
-    });
-    let removes = analysis.removes.iter().map(removed_tokens);
-    let locked_tables = analysis.locked_tables.iter().map(AsRef::<str>::as_ref);
-    quote! {
-        StatementAnalysis {
-            batches: Borrowed(&[#(#batches),*]),
-            removes: Borrowed(&[#(#removes),*]),
-            locked_tables: Borrowed(&[#(Borrowed(#locked_tables)),*]),
-        }
-    }
-}
-
-fn removed_tokens(removed: &RemovedObject) -> TokenStream {
-    let RemovedObject {
-        kind,
-        name,
-        column,
-        removal,
-        line,
-    } = removed;
-    let name = name.as_ref();
-    let column = match column.as_deref() {
-        Some(column) => quote!(Some(Borrowed(#column))),
-        None => quote!(None),
-    };
-    let removal = match removal {
-        Removal::Dropped => quote!(Removal::Dropped),
-        Removal::Renamed { to } => {
-            let to = to.as_ref();
-            quote!(Removal::Renamed { to: Borrowed(#to) })
-        }
-        Removal::Retyped => quote!(Removal::Retyped),
-        Removal::Dependent { on } => {
-            let on = on.as_ref();
-            quote!(Removal::Dependent { on: Borrowed(#on) })
-        }
-    };
-    quote! {
-        RemovedObject {
-            kind: #kind,
-            name: Borrowed(#name),
-            column: #column,
-            removal: #removal,
-            line: #line,
-        }
-    }
+    Ok((set, paths))
 }
 
 #[cfg(test)]
@@ -508,6 +305,20 @@ mod tests {
         let changed_warm = expand(root.path(), cache());
         assert!(is_cached(&changed_warm));
         assert_eq!(text(changed_warm), changed_uncached, "warm after a change");
+    }
+
+    /// The expansion's size follows the files: each file's text once, one byte string, and
+    /// no item per statement.
+    #[test]
+    fn the_expansion_is_packed_each_file_once() {
+        let root = crate_dir();
+        let expanded = text(expand(root.path(), None));
+        assert_eq!(expanded.matches("include_str !").count(), 2, "{expanded}");
+        assert!(expanded.contains("from_packed"), "{expanded}");
+        assert!(expanded.contains("expect_format"), "{expanded}");
+        // No statement's text outside the included files.
+        assert!(!expanded.contains("CREATE TABLE"), "{expanded}");
+        assert!(!expanded.contains("Statement"), "{expanded}");
     }
 
     #[test]

@@ -6,9 +6,14 @@
 //! `expand` only turns its result into tokens, kept between builds by
 //! `migrate_core::build_cache` (under the target directory, keyed by every input).
 //!
+//! The expansion is packed: each file's text once (`include_str!`) and one byte string with
+//! the statements' spans and facts, decoded at run time (`migrate_core::migration::packed`),
+//! so rustc's work follows the number of files, not of statements.
+//!
 //! Cargo rebuilds when an embedded file or `migrate.toml` changes (the expansion references
-//! each with `include_bytes!`). A file added to or removed from the folder is not seen by
-//! cargo on stable Rust: add a `build.rs` (see [`migrations!`]).
+//! the files with `include_str!`, `migrate.toml` with `include_bytes!`). A file added to or
+//! removed from the folder is not seen by cargo on stable Rust: add a `build.rs` (see
+//! [`migrations!`]).
 
 #![warn(missing_docs)]
 
@@ -54,7 +59,7 @@ use proc_macro::{Delimiter, Group, TokenStream, TokenTree};
 ///
 /// # A file added to the folder: `build.rs`
 ///
-/// The expansion refers to every file it read (`include_bytes!`), so cargo rebuilds when one
+/// The expansion refers to every file it read (`include_str!`), so cargo rebuilds when one
 /// of them, or `migrate.toml`, changes. A file *added* to the folder (or removed from it) is
 /// not seen by cargo on stable Rust: the build goes on embedding the old set until something
 /// else changes. Tell cargo to watch the folder with a `build.rs` beside `Cargo.toml`:

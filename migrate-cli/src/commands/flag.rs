@@ -16,7 +16,7 @@ pub fn run(context: &Context, action: FlagCommand) -> anyhow::Result<Outcome> {
     }
     let database = context.database("flag")?;
     // The flags table is named after the history table; the migration files play no part.
-    let empty = migrate_core::Migrations::from_checked("", &[]);
+    let empty = migrate_core::Migrations::empty();
     let migrator = Migrator::new(&empty, context.config.migrator.clone())?;
     let store = migrator.flags()?;
     block_on(async {

@@ -189,6 +189,7 @@ impl<'m> Migrator<'m> {
         state::partial::PartialRunTable::for_history(&table)?;
         state::flags::FlagStore::for_history_table(&table)?;
         if let Some(m) = migrations
+            .try_as_slice()?
             .iter()
             .find(|m| i64::try_from(m.version).is_err())
         {

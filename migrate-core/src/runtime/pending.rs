@@ -285,10 +285,10 @@ mod tests {
     }
 
     fn set(versions: &[(u64, bool)]) -> Migrations {
-        Migrations {
-            dir: Cow::Borrowed("/nonexistent"),
-            migrations: Cow::Owned(versions.iter().map(|&(v, d)| migration(v, d)).collect()),
-        }
+        Migrations::from_sorted(
+            "/nonexistent",
+            versions.iter().map(|&(v, d)| migration(v, d)).collect(),
+        )
     }
 
     fn row(m: &Migration) -> HistoryRow {
@@ -424,10 +424,7 @@ mod tests {
     fn squashed_set(squash: Migration, later: &[u64]) -> Migrations {
         let mut migrations = vec![squash];
         migrations.extend(later.iter().map(|&v| migration(v, true)));
-        Migrations {
-            dir: Cow::Borrowed("/nonexistent"),
-            migrations: Cow::Owned(migrations),
-        }
+        Migrations::from_sorted("/nonexistent", migrations)
     }
 
     #[test]
@@ -521,17 +518,12 @@ mod tests {
             (4, Phase::Expand),
             (5, Phase::Contract),
         ];
-        let with_phases = |phases: &[(u64, Phase)]| Migrations {
-            dir: Cow::Borrowed("/nonexistent"),
-            migrations: Cow::Owned(
-                phases
-                    .iter()
-                    .map(|&(version, phase)| Migration {
-                        phase,
-                        ..migration(version, true)
-                    })
-                    .collect(),
-            ),
+        let with_phases = |phases: &[(u64, Phase)]| {
+            let list = phases.iter().map(|&(version, phase)| Migration {
+                phase,
+                ..migration(version, true)
+            });
+            Migrations::from_sorted("/nonexistent", list.collect())
         };
         let set = with_phases(&phases);
         let rows = [row(set.get(1).unwrap())];

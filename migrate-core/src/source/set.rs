@@ -1,7 +1,6 @@
 //! A set of files: each parsed on its own, then the checks across files (unique versions, a
 //! contract's `requires`).
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use super::file::{ParsedFile, parse_source};
@@ -24,10 +23,10 @@ pub struct LoadedSet {
 impl LoadedSet {
     /// The migration set, in version order.
     pub fn migrations(&self, dir: &str) -> Migrations {
-        Migrations {
-            dir: Cow::Owned(dir.to_owned()),
-            migrations: Cow::Owned(self.files.iter().map(|f| f.migration.clone()).collect()),
-        }
+        Migrations::from_sorted(
+            dir.to_owned(),
+            self.files.iter().map(|f| f.migration.clone()).collect(),
+        )
     }
 }
 

@@ -285,6 +285,10 @@ pub enum RuntimeError {
         version: u64,
     },
 
+    /// The set `migrations!()` embedded does not decode (damaged, or not the macro's).
+    #[error(transparent)]
+    EmbeddedSet(#[from] crate::migration::packed::PackError),
+
     /// Opening the connection failed: the runtime never connects itself, this variant lets
     /// a caller send a [`connect`](super::connect()) failure through the same `?`.
     #[error(transparent)]
