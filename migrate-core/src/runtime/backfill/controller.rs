@@ -362,6 +362,8 @@ pub(crate) struct Controller {
     /// The least rest multiple until the next rate window: a window's verdict covers
     /// seconds of cycles, so clean cycles alone do not undo it.
     window_floor: f64,
+    /// Half speed until the first rest window has measured the application.
+    slow_start: bool,
 }
 
 impl Controller {
@@ -382,6 +384,7 @@ impl Controller {
             workers: 1,
             clean_cycles: 0,
             window_floor: 0.0,
+            slow_start: false,
         }
     }
 
@@ -390,6 +393,7 @@ impl Controller {
     pub(crate) fn start_slowly(&mut self) {
         self.rest_ratio = START_REST_RATIO;
         self.window_floor = START_REST_RATIO;
+        self.slow_start = true;
     }
 
     /// Batches to run at once.
@@ -409,6 +413,7 @@ impl Controller {
     /// The application's rates in the rest windows against those while batches ran: a drop
     /// of its throughput or a rise of its server time per transaction is pressure.
     pub(crate) fn observe_window(&mut self, rates: &ApplicationRates) -> Option<Decision> {
+        let slow_start = std::mem::take(&mut self.slow_start);
         if rates.resting_tps < MIN_APPLICATION_TPS {
             self.window_floor = 0.0;
             return None;
@@ -436,8 +441,13 @@ impl Controller {
                 working_ms,
             }
         } else {
-            // Unharmed: the floor the last windows set shrinks as a clean cycle's rest does.
-            self.window_floor *= REST_RECOVERY;
+            // Unharmed: the slow start ends; the floor a drop set shrinks as a clean cycle's
+            // rest does.
+            self.window_floor = if slow_start {
+                0.0
+            } else {
+                self.window_floor * REST_RECOVERY
+            };
             if self.window_floor < MIN_REST_RATIO {
                 self.window_floor = 0.0;
             }
@@ -1121,13 +1131,20 @@ mod tests {
             controller.rest_ratio, START_REST_RATIO,
             "clean batches alone keep it"
         );
-        // An unharmed application: the floor eases by a clean cycle's share per window.
+        // An application the first window finds unharmed ends it.
         assert_eq!(controller.observe_window(&rates(8_000.0, 7_990.0)), None);
         clean_batches(&mut controller);
+        assert_eq!(controller.rest_ratio, 0.0);
+        // One that lost throughput at half speed keeps a rest sized from that loss.
+        let mut harmed = Controller::new(settings());
+        harmed.start_slowly();
+        harmed.last_took = Duration::from_millis(100);
+        assert!(harmed.observe_window(&rates(8_000.0, 7_600.0)).is_some());
+        clean_batches(&mut harmed);
         assert!(
-            (controller.rest_ratio - START_REST_RATIO * REST_RECOVERY).abs() < 1e-9,
+            harmed.rest_ratio > START_REST_RATIO,
             "{}",
-            controller.rest_ratio
+            harmed.rest_ratio
         );
         // An idle one ends it at once.
         let mut idle = Controller::new(settings());
