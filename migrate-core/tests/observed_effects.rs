@@ -107,7 +107,8 @@ const EXPECTED_FAILURES: &[(&str, &str, &str, &str)] = &[
     (
         "constraint-not-valid",
         "0006_order_totals.expand.sql",
-        "cannot be performed on relation \"order_totals\"",
+        // wrong_object_type: 15+ says "cannot be performed on relation", 14 "is not a table".
+        "(SQLSTATE 42809)",
         "the fixture's order_totals is a materialized view (for the REFRESH examples); IF NOT EXISTS keeps it",
     ),
     (
@@ -141,6 +142,25 @@ const EXPECTED_FAILURES: &[(&str, &str, &str, &str)] = &[
         "the example's index is not UNIQUE: ADD UNIQUE USING INDEX refuses it",
     ),
 ];
+
+/// [`EXPECTED_FAILURES`] on the major the cluster runs: where an older major refuses a bad
+/// example for another reason, that reason.
+fn expected_failures() -> Vec<(&'static str, &'static str, &'static str, &'static str)> {
+    let major = cluster().version().major;
+    EXPECTED_FAILURES
+        .iter()
+        .map(|&(rule, file, error, why)| match (rule, file) {
+            // ALTER TABLE ... SET ACCESS METHOD is 15+.
+            ("unparseable", "0006_hidden.expand.sql") if major < 15 => (
+                rule,
+                file,
+                "syntax error at or near \"ACCESS\"",
+                "SET ACCESS METHOD is 15+",
+            ),
+            _ => (rule, file, error, why),
+        })
+        .collect()
+}
 
 /// Rule examples not run: they take over the transaction the observation runs in.
 const NOT_RUN: &[&str] = &["transaction-control"];
@@ -268,10 +288,11 @@ async fn plan_agrees_with_postgresql_on_every_rule_example_and_the_example_set()
             failures.push(format!("{}: {error}", outcome.origin));
         }
     }
+    let expected = expected_failures();
     let unexpected: Vec<&String> = failures
         .iter()
         .filter(|failure| {
-            !EXPECTED_FAILURES.iter().any(|(rule, file, error, _)| {
+            !expected.iter().any(|(rule, file, error, _)| {
                 failure.starts_with(rule) && failure.contains(file) && failure.contains(error)
             })
         })
@@ -280,7 +301,7 @@ async fn plan_agrees_with_postgresql_on_every_rule_example_and_the_example_set()
         unexpected.is_empty(),
         "statements that failed: {unexpected:#?}"
     );
-    for (rule, file, error, why) in EXPECTED_FAILURES {
+    for (rule, file, error, why) in expected {
         assert!(
             failures
                 .iter()

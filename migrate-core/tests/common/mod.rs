@@ -16,7 +16,16 @@ use tokio_postgres::Client;
 
 pub fn cluster() -> &'static ScratchCluster {
     static CLUSTER: OnceLock<ScratchCluster> = OnceLock::new();
-    CLUSTER.get_or_init(|| ScratchCluster::start().expect("scratch cluster"))
+    CLUSTER.get_or_init(|| {
+        let cluster = ScratchCluster::start().expect("scratch cluster");
+        // Which server the binary's tests run on ($MIGRATE_PG_MAJOR picks it).
+        eprintln!(
+            "scratch cluster: {} ({})",
+            cluster.version(),
+            cluster.binaries().dir().display()
+        );
+        cluster
+    })
 }
 
 pub fn database() -> ScratchDatabase {
