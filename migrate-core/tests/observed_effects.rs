@@ -115,7 +115,7 @@ const EXPECTED_FAILURES: &[(&str, &str, &str, &str)] = &[
         "set-not-null-scan",
         "0008_email_constraint.contract.sql",
         "syntax error at or near \"NOT\"",
-        "PostgreSQL 18 syntax (a named NOT NULL constraint); the tests run 15",
+        "PostgreSQL 18 syntax (a named NOT NULL constraint), on 14-17",
     ),
     (
         "set-not-null-scan",
@@ -127,7 +127,7 @@ const EXPECTED_FAILURES: &[(&str, &str, &str, &str)] = &[
         "set-not-null-scan",
         "0006_validate_email_not_null.expand.sql",
         "constraint \"users_email_not_null\" of relation \"users\" does not exist",
-        "the PostgreSQL 18 constraint of the file before",
+        "PostgreSQL 18 syntax in the file before (its NOT NULL constraint)",
     ),
     (
         "unparseable",
@@ -149,6 +149,9 @@ fn expected_failures() -> Vec<(&'static str, &'static str, &'static str, &'stati
     let major = cluster().version().major;
     EXPECTED_FAILURES
         .iter()
+        // 18 accepts its own syntax (`ADD CONSTRAINT name NOT NULL column`, `NOT NULL ...
+        // NOT VALID`).
+        .filter(|&&(_, _, _, why)| !(major >= 18 && why.starts_with("PostgreSQL 18 syntax")))
         .map(|&(rule, file, error, why)| match (rule, file) {
             // ALTER TABLE ... SET ACCESS METHOD is 15+.
             ("unparseable", "0006_hidden.expand.sql") if major < 15 => (
@@ -160,6 +163,14 @@ fn expected_failures() -> Vec<(&'static str, &'static str, &'static str, &'stati
             _ => (rule, file, error, why),
         })
         .collect()
+}
+
+/// Whether `failure` is `extension "name" is not available` for an extension this build lacks.
+fn lacks_extension(failure: &str) -> bool {
+    failure
+        .split_once("extension \"")
+        .and_then(|(_, rest)| rest.split_once("\" is not available"))
+        .is_some_and(|(name, _)| !common::has_extension(name))
 }
 
 /// Rule examples not run: they take over the transaction the observation runs in.
@@ -291,6 +302,9 @@ async fn plan_agrees_with_postgresql_on_every_rule_example_and_the_example_set()
     let expected = expected_failures();
     let unexpected: Vec<&String> = failures
         .iter()
+        // An example needing an extension this build lacks (18.6's PyPI build has no
+        // pgcrypto) fails on it: skipped, said by `has_extension`.
+        .filter(|failure| !failure.contains("(SQLSTATE 0A000)") || !lacks_extension(failure))
         .filter(|failure| {
             !expected.iter().any(|(rule, file, error, _)| {
                 failure.starts_with(rule) && failure.contains(file) && failure.contains(error)

@@ -355,6 +355,27 @@ impl ScratchCluster {
         &self.version
     }
 
+    /// Whether this build ships the extension `name` (`pg_available_extensions`): builds
+    /// without contrib, or with part of it, lack `pgcrypto` or `pg_stat_statements`.
+    pub fn has_extension(&self, name: &str) -> Result<bool, ScratchError> {
+        let literal = name.replace('\'', "''");
+        let found = self.psql(
+            SUPERUSER,
+            &format!("SELECT count(*) FROM pg_available_extensions WHERE name = '{literal}'"),
+        )?;
+        Ok(found.trim() != "0")
+    }
+
+    /// Whether this build has the collation `name` (`und-x-icu` needs a build with ICU).
+    pub fn has_collation(&self, name: &str) -> Result<bool, ScratchError> {
+        let literal = name.replace('\'', "''");
+        let found = self.psql(
+            SUPERUSER,
+            &format!("SELECT count(*) FROM pg_collation WHERE collname = '{literal}'"),
+        )?;
+        Ok(found.trim() != "0")
+    }
+
     /// `Some` for a cluster from [`ScratchCluster::start_with_tls`].
     pub fn tls(&self) -> Option<&TlsFiles> {
         self.tls.as_ref()
