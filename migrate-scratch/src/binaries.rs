@@ -69,16 +69,17 @@ impl PgBinaries {
         PgBinaries::locate_in(candidates)
     }
 
-    /// The binaries of `major` installed on this machine: in the cache folder
-    /// ([`PG_CACHE_ENV`]) or Debian's `/usr/lib/postgresql/<major>/bin`; `None` when neither
-    /// holds them.
+    /// The binaries of `major` installed on this machine: `$MIGRATE_PG_BIN` when it holds
+    /// that major, the cache folder ([`PG_CACHE_ENV`]) or Debian's
+    /// `/usr/lib/postgresql/<major>/bin`; `None` when none holds them.
     pub fn locate_major(major: u32) -> Option<PgBinaries> {
-        let found = PgBinaries::locate_in(major_dirs(major)).ok()?;
-        // A folder named 14 holding another major would make a run say what it did not do.
-        match found.version() {
-            Ok(version) if version.major == major => Some(found),
-            _ => None,
-        }
+        let explicit = std::env::var_os(PG_BIN_ENV).map(PathBuf::from);
+        explicit
+            .into_iter()
+            .chain(major_dirs(major))
+            .filter_map(|dir| PgBinaries::locate_in(vec![dir]).ok())
+            // A folder named 14 holding another major would make a run say what it did not do.
+            .find(|found| found.version().is_ok_and(|version| version.major == major))
     }
 
     /// The first of `candidates` holding the server binaries.

@@ -24,6 +24,21 @@ pub fn cluster() -> &'static ScratchCluster {
     })
 }
 
+/// Whether the scratch server's build has the extension; says so when not, for the test to
+/// skip.
+pub fn has_extension(name: &str) -> bool {
+    let found = cluster()
+        .has_extension(name)
+        .expect("pg_available_extensions");
+    if !found {
+        eprintln!(
+            "skipped: the build of {} has no {name}",
+            cluster().version()
+        );
+    }
+    found
+}
+
 pub fn database() -> ScratchDatabase {
     cluster().create_database().expect("scratch database")
 }
