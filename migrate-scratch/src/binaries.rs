@@ -16,7 +16,8 @@ pub const PG_BIN_ENV: &str = "MIGRATE_PG_BIN";
 pub const PG_MAJOR_ENV: &str = "MIGRATE_PG_MAJOR";
 
 /// The cache folder of other majors' binaries, `<cache>/<major>/bin`; default
-/// `~/.cache/migrate-pg`, or `/var/cache/migrate-pg` for root (see [`cache_dir`]).
+/// `~/.cache/migrate-pg`, or `/var/cache/migrate-pg` for root, whose home the server's
+/// unprivileged account cannot enter.
 pub const PG_CACHE_ENV: &str = "MIGRATE_PG_CACHE";
 
 const SERVER_BINARIES: [&str; 3] = ["initdb", "pg_ctl", "postgres"];

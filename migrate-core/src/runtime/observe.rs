@@ -29,7 +29,7 @@
 //!   never waits (plain `VACUUM`) finishes first: its locks are then reported as not seen.
 //!   The full scans come from `pg_stat_user_tables` read once the session's counts are sent
 //!   (15+: `pg_stat_force_next_flush()`; 14: a sentinel the collector shows, see
-//!   [`flush_stats`]).
+//!   `flush_stats`).
 //!
 //! Only relations that existed before the statement count: a relation it creates is
 //! invisible to other sessions until commit.
