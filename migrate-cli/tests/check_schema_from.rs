@@ -6,7 +6,9 @@
 mod common;
 
 use common::*;
-use migrate_scratch::{DumpSource, PgDump, ScratchDatabase};
+use migrate_scratch::{
+    DumpSource, PG_BIN_ENV, PG_CACHE_ENV, PG_MAJOR_ENV, PgBinaries, PgDump, ScratchDatabase,
+};
 use predicates::prelude::*;
 
 /// A migration that only fails on data: a unique index over a column with duplicates.
@@ -193,4 +195,90 @@ fn a_schema_file_with_history_rows_checks_its_pending_migrations() {
         .map(|m| m["version"].as_u64().unwrap())
         .collect();
     assert_eq!(checked, [6, 7, 8]);
+}
+
+/// `migrate --format json check --pg-dump <production's> --schema-from <production> <dir>`,
+/// with `env` set: pg_dump must be of production's major or newer, whichever server checks.
+fn check_from(
+    db: &ScratchDatabase,
+    dir: &std::path::Path,
+    env: &[(&str, &str)],
+) -> std::process::Output {
+    let mut command = migrate();
+    command.env_remove(PG_MAJOR_ENV).env_remove(PG_BIN_ENV);
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command
+        .args(["--format", "json", "check", "--pg-dump"])
+        .arg(cluster().binaries().program("pg_dump"))
+        .arg("--schema-from")
+        .arg(url(db))
+        .arg(dir)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn the_check_runs_on_productions_own_major_where_installed() {
+    let production_major = cluster().version().major;
+    // The check's default server is another installed major: production's must still win.
+    let Some(other) = (14..=18)
+        .filter(|major| *major != production_major)
+        .find(|major| PgBinaries::locate_major(*major).is_some())
+    else {
+        eprintln!("skipped: no major but {production_major} is installed (scripts/install-pg.sh)");
+        return;
+    };
+    let (dir, db) = production();
+    let output = check_from(&db, dir.path(), &[(PG_MAJOR_ENV, &other.to_string())]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let report = json(&output);
+    assert_eq!(report["postgres_major"], production_major, "{report}");
+    assert_eq!(report["production_major"], production_major, "{report}");
+    assert!(!stderr(&output).contains("warning: production runs"));
+}
+
+#[test]
+fn without_productions_major_the_check_warns_and_runs_on_the_default() {
+    let production_major = cluster().version().major;
+    // Production's major hidden (an empty cache folder) and the default another major of
+    // Debian's folders: possible where production's is not Debian's own.
+    let debian = |major: u32| format!("/usr/lib/postgresql/{major}/bin");
+    if std::path::Path::new(&debian(production_major))
+        .join("initdb")
+        .exists()
+    {
+        eprintln!(
+            "skipped: production's major {production_major} is Debian's, which cannot be hidden"
+        );
+        return;
+    }
+    let Some(default_major) = (14..=18).find(|major| {
+        std::path::Path::new(&debian(*major))
+            .join("initdb")
+            .exists()
+    }) else {
+        eprintln!("skipped: no Debian PostgreSQL to fall back on");
+        return;
+    };
+    let (dir, db) = production();
+    let empty_cache = tempfile::tempdir().unwrap();
+    let cache = empty_cache.path().to_str().unwrap();
+    let output = check_from(
+        &db,
+        dir.path(),
+        &[(PG_CACHE_ENV, cache), (PG_BIN_ENV, &debian(default_major))],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let report = json(&output);
+    assert_eq!(report["postgres_major"], default_major, "{report}");
+    assert_eq!(report["production_major"], production_major, "{report}");
+    assert!(
+        stderr(&output).contains(&format!(
+            "warning: production runs PostgreSQL {production_major}, whose server binaries are not installed here"
+        )),
+        "{}",
+        stderr(&output)
+    );
 }

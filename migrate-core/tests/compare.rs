@@ -675,6 +675,9 @@ async fn differing_keys_come_in_key_order_lowest_first_in_every_mode() {
 
 #[tokio::test]
 async fn text_keys_in_different_collations_and_uuid_keys_compare_in_one_order() {
+    if !common::has_collation("und-x-icu") {
+        return;
+    }
     // The source orders its keys bytewise, the target by ICU's root collation (a < B < c):
     // chunk bounds taken from the source must select the same keys on both sides.
     let set = Prepared::compare(

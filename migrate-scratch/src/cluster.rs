@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use tempfile::TempDir;
 
-use crate::binaries::PgBinaries;
+use crate::binaries::{PgBinaries, ServerVersion};
 use crate::database::ScratchDatabase;
 use crate::error::{ScratchError, io_error};
 use crate::process::{Launcher, RunAs, run};
@@ -27,6 +27,7 @@ const START_TIMEOUT_SECS: &str = "60";
 /// A running throwaway PostgreSQL cluster; stopped and deleted on drop.
 pub struct ScratchCluster {
     binaries: PgBinaries,
+    version: ServerVersion,
     launcher: Launcher,
     data_dir: PathBuf,
     socket_dir: PathBuf,
@@ -46,6 +47,7 @@ pub struct ScratchCluster {
 impl fmt::Debug for ScratchCluster {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ScratchCluster")
+            .field("version", &self.version.number)
             .field("data_dir", &self.data_dir)
             .field("port", &self.port)
             .field("tls", &self.tls.is_some())
@@ -73,16 +75,23 @@ impl ScratchCluster {
         Ok(cluster)
     }
 
-    /// Starts a cluster without TLS.
+    /// Starts a cluster without TLS, on the binaries [`PgBinaries::locate`] finds
+    /// (`$MIGRATE_PG_MAJOR` picks the major).
     pub fn start() -> Result<ScratchCluster, ScratchError> {
-        ScratchCluster::start_inner(false, &[])
+        ScratchCluster::start_inner(PgBinaries::locate()?, false, &[])
+    }
+
+    /// Starts a cluster without TLS on these binaries, e.g. those of production's major
+    /// ([`PgBinaries::locate_major`]).
+    pub fn start_on(binaries: PgBinaries) -> Result<ScratchCluster, ScratchError> {
+        ScratchCluster::start_inner(binaries, false, &[])
     }
 
     /// Starts a cluster with `ssl=on` and a server certificate signed by a fresh CA, whose PEM
     /// is at [`TlsFiles::ca_cert`], so clients can test `sslmode=require`, `verify-ca` and
     /// `verify-full`. Plain connections are still accepted.
     pub fn start_with_tls() -> Result<ScratchCluster, ScratchError> {
-        ScratchCluster::start_inner(true, &[])
+        ScratchCluster::start_inner(PgBinaries::locate()?, true, &[])
     }
 
     /// Starts a cluster without TLS whose server loads `libraries` at start
@@ -91,11 +100,15 @@ impl ScratchCluster {
     /// (<https://www.postgresql.org/docs/15/pgstatstatements.html>). Each name must be a
     /// plain identifier.
     pub fn start_with_preloaded(libraries: &[&str]) -> Result<ScratchCluster, ScratchError> {
-        ScratchCluster::start_inner(false, libraries)
+        ScratchCluster::start_inner(PgBinaries::locate()?, false, libraries)
     }
 
-    fn start_inner(tls: bool, preload: &[&str]) -> Result<ScratchCluster, ScratchError> {
-        let binaries = PgBinaries::locate()?;
+    fn start_inner(
+        binaries: PgBinaries,
+        tls: bool,
+        preload: &[&str],
+    ) -> Result<ScratchCluster, ScratchError> {
+        let version = binaries.version()?;
         let run_as = RunAs::for_current_process()?;
         let (root, data_dir, socket_dir) = cluster_folder("migrate-scratch-", run_as.as_ref())?;
         let launcher = Launcher {
@@ -108,7 +121,8 @@ impl ScratchCluster {
             .arg("-D")
             .arg(&data_dir)
             .args(["-U", SUPERUSER, "-A", "trust", "-E", "UTF8", "--locale=C"])
-            .args(["-N", "--no-instructions"]);
+            // No `--no-instructions` (14+): the text it leaves out is captured, never shown.
+            .arg("-N");
         run(initdb)?;
 
         let tls = if tls {
@@ -120,6 +134,7 @@ impl ScratchCluster {
 
         let mut cluster = ScratchCluster {
             binaries,
+            version,
             launcher,
             data_dir,
             socket_dir,
@@ -172,10 +187,11 @@ impl ScratchCluster {
             // -R: standby.signal + primary_conninfo; fast checkpoint and no fsync: speed.
             .args(["-R", "-X", "stream", "-c", "fast", "--no-sync"]);
         run(basebackup)?;
-        write_replica_settings(&data_dir, &socket_dir, &name)?;
+        write_replica_settings(&data_dir, &socket_dir, &name, (self.host(), self.port))?;
 
         let mut replica = ScratchCluster {
             binaries: self.binaries.clone(),
+            version: self.version.clone(),
             launcher,
             data_dir,
             socket_dir,
@@ -276,6 +292,14 @@ impl ScratchCluster {
                 }
                 Err(error) => {
                     last_log = fs::read_to_string(&log).unwrap_or_default();
+                    // "SSL is not supported by this build": a server built without OpenSSL
+                    // refuses `ssl = on`.
+                    if self.tls.is_some() && last_log.contains("not supported by this build") {
+                        return Err(ScratchError::NotInThisBuild {
+                            feature: "TLS",
+                            binaries: self.binaries.dir().to_path_buf(),
+                        });
+                    }
                     // "could not bind IPv4 address ... Address already in use" (errno EADDRINUSE).
                     if !last_log.contains("already in use") {
                         return Err(match error {
@@ -323,6 +347,33 @@ impl ScratchCluster {
     /// The installation this cluster runs, for its client programs (`psql`, `pg_dump`, ...).
     pub fn binaries(&self) -> &PgBinaries {
         &self.binaries
+    }
+
+    /// The server's version (`postgres --version` of its binaries), for tests and messages
+    /// to say which major ran.
+    pub fn version(&self) -> &ServerVersion {
+        &self.version
+    }
+
+    /// Whether this build ships the extension `name` (`pg_available_extensions`): builds
+    /// without contrib, or with part of it, lack `pgcrypto` or `pg_stat_statements`.
+    pub fn has_extension(&self, name: &str) -> Result<bool, ScratchError> {
+        let literal = name.replace('\'', "''");
+        let found = self.psql(
+            SUPERUSER,
+            &format!("SELECT count(*) FROM pg_available_extensions WHERE name = '{literal}'"),
+        )?;
+        Ok(found.trim() != "0")
+    }
+
+    /// Whether this build has the collation `name` (`und-x-icu` needs a build with ICU).
+    pub fn has_collation(&self, name: &str) -> Result<bool, ScratchError> {
+        let literal = name.replace('\'', "''");
+        let found = self.psql(
+            SUPERUSER,
+            &format!("SELECT count(*) FROM pg_collation WHERE collname = '{literal}'"),
+        )?;
+        Ok(found.trim() != "0")
     }
 
     /// `Some` for a cluster from [`ScratchCluster::start_with_tls`].

@@ -257,6 +257,39 @@ pub fn without_restrict_lines(text: &str) -> String {
         .join("\n")
 }
 
+/// `sql` without the `SET name = value;` lines of its headers whose setting `known` does not
+/// know. A header runs from pg_dump's `-- PostgreSQL database dump` line (or the start) to the
+/// first statement of another kind: a file may hold several dumps (schema, then history rows).
+fn without_unknown_settings(sql: &str, known: impl Fn(&str) -> bool) -> String {
+    let mut in_header = true;
+    let mut kept = String::with_capacity(sql.len());
+    for line in sql.split_inclusive('\n') {
+        let trimmed = line.trim_end();
+        if trimmed == "-- PostgreSQL database dump" {
+            in_header = true;
+        }
+        if in_header {
+            let setting = trimmed
+                .strip_prefix("SET ")
+                .and_then(|rest| rest.split_once(" = "))
+                .map(|(name, _)| name)
+                .filter(|name| name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));
+            match setting {
+                Some(name) if !known(name) => continue,
+                Some(_) => {}
+                None => {
+                    in_header = trimmed.is_empty()
+                        || trimmed.starts_with("--")
+                        || trimmed.starts_with('\\')
+                        || trimmed.starts_with("SELECT pg_catalog.set_config(");
+                }
+            }
+        }
+        kept.push_str(line);
+    }
+    kept
+}
+
 impl ScratchCluster {
     /// Runs a SQL script (a dump) in `database` with `psql`, in one transaction, stopping at
     /// the first error: either all of it loads or nothing does
@@ -266,14 +299,21 @@ impl ScratchCluster {
     /// when the script fails only because a role does not exist, that role is created
     /// (`NOLOGIN`, no privileges) and the script runs again from the start. The roles created
     /// are returned.
+    ///
+    /// A dump made by a newer pg_dump than this server starts with `SET` lines of settings
+    /// its own major added (pg_dump 17+ writes `SET transaction_timeout = 0;`), which an older
+    /// server refuses; those of the header that this server does not know are left out.
     pub fn load_sql(
         &self,
         database: &ScratchDatabase,
         sql: &str,
     ) -> Result<Vec<String>, ScratchError> {
+        let known = self.psql(SUPERUSER, "SELECT name FROM pg_settings")?;
+        let known: Vec<&str> = known.lines().map(str::trim).collect();
+        let sql = without_unknown_settings(sql, |name| known.contains(&name));
         let mut created = Vec::new();
         loop {
-            let error = match self.run_script(database, sql)? {
+            let error = match self.run_script(database, &sql)? {
                 None => return Ok(created),
                 Some(error) => error,
             };
@@ -344,5 +384,37 @@ impl ScratchCluster {
             dump = dump.exclude_table(table);
         }
         dump.run()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_settings_an_older_server_lacks_are_left_out_and_nothing_else() {
+        let dump = "--\n-- PostgreSQL database dump\n--\n\nSET statement_timeout = 0;\n\
+                    SET transaction_timeout = 0;\nSELECT pg_catalog.set_config('search_path', '', false);\n\
+                    \nCREATE FUNCTION f() RETURNS void LANGUAGE plpgsql AS $$\nBEGIN\nEND $$;\n\
+                    SET transaction_timeout = 0;\n";
+        let second = "--\n-- PostgreSQL database dump\n--\n\nSET transaction_timeout = 0;\nCOPY t FROM stdin;\n";
+        let known = |name: &str| name != "transaction_timeout";
+        let kept = without_unknown_settings(dump, known);
+        assert_eq!(
+            kept,
+            dump.replacen("SET transaction_timeout = 0;\n", "", 1),
+            "only the header's line goes"
+        );
+        assert_eq!(without_unknown_settings(dump, |_| true), dump);
+        let both = format!("{dump}{second}");
+        assert_eq!(
+            without_unknown_settings(&both, known),
+            format!(
+                "{}{}",
+                dump.replacen("SET transaction_timeout = 0;\n", "", 1),
+                second.replace("SET transaction_timeout = 0;\n", "")
+            ),
+            "the second dump's header too"
+        );
     }
 }

@@ -3,7 +3,7 @@
 use std::io;
 use std::path::PathBuf;
 
-use crate::binaries::PG_BIN_ENV;
+use crate::binaries::{PG_BIN_ENV, PG_CACHE_ENV, PG_MAJOR_ENV};
 use crate::process::PG_USER_ENV;
 
 /// Why a scratch cluster could not be found, started or used.
@@ -20,6 +20,34 @@ pub enum ScratchError {
     BinariesMissing {
         /// The folders looked in, in order.
         searched: Vec<PathBuf>,
+    },
+    /// `$MIGRATE_PG_MAJOR` names a major whose binaries are not installed.
+    #[error(
+        "PostgreSQL {major} (${PG_MAJOR_ENV}) not installed (searched: {}); install it with \
+         `scripts/install-pg.sh {major}` (into ${PG_CACHE_ENV}, default ~/.cache/migrate-pg), or \
+         unset {PG_MAJOR_ENV} to use the default server",
+        display_paths(.searched)
+    )]
+    MajorMissing {
+        /// The major asked for.
+        major: u32,
+        /// The folders looked in, in order.
+        searched: Vec<PathBuf>,
+    },
+    /// `$MIGRATE_PG_MAJOR` is not a major version number.
+    #[error("${PG_MAJOR_ENV} is `{value}`, not a PostgreSQL major version such as 14")]
+    InvalidMajor {
+        /// The value as set.
+        value: String,
+    },
+    /// The server build lacks a feature the cluster asked for (TLS: a build without
+    /// OpenSSL); tests needing it skip, saying so.
+    #[error("{feature} is not supported by this PostgreSQL build ({binaries})")]
+    NotInThisBuild {
+        /// The feature: `TLS`.
+        feature: &'static str,
+        /// The binaries' folder.
+        binaries: PathBuf,
     },
     /// This process is root, which the server refuses, and the account to run it as does not
     /// exist (or is root too).

@@ -29,7 +29,7 @@ mod process;
 mod settings;
 mod tls;
 
-pub use binaries::{PG_BIN_ENV, PgBinaries};
+pub use binaries::{PG_BIN_ENV, PG_CACHE_ENV, PG_MAJOR_ENV, PgBinaries, ServerVersion};
 pub use cluster::{SUPERUSER, ScratchCluster};
 pub use database::ScratchDatabase;
 pub use dump::{DumpSource, PgDump, without_restrict_lines};

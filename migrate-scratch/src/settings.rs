@@ -4,6 +4,7 @@ use std::fs;
 use std::io::Write;
 use std::path::Path;
 
+use crate::cluster::SUPERUSER;
 use crate::error::{ScratchError, io_error};
 
 /// Roles made by [`ScratchCluster::create_login_role`] are members of this group, which
@@ -76,6 +77,7 @@ pub(crate) fn write_replica_settings(
     data_dir: &Path,
     socket_dir: &Path,
     name: &str,
+    (primary_host, primary_port): (&str, u16),
 ) -> Result<(), ScratchError> {
     let quote = |text: &str| text.replace('\'', "''");
     // wal_receiver_status_interval: the standby reports its write/flush/replay positions at
@@ -97,5 +99,19 @@ pub(crate) fn write_replica_settings(
         .open(&config)
         .map_err(io_error(format!("opening {}", config.display())))?;
     file.write_all(settings.as_bytes())
-        .map_err(io_error(format!("writing {}", config.display())))
+        .map_err(io_error(format!("writing {}", config.display())))?;
+
+    // `pg_basebackup -R` writes every connection option its own libpq knows into
+    // primary_conninfo; a standby of an older major (one of the cache folder's, whose
+    // client programs are 18's) rejects those its libpq lacks (`sslnegotiation` is 17+,
+    // `sslcertmode` 16+) and never connects. The connection needs only these, and the
+    // later line of postgresql.auto.conf wins.
+    let conninfo = format!("host={primary_host} port={primary_port} user={SUPERUSER}");
+    let auto_config = data_dir.join("postgresql.auto.conf");
+    let mut file = fs::OpenOptions::new()
+        .append(true)
+        .open(&auto_config)
+        .map_err(io_error(format!("opening {}", auto_config.display())))?;
+    file.write_all(format!("primary_conninfo = '{}'\n", quote(&conninfo)).as_bytes())
+        .map_err(io_error(format!("writing {}", auto_config.display())))
 }

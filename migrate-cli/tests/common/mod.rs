@@ -12,7 +12,31 @@ use migrate_scratch::{ScratchCluster, ScratchDatabase};
 
 pub fn cluster() -> &'static ScratchCluster {
     static CLUSTER: OnceLock<ScratchCluster> = OnceLock::new();
-    CLUSTER.get_or_init(|| ScratchCluster::start().expect("scratch cluster"))
+    CLUSTER.get_or_init(|| {
+        let cluster = ScratchCluster::start().expect("scratch cluster");
+        // Which server the binary's tests run on ($MIGRATE_PG_MAJOR picks it).
+        eprintln!(
+            "scratch cluster: {} ({})",
+            cluster.version(),
+            cluster.binaries().dir().display()
+        );
+        cluster
+    })
+}
+
+/// Whether the scratch server's build has the extension; says so when not, for the test to
+/// skip.
+pub fn has_extension(name: &str) -> bool {
+    let found = cluster()
+        .has_extension(name)
+        .expect("pg_available_extensions");
+    if !found {
+        eprintln!(
+            "skipped: the build of {} has no {name}",
+            cluster().version()
+        );
+    }
+    found
 }
 
 pub fn database() -> ScratchDatabase {

@@ -27,9 +27,9 @@
 //!   ungranted lock in `pg_locks`, records what it holds and what it asks for at that
 //!   moment, then commits and lets it finish. A statement that needs only weaker locks and
 //!   never waits (plain `VACUUM`) finishes first: its locks are then reported as not seen.
-//!   The full scans come from `pg_stat_user_tables` read after `pg_stat_force_next_flush()`
-//!   (PostgreSQL 15 keeps statistics in shared memory but flushes a backend's counts at most
-//!   once a second unless forced).
+//!   The full scans come from `pg_stat_user_tables` read once the session's counts are sent
+//!   (15+: `pg_stat_force_next_flush()`; 14: a sentinel the collector shows, see
+//!   `flush_stats`).
 //!
 //! Only relations that existed before the statement count: a relation it creates is
 //! invisible to other sessions until commit.
@@ -48,6 +48,10 @@ use crate::migration::{Section, Statement, TransactionMode};
 const WAIT_BOUND: Duration = Duration::from_secs(120);
 /// Pause between two looks at `pg_locks` while a statement runs.
 const POLL: Duration = Duration::from_millis(5);
+/// How long a session's statistics may take to reach 14's collector (sent every 500 ms).
+const STATS_BOUND: Duration = Duration::from_secs(30);
+/// Pause between two looks at 14's collector.
+const STATS_POLL: Duration = Duration::from_millis(20);
 
 /// Why an observation could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +71,13 @@ pub enum ObserveError {
     NoProgress {
         /// Its line.
         line: u32,
+        /// The bound.
+        seconds: u64,
+    },
+    /// 14's statistics collector did not show this session's counts within the bound
+    /// (it may drop messages under load).
+    #[error("the statistics collector did not receive this session's counts within {seconds} s")]
+    StatsNotSent {
         /// The bound.
         seconds: u64,
     },
@@ -364,12 +375,70 @@ async fn seq_scans(
     Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
 }
 
-/// Statistics of this session flushed to shared memory, for `pg_stat_user_tables`.
+/// Every count of this session so far visible in `pg_stat_user_tables`, on every major.
+///
+/// 15+ keeps statistics in shared memory and flushes a backend's counts at most once a second
+/// unless `pg_stat_force_next_flush()` asks for it at the next transaction end
+/// (<https://www.postgresql.org/docs/15/monitoring-stats.html#MONITORING-STATS-FUNCS-TABLE>).
+/// 14 sends them to the statistics collector at a transaction end at most every 500 ms
+/// (PGSTAT_STAT_INTERVAL), and has no way to force it: there the session calls a sentinel
+/// function (its call counted with `track_functions`), then ends transactions until the
+/// collector shows that call. A backend sends its table counts before its function counts
+/// (`pgstat_report_stat`), one message after the other to the one collector, so once the call
+/// shows, every earlier count of the session does too
+/// (<https://www.postgresql.org/docs/14/monitoring-stats.html#MONITORING-STATS-VIEWS>).
 async fn flush_stats(client: &Client) -> Result<(), ObserveError> {
-    client
-        .batch_execute("SELECT pg_stat_force_next_flush()")
+    let version: i32 = client
+        .query_one("SELECT current_setting('server_version_num')::int", &[])
         .await
-        .map_err(query("flushing statistics"))
+        .map_err(query("the server version"))?
+        .get(0);
+    if version >= 150_000 {
+        return client
+            .batch_execute("SELECT pg_stat_force_next_flush()")
+            .await
+            .map_err(query("flushing statistics"));
+    }
+    // A temporary function: the database being observed gets no object, and the catalog
+    // query leaves pg_temp out. `track_functions` needs a superuser, as the scratch role is.
+    client
+        .batch_execute(
+            "SET track_functions = 'pl'; \
+             CREATE OR REPLACE FUNCTION pg_temp.migrate_stats_sentinel() RETURNS void \
+             LANGUAGE plpgsql AS $$BEGIN END$$",
+        )
+        .await
+        .map_err(query("the statistics sentinel"))?;
+    let shown = "SELECT coalesce(pg_stat_get_function_calls(\
+                 'pg_temp.migrate_stats_sentinel()'::regprocedure), 0)";
+    let before: i64 = client
+        .query_one(shown, &[])
+        .await
+        .map_err(query("the statistics sentinel"))?
+        .get(0);
+    client
+        .batch_execute("SELECT pg_temp.migrate_stats_sentinel()")
+        .await
+        .map_err(query("the statistics sentinel"))?;
+    let started = tokio::time::Instant::now();
+    loop {
+        // Each query ends a transaction, where the session sends its counts once 500 ms
+        // passed since it last did.
+        let calls: i64 = client
+            .query_one(shown, &[])
+            .await
+            .map_err(query("the statistics sentinel"))?
+            .get(0);
+        if calls > before {
+            return Ok(());
+        }
+        if started.elapsed() > STATS_BOUND {
+            return Err(ObserveError::StatsNotSent {
+                seconds: STATS_BOUND.as_secs(),
+            });
+        }
+        tokio::time::sleep(STATS_POLL).await;
+    }
 }
 
 async fn backend_pid(client: &Client) -> Result<i32, ObserveError> {

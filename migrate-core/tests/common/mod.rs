@@ -17,7 +17,63 @@ use tokio_postgres::Client;
 
 pub fn cluster() -> &'static ScratchCluster {
     static CLUSTER: OnceLock<ScratchCluster> = OnceLock::new();
-    CLUSTER.get_or_init(|| ScratchCluster::start().expect("scratch cluster"))
+    CLUSTER.get_or_init(|| {
+        let cluster = ScratchCluster::start().expect("scratch cluster");
+        // Which server the binary's tests run on ($MIGRATE_PG_MAJOR picks it).
+        eprintln!(
+            "scratch cluster: {} ({})",
+            cluster.version(),
+            cluster.binaries().dir().display()
+        );
+        cluster
+    })
+}
+
+/// The binary's TLS cluster; `None`, said once, where the server build has no TLS (a test
+/// needing it then returns: skipped).
+pub fn tls_cluster() -> Option<&'static ScratchCluster> {
+    static CLUSTER: OnceLock<Option<ScratchCluster>> = OnceLock::new();
+    CLUSTER
+        .get_or_init(|| match ScratchCluster::start_with_tls() {
+            Ok(cluster) => Some(cluster),
+            Err(migrate_scratch::ScratchError::NotInThisBuild { feature, binaries }) => {
+                eprintln!(
+                    "skipped: {feature} is not in the build of {}: its tests skip",
+                    binaries.display()
+                );
+                None
+            }
+            Err(error) => panic!("TLS scratch cluster: {error}"),
+        })
+        .as_ref()
+}
+
+/// Whether the scratch server's build has the extension; says so when not, for the test to
+/// skip.
+pub fn has_extension(name: &str) -> bool {
+    let found = cluster()
+        .has_extension(name)
+        .expect("pg_available_extensions");
+    if !found {
+        eprintln!(
+            "skipped: the build of {} has no {name}",
+            cluster().version()
+        );
+    }
+    found
+}
+
+/// Whether the scratch server's build has the collation (ICU's need ICU); says so when not,
+/// for the test to skip.
+pub fn has_collation(name: &str) -> bool {
+    let found = cluster().has_collation(name).expect("pg_collation");
+    if !found {
+        eprintln!(
+            "skipped: the build of {} has no collation {name}",
+            cluster().version()
+        );
+    }
+    found
 }
 
 pub fn database() -> ScratchDatabase {

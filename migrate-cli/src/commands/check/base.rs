@@ -37,6 +37,8 @@ pub(super) enum Base {
         rows: String,
         /// Rows copied per table: (table, rows).
         sampled: Vec<(String, u64)>,
+        /// The major of the server it was read from (`--schema-from`); `None` for a file.
+        production_major: Option<u32>,
     },
 }
 
@@ -64,6 +66,16 @@ impl Base {
             }
         }
         Ok(database)
+    }
+
+    /// The major production runs, when read from it (`--schema-from`).
+    pub(super) fn production_major(&self) -> Option<u32> {
+        match self {
+            Base::Loaded {
+                production_major, ..
+            } => *production_major,
+            Base::Empty => None,
+        }
     }
 
     pub(super) fn is_empty(&self) -> bool {
@@ -125,6 +137,7 @@ pub(super) fn from_file(path: &Path) -> anyhow::Result<Base> {
         schema,
         rows: String::new(),
         sampled: Vec::new(),
+        production_major: None,
     })
 }
 
@@ -151,14 +164,25 @@ pub(super) fn from_database(context: &Context, source: &SourceOptions<'_>) -> an
             lock_timeout.as_millis().max(1)
         ));
     let origin = dump_source.describe();
-    let program: PathBuf = match source.pg_dump {
-        Some(path) => path.to_path_buf(),
-        None => PgBinaries::locate()?.program("pg_dump"),
-    };
     block_on(async {
         let client = connect_with(options)
             .await
             .with_context(|| format!("connecting to the --schema-from database {origin}"))?;
+        let version: String = client
+            .query_one("SHOW server_version_num", &[])
+            .await?
+            .get(0);
+        let major = version
+            .trim()
+            .parse::<u32>()
+            .map(|number| number / 10_000)
+            .ok();
+        // pg_dump refuses a server newer than itself: production's own major's where installed.
+        let program: PathBuf = match (source.pg_dump, major.and_then(PgBinaries::locate_major)) {
+            (Some(path), _) => path.to_path_buf(),
+            (None, Some(binaries)) => binaries.program("pg_dump"),
+            (None, None) => PgBinaries::locate()?.program("pg_dump"),
+        };
         client
             .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             .await?;
@@ -189,6 +213,7 @@ pub(super) fn from_database(context: &Context, source: &SourceOptions<'_>) -> an
             schema,
             rows: with_triggers_off(&rows),
             sampled,
+            production_major: major,
         })
     })?
 }

@@ -22,7 +22,7 @@ use migrate_core::runtime::state::backfill_progress::BackfillProgressTable;
 use migrate_core::runtime::state::flags::FlagStore;
 use migrate_core::runtime::state::partial::PartialRunTable;
 use migrate_core::runtime::{Migrator, MigratorConfig, TableName, UpTo};
-use migrate_scratch::{ScratchCluster, ScratchDatabase};
+use migrate_scratch::{PgBinaries, ScratchCluster, ScratchDatabase};
 use serde_json::json;
 
 use crate::diff::line_diff;
@@ -143,7 +143,7 @@ pub fn run(
 
     let progress = progress_bar(context, migrations.len() as u64 * 4 + 1);
     progress.set_message("starting a scratch PostgreSQL");
-    let cluster = ScratchCluster::start()?;
+    let cluster = start_scratch(base.production_major())?;
     let major = server_major(&cluster)?;
     let pending: Vec<&Migration> = if base.is_empty() {
         migrations.iter().collect()
@@ -270,6 +270,30 @@ fn progress_bar(context: &Context, steps: u64) -> ProgressBar {
         bar.set_style(style);
     }
     bar
+}
+
+/// The scratch cluster: with `--schema-from`, on production's own major where its binaries
+/// are installed (`$MIGRATE_PG_BIN`, the cache folder `scripts/install-pg.sh` fills, Debian's
+/// folders), as locks, rewrites and the syntax accepted differ between majors; else on the
+/// default server, with a warning naming both majors.
+fn start_scratch(production_major: Option<u32>) -> anyhow::Result<ScratchCluster> {
+    if let Some(binaries) = production_major.and_then(PgBinaries::locate_major) {
+        return Ok(ScratchCluster::start_on(binaries)?);
+    }
+    let cluster = ScratchCluster::start()?;
+    if let Some(production) = production_major
+        && production != cluster.version().major
+    {
+        eprintln!(
+            "warning: production runs PostgreSQL {production}, whose server binaries are not \
+             installed here; checking on {} instead, whose locks, rewrites and accepted syntax \
+             may differ (install {production}: scripts/install-pg.sh {production}, apt-get \
+             install postgresql-{production}, or point ${} at its bin folder)",
+            cluster.version(),
+            migrate_scratch::PG_BIN_ENV,
+        );
+    }
+    Ok(cluster)
 }
 
 /// The major version of the scratch cluster's server (`15` for 15.18): what `check` proves
@@ -479,6 +503,7 @@ fn print(
         output::print_json(&json!({
             "ok": report.ok() && query_report.is_none_or(queries::QueryReport::ok),
             "postgres_major": major,
+            "production_major": base.production_major(),
             "diagnostics": diagnostics,
             "migrations": items,
             "queries": query_report.map(queries::json_of),
@@ -495,6 +520,9 @@ fn print(
         println!("{diagnostic}");
     }
     println!("checked on PostgreSQL {major} (the scratch cluster's server)");
+    if let Some(production) = base.production_major() {
+        println!("production runs PostgreSQL {production}");
+    }
     if let Some(text) = base.describe() {
         println!("{text}");
     }
