@@ -175,6 +175,13 @@ impl std::fmt::Debug for Migrator<'_> {
     }
 }
 
+/// Sets the session parameters a run changes (`configure_session`) and puts back the
+/// caller's (`restore_session`): the values bound, never spliced.
+const SET_SESSION_PARAMETERS: &str = "SELECT set_config('application_name', $1, false), \
+                                             set_config('lock_timeout', $2, false), \
+                                             set_config('statement_timeout', $3, false), \
+                                             set_config('max_parallel_maintenance_workers', $4, false)";
+
 impl<'m> Migrator<'m> {
     /// Validates the configuration; no I/O.
     pub fn new(
@@ -345,10 +352,7 @@ impl<'m> Migrator<'m> {
             .map_or_else(|| before[3].clone(), |workers| workers.to_string());
         client
             .query_one(
-                "SELECT set_config('application_name', $1, false), \
-                        set_config('lock_timeout', $2, false), \
-                        set_config('statement_timeout', $3, false), \
-                        set_config('max_parallel_maintenance_workers', $4, false)",
+                SET_SESSION_PARAMETERS,
                 &[
                     &self.config.application_name,
                     &millis(self.config.lock_timeout),
@@ -368,10 +372,7 @@ impl<'m> Migrator<'m> {
             Some(self.config.limits().own),
             "restoring the session parameters",
             client.query_one(
-                "SELECT set_config('application_name', $1, false), \
-                        set_config('lock_timeout', $2, false), \
-                        set_config('statement_timeout', $3, false), \
-                        set_config('max_parallel_maintenance_workers', $4, false)",
+                SET_SESSION_PARAMETERS,
                 &[&before[0], &before[1], &before[2], &before[3]],
             ),
         )
