@@ -100,13 +100,14 @@ impl Paces {
         wanted: impl Fn(&BackfillStatus) -> bool,
     ) -> BackfillStatus {
         let deadline = Instant::now() + Duration::from_secs(60);
+        let mut last = None;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match tokio::time::timeout(left, self.0.recv()).await {
                 Ok(Some(status)) if wanted(&status) => return status,
-                Ok(Some(_)) => {}
-                Ok(None) => panic!("the backfill ended before {what}"),
-                Err(_) => panic!("timed out waiting until {what}"),
+                Ok(Some(status)) => last = Some(status),
+                Ok(None) => panic!("the backfill ended before {what}; last: {last:?}"),
+                Err(_) => panic!("timed out waiting until {what}; last: {last:?}"),
             }
         }
     }

@@ -396,6 +396,20 @@ impl Controller {
         self.slow_start = true;
     }
 
+    /// The slow start's own rest goes at once: the window found nothing to protect, and
+    /// easing it off batch by batch only delayed full speed (and the first extra worker).
+    fn end_slow_start(&mut self) {
+        self.window_floor = 0.0;
+        if self.state == PaceState::Running && self.rest_ratio <= START_REST_RATIO {
+            self.rest_ratio = 0.0;
+        }
+    }
+
+    /// A rest window found no application to speak of: one transaction more or less is noise.
+    pub(crate) fn idle(rates: &ApplicationRates) -> bool {
+        rates.resting_tps < MIN_APPLICATION_TPS
+    }
+
     /// Batches to run at once.
     pub(crate) fn workers(&self) -> u32 {
         self.workers
@@ -414,8 +428,11 @@ impl Controller {
     /// of its throughput or a rise of its server time per transaction is pressure.
     pub(crate) fn observe_window(&mut self, rates: &ApplicationRates) -> Option<Decision> {
         let slow_start = std::mem::take(&mut self.slow_start);
-        if rates.resting_tps < MIN_APPLICATION_TPS {
+        if Self::idle(rates) {
             self.window_floor = 0.0;
+            if slow_start {
+                self.end_slow_start();
+            }
             return None;
         }
         let pressure = if rates.working_tps < rates.resting_tps * THROUGHPUT_KEPT {
@@ -443,11 +460,11 @@ impl Controller {
         } else {
             // Unharmed: the slow start ends; the floor a drop set shrinks as a clean cycle's
             // rest does.
-            self.window_floor = if slow_start {
-                0.0
+            if slow_start {
+                self.end_slow_start();
             } else {
-                self.window_floor * REST_RECOVERY
-            };
+                self.window_floor *= REST_RECOVERY;
+            }
             if self.window_floor < MIN_REST_RATIO {
                 self.window_floor = 0.0;
             }
@@ -1131,8 +1148,9 @@ mod tests {
             controller.rest_ratio, START_REST_RATIO,
             "clean batches alone keep it"
         );
-        // An application the first window finds unharmed ends it.
+        // An application the first window finds unharmed ends it, at once.
         assert_eq!(controller.observe_window(&rates(8_000.0, 7_990.0)), None);
+        assert_eq!(controller.rest(), Duration::ZERO);
         clean_batches(&mut controller);
         assert_eq!(controller.rest_ratio, 0.0);
         // One that lost throughput at half speed keeps a rest sized from that loss.
@@ -1150,6 +1168,7 @@ mod tests {
         let mut idle = Controller::new(settings());
         idle.start_slowly();
         assert_eq!(idle.observe_window(&rates(10.0, 9.0)), None);
+        assert_eq!(idle.rest(), Duration::ZERO);
         clean_batches(&mut idle);
         assert_eq!(idle.rest_ratio, 0.0);
         assert_eq!(idle.rest(), Duration::ZERO);

@@ -656,6 +656,9 @@ async fn rest_window(
             );
             windows.every = FIRST_WORK_WINDOW;
         }
+        // Nothing to protect: measuring again soon only costs the backfill its rests; the
+        // other signals (CPU, probe, sessions) still watch every batch.
+        _ if Controller::idle(&rates) => windows.every = MAX_WORK_WINDOW,
         _ => windows.every = (windows.every * 2).min(MAX_WORK_WINDOW),
     }
     rested
