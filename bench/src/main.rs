@@ -62,7 +62,7 @@ struct Args {
     #[arg(long, default_value = "users", value_parser = ["users", "accounts"])]
     app_writes: String,
     /// The workload shapes of issue 22 to run (each with the runs of `--runs` among control,
-    /// big-bang, defaults): (a) point UPDATE + SELECT by key, 4 clients; (b) the same, 16
+    /// big-bang, defaults, targets): (a) point UPDATE + SELECT by key, 4 clients; (b) the same, 16
     /// clients; (c) the former default mix; (d) I/O-bound, the table 4x shared_buffers or
     /// more; (e) hot rows the backfill writes too; (f) with a streaming replica. `custom`:
     /// the single shape of `--clients`/`--app-writes`, with every run of `--runs`.

@@ -261,6 +261,14 @@ async fn run_shape(args: &Args, shape: Shape) -> Result<ShapeResult, String> {
             Change::Runner { target_ms: None },
         ));
     }
+    for &target in args.targets.iter().filter(|_| wanted("targets")) {
+        changes.push((
+            format!("runner, target={target}"),
+            Change::Runner {
+                target_ms: Some(target),
+            },
+        ));
+    }
     let mut runs = Vec::new();
     for (name, change) in changes {
         reset(&client, false).await?;
@@ -365,7 +373,7 @@ fn markdown(args: &Args, results: &[ShapeResult]) -> String {
             .join(","),
         args.runs
             .iter()
-            .filter(|run| ["control", "big-bang", "defaults"].contains(&run.as_str()))
+            .filter(|run| ["control", "big-bang", "defaults", "targets"].contains(&run.as_str()))
             .cloned()
             .collect::<Vec<_>>()
             .join(","),

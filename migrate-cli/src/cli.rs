@@ -188,6 +188,14 @@ pub(crate) struct BackfillArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub backfill_target: Option<Duration>,
 
+    /// The duration each batch aims at while an application runs on the server (the
+    /// controller measures at least 50 of its transactions a second): its transactions
+    /// queue behind a batch's CPU and commit for as long as the batch runs. On an idle
+    /// server batches aim at --backfill-target. `off`: --backfill-target throughout; a
+    /// file's `target=` sets both [default: 10ms].
+    #[arg(long, value_name = "DURATION|off", value_parser = parse_replica_lag_limit)]
+    pub backfill_busy_target: Option<ReplicaLagLimit>,
+
     /// Back off while more sessions than this are active in pg_stat_activity, on average
     /// over a batch and the rest before it [default:
     /// twice the most seen in the second before the backfill, and at least 8 more].
@@ -601,6 +609,7 @@ impl GateArgs {
 impl BackfillArgs {
     fn prefer(&mut self, later: BackfillArgs) {
         self.backfill_target = later.backfill_target.or(self.backfill_target);
+        self.backfill_busy_target = later.backfill_busy_target.or(self.backfill_busy_target);
         self.backfill_max_active = later.backfill_max_active.or(self.backfill_max_active);
         self.backfill_probe = later.backfill_probe.or(self.backfill_probe.take());
         self.backfill_throttle_query = later

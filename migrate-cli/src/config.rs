@@ -125,6 +125,9 @@ impl Config {
         if let Some(target) = backfill.backfill_target {
             migrator.backfill.target = target;
         }
+        if let Some(busy) = backfill.backfill_busy_target {
+            migrator.backfill.busy_target = busy.0;
+        }
         if let Some(sessions) = backfill.backfill_max_active {
             migrator.backfill.max_active_sessions = Some(sessions);
         }

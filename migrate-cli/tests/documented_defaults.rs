@@ -132,6 +132,7 @@ fn the_readme_states_the_backfill_controller_defaults() {
     // Exhaustive, as above.
     let BackfillControl {
         target,
+        busy_target,
         min_batch,
         max_batch,
         max_active_sessions,
@@ -175,7 +176,7 @@ fn the_readme_states_the_backfill_controller_defaults() {
                     assert_eq!(value, format!("`{throttle_query:?}`"), "{stale}")
                 }
                 "pause_poll" => assert_eq!(duration(value), pause_poll, "{stale}"),
-                "critical_replica_lag" | "max_pause" | "max_transaction_age" => {
+                "busy_target" | "critical_replica_lag" | "max_pause" | "max_transaction_age" => {
                     let stated = match value.trim_matches('`') {
                         "None" => None,
                         some => Some(duration(
@@ -185,6 +186,7 @@ fn the_readme_states_the_backfill_controller_defaults() {
                         )),
                     };
                     let actual = match field {
+                        "busy_target" => busy_target,
                         "critical_replica_lag" => critical_replica_lag,
                         "max_pause" => max_pause,
                         _ => max_transaction_age,
@@ -202,7 +204,7 @@ fn the_readme_states_the_backfill_controller_defaults() {
             documented.push(field.to_owned());
         }
     }
-    assert_eq!(documented.len(), 15, "every field once: {documented:?}");
+    assert_eq!(documented.len(), 16, "every field once: {documented:?}");
 }
 
 /// A default as the CLI documents it.

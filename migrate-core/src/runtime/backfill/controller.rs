@@ -70,14 +70,18 @@ const MIN_APPLICATION_TPS: f64 = 50.0;
 /// will measure the application: half the time until the first window says what the batches
 /// cost it, since a drop found only after a first window at full speed has already been paid.
 const START_REST_RATIO: f64 = 1.0;
+/// What the rests before the first rest window found the application unharmed are held by.
+pub(crate) const SLOW_START: &str = "slow start (until the application is measured)";
 /// Clean cycles in a row before the controller adds a worker.
 const CLEAN_CYCLES_PER_WORKER: u32 = 10;
 
 /// The controller's bounds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ControllerSettings {
-    /// The duration each batch aims at.
+    /// The duration each batch aims at ...
     pub target: Duration,
+    /// ... and while an application is measured on the server (`None`: `target` throughout).
+    pub busy_target: Option<Duration>,
     /// Smallest batch, and the first one.
     pub min_batch: u32,
     /// Largest batch.
@@ -364,6 +368,21 @@ pub(crate) struct Controller {
     window_floor: f64,
     /// Half speed until the first rest window has measured the application.
     slow_start: bool,
+    /// The last rest window found an application (or none has run yet): batches aim at the
+    /// busy target.
+    busy: bool,
+    /// The signal the rest between batches is for: the pressure that set the rest ratio, not
+    /// merely the latest one (a slow batch does not rest, but it must not take over a rest
+    /// that a throughput drop sized).
+    rest_cause: &'static str,
+}
+
+/// The signal a back-off decision names.
+fn decision_signal(decision: &Decision) -> &'static str {
+    match decision {
+        Decision::BackOff { pressure, .. } => pressure.signal(),
+        _ => "",
+    }
 }
 
 impl Controller {
@@ -385,6 +404,8 @@ impl Controller {
             clean_cycles: 0,
             window_floor: 0.0,
             slow_start: false,
+            busy: true,
+            rest_cause: SLOW_START,
         }
     }
 
@@ -394,6 +415,12 @@ impl Controller {
         self.rest_ratio = START_REST_RATIO;
         self.window_floor = START_REST_RATIO;
         self.slow_start = true;
+        self.rest_cause = SLOW_START;
+    }
+
+    /// The signal the rest between batches is for.
+    pub(crate) fn rest_cause(&self) -> &'static str {
+        self.rest_cause
     }
 
     /// The slow start's own rest goes at once: the window found nothing to protect, and
@@ -428,6 +455,7 @@ impl Controller {
     /// of its throughput or a rise of its server time per transaction is pressure.
     pub(crate) fn observe_window(&mut self, rates: &ApplicationRates) -> Option<Decision> {
         let slow_start = std::mem::take(&mut self.slow_start);
+        self.busy = !Self::idle(rates);
         if Self::idle(rates) {
             self.window_floor = 0.0;
             if slow_start {
@@ -481,6 +509,7 @@ impl Controller {
             let allowed_duty = (THROUGHPUT_LOSS_ALLOWED / per_batch_second).clamp(0.05, 1.0);
             let needed = 1.0 / allowed_duty - 1.0;
             if needed > self.rest_ratio {
+                self.rest_cause = decision_signal(&decision);
                 self.rest_ratio = needed.min(MAX_WINDOW_REST_RATIO);
                 if let Decision::BackOff { rest, .. } = &mut decision {
                     *rest = self.rest();
@@ -504,6 +533,7 @@ impl Controller {
             if self.workers > 1 {
                 self.workers -= 1;
             } else {
+                self.rest_cause = pressure.signal();
                 self.rest_ratio = if self.rest_ratio == 0.0 {
                     FIRST_REST_RATIO
                 } else {
@@ -525,9 +555,14 @@ impl Controller {
         self.size
     }
 
-    /// The batch duration aimed at.
+    /// The batch duration aimed at: the busy target while the rest windows find an
+    /// application (and before the first one), since the application's transactions queue
+    /// behind a batch's CPU and its commit's WAL flush, for as long as the batch runs.
     pub(crate) fn target(&self) -> Duration {
-        self.settings.target
+        match self.settings.busy_target {
+            Some(busy) if self.busy => busy.min(self.settings.target),
+            _ => self.settings.target,
+        }
     }
 
     /// The pause before the next batch.
@@ -568,7 +603,7 @@ impl Controller {
 
     /// The first sign of pressure in `seen`, against `baselines`.
     fn pressure(&self, seen: &BatchObservation, baselines: &Baselines) -> Option<Pressure> {
-        let target = self.settings.target;
+        let target = self.target();
         if seen.blocked_sessions > 0 {
             return Some(Pressure::BlockedSessions(seen.blocked_sessions));
         }
@@ -592,7 +627,7 @@ impl Controller {
         if let Some(usual) = self.usual
             && seen.size == self.size
             && seen.took.as_secs_f64() > usual.as_secs_f64() * BATCH_SLOWDOWN
-            && seen.took > self.settings.target
+            && seen.took > target
         {
             return Some(Pressure::BatchSlowing {
                 took: seen.took,
@@ -662,14 +697,14 @@ impl Controller {
         if let Some(rate) = self.rate
             && seen.rows >= i64::from(seen.size)
         {
-            let wanted = (rate * self.settings.target.as_secs_f64()).round();
+            let wanted = (rate * self.target().as_secs_f64()).round();
             let wanted = if wanted >= f64::from(max) {
                 max
             } else {
                 wanted as u32
             };
             self.size = wanted.min(from.saturating_mul(2)).clamp(min, max);
-        } else if seen.took > self.settings.target {
+        } else if seen.took > self.target() {
             // Slow and short: no rate to follow, but the target is passed.
             self.size = (from / 2).max(min);
         }
@@ -694,6 +729,7 @@ mod tests {
     fn settings() -> ControllerSettings {
         ControllerSettings {
             target: Duration::from_millis(100),
+            busy_target: None,
             min_batch: 100,
             max_batch: 50_000,
             max_workers: 1,
@@ -1032,15 +1068,11 @@ mod tests {
         let mut controller = Controller::new(settings());
         controller.last_took = Duration::from_millis(100);
         // 10% less while batches ran back to back: a duty of 15% keeps the loss at 1.5%.
-        let dropped = ApplicationRates {
-            resting_tps: 8_000.0,
-            working_tps: 7_200.0,
-            resting_ms: None,
-            working_ms: None,
-            resting_statement_ms: None,
-            working_statement_ms: None,
-        };
-        assert!(controller.observe_window(&dropped).is_some());
+        assert!(
+            controller
+                .observe_window(&rates(8_000.0, 7_200.0))
+                .is_some()
+        );
         let duty = controller.duty();
         assert!((duty - 0.15).abs() < 0.001, "{duty}");
         // Another pressure never shortens it to the usual ceiling (a ratio of 4, a duty of 20%).
@@ -1112,27 +1144,11 @@ mod tests {
         }
         assert!(controller.rest_ratio < floor, "{}", controller.rest_ratio);
         // No application to speak of: a few transactions more or less are noise.
-        let idle = ApplicationRates {
-            resting_tps: 10.0,
-            working_tps: 2.0,
-            resting_ms: None,
-            working_ms: None,
-            resting_statement_ms: None,
-            working_statement_ms: None,
-        };
-        assert_eq!(controller.observe_window(&idle), None);
+        assert_eq!(controller.observe_window(&rates(10.0, 2.0)), None);
     }
 
     #[test]
     fn a_slow_start_holds_half_speed_until_a_window_measures_the_application() {
-        let rates = |resting_tps: f64, working_tps: f64| ApplicationRates {
-            resting_tps,
-            working_tps,
-            resting_ms: None,
-            working_ms: None,
-            resting_statement_ms: None,
-            working_statement_ms: None,
-        };
         let clean_batches = |controller: &mut Controller| {
             for _ in 0..20 {
                 controller.observe(
@@ -1172,6 +1188,75 @@ mod tests {
         clean_batches(&mut idle);
         assert_eq!(idle.rest_ratio, 0.0);
         assert_eq!(idle.rest(), Duration::ZERO);
+    }
+
+    fn rates(resting_tps: f64, working_tps: f64) -> ApplicationRates {
+        ApplicationRates {
+            resting_tps,
+            working_tps,
+            resting_ms: None,
+            working_ms: None,
+            resting_statement_ms: None,
+            working_statement_ms: None,
+        }
+    }
+
+    #[test]
+    fn batches_aim_at_the_busy_target_while_an_application_is_measured() {
+        let mut controller = Controller::new(ControllerSettings {
+            busy_target: Some(Duration::from_millis(10)),
+            ..settings()
+        });
+        assert_eq!(
+            controller.target(),
+            Duration::from_millis(10),
+            "from the start"
+        );
+        controller.observe_window(&rates(10.0, 10.0));
+        assert_eq!(controller.target(), Duration::from_millis(100), "idle");
+        // The size follows: 100,000 rows/s for 100 ms, at most doubling per batch.
+        for _ in 0..20 {
+            controller.observe(
+                &batch(controller.batch_size(), 100_000.0),
+                &Baselines::default(),
+            );
+        }
+        assert_eq!(controller.batch_size(), 10_000);
+        controller.observe_window(&rates(5_000.0, 4_995.0));
+        assert_eq!(controller.target(), Duration::from_millis(10), "busy again");
+        controller.observe(&batch(10_000, 100_000.0), &Baselines::default());
+        assert_eq!(controller.batch_size(), 1_000, "at once, not halving");
+        // Without a busy target, one target throughout.
+        let mut plain = Controller::new(settings());
+        assert_eq!(plain.target(), Duration::from_millis(100));
+        plain.observe_window(&rates(5_000.0, 4_995.0));
+        assert_eq!(plain.target(), Duration::from_millis(100));
+    }
+
+    #[test]
+    fn a_rest_is_reported_under_the_signal_that_set_it() {
+        let mut controller = Controller::new(settings());
+        controller.start_slowly();
+        assert_eq!(controller.rest_cause(), SLOW_START);
+        controller.last_took = Duration::from_millis(100);
+        controller.observe_window(&rates(8_000.0, 7_000.0));
+        assert_eq!(controller.rest_cause(), "application throughput");
+        // A slow batch halves the next one without resting: the rest stays the drop's.
+        let size = controller.batch_size();
+        controller.observe(&batch(size, 100_000.0), &Baselines::default());
+        let slow = BatchObservation {
+            took: Duration::from_millis(900),
+            ..batch(size, 100_000.0)
+        };
+        assert!(matches!(
+            controller.observe(&slow, &Baselines::default()),
+            Decision::BackOff {
+                pressure: Pressure::BatchSlowing { .. },
+                ..
+            }
+        ));
+        assert!(controller.rest() > Duration::ZERO);
+        assert_eq!(controller.rest_cause(), "application throughput");
     }
 
     #[test]

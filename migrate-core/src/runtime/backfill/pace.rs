@@ -109,8 +109,6 @@ impl BackfillStatus {
 const FIRST_WORK_WINDOW: Duration = Duration::from_secs(2);
 /// ... at most, after rest windows that found the application unharmed.
 const MAX_WORK_WINDOW: Duration = Duration::from_secs(16);
-/// What the rests before the first rest window found the application unharmed are held by.
-const SLOW_START: &str = "slow start (until the application is measured)";
 /// The part of a rest window whose counters are read (after the flush lag).
 const REST_WINDOW_MEASURED: Duration = Duration::from_secs(1);
 
@@ -225,9 +223,16 @@ impl<'a> Pacer<'a> {
                 delay: Duration::from_millis(u64::from(delay_ms)),
             },
             BackfillPace::Adaptive { target_ms } => {
+                let (mut signals, baselines) =
+                    Signals::start(monitor, backfill_pids.clone(), control, limits).await?;
                 let settings = ControllerSettings {
                     target: target_ms
                         .map_or(control.target, |ms| Duration::from_millis(u64::from(ms))),
+                    // A directive's `target=` is the user's own choice, for every load; and
+                    // without rest windows nothing says whether an application runs.
+                    busy_target: control
+                        .busy_target
+                        .filter(|_| target_ms.is_none() && signals.watching()),
                     min_batch: control.min_batch,
                     max_batch: control.max_batch,
                     max_workers: control
@@ -235,11 +240,10 @@ impl<'a> Pacer<'a> {
                         .min(u32::try_from(backfill_pids.len()).unwrap_or(1))
                         .max(1),
                 };
-                let (mut signals, baselines) =
-                    Signals::start(monitor, backfill_pids, control, limits).await?;
                 let statements_since = signals.first_statements.take();
                 tracing::info!(
                     target_ms = settings.target.as_millis() as u64,
+                    busy_target_ms = settings.busy_target.map(|busy| busy.as_millis() as u64),
                     min_batch = settings.min_batch,
                     max_batch = settings.max_batch,
                     probe_baseline_us = baselines.probe.map(|d| d.as_micros() as u64),
@@ -539,10 +543,7 @@ impl<'a> Pacer<'a> {
                     signals
                         .watch(tokio::time::sleep(rest), controller.target())
                         .await;
-                    match controller.state() {
-                        PaceState::BackingOff(pressure) => held.push((pressure.signal(), rest)),
-                        _ => held.push((SLOW_START, rest)),
-                    }
+                    held.push((controller.rest_cause(), rest));
                 }
                 if signals.watching() && windows.work_since.elapsed() >= windows.every {
                     let window = rest_window(controller, signals, windows).await;
