@@ -356,14 +356,26 @@ fn a_backfill_stopped_by(signal: libc::c_int) {
             .as_i64()
             .is_some_and(|rows| rows > 0)
     });
+    // Held mid-run by the operator's pause (read before every batch), so that the signal
+    // lands while the run is alive however slow the machine: on a loaded CI machine the
+    // polls above took longer than the whole 6 s run, and the kill found it finished.
+    migrate_on(&db, dir.path())
+        .args(["backfill", "pause"])
+        .assert()
+        .success();
+    let paused = eventually(std::time::Duration::from_secs(60), || {
+        backfill()["pace"]
+            .as_str()
+            .is_some_and(|pace| pace.contains("paused"))
+    });
     let running = backfill();
     let pid = libc::pid_t::try_from(child.id()).unwrap();
     // SAFETY: kill(2) on our own child, which has not been waited for, so its pid is its own.
     assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
     child.wait().unwrap();
     assert!(started, "the backfill never stored progress: {running}");
+    assert!(paused, "the backfill never paused: {running}");
     assert_eq!(running["run"], "running", "{running}");
-    assert_eq!(running["pace"], "fixed (batch=/delay=)", "{running}");
 
     // The server ends the killed client's session as soon as it sees the socket closed.
     let stopped = eventually(std::time::Duration::from_secs(30), || {
@@ -390,6 +402,10 @@ fn a_backfill_stopped_by(signal: libc::c_int) {
     );
 
     // The next `up` resumes and finishes it.
+    migrate_on(&db, dir.path())
+        .args(["backfill", "resume"])
+        .assert()
+        .success();
     migrate_on(&db, dir.path()).arg("up").assert().success();
     assert_eq!(backfill()["run"], "finished");
     assert_eq!(sql(&db, "SELECT count(*) FROM items WHERE v2 IS NULL"), "0");
