@@ -342,15 +342,24 @@ fn a_backfill_stopped_by(signal: libc::c_int) {
         )["backfills"][0]
             .clone()
     };
-    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("migrate"))
+    let mut command = std::process::Command::new(assert_cmd::cargo::cargo_bin("migrate"));
+    command
         .arg("--dir")
         .arg(dir.path())
         .args(["up", "--database-url", &url(&db)])
         .env_remove("DATABASE_URL")
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+        .stderr(std::process::Stdio::null());
+    // SIGINT as a terminal's Ctrl-C delivers it: a test run started in the background by a
+    // non-interactive shell inherits SIGINT ignored, and `up` would then never see it.
+    // SAFETY: signal(2) is async-signal-safe, as pre_exec requires.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().unwrap();
     let started = eventually(std::time::Duration::from_secs(60), || {
         backfill()["rows_done"]
             .as_i64()
