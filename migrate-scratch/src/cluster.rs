@@ -358,22 +358,31 @@ impl ScratchCluster {
     /// Whether this build ships the extension `name` (`pg_available_extensions`): builds
     /// without contrib, or with part of it, lack `pgcrypto` or `pg_stat_statements`.
     pub fn has_extension(&self, name: &str) -> Result<bool, ScratchError> {
-        let literal = name.replace('\'', "''");
-        let found = self.psql(
-            SUPERUSER,
-            &format!("SELECT count(*) FROM pg_available_extensions WHERE name = '{literal}'"),
-        )?;
-        Ok(found.trim() != "0")
+        self.catalog_names("pg_available_extensions", "name", name)
     }
 
     /// Whether this build has the collation `name` (`und-x-icu` needs a build with ICU).
     pub fn has_collation(&self, name: &str) -> Result<bool, ScratchError> {
+        self.catalog_names("pg_collation", "collname", name)
+    }
+
+    /// Whether a row of `catalog` has `column = name`.
+    fn catalog_names(&self, catalog: &str, column: &str, name: &str) -> Result<bool, ScratchError> {
         let literal = name.replace('\'', "''");
         let found = self.psql(
             SUPERUSER,
-            &format!("SELECT count(*) FROM pg_collation WHERE collname = '{literal}'"),
+            &format!("SELECT count(*) FROM {catalog} WHERE {column} = '{literal}'"),
         )?;
         Ok(found.trim() != "0")
+    }
+
+    /// For a test that needs `what` (`has` says whether the build has it): prints the
+    /// `skipped:` line it shows when it skips for lack of it, and returns `has`.
+    pub fn says_skipped_without(&self, has: bool, what: &str) -> bool {
+        if !has {
+            eprintln!("skipped: the build of {} has no {what}", self.version());
+        }
+        has
     }
 
     /// `Some` for a cluster from [`ScratchCluster::start_with_tls`].

@@ -30,13 +30,7 @@ pub fn has_extension(name: &str) -> bool {
     let found = cluster()
         .has_extension(name)
         .expect("pg_available_extensions");
-    if !found {
-        eprintln!(
-            "skipped: the build of {} has no {name}",
-            cluster().version()
-        );
-    }
-    found
+    cluster().says_skipped_without(found, name)
 }
 
 pub fn database() -> ScratchDatabase {

@@ -54,26 +54,14 @@ pub fn has_extension(name: &str) -> bool {
     let found = cluster()
         .has_extension(name)
         .expect("pg_available_extensions");
-    if !found {
-        eprintln!(
-            "skipped: the build of {} has no {name}",
-            cluster().version()
-        );
-    }
-    found
+    cluster().says_skipped_without(found, name)
 }
 
 /// Whether the scratch server's build has the collation (ICU's need ICU); says so when not,
 /// for the test to skip.
 pub fn has_collation(name: &str) -> bool {
     let found = cluster().has_collation(name).expect("pg_collation");
-    if !found {
-        eprintln!(
-            "skipped: the build of {} has no collation {name}",
-            cluster().version()
-        );
-    }
-    found
+    cluster().says_skipped_without(found, &format!("collation {name}"))
 }
 
 pub fn database() -> ScratchDatabase {

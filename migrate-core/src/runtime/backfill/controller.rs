@@ -377,14 +377,6 @@ pub(crate) struct Controller {
     rest_cause: &'static str,
 }
 
-/// The signal a back-off decision names.
-fn decision_signal(decision: &Decision) -> &'static str {
-    match decision {
-        Decision::BackOff { pressure, .. } => pressure.signal(),
-        _ => "",
-    }
-}
-
 impl Controller {
     pub(crate) fn new(settings: ControllerSettings) -> Controller {
         let min = settings.min_batch.max(1);
@@ -455,8 +447,9 @@ impl Controller {
     /// of its throughput or a rise of its server time per transaction is pressure.
     pub(crate) fn observe_window(&mut self, rates: &ApplicationRates) -> Option<Decision> {
         let slow_start = std::mem::take(&mut self.slow_start);
-        self.busy = !Self::idle(rates);
-        if Self::idle(rates) {
+        let idle = Self::idle(rates);
+        self.busy = !idle;
+        if idle {
             self.window_floor = 0.0;
             if slow_start {
                 self.end_slow_start();
@@ -500,6 +493,7 @@ impl Controller {
         };
         let duty = self.duty();
         let loss = 1.0 - rates.working_tps / rates.resting_tps;
+        let signal = pressure.signal();
         let mut decision = self.back_off(pressure);
         if loss > 0.0 && self.workers == 1 {
             // The loss per second of batch work, from the duty that caused it; the duty that
@@ -509,7 +503,7 @@ impl Controller {
             let allowed_duty = (THROUGHPUT_LOSS_ALLOWED / per_batch_second).clamp(0.05, 1.0);
             let needed = 1.0 / allowed_duty - 1.0;
             if needed > self.rest_ratio {
-                self.rest_cause = decision_signal(&decision);
+                self.rest_cause = signal;
                 self.rest_ratio = needed.min(MAX_WINDOW_REST_RATIO);
                 if let Decision::BackOff { rest, .. } = &mut decision {
                     *rest = self.rest();
