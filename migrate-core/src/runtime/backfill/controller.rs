@@ -54,6 +54,9 @@ const CPU_SHARE: f64 = 0.75;
 const CPU_OTHERS_FLOOR: f64 = 0.25;
 /// The application's rate counts as dropped below this share of its rate in the rests ...
 const THROUGHPUT_KEPT: f64 = 0.98;
+/// The most that margin widens for scattered readings: a drop this large is a drop however
+/// noisy the rests.
+pub(crate) const MAX_RATE_NOISE: f64 = 0.2;
 /// The share of the application's throughput a backfill may cost it on average: after a
 /// throughput drop the rest is sized so that the loss measured while batches ran, spread
 /// over batches and rests, stays under it.
@@ -375,6 +378,9 @@ pub(crate) struct Controller {
     /// merely the latest one (a slow batch does not rest, but it must not take over a rest
     /// that a throughput drop sized).
     rest_cause: &'static str,
+    /// How far the application's measured throughput may fall below its rests' before it
+    /// counts as a drop: the rests' own scatter (see [`Controller::set_rate_noise`]).
+    rate_noise: f64,
 }
 
 impl Controller {
@@ -398,7 +404,16 @@ impl Controller {
             slow_start: false,
             busy: true,
             rest_cause: SLOW_START,
+            rate_noise: 0.0,
         }
+    }
+
+    /// The relative scatter of the rests' throughput readings, up to [`MAX_RATE_NOISE`]: a
+    /// server counts a session's transactions when it flushes them, about once a second, so
+    /// a one-second reading of a few sessions can be off by a session's whole second. A
+    /// throughput comparison then only counts a drop beyond that scatter.
+    pub(crate) fn set_rate_noise(&mut self, noise: f64) {
+        self.rate_noise = noise.clamp(0.0, MAX_RATE_NOISE);
     }
 
     /// Starts at half speed, held there until a rest window finds the application unharmed
@@ -456,7 +471,9 @@ impl Controller {
             }
             return None;
         }
-        let pressure = if rates.working_tps < rates.resting_tps * THROUGHPUT_KEPT {
+        let pressure = if rates.working_tps
+            < rates.resting_tps * (THROUGHPUT_KEPT - self.rate_noise)
+        {
             Pressure::ThroughputDrop {
                 resting: rates.resting_tps,
                 working: rates.working_tps,
@@ -1073,6 +1090,27 @@ mod tests {
         controller.back_off(Pressure::BlockedSessions(1));
         let after = controller.duty();
         assert!(after <= duty + 1e-9, "{after}");
+    }
+
+    #[test]
+    fn a_drop_within_the_rests_scatter_is_no_drop_and_one_beyond_it_is() {
+        let mut controller = Controller::new(settings());
+        controller.set_rate_noise(0.1);
+        assert_eq!(controller.observe_window(&rates(8_000.0, 7_400.0)), None);
+        assert!(matches!(
+            controller.observe_window(&rates(8_000.0, 6_800.0)),
+            Some(Decision::BackOff {
+                pressure: Pressure::ThroughputDrop { .. },
+                ..
+            })
+        ));
+        // However scattered the rests, a drop of a quarter counts.
+        controller.set_rate_noise(0.9);
+        assert!(
+            controller
+                .observe_window(&rates(8_000.0, 6_000.0))
+                .is_some()
+        );
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! throttle query, replica lag, ...) are read before every batch. Every decision is a `tracing` event; the state is stored with the progress
 //! (so `migrate backfill` and other runners see it) and reported to the progress hook.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -118,8 +118,9 @@ const REST_WINDOW_MEASURED: Duration = Duration::from_secs(1);
 struct RateWindows {
     work_since: Instant,
     every: Duration,
-    /// The last rest window's (tx/s, server ms per tx).
-    last_resting: Option<(f64, Option<f64>)>,
+    /// The last rest windows' (tx/s, server ms per tx), newest last, at most
+    /// [`RESTS_COMPARED`].
+    recent_rests: VecDeque<(f64, Option<f64>)>,
     /// Totals over the run: (transactions, seconds, server ms).
     resting: (f64, f64, f64),
     working: (f64, f64, f64),
@@ -268,7 +269,7 @@ impl<'a> Pacer<'a> {
                     windows: Box::new(RateWindows {
                         work_since: Instant::now(),
                         every: FIRST_WORK_WINDOW,
-                        last_resting: None,
+                        recent_rests: VecDeque::new(),
                         resting: (0.0, 0.0, 0.0),
                         working: (0.0, 0.0, 0.0),
                         server_time: true,
@@ -558,6 +559,46 @@ impl<'a> Pacer<'a> {
     }
 }
 
+/// Rest windows whose readings make the reference the work is compared with.
+const RESTS_COMPARED: usize = 5;
+
+/// The reference the work is compared with, and the relative scatter of the rests' rates.
+///
+/// The application's load drifts, so the rests are the recent ones; and a one-second reading
+/// of a few sessions' counters can be off by a session's flush (their server counts them
+/// about once a second), so the reference is their median and their scatter (the median
+/// absolute deviation, scaled to a standard deviation, twice) is how far below it a
+/// throughput must fall to count as a drop. Fewer than three rests: their mean, no scatter.
+fn rest_reference(rests: &VecDeque<(f64, Option<f64>)>) -> ((f64, Option<f64>), f64) {
+    let median = |mut values: Vec<f64>| -> Option<f64> {
+        if values.is_empty() {
+            return None;
+        }
+        values.sort_by(f64::total_cmp);
+        let middle = values.len() / 2;
+        Some(if values.len().is_multiple_of(2) {
+            (values[middle - 1] + values[middle]) / 2.0
+        } else {
+            values[middle]
+        })
+    };
+    let tps: Vec<f64> = rests.iter().map(|r| r.0).collect();
+    // Server time only when every rest measured it.
+    let ms: Option<Vec<f64>> = rests.iter().map(|r| r.1).collect();
+    if rests.len() < 3 {
+        let mean = |values: &[f64]| values.iter().sum::<f64>() / values.len().max(1) as f64;
+        return ((mean(&tps), ms.map(|ms| mean(&ms))), 0.0);
+    }
+    let center = median(tps.clone()).unwrap_or(0.0);
+    let deviation = median(tps.iter().map(|t| (t - center).abs()).collect()).unwrap_or(0.0);
+    let noise = if center > 0.0 {
+        2.0 * 1.4826 * deviation / center
+    } else {
+        0.0
+    };
+    ((center, ms.and_then(median)), noise)
+}
+
 /// Rests while the application's rate is measured alone, then compares it with its rate
 /// while the batches ran since the last window; returns how long it rested.
 async fn rest_window(
@@ -597,15 +638,12 @@ async fn rest_window(
     let (Some(working), Some(resting)) = (working, resting) else {
         return rested;
     };
-    // The application's load drifts: the rest before the work and the one after it.
-    let reference = match windows.last_resting {
-        Some((tps, ms)) => (
-            (tps + resting.0) / 2.0,
-            ms.zip(resting.1).map(|(a, b)| (a + b) / 2.0),
-        ),
-        None => resting,
-    };
-    windows.last_resting = Some(resting);
+    if windows.recent_rests.len() == RESTS_COMPARED {
+        windows.recent_rests.pop_front();
+    }
+    windows.recent_rests.push_back(resting);
+    let (reference, noise) = rest_reference(&windows.recent_rests);
+    controller.set_rate_noise(noise);
     let work_seconds = from.saturating_duration_since(work_since).as_secs_f64();
     let add = |total: &mut (f64, f64, f64), (tps, ms): (f64, Option<f64>), seconds: f64| {
         total.0 += tps * seconds;
@@ -668,6 +706,37 @@ async fn rest_window(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn rests(tps: &[f64]) -> VecDeque<(f64, Option<f64>)> {
+        tps.iter().map(|&t| (t, Some(0.25))).collect()
+    }
+
+    #[test]
+    fn one_rest_reading_a_flush_short_neither_moves_the_reference_nor_widens_the_margin() {
+        let ((tps, ms), noise) =
+            rest_reference(&rests(&[7_650.0, 7_700.0, 3_880.0, 7_600.0, 7_680.0]));
+        assert_eq!(tps, 7_650.0);
+        assert_eq!(ms, Some(0.25));
+        assert!(noise < 0.03, "{noise}");
+    }
+
+    #[test]
+    fn scattered_rest_readings_widen_the_margin_a_drop_must_exceed() {
+        let (_, noise) = rest_reference(&rests(&[7_600.0, 5_000.0, 7_700.0, 6_000.0, 7_800.0]));
+        assert!(noise > 0.05, "{noise}");
+        let (_, steady) = rest_reference(&rests(&[7_600.0, 7_610.0, 7_590.0]));
+        assert!(steady < 0.01, "{steady}");
+    }
+
+    #[test]
+    fn before_three_rests_the_reference_is_their_mean_and_has_no_margin() {
+        let ((tps, ms), noise) = rest_reference(&rests(&[7_000.0, 8_000.0]));
+        assert_eq!((tps, ms, noise), (7_500.0, Some(0.25), 0.0));
+        let mixed: VecDeque<_> = [(7_000.0, Some(0.2)), (8_000.0, None)]
+            .into_iter()
+            .collect();
+        assert_eq!(rest_reference(&mixed).0.1, None);
+    }
 
     fn status(throttled: Vec<(&str, Duration)>) -> BackfillStatus {
         BackfillStatus {
