@@ -11,6 +11,7 @@
 mod load;
 mod matrix;
 mod report;
+mod timeline;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -73,6 +74,19 @@ struct Args {
     /// changes take.
     #[arg(long, default_value_t = CONTROL_S)]
     control_seconds: u64,
+    /// Also writes, per run of the matrix, `timeline-<shape>-<run>.csv` under `--out`: each
+    /// second's transactions, p99 and slowest latency, WAL written and checkpoints begun.
+    #[arg(long)]
+    timeline: bool,
+    /// `--timeline`, and what the active sessions waited on, sampled every 10 ms (a load of
+    /// its own: for finding a stall, not for figures).
+    #[arg(long)]
+    timeline_waits: bool,
+    /// A server setting for the matrix's clusters beyond the benchmark's own, as
+    /// `name = value` (repeatable; e.g. `log_min_duration_statement = 40` to see which
+    /// statements were slow on the server itself).
+    #[arg(long = "server-setting")]
+    server_settings: Vec<String>,
 }
 
 const SEGMENT_S: u32 = 2;

@@ -183,7 +183,10 @@ async fn run_shape(args: &Args, shape: Shape) -> Result<ShapeResult, String> {
         // Bounded: the machine's disk is shared; checkpoints come sooner than with 4GB.
         "max_wal_size = '1GB'".to_owned(),
         "checkpoint_timeout = '15min'".to_owned(),
-    ] {
+    ]
+    .into_iter()
+    .chain(args.server_settings.iter().cloned())
+    {
         cluster
             .psql("postgres", &format!("ALTER SYSTEM SET {setting}"))
             .map_err(|e| e.to_string())?;
@@ -280,6 +283,14 @@ async fn run_shape(args: &Args, shape: Shape) -> Result<ShapeResult, String> {
             own_cpu_s(),
             now_us(),
         );
+        let wal = (args.timeline || args.timeline_waits).then(|| {
+            (
+                crate::timeline::sample_wal(database.url().to_owned(), Arc::clone(&stop)),
+                args.timeline_waits.then(|| {
+                    crate::timeline::sample_waits(database.url().to_owned(), Arc::clone(&stop))
+                }),
+            )
+        });
         let load = pgbench.clone().run_until(
             script_path.clone(),
             rate,
@@ -316,6 +327,32 @@ async fn run_shape(args: &Args, shape: Shape) -> Result<ShapeResult, String> {
             args.rows
         };
         let impact = fill.impact.clone();
+        if let Some((wal, waits)) = wal {
+            let wal = wal.await.map_err(|e| e.to_string())??;
+            let waits = match waits {
+                Some(waits) => waits.await.map_err(|e| e.to_string())??,
+                None => Vec::new(),
+            };
+            let baseline_us = i64::from(args.baseline) * 1_000_000;
+            let csv = crate::timeline::csv(
+                &log,
+                &wal,
+                start,
+                (start - baseline_us, end + baseline_us),
+                (fill.start_us, fill.end_us),
+                &waits,
+            );
+            let slug: String = name
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+                .collect();
+            std::fs::create_dir_all(&args.out).map_err(fail("creating the output folder"))?;
+            std::fs::write(
+                args.out.join(format!("timeline-{}-{slug}.csv", shape.id)),
+                csv,
+            )
+            .map_err(|e| e.to_string())?;
+        }
         let measured = report::measure(&name, &log, (start, end), args.baseline, filled, fill);
         println!(
             "  {name}: baseline {:.0} TPS p99 {:.1} ms; during: {} s at 0 TPS, p99 {:.1} ms (fill alone {:.1} ms), \
