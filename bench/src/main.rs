@@ -11,6 +11,7 @@
 mod load;
 mod matrix;
 mod report;
+mod slow;
 mod timeline;
 
 use std::path::{Path, PathBuf};
@@ -87,6 +88,13 @@ struct Args {
     /// statements were slow on the server itself).
     #[arg(long = "server-setting")]
     server_settings: Vec<String>,
+    /// The matrix's threshold for a slow transaction, in milliseconds: each run reports the
+    /// share of pgbench's transactions over it during the fill beside the share of the
+    /// application's statements whose execution the server logged over it, which tells time
+    /// lost executing from time lost waiting for a CPU (pgbench's threads, a backend before it
+    /// reads its statement) or in the socket.
+    #[arg(long, default_value_t = 10)]
+    slow_ms: u32,
 }
 
 const SEGMENT_S: u32 = 2;

@@ -151,12 +151,20 @@ struct CpuUse {
     seconds: f64,
 }
 
+/// The share of the application's work slower than `--slow-ms` while the rows were filled:
+/// pgbench's transactions (as the client saw them) and the statements the server logged.
+#[derive(Debug, Clone, Copy, Default)]
+struct SlowShare {
+    client_percent: f64,
+    server_percent: f64,
+}
+
 struct ShapeResult {
     shape: Shape,
     max_tps: f64,
     rate: u32,
     bulk: f64,
-    runs: Vec<(Run, CpuUse, Option<String>)>,
+    runs: Vec<(Run, CpuUse, Option<String>, SlowShare)>,
 }
 
 /// Runs the shapes `ids` and writes `online-matrix.md` under `args.out`.
@@ -175,6 +183,7 @@ pub async fn run(args: &Args, ids: &[String]) -> Result<(), String> {
 
 async fn run_shape(args: &Args, shape: Shape) -> Result<ShapeResult, String> {
     let cluster = ScratchCluster::start().map_err(|e| format!("starting PostgreSQL: {e}"))?;
+    let server_log = crate::slow::ServerLog::new(args.slow_ms)?;
     for setting in [
         "fsync = on".to_owned(),
         "synchronous_commit = on".to_owned(),
@@ -185,6 +194,7 @@ async fn run_shape(args: &Args, shape: Shape) -> Result<ShapeResult, String> {
         "checkpoint_timeout = '15min'".to_owned(),
     ]
     .into_iter()
+    .chain(server_log.settings())
     .chain(args.server_settings.iter().cloned())
     {
         cluster
@@ -327,6 +337,7 @@ async fn run_shape(args: &Args, shape: Shape) -> Result<ShapeResult, String> {
             args.rows
         };
         let impact = fill.impact.clone();
+        let fill_window = (fill.start_us, fill.end_us);
         if let Some((wal, waits)) = wal {
             let wal = wal.await.map_err(|e| e.to_string())??;
             let waits = match waits {
@@ -376,7 +387,32 @@ async fn run_shape(args: &Args, shape: Shape) -> Result<ShapeResult, String> {
                 .map(|i| format!("; {i}"))
                 .unwrap_or_default()
         );
-        runs.push((measured, cpu, impact));
+        // Each transaction of every script is a SELECT and an UPDATE (the mix's BEGIN and END
+        // never take that long).
+        let slow_us = i64::from(args.slow_ms) * 1000;
+        let in_fill: Vec<_> = log
+            .iter()
+            .filter(|t| t.done_us >= fill_window.0 && t.done_us <= fill_window.1)
+            .collect();
+        let slow = if in_fill.is_empty() {
+            SlowShare::default()
+        } else {
+            let transactions = in_fill.len() as f64;
+            SlowShare {
+                client_percent: in_fill.iter().filter(|t| t.latency_us > slow_us).count() as f64
+                    / transactions
+                    * 100.0,
+                server_percent: server_log.slow_statements(fill_window)? as f64
+                    / (2.0 * transactions)
+                    * 100.0,
+            }
+        };
+        println!(
+            "    over {} ms during the fill: {:.2}% of pgbench's transactions, {:.2}% of the \
+             statements' execution on the server",
+            args.slow_ms, slow.client_percent, slow.server_percent
+        );
+        runs.push((measured, cpu, impact, slow));
     }
     drop(replica);
     Ok(ShapeResult {
@@ -423,17 +459,18 @@ fn markdown(args: &Args, results: &[ShapeResult]) -> String {
     );
     let _ = writeln!(
         text,
-        "| shape | run | baseline TPS | baseline p99 ms | s at 0 TPS | p99 ms during | p99 ms during fill | TPS drop % | duration s | rows/s | vs bulk | CPU s: server / pgbench / runner (over s) |"
+        "| shape | run | baseline TPS | baseline p99 ms | s at 0 TPS | p99 ms during | p99 ms during fill | TPS drop % | duration s | rows/s | vs bulk | CPU s: server / pgbench / runner (over s) | over {} ms in the fill: pgbench tx / statements' execution |",
+        args.slow_ms
     );
     let _ = writeln!(
         text,
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |"
     );
     for result in results {
-        for (run, cpu, _) in &result.runs {
+        for (run, cpu, _, slow) in &result.runs {
             let _ = writeln!(
                 text,
-                "| ({}) | {} | {:.0} | {:.1} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} | {:.0}% | {:.1} / {:.1} / {:.1} ({:.0}) |",
+                "| ({}) | {} | {:.0} | {:.1} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} | {:.0}% | {:.1} / {:.1} / {:.1} ({:.0}) | {:.2}% / {:.2}% |",
                 result.shape.id,
                 run.name,
                 run.baseline_tps,
@@ -448,7 +485,9 @@ fn markdown(args: &Args, results: &[ShapeResult]) -> String {
                 cpu.server,
                 cpu.pgbench,
                 cpu.runner,
-                cpu.seconds
+                cpu.seconds,
+                slow.client_percent,
+                slow.server_percent
             );
         }
     }
@@ -462,7 +501,7 @@ fn markdown(args: &Args, results: &[ShapeResult]) -> String {
             "- ({}) {}: max {:.0} TPS, runs at {} TPS; no-load bulk UPDATE {:.0} rows/s.",
             result.shape.id, result.shape.what, result.max_tps, result.rate, result.bulk
         );
-        for (run, _, impact) in &result.runs {
+        for (run, _, impact, _) in &result.runs {
             if let Some(impact) = impact {
                 let _ = writeln!(text, "  - {}: {impact}", run.name);
             }
@@ -475,7 +514,12 @@ fn markdown(args: &Args, results: &[ShapeResult]) -> String {
          then the `CREATE INDEX CONCURRENTLY`); during fill = only the transactions completed \
          while the backfill's rows were filled. Latency is pgbench's with `--rate`: from \
          the scheduled start, so queueing counts. The control run is the load alone measured \
-         like a change: its drop and p99 are the machine's own noise."
+         like a change: its drop and p99 are the machine's own noise. Over N ms in the fill: the \
+         share of pgbench's transactions that took longer than N ms while the rows were \
+         filled, beside the share of the application's statements (two a transaction) whose \
+         execution the server logged as longer (`log_min_duration_statement`); the difference \
+         is time spent outside execution: waiting for a CPU (pgbench's threads, a backend \
+         before it reads its statement) or in the socket."
     );
     text
 }
