@@ -383,14 +383,13 @@ async fn run_statements(
             }
             previous = Some(changed);
         }
-        let remaining: i64 = within(
+        let remaining = within(
             settings.limits.statement,
             "verifying a backfill",
-            client.query_one(&batches.remaining_sql, &[]),
+            super::verify::count_on_one_core(client, &batches.remaining_sql),
         )
         .await?
-        .map_err(|e| statement_error(migration, Some(statement), 1, e))?
-        .get(0);
+        .map_err(|e| statement_error(migration, Some(statement), 1, e))?;
         if remaining > 0 {
             return Err(runner.left_behind(spec, remaining).await);
         }
