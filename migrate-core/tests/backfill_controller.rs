@@ -587,6 +587,11 @@ async fn an_old_transaction_pauses_and_a_pause_past_its_limit_aborts_resumably()
 }
 
 /// `clients` sessions running point reads of `items` in a tight loop until `stop`: a
+/// Held by the tests that load the machine on purpose and by the one that needs it quiet:
+/// tests of one binary run at once, and a saturating load beside the quiet-server test slowed
+/// its batches until it finished before a second worker could join.
+static MACHINE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// CPU-bound application from few connections, whose queueing happens outside the server.
 fn cpu_load(
     url: &str,
@@ -650,6 +655,7 @@ fn machine_cpus() -> u32 {
 /// load stops, the backfill ends, every row updated once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cpu_saturating_load_from_few_connections_makes_it_back_off() {
+    let _machine = MACHINE.lock().await;
     let db = database();
     let dir = tempfile::tempdir().unwrap();
     let migrations = write_set(dir.path(), "bigint", "");
@@ -703,6 +709,7 @@ async fn a_cpu_saturating_load_from_few_connections_makes_it_back_off() {
 /// never update a row twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quiet_server_lets_it_grow_and_workers_never_update_a_row_twice() {
+    let _machine = MACHINE.lock().await;
     let db = database();
     let dir = tempfile::tempdir().unwrap();
     let migrations = write_set(dir.path(), "bigint", "");
@@ -727,7 +734,8 @@ async fn a_quiet_server_lets_it_grow_and_workers_never_update_a_row_twice() {
         .with_monitor(plain_client(db.url()).await)
         .with_workers(workers);
     migrator.up(&client, UpTo::Version(1)).await.unwrap();
-    let rows = 400_000;
+    // Enough for ten clean cycles after a slow batch or two (other tests still run beside it).
+    let rows = 600_000;
     fill(&client, "g", rows).await;
 
     let run = migrator.up(&client, UpTo::All);
@@ -995,6 +1003,7 @@ fn scheduled_reads(
 /// load stops, the backfill ends, every row updated once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn statements_slower_while_batches_run_make_it_back_off_on_statement_latency() {
+    let _machine = MACHINE.lock().await;
     let db = stats_cluster().create_database().expect("database");
     stats_cluster()
         .psql(db.name(), "CREATE EXTENSION pg_stat_statements")
