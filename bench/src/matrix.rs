@@ -350,7 +350,7 @@ async fn run_shape(args: &Args, shape: Shape) -> Result<ShapeResult, String> {
                 &wal,
                 start,
                 (start - baseline_us, end + baseline_us),
-                (fill.start_us, fill.end_us),
+                fill_window,
                 &waits,
             );
             let slug: String = name

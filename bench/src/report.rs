@@ -29,7 +29,8 @@ pub struct Run {
     pub tps_series: Vec<(i64, u32)>,
 }
 
-fn percentile(sorted: &[i64], p: f64) -> f64 {
+/// The `p` quantile of `sorted` latencies (µs), in ms; 0 for none.
+pub fn percentile(sorted: &[i64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }

@@ -127,9 +127,17 @@ pub fn sample_waits(
     })
 }
 
+/// The part of `items` (in time order) whose time `at` gives is in `from..to`.
+fn between<T>(items: &[T], at: impl Fn(&T) -> i64, (from, to): (i64, i64)) -> &[T] {
+    let start = items.partition_point(|item| at(item) < from);
+    let end = items.partition_point(|item| at(item) < to);
+    &items[start..end.max(start)]
+}
+
 /// CSV, a line per second from `from_us` (offsets from `zero_us`): completed transactions,
 /// p99 and slowest latency of those, WAL written, and the checkpoints whose redo point falls
-/// in that second (they began then), with `fill` marking the seconds rows were filled.
+/// in that second (they began then), with `fill` marking the seconds rows were filled. The
+/// log, the samples and the waits are each in time order.
 pub fn csv(
     log: &[Transaction],
     wal: &[WalSample],
@@ -141,46 +149,43 @@ pub fn csv(
     let mut text = String::from(
         "second,in_fill,tps,p99_ms,max_ms,wal_mb,checkpoint_began,commit_max_ms,dirty_mb,disk_mb,waits\n",
     );
+    let mut redo: Vec<i64> = wal.iter().map(|s| s.redo_bytes).collect();
+    redo.dedup();
+    // The last sample taken by `when`.
+    let last_by = |when: i64| {
+        let taken = wal.partition_point(|s| s.at_us <= when);
+        taken.checked_sub(1).map(|index| &wal[index])
+    };
     let mut at = from_us;
     while at < to_us {
         let next = at + 1_000_000;
-        let mut latencies: Vec<i64> = log
+        let mut latencies: Vec<i64> = between(log, |t| t.done_us, (at, next))
             .iter()
-            .filter(|t| t.done_us >= at && t.done_us < next)
             .map(|t| t.latency_us)
             .collect();
         latencies.sort_unstable();
-        let p99 = latencies
-            .get(((latencies.len() as f64 - 1.0).max(0.0) * 0.99).round() as usize)
-            .map_or(0.0, |&us| us as f64 / 1000.0);
+        let p99 = crate::report::percentile(&latencies, 0.99);
         let max = latencies.last().map_or(0.0, |&us| us as f64 / 1000.0);
-        let last_before = |when: i64| wal.iter().rev().find(|s| s.at_us <= when);
-        let position = |when: i64| last_before(when).map(|s| s.wal_bytes);
-        let wal_mb = match (position(at), position(next)) {
-            (Some(a), Some(b)) => (b - a) as f64 / 1e6,
+        let (first, last) = (last_by(at), last_by(next));
+        let megabytes = |bytes: fn(&WalSample) -> i64| match (first, last) {
+            (Some(a), Some(b)) => (bytes(b) - bytes(a)) as f64 / 1e6,
             _ => 0.0,
         };
         // A checkpoint began in this second when its redo point lies in the WAL written then.
         let (start_lsn, end_lsn) = (
-            position(at).unwrap_or(i64::MAX),
-            position(next).unwrap_or(0),
+            first.map_or(i64::MAX, |s| s.wal_bytes),
+            last.map_or(0, |s| s.wal_bytes),
         );
-        let mut redo: Vec<i64> = wal.iter().map(|s| s.redo_bytes).collect();
-        redo.dedup();
         let began = redo
             .iter()
             .filter(|&&r| r > start_lsn && r <= end_lsn)
             .count();
-        let in_second = || wal.iter().filter(|s| s.at_us >= at && s.at_us < next);
-        let commit_max_ms = in_second().map(|s| s.commit_us).max().unwrap_or(0) as f64 / 1000.0;
-        let dirty = in_second().map(|s| s.dirty_mb).fold(0.0, f64::max);
-        let disk = |when: i64| last_before(when).map(|s| s.disk_bytes);
-        let disk_mb = match (disk(at), disk(next)) {
-            (Some(a), Some(b)) => (b - a) as f64 / 1e6,
-            _ => 0.0,
-        };
+        let in_second = between(wal, |s| s.at_us, (at, next));
+        let commit_max_ms =
+            in_second.iter().map(|s| s.commit_us).max().unwrap_or(0) as f64 / 1000.0;
+        let dirty = in_second.iter().map(|s| s.dirty_mb).fold(0.0, f64::max);
         let mut counts: std::collections::BTreeMap<&str, u32> = Default::default();
-        for (_, events) in waits.iter().filter(|(t, _)| *t >= at && *t < next) {
+        for (_, events) in between(waits, |(t, _)| *t, (at, next)) {
             for event in events {
                 *counts.entry(event.as_str()).or_default() += 1;
             }
@@ -201,14 +206,57 @@ pub fn csv(
             latencies.len(),
             p99,
             max,
-            wal_mb,
+            megabytes(|s| s.wal_bytes),
             began,
             commit_max_ms,
             dirty,
-            disk_mb,
+            megabytes(|s| s.disk_bytes),
             waits_text
         );
         at = next;
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_counts_what_completed_in_it_and_the_wal_written_across_it() {
+        let log: Vec<Transaction> = [(500_000, 2_000), (1_200_000, 4_000), (1_900_000, 9_000)]
+            .into_iter()
+            .map(|(done_us, latency_us)| Transaction {
+                done_us,
+                latency_us,
+            })
+            .collect();
+        let sample = |at_us, wal_bytes, redo_bytes| WalSample {
+            at_us,
+            wal_bytes,
+            redo_bytes,
+            commit_us: 300,
+            dirty_mb: 1.0,
+            disk_bytes: wal_bytes * 2,
+        };
+        let wal = [
+            sample(0, 0, 0),
+            sample(1_000_000, 1_000_000, 0),
+            sample(1_500_000, 2_000_000, 1_500_000),
+            sample(2_000_000, 4_000_000, 1_500_000),
+        ];
+        let waits = vec![(1_100_000, vec!["CPU".to_owned(), "CPU".to_owned()])];
+        let text = csv(
+            &log,
+            &wal,
+            0,
+            (0, 2_000_000),
+            (1_000_000, 2_000_000),
+            &waits,
+        );
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[1], "0,0,1,2.0,2.0,1.0,0,0.3,1,2.0,");
+        assert_eq!(lines[2], "1,1,2,9.0,9.0,3.0,1,0.3,1,6.0,CPU=2");
+        assert_eq!(lines.len(), 3);
+    }
 }
