@@ -76,6 +76,12 @@ pub struct BatchedUpdate {
     pub upper_bound_sql: String,
     /// Counts the rows still pending: zero when the backfill is complete.
     pub remaining_sql: String,
+    /// [`BatchedUpdate::remaining_sql`] over the heap pages from `$1` (text, a tid such as
+    /// `(0,0)`) up to, not including, `$2`: a TID range scan (PostgreSQL 14+), so a count
+    /// can be taken in short reads.
+    pub remaining_in_pages_sql: String,
+    /// The table's heap pages now: where a count in page ranges ends.
+    pub table_pages_sql: String,
     /// `SELECT 1 FROM <table> WHERE (<pending>)`: the pending rows, for bounded counts.
     pub pending_rows_sql: String,
     /// PostgreSQL's estimate of the table's rows (`pg_class.reltuples`, -1 before the first
@@ -315,6 +321,14 @@ ORDER BY {table}.{key} OFFSET $2::bigint - 1 LIMIT 1"
 ORDER BY {table}.{key} DESC LIMIT 1"
         ),
         remaining_sql: format!("SELECT count(*) FROM {table} WHERE ({pending})"),
+        remaining_in_pages_sql: format!(
+            "SELECT count(*) FROM {table} WHERE ctid >= $1::text::tid AND ctid < $2::text::tid \
+AND ({pending})"
+        ),
+        table_pages_sql: format!(
+            "SELECT pg_relation_size('{}'::regclass) / current_setting('block_size')::bigint",
+            table.replace('\'', "''")
+        ),
         pending_rows_sql: format!("SELECT 1 FROM {table} WHERE ({pending})"),
         estimated_rows_sql: format!(
             "SELECT reltuples::bigint FROM pg_class WHERE oid = '{}'::regclass",

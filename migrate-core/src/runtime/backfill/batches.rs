@@ -383,13 +383,23 @@ async fn run_statements(
             }
             previous = Some(changed);
         }
-        let remaining = within(
+        let remaining = super::verify::count_in_short_reads(
+            client,
+            &batches.remaining_in_pages_sql,
+            &batches.table_pages_sql,
+            pacer.scan_target(),
             settings.limits.statement,
-            "verifying a backfill",
-            super::verify::count_on_one_core(client, &batches.remaining_sql),
+            |took| {
+                let rest = pacer.scan_rest(took);
+                // Throttling between reads, as between batches.
+                async move {
+                    if !rest.is_zero() {
+                        tokio::time::sleep(rest).await;
+                    }
+                }
+            },
         )
-        .await?
-        .map_err(|e| statement_error(migration, Some(statement), 1, e))?;
+        .await?;
         if remaining > 0 {
             return Err(runner.left_behind(spec, remaining).await);
         }

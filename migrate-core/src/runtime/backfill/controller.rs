@@ -73,10 +73,18 @@ const MIN_APPLICATION_TPS: f64 = 50.0;
 /// will measure the application: half the time until the first window says what the batches
 /// cost it, since a drop found only after a first window at full speed has already been paid.
 const START_REST_RATIO: f64 = 1.0;
+/// What the rests the server's CPU headroom sets are held by: [`Pressure::ServerCpu`]'s
+/// signal.
+const CPU_SIGNAL: &str = "server CPU";
 /// What the rests before the first rest window found the application unharmed are held by.
 pub(crate) const SLOW_START: &str = "slow start (until the application is measured)";
 /// Clean cycles in a row before the controller adds a worker.
 const CLEAN_CYCLES_PER_WORKER: u32 = 10;
+/// Weight of the newest cycle in the moving average of the other sessions running: one
+/// cycle's mean is a handful of 20 ms readings.
+const OTHERS_SMOOTHING: f64 = 0.2;
+/// The least duty the server's CPU headroom leaves a backfill (a rest of 19 batches).
+const MIN_CPU_DUTY: f64 = 0.05;
 
 /// The controller's bounds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -163,7 +171,7 @@ impl Pressure {
             Pressure::ActiveSessions { .. } => "active sessions",
             Pressure::ProbeSlow { .. } => "probe latency",
             Pressure::BatchSlowing { .. } => "slow batch",
-            Pressure::ServerCpu { .. } => "server CPU",
+            Pressure::ServerCpu { .. } => CPU_SIGNAL,
             Pressure::ThroughputDrop { .. } => "application throughput",
             Pressure::StatementLatencyUp { .. } => "statement latency",
             Pressure::ServerTimeUp { .. } => "server time per transaction",
@@ -381,6 +389,11 @@ pub(crate) struct Controller {
     /// How far the application's measured throughput may fall below its rests' before it
     /// counts as a drop: the rests' own scatter (see [`Controller::set_rate_noise`]).
     rate_noise: f64,
+    /// Moving average of the other sessions running (active, no wait event) per cycle.
+    others_running: Option<f64>,
+    /// The least rest multiple the server's CPU headroom allows (see
+    /// [`Controller::cpu_floor`]); 0: the CPUs have room for a batch at full speed.
+    cpu_floor: f64,
 }
 
 impl Controller {
@@ -405,6 +418,8 @@ impl Controller {
             busy: true,
             rest_cause: SLOW_START,
             rate_noise: 0.0,
+            others_running: None,
+            cpu_floor: 0.0,
         }
     }
 
@@ -447,6 +462,37 @@ impl Controller {
     /// Batches to run at once.
     pub(crate) fn workers(&self) -> u32 {
         self.workers
+    }
+
+    /// The rest multiple that keeps the server's CPUs under [`CPU_SHARE`] busy: the other
+    /// sessions running (their moving average, from `running`, this cycle's mean) plus our
+    /// batches for the share of the time they run. Doubling the rest on each busy cycle and
+    /// easing it off on each clean one swung between full speed and long rests, and at full
+    /// speed a batch takes a CPU the application's sessions then queue for, which is what
+    /// the application's p99 shows.
+    fn update_cpu_floor(&mut self, running: Option<f64>, cpus: Option<u32>) {
+        let (Some(running), Some(cpus)) = (running, cpus) else {
+            self.cpu_floor = 0.0;
+            return;
+        };
+        let others = match self.others_running {
+            Some(average) => average + OTHERS_SMOOTHING * (running - average),
+            None => running,
+        };
+        self.others_running = Some(others);
+        let room = (f64::from(cpus) * CPU_SHARE - others) / f64::from(self.workers);
+        self.cpu_floor = if others < CPU_OTHERS_FLOOR || room >= 1.0 {
+            0.0
+        } else {
+            let floor = 1.0 / room.max(MIN_CPU_DUTY) - 1.0;
+            if floor < MIN_REST_RATIO { 0.0 } else { floor }
+        };
+    }
+
+    /// The least rest multiple the server's CPU headroom allows now.
+    #[cfg(test)]
+    fn cpu_floor(&self) -> f64 {
+        self.cpu_floor
     }
 
     /// The share of the last cycle its batches took (1 without a rest).
@@ -531,6 +577,16 @@ impl Controller {
         Some(decision)
     }
 
+    /// Raises the rest to the CPU headroom's floor when it is shorter; whether it did.
+    fn hold_cpu_floor(&mut self) -> bool {
+        if self.cpu_floor <= self.rest_ratio {
+            return false;
+        }
+        self.rest_ratio = self.cpu_floor;
+        self.rest_cause = CPU_SIGNAL;
+        true
+    }
+
     /// Smaller batches (lock pressure), fewer workers, a longer rest.
     fn back_off(&mut self, pressure: Pressure) -> Decision {
         let min = self.settings.min_batch;
@@ -574,6 +630,11 @@ impl Controller {
             Some(busy) if self.busy => busy.min(self.settings.target),
             _ => self.settings.target,
         }
+    }
+
+    /// The pause after other work of the backfill's that took `took`, at the batches' duty.
+    pub(crate) fn rest_after(&self, took: Duration) -> Duration {
+        took.mul_f64(self.rest_ratio).min(MAX_REST)
     }
 
     /// The pause before the next batch.
@@ -675,9 +736,16 @@ impl Controller {
             });
         }
         self.last_took = seen.took;
+        self.update_cpu_floor(seen.running, baselines.cpus);
         let (min, max) = (self.settings.min_batch, self.settings.max_batch);
         if let Some(pressure) = pressure {
-            return self.back_off(pressure);
+            let mut decision = self.back_off(pressure);
+            if self.hold_cpu_floor()
+                && let Decision::BackOff { rest, .. } = &mut decision
+            {
+                *rest = self.rest();
+            }
+            return decision;
         }
         self.clean_cycles += 1;
         // Another batch at once when the cycles are clean, nothing rests, and the server's
@@ -700,6 +768,13 @@ impl Controller {
                 self.state = PaceState::Running;
             }
             Some(Decision::Recover { rest: self.rest() })
+        };
+        // Clean, but the CPUs have no room for the batches at this pace: the rest the
+        // headroom asks for holds, under the CPU signal.
+        let recovered = if self.hold_cpu_floor() {
+            Some(Decision::Recover { rest: self.rest() })
+        } else {
+            recovered
         };
         // The size follows the measured rate, also while recovering (the rate is measured
         // under the load as it is now); a batch that was short of rows (the end of the table)
@@ -1072,6 +1147,54 @@ mod tests {
             ));
         }
         assert_eq!(idle.batch_size(), 6400);
+    }
+
+    #[test]
+    fn the_cpus_headroom_holds_the_duty_however_many_clean_cycles_pass() {
+        let baselines = Baselines {
+            cpus: Some(2),
+            ..Baselines::default()
+        };
+        let duty = |controller: &Controller| {
+            let took = controller.last_took.as_secs_f64();
+            took / (took + controller.rest().as_secs_f64())
+        };
+        // 1.2 other sessions running on 2 CPUs leave 0.3 of a CPU under the 75% share.
+        let mut controller = Controller::new(settings());
+        for _ in 0..50 {
+            let seen = BatchObservation {
+                running: Some(1.2),
+                workers: 1,
+                ..batch(controller.batch_size(), 100_000.0)
+            };
+            controller.observe(&seen, &baselines);
+            assert!(duty(&controller) <= 0.3 + 1e-6, "{}", duty(&controller));
+        }
+        assert!(duty(&controller) > 0.29, "{}", duty(&controller));
+        assert_eq!(controller.rest_cause(), "server CPU");
+        assert_eq!(controller.batch_size(), 10_000, "the size still follows the rate");
+        // The application quiets down: the floor follows its moving average away.
+        for _ in 0..50 {
+            let seen = BatchObservation {
+                running: Some(0.1),
+                workers: 1,
+                ..batch(controller.batch_size(), 100_000.0)
+            };
+            controller.observe(&seen, &baselines);
+        }
+        assert_eq!(controller.cpu_floor(), 0.0);
+        assert!(controller.rest().is_zero());
+        // No room at all: the least duty, not none.
+        let mut saturated = Controller::new(settings());
+        for _ in 0..10 {
+            let seen = BatchObservation {
+                running: Some(3.0),
+                workers: 1,
+                ..batch(saturated.batch_size(), 100_000.0)
+            };
+            saturated.observe(&seen, &baselines);
+        }
+        assert!((saturated.cpu_floor() - (1.0 / MIN_CPU_DUTY - 1.0)).abs() < 1e-9);
     }
 
     #[test]

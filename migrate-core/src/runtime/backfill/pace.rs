@@ -109,6 +109,9 @@ impl BackfillStatus {
 const FIRST_WORK_WINDOW: Duration = Duration::from_secs(2);
 /// ... at most, after rest windows that found the application unharmed.
 const MAX_WORK_WINDOW: Duration = Duration::from_secs(16);
+/// The verification's reads aim at this duration in fixed mode (`batch=`/`delay=`), as the
+/// adaptive batches do while an application is measured.
+const SCAN_TARGET_FIXED: Duration = Duration::from_millis(10);
 /// The part of a rest window whose counters are read (after the flush lag).
 const REST_WINDOW_MEASURED: Duration = Duration::from_secs(1);
 
@@ -298,6 +301,24 @@ impl<'a> Pacer<'a> {
         match &self.mode {
             Mode::Fixed { .. } => 1,
             Mode::Adaptive { controller, .. } => controller.workers(),
+        }
+    }
+
+    /// How long one read of the verification's count aims to last: a batch's target (in
+    /// fixed mode, the busy target's default).
+    pub(crate) fn scan_target(&self) -> Duration {
+        match &self.mode {
+            Mode::Fixed { .. } => SCAN_TARGET_FIXED,
+            Mode::Adaptive { controller, .. } => controller.target(),
+        }
+    }
+
+    /// The rest after a read of the verification's count that took `took`: at the duty the
+    /// batches ran at last (`delay=` in fixed mode).
+    pub(crate) fn scan_rest(&self, took: Duration) -> Duration {
+        match &self.mode {
+            Mode::Fixed { delay, .. } => *delay,
+            Mode::Adaptive { controller, .. } => controller.rest_after(took),
         }
     }
 
