@@ -157,6 +157,7 @@ async fn wait_until(client: &Client, what: &str, query: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grows_when_idle_pauses_for_the_operator_and_shrinks_when_a_batch_is_slowed() {
+    let _machine = MACHINE.read().await;
     let db = database();
     let dir = tempfile::tempdir().unwrap();
     let migrations = write_set(dir.path(), "bigint", "");
@@ -243,6 +244,7 @@ async fn grows_when_idle_pauses_for_the_operator_and_shrinks_when_a_batch_is_slo
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pauses_while_a_replica_does_not_replay_and_resumes_after() {
+    let _machine = MACHINE.read().await;
     let primary = migrate_scratch::ScratchCluster::start().expect("primary");
     let replica = primary.start_replica().expect("replica");
     // The controller's pace, and a fixed one (issue 21 item 1: it read no stop signal).
@@ -308,6 +310,7 @@ async fn replica_lag_pauses(
 /// `target=` from the directive.
 #[tokio::test]
 async fn every_common_key_type_runs_under_the_controller() {
+    let _machine = MACHINE.read().await;
     for (key_type, key_expr) in [
         ("bigint", "g"),
         ("integer", "g"),
@@ -345,6 +348,7 @@ async fn every_common_key_type_runs_under_the_controller() {
 /// upgraded by the next run.
 #[tokio::test]
 async fn an_earlier_progress_table_is_read_then_upgraded() {
+    let _machine = MACHINE.read().await;
     let db = database();
     let dir = tempfile::tempdir().unwrap();
     let migrations = write_set(dir.path(), "bigint", "");
@@ -430,6 +434,7 @@ async fn assert_held(client: &Client, what: &str, state: &str) -> i64 {
 /// the throttle query before every batch, as the controller does, and resumes after each.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fixed_pace_backfill_honours_the_pause_and_the_throttle_query() {
+    let _machine = MACHINE.read().await;
     let db = database();
     let dir = tempfile::tempdir().unwrap();
     let migrations = write_set(dir.path(), "bigint", " batch=200 delay=10");
@@ -504,6 +509,7 @@ async fn a_fixed_pace_backfill_honours_the_pause_and_the_throttle_query() {
 /// with its progress kept, after reading the signals again; the next `up` resumes and ends.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_old_transaction_pauses_and_a_pause_past_its_limit_aborts_resumably() {
+    let _machine = MACHINE.read().await;
     let db = database();
     let dir = tempfile::tempdir().unwrap();
     let migrations = write_set(dir.path(), "bigint", " batch=200 delay=10");
@@ -587,10 +593,12 @@ async fn an_old_transaction_pauses_and_a_pause_past_its_limit_aborts_resumably()
 }
 
 /// `clients` sessions running point reads of `items` in a tight loop until `stop`: a
-/// Held by the tests that load the machine on purpose and by the one that needs it quiet:
-/// tests of one binary run at once, and a saturating load beside the quiet-server test slowed
-/// its batches until it finished before a second worker could join.
-static MACHINE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+/// Held alone (write) by the tests that load the machine on purpose and by the one that needs
+/// it quiet, shared (read) by every other test here: tests of one binary run at once, a
+/// saturating load beside the quiet-server test slowed its batches until it finished before a
+/// second worker could join, and the controller reads the host's CPU time, which every
+/// test's backfill adds to.
+static MACHINE: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 
 /// CPU-bound application from few connections, whose queueing happens outside the server.
 fn cpu_load(
@@ -655,7 +663,7 @@ fn machine_cpus() -> u32 {
 /// load stops, the backfill ends, every row updated once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cpu_saturating_load_from_few_connections_makes_it_back_off() {
-    let _machine = MACHINE.lock().await;
+    let _machine = MACHINE.write().await;
     let db = database();
     let dir = tempfile::tempdir().unwrap();
     let migrations = write_set(dir.path(), "bigint", "");
@@ -709,7 +717,7 @@ async fn a_cpu_saturating_load_from_few_connections_makes_it_back_off() {
 /// never update a row twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quiet_server_lets_it_grow_and_workers_never_update_a_row_twice() {
-    let _machine = MACHINE.lock().await;
+    let _machine = MACHINE.write().await;
     let db = database();
     let dir = tempfile::tempdir().unwrap();
     let migrations = write_set(dir.path(), "bigint", "");
@@ -767,6 +775,7 @@ async fn a_quiet_server_lets_it_grow_and_workers_never_update_a_row_twice() {
 /// backfill; once the archiver catches up (its command fixed and reloaded), it goes on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wal_archive_backlog_pauses_until_the_archiver_catches_up() {
+    let _machine = MACHINE.read().await;
     let cluster = migrate_scratch::ScratchCluster::start().expect("cluster");
     for setting in ["archive_mode = on", "archive_command = 'false'"] {
         cluster
@@ -833,6 +842,7 @@ async fn a_wal_archive_backlog_pauses_until_the_archiver_catches_up() {
 /// autovacuum that blocks a lock request after `deadlock_timeout`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_autovacuum_of_the_table_pauses_it_until_the_vacuum_is_gone() {
+    let _machine = MACHINE.read().await;
     // Its own cluster: autovacuum wakes every second here.
     let cluster = migrate_scratch::ScratchCluster::start().expect("cluster");
     cluster
@@ -1003,7 +1013,7 @@ fn scheduled_reads(
 /// load stops, the backfill ends, every row updated once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn statements_slower_while_batches_run_make_it_back_off_on_statement_latency() {
-    let _machine = MACHINE.lock().await;
+    let _machine = MACHINE.write().await;
     let db = stats_cluster().create_database().expect("database");
     stats_cluster()
         .psql(db.name(), "CREATE EXTENSION pg_stat_statements")
@@ -1073,6 +1083,7 @@ async fn statements_slower_while_batches_run_make_it_back_off_on_statement_laten
 /// under the controller ends, every row updated once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_readable_pg_stat_statements_the_backfill_runs_as_before() {
+    let _machine = MACHINE.read().await;
     let not_preloaded = database();
     cluster()
         .psql(not_preloaded.name(), "CREATE EXTENSION pg_stat_statements")

@@ -293,6 +293,9 @@ pub(crate) struct BatchObservation {
     /// Other client sessions on (or queued for) a CPU, mean over the cycle (rest and
     /// batch); `None` when not read.
     pub running: Option<f64>,
+    /// The share of the server host's CPU time busy over the cycle, ours included (see
+    /// [`crate::runtime::backfill::signals::Watched::host_busy`]); `None` when not read.
+    pub host_busy: Option<f64>,
     /// Batches that ran at once (workers).
     pub workers: u32,
 }
@@ -391,6 +394,8 @@ pub(crate) struct Controller {
     rate_noise: f64,
     /// Moving average of the other sessions running (active, no wait event) per cycle.
     others_running: Option<f64>,
+    /// Moving average of the host's CPUs kept busy by others than our batches, per cycle.
+    others_host: Option<f64>,
     /// The least rest multiple the server's CPU headroom allows (see
     /// [`Controller::cpu_floor`]); 0: the CPUs have room for a batch at full speed.
     cpu_floor: f64,
@@ -419,6 +424,7 @@ impl Controller {
             rest_cause: SLOW_START,
             rate_noise: 0.0,
             others_running: None,
+            others_host: None,
             cpu_floor: 0.0,
         }
     }
@@ -470,16 +476,35 @@ impl Controller {
     /// easing it off on each clean one swung between full speed and long rests, and at full
     /// speed a batch takes a CPU the application's sessions then queue for, which is what
     /// the application's p99 shows.
-    fn update_cpu_floor(&mut self, running: Option<f64>, cpus: Option<u32>) {
-        let (Some(running), Some(cpus)) = (running, cpus) else {
+    ///
+    /// Where the server host's CPU time can be read (`host_busy`), the CPUs busy by others
+    /// than our batches count too, when they are more: the server's own processes, and
+    /// whatever shares the host with it (an application, a pooler, another server), which
+    /// queue for the same CPUs but are no client session.
+    fn update_cpu_floor(&mut self, seen: &BatchObservation, cpus: Option<u32>) {
+        let Some(cpus) = cpus else {
             self.cpu_floor = 0.0;
             return;
         };
-        let others = match self.others_running {
-            Some(average) => average + OTHERS_SMOOTHING * (running - average),
-            None => running,
+        let smooth = |average: Option<f64>, now: f64| match average {
+            Some(average) => average + OTHERS_SMOOTHING * (now - average),
+            None => now,
         };
-        self.others_running = Some(others);
+        if let Some(running) = seen.running {
+            self.others_running = Some(smooth(self.others_running, running));
+        }
+        if let Some(busy) = seen.host_busy {
+            let ours = f64::from(seen.workers.max(1)) * self.duty();
+            let others = (busy * f64::from(cpus) - ours).max(0.0);
+            self.others_host = Some(smooth(self.others_host, others));
+        }
+        let others = match (self.others_running, self.others_host) {
+            (None, None) => {
+                self.cpu_floor = 0.0;
+                return;
+            }
+            (sessions, host) => sessions.unwrap_or(0.0).max(host.unwrap_or(0.0)),
+        };
         let room = (f64::from(cpus) * CPU_SHARE - others) / f64::from(self.workers);
         self.cpu_floor = if others < CPU_OTHERS_FLOOR || room >= 1.0 {
             0.0
@@ -736,7 +761,7 @@ impl Controller {
             });
         }
         self.last_took = seen.took;
-        self.update_cpu_floor(seen.running, baselines.cpus);
+        self.update_cpu_floor(seen, baselines.cpus);
         let (min, max) = (self.settings.min_batch, self.settings.max_batch);
         if let Some(pressure) = pressure {
             let mut decision = self.back_off(pressure);
@@ -1195,6 +1220,42 @@ mod tests {
             saturated.observe(&seen, &baselines);
         }
         assert!((saturated.cpu_floor() - (1.0 / MIN_CPU_DUTY - 1.0)).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_hosts_busy_cpus_hold_the_duty_where_the_sessions_do_not_show_them() {
+        let baselines = Baselines {
+            cpus: Some(2),
+            ..Baselines::default()
+        };
+        // One client session running, but the host's CPUs 80% busy: 1.6 CPUs, of which our
+        // batches take their duty's share; the rest (an application on the same host, the
+        // server's own processes) leaves little room under 1.5.
+        let mut controller = Controller::new(settings());
+        for _ in 0..60 {
+            let seen = BatchObservation {
+                running: Some(0.4),
+                host_busy: Some(0.8),
+                workers: 1,
+                ..batch(controller.batch_size(), 100_000.0)
+            };
+            controller.observe(&seen, &baselines);
+        }
+        let took = controller.last_took.as_secs_f64();
+        let duty = took / (took + controller.rest().as_secs_f64());
+        assert!(duty < 0.5, "{duty}");
+        assert_eq!(controller.rest_cause(), "server CPU");
+        // The sessions alone would have left it at full speed.
+        let mut sessions_only = Controller::new(settings());
+        for _ in 0..60 {
+            let seen = BatchObservation {
+                running: Some(0.4),
+                workers: 1,
+                ..batch(sessions_only.batch_size(), 100_000.0)
+            };
+            sessions_only.observe(&seen, &baselines);
+        }
+        assert!(sessions_only.rest().is_zero());
     }
 
     #[test]

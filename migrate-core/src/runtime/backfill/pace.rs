@@ -253,6 +253,7 @@ impl<'a> Pacer<'a> {
                     probe_baseline_us = baselines.probe.map(|d| d.as_micros() as u64),
                     max_active_sessions = baselines.active_sessions,
                     server_cpus = baselines.cpus,
+                    host_cpu_time = signals.host_cpu,
                     max_workers = settings.max_workers,
                     statement_latency = match &signals.statements_off {
                         None => "pg_stat_statements",
@@ -507,6 +508,7 @@ impl<'a> Pacer<'a> {
             active_sessions: watched.active_sessions,
             probe: watched.probe,
             running: watched.running,
+            host_busy: watched.host_busy,
             workers,
         };
         let decision = controller.observe(&seen, baselines);

@@ -34,7 +34,7 @@ const PROBE_EVERY: u32 = 5;
 /// shared statistics about once a second (500 ms on 13-14); with `query_ids` (14+), the
 /// `query_id` of the last statement of each of our sessions, so that `pg_stat_statements`'
 /// rows of our own statements are left out of the application's.
-fn observe_sql(active_time: bool, query_ids: bool) -> String {
+fn observe_sql(active_time: bool, query_ids: bool, host_cpu: bool) -> String {
     format!(
         "SELECT count(*) FILTER (WHERE CASE WHEN wait_event_type = 'Lock' \
             AND clock_timestamp() - query_start > $3 * interval '1 millisecond' \
@@ -45,7 +45,7 @@ fn observe_sql(active_time: bool, query_ids: bool) -> String {
             AND backend_type = 'client backend' AND pid <> ALL($2)), \
             (SELECT (xact_commit + xact_rollback)::int8 FROM pg_stat_database \
               WHERE datname = current_database()), \
-            {}, {} \
+            {}, {}, {} \
          FROM pg_stat_activity",
         if active_time {
             "(SELECT active_time::float8 FROM pg_stat_database WHERE datname = current_database())"
@@ -56,8 +56,30 @@ fn observe_sql(active_time: bool, query_ids: bool) -> String {
             "array_agg(DISTINCT query_id) FILTER (WHERE pid = ANY($2) AND query_id IS NOT NULL)"
         } else {
             "NULL::int8[]"
-        }
+        },
+        if host_cpu { HOST_CPU_SQL } else { "NULL::text" }
     )
+}
+
+/// The first line of the server host's `/proc/stat`: the CPU time of all its CPUs, in clock
+/// ticks, by kind. Needs `pg_read_server_files` (as the CPU count does). Only its start is
+/// read: the file's interrupt lines run to tens of kilobytes on a large machine.
+const HOST_CPU_SQL: &str = "split_part(pg_read_file('/proc/stat', 0, 256), E'\\n', 1)";
+
+/// Busy and total clock ticks of all CPUs from the first line of `/proc/stat`
+/// (`cpu user nice system idle iowait irq softirq steal ...`): idle and iowait are idle, the
+/// rest (guest time is counted in user already) busy.
+fn host_ticks(line: &str) -> Option<(u64, u64)> {
+    let mut fields = line.split_whitespace();
+    if fields.next()? != "cpu" {
+        return None;
+    }
+    let ticks: Vec<u64> = fields.take(8).map(str::parse).collect::<Result<_, _>>().ok()?;
+    let [user, nice, system, idle, iowait, irq, softirq, steal] = ticks[..] else {
+        return None;
+    };
+    let busy = user + nice + system + irq + softirq + steal;
+    Some((busy, busy + idle + iowait))
 }
 
 /// The most-called statements read per snapshot of `pg_stat_statements`: the cost stays one
@@ -154,6 +176,10 @@ pub(crate) struct Watched {
     pub probe: Option<Duration>,
     /// Other sessions running, mean over the cycle.
     pub running: Option<f64>,
+    /// The share of the server host's CPU time that was busy over the cycle (everything on
+    /// the host: our batches, the server's own processes, and whatever shares the host with
+    /// it), from `/proc/stat`; `None` when it cannot be read.
+    pub host_busy: Option<f64>,
 }
 
 /// One reading of the server's counters.
@@ -180,6 +206,9 @@ pub(crate) struct Signals<'a> {
     active_sum: u64,
     running_sum: u64,
     readings: u64,
+    /// The host's CPU ticks at the first and the last reading since the last
+    /// [`Signals::take_watched`].
+    host_span: Option<((u64, u64), (u64, u64))>,
     samples: VecDeque<Sample>,
     own_xacts: u64,
     own_active_ms: f64,
@@ -189,6 +218,8 @@ pub(crate) struct Signals<'a> {
     own_queryids: HashSet<i64>,
     /// Why the statement latency signal is off, when it is.
     pub(crate) statements_off: Option<String>,
+    /// The host's CPU time is read (`/proc/stat` through `pg_read_file`).
+    pub(crate) host_cpu: bool,
     /// The reading of `pg_stat_statements` that found it readable, the first window's start.
     pub(crate) first_statements: Option<StatementSnapshot>,
 }
@@ -218,6 +249,8 @@ struct Reading {
     active_ms: Option<f64>,
     /// `query_id`s of our sessions' last statements (14+).
     own_queryids: Vec<i64>,
+    /// The host's busy and total CPU ticks (see [`host_ticks`]).
+    host_ticks: Option<(u64, u64)>,
 }
 
 fn median(values: Vec<Duration>) -> Option<Duration> {
@@ -357,6 +390,7 @@ impl<'a> Signals<'a> {
         let mut flush_lag = Duration::from_secs(1);
         let mut statements_off = Some("no monitor connection".to_owned());
         let mut first_statements = None;
+        let mut host_cpu_read = false;
         let monitor = match monitor {
             None => None,
             Some(monitor_client) => {
@@ -395,10 +429,26 @@ impl<'a> Signals<'a> {
                         Some("needs PostgreSQL 14+ (pg_stat_activity.query_id)".into());
                     None
                 };
+                let host_cpu = within(
+                    Some(limits.own),
+                    "reading the server host's CPU time",
+                    monitor_client.query_one(&format!("SELECT {HOST_CPU_SQL}"), &[]),
+                )
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .and_then(|row| row.get::<_, Option<String>>(0))
+                .as_deref()
+                .and_then(host_ticks)
+                .is_some();
                 let observe = within(
                     Some(limits.own),
                     "preparing the backfill monitor connection",
-                    monitor_client.prepare(&observe_sql(version >= 140_000, statements.is_some())),
+                    monitor_client.prepare(&observe_sql(
+                        version >= 140_000,
+                        statements.is_some(),
+                        host_cpu,
+                    )),
                 )
                 .await?
                 .map_err(RuntimeError::database(
@@ -414,6 +464,7 @@ impl<'a> Signals<'a> {
                         );
                     }
                 }
+                host_cpu_read = host_cpu;
                 let mut own_pids = backfill_pids.clone();
                 own_pids.push(monitor_pid);
                 Some(Monitor {
@@ -470,6 +521,7 @@ impl<'a> Signals<'a> {
                 active_sum: 0,
                 running_sum: 0,
                 readings: 0,
+                host_span: None,
                 samples: VecDeque::new(),
                 own_xacts,
                 own_active_ms: 0.0,
@@ -477,6 +529,7 @@ impl<'a> Signals<'a> {
                 own_queryids,
                 statements_off,
                 first_statements,
+                host_cpu: host_cpu_read,
             },
             baselines,
         ))
@@ -533,6 +586,16 @@ impl<'a> Signals<'a> {
             watched.active_sessions = Some(self.active_sum.div_ceil(self.readings) as u32);
             watched.running = Some(self.running_sum as f64 / self.readings as f64);
         }
+        if let Some(((busy_from, total_from), last)) = self.host_span {
+            let (busy_to, total_to) = last;
+            if total_to > total_from {
+                watched.host_busy = Some(
+                    busy_to.saturating_sub(busy_from) as f64 / (total_to - total_from) as f64,
+                );
+            }
+            // The next cycle starts where this one's last reading ended.
+            self.host_span = Some((last, last));
+        }
         (self.active_sum, self.running_sum, self.readings) = (0, 0, 0);
         watched
     }
@@ -584,6 +647,7 @@ impl<'a> Signals<'a> {
             &mut self.readings,
         );
         let samples = &mut self.samples;
+        let host_span = &mut self.host_span;
         let own_xacts = &mut self.own_xacts;
         let own_queryids = &mut self.own_queryids;
         let own_active_ms = self.own_active_ms;
@@ -613,6 +677,12 @@ impl<'a> Signals<'a> {
                         *running_sum += u64::from(reading.running);
                         *readings += 1;
                         own_queryids.extend(reading.own_queryids);
+                        if let Some(ticks) = reading.host_ticks {
+                            *host_span = Some(match *host_span {
+                                Some((first, _)) => (first, ticks),
+                                None => (ticks, ticks),
+                            });
+                        }
                         samples.push_back(Sample {
                             at: Instant::now(),
                             xacts: reading.xacts,
@@ -692,6 +762,7 @@ impl Monitor<'_> {
             xacts: row.get::<_, Option<i64>>(3).unwrap_or(0),
             active_ms: row.get(4),
             own_queryids: row.get::<_, Option<Vec<i64>>>(5).unwrap_or_default(),
+            host_ticks: row.get::<_, Option<String>>(6).as_deref().and_then(host_ticks),
         })
     }
 }
@@ -699,6 +770,16 @@ impl Monitor<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_host_cpu_line_splits_into_busy_and_total_ticks() {
+        // user nice system idle iowait irq softirq steal guest guest_nice
+        let line = "cpu  100 5 20 800 50 3 2 10 40 0";
+        assert_eq!(host_ticks(line), Some((140, 990)));
+        assert_eq!(host_ticks("cpu0 1 2 3 4 5 6 7 8"), None, "one CPU's line");
+        assert_eq!(host_ticks("cpu 1 2 3"), None, "too few fields (an old kernel)");
+        assert_eq!(host_ticks("intr 1 2 3 4 5 6 7 8"), None);
+    }
 
     #[test]
     fn median_of_probes() {
@@ -734,6 +815,7 @@ mod tests {
             active_sum: 0,
             running_sum: 0,
             readings: 0,
+            host_span: None,
             samples: VecDeque::new(),
             own_xacts: 0,
             own_active_ms: 0.0,
@@ -741,6 +823,7 @@ mod tests {
             own_queryids: HashSet::new(),
             statements_off: None,
             first_statements: None,
+            host_cpu: false,
         };
         let mut t = 0.0;
         while t <= seconds {
