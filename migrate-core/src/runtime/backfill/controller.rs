@@ -1197,7 +1197,11 @@ mod tests {
         }
         assert!(duty(&controller) > 0.29, "{}", duty(&controller));
         assert_eq!(controller.rest_cause(), "server CPU");
-        assert_eq!(controller.batch_size(), 10_000, "the size still follows the rate");
+        assert_eq!(
+            controller.batch_size(),
+            10_000,
+            "the size still follows the rate"
+        );
         // The application quiets down: the floor follows its moving average away.
         for _ in 0..50 {
             let seen = BatchObservation {

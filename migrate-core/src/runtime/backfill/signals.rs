@@ -74,7 +74,11 @@ fn host_ticks(line: &str) -> Option<(u64, u64)> {
     if fields.next()? != "cpu" {
         return None;
     }
-    let ticks: Vec<u64> = fields.take(8).map(str::parse).collect::<Result<_, _>>().ok()?;
+    let ticks: Vec<u64> = fields
+        .take(8)
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .ok()?;
     let [user, nice, system, idle, iowait, irq, softirq, steal] = ticks[..] else {
         return None;
     };
@@ -589,9 +593,8 @@ impl<'a> Signals<'a> {
         if let Some(((busy_from, total_from), last)) = self.host_span {
             let (busy_to, total_to) = last;
             if total_to > total_from {
-                watched.host_busy = Some(
-                    busy_to.saturating_sub(busy_from) as f64 / (total_to - total_from) as f64,
-                );
+                watched.host_busy =
+                    Some(busy_to.saturating_sub(busy_from) as f64 / (total_to - total_from) as f64);
             }
             // The next cycle starts where this one's last reading ended.
             self.host_span = Some((last, last));
@@ -762,7 +765,10 @@ impl Monitor<'_> {
             xacts: row.get::<_, Option<i64>>(3).unwrap_or(0),
             active_ms: row.get(4),
             own_queryids: row.get::<_, Option<Vec<i64>>>(5).unwrap_or_default(),
-            host_ticks: row.get::<_, Option<String>>(6).as_deref().and_then(host_ticks),
+            host_ticks: row
+                .get::<_, Option<String>>(6)
+                .as_deref()
+                .and_then(host_ticks),
         })
     }
 }
@@ -777,7 +783,11 @@ mod tests {
         let line = "cpu  100 5 20 800 50 3 2 10 40 0";
         assert_eq!(host_ticks(line), Some((140, 990)));
         assert_eq!(host_ticks("cpu0 1 2 3 4 5 6 7 8"), None, "one CPU's line");
-        assert_eq!(host_ticks("cpu 1 2 3"), None, "too few fields (an old kernel)");
+        assert_eq!(
+            host_ticks("cpu 1 2 3"),
+            None,
+            "too few fields (an old kernel)"
+        );
         assert_eq!(host_ticks("intr 1 2 3 4 5 6 7 8"), None);
     }
 

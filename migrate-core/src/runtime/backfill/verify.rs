@@ -14,9 +14,9 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio_postgres::Client;
 
 use super::batches::plan_statement;
-use crate::runtime::deadline::within;
 use crate::migration::Phase;
 use crate::runtime::Migrator;
+use crate::runtime::deadline::within;
 use crate::runtime::error::RuntimeError;
 use crate::runtime::state::backfill_progress::{BackfillProgressTable, statement_index};
 use crate::runtime::state::history::sql_version;
@@ -288,7 +288,10 @@ impl Migrator<'_> {
                 client,
                 &plan.remaining_in_pages_sql,
                 &plan.table_pages_sql,
-                self.config.backfill.busy_target.unwrap_or(VERIFY_READ_TARGET),
+                self.config
+                    .backfill
+                    .busy_target
+                    .unwrap_or(VERIFY_READ_TARGET),
                 self.config.limits().statement,
                 |took| tokio::time::sleep(took),
             )
@@ -344,8 +347,8 @@ mod tests {
             key: Cow::Borrowed("id"),
             pace: BackfillPace::Adaptive { target_ms: None },
         };
-        let planned = plan("UPDATE t SET done = true WHERE NOT done", &spec, "bigint")
-            .expect("plan");
+        let planned =
+            plan("UPDATE t SET done = true WHERE NOT done", &spec, "bigint").expect("plan");
         let explained = client
             .simple_query(&format!(
                 "BEGIN; SET LOCAL max_parallel_workers_per_gather = 0; EXPLAIN {}; ROLLBACK",
