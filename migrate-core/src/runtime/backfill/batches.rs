@@ -389,6 +389,7 @@ async fn run_statements(
             &batches.table_pages_sql,
             pacer.scan_target(),
             settings.limits.statement,
+            |e| statement_error(migration, Some(statement), 1, e),
             |took| {
                 let rest = pacer.scan_rest(took);
                 // Throttling between reads, as between batches.

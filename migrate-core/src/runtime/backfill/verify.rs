@@ -21,6 +21,8 @@ use crate::runtime::error::RuntimeError;
 use crate::runtime::state::backfill_progress::{BackfillProgressTable, statement_index};
 use crate::runtime::state::history::sql_version;
 
+/// What a count's timeout names.
+const COUNTING: &str = "counting rows a backfill has not done";
 /// How long each read of `migrate verify`'s count aims to last without a busy target.
 const VERIFY_READ_TARGET: Duration = Duration::from_millis(10);
 /// Pages the first read of [`count_in_short_reads`] covers (1 MB at 8 kB pages).
@@ -39,21 +41,21 @@ const MAX_READ_PAGES: i64 = 131_072;
 /// p99 several times what the same work in 10 ms bursts does. All reads share one
 /// snapshot (a `REPEATABLE READ READ ONLY` transaction), so a row an application moves to an
 /// earlier page while the count runs is still counted where it was. Each read is bounded by
-/// `statement_limit`.
+/// `statement_limit`; a database error is the caller's `failed(error)`, so that the backfill
+/// names its statement.
 pub(crate) async fn count_in_short_reads<R, F>(
     client: &Client,
     remaining_in_pages_sql: &str,
     table_pages_sql: &str,
     target: Duration,
     statement_limit: Option<Duration>,
+    failed: impl Fn(tokio_postgres::Error) -> RuntimeError,
     mut rest: R,
 ) -> Result<i64, RuntimeError>
 where
     R: FnMut(Duration) -> F,
     F: Future<Output = ()>,
 {
-    const COUNTING: &str = "counting rows a backfill has not done";
-    let failed = |error| RuntimeError::database(COUNTING)(error);
     // One core: a read this short gains nothing from parallel workers, and PostgreSQL's
     // default would give a large one two, every core of a small server.
     client
@@ -62,7 +64,7 @@ where
              SET LOCAL max_parallel_workers_per_gather = 0",
         )
         .await
-        .map_err(failed)?;
+        .map_err(&failed)?;
     let counted = async {
         // The snapshot is taken by this first query: every row it sees lies on a page below
         // the size read here.
@@ -72,7 +74,7 @@ where
             client.query_one(table_pages_sql, &[]),
         )
         .await?
-        .map_err(failed)?
+        .map_err(&failed)?
         .get(0);
         let (mut from, mut read, mut total) = (0i64, FIRST_READ_PAGES, 0i64);
         while from < pages {
@@ -87,7 +89,7 @@ where
                 ),
             )
             .await?
-            .map_err(failed)?
+            .map_err(&failed)?
             .get(0);
             let took = started.elapsed();
             total += count;
@@ -107,7 +109,7 @@ where
     .await;
     match counted {
         Ok(total) => {
-            client.batch_execute("COMMIT").await.map_err(failed)?;
+            client.batch_execute("COMMIT").await.map_err(&failed)?;
             Ok(total)
         }
         Err(error) => {
@@ -293,6 +295,7 @@ impl Migrator<'_> {
                     .busy_target
                     .unwrap_or(VERIFY_READ_TARGET),
                 self.config.limits().statement,
+                |error| RuntimeError::database(COUNTING)(error),
                 |took| tokio::time::sleep(took),
             )
             .await?;
@@ -377,6 +380,7 @@ mod tests {
             &planned.table_pages_sql,
             Duration::from_micros(1),
             Some(Duration::from_secs(30)),
+            |error| RuntimeError::database(COUNTING)(error),
             |_| {
                 reads += 1;
                 let first = reads == 1;
