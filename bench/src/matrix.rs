@@ -262,9 +262,6 @@ async fn run_shape(args: &Args, shape: Shape) -> Result<ShapeResult, String> {
 
     let wanted = |run: &str| args.runs.iter().any(|r| r == run);
     let mut changes = Vec::new();
-    if wanted("control") {
-        changes.push(("control (load alone)".to_owned(), Change::Control));
-    }
     if wanted("big-bang") {
         changes.push(("big bang".to_owned(), Change::BigBang));
     }
@@ -282,8 +279,17 @@ async fn run_shape(args: &Args, shape: Shape) -> Result<ShapeResult, String> {
             },
         ));
     }
+    // The control last: it lasts as long as the defaults' run did, unless told.
+    if wanted("control") {
+        changes.push(("control (load alone)".to_owned(), Change::Control));
+    }
+    let mut defaults_seconds = None;
     let mut runs = Vec::new();
     for (name, change) in changes {
+        let control_seconds = args
+            .control_seconds
+            .or(defaults_seconds)
+            .unwrap_or(crate::CONTROL_S);
         reset(&client, false).await?;
         let log_dir: PathBuf = work.path().join(format!("run{}", runs.len()));
         std::fs::create_dir_all(&log_dir).map_err(|e| e.to_string())?;
@@ -312,9 +318,13 @@ async fn run_shape(args: &Args, shape: Shape) -> Result<ShapeResult, String> {
         tokio::time::sleep(Duration::from_secs(u64::from(args.baseline))).await;
         let start = now_us();
         let runner_before = own_cpu_s().0;
-        let fill = perform(&change, database.url(), work.path(), args.control_seconds).await?;
+        let fill = perform(&change, database.url(), work.path(), control_seconds).await?;
+
         let runner_cpu = own_cpu_s().0 - runner_before;
         let end = now_us();
+        if matches!(change, Change::Runner { target_ms: None }) {
+            defaults_seconds = Some(u64::try_from(end - start).unwrap_or(0).div_ceil(1_000_000));
+        }
         tokio::time::sleep(Duration::from_secs(u64::from(args.baseline))).await;
         stop.store(true, Ordering::SeqCst);
         load.join()
@@ -430,7 +440,7 @@ fn markdown(args: &Args, results: &[ShapeResult]) -> String {
     let _ = writeln!(
         text,
         "Produced by `scripts/bench-online.sh --rows {} --shapes {} --runs {} --baseline {} \
-         --control-seconds {}`. Machine: {} cores, {} memory; server, pgbench and runner share \
+         {}`. Machine: {} cores, {} memory; server, pgbench and runner share \
          it. Table `users` of {} rows; each shape's load runs at {}% of its own maximum \
          (pgbench `--rate`, per-transaction logs). The change: add `email_verified_at`, fill it \
          from `created_at` (the runner: `-- migrate:backfill table=users key=id`, defaults), \
@@ -451,7 +461,10 @@ fn markdown(args: &Args, results: &[ShapeResult]) -> String {
             .collect::<Vec<_>>()
             .join(","),
         args.baseline,
-        args.control_seconds,
+        args.control_seconds.map_or_else(
+            || "(the control as long as the defaults' run)".to_owned(),
+            |seconds| format!("--control-seconds {seconds}")
+        ),
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         crate::memory(),
         args.rows,

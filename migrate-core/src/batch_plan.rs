@@ -64,6 +64,10 @@ pub struct BatchedUpdate {
     pub batch_sql: String,
     /// [`BatchedUpdate::batch_sql`] without `SKIP LOCKED`, for the final sweeps.
     pub sweep_sql: String,
+    /// The sweep of the rows with the keys `$1` (a `text[]`) that still match the WHERE,
+    /// waiting for their row locks: when the count after the pass listed every row still
+    /// pending, only those are swept. Returns what [`BatchedUpdate::batch_sql`] returns.
+    pub keys_sweep_sql: String,
     /// The `$2`-th key after `$1` (up to `$3`), as text, or no row when fewer keys are left:
     /// the end of the next batch's key range, passed to the batch as its `$3`. With both
     /// ends of the range constant, the planner reads the batch by the key's index whatever
@@ -78,7 +82,8 @@ pub struct BatchedUpdate {
     pub remaining_sql: String,
     /// [`BatchedUpdate::remaining_sql`] over the heap pages from `$1` (text, a tid such as
     /// `(0,0)`) up to, not including, `$2`: a TID range scan (PostgreSQL 14+), so a count
-    /// can be taken in short reads.
+    /// can be taken in short reads. Its second column lists the keys (as text, NULL keys
+    /// left out) of at most `$3` (an `int4`; 0 lists none) of the rows counted.
     pub remaining_in_pages_sql: String,
     /// The table's heap pages now: where a count in page ranges ends.
     pub table_pages_sql: String,
@@ -292,21 +297,26 @@ RETURNING ({pending}) AS migrate_still_pending"
 RETURNING false AS migrate_still_pending"
         ),
     };
+    let outcome = "SELECT (SELECT count(*) FROM migrate_updated), \
+(SELECT migrate_key::text FROM migrate_batch ORDER BY migrate_batch.migrate_key DESC LIMIT 1), \
+(SELECT count(*) FROM migrate_updated WHERE migrate_still_pending IS TRUE)";
     let batch = |locking: &str| {
         format!(
             "WITH migrate_batch(migrate_key) AS (SELECT {key} FROM {table} \
 WHERE ($1::text IS NULL OR {key} > $1::text::{key_type}) \
 AND ($3::text IS NULL OR {key} <= $3::text::{key_type}) AND ({pending}) \
 ORDER BY {key} LIMIT $2 {locking}), \
-migrate_updated AS ({change}) \
-SELECT (SELECT count(*) FROM migrate_updated), \
-(SELECT migrate_key::text FROM migrate_batch ORDER BY migrate_batch.migrate_key DESC LIMIT 1), \
-(SELECT count(*) FROM migrate_updated WHERE migrate_still_pending IS TRUE)"
+migrate_updated AS ({change}) {outcome}"
         )
     };
     Ok(BatchedUpdate {
         batch_sql: batch("FOR UPDATE SKIP LOCKED"),
         sweep_sql: batch("FOR UPDATE"),
+        keys_sweep_sql: format!(
+            "WITH migrate_batch(migrate_key) AS (SELECT {key} FROM {table} \
+WHERE {key} = ANY($1::text[]::{key_type}[]) AND ({pending}) ORDER BY {key} FOR UPDATE), \
+migrate_updated AS ({change}) {outcome}"
+        ),
         // NULL keys are left out of both bounds: `DESC` sorts them first, and a NULL bound
         // would read as "no bound". Batches never reach such rows; the verification names them.
         range_end_sql: format!(
@@ -322,8 +332,9 @@ ORDER BY {table}.{key} DESC LIMIT 1"
         ),
         remaining_sql: format!("SELECT count(*) FROM {table} WHERE ({pending})"),
         remaining_in_pages_sql: format!(
-            "SELECT count(*) FROM {table} WHERE ctid >= $1::text::tid AND ctid < $2::text::tid \
-AND ({pending})"
+            "SELECT count(*), (array_agg({key}::text) \
+FILTER (WHERE {key} IS NOT NULL AND $3::int4 > 0))[1:$3::int4] \
+FROM {table} WHERE ctid >= $1::text::tid AND ctid < $2::text::tid AND ({pending})"
         ),
         table_pages_sql: format!(
             "SELECT pg_relation_size('{}'::regclass) / current_setting('block_size')::bigint",
@@ -416,6 +427,16 @@ SELECT (SELECT count(*) FROM migrate_updated), \
 ORDER BY \"users\".\"id\" DESC LIMIT 1"
         );
         assert!(plan.sweep_sql.contains("LIMIT $2 FOR UPDATE)"));
+        // The listed rows' sweep: the same update and outcome, the batch picked by key list.
+        assert!(plan.keys_sweep_sql.starts_with(
+            "WITH migrate_batch(migrate_key) AS (SELECT \"id\" FROM \"users\" \
+WHERE \"id\" = ANY($1::text[]::bigint[]) AND (email_normalized IS NULL) ORDER BY \"id\" \
+FOR UPDATE), migrate_updated AS (UPDATE \"users\""
+        ));
+        assert!(
+            plan.keys_sweep_sql
+                .ends_with(&plan.batch_sql[plan.batch_sql.find("migrate_updated AS").unwrap()..])
+        );
         assert_eq!(
             plan.remaining_sql,
             "SELECT count(*) FROM \"users\" WHERE (email_normalized IS NULL)"

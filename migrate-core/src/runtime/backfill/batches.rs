@@ -5,9 +5,10 @@
 //! [`crate::StatementAnalysis`]), each batch its own short transaction, so the application's
 //! writes never queue behind one long UPDATE. Progress is stored after every batch in
 //! `<history table>_backfill`, so a killed backfill resumes where it stopped. After the keyed
-//! pass, sweeps (waiting for row locks, bounded by `lock_timeout`) repeat until a pass changes
-//! nothing; then the backfill is verified (no row still matches its WHERE) and only then is
-//! the history row written.
+//! pass, the rows that still match the WHERE are counted in short page-range reads; while
+//! some do, a sweep (waiting for row locks, bounded by `lock_timeout`) fills them and they are
+//! counted again. A count of none is the verification, and only then is the history row
+//! written.
 //!
 //! Batches are paced by `backfill_pace`: sized to a target duration and backing off or
 //! pausing on the server's signals, or fixed by the directive's `batch=`/`delay=`.
@@ -38,6 +39,9 @@ use crate::runtime::state::backfill_progress::{BackfillProgressTable, statement_
 /// Sweeps after the keyed pass before giving up: rows that keep matching the WHERE mean
 /// something (an old release without dual writes) keeps writing rows in the old shape.
 const MAX_SWEEPS: u32 = 10;
+/// The most keys the count after a pass lists: when it lists every row still pending, the
+/// sweep takes only those rows (the few a pass skipped as locked), not every key again.
+const MAX_LISTED_KEYS: i32 = 10_000;
 
 /// What paces the batches: the controller's settings, the second connection it watches the
 /// server on, the flags table holding the operator's pause, and where it reports.
@@ -298,17 +302,70 @@ async fn run_statements(
             file = %migration.file_name,
             line = statement.line,
             rows_done = progress.rows_done,
-            "backfill keyed pass done; sweeping rows skipped or written since"
+            "backfill keyed pass done; counting the rows that still match the WHERE"
         );
-        // Sweeps: rows skipped because they were locked, or written in the old shape since.
-        // Each sweep stops at the largest key when it started and is throttled like the keyed
-        // pass; the sweeps must converge: a sweep that changes more rows than the one before
-        // it means rows in the old shape arrive faster than the backfill fills them.
+        // What still matches the WHERE is counted in short reads first, and swept only when
+        // something does: rows skipped because they were locked, or written in the old shape
+        // since. A sweep reads every row by key, like the pass, while the count reads pages
+        // in order; a sweep that finds nothing, the usual case, was the costlier way to say
+        // so. Each sweep stops at the largest key when it started and is throttled like the
+        // keyed pass; the sweeps must converge: a sweep that changes more rows than the one
+        // before it means rows in the old shape arrive faster than the backfill fills them.
         let mut sweeps = 0;
         let mut previous: Option<i64> = None;
         loop {
+            let pending = super::verify::count_in_short_reads(
+                client,
+                &batches,
+                pacer.scan_target(),
+                settings.limits.statement,
+                MAX_LISTED_KEYS,
+                |e| statement_error(migration, Some(statement), 1, e),
+                |took| {
+                    let rest = pacer.scan_rest(took);
+                    // Throttling between reads, as between batches.
+                    async move {
+                        if !rest.is_zero() {
+                            tokio::time::sleep(rest).await;
+                        }
+                    }
+                },
+            )
+            .await?;
+            let remaining = pending.rows;
+            if remaining == 0 {
+                break;
+            }
+            if previous == Some(0) {
+                // The last sweep changed nothing, yet rows match: written behind it.
+                return Err(runner.left_behind(spec, remaining).await);
+            }
+            if sweeps >= MAX_SWEEPS {
+                return Err(RuntimeError::Backfill {
+                    location: location(migration, Some(statement)),
+                    problem: format!(
+                        "rows keep matching the WHERE: each of {MAX_SWEEPS} sweeps after the \
+                         keyed pass found new ones ({} in the last, {remaining} now): something \
+                         keeps writing rows in the old shape (a release without dual writes?); \
+                         deploy code that writes the new shape, then run again (the backfill \
+                         resumes)",
+                        previous.unwrap_or(0)
+                    ),
+                });
+            }
             sweeps += 1;
+            tracing::info!(
+                version = migration.version,
+                file = %migration.file_name,
+                sweep = sweeps,
+                rows = remaining,
+                "backfill sweeping rows that still match the WHERE: skipped as locked during \
+                 the pass, or written in the old shape since"
+            );
             let mut changed = 0;
+            // Every row still pending listed: only those keys are swept, else every key up
+            // to the largest now.
+            let mut listed = pending.all_listed().then(|| pending.keys.into_iter());
             let mut cursor: Option<String> = None;
             let bound = runner.upper_bound(&batches.upper_bound_sql).await?;
             loop {
@@ -316,20 +373,39 @@ async fn run_statements(
                     .ready(client, &row, &progress, pace.report)
                     .await?
                     .map_err(aborted)?;
-                let batch = pacer
-                    .run(
-                        size,
-                        1,
-                        runner.run(
-                            &batches.sweep_sql,
-                            &batches.range_end_sql,
-                            cursor.as_deref(),
-                            bound.as_deref(),
-                            size,
-                        ),
-                        |batch| batch.keys_covered,
-                    )
-                    .await?;
+                let batch = match listed.as_mut() {
+                    Some(keys) => {
+                        let keys: Vec<String> =
+                            keys.take(usize::try_from(size).unwrap_or(1)).collect();
+                        if keys.is_empty() {
+                            break;
+                        }
+                        pacer
+                            .run(
+                                size,
+                                1,
+                                runner.run_keys(&batches.keys_sweep_sql, &keys),
+                                |batch| batch.keys_covered,
+                            )
+                            .await?
+                    }
+                    None => {
+                        pacer
+                            .run(
+                                size,
+                                1,
+                                runner.run(
+                                    &batches.sweep_sql,
+                                    &batches.range_end_sql,
+                                    cursor.as_deref(),
+                                    bound.as_deref(),
+                                    size,
+                                ),
+                                |batch| batch.keys_covered,
+                            )
+                            .await?
+                    }
+                };
                 most_attempts = most_attempts.max(batch.attempts);
                 if batch.still_pending > 0 {
                     return Err(never_done(batch.still_pending, batch.stuck_keys));
@@ -352,57 +428,17 @@ async fn run_statements(
                 }
                 match batch.last_key {
                     Some(key) => cursor = Some(key),
-                    None => break,
+                    // A range sweep past the last key is done; a batch of listed keys that
+                    // updated none (filled by someone else since the count) is not.
+                    None if listed.is_none() => break,
+                    None => {}
                 }
                 // Stored as well as reported: the stored report (`migrate backfill`) is then
                 // the one `up` prints from the last event, sweeps included.
                 pacer.record(client, &row, &progress, pace.report).await?;
                 pacer.rest().await;
             }
-            if changed == 0 {
-                break;
-            }
-            tracing::info!(
-                version = migration.version,
-                file = %migration.file_name,
-                sweep = sweeps,
-                rows = changed,
-                "backfill sweep changed rows: rows were locked during the pass, or something \
-                 keeps writing rows that match the WHERE"
-            );
-            if sweeps >= MAX_SWEEPS {
-                return Err(RuntimeError::Backfill {
-                    location: location(migration, Some(statement)),
-                    problem: format!(
-                        "rows keep matching the WHERE: each of {MAX_SWEEPS} sweeps after the \
-                         keyed pass found new ones ({changed} in the last): something keeps \
-                         writing rows in the old shape (a release without dual writes?); deploy \
-                         code that writes the new shape, then run again (the backfill resumes)"
-                    ),
-                });
-            }
             previous = Some(changed);
-        }
-        let remaining = super::verify::count_in_short_reads(
-            client,
-            &batches.remaining_in_pages_sql,
-            &batches.table_pages_sql,
-            pacer.scan_target(),
-            settings.limits.statement,
-            |e| statement_error(migration, Some(statement), 1, e),
-            |took| {
-                let rest = pacer.scan_rest(took);
-                // Throttling between reads, as between batches.
-                async move {
-                    if !rest.is_zero() {
-                        tokio::time::sleep(rest).await;
-                    }
-                }
-            },
-        )
-        .await?;
-        if remaining > 0 {
-            return Err(runner.left_behind(spec, remaining).await);
         }
         within(
             own,
@@ -716,44 +752,77 @@ impl BatchRunner<'_> {
         bound: Option<&str>,
         batch_size: i64,
     ) -> Result<BatchOutcome, RuntimeError> {
-        let (migration, statement, settings) = (self.migration, self.statement, self.settings);
         let batch_bound = range_end.as_deref().or(bound);
+        let (row, attempts) = self
+            .execute(connection, sql, &[&after, &batch_size, &batch_bound])
+            .await?;
+        let updated: i64 = row.get(0);
+        let batch_last_key: Option<String> = row.get(1);
+        let still_pending: i64 = row.get(2);
+        let stuck_keys = if still_pending > 0 {
+            let upper = range_end.as_deref().or(batch_last_key.as_deref());
+            self.pending_keys(after, upper).await?
+        } else {
+            Vec::new()
+        };
+        let (keys_covered, last_key) = match &range_end {
+            // A full range: the next batch starts after it, also when none of its rows were
+            // pending (done already, or locked: the sweeps catch those).
+            Some(end) => (batch_size, Some(end.clone())),
+            None => (updated, batch_last_key),
+        };
+        Ok(BatchOutcome {
+            updated,
+            keys_covered,
+            last_key,
+            still_pending,
+            stuck_keys,
+            attempts,
+        })
+    }
+
+    /// One sweep batch of the rows with `keys` (`keys_sweep_sql`), on the migration's
+    /// connection. Its last key is the largest it updated (`None` when it updated none).
+    async fn run_keys(&self, sql: &str, keys: &[String]) -> Result<BatchOutcome, RuntimeError> {
+        let (row, attempts) = self.execute(self.client, sql, &[&keys]).await?;
+        let updated: i64 = row.get(0);
+        let last_key: Option<String> = row.get(1);
+        let still_pending: i64 = row.get(2);
+        let stuck_keys = if still_pending > 0 {
+            self.pending_keys(None, last_key.as_deref()).await?
+        } else {
+            Vec::new()
+        };
+        Ok(BatchOutcome {
+            updated,
+            keys_covered: i64::try_from(keys.len()).unwrap_or(i64::MAX),
+            last_key,
+            still_pending,
+            stuck_keys,
+            attempts,
+        })
+    }
+
+    /// A batch statement's one row, in its own implicit transaction, retried on
+    /// `lock_timeout` (55P03); with the attempts it took.
+    async fn execute(
+        &self,
+        connection: &Client,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<(tokio_postgres::Row, u32), RuntimeError> {
+        let (migration, statement, settings) = (self.migration, self.statement, self.settings);
         let mut attempt = 0;
         loop {
             attempt += 1;
             let answer = crate::runtime::deadline::within(
                 settings.limits.statement,
                 "running a backfill batch",
-                connection.query_one(sql, &[&after, &batch_size, &batch_bound]),
+                connection.query_one(sql, params),
             )
             .await?;
             match answer {
-                Ok(row) => {
-                    let updated: i64 = row.get(0);
-                    let batch_last_key: Option<String> = row.get(1);
-                    let still_pending: i64 = row.get(2);
-                    let stuck_keys = if still_pending > 0 {
-                        let upper = range_end.as_deref().or(batch_last_key.as_deref());
-                        self.pending_keys(after, upper).await?
-                    } else {
-                        Vec::new()
-                    };
-                    let (keys_covered, last_key) = match &range_end {
-                        // A full range: the next batch starts after it, also when none of
-                        // its rows were pending (done already, or locked: the sweeps catch
-                        // those).
-                        Some(end) => (batch_size, Some(end.clone())),
-                        None => (updated, batch_last_key),
-                    };
-                    return Ok(BatchOutcome {
-                        updated,
-                        keys_covered,
-                        last_key,
-                        still_pending,
-                        stuck_keys,
-                        attempts: attempt,
-                    });
-                }
+                Ok(row) => return Ok((row, attempt)),
                 Err(error) if is_lock_timeout(&error) && attempt <= settings.lock_retries => {
                     wait_before_retry(self.client, migration, Some(statement), attempt, settings)
                         .await;

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio_postgres::Client;
 
 use super::batches::plan_statement;
+use crate::batch_plan::BatchedUpdate;
 use crate::migration::Phase;
 use crate::runtime::Migrator;
 use crate::runtime::deadline::within;
@@ -30,10 +31,26 @@ const FIRST_READ_PAGES: i64 = 128;
 /// The most pages one read covers (1 GB): a bound on a read whatever the measured rate.
 const MAX_READ_PAGES: i64 = 131_072;
 
-/// Counts the rows a backfill still has pending (`remaining_in_pages_sql`, see
-/// [`crate::batch_plan::BatchedUpdate`]) in reads of consecutive heap pages, a TID range scan
+/// The rows a backfill still has pending, as a count in short reads found them.
+#[derive(Debug, Default)]
+pub(crate) struct PendingRows {
+    /// How many.
+    pub rows: i64,
+    /// The keys (as text) of the first rows counted, up to the count's `list_up_to`; rows
+    /// with a NULL key are counted, never listed.
+    pub keys: Vec<String>,
+}
+
+impl PendingRows {
+    /// Every row counted is listed.
+    pub fn all_listed(&self) -> bool {
+        usize::try_from(self.rows).is_ok_and(|rows| rows == self.keys.len())
+    }
+}
+
+/// Counts the rows a backfill still has pending (`plan`'s `remaining_in_pages_sql`) in reads of consecutive heap pages, a TID range scan
 /// each, on one core, each sized to last about `target`, with `rest(took)` awaited after
-/// each read.
+/// each read; lists the keys of up to `list_up_to` of them.
 ///
 /// One count of a large table is one long burst on a CPU: about 100 ms per 1,000,000 rows,
 /// while the application's sessions queue for that CPU. Measured on the 2-core machine
@@ -45,13 +62,13 @@ const MAX_READ_PAGES: i64 = 131_072;
 /// names its statement.
 pub(crate) async fn count_in_short_reads<R, F>(
     client: &Client,
-    remaining_in_pages_sql: &str,
-    table_pages_sql: &str,
+    plan: &BatchedUpdate,
     target: Duration,
     statement_limit: Option<Duration>,
+    list_up_to: i32,
     failed: impl Fn(tokio_postgres::Error) -> RuntimeError,
     mut rest: R,
-) -> Result<i64, RuntimeError>
+) -> Result<PendingRows, RuntimeError>
 where
     R: FnMut(Duration) -> F,
     F: Future<Output = ()>,
@@ -71,28 +88,34 @@ where
         let pages: i64 = within(
             statement_limit,
             COUNTING,
-            client.query_one(table_pages_sql, &[]),
+            client.query_one(&plan.table_pages_sql, &[]),
         )
         .await?
         .map_err(&failed)?
         .get(0);
-        let (mut from, mut read, mut total) = (0i64, FIRST_READ_PAGES, 0i64);
+        let (mut from, mut read) = (0i64, FIRST_READ_PAGES);
+        let mut pending = PendingRows::default();
         while from < pages {
             let to = from.saturating_add(read).min(pages);
             let started = Instant::now();
-            let count: i64 = within(
+            let wanted = list_up_to
+                .saturating_sub(i32::try_from(pending.keys.len()).unwrap_or(i32::MAX))
+                .max(0);
+            let row = within(
                 statement_limit,
                 COUNTING,
                 client.query_one(
-                    remaining_in_pages_sql,
-                    &[&format!("({from},0)"), &format!("({to},0)")],
+                    &plan.remaining_in_pages_sql,
+                    &[&format!("({from},0)"), &format!("({to},0)"), &wanted],
                 ),
             )
             .await?
-            .map_err(&failed)?
-            .get(0);
+            .map_err(&failed)?;
             let took = started.elapsed();
-            total += count;
+            pending.rows += row.get::<_, i64>(0);
+            if let Some(keys) = row.get::<_, Option<Vec<String>>>(1) {
+                pending.keys.extend(keys);
+            }
             // The next read sized from this one's pages per second, at most doubling.
             let per_page = took.as_secs_f64() / (to - from) as f64;
             if per_page > 0.0 {
@@ -104,13 +127,13 @@ where
                 rest(took).await;
             }
         }
-        Ok::<_, RuntimeError>(total)
+        Ok::<_, RuntimeError>(pending)
     }
     .await;
     match counted {
-        Ok(total) => {
+        Ok(pending) => {
             client.batch_execute("COMMIT").await.map_err(&failed)?;
-            Ok(total)
+            Ok(pending)
         }
         Err(error) => {
             // Best effort: the error is what the caller needs to see.
@@ -288,17 +311,18 @@ impl Migrator<'_> {
             // In short reads at half duty: `verify` runs beside the application too.
             let remaining = count_in_short_reads(
                 client,
-                &plan.remaining_in_pages_sql,
-                &plan.table_pages_sql,
+                &plan,
                 self.config
                     .backfill
                     .busy_target
                     .unwrap_or(VERIFY_READ_TARGET),
                 self.config.limits().statement,
+                0,
                 |error| RuntimeError::database(COUNTING)(error),
                 |took| tokio::time::sleep(took),
             )
-            .await?;
+            .await?
+            .rows;
             state.remaining = Some(remaining);
             state.verified_at = table
                 .record_verification(
@@ -359,6 +383,7 @@ mod tests {
                     .remaining_in_pages_sql
                     .replace("$1", "'(0,0)'")
                     .replace("$2", "'(10,0)'")
+                    .replace("$3", "0")
             ))
             .await
             .expect("explain")
@@ -376,10 +401,10 @@ mod tests {
         let mut reads = 0u32;
         let remaining = count_in_short_reads(
             &client,
-            &planned.remaining_in_pages_sql,
-            &planned.table_pages_sql,
+            &planned,
             Duration::from_micros(1),
             Some(Duration::from_secs(30)),
+            25,
             |error| RuntimeError::database(COUNTING)(error),
             |_| {
                 reads += 1;
@@ -397,7 +422,12 @@ mod tests {
         )
         .await
         .expect("count");
-        assert_eq!(remaining, 20_000);
+        assert_eq!(remaining.rows, 20_000);
+        // The first 25 counted are listed, and only pending ones (not multiples of 3).
+        let listed: Vec<i64> = remaining.keys.iter().map(|k| k.parse().unwrap()).collect();
+        assert_eq!(listed.len(), 25, "{listed:?}");
+        assert!(listed.iter().all(|k| k % 3 != 0), "{listed:?}");
+        assert!(!remaining.all_listed());
         assert!(reads > 10, "{reads} reads");
         // The transaction is over and the session's own setting is as it was.
         let after = client
