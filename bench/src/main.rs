@@ -77,6 +77,10 @@ struct Args {
     /// without a defaults run, 60 s.
     #[arg(long)]
     control_seconds: Option<u64>,
+    /// The runner's busy target (`backfill_busy_target`: how long a batch aims to last while
+    /// an application is measured), in milliseconds, instead of the runner's default (10).
+    #[arg(long)]
+    busy_target_ms: Option<u64>,
     /// Also writes, per run of the matrix, `timeline-<shape>-<run>.csv` under `--out`: each
     /// second's transactions, p99 and slowest latency, WAL written and checkpoints begun.
     #[arg(long)]
@@ -140,6 +144,9 @@ enum Change {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let args = Args::parse();
+    if let Some(ms) = args.busy_target_ms {
+        let _ = BUSY_TARGET_MS.set(ms);
+    }
     if args.trace {
         use tracing_subscriber::prelude::*;
         let decisions = tracing_subscriber::filter::Targets::new()
@@ -409,6 +416,18 @@ async fn vacuum(client: &Client) -> Result<(), String> {
 }
 
 /// Makes the change; returns when the rows were filled (for rows/s and the fill's latency).
+/// `--busy-target-ms`, set once from the arguments.
+static BUSY_TARGET_MS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+
+/// The runner's configuration: its defaults, with `--busy-target-ms` when given.
+fn runner_config() -> MigratorConfig {
+    let mut config = MigratorConfig::default();
+    if let Some(&ms) = BUSY_TARGET_MS.get() {
+        config.backfill.busy_target = Some(Duration::from_millis(ms));
+    }
+    config
+}
+
 async fn perform(
     change: &Change,
     url: &str,
@@ -501,7 +520,7 @@ async fn perform(
             for _ in 1..MigratorConfig::default().backfill.max_workers {
                 workers.push(open(url).await?);
             }
-            let migrator = Migrator::new(&migrations, MigratorConfig::default())
+            let migrator = Migrator::new(&migrations, runner_config())
                 .map_err(|e| e.to_string())?
                 .with_monitor(monitor)
                 .with_workers(workers);

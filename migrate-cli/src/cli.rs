@@ -192,7 +192,7 @@ pub(crate) struct BackfillArgs {
     /// controller measures at least 50 of its transactions a second): its transactions
     /// queue behind a batch's CPU and commit for as long as the batch runs. On an idle
     /// server batches aim at --backfill-target. `off`: --backfill-target throughout; a
-    /// file's `target=` sets both [default: 10ms].
+    /// file's `target=` sets both [default: 3ms].
     #[arg(long, value_name = "DURATION|off", value_parser = parse_replica_lag_limit)]
     pub backfill_busy_target: Option<ReplicaLagLimit>,
 

@@ -154,7 +154,7 @@ impl Default for BackfillControl {
     fn default() -> Self {
         BackfillControl {
             target: Duration::from_millis(100),
-            busy_target: Some(Duration::from_millis(10)),
+            busy_target: Some(Duration::from_millis(3)),
             min_batch: 100,
             max_batch: 50_000,
             max_active_sessions: None,
