@@ -78,7 +78,7 @@ struct Args {
     #[arg(long)]
     control_seconds: Option<u64>,
     /// The runner's busy target (`backfill_busy_target`: how long a batch aims to last while
-    /// an application is measured), in milliseconds, instead of the runner's default (10).
+    /// an application is measured), in milliseconds, instead of the runner's default (3).
     #[arg(long)]
     busy_target_ms: Option<u64>,
     /// Also writes, per run of the matrix, `timeline-<shape>-<run>.csv` under `--out`: each
@@ -415,7 +415,6 @@ async fn vacuum(client: &Client) -> Result<(), String> {
     Ok(())
 }
 
-/// Makes the change; returns when the rows were filled (for rows/s and the fill's latency).
 /// `--busy-target-ms`, set once from the arguments.
 static BUSY_TARGET_MS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
 
@@ -428,6 +427,7 @@ fn runner_config() -> MigratorConfig {
     config
 }
 
+/// Makes the change; returns when the rows were filled (for rows/s and the fill's latency).
 async fn perform(
     change: &Change,
     url: &str,

@@ -319,7 +319,6 @@ async fn run_shape(args: &Args, shape: Shape) -> Result<ShapeResult, String> {
         let start = now_us();
         let runner_before = own_cpu_s().0;
         let fill = perform(&change, database.url(), work.path(), control_seconds).await?;
-
         let runner_cpu = own_cpu_s().0 - runner_before;
         let end = now_us();
         if matches!(change, Change::Runner { target_ms: None }) {

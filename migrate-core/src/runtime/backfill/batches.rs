@@ -20,6 +20,7 @@
 
 use std::time::Instant;
 
+use futures_util::future::Either;
 use tokio_postgres::Client;
 
 use crate::runtime::backfill::pace::{BackfillStatus, Pacer, ProgressRow};
@@ -367,45 +368,35 @@ async fn run_statements(
             // to the largest now.
             let mut listed = pending.all_listed().then(|| pending.keys.into_iter());
             let mut cursor: Option<String> = None;
-            let bound = runner.upper_bound(&batches.upper_bound_sql).await?;
+            let bound = match listed {
+                Some(_) => None,
+                None => runner.upper_bound(&batches.upper_bound_sql).await?,
+            };
             loop {
                 let size = pacer
                     .ready(client, &row, &progress, pace.report)
                     .await?
                     .map_err(aborted)?;
-                let batch = match listed.as_mut() {
+                let sweep = match listed.as_mut() {
                     Some(keys) => {
                         let keys: Vec<String> =
                             keys.take(usize::try_from(size).unwrap_or(1)).collect();
                         if keys.is_empty() {
                             break;
                         }
-                        pacer
-                            .run(
-                                size,
-                                1,
-                                runner.run_keys(&batches.keys_sweep_sql, &keys),
-                                |batch| batch.keys_covered,
-                            )
-                            .await?
+                        Either::Left(runner.run_keys(&batches.keys_sweep_sql, keys))
                     }
-                    None => {
-                        pacer
-                            .run(
-                                size,
-                                1,
-                                runner.run(
-                                    &batches.sweep_sql,
-                                    &batches.range_end_sql,
-                                    cursor.as_deref(),
-                                    bound.as_deref(),
-                                    size,
-                                ),
-                                |batch| batch.keys_covered,
-                            )
-                            .await?
-                    }
+                    None => Either::Right(runner.run(
+                        &batches.sweep_sql,
+                        &batches.range_end_sql,
+                        cursor.as_deref(),
+                        bound.as_deref(),
+                        size,
+                    )),
                 };
+                let batch = pacer
+                    .run(size, 1, sweep, |batch| batch.keys_covered)
+                    .await?;
                 most_attempts = most_attempts.max(batch.attempts);
                 if batch.still_pending > 0 {
                     return Err(never_done(batch.still_pending, batch.stuck_keys));
@@ -783,7 +774,7 @@ impl BatchRunner<'_> {
 
     /// One sweep batch of the rows with `keys` (`keys_sweep_sql`), on the migration's
     /// connection. Its last key is the largest it updated (`None` when it updated none).
-    async fn run_keys(&self, sql: &str, keys: &[String]) -> Result<BatchOutcome, RuntimeError> {
+    async fn run_keys(&self, sql: &str, keys: Vec<String>) -> Result<BatchOutcome, RuntimeError> {
         let (row, attempts) = self.execute(self.client, sql, &[&keys]).await?;
         let updated: i64 = row.get(0);
         let last_key: Option<String> = row.get(1);

@@ -48,9 +48,10 @@ impl PendingRows {
     }
 }
 
-/// Counts the rows a backfill still has pending (`plan`'s `remaining_in_pages_sql`) in reads of consecutive heap pages, a TID range scan
-/// each, on one core, each sized to last about `target`, with `rest(took)` awaited after
-/// each read; lists the keys of up to `list_up_to` of them.
+/// Counts the rows a backfill still has pending (`plan`'s `remaining_in_pages_sql`) in reads
+/// of consecutive heap pages, a TID range scan each, on one core, each sized to last about
+/// `target`, with `rest(took)` awaited after each read; lists the keys of up to
+/// `list_up_to` of them.
 ///
 /// One count of a large table is one long burst on a CPU: about 100 ms per 1,000,000 rows,
 /// while the application's sessions queue for that CPU. Measured on the 2-core machine
