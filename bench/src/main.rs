@@ -81,6 +81,11 @@ struct Args {
     /// an application is measured), in milliseconds, instead of the runner's default (3).
     #[arg(long)]
     busy_target_ms: Option<u64>,
+    /// The runner's CPU share (`backfill_max_cpu_percent`: the share of the server's CPUs
+    /// everything running there, the batches included, is kept under), in percent, instead of
+    /// the runner's default (75): what a faster backfill costs the application.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100))]
+    max_cpu_percent: Option<u32>,
     /// Also writes, per run of the matrix, `timeline-<shape>-<run>.csv` under `--out`: each
     /// second's transactions, p99 and slowest latency, WAL written and checkpoints begun.
     #[arg(long)]
@@ -146,6 +151,9 @@ async fn main() -> std::process::ExitCode {
     let args = Args::parse();
     if let Some(ms) = args.busy_target_ms {
         let _ = BUSY_TARGET_MS.set(ms);
+    }
+    if let Some(percent) = args.max_cpu_percent {
+        let _ = MAX_CPU_PERCENT.set(percent);
     }
     if args.trace {
         use tracing_subscriber::prelude::*;
@@ -418,11 +426,18 @@ async fn vacuum(client: &Client) -> Result<(), String> {
 /// `--busy-target-ms`, set once from the arguments.
 static BUSY_TARGET_MS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
 
-/// The runner's configuration: its defaults, with `--busy-target-ms` when given.
+/// `--max-cpu-percent`, set once from the arguments.
+static MAX_CPU_PERCENT: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+
+/// The runner's configuration: its defaults, with `--busy-target-ms` and `--max-cpu-percent`
+/// when given.
 fn runner_config() -> MigratorConfig {
     let mut config = MigratorConfig::default();
     if let Some(&ms) = BUSY_TARGET_MS.get() {
         config.backfill.busy_target = Some(Duration::from_millis(ms));
+    }
+    if let Some(&percent) = MAX_CPU_PERCENT.get() {
+        config.backfill.max_cpu_percent = percent;
     }
     config
 }

@@ -460,10 +460,22 @@ fn markdown(args: &Args, results: &[ShapeResult]) -> String {
             .collect::<Vec<_>>()
             .join(","),
         args.baseline,
-        args.control_seconds.map_or_else(
-            || "(the control as long as the defaults' run)".to_owned(),
-            |seconds| format!("--control-seconds {seconds}")
-        ),
+        [
+            args.control_seconds.map_or_else(
+                || "(the control as long as the defaults' run)".to_owned(),
+                |seconds| format!("--control-seconds {seconds}"),
+            ),
+            args.busy_target_ms
+                .map(|ms| format!("--busy-target-ms {ms}"))
+                .unwrap_or_default(),
+            args.max_cpu_percent
+                .map(|percent| format!("--max-cpu-percent {percent}"))
+                .unwrap_or_default(),
+        ]
+        .into_iter()
+        .filter(|part| !part.is_empty())
+        .collect::<Vec<_>>()
+        .join(" "),
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         crate::memory(),
         args.rows,

@@ -226,6 +226,13 @@ pub(crate) struct BackfillArgs {
     #[arg(long, value_name = "N")]
     pub backfill_server_cpus: Option<u32>,
 
+    /// The share of the server's CPUs, in percent, that everything running there is kept
+    /// under, backfill batches included: the batches rest so that the application's use and
+    /// theirs stay below it. Higher is a faster backfill and a slower application on a busy
+    /// server: its sessions queue for a CPU while a batch holds one [default: 75].
+    #[arg(long, value_name = "PERCENT", value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub backfill_max_cpu_percent: Option<u32>,
+
     /// Pause backfills while a replica has not replayed WAL written longer ago than this;
     /// `off` disables it [default: 5s].
     #[arg(long, value_name = "DURATION|off", value_parser = parse_replica_lag_limit)]
@@ -629,6 +636,9 @@ impl BackfillArgs {
         self.backfill_max_xact_age = later.backfill_max_xact_age.or(self.backfill_max_xact_age);
         self.backfill_workers = later.backfill_workers.or(self.backfill_workers);
         self.backfill_server_cpus = later.backfill_server_cpus.or(self.backfill_server_cpus);
+        self.backfill_max_cpu_percent = later
+            .backfill_max_cpu_percent
+            .or(self.backfill_max_cpu_percent);
     }
 }
 

@@ -166,6 +166,9 @@ impl Config {
         if let Some(cpus) = backfill.backfill_server_cpus {
             migrator.backfill.server_cpus = Some(cpus);
         }
+        if let Some(percent) = backfill.backfill_max_cpu_percent {
+            migrator.backfill.max_cpu_percent = percent;
+        }
         if let Command::Up {
             running_queries_window: Some(window),
             ..

@@ -146,6 +146,7 @@ fn the_readme_states_the_backfill_controller_defaults() {
         autovacuum,
         max_transaction_age,
         server_cpus,
+        max_cpu_percent,
         max_workers,
     } = BackfillControl::default();
     let readme = read("README.md");
@@ -199,12 +200,13 @@ fn the_readme_states_the_backfill_controller_defaults() {
                 "autovacuum" => assert_eq!(value, format!("`{autovacuum:?}`"), "{stale}"),
                 "server_cpus" => assert_eq!(value, format!("`{server_cpus:?}`"), "{stale}"),
                 "max_workers" => assert_eq!(value, max_workers.to_string(), "{stale}"),
+                "max_cpu_percent" => assert_eq!(value, max_cpu_percent.to_string(), "{stale}"),
                 other => panic!("README documents `{other}`, which BackfillControl lacks"),
             }
             documented.push(field.to_owned());
         }
     }
-    assert_eq!(documented.len(), 16, "every field once: {documented:?}");
+    assert_eq!(documented.len(), 17, "every field once: {documented:?}");
 }
 
 /// A default as the CLI documents it.

@@ -83,7 +83,7 @@ pub struct BackfillControl {
     /// before the first window says otherwise): its transactions queue behind a batch's CPU
     /// and its commit's WAL flush for as long as the batch runs, so the batch's length is
     /// what its p99 latency grows by. On an idle server batches aim at `target`. `None`:
-    /// `target` throughout; a directive's `target=` also sets both. Default: 10 ms.
+    /// `target` throughout; a directive's `target=` also sets both. Default: 3 ms.
     pub busy_target: Option<Duration>,
     /// Smallest batch, and the first one. Default: 100 rows.
     pub min_batch: u32,
@@ -111,6 +111,13 @@ pub struct BackfillControl {
     /// counted. `None`: read from the server's `/proc/cpuinfo` (needs a superuser or
     /// `pg_read_server_files`), else that signal is off. Default: none.
     pub server_cpus: Option<u32>,
+    /// The share of the server's CPUs, in percent, that everything running there is kept
+    /// under, the backfill's batches included (client sessions active with no wait event,
+    /// and where `/proc/stat` can be read the host's busy CPU time): the batches rest so
+    /// that the others' use and theirs stay below it, and past it they back off. Raising it
+    /// buys a faster backfill with the application's latency: on a server the application
+    /// keeps busy, its sessions queue for a CPU while a batch holds one. Default: 75.
+    pub max_cpu_percent: u32,
     /// Most batches at once, over disjoint key ranges, each on its own connection
     /// ([`Migrator::with_workers`](super::Migrator::with_workers)): a ceiling, the controller
     /// adds one only while the cycles are clean and the server's CPUs have room. Default: 4.
@@ -160,6 +167,7 @@ impl Default for BackfillControl {
             max_active_sessions: None,
             probe_query: Some(DEFAULT_PROBE.to_owned()),
             server_cpus: None,
+            max_cpu_percent: 75,
             max_workers: 4,
             max_replica_lag: Some(Duration::from_secs(5)),
             throttle_query: None,
@@ -287,6 +295,13 @@ impl MigratorConfig {
                 setting: "backfill_server_cpus",
                 value: "0".to_owned(),
                 reason: "must be at least 1, or unset to read it from the server",
+            });
+        }
+        if backfill.max_cpu_percent == 0 || backfill.max_cpu_percent > 100 {
+            return Err(RuntimeError::InvalidSetting {
+                setting: "backfill_max_cpu_percent",
+                value: backfill.max_cpu_percent.to_string(),
+                reason: "must be between 1 and 100 (percent of the server's CPUs)",
             });
         }
         if backfill.pause_poll.is_zero() {

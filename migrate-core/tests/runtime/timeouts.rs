@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::*;
 use crate::fixtures::*;
-use migrate_core::runtime::{Migrator, MigratorConfig, RuntimeError, UpTo};
+use migrate_core::runtime::{BackfillControl, Migrator, MigratorConfig, RuntimeError, UpTo};
 use tokio_postgres::error::SqlState;
 
 /// Runs `SELECT` on `t` in a loop until `enough` says stop; returns each query's latency.
@@ -264,6 +264,26 @@ fn settings_that_would_turn_a_bound_off_are_refused() {
                 ..config()
             },
             "statement_timeout",
+        ),
+        (
+            MigratorConfig {
+                backfill: BackfillControl {
+                    max_cpu_percent: 0,
+                    ..BackfillControl::default()
+                },
+                ..config()
+            },
+            "backfill_max_cpu_percent",
+        ),
+        (
+            MigratorConfig {
+                backfill: BackfillControl {
+                    max_cpu_percent: 101,
+                    ..BackfillControl::default()
+                },
+                ..config()
+            },
+            "backfill_max_cpu_percent",
         ),
     ] {
         match Migrator::new(&migrations, config) {

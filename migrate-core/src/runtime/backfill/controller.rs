@@ -46,9 +46,6 @@ const PROBE_MIN_EXCESS: Duration = Duration::from_millis(2);
 /// A batch at the same size as the one before counts as slowing past this multiple of the
 /// average duration at that size.
 const BATCH_SLOWDOWN: f64 = 2.0;
-/// The share of the server's CPUs the controller leaves the rest under: past it, sessions
-/// queue for a CPU often enough to show in the application's p99.
-const CPU_SHARE: f64 = 0.75;
 /// Other sessions running less than this on average is no application to protect: the
 /// backfill may use the CPUs.
 const CPU_OTHERS_FLOOR: f64 = 0.25;
@@ -99,6 +96,17 @@ pub(crate) struct ControllerSettings {
     pub max_batch: u32,
     /// Most batches at once, over disjoint key ranges (each on its own connection).
     pub max_workers: u32,
+    /// The share of the server's CPUs, in percent, that everything running there (our
+    /// batches included) is kept under: past it, sessions queue for a CPU often enough to
+    /// show in the application's p99.
+    pub max_cpu_percent: u32,
+}
+
+impl ControllerSettings {
+    /// The server's CPUs the controller keeps everything running under.
+    fn cpu_budget(&self, cpus: u32) -> f64 {
+        f64::from(cpus) * f64::from(self.max_cpu_percent.clamp(1, 100)) / 100.0
+    }
 }
 
 /// A sign that the application suffers from the backfill.
@@ -470,7 +478,7 @@ impl Controller {
         self.workers
     }
 
-    /// The rest multiple that keeps the server's CPUs under [`CPU_SHARE`] busy: the other
+    /// The rest multiple that keeps the server's CPUs under `max_cpu_percent` busy: the other
     /// sessions running (their moving average, from `running`, this cycle's mean) plus our
     /// batches for the share of the time they run. Doubling the rest on each busy cycle and
     /// easing it off on each clean one swung between full speed and long rests, and at full
@@ -505,7 +513,7 @@ impl Controller {
             }
             (sessions, host) => sessions.unwrap_or(0.0).max(host.unwrap_or(0.0)),
         };
-        let room = (f64::from(cpus) * CPU_SHARE - others) / f64::from(self.workers);
+        let room = (self.settings.cpu_budget(cpus) - others) / f64::from(self.workers);
         self.cpu_floor = if others < CPU_OTHERS_FLOOR || room >= 1.0 {
             0.0
         } else {
@@ -717,7 +725,7 @@ impl Controller {
         }
         if let (Some(others), Some(cpus)) = (seen.running, baselines.cpus) {
             let running = others + f64::from(seen.workers.max(1)) * self.duty();
-            if others >= CPU_OTHERS_FLOOR && running > f64::from(cpus) * CPU_SHARE {
+            if others >= CPU_OTHERS_FLOOR && running > self.settings.cpu_budget(cpus) {
                 return Some(Pressure::ServerCpu { running, cpus });
             }
         }
@@ -779,7 +787,7 @@ impl Controller {
             && self.rest_ratio == 0.0
             && self.clean_cycles >= CLEAN_CYCLES_PER_WORKER
             && let (Some(others), Some(cpus)) = (seen.running, baselines.cpus)
-            && others + f64::from(self.workers + 1) <= f64::from(cpus) * CPU_SHARE
+            && others + f64::from(self.workers + 1) <= self.settings.cpu_budget(cpus)
         {
             self.workers += 1;
             self.clean_cycles = 0;
@@ -844,6 +852,7 @@ mod tests {
             min_batch: 100,
             max_batch: 50_000,
             max_workers: 1,
+            max_cpu_percent: 75,
         }
     }
 
@@ -1224,6 +1233,35 @@ mod tests {
             saturated.observe(&seen, &baselines);
         }
         assert!((saturated.cpu_floor() - (1.0 / MIN_CPU_DUTY - 1.0)).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_larger_cpu_share_leaves_the_batches_a_larger_duty() {
+        let baselines = Baselines {
+            cpus: Some(2),
+            ..Baselines::default()
+        };
+        // 1.2 other sessions running on 2 CPUs: 0.3 of a CPU left under 75%, 0.8 under 100%,
+        // and under 60% none, so the least duty.
+        for (percent, duty) in [(75, 0.3), (100, 0.8), (60, MIN_CPU_DUTY)] {
+            let mut controller = Controller::new(ControllerSettings {
+                max_cpu_percent: percent,
+                ..settings()
+            });
+            for _ in 0..50 {
+                let seen = BatchObservation {
+                    running: Some(1.2),
+                    workers: 1,
+                    ..batch(controller.batch_size(), 100_000.0)
+                };
+                controller.observe(&seen, &baselines);
+            }
+            assert!(
+                (controller.cpu_floor() - (1.0 / duty - 1.0)).abs() < 1e-6,
+                "{percent}%: floor {} for a duty of {duty}",
+                controller.cpu_floor()
+            );
+        }
     }
 
     #[test]

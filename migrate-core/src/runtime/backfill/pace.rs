@@ -243,6 +243,7 @@ impl<'a> Pacer<'a> {
                         .max_workers
                         .min(u32::try_from(backfill_pids.len()).unwrap_or(1))
                         .max(1),
+                    max_cpu_percent: control.max_cpu_percent,
                 };
                 let statements_since = signals.first_statements.take();
                 tracing::info!(
@@ -253,6 +254,7 @@ impl<'a> Pacer<'a> {
                     probe_baseline_us = baselines.probe.map(|d| d.as_micros() as u64),
                     max_active_sessions = baselines.active_sessions,
                     server_cpus = baselines.cpus,
+                    max_cpu_percent = settings.max_cpu_percent,
                     host_cpu_time = signals.host_cpu,
                     max_workers = settings.max_workers,
                     statement_latency = match &signals.statements_off {
