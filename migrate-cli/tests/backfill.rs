@@ -365,7 +365,7 @@ fn a_backfill_stopped_by(signal: libc::c_int) {
             .as_i64()
             .is_some_and(|rows| rows > 0)
     });
-    // Held mid-run by the operator's pause (read before every batch), so that the signal
+    // Held mid-run by the operator's pause (read before a batch, at most every 200 ms), so that the signal
     // lands while the run is alive however slow the machine: on a loaded CI machine the
     // polls above took longer than the whole 6 s run, and the kill found it finished.
     migrate_on(&db, dir.path())

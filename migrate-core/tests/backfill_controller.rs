@@ -431,7 +431,7 @@ async fn assert_held(client: &Client, what: &str, state: &str) -> i64 {
 }
 
 /// Issue 21 item 1: a fixed-pace backfill (`batch=`/`delay=`) honours the operator's pause and
-/// the throttle query before every batch, as the controller does, and resumes after each.
+/// the throttle query before a batch, as the controller does, and resumes after each.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fixed_pace_backfill_honours_the_pause_and_the_throttle_query() {
     let _machine = MACHINE.read().await;
@@ -502,6 +502,56 @@ async fn a_fixed_pace_backfill_honours_the_pause_and_the_throttle_query() {
     let (outcome, ()) = tokio::join!(run, drive);
     outcome.unwrap();
     assert_done_once(&client, i64::from(rows)).await;
+}
+
+/// The stop signals change over seconds: while none holds they are read before a batch at
+/// most every 200 ms (or `pause_poll`, when shorter), not before each of them. The throttle
+/// query counts its own readings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stop_signals_are_read_at_most_every_200_ms_while_none_holds() {
+    let _machine = MACHINE.read().await;
+    let db = database();
+    let dir = tempfile::tempdir().unwrap();
+    let migrations = write_set(dir.path(), "bigint", " batch=100 delay=0");
+    let client = client(db.url()).await;
+    client
+        .batch_execute("CREATE SEQUENCE stop_readings")
+        .await
+        .unwrap();
+    let migrator = Migrator::new(
+        &migrations,
+        MigratorConfig {
+            backfill: BackfillControl {
+                throttle_query: Some("SELECT nextval('stop_readings') < 0".into()),
+                pause_poll: Duration::from_secs(1),
+                ..quiet_control(Duration::from_millis(50))
+            },
+            ..config()
+        },
+    )
+    .unwrap();
+    migrator.up(&client, UpTo::Version(1)).await.unwrap();
+    let rows = 20_000;
+    fill(&client, "g", rows).await;
+    let started = Instant::now();
+    migrator.up(&client, UpTo::All).await.unwrap();
+    let took = started.elapsed();
+    assert_done_once(&client, i64::from(rows)).await;
+    let readings: i64 = client
+        .query_one(
+            "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM stop_readings",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let batches = i64::from(rows / 100);
+    let most = i64::try_from(took.as_millis() / 200).unwrap() + 1;
+    assert!(readings >= 1, "the signals were never read");
+    assert!(
+        readings <= most,
+        "{readings} readings over {took:?} and {batches} batches: more than one per 200 ms"
+    );
 }
 
 /// Issue 22 item 3: a transaction holding back the xmin horizon longer than the limit pauses

@@ -22,7 +22,8 @@ pub fn status(context: &Context) -> anyhow::Result<Outcome> {
     Ok(Outcome::Success)
 }
 
-/// `migrate backfill pause|resume`: the flag every runner reads before each batch.
+/// `migrate backfill pause|resume`: the flag every runner reads before a batch (at most
+/// every 200 ms).
 pub fn pause(context: &Context, action: BackfillAction) -> anyhow::Result<Outcome> {
     let database = context.database("backfill")?;
     let migrations = context.migrations()?;

@@ -22,6 +22,7 @@ use std::time::Instant;
 
 use futures_util::future::Either;
 use tokio_postgres::Client;
+use tokio_postgres::types::{ToSql, Type};
 
 use crate::runtime::backfill::pace::{BackfillStatus, Pacer, ProgressRow};
 use crate::runtime::config::BackfillControl;
@@ -660,8 +661,14 @@ impl BatchRunner<'_> {
         Ok(crate::runtime::deadline::within(
             self.settings.limits.statement,
             "finding the end of a backfill batch's key range",
-            self.client
-                .query_opt(range_end_sql, &[&after, &batch_size, &bound]),
+            self.client.query_typed_opt(
+                range_end_sql,
+                &[
+                    (&after, Type::TEXT),
+                    (&batch_size, Type::INT8),
+                    (&bound, Type::TEXT),
+                ],
+            ),
         )
         .await?
         .map_err(|e| statement_error(self.migration, Some(self.statement), 1, e))?
@@ -745,7 +752,15 @@ impl BatchRunner<'_> {
     ) -> Result<BatchOutcome, RuntimeError> {
         let batch_bound = range_end.as_deref().or(bound);
         let (row, attempts) = self
-            .execute(connection, sql, &[&after, &batch_size, &batch_bound])
+            .execute(
+                connection,
+                sql,
+                &[
+                    (&after, Type::TEXT),
+                    (&batch_size, Type::INT8),
+                    (&batch_bound, Type::TEXT),
+                ],
+            )
             .await?;
         let updated: i64 = row.get(0);
         let batch_last_key: Option<String> = row.get(1);
@@ -775,7 +790,9 @@ impl BatchRunner<'_> {
     /// One sweep batch of the rows with `keys` (`keys_sweep_sql`), on the migration's
     /// connection. Its last key is the largest it updated (`None` when it updated none).
     async fn run_keys(&self, sql: &str, keys: Vec<String>) -> Result<BatchOutcome, RuntimeError> {
-        let (row, attempts) = self.execute(self.client, sql, &[&keys]).await?;
+        let (row, attempts) = self
+            .execute(self.client, sql, &[(&keys, Type::TEXT_ARRAY)])
+            .await?;
         let updated: i64 = row.get(0);
         let last_key: Option<String> = row.get(1);
         let still_pending: i64 = row.get(2);
@@ -795,12 +812,14 @@ impl BatchRunner<'_> {
     }
 
     /// A batch statement's one row, in its own implicit transaction, retried on
-    /// `lock_timeout` (55P03); with the attempts it took.
+    /// `lock_timeout` (55P03); with the attempts it took. Typed, so one round trip (no
+    /// Prepare first), and planned for its own parameters each time (an unnamed statement,
+    /// never a generic plan that could not use the key range).
     async fn execute(
         &self,
         connection: &Client,
         sql: &str,
-        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+        params: &[(&(dyn ToSql + Sync), Type)],
     ) -> Result<(tokio_postgres::Row, u32), RuntimeError> {
         let (migration, statement, settings) = (self.migration, self.statement, self.settings);
         let mut attempt = 0;
@@ -809,7 +828,7 @@ impl BatchRunner<'_> {
             let answer = crate::runtime::deadline::within(
                 settings.limits.statement,
                 "running a backfill batch",
-                connection.query_one(sql, params),
+                connection.query_typed_one(sql, params),
             )
             .await?;
             match answer {

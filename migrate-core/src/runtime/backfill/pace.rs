@@ -1,8 +1,8 @@
 //! Pacing one backfill statement: the controller's decisions (`backfill_controller`) on the
 //! signals read from the server (`backfill_signals`), or the fixed `batch=`/`delay=` of the
 //! directive. Either way the stop signals (`backfill_stops`: the operator's pause, the
-//! throttle query, replica lag, ...) are read before every batch. Every decision is a `tracing` event; the state is stored with the progress
-//! (so `migrate backfill` and other runners see it) and reported to the progress hook.
+//! throttle query, replica lag, ...) are read before a batch, at most every 200 ms while none
+//! holds. Every decision is a `tracing` event; the state is stored with the progress (so `migrate backfill` and other runners see it) and reported to the progress hook.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;

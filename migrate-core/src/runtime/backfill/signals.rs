@@ -1,7 +1,7 @@
 //! What the backfill controller reads from PostgreSQL (its decisions are in
 //! `backfill_controller`).
 //!
-//! The stop signals (pause, abort) are read before every batch by `backfill_stops`; this
+//! The stop signals (pause, abort) are read before a batch by `backfill_stops`; this
 //! module watches, on a second connection (the monitor), while each batch runs and during the
 //! rest after it, the signs that the application suffers: sessions waiting on a lock our
 //! batch holds (`pg_blocking_pids`), the count of active sessions, and the latency of a probe

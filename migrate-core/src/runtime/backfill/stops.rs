@@ -1,6 +1,9 @@
 //! The stop signals of a backfill: reasons not to run the next batch, read on the migration's
-//! connection before every batch, whatever paces the batches (the controller or the fixed
-//! `batch=`/`delay=`). A reason either **pauses** the backfill (it waits, re-reading the
+//! connection before a batch, whatever paces the batches (the controller or the fixed
+//! `batch=`/`delay=`), once [`STOP_READ_INTERVAL`] (or `pause_poll`, when shorter) has passed
+//! since the last reading that found none: they change over seconds, and reading five of
+//! them before each 3 ms batch took a round trip each, most of a cycle beside a busy
+//! application. A reason either **pauses** the backfill (it waits, re-reading the
 //! signals every `pause_poll`, and goes on once none holds) or **aborts** it (the run fails
 //! with [`RuntimeError::BackfillAborted`](crate::runtime::RuntimeError::BackfillAborted); its progress
 //! is stored, so the next `up` resumes it). An abort is decided only on a second reading a
@@ -31,8 +34,13 @@ pub use crate::runtime::error::{AbortReason, PauseReason};
 use crate::runtime::replication::read_replication;
 use crate::runtime::state::flags::{FlagError, FlagStore};
 
-/// The flag `migrate backfill pause` sets: every runner reads it before each batch.
+/// The flag `migrate backfill pause` sets: every runner reads it before a batch, so a
+/// running backfill stops within 200 ms and one batch of it being set.
 pub const PAUSE_FLAG: &str = "migrate.backfill_paused";
+/// How long a reading that found no reason to stop holds: the next batch after it reads the
+/// signals again. An operator's pause, a throttle query or a replica's lag then stop the
+/// backfill within this and one batch.
+pub(crate) const STOP_READ_INTERVAL: Duration = Duration::from_millis(200);
 /// WAL positions remembered for the replica lag; the oldest go first past this many.
 const MAX_WAL_SAMPLES: usize = 10_000;
 
@@ -55,6 +63,8 @@ pub(crate) struct StopSignals<'a> {
     wal_samples: VecDeque<(Instant, f64)>,
     /// When the current pause began.
     paused_since: Option<Instant>,
+    /// When the last reading that found no reason to stop began.
+    clear_since: Option<Instant>,
     warned_lag_unknown: bool,
     warned_archive_unreadable: bool,
     /// Queries run so far: transactions of ours the controller does not count as the
@@ -78,6 +88,7 @@ impl<'a> StopSignals<'a> {
             table,
             wal_samples: VecDeque::new(),
             paused_since: None,
+            clear_since: None,
             warned_lag_unknown: false,
             warned_archive_unreadable: false,
             queries_run: 0,
@@ -88,10 +99,17 @@ impl<'a> StopSignals<'a> {
     /// warrants an abort (critical lag, a pause past `max_pause`) is read again a poll later
     /// and aborts only if it still holds.
     pub(crate) async fn check(&mut self) -> Result<Option<Stop>, RuntimeError> {
+        let interval = STOP_READ_INTERVAL.min(self.control.pause_poll);
+        if self.clear_since.is_some_and(|at| at.elapsed() < interval) {
+            return Ok(None);
+        }
+        let reading = Instant::now();
         let Some(reason) = self.pause_reason().await? else {
             self.paused_since = None;
+            self.clear_since = Some(reading);
             return Ok(None);
         };
+        self.clear_since = None;
         let since = *self.paused_since.get_or_insert_with(Instant::now);
         let abort = self.abort_for(&reason, since);
         if abort.is_none() {

@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 use std::time::SystemTime;
 
 use tokio_postgres::Client;
+use tokio_postgres::types::Type;
 
 use super::history::TableName;
 use super::missing_table;
@@ -238,8 +239,9 @@ impl BackfillProgressTable {
         progress: &BackfillProgress,
         pace: &StoredPace,
     ) -> Result<(), RuntimeError> {
+        // Typed, so one round trip (no Prepare first): this runs after every batch.
         client
-            .execute(
+            .query_typed(
                 &format!(
                     "UPDATE {} SET last_key = $3, rows_done = $4, batch_size = $5, \
                      rows_per_second = $6, state = $7, report = coalesce($8, report), \
@@ -247,14 +249,14 @@ impl BackfillProgressTable {
                     self.quoted
                 ),
                 &[
-                    &version,
-                    &statement,
-                    &progress.last_key,
-                    &progress.rows_done,
-                    &pace.batch_size,
-                    &pace.rows_per_second,
-                    &pace.state,
-                    &pace.report,
+                    (&version, Type::INT8),
+                    (&statement, Type::INT4),
+                    (&progress.last_key, Type::TEXT),
+                    (&progress.rows_done, Type::INT8),
+                    (&pace.batch_size, Type::INT4),
+                    (&pace.rows_per_second, Type::FLOAT8),
+                    (&pace.state, Type::TEXT),
+                    (&pace.report, Type::TEXT),
                 ],
             )
             .await
