@@ -149,12 +149,14 @@ enum Change {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let args = Args::parse();
+    let mut config = MigratorConfig::default();
     if let Some(ms) = args.busy_target_ms {
-        let _ = BUSY_TARGET_MS.set(ms);
+        config.backfill.busy_target = Some(Duration::from_millis(ms));
     }
     if let Some(percent) = args.max_cpu_percent {
-        let _ = MAX_CPU_PERCENT.set(percent);
+        config.backfill.max_cpu_percent = percent;
     }
+    let _ = RUNNER_CONFIG.set(config);
     if args.trace {
         use tracing_subscriber::prelude::*;
         let decisions = tracing_subscriber::filter::Targets::new()
@@ -423,23 +425,12 @@ async fn vacuum(client: &Client) -> Result<(), String> {
     Ok(())
 }
 
-/// `--busy-target-ms`, set once from the arguments.
-static BUSY_TARGET_MS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-
-/// `--max-cpu-percent`, set once from the arguments.
-static MAX_CPU_PERCENT: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
-
 /// The runner's configuration: its defaults, with `--busy-target-ms` and `--max-cpu-percent`
-/// when given.
+/// when given, set once from the arguments.
+static RUNNER_CONFIG: std::sync::OnceLock<MigratorConfig> = std::sync::OnceLock::new();
+
 fn runner_config() -> MigratorConfig {
-    let mut config = MigratorConfig::default();
-    if let Some(&ms) = BUSY_TARGET_MS.get() {
-        config.backfill.busy_target = Some(Duration::from_millis(ms));
-    }
-    if let Some(&percent) = MAX_CPU_PERCENT.get() {
-        config.backfill.max_cpu_percent = percent;
-    }
-    config
+    RUNNER_CONFIG.get().cloned().unwrap_or_default()
 }
 
 /// Makes the change; returns when the rows were filled (for rows/s and the fill's latency).

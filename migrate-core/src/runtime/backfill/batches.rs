@@ -762,15 +762,9 @@ impl BatchRunner<'_> {
                 ],
             )
             .await?;
-        let updated: i64 = row.get(0);
-        let batch_last_key: Option<String> = row.get(1);
-        let still_pending: i64 = row.get(2);
-        let stuck_keys = if still_pending > 0 {
-            let upper = range_end.as_deref().or(batch_last_key.as_deref());
-            self.pending_keys(after, upper).await?
-        } else {
-            Vec::new()
-        };
+        let (updated, batch_last_key, still_pending) = batch_row(&row);
+        let upper = range_end.as_deref().or(batch_last_key.as_deref());
+        let stuck_keys = self.stuck_keys(still_pending, after, upper).await?;
         let (keys_covered, last_key) = match &range_end {
             // A full range: the next batch starts after it, also when none of its rows were
             // pending (done already, or locked: the sweeps catch those).
@@ -793,14 +787,10 @@ impl BatchRunner<'_> {
         let (row, attempts) = self
             .execute(self.client, sql, &[(&keys, Type::TEXT_ARRAY)])
             .await?;
-        let updated: i64 = row.get(0);
-        let last_key: Option<String> = row.get(1);
-        let still_pending: i64 = row.get(2);
-        let stuck_keys = if still_pending > 0 {
-            self.pending_keys(None, last_key.as_deref()).await?
-        } else {
-            Vec::new()
-        };
+        let (updated, last_key, still_pending) = batch_row(&row);
+        let stuck_keys = self
+            .stuck_keys(still_pending, None, last_key.as_deref())
+            .await?;
         Ok(BatchOutcome {
             updated,
             keys_covered: i64::try_from(keys.len()).unwrap_or(i64::MAX),
@@ -809,6 +799,21 @@ impl BatchRunner<'_> {
             stuck_keys,
             attempts,
         })
+    }
+
+    /// Up to five keys in `after..=upper` a batch left still matching the WHERE, when it
+    /// says it left some (`still_pending`).
+    async fn stuck_keys(
+        &self,
+        still_pending: i64,
+        after: Option<&str>,
+        upper: Option<&str>,
+    ) -> Result<Vec<String>, RuntimeError> {
+        if still_pending > 0 {
+            self.pending_keys(after, upper).await
+        } else {
+            Ok(Vec::new())
+        }
     }
 
     /// A batch statement's one row, in its own implicit transaction, retried on
@@ -844,4 +849,10 @@ impl BatchRunner<'_> {
             }
         }
     }
+}
+
+/// A batch statement's row (`BatchedUpdate::batch_sql` and its sweeps): the rows it updated,
+/// the largest key it took, and the rows it updated that still match the WHERE.
+fn batch_row(row: &tokio_postgres::Row) -> (i64, Option<String>, i64) {
+    (row.get(0), row.get(1), row.get(2))
 }
