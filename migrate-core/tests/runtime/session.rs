@@ -221,3 +221,33 @@ async fn index_builds_run_on_one_core_by_default_and_the_callers_setting_comes_b
         assert_eq!(after, "3", "the caller's setting is back");
     }
 }
+
+#[tokio::test]
+async fn the_runs_writes_are_flushed_as_they_go_and_the_callers_setting_comes_back() {
+    const RECORDS_FLUSH: &[&str] = &["CREATE TABLE IF NOT EXISTS seen_flush AS SELECT \
+        current_setting('backend_flush_after') AS flush_after"];
+    let db = database();
+    let client = client(db.url()).await;
+    client
+        .batch_execute("SET backend_flush_after = '64kB'")
+        .await
+        .expect("caller's setting");
+    let migrations = set(vec![tx(1, "seen_flush", RECORDS_FLUSH, &[])]);
+    Migrator::new(&migrations, config())
+        .expect("config")
+        .up(&client, UpTo::All)
+        .await
+        .expect("up");
+    let seen: String = client
+        .query_one("SELECT flush_after FROM seen_flush", &[])
+        .await
+        .expect("recorded")
+        .get(0);
+    assert_eq!(seen, "256kB", "what the migration ran with");
+    let after: String = client
+        .query_one("SELECT current_setting('backend_flush_after')", &[])
+        .await
+        .expect("setting")
+        .get(0);
+    assert_eq!(after, "64kB", "the caller's setting is back");
+}

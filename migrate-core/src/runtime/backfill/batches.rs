@@ -156,8 +156,13 @@ async fn run_statements(
                 "configuring a backfill worker connection",
                 worker.query_one(
                     "SELECT set_config('lock_timeout', $1, false), \
-                            set_config('statement_timeout', $2, false)",
-                    &[&lock_timeout, &statement_timeout],
+                            set_config('statement_timeout', $2, false), \
+                            set_config('backend_flush_after', $3, false)",
+                    &[
+                        &lock_timeout,
+                        &statement_timeout,
+                        &crate::runtime::RUN_FLUSH_AFTER,
+                    ],
                 ),
             )
             .await?
