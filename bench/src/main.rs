@@ -63,11 +63,12 @@ struct Args {
     /// application into lock waits and the rest (CPU, WAL).
     #[arg(long, default_value = "users", value_parser = ["users", "accounts"])]
     app_writes: String,
-    /// The workload shapes of issue 22 to run (each with the runs of `--runs` among control,
-    /// big-bang, defaults, targets): (a) point UPDATE + SELECT by key, 4 clients; (b) the same, 16
-    /// clients; (c) the former default mix; (d) I/O-bound, the table 4x shared_buffers or
-    /// more; (e) hot rows the backfill writes too; (f) with a streaming replica. `custom`:
-    /// the single shape of `--clients`/`--app-writes`, with every run of `--runs`.
+    /// The workload shapes of issue 22 to run, in the order given (each with the runs of
+    /// `--runs` among control, big-bang, defaults, targets): (a) point UPDATE + SELECT by key,
+    /// 4 clients; (b) the same, 16 clients; (c) the former default mix; (d) I/O-bound, the
+    /// table 4x shared_buffers or more; (e) hot rows the backfill writes too; (f) with a
+    /// streaming replica. `custom`: the single shape of `--clients`/`--app-writes`, with every
+    /// run of `--runs`.
     #[arg(long, value_delimiter = ',', default_value = "a,b,c,d,e,f",
           value_parser = matrix::parse_shape)]
     shapes: Vec<String>,

@@ -157,6 +157,27 @@ struct CpuUse {
 struct SlowShare {
     client_percent: f64,
     server_percent: f64,
+    /// pgbench's transactions completed in the fill.
+    transactions: usize,
+}
+
+/// Below this many transactions in the fill (the big bang's seconds at zero TPS) the shares
+/// say nothing: a statement logged inside the window can belong to a transaction that
+/// completed after it, so the server's share could pass 100%.
+const SLOW_SHARE_MIN_TRANSACTIONS: usize = 100;
+
+impl std::fmt::Display for SlowShare {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.transactions < SLOW_SHARE_MIN_TRANSACTIONS {
+            write!(f, "n/a ({} transactions)", self.transactions)
+        } else {
+            write!(
+                f,
+                "{:.2}% / {:.2}%",
+                self.client_percent, self.server_percent
+            )
+        }
+    }
 }
 
 struct ShapeResult {
@@ -167,18 +188,33 @@ struct ShapeResult {
     runs: Vec<(Run, CpuUse, Option<String>, SlowShare)>,
 }
 
-/// Runs the shapes `ids` and writes `online-matrix.md` under `args.out`.
+/// Runs the shapes `ids`, in the order given (each once), and writes `online-matrix.md`
+/// under `args.out`.
 pub async fn run(args: &Args, ids: &[String]) -> Result<(), String> {
     let mut results = Vec::new();
-    for shape in SHAPES.iter().filter(|s| ids.iter().any(|id| id == s.id)) {
+    for shape in chosen_shapes(ids) {
         println!("shape ({}): {}", shape.id, shape.what);
-        results.push(run_shape(args, *shape).await?);
+        results.push(run_shape(args, shape).await?);
     }
     let text = markdown(args, &results);
     std::fs::create_dir_all(&args.out).map_err(fail("creating the output folder"))?;
     std::fs::write(args.out.join("online-matrix.md"), &text).map_err(|e| e.to_string())?;
     println!("\n{text}");
     Ok(())
+}
+
+/// The shapes named by `ids`, in the order given, each once; `custom` and unknown ids are
+/// not shapes of the matrix.
+fn chosen_shapes(ids: &[String]) -> Vec<Shape> {
+    let mut chosen: Vec<Shape> = Vec::new();
+    for id in ids {
+        if let Some(shape) = SHAPES.iter().find(|s| s.id == id)
+            && !chosen.iter().any(|c| c.id == shape.id)
+        {
+            chosen.push(*shape);
+        }
+    }
+    chosen
 }
 
 async fn run_shape(args: &Args, shape: Shape) -> Result<ShapeResult, String> {
@@ -414,12 +450,13 @@ async fn run_shape(args: &Args, shape: Shape) -> Result<ShapeResult, String> {
                 server_percent: server_log.slow_statements(fill_window)? as f64
                     / (2.0 * transactions)
                     * 100.0,
+                transactions: in_fill.len(),
             }
         };
         println!(
-            "    over {} ms during the fill: {:.2}% of pgbench's transactions, {:.2}% of the \
-             statements' execution on the server",
-            args.slow_ms, slow.client_percent, slow.server_percent
+            "    over {} ms during the fill, pgbench's transactions / the statements' execution \
+             on the server: {slow}",
+            args.slow_ms
         );
         runs.push((measured, cpu, impact, slow));
     }
@@ -494,7 +531,7 @@ fn markdown(args: &Args, results: &[ShapeResult]) -> String {
         for (run, cpu, _, slow) in &result.runs {
             let _ = writeln!(
                 text,
-                "| ({}) | {} | {:.0} | {:.1} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} | {:.0}% | {:.1} / {:.1} / {:.1} ({:.0}) | {:.2}% / {:.2}% |",
+                "| ({}) | {} | {:.0} | {:.1} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} | {:.0}% | {:.1} / {:.1} / {:.1} ({:.0}) | {} |",
                 result.shape.id,
                 run.name,
                 run.baseline_tps,
@@ -510,8 +547,7 @@ fn markdown(args: &Args, results: &[ShapeResult]) -> String {
                 cpu.pgbench,
                 cpu.runner,
                 cpu.seconds,
-                slow.client_percent,
-                slow.server_percent
+                slow
             );
         }
     }
@@ -556,5 +592,35 @@ pub fn parse_shape(text: &str) -> Result<String, String> {
         Err(format!(
             "unknown shape `{text}`: a, b, c, d, e, f, or custom"
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shapes_run_in_the_order_given_each_once() {
+        let ids: Vec<String> = ["f", "a", "f", "custom", "c"]
+            .iter()
+            .map(|id| (*id).to_owned())
+            .collect();
+        let order: Vec<&str> = chosen_shapes(&ids).iter().map(|s| s.id).collect();
+        assert_eq!(order, ["f", "a", "c"]);
+    }
+
+    #[test]
+    fn a_fill_of_few_transactions_has_no_slow_share() {
+        let few = SlowShare {
+            client_percent: 0.0,
+            server_percent: 125.0,
+            transactions: 4,
+        };
+        assert_eq!(few.to_string(), "n/a (4 transactions)");
+        let many = SlowShare {
+            transactions: 1000,
+            ..few
+        };
+        assert_eq!(many.to_string(), "0.00% / 125.00%");
     }
 }
