@@ -161,7 +161,7 @@ async fn run_statements(
                     &[
                         &lock_timeout,
                         &statement_timeout,
-                        &crate::runtime::RUN_FLUSH_AFTER,
+                        &crate::runtime::session::RUN_FLUSH_AFTER,
                     ],
                 ),
             )
