@@ -65,9 +65,9 @@ async fn fill(client: &Client, key_expr: &str, rows: u32) {
         .unwrap();
 }
 
-/// Every row updated exactly once and the backfill verified.
-/// Every row updated once, by a batch of a session that writes its pages out as it goes
-/// (`backend_flush_after`, the migration's session and the workers' alike).
+/// Every row updated exactly once, by a session that writes its pages out as it goes
+/// (`backend_flush_after`, the migration's session and the workers' alike), and the backfill
+/// verified.
 async fn assert_done_once(client: &Client, rows: i64) {
     let row = client
         .query_one(

@@ -28,8 +28,8 @@ use super::error::RuntimeError;
 /// `backend_flush_after` for the run's sessions (the migration's and the backfill workers').
 /// A backfill or a table rewrite dirties pages the server evicts through the session that
 /// needs the buffer; by default (0) those writes sit in the kernel's page cache until its
-/// periodic writeback sends them out in one burst, and the application's commits and reads
-/// queue behind it (on a table larger than `shared_buffers` a p99 spike every 30 s). With
+/// periodic writeback sends them out in one burst, and the application's statements queue
+/// behind it (on a table larger than `shared_buffers` a p99 spike every 30 s). With
 /// this the kernel is asked to write them as they go, the checkpointer's own default.
 /// <https://www.postgresql.org/docs/15/runtime-config-resource.html#GUC-BACKEND-FLUSH-AFTER>
 pub(crate) const RUN_FLUSH_AFTER: &str = "256kB";

@@ -184,70 +184,56 @@ async fn a_pooled_client_goes_back_as_it_came_after_up_and_after_a_failed_up() {
         .expect("cached statement");
 }
 
+/// Runs `up` of one migration that records `setting`, on a session whose caller set it to
+/// `callers`: what the migration saw, and the session's value after the run.
+async fn seen_and_after(
+    setting: &str,
+    callers: &str,
+    config: migrate_core::runtime::MigratorConfig,
+) -> (String, String) {
+    let db = database();
+    let client = client(db.url()).await;
+    client
+        .query_one("SELECT set_config($1, $2, false)", &[&setting, &callers])
+        .await
+        .expect("caller's setting");
+    let records = format!(
+        "CREATE TABLE IF NOT EXISTS seen_setting AS SELECT current_setting('{setting}') AS value"
+    );
+    let migrations = set(vec![tx(1, "seen_setting", &[records.as_str()], &[])]);
+    Migrator::new(&migrations, config)
+        .expect("config")
+        .up(&client, UpTo::All)
+        .await
+        .expect("up");
+    let seen: String = client
+        .query_one("SELECT value FROM seen_setting", &[])
+        .await
+        .expect("recorded")
+        .get(0);
+    let after: String = client
+        .query_one("SELECT current_setting($1)", &[&setting])
+        .await
+        .expect("setting")
+        .get(0);
+    (seen, after)
+}
+
 #[tokio::test]
 async fn index_builds_run_on_one_core_by_default_and_the_callers_setting_comes_back() {
-    const RECORDS_WORKERS: &[&str] = &["CREATE TABLE IF NOT EXISTS seen_workers AS SELECT \
-        current_setting('max_parallel_maintenance_workers') AS workers"];
     // (the run's setting, what the migration sees); the caller's own is 3.
     for (index_build_workers, expected) in [(Some(0), "0"), (Some(4), "4"), (None, "3")] {
-        let db = database();
-        let client = client(db.url()).await;
-        client
-            .batch_execute("SET max_parallel_maintenance_workers = 3")
-            .await
-            .expect("caller's setting");
-        let migrations = set(vec![tx(1, "seen_workers", RECORDS_WORKERS, &[])]);
         let mut config = config();
         config.index_build_workers = index_build_workers;
-        Migrator::new(&migrations, config)
-            .expect("config")
-            .up(&client, UpTo::All)
-            .await
-            .expect("up");
-        let seen: String = client
-            .query_one("SELECT workers FROM seen_workers", &[])
-            .await
-            .expect("recorded")
-            .get(0);
+        let (seen, after) = seen_and_after("max_parallel_maintenance_workers", "3", config).await;
         assert_eq!(seen, expected, "{index_build_workers:?}");
-        let after: String = client
-            .query_one(
-                "SELECT current_setting('max_parallel_maintenance_workers')",
-                &[],
-            )
-            .await
-            .expect("setting")
-            .get(0);
         assert_eq!(after, "3", "the caller's setting is back");
     }
 }
 
 #[tokio::test]
 async fn the_runs_writes_are_flushed_as_they_go_and_the_callers_setting_comes_back() {
-    const RECORDS_FLUSH: &[&str] = &["CREATE TABLE IF NOT EXISTS seen_flush AS SELECT \
-        current_setting('backend_flush_after') AS flush_after"];
-    let db = database();
-    let client = client(db.url()).await;
-    client
-        .batch_execute("SET backend_flush_after = '64kB'")
-        .await
-        .expect("caller's setting");
-    let migrations = set(vec![tx(1, "seen_flush", RECORDS_FLUSH, &[])]);
-    Migrator::new(&migrations, config())
-        .expect("config")
-        .up(&client, UpTo::All)
-        .await
-        .expect("up");
-    let seen: String = client
-        .query_one("SELECT flush_after FROM seen_flush", &[])
-        .await
-        .expect("recorded")
-        .get(0);
+    let (seen, after) = seen_and_after("backend_flush_after", "64kB", config()).await;
     assert_eq!(seen, "256kB", "what the migration ran with");
-    let after: String = client
-        .query_one("SELECT current_setting('backend_flush_after')", &[])
-        .await
-        .expect("setting")
-        .get(0);
     assert_eq!(after, "64kB", "the caller's setting is back");
 }
