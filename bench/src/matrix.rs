@@ -217,6 +217,15 @@ fn chosen_shapes(ids: &[String]) -> Vec<Shape> {
     chosen
 }
 
+/// Where shape (f)'s standby keeps its data: `--replica-folder`, else `/dev/shm` (a tmpfs,
+/// off the primary's disk) where it exists, else the system's temporary folder.
+fn replica_folder(args: &Args) -> Option<std::path::PathBuf> {
+    let tmpfs = std::path::Path::new("/dev/shm");
+    args.replica_folder
+        .clone()
+        .or_else(|| tmpfs.is_dir().then(|| tmpfs.to_path_buf()))
+}
+
 async fn run_shape(args: &Args, shape: Shape) -> Result<ShapeResult, String> {
     let cluster = ScratchCluster::start().map_err(|e| format!("starting PostgreSQL: {e}"))?;
     let server_log = crate::slow::ServerLog::new(args.slow_ms)?;
@@ -241,7 +250,11 @@ async fn run_shape(args: &Args, shape: Shape) -> Result<ShapeResult, String> {
     cluster.start_server_again().map_err(|e| e.to_string())?;
     // Before the table: the base backup is small, the table streams to it.
     let replica = if shape.replica {
-        Some(cluster.start_replica().map_err(|e| e.to_string())?)
+        Some(
+            cluster
+                .start_replica_under(replica_folder(args).as_deref())
+                .map_err(|e| e.to_string())?,
+        )
     } else {
         None
     };
@@ -518,6 +531,16 @@ fn markdown(args: &Args, results: &[ShapeResult]) -> String {
         args.rows,
         args.load_percent,
     );
+    if results.iter().any(|r| r.shape.replica) {
+        let _ = writeln!(
+            text,
+            "Shape (f)'s standby keeps its data in {} (`--replica-folder`).\n",
+            replica_folder(args).map_or_else(
+                || "the system's temporary folder, on the primary's disk".to_owned(),
+                |folder| format!("`{}`", folder.display())
+            )
+        );
+    }
     let _ = writeln!(
         text,
         "| shape | run | baseline TPS | baseline p99 ms | s at 0 TPS | p99 ms during | p99 ms during fill | TPS drop % | duration s | rows/s | vs bulk | CPU s: server / pgbench / runner (over s) | over {} ms in the fill: pgbench tx / statements' execution |",

@@ -110,7 +110,8 @@ impl ScratchCluster {
     ) -> Result<ScratchCluster, ScratchError> {
         let version = binaries.version()?;
         let run_as = RunAs::for_current_process()?;
-        let (root, data_dir, socket_dir) = cluster_folder("migrate-scratch-", run_as.as_ref())?;
+        let (root, data_dir, socket_dir) =
+            cluster_folder("migrate-scratch-", run_as.as_ref(), None)?;
         let launcher = Launcher {
             run_as,
             home: root.path().to_path_buf(),
@@ -165,14 +166,28 @@ impl ScratchCluster {
     /// `application_name` in `pg_stat_replication`, since `primary_conninfo` sets none
     /// (<https://www.postgresql.org/docs/15/runtime-config-replication.html#GUC-SYNCHRONOUS-STANDBY-NAMES>).
     pub fn start_replica(&self) -> Result<ScratchCluster, ScratchError> {
+        self.start_replica_under(None)
+    }
+
+    /// [`ScratchCluster::start_replica`], with the standby's folder under `parent` instead
+    /// of the system's temporary folder: a benchmark puts it on another file system (e.g. a
+    /// tmpfs) so that the standby's writes do not queue with the primary's on one disk, as
+    /// a standby on its own machine's disk would not.
+    pub fn start_replica_under(
+        &self,
+        parent: Option<&Path>,
+    ) -> Result<ScratchCluster, ScratchError> {
         let number = self.replicas.fetch_add(1, Ordering::Relaxed);
         let name = format!(
             "scratch_replica_{}_{}_{number}",
             std::process::id(),
             self.port
         );
-        let (root, data_dir, socket_dir) =
-            cluster_folder("migrate-scratch-replica-", self.launcher.run_as.as_ref())?;
+        let (root, data_dir, socket_dir) = cluster_folder(
+            "migrate-scratch-replica-",
+            self.launcher.run_as.as_ref(),
+            parent,
+        )?;
         let launcher = Launcher {
             run_as: self.launcher.run_as.clone(),
             home: root.path().to_path_buf(),
@@ -478,11 +493,15 @@ impl Drop for ScratchCluster {
 fn cluster_folder(
     prefix: &str,
     run_as: Option<&RunAs>,
+    parent: Option<&Path>,
 ) -> Result<(tempfile::TempDir, PathBuf, PathBuf), ScratchError> {
-    let root = tempfile::Builder::new()
-        .prefix(prefix)
-        .tempdir()
-        .map_err(io_error("creating the scratch folder"))?;
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(prefix);
+    let root = match parent {
+        Some(parent) => builder.tempdir_in(parent),
+        None => builder.tempdir(),
+    }
+    .map_err(io_error("creating the scratch folder"))?;
     let data_dir = root.path().join("data");
     let socket_dir = root.path().join("socket");
     fs::create_dir(&socket_dir).map_err(io_error("creating the socket folder"))?;
