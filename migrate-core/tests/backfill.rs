@@ -122,6 +122,8 @@ async fn a_killed_backfill_resumes_from_its_last_key() {
 
 /// The pass skips the row the application holds locked; the count after it lists that row,
 /// and the sweep waits for its lock and fills only it: one batch, not every key again.
+/// A batch first updates its whole key range in one statement that waits 5 ms at most for a
+/// row lock; the range with the locked row falls back to the batch that skips it.
 #[tokio::test]
 async fn a_row_locked_by_the_application_is_done_by_the_sweep() {
     let db = database();
@@ -130,8 +132,16 @@ async fn a_row_locked_by_the_application_is_done_by_the_sweep() {
     let client = client(db.url()).await;
     let migrator = Migrator::new(&migrations, config()).unwrap();
     migrator.up(&client, UpTo::Version(1)).await.unwrap();
+    // Each row records the lock wait of the transaction that filled it: 5 ms for a whole
+    // range's statement, the session's own for the batch that skips locked rows.
     client
-        .batch_execute("INSERT INTO items (id, v) SELECT g, g FROM generate_series(1, 500) g")
+        .batch_execute(
+            "ALTER TABLE items ADD COLUMN filled_with_wait text;\n\
+             CREATE FUNCTION record_wait() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN NEW.filled_with_wait := current_setting('lock_timeout'); RETURN NEW; END $$;\n\
+             CREATE TRIGGER record_wait BEFORE UPDATE ON items FOR EACH ROW EXECUTE FUNCTION record_wait();\n\
+             INSERT INTO items (id, v) SELECT g, g FROM generate_series(1, 500) g",
+        )
         .await
         .unwrap();
 
@@ -179,7 +189,10 @@ async fn a_row_locked_by_the_application_is_done_by_the_sweep() {
     loop {
         let waiting = scalar_i64(
             &observer,
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'migrate-test' AND wait_event_type = 'Lock'",
+            // The sweep's statement, which locks rows before updating them; a whole range's
+            // statement waits for the lock too, but 5 ms at most.
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'migrate-test' \
+             AND wait_event_type = 'Lock' AND query LIKE '%FOR UPDATE)%'",
         )
         .await;
         if waiting > 0 {
@@ -209,6 +222,29 @@ async fn a_row_locked_by_the_application_is_done_by_the_sweep() {
     );
     // Five batches of 100 keys, the first missing the locked row, then the sweep's one.
     assert_eq!(*batches.lock().unwrap(), [99, 199, 299, 399, 499, 500]);
+    // The first range met the lock and fell back; the others were one statement each.
+    let waits: Vec<(String, String, i64)> = observer
+        .query(
+            "SELECT CASE WHEN id = 42 THEN 'locked' WHEN id <= 100 THEN 'first range' \
+             ELSE 'other ranges' END, filled_with_wait, count(*) FROM items GROUP BY 1, 2 ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1), row.get(2)))
+        .collect();
+    // The migration session's own lock wait, as `up` set it.
+    let session_wait = waits[0].1.clone();
+    assert_ne!(session_wait, "5ms");
+    assert_eq!(
+        waits,
+        [
+            ("first range".to_owned(), session_wait.clone(), 99),
+            ("locked".to_owned(), session_wait, 1),
+            ("other ranges".to_owned(), "5ms".to_owned(), 400),
+        ]
+    );
 }
 
 #[tokio::test]
@@ -576,6 +612,21 @@ async fn a_batch_on_a_column_without_statistics_reads_the_key_index_only() {
         .unwrap()
         .get(0);
     assert_eq!(end, "51000");
+    let range_plan: String = client
+        .query(
+            &format!("EXPLAIN {}", batches.range_sql),
+            &[&after, &Some(end.as_str())],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get::<_, String>(0) + "\n")
+        .collect();
+    assert!(!range_plan.contains("Seq Scan"), "{range_plan}");
+    assert!(
+        range_plan.contains("Index Scan using users_pkey"),
+        "{range_plan}"
+    );
     for sql in [&batches.batch_sql, &batches.sweep_sql] {
         let plan: String = client
             .query(

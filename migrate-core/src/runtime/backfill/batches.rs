@@ -44,6 +44,12 @@ const MAX_SWEEPS: u32 = 10;
 /// The most keys the count after a pass lists: when it lists every row still pending, the
 /// sweep takes only those rows (the few a pass skipped as locked), not every key again.
 const MAX_LISTED_KEYS: i32 = 10_000;
+/// How long a batch over a whole key range (`BatchedUpdate::range_sql`, no row locked
+/// first) waits for a row the application holds locked before it gives the range up to the
+/// batch that skips locked rows. The rows it already changed stay locked while it waits, so
+/// the wait is what it can add to an application's transaction that needs one of them:
+/// a few milliseconds, within the batch's own busy target.
+const RANGE_LOCK_WAIT: &str = "5ms";
 
 /// What paces the batches: the controller's settings, the second connection it watches the
 /// server on, the flags table holding the operator's pause, and where it reports.
@@ -272,6 +278,7 @@ async fn run_statements(
                     size,
                     round,
                     runner.run_round(
+                        &batches.range_sql,
                         &batches.batch_sql,
                         &connections,
                         &ranges,
@@ -693,13 +700,15 @@ impl BatchRunner<'_> {
         let range_end = self
             .range_end(range_end_sql, after, bound, batch_size)
             .await?;
-        self.run_range(self.client, sql, after, range_end, bound, batch_size)
+        self.run_range(self.client, None, sql, after, range_end, bound, batch_size)
             .await
     }
 
-    /// The batches of a round at once, batch `i` over `ranges[i]` on `connections[i]`.
+    /// The batches of a round at once, batch `i` over `ranges[i]` on `connections[i]`: a
+    /// full range as `range_sql` first, else (or when a row lock held that up) as `sql`.
     async fn run_round(
         &self,
+        range_sql: &str,
         sql: &str,
         connections: &[&Client],
         ranges: &[(Option<String>, Option<String>)],
@@ -710,6 +719,7 @@ impl BatchRunner<'_> {
             |((after, end), connection)| {
                 self.run_range(
                     connection,
+                    Some(range_sql),
                     sql,
                     after.as_deref(),
                     end.clone(),
@@ -745,28 +755,42 @@ impl BatchRunner<'_> {
     }
 
     /// One batch over `after..range_end` (or `after..bound`, at most `batch_size` keys,
-    /// when `range_end` is `None`) on `connection`.
+    /// when `range_end` is `None`) on `connection`: a full range as `range_sql` when given
+    /// and no row lock holds it up longer than `RANGE_LOCK_WAIT`, else as `sql`.
+    #[allow(clippy::too_many_arguments)]
     async fn run_range(
         &self,
         connection: &Client,
+        range_sql: Option<&str>,
         sql: &str,
         after: Option<&str>,
         range_end: Option<String>,
         bound: Option<&str>,
         batch_size: i64,
     ) -> Result<BatchOutcome, RuntimeError> {
-        let batch_bound = range_end.as_deref().or(bound);
-        let (row, attempts) = self
-            .execute(
-                connection,
-                sql,
-                &[
-                    (&after, Type::TEXT),
-                    (&batch_size, Type::INT8),
-                    (&batch_bound, Type::TEXT),
-                ],
-            )
-            .await?;
+        let whole_range = match (range_sql, range_end.as_deref()) {
+            (Some(range_sql), Some(end)) => {
+                self.run_whole_range(connection, range_sql, after, end)
+                    .await?
+            }
+            _ => None,
+        };
+        let (row, attempts) = match whole_range {
+            Some(row) => (row, 1),
+            None => {
+                let batch_bound = range_end.as_deref().or(bound);
+                self.execute(
+                    connection,
+                    sql,
+                    &[
+                        (&after, Type::TEXT),
+                        (&batch_size, Type::INT8),
+                        (&batch_bound, Type::TEXT),
+                    ],
+                )
+                .await?
+            }
+        };
         let (updated, batch_last_key, still_pending) = batch_row(&row);
         let upper = range_end.as_deref().or(batch_last_key.as_deref());
         let stuck_keys = self.stuck_keys(still_pending, after, upper).await?;
@@ -784,6 +808,59 @@ impl BatchRunner<'_> {
             stuck_keys,
             attempts,
         })
+    }
+
+    /// The batch over `after..=end` as one statement (`range_sql`) in its own transaction,
+    /// whose lock wait is `RANGE_LOCK_WAIT`; `None` when a row lock held it that long (the
+    /// transaction rolled back: nothing changed), for the caller to run the batch that
+    /// skips locked rows. Begin, batch and commit go in one round trip: tokio-postgres
+    /// sends requests in the order their futures are first polled, and a COMMIT after a
+    /// failed statement ends the transaction as a ROLLBACK.
+    async fn run_whole_range(
+        &self,
+        connection: &Client,
+        range_sql: &str,
+        after: Option<&str>,
+        end: &str,
+    ) -> Result<Option<tokio_postgres::Row>, RuntimeError> {
+        let (migration, statement) = (self.migration, self.statement);
+        let params: [(&(dyn ToSql + Sync), Type); 2] = [(&after, Type::TEXT), (&end, Type::TEXT)];
+        // `SET LOCAL`: the wait ends with the transaction.
+        let begin = format!("BEGIN; SET LOCAL lock_timeout = '{RANGE_LOCK_WAIT}'");
+        let (begun, batch, ended) = within(
+            self.settings.limits.statement,
+            "running a backfill batch",
+            async {
+                tokio::join!(
+                    connection.batch_execute(&begin),
+                    connection.query_typed_one(range_sql, &params),
+                    connection.batch_execute("COMMIT"),
+                )
+            },
+        )
+        .await?;
+        let failed = |error| statement_error(migration, Some(statement), 1, error);
+        begun.map_err(failed)?;
+        let row = match batch {
+            Ok(row) => row,
+            Err(error) if is_lock_timeout(&error) => {
+                ended.map_err(failed)?;
+                tracing::debug!(
+                    version = migration.version,
+                    after,
+                    end,
+                    wait = RANGE_LOCK_WAIT,
+                    "a row of the batch's range is locked; the batch skips the locked rows"
+                );
+                return Ok(None);
+            }
+            Err(error) => {
+                let error = failed(error);
+                return Err(name_blockers(connection, error, migration, &[statement]).await);
+            }
+        };
+        ended.map_err(failed)?;
+        Ok(Some(row))
     }
 
     /// One sweep batch of the rows with `keys` (`keys_sweep_sql`), on the migration's
