@@ -39,6 +39,11 @@
 //! locks; skipped rows are caught by the final sweeps, which use [`BatchedUpdate::sweep_sql`]:
 //! the same statement waiting for row locks (bounded by `lock_timeout`).
 //!
+//! A batch over a whole key range (both ends known) runs first as
+//! [`BatchedUpdate::range_sql`]: one `UPDATE "t" SET ... WHERE "id" > $1 AND "id" <= $2 AND
+//! (<pending>)` with the same three outputs, no row locked first; the runner gives it a short
+//! lock wait and, when a row lock outlasts that, runs the range as the batch above instead.
+//!
 //! A `DELETE FROM t WHERE <pending>` (a purge) runs the same batches with
 //! `migrate_updated AS (DELETE FROM "t" USING migrate_batch WHERE "t"."id" =
 //! migrate_batch.migrate_key AND (<pending>) RETURNING false AS migrate_still_pending)`: a
