@@ -327,15 +327,19 @@ RETURNING {key} AS migrate_key, false AS migrate_still_pending"
             ),
         ),
     };
-    let range = format!(
-        "WITH migrate_updated AS ({change_in_range}) \
-SELECT (SELECT count(*) FROM migrate_updated), \
-(SELECT migrate_key::text FROM migrate_updated ORDER BY migrate_key DESC LIMIT 1), \
+    // The three outputs of every batch form; `keys` is where its last key is read from.
+    let outcome_from = |keys: &str| {
+        format!(
+            "SELECT (SELECT count(*) FROM migrate_updated), \
+(SELECT migrate_key::text FROM {keys} ORDER BY {keys}.migrate_key DESC LIMIT 1), \
 (SELECT count(*) FROM migrate_updated WHERE migrate_still_pending IS TRUE)"
+        )
+    };
+    let range = format!(
+        "WITH migrate_updated AS ({change_in_range}) {}",
+        outcome_from("migrate_updated")
     );
-    let outcome = "SELECT (SELECT count(*) FROM migrate_updated), \
-(SELECT migrate_key::text FROM migrate_batch ORDER BY migrate_batch.migrate_key DESC LIMIT 1), \
-(SELECT count(*) FROM migrate_updated WHERE migrate_still_pending IS TRUE)";
+    let outcome = outcome_from("migrate_batch");
     let batch = |locking: &str| {
         format!(
             "WITH migrate_batch(migrate_key) AS (SELECT {key} FROM {table} \
@@ -486,7 +490,7 @@ WHERE ($1::text IS NULL OR \"id\" > $1::text::bigint) AND \"id\" <= $2::text::bi
 AND (email_normalized IS NULL) \
 RETURNING \"id\" AS migrate_key, (email_normalized IS NULL) AS migrate_still_pending) \
 SELECT (SELECT count(*) FROM migrate_updated), \
-(SELECT migrate_key::text FROM migrate_updated ORDER BY migrate_key DESC LIMIT 1), \
+(SELECT migrate_key::text FROM migrate_updated ORDER BY migrate_updated.migrate_key DESC LIMIT 1), \
 (SELECT count(*) FROM migrate_updated WHERE migrate_still_pending IS TRUE)"
         );
     }

@@ -842,25 +842,24 @@ impl BatchRunner<'_> {
         let failed = |error| statement_error(migration, Some(statement), 1, error);
         begun.map_err(failed)?;
         let row = match batch {
-            Ok(row) => row,
-            Err(error) if is_lock_timeout(&error) => {
-                ended.map_err(failed)?;
-                tracing::debug!(
-                    version = migration.version,
-                    after,
-                    end,
-                    wait = RANGE_LOCK_WAIT,
-                    "a row of the batch's range is locked; the batch skips the locked rows"
-                );
-                return Ok(None);
-            }
+            Ok(row) => Some(row),
+            Err(error) if is_lock_timeout(&error) => None,
             Err(error) => {
                 let error = failed(error);
                 return Err(name_blockers(connection, error, migration, &[statement]).await);
             }
         };
         ended.map_err(failed)?;
-        Ok(Some(row))
+        if row.is_none() {
+            tracing::debug!(
+                version = migration.version,
+                after,
+                end,
+                wait = RANGE_LOCK_WAIT,
+                "a row of the batch's range is locked; the batch skips the locked rows"
+            );
+        }
+        Ok(row)
     }
 
     /// One sweep batch of the rows with `keys` (`keys_sweep_sql`), on the migration's
