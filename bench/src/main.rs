@@ -87,6 +87,10 @@ struct Args {
     /// the runner's default (75): what a faster backfill costs the application.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100))]
     max_cpu_percent: Option<u32>,
+    /// The runner leaves the table's dead rows to autovacuum (`backfill_vacuum` off) instead
+    /// of vacuuming the table itself as its batches go: what that costs the application.
+    #[arg(long)]
+    no_backfill_vacuum: bool,
     /// Also writes, per run of the matrix, `timeline-<shape>-<run>.csv` under `--out`: each
     /// second's transactions, p99 and slowest latency, WAL written and checkpoints begun.
     #[arg(long)]
@@ -164,6 +168,9 @@ async fn main() -> std::process::ExitCode {
     }
     if let Some(percent) = args.max_cpu_percent {
         config.backfill.max_cpu_percent = percent;
+    }
+    if args.no_backfill_vacuum {
+        config.backfill.vacuum = false;
     }
     let _ = RUNNER_CONFIG.set(config);
     if args.trace {

@@ -521,6 +521,11 @@ fn markdown(args: &Args, results: &[ShapeResult]) -> String {
             args.max_cpu_percent
                 .map(|percent| format!("--max-cpu-percent {percent}"))
                 .unwrap_or_default(),
+            if args.no_backfill_vacuum {
+                "--no-backfill-vacuum".to_owned()
+            } else {
+                String::new()
+            },
         ]
         .into_iter()
         .filter(|part| !part.is_empty())

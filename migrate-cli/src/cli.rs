@@ -262,6 +262,22 @@ pub(crate) struct BackfillArgs {
     /// disables it [default: 10m].
     #[arg(long, value_name = "DURATION|off", value_parser = parse_replica_lag_limit)]
     pub backfill_max_xact_age: Option<ReplicaLagLimit>,
+
+    /// Whether the backfill vacuums its table itself, each time its batches have changed
+    /// half of autovacuum's threshold for it: paced like autovacuum, but its writes reach
+    /// the disk as it goes, where an autovacuum worker's reach it in one burst that stalls
+    /// the application's commits; the freed space takes the next batches' rows, so the table
+    /// does not double. `off` leaves the dead rows to autovacuum [default: on].
+    #[arg(long, value_name = "on|off", value_parser = parse_on_off)]
+    pub backfill_vacuum: Option<bool>,
+}
+
+fn parse_on_off(text: &str) -> Result<bool, String> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "on" | "true" => Ok(true),
+        "off" | "false" => Ok(false),
+        _ => Err(format!("invalid value `{text}`: expected `on` or `off`")),
+    }
 }
 
 /// `--backfill-autovacuum`.
@@ -634,6 +650,7 @@ impl BackfillArgs {
             .or(self.backfill_max_wal_backlog);
         self.backfill_autovacuum = later.backfill_autovacuum.or(self.backfill_autovacuum);
         self.backfill_max_xact_age = later.backfill_max_xact_age.or(self.backfill_max_xact_age);
+        self.backfill_vacuum = later.backfill_vacuum.or(self.backfill_vacuum);
         self.backfill_workers = later.backfill_workers.or(self.backfill_workers);
         self.backfill_server_cpus = later.backfill_server_cpus.or(self.backfill_server_cpus);
         self.backfill_max_cpu_percent = later

@@ -160,6 +160,9 @@ impl Config {
         if let Some(limit) = backfill.backfill_max_xact_age {
             migrator.backfill.max_transaction_age = limit.0;
         }
+        if let Some(vacuum) = backfill.backfill_vacuum {
+            migrator.backfill.vacuum = vacuum;
+        }
         if let Some(workers) = backfill.backfill_workers {
             migrator.backfill.max_workers = workers;
         }

@@ -148,6 +148,7 @@ fn the_readme_states_the_backfill_controller_defaults() {
         server_cpus,
         max_cpu_percent,
         max_workers,
+        vacuum,
     } = BackfillControl::default();
     let readme = read("README.md");
     let mut documented = Vec::new();
@@ -201,12 +202,13 @@ fn the_readme_states_the_backfill_controller_defaults() {
                 "server_cpus" => assert_eq!(value, format!("`{server_cpus:?}`"), "{stale}"),
                 "max_workers" => assert_eq!(value, max_workers.to_string(), "{stale}"),
                 "max_cpu_percent" => assert_eq!(value, max_cpu_percent.to_string(), "{stale}"),
+                "vacuum" => assert_eq!(value, vacuum.to_string(), "{stale}"),
                 other => panic!("README documents `{other}`, which BackfillControl lacks"),
             }
             documented.push(field.to_owned());
         }
     }
-    assert_eq!(documented.len(), 17, "every field once: {documented:?}");
+    assert_eq!(documented.len(), 18, "every field once: {documented:?}");
 }
 
 /// A default as the CLI documents it.

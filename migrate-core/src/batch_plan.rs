@@ -112,6 +112,18 @@ pub struct BatchedUpdate {
     pub pending_keys_sql: String,
     /// Counts the pending rows whose key is NULL: batches go by key and never reach them.
     pub null_key_rows_sql: String,
+    /// What the backfill's own vacuum of the table goes by, in one row: the table's estimated
+    /// rows (float8, -1 before the first ANALYZE), its autovacuum threshold and scale factor
+    /// (float8, the table's own storage parameters first, then the server's), whether
+    /// autovacuum runs on it at all (bool), whether this role may vacuum it (bool: the owner's
+    /// privileges, which superusers have), then, as text, autovacuum's cost delay and cost
+    /// limit (the limit resolved from `vacuum_cost_limit` when -1), and the session's own
+    /// `vacuum_cost_delay` and `vacuum_cost_limit`, to put back after.
+    pub vacuum_plan_sql: String,
+    /// `VACUUM (SKIP_LOCKED, TRUNCATE false)` of the table: skipped at once when another
+    /// vacuum holds it, and never the end-of-table truncation, which takes an `ACCESS
+    /// EXCLUSIVE` lock (and replays it on every standby).
+    pub vacuum_sql: String,
 }
 
 /// Why a backfill statement cannot be run in keyed batches. The build reports these
@@ -395,6 +407,31 @@ ORDER BY {table}.{key} LIMIT 5"
         null_key_rows_sql: format!(
             "SELECT count(*) FROM {table} WHERE {key} IS NULL AND ({pending})"
         ),
+        vacuum_plan_sql: {
+            let option = |name: &str| {
+                format!(
+                    "(SELECT option_value FROM pg_options_to_table(c.reloptions) \
+WHERE option_name = '{name}')"
+                )
+            };
+            format!(
+                "SELECT c.reltuples::float8, \
+coalesce({}, current_setting('autovacuum_vacuum_threshold'))::float8, \
+coalesce({}, current_setting('autovacuum_vacuum_scale_factor'))::float8, \
+current_setting('autovacuum')::bool AND coalesce({}::bool, true), \
+pg_has_role(c.relowner, 'USAGE'), \
+current_setting('autovacuum_vacuum_cost_delay'), \
+CASE current_setting('autovacuum_vacuum_cost_limit') WHEN '-1' \
+THEN current_setting('vacuum_cost_limit') ELSE current_setting('autovacuum_vacuum_cost_limit') END, \
+current_setting('vacuum_cost_delay'), current_setting('vacuum_cost_limit') \
+FROM pg_class c WHERE c.oid = '{}'::regclass",
+                option("autovacuum_vacuum_threshold"),
+                option("autovacuum_vacuum_scale_factor"),
+                option("autovacuum_enabled"),
+                table.replace('\'', "''")
+            )
+        },
+        vacuum_sql: format!("VACUUM (SKIP_LOCKED, TRUNCATE false) {table}"),
     })
 }
 
@@ -657,6 +694,25 @@ INSERT INTO orders SELECT g, NULL FROM generate_series(1, 5) g;",
         )
         .unwrap();
         assert_eq!(run(&planned.remaining_sql), "5");
+        // The vacuum's settings come from the table's own storage parameters first.
+        run(
+            "ALTER TABLE orders SET (autovacuum_vacuum_scale_factor = 0.01, autovacuum_enabled = off)",
+        );
+        let vacuum_plan: Vec<String> = run(&planned.vacuum_plan_sql)
+            .split('|')
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(vacuum_plan.len(), 9, "{vacuum_plan:?}");
+        assert_eq!(
+            (
+                &*vacuum_plan[1],
+                &*vacuum_plan[2],
+                &*vacuum_plan[3],
+                &*vacuum_plan[4]
+            ),
+            ("50", "0.01", "f", "t")
+        );
+        run(&planned.vacuum_sql);
         // `table="App"."Orders" key="Id"`.
         let exact = qualified(Some("App"), "Orders", "Id");
         assert_eq!(run(&key_type_sql(&exact)), "integer");
@@ -667,6 +723,12 @@ INSERT INTO orders SELECT g, NULL FROM generate_series(1, 5) g;",
         )
         .unwrap();
         assert_eq!(run(&planned.remaining_sql), "3");
+        assert_eq!(
+            planned.vacuum_sql,
+            "VACUUM (SKIP_LOCKED, TRUNCATE false) \"App\".\"Orders\""
+        );
+        run(&planned.vacuum_sql);
+        assert_eq!(run(&planned.vacuum_plan_sql).split('|').nth(3), Some("t"));
     }
 
     #[test]

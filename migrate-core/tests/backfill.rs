@@ -764,3 +764,110 @@ async fn rows_with_a_null_key_are_named_as_the_cause() {
         assert!(!detail.contains("resumes"), "{detail}");
     }
 }
+
+/// The table's heap pages now.
+async fn heap_pages(client: &tokio_postgres::Client) -> i64 {
+    scalar_i64(
+        client,
+        "SELECT pg_relation_size('items') / current_setting('block_size')::bigint",
+    )
+    .await
+}
+
+/// What the backfill of version 2 stored as having held it.
+async fn stored_report(client: &tokio_postgres::Client) -> String {
+    client
+        .query_one(
+            "SELECT coalesce(report, '') FROM schema_migrations_backfill WHERE version = 2",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// 20,000 rows, analyzed (an estimate of the table's rows is what the vacuums go by), with
+/// `table_options` set on the table; then the backfill in batches of 1,000 under `config`.
+/// Returns the table's pages before and after.
+async fn backfill_20k(
+    client: &tokio_postgres::Client,
+    migrations: &Migrations,
+    table_options: Option<&str>,
+    config: migrate_core::runtime::MigratorConfig,
+) -> (i64, i64) {
+    up_to(client, migrations, 1).await;
+    client
+        .batch_execute(
+            "INSERT INTO items (id, v) SELECT g, g FROM generate_series(1, 20000) g; \
+             ANALYZE items",
+        )
+        .await
+        .unwrap();
+    if let Some(options) = table_options {
+        client
+            .batch_execute(&format!("ALTER TABLE items SET ({options})"))
+            .await
+            .unwrap();
+    }
+    let before = heap_pages(client).await;
+    Migrator::new(migrations, config)
+        .unwrap()
+        .up(client, UpTo::All)
+        .await
+        .unwrap();
+    assert_eq!(
+        scalar_i64(client, "SELECT count(*) FROM items WHERE v2 IS NULL").await,
+        0
+    );
+    (before, heap_pages(client).await)
+}
+
+#[tokio::test]
+async fn the_backfill_vacuums_its_table_as_it_goes_so_the_table_does_not_double() {
+    let db = database();
+    let dir = tempfile::tempdir().unwrap();
+    let migrations = write_set(dir.path(), 1000);
+    let client = client(db.url()).await;
+    // Autovacuum's threshold for 20,000 rows is 4,050 dead rows: a vacuum every 2,025 rows
+    // changed, whose freed space takes the next batches' new row versions. Without it every
+    // new version goes to a new page at the table's end.
+    let (before, after) = backfill_20k(&client, &migrations, None, config()).await;
+    assert!(
+        after * 2 < before * 3,
+        "the table grew from {before} to {after} pages"
+    );
+    let report = stored_report(&client).await;
+    assert!(report.contains("vacuuming the table"), "{report}");
+}
+
+#[tokio::test]
+async fn a_table_whose_autovacuum_is_off_or_a_run_told_not_to_is_left_unvacuumed() {
+    let dir = tempfile::tempdir().unwrap();
+    let migrations = write_set(dir.path(), 1000);
+    // The operator's own vacuums: autovacuum off for the table. Nothing else vacuums it
+    // either, so every new row version is on a page of its own.
+    let db = database();
+    let operators = client(db.url()).await;
+    let (before, after) = backfill_20k(
+        &operators,
+        &migrations,
+        Some("autovacuum_enabled = off"),
+        config(),
+    )
+    .await;
+    assert!(
+        after * 10 >= before * 19,
+        "the table grew from {before} to {after} pages"
+    );
+    let report = stored_report(&operators).await;
+    assert!(!report.contains("vacuuming"), "{report}");
+
+    // `--backfill-vacuum off`.
+    let db = database();
+    let told_not_to = client(db.url()).await;
+    let mut config = config();
+    config.backfill.vacuum = false;
+    backfill_20k(&told_not_to, &migrations, None, config).await;
+    let report = stored_report(&told_not_to).await;
+    assert!(!report.contains("vacuuming"), "{report}");
+}

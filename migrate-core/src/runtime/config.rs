@@ -141,6 +141,13 @@ pub struct BackfillControl {
     /// than this: the dead rows every batch leaves cannot be vacuumed until it ends. `None`
     /// turns it off. Default: 10 min.
     pub max_transaction_age: Option<Duration>,
+    /// Vacuum the table from the backfill's own session each time its batches have changed
+    /// half of autovacuum's threshold for it, paced like autovacuum but writing its pages out
+    /// as it goes (`backend_flush_after`), instead of leaving the dead rows to an autovacuum
+    /// worker whose writes reach the disk in one burst; the freed space also takes the next
+    /// batches' row versions. Left to autovacuum where it is off for the table or this role
+    /// does not own it. Default: true.
+    pub vacuum: bool,
 }
 
 /// Which autovacuum runs on a backfill's table pause the backfill.
@@ -177,6 +184,7 @@ impl Default for BackfillControl {
             max_wal_archive_backlog: Some(64),
             autovacuum: AutovacuumPause::Wraparound,
             max_transaction_age: Some(Duration::from_secs(10 * 60)),
+            vacuum: true,
         }
     }
 }

@@ -25,6 +25,7 @@ use tokio_postgres::Client;
 use tokio_postgres::types::{ToSql, Type};
 
 use crate::runtime::backfill::pace::{BackfillStatus, Pacer, ProgressRow};
+use crate::runtime::backfill::vacuum::{TableVacuum, VACUUMING};
 use crate::runtime::config::BackfillControl;
 use crate::runtime::state::flags::FlagStore;
 
@@ -239,6 +240,14 @@ async fn run_statements(
             settings.limits,
         )
         .await?;
+        let mut vacuum = TableVacuum::plan(
+            client,
+            &batches,
+            &spec.table_name(),
+            pace.control.vacuum,
+            settings.limits,
+        )
+        .await?;
         // Keyed pass: SKIP LOCKED, resumable from the stored cursor, up to the largest key
         // now (a writer inserting faster than the batches cannot keep it running).
         let bound = runner.upper_bound(&batches.upper_bound_sql).await?;
@@ -308,6 +317,10 @@ async fn run_statements(
             );
             if batch.finished {
                 break;
+            }
+            if vacuum.changed(batch.updated) {
+                let took = vacuum.run(client, settings.limits).await?;
+                pacer.throttle(VACUUMING, took);
             }
             pacer.rest().await;
         }

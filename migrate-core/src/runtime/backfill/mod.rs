@@ -8,6 +8,7 @@
 //! - `signals`: what the controller reads from PostgreSQL while batches run;
 //! - `stops`: the reasons to pause or abort before a batch (operator's pause, replica lag, ...);
 //! - `verify`: backfill status, and the check that no row still matches a statement's WHERE;
+//! - `vacuum`: the table vacuumed by the backfill itself as it goes, before autovacuum would;
 //! - `rerun`: running an applied backfill again (`migrate backfill rerun V`).
 
 pub(crate) mod batches;
@@ -16,6 +17,7 @@ pub(crate) mod pace;
 pub(crate) mod rerun;
 pub(crate) mod signals;
 pub(crate) mod stops;
+pub(crate) mod vacuum;
 pub mod verify;
 
 pub(crate) use batches::{PaceContext, plan_statement, run};

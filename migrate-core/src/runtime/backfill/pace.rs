@@ -325,7 +325,8 @@ impl<'a> Pacer<'a> {
         }
     }
 
-    fn throttle(&mut self, signal: &'static str, time: Duration) {
+    /// Counts `time` the backfill did not run batches for `signal`.
+    pub(crate) fn throttle(&mut self, signal: &'static str, time: Duration) {
         *self.throttled.entry(signal).or_default() += time;
     }
 

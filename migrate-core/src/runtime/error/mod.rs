@@ -746,7 +746,7 @@ impl RuntimeError {
 
 /// tokio-postgres renders a server error as just "db error"; show the server's message,
 /// its SQLSTATE and detail.
-fn db_error_text(error: &tokio_postgres::Error) -> String {
+pub(crate) fn db_error_text(error: &tokio_postgres::Error) -> String {
     match error.as_db_error() {
         Some(db) => {
             let mut text = format!("{} (SQLSTATE {})", db.message(), db.code().code());
