@@ -117,8 +117,10 @@ pub struct BatchedUpdate {
     /// (float8, the table's own storage parameters first, then the server's), whether
     /// autovacuum runs on it at all (bool), whether this role may vacuum it (bool: the owner's
     /// privileges, which superusers have), then, as text, autovacuum's cost delay and cost
-    /// limit (the limit resolved from `vacuum_cost_limit` when -1), and the session's own
-    /// `vacuum_cost_delay` and `vacuum_cost_limit`, to put back after.
+    /// limit (the limit resolved from `vacuum_cost_limit` when -1), the session's own
+    /// `vacuum_cost_delay` and `vacuum_cost_limit`, to put back after, and the cap on the
+    /// threshold (float8, `autovacuum_vacuum_max_threshold`, PostgreSQL 18+; NULL before 18
+    /// or when -1, no cap).
     pub vacuum_plan_sql: String,
     /// `VACUUM (SKIP_LOCKED, TRUNCATE false)` of the table: skipped at once when another
     /// vacuum holds it, and never the end-of-table truncation, which takes an `ACCESS
@@ -423,11 +425,13 @@ pg_has_role(c.relowner, 'USAGE'), \
 current_setting('autovacuum_vacuum_cost_delay'), \
 CASE current_setting('autovacuum_vacuum_cost_limit') WHEN '-1' \
 THEN current_setting('vacuum_cost_limit') ELSE current_setting('autovacuum_vacuum_cost_limit') END, \
-current_setting('vacuum_cost_delay'), current_setting('vacuum_cost_limit') \
+current_setting('vacuum_cost_delay'), current_setting('vacuum_cost_limit'), \
+nullif(coalesce({}, current_setting('autovacuum_vacuum_max_threshold', true)), '-1')::float8 \
 FROM pg_class c WHERE c.oid = '{}'::regclass",
                 option("autovacuum_vacuum_threshold"),
                 option("autovacuum_vacuum_scale_factor"),
                 option("autovacuum_enabled"),
+                option("autovacuum_vacuum_max_threshold"),
                 table.replace('\'', "''")
             )
         },
@@ -702,7 +706,7 @@ INSERT INTO orders SELECT g, NULL FROM generate_series(1, 5) g;",
             .split('|')
             .map(str::to_owned)
             .collect();
-        assert_eq!(vacuum_plan.len(), 9, "{vacuum_plan:?}");
+        assert_eq!(vacuum_plan.len(), 10, "{vacuum_plan:?}");
         assert_eq!(
             (
                 &*vacuum_plan[1],

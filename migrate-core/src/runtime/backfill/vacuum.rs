@@ -10,7 +10,8 @@
 //!
 //! So the backfill's own session vacuums the table each time its batches have changed half
 //! of autovacuum's threshold for the table (the threshold plus the scale factor times its
-//! rows, the table's own storage parameters first; half, so the application's dead rows have
+//! rows, capped by `autovacuum_vacuum_max_threshold` on 18+, the table's own storage
+//! parameters first; half, so the application's dead rows have
 //! room before autovacuum's count is reached): paced as the server paces autovacuum (its
 //! cost delay and limit), and writing with the run's `backend_flush_after`, so the kernel
 //! writes its pages as it goes. The freed space is also there for the next batches' new row
@@ -82,6 +83,7 @@ impl TableVacuum {
             "reading the table's autovacuum settings",
         ))?;
         let (rows, threshold, scale): (f64, f64, f64) = (row.get(0), row.get(1), row.get(2));
+        let cap: Option<f64> = row.get(9);
         let (autovacuum, owner): (bool, bool) = (row.get(3), row.get(4));
         vacuum.pace = (row.get(5), row.get(6));
         vacuum.session = (row.get(7), row.get(8));
@@ -101,7 +103,7 @@ impl TableVacuum {
                 "the backfill leaves its dead rows to autovacuum"
             ),
             None => {
-                let every = rows_between(rows, threshold, scale);
+                let every = rows_between(rows, threshold, scale, cap);
                 tracing::debug!(
                     table,
                     every,
@@ -164,10 +166,12 @@ impl TableVacuum {
     }
 }
 
-/// Half of autovacuum's threshold for a table of `rows` rows, at least [`MIN_ROWS_BETWEEN`].
-fn rows_between(rows: f64, threshold: f64, scale: f64) -> i64 {
-    let half = (threshold + scale * rows.max(0.0)) / 2.0;
-    (half as i64).max(MIN_ROWS_BETWEEN)
+/// Half of autovacuum's threshold for a table of `rows` rows (capped at `cap`, PostgreSQL
+/// 18's `autovacuum_vacuum_max_threshold`), at least [`MIN_ROWS_BETWEEN`].
+fn rows_between(rows: f64, threshold: f64, scale: f64, cap: Option<f64>) -> i64 {
+    let autovacuum_at = threshold + scale * rows.max(0.0);
+    let autovacuum_at = cap.map_or(autovacuum_at, |cap| autovacuum_at.min(cap));
+    ((autovacuum_at / 2.0) as i64).max(MIN_ROWS_BETWEEN)
 }
 
 async fn set_cost(
@@ -196,10 +200,15 @@ mod tests {
     #[test]
     fn vacuums_come_at_half_of_autovacuums_threshold_and_never_under_a_thousand_rows() {
         // PostgreSQL's defaults: 50 rows plus a fifth of the table.
-        assert_eq!(rows_between(2_000_000.0, 50.0, 0.2), 200_025);
+        assert_eq!(rows_between(2_000_000.0, 50.0, 0.2, None), 200_025);
         // A table's own scale factor.
-        assert_eq!(rows_between(2_000_000.0, 50.0, 0.01), 10_025);
-        assert_eq!(rows_between(1_000.0, 50.0, 0.2), MIN_ROWS_BETWEEN);
-        assert_eq!(rows_between(-1.0, 50.0, 0.2), MIN_ROWS_BETWEEN);
+        assert_eq!(rows_between(2_000_000.0, 50.0, 0.01, None), 10_025);
+        assert_eq!(rows_between(1_000.0, 50.0, 0.2, None), MIN_ROWS_BETWEEN);
+        assert_eq!(rows_between(-1.0, 50.0, 0.2, None), MIN_ROWS_BETWEEN);
+        // PostgreSQL 18 caps autovacuum's threshold (100,000,000 by default).
+        assert_eq!(
+            rows_between(1e9, 50.0, 0.2, Some(100_000_000.0)),
+            50_000_000
+        );
     }
 }
