@@ -145,8 +145,9 @@ pub struct BackfillControl {
     /// half of autovacuum's threshold for it, paced like autovacuum but writing its pages out
     /// as it goes (`backend_flush_after`), instead of leaving the dead rows to an autovacuum
     /// worker whose writes reach the disk in one burst; the freed space also takes the next
-    /// batches' row versions. Left to autovacuum where it is off for the table or this role
-    /// does not own it. Default: true.
+    /// batches' row versions. Left to autovacuum where it is off for the table, where this
+    /// role does not own it, and before the table's first ANALYZE (no estimate of its rows).
+    /// Default: true.
     pub vacuum: bool,
 }
 
