@@ -116,11 +116,12 @@ pub struct BatchedUpdate {
     /// rows (float8, -1 before the first ANALYZE), its autovacuum threshold and scale factor
     /// (float8, the table's own storage parameters first, then the server's), whether
     /// autovacuum runs on it at all (bool), whether this role may vacuum it (bool: the owner's
-    /// privileges, which superusers have), then, as text, autovacuum's cost delay and cost
-    /// limit (the limit resolved from `vacuum_cost_limit` when -1), the session's own
-    /// `vacuum_cost_delay` and `vacuum_cost_limit`, to put back after, and the cap on the
+    /// privileges, which superusers have), then, as text, autovacuum's cost delay (in ms)
+    /// and cost limit for the table (its storage parameters first, then the server's, each
+    /// resolved from `vacuum_cost_delay` / `vacuum_cost_limit` when -1), the session's own
+    /// `vacuum_cost_delay` and `vacuum_cost_limit`, to put back after, the cap on the
     /// threshold (float8, `autovacuum_vacuum_max_threshold`, PostgreSQL 18+; NULL before 18
-    /// or when -1, no cap).
+    /// or when -1, no cap), and the table's oid (int8: which lock waits are on it).
     pub vacuum_plan_sql: String,
     /// `VACUUM (SKIP_LOCKED, TRUNCATE false)` of the table: skipped at once when another
     /// vacuum holds it, and never the end-of-table truncation, which takes an `ACCESS
@@ -416,21 +417,31 @@ ORDER BY {table}.{key} LIMIT 5"
 WHERE option_name = '{name}')"
                 )
             };
+            // A setting as `pg_settings` shows it: in its own unit (ms for the delays), with
+            // -1 as -1, which `set_config` reads back the same.
+            let setting =
+                |name: &str| format!("(SELECT setting FROM pg_settings WHERE name = '{name}')");
             format!(
                 "SELECT c.reltuples::float8, \
 coalesce({}, current_setting('autovacuum_vacuum_threshold'))::float8, \
 coalesce({}, current_setting('autovacuum_vacuum_scale_factor'))::float8, \
 current_setting('autovacuum')::bool AND coalesce({}::bool, true), \
 pg_has_role(c.relowner, 'USAGE'), \
-current_setting('autovacuum_vacuum_cost_delay'), \
-CASE current_setting('autovacuum_vacuum_cost_limit') WHEN '-1' \
-THEN current_setting('vacuum_cost_limit') ELSE current_setting('autovacuum_vacuum_cost_limit') END, \
+coalesce(nullif({}, '-1'), nullif({}, '-1'), {}), \
+coalesce(nullif({}, '-1'), nullif({}, '-1'), {}), \
 current_setting('vacuum_cost_delay'), current_setting('vacuum_cost_limit'), \
-nullif(coalesce({}, current_setting('autovacuum_vacuum_max_threshold', true)), '-1')::float8 \
+nullif(coalesce({}, current_setting('autovacuum_vacuum_max_threshold', true)), '-1')::float8, \
+c.oid::int8 \
 FROM pg_class c WHERE c.oid = '{}'::regclass",
                 option("autovacuum_vacuum_threshold"),
                 option("autovacuum_vacuum_scale_factor"),
                 option("autovacuum_enabled"),
+                option("autovacuum_vacuum_cost_delay"),
+                setting("autovacuum_vacuum_cost_delay"),
+                setting("vacuum_cost_delay"),
+                option("autovacuum_vacuum_cost_limit"),
+                setting("autovacuum_vacuum_cost_limit"),
+                setting("vacuum_cost_limit"),
                 option("autovacuum_vacuum_max_threshold"),
                 table.replace('\'', "''")
             )
@@ -700,22 +711,49 @@ INSERT INTO orders SELECT g, NULL FROM generate_series(1, 5) g;",
         assert_eq!(run(&planned.remaining_sql), "5");
         // The vacuum's settings come from the table's own storage parameters first.
         run(
-            "ALTER TABLE orders SET (autovacuum_vacuum_scale_factor = 0.01, autovacuum_enabled = off)",
+            "ALTER TABLE orders SET (autovacuum_vacuum_scale_factor = 0.01, autovacuum_enabled = off, \
+             autovacuum_vacuum_cost_delay = 20, autovacuum_vacuum_cost_limit = 300)",
         );
         let vacuum_plan: Vec<String> = run(&planned.vacuum_plan_sql)
             .split('|')
             .map(str::to_owned)
             .collect();
-        assert_eq!(vacuum_plan.len(), 10, "{vacuum_plan:?}");
+        assert_eq!(vacuum_plan.len(), 11, "{vacuum_plan:?}");
         assert_eq!(
             (
                 &*vacuum_plan[1],
                 &*vacuum_plan[2],
                 &*vacuum_plan[3],
-                &*vacuum_plan[4]
+                &*vacuum_plan[4],
+                &*vacuum_plan[5],
+                &*vacuum_plan[6],
             ),
-            ("50", "0.01", "f", "t")
+            ("50", "0.01", "f", "t", "20", "300")
         );
+        assert_eq!(
+            vacuum_plan[10],
+            run("SELECT 'orders'::regclass::oid::int8"),
+            "the table's oid"
+        );
+        // Without storage parameters, the server's: autovacuum's delay (2 ms by default), and
+        // its cost limit, -1 by default, resolved from `vacuum_cost_limit`.
+        run(
+            "ALTER TABLE orders RESET (autovacuum_vacuum_cost_delay, autovacuum_vacuum_cost_limit)",
+        );
+        let server: Vec<String> = run(&planned.vacuum_plan_sql)
+            .split('|')
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(
+            (&*server[5], &*server[6]),
+            (
+                &*run(
+                    "SELECT setting FROM pg_settings WHERE name = 'autovacuum_vacuum_cost_delay'"
+                ),
+                &*run("SHOW vacuum_cost_limit")
+            )
+        );
+        assert_ne!(server[6], "-1");
         run(&planned.vacuum_sql);
         // `table="App"."Orders" key="Id"`.
         let exact = qualified(Some("App"), "Orders", "Id");

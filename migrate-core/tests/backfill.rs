@@ -787,14 +787,12 @@ async fn stored_report(client: &tokio_postgres::Client) -> String {
 }
 
 /// 20,000 rows, analyzed (an estimate of the table's rows is what the vacuums go by), with
-/// `table_options` set on the table; then the backfill in batches of 1,000 under `config`.
-/// Returns the table's pages before and after.
-async fn backfill_20k(
+/// `table_options` set on the table.
+async fn items_20k(
     client: &tokio_postgres::Client,
     migrations: &Migrations,
     table_options: Option<&str>,
-    config: migrate_core::runtime::MigratorConfig,
-) -> (i64, i64) {
+) {
     up_to(client, migrations, 1).await;
     client
         .batch_execute(
@@ -809,9 +807,22 @@ async fn backfill_20k(
             .await
             .unwrap();
     }
+}
+
+/// [`items_20k`], then the backfill in batches of 1,000 under `config`, with a monitor
+/// connection (what watches the vacuum). Returns the table's pages before and after.
+async fn backfill_20k(
+    client: &tokio_postgres::Client,
+    url: &str,
+    migrations: &Migrations,
+    table_options: Option<&str>,
+    config: migrate_core::runtime::MigratorConfig,
+) -> (i64, i64) {
+    items_20k(client, migrations, table_options).await;
     let before = heap_pages(client).await;
     Migrator::new(migrations, config)
         .unwrap()
+        .with_monitor(plain_client(url).await)
         .up(client, UpTo::All)
         .await
         .unwrap();
@@ -831,7 +842,7 @@ async fn the_backfill_vacuums_its_table_as_it_goes_so_the_table_does_not_double(
     // Autovacuum's threshold for 20,000 rows is 4,050 dead rows: a vacuum every 2,025 rows
     // changed, whose freed space takes the next batches' new row versions. Without it every
     // new version goes to a new page at the table's end.
-    let (before, after) = backfill_20k(&client, &migrations, None, config()).await;
+    let (before, after) = backfill_20k(&client, db.url(), &migrations, None, config()).await;
     assert!(
         after * 2 < before * 3,
         "the table grew from {before} to {after} pages"
@@ -850,6 +861,7 @@ async fn a_table_whose_autovacuum_is_off_or_a_run_told_not_to_is_left_unvacuumed
     let operators = client(db.url()).await;
     let (before, after) = backfill_20k(
         &operators,
+        db.url(),
         &migrations,
         Some("autovacuum_enabled = off"),
         config(),
@@ -867,7 +879,57 @@ async fn a_table_whose_autovacuum_is_off_or_a_run_told_not_to_is_left_unvacuumed
     let told_not_to = client(db.url()).await;
     let mut config = config();
     config.backfill.vacuum = false;
-    backfill_20k(&told_not_to, &migrations, None, config).await;
+    backfill_20k(&told_not_to, db.url(), &migrations, None, config).await;
     let report = stored_report(&told_not_to).await;
     assert!(!report.contains("vacuuming"), "{report}");
+}
+
+#[tokio::test]
+async fn the_backfills_vacuum_yields_to_a_session_waiting_for_the_tables_lock() {
+    let db = database();
+    let dir = tempfile::tempdir().unwrap();
+    let migrations = write_set(dir.path(), 1000);
+    let client = client(db.url()).await;
+    // One vacuum, after 15,000 rows (half the threshold), paced by the table's own cost
+    // settings to a crawl: 100 ms of rest for every page it reads, so it would hold the
+    // table's lock for tens of seconds. No autovacuum of the table before then.
+    items_20k(
+        &client,
+        &migrations,
+        Some(
+            "autovacuum_vacuum_threshold = 30000, autovacuum_vacuum_scale_factor = 0, \
+             autovacuum_vacuum_insert_threshold = 1000000, \
+             autovacuum_vacuum_cost_delay = 100, autovacuum_vacuum_cost_limit = 1",
+        ),
+    )
+    .await;
+    let migrator = Migrator::new(&migrations, config())
+        .unwrap()
+        .with_monitor(plain_client(db.url()).await);
+    let operator = plain_client(db.url()).await;
+    let analyze = async {
+        // Once the backfill's vacuum holds the table ...
+        wait_until(
+            &operator,
+            "the backfill's vacuum runs",
+            "SELECT EXISTS (SELECT FROM pg_stat_progress_vacuum WHERE relid = 'items'::regclass)",
+        )
+        .await;
+        // ... an operator's ANALYZE, which needs the lock the vacuum holds, gets it within
+        // its lock_timeout: the vacuum yields.
+        operator
+            .batch_execute("SET lock_timeout = '5s'; ANALYZE items")
+            .await
+    };
+    let (applied, analyzed) = tokio::join!(migrator.up(&client, UpTo::All), analyze);
+    analyzed.expect("the ANALYZE waited behind the vacuum");
+    applied.unwrap();
+    assert_eq!(
+        scalar_i64(
+            &client,
+            "SELECT count(*) FROM items WHERE v2 IS DISTINCT FROM v * 2"
+        )
+        .await,
+        0
+    );
 }

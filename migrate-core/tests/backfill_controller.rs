@@ -147,19 +147,6 @@ fn quiet_control(target: Duration) -> BackfillControl {
     }
 }
 
-async fn wait_until(client: &Client, what: &str, query: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let done: bool = client.query_one(query, &[]).await.expect(query).get(0);
-        if done {
-            return;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        // Polling PostgreSQL's view of the sessions: it has no notification to wait on.
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grows_when_idle_pauses_for_the_operator_and_shrinks_when_a_batch_is_slowed() {
     let _machine = MACHINE.read().await;

@@ -4,7 +4,7 @@
 mod common;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use migrate_core::runtime::{GateFailure, Migrator, MigratorConfig, RuntimeError, UpTo, connect};
@@ -337,19 +337,6 @@ impl BeforeTheContract {
             ..config()
         };
         Migrator::new(&self.migrations, config).unwrap()
-    }
-}
-
-/// Polls `query` (a boolean) on `client` every 20 ms until it is true; panics after 30 s.
-async fn wait_until(client: &Client, what: &str, query: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let done: bool = client.query_one(query, &[]).await.expect(query).get(0);
-        if done {
-            return;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -55,15 +55,12 @@ pub fn up(context: &Context, to: Option<u64>, dry_run: bool) -> anyhow::Result<O
             }
         };
     }
-    let needs_monitor = migrations.iter().any(|m| {
-        m.backfill
-            .as_ref()
-            .is_some_and(|spec| matches!(spec.pace, migrate_core::BackfillPace::Adaptive { .. }))
-    });
+    let needs_monitor = migrations.iter().any(|m| m.backfill.is_some());
     let result = block_on(async {
         let client = context.connect(database).await?;
-        // A backfill under the controller watches the server on a second connection and may
-        // run batches on more: opened by the runtime under the migration lock, when it runs.
+        // A backfill watches the server on a second connection (the controller's signals,
+        // its vacuum's lock waits) and under the controller may run batches on more: opened
+        // by the runtime under the migration lock, when it runs.
         let migrator = if needs_monitor {
             migrator.with_backfill_sessions(context.connect_options(database)?)
         } else {

@@ -47,17 +47,16 @@ pub fn pause(context: &Context, action: BackfillAction) -> anyhow::Result<Outcom
 pub fn rerun(context: &Context, version: u64) -> anyhow::Result<Outcome> {
     let database = context.database("backfill rerun")?;
     let migrations = context.migrations()?;
-    let adaptive = migrations.get(version).is_some_and(|m| {
-        m.backfill
-            .as_ref()
-            .is_some_and(|spec| matches!(spec.pace, migrate_core::BackfillPace::Adaptive { .. }))
-    });
+    let backfill = migrations
+        .get(version)
+        .is_some_and(|m| m.backfill.is_some());
     let migrator = Migrator::new(&migrations, context.config.migrator.clone())?;
     let rerun = block_on(async {
         let client = context.connect(database).await?;
-        // The controller watches the server on a second connection while each batch runs
-        // (opened by the runtime under the migration lock).
-        let migrator = if adaptive {
+        // The controller watches the server on a second connection while each batch runs,
+        // and the backfill's vacuum is watched from it (opened by the runtime under the
+        // migration lock).
+        let migrator = if backfill {
             migrator.with_backfill_sessions(context.connect_options(database)?)
         } else {
             migrator

@@ -145,9 +145,14 @@ pub struct BackfillControl {
     /// half of autovacuum's threshold for it, paced like autovacuum but writing its pages out
     /// as it goes (`backend_flush_after`), instead of leaving the dead rows to an autovacuum
     /// worker whose writes reach the disk in one burst; the freed space also takes the next
-    /// batches' row versions. Left to autovacuum where it is off for the table, where this
-    /// role does not own it, and before the table's first ANALYZE (no estimate of its rows).
-    /// Default: true.
+    /// batches' row versions. The table's own autovacuum settings (threshold, scale factor,
+    /// cost delay and limit) come first. Like autovacuum, the vacuum yields: the monitor
+    /// connection cancels it when a session waits for a lock on the table behind it (an
+    /// `ALTER TABLE`, an `ANALYZE`), and the next comes after as many rows again. Left to
+    /// autovacuum where it is off for the table, where this role does not own it, before the
+    /// table's first ANALYZE (no estimate of its rows), and without a monitor connection
+    /// ([`Migrator::with_backfill_sessions`](crate::runtime::Migrator::with_backfill_sessions)
+    /// or [`with_monitor`](crate::runtime::Migrator::with_monitor)). Default: true.
     pub vacuum: bool,
 }
 

@@ -226,8 +226,10 @@ impl<'m> Migrator<'m> {
 
     /// A second connection to the same database, on which backfills watch the server while
     /// each batch runs: sessions waiting on the batch's locks, active sessions, and the
-    /// probe query's latency ([`BackfillControl`]). Without it a backfill still sizes its
-    /// batches and pauses on replica lag, the throttle query and the operator's pause. Give
+    /// probe query's latency ([`BackfillControl`]), and sessions waiting behind the
+    /// backfill's own vacuum of its table, which yields to them ([`BackfillControl::vacuum`]).
+    /// Without it a backfill still sizes its batches and pauses on replica lag, the throttle
+    /// query and the operator's pause, and leaves its dead rows to autovacuum. Give
     /// it an `application_name` of its own (the CLI's is `<name> backfill monitor`), so that
     /// what finds the migration session by name does not find it.
     pub fn with_monitor(mut self, monitor: Client) -> Self {
@@ -258,7 +260,8 @@ impl<'m> Migrator<'m> {
     }
 
     /// Where a backfill under the controller opens its monitor and worker connections when
-    /// none were given ([`Migrator::with_monitor`], [`Migrator::with_workers`]): just before
+    /// none were given ([`Migrator::with_monitor`], [`Migrator::with_workers`]), and a
+    /// backfill in fixed batches its monitor when it vacuums its table: just before
     /// it runs, under the migration lock, and closed when it ends. Opened earlier, every
     /// runner waiting for the lock would hold them too, and a session pooler's small pool
     /// would be spent before the runner holding the lock got its own. The monitor must
@@ -613,7 +616,10 @@ impl<'m> Migrator<'m> {
     /// ([`Migrator::with_backfill_sessions`] opens it under the lock, or
     /// [`Migrator::with_monitor`]) those signals are off: the backfill still sizes its
     /// batches and pauses on replica lag, the throttle query and the operator's pause, and
-    /// the first such backfill of this migrator says so in the log at info level.
+    /// the first such backfill of this migrator says so in the log at info level. Without
+    /// one a backfill also leaves its dead rows to autovacuum: its own vacuum of the table
+    /// would hold the table's `SHARE UPDATE EXCLUSIVE` lock with nothing watching for the
+    /// sessions it makes wait ([`BackfillControl::vacuum`]).
     pub async fn up(&self, client: &Client, target: UpTo) -> Result<UpReport, Failed<UpReport>> {
         let mut report = UpReport::default();
         let result = match self.nothing_to_apply(client, target, &mut report).await {
@@ -861,9 +867,12 @@ impl<'m> Migrator<'m> {
             });
         };
         let opened;
-        let (monitor, workers) = match (&self.backfill_sessions, &self.monitor, spec.pace) {
-            (Some(options), None, crate::migration::BackfillPace::Adaptive { .. }) => {
-                opened = self.open_backfill_sessions(options).await?;
+        let adaptive = matches!(spec.pace, crate::migration::BackfillPace::Adaptive { .. });
+        // Fixed batches open a monitor too when the backfill vacuums its table: what the
+        // vacuum yields to is only seen from another session. Workers are the controller's.
+        let (monitor, workers) = match (&self.backfill_sessions, &self.monitor) {
+            (Some(options), None) if adaptive || self.config.backfill.vacuum => {
+                opened = self.open_backfill_sessions(options, adaptive).await?;
                 (Some(&opened.0), opened.1.as_slice())
             }
             _ => (self.monitor.as_ref(), self.workers.as_slice()),
@@ -878,8 +887,9 @@ impl<'m> Migrator<'m> {
                 version = m.version,
                 "backfill runs without a monitor connection: lock waits on its batches, \
                  active sessions and the probe query's latency are not read (replica lag, the \
-                 throttle query and the pause flag still are); \
-                 Migrator::with_backfill_sessions (or with_monitor) turns them on"
+                 throttle query and the pause flag still are), and the backfill leaves its dead \
+                 rows to autovacuum; Migrator::with_backfill_sessions (or with_monitor) turns \
+                 them on"
             );
         }
         let pace = backfill::PaceContext {
@@ -892,12 +902,13 @@ impl<'m> Migrator<'m> {
         backfill::run(client, m, spec, &progress, settings, history, &pace).await
     }
 
-    /// The monitor and up to `max_workers - 1` workers for one backfill (see
-    /// [`Migrator::with_backfill_sessions`]); the workers open at once, so a pool with no
-    /// room costs one connect timeout, not one per worker.
+    /// The monitor and, with `workers`, up to `max_workers - 1` workers for one backfill
+    /// (see [`Migrator::with_backfill_sessions`]); the workers open at once, so a pool with
+    /// no room costs one connect timeout, not one per worker.
     async fn open_backfill_sessions(
         &self,
         options: &ConnectOptions,
+        workers: bool,
     ) -> Result<(Client, Vec<Client>), RuntimeError> {
         let named = |role: &str| {
             let mut options = options.clone();
@@ -906,8 +917,12 @@ impl<'m> Migrator<'m> {
             options
         };
         let monitor = connect::connect_with(named("monitor")).await?;
-        let opening =
-            (1..self.config.backfill.max_workers).map(|_| connect::connect_with(named("worker")));
+        let most = if workers {
+            self.config.backfill.max_workers
+        } else {
+            1
+        };
+        let opening = (1..most).map(|_| connect::connect_with(named("worker")));
         let mut workers = Vec::new();
         for opened in futures_util::future::join_all(opening).await {
             match opened {

@@ -93,6 +93,24 @@ pub async fn up_to(client: &Client, migrations: &Migrations, version: u64) {
         .unwrap();
 }
 
+/// Polls `query` (a boolean) on `client` every 10 ms until it is true; panics after 30 s.
+/// For what PostgreSQL shows only in its views (a session waiting, a vacuum running): it
+/// has no notification to wait on.
+pub async fn wait_until(client: &Client, what: &str, query: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let done: bool = client.query_one(query, &[]).await.expect(query).get(0);
+        if done {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// A plain connection for the test's own queries (blockers, readers, assertions).
 pub async fn plain_client(url: &str) -> Client {
     let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)

@@ -25,7 +25,7 @@ use tokio_postgres::Client;
 use tokio_postgres::types::{ToSql, Type};
 
 use crate::runtime::backfill::pace::{BackfillStatus, Pacer, ProgressRow};
-use crate::runtime::backfill::vacuum::{TableVacuum, VACUUMING};
+use crate::runtime::backfill::vacuum::{TableVacuum, VACUUMING, VacuumWatch};
 use crate::runtime::config::BackfillControl;
 use crate::runtime::state::flags::FlagStore;
 
@@ -245,6 +245,7 @@ async fn run_statements(
             &batches,
             &spec.table_name(),
             pace.control.vacuum,
+            pace.monitor.is_some(),
             settings.limits,
         )
         .await?;
@@ -318,8 +319,14 @@ async fn run_statements(
             if batch.finished {
                 break;
             }
-            if vacuum.changed(batch.updated) {
-                let took = vacuum.run(client, settings.limits).await?;
+            if vacuum.changed(batch.updated)
+                && let Some(monitor) = pace.monitor
+            {
+                let watch = VacuumWatch {
+                    monitor,
+                    vacuum_pid: backfill_pids[0],
+                };
+                let took = vacuum.run(client, watch, settings.limits).await?;
                 pacer.throttle(VACUUMING, took);
             }
             pacer.rest().await;

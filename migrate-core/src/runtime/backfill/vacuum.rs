@@ -18,7 +18,15 @@
 //! versions: the table grows by a fraction of itself instead of doubling.
 //!
 //! `VACUUM (SKIP_LOCKED, TRUNCATE false)`: it skips the table when another vacuum holds it,
-//! and never truncates the table's end (which takes an `ACCESS EXCLUSIVE` lock). It is left
+//! and never truncates the table's end (which takes an `ACCESS EXCLUSIVE` lock). Like
+//! autovacuum, it yields: its `SHARE UPDATE EXCLUSIVE` lock on the table is held for the
+//! whole vacuum, and a session waiting for a lock on the table behind it (an `ALTER TABLE`,
+//! an `ANALYZE`, a `CREATE INDEX`) would wait that long, with the application's queries
+//! queued behind an `ALTER TABLE`. The monitor connection looks for such a session while the
+//! vacuum runs, and cancels the vacuum when it finds one; the next comes after as many rows
+//! again. Without a monitor connection (a library user's `Migrator` without
+//! `with_backfill_sessions` or `with_monitor`) the vacuum cannot be watched, and is not run:
+//! the table is left to autovacuum. It is left
 //! to autovacuum (and said once) when autovacuum is off for the table, when this role does
 //! not own it, and before the table's first ANALYZE (no estimate of its rows). A vacuum that
 //! fails (a `statement_timeout`, a cancel) is logged and the backfill goes on without more.
@@ -33,6 +41,18 @@ use crate::runtime::error::RuntimeError;
 
 /// What the time spent vacuuming is reported as, among the signals that held the backfill.
 pub(crate) const VACUUMING: &str = "vacuuming the table";
+/// How often the monitor looks for a session waiting behind the vacuum's lock: well under
+/// the second autovacuum gives a waiter (`deadlock_timeout`) before it yields.
+const YIELD_WATCH: Duration = Duration::from_millis(250);
+/// Sessions waiting for a lock on the table (`$2`, its oid) that the vacuum's session
+/// (`$1`) holds; when there are any, cancels the vacuum, if that session still runs it (a
+/// cancel that arrived after it would cancel the session's next statement instead).
+const YIELD_SQL: &str = "WITH waiting AS (SELECT count(*) AS sessions FROM pg_locks l \
+    WHERE l.locktype = 'relation' AND l.relation::int8 = $2 AND NOT l.granted \
+    AND $1 = ANY(pg_blocking_pids(l.pid))) \
+    SELECT sessions, CASE WHEN sessions > 0 THEN (SELECT pg_cancel_backend(a.pid) \
+    FROM pg_stat_activity a WHERE a.pid = $1 AND a.state = 'active' \
+    AND a.query LIKE 'VACUUM %') END FROM waiting";
 /// The fewest rows between two vacuums: below, a vacuum's fixed cost (it reads every index
 /// of the table) buys nothing autovacuum would not do as cheaply.
 const MIN_ROWS_BETWEEN: i64 = 1_000;
@@ -44,33 +64,56 @@ pub(crate) struct TableVacuum {
     /// Rows changed since the last vacuum.
     since: i64,
     vacuum_sql: String,
+    /// The table's oid: the lock waits the vacuum yields to are on it.
+    table_oid: i64,
     /// `vacuum_cost_delay` and `vacuum_cost_limit` while vacuuming (autovacuum's) ...
     pace: (String, String),
     /// ... and the session's own, put back after.
     session: (String, String),
     /// Vacuums run so far.
     runs: u32,
+    /// Vacuums that yielded to a lock wait.
+    yields: u32,
+}
+
+/// What watches a vacuum: the monitor connection and the backend pid of the session that
+/// runs the vacuum (the migration's).
+#[derive(Clone, Copy)]
+pub(crate) struct VacuumWatch<'a> {
+    pub monitor: &'a Client,
+    pub vacuum_pid: i32,
 }
 
 impl TableVacuum {
     /// Reads what the vacuums go by; `enabled` false (the configuration's `backfill_vacuum`)
-    /// leaves the table to autovacuum.
+    /// leaves the table to autovacuum, and so does `watched` false (no monitor connection).
     pub(crate) async fn plan(
         client: &Client,
         batches: &BatchedUpdate,
         table: &str,
         enabled: bool,
+        watched: bool,
         limits: Limits,
     ) -> Result<TableVacuum, RuntimeError> {
         let mut vacuum = TableVacuum {
             every: None,
             since: 0,
             vacuum_sql: batches.vacuum_sql.clone(),
+            table_oid: 0,
             pace: (String::new(), String::new()),
             session: (String::new(), String::new()),
             runs: 0,
+            yields: 0,
         };
         if !enabled {
+            return Ok(vacuum);
+        }
+        if !watched {
+            tracing::info!(
+                table,
+                "the backfill leaves its dead rows to autovacuum: without a monitor connection \
+                 its own vacuum could not yield to a session waiting for the table's lock"
+            );
             return Ok(vacuum);
         }
         let row = within(
@@ -87,6 +130,7 @@ impl TableVacuum {
         let (autovacuum, owner): (bool, bool) = (row.get(3), row.get(4));
         vacuum.pace = (row.get(5), row.get(6));
         vacuum.session = (row.get(7), row.get(8));
+        vacuum.table_oid = row.get(10);
         let left_to_autovacuum = if !autovacuum {
             Some("autovacuum is off for the table, so its vacuums are the operator's")
         } else if !owner {
@@ -121,25 +165,60 @@ impl TableVacuum {
         self.every.is_some_and(|every| self.since >= every)
     }
 
-    /// Vacuums the table on the migration's session, paced like autovacuum, and returns how
-    /// long it took; a vacuum the server refused or cancelled is logged, and no other runs.
-    /// Only a lost connection is an error.
+    /// Vacuums the table on the migration's session, paced like autovacuum, while `watch`
+    /// looks for sessions waiting behind it, and returns how long it took. A vacuum that
+    /// yielded to them is logged, and the next comes after as many rows again; one the server
+    /// refused or cancelled otherwise is logged, and no other runs. Only a lost connection
+    /// is an error.
     pub(crate) async fn run(
         &mut self,
         client: &Client,
+        watch: VacuumWatch<'_>,
         limits: Limits,
     ) -> Result<Duration, RuntimeError> {
         let started = Instant::now();
         let rows = std::mem::take(&mut self.since);
         set_cost(client, &self.pace, limits).await?;
-        let vacuumed = within(
+        let vacuuming = within(
             limits.statement,
             "vacuuming the backfill's table",
             client.batch_execute(&self.vacuum_sql),
-        )
-        .await?;
-        set_cost(client, &self.session, limits).await?;
+        );
+        tokio::pin!(vacuuming);
+        // Sessions the vacuum was cancelled for, once it was.
+        let mut yielded_to = 0;
+        let mut watching = true;
+        let vacuumed = loop {
+            tokio::select! {
+                vacuumed = &mut vacuuming => break vacuumed?,
+                () = tokio::time::sleep(YIELD_WATCH), if yielded_to == 0 && watching => {
+                    match self.waiting_behind(watch, limits).await? {
+                        Some(sessions) => yielded_to = sessions,
+                        None => watching = false,
+                    }
+                }
+            }
+        };
+        // A cancel sent as the vacuum ended may reach the statement after it: once more.
+        if let Err(error) = set_cost(client, &self.session, limits).await {
+            if yielded_to == 0 || !is_query_canceled(&error) {
+                return Err(error);
+            }
+            set_cost(client, &self.session, limits).await?;
+        }
         match vacuumed {
+            Err(error)
+                if yielded_to > 0
+                    && error.code() == Some(&tokio_postgres::error::SqlState::QUERY_CANCELED) =>
+            {
+                self.yields += 1;
+                tracing::info!(
+                    waiting_sessions = yielded_to,
+                    took_ms = started.elapsed().as_millis() as u64,
+                    "the backfill's vacuum of its table yielded to sessions waiting for a lock \
+                     on the table; the next comes after as many rows again"
+                );
+            }
             Ok(()) => {
                 self.runs += 1;
                 tracing::info!(
@@ -166,12 +245,54 @@ impl TableVacuum {
     }
 }
 
+impl TableVacuum {
+    /// Sessions waiting for a lock on the table behind the vacuum; when there are any, the
+    /// vacuum is cancelled. `None` when the server refused to tell (logged): that vacuum
+    /// runs to its end unwatched.
+    async fn waiting_behind(
+        &self,
+        watch: VacuumWatch<'_>,
+        limits: Limits,
+    ) -> Result<Option<i64>, RuntimeError> {
+        let read = within(
+            Some(limits.own),
+            "looking for sessions waiting behind the backfill's vacuum",
+            watch
+                .monitor
+                .query_one(YIELD_SQL, &[&watch.vacuum_pid, &self.table_oid]),
+        )
+        .await?;
+        Ok(match read {
+            Ok(row) => Some(row.get(0)),
+            Err(error) if error.as_db_error().is_some() => {
+                tracing::warn!(
+                    error = %crate::runtime::error::db_error_text(&error),
+                    "could not look for sessions waiting behind the backfill's vacuum; \
+                     it runs unwatched"
+                );
+                None
+            }
+            Err(error) => {
+                return Err(RuntimeError::database(
+                    "looking for sessions waiting behind the backfill's vacuum",
+                )(error));
+            }
+        })
+    }
+}
+
 /// Half of autovacuum's threshold for a table of `rows` rows (capped at `cap`, PostgreSQL
 /// 18's `autovacuum_vacuum_max_threshold`), at least [`MIN_ROWS_BETWEEN`].
 fn rows_between(rows: f64, threshold: f64, scale: f64, cap: Option<f64>) -> i64 {
     let autovacuum_at = threshold + scale * rows.max(0.0);
     let autovacuum_at = cap.map_or(autovacuum_at, |cap| autovacuum_at.min(cap));
     ((autovacuum_at / 2.0) as i64).max(MIN_ROWS_BETWEEN)
+}
+
+/// A statement the server cancelled (`57014`): a cancel, or a statement timeout.
+fn is_query_canceled(error: &RuntimeError) -> bool {
+    matches!(error, RuntimeError::Database { error, .. }
+        if error.code() == Some(&tokio_postgres::error::SqlState::QUERY_CANCELED))
 }
 
 async fn set_cost(
