@@ -173,9 +173,8 @@ async fn grows_when_idle_pauses_for_the_operator_and_shrinks_when_a_batch_is_slo
 
     let run = migrator.up(&client, UpTo::All);
     let drive = async {
-        // Idle: from 100 rows the batch grows.
-        let first = paces.until("a first batch", |_| true).await;
-        assert_eq!(first.state, PaceState::Running);
+        // Idle: from 100 rows the batch grows (a first batch slowed by a busy machine may
+        // back off once on the way: the growth is what this asserts).
         let grown = paces
             .until("the batch grew to 800 rows", |s| s.batch_size >= 800)
             .await;
