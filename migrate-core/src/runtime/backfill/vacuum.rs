@@ -72,8 +72,6 @@ pub(crate) struct TableVacuum {
     session: (String, String),
     /// Vacuums run so far.
     runs: u32,
-    /// Vacuums that yielded to a lock wait.
-    yields: u32,
 }
 
 /// What watches a vacuum: the monitor connection and the backend pid of the session that
@@ -103,7 +101,6 @@ impl TableVacuum {
             pace: (String::new(), String::new()),
             session: (String::new(), String::new()),
             runs: 0,
-            yields: 0,
         };
         if !enabled {
             return Ok(vacuum);
@@ -211,7 +208,6 @@ impl TableVacuum {
                 if yielded_to > 0
                     && error.code() == Some(&tokio_postgres::error::SqlState::QUERY_CANCELED) =>
             {
-                self.yields += 1;
                 tracing::info!(
                     waiting_sessions = yielded_to,
                     took_ms = started.elapsed().as_millis() as u64,
