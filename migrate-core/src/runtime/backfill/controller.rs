@@ -514,6 +514,14 @@ impl Controller {
             (sessions, host) => sessions.unwrap_or(0.0).max(host.unwrap_or(0.0)),
         };
         let room = (self.settings.cpu_budget(cpus) - others) / f64::from(self.workers);
+        // What the rest under the CPU signal is made of, for `--trace` / RUST_LOG=debug.
+        tracing::debug!(
+            sessions_running = self.others_running,
+            host_busy_by_others = self.others_host,
+            ours = f64::from(seen.workers.max(1)) * self.duty(),
+            room,
+            "backfill CPU room"
+        );
         self.cpu_floor = if others < CPU_OTHERS_FLOOR || room >= 1.0 {
             0.0
         } else {
