@@ -268,8 +268,9 @@ pub(crate) struct BackfillArgs {
     /// the disk as it goes, where an autovacuum worker's reach it in one burst that stalls
     /// the application's commits; the freed space takes the next batches' rows, so the table
     /// does not double. Like autovacuum it yields: it is cancelled when a session waits
-    /// behind it for a lock on the table (an ALTER TABLE, an ANALYZE), and the next comes
-    /// after as many rows again. `off` leaves the dead rows to autovacuum [default: on].
+    /// behind it for a lock on the table (an ALTER TABLE, an ANALYZE), or when a stop signal
+    /// comes up (a pause, replica lag), and the next comes after as many rows again. `off`
+    /// leaves the dead rows to autovacuum [default: on].
     #[arg(long, value_name = "on|off", value_parser = parse_on_off)]
     pub backfill_vacuum: Option<bool>,
 }

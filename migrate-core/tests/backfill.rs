@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::*;
 use migrate_core::Migrations;
-use migrate_core::runtime::{Migrator, UpTo};
+use migrate_core::runtime::{Migrator, PaceState, PauseReason, UpTo};
 
 /// Writes a two-file set (table, backfill) and loads it exactly as the CLI would.
 fn write_set(dir: &Path, batch: u32) -> migrate_core::Migrations {
@@ -884,25 +884,98 @@ async fn a_table_whose_autovacuum_is_off_or_a_run_told_not_to_is_left_unvacuumed
     assert!(!report.contains("vacuuming"), "{report}");
 }
 
+/// The table options that make the backfill's one vacuum (after 15,000 rows, half the
+/// threshold) crawl: 100 ms of rest for every page it reads, so it would hold the table for
+/// about a minute; and no autovacuum of the table before then.
+const CRAWLING_VACUUM: &str = "autovacuum_vacuum_threshold = 30000, \
+    autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_insert_threshold = 1000000, \
+    autovacuum_vacuum_cost_delay = 100, autovacuum_vacuum_cost_limit = 1";
+
+#[tokio::test]
+async fn an_operators_pause_stops_the_backfills_vacuum_too() {
+    let db = database();
+    let dir = tempfile::tempdir().unwrap();
+    let migrations = write_set(dir.path(), 1000);
+    let client = client(db.url()).await;
+    items_20k(&client, &migrations, Some(CRAWLING_VACUUM)).await;
+    let migrator = Migrator::new(&migrations, config())
+        .unwrap()
+        .with_monitor(plain_client(db.url()).await);
+    let operator = plain_client(db.url()).await;
+    let pending = "SELECT count(*) FROM items WHERE v2 IS DISTINCT FROM v * 2";
+    let operate = async {
+        wait_until(
+            &operator,
+            "the backfill's vacuum runs",
+            "SELECT EXISTS (SELECT FROM pg_stat_progress_vacuum WHERE relid = 'items'::regclass)",
+        )
+        .await;
+        migrator.pause_backfills(&operator, true).await.unwrap();
+        // The vacuum would crawl on for most of a minute; the pause stops it too (the wait
+        // gives up after 30 s).
+        wait_until(
+            &operator,
+            "the backfill's vacuum stopped for the pause",
+            "SELECT NOT EXISTS (SELECT FROM pg_stat_progress_vacuum \
+             WHERE relid = 'items'::regclass)",
+        )
+        .await;
+        let paused = PaceState::Paused(PauseReason::Operator).to_string();
+        wait_until(
+            &operator,
+            "the backfill reports the pause",
+            &format!(
+                "SELECT coalesce(state = '{paused}', false) FROM schema_migrations_backfill \
+                 WHERE version = 2"
+            ),
+        )
+        .await;
+        // Paused, not finished: the rows after the vacuum's are still to do.
+        let left = scalar_i64(&operator, pending).await;
+        migrator.pause_backfills(&operator, false).await.unwrap();
+        left
+    };
+    let (applied, left) = tokio::join!(migrator.up(&client, UpTo::All), operate);
+    applied.unwrap();
+    assert!(left > 0, "the backfill had finished before the pause");
+    assert_eq!(scalar_i64(&client, pending).await, 0);
+}
+
+#[tokio::test]
+async fn the_backfills_own_vacuum_is_no_old_transaction_to_stop_for() {
+    let db = database();
+    let dir = tempfile::tempdir().unwrap();
+    let migrations = write_set(dir.path(), 1000);
+    let client = client(db.url()).await;
+    // A vacuum of a few seconds (10 cost units per 100 ms of rest), its transaction older
+    // than the backfill lets any transaction be.
+    let slow_vacuum = CRAWLING_VACUUM.replace("cost_limit = 1", "cost_limit = 10");
+    items_20k(&client, &migrations, Some(&slow_vacuum)).await;
+    let mut config = config();
+    config.backfill.max_transaction_age = Some(Duration::from_secs(1));
+    let migrator = Migrator::new(&migrations, config)
+        .unwrap()
+        .with_monitor(plain_client(db.url()).await);
+    migrator.up(&client, UpTo::All).await.unwrap();
+    // It ran to its end: the stop signals it is watched by leave it out of the oldest
+    // transaction, as they leave out the session reading them.
+    assert_eq!(
+        scalar_i64(
+            &client,
+            "SELECT vacuum_count FROM pg_stat_user_tables WHERE relname = 'items'"
+        )
+        .await,
+        1
+    );
+}
+
 #[tokio::test]
 async fn the_backfills_vacuum_yields_to_a_session_waiting_for_the_tables_lock() {
     let db = database();
     let dir = tempfile::tempdir().unwrap();
     let migrations = write_set(dir.path(), 1000);
     let client = client(db.url()).await;
-    // One vacuum, after 15,000 rows (half the threshold), paced by the table's own cost
-    // settings to a crawl: 100 ms of rest for every page it reads, so it would hold the
-    // table's lock for tens of seconds. No autovacuum of the table before then.
-    items_20k(
-        &client,
-        &migrations,
-        Some(
-            "autovacuum_vacuum_threshold = 30000, autovacuum_vacuum_scale_factor = 0, \
-             autovacuum_vacuum_insert_threshold = 1000000, \
-             autovacuum_vacuum_cost_delay = 100, autovacuum_vacuum_cost_limit = 1",
-        ),
-    )
-    .await;
+    items_20k(&client, &migrations, Some(CRAWLING_VACUUM)).await;
     let migrator = Migrator::new(&migrations, config())
         .unwrap()
         .with_monitor(plain_client(db.url()).await);

@@ -148,7 +148,9 @@ pub struct BackfillControl {
     /// batches' row versions. The table's own autovacuum settings (threshold, scale factor,
     /// cost delay and limit) come first. Like autovacuum, the vacuum yields: the monitor
     /// connection cancels it when a session waits for a lock on the table behind it (an
-    /// `ALTER TABLE`, an `ANALYZE`), and the next comes after as many rows again. Left to
+    /// `ALTER TABLE`, an `ANALYZE`), or when a stop signal comes up (the operator's pause,
+    /// replica lag, ...: the next batch acts on it), and the next comes after as many rows
+    /// again. Left to
     /// autovacuum where it is off for the table, where this role does not own it, before the
     /// table's first ANALYZE (no estimate of its rows), and without a monitor connection
     /// ([`Migrator::with_backfill_sessions`](crate::runtime::Migrator::with_backfill_sessions)

@@ -25,6 +25,7 @@ use tokio_postgres::Client;
 use tokio_postgres::types::{ToSql, Type};
 
 use crate::runtime::backfill::pace::{BackfillStatus, Pacer, ProgressRow};
+use crate::runtime::backfill::stops::StopSignals;
 use crate::runtime::backfill::vacuum::{TableVacuum, VACUUMING, VacuumWatch};
 use crate::runtime::config::BackfillControl;
 use crate::runtime::state::flags::FlagStore;
@@ -249,6 +250,19 @@ async fn run_statements(
             settings.limits,
         )
         .await?;
+        // The stop signals as the monitor reads them while the vacuum runs on the migration's
+        // session (whose transaction, as old as the vacuum, is not the application's).
+        let mut vacuum_stops = pace.monitor.map(|monitor| {
+            let stops = StopSignals::new(
+                monitor,
+                pace.flags.clone(),
+                pace.control,
+                settings.limits,
+                spec.table_name(),
+            )
+            .leaving_out(vec![backfill_pids[0]]);
+            (monitor, stops)
+        });
         // Keyed pass: SKIP LOCKED, resumable from the stored cursor, up to the largest key
         // now (a writer inserting faster than the batches cannot keep it running).
         let bound = runner.upper_bound(&batches.upper_bound_sql).await?;
@@ -320,11 +334,12 @@ async fn run_statements(
                 break;
             }
             if vacuum.changed(batch.updated)
-                && let Some(monitor) = pace.monitor
+                && let Some((monitor, stops)) = vacuum_stops.as_mut()
             {
                 let watch = VacuumWatch {
                     monitor,
                     vacuum_pid: backfill_pids[0],
+                    stops,
                 };
                 let took = vacuum.run(client, watch, settings.limits).await?;
                 pacer.throttle(VACUUMING, took);

@@ -1,5 +1,6 @@
 //! The stop signals of a backfill: reasons not to run the next batch, read on the migration's
-//! connection before a batch, whatever paces the batches (the controller or the fixed
+//! connection before a batch (and on the monitor's while the backfill's vacuum runs, which
+//! they cancel: see `vacuum`), whatever paces the batches (the controller or the fixed
 //! `batch=`/`delay=`), once [`STOP_READ_INTERVAL`] (or `pause_poll`, when shorter) has passed
 //! since the last reading that found none: they change over seconds, and reading five of
 //! them before each 3 ms batch took a round trip each, most of a cycle beside a busy
@@ -67,6 +68,9 @@ pub(crate) struct StopSignals<'a> {
     clear_since: Option<Instant>,
     warned_lag_unknown: bool,
     warned_archive_unreadable: bool,
+    /// Backends whose transactions are ours, not the application's: left out of the oldest
+    /// transaction (the session these signals are read on is, always).
+    own_pids: Vec<i32>,
     /// Queries run so far: transactions of ours the controller does not count as the
     /// application's.
     pub(crate) queries_run: u64,
@@ -91,8 +95,17 @@ impl<'a> StopSignals<'a> {
             clear_since: None,
             warned_lag_unknown: false,
             warned_archive_unreadable: false,
+            own_pids: Vec::new(),
             queries_run: 0,
         }
+    }
+
+    /// The same signals, read on another session while `pids` run work of ours (the
+    /// backfill's vacuum, whose transaction is as old as the vacuum): their transactions
+    /// are not the application's.
+    pub(crate) fn leaving_out(mut self, pids: Vec<i32>) -> StopSignals<'a> {
+        self.own_pids = pids;
+        self
     }
 
     /// Whether the next batch may run: `None`, or why it may not. A pause reason that
@@ -232,7 +245,7 @@ impl<'a> StopSignals<'a> {
                        SELECT pid, (extract(epoch FROM clock_timestamp() - xact_start) * 1000)::float8 \
                               AS age_ms \
                          FROM pg_stat_activity \
-                        WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() \
+                        WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() AND pid <> ALL($2) \
                           AND datname = current_database() \
                           AND (backend_xid IS NOT NULL OR backend_xmin IS NOT NULL) \
                           AND xact_start IS NOT NULL \
@@ -240,7 +253,7 @@ impl<'a> StopSignals<'a> {
                        SELECT 0, (extract(epoch FROM clock_timestamp() - prepared) * 1000)::float8 \
                          FROM pg_prepared_xacts WHERE database = current_database() \
                         ORDER BY 2 DESC LIMIT 1) o ON true",
-                    &[&self.table],
+                    &[&self.table, &self.own_pids],
                 ),
             )
             .await?

@@ -24,7 +24,9 @@
 //! an `ANALYZE`, a `CREATE INDEX`) would wait that long, with the application's queries
 //! queued behind an `ALTER TABLE`. The monitor connection looks for such a session while the
 //! vacuum runs, and cancels the vacuum when it finds one; the next comes after as many rows
-//! again. Without a monitor connection (a library user's `Migrator` without
+//! again. It reads the backfill's stop signals too, and cancels the vacuum when one comes up:
+//! a pause, a replica's lag or an abort does not wait out a vacuum that can run as long as
+//! autovacuum's of the table. Without a monitor connection (a library user's `Migrator` without
 //! `with_backfill_sessions` or `with_monitor`) the vacuum cannot be watched, and is not run:
 //! the table is left to autovacuum. It is left
 //! to autovacuum (and said once) when autovacuum is off for the table, when this role does
@@ -36,6 +38,7 @@ use std::time::{Duration, Instant};
 use tokio_postgres::Client;
 
 use crate::batch_plan::BatchedUpdate;
+use crate::runtime::backfill::stops::{Stop, StopSignals};
 use crate::runtime::deadline::{Limits, within};
 use crate::runtime::error::RuntimeError;
 
@@ -53,6 +56,10 @@ const YIELD_SQL: &str = "WITH waiting AS (SELECT count(*) AS sessions FROM pg_lo
     SELECT sessions, CASE WHEN sessions > 0 THEN (SELECT pg_cancel_backend(a.pid) \
     FROM pg_stat_activity a WHERE a.pid = $1 AND a.state = 'active' \
     AND a.query LIKE 'VACUUM %') END FROM waiting";
+/// Cancels the vacuum of the session `$1`, if that session still runs it: a stop signal
+/// (the operator's pause, a replica's lag, ...) came up while it ran.
+const CANCEL_SQL: &str = "SELECT pg_cancel_backend(pid) FROM pg_stat_activity \
+    WHERE pid = $1 AND state = 'active' AND query LIKE 'VACUUM %'";
 /// The fewest rows between two vacuums: below, a vacuum's fixed cost (it reads every index
 /// of the table) buys nothing autovacuum would not do as cheaply.
 const MIN_ROWS_BETWEEN: i64 = 1_000;
@@ -74,12 +81,23 @@ pub(crate) struct TableVacuum {
     runs: u32,
 }
 
-/// What watches a vacuum: the monitor connection and the backend pid of the session that
-/// runs the vacuum (the migration's).
-#[derive(Clone, Copy)]
-pub(crate) struct VacuumWatch<'a> {
+/// What watches a vacuum: the monitor connection, the backend pid of the session that
+/// runs the vacuum (the migration's), and the backfill's stop signals read on the monitor
+/// (see [`StopSignals::leaving_out`]): a vacuum is cancelled when one comes up, so that an
+/// operator's pause or a replica's lag stops the backfill's writes within a watch, not
+/// after a vacuum that can take as long as autovacuum's of the table.
+pub(crate) struct VacuumWatch<'w, 'a> {
     pub monitor: &'a Client,
     pub vacuum_pid: i32,
+    pub stops: &'w mut StopSignals<'a>,
+}
+
+/// Why a vacuum was cancelled.
+enum Cancelled {
+    /// Sessions waited for a lock on the table behind it.
+    Yielded(i64),
+    /// A stop signal came up.
+    Stopped(String),
 }
 
 impl TableVacuum {
@@ -163,14 +181,15 @@ impl TableVacuum {
     }
 
     /// Vacuums the table on the migration's session, paced like autovacuum, while `watch`
-    /// looks for sessions waiting behind it, and returns how long it took. A vacuum that
-    /// yielded to them is logged, and the next comes after as many rows again; one the server
-    /// refused or cancelled otherwise is logged, and no other runs. Only a lost connection
-    /// is an error.
+    /// looks for sessions waiting behind it and for the stop signals, and returns how long
+    /// it took. A vacuum cancelled for either is logged, and the next comes after as many
+    /// rows again (the stop itself is the next batch's to act on); one the server refused
+    /// or cancelled otherwise is logged, and no other runs. Only a lost connection is an
+    /// error.
     pub(crate) async fn run(
         &mut self,
         client: &Client,
-        watch: VacuumWatch<'_>,
+        watch: VacuumWatch<'_, '_>,
         limits: Limits,
     ) -> Result<Duration, RuntimeError> {
         let started = Instant::now();
@@ -182,40 +201,66 @@ impl TableVacuum {
             client.batch_execute(&self.vacuum_sql),
         );
         tokio::pin!(vacuuming);
-        // Sessions the vacuum was cancelled for, once it was.
-        let mut yielded_to = 0;
-        let mut watching = true;
+        let VacuumWatch {
+            monitor,
+            vacuum_pid,
+            stops,
+        } = watch;
+        let mut cancelled = None;
+        // The lock waits are looked for until the server refuses to show them.
+        let mut watching_locks = true;
         let vacuumed = loop {
             tokio::select! {
                 vacuumed = &mut vacuuming => break vacuumed?,
-                () = tokio::time::sleep(YIELD_WATCH), if yielded_to == 0 && watching => {
-                    match self.waiting_behind(watch, limits).await? {
-                        Some(sessions) => yielded_to = sessions,
-                        None => watching = false,
+                () = tokio::time::sleep(YIELD_WATCH), if cancelled.is_none() => {
+                    if watching_locks {
+                        match self.waiting_behind(monitor, vacuum_pid, limits).await? {
+                            Some(0) => {}
+                            Some(sessions) => {
+                                cancelled = Some(Cancelled::Yielded(sessions));
+                                continue;
+                            }
+                            None => watching_locks = false,
+                        }
                     }
+                    let stop = match stops.check().await? {
+                        None => continue,
+                        Some(Stop::Pause(reason)) => reason.to_string(),
+                        Some(Stop::Abort(reason)) => reason.to_string(),
+                    };
+                    cancel(monitor, vacuum_pid, limits).await?;
+                    cancelled = Some(Cancelled::Stopped(stop));
                 }
             }
         };
         // A cancel sent as the vacuum ended may reach the statement after it: once more.
         if let Err(error) = set_cost(client, &self.session, limits).await {
-            if yielded_to == 0 || !is_query_canceled(&error) {
+            if cancelled.is_none() || !is_query_canceled(&error) {
                 return Err(error);
             }
             set_cost(client, &self.session, limits).await?;
         }
-        match vacuumed {
-            Err(error)
-                if yielded_to > 0
-                    && error.code() == Some(&tokio_postgres::error::SqlState::QUERY_CANCELED) =>
+        match (vacuumed, cancelled) {
+            (Err(error), Some(cancelled))
+                if error.code() == Some(&tokio_postgres::error::SqlState::QUERY_CANCELED) =>
             {
-                tracing::info!(
-                    waiting_sessions = yielded_to,
-                    took_ms = started.elapsed().as_millis() as u64,
-                    "the backfill's vacuum of its table yielded to sessions waiting for a lock \
-                     on the table; the next comes after as many rows again"
-                );
+                let took_ms = started.elapsed().as_millis() as u64;
+                match cancelled {
+                    Cancelled::Yielded(sessions) => tracing::info!(
+                        waiting_sessions = sessions,
+                        took_ms,
+                        "the backfill's vacuum of its table yielded to sessions waiting for a \
+                         lock on the table; the next comes after as many rows again"
+                    ),
+                    Cancelled::Stopped(reason) => tracing::info!(
+                        %reason,
+                        took_ms,
+                        "the backfill's vacuum of its table stopped for a stop signal; the \
+                         next comes after as many rows again"
+                    ),
+                }
             }
-            Ok(()) => {
+            (Ok(()), _) => {
                 self.runs += 1;
                 tracing::info!(
                     vacuum = self.runs,
@@ -224,14 +269,14 @@ impl TableVacuum {
                     "backfill vacuumed its table"
                 );
             }
-            Err(error) if error.as_db_error().is_some() => {
+            (Err(error), _) if error.as_db_error().is_some() => {
                 tracing::warn!(
                     error = %crate::runtime::error::db_error_text(&error),
                     "the backfill's vacuum of its table failed; autovacuum will clean it"
                 );
                 self.every = None;
             }
-            Err(error) => {
+            (Err(error), _) => {
                 return Err(RuntimeError::database("vacuuming the backfill's table")(
                     error,
                 ));
@@ -247,15 +292,14 @@ impl TableVacuum {
     /// runs to its end unwatched.
     async fn waiting_behind(
         &self,
-        watch: VacuumWatch<'_>,
+        monitor: &Client,
+        vacuum_pid: i32,
         limits: Limits,
     ) -> Result<Option<i64>, RuntimeError> {
         let read = within(
             Some(limits.own),
             "looking for sessions waiting behind the backfill's vacuum",
-            watch
-                .monitor
-                .query_one(YIELD_SQL, &[&watch.vacuum_pid, &self.table_oid]),
+            monitor.query_one(YIELD_SQL, &[&vacuum_pid, &self.table_oid]),
         )
         .await?;
         Ok(match read {
@@ -275,6 +319,18 @@ impl TableVacuum {
             }
         })
     }
+}
+
+/// Cancels the vacuum `vacuum_pid` runs, if it still runs one.
+async fn cancel(monitor: &Client, vacuum_pid: i32, limits: Limits) -> Result<(), RuntimeError> {
+    within(
+        Some(limits.own),
+        "cancelling the backfill's vacuum",
+        monitor.query(CANCEL_SQL, &[&vacuum_pid]),
+    )
+    .await?
+    .map_err(RuntimeError::database("cancelling the backfill's vacuum"))?;
+    Ok(())
 }
 
 /// Half of autovacuum's threshold for a table of `rows` rows (capped at `cap`, PostgreSQL
