@@ -746,6 +746,12 @@ pub(crate) enum Command {
         /// Apply only migrations up to and including this version.
         #[arg(long, value_name = "VERSION")]
         to: Option<u64>,
+        /// Apply only the expand migrations at the head of the pending ones, up to the first
+        /// backfill or contract: what a new release needs before it rolls out, as a
+        /// service's start-up apply does. The rest stay pending and are listed with why;
+        /// `migrate up` applies them.
+        #[arg(long, conflicts_with = "to")]
+        expands_only: bool,
         /// Print what would be applied, evaluating every check and contract gate the real
         /// run does against the database (it exits as the real run would); change nothing.
         #[arg(long)]

@@ -565,7 +565,12 @@ fn run(cli: Cli, program: &Program) -> anyhow::Result<Outcome> {
     };
     match cli.command {
         Command::Status => commands::status::run(&context),
-        Command::Up { to, dry_run, .. } => commands::apply::up(&context, to, dry_run),
+        Command::Up {
+            to,
+            dry_run,
+            expands_only,
+            ..
+        } => commands::apply::up(&context, to, dry_run, expands_only),
         Command::Down { to, dry_run } => commands::apply::down(&context, to, dry_run),
         Command::Plan { large_table } => commands::plan::run(&context, large_table),
         Command::Lint { path } => commands::lint::run(&context, path.as_deref()),

@@ -29,14 +29,8 @@ fn up_status_and_down_round_trip() {
         .args(["--format", "json", "status"])
         .output()
         .unwrap();
-    let states: Vec<String> = json(&status)["migrations"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["state"].as_str().unwrap().to_owned())
-        .collect();
     assert_eq!(
-        states,
+        states(&status),
         [
             "applied", "applied", "applied", "pending", "pending", "pending", "pending"
         ]
@@ -650,4 +644,87 @@ fn logs_on_a_redirected_stderr_carry_no_colour_codes() {
         "{logs}"
     );
     assert!(!logs.contains('\x1b'), "{logs:?}");
+}
+
+#[test]
+fn up_expands_only_applies_the_leading_expands_and_names_what_it_holds_back() {
+    let db = database();
+    let dir = example_migrations();
+    let versions = |list: &serde_json::Value| -> Vec<u64> {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["version"].as_u64().unwrap())
+            .collect()
+    };
+
+    // The dry run: the expands before the first backfill, and the rest with why.
+    let dry = migrate_on(&db, &dir)
+        .args(["--format", "json", "up", "--expands-only", "--dry-run"])
+        .output()
+        .unwrap();
+    assert!(dry.status.success(), "{}", stderr(&dry));
+    let dry = json(&dry);
+    assert_eq!(versions(&dry["pending"]), [1, 2, 3]);
+    assert_eq!(versions(&dry["held_back"]), [4, 5, 6, 7]);
+    assert_eq!(dry["held_back"][0]["phase"], "backfill");
+    assert!(
+        dry["held_back"][1]["reason"]
+            .as_str()
+            .unwrap()
+            .contains('4'),
+        "{dry}"
+    );
+
+    let up = migrate_on(&db, &dir)
+        .args(["up", "--expands-only"])
+        .output()
+        .unwrap();
+    assert!(up.status.success(), "{}", stderr(&up));
+    let out = stdout(&up);
+    assert!(out.contains("applied 3 migration(s)"), "{out}");
+    assert!(
+        out.contains("held back for operations, 4 migration(s)"),
+        "{out}"
+    );
+    assert!(out.contains("0004_email_normalized.backfill.sql"), "{out}");
+    let status = migrate_on(&db, &dir)
+        .args(["--format", "json", "status"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        states(&status),
+        [
+            "applied", "applied", "applied", "pending", "pending", "pending", "pending"
+        ]
+    );
+
+    // Again: the next pending migration is the backfill, so nothing is applied.
+    migrate_on(&db, &dir)
+        .args(["up", "--expands-only"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("no expand to apply"));
+    // A target version and the expands only exclude each other.
+    migrate_on(&db, &dir)
+        .args(["up", "--expands-only", "--to", "3"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("--expands-only"));
+    // `up` applies the rest.
+    migrate_on(&db, &dir)
+        .arg("up")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("applied 4 migration(s)"));
+}
+
+/// Each migration's state in a `--format json status` output, in version order.
+fn states(status: &std::process::Output) -> Vec<String> {
+    json(status)["migrations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["state"].as_str().unwrap().to_owned())
+        .collect()
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use migrate_core::runtime::{
-    AppliedMigration, DownReport, Failed, Migrator, Plan, ProgressEvent, ProgressHook,
+    AppliedMigration, DownReport, Failed, HeldBack, Migrator, Plan, ProgressEvent, ProgressHook,
     RuntimeError, UpReport, UpTo,
 };
 use serde_json::json;
@@ -15,7 +15,14 @@ use crate::error::Outcome;
 use crate::output::{self, Cell};
 use crate::{Context, block_on};
 
-pub fn up(context: &Context, to: Option<u64>, dry_run: bool) -> anyhow::Result<Outcome> {
+/// `migrate up`: to `to`, or with `expands_only` the expands at the head of the pending
+/// migrations (`UpTo::LeadingExpands`; clap keeps the two apart).
+pub fn up(
+    context: &Context,
+    to: Option<u64>,
+    dry_run: bool,
+    expands_only: bool,
+) -> anyhow::Result<Outcome> {
     // Checked before reading anything: without a database there is nothing to do, and a
     // scratch database would make a deploy "succeed" against nothing.
     let database = context.database("up")?;
@@ -24,7 +31,11 @@ pub fn up(context: &Context, to: Option<u64>, dry_run: bool) -> anyhow::Result<O
     let impacts = BackfillImpacts::default();
     let migrator = Migrator::new(&migrations, context.config.migrator.clone())?
         .with_progress(progress_hook(&bar, Some(impacts.clone())));
-    let target = to.map_or(UpTo::All, UpTo::Version);
+    let target = if expands_only {
+        UpTo::LeadingExpands
+    } else {
+        to.map_or(UpTo::All, UpTo::Version)
+    };
     if dry_run {
         // Every check and gate of the real run, so a dry run that passes means `up` would.
         let (result, later) = block_on(async {
@@ -37,6 +48,10 @@ pub fn up(context: &Context, to: Option<u64>, dry_run: bool) -> anyhow::Result<O
             anyhow::Ok((result, later))
         })??;
         return match result {
+            Ok(plan) if expands_only => {
+                print_expands_only(context, ExpandsOnly::Planned(&plan));
+                Ok(Outcome::Success)
+            }
             Ok(plan) => {
                 if !(plan.migrations.is_empty() && !later.is_empty() && !context.json()) {
                     print_up_plan(context, &plan, None);
@@ -79,6 +94,10 @@ pub fn up(context: &Context, to: Option<u64>, dry_run: bool) -> anyhow::Result<O
         impacts.print();
     }
     match result {
+        Ok(report) if expands_only => {
+            print_expands_only(context, ExpandsOnly::Applied(&report));
+            Ok(Outcome::Success)
+        }
         Ok(report) => {
             // "up to date" would be wrong with later migrations pending: said below instead.
             if !(report.applied.is_empty() && !later.is_empty() && !context.json()) {
@@ -98,6 +117,84 @@ pub fn up(context: &Context, to: Option<u64>, dry_run: bool) -> anyhow::Result<O
             Err(failed.into())
         }
     }
+}
+
+/// What `up --expands-only` did, or would do in a dry run.
+enum ExpandsOnly<'a> {
+    Applied(&'a UpReport),
+    Planned(&'a Plan),
+}
+
+/// What `up --expands-only` applied or would apply, and what it left for operations with
+/// why: in JSON one document, the run's own plus `held_back`.
+fn print_expands_only(context: &Context, run: ExpandsOnly<'_>) {
+    let (dry_run, done, held_back) = match run {
+        ExpandsOnly::Applied(report) => (false, report.applied.len(), &report.held_back),
+        ExpandsOnly::Planned(plan) => (true, plan.migrations.len(), &plan.held_back),
+    };
+    if context.json() {
+        let held: Vec<_> = held_back.iter().map(held_back_json).collect();
+        output::print_json(&match run {
+            ExpandsOnly::Applied(report) => json!({
+                "dry_run": false,
+                "applied": report.applied.iter().map(migration_json).collect::<Vec<_>>(),
+                "held_back": held,
+            }),
+            ExpandsOnly::Planned(plan) => {
+                json!({ "dry_run": true, "pending": plan_json(plan), "held_back": held })
+            }
+        });
+        return;
+    }
+    let dry = if dry_run { "dry run: " } else { "" };
+    match run {
+        ExpandsOnly::Applied(report) if done > 0 => {
+            print_applied(context, "applied", &report.applied);
+        }
+        ExpandsOnly::Planned(plan) if done > 0 => print_up_plan(context, plan, None),
+        _ if held_back.is_empty() => println!("{dry}nothing to do: the database is up to date"),
+        _ => println!(
+            "{dry}no expand to apply: the next pending migration is a backfill or a contract"
+        ),
+    }
+    if held_back.is_empty() {
+        return;
+    }
+    println!(
+        "{}",
+        context.name_commands(&format!(
+            "held back for operations, {} migration(s) (`migrate up` applies them):",
+            held_back.len()
+        ))
+    );
+    let rows: Vec<Vec<Cell>> = held_back
+        .iter()
+        .map(|h| {
+            vec![
+                Cell::new(h.version.to_string()),
+                Cell::new(h.file_name.clone()),
+                Cell::new(h.phase.as_str()),
+                Cell::new(h.reason.to_string()),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        output::table(
+            &["VERSION", "FILE", "PHASE", "WHY"],
+            &rows,
+            context.config.color
+        )
+    );
+}
+
+fn held_back_json(h: &HeldBack) -> serde_json::Value {
+    json!({
+        "version": h.version,
+        "file": h.file_name,
+        "phase": h.phase.as_str(),
+        "reason": h.reason.to_string(),
+    })
 }
 
 /// Versions of the set above `to` still pending: what `up --to` left for later.

@@ -538,6 +538,7 @@ impl<'m> Migrator<'m> {
         let pending = self.pending(&rows, target)?;
         Ok(Plan {
             migrations: pending.into_iter().map(planned_migration).collect(),
+            held_back: pending::held_back(self.migrations, &rows, target),
         })
     }
 
@@ -573,6 +574,7 @@ impl<'m> Migrator<'m> {
             planned.insert(m.version);
             plan.migrations.push(planned_migration(m));
         }
+        plan.held_back = pending::held_back(self.migrations, &rows, target);
         Ok(())
     }
 
@@ -1096,6 +1098,7 @@ impl<'m> Migrator<'m> {
                     ..planned_migration(m)
                 })
                 .collect(),
+            held_back: Vec::new(),
         })
     }
 

@@ -152,6 +152,10 @@ fn mode_label(batched: bool, mode: TransactionMode) -> &'static str {
 pub struct Plan {
     /// In the order the run would take them.
     pub migrations: Vec<PlannedMigration>,
+    /// With [`UpTo::LeadingExpands`](super::UpTo::LeadingExpands): the pending migrations
+    /// the run would leave for operations, ascending, each with the reason (as
+    /// [`UpReport::held_back`]). Empty otherwise.
+    pub held_back: Vec<HeldBack>,
 }
 
 impl PartialReport for Plan {
