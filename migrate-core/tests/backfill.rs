@@ -809,6 +809,28 @@ async fn items_20k(
     }
 }
 
+/// A migrator of `migrations` under `config` with a monitor connection: what watches the
+/// backfill's vacuum.
+async fn monitored<'m>(
+    migrations: &'m Migrations,
+    url: &str,
+    config: migrate_core::runtime::MigratorConfig,
+) -> Migrator<'m> {
+    Migrator::new(migrations, config)
+        .unwrap()
+        .with_monitor(plain_client(url).await)
+}
+
+/// Waits until the backfill's vacuum of `items` runs.
+async fn until_the_vacuum_runs(operator: &tokio_postgres::Client) {
+    wait_until(
+        operator,
+        "the backfill's vacuum runs",
+        "SELECT EXISTS (SELECT FROM pg_stat_progress_vacuum WHERE relid = 'items'::regclass)",
+    )
+    .await;
+}
+
 /// [`items_20k`], then the backfill in batches of 1,000 under `config`, with a monitor
 /// connection (what watches the vacuum). Returns the table's pages before and after.
 async fn backfill_20k(
@@ -820,9 +842,8 @@ async fn backfill_20k(
 ) -> (i64, i64) {
     items_20k(client, migrations, table_options).await;
     let before = heap_pages(client).await;
-    Migrator::new(migrations, config)
-        .unwrap()
-        .with_monitor(plain_client(url).await)
+    monitored(migrations, url, config)
+        .await
         .up(client, UpTo::All)
         .await
         .unwrap();
@@ -898,18 +919,11 @@ async fn an_operators_pause_stops_the_backfills_vacuum_too() {
     let migrations = write_set(dir.path(), 1000);
     let client = client(db.url()).await;
     items_20k(&client, &migrations, Some(CRAWLING_VACUUM)).await;
-    let migrator = Migrator::new(&migrations, config())
-        .unwrap()
-        .with_monitor(plain_client(db.url()).await);
+    let migrator = monitored(&migrations, db.url(), config()).await;
     let operator = plain_client(db.url()).await;
     let pending = "SELECT count(*) FROM items WHERE v2 IS DISTINCT FROM v * 2";
     let operate = async {
-        wait_until(
-            &operator,
-            "the backfill's vacuum runs",
-            "SELECT EXISTS (SELECT FROM pg_stat_progress_vacuum WHERE relid = 'items'::regclass)",
-        )
-        .await;
+        until_the_vacuum_runs(&operator).await;
         migrator.pause_backfills(&operator, true).await.unwrap();
         // The vacuum would crawl on for most of a minute; the pause stops it too (the wait
         // gives up after 30 s).
@@ -950,13 +964,9 @@ async fn the_backfills_own_vacuum_is_no_old_transaction_to_stop_for() {
     // A vacuum of a few seconds (10 cost units per 100 ms of rest), its transaction older
     // than the backfill lets any transaction be.
     let slow_vacuum = CRAWLING_VACUUM.replace("cost_limit = 1", "cost_limit = 10");
-    items_20k(&client, &migrations, Some(&slow_vacuum)).await;
     let mut config = config();
     config.backfill.max_transaction_age = Some(Duration::from_secs(1));
-    let migrator = Migrator::new(&migrations, config)
-        .unwrap()
-        .with_monitor(plain_client(db.url()).await);
-    migrator.up(&client, UpTo::All).await.unwrap();
+    backfill_20k(&client, db.url(), &migrations, Some(&slow_vacuum), config).await;
     // It ran to its end: the stop signals it is watched by leave it out of the oldest
     // transaction, as they leave out the session reading them.
     assert_eq!(
@@ -976,18 +986,11 @@ async fn the_backfills_vacuum_yields_to_a_session_waiting_for_the_tables_lock() 
     let migrations = write_set(dir.path(), 1000);
     let client = client(db.url()).await;
     items_20k(&client, &migrations, Some(CRAWLING_VACUUM)).await;
-    let migrator = Migrator::new(&migrations, config())
-        .unwrap()
-        .with_monitor(plain_client(db.url()).await);
+    let migrator = monitored(&migrations, db.url(), config()).await;
     let operator = plain_client(db.url()).await;
     let analyze = async {
         // Once the backfill's vacuum holds the table ...
-        wait_until(
-            &operator,
-            "the backfill's vacuum runs",
-            "SELECT EXISTS (SELECT FROM pg_stat_progress_vacuum WHERE relid = 'items'::regclass)",
-        )
-        .await;
+        until_the_vacuum_runs(&operator).await;
         // ... an operator's ANALYZE, which needs the lock the vacuum holds, gets it within
         // its lock_timeout: the vacuum yields.
         operator

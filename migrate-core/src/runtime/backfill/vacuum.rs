@@ -48,16 +48,13 @@ pub(crate) const VACUUMING: &str = "vacuuming the table";
 /// the second autovacuum gives a waiter (`deadlock_timeout`) before it yields.
 const YIELD_WATCH: Duration = Duration::from_millis(250);
 /// Sessions waiting for a lock on the table (`$2`, its oid) that the vacuum's session
-/// (`$1`) holds; when there are any, cancels the vacuum, if that session still runs it (a
-/// cancel that arrived after it would cancel the session's next statement instead).
-const YIELD_SQL: &str = "WITH waiting AS (SELECT count(*) AS sessions FROM pg_locks l \
+/// (`$1`) holds.
+const YIELD_SQL: &str = "SELECT count(*) FROM pg_locks l \
     WHERE l.locktype = 'relation' AND l.relation::int8 = $2 AND NOT l.granted \
-    AND $1 = ANY(pg_blocking_pids(l.pid))) \
-    SELECT sessions, CASE WHEN sessions > 0 THEN (SELECT pg_cancel_backend(a.pid) \
-    FROM pg_stat_activity a WHERE a.pid = $1 AND a.state = 'active' \
-    AND a.query LIKE 'VACUUM %') END FROM waiting";
-/// Cancels the vacuum of the session `$1`, if that session still runs it: a stop signal
-/// (the operator's pause, a replica's lag, ...) came up while it ran.
+    AND $1 = ANY(pg_blocking_pids(l.pid))";
+/// Cancels the vacuum of the session `$1`, if that session still runs it (a cancel that
+/// arrived after it would cancel the session's next statement instead): sessions wait
+/// behind it, or a stop signal (the operator's pause, a replica's lag, ...) came up.
 const CANCEL_SQL: &str = "SELECT pg_cancel_backend(pid) FROM pg_stat_activity \
     WHERE pid = $1 AND state = 'active' AND query LIKE 'VACUUM %'";
 /// The fewest rows between two vacuums: below, a vacuum's fixed cost (it reads every index
@@ -217,6 +214,7 @@ impl TableVacuum {
                         match self.waiting_behind(monitor, vacuum_pid, limits).await? {
                             Some(0) => {}
                             Some(sessions) => {
+                                cancel(monitor, vacuum_pid, limits).await?;
                                 cancelled = Some(Cancelled::Yielded(sessions));
                                 continue;
                             }
@@ -287,9 +285,8 @@ impl TableVacuum {
 }
 
 impl TableVacuum {
-    /// Sessions waiting for a lock on the table behind the vacuum; when there are any, the
-    /// vacuum is cancelled. `None` when the server refused to tell (logged): that vacuum
-    /// runs to its end unwatched.
+    /// Sessions waiting for a lock on the table behind the vacuum. `None` when the server
+    /// refused to tell (logged): that vacuum's lock waits go unwatched.
     async fn waiting_behind(
         &self,
         monitor: &Client,
@@ -308,7 +305,7 @@ impl TableVacuum {
                 tracing::warn!(
                     error = %crate::runtime::error::db_error_text(&error),
                     "could not look for sessions waiting behind the backfill's vacuum; \
-                     it runs unwatched"
+                     its lock waits go unwatched"
                 );
                 None
             }
